@@ -1,0 +1,147 @@
+/* X.509 certificates for idevs identities and attested compartments, and their verification.
+ *
+ * Every idevs certificate is ordinary X.509 (Ed25519 subject key, signed with Ed25519) with:
+ *   - subjectAltName URI "urn:uuid:<uuid>" naming the identity;
+ *   - extension IDEVS_OID_AGREEMENT_KEY (non-critical): OCTET STRING of the 32-byte X25519 public key;
+ *   - for compartments, extension IDEVS_OID_EVIDENCE (non-critical): OCTET STRING of a protobuf
+ *     idevs.v1.Evidence (proto/idevs.proto).
+ * The arc 2.25.98677817249778228056933293760312102337 is idevs's own, minted from a UUID (ITU-T X.667).
+ *
+ * Chains: operator CA -> service certificate; operator CA -> attestation authority (CA, pathlen 0) ->
+ * compartment certificate. `openssl verify -CAfile ca.crt [-untrusted aa.crt] leaf.crt` accepts both. */
+#ifndef IDEVS_CERT_H
+#define IDEVS_CERT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/x509.h>
+
+#include "idevs_crypto.h"
+#include "idevs_error.h"
+#include "idevs_identity.h"
+#include "idevs_uuid.h"
+
+#define IDEVS_OID_ARC "2.25.98677817249778228056933293760312102337"
+#define IDEVS_OID_EVIDENCE IDEVS_OID_ARC ".1"
+#define IDEVS_OID_AGREEMENT_KEY IDEVS_OID_ARC ".2"
+
+typedef enum idevs_backend {
+    IDEVS_BACKEND_PROCESS = 1, /* values equal idevs.v1.Backend */
+    IDEVS_BACKEND_SGX = 2,
+    IDEVS_BACKEND_TDX = 3,
+    IDEVS_BACKEND_SEV_SNP = 4,
+    IDEVS_BACKEND_NITRO = 5,
+    IDEVS_BACKEND_CHERI = 6,
+} idevs_backend;
+
+/* "process", "sgx", ...; NULL for an unknown value. */
+const char *idevs_backend_name(idevs_backend backend);
+/* Inverse of idevs_backend_name; IDEVS_ERR_INVALID_ARG for an unknown name. */
+idevs_err idevs_backend_parse(const char *name, idevs_backend *out);
+
+#define IDEVS_EVIDENCE_FLAG_DEBUG 0x1u
+#define IDEVS_EVIDENCE_NONCE_MIN 16
+#define IDEVS_EVIDENCE_NONCE_MAX 64
+#define IDEVS_HARDWARE_REPORT_MAX 16384
+
+typedef struct idevs_evidence {
+    idevs_backend backend;
+    uint8_t measurement[IDEVS_SHA256_LEN];
+    idevs_uuid program_uuid;
+    uint8_t descriptor_digest[IDEVS_SHA256_LEN];
+    uint8_t key_binding[IDEVS_SHA256_LEN];
+    uint64_t issued_at; /* seconds since 1970 */
+    uint8_t nonce[IDEVS_EVIDENCE_NONCE_MAX];
+    size_t nonce_len;
+    uint32_t flags;
+    const uint8_t *hardware_report; /* borrowed; NULL/0 for the process backend */
+    size_t hardware_report_len;
+} idevs_evidence;
+
+/* key_binding = SHA-256("idevs key binding v1" || Ed25519 public || X25519 public), see PROTOCOL.md. */
+idevs_err idevs_key_binding(const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN], const uint8_t kex_pub[IDEVS_X25519_LEN],
+                            uint8_t out[IDEVS_SHA256_LEN]);
+
+/* ---- issuing ---- */
+
+/* Self-signed operator CA over the issuer identity's Ed25519 key (CA:TRUE, keyCertSign, cRLSign). */
+idevs_err idevs_cert_issue_ca(const idevs_identity *ca, unsigned days, X509 **out);
+
+/* Attestation authority: the key the launcher signs compartment certificates with (CA:TRUE, pathlen 0). */
+idevs_err idevs_cert_issue_authority(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *authority,
+                                     unsigned days, X509 **out);
+
+/* Service identity certificate (CA:FALSE, digitalSignature), UUID, name and agreement key of subject. */
+idevs_err idevs_cert_issue_service(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *subject,
+                                   unsigned days, X509 **out);
+
+/* Compartment certificate carrying evidence. subject holds only the compartment's public keys as far as
+ * the certificate is concerned; evidence->key_binding must equal idevs_key_binding of those keys. */
+idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *authority_cert,
+                                       const idevs_identity *subject, const idevs_evidence *evidence,
+                                       unsigned validity_seconds, X509 **out);
+
+/* DER of cert into a malloc'd buffer. */
+idevs_err idevs_cert_to_der(X509 *cert, uint8_t **der, size_t *len);
+
+/* ---- verification ---- */
+
+typedef struct idevs_cert_policy idevs_cert_policy;
+
+idevs_cert_policy *idevs_cert_policy_new(void);
+void idevs_cert_policy_free(idevs_cert_policy *policy);
+
+/* Trust anchors: the operator CA(s). */
+idevs_err idevs_cert_policy_add_ca(idevs_cert_policy *policy, X509 *ca);
+idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *pem_path);
+
+/* Peers must be attested compartments (true for a service's policy towards an integration process). */
+void idevs_cert_policy_require_evidence(idevs_cert_policy *policy, bool required);
+
+/* Hardware backends the verifier accepts. PROCESS is refused here: see the next function. */
+idevs_err idevs_cert_policy_allow_backend(idevs_cert_policy *policy, idevs_backend backend);
+
+/* Accept the `process` backend, where the broker host's launcher signs the evidence and no hardware isolates
+ * the compartment: the broker host is then trusted. Named loudly on purpose, as RA-TLS's *_INSECURE settings. */
+void idevs_cert_policy_allow_process_backend_insecure(idevs_cert_policy *policy);
+
+/* Accept compartments whose evidence has the debug flag. */
+void idevs_cert_policy_allow_debug_insecure(idevs_cert_policy *policy);
+
+/* Expected measurements (any one matches). With none added, any measurement is accepted. */
+idevs_err idevs_cert_policy_add_measurement(idevs_cert_policy *policy, const uint8_t measurement[IDEVS_SHA256_LEN]);
+
+/* Optional expectations; unset means not checked. */
+void idevs_cert_policy_expect_descriptor(idevs_cert_policy *policy, const uint8_t digest[IDEVS_SHA256_LEN]);
+void idevs_cert_policy_expect_program(idevs_cert_policy *policy, const idevs_uuid *program);
+idevs_err idevs_cert_policy_expect_nonce(idevs_cert_policy *policy, const uint8_t *nonce, size_t len);
+
+/* Verification time (seconds since 1970); 0, the default, means the current time. For tests and audits. */
+void idevs_cert_policy_set_time(idevs_cert_policy *policy, time_t at);
+
+typedef struct idevs_cert_info {
+    idevs_uuid uuid;
+    char name[IDEVS_NAME_MAX + 1];
+    uint8_t sign_pub[IDEVS_ED25519_PUB_LEN];
+    uint8_t kex_pub[IDEVS_X25519_LEN];
+    uint8_t cert_digest[IDEVS_SHA256_LEN]; /* SHA-256 of the leaf DER */
+    bool has_evidence;
+    idevs_evidence evidence; /* hardware_report is NULL here: it points into nothing after return */
+} idevs_cert_info;
+
+/* Verifies a DER chain (leaf first, then intermediates) under policy, in this order: parse, idevs identity
+ * fields, chain to a trusted CA with validity, evidence presence and decoding, key binding, backend,
+ * process opt-in, debug flag, measurement, descriptor digest, program UUID, nonce. Returns the first failure
+ * and, when why is not NULL, a sentence naming the certificate and what was wrong (never key material).
+ * info may be NULL. */
+idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *const *der, const size_t *der_len,
+                            size_t count, idevs_cert_info *info, char *why, size_t why_len);
+
+/* Decodes the evidence extension of cert without verifying anything (for inspection tools).
+ * IDEVS_ERR_EVIDENCE_MISSING when absent. */
+idevs_err idevs_cert_read_evidence(X509 *cert, idevs_evidence *out);
+
+#endif

@@ -1,0 +1,68 @@
+#include "idevs_error.h"
+
+#include <stddef.h>
+
+struct err_text {
+    const char *name;
+    const char *sentence;
+};
+
+/* Indexed by idevs_err; the static assertion below keeps it in step with the enum. */
+static const struct err_text texts[] = {
+    [IDEVS_OK] = {"ok", "success"},
+    [IDEVS_ERR_NOMEM] = {"nomem", "out of memory"},
+    [IDEVS_ERR_INVALID_ARG] = {"invalid_arg", "invalid argument"},
+    [IDEVS_ERR_CRYPTO] = {"crypto", "a cryptographic operation failed inside OpenSSL"},
+    [IDEVS_ERR_IO] = {"io", "reading or writing a file failed"},
+    [IDEVS_ERR_KEY_FILE] = {"key_file", "the key file is unreadable, malformed, or not private to its owner (mode 0600)"},
+    [IDEVS_ERR_TOO_LARGE] = {"too_large", "the input is larger than the configured limit"},
+    [IDEVS_ERR_MALFORMED] = {"malformed", "the input is not a well-formed idevs message"},
+    [IDEVS_ERR_VERSION] = {"version", "the message uses a protocol version this library does not speak"},
+    [IDEVS_ERR_SUITE] = {"suite", "the message uses an unknown cipher suite"},
+    [IDEVS_ERR_WRONG_RECIPIENT] = {"wrong_recipient", "the envelope is addressed to another identity"},
+    [IDEVS_ERR_UNKNOWN_SENDER] = {"unknown_sender", "the sender's certificate is neither in the envelope nor known; fetch it and retry"},
+    [IDEVS_ERR_UNKNOWN_RECIPIENT] = {"unknown_recipient", "no certificate is known for the recipient; add it as a peer first"},
+    [IDEVS_ERR_SENDER_NOT_ALLOWED] = {"sender_not_allowed", "the sender is not among the identities allowed to send here"},
+    [IDEVS_ERR_CERT_DIGEST_MISMATCH] = {"cert_digest_mismatch", "the envelope names a sender certificate other than the one known for that sender"},
+    [IDEVS_ERR_EPOCH_SIGNATURE] = {"epoch_signature", "the key epoch offer is not signed by the sender's certified key"},
+    [IDEVS_ERR_EPOCH_CONFLICT] = {"epoch_conflict", "two different key offers claim the same epoch of this sender"},
+    [IDEVS_ERR_EPOCH_EXPIRED] = {"epoch_expired", "the key epoch was replaced and its grace period is over"},
+    [IDEVS_ERR_EPOCH_STALE] = {"epoch_stale", "the key epoch is older than the receiver accepts"},
+    [IDEVS_ERR_EPOCH_FUTURE] = {"epoch_future", "the key epoch lies in the future beyond the allowed clock skew"},
+    [IDEVS_ERR_REPLAY] = {"replay", "duplicate: a message with this sequence number was already accepted"},
+    [IDEVS_ERR_OUTSIDE_WINDOW] = {"outside_window", "the sequence number is too old for the replay window"},
+    [IDEVS_ERR_DECRYPT] = {"decrypt", "authentication failed: the envelope was altered, or opened on a topic other than the one it was sealed for"},
+    [IDEVS_ERR_PEER_LIMIT] = {"peer_limit", "too many peers are known; raise the limit or remove peers"},
+    [IDEVS_ERR_SEQUENCE_EXHAUSTED] = {"sequence_exhausted", "the sequence numbers of the epoch are used up"},
+    [IDEVS_ERR_CERT_MALFORMED] = {"cert_malformed", "the certificate cannot be parsed as DER X.509"},
+    [IDEVS_ERR_CERT_NOT_IDEVS] = {"cert_not_idevs", "the certificate lacks an idevs identity (urn:uuid name, Ed25519 key, X25519 agreement key)"},
+    [IDEVS_ERR_CERT_UNTRUSTED] = {"cert_untrusted", "the certificate does not chain to a trusted operator CA"},
+    [IDEVS_ERR_CERT_EXPIRED] = {"cert_expired", "the certificate or one above it has expired"},
+    [IDEVS_ERR_CERT_NOT_YET_VALID] = {"cert_not_yet_valid", "the certificate or one above it is not valid yet"},
+    [IDEVS_ERR_EVIDENCE_MISSING] = {"evidence_missing", "the certificate carries no attestation evidence, and the policy requires it"},
+    [IDEVS_ERR_EVIDENCE_MALFORMED] = {"evidence_malformed", "the attestation evidence cannot be decoded or has fields of the wrong size"},
+    [IDEVS_ERR_KEY_BINDING_MISMATCH] = {"key_binding_mismatch", "the evidence is bound to other public keys than the certificate's"},
+    [IDEVS_ERR_BACKEND_NOT_ALLOWED] = {"backend_not_allowed", "the compartment's isolation backend is not allowed by the policy"},
+    [IDEVS_ERR_PROCESS_BACKEND_NOT_OPTED_IN] = {"process_backend_not_opted_in", "the compartment runs on the 'process' backend (no hardware isolation) and the policy did not opt in to accept it"},
+    [IDEVS_ERR_DEBUG_NOT_ALLOWED] = {"debug_not_allowed", "the compartment runs in debug mode and the policy does not allow it"},
+    [IDEVS_ERR_MEASUREMENT_MISMATCH] = {"measurement_mismatch", "the compartment runs code whose measurement the policy does not expect"},
+    [IDEVS_ERR_DESCRIPTOR_MISMATCH] = {"descriptor_mismatch", "the compartment runs a deployment descriptor other than the expected one"},
+    [IDEVS_ERR_PROGRAM_MISMATCH] = {"program_mismatch", "the compartment runs another integration process than the expected one"},
+    [IDEVS_ERR_NONCE_MISMATCH] = {"nonce_mismatch", "the evidence does not answer the verifier's challenge nonce"},
+};
+
+_Static_assert(sizeof texts / sizeof texts[0] == IDEVS_ERR_COUNT, "every idevs_err needs a text");
+
+const char *idevs_strerror(idevs_err err)
+{
+    if ((unsigned)err >= IDEVS_ERR_COUNT || texts[err].sentence == NULL)
+        return "unknown idevs error";
+    return texts[err].sentence;
+}
+
+const char *idevs_err_name(idevs_err err)
+{
+    if ((unsigned)err >= IDEVS_ERR_COUNT || texts[err].name == NULL)
+        return "unknown";
+    return texts[err].name;
+}

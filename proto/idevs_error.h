@@ -1,0 +1,60 @@
+/* Error codes shared by every idevs module. Each failure a caller may need to tell apart has its own code;
+ * idevs_strerror() gives a sentence a person understands. */
+#ifndef IDEVS_ERROR_H
+#define IDEVS_ERROR_H
+
+typedef enum idevs_err {
+    IDEVS_OK = 0,
+    /* general */
+    IDEVS_ERR_NOMEM,
+    IDEVS_ERR_INVALID_ARG,
+    IDEVS_ERR_CRYPTO,
+    IDEVS_ERR_IO,
+    IDEVS_ERR_KEY_FILE,
+    /* decoding */
+    IDEVS_ERR_TOO_LARGE,
+    IDEVS_ERR_MALFORMED,
+    IDEVS_ERR_VERSION,
+    IDEVS_ERR_SUITE,
+    /* envelope */
+    IDEVS_ERR_WRONG_RECIPIENT,
+    IDEVS_ERR_UNKNOWN_SENDER,
+    IDEVS_ERR_UNKNOWN_RECIPIENT,
+    IDEVS_ERR_SENDER_NOT_ALLOWED,
+    IDEVS_ERR_CERT_DIGEST_MISMATCH,
+    IDEVS_ERR_EPOCH_SIGNATURE,
+    IDEVS_ERR_EPOCH_CONFLICT,
+    IDEVS_ERR_EPOCH_EXPIRED,
+    IDEVS_ERR_EPOCH_STALE,
+    IDEVS_ERR_EPOCH_FUTURE,
+    IDEVS_ERR_REPLAY,
+    IDEVS_ERR_OUTSIDE_WINDOW,
+    IDEVS_ERR_DECRYPT,
+    IDEVS_ERR_PEER_LIMIT,
+    IDEVS_ERR_SEQUENCE_EXHAUSTED,
+    /* certificates and attestation */
+    IDEVS_ERR_CERT_MALFORMED,
+    IDEVS_ERR_CERT_NOT_IDEVS,
+    IDEVS_ERR_CERT_UNTRUSTED,
+    IDEVS_ERR_CERT_EXPIRED,
+    IDEVS_ERR_CERT_NOT_YET_VALID,
+    IDEVS_ERR_EVIDENCE_MISSING,
+    IDEVS_ERR_EVIDENCE_MALFORMED,
+    IDEVS_ERR_KEY_BINDING_MISMATCH,
+    IDEVS_ERR_BACKEND_NOT_ALLOWED,
+    IDEVS_ERR_PROCESS_BACKEND_NOT_OPTED_IN,
+    IDEVS_ERR_DEBUG_NOT_ALLOWED,
+    IDEVS_ERR_MEASUREMENT_MISMATCH,
+    IDEVS_ERR_DESCRIPTOR_MISMATCH,
+    IDEVS_ERR_PROGRAM_MISMATCH,
+    IDEVS_ERR_NONCE_MISMATCH,
+    IDEVS_ERR_COUNT /* number of codes; not an error */
+} idevs_err;
+
+/* A static, human-readable sentence for err; never NULL, also for out-of-range values. */
+const char *idevs_strerror(idevs_err err);
+
+/* A short stable identifier ("replay", "decrypt", ...) for counters and metrics; never NULL. */
+const char *idevs_err_name(idevs_err err);
+
+#endif
