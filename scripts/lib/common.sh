@@ -1,0 +1,46 @@
+# Shared by scripts/test and scripts/demo: Debian packages, building with meson, small output helpers.
+# Sourced, not run.
+
+IDEVS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Everything idevs needs to build, test and run on Debian 12. python3-cryptography and python3-protobuf serve
+# the independent interoperability test only.
+IDEVS_PACKAGES=(
+  meson ninja-build pkg-config gcc libc6-dev
+  libssl-dev openssl
+  libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+  uuid-dev libcunit1-dev libcjson-dev libseccomp-dev libsqlite3-dev sqlite3
+  mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
+  python3 python3-cryptography python3-protobuf
+)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs the packages of IDEVS_PACKAGES that are missing, with apt-get (as root, or through sudo).
+ensure_packages() {
+  local missing=() p
+  for p in "${IDEVS_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the packaged broker as a system service; idevs runs its own brokers on free ports.
+  if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1; then
+    "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+}
+
+# build_tree DIR [meson options...]: configures DIR once (reconfiguring if it exists) and builds it.
+build_tree() {
+  local dir=$1; shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson configure "$dir" "$@" >/dev/null
+  else
+    meson setup "$dir" "$IDEVS_ROOT" "$@" >/dev/null
+  fi
+  ninja -C "$dir" >/dev/null || { ninja -C "$dir"; return 1; }
+}

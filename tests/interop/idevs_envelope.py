@@ -1,0 +1,266 @@
+"""An independent implementation of docs/PROTOCOL.md in Python, written from the document alone.
+
+It uses Debian's python3-cryptography and python3-protobuf (the schema compiled by protoc at test time), and
+serves to prove that the document is complete and that the C library follows it: the test opens what C sealed,
+seals what C opens, and recomputes the committed test vectors.
+
+Usage:
+  idevs_envelope.py vectors VECTORS.json PB2_DIR
+  idevs_envelope.py seal PB2_DIR --key K --cert CHAIN.pem --to PEER.pem --topic T --in FILE --out FILE
+  idevs_envelope.py open PB2_DIR --key K --cert CHAIN.pem --ca CA.pem --topic T --in FILE --out FILE
+"""
+import argparse
+import hashlib
+import json
+import os
+import struct
+import sys
+import time
+import uuid
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+OID_ARC = "2.25.98677817249778228056933293760312102337"
+OID_AGREEMENT_KEY = x509.ObjectIdentifier(OID_ARC + ".2")
+AEADS = {1: AESGCM, 2: ChaCha20Poly1305}
+
+
+def u16(x):
+    return struct.pack(">H", x)
+
+
+def u32(x):
+    return struct.pack(">I", x)
+
+
+def u64(x):
+    return struct.pack(">Q", x)
+
+
+def sha256(b):
+    return hashlib.sha256(b).digest()
+
+
+def raw_public(key):
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class Identity:
+    """A certified identity as docs/CERTIFICATES.md describes it."""
+
+    def __init__(self, chain_der, sign_priv=None, kex_priv=None):
+        self.chain = chain_der
+        leaf = x509.load_der_x509_certificate(chain_der[0])
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        urns = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("urn:uuid:")]
+        self.uuid = uuid.UUID(urns[0][len("urn:uuid:"):]).bytes
+        self.sign_pub = raw_public(leaf.public_key())
+        self.kex_pub = leaf.extensions.get_extension_for_oid(OID_AGREEMENT_KEY).value.value
+        assert len(self.kex_pub) == 32
+        self.digest = sha256(chain_der[0])
+        self.sign_priv, self.kex_priv = sign_priv, kex_priv
+
+
+def load_chain_pem(path):
+    with open(path, "rb") as f:
+        return [c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(f.read())]
+
+
+def load_identity(key_path, chain_path):
+    with open(key_path, "rb") as f:
+        pem = f.read()
+    blocks = [b + b"-----END PRIVATE KEY-----\n" for b in pem.split(b"-----END PRIVATE KEY-----")[:-1]]
+    sign = serialization.load_pem_private_key(blocks[0].strip() + b"\n", None)
+    kex = serialization.load_pem_private_key(blocks[1].strip() + b"\n", None)
+    assert isinstance(sign, ed25519.Ed25519PrivateKey) and isinstance(kex, x25519.X25519PrivateKey)
+    return Identity(load_chain_pem(chain_path), sign, kex)
+
+
+def offer_bytes(suite, sender, recipient, epoch, e_pub):
+    return (b"idevs epoch v1" + u32(suite) + sender.uuid + recipient.uuid + u64(epoch) + e_pub
+            + recipient.kex_pub + sender.digest)
+
+
+def epoch_keys(offer, dh_e, dh_s):
+    okm = HKDF(algorithm=hashes.SHA256(), length=44, salt=None, info=b"idevs epoch keys v1" + offer).derive(dh_e + dh_s)
+    return okm[:32], okm[32:]
+
+
+def nonce_for(base_nonce, sequence):
+    return base_nonce[:4] + bytes(a ^ b for a, b in zip(base_nonce[4:], u64(sequence)))
+
+
+def aad_bytes(suite, sender_uuid, recipient_uuid, message_id, epoch, sequence, e_pub, signature, digest, topic,
+              provenance):
+    t = topic.encode()
+    return (b"idevs envelope v1" + u32(1) + u32(suite) + sender_uuid + recipient_uuid + message_id + u64(epoch)
+            + u64(sequence) + e_pub + signature + digest + u16(len(t)) + t + u16(len(provenance))
+            + b"".join(provenance))
+
+
+def seal(pb2, sender, recipient, topic, payload, provenance=(), suite=1, epoch=None, e_priv=None, message_id=None,
+         sequence=1, with_chain=True):
+    """Seals one message in a fresh epoch (or the given one); returns (envelope bytes, intermediate values)."""
+    epoch = epoch if epoch is not None else int(time.time() * 1000)
+    e_priv = e_priv or x25519.X25519PrivateKey.generate()
+    e_pub = raw_public(e_priv.public_key())
+    offer = offer_bytes(suite, sender, recipient, epoch, e_pub)
+    signature = sender.sign_priv.sign(offer)
+    recipient_kex = x25519.X25519PublicKey.from_public_bytes(recipient.kex_pub)
+    dh_e, dh_s = e_priv.exchange(recipient_kex), sender.kex_priv.exchange(recipient_kex)
+    key, base_nonce = epoch_keys(offer, dh_e, dh_s)
+    message_id = message_id or os.urandom(16)
+    aad = aad_bytes(suite, sender.uuid, recipient.uuid, message_id, epoch, sequence, e_pub, signature, sender.digest,
+                    topic, list(provenance))
+    nonce = nonce_for(base_nonce, sequence)
+    ciphertext = AEADS[suite](key).encrypt(nonce, payload, aad)
+    env = pb2.Envelope(version=1, suite=suite, sender=sender.uuid, recipient=recipient.uuid, message_id=message_id,
+                       epoch=epoch, sequence=sequence, ephemeral_key=e_pub, epoch_signature=signature,
+                       provenance=list(provenance), ciphertext=ciphertext)
+    if with_chain:
+        env.sender_chain.extend(sender.chain)
+    else:
+        env.sender_cert_digest = sender.digest
+    values = dict(offer=offer, epoch_signature=signature, dh_e=dh_e, dh_s=dh_s, key=key, base_nonce=base_nonce,
+                  aad=aad, nonce=nonce, ciphertext=ciphertext)
+    return env.SerializeToString(), values
+
+
+def open_envelope(pb2, recipient, topic, data, known_sender=None, ca_der=None):
+    """Opens data per PROTOCOL.md section 5 for a single message (no windows: one-shot). Returns
+    (payload, envelope). Raises ValueError naming the failed step."""
+    env = pb2.Envelope()
+    env.ParseFromString(data)
+    if env.UnknownFields():
+        raise ValueError("malformed: unknown fields")
+    if env.version != 1:
+        raise ValueError("version")
+    if env.suite not in AEADS:
+        raise ValueError("suite")
+    if env.recipient != recipient.uuid:
+        raise ValueError("wrong_recipient")
+    if env.sender_chain:
+        sender = Identity(list(env.sender_chain))
+        if ca_der is not None:
+            verify_chain(list(env.sender_chain), ca_der)
+    else:
+        sender = known_sender
+        if sender is None:
+            raise ValueError("unknown_sender")
+        if env.sender_cert_digest != sender.digest:
+            raise ValueError("cert_digest_mismatch")
+    if sender.uuid != env.sender:
+        raise ValueError("malformed: chain names another sender")
+    offer = offer_bytes(env.suite, sender, recipient, env.epoch, env.ephemeral_key)
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(sender.sign_pub).verify(env.epoch_signature, offer)
+    except InvalidSignature:
+        raise ValueError("epoch_signature")
+    dh_e = recipient.kex_priv.exchange(x25519.X25519PublicKey.from_public_bytes(env.ephemeral_key))
+    dh_s = recipient.kex_priv.exchange(x25519.X25519PublicKey.from_public_bytes(sender.kex_pub))
+    key, base_nonce = epoch_keys(offer, dh_e, dh_s)
+    aad = aad_bytes(env.suite, env.sender, env.recipient, env.message_id, env.epoch, env.sequence, env.ephemeral_key,
+                    env.epoch_signature, sender.digest, topic, list(env.provenance))
+    try:
+        payload = AEADS[env.suite](key).decrypt(nonce_for(base_nonce, env.sequence), env.ciphertext, aad)
+    except InvalidTag:
+        raise ValueError("decrypt")
+    return payload, env
+
+
+def verify_chain(chain_der, ca_der):
+    """Signature chain to the CA (Ed25519 throughout) and validity; the C library applies the full policy."""
+    certs = [x509.load_der_x509_certificate(d) for d in chain_der] + [x509.load_der_x509_certificate(ca_der)]
+    now = time.time()
+    for child, parent in zip(certs, certs[1:]):
+        parent.public_key().verify(child.signature, child.tbs_certificate_bytes)
+        if not child.not_valid_before.timestamp() - 120 <= now <= child.not_valid_after.timestamp() + 120:
+            raise ValueError("cert_expired")
+
+
+def import_pb2(pb2_dir):
+    sys.path.insert(0, pb2_dir)
+    import idevs_pb2  # generated by protoc --python_out at test time
+
+    return idevs_pb2
+
+
+def check_vectors(path, pb2):
+    """Recomputes every message of the committed vectors; prints one line per check."""
+    with open(path) as f:
+        vectors = json.load(f)
+    failures = checks = 0
+
+    def check(name, got, want):
+        nonlocal failures, checks
+        checks += 1
+        if got == want:
+            print(f"ok - {name}")
+        else:
+            failures += 1
+            print(f"not ok - {name}: got {got.hex()[:64]}..., want {want.hex()[:64]}...")
+
+    h = bytes.fromhex
+    for case in vectors["cases"]:
+        s, r = case["sender"], case["recipient"]
+        sender = Identity([h(c) for c in s["chain"]], ed25519.Ed25519PrivateKey.from_private_bytes(h(s["sign_private"])),
+                          x25519.X25519PrivateKey.from_private_bytes(h(s["kex_private"])))
+        recipient = Identity([h(c) for c in r["chain"]],
+                             ed25519.Ed25519PrivateKey.from_private_bytes(h(r["sign_private"])),
+                             x25519.X25519PrivateKey.from_private_bytes(h(r["kex_private"])))
+        e_priv = x25519.X25519PrivateKey.from_private_bytes(h(case["ephemeral_private"]))
+        for msg in case["messages"]:
+            env, values = seal(pb2, sender, recipient, msg["topic"], h(msg["payload"]),
+                               [h(p) for p in msg["provenance"]], case["suite"], case["epoch"], e_priv,
+                               h(msg["message_id"]), msg["sequence"], msg["with_chain"])
+            label = f"{case['name']} seq {msg['sequence']}"
+            for field in ("offer", "epoch_signature", "dh_e", "dh_s", "key", "base_nonce"):
+                if field in case["expected"]:
+                    check(f"{label} {field}", values[field], h(case["expected"][field]))
+            for field in ("aad", "nonce", "ciphertext"):
+                check(f"{label} {field}", values[field], h(msg["expected"][field]))
+            check(f"{label} envelope bytes", env, h(msg["expected"]["envelope"]))
+            payload, _ = open_envelope(pb2, recipient, msg["topic"], h(msg["expected"]["envelope"]), sender)
+            check(f"{label} opens to the payload", payload, h(msg["payload"]))
+    print(f"{checks - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("command", choices=["vectors", "seal", "open"])
+    ap.add_argument("pb2_dir")
+    ap.add_argument("vectors", nargs="?")
+    ap.add_argument("--key")
+    ap.add_argument("--cert")
+    ap.add_argument("--to")
+    ap.add_argument("--ca")
+    ap.add_argument("--topic")
+    ap.add_argument("--in", dest="infile")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    pb2 = import_pb2(a.pb2_dir)
+    if a.command == "vectors":
+        return check_vectors(a.vectors, pb2)
+    me = load_identity(a.key, a.cert)
+    with open(a.infile, "rb") as f:
+        data = f.read()
+    if a.command == "seal":
+        env, _ = seal(pb2, me, Identity(load_chain_pem(a.to)), a.topic, data)
+        out = env
+    else:
+        with open(a.ca, "rb") as f:
+            ca_der = x509.load_pem_x509_certificate(f.read()).public_bytes(serialization.Encoding.DER)
+        out, _ = open_envelope(pb2, me, a.topic, data, ca_der=ca_der)
+    with open(a.out, "wb") as f:
+        f.write(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
