@@ -57,7 +57,9 @@ typedef struct idevs_evidence {
     uint8_t nonce[IDEVS_EVIDENCE_NONCE_MAX];
     size_t nonce_len;
     uint32_t flags;
-    const uint8_t *hardware_report; /* borrowed; NULL/0 for the process backend */
+    /* For issuing: borrowed, NULL/0 for the process backend. In evidence returned by idevs_cert_verify() and
+     * idevs_cert_read_evidence(), hardware_report is always NULL and only hardware_report_len is set. */
+    const uint8_t *hardware_report;
     size_t hardware_report_len;
 } idevs_evidence;
 
@@ -66,6 +68,9 @@ idevs_err idevs_key_binding(const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN], const
                             uint8_t out[IDEVS_SHA256_LEN]);
 
 /* ---- issuing ---- */
+
+/* Certificates are valid from 60 s before now; days is 1..36500. A certificate whose DER would exceed
+ * IDEVS_CERT_MAX is refused with IDEVS_ERR_TOO_LARGE. *out is the caller's to X509_free. */
 
 /* Self-signed operator CA over the issuer identity's Ed25519 key (CA:TRUE, keyCertSign, cRLSign). */
 idevs_err idevs_cert_issue_ca(const idevs_identity *ca, unsigned days, X509 **out);
@@ -79,7 +84,10 @@ idevs_err idevs_cert_issue_service(const idevs_identity *ca, X509 *ca_cert, cons
                                    unsigned days, X509 **out);
 
 /* Compartment certificate carrying evidence. subject holds only the compartment's public keys as far as
- * the certificate is concerned; evidence->key_binding must equal idevs_key_binding of those keys. */
+ * the certificate is concerned; evidence->key_binding must equal idevs_key_binding of those keys
+ * (else IDEVS_ERR_KEY_BINDING_MISMATCH) and evidence->program_uuid the subject's UUID (else
+ * IDEVS_ERR_PROGRAM_MISMATCH); evidence fields out of range give IDEVS_ERR_EVIDENCE_MALFORMED. The version
+ * written is 1. authority_cert must be a CA certificate for authority's key (else IDEVS_ERR_INVALID_ARG). */
 idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *authority_cert,
                                        const idevs_identity *subject, const idevs_evidence *evidence,
                                        unsigned validity_seconds, X509 **out);
@@ -94,11 +102,17 @@ typedef struct idevs_cert_policy idevs_cert_policy;
 idevs_cert_policy *idevs_cert_policy_new(void);
 void idevs_cert_policy_free(idevs_cert_policy *policy);
 
-/* Trust anchors: the operator CA(s). */
+/* Trust anchors: the operator CA(s). Each must be a CA certificate (else IDEVS_ERR_INVALID_ARG); a file
+ * holds one or more PEM certificates (IDEVS_ERR_IO when unreadable, IDEVS_ERR_CERT_MALFORMED when it holds
+ * none or garbage). */
 idevs_err idevs_cert_policy_add_ca(idevs_cert_policy *policy, X509 *ca);
 idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *pem_path);
 
-/* Peers must be attested compartments (true for a service's policy towards an integration process). */
+/* Peers must be attested compartments (true for a service's policy towards an integration process).
+ * The backend, opt-in, debug, measurement, descriptor, program and nonce checks apply only when evidence is
+ * required. Whatever this setting, evidence present in a certificate must decode, its key binding must match
+ * the certificate's keys and its program UUID the certificate's urn:uuid; and a leaf issued below an
+ * intermediate (an attestation authority) rather than directly by a trust anchor must carry evidence. */
 void idevs_cert_policy_require_evidence(idevs_cert_policy *policy, bool required);
 
 /* Hardware backends the verifier accepts. PROCESS is refused here: see the next function. */
@@ -111,16 +125,37 @@ void idevs_cert_policy_allow_process_backend_insecure(idevs_cert_policy *policy)
 /* Accept compartments whose evidence has the debug flag. */
 void idevs_cert_policy_allow_debug_insecure(idevs_cert_policy *policy);
 
-/* Expected measurements (any one matches). With none added, any measurement is accepted. */
+/* Expected measurements (any one matches), at most IDEVS_POLICY_MEASUREMENTS_MAX (then IDEVS_ERR_TOO_LARGE).
+ * With none added, any measurement is accepted. */
+#define IDEVS_POLICY_MEASUREMENTS_MAX 64
 idevs_err idevs_cert_policy_add_measurement(idevs_cert_policy *policy, const uint8_t measurement[IDEVS_SHA256_LEN]);
 
-/* Optional expectations; unset means not checked. */
+/* Optional expectations; unset means not checked. NULL (or a nonce of length 0) clears an expectation;
+ * a nonce must otherwise be 16..64 bytes (else IDEVS_ERR_INVALID_ARG). */
 void idevs_cert_policy_expect_descriptor(idevs_cert_policy *policy, const uint8_t digest[IDEVS_SHA256_LEN]);
 void idevs_cert_policy_expect_program(idevs_cert_policy *policy, const idevs_uuid *program);
 idevs_err idevs_cert_policy_expect_nonce(idevs_cert_policy *policy, const uint8_t *nonce, size_t len);
 
 /* Verification time (seconds since 1970); 0, the default, means the current time. For tests and audits. */
 void idevs_cert_policy_set_time(idevs_cert_policy *policy, time_t at);
+
+/* Applies one named setting, as command-line tools and configuration files spell them:
+ *   ca FILE                  trust the operator CA certificate(s) in a PEM file
+ *   require-evidence         peers must be attested compartments
+ *   allow-backend NAME       accept a hardware backend (sgx, tdx, sev-snp, nitro, cheri)
+ *   allow-process-backend-insecure, allow-debug-insecure   (see above)
+ *   measurement HEX          expect this measurement (64 hex digits; repeatable)
+ *   descriptor-digest HEX    expect this deployment descriptor digest (64 hex digits)
+ *   descriptor FILE          expect the digest of this deployment descriptor file
+ *   program UUID             expect this program UUID
+ *   nonce HEX                expect this challenge nonce
+ * value is NULL for the settings without one. On failure, why (if not NULL) names the setting and the problem. */
+idevs_err idevs_cert_policy_apply(idevs_cert_policy *policy, const char *name, const char *value, char *why,
+                                  size_t why_len);
+
+/* True when name is a setting idevs_cert_policy_apply() knows; *takes_value (may be NULL) tells whether it
+ * needs a value. For option parsers. */
+bool idevs_cert_policy_is_setting(const char *name, bool *takes_value);
 
 typedef struct idevs_cert_info {
     idevs_uuid uuid;
@@ -135,13 +170,20 @@ typedef struct idevs_cert_info {
 /* Verifies a DER chain (leaf first, then intermediates) under policy, in this order: parse, idevs identity
  * fields, chain to a trusted CA with validity, evidence presence and decoding, key binding, backend,
  * process opt-in, debug flag, measurement, descriptor digest, program UUID, nonce. Returns the first failure
- * and, when why is not NULL, a sentence naming the certificate and what was wrong (never key material).
- * info may be NULL. */
+ * and, when why is not NULL, a sentence naming the certificate and what was wrong (never key material);
+ * on success why is "". count is 1..IDEVS_CHAIN_MAX (IDEVS_ERR_TOO_LARGE above), each DER at most
+ * IDEVS_CERT_MAX bytes (IDEVS_ERR_TOO_LARGE). Errors: IDEVS_ERR_CERT_MALFORMED, _CERT_NOT_IDEVS (leaf is a
+ * CA, not Ed25519, lacks the urn:uuid name, CN or agreement key), _CERT_UNTRUSTED, _CERT_EXPIRED,
+ * _CERT_NOT_YET_VALID, _EVIDENCE_MISSING, _EVIDENCE_MALFORMED, _KEY_BINDING_MISMATCH, _BACKEND_NOT_ALLOWED,
+ * _PROCESS_BACKEND_NOT_OPTED_IN, _DEBUG_NOT_ALLOWED, _MEASUREMENT_MISMATCH, _DESCRIPTOR_MISMATCH,
+ * _PROGRAM_MISMATCH, _NONCE_MISMATCH. info may be NULL; it is zeroed first and filled only on success.
+ * The hardware report of a hardware backend is size-checked but not verified by this version. */
 idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *const *der, const size_t *der_len,
                             size_t count, idevs_cert_info *info, char *why, size_t why_len);
 
 /* Decodes the evidence extension of cert without verifying anything (for inspection tools).
- * IDEVS_ERR_EVIDENCE_MISSING when absent. */
+ * IDEVS_ERR_EVIDENCE_MISSING when absent, IDEVS_ERR_EVIDENCE_MALFORMED when it does not decode.
+ * out->hardware_report is NULL; out->hardware_report_len gives the report's size. */
 idevs_err idevs_cert_read_evidence(X509 *cert, idevs_evidence *out);
 
 #endif

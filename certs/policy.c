@@ -1,0 +1,164 @@
+/* Verification policy: trust anchors and the attestation expectations. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "certs_internal.h"
+
+#define CA_FILE_CERTS_MAX 16
+
+idevs_cert_policy *idevs_cert_policy_new(void)
+{
+    idevs_cert_policy *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->store = X509_STORE_new();
+    if (p->store == NULL) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void idevs_cert_policy_free(idevs_cert_policy *policy)
+{
+    if (policy == NULL)
+        return;
+    X509_STORE_free(policy->store);
+    idevs_cleanse(policy, sizeof *policy);
+    free(policy);
+}
+
+idevs_err idevs_cert_policy_add_ca(idevs_cert_policy *policy, X509 *ca)
+{
+    if (policy == NULL || ca == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (X509_check_ca(ca) == 0) {
+        ERR_clear_error();
+        return IDEVS_ERR_INVALID_ARG;
+    }
+    if (X509_STORE_add_cert(policy->store, ca) != 1) {
+        ERR_clear_error();
+        return IDEVS_ERR_NOMEM;
+    }
+    policy->ca_count++;
+    return IDEVS_OK;
+}
+
+idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *pem_path)
+{
+    if (policy == NULL || pem_path == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    BIO *bio = BIO_new_file(pem_path, "r");
+    if (bio == NULL) {
+        ERR_clear_error();
+        return IDEVS_ERR_IO;
+    }
+    X509 *certs[CA_FILE_CERTS_MAX];
+    size_t n = 0;
+    idevs_err err = IDEVS_OK;
+    for (;;) {
+        X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        if (cert == NULL) {
+            unsigned long e = ERR_peek_last_error();
+            if (n == 0 || !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))
+                err = IDEVS_ERR_CERT_MALFORMED;
+            break;
+        }
+        if (n == CA_FILE_CERTS_MAX) {
+            X509_free(cert);
+            err = IDEVS_ERR_TOO_LARGE;
+            break;
+        }
+        certs[n++] = cert;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    /* All or nothing: a file with one bad certificate adds none. */
+    for (size_t i = 0; i < n && err == IDEVS_OK; i++)
+        if (X509_check_ca(certs[i]) == 0)
+            err = IDEVS_ERR_INVALID_ARG;
+    for (size_t i = 0; i < n && err == IDEVS_OK; i++)
+        err = idevs_cert_policy_add_ca(policy, certs[i]);
+    for (size_t i = 0; i < n; i++)
+        X509_free(certs[i]);
+    return err;
+}
+
+void idevs_cert_policy_require_evidence(idevs_cert_policy *policy, bool required)
+{
+    if (policy != NULL)
+        policy->require_evidence = required;
+}
+
+idevs_err idevs_cert_policy_allow_backend(idevs_cert_policy *policy, idevs_backend backend)
+{
+    if (policy == NULL || backend == IDEVS_BACKEND_PROCESS || idevs_backend_name(backend) == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    policy->allowed_backends |= 1u << (unsigned)backend;
+    return IDEVS_OK;
+}
+
+void idevs_cert_policy_allow_process_backend_insecure(idevs_cert_policy *policy)
+{
+    if (policy != NULL)
+        policy->allow_process = true;
+}
+
+void idevs_cert_policy_allow_debug_insecure(idevs_cert_policy *policy)
+{
+    if (policy != NULL)
+        policy->allow_debug = true;
+}
+
+idevs_err idevs_cert_policy_add_measurement(idevs_cert_policy *policy, const uint8_t measurement[IDEVS_SHA256_LEN])
+{
+    if (policy == NULL || measurement == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (policy->measurement_count == IDEVS_POLICY_MEASUREMENTS_MAX)
+        return IDEVS_ERR_TOO_LARGE;
+    memcpy(policy->measurements[policy->measurement_count++], measurement, IDEVS_SHA256_LEN);
+    return IDEVS_OK;
+}
+
+void idevs_cert_policy_expect_descriptor(idevs_cert_policy *policy, const uint8_t digest[IDEVS_SHA256_LEN])
+{
+    if (policy == NULL)
+        return;
+    policy->has_descriptor = digest != NULL;
+    if (digest != NULL)
+        memcpy(policy->descriptor, digest, IDEVS_SHA256_LEN);
+}
+
+void idevs_cert_policy_expect_program(idevs_cert_policy *policy, const idevs_uuid *program)
+{
+    if (policy == NULL)
+        return;
+    policy->has_program = program != NULL;
+    if (program != NULL)
+        policy->program = *program;
+}
+
+idevs_err idevs_cert_policy_expect_nonce(idevs_cert_policy *policy, const uint8_t *nonce, size_t len)
+{
+    if (policy == NULL || (len > 0 && nonce == NULL))
+        return IDEVS_ERR_INVALID_ARG;
+    if (len == 0) {
+        policy->nonce_len = 0;
+        return IDEVS_OK;
+    }
+    if (len < IDEVS_EVIDENCE_NONCE_MIN || len > IDEVS_EVIDENCE_NONCE_MAX)
+        return IDEVS_ERR_INVALID_ARG;
+    memcpy(policy->nonce, nonce, len);
+    policy->nonce_len = len;
+    return IDEVS_OK;
+}
+
+void idevs_cert_policy_set_time(idevs_cert_policy *policy, time_t at)
+{
+    if (policy != NULL)
+        policy->at = at;
+}

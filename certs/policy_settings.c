@@ -1,0 +1,145 @@
+/* Named policy settings, so that every tool and configuration file spells a policy the same way. */
+#include <stdio.h>
+#include <string.h>
+
+#include "idevs_cert.h"
+
+enum arity { NO_VALUE, VALUE };
+
+static const struct setting {
+    const char *name;
+    enum arity arity;
+} settings[] = {
+    {"ca", VALUE},
+    {"require-evidence", NO_VALUE},
+    {"allow-backend", VALUE},
+    {"allow-process-backend-insecure", NO_VALUE},
+    {"allow-debug-insecure", NO_VALUE},
+    {"measurement", VALUE},
+    {"descriptor-digest", VALUE},
+    {"descriptor", VALUE},
+    {"program", VALUE},
+    {"nonce", VALUE},
+};
+
+static const struct setting *find(const char *name)
+{
+    for (size_t i = 0; name != NULL && i < sizeof settings / sizeof settings[0]; i++)
+        if (strcmp(settings[i].name, name) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+bool idevs_cert_policy_is_setting(const char *name, bool *takes_value)
+{
+    const struct setting *s = find(name);
+    if (s != NULL && takes_value != NULL)
+        *takes_value = s->arity == VALUE;
+    return s != NULL;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Exactly 2*len hex digits into out. */
+static bool parse_hex(const char *text, uint8_t *out, size_t len)
+{
+    if (strlen(text) != 2 * len)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+static idevs_err digest_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return IDEVS_ERR_IO;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    uint8_t buf[8192];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = EVP_DigestUpdate(md, buf, n) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, out, NULL) == 1;
+    EVP_MD_CTX_free(md);
+    fclose(f);
+    return ok ? IDEVS_OK : IDEVS_ERR_IO;
+}
+
+#define FAIL(code, ...)                                   \
+    do {                                                  \
+        if (why != NULL && why_len > 0)                   \
+            snprintf(why, why_len, __VA_ARGS__);          \
+        return (code);                                    \
+    } while (0)
+
+idevs_err idevs_cert_policy_apply(idevs_cert_policy *policy, const char *name, const char *value, char *why,
+                                  size_t why_len)
+{
+    const struct setting *s = find(name);
+    if (policy == NULL || s == NULL)
+        FAIL(IDEVS_ERR_INVALID_ARG, "unknown policy setting '%s'", name ? name : "(null)");
+    if ((s->arity == VALUE) != (value != NULL))
+        FAIL(IDEVS_ERR_INVALID_ARG, "policy setting '%s' %s", name, s->arity == VALUE ? "needs a value" : "takes no value");
+
+    uint8_t digest[IDEVS_SHA256_LEN];
+    idevs_err err;
+    if (strcmp(name, "ca") == 0) {
+        if ((err = idevs_cert_policy_add_ca_file(policy, value)) != IDEVS_OK)
+            FAIL(err, "ca: cannot use '%s' as operator CA: %s", value, idevs_strerror(err));
+    } else if (strcmp(name, "require-evidence") == 0) {
+        idevs_cert_policy_require_evidence(policy, true);
+    } else if (strcmp(name, "allow-backend") == 0) {
+        idevs_backend backend;
+        if (idevs_backend_parse(value, &backend) != IDEVS_OK)
+            FAIL(IDEVS_ERR_INVALID_ARG, "allow-backend: unknown backend '%s' (sgx, tdx, sev-snp, nitro, cheri)", value);
+        if (idevs_cert_policy_allow_backend(policy, backend) != IDEVS_OK)
+            FAIL(IDEVS_ERR_INVALID_ARG,
+                 "allow-backend: '%s' cannot be allowed this way; use allow-process-backend-insecure", value);
+    } else if (strcmp(name, "allow-process-backend-insecure") == 0) {
+        idevs_cert_policy_allow_process_backend_insecure(policy);
+    } else if (strcmp(name, "allow-debug-insecure") == 0) {
+        idevs_cert_policy_allow_debug_insecure(policy);
+    } else if (strcmp(name, "measurement") == 0) {
+        if (!parse_hex(value, digest, sizeof digest))
+            FAIL(IDEVS_ERR_INVALID_ARG, "measurement: expected 64 hex digits, got '%.80s'", value);
+        if ((err = idevs_cert_policy_add_measurement(policy, digest)) != IDEVS_OK)
+            FAIL(err, "measurement: %s", idevs_strerror(err));
+    } else if (strcmp(name, "descriptor-digest") == 0) {
+        if (!parse_hex(value, digest, sizeof digest))
+            FAIL(IDEVS_ERR_INVALID_ARG, "descriptor-digest: expected 64 hex digits, got '%.80s'", value);
+        idevs_cert_policy_expect_descriptor(policy, digest);
+    } else if (strcmp(name, "descriptor") == 0) {
+        if (digest_file(value, digest) != IDEVS_OK)
+            FAIL(IDEVS_ERR_IO, "descriptor: cannot read '%s'", value);
+        idevs_cert_policy_expect_descriptor(policy, digest);
+    } else if (strcmp(name, "program") == 0) {
+        idevs_uuid program;
+        if (idevs_uuid_parse(value, &program) != IDEVS_OK)
+            FAIL(IDEVS_ERR_INVALID_ARG, "program: '%.80s' is not a UUID", value);
+        idevs_cert_policy_expect_program(policy, &program);
+    } else { /* nonce */
+        uint8_t nonce[IDEVS_EVIDENCE_NONCE_MAX];
+        size_t len = strlen(value) / 2;
+        if (len < IDEVS_EVIDENCE_NONCE_MIN || len > IDEVS_EVIDENCE_NONCE_MAX || !parse_hex(value, nonce, len))
+            FAIL(IDEVS_ERR_INVALID_ARG, "nonce: expected %d to %d bytes in hex", IDEVS_EVIDENCE_NONCE_MIN,
+                 IDEVS_EVIDENCE_NONCE_MAX);
+        if ((err = idevs_cert_policy_expect_nonce(policy, nonce, len)) != IDEVS_OK)
+            FAIL(err, "nonce: %s", idevs_strerror(err));
+    }
+    return IDEVS_OK;
+}
