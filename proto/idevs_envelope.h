@@ -39,6 +39,9 @@ typedef struct idevs_envelope_options {
     void *clock_arg;
 } idevs_envelope_options;
 
+/* Fills opts with the defaults. idevs_envelope_ctx_new also treats any zero field as its default (and a zero
+ * max_epoch_age_ms as lifetime + grace); a suite other than 1 or 2 or max_payload above IDEVS_PAYLOAD_MAX_LIMIT
+ * is IDEVS_ERR_INVALID_ARG. */
 void idevs_envelope_options_default(idevs_envelope_options *opts);
 
 /* The largest envelope a context with these options accepts: payload, certificates, headers. */
@@ -89,8 +92,9 @@ typedef struct idevs_opened {
     size_t payload_len;
 } idevs_opened;
 
-/* Opens an envelope received on topic. On success fills *out; on failure *out holds nothing to free and the
- * failure is counted. Nothing about a rejected envelope changes the context's state (a forgery cannot
+/* Opens an envelope received on topic (1..IDEVS_TOPIC_MAX bytes without '+' or '#', else
+ * IDEVS_ERR_INVALID_ARG). On success fills *out; on failure *out is zeroed, holds nothing to free and the
+ * failure is counted in stats.rejected. Nothing about a rejected envelope changes the context's state (a forgery cannot
  * advance a replay window or replace an epoch). */
 idevs_err idevs_envelope_open(idevs_envelope_ctx *ctx, const char *topic, const uint8_t *data, size_t len,
                               idevs_opened *out);

@@ -49,6 +49,19 @@ static const struct err_text texts[] = {
     [IDEVS_ERR_DESCRIPTOR_MISMATCH] = {"descriptor_mismatch", "the compartment runs a deployment descriptor other than the expected one"},
     [IDEVS_ERR_PROGRAM_MISMATCH] = {"program_mismatch", "the compartment runs another integration process than the expected one"},
     [IDEVS_ERR_NONCE_MISMATCH] = {"nonce_mismatch", "the evidence does not answer the verifier's challenge nonce"},
+    [IDEVS_ERR_CONFIG] = {"config", "the configuration or deployment descriptor is invalid"},
+    [IDEVS_ERR_UNKNOWN_INPUT] = {"unknown_input", "no input of that name or topic is declared in the deployment"},
+    [IDEVS_ERR_UNKNOWN_OUTPUT] = {"unknown_output", "no output of that name is declared in the deployment"},
+    [IDEVS_ERR_UNKNOWN_REQUEST] = {"unknown_request", "no request of that name is declared in the deployment"},
+    [IDEVS_ERR_NOT_NOW] = {"not_now", "the call is not allowed at this point (e.g. emitting outside a handler)"},
+    [IDEVS_ERR_LOGIC] = {"logic", "the integration logic failed or refused the event"},
+    [IDEVS_ERR_FRAME] = {"frame", "a malformed, oversized or unexpected frame on the compartment channel"},
+    [IDEVS_ERR_CHANNEL_CLOSED] = {"channel_closed", "the other end of the compartment channel is gone"},
+    [IDEVS_ERR_TIMEOUT] = {"timeout", "the other side did not answer in time"},
+    [IDEVS_ERR_QUEUE_FULL] = {"queue_full", "the queue towards the compartment is full"},
+    [IDEVS_ERR_SPAWN] = {"spawn", "the compartment could not be started"},
+    [IDEVS_ERR_SANDBOX] = {"sandbox", "the sandbox could not be set up"},
+    [IDEVS_ERR_UNSEAL] = {"unseal", "the sealed keys cannot be opened by this measurement"},
 };
 
 _Static_assert(sizeof texts / sizeof texts[0] == IDEVS_ERR_COUNT, "every idevs_err needs a text");

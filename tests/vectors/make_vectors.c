@@ -1,0 +1,325 @@
+/* Writes tests/vectors/envelope-v1.json: fixed inputs and every intermediate and final value of sealing them
+ * (docs/PROTOCOL.md section 7). Usage: make_vectors OUT.json [EXISTING.json]
+ * With EXISTING.json, the CA, sender and recipient certificates are taken from it, so that regenerating
+ * gives the same file; without it, new certificates valid for 100 years are issued (their serial numbers and
+ * validity dates differ at every run, and the vector epoch must lie after their notBefore). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/x509.h>
+
+#include "envelope_internal.h"
+#include "idevs_cert.h"
+#include "idevs_envelope.h"
+#include "idevs_envelope_testing.h"
+#include "idevs_identity.h"
+
+#define EPOCH_MS 1800000000000ull /* 2027-01-15T08:00:00Z */
+#define TOPIC "idevs/v1/store/sale"
+
+#define CHECK(cond)                                                                                            \
+    do {                                                                                                       \
+        if (!(cond)) {                                                                                         \
+            fprintf(stderr, "make_vectors: %s:%d: %s\n", __FILE__, __LINE__, #cond);                         \
+            return 1;                                                                                          \
+        }                                                                                                      \
+    } while (0)
+
+static char *hex(const uint8_t *b, size_t n)
+{
+    char *s = malloc(2 * n + 1);
+    if (s == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        sprintf(s + 2 * i, "%02x", b[i]);
+    s[2 * n] = 0;
+    return s;
+}
+
+static void add_hex(cJSON *o, const char *name, const uint8_t *b, size_t n)
+{
+    char *s = hex(b, n);
+    cJSON_AddStringToObject(o, name, s != NULL ? s : "");
+    free(s);
+}
+
+static size_t unhex(const char *h, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(h);
+    if (n % 2 || n / 2 > cap)
+        return 0;
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v;
+        if (sscanf(h + 2 * i, "%2x", &v) != 1)
+            return 0;
+        out[i] = (uint8_t)v;
+    }
+    return n / 2;
+}
+
+static void fill(uint8_t *b, size_t n, uint8_t start)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (uint8_t)(start + i);
+}
+
+/* The deterministic random source: hands out the queued byte strings in order. */
+struct queue {
+    const uint8_t *item[8];
+    size_t len[8];
+    size_t n, next;
+};
+
+static idevs_err from_queue(void *arg, uint8_t *buf, size_t len)
+{
+    struct queue *q = arg;
+    if (q->next >= q->n || q->len[q->next] != len)
+        return IDEVS_ERR_INVALID_ARG;
+    memcpy(buf, q->item[q->next++], len);
+    return IDEVS_OK;
+}
+
+static uint64_t fixed_clock(void *arg)
+{
+    return *(const uint64_t *)arg;
+}
+
+struct party {
+    const char *name;
+    idevs_uuid uuid;
+    uint8_t sign_seed[32], kex_private[32];
+    idevs_identity *id;
+    uint8_t *cert;
+    size_t cert_len;
+};
+
+static int make_party(struct party *p, const char *name, uint8_t base)
+{
+    p->name = name;
+    fill(p->uuid.b, 16, base);
+    p->uuid.b[6] = (uint8_t)((p->uuid.b[6] & 0x0f) | 0x40); /* version 4 */
+    p->uuid.b[8] = (uint8_t)((p->uuid.b[8] & 0x3f) | 0x80); /* variant */
+    fill(p->sign_seed, 32, (uint8_t)(base + 0x20));
+    fill(p->kex_private, 32, (uint8_t)(base + 0x40));
+    return idevs_identity_from_private(&p->uuid, name, p->sign_seed, p->kex_private, &p->id) == IDEVS_OK ? 0 : 1;
+}
+
+static int cert_from_existing(cJSON *existing, const char *party, struct party *p)
+{
+    cJSON *in = cJSON_GetObjectItem(existing, "inputs");
+    cJSON *o = cJSON_GetObjectItem(in, party);
+    cJSON *c = cJSON_GetObjectItem(o, "certificate");
+    if (!cJSON_IsString(c))
+        return 1;
+    p->cert = malloc(IDEVS_CERT_MAX);
+    if (p->cert == NULL)
+        return 1;
+    p->cert_len = unhex(c->valuestring, p->cert, IDEVS_CERT_MAX);
+    return p->cert_len == 0;
+}
+
+static cJSON *party_json(const struct party *p)
+{
+    cJSON *o = cJSON_CreateObject();
+    char u[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(&p->uuid, u);
+    cJSON_AddStringToObject(o, "uuid", u);
+    cJSON_AddStringToObject(o, "name", p->name);
+    add_hex(o, "ed25519_seed", p->sign_seed, 32);
+    add_hex(o, "x25519_private", p->kex_private, 32);
+    add_hex(o, "ed25519_public", idevs_identity_sign_public(p->id), 32);
+    add_hex(o, "x25519_public", idevs_identity_kex_public(p->id), 32);
+    add_hex(o, "certificate", p->cert, p->cert_len);
+    return o;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: make_vectors OUT.json [EXISTING.json]\n");
+        return 2;
+    }
+    cJSON *existing = NULL;
+    if (argc == 3) {
+        FILE *f = fopen(argv[2], "rb");
+        CHECK(f != NULL);
+        static char text[1 << 20];
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = 0;
+        existing = cJSON_Parse(text);
+        CHECK(existing != NULL);
+    }
+    struct party ca = {0}, sender = {0}, recipient = {0};
+    CHECK(make_party(&ca, "vector-ca", 0x10) == 0);
+    CHECK(make_party(&sender, "vector-sender", 0x60) == 0);
+    CHECK(make_party(&recipient, "vector-recipient", 0xb0) == 0);
+    if (existing != NULL) {
+        CHECK(cert_from_existing(existing, "ca", &ca) == 0);
+        CHECK(cert_from_existing(existing, "sender", &sender) == 0);
+        CHECK(cert_from_existing(existing, "recipient", &recipient) == 0);
+    } else {
+        X509 *ca_cert = NULL, *s_cert = NULL, *r_cert = NULL;
+        CHECK(idevs_cert_issue_ca(ca.id, 36500, &ca_cert) == IDEVS_OK);
+        CHECK(idevs_cert_issue_service(ca.id, ca_cert, sender.id, 36500, &s_cert) == IDEVS_OK);
+        CHECK(idevs_cert_issue_service(ca.id, ca_cert, recipient.id, 36500, &r_cert) == IDEVS_OK);
+        CHECK(idevs_cert_to_der(ca_cert, &ca.cert, &ca.cert_len) == IDEVS_OK);
+        CHECK(idevs_cert_to_der(s_cert, &sender.cert, &sender.cert_len) == IDEVS_OK);
+        CHECK(idevs_cert_to_der(r_cert, &recipient.cert, &recipient.cert_len) == IDEVS_OK);
+        X509_free(ca_cert), X509_free(s_cert), X509_free(r_cert);
+    }
+    const uint8_t *der[1];
+    size_t der_len[1];
+    der[0] = sender.cert, der_len[0] = sender.cert_len;
+    CHECK(idevs_identity_set_chain(sender.id, der, der_len, 1) == IDEVS_OK);
+    der[0] = recipient.cert, der_len[0] = recipient.cert_len;
+    CHECK(idevs_identity_set_chain(recipient.id, der, der_len, 1) == IDEVS_OK);
+    const unsigned char *p = ca.cert;
+    X509 *ca_x = d2i_X509(NULL, &p, (long)ca.cert_len);
+    CHECK(ca_x != NULL);
+    idevs_cert_policy *policy = idevs_cert_policy_new();
+    CHECK(policy != NULL && idevs_cert_policy_add_ca(policy, ca_x) == IDEVS_OK);
+    idevs_cert_policy_set_time(policy, (time_t)(EPOCH_MS / 1000));
+    X509_free(ca_x);
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "description",
+                            "idevs envelope protocol v1 test vectors: docs/PROTOCOL.md section 7 describes every field");
+    cJSON *inputs = cJSON_AddObjectToObject(root, "inputs");
+    cJSON_AddItemToObject(inputs, "ca", party_json(&ca));
+    cJSON_AddItemToObject(inputs, "sender", party_json(&sender));
+    cJSON_AddItemToObject(inputs, "recipient", party_json(&recipient));
+    cJSON_AddStringToObject(inputs, "topic", TOPIC);
+    cJSON_AddNumberToObject(inputs, "epoch", (double)EPOCH_MS);
+    cJSON *vectors = cJSON_AddArrayToObject(root, "vectors");
+
+    uint8_t sender_digest[32];
+    CHECK(idevs_identity_cert_digest(sender.id, sender_digest) == IDEVS_OK);
+    for (uint32_t suite = 1; suite <= 2; suite++) {
+        uint8_t e_priv[32], ids[2][16], payload1[64], payload2[300];
+        fill(e_priv, 32, (uint8_t)(0xe0 + suite));
+        fill(ids[0], 16, (uint8_t)(0x80 + 16 * suite));
+        fill(ids[1], 16, (uint8_t)(0xa0 + 16 * suite));
+        const char *text = "{\"customer\":\"Ada\",\"total\":\"151.00\"}";
+        size_t len1 = strlen(text);
+        memcpy(payload1, text, len1);
+        fill(payload2, sizeof payload2, (uint8_t)suite);
+        struct queue q = {{e_priv, ids[0], ids[1]}, {32, 16, 16}, 3, 0};
+        uint64_t clock = EPOCH_MS;
+        idevs_envelope_options o;
+        idevs_envelope_options_default(&o);
+        o.suite = suite;
+        o.clock_ms = fixed_clock;
+        o.clock_arg = &clock;
+        idevs_envelope_ctx *ctx = NULL;
+        CHECK(idevs_envelope_ctx_new(sender.id, policy, &o, &ctx) == IDEVS_OK);
+        idevs_envelope_testing_set_random(ctx, from_queue, &q);
+        der[0] = recipient.cert, der_len[0] = recipient.cert_len;
+        CHECK(idevs_envelope_add_peer(ctx, der, der_len, 1, NULL) == IDEVS_OK);
+
+        /* the epoch's values */
+        EVP_PKEY *e = NULL;
+        uint8_t e_pub[32], dh_e[32], dh_s[32], offer[IDEVS_OFFER_LEN], sig[64], key[32], base_nonce[12];
+        CHECK(idevs_x25519_from_private(e_priv, &e, e_pub) == IDEVS_OK);
+        CHECK(idevs_x25519(e, idevs_identity_kex_public(recipient.id), dh_e) == IDEVS_OK);
+        EVP_PKEY_free(e);
+        CHECK(idevs_x25519(idevs_identity_kex_key(sender.id), idevs_identity_kex_public(recipient.id), dh_s) ==
+              IDEVS_OK);
+        idevs_env_offer(offer, suite, &sender.uuid, &recipient.uuid, EPOCH_MS, e_pub,
+                        idevs_identity_kex_public(recipient.id), sender_digest);
+        CHECK(idevs_ed25519_sign(idevs_identity_sign_key(sender.id), offer, sizeof offer, sig) == IDEVS_OK);
+        CHECK(idevs_env_derive(dh_e, dh_s, offer, key, base_nonce) == IDEVS_OK);
+
+        cJSON *v = cJSON_CreateObject();
+        cJSON_AddNumberToObject(v, "suite", suite);
+        add_hex(v, "ephemeral_private", e_priv, 32);
+        cJSON *ex = cJSON_AddObjectToObject(v, "expected");
+        add_hex(ex, "ephemeral_public", e_pub, 32);
+        add_hex(ex, "sender_cert_digest", sender_digest, 32);
+        add_hex(ex, "offer", offer, sizeof offer);
+        add_hex(ex, "epoch_signature", sig, 64);
+        add_hex(ex, "dh_e", dh_e, 32);
+        add_hex(ex, "dh_s", dh_s, 32);
+        add_hex(ex, "key", key, 32);
+        add_hex(ex, "base_nonce", base_nonce, 12);
+        cJSON *msgs = cJSON_AddArrayToObject(v, "messages");
+
+        for (int m = 0; m < 2; m++) {
+            const uint8_t *payload = m == 0 ? payload1 : payload2;
+            size_t plen = m == 0 ? len1 : sizeof payload2;
+            idevs_msgid prov[1];
+            memcpy(prov[0].b, ids[0], 16);
+            idevs_seal_input in = {&recipient.uuid, TOPIC, payload, plen, m == 0 ? NULL : prov, (size_t)m};
+            uint8_t *env = NULL;
+            size_t env_len = 0;
+            CHECK(idevs_envelope_seal(ctx, &in, &env, &env_len, NULL) == IDEVS_OK);
+            Idevs__V1__Envelope *pm = idevs__v1__envelope__unpack(NULL, env_len, env);
+            CHECK(pm != NULL && pm->sequence == (uint64_t)m + 1 && pm->ciphertext.len == plen + 16);
+            CHECK(memcmp(pm->epoch_signature.data, sig, 64) == 0);
+
+            idevs_env_header h;
+            memset(&h, 0, sizeof h);
+            h.version = 1;
+            h.suite = suite;
+            h.sender = sender.uuid;
+            h.recipient = recipient.uuid;
+            memcpy(h.message_id.b, ids[m], 16);
+            h.epoch = EPOCH_MS;
+            h.sequence = (uint64_t)m + 1;
+            memcpy(h.ephemeral_key, e_pub, 32);
+            memcpy(h.epoch_signature, sig, 64);
+            memcpy(h.leaf_digest, sender_digest, 32);
+            h.provenance = prov;
+            h.provenance_count = (size_t)m;
+            uint8_t aad[IDEVS_AAD_MAX], nonce[12];
+            size_t aad_len = idevs_env_aad(aad, sizeof aad, &h, TOPIC, strlen(TOPIC));
+            CHECK(aad_len > 0);
+            idevs_env_nonce(base_nonce, h.sequence, nonce);
+
+            cJSON *jm = cJSON_CreateObject();
+            add_hex(jm, "message_id", ids[m], 16);
+            cJSON_AddNumberToObject(jm, "sequence", (double)h.sequence);
+            cJSON *jp = cJSON_AddArrayToObject(jm, "provenance");
+            for (int k = 0; k < m; k++) {
+                char *s = hex(prov[k].b, 16);
+                cJSON_AddItemToArray(jp, cJSON_CreateString(s));
+                free(s);
+            }
+            add_hex(jm, "payload", payload, plen);
+            cJSON_AddStringToObject(jm, "carries", m == 0 ? "chain" : "digest");
+            cJSON *jx = cJSON_AddObjectToObject(jm, "expected");
+            add_hex(jx, "aad", aad, aad_len);
+            add_hex(jx, "nonce", nonce, 12);
+            add_hex(jx, "ciphertext", pm->ciphertext.data, pm->ciphertext.len);
+            add_hex(jx, "envelope", env, env_len);
+            cJSON_AddItemToArray(msgs, jm);
+            idevs__v1__envelope__free_unpacked(pm, NULL);
+            free(env);
+        }
+        idevs_cleanse(key, sizeof key);
+        idevs_cleanse(dh_e, sizeof dh_e);
+        idevs_cleanse(dh_s, sizeof dh_s);
+        idevs_envelope_ctx_free(ctx);
+        cJSON_AddItemToArray(vectors, v);
+    }
+
+    char *out = cJSON_Print(root);
+    CHECK(out != NULL);
+    FILE *f = fopen(argv[1], "wb");
+    CHECK(f != NULL);
+    fputs(out, f);
+    fputc('\n', f);
+    CHECK(fclose(f) == 0);
+    free(out);
+    cJSON_Delete(root);
+    cJSON_Delete(existing);
+    idevs_cert_policy_free(policy);
+    struct party *all[] = {&ca, &sender, &recipient};
+    for (int i = 0; i < 3; i++) {
+        idevs_identity_free(all[i]->id);
+        free(all[i]->cert);
+    }
+    return 0;
+}
