@@ -4,14 +4,14 @@
 IDEVS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Everything idevs needs to build, test and run on Debian 12. python3-cryptography and python3-protobuf serve
-# the independent interoperability test only.
+# the independent interoperability test only (with python3-pyasn1-modules).
 IDEVS_PACKAGES=(
   meson ninja-build pkg-config gcc libc6-dev
   libssl-dev openssl
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   uuid-dev libcunit1-dev libcjson-dev libseccomp-dev libsqlite3-dev sqlite3
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
-  python3 python3-cryptography python3-protobuf
+  python3 python3-cryptography python3-protobuf python3-pyasn1-modules
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

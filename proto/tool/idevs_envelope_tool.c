@@ -1,0 +1,457 @@
+/* idevs-envelope: seal, open and inspect idevs envelopes held in files, for service developers and auditors.
+ *
+ *   idevs-envelope seal --key K --cert C --ca CA --to PEER.crt --topic T [--provenance HEX]... [POLICY] [--in F] [--out F]
+ *   idevs-envelope open --key K --cert C --ca CA --topic T [--from PEER.crt]... [POLICY] [--in F] [--out F]
+ *   idevs-envelope inspect [--in F]
+ *
+ * POLICY is any idevs_cert_policy_apply() setting as an option (--require-evidence, --measurement HEX, ...).
+ * Payloads are never written to stderr; `open` writes the payload to --out (or stdout) and a summary to stderr. */
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "idevs.pb-c.h"
+#include "idevs_cert.h"
+#include "idevs_envelope.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+#define INPUT_MAX (IDEVS_PAYLOAD_MAX_LIMIT + 65536u)
+
+static const char usage[] =
+    "usage: idevs-envelope seal --key KEY --cert CERT --ca CA --to PEER_CERT --topic TOPIC\n"
+    "                           [--provenance HEX]... [POLICY...] [--in FILE] [--out FILE]\n"
+    "       idevs-envelope open --key KEY --cert CERT --ca CA --topic TOPIC [--from PEER_CERT]...\n"
+    "                           [POLICY...] [--in FILE] [--out FILE]\n"
+    "       idevs-envelope inspect [--in FILE]\n"
+    "\n"
+    "POLICY settings (for the peer certificates): --require-evidence, --allow-process-backend-insecure,\n"
+    "  --allow-debug-insecure, --allow-backend NAME, --measurement HEX, --descriptor-digest HEX,\n"
+    "  --descriptor FILE, --program UUID, --nonce HEX.\n"
+    "Files default to stdin and stdout.\n";
+
+struct options {
+    const char *command, *key, *cert, *to, *topic, *in, *out;
+    const char *from[IDEVS_CHAIN_MAX * 4];
+    size_t from_count;
+    idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
+    size_t provenance_count;
+    idevs_cert_policy *policy;
+    bool has_ca;
+};
+
+static void complain(const char *fmt, va_list ap)
+{
+    fputs("idevs-envelope: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+/* Prints the message and returns EXIT_FAILED. */
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    complain(fmt, ap);
+    va_end(ap);
+    return EXIT_FAILED;
+}
+
+/* Prints the message and returns EXIT_USAGE. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    complain(fmt, ap);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* Reads a whole file (or stdin for NULL / "-") of at most INPUT_MAX bytes. */
+static int read_all(const char *path, uint8_t **data, size_t *len)
+{
+    bool std = path == NULL || strcmp(path, "-") == 0;
+    FILE *f = std ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return fail("cannot open %s: %s", path, strerror(errno));
+    size_t cap = 65536, n = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf != NULL) {
+        if (n == cap) {
+            if (cap >= INPUT_MAX) {
+                free(buf);
+                buf = NULL;
+                errno = EFBIG;
+                break;
+            }
+            cap *= 2;
+            uint8_t *bigger = realloc(buf, cap);
+            if (bigger == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    bool error = buf == NULL || ferror(f);
+    if (!std)
+        fclose(f);
+    if (error) {
+        free(buf);
+        return fail("cannot read %s: %s", std ? "stdin" : path, errno == EFBIG ? "larger than the limit" : "read error");
+    }
+    *data = buf;
+    *len = n;
+    return EXIT_OK;
+}
+
+static int write_all(const char *path, const uint8_t *data, size_t len)
+{
+    bool std = path == NULL || strcmp(path, "-") == 0;
+    FILE *f = std ? stdout : fopen(path, "wb");
+    if (f == NULL)
+        return fail("cannot create %s: %s", path, strerror(errno));
+    bool ok = fwrite(data, 1, len, f) == len;
+    ok = (std ? fflush(f) : fclose(f)) == 0 && ok;
+    return ok ? EXIT_OK : fail("cannot write %s", std ? "stdout" : path);
+}
+
+/* Loads a PEM chain (leaf first) into DER buffers; returns the count, 0 on failure. */
+static size_t load_chain(const char *path, uint8_t *der[IDEVS_CHAIN_MAX], size_t len[IDEVS_CHAIN_MAX])
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fail("cannot open %s: %s", path, strerror(errno));
+        return 0;
+    }
+    size_t count = 0;
+    X509 *cert;
+    while (count < IDEVS_CHAIN_MAX && (cert = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+        der[count] = NULL;
+        int n = i2d_X509(cert, &der[count]);
+        X509_free(cert);
+        if (n <= 0)
+            break;
+        len[count++] = (size_t)n;
+    }
+    fclose(f);
+    if (count == 0)
+        fail("%s holds no PEM certificate", path);
+    return count;
+}
+
+static void free_chain(uint8_t *der[IDEVS_CHAIN_MAX], size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        OPENSSL_free(der[i]);
+}
+
+/* Verifies the chain in path under the context's policy and registers it as a peer. */
+static int add_peer_file(idevs_envelope_ctx *ctx, const char *path, idevs_cert_info *info)
+{
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX];
+    size_t count = load_chain(path, der, len);
+    if (count == 0)
+        return EXIT_FAILED;
+    idevs_err err = idevs_envelope_add_peer(ctx, (const uint8_t *const *)der, len, count, info);
+    free_chain(der, count);
+    if (err != IDEVS_OK)
+        return fail("peer certificate %s refused (%s): %s", path, idevs_err_name(err), idevs_strerror(err));
+    return EXIT_OK;
+}
+
+static int parse_hex16(const char *text, idevs_msgid *out)
+{
+    if (strlen(text) != 32)
+        return -1;
+    for (size_t i = 0; i < 16; i++) {
+        unsigned v;
+        if (sscanf(text + 2 * i, "%2x", &v) != 1)
+            return -1;
+        out->b[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    o->command = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2) != 0)
+            return usage_error("unexpected argument '%s'\n%s", arg, usage);
+        const char *name = arg + 2;
+        bool takes_value = true; /* every option of the tool's own takes one */
+        bool policy_setting = idevs_cert_policy_is_setting(name, &takes_value);
+        const char *value = NULL;
+        if (takes_value) {
+            if (i + 1 >= argc)
+                return usage_error("option %s needs a value", arg);
+            value = argv[++i];
+        }
+        if (policy_setting) {
+            char why[256];
+            if (idevs_cert_policy_apply(o->policy, name, value, why, sizeof why) != IDEVS_OK)
+                return usage_error("%s", why);
+            o->has_ca |= strcmp(name, "ca") == 0;
+        } else if (strcmp(name, "key") == 0) {
+            o->key = value;
+        } else if (strcmp(name, "cert") == 0) {
+            o->cert = value;
+        } else if (strcmp(name, "to") == 0) {
+            o->to = value;
+        } else if (strcmp(name, "from") == 0) {
+            if (o->from_count == sizeof o->from / sizeof o->from[0])
+                return usage_error("too many --from certificates");
+            o->from[o->from_count++] = value;
+        } else if (strcmp(name, "topic") == 0) {
+            o->topic = value;
+        } else if (strcmp(name, "in") == 0) {
+            o->in = value;
+        } else if (strcmp(name, "out") == 0) {
+            o->out = value;
+        } else if (strcmp(name, "provenance") == 0) {
+            if (o->provenance_count == IDEVS_PROVENANCE_MAX || parse_hex16(value, &o->provenance[o->provenance_count]) != 0)
+                return usage_error("--provenance takes a message id of 32 hex digits, at most %d times",
+                                   IDEVS_PROVENANCE_MAX);
+            o->provenance_count++;
+        } else {
+            return usage_error("unknown option %s\n%s", arg, usage);
+        }
+    }
+    return EXIT_OK;
+}
+
+static void hex(FILE *f, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%02x", b[i]);
+}
+
+static void print_uuid(FILE *f, const uint8_t *b, size_t n)
+{
+    if (n != IDEVS_UUID_LEN) {
+        fprintf(f, "(invalid, %zu bytes)", n);
+        return;
+    }
+    char text[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format((const idevs_uuid *)b, text);
+    fputs(text, f);
+}
+
+static void print_time_ms(FILE *f, uint64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char text[32];
+    if (gmtime_r(&t, &tm) != NULL && strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm) > 0)
+        fprintf(f, "%s.%03u UTC", text, (unsigned)(ms % 1000));
+    else
+        fprintf(f, "%" PRIu64 " ms", ms);
+}
+
+static void print_certificate(const uint8_t *der, size_t len, size_t index)
+{
+    const uint8_t *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    printf("  certificate %zu: %zu bytes", index, len);
+    if (cert == NULL || p != der + len) {
+        printf(", not parseable as X.509\n");
+        X509_free(cert);
+        return;
+    }
+    char subject[256];
+    X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
+    printf(", subject %s\n", subject);
+    idevs_evidence ev;
+    if (idevs_cert_read_evidence(cert, &ev) == IDEVS_OK) {
+        const char *backend = idevs_backend_name(ev.backend);
+        printf("    evidence: backend %s%s, program ", backend ? backend : "?",
+               ev.backend == IDEVS_BACKEND_PROCESS ? " (no hardware isolation)" : "");
+        print_uuid(stdout, ev.program_uuid.b, IDEVS_UUID_LEN);
+        printf("\n    measurement ");
+        hex(stdout, ev.measurement, sizeof ev.measurement);
+        printf("\n    descriptor  ");
+        hex(stdout, ev.descriptor_digest, sizeof ev.descriptor_digest);
+        printf("\n    flags 0x%x%s\n", ev.flags, ev.flags & IDEVS_EVIDENCE_FLAG_DEBUG ? " (debug)" : "");
+    }
+    X509_free(cert);
+}
+
+static int cmd_inspect(const struct options *o)
+{
+    uint8_t *data;
+    size_t len;
+    if (read_all(o->in, &data, &len) != EXIT_OK)
+        return EXIT_FAILED;
+    Idevs__V1__Envelope *env = idevs__v1__envelope__unpack(NULL, len, data);
+    free(data);
+    if (env == NULL)
+        return fail("not an idevs envelope (protobuf decoding failed)");
+    printf("envelope: %zu bytes, version %u, suite %u (%s)\n", len, env->version, env->suite,
+           env->suite == IDEVS_SUITE_X25519_AES256GCM         ? "X25519/HKDF-SHA256/AES-256-GCM/Ed25519"
+           : env->suite == IDEVS_SUITE_X25519_CHACHA20POLY1305 ? "X25519/HKDF-SHA256/ChaCha20-Poly1305/Ed25519"
+                                                              : "unknown");
+    printf("  sender     ");
+    print_uuid(stdout, env->sender.data, env->sender.len);
+    printf("\n  recipient  ");
+    print_uuid(stdout, env->recipient.data, env->recipient.len);
+    printf("\n  message id ");
+    hex(stdout, env->message_id.data, env->message_id.len);
+    printf("\n  epoch      %" PRIu64 " (", env->epoch);
+    print_time_ms(stdout, env->epoch);
+    printf(")\n  sequence   %" PRIu64 "\n", env->sequence);
+    printf("  ephemeral  ");
+    hex(stdout, env->ephemeral_key.data, env->ephemeral_key.len);
+    printf("\n");
+    if (env->n_sender_chain > 0) {
+        printf("  sender chain: %zu certificate(s)\n", env->n_sender_chain);
+        for (size_t i = 0; i < env->n_sender_chain; i++)
+            print_certificate(env->sender_chain[i].data, env->sender_chain[i].len, i);
+    } else {
+        printf("  sender certificate digest ");
+        hex(stdout, env->sender_cert_digest.data, env->sender_cert_digest.len);
+        printf("\n");
+    }
+    printf("  provenance: %zu input(s)\n", env->n_provenance);
+    for (size_t i = 0; i < env->n_provenance; i++) {
+        printf("    ");
+        hex(stdout, env->provenance[i].data, env->provenance[i].len);
+        printf("\n");
+    }
+    printf("  ciphertext: %zu bytes (payload %zu bytes + 16-byte tag), unreadable without the recipient's key\n",
+           env->ciphertext.len, env->ciphertext.len >= IDEVS_AEAD_TAG_LEN ? env->ciphertext.len - IDEVS_AEAD_TAG_LEN : 0);
+    idevs__v1__envelope__free_unpacked(env, NULL);
+    return EXIT_OK;
+}
+
+static int with_context(const struct options *o, idevs_envelope_ctx **ctx, idevs_identity **me)
+{
+    if (o->key == NULL || o->cert == NULL || o->topic == NULL || !o->has_ca)
+        return usage_error("%s needs --key, --cert, --ca and --topic\n%s", o->command, usage);
+    idevs_err err = idevs_identity_load(o->key, o->cert, me);
+    if (err != IDEVS_OK)
+        return fail("cannot load identity from %s and %s (%s): %s", o->key, o->cert, idevs_err_name(err),
+                    idevs_strerror(err));
+    err = idevs_envelope_ctx_new(*me, o->policy, NULL, ctx);
+    if (err != IDEVS_OK) {
+        idevs_identity_free(*me);
+        return fail("cannot set up sealing (%s): %s", idevs_err_name(err), idevs_strerror(err));
+    }
+    return EXIT_OK;
+}
+
+static int cmd_seal(const struct options *o)
+{
+    if (o->to == NULL)
+        return usage_error("seal needs --to PEER_CERT");
+    idevs_envelope_ctx *ctx;
+    idevs_identity *me;
+    int rc = with_context(o, &ctx, &me);
+    if (rc != EXIT_OK)
+        return rc;
+    idevs_cert_info peer;
+    uint8_t *payload = NULL, *env = NULL;
+    size_t payload_len = 0, env_len = 0;
+    rc = add_peer_file(ctx, o->to, &peer);
+    if (rc == EXIT_OK)
+        rc = read_all(o->in, &payload, &payload_len);
+    if (rc == EXIT_OK) {
+        idevs_msgid id;
+        idevs_seal_input in = {.recipient = &peer.uuid, .topic = o->topic, .payload = payload,
+                               .payload_len = payload_len, .provenance = o->provenance,
+                               .provenance_count = o->provenance_count};
+        idevs_err err = idevs_envelope_seal(ctx, &in, &env, &env_len, &id);
+        if (err != IDEVS_OK) {
+            rc = fail("cannot seal (%s): %s", idevs_err_name(err), idevs_strerror(err));
+        } else {
+            rc = write_all(o->out, env, env_len);
+            fprintf(stderr, "sealed %zu bytes for '%s' on %s: envelope of %zu bytes, message id ", payload_len,
+                    peer.name, o->topic, env_len);
+            hex(stderr, id.b, sizeof id.b);
+            fputc('\n', stderr);
+        }
+    }
+    if (payload != NULL)
+        idevs_cleanse(payload, payload_len);
+    free(payload);
+    free(env);
+    idevs_envelope_ctx_free(ctx);
+    idevs_identity_free(me);
+    return rc;
+}
+
+static int cmd_open(const struct options *o)
+{
+    idevs_envelope_ctx *ctx;
+    idevs_identity *me;
+    int rc = with_context(o, &ctx, &me);
+    if (rc != EXIT_OK)
+        return rc;
+    for (size_t i = 0; rc == EXIT_OK && i < o->from_count; i++)
+        rc = add_peer_file(ctx, o->from[i], NULL);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (rc == EXIT_OK)
+        rc = read_all(o->in, &data, &len);
+    if (rc == EXIT_OK) {
+        idevs_opened opened;
+        idevs_err err = idevs_envelope_open(ctx, o->topic, data, len, &opened);
+        if (err != IDEVS_OK) {
+            rc = fail("rejected (%s): %s", idevs_err_name(err), idevs_strerror(err));
+        } else {
+            rc = write_all(o->out, opened.payload, opened.payload_len);
+            fprintf(stderr, "opened %zu bytes from ", opened.payload_len);
+            print_uuid(stderr, opened.sender.b, IDEVS_UUID_LEN);
+            fprintf(stderr, ", message id ");
+            hex(stderr, opened.message_id.b, IDEVS_UUID_LEN);
+            fprintf(stderr, ", epoch %" PRIu64 " sequence %" PRIu64 ", %zu provenance id(s)\n", opened.epoch,
+                    opened.sequence, opened.provenance_count);
+            idevs_opened_clear(&opened);
+        }
+    }
+    free(data);
+    idevs_envelope_ctx_free(ctx);
+    idevs_identity_free(me);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    struct options o = {0};
+    o.policy = idevs_cert_policy_new();
+    if (o.policy == NULL)
+        return fail("out of memory");
+    int rc = parse_options(argc, argv, &o);
+    if (rc == EXIT_OK) {
+        if (strcmp(o.command, "seal") == 0)
+            rc = cmd_seal(&o);
+        else if (strcmp(o.command, "open") == 0)
+            rc = cmd_open(&o);
+        else if (strcmp(o.command, "inspect") == 0)
+            rc = cmd_inspect(&o);
+        else
+            rc = usage_error("unknown command '%s'\n%s", o.command, usage);
+    }
+    idevs_cert_policy_free(o.policy);
+    return rc;
+}
