@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "idevs_cert.h"
+#include "idevs_hex.h"
 
 enum arity { NO_VALUE, VALUE };
 
@@ -36,48 +37,6 @@ bool idevs_cert_policy_is_setting(const char *name, bool *takes_value)
     if (s != NULL && takes_value != NULL)
         *takes_value = s->arity == VALUE;
     return s != NULL;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Exactly 2*len hex digits into out. */
-static bool parse_hex(const char *text, uint8_t *out, size_t len)
-{
-    if (strlen(text) != 2 * len)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
-}
-
-static idevs_err digest_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return IDEVS_ERR_IO;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-    uint8_t buf[8192];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        ok = EVP_DigestUpdate(md, buf, n) == 1;
-    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, out, NULL) == 1;
-    EVP_MD_CTX_free(md);
-    fclose(f);
-    return ok ? IDEVS_OK : IDEVS_ERR_IO;
 }
 
 #define FAIL(code, ...)                                   \
@@ -115,16 +74,16 @@ idevs_err idevs_cert_policy_apply(idevs_cert_policy *policy, const char *name, c
     } else if (strcmp(name, "allow-debug-insecure") == 0) {
         idevs_cert_policy_allow_debug_insecure(policy);
     } else if (strcmp(name, "measurement") == 0) {
-        if (!parse_hex(value, digest, sizeof digest))
+        if (!idevs_hex_decode(value, digest, sizeof digest))
             FAIL(IDEVS_ERR_INVALID_ARG, "measurement: expected 64 hex digits, got '%.80s'", value);
         if ((err = idevs_cert_policy_add_measurement(policy, digest)) != IDEVS_OK)
             FAIL(err, "measurement: %s", idevs_strerror(err));
     } else if (strcmp(name, "descriptor-digest") == 0) {
-        if (!parse_hex(value, digest, sizeof digest))
+        if (!idevs_hex_decode(value, digest, sizeof digest))
             FAIL(IDEVS_ERR_INVALID_ARG, "descriptor-digest: expected 64 hex digits, got '%.80s'", value);
         idevs_cert_policy_expect_descriptor(policy, digest);
     } else if (strcmp(name, "descriptor") == 0) {
-        if (digest_file(value, digest) != IDEVS_OK)
+        if (idevs_sha256_file(value, digest) != IDEVS_OK)
             FAIL(IDEVS_ERR_IO, "descriptor: cannot read '%s'", value);
         idevs_cert_policy_expect_descriptor(policy, digest);
     } else if (strcmp(name, "program") == 0) {
@@ -135,7 +94,7 @@ idevs_err idevs_cert_policy_apply(idevs_cert_policy *policy, const char *name, c
     } else { /* nonce */
         uint8_t nonce[IDEVS_EVIDENCE_NONCE_MAX];
         size_t len = strlen(value) / 2;
-        if (len < IDEVS_EVIDENCE_NONCE_MIN || len > IDEVS_EVIDENCE_NONCE_MAX || !parse_hex(value, nonce, len))
+        if (len < IDEVS_EVIDENCE_NONCE_MIN || len > IDEVS_EVIDENCE_NONCE_MAX || !idevs_hex_decode(value, nonce, len))
             FAIL(IDEVS_ERR_INVALID_ARG, "nonce: expected %d to %d bytes in hex", IDEVS_EVIDENCE_NONCE_MIN,
                  IDEVS_EVIDENCE_NONCE_MAX);
         if ((err = idevs_cert_policy_expect_nonce(policy, nonce, len)) != IDEVS_OK)

@@ -556,8 +556,7 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
     }
 
     /* 8. epoch. With a new certificate for a known sender, only a new offer above all its epochs is acceptable. */
-    const idevs_peer *keys = s->candidate != NULL ? s->candidate : peer;
-    const idevs_peer *epochs = s->candidate != NULL ? s->candidate : peer;
+    const idevs_peer *known = s->candidate != NULL ? s->candidate : peer; /* keys and epoch floor to use */
     idevs_recv_epoch *e = NULL;
     if (s->candidate == NULL && peer->cur.active && h->epoch == peer->cur.epoch) {
         if (!same_offer(&peer->cur, h))
@@ -573,11 +572,11 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
                ((peer->cur.active && h->epoch == peer->cur.epoch) ||
                 (peer->prev.active && h->epoch == peer->prev.epoch))) {
         return IDEVS_ERR_EPOCH_CONFLICT; /* same epoch number offered under another certificate */
-    } else if ((epochs->cur.active && h->epoch < epochs->cur.epoch) ||
-               (epochs->epoch_floor != 0 && h->epoch <= epochs->epoch_floor)) {
+    } else if ((known->cur.active && h->epoch < known->cur.epoch) ||
+               (known->epoch_floor != 0 && h->epoch <= known->epoch_floor)) {
         return IDEVS_ERR_EPOCH_EXPIRED;
     } else {
-        err = accept_offer(ctx, keys, h, now, &s->fresh, s->dh_s, &s->dh_computed);
+        err = accept_offer(ctx, known, h, now, &s->fresh, s->dh_s, &s->dh_computed);
         if (err != IDEVS_OK)
             return err;
         s->have_fresh = true;

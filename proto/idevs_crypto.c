@@ -1,5 +1,7 @@
 #include "idevs_crypto.h"
 
+#include <stdio.h>
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/kdf.h>
@@ -19,6 +21,23 @@ idevs_err idevs_sha256(const void *data, size_t len, uint8_t out[IDEVS_SHA256_LE
     if (EVP_Digest(data, len, out, &out_len, EVP_sha256(), NULL) != 1 || out_len != IDEVS_SHA256_LEN)
         return IDEVS_ERR_CRYPTO;
     return IDEVS_OK;
+}
+
+idevs_err idevs_sha256_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return IDEVS_ERR_IO;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    uint8_t buf[16384];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
+        ok = EVP_DigestUpdate(md, buf, n) == 1;
+    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, out, NULL) == 1;
+    EVP_MD_CTX_free(md);
+    fclose(f);
+    return ok ? IDEVS_OK : IDEVS_ERR_IO;
 }
 
 bool idevs_ct_equal(const void *a, const void *b, size_t len)

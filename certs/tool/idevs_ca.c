@@ -25,6 +25,7 @@
 
 #include "idevs_cert.h"
 #include "idevs_crypto.h"
+#include "idevs_hex.h"
 #include "idevs_identity.h"
 #include "idevs_uuid.h"
 
@@ -143,16 +144,6 @@ static bool join(char *out, const char *dir, const char *name, const char *ext)
 {
     int n = snprintf(out, PATH_LEN, "%s/%s%s", dir, name, ext);
     return n > 0 && n < PATH_LEN;
-}
-
-static void hex(const uint8_t *b, size_t len, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * len] = '\0';
 }
 
 static bool exists(const char *path)
@@ -400,22 +391,8 @@ done:
 
 static int digest_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    if (idevs_sha256_file(path, out) != IDEVS_OK) {
         err_msg("cannot read %s: %s", path, strerror(errno));
-        return 1;
-    }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-    uint8_t buf[16384];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        ok = EVP_DigestUpdate(md, buf, n) == 1;
-    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, out, NULL) == 1;
-    EVP_MD_CTX_free(md);
-    fclose(f);
-    if (!ok) {
-        err_msg("cannot read %s", path);
         return 1;
     }
     return 0;
@@ -516,8 +493,8 @@ static int cmd_attest(int argc, char **argv)
         goto done;
     char text[IDEVS_UUID_STR_LEN], m[2 * IDEVS_SHA256_LEN + 1], d[2 * IDEVS_SHA256_LEN + 1];
     idevs_uuid_format(&program, text);
-    hex(ev.measurement, IDEVS_SHA256_LEN, m);
-    hex(ev.descriptor_digest, IDEVS_SHA256_LEN, d);
+    idevs_hex_encode(ev.measurement, IDEVS_SHA256_LEN, m);
+    idevs_hex_encode(ev.descriptor_digest, IDEVS_SHA256_LEN, d);
     printf("%s\nmeasurement %s\ndescriptor-digest %s\n", text, m, d);
     rc = 0;
 done:
@@ -564,10 +541,10 @@ static size_t read_chain(const char *path, X509 **certs)
 static void print_evidence(const char *indent, const idevs_evidence *ev)
 {
     char m[65], d[65], b[65], nonce[2 * IDEVS_EVIDENCE_NONCE_MAX + 1], u[IDEVS_UUID_STR_LEN], when[64];
-    hex(ev->measurement, 32, m);
-    hex(ev->descriptor_digest, 32, d);
-    hex(ev->key_binding, 32, b);
-    hex(ev->nonce, ev->nonce_len, nonce);
+    idevs_hex_encode(ev->measurement, 32, m);
+    idevs_hex_encode(ev->descriptor_digest, 32, d);
+    idevs_hex_encode(ev->key_binding, 32, b);
+    idevs_hex_encode(ev->nonce, ev->nonce_len, nonce);
     idevs_uuid_format(&ev->program_uuid, u);
     time_t t = (time_t)ev->issued_at;
     struct tm tm;
@@ -735,14 +712,14 @@ static int cmd_show(int argc, char **argv)
     EVP_PKEY *key = X509_get0_pubkey(x);
     if (key != NULL && EVP_PKEY_get_id(key) == EVP_PKEY_ED25519 && idevs_raw_public(key, raw) == IDEVS_OK &&
         idevs_sha256(raw, 32, digest) == IDEVS_OK) {
-        hex(digest, 32, h);
+        idevs_hex_encode(digest, 32, h);
         printf("signing key (Ed25519) SHA-256: %s\n", h);
     } else {
         printf("signing key: not Ed25519\n");
     }
     ASN1_OCTET_STRING *ak = octets_ext(x, IDEVS_OID_AGREEMENT_KEY);
     if (ak != NULL && ASN1_STRING_length(ak) == 32 && idevs_sha256(ASN1_STRING_get0_data(ak), 32, digest) == IDEVS_OK) {
-        hex(digest, 32, h);
+        idevs_hex_encode(digest, 32, h);
         printf("agreement key (X25519) SHA-256: %s\n", h);
     } else {
         printf("agreement key: %s\n", ak != NULL ? "malformed" : "none");
@@ -751,7 +728,7 @@ static int cmd_show(int argc, char **argv)
     unsigned char *der = NULL;
     int der_len = i2d_X509(x, &der);
     if (der_len > 0 && idevs_sha256(der, (size_t)der_len, digest) == IDEVS_OK) {
-        hex(digest, 32, h);
+        idevs_hex_encode(digest, 32, h);
         printf("certificate SHA-256: %s (%d bytes)\n", h, der_len);
     }
     OPENSSL_free(der);

@@ -20,6 +20,7 @@
 #include "idevs.pb-c.h"
 #include "idevs_cert.h"
 #include "idevs_envelope.h"
+#include "idevs_hex.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -175,19 +176,6 @@ static int add_peer_file(idevs_envelope_ctx *ctx, const char *path, idevs_cert_i
     return EXIT_OK;
 }
 
-static int parse_hex16(const char *text, idevs_msgid *out)
-{
-    if (strlen(text) != 32)
-        return -1;
-    for (size_t i = 0; i < 16; i++) {
-        unsigned v;
-        if (sscanf(text + 2 * i, "%2x", &v) != 1)
-            return -1;
-        out->b[i] = (uint8_t)v;
-    }
-    return 0;
-}
-
 static int parse_options(int argc, char **argv, struct options *o)
 {
     o->command = argv[1];
@@ -226,7 +214,7 @@ static int parse_options(int argc, char **argv, struct options *o)
         } else if (strcmp(name, "out") == 0) {
             o->out = value;
         } else if (strcmp(name, "provenance") == 0) {
-            if (o->provenance_count == IDEVS_PROVENANCE_MAX || parse_hex16(value, &o->provenance[o->provenance_count]) != 0)
+            if (o->provenance_count == IDEVS_PROVENANCE_MAX || !idevs_hex_decode(value, o->provenance[o->provenance_count].b, IDEVS_UUID_LEN))
                 return usage_error("--provenance takes a message id of 32 hex digits, at most %d times",
                                    IDEVS_PROVENANCE_MAX);
             o->provenance_count++;

@@ -1,8 +1,11 @@
 /* The EVP wrappers against the published vectors of their RFCs, and their refusals. */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "idevs_crypto.h"
+#include "idevs_hex.h"
 
 static void unhex_exact(const char *hex, uint8_t *out, size_t len)
 {
@@ -112,7 +115,38 @@ static void test_strerror_total(void)
     CU_ASSERT_STRING_EQUAL(idevs_err_name((idevs_err)-1), "unknown");
 }
 
+static void test_hex(void)
+{
+    uint8_t b[3];
+    char text[7];
+    CU_ASSERT_TRUE(idevs_hex_decode("00fFa1", b, 3));
+    CU_ASSERT(b[0] == 0x00 && b[1] == 0xff && b[2] == 0xa1);
+    idevs_hex_encode(b, 3, text);
+    CU_ASSERT_STRING_EQUAL(text, "00ffa1");
+    CU_ASSERT_FALSE(idevs_hex_decode("00ffa", b, 3));   /* short */
+    CU_ASSERT_FALSE(idevs_hex_decode("00ffa1b", b, 3)); /* long */
+    CU_ASSERT_FALSE(idevs_hex_decode("00ffg1", b, 3));  /* not a digit */
+    CU_ASSERT_FALSE(idevs_hex_decode(NULL, b, 3));
+}
+
+static void test_sha256_file(void)
+{
+    char path[] = "/tmp/idevs-test-sha256-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(write(fd, "abc", 3) == 3);
+    close(fd);
+    uint8_t want[32], got[32];
+    CU_ASSERT_FATAL(idevs_sha256("abc", 3, want) == IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_sha256_file(path, got), IDEVS_OK);
+    CU_ASSERT(memcmp(want, got, 32) == 0);
+    unlink(path);
+    CU_ASSERT_EQUAL(idevs_sha256_file(path, got), IDEVS_ERR_IO);
+}
+
 static CU_TestInfo crypto_tests[] = {
+    {"hex decoding and encoding", test_hex},
+    {"SHA-256 of a file, and of a missing one", test_sha256_file},
     {"SHA-256 of 'abc' (FIPS 180-2)", test_sha256_abc},
     {"HKDF-SHA256, RFC 5869 case 1", test_hkdf_rfc5869_case1},
     {"X25519, RFC 7748 section 6.1", test_x25519_rfc7748},
