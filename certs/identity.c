@@ -104,6 +104,29 @@ idevs_err idevs_identity_from_private(const idevs_uuid *uuid, const char *name,
     return IDEVS_OK;
 }
 
+idevs_err idevs_identity_from_public(const idevs_uuid *uuid, const char *name,
+                                     const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN],
+                                     const uint8_t kex_pub[IDEVS_X25519_LEN], idevs_identity **out)
+{
+    if (sign_pub == NULL || kex_pub == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    idevs_identity *id = NULL;
+    idevs_err err = new_identity(uuid, name, &id);
+    if (err != IDEVS_OK)
+        return err;
+    id->sign = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, sign_pub, IDEVS_ED25519_PUB_LEN);
+    id->kex = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, kex_pub, IDEVS_X25519_LEN);
+    if (id->sign == NULL || id->kex == NULL) {
+        ERR_clear_error();
+        idevs_identity_free(id);
+        return IDEVS_ERR_CRYPTO;
+    }
+    memcpy(id->sign_pub, sign_pub, IDEVS_ED25519_PUB_LEN);
+    memcpy(id->kex_pub, kex_pub, IDEVS_X25519_LEN);
+    *out = id;
+    return IDEVS_OK;
+}
+
 /* Checks that leaf certifies id: Ed25519 key, urn:uuid and, when present, the agreement key. */
 static idevs_err leaf_matches(const idevs_identity *id, X509 *leaf)
 {

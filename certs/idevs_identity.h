@@ -28,6 +28,12 @@ idevs_err idevs_identity_from_private(const idevs_uuid *uuid, const char *name,
                                       const uint8_t sign_seed[IDEVS_ED25519_SEED_LEN],
                                       const uint8_t kex_private[IDEVS_X25519_LEN], idevs_identity **out);
 
+/* Public keys only: the subject of a certificate issued for keys held elsewhere (a compartment's). Signing,
+ * key agreement and idevs_identity_save_key() fail on such an identity. */
+idevs_err idevs_identity_from_public(const idevs_uuid *uuid, const char *name,
+                                     const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN],
+                                     const uint8_t kex_pub[IDEVS_X25519_LEN], idevs_identity **out);
+
 /* Loads a key file written by idevs_identity_save_key() and a PEM certificate file (leaf first, then any
  * intermediates). The key file must be a regular file not readable or writable by group or others; the
  * certificate's keys must match the key file's. UUID and name come from the certificate. */

@@ -1,0 +1,208 @@
+/* Length-prefixed protobuf frames over a stream socket, with bounded buffers and timeouts on both ends. */
+#include "idevs_channel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "idevs_crypto.h"
+
+#define OUT_MAX_DEFAULT (64u * 1024u * 1024u)
+
+void idevs_channel_init(idevs_channel *ch, int fd, size_t max_frame)
+{
+    memset(ch, 0, sizeof *ch);
+    ch->fd = fd;
+    ch->max_frame = (max_frame == 0 || max_frame > IDEVS_CHANNEL_FRAME_MAX) ? IDEVS_CHANNEL_FRAME_MAX : max_frame;
+    ch->out_max = OUT_MAX_DEFAULT;
+    /* Timeouts rest on poll() and non-blocking reads and writes. */
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+void idevs_channel_close(idevs_channel *ch)
+{
+    /* Buffers may hold envelopes and, during start-up, the sealing key: cleanse before freeing. */
+    idevs_cleanse(ch->in, ch->in_cap);
+    idevs_cleanse(ch->out, ch->out_cap);
+    free(ch->in);
+    free(ch->out);
+    if (ch->fd >= 0)
+        close(ch->fd);
+    memset(ch, 0, sizeof *ch);
+    ch->fd = -1;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Remaining milliseconds before deadline (-1: none), never negative. */
+static int remaining(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t left = deadline - now_ms();
+    return left < 0 ? 0 : (int)(left > 1000000 ? 1000000 : left);
+}
+
+static int64_t deadline_after(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+}
+
+/* Waits for events on the channel's fd; IDEVS_OK when ready, IDEVS_ERR_TIMEOUT when the time is up. */
+static idevs_err wait_fd(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = events};
+        int n = poll(&p, 1, remaining(deadline));
+        if (n > 0)
+            return IDEVS_OK; /* errors and hang-ups surface in the following read or write */
+        if (n == 0)
+            return IDEVS_ERR_TIMEOUT;
+        if (errno != EINTR)
+            return IDEVS_ERR_CHANNEL_CLOSED;
+    }
+}
+
+static bool reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    size_t new_cap = *cap ? *cap : 4096;
+    while (new_cap < need)
+        new_cap *= 2;
+    uint8_t *bigger = malloc(new_cap);
+    if (bigger == NULL)
+        return false;
+    if (*buf != NULL) {
+        memcpy(bigger, *buf, *cap);
+        idevs_cleanse(*buf, *cap);
+        free(*buf);
+    }
+    *buf = bigger;
+    *cap = new_cap;
+    return true;
+}
+
+int idevs_channel_pending(const idevs_channel *ch)
+{
+    return ch->out_len > ch->out_off;
+}
+
+idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+    while (ch->out_off < ch->out_len) {
+        ssize_t n = write(ch->fd, ch->out + ch->out_off, ch->out_len - ch->out_off);
+        if (n > 0) {
+            ch->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            idevs_err err = timeout_ms == 0 ? IDEVS_ERR_TIMEOUT : wait_fd(ch->fd, POLLOUT, deadline);
+            if (err != IDEVS_OK)
+                return err;
+            continue;
+        }
+        return IDEVS_ERR_CHANNEL_CLOSED; /* EPIPE and friends: the peer is gone */
+    }
+    ch->out_off = ch->out_len = 0;
+    return IDEVS_OK;
+}
+
+idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *frame, int timeout_ms)
+{
+    size_t len = idevs__bridge__v1__frame__get_packed_size(frame);
+    if (len > ch->max_frame)
+        return IDEVS_ERR_TOO_LARGE;
+    /* Compact the queue before growing it. */
+    if (ch->out_off > 0) {
+        memmove(ch->out, ch->out + ch->out_off, ch->out_len - ch->out_off);
+        ch->out_len -= ch->out_off;
+        ch->out_off = 0;
+    }
+    size_t need = ch->out_len + IDEVS_CHANNEL_HEADER + len;
+    if (need > ch->out_max)
+        return IDEVS_ERR_QUEUE_FULL;
+    if (!reserve(&ch->out, &ch->out_cap, need))
+        return IDEVS_ERR_NOMEM;
+    uint8_t *p = ch->out + ch->out_len;
+    p[0] = (uint8_t)(len >> 24);
+    p[1] = (uint8_t)(len >> 16);
+    p[2] = (uint8_t)(len >> 8);
+    p[3] = (uint8_t)len;
+    idevs__bridge__v1__frame__pack(frame, p + IDEVS_CHANNEL_HEADER);
+    ch->out_len = need;
+    idevs_err err = idevs_channel_flush(ch, timeout_ms);
+    return err == IDEVS_ERR_TIMEOUT ? IDEVS_OK : err; /* queued: later calls finish writing it */
+}
+
+/* Length of the frame at the head of the receive buffer, once its header is complete. */
+static size_t head_length(const idevs_channel *ch)
+{
+    const uint8_t *p = ch->in;
+    return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | (size_t)p[3];
+}
+
+idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame, int timeout_ms)
+{
+    int64_t deadline = deadline_after(timeout_ms);
+    *frame = NULL;
+    for (;;) {
+        if (ch->in_len >= IDEVS_CHANNEL_HEADER) {
+            size_t len = head_length(ch);
+            if (len == 0 || len > ch->max_frame)
+                return IDEVS_ERR_FRAME;
+            size_t total = IDEVS_CHANNEL_HEADER + len;
+            if (ch->in_len >= total) {
+                *frame = idevs__bridge__v1__frame__unpack(NULL, len, ch->in + IDEVS_CHANNEL_HEADER);
+                idevs_cleanse(ch->in, total);
+                memmove(ch->in, ch->in + total, ch->in_len - total);
+                ch->in_len -= total;
+                if (*frame == NULL)
+                    return IDEVS_ERR_FRAME;
+                if ((*frame)->body_case == IDEVS__BRIDGE__V1__FRAME__BODY__NOT_SET ||
+                    (*frame)->base.n_unknown_fields != 0) {
+                    idevs__bridge__v1__frame__free_unpacked(*frame, NULL);
+                    *frame = NULL;
+                    return IDEVS_ERR_FRAME;
+                }
+                return IDEVS_OK;
+            }
+        }
+        /* Read what is there: at most up to the end of the current frame (or its header), so that one
+         * call never buffers more than one frame beyond what it returns. */
+        size_t want = ch->in_len < IDEVS_CHANNEL_HEADER ? IDEVS_CHANNEL_HEADER
+                                                        : IDEVS_CHANNEL_HEADER + head_length(ch);
+        if (!reserve(&ch->in, &ch->in_cap, want))
+            return IDEVS_ERR_NOMEM;
+        ssize_t n = read(ch->fd, ch->in + ch->in_len, want - ch->in_len);
+        if (n > 0) {
+            ch->in_len += (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return IDEVS_ERR_CHANNEL_CLOSED;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return IDEVS_ERR_CHANNEL_CLOSED;
+        if (timeout_ms == 0)
+            return IDEVS_ERR_TIMEOUT;
+        idevs_err err = wait_fd(ch->fd, POLLIN, deadline);
+        if (err != IDEVS_OK)
+            return err;
+    }
+}

@@ -1,0 +1,136 @@
+/* idevs-compartment: the attested, sandboxed process that holds an integration process's keys and runs its logic.
+ *
+ * Started by the launcher with the channel (a socketpair) on descriptor 3 and the logic shared object, opened
+ * and measured by the launcher, on descriptor 4. Its life, in this order (docs/COMPARTMENT.md):
+ *   1. harden the process (no new privileges, not dumpable, no core, limits, no other descriptors);
+ *   2. Init: check the descriptor against the operator CA and the service certificates; restore or create the
+ *      keys; CertifyRequest; Certified: the envelope context;
+ *   3. sandbox: Landlock and the first seccomp filter; load the logic; the second, final filter;
+ *   4. setup() of the logic; Ready; serve deliveries and timers until Shutdown. */
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "compartment.h"
+
+static compartment the_compartment;
+
+int64_t cmp_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        reason[0] = '\0';
+    Idevs__Bridge__V1__Fatal fatal = IDEVS__BRIDGE__V1__FATAL__INIT;
+    fatal.status = (uint32_t)status;
+    fatal.reason = reason;
+    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_FATAL;
+    frame.fatal = &fatal;
+    if (c->ch.fd >= 0 && idevs_channel_send(&c->ch, &frame, CMP_FATAL_FLUSH_MS) == IDEVS_OK)
+        idevs_channel_flush(&c->ch, CMP_FATAL_FLUSH_MS);
+    /* The keys live in this process only: leave nothing behind. _exit, not exit: inside the sandbox, atexit
+     * handlers (OpenSSL's, the sanitizers') would make system calls the allowlist does not have. */
+    idevs_envelope_ctx_free(c->env);
+    idevs_identity_free(c->self);
+    _exit(CMP_EXIT_FATAL);
+}
+
+static bool fd_is(int fd, mode_t type)
+{
+    struct stat st;
+    return fcntl(fd, F_GETFD) >= 0 && fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == type;
+}
+
+static void usage_check(void)
+{
+    /* Descriptors 3 (the channel) and 4 (the logic) must be open; 0-2 may be anything, even closed. */
+    if (fd_is(CMP_FD_CHANNEL, S_IFSOCK) && fd_is(CMP_FD_LOGIC, S_IFREG))
+        return;
+    static const char msg[] = "idevs-compartment: started by the idevs launcher only (channel on fd 3, logic on fd 4)\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(CMP_EXIT_USAGE);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argv;
+    compartment *c = &the_compartment;
+    c->ch.fd = -1;
+    if (argc != 1) {
+        static const char msg[] = "idevs-compartment takes no arguments\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
+        return CMP_EXIT_USAGE;
+    }
+    usage_check();
+
+    char why[512];
+    idevs_channel_init(&c->ch, CMP_FD_CHANNEL, 0);
+    if (sandbox_harden_process(why, sizeof why) != IDEVS_OK)
+        cmp_fatal(c, IDEVS_ERR_SANDBOX, "%s", why);
+    /* OpenSSL without its configuration file: what runs in here is what was measured, not what a file or the
+     * environment (OPENSSL_CONF) would load. */
+    if (OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL) != 1)
+        cmp_fatal(c, IDEVS_ERR_CRYPTO, "OpenSSL failed to initialise");
+
+    handshake_run(c);
+
+    /* The time zone, read now: localtime_r() in the logic then needs no file. */
+    tzset();
+    if (sandbox_warm_up_crypto() != IDEVS_OK)
+        cmp_fatal(c, IDEVS_ERR_CRYPTO, "OpenSSL failed to load an algorithm before the sandbox");
+    sandbox_set_channel(&c->ch);
+    if (sandbox_enter_loading(CMP_FD_LOGIC, why, sizeof why) != IDEVS_OK)
+        cmp_fatal(c, IDEVS_ERR_SANDBOX, "%s", why);
+    logic_host_init(&c->host, c);
+    idevs_err err = logic_host_load(&c->host, CMP_FD_LOGIC, why, sizeof why);
+    if (err != IDEVS_OK)
+        cmp_fatal(c, err, "%s", why);
+    if (sandbox_enter_serving(why, sizeof why) != IDEVS_OK)
+        cmp_fatal(c, IDEVS_ERR_SANDBOX, "%s", why);
+    if ((err = logic_host_setup(&c->host, why, sizeof why)) != IDEVS_OK)
+        cmp_fatal(c, err, "%s", why);
+
+    Idevs__Bridge__V1__Ready ready = IDEVS__BRIDGE__V1__READY__INIT;
+    ready.abi = c->host.module->abi;
+    ready.logic_name = (char *)(c->host.module->name != NULL ? c->host.module->name : "");
+    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_READY;
+    frame.ready = &ready;
+    if ((err = idevs_channel_send(&c->ch, &frame, CMP_HANDSHAKE_TIMEOUT_MS)) != IDEVS_OK ||
+        (err = idevs_channel_flush(&c->ch, CMP_HANDSHAKE_TIMEOUT_MS)) != IDEVS_OK)
+        cmp_fatal(c, err, "cannot send Ready: %s", idevs_strerror(err));
+
+    int status = serve_run(c);
+
+    logic_host_teardown(&c->host);
+    idevs_envelope_ctx_free(c->env);
+    idevs_identity_free(c->self);
+    idevs_cert_policy_free(c->policy);
+    X509_free(c->operator_ca);
+    idevs_deployment_free(c->dep);
+    /* Buffers cleansed and freed; the descriptor is left to _exit (close is not in the serving allowlist). */
+    c->ch.fd = -1;
+    idevs_channel_close(&c->ch);
+    _exit(status); /* see cmp_fatal: no atexit handlers inside the sandbox */
+}

@@ -1,0 +1,96 @@
+/* THE list of system calls an idevs compartment may make once it is sandboxed. Anything else traps: the SIGSYS
+ * handler (sandbox.c) reports the call to the launcher in a Fatal frame and the process exits.
+ *
+ * Two filters are stacked (sandbox.c). The first, installed before the logic is loaded, allows every row marked
+ * LOADING: what serving needs plus what the dynamic loader needs to map the logic (its constructors run under
+ * this filter, and under Landlock, which lets them read nothing but the logic file). The second, installed
+ * right after loading and before the logic's setup(), allows only the rows marked SERVING. Stacked filters
+ * both apply, so from then on a call must be allowed by both: the LOADING set is a superset of the SERVING set.
+ *
+ * What is NOT here, on purpose: open/openat (no filesystem), socket/connect/bind/sendto (no network),
+ * execve/execveat, fork/vfork/clone (no new processes or threads), ptrace, process_vm_*, kill of other
+ * processes, rt_sigaction (the logic must not replace the SIGSYS reporter), ioctl, mount, prctl, seccomp
+ * itself, and write or read on any descriptor but the channel.
+ *
+ * Reviewing a change to this file is reviewing the sandbox. Keep one row per reason. */
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include "compartment.h"
+
+/* Argument comparisons, spelled out (SCMP_A0 and friends are compound literals, not constants). */
+#define ARG_EQ(n, v) {.arg = (n), .op = SCMP_CMP_EQ, .datum_a = (v), .datum_b = 0}
+#define ARG_MASK_EQ(n, mask, v) {.arg = (n), .op = SCMP_CMP_MASKED_EQ, .datum_a = (mask), .datum_b = (v)}
+
+/* openat flags that would write, create or truncate. */
+#define OPEN_WRITE_FLAGS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_TMPFILE)
+
+const sandbox_rule sandbox_allowlist[] = {
+    /* ---- the channel to the launcher (descriptor 3) ---- */
+    /* Frames from the launcher. */
+    {"read", SANDBOX_STAGE_SERVING, 1, {ARG_EQ(0, CMP_FD_CHANNEL)}},
+    /* Frames to the launcher; also the SIGSYS report. Not stdout or stderr: they may lead to a log. */
+    {"write", SANDBOX_STAGE_BOTH, 1, {ARG_EQ(0, CMP_FD_CHANNEL)}},
+    /* Waiting for frames, for the channel to drain, and for the next timer (glibc uses either). */
+    {"poll", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"ppoll", SANDBOX_STAGE_BOTH, 0, {{0}}},
+
+    /* ---- memory: malloc, OpenSSL, protobuf-c; never executable memory after loading ---- */
+    {"brk", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"mmap", SANDBOX_STAGE_SERVING, 1, {ARG_MASK_EQ(2, PROT_EXEC, 0)}},
+    {"mprotect", SANDBOX_STAGE_SERVING, 1, {ARG_MASK_EQ(2, PROT_EXEC, 0)}},
+    {"munmap", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"mremap", SANDBOX_STAGE_BOTH, 0, {{0}}}, /* realloc of large blocks */
+    {"madvise", SANDBOX_STAGE_BOTH, 0, {{0}}}, /* free() returning memory */
+
+    /* ---- time and randomness ---- */
+    /* Epoch numbers, certificate validity, timers. Normally answered by the vDSO without a system call. */
+    {"clock_gettime", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"gettimeofday", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"time", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    /* OpenSSL's DRBG reseeds from the kernel: message ids, ephemeral keys. */
+    {"getrandom", SANDBOX_STAGE_BOTH, 0, {{0}}},
+
+    /* ---- leaving ---- */
+    {"exit_group", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"exit", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    /* Returning from a signal handler (none returns today; the sanitizers' may). */
+    {"rt_sigreturn", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    /* abort(): glibc blocks signals, then sends SIGABRT to itself only, so that a failed assertion in the logic
+     * ends as an abort and not as a misleading sandbox report. tgkill's first argument is checked to be this
+     * process by sandbox.c (SANDBOX_SELF). */
+    {"rt_sigprocmask", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"getpid", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"gettid", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    {"tgkill", SANDBOX_STAGE_BOTH, 2, {ARG_EQ(0, SANDBOX_SELF), ARG_EQ(2, SIGABRT)}},
+
+    /* ---- loading the logic: dlopen("/proc/self/fd/4"), the first filter only ---- */
+    /* Opening the logic file read-only; Landlock (where the kernel has it) limits this to that one file. */
+    {"openat", SANDBOX_STAGE_LOADING, 1, {ARG_MASK_EQ(2, OPEN_WRITE_FLAGS, 0)}},
+    {"read", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    {"pread64", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    {"fstat", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    {"newfstatat", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    {"lseek", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    {"close", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    /* Installing the second filter (seccomp(SECCOMP_SET_MODE_FILTER, ...)); a filter can only restrict more. */
+    {"seccomp", SANDBOX_STAGE_LOADING, 1, {ARG_EQ(0, SECCOMP_SET_MODE_FILTER)}},
+    /* Mapping its code executable. */
+    {"mmap", SANDBOX_STAGE_LOADING, 0, {{0}}},
+    {"mprotect", SANDBOX_STAGE_LOADING, 0, {{0}}},
+
+#if defined(__SANITIZE_ADDRESS__)
+    /* ---- AddressSanitizer builds only (tests) ---- */
+    /* Its error reports go to stderr; without this row a memory error in the compartment would show up as a
+     * sandbox report about write(2) instead of the sanitizer's own. */
+    {"write", SANDBOX_STAGE_BOTH, 1, {ARG_EQ(0, 2)}},
+    /* It removes its alternate signal stack when the process ends (seen as a trap at every exit without this
+     * row). Otherwise its allocator needs only the memory rows above; the test suite runs the compartment
+     * under it. */
+    {"sigaltstack", SANDBOX_STAGE_BOTH, 0, {{0}}},
+#endif
+};
+
+const size_t sandbox_allowlist_count = sizeof sandbox_allowlist / sizeof sandbox_allowlist[0];

@@ -1,0 +1,189 @@
+/* The event loop, inside the sandbox: deliveries from the launcher, the logic's timer, Shutdown.
+ *
+ * Each Deliver is answered by its Publish frames, then exactly one Done. An envelope is accepted only on a
+ * declared input topic from that input's service, or on a declared response topic from the service the request
+ * went to; anything else is refused with its reason in Done.status and publishes nothing. The loop never waits
+ * forever: writes are bounded by the deployment's event timeout, reads happen only when poll() says so. */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "compartment.h"
+
+static void send_frame(compartment *c, const Idevs__Bridge__V1__Frame *f)
+{
+    idevs_err err = idevs_channel_send(&c->ch, f, 0);
+    if (err == IDEVS_ERR_CHANNEL_CLOSED)
+        _exit(CMP_EXIT_CLOSED);
+    if (err != IDEVS_OK)
+        cmp_fatal(c, err, "cannot queue a frame for the launcher: %s", idevs_strerror(err));
+}
+
+/* Empties the send queue before the logic runs, so that a SIGSYS report can only fall between frames. */
+static void drain(compartment *c)
+{
+    if (!idevs_channel_pending(&c->ch))
+        return;
+    idevs_err err = idevs_channel_flush(&c->ch, (int)c->dep->event_timeout_ms);
+    if (err == IDEVS_ERR_CHANNEL_CLOSED)
+        _exit(CMP_EXIT_CLOSED);
+    if (err != IDEVS_OK)
+        cmp_fatal(c, err, "the launcher does not read the channel: %s", idevs_strerror(err));
+}
+
+static void publish_tx(compartment *c, uint64_t delivery_id)
+{
+    const idevs_deployment *d = c->dep;
+    logic_host *h = &c->host;
+    for (size_t i = 0; i < h->tx_count; i++) {
+        const cmp_sealed *s = &h->tx[i];
+        Idevs__Bridge__V1__Publish pub = IDEVS__BRIDGE__V1__PUBLISH__INIT;
+        pub.delivery_id = delivery_id;
+        pub.envelope.data = s->envelope;
+        pub.envelope.len = s->envelope_len;
+        if (s->is_request) {
+            const idevs_deployment_request *r = &d->requests[s->index];
+            pub.topic = r->topic;
+            pub.qos = (uint32_t)r->qos;
+            pub.response_topic = r->response_topic;
+            pub.correlation_data.data = (uint8_t *)s->message_id.b;
+            pub.correlation_data.len = IDEVS_UUID_LEN;
+        } else {
+            const idevs_deployment_output *o = &d->outputs[s->index];
+            pub.topic = o->topic;
+            pub.qos = (uint32_t)o->qos;
+        }
+        Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+        f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH;
+        f.publish = &pub;
+        send_frame(c, &f);
+    }
+}
+
+/* Opens, checks and hands one delivery to the logic; on success its envelopes are published. */
+static idevs_err deliver(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
+{
+    const idevs_deployment *d = c->dep;
+    const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, dv->topic);
+    const idevs_deployment_request *rq = in == NULL ? idevs_deployment_request_by_response_topic(d, dv->topic) : NULL;
+    if (in == NULL && rq == NULL)
+        return IDEVS_ERR_UNKNOWN_INPUT;
+    size_t service = in != NULL ? in->from : rq->to;
+
+    idevs_opened opened;
+    memset(&opened, 0, sizeof opened);
+    idevs_err err = idevs_envelope_open(c->env, dv->topic, dv->envelope.data, dv->envelope.len, &opened);
+    if (err != IDEVS_OK)
+        return err;
+    /* A declared service, but not the one this topic is from (or this request went to). */
+    if (!idevs_uuid_equal(&opened.sender, &d->services[service].uuid)) {
+        idevs_opened_clear(&opened);
+        return IDEVS_ERR_SENDER_NOT_ALLOWED;
+    }
+    idevs_message msg;
+    memset(&msg, 0, sizeof msg);
+    msg.name = in != NULL ? in->name : rq->name;
+    msg.payload = opened.payload;
+    msg.payload_len = opened.payload_len;
+    msg.sender = opened.sender;
+    msg.sender_name = d->services[service].name;
+    msg.message_id = opened.message_id;
+    size_t index = in != NULL ? (size_t)(in - d->inputs) : (size_t)(rq - d->requests);
+    err = logic_host_deliver(&c->host, in == NULL, index, &msg, &opened, (const char *)dv->correlation_data.data,
+                             dv->correlation_data.len);
+    idevs_opened_clear(&opened);
+    if (err == IDEVS_OK) {
+        publish_tx(c, dv->delivery_id);
+        logic_host_release(&c->host, true);
+    }
+    return err;
+}
+
+static void on_deliver(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
+{
+    if (dv->delivery_id == 0)
+        cmp_fatal(c, IDEVS_ERR_FRAME, "Deliver with delivery_id 0 (reserved for timers)");
+    drain(c);
+    idevs_err status = deliver(c, dv);
+    Idevs__Bridge__V1__Done done = IDEVS__BRIDGE__V1__DONE__INIT;
+    done.delivery_id = dv->delivery_id;
+    done.status = (uint32_t)status;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DONE;
+    f.done = &done;
+    send_frame(c, &f);
+}
+
+static void on_timer(compartment *c)
+{
+    logic_host *h = &c->host;
+    drain(c);
+    if (logic_host_run_timer(h) == IDEVS_OK) {
+        publish_tx(c, 0);
+        logic_host_release(h, true);
+    }
+    /* Catch up by skipping, never by firing in a burst. */
+    int64_t now = cmp_monotonic_ms();
+    h->timer_next_ms += h->timer_period_ms;
+    if (h->timer_next_ms <= now)
+        h->timer_next_ms = now + h->timer_period_ms;
+}
+
+/* Handles every whole frame already received; returns -1 to go on, or an exit status. */
+static int on_readable(compartment *c)
+{
+    for (;;) {
+        Idevs__Bridge__V1__Frame *f = NULL;
+        idevs_err err = idevs_channel_recv(&c->ch, &f, 0);
+        if (err == IDEVS_ERR_TIMEOUT)
+            return -1;
+        if (err == IDEVS_ERR_CHANNEL_CLOSED)
+            return CMP_EXIT_CLOSED;
+        if (err != IDEVS_OK)
+            cmp_fatal(c, err, "frame from the launcher: %s", idevs_strerror(err));
+        switch (f->body_case) {
+        case IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER:
+            on_deliver(c, f->deliver);
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN:
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            drain(c);
+            return CMP_EXIT_OK;
+        default:
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            cmp_fatal(c, IDEVS_ERR_FRAME, "frame from the launcher: not a Deliver or Shutdown");
+        }
+    }
+}
+
+int serve_run(compartment *c)
+{
+    logic_host *h = &c->host;
+    for (;;) {
+        int timeout = -1;
+        if (h->timer != NULL) {
+            int64_t left = h->timer_next_ms - cmp_monotonic_ms();
+            timeout = left <= 0 ? 0 : (int)(left > 60000 ? 60000 : left);
+        }
+        struct pollfd p = {.fd = c->ch.fd, .events = POLLIN};
+        if (idevs_channel_pending(&c->ch))
+            p.events |= POLLOUT;
+        int n = poll(&p, 1, timeout);
+        if (n < 0 && errno != EINTR)
+            cmp_fatal(c, IDEVS_ERR_IO, "poll: %s", strerror(errno));
+        if (n > 0 && (p.revents & POLLOUT)) {
+            idevs_err err = idevs_channel_flush(&c->ch, 0);
+            if (err == IDEVS_ERR_CHANNEL_CLOSED)
+                return CMP_EXIT_CLOSED;
+        }
+        if (n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+            int status = on_readable(c);
+            if (status >= 0)
+                return status;
+        }
+        if (h->timer != NULL && cmp_monotonic_ms() >= h->timer_next_ms)
+            on_timer(c);
+    }
+}

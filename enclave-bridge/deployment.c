@@ -1,0 +1,764 @@
+/* The deployment descriptor (docs/DEPLOYMENT.md): strict parsing with cJSON. Every rejection names the JSON path
+ * of the offending field and the problem. */
+#include "idevs_deployment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "idevs_envelope.h"
+
+#define PATH_MAX_LEN 96
+
+#define DEFAULT_MAX_PAYLOAD 65536u
+#define DEFAULT_QUEUE_DEPTH 1024u
+#define DEFAULT_EVENT_TIMEOUT_MS 2000u
+#define QUEUE_DEPTH_MAX 1048576u
+#define EVENT_TIMEOUT_MIN_MS 10u
+#define EVENT_TIMEOUT_MAX_MS 600000u
+
+typedef struct parser {
+    char *why;
+    size_t why_len;
+} parser;
+
+static idevs_err fail(parser *p, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static idevs_err fail(parser *p, const char *path, const char *fmt, ...)
+{
+    if (p->why != NULL && p->why_len > 0) {
+        int n = snprintf(p->why, p->why_len, "%s: ", path);
+        if (n >= 0 && (size_t)n < p->why_len) {
+            va_list ap;
+            va_start(ap, fmt);
+            vsnprintf(p->why + n, p->why_len - (size_t)n, fmt, ap);
+            va_end(ap);
+        }
+    }
+    return IDEVS_ERR_CONFIG;
+}
+
+static const char *type_name(const cJSON *v)
+{
+    if (cJSON_IsObject(v))
+        return "an object";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNull(v))
+        return "null";
+    return "invalid";
+}
+
+/* Refuses keys outside allowed[] and keys given twice (cJSON keeps both; a reader taking the first and another
+ * taking the last must never disagree about a descriptor). */
+static idevs_err check_keys(parser *p, const cJSON *obj, const char *path, const char *const *allowed)
+{
+    for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+        bool known = false;
+        for (size_t i = 0; allowed[i] != NULL; i++)
+            if (c->string != NULL && strcmp(c->string, allowed[i]) == 0)
+                known = true;
+        if (!known)
+            return fail(p, path, "unknown key '%.64s'", c->string != NULL ? c->string : "");
+        for (const cJSON *d = obj->child; d != c; d = d->next)
+            if (strcmp(d->string, c->string) == 0)
+                return fail(p, path, "key '%s' appears twice", c->string);
+    }
+    return IDEVS_OK;
+}
+
+/* snprintf into a path buffer; an over-long path is cut (it only names the place of an error). */
+static void pathf(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void pathf(char *out, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        out[0] = '\0';
+}
+
+static void join(char *out, const char *path, const char *key)
+{
+    if (path[0] == '\0')
+        pathf(out, PATH_MAX_LEN, "%s", key);
+    else
+        pathf(out, PATH_MAX_LEN, "%s.%s", path, key);
+}
+
+/* A required (or, with optional, possibly absent) member of a given type. *out NULL when absent. */
+static idevs_err member(parser *p, const cJSON *obj, const char *path, const char *key, bool optional,
+                        cJSON_bool (*is)(const cJSON *), const char *want, const cJSON **out)
+{
+    char where[PATH_MAX_LEN];
+    join(where, path, key);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *out = NULL;
+    if (v == NULL)
+        return optional ? IDEVS_OK : fail(p, where, "missing");
+    if (!is(v))
+        return fail(p, where, "must be %s, not %s", want, type_name(v));
+    *out = v;
+    return IDEVS_OK;
+}
+
+static bool name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > IDEVS_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return false;
+    }
+    return true;
+}
+
+static idevs_err get_name(parser *p, const cJSON *obj, const char *path, char out[IDEVS_NAME_MAX + 1])
+{
+    const cJSON *v;
+    idevs_err err = member(p, obj, path, "name", false, cJSON_IsString, "a string", &v);
+    if (err != IDEVS_OK)
+        return err;
+    if (!name_valid(v->valuestring)) {
+        char where[PATH_MAX_LEN];
+        join(where, path, "name");
+        return fail(p, where, "'%.64s' is not a name: 1 to %d of A-Z a-z 0-9 . _ -", v->valuestring,
+                    IDEVS_NAME_MAX);
+    }
+    memcpy(out, v->valuestring, strlen(v->valuestring) + 1);
+    return IDEVS_OK;
+}
+
+static idevs_err get_uuid(parser *p, const cJSON *obj, const char *path, idevs_uuid *out)
+{
+    const cJSON *v;
+    idevs_err err = member(p, obj, path, "uuid", false, cJSON_IsString, "a string", &v);
+    if (err != IDEVS_OK)
+        return err;
+    char where[PATH_MAX_LEN];
+    join(where, path, "uuid");
+    if (idevs_uuid_parse(v->valuestring, out) != IDEVS_OK)
+        return fail(p, where, "'%.40s' is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", v->valuestring);
+    if (idevs_uuid_is_nil(out))
+        return fail(p, where, "the nil UUID is not an identity");
+    return IDEVS_OK;
+}
+
+/* A required non-empty string, copied. */
+static idevs_err get_string(parser *p, const cJSON *obj, const char *path, const char *key, size_t max, char **out)
+{
+    const cJSON *v;
+    idevs_err err = member(p, obj, path, key, false, cJSON_IsString, "a string", &v);
+    if (err != IDEVS_OK)
+        return err;
+    char where[PATH_MAX_LEN];
+    join(where, path, key);
+    size_t n = strlen(v->valuestring);
+    if (n == 0)
+        return fail(p, where, "must not be empty");
+    if (n > max)
+        return fail(p, where, "longer than %zu bytes", max);
+    if ((*out = strdup(v->valuestring)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    return IDEVS_OK;
+}
+
+/* An optional integer in [min, max]; *out keeps its default when absent. */
+static idevs_err get_uint(parser *p, const cJSON *obj, const char *path, const char *key, double min, double max,
+                          double *out)
+{
+    const cJSON *v;
+    idevs_err err = member(p, obj, path, key, true, cJSON_IsNumber, "a number", &v);
+    if (err != IDEVS_OK || v == NULL)
+        return err;
+    char where[PATH_MAX_LEN];
+    join(where, path, key);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d > 9e15 || d < -9e15 || (double)(int64_t)d != d)
+        return fail(p, where, "must be a whole number");
+    if (d < min || d > max)
+        return fail(p, where, "%.0f is out of range: %.0f to %.0f", d, min, max);
+    *out = d;
+    return IDEVS_OK;
+}
+
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t extra;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            extra = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            extra = 2;
+            cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            extra = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i <= extra)
+            return false;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3f);
+        }
+        static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < least[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += extra + 1;
+    }
+    return true;
+}
+
+static idevs_err get_topic(parser *p, const cJSON *obj, const char *path, const char *key, char **out)
+{
+    idevs_err err = get_string(p, obj, path, key, IDEVS_TOPIC_MAX, out);
+    if (err != IDEVS_OK)
+        return err;
+    char where[PATH_MAX_LEN];
+    join(where, path, key);
+    const char *t = *out;
+    if (strchr(t, '+') != NULL || strchr(t, '#') != NULL)
+        return fail(p, where, "'%.80s' contains a wildcard (+ or #)", t);
+    if (t[0] == '$')
+        return fail(p, where, "'%.80s' is under '$', the broker's own topics", t);
+    if (!utf8_valid((const unsigned char *)t, strlen(t)))
+        return fail(p, where, "not valid UTF-8");
+    return IDEVS_OK;
+}
+
+static idevs_err get_qos(parser *p, const cJSON *obj, const char *path, int *qos)
+{
+    double d = 1;
+    idevs_err err = get_uint(p, obj, path, "qos", 0, 2, &d);
+    *qos = (int)d;
+    return err;
+}
+
+/* The service a from/to names. */
+static idevs_err get_service_ref(parser *p, const idevs_deployment *d, const cJSON *obj, const char *path,
+                                 const char *key, size_t *index)
+{
+    const cJSON *v;
+    idevs_err err = member(p, obj, path, key, false, cJSON_IsString, "a string", &v);
+    if (err != IDEVS_OK)
+        return err;
+    for (size_t i = 0; i < d->service_count; i++)
+        if (strcmp(d->services[i].name, v->valuestring) == 0) {
+            *index = i;
+            return IDEVS_OK;
+        }
+    char where[PATH_MAX_LEN];
+    join(where, path, key);
+    return fail(p, where, "no service named '%.64s'", v->valuestring);
+}
+
+/* An array of at most IDEVS_DEPLOYMENT_MAX_ENTRIES objects; absent means empty unless required. */
+static idevs_err get_array(parser *p, const cJSON *root, const char *key, bool required, const cJSON **out,
+                           size_t *count)
+{
+    idevs_err err = member(p, root, "", key, !required, cJSON_IsArray, "an array", out);
+    *count = 0;
+    if (err != IDEVS_OK || *out == NULL)
+        return err;
+    *count = (size_t)cJSON_GetArraySize(*out);
+    if (required && *count == 0)
+        return fail(p, key, "must not be empty");
+    if (*count > IDEVS_DEPLOYMENT_MAX_ENTRIES)
+        return fail(p, key, "%zu entries, at most %d", *count, IDEVS_DEPLOYMENT_MAX_ENTRIES);
+    size_t i = 0;
+    for (const cJSON *e = (*out)->child; e != NULL; e = e->next, i++)
+        if (!cJSON_IsObject(e)) {
+            char where[PATH_MAX_LEN];
+            pathf(where, sizeof where, "%s[%zu]", key, i);
+            return fail(p, where, "must be an object, not %s", type_name(e));
+        }
+    return IDEVS_OK;
+}
+
+/* ---- sections ---- */
+
+static idevs_err parse_process(parser *p, const cJSON *root, idevs_deployment *d)
+{
+    static const char *const keys[] = {"name", "uuid", "logic", "config", NULL};
+    const cJSON *proc, *config;
+    idevs_err err = member(p, root, "", "process", false, cJSON_IsObject, "an object", &proc);
+    if (err == IDEVS_OK)
+        err = check_keys(p, proc, "process", keys);
+    if (err == IDEVS_OK)
+        err = get_name(p, proc, "process", d->name);
+    if (err == IDEVS_OK)
+        err = get_uuid(p, proc, "process", &d->program);
+    if (err == IDEVS_OK)
+        err = get_string(p, proc, "process", "logic", 4096, &d->logic);
+    if (err == IDEVS_OK)
+        err = member(p, proc, "process", "config", true, cJSON_IsObject, "an object", &config);
+    if (err != IDEVS_OK)
+        return err;
+    d->config_json = config != NULL ? cJSON_PrintUnformatted(config) : strdup("{}");
+    return d->config_json != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static idevs_err parse_ca_digest(parser *p, const cJSON *root, idevs_deployment *d)
+{
+    const cJSON *v;
+    idevs_err err = member(p, root, "", "operator_ca_sha256", false, cJSON_IsString, "a string", &v);
+    if (err != IDEVS_OK)
+        return err;
+    const char *s = v->valuestring;
+    if (strlen(s) != 2 * IDEVS_SHA256_LEN)
+        return fail(p, "operator_ca_sha256", "must be %d hex digits", 2 * IDEVS_SHA256_LEN);
+    for (size_t i = 0; i < IDEVS_SHA256_LEN; i++) {
+        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return fail(p, "operator_ca_sha256", "must be %d hex digits", 2 * IDEVS_SHA256_LEN);
+        d->operator_ca_sha256[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return IDEVS_OK;
+}
+
+static idevs_err parse_services(parser *p, const cJSON *root, idevs_deployment *d)
+{
+    static const char *const keys[] = {"name", "uuid", "certificate", NULL};
+    const cJSON *arr;
+    size_t n;
+    idevs_err err = get_array(p, root, "services", true, &arr, &n);
+    if (err != IDEVS_OK)
+        return err;
+    if ((d->services = calloc(n, sizeof *d->services)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+        idevs_deployment_service *s = &d->services[i];
+        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
+        pathf(path, sizeof path, "services[%zu]", i);
+        d->service_count = i + 1; /* so that free() sees what was filled */
+        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, s->name)) != IDEVS_OK ||
+            (err = get_uuid(p, e, path, &s->uuid)) != IDEVS_OK ||
+            (err = get_string(p, e, path, "certificate", 4096, &s->certificate)) != IDEVS_OK)
+            return err;
+        for (size_t k = 0; k < i; k++) {
+            if (strcmp(d->services[k].name, s->name) == 0) {
+                join(where, path, "name");
+                return fail(p, where, "'%s' is already the name of services[%zu]", s->name, k);
+            }
+            if (idevs_uuid_equal(&d->services[k].uuid, &s->uuid)) {
+                join(where, path, "uuid");
+                return fail(p, where, "already the UUID of services[%zu]", k);
+            }
+        }
+        if (idevs_uuid_equal(&d->program, &s->uuid)) {
+            join(where, path, "uuid");
+            return fail(p, where, "the same as process.uuid");
+        }
+    }
+    return IDEVS_OK;
+}
+
+/* Every topic the descriptor declares, for the distinctness check. */
+typedef struct topic_ref {
+    const char *topic;
+    char path[PATH_MAX_LEN];
+} topic_ref;
+
+typedef struct topic_set {
+    topic_ref refs[4 * IDEVS_DEPLOYMENT_MAX_ENTRIES];
+    size_t count;
+} topic_set;
+
+static idevs_err add_topic(parser *p, topic_set *set, const char *topic, const char *path)
+{
+    for (size_t i = 0; i < set->count; i++)
+        if (strcmp(set->refs[i].topic, topic) == 0)
+            return fail(p, path, "topic '%.80s' is already used by %s", topic, set->refs[i].path);
+    set->refs[set->count].topic = topic;
+    pathf(set->refs[set->count].path, PATH_MAX_LEN, "%s", path);
+    set->count++;
+    return IDEVS_OK;
+}
+
+static idevs_err check_unique_name(parser *p, const char *name, const char *path, const char *kind,
+                                   const char *(*name_at)(const idevs_deployment *, size_t),
+                                   const idevs_deployment *d, size_t before)
+{
+    for (size_t k = 0; k < before; k++)
+        if (strcmp(name_at(d, k), name) == 0) {
+            char where[PATH_MAX_LEN];
+            join(where, path, "name");
+            return fail(p, where, "'%s' is already the name of %s[%zu]", name, kind, k);
+        }
+    return IDEVS_OK;
+}
+
+static const char *input_name(const idevs_deployment *d, size_t i) { return d->inputs[i].name; }
+static const char *output_name(const idevs_deployment *d, size_t i) { return d->outputs[i].name; }
+static const char *request_name(const idevs_deployment *d, size_t i) { return d->requests[i].name; }
+
+static idevs_err parse_inputs(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
+{
+    static const char *const keys[] = {"name", "topic", "from", NULL};
+    const cJSON *arr;
+    size_t n;
+    idevs_err err = get_array(p, root, "inputs", false, &arr, &n);
+    if (err != IDEVS_OK || n == 0)
+        return err;
+    if ((d->inputs = calloc(n, sizeof *d->inputs)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+        idevs_deployment_input *in = &d->inputs[i];
+        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
+        pathf(path, sizeof path, "inputs[%zu]", i);
+        d->input_count = i + 1;
+        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, in->name)) != IDEVS_OK ||
+            (err = check_unique_name(p, in->name, path, "inputs", input_name, d, i)) != IDEVS_OK ||
+            (err = get_topic(p, e, path, "topic", &in->topic)) != IDEVS_OK ||
+            (err = get_service_ref(p, d, e, path, "from", &in->from)) != IDEVS_OK)
+            return err;
+        join(where, path, "topic");
+        if ((err = add_topic(p, topics, in->topic, where)) != IDEVS_OK)
+            return err;
+    }
+    return IDEVS_OK;
+}
+
+static idevs_err parse_outputs(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
+{
+    static const char *const keys[] = {"name", "topic", "to", "qos", NULL};
+    const cJSON *arr;
+    size_t n;
+    idevs_err err = get_array(p, root, "outputs", false, &arr, &n);
+    if (err != IDEVS_OK || n == 0)
+        return err;
+    if ((d->outputs = calloc(n, sizeof *d->outputs)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+        idevs_deployment_output *out = &d->outputs[i];
+        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
+        pathf(path, sizeof path, "outputs[%zu]", i);
+        d->output_count = i + 1;
+        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, out->name)) != IDEVS_OK ||
+            (err = check_unique_name(p, out->name, path, "outputs", output_name, d, i)) != IDEVS_OK ||
+            (err = get_topic(p, e, path, "topic", &out->topic)) != IDEVS_OK ||
+            (err = get_service_ref(p, d, e, path, "to", &out->to)) != IDEVS_OK ||
+            (err = get_qos(p, e, path, &out->qos)) != IDEVS_OK)
+            return err;
+        join(where, path, "topic");
+        if ((err = add_topic(p, topics, out->topic, where)) != IDEVS_OK)
+            return err;
+    }
+    return IDEVS_OK;
+}
+
+static idevs_err parse_requests(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
+{
+    static const char *const keys[] = {"name", "topic", "response_topic", "to", "qos", NULL};
+    const cJSON *arr;
+    size_t n;
+    idevs_err err = get_array(p, root, "requests", false, &arr, &n);
+    if (err != IDEVS_OK || n == 0)
+        return err;
+    if ((d->requests = calloc(n, sizeof *d->requests)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+        idevs_deployment_request *r = &d->requests[i];
+        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
+        pathf(path, sizeof path, "requests[%zu]", i);
+        d->request_count = i + 1;
+        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, r->name)) != IDEVS_OK ||
+            (err = check_unique_name(p, r->name, path, "requests", request_name, d, i)) != IDEVS_OK ||
+            (err = get_topic(p, e, path, "topic", &r->topic)) != IDEVS_OK ||
+            (err = get_topic(p, e, path, "response_topic", &r->response_topic)) != IDEVS_OK ||
+            (err = get_service_ref(p, d, e, path, "to", &r->to)) != IDEVS_OK ||
+            (err = get_qos(p, e, path, &r->qos)) != IDEVS_OK)
+            return err;
+        join(where, path, "topic");
+        if ((err = add_topic(p, topics, r->topic, where)) != IDEVS_OK)
+            return err;
+        join(where, path, "response_topic");
+        if ((err = add_topic(p, topics, r->response_topic, where)) != IDEVS_OK)
+            return err;
+    }
+    return IDEVS_OK;
+}
+
+static idevs_err parse_limits(parser *p, const cJSON *root, idevs_deployment *d)
+{
+    static const char *const keys[] = {"max_payload", "queue_depth", "event_timeout_ms", NULL};
+    double max_payload = DEFAULT_MAX_PAYLOAD, depth = DEFAULT_QUEUE_DEPTH, timeout = DEFAULT_EVENT_TIMEOUT_MS;
+    const cJSON *lim;
+    idevs_err err = member(p, root, "", "limits", true, cJSON_IsObject, "an object", &lim);
+    if (err == IDEVS_OK && lim != NULL) {
+        if ((err = check_keys(p, lim, "limits", keys)) != IDEVS_OK ||
+            (err = get_uint(p, lim, "limits", "max_payload", 1, IDEVS_PAYLOAD_MAX_LIMIT, &max_payload)) != IDEVS_OK ||
+            (err = get_uint(p, lim, "limits", "queue_depth", 1, QUEUE_DEPTH_MAX, &depth)) != IDEVS_OK ||
+            (err = get_uint(p, lim, "limits", "event_timeout_ms", EVENT_TIMEOUT_MIN_MS, EVENT_TIMEOUT_MAX_MS,
+                            &timeout)) != IDEVS_OK)
+            return err;
+    }
+    d->max_payload = (size_t)max_payload;
+    d->queue_depth = (size_t)depth;
+    d->event_timeout_ms = (uint32_t)timeout;
+    return err;
+}
+
+static idevs_err parse_root(parser *p, const cJSON *root, idevs_deployment *d)
+{
+    static const char *const keys[] = {"version",  "process", "operator_ca_sha256", "services", "inputs",
+                                       "outputs", "requests", "limits",             NULL};
+    if (!cJSON_IsObject(root))
+        return fail(p, "(top level)", "must be an object, not %s", type_name(root));
+    idevs_err err = check_keys(p, root, "(top level)", keys);
+    if (err != IDEVS_OK)
+        return err;
+    double version = 0;
+    const cJSON *v;
+    if ((err = member(p, root, "", "version", false, cJSON_IsNumber, "a number", &v)) != IDEVS_OK)
+        return err;
+    if ((err = get_uint(p, root, "", "version", 0, 1e9, &version)) != IDEVS_OK)
+        return err;
+    if (version != IDEVS_DEPLOYMENT_VERSION)
+        return fail(p, "version", "%.0f is not supported (this reader knows version %d)", version,
+                    IDEVS_DEPLOYMENT_VERSION);
+    topic_set *topics = calloc(1, sizeof *topics);
+    if (topics == NULL)
+        return IDEVS_ERR_NOMEM;
+    if ((err = parse_process(p, root, d)) == IDEVS_OK && (err = parse_ca_digest(p, root, d)) == IDEVS_OK &&
+        (err = parse_services(p, root, d)) == IDEVS_OK && (err = parse_inputs(p, root, d, topics)) == IDEVS_OK &&
+        (err = parse_outputs(p, root, d, topics)) == IDEVS_OK &&
+        (err = parse_requests(p, root, d, topics)) == IDEVS_OK)
+        err = parse_limits(p, root, d);
+    free(topics);
+    return err;
+}
+
+idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deployment **out, char *why, size_t why_len)
+{
+    parser p = {why, why_len};
+    if (why != NULL && why_len > 0)
+        why[0] = '\0';
+    if (out == NULL || (bytes == NULL && len > 0))
+        return IDEVS_ERR_INVALID_ARG;
+    *out = NULL;
+    if (len > IDEVS_DEPLOYMENT_MAX_BYTES)
+        return fail(&p, "(descriptor)", "%zu bytes, at most %u", len, IDEVS_DEPLOYMENT_MAX_BYTES);
+    if (memchr(bytes, '\0', len) != NULL)
+        return fail(&p, "(descriptor)", "contains a NUL byte");
+    idevs_deployment *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return IDEVS_ERR_NOMEM;
+    idevs_err err = idevs_sha256(bytes, len, d->digest);
+    if (err != IDEVS_OK) {
+        free(d);
+        return err;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts((const char *)bytes, len, &end, 0);
+    if (root == NULL) {
+        size_t at = end != NULL && end >= (const char *)bytes ? (size_t)(end - (const char *)bytes) : 0;
+        err = fail(&p, "(descriptor)", "not valid JSON (near byte %zu)", at);
+    } else {
+        /* Only white space may follow the value. */
+        for (const char *c = end; err == IDEVS_OK && c != NULL && c < (const char *)bytes + len; c++)
+            if (*c != ' ' && *c != '\t' && *c != '\r' && *c != '\n')
+                err = fail(&p, "(descriptor)", "text after the JSON value (byte %zu)", (size_t)(c - (const char *)bytes));
+        if (err == IDEVS_OK)
+            err = parse_root(&p, root, d);
+        cJSON_Delete(root);
+    }
+    if (err != IDEVS_OK) {
+        idevs_deployment_free(d);
+        return err;
+    }
+    *out = d;
+    return IDEVS_OK;
+}
+
+idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,
+                                size_t why_len)
+{
+    if (why != NULL && why_len > 0)
+        why[0] = '\0';
+    if (path == NULL || out == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    *out = NULL;
+    if (bytes != NULL)
+        *bytes = NULL;
+    if (len != NULL)
+        *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        if (why != NULL)
+            snprintf(why, why_len, "%s: cannot open: %s", path, strerror(errno));
+        return IDEVS_ERR_CONFIG;
+    }
+    struct stat st;
+    uint8_t *buf = NULL;
+    size_t got = 0;
+    idevs_err err = IDEVS_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (why != NULL)
+            snprintf(why, why_len, "%s: not a regular file", path);
+        err = IDEVS_ERR_CONFIG;
+    } else if (st.st_size > (off_t)IDEVS_DEPLOYMENT_MAX_BYTES) {
+        if (why != NULL)
+            snprintf(why, why_len, "%s: %lld bytes, at most %u", path, (long long)st.st_size,
+                     IDEVS_DEPLOYMENT_MAX_BYTES);
+        err = IDEVS_ERR_CONFIG;
+    } else if ((buf = malloc(IDEVS_DEPLOYMENT_MAX_BYTES + 1)) == NULL) {
+        err = IDEVS_ERR_NOMEM;
+    } else {
+        /* Read up to one byte more than allowed: the file may have grown since fstat. */
+        while (got <= IDEVS_DEPLOYMENT_MAX_BYTES) {
+            ssize_t n = read(fd, buf + got, IDEVS_DEPLOYMENT_MAX_BYTES + 1 - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                if (why != NULL)
+                    snprintf(why, why_len, "%s: cannot read: %s", path, strerror(errno));
+                err = IDEVS_ERR_CONFIG;
+                break;
+            }
+            if (n == 0)
+                break;
+            got += (size_t)n;
+        }
+        if (err == IDEVS_OK && got > IDEVS_DEPLOYMENT_MAX_BYTES) {
+            if (why != NULL)
+                snprintf(why, why_len, "%s: more than %u bytes", path, IDEVS_DEPLOYMENT_MAX_BYTES);
+            err = IDEVS_ERR_CONFIG;
+        }
+    }
+    close(fd);
+    if (err == IDEVS_OK) {
+        char inner[256];
+        err = idevs_deployment_parse(buf, got, out, inner, sizeof inner);
+        if (err != IDEVS_OK && why != NULL)
+            snprintf(why, why_len, "%s: %s", path, inner);
+    }
+    if (err == IDEVS_OK && bytes != NULL) {
+        uint8_t *copy = malloc(got > 0 ? got : 1);
+        if (copy == NULL) {
+            idevs_deployment_free(*out);
+            *out = NULL;
+            err = IDEVS_ERR_NOMEM;
+        } else {
+            memcpy(copy, buf, got);
+            *bytes = copy;
+            if (len != NULL)
+                *len = got;
+        }
+    }
+    free(buf);
+    return err;
+}
+
+const idevs_deployment_input *idevs_deployment_input_by_topic(const idevs_deployment *d, const char *topic)
+{
+    if (d == NULL || topic == NULL)
+        return NULL;
+    for (size_t i = 0; i < d->input_count; i++)
+        if (strcmp(d->inputs[i].topic, topic) == 0)
+            return &d->inputs[i];
+    return NULL;
+}
+
+const idevs_deployment_output *idevs_deployment_output_by_name(const idevs_deployment *d, const char *name)
+{
+    if (d == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < d->output_count; i++)
+        if (strcmp(d->outputs[i].name, name) == 0)
+            return &d->outputs[i];
+    return NULL;
+}
+
+const idevs_deployment_request *idevs_deployment_request_by_name(const idevs_deployment *d, const char *name)
+{
+    if (d == NULL || name == NULL)
+        return NULL;
+    for (size_t i = 0; i < d->request_count; i++)
+        if (strcmp(d->requests[i].name, name) == 0)
+            return &d->requests[i];
+    return NULL;
+}
+
+const idevs_deployment_request *idevs_deployment_request_by_response_topic(const idevs_deployment *d,
+                                                                           const char *topic)
+{
+    if (d == NULL || topic == NULL)
+        return NULL;
+    for (size_t i = 0; i < d->request_count; i++)
+        if (strcmp(d->requests[i].response_topic, topic) == 0)
+            return &d->requests[i];
+    return NULL;
+}
+
+void idevs_deployment_free(idevs_deployment *d)
+{
+    if (d == NULL)
+        return;
+    for (size_t i = 0; i < d->service_count; i++)
+        free(d->services[i].certificate);
+    for (size_t i = 0; i < d->input_count; i++)
+        free(d->inputs[i].topic);
+    for (size_t i = 0; i < d->output_count; i++)
+        free(d->outputs[i].topic);
+    for (size_t i = 0; i < d->request_count; i++) {
+        free(d->requests[i].topic);
+        free(d->requests[i].response_topic);
+    }
+    free(d->services);
+    free(d->inputs);
+    free(d->outputs);
+    free(d->requests);
+    free(d->logic);
+    if (d->config_json != NULL) {
+        /* the logic's configuration may hold secrets of its own */
+        idevs_cleanse(d->config_json, strlen(d->config_json));
+        free(d->config_json);
+    }
+    free(d);
+}

@@ -1,0 +1,51 @@
+/* The compartment channel's framing: a 4-byte big-endian length, then a protobuf idevs.bridge.v1.Frame.
+ * Both ends use it. Frames larger than the limit, truncated frames and frames that do not decode are refused
+ * with IDEVS_ERR_FRAME; the caller then drops the connection (a peer that sent one is not trusted to resync). */
+#ifndef IDEVS_CHANNEL_H
+#define IDEVS_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bridge.pb-c.h"
+#include "idevs_error.h"
+
+#define IDEVS_CHANNEL_HEADER 4
+#define IDEVS_CHANNEL_FRAME_MAX (20u * 1024u * 1024u) /* default limit; a channel may set a lower one */
+
+typedef struct idevs_channel {
+    int fd;
+    size_t max_frame;
+    /* receive buffer: a frame being assembled */
+    uint8_t *in;
+    size_t in_len, in_cap;
+    /* send buffer: frames not yet written (non-blocking fds) */
+    uint8_t *out;
+    size_t out_len, out_off, out_cap;
+    size_t out_max; /* bytes queued at most before send fails with IDEVS_ERR_QUEUE_FULL */
+} idevs_channel;
+
+/* Takes fd and makes it non-blocking. max_frame 0 means IDEVS_CHANNEL_FRAME_MAX. */
+void idevs_channel_init(idevs_channel *ch, int fd, size_t max_frame);
+/* Frees the buffers (cleansed) and closes fd. */
+void idevs_channel_close(idevs_channel *ch);
+
+/* Encodes and queues a frame, then writes as much as the fd takes without blocking beyond timeout_ms
+ * (-1: wait as long as needed; 0: do not wait). IDEVS_OK once the frame is fully queued; the rest is written
+ * by later calls or idevs_channel_flush. */
+idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *frame, int timeout_ms);
+
+/* Writes queued bytes, waiting up to timeout_ms. IDEVS_OK when the queue is empty, IDEVS_ERR_TIMEOUT if bytes
+ * remain, IDEVS_ERR_CHANNEL_CLOSED if the peer is gone. */
+idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms);
+
+/* True when queued bytes wait to be written (the caller should poll for POLLOUT). */
+int idevs_channel_pending(const idevs_channel *ch);
+
+/* Receives one frame, waiting up to timeout_ms (-1 forever, 0 not at all). *frame is to be freed with
+ * idevs__bridge__v1__frame__free_unpacked(*frame, NULL). IDEVS_ERR_TIMEOUT when no whole frame arrived
+ * in time (partial bytes stay buffered), IDEVS_ERR_CHANNEL_CLOSED at end of stream, IDEVS_ERR_FRAME for an
+ * oversized or undecodable frame. */
+idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame, int timeout_ms);
+
+#endif

@@ -1,0 +1,105 @@
+/* The deployment descriptor: one JSON file that says what an integration process is and to whom it talks.
+ * The plugin reads it to route; the compartment reads the same bytes (their SHA-256 is the descriptor digest
+ * in the evidence) to know which senders it accepts on which input and to whom each output is sealed.
+ * docs/DEPLOYMENT.md documents the format with a complete example.
+ *
+ *   {
+ *     "version": 1,
+ *     "process": { "name": "rewards", "uuid": "…", "logic": "librewards.so", "config": { … } },
+ *     "operator_ca_sha256": "<64 hex digits: SHA-256 of the operator CA certificate's DER>",
+ *     "services": [ { "name": "store", "uuid": "…", "certificate": "pki/store.crt" }, … ],
+ *     "inputs":   [ { "name": "sales", "topic": "idevs/rewards/in/sales", "from": "store" } ],
+ *     "outputs":  [ { "name": "confirmation", "topic": "idevs/rewards/out/confirmation", "to": "messaging",
+ *                     "qos": 1 } ],
+ *     "requests": [ { "name": "ride", "topic": "idevs/rewards/req/ride",
+ *                     "response_topic": "idevs/rewards/resp/ride", "to": "taxi", "qos": 1 } ],
+ *     "limits":   { "max_payload": 65536, "queue_depth": 1024, "event_timeout_ms": 2000 }
+ *   }
+ *
+ * Relative paths (logic, certificates) are relative to the descriptor's directory. Certificates are not pinned
+ * by the descriptor's digest: the compartment verifies each one against the pinned operator CA and the UUID
+ * the descriptor gives. */
+#ifndef IDEVS_DEPLOYMENT_H
+#define IDEVS_DEPLOYMENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idevs_crypto.h"
+#include "idevs_error.h"
+#include "idevs_identity.h"
+#include "idevs_uuid.h"
+
+#define IDEVS_DEPLOYMENT_VERSION 1
+#define IDEVS_DEPLOYMENT_MAX_BYTES (256u * 1024u)
+#define IDEVS_DEPLOYMENT_MAX_ENTRIES 64 /* services, inputs, outputs, requests: each */
+
+typedef struct idevs_deployment_service {
+    char name[IDEVS_NAME_MAX + 1];
+    idevs_uuid uuid;
+    char *certificate; /* path as written (resolved against the descriptor's directory by the reader) */
+} idevs_deployment_service;
+
+typedef struct idevs_deployment_input {
+    char name[IDEVS_NAME_MAX + 1];
+    char *topic;
+    size_t from; /* index into services */
+} idevs_deployment_input;
+
+typedef struct idevs_deployment_output {
+    char name[IDEVS_NAME_MAX + 1];
+    char *topic;
+    size_t to; /* index into services */
+    int qos;   /* 0..2, default 1 */
+} idevs_deployment_output;
+
+typedef struct idevs_deployment_request {
+    char name[IDEVS_NAME_MAX + 1];
+    char *topic;
+    char *response_topic;
+    size_t to; /* index into services */
+    int qos;
+} idevs_deployment_request;
+
+typedef struct idevs_deployment {
+    char name[IDEVS_NAME_MAX + 1]; /* process.name */
+    idevs_uuid program;            /* process.uuid */
+    char *logic;                   /* process.logic, as written */
+    char *config_json;             /* process.config re-serialized ("{}" when absent) */
+    uint8_t operator_ca_sha256[IDEVS_SHA256_LEN];
+    uint8_t digest[IDEVS_SHA256_LEN]; /* SHA-256 of the descriptor's bytes */
+    idevs_deployment_service *services;
+    size_t service_count;
+    idevs_deployment_input *inputs;
+    size_t input_count;
+    idevs_deployment_output *outputs;
+    size_t output_count;
+    idevs_deployment_request *requests;
+    size_t request_count;
+    size_t max_payload;        /* default 65536, at most IDEVS_PAYLOAD_MAX_LIMIT */
+    size_t queue_depth;        /* default 1024 */
+    uint32_t event_timeout_ms; /* default 2000 */
+} idevs_deployment;
+
+/* Parses and validates descriptor bytes. On failure returns IDEVS_ERR_CONFIG (or NOMEM) and writes to why a
+ * sentence naming the field as a JSON path and the problem, e.g. "outputs[1].to: no service named 'taxi'".
+ * Checks: version; names [A-Za-z0-9._-] 1..64 and unique per kind; UUIDs; topics non-empty, at most
+ * IDEVS_TOPIC_MAX bytes, without wildcards, distinct across inputs, outputs, requests and response topics,
+ * and not under "$"; from/to naming declared services; qos 0..2; limits in range; no unknown keys. */
+idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deployment **out, char *why, size_t why_len);
+
+/* Reads and parses a file (at most IDEVS_DEPLOYMENT_MAX_BYTES); why names the file too. *bytes (optional)
+ * receives a malloc'd copy of exactly what was parsed, for measuring. */
+idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,
+                                size_t why_len);
+
+/* Lookups; NULL when absent. */
+const idevs_deployment_input *idevs_deployment_input_by_topic(const idevs_deployment *d, const char *topic);
+const idevs_deployment_output *idevs_deployment_output_by_name(const idevs_deployment *d, const char *name);
+const idevs_deployment_request *idevs_deployment_request_by_name(const idevs_deployment *d, const char *name);
+const idevs_deployment_request *idevs_deployment_request_by_response_topic(const idevs_deployment *d,
+                                                                           const char *topic);
+
+void idevs_deployment_free(idevs_deployment *d);
+
+#endif

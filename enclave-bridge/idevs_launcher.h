@@ -1,0 +1,175 @@
+/* The launcher: what the plugin calls to run one compartment. It measures the host program, the logic and the
+ * deployment descriptor, starts the compartment from exactly what it measured, certifies the compartment's
+ * keys with the attestation authority, and then supervises it: deliveries in, publications out, restarts with
+ * exponential backoff, and a kill for a compartment that stops answering.
+ *
+ * Made for a single-threaded caller (the broker's thread): nothing here starts a thread or blocks longer than
+ * the timeouts the caller passes, except idevs_launcher_start() and idevs_launcher_stop(), which block up to
+ * their configured timeouts. A launcher is not thread-safe. It installs no signal handler: it notices a
+ * compartment's exit through a pidfd (or waitpid(WNOHANG)) and reaps only the pid it started.
+ *
+ * Deliveries are at-least-once towards the compartment and exactly-once towards the caller: every accepted
+ * delivery gets exactly one on_done, and the publications it caused are handed over together, just before
+ * that on_done. When a compartment dies, its unfinished deliveries are sent again to the next one, and the
+ * publications of the interrupted attempt are discarded. A delivery that is being processed each time its
+ * compartment dies or hangs is given up after max_attempts, with on_done(status != IDEVS_OK). */
+#ifndef IDEVS_LAUNCHER_H
+#define IDEVS_LAUNCHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <openssl/x509.h>
+
+#include "idevs_crypto.h"
+#include "idevs_error.h"
+#include "idevs_identity.h"
+#include "idevs_uuid.h"
+
+typedef struct idevs_launcher idevs_launcher;
+
+typedef enum idevs_launcher_event {
+    IDEVS_LAUNCHER_EVENT_CERTIFIED = 1, /* a compartment is certified and ready */
+    IDEVS_LAUNCHER_EVENT_EXITED,        /* a compartment ended (message: how, and why if it said) */
+    IDEVS_LAUNCHER_EVENT_KILLED,        /* the launcher killed a compartment (timeout, protocol violation) */
+    IDEVS_LAUNCHER_EVENT_RESTARTING,    /* a restart is scheduled */
+    IDEVS_LAUNCHER_EVENT_START_FAILED,  /* a start failed before the compartment was ready */
+    IDEVS_LAUNCHER_EVENT_GIVEN_UP,      /* a delivery was given up after max_attempts */
+    IDEVS_LAUNCHER_EVENT_NOTICE,        /* anything else the operator should know */
+} idevs_launcher_event;
+
+/* For the operator's log. message names the compartment and never holds keys or payloads. */
+typedef void (*idevs_launcher_event_fn)(void *arg, idevs_launcher_event event, const char *message);
+
+typedef struct idevs_launcher_config {
+    const char *descriptor;   /* deployment descriptor file; read once */
+    const char *host_program; /* the idevs-compartment executable */
+    const char *logic;        /* NULL: the descriptor's process.logic (relative to the descriptor's directory) */
+    const char *state_dir;    /* sealing.key and <program uuid>.sealed live here; must exist */
+    X509 *operator_ca;        /* its DER's SHA-256 must equal the descriptor's operator_ca_sha256; copied */
+    /* The attestation authority that signs compartment certificates; borrowed, must outlive the launcher. */
+    const idevs_identity *authority;
+    X509 *authority_cert; /* a reference is taken */
+    const char *run_as;   /* user for the compartment when the launcher runs as root; NULL: "nobody" */
+    unsigned certificate_validity_s; /* default 7 days */
+    unsigned start_timeout_ms;       /* start to Ready; default 5000 */
+    unsigned event_timeout_ms;       /* 0: the descriptor's limits.event_timeout_ms */
+    size_t queue_depth;              /* deliveries accepted and not done; 0: the descriptor's limits.queue_depth */
+    unsigned max_in_flight;          /* deliveries sent and not done; default 64 */
+    unsigned max_attempts;           /* attempts of a delivery during which its compartment died; default 3 */
+    unsigned backoff_initial_ms;     /* first restart delay, doubled per failed start; default 100 */
+    unsigned backoff_max_ms;         /* default 30000 */
+    unsigned stable_after_ms;        /* a compartment ready this long resets the backoff; default 10000 */
+    unsigned exit_grace_ms;          /* after Fatal, end of stream or Shutdown, before SIGKILL; default 200 */
+    idevs_launcher_event_fn on_event;
+    void *event_arg;
+} idevs_launcher_config;
+
+void idevs_launcher_config_default(idevs_launcher_config *cfg);
+
+/* Reads the descriptor and the service certificates it names, opens the process backend, measures the host
+ * program and the logic (into sealed memfds every start reuses). Starts nothing. On failure why names the
+ * problem (the file, the field). */
+idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **out, char *why, size_t why_len);
+
+/* Starts the compartment and waits until it is certified and ready, at most start_timeout_ms. On failure the
+ * compartment is killed and reaped and why says what went wrong, e.g. "compartment 'rewards' (program ...) was
+ * killed by signal 31 (SIGSYS): system call openat (257) outside the sandbox allowlist". */
+idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len);
+
+/* Queues an envelope that arrived on a declared input or response topic. IDEVS_ERR_QUEUE_FULL when queue_depth
+ * deliveries are waiting; IDEVS_ERR_UNKNOWN_INPUT for a topic the descriptor does not declare;
+ * IDEVS_ERR_TOO_LARGE for an envelope over the descriptor's limits; IDEVS_ERR_NOT_NOW after stop. Never blocks.
+ * *delivery_id (may be NULL) receives the id on_done will report. */
+idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
+                                 const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
+
+typedef struct idevs_launcher_publish {
+    uint64_t delivery_id;   /* the delivery that caused it; 0 for the logic's timer */
+    const char *topic;      /* a declared output or request topic */
+    const uint8_t *envelope;
+    size_t envelope_len;
+    int qos;
+    const char *response_topic; /* NULL unless a request */
+    const uint8_t *correlation; /* NULL unless a request */
+    size_t correlation_len;
+} idevs_launcher_publish;
+
+typedef struct idevs_launcher_callbacks {
+    void (*on_publish)(void *arg, const idevs_launcher_publish *publish); /* data valid during the call */
+    void (*on_done)(void *arg, uint64_t delivery_id, idevs_err status);
+    void *arg;
+} idevs_launcher_callbacks;
+
+/* Does the pending work: sends queued deliveries, reads the compartment's frames and invokes the callbacks,
+ * notices an exit, kills a hung compartment, restarts after the backoff. Waits at most timeout_ms (0: not at
+ * all, -1: until something happened) for something to do; returns once something was done. Returns IDEVS_OK,
+ * or IDEVS_ERR_NOT_NOW when the launcher is stopped. The callbacks may call idevs_launcher_deliver(). */
+idevs_err idevs_launcher_poll(idevs_launcher *l, int timeout_ms, const idevs_launcher_callbacks *cb);
+
+/* A descriptor that becomes readable whenever idevs_launcher_poll() has something to do (an epoll set of the
+ * channel, the child's pidfd and a timer for the next deadline). Stable for the launcher's lifetime. */
+int idevs_launcher_fd(const idevs_launcher *l);
+
+/* Milliseconds until poll has timed work (a restart, a kill); -1 when none. */
+int idevs_launcher_next_timeout_ms(const idevs_launcher *l);
+
+/* Sends Shutdown, waits up to timeout_ms for the compartment to exit, then kills it; always reaps it.
+ * Deliveries not done are dropped (counted in stats.abandoned). After stop, the launcher can be started again. */
+void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms);
+
+/* Stops (with exit_grace_ms) if needed, and frees. NULL is fine. */
+void idevs_launcher_free(idevs_launcher *l);
+
+typedef enum idevs_launcher_state {
+    IDEVS_LAUNCHER_STOPPED = 0,
+    IDEVS_LAUNCHER_STARTING,   /* spawned; certificate request awaited */
+    IDEVS_LAUNCHER_CERTIFYING, /* certificate sent; Ready awaited */
+    IDEVS_LAUNCHER_READY,
+    IDEVS_LAUNCHER_EXITING,    /* ending; to be reaped */
+    IDEVS_LAUNCHER_BACKOFF,    /* waiting to restart */
+} idevs_launcher_state;
+
+typedef struct idevs_launcher_stats {
+    idevs_launcher_state state;
+    pid_t pid;                   /* 0 when none runs */
+    uint64_t started;            /* compartments spawned */
+    uint64_t restarts;           /* spawns after an unplanned end */
+    uint64_t certified;          /* certificates issued */
+    uint64_t delivered;          /* deliveries accepted */
+    uint64_t sent;               /* Deliver frames sent, re-sends included */
+    uint64_t resent;             /* of which re-sends after a restart */
+    uint64_t done;               /* on_done calls (given-up deliveries included) */
+    uint64_t given_up;           /* deliveries ended by the launcher after max_attempts */
+    uint64_t published;          /* on_publish calls */
+    uint64_t discarded_publishes;/* publications of interrupted attempts */
+    uint64_t killed;             /* compartments the launcher killed (hung, misbehaving, too slow to start) */
+    uint64_t protocol_errors;    /* malformed or unexpected frames from a compartment */
+    uint64_t abandoned;          /* deliveries dropped by stop() */
+    size_t queue_depth;          /* deliveries accepted and not done */
+    size_t queue_limit;
+    size_t in_flight;            /* sent to the current compartment and not done */
+    uint64_t last_certified_us;  /* spawn to certificate sent, last start */
+    uint64_t last_ready_us;      /* spawn to Ready, last start */
+    bool last_keys_restored;     /* the last compartment got its keys back from the sealed blob */
+    char last_exit[256];         /* how the last compartment ended; "" if none did */
+} idevs_launcher_stats;
+
+void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out);
+
+/* The measurement the compartment is started with. */
+const uint8_t *idevs_launcher_measurement(const idevs_launcher *l);
+/* The descriptor's digest, program UUID and process name. */
+const uint8_t *idevs_launcher_descriptor_digest(const idevs_launcher *l);
+const idevs_uuid *idevs_launcher_program(const idevs_launcher *l);
+const char *idevs_launcher_name(const idevs_launcher *l);
+
+/* The current compartment's certificate chain (leaf, authority) as last issued; count 0 before the first
+ * certification. Pointers stay valid until the next certification or free. For publishing it on a retained
+ * topic. */
+size_t idevs_launcher_chain_count(const idevs_launcher *l);
+const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, size_t *len);
+
+#endif

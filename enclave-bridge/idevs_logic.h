@@ -1,0 +1,113 @@
+/* The integration-logic API: what a developer writes to run an integration process in an idevs compartment.
+ *
+ * A logic is a shared object that exports one symbol, `idevs_logic_entry`, of type idevs_logic_module. (Not
+ * `idevs_logic`: in C that name is already the handle's typedef.) The compartment
+ * loads it, calls setup() once with the configuration from the deployment descriptor, and then calls the
+ * handlers setup() registered: one per declared input, one per declared request's response, and an optional
+ * timer. Handlers get opened payloads; they answer by emitting payloads to declared outputs and by sending
+ * requests to services. The compartment seals every emitted payload to the receiver the deployment declares
+ * for that output, and records which input caused it (provenance).
+ *
+ * The logic never sees a key, a socket or a file: it runs inside the sandbox (no filesystem, no network; any
+ * system call outside the allowlist kills the compartment). Its state lives in memory between events.
+ * Emissions are transactional: what a handler emits leaves only if the handler returns IDEVS_OK.
+ *
+ *     static idevs_err on_sale(idevs_logic *lg, const idevs_message *sale, void *state) {
+ *         ...
+ *         return idevs_emit(lg, "booking", booking, booking_len);
+ *     }
+ *     static idevs_err setup(idevs_logic *lg, const char *config_json, void **state) {
+ *         return idevs_on_input(lg, "sales", on_sale);
+ *     }
+ *     const idevs_logic_module idevs_logic_entry = { IDEVS_LOGIC_ABI, "rewards", setup, NULL };
+ */
+#ifndef IDEVS_LOGIC_H
+#define IDEVS_LOGIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idevs_error.h"
+#include "idevs_uuid.h"
+
+#define IDEVS_LOGIC_ABI 1
+#define IDEVS_LOGIC_SYMBOL "idevs_logic_entry"
+
+typedef struct idevs_logic idevs_logic;
+
+/* One opened message, valid for the duration of the handler call. */
+typedef struct idevs_message {
+    const char *name;           /* the declared input, or the request a response answers */
+    const uint8_t *payload;     /* followed by a NUL not counted in payload_len */
+    size_t payload_len;
+    idevs_uuid sender;          /* the service that sealed it */
+    const char *sender_name;    /* its name in the deployment descriptor */
+    idevs_msgid message_id;
+    idevs_msgid request_id;     /* for responses: the id idevs_request() gave the request; zero otherwise */
+} idevs_message;
+
+typedef idevs_err (*idevs_handler)(idevs_logic *lg, const idevs_message *msg, void *state);
+typedef idevs_err (*idevs_timer_handler)(idevs_logic *lg, void *state);
+
+/* The calls the compartment offers the logic, reached through the inline functions below. */
+typedef struct idevs_host_api {
+    idevs_err (*on_input)(idevs_logic *lg, const char *input, idevs_handler handler);
+    idevs_err (*on_response)(idevs_logic *lg, const char *request, idevs_handler handler);
+    idevs_err (*on_timer)(idevs_logic *lg, uint32_t period_ms, idevs_timer_handler handler);
+    idevs_err (*emit)(idevs_logic *lg, const char *output, const void *payload, size_t len);
+    idevs_err (*request)(idevs_logic *lg, const char *request, const void *payload, size_t len,
+                         idevs_msgid *request_id);
+} idevs_host_api;
+
+struct idevs_logic {
+    const idevs_host_api *api;
+    void *host; /* the compartment's own; not for the logic */
+};
+
+/* What the shared object exports under IDEVS_LOGIC_SYMBOL. */
+typedef struct idevs_logic_module {
+    uint32_t abi;      /* IDEVS_LOGIC_ABI */
+    const char *name;  /* for logs and errors */
+    /* Called once, inside the sandbox, with the descriptor's "config" object as JSON text ("{}" when absent).
+     * Registers the handlers and may set *state, which every handler then receives. Anything but IDEVS_OK
+     * stops the compartment from starting. */
+    idevs_err (*setup)(idevs_logic *lg, const char *config_json, void **state);
+    /* Optional: called when the compartment stops normally. */
+    void (*teardown)(void *state);
+} idevs_logic_module;
+
+/* Registers the handler for a declared input; only during setup(). */
+static inline idevs_err idevs_on_input(idevs_logic *lg, const char *input, idevs_handler handler)
+{
+    return lg->api->on_input(lg, input, handler);
+}
+
+/* Registers the handler for the responses to a declared request; only during setup(). */
+static inline idevs_err idevs_on_response(idevs_logic *lg, const char *request, idevs_handler handler)
+{
+    return lg->api->on_response(lg, request, handler);
+}
+
+/* Calls handler every period_ms milliseconds (at least 10); only during setup(). */
+static inline idevs_err idevs_on_timer(idevs_logic *lg, uint32_t period_ms, idevs_timer_handler handler)
+{
+    return lg->api->on_timer(lg, period_ms, handler);
+}
+
+/* Emits payload to a declared output: sealed to that output's receiver, with the current message as
+ * provenance. Only from a handler. */
+static inline idevs_err idevs_emit(idevs_logic *lg, const char *output, const void *payload, size_t len)
+{
+    return lg->api->emit(lg, output, payload, len);
+}
+
+/* Sends a request to the service a declared request names (the "read" action): sealed to it, published with
+ * an MQTT 5 response topic and correlation data; the answer arrives later at the on_response handler with
+ * msg->request_id equal to *request_id. Only from a handler. */
+static inline idevs_err idevs_request(idevs_logic *lg, const char *request, const void *payload, size_t len,
+                                      idevs_msgid *request_id)
+{
+    return lg->api->request(lg, request, payload, len, request_id);
+}
+
+#endif

@@ -1,0 +1,190 @@
+/* Certification: Init carries everything the compartment needs to check its deployment and recover its keys;
+ * the CertifyRequest answers with its public keys and its keys sealed for the next start; the launcher persists
+ * the blob, asks the backend for evidence bound to those keys, has the attestation authority sign the
+ * compartment certificate and sends it back. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "launcher_internal.h"
+
+#define CERT_LEN_MAX IDEVS_CERT_MAX
+
+static uint64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+idevs_err certify_prepare(idevs_launcher *l, certify_secrets *s, char *why, size_t why_len)
+{
+    memset(s, 0, sizeof *s);
+    idevs_err err = idevs_backend_sealing_key(l->backend, &l->image, s->sealing_key, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    err = launcher_blob_read(l->state_dirfd, &l->program, &s->blob, &s->blob_len, why, why_len);
+    if (err != IDEVS_OK)
+        certify_secrets_clear(s);
+    return err;
+}
+
+void certify_secrets_clear(certify_secrets *s)
+{
+    idevs_cleanse(s->sealing_key, sizeof s->sealing_key);
+    free(s->blob);
+    s->blob = NULL;
+    s->blob_len = 0;
+}
+
+idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, char *why, size_t why_len)
+{
+    idevs_err err = IDEVS_OK;
+    Idevs__Bridge__V1__ServiceCertificate *svc = calloc(l->service_count ? l->service_count : 1, sizeof *svc);
+    Idevs__Bridge__V1__ServiceCertificate **svcp = calloc(l->service_count ? l->service_count : 1, sizeof *svcp);
+    ProtobufCBinaryData *chains = calloc(l->service_count * IDEVS_CHAIN_MAX + 1, sizeof *chains);
+    if (svc == NULL || svcp == NULL || chains == NULL) {
+        err = IDEVS_ERR_NOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < l->service_count; i++) {
+        idevs__bridge__v1__service_certificate__init(&svc[i]);
+        svc[i].name = l->services[i].name;
+        svc[i].n_chain = l->services[i].count;
+        svc[i].chain = &chains[i * IDEVS_CHAIN_MAX];
+        for (size_t j = 0; j < l->services[i].count; j++) {
+            svc[i].chain[j].data = l->services[i].der[j];
+            svc[i].chain[j].len = l->services[i].len[j];
+        }
+        svcp[i] = &svc[i];
+    }
+    Idevs__Bridge__V1__Init init = IDEVS__BRIDGE__V1__INIT__INIT;
+    init.descriptor.data = l->descriptor;
+    init.descriptor.len = l->descriptor_len;
+    init.operator_ca.data = l->operator_ca_der;
+    init.operator_ca.len = l->operator_ca_len;
+    init.n_services = l->service_count;
+    init.services = svcp;
+    init.sealing_key.data = (uint8_t *)secrets->sealing_key;
+    init.sealing_key.len = sizeof secrets->sealing_key;
+    init.sealed_keys.data = secrets->blob;
+    init.sealed_keys.len = secrets->blob_len;
+    init.measurement.data = l->image.measurement;
+    init.measurement.len = IDEVS_SHA256_LEN;
+    init.now_ms = realtime_ms();
+    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_INIT;
+    frame.init = &init;
+    err = supervise_send(l, &frame);
+    if (err != IDEVS_OK)
+        snprintf(why, why_len, "sending Init failed: %s", idevs_strerror(err));
+    l->blob_sent = secrets->blob_len > 0;
+    l->init_cleansed = false;
+done:
+    free(svc);
+    free(svcp);
+    free(chains);
+    return err;
+}
+
+static void chain_clear(idevs_launcher *l)
+{
+    for (size_t i = 0; i < l->chain_count; i++) {
+        free(l->chain[i]);
+        l->chain[i] = NULL;
+        l->chain_len[i] = 0;
+    }
+    l->chain_count = 0;
+}
+
+idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
+                                 size_t why_len)
+{
+    if (req->sign_public.len != IDEVS_ED25519_PUB_LEN || req->kex_public.len != IDEVS_X25519_LEN ||
+        req->sign_public.data == NULL || req->kex_public.data == NULL) {
+        snprintf(why, why_len, "its certificate request has public keys of the wrong size");
+        return IDEVS_ERR_FRAME;
+    }
+    if (req->sealed_keys.len == 0 || req->sealed_keys.len > IDEVS_SEALED_BLOB_MAX) {
+        snprintf(why, why_len, "its certificate request has sealed keys of %zu bytes, not 1..%u",
+                 req->sealed_keys.len, IDEVS_SEALED_BLOB_MAX);
+        return IDEVS_ERR_FRAME;
+    }
+    /* Persist first: a certificate for keys that would not survive a restart is not issued. */
+    idevs_err err = launcher_blob_write(l->state_dirfd, &l->program, req->sealed_keys.data, req->sealed_keys.len,
+                                        why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+
+    uint8_t binding[IDEVS_SHA256_LEN];
+    idevs_evidence ev;
+    idevs_identity *subject = NULL;
+    X509 *cert = NULL;
+    uint8_t *der = NULL, *authority = NULL;
+    size_t der_len = 0;
+    if ((err = idevs_key_binding(req->sign_public.data, req->kex_public.data, binding)) != IDEVS_OK) {
+        snprintf(why, why_len, "computing the key binding failed");
+        goto done;
+    }
+    if ((err = idevs_backend_evidence(l->backend, &l->image, &l->program, binding, &ev, why, why_len)) != IDEVS_OK)
+        goto done;
+    if ((err = idevs_identity_from_public(&l->program, l->name, req->sign_public.data, req->kex_public.data,
+                                          &subject)) != IDEVS_OK) {
+        snprintf(why, why_len, "its public keys are not usable: %s", idevs_strerror(err));
+        goto done;
+    }
+    if ((err = idevs_cert_issue_compartment(l->authority, l->authority_cert, subject, &ev,
+                                            l->cfg.certificate_validity_s, &cert)) != IDEVS_OK) {
+        snprintf(why, why_len, "issuing its certificate failed: %s", idevs_strerror(err));
+        goto done;
+    }
+    if ((err = idevs_cert_to_der(cert, &der, &der_len)) != IDEVS_OK || der_len > CERT_LEN_MAX) {
+        err = err != IDEVS_OK ? err : IDEVS_ERR_TOO_LARGE;
+        snprintf(why, why_len, "encoding its certificate failed");
+        goto done;
+    }
+    authority = malloc(l->authority_der_len);
+    if (authority == NULL) {
+        err = IDEVS_ERR_NOMEM;
+        snprintf(why, why_len, "out of memory");
+        goto done;
+    }
+    memcpy(authority, l->authority_der, l->authority_der_len);
+
+    ProtobufCBinaryData chain[2] = {{der_len, der}, {l->authority_der_len, l->authority_der}};
+    Idevs__Bridge__V1__Certified certified = IDEVS__BRIDGE__V1__CERTIFIED__INIT;
+    certified.n_chain = 2;
+    certified.chain = chain;
+    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED;
+    frame.certified = &certified;
+    if ((err = supervise_send(l, &frame)) != IDEVS_OK) {
+        snprintf(why, why_len, "sending its certificate failed: %s", idevs_strerror(err));
+        goto done;
+    }
+    chain_clear(l);
+    l->chain[0] = der;
+    l->chain_len[0] = der_len;
+    l->chain[1] = authority;
+    l->chain_len[1] = l->authority_der_len;
+    l->chain_count = 2;
+    der = authority = NULL;
+    l->stats.certified++;
+    l->stats.last_keys_restored = req->keys_restored;
+    if (l->blob_sent && !req->keys_restored)
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE,
+                       "got fresh keys: the sealed keys in the state directory were made under another "
+                       "measurement or are damaged, and were replaced");
+done:
+    free(der);
+    free(authority);
+    X509_free(cert);
+    idevs_identity_free(subject);
+    return err;
+}
+
+void certify_forget(idevs_launcher *l)
+{
+    chain_clear(l);
+}

@@ -1,0 +1,155 @@
+/* The delivery queue: accepted envelopes, oldest first, the ones sent to the current compartment forming a
+ * prefix. Publications a delivery causes are held back until its Done, so that a compartment dying halfway
+ * through a delivery leaves no partial output behind: the delivery is sent again, and only the attempt that
+ * finishes is handed to the caller. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "launcher_internal.h"
+
+void deliveries_append(idevs_launcher *l, delivery *d)
+{
+    d->prev = l->tail;
+    d->next = NULL;
+    if (l->tail != NULL)
+        l->tail->next = d;
+    else
+        l->head = d;
+    l->tail = d;
+    if (l->next_send == NULL)
+        l->next_send = d;
+    l->count++;
+}
+
+void deliveries_unlink(idevs_launcher *l, delivery *d)
+{
+    if (l->next_send == d)
+        l->next_send = d->next;
+    if (d->prev != NULL)
+        d->prev->next = d->next;
+    else
+        l->head = d->next;
+    if (d->next != NULL)
+        d->next->prev = d->prev;
+    else
+        l->tail = d->prev;
+    d->prev = d->next = NULL;
+    l->count--;
+    if (d->sent)
+        l->in_flight--;
+    l->held_bytes -= d->held_bytes;
+}
+
+delivery *deliveries_find_sent(idevs_launcher *l, uint64_t id)
+{
+    for (delivery *d = l->head; d != NULL && d->sent; d = d->next)
+        if (d->id == id)
+            return d;
+    return NULL;
+}
+
+static void held_free(held_publish *h)
+{
+    free((char *)h->p.topic);
+    free((uint8_t *)h->p.envelope);
+    free((char *)h->p.response_topic);
+    free((uint8_t *)h->p.correlation);
+    free(h);
+}
+
+void delivery_drop_held(idevs_launcher *l, delivery *d)
+{
+    held_publish *h = d->held;
+    while (h != NULL) {
+        held_publish *next = h->next;
+        held_free(h);
+        h = next;
+    }
+    if (l != NULL) {
+        l->held_bytes -= d->held_bytes;
+        l->stats.discarded_publishes += d->held_count;
+    }
+    d->held = d->held_tail = NULL;
+    d->held_count = d->held_bytes = 0;
+}
+
+void delivery_free(delivery *d)
+{
+    if (d == NULL)
+        return;
+    delivery_drop_held(NULL, d);
+    free(d->topic);
+    free(d->envelope);
+    free(d->correlation);
+    free(d);
+}
+
+static void *dup_bytes(const void *p, size_t len)
+{
+    void *copy = malloc(len > 0 ? len : 1);
+    if (copy != NULL && len > 0)
+        memcpy(copy, p, len);
+    return copy;
+}
+
+idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1__Publish *p)
+{
+    size_t topic_len = strlen(p->topic);
+    size_t rt_len = p->response_topic != NULL ? strlen(p->response_topic) : 0;
+    size_t bytes = topic_len + p->envelope.len + rt_len + p->correlation_data.len + sizeof(held_publish);
+    if (d->held_count >= LAUNCHER_PUBLISH_MAX || bytes > LAUNCHER_HELD_BYTES_MAX - l->held_bytes)
+        return IDEVS_ERR_TOO_LARGE;
+    held_publish *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return IDEVS_ERR_NOMEM;
+    h->p.delivery_id = d->id;
+    h->p.qos = (int)p->qos;
+    h->p.envelope_len = p->envelope.len;
+    h->p.topic = dup_bytes(p->topic, topic_len + 1);
+    h->p.envelope = dup_bytes(p->envelope.data, p->envelope.len);
+    bool ok = h->p.topic != NULL && h->p.envelope != NULL;
+    if (rt_len > 0) {
+        h->p.response_topic = dup_bytes(p->response_topic, rt_len + 1);
+        h->p.correlation = dup_bytes(p->correlation_data.data, p->correlation_data.len);
+        h->p.correlation_len = p->correlation_data.len;
+        ok = ok && h->p.response_topic != NULL && h->p.correlation != NULL;
+    }
+    if (!ok) {
+        held_free(h);
+        return IDEVS_ERR_NOMEM;
+    }
+    if (d->held_tail != NULL)
+        d->held_tail->next = h;
+    else
+        d->held = h;
+    d->held_tail = h;
+    d->held_count++;
+    d->held_bytes += bytes;
+    l->held_bytes += bytes;
+    return IDEVS_OK;
+}
+
+void deliveries_rewind(idevs_launcher *l)
+{
+    for (delivery *d = l->head; d != NULL && d->sent; d = d->next) {
+        d->sent = false;
+        delivery_drop_held(l, d);
+    }
+    l->in_flight = 0;
+    l->next_send = l->head;
+}
+
+size_t deliveries_clear(idevs_launcher *l)
+{
+    size_t n = 0;
+    while (l->head != NULL) {
+        delivery *d = l->head;
+        deliveries_unlink(l, d);
+        delivery_free(d);
+        n++;
+    }
+    l->next_send = NULL;
+    l->in_flight = 0;
+    l->held_bytes = 0;
+    return n;
+}

@@ -1,0 +1,578 @@
+/* The launcher's public face: configuration, reading the deployment, start, stop, deliver, poll, stats. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "idevs_envelope.h"
+#include "launcher_internal.h"
+
+#define DEFAULT_VALIDITY_S (7u * 86400u)
+#define DEFAULT_START_TIMEOUT_MS 5000u
+#define DEFAULT_MAX_IN_FLIGHT 64u
+#define DEFAULT_MAX_ATTEMPTS 3u
+#define DEFAULT_BACKOFF_INITIAL_MS 100u
+#define DEFAULT_BACKOFF_MAX_MS 30000u
+#define DEFAULT_STABLE_AFTER_MS 10000u
+#define DEFAULT_EXIT_GRACE_MS 200u
+#define REAP_HARD_LIMIT_MS 5000 /* after SIGKILL, how long a blocking call waits for the reap at most */
+#define SERVICE_CERT_FILE_MAX (IDEVS_CHAIN_MAX * IDEVS_CERT_MAX * 2)
+
+void idevs_launcher_config_default(idevs_launcher_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->certificate_validity_s = DEFAULT_VALIDITY_S;
+    cfg->start_timeout_ms = DEFAULT_START_TIMEOUT_MS;
+    cfg->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+    cfg->max_attempts = DEFAULT_MAX_ATTEMPTS;
+    cfg->backoff_initial_ms = DEFAULT_BACKOFF_INITIAL_MS;
+    cfg->backoff_max_ms = DEFAULT_BACKOFF_MAX_MS;
+    cfg->stable_after_ms = DEFAULT_STABLE_AFTER_MS;
+    cfg->exit_grace_ms = DEFAULT_EXIT_GRACE_MS;
+}
+
+void launcher_event(idevs_launcher *l, idevs_launcher_event event, const char *fmt, ...)
+{
+    if (l->cfg.on_event == NULL)
+        return;
+    char what[768], line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(line, sizeof line, "compartment '%s' (program %s) %s", l->name, l->program_str, what);
+    l->cfg.on_event(l->cfg.event_arg, event, line);
+}
+
+/* ---- reading the deployment ---- */
+
+/* path as written in the descriptor, relative to the descriptor's directory unless absolute. */
+static char *resolve(const char *descriptor, const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    const char *slash = strrchr(descriptor, '/');
+    size_t dir_len = slash != NULL ? (size_t)(slash - descriptor) + 1 : 0;
+    size_t len = dir_len + strlen(path) + 1;
+    char *out = malloc(len);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, descriptor, dir_len);
+    memcpy(out + dir_len, path, strlen(path) + 1);
+    return out;
+}
+
+static idevs_err read_service_chain(const char *path, service_chain *sc, char *why, size_t why_len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+        st.st_size > (off_t)SERVICE_CERT_FILE_MAX) {
+        snprintf(why, why_len, "service '%s': certificate file '%s' %s", sc->name, path,
+                 fd < 0 ? strerror(errno) : "is not a regular file of a plausible size");
+        if (fd >= 0)
+            close(fd);
+        return IDEVS_ERR_CONFIG;
+    }
+    close(fd);
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL) {
+        snprintf(why, why_len, "service '%s': cannot read certificate file '%s'", sc->name, path);
+        ERR_clear_error();
+        return IDEVS_ERR_CONFIG;
+    }
+    idevs_err err = IDEVS_OK;
+    X509 *cert;
+    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (sc->count == IDEVS_CHAIN_MAX) {
+            snprintf(why, why_len, "service '%s': '%s' holds more than %d certificates", sc->name, path,
+                     IDEVS_CHAIN_MAX);
+            err = IDEVS_ERR_CONFIG;
+        } else if (idevs_cert_to_der(cert, &sc->der[sc->count], &sc->len[sc->count]) != IDEVS_OK ||
+                   sc->len[sc->count] > IDEVS_CERT_MAX) {
+            snprintf(why, why_len, "service '%s': a certificate in '%s' is too large or unencodable", sc->name,
+                     path);
+            err = IDEVS_ERR_CONFIG;
+            free(sc->der[sc->count]);
+            sc->der[sc->count] = NULL;
+        } else {
+            sc->count++;
+        }
+        X509_free(cert);
+        if (err != IDEVS_OK)
+            break;
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    if (err == IDEVS_OK && sc->count == 0) {
+        snprintf(why, why_len, "service '%s': '%s' holds no PEM certificate", sc->name, path);
+        err = IDEVS_ERR_CONFIG;
+    }
+    return err;
+}
+
+static idevs_err load_services(idevs_launcher *l, const char *descriptor_path, char *why, size_t why_len)
+{
+    const idevs_deployment *d = l->deployment;
+    l->services = calloc(d->service_count ? d->service_count : 1, sizeof *l->services);
+    if (l->services == NULL)
+        return IDEVS_ERR_NOMEM;
+    l->service_count = d->service_count;
+    for (size_t i = 0; i < d->service_count; i++) {
+        service_chain *sc = &l->services[i];
+        snprintf(sc->name, sizeof sc->name, "%s", d->services[i].name);
+        char *path = resolve(descriptor_path, d->services[i].certificate);
+        if (path == NULL)
+            return IDEVS_ERR_NOMEM;
+        idevs_err err = read_service_chain(path, sc, why, why_len);
+        free(path);
+        if (err != IDEVS_OK)
+            return err;
+    }
+    return IDEVS_OK;
+}
+
+static idevs_err check_pki(idevs_launcher *l, const idevs_launcher_config *cfg, char *why, size_t why_len)
+{
+    uint8_t digest[IDEVS_SHA256_LEN];
+    if (idevs_cert_to_der(cfg->operator_ca, &l->operator_ca_der, &l->operator_ca_len) != IDEVS_OK ||
+        idevs_sha256(l->operator_ca_der, l->operator_ca_len, digest) != IDEVS_OK) {
+        snprintf(why, why_len, "the operator CA certificate cannot be encoded");
+        return IDEVS_ERR_CONFIG;
+    }
+    if (!idevs_ct_equal(digest, l->deployment->operator_ca_sha256, sizeof digest)) {
+        snprintf(why, why_len, "the operator CA certificate is not the one the descriptor pins (operator_ca_sha256)");
+        return IDEVS_ERR_CONFIG;
+    }
+    EVP_PKEY *ca_key = X509_get0_pubkey(cfg->operator_ca);
+    EVP_PKEY *aa_key = X509_get0_pubkey(cfg->authority_cert);
+    bool issued = ca_key != NULL && X509_verify(cfg->authority_cert, ca_key) == 1 &&
+                  X509_check_issued(cfg->operator_ca, cfg->authority_cert) == X509_V_OK;
+    bool matches = aa_key != NULL && EVP_PKEY_eq(aa_key, idevs_identity_sign_key(cfg->authority)) == 1 &&
+                   X509_check_ca(cfg->authority_cert) != 0;
+    ERR_clear_error();
+    if (!issued) {
+        snprintf(why, why_len, "the attestation authority certificate is not issued by the operator CA");
+        return IDEVS_ERR_CONFIG;
+    }
+    if (!matches) {
+        snprintf(why, why_len, "the attestation authority certificate is not a CA certificate for the authority's key");
+        return IDEVS_ERR_CONFIG;
+    }
+    if (idevs_cert_to_der(cfg->authority_cert, &l->authority_der, &l->authority_der_len) != IDEVS_OK) {
+        snprintf(why, why_len, "the attestation authority certificate cannot be encoded");
+        return IDEVS_ERR_CONFIG;
+    }
+    return IDEVS_OK;
+}
+
+static unsigned or_default(unsigned v, unsigned d)
+{
+    return v != 0 ? v : d;
+}
+
+idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **out, char *why, size_t why_len)
+{
+    char sink[8];
+    if (why == NULL || why_len == 0) {
+        why = sink;
+        why_len = sizeof sink;
+    }
+    why[0] = '\0';
+    if (out == NULL || cfg == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    *out = NULL;
+    if (cfg->descriptor == NULL || cfg->host_program == NULL || cfg->state_dir == NULL || cfg->operator_ca == NULL ||
+        cfg->authority == NULL || cfg->authority_cert == NULL) {
+        snprintf(why, why_len, "the launcher needs a descriptor, a host program, a state directory, the operator CA "
+                               "and the attestation authority");
+        return IDEVS_ERR_INVALID_ARG;
+    }
+    idevs_launcher *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return IDEVS_ERR_NOMEM;
+    l->cfg = *cfg;
+    l->cfg.descriptor = l->cfg.host_program = l->cfg.logic = l->cfg.state_dir = l->cfg.run_as = NULL;
+    l->cfg.operator_ca = NULL;
+    l->cfg.authority_cert = NULL;
+    l->cfg.certificate_validity_s = or_default(cfg->certificate_validity_s, DEFAULT_VALIDITY_S);
+    l->cfg.start_timeout_ms = or_default(cfg->start_timeout_ms, DEFAULT_START_TIMEOUT_MS);
+    l->cfg.max_in_flight = or_default(cfg->max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    l->cfg.max_attempts = or_default(cfg->max_attempts, DEFAULT_MAX_ATTEMPTS);
+    l->cfg.backoff_initial_ms = or_default(cfg->backoff_initial_ms, DEFAULT_BACKOFF_INITIAL_MS);
+    l->cfg.backoff_max_ms = or_default(cfg->backoff_max_ms, DEFAULT_BACKOFF_MAX_MS);
+    if (l->cfg.backoff_max_ms < l->cfg.backoff_initial_ms)
+        l->cfg.backoff_max_ms = l->cfg.backoff_initial_ms;
+    l->cfg.stable_after_ms = or_default(cfg->stable_after_ms, DEFAULT_STABLE_AFTER_MS);
+    l->cfg.exit_grace_ms = or_default(cfg->exit_grace_ms, DEFAULT_EXIT_GRACE_MS);
+    l->authority = cfg->authority;
+    l->state_dirfd = l->epfd = l->timerfd = -1;
+    l->child.pidfd = -1;
+    l->image.host_fd = l->image.logic_fd = -1;
+    l->timer_armed_ms = -1;
+    l->next_id = 1;
+    l->backoff_ms = l->cfg.backoff_initial_ms;
+    l->state = IDEVS_LAUNCHER_STOPPED;
+    snprintf(l->name, sizeof l->name, "?");
+    snprintf(l->program_str, sizeof l->program_str, "?");
+
+    idevs_err err = idevs_deployment_load(cfg->descriptor, &l->deployment, &l->descriptor, &l->descriptor_len, why,
+                                          why_len);
+    if (err != IDEVS_OK)
+        goto fail;
+    snprintf(l->name, sizeof l->name, "%s", l->deployment->name);
+    l->program = l->deployment->program;
+    idevs_uuid_format(&l->program, l->program_str);
+    if ((err = check_pki(l, cfg, why, why_len)) != IDEVS_OK || (err = load_services(l, cfg->descriptor, why,
+                                                                                    why_len)) != IDEVS_OK)
+        goto fail;
+    X509_up_ref(cfg->authority_cert);
+    l->authority_cert = cfg->authority_cert;
+
+    idevs_process_backend_options popts = {.state_dir = cfg->state_dir, .run_as = cfg->run_as};
+    if ((err = idevs_backend_process_new(&popts, &l->backend, why, why_len)) != IDEVS_OK ||
+        (err = launcher_state_dir_open(cfg->state_dir, &l->state_dirfd, why, why_len)) != IDEVS_OK)
+        goto fail;
+    char *logic = cfg->logic != NULL ? strdup(cfg->logic) : resolve(cfg->descriptor, l->deployment->logic);
+    if (logic == NULL) {
+        err = IDEVS_ERR_NOMEM;
+        goto fail;
+    }
+    err = idevs_backend_measure(l->backend, cfg->host_program, logic, l->descriptor, l->descriptor_len, &l->image,
+                                why, why_len);
+    free(logic);
+    if (err != IDEVS_OK)
+        goto fail;
+
+    idevs_envelope_options eopts;
+    idevs_envelope_options_default(&eopts);
+    eopts.max_payload = l->deployment->max_payload;
+    l->max_envelope = idevs_envelope_max_size(&eopts);
+    l->queue_limit = cfg->queue_depth != 0 ? cfg->queue_depth : l->deployment->queue_depth;
+    l->event_timeout_ms = cfg->event_timeout_ms != 0 ? cfg->event_timeout_ms : l->deployment->event_timeout_ms;
+
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->timerfd};
+    if (l->epfd < 0 || l->timerfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->timerfd, &ev) != 0) {
+        snprintf(why, why_len, "epoll/timerfd: %s", strerror(errno));
+        err = IDEVS_ERR_IO;
+        goto fail;
+    }
+    struct sigaction sa;
+    l->guard_sigpipe = sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN;
+    l->stats.queue_limit = l->queue_limit;
+    *out = l;
+    return IDEVS_OK;
+
+fail:
+    if (l->name[0] != '?' && why[0] != '\0') {
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", why);
+        snprintf(why, why_len, "compartment '%s': %s", l->name, detail);
+    }
+    idevs_launcher_free(l);
+    return err;
+}
+
+/* ---- start, stop, free ---- */
+
+/* Waits for the launcher's fds, at most until the next deadline and at most until limit (absolute, ms). */
+static void wait_until(idevs_launcher *l, int64_t limit)
+{
+    int64_t now = launcher_now_ms();
+    int64_t next = supervise_next_deadline(l);
+    int64_t until = next >= 0 && next < limit ? next : limit;
+    int wait = until > now ? (int)(until - now) : 0;
+    supervise_wait(l, wait);
+}
+
+/* Last resort of the blocking calls: the child was sent SIGKILL and has not been reaped within the limit. */
+static void reap_blocking(idevs_launcher *l)
+{
+    if (!l->have_child)
+        return;
+    supervise_kill(l, IDEVS_ERR_TIMEOUT, "it did not exit");
+    (void)supervise_try_reap(l, NULL);
+    if (l->have_child) {
+        while (waitpid(l->child.pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        supervise_close_channel(l);
+        if (l->child.pidfd >= 0)
+            close(l->child.pidfd);
+        l->child.pidfd = -1;
+        l->child.pid = 0;
+        l->have_child = false;
+        l->stats.pid = 0;
+    }
+    l->state = IDEVS_LAUNCHER_STOPPED;
+}
+
+idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
+{
+    char sink[8];
+    if (why == NULL || why_len == 0) {
+        why = sink;
+        why_len = sizeof sink;
+    }
+    why[0] = '\0';
+    if (l == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (l->state != IDEVS_LAUNCHER_STOPPED) {
+        snprintf(why, why_len, "compartment '%s' (program %s) is already started", l->name, l->program_str);
+        return IDEVS_ERR_NOT_NOW;
+    }
+    char detail[256] = "";
+    l->blocking_start = true;
+    l->stopping = false;
+    idevs_err err = supervise_begin_start(l, detail, sizeof detail);
+    if (err != IDEVS_OK) {
+        l->blocking_start = false;
+        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "could not be started: %.200s", detail);
+        snprintf(why, why_len, "compartment '%s' (program %s) could not be started: %s", l->name, l->program_str,
+                 detail);
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_START_FAILED, "could not be started: %s", detail);
+        return err;
+    }
+    int64_t limit = launcher_now_ms() + l->cfg.start_timeout_ms + l->cfg.exit_grace_ms + REAP_HARD_LIMIT_MS;
+    while (l->state != IDEVS_LAUNCHER_READY && l->state != IDEVS_LAUNCHER_STOPPED) {
+        if (supervise_step(l, NULL) > 0)
+            continue;
+        if (l->state == IDEVS_LAUNCHER_READY || l->state == IDEVS_LAUNCHER_STOPPED)
+            break;
+        if (launcher_now_ms() >= limit) {
+            reap_blocking(l);
+            break;
+        }
+        wait_until(l, limit);
+    }
+    l->blocking_start = false;
+    supervise_arm_timer(l);
+    if (l->state == IDEVS_LAUNCHER_READY)
+        return IDEVS_OK;
+    snprintf(why, why_len, "compartment '%s' (program %s) %s", l->name, l->program_str, l->stats.last_exit);
+    return l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_SPAWN;
+}
+
+void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
+{
+    if (l == NULL || l->state == IDEVS_LAUNCHER_STOPPED)
+        return;
+    l->stopping = true;
+    if (l->state == IDEVS_LAUNCHER_BACKOFF) {
+        l->state = IDEVS_LAUNCHER_STOPPED;
+    } else {
+        if (l->state != IDEVS_LAUNCHER_EXITING && l->have_channel) {
+            Idevs__Bridge__V1__Shutdown shutdown = IDEVS__BRIDGE__V1__SHUTDOWN__INIT;
+            Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+            frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN;
+            frame.shutdown = &shutdown;
+            if (supervise_send(l, &frame) == IDEVS_OK)
+                (void)supervise_flush(l, (int)timeout_ms);
+        }
+        if (l->state != IDEVS_LAUNCHER_EXITING) {
+            l->state = IDEVS_LAUNCHER_EXITING;
+            l->exit_deadline_ms = launcher_now_ms() + timeout_ms;
+        }
+        int64_t limit = launcher_now_ms() + timeout_ms + REAP_HARD_LIMIT_MS;
+        while (l->state != IDEVS_LAUNCHER_STOPPED) {
+            if (supervise_step(l, NULL) > 0)
+                continue;
+            if (l->state == IDEVS_LAUNCHER_STOPPED)
+                break;
+            if (launcher_now_ms() >= limit) {
+                reap_blocking(l);
+                break;
+            }
+            wait_until(l, limit);
+        }
+    }
+    l->stats.abandoned += deliveries_clear(l);
+    l->stopping = false;
+    l->state = IDEVS_LAUNCHER_STOPPED;
+    supervise_arm_timer(l);
+}
+
+void idevs_launcher_free(idevs_launcher *l)
+{
+    if (l == NULL)
+        return;
+    idevs_launcher_stop(l, l->cfg.exit_grace_ms);
+    deliveries_clear(l);
+    certify_forget(l);
+    if (l->backend != NULL) {
+        idevs_backend_release_image(l->backend, &l->image);
+        idevs_backend_free(l->backend);
+    }
+    if (l->state_dirfd >= 0)
+        close(l->state_dirfd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->timerfd >= 0)
+        close(l->timerfd);
+    for (size_t i = 0; i < l->service_count; i++)
+        for (size_t j = 0; j < l->services[i].count; j++)
+            free(l->services[i].der[j]);
+    free(l->services);
+    idevs_deployment_free(l->deployment);
+    free(l->descriptor);
+    free(l->operator_ca_der);
+    free(l->authority_der);
+    X509_free(l->authority_cert);
+    idevs_cleanse(l, sizeof *l);
+    free(l);
+}
+
+/* ---- deliveries and polling ---- */
+
+idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
+                                 const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id)
+{
+    if (l == NULL || topic == NULL || envelope == NULL || len == 0 || (correlation == NULL && correlation_len > 0))
+        return IDEVS_ERR_INVALID_ARG;
+    if (l->state == IDEVS_LAUNCHER_STOPPED || l->stopping)
+        return IDEVS_ERR_NOT_NOW;
+    size_t topic_len = strnlen(topic, IDEVS_TOPIC_MAX + 1);
+    if (topic_len == 0 || topic_len > IDEVS_TOPIC_MAX)
+        return IDEVS_ERR_INVALID_ARG;
+    if (len > l->max_envelope || correlation_len > LAUNCHER_CORRELATION_MAX)
+        return IDEVS_ERR_TOO_LARGE;
+    if (idevs_deployment_input_by_topic(l->deployment, topic) == NULL &&
+        idevs_deployment_request_by_response_topic(l->deployment, topic) == NULL)
+        return IDEVS_ERR_UNKNOWN_INPUT;
+    if (l->count >= l->queue_limit)
+        return IDEVS_ERR_QUEUE_FULL;
+    delivery *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return IDEVS_ERR_NOMEM;
+    d->topic = malloc(topic_len + 1);
+    d->envelope = malloc(len);
+    d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;
+    if (d->topic == NULL || d->envelope == NULL || (correlation_len > 0 && d->correlation == NULL)) {
+        delivery_free(d);
+        return IDEVS_ERR_NOMEM;
+    }
+    memcpy(d->topic, topic, topic_len + 1);
+    memcpy(d->envelope, envelope, len);
+    d->envelope_len = len;
+    if (correlation_len > 0)
+        memcpy(d->correlation, correlation, correlation_len);
+    d->correlation_len = correlation_len;
+    d->id = l->next_id++;
+    deliveries_append(l, d);
+    l->stats.delivered++;
+    if (delivery_id != NULL)
+        *delivery_id = d->id;
+    if (l->state == IDEVS_LAUNCHER_READY) {
+        supervise_send_queued(l);
+        supervise_update_channel_events(l);
+        supervise_arm_timer(l);
+    }
+    return IDEVS_OK;
+}
+
+idevs_err idevs_launcher_poll(idevs_launcher *l, int timeout_ms, const idevs_launcher_callbacks *cb)
+{
+    if (l == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (l->state == IDEVS_LAUNCHER_STOPPED)
+        return IDEVS_ERR_NOT_NOW;
+    int64_t limit = timeout_ms < 0 ? -1 : launcher_now_ms() + timeout_ms;
+    for (;;) {
+        int work = supervise_step(l, cb);
+        supervise_arm_timer(l);
+        if (work > 0 || l->state == IDEVS_LAUNCHER_STOPPED)
+            return IDEVS_OK;
+        int64_t now = launcher_now_ms();
+        if (limit >= 0 && now >= limit)
+            return IDEVS_OK;
+        int64_t next = supervise_next_deadline(l);
+        int64_t until = limit;
+        if (next >= 0 && (until < 0 || next < until))
+            until = next;
+        supervise_wait(l, until < 0 ? -1 : (until > now ? (int)(until - now) : 0));
+    }
+}
+
+int idevs_launcher_fd(const idevs_launcher *l)
+{
+    return l != NULL ? l->epfd : -1;
+}
+
+int idevs_launcher_next_timeout_ms(const idevs_launcher *l)
+{
+    if (l == NULL)
+        return -1;
+    int64_t next = supervise_next_deadline(l);
+    if (next < 0)
+        return -1;
+    int64_t left = next - launcher_now_ms();
+    return left <= 0 ? 0 : (left > 1000000000 ? 1000000000 : (int)left);
+}
+
+/* ---- introspection ---- */
+
+void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out)
+{
+    if (out == NULL)
+        return;
+    if (l == NULL) {
+        memset(out, 0, sizeof *out);
+        return;
+    }
+    *out = l->stats;
+    out->state = l->state;
+    out->pid = l->have_child ? l->child.pid : 0;
+    out->queue_depth = l->count;
+    out->queue_limit = l->queue_limit;
+    out->in_flight = l->in_flight;
+}
+
+const uint8_t *idevs_launcher_measurement(const idevs_launcher *l)
+{
+    return l != NULL ? l->image.measurement : NULL;
+}
+
+const uint8_t *idevs_launcher_descriptor_digest(const idevs_launcher *l)
+{
+    return l != NULL ? l->image.descriptor_digest : NULL;
+}
+
+const idevs_uuid *idevs_launcher_program(const idevs_launcher *l)
+{
+    return l != NULL ? &l->program : NULL;
+}
+
+const char *idevs_launcher_name(const idevs_launcher *l)
+{
+    return l != NULL ? l->name : NULL;
+}
+
+size_t idevs_launcher_chain_count(const idevs_launcher *l)
+{
+    return l != NULL ? l->chain_count : 0;
+}
+
+const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, size_t *len)
+{
+    if (l == NULL || index >= l->chain_count) {
+        if (len != NULL)
+            *len = 0;
+        return NULL;
+    }
+    if (len != NULL)
+        *len = l->chain_len[index];
+    return l->chain[index];
+}

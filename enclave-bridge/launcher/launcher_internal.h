@@ -1,0 +1,222 @@
+/* Shared inside the launcher only. One file per concern:
+ *   image.c           sealed memfd copies and the measurement rule
+ *   spawn.c           fork/exec of the compartment
+ *   sealing.c         the state directory: sealing secret, sealing key, sealed key blobs
+ *   backend.c         the backend interface's dispatch
+ *   backend_process.c the process backend
+ *   deliveries.c      the delivery queue and the publications held back until Done
+ *   certify.c         Init, CertifyRequest -> Certified, Ready
+ *   supervise.c       frames, exits, kills, restarts, timers, poll
+ *   launcher.c        configuration, start, stop, deliver, stats */
+#ifndef IDEVS_LAUNCHER_INTERNAL_H
+#define IDEVS_LAUNCHER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "bridge.pb-c.h"
+#include "idevs_backend.h"
+#include "idevs_channel.h"
+#include "idevs_deployment.h"
+#include "idevs_launcher.h"
+
+#define IDEVS_SEALING_SECRET_LEN 32
+#define IDEVS_SEALED_BLOB_MAX (64u * 1024u)    /* a compartment's sealed keys */
+#define LAUNCHER_PUBLISH_MAX 1024               /* publications held back for one delivery */
+#define LAUNCHER_HELD_BYTES_MAX (64u * 1024u * 1024u) /* bytes of publications held back in all */
+#define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
+#define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
+
+/* ---- backends ---- */
+
+struct idevs_backend_impl {
+    const idevs_backend_ops *ops;
+    void *state;
+};
+
+idevs_backend_impl *launcher_backend_wrap(const idevs_backend_ops *ops, void *state);
+
+/* image.c: copies path into a sealed memfd (F_SEAL_WRITE|GROW|SHRINK|SEAL) and hashes the memfd. */
+idevs_err launcher_seal_file(const char *path, const char *label, bool executable, int *fd,
+                             uint8_t digest[IDEVS_SHA256_LEN], char *why, size_t why_len);
+
+/* spawn.c */
+typedef struct launcher_spawn_spec {
+    int host_fd;
+    int logic_fd;
+    bool drop;
+    uid_t uid;
+    gid_t gid;
+    const char *argv0;
+} launcher_spawn_spec;
+
+idevs_err launcher_spawn(const launcher_spawn_spec *spec, idevs_child *out, char *why, size_t why_len);
+
+/* sealing.c */
+idevs_err launcher_state_dir_open(const char *path, int *dirfd, char *why, size_t why_len);
+idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why, size_t why_len);
+idevs_err launcher_sealing_key(const uint8_t secret[IDEVS_SEALING_SECRET_LEN],
+                               const uint8_t measurement[IDEVS_SHA256_LEN], uint8_t key[IDEVS_SEALING_KEY_LEN]);
+idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,
+                             size_t why_len);
+idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_t *blob, size_t len, char *why,
+                              size_t why_len);
+
+/* ---- deliveries ---- */
+
+typedef struct held_publish {
+    struct held_publish *next;
+    idevs_launcher_publish p; /* topic, envelope, response topic and correlation owned (malloc'd) */
+} held_publish;
+
+typedef struct delivery {
+    struct delivery *prev, *next;
+    uint64_t id;
+    char *topic;
+    uint8_t *envelope;
+    size_t envelope_len;
+    uint8_t *correlation;
+    size_t correlation_len;
+    bool sent;         /* sent to the current compartment */
+    unsigned sends;    /* Deliver frames sent for it, over all compartments */
+    unsigned attempts; /* compartments that died while this was the oldest unfinished delivery */
+    held_publish *held, *held_tail;
+    size_t held_count, held_bytes;
+} delivery;
+
+/* ---- the launcher ---- */
+
+typedef struct service_chain {
+    char name[IDEVS_NAME_MAX + 1];
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX];
+    size_t count;
+} service_chain;
+
+struct idevs_launcher {
+    idevs_launcher_config cfg; /* the caller's strings are not kept: see the copies below */
+    char name[IDEVS_NAME_MAX + 1];
+    idevs_uuid program;
+    char program_str[IDEVS_UUID_STR_LEN];
+    idevs_deployment *deployment;
+    uint8_t *descriptor;
+    size_t descriptor_len;
+    uint8_t *operator_ca_der;
+    size_t operator_ca_len;
+    service_chain *services;
+    size_t service_count;
+    const idevs_identity *authority;
+    X509 *authority_cert;
+    uint8_t *authority_der;
+    size_t authority_der_len;
+    idevs_backend_impl *backend;
+    idevs_image image;
+    int state_dirfd;
+    size_t max_envelope;
+    size_t queue_limit;
+    unsigned event_timeout_ms;
+    bool guard_sigpipe; /* SIGPIPE is not ignored by the process: block it around writes */
+
+    /* the running compartment */
+    idevs_launcher_state state;
+    idevs_child child;
+    bool have_child;
+    idevs_channel ch;
+    bool have_channel;
+    bool init_cleansed;     /* the send buffer that held the sealing key was wiped */
+    bool blob_sent;         /* Init carried sealed keys */
+    bool blocking_start;    /* idevs_launcher_start() is running: no automatic restart */
+    bool stopping;          /* idevs_launcher_stop() is running: an exit is planned */
+    bool kill_sent;
+    bool killed_by_us;
+    bool abnormal;          /* the exit was not asked for */
+    idevs_err exit_err;     /* why deliveries of the dead compartment failed, for giving up */
+    char exit_note[512];    /* what the compartment said (Fatal) or why it was killed */
+    int64_t spawn_us;
+    int64_t start_deadline_ms;
+    int64_t exit_deadline_ms;
+    int64_t restart_at_ms;
+    int64_t ready_at_ms;
+    int64_t progress_ms;    /* last Done, or when the oldest in-flight delivery was sent */
+    unsigned backoff_ms;
+    uint32_t epoll_channel_events;
+
+    int epfd;
+    int timerfd;
+    int64_t timer_armed_ms;
+
+    /* deliveries, oldest first; the sent ones form a prefix */
+    delivery *head, *tail, *next_send;
+    size_t count, in_flight;
+    uint64_t next_id;
+    size_t held_bytes;
+
+    /* the last certificate issued */
+    uint8_t *chain[2];
+    size_t chain_len[2];
+    size_t chain_count;
+
+    idevs_launcher_stats stats;
+};
+
+/* time */
+int64_t launcher_now_ms(void);
+int64_t launcher_now_us(void);
+
+/* launcher.c: an event for the operator's log, "compartment 'NAME' (program UUID) ..." */
+void launcher_event(idevs_launcher *l, idevs_launcher_event event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* deliveries.c */
+delivery *deliveries_find_sent(idevs_launcher *l, uint64_t id);
+void deliveries_append(idevs_launcher *l, delivery *d);
+void deliveries_unlink(idevs_launcher *l, delivery *d);
+void delivery_free(delivery *d);
+void delivery_drop_held(idevs_launcher *l, delivery *d);
+idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1__Publish *p);
+/* Marks every delivery unsent (the compartment died) and discards what it had published. */
+void deliveries_rewind(idevs_launcher *l);
+/* Frees every delivery; returns how many there were. */
+size_t deliveries_clear(idevs_launcher *l);
+
+/* certify.c */
+typedef struct certify_secrets {
+    uint8_t sealing_key[IDEVS_SEALING_KEY_LEN];
+    uint8_t *blob; /* the sealed keys from the state directory; NULL on a first start */
+    size_t blob_len;
+} certify_secrets;
+
+/* Before spawning: the sealing key and the sealed keys, so that a bad state directory starts nothing. */
+idevs_err certify_prepare(idevs_launcher *l, certify_secrets *s, char *why, size_t why_len);
+void certify_secrets_clear(certify_secrets *s);
+idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *s, char *why, size_t why_len);
+idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
+                                 size_t why_len);
+void certify_forget(idevs_launcher *l);
+
+/* supervise.c */
+idevs_err supervise_send(idevs_launcher *l, const Idevs__Bridge__V1__Frame *frame);
+idevs_err supervise_flush(idevs_launcher *l, int timeout_ms);
+/* Spawns and sends Init; on failure why says why and nothing runs. */
+idevs_err supervise_begin_start(idevs_launcher *l, char *why, size_t why_len);
+/* One round of non-blocking work; returns how many things happened. */
+int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb);
+/* Sends queued deliveries while the window allows. */
+void supervise_send_queued(idevs_launcher *l);
+/* Waits for the launcher's fds up to wait_ms. */
+void supervise_wait(idevs_launcher *l, int wait_ms);
+void supervise_arm_timer(idevs_launcher *l);
+int64_t supervise_next_deadline(const idevs_launcher *l);
+/* Kills the compartment now (SIGKILL) and records why. */
+void supervise_kill(idevs_launcher *l, idevs_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The compartment is going away (Fatal, end of stream, Shutdown): SIGKILL after exit_grace_ms. */
+void supervise_expect_exit(idevs_launcher *l, idevs_err err, unsigned grace_ms);
+/* Reaps if the child has exited; true when it was reaped (state changed). */
+bool supervise_try_reap(idevs_launcher *l, const idevs_launcher_callbacks *cb);
+void supervise_close_channel(idevs_launcher *l);
+/* Watches the channel for writability while bytes wait to be written. */
+void supervise_update_channel_events(idevs_launcher *l);
+
+#endif

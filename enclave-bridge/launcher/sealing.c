@@ -1,0 +1,237 @@
+/* The launcher's state directory: the sealing secret and the compartments' sealed key blobs.
+ *
+ * sealing.key    32 random bytes, created 0600 on first use; refused when not a regular file of ours, when
+ *                group or others have any access, or when its size is not 32.
+ * <uuid>.sealed  the blob the compartment of program <uuid> asked to keep: its private keys, sealed under
+ *                sealing key = HKDF-SHA256(ikm = secret, salt = "", info = "idevs sealing key v1" || measurement).
+ *                Replaced atomically (temporary file 0600, fsync, rename, fsync of the directory).
+ * The directory itself must be ours and not writable by group or others. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "launcher_internal.h"
+
+#define SECRET_FILE "sealing.key"
+
+idevs_err launcher_state_dir_open(const char *path, int *dirfd, char *why, size_t why_len)
+{
+    *dirfd = -1;
+    if (path == NULL || path[0] == '\0') {
+        snprintf(why, why_len, "no state directory configured");
+        return IDEVS_ERR_CONFIG;
+    }
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, why_len, "state directory '%s': %s", path, strerror(errno));
+        return IDEVS_ERR_CONFIG;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        snprintf(why, why_len, "state directory '%s' must be owned by uid %u and not writable by group or others",
+                 path, (unsigned)geteuid());
+        close(fd);
+        return IDEVS_ERR_CONFIG;
+    }
+    *dirfd = fd;
+    return IDEVS_OK;
+}
+
+static idevs_err write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return IDEVS_ERR_IO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return IDEVS_OK;
+}
+
+static idevs_err read_exact(int fd, uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return IDEVS_ERR_IO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return IDEVS_OK;
+}
+
+/* Writes data to a fresh temporary file and renames it to name (or, with exclusive, links it there only if
+ * name does not exist yet). */
+static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, size_t len, bool exclusive)
+{
+    char tmp[128];
+    uint8_t r[8];
+    if (idevs_random(r, sizeof r) != IDEVS_OK)
+        return IDEVS_ERR_CRYPTO;
+    snprintf(tmp, sizeof tmp, ".%s.%02x%02x%02x%02x%02x%02x%02x%02x.tmp", name, r[0], r[1], r[2], r[3], r[4], r[5],
+             r[6], r[7]);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return IDEVS_ERR_IO;
+    idevs_err err = write_all(fd, data, len);
+    if (err == IDEVS_OK && fsync(fd) != 0)
+        err = IDEVS_ERR_IO;
+    if (close(fd) != 0)
+        err = IDEVS_ERR_IO;
+    if (err == IDEVS_OK) {
+        if (exclusive) {
+            if (linkat(dirfd, tmp, dirfd, name, 0) != 0 && errno != EEXIST)
+                err = IDEVS_ERR_IO; /* EEXIST: another launcher created it first; that one is used */
+            unlinkat(dirfd, tmp, 0);
+        } else if (renameat(dirfd, tmp, dirfd, name) != 0) {
+            err = IDEVS_ERR_IO;
+        }
+    }
+    if (err != IDEVS_OK)
+        unlinkat(dirfd, tmp, 0);
+    else if (fsync(dirfd) != 0)
+        err = IDEVS_ERR_IO;
+    return err;
+}
+
+/* Opens name for reading and checks it is a regular file of ours, private (no group/other bits), of a size
+ * within [min, max]. *fd is -1 and IDEVS_OK is returned when it does not exist. */
+static idevs_err open_private(int dirfd, const char *name, size_t min, size_t max, int *fd, size_t *size,
+                              char *why, size_t why_len)
+{
+    *fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (*fd < 0) {
+        if (errno == ENOENT)
+            return IDEVS_OK;
+        snprintf(why, why_len, "state file '%s': %s", name, strerror(errno));
+        return IDEVS_ERR_KEY_FILE;
+    }
+    struct stat st;
+    if (fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+        (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        snprintf(why, why_len, "state file '%s' must be a regular file of uid %u with mode 0600", name,
+                 (unsigned)geteuid());
+        close(*fd);
+        *fd = -1;
+        return IDEVS_ERR_KEY_FILE;
+    }
+    if (st.st_size < 0 || (uintmax_t)st.st_size < min || (uintmax_t)st.st_size > max) {
+        snprintf(why, why_len, "state file '%s' has %jd bytes, not %zu..%zu", name, (intmax_t)st.st_size, min, max);
+        close(*fd);
+        *fd = -1;
+        return IDEVS_ERR_KEY_FILE;
+    }
+    *size = (size_t)st.st_size;
+    return IDEVS_OK;
+}
+
+idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why, size_t why_len)
+{
+    int fd = -1;
+    size_t size = 0;
+    idevs_err err = open_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &fd, &size,
+                                 why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    if (fd < 0) {
+        uint8_t fresh[IDEVS_SEALING_SECRET_LEN];
+        err = idevs_random(fresh, sizeof fresh);
+        if (err == IDEVS_OK)
+            err = replace_file(dirfd, SECRET_FILE, fresh, sizeof fresh, true);
+        idevs_cleanse(fresh, sizeof fresh);
+        if (err != IDEVS_OK) {
+            snprintf(why, why_len, "cannot create the sealing secret '%s' in the state directory", SECRET_FILE);
+            return err == IDEVS_ERR_CRYPTO ? err : IDEVS_ERR_KEY_FILE;
+        }
+        err = open_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &fd, &size, why,
+                           why_len);
+        if (err != IDEVS_OK)
+            return err;
+        if (fd < 0) {
+            snprintf(why, why_len, "the sealing secret '%s' vanished after it was created", SECRET_FILE);
+            return IDEVS_ERR_KEY_FILE;
+        }
+    }
+    err = read_exact(fd, secret, IDEVS_SEALING_SECRET_LEN);
+    close(fd);
+    if (err != IDEVS_OK) {
+        idevs_cleanse(secret, IDEVS_SEALING_SECRET_LEN);
+        snprintf(why, why_len, "cannot read the sealing secret '%s'", SECRET_FILE);
+        return IDEVS_ERR_KEY_FILE;
+    }
+    return IDEVS_OK;
+}
+
+idevs_err launcher_sealing_key(const uint8_t secret[IDEVS_SEALING_SECRET_LEN],
+                               const uint8_t measurement[IDEVS_SHA256_LEN], uint8_t key[IDEVS_SEALING_KEY_LEN])
+{
+    const size_t label = sizeof IDEVS_SEALING_KEY_LABEL - 1;
+    uint8_t info[sizeof IDEVS_SEALING_KEY_LABEL - 1 + IDEVS_SHA256_LEN];
+    memcpy(info, IDEVS_SEALING_KEY_LABEL, label);
+    memcpy(info + label, measurement, IDEVS_SHA256_LEN);
+    /* An empty salt (RFC 5869: equivalent to HashLen zero bytes); passed as a valid pointer with length 0,
+     * as OpenSSL's parameter construction does not take NULL. */
+    static const uint8_t no_salt[1] = {0};
+    return idevs_hkdf_sha256(no_salt, 0, secret, IDEVS_SEALING_SECRET_LEN, info, sizeof info, key,
+                             IDEVS_SEALING_KEY_LEN);
+}
+
+static void blob_name(const idevs_uuid *program, char name[IDEVS_UUID_STR_LEN + 8])
+{
+    char u[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(program, u);
+    snprintf(name, IDEVS_UUID_STR_LEN + 8, "%s.sealed", u);
+}
+
+idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,
+                             size_t why_len)
+{
+    char name[IDEVS_UUID_STR_LEN + 8];
+    blob_name(program, name);
+    *blob = NULL;
+    *len = 0;
+    int fd = -1;
+    size_t size = 0;
+    idevs_err err = open_private(dirfd, name, 1, IDEVS_SEALED_BLOB_MAX, &fd, &size, why, why_len);
+    if (err != IDEVS_OK || fd < 0)
+        return err;
+    uint8_t *buf = malloc(size);
+    if (buf == NULL) {
+        close(fd);
+        return IDEVS_ERR_NOMEM;
+    }
+    err = read_exact(fd, buf, size);
+    close(fd);
+    if (err != IDEVS_OK) {
+        free(buf);
+        snprintf(why, why_len, "cannot read the sealed keys '%s'", name);
+        return IDEVS_ERR_IO;
+    }
+    *blob = buf;
+    *len = size;
+    return IDEVS_OK;
+}
+
+idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_t *blob, size_t len, char *why,
+                              size_t why_len)
+{
+    char name[IDEVS_UUID_STR_LEN + 8];
+    blob_name(program, name);
+    if (len == 0 || len > IDEVS_SEALED_BLOB_MAX) {
+        snprintf(why, why_len, "sealed keys of %zu bytes, not 1..%u", len, IDEVS_SEALED_BLOB_MAX);
+        return IDEVS_ERR_FRAME;
+    }
+    idevs_err err = replace_file(dirfd, name, blob, len, false);
+    if (err != IDEVS_OK)
+        snprintf(why, why_len, "cannot persist the sealed keys '%s': %s", name, strerror(errno));
+    return err;
+}

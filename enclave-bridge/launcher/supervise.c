@@ -1,0 +1,706 @@
+/* Supervision: the compartment's frames, its exit, kills, restarts with backoff, timers and waiting.
+ *
+ * States: STARTING (Init sent, CertifyRequest awaited) -> CERTIFYING (Certified sent, Ready awaited) -> READY.
+ * Any end (Fatal, end of stream, a malformed frame, a timeout) leads to EXITING, which lasts until the child is
+ * reaped; then BACKOFF until the restart (or STOPPED during a blocking start or a stop). The child is signalled
+ * only while it is unreaped, so its pid cannot have been reused; with a pidfd, not even in theory. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "idevs_envelope.h"
+#include "launcher_internal.h"
+
+#define REAP_POLL_MS 10 /* without a pidfd, how often an exiting child is checked for */
+
+int64_t launcher_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t launcher_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static bool live(const idevs_launcher *l)
+{
+    return l->state == IDEVS_LAUNCHER_STARTING || l->state == IDEVS_LAUNCHER_CERTIFYING ||
+           l->state == IDEVS_LAUNCHER_READY;
+}
+
+/* ---- writing without SIGPIPE ---- */
+
+/* A write to a channel whose peer died raises SIGPIPE. A broker ignores it; any other caller would die of it, so
+ * unless the process ignores SIGPIPE, it is blocked around writes and a SIGPIPE raised by them is consumed. */
+typedef struct pipe_guard {
+    bool active;
+    bool was_pending;
+    sigset_t old;
+} pipe_guard;
+
+static void guard_on(const idevs_launcher *l, pipe_guard *g)
+{
+    g->active = l->guard_sigpipe;
+    if (!g->active)
+        return;
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void guard_off(pipe_guard *g)
+{
+    if (!g->active)
+        return;
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+idevs_err supervise_send(idevs_launcher *l, const Idevs__Bridge__V1__Frame *frame)
+{
+    if (!l->have_channel)
+        return IDEVS_ERR_CHANNEL_CLOSED;
+    pipe_guard g;
+    guard_on(l, &g);
+    idevs_err err = idevs_channel_send(&l->ch, frame, 0);
+    guard_off(&g);
+    return err;
+}
+
+idevs_err supervise_flush(idevs_launcher *l, int timeout_ms)
+{
+    if (!l->have_channel)
+        return IDEVS_ERR_CHANNEL_CLOSED;
+    if (!idevs_channel_pending(&l->ch))
+        return IDEVS_OK;
+    pipe_guard g;
+    guard_on(l, &g);
+    idevs_err err = idevs_channel_flush(&l->ch, timeout_ms);
+    guard_off(&g);
+    return err;
+}
+
+/* ---- the epoll set and the timer ---- */
+
+static void ep_ctl(idevs_launcher *l, int op, int fd, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    epoll_ctl(l->epfd, op, fd, &ev);
+}
+
+void supervise_update_channel_events(idevs_launcher *l)
+{
+    if (!l->have_channel)
+        return;
+    uint32_t want = EPOLLIN | (idevs_channel_pending(&l->ch) ? EPOLLOUT : 0u);
+    if (want != l->epoll_channel_events) {
+        ep_ctl(l, EPOLL_CTL_MOD, l->ch.fd, want);
+        l->epoll_channel_events = want;
+    }
+}
+
+void supervise_close_channel(idevs_launcher *l)
+{
+    if (!l->have_channel)
+        return;
+    ep_ctl(l, EPOLL_CTL_DEL, l->ch.fd, 0);
+    idevs_channel_close(&l->ch); /* cleanses its buffers */
+    l->have_channel = false;
+    l->epoll_channel_events = 0;
+}
+
+static void close_child(idevs_launcher *l)
+{
+    if (l->child.pidfd >= 0) {
+        ep_ctl(l, EPOLL_CTL_DEL, l->child.pidfd, 0);
+        close(l->child.pidfd);
+    }
+    l->child.pidfd = -1;
+    l->child.pid = 0;
+    l->have_child = false;
+    l->stats.pid = 0;
+}
+
+int64_t supervise_next_deadline(const idevs_launcher *l)
+{
+    switch (l->state) {
+    case IDEVS_LAUNCHER_STARTING:
+    case IDEVS_LAUNCHER_CERTIFYING:
+        return l->start_deadline_ms;
+    case IDEVS_LAUNCHER_READY:
+        return l->in_flight > 0 ? l->progress_ms + l->event_timeout_ms : -1;
+    case IDEVS_LAUNCHER_EXITING: {
+        int64_t poll_reap = l->child.pidfd < 0 ? launcher_now_ms() + REAP_POLL_MS : -1;
+        if (l->kill_sent)
+            return poll_reap;
+        return poll_reap >= 0 && poll_reap < l->exit_deadline_ms ? poll_reap : l->exit_deadline_ms;
+    }
+    case IDEVS_LAUNCHER_BACKOFF:
+        return l->restart_at_ms;
+    default:
+        return -1;
+    }
+}
+
+void supervise_arm_timer(idevs_launcher *l)
+{
+    int64_t at = supervise_next_deadline(l);
+    if (at == l->timer_armed_ms)
+        return;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (at >= 0) {
+        if (at == 0)
+            at = 1; /* zero would disarm */
+        its.it_value.tv_sec = at / 1000;
+        its.it_value.tv_nsec = (long)(at % 1000) * 1000000L;
+    }
+    if (timerfd_settime(l->timerfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+        l->timer_armed_ms = at;
+}
+
+void supervise_wait(idevs_launcher *l, int wait_ms)
+{
+    struct epoll_event evs[4];
+    int n = epoll_wait(l->epfd, evs, 4, wait_ms);
+    for (int i = 0; i < n; i++) {
+        if (evs[i].data.fd == l->timerfd) {
+            uint64_t expirations;
+            ssize_t ignored = read(l->timerfd, &expirations, sizeof expirations);
+            (void)ignored;
+            l->timer_armed_ms = -1;
+        }
+    }
+}
+
+/* ---- ends ---- */
+
+static void note(idevs_launcher *l, const char *fmt, va_list ap)
+{
+    if (l->exit_note[0] != '\0')
+        return; /* the first explanation is the one that matters */
+    vsnprintf(l->exit_note, sizeof l->exit_note, fmt, ap);
+}
+
+static void signal_child(idevs_launcher *l, int sig)
+{
+    if (!l->have_child)
+        return;
+    if (l->child.pidfd >= 0) {
+        if (syscall(SYS_pidfd_send_signal, l->child.pidfd, sig, NULL, 0) == 0 || errno == ESRCH)
+            return;
+    }
+    kill(l->child.pid, sig); /* unreaped: the pid is still ours */
+}
+
+void supervise_kill(idevs_launcher *l, idevs_err err, const char *fmt, ...)
+{
+    if (!l->have_child)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    note(l, fmt, ap);
+    va_end(ap);
+    if (!l->kill_sent) {
+        signal_child(l, SIGKILL);
+        l->kill_sent = true;
+        l->killed_by_us = true;
+        l->stats.killed++;
+    }
+    if (l->exit_err == IDEVS_OK)
+        l->exit_err = err;
+    if (!l->stopping)
+        l->abnormal = true;
+    supervise_close_channel(l);
+    l->state = IDEVS_LAUNCHER_EXITING;
+    l->exit_deadline_ms = launcher_now_ms();
+}
+
+void supervise_expect_exit(idevs_launcher *l, idevs_err err, unsigned grace_ms)
+{
+    if (l->exit_err == IDEVS_OK)
+        l->exit_err = err;
+    if (!l->stopping) {
+        l->abnormal = true;
+        supervise_close_channel(l);
+    }
+    if (l->state != IDEVS_LAUNCHER_EXITING) {
+        l->state = IDEVS_LAUNCHER_EXITING;
+        l->exit_deadline_ms = launcher_now_ms() + grace_ms;
+    }
+}
+
+static void protocol_error(idevs_launcher *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void protocol_error(idevs_launcher *l, const char *fmt, ...)
+{
+    l->stats.protocol_errors++;
+    va_list ap;
+    va_start(ap, fmt);
+    char what[256];
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    supervise_kill(l, IDEVS_ERR_FRAME, "%s", what);
+}
+
+static void describe_status(char *out, size_t len, int status, bool known)
+{
+    if (!known)
+        snprintf(out, len, "ended (its exit status was collected elsewhere)");
+    else if (WIFEXITED(status))
+        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status)) {
+        const char *abbrev = sigabbrev_np(WTERMSIG(status));
+        snprintf(out, len, "was killed by signal %d (SIG%s)", WTERMSIG(status), abbrev != NULL ? abbrev : "?");
+    } else
+        snprintf(out, len, "ended with wait status 0x%x", (unsigned)status);
+}
+
+static void schedule_restart(idevs_launcher *l)
+{
+    int64_t now = launcher_now_ms();
+    if (l->ready_at_ms > 0 && now - l->ready_at_ms >= (int64_t)l->cfg.stable_after_ms)
+        l->backoff_ms = l->cfg.backoff_initial_ms;
+    l->ready_at_ms = 0;
+    unsigned delay = l->backoff_ms;
+    l->backoff_ms = l->backoff_ms > l->cfg.backoff_max_ms / 2 ? l->cfg.backoff_max_ms : l->backoff_ms * 2;
+    if (l->backoff_ms == 0)
+        l->backoff_ms = 1;
+    l->state = IDEVS_LAUNCHER_BACKOFF;
+    l->restart_at_ms = now + delay;
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_RESTARTING, "restarting in %u ms", delay);
+}
+
+static void handle_reaped(idevs_launcher *l, int status, bool known, const idevs_launcher_callbacks *cb)
+{
+    char how[128];
+    if (l->killed_by_us && known && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        snprintf(how, sizeof how, "was killed by the launcher");
+    else
+        describe_status(how, sizeof how, status, known);
+    if (l->exit_note[0] != '\0')
+        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%.100s: %.150s", how, l->exit_note);
+    else
+        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%s", how);
+    supervise_close_channel(l);
+    close_child(l);
+    bool planned = l->stopping && !l->abnormal;
+    if (!planned)
+        launcher_event(l, l->killed_by_us ? IDEVS_LAUNCHER_EVENT_KILLED : IDEVS_LAUNCHER_EVENT_EXITED, "%s",
+                       l->stats.last_exit);
+
+    /* The oldest unfinished delivery was being processed when the compartment died: count it against it. */
+    if (!planned && l->in_flight > 0 && l->head != NULL && l->head->sent)
+        l->head->attempts++;
+    deliveries_rewind(l);
+    idevs_err failure = l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_CHANNEL_CLOSED;
+    while (l->head != NULL && l->head->attempts >= l->cfg.max_attempts) {
+        delivery *d = l->head;
+        deliveries_unlink(l, d);
+        l->stats.given_up++;
+        l->stats.done++;
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_GIVEN_UP,
+                       "gave up delivery %llu on topic '%s' after %u attempts: %s", (unsigned long long)d->id,
+                       d->topic, d->attempts, idevs_strerror(failure));
+        uint64_t id = d->id;
+        delivery_free(d);
+        if (cb != NULL && cb->on_done != NULL)
+            cb->on_done(cb->arg, id, failure);
+    }
+
+    if (l->stopping || l->blocking_start) {
+        l->state = IDEVS_LAUNCHER_STOPPED;
+        return;
+    }
+    schedule_restart(l);
+}
+
+bool supervise_try_reap(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+{
+    if (!l->have_child)
+        return false;
+    int status = 0;
+    pid_t r = waitpid(l->child.pid, &status, WNOHANG);
+    if (r == 0 || (r < 0 && errno == EINTR))
+        return false;
+    handle_reaped(l, status, r == l->child.pid, cb);
+    return true;
+}
+
+/* ---- starting ---- */
+
+idevs_err supervise_begin_start(idevs_launcher *l, char *why, size_t why_len)
+{
+    l->kill_sent = l->killed_by_us = l->abnormal = false;
+    l->exit_err = IDEVS_OK;
+    l->exit_note[0] = '\0';
+    l->ready_at_ms = 0;
+    l->spawn_us = launcher_now_us();
+    certify_secrets secrets;
+    idevs_err err = certify_prepare(l, &secrets, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    err = idevs_backend_launch(l->backend, &l->image, &l->child, why, why_len);
+    if (err != IDEVS_OK) {
+        certify_secrets_clear(&secrets);
+        return err;
+    }
+    l->have_child = true;
+    l->stats.started++;
+    l->stats.pid = l->child.pid;
+    idevs_channel_init(&l->ch, l->child.channel_fd, 0);
+    l->have_channel = true;
+    l->epoll_channel_events = EPOLLIN;
+    ep_ctl(l, EPOLL_CTL_ADD, l->ch.fd, EPOLLIN);
+    if (l->child.pidfd >= 0)
+        ep_ctl(l, EPOLL_CTL_ADD, l->child.pidfd, EPOLLIN);
+    l->state = IDEVS_LAUNCHER_STARTING;
+    l->start_deadline_ms = launcher_now_ms() + l->cfg.start_timeout_ms;
+    char init_why[256] = "";
+    err = certify_send_init(l, &secrets, init_why, sizeof init_why);
+    certify_secrets_clear(&secrets);
+    if (err != IDEVS_OK)
+        supervise_kill(l, err, "%s", init_why); /* reaped and reported by the caller's loop */
+    return IDEVS_OK;
+}
+
+/* ---- frames ---- */
+
+/* The compartment's Fatal reason, for the log: printable ASCII only, bounded. */
+static void sanitize(char *out, size_t out_len, const char *in)
+{
+    size_t j = 0;
+    for (size_t i = 0; in != NULL && in[i] != '\0' && j + 1 < out_len && i < LAUNCHER_REASON_MAX; i++)
+        out[j++] = (in[i] >= 0x20 && in[i] < 0x7f) ? in[i] : '?';
+    out[j] = '\0';
+}
+
+static bool topic_ok(const char *t)
+{
+    if (t == NULL)
+        return false;
+    size_t n = strnlen(t, IDEVS_TOPIC_MAX + 1);
+    return n > 0 && n <= IDEVS_TOPIC_MAX;
+}
+
+/* Checks a Publish against the deployment: a declared output, or a declared request with its response topic. */
+static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p)
+{
+    if (!topic_ok(p->topic))
+        return "a publication without a valid topic";
+    if (p->envelope.len == 0 || p->envelope.data == NULL || p->envelope.len > l->max_envelope)
+        return "a publication whose envelope is empty or over the size limit";
+    if (p->qos > 2)
+        return "a publication with a QoS above 2";
+    const idevs_deployment *d = l->deployment;
+    bool has_rt = p->response_topic != NULL && p->response_topic[0] != '\0';
+    for (size_t i = 0; i < d->output_count; i++) {
+        if (strcmp(d->outputs[i].topic, p->topic) != 0)
+            continue;
+        if (has_rt || p->correlation_data.len != 0)
+            return "a publication to an output with a response topic or correlation data";
+        if ((int)p->qos != d->outputs[i].qos)
+            return "a publication with another QoS than its output declares";
+        return NULL;
+    }
+    for (size_t i = 0; i < d->request_count; i++) {
+        if (strcmp(d->requests[i].topic, p->topic) != 0)
+            continue;
+        if (!has_rt || strcmp(p->response_topic, d->requests[i].response_topic) != 0)
+            return "a request without its declared response topic";
+        if (p->correlation_data.len == 0 || p->correlation_data.len > LAUNCHER_CORRELATION_MAX)
+            return "a request without valid correlation data";
+        if ((int)p->qos != d->requests[i].qos)
+            return "a request with another QoS than declared";
+        return NULL;
+    }
+    return "a publication to a topic the deployment does not declare";
+}
+
+static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const idevs_launcher_publish *p)
+{
+    l->stats.published++;
+    if (cb != NULL && cb->on_publish != NULL)
+        cb->on_publish(cb->arg, p);
+}
+
+static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, const idevs_launcher_callbacks *cb)
+{
+    const char *problem = publish_problem(l, p);
+    if (problem != NULL) {
+        protocol_error(l, "it sent %s", problem);
+        return;
+    }
+    if (p->delivery_id == 0) { /* the logic's timer: nothing to hold it for */
+        bool rt = p->response_topic != NULL && p->response_topic[0] != '\0';
+        idevs_launcher_publish pub = {
+            .delivery_id = 0, .topic = p->topic, .envelope = p->envelope.data, .envelope_len = p->envelope.len,
+            .qos = (int)p->qos, .response_topic = rt ? p->response_topic : NULL,
+            .correlation = rt ? p->correlation_data.data : NULL, .correlation_len = rt ? p->correlation_data.len : 0,
+        };
+        emit(l, cb, &pub);
+        return;
+    }
+    delivery *d = deliveries_find_sent(l, p->delivery_id);
+    if (d == NULL) {
+        protocol_error(l, "it published for delivery %llu, which is not in progress",
+                       (unsigned long long)p->delivery_id);
+        return;
+    }
+    idevs_err err = delivery_hold(l, d, p);
+    if (err == IDEVS_ERR_TOO_LARGE)
+        protocol_error(l, "delivery %llu caused more than %u publications or %u bytes", (unsigned long long)d->id,
+                       LAUNCHER_PUBLISH_MAX, LAUNCHER_HELD_BYTES_MAX);
+    else if (err != IDEVS_OK)
+        supervise_kill(l, err, "holding a publication failed: %s", idevs_strerror(err));
+}
+
+static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, const idevs_launcher_callbacks *cb)
+{
+    delivery *d = deliveries_find_sent(l, done->delivery_id);
+    if (d == NULL) {
+        protocol_error(l, "it finished delivery %llu, which is not in progress", (unsigned long long)done->delivery_id);
+        return;
+    }
+    deliveries_unlink(l, d);
+    l->progress_ms = launcher_now_ms();
+    for (held_publish *h = d->held; h != NULL; h = h->next)
+        emit(l, cb, &h->p);
+    idevs_err status = done->status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)done->status : IDEVS_ERR_LOGIC;
+    uint64_t id = d->id;
+    delivery_free(d);
+    l->stats.done++;
+    if (cb != NULL && cb->on_done != NULL)
+        cb->on_done(cb->arg, id, status);
+}
+
+static void handle_ready(idevs_launcher *l, const Idevs__Bridge__V1__Ready *ready)
+{
+    int64_t now_us = launcher_now_us();
+    l->stats.last_ready_us = (uint64_t)(now_us - l->spawn_us);
+    l->state = IDEVS_LAUNCHER_READY;
+    l->ready_at_ms = launcher_now_ms();
+    l->progress_ms = l->ready_at_ms;
+    char logic[IDEVS_NAME_MAX + 1];
+    sanitize(logic, sizeof logic, ready->logic_name);
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_CERTIFIED, "certified in %.1f ms, ready in %.1f ms (logic '%s', %s)",
+                   (double)l->stats.last_certified_us / 1000.0, (double)l->stats.last_ready_us / 1000.0, logic,
+                   l->stats.last_keys_restored ? "keys restored" : "fresh keys");
+}
+
+static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, const idevs_launcher_callbacks *cb)
+{
+    switch (f->body_case) {
+    case IDEVS__BRIDGE__V1__FRAME__BODY_FATAL: {
+        char reason[LAUNCHER_REASON_MAX + 1];
+        sanitize(reason, sizeof reason, f->fatal->reason);
+        idevs_err status = f->fatal->status > 0 && f->fatal->status < (uint32_t)IDEVS_ERR_COUNT
+                               ? (idevs_err)f->fatal->status
+                               : IDEVS_ERR_LOGIC;
+        if (l->exit_note[0] == '\0')
+            snprintf(l->exit_note, sizeof l->exit_note, "%s", reason[0] != '\0' ? reason : idevs_strerror(status));
+        supervise_expect_exit(l, status, l->cfg.exit_grace_ms);
+        return;
+    }
+    case IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFY_REQUEST: {
+        if (l->state != IDEVS_LAUNCHER_STARTING) {
+            protocol_error(l, "it sent a second certificate request");
+            return;
+        }
+        char why[256] = "";
+        idevs_err err = certify_handle_request(l, f->certify_request, why, sizeof why);
+        if (err == IDEVS_ERR_FRAME) {
+            protocol_error(l, "%s", why);
+            return;
+        }
+        if (err != IDEVS_OK) {
+            supervise_kill(l, err, "certification failed: %s", why);
+            return;
+        }
+        l->stats.last_certified_us = (uint64_t)(launcher_now_us() - l->spawn_us);
+        l->state = IDEVS_LAUNCHER_CERTIFYING;
+        return;
+    }
+    case IDEVS__BRIDGE__V1__FRAME__BODY_READY:
+        if (l->state != IDEVS_LAUNCHER_CERTIFYING) {
+            protocol_error(l, "it said Ready before it was certified");
+            return;
+        }
+        handle_ready(l, f->ready);
+        return;
+    case IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH:
+        if (l->state != IDEVS_LAUNCHER_READY) {
+            protocol_error(l, "it published before it was ready");
+            return;
+        }
+        handle_publish(l, f->publish, cb);
+        return;
+    case IDEVS__BRIDGE__V1__FRAME__BODY_DONE:
+        if (l->state != IDEVS_LAUNCHER_READY) {
+            protocol_error(l, "it finished a delivery before it was ready");
+            return;
+        }
+        handle_done(l, f->done, cb);
+        return;
+    default:
+        protocol_error(l, "it sent a frame only the launcher may send (%d)", (int)f->body_case);
+        return;
+    }
+}
+
+/* Reads and handles every whole frame there is. */
+static int read_frames(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+{
+    int work = 0;
+    while (l->have_channel && live(l)) {
+        Idevs__Bridge__V1__Frame *f = NULL;
+        idevs_err err = idevs_channel_recv(&l->ch, &f, 0);
+        if (err == IDEVS_ERR_TIMEOUT)
+            break;
+        work++;
+        if (err == IDEVS_ERR_CHANNEL_CLOSED) {
+            supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+            break;
+        }
+        if (err == IDEVS_ERR_FRAME) {
+            protocol_error(l, "it sent a malformed, oversized or truncated frame");
+            break;
+        }
+        if (err != IDEVS_OK) {
+            supervise_kill(l, err, "reading its channel failed: %s", idevs_strerror(err));
+            break;
+        }
+        handle_frame(l, f, cb);
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    }
+    return work;
+}
+
+/* During a stop: what the compartment still sends is read and dropped, so that it never blocks writing. */
+static void drain(idevs_launcher *l)
+{
+    while (l->have_channel) {
+        Idevs__Bridge__V1__Frame *f = NULL;
+        idevs_err err = idevs_channel_recv(&l->ch, &f, 0);
+        if (err == IDEVS_ERR_TIMEOUT)
+            return;
+        if (err != IDEVS_OK) {
+            supervise_close_channel(l);
+            return;
+        }
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    }
+}
+
+void supervise_send_queued(idevs_launcher *l)
+{
+    while (l->state == IDEVS_LAUNCHER_READY && l->next_send != NULL && l->in_flight < l->cfg.max_in_flight) {
+        delivery *d = l->next_send;
+        Idevs__Bridge__V1__Deliver del = IDEVS__BRIDGE__V1__DELIVER__INIT;
+        del.delivery_id = d->id;
+        del.topic = d->topic;
+        del.envelope.data = d->envelope;
+        del.envelope.len = d->envelope_len;
+        del.correlation_data.data = d->correlation;
+        del.correlation_data.len = d->correlation_len;
+        Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+        frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
+        frame.deliver = &del;
+        idevs_err err = supervise_send(l, &frame);
+        if (err == IDEVS_ERR_QUEUE_FULL)
+            break; /* the channel's send buffer is full: later */
+        if (err == IDEVS_ERR_CHANNEL_CLOSED) {
+            supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+            break;
+        }
+        if (err != IDEVS_OK) {
+            supervise_kill(l, err, "sending a delivery failed: %s", idevs_strerror(err));
+            break;
+        }
+        if (l->in_flight == 0)
+            l->progress_ms = launcher_now_ms();
+        d->sent = true;
+        if (d->sends++ > 0)
+            l->stats.resent++;
+        l->in_flight++;
+        l->next_send = d->next;
+        l->stats.sent++;
+    }
+}
+
+int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+{
+    int work = 0;
+    if (live(l))
+        work += read_frames(l, cb);
+    if (live(l)) {
+        int64_t now = launcher_now_ms();
+        if (l->state != IDEVS_LAUNCHER_READY && now >= l->start_deadline_ms) {
+            supervise_kill(l, IDEVS_ERR_TIMEOUT, "not ready within %u ms of its start",
+                           l->cfg.start_timeout_ms);
+            work++;
+        } else if (l->state == IDEVS_LAUNCHER_READY && l->in_flight > 0 &&
+                   now - l->progress_ms >= (int64_t)l->event_timeout_ms) {
+            supervise_kill(l, IDEVS_ERR_TIMEOUT, "delivery %llu not answered within %u ms",
+                           (unsigned long long)l->head->id, l->event_timeout_ms);
+            work++;
+        }
+    }
+    if (l->state == IDEVS_LAUNCHER_READY)
+        supervise_send_queued(l);
+    if (live(l)) {
+        idevs_err err = supervise_flush(l, 0);
+        if (err == IDEVS_ERR_CHANNEL_CLOSED) {
+            supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+            work++;
+        } else if (!l->init_cleansed && l->have_channel && l->ch.out != NULL && !idevs_channel_pending(&l->ch)) {
+            /* The send buffer held Init, with the sealing key: wipe it once it is written. */
+            idevs_cleanse(l->ch.out, l->ch.out_cap);
+            l->init_cleansed = true;
+        }
+    }
+    if (l->state == IDEVS_LAUNCHER_EXITING) {
+        drain(l);
+        if (supervise_try_reap(l, cb)) {
+            work++;
+        } else if (!l->kill_sent && launcher_now_ms() >= l->exit_deadline_ms) {
+            supervise_kill(l, l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_TIMEOUT,
+                           "it did not exit within %u ms", l->cfg.exit_grace_ms);
+            work++;
+        }
+    }
+    if (l->state == IDEVS_LAUNCHER_BACKOFF && launcher_now_ms() >= l->restart_at_ms) {
+        char why[256] = "";
+        l->stats.restarts++;
+        if (supervise_begin_start(l, why, sizeof why) != IDEVS_OK) {
+            snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "could not be started: %.200s", why);
+            launcher_event(l, IDEVS_LAUNCHER_EVENT_START_FAILED, "could not be started: %s", why);
+            schedule_restart(l);
+        }
+        work++;
+    }
+    supervise_update_channel_events(l);
+    return work;
+}

@@ -1,0 +1,104 @@
+/* A small integration logic for tests and benchmarks, with nothing of the case study in it.
+ *
+ * Declared names it uses: input "events", output "out", request "ask" (optional), and a timer when the
+ * configuration says {"timer_ms": N}. For each event payload:
+ *   "ask:<text>"   requests "ask" with <text>; the response comes back as "answer:<response>" on "out"
+ *   "fail"         emits, then returns an error: nothing may leave (transactions)
+ *   "undeclared"   emits to an output the deployment does not declare and returns what emit() said
+ *   "upper:<text>" emits <text> in upper case
+ *   anything else  is emitted unchanged to "out". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idevs_logic.h"
+
+typedef struct echo_state {
+    unsigned long ticks;
+    unsigned long events;
+} echo_state;
+
+static int starts_with(const idevs_message *m, const char *prefix, size_t *skip)
+{
+    size_t n = strlen(prefix);
+    if (m->payload_len < n || memcmp(m->payload, prefix, n) != 0)
+        return 0;
+    *skip = n;
+    return 1;
+}
+
+static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
+{
+    echo_state *st = state;
+    size_t skip = 0;
+    st->events++;
+    if (starts_with(m, "ask:", &skip)) {
+        idevs_msgid id;
+        return idevs_request(lg, "ask", m->payload + skip, m->payload_len - skip, &id);
+    }
+    if (starts_with(m, "fail", &skip)) {
+        idevs_err err = idevs_emit(lg, "out", m->payload, m->payload_len);
+        return err == IDEVS_OK ? IDEVS_ERR_LOGIC : err;
+    }
+    if (starts_with(m, "undeclared", &skip))
+        return idevs_emit(lg, "not-declared", m->payload, m->payload_len);
+    if (starts_with(m, "upper:", &skip)) {
+        size_t n = m->payload_len - skip;
+        char *buf = malloc(n + 1);
+        if (buf == NULL)
+            return IDEVS_ERR_NOMEM;
+        for (size_t i = 0; i < n; i++) {
+            char c = (char)m->payload[skip + i];
+            buf[i] = (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+        }
+        idevs_err err = idevs_emit(lg, "out", buf, n);
+        free(buf);
+        return err;
+    }
+    return idevs_emit(lg, "out", m->payload, m->payload_len);
+}
+
+static idevs_err on_answer(idevs_logic *lg, const idevs_message *m, void *state)
+{
+    (void)state;
+    char buf[512];
+    static const char prefix[] = "answer:";
+    size_t n = m->payload_len < sizeof buf - sizeof prefix ? m->payload_len : sizeof buf - sizeof prefix;
+    memcpy(buf, prefix, sizeof prefix - 1);
+    memcpy(buf + sizeof prefix - 1, m->payload, n);
+    return idevs_emit(lg, "out", buf, sizeof prefix - 1 + n);
+}
+
+static idevs_err on_tick(idevs_logic *lg, void *state)
+{
+    echo_state *st = state;
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "tick %lu", ++st->ticks);
+    return idevs_emit(lg, "out", buf, (size_t)n);
+}
+
+static idevs_err setup(idevs_logic *lg, const char *config_json, void **state)
+{
+    echo_state *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return IDEVS_ERR_NOMEM;
+    *state = st;
+    idevs_err err = idevs_on_input(lg, "events", on_event);
+    if (err != IDEVS_OK)
+        return err;
+    /* The request is optional in the deployment. */
+    err = idevs_on_response(lg, "ask", on_answer);
+    if (err != IDEVS_OK && err != IDEVS_ERR_UNKNOWN_REQUEST)
+        return err;
+    const char *t = strstr(config_json, "\"timer_ms\":");
+    if (t != NULL)
+        return idevs_on_timer(lg, (uint32_t)strtoul(t + strlen("\"timer_ms\":"), NULL, 10), on_tick);
+    return IDEVS_OK;
+}
+
+static void teardown(void *state)
+{
+    free(state);
+}
+
+const idevs_logic_module idevs_logic_entry = {IDEVS_LOGIC_ABI, "echo", setup, teardown};

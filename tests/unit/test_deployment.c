@@ -1,0 +1,275 @@
+/* The deployment descriptor: the complete case-study example, then each kind of error with the path it names. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "idevs_deployment.h"
+#include "idevs_envelope.h"
+
+#define CA_HEX "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+/* docs/DEPLOYMENT.md's example. */
+static const char *example =
+    "{\n"
+    "  \"version\": 1,\n"
+    "  \"process\": {\n"
+    "    \"name\": \"rewards\",\n"
+    "    \"uuid\": \"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\n"
+    "    \"logic\": \"librewards.so\",\n"
+    "    \"config\": { \"threshold_cents\": 15000, \"message\": \"Your ride home is on us\" }\n"
+    "  },\n"
+    "  \"operator_ca_sha256\": \"" CA_HEX "\",\n"
+    "  \"services\": [\n"
+    "    { \"name\": \"store\", \"uuid\": \"1b4e28ba-2fa1-41d2-883f-0016d3cca427\", \"certificate\": \"pki/store.crt\" },\n"
+    "    { \"name\": \"taxi\", \"uuid\": \"2c5f39cb-3ab2-42e3-994a-1127e4ddb538\", \"certificate\": \"pki/taxi.crt\" },\n"
+    "    { \"name\": \"messaging\", \"uuid\": \"3d6a4adc-4bc3-43f4-8a5b-2238f5eec649\",\n"
+    "      \"certificate\": \"pki/messaging.crt\" }\n"
+    "  ],\n"
+    "  \"inputs\": [\n"
+    "    { \"name\": \"sales\", \"topic\": \"idevs/rewards/in/sales\", \"from\": \"store\" }\n"
+    "  ],\n"
+    "  \"outputs\": [\n"
+    "    { \"name\": \"confirmation\", \"topic\": \"idevs/rewards/out/confirmation\", \"to\": \"messaging\", \"qos\": 1 }\n"
+    "  ],\n"
+    "  \"requests\": [\n"
+    "    { \"name\": \"ride\", \"topic\": \"idevs/rewards/req/ride\", \"response_topic\": \"idevs/rewards/resp/ride\",\n"
+    "      \"to\": \"taxi\", \"qos\": 1 }\n"
+    "  ],\n"
+    "  \"limits\": { \"max_payload\": 65536, \"queue_depth\": 1024, \"event_timeout_ms\": 2000 }\n"
+    "}\n";
+
+static idevs_err parse_text(const char *text, idevs_deployment **d, char *why, size_t why_len)
+{
+    return idevs_deployment_parse((const uint8_t *)text, strlen(text), d, why, why_len);
+}
+
+static void test_example(void)
+{
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(example, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_STRING_EQUAL(why, "");
+    CU_ASSERT_STRING_EQUAL(d->name, "rewards");
+    char u[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(&d->program, u);
+    CU_ASSERT_STRING_EQUAL(u, "6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40");
+    CU_ASSERT_STRING_EQUAL(d->logic, "librewards.so");
+    CU_ASSERT_STRING_EQUAL(d->config_json, "{\"threshold_cents\":15000,\"message\":\"Your ride home is on us\"}");
+    CU_ASSERT_EQUAL(d->operator_ca_sha256[0], 0x9f);
+    CU_ASSERT_EQUAL(d->operator_ca_sha256[31], 0x08);
+    uint8_t digest[32];
+    CU_ASSERT_FATAL(idevs_sha256(example, strlen(example), digest) == IDEVS_OK);
+    CU_ASSERT_EQUAL(memcmp(d->digest, digest, 32), 0);
+    CU_ASSERT_EQUAL_FATAL(d->service_count, 3);
+    CU_ASSERT_STRING_EQUAL(d->services[2].name, "messaging");
+    CU_ASSERT_STRING_EQUAL(d->services[1].certificate, "pki/taxi.crt");
+    CU_ASSERT_EQUAL_FATAL(d->input_count, 1);
+    CU_ASSERT_EQUAL(d->inputs[0].from, 0);
+    CU_ASSERT_EQUAL_FATAL(d->output_count, 1);
+    CU_ASSERT_EQUAL(d->outputs[0].to, 2);
+    CU_ASSERT_EQUAL(d->outputs[0].qos, 1);
+    CU_ASSERT_EQUAL_FATAL(d->request_count, 1);
+    CU_ASSERT_EQUAL(d->requests[0].to, 1);
+    CU_ASSERT_STRING_EQUAL(d->requests[0].response_topic, "idevs/rewards/resp/ride");
+    CU_ASSERT_EQUAL(d->max_payload, 65536);
+    CU_ASSERT_EQUAL(d->queue_depth, 1024);
+    CU_ASSERT_EQUAL(d->event_timeout_ms, 2000);
+
+    CU_ASSERT_PTR_EQUAL(idevs_deployment_input_by_topic(d, "idevs/rewards/in/sales"), &d->inputs[0]);
+    CU_ASSERT_PTR_NULL(idevs_deployment_input_by_topic(d, "idevs/rewards/resp/ride"));
+    CU_ASSERT_PTR_EQUAL(idevs_deployment_output_by_name(d, "confirmation"), &d->outputs[0]);
+    CU_ASSERT_PTR_NULL(idevs_deployment_output_by_name(d, "sales"));
+    CU_ASSERT_PTR_EQUAL(idevs_deployment_request_by_name(d, "ride"), &d->requests[0]);
+    CU_ASSERT_PTR_EQUAL(idevs_deployment_request_by_response_topic(d, "idevs/rewards/resp/ride"), &d->requests[0]);
+    CU_ASSERT_PTR_NULL(idevs_deployment_request_by_response_topic(d, "idevs/rewards/req/ride"));
+    idevs_deployment_free(d);
+}
+
+static void test_defaults(void)
+{
+    const char *minimal = "{\"version\":1,\"process\":{\"name\":\"p\",\"uuid\":\"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\","
+                          "\"logic\":\"l.so\"},\"operator_ca_sha256\":\"" CA_HEX "\",\"services\":[{\"name\":\"s\","
+                          "\"uuid\":\"1b4e28ba-2fa1-41d2-883f-0016d3cca427\",\"certificate\":\"s.crt\"}],"
+                          "\"outputs\":[{\"name\":\"o\",\"topic\":\"t/o\",\"to\":\"s\"}]}";
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(minimal, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_STRING_EQUAL(d->config_json, "{}");
+    CU_ASSERT_EQUAL(d->input_count, 0);
+    CU_ASSERT_EQUAL(d->request_count, 0);
+    CU_ASSERT_EQUAL(d->outputs[0].qos, 1);
+    CU_ASSERT_EQUAL(d->max_payload, 65536);
+    CU_ASSERT_EQUAL(d->queue_depth, 1024);
+    CU_ASSERT_EQUAL(d->event_timeout_ms, 2000);
+    idevs_deployment_free(d);
+}
+
+/* Replaces the first occurrence of from in the example by to, parses, and checks the error names path. */
+static void expect_error(const char *from, const char *to, const char *why_part)
+{
+    const char *at = strstr(example, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    size_t head = (size_t)(at - example), from_len = strlen(from), to_len = strlen(to);
+    size_t len = strlen(example) - from_len + to_len;
+    char *text = malloc(len + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    memcpy(text, example, head);
+    memcpy(text + head, to, to_len);
+    strcpy(text + head + to_len, at + from_len);
+    idevs_deployment *d = (idevs_deployment *)1;
+    char why[256];
+    idevs_err err = parse_text(text, &d, why, sizeof why);
+    CU_ASSERT_EQUAL(err, IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NULL(d);
+    if (strstr(why, why_part) == NULL) {
+        fprintf(stderr, "\n    replacing '%s' by '%s': why = \"%s\", expected \"%s\"\n", from, to, why, why_part);
+        CU_FAIL("why does not name the problem");
+    }
+    if (err == IDEVS_OK)
+        idevs_deployment_free(d);
+    free(text);
+}
+
+static void test_syntax_and_structure(void)
+{
+    expect_error("\"version\": 1,", "\"version\": 1", "not valid JSON");
+    expect_error("\n}\n", "\n} {}\n", "text after the JSON value");
+    expect_error("\"version\": 1", "\"version\": 2", "version: 2 is not supported");
+    expect_error("\"version\": 1", "\"version\": \"1\"", "version: must be a number, not a string");
+    expect_error("\"version\": 1", "\"version\": 1.5", "version: must be a whole number");
+    expect_error("\"version\": 1,", "", "version: missing");
+    expect_error("\"version\": 1,", "\"version\": 1, \"extra\": true,", "unknown key 'extra'");
+    expect_error("\"version\": 1,", "\"version\": 1, \"version\": 1,", "key 'version' appears twice");
+    expect_error("\"logic\": \"librewards.so\",", "\"logic\": \"librewards.so\", \"debug\": 1,",
+                 "process: unknown key 'debug'");
+    expect_error("{ \"threshold_cents\": 15000, \"message\": \"Your ride home is on us\" }", "[1]",
+                 "process.config: must be an object, not an array");
+    expect_error("\"logic\": \"librewards.so\"", "\"logic\": \"\"", "process.logic: must not be empty");
+    expect_error("\"services\": [", "\"services\": [ 5,", "services[0]: must be an object, not a number");
+    expect_error("\"limits\": {", "\"limits\": { \"burst\": 1,", "limits: unknown key 'burst'");
+}
+
+static void test_names_and_uuids(void)
+{
+    expect_error("\"name\": \"rewards\"", "\"name\": \"re wards\"", "process.name: 're wards' is not a name");
+    expect_error("\"name\": \"rewards\"", "\"name\": \"\"", "process.name");
+    expect_error("\"name\": \"rewards\"",
+                 "\"name\": \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "process.name");
+    expect_error("6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40", "6f1c2a8e-4b7d-4e0a-9c3f", "process.uuid: '6f1c2a8e-4b7d-4e0a-9c3f' is not a UUID");
+    expect_error("6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40", "00000000-0000-0000-0000-000000000000",
+                 "process.uuid: the nil UUID");
+    expect_error("\"name\": \"taxi\"", "\"name\": \"store\"", "services[1].name: 'store' is already the name of services[0]");
+    expect_error("2c5f39cb-3ab2-42e3-994a-1127e4ddb538", "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+                 "services[1].uuid: already the UUID of services[0]");
+    expect_error("1b4e28ba-2fa1-41d2-883f-0016d3cca427", "6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40",
+                 "services[0].uuid: the same as process.uuid");
+    expect_error(", \"certificate\": \"pki/store.crt\"", "", "services[0].certificate: missing");
+    expect_error(CA_HEX, "9f86", "operator_ca_sha256: must be 64 hex digits");
+    expect_error(CA_HEX, "zf86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                 "operator_ca_sha256: must be 64 hex digits");
+}
+
+static void test_references_and_topics(void)
+{
+    expect_error("\"to\": \"messaging\"", "\"to\": \"taxis\"", "outputs[0].to: no service named 'taxis'");
+    expect_error("\"from\": \"store\"", "\"from\": \"shop\"", "inputs[0].from: no service named 'shop'");
+    expect_error("\"to\": \"taxi\"", "\"to\": 3", "requests[0].to: must be a string, not a number");
+    expect_error("idevs/rewards/in/sales", "idevs/rewards/in/+", "inputs[0].topic: 'idevs/rewards/in/+' contains a wildcard");
+    expect_error("idevs/rewards/out/confirmation", "idevs/#", "outputs[0].topic: 'idevs/#' contains a wildcard");
+    expect_error("idevs/rewards/in/sales", "$SYS/broker", "inputs[0].topic: '$SYS/broker' is under '$'");
+    expect_error("\"topic\": \"idevs/rewards/in/sales\"", "\"topic\": \"\"", "inputs[0].topic: must not be empty");
+    expect_error("idevs/rewards/out/confirmation", "idevs/rewards/in/sales",
+                 "outputs[0].topic: topic 'idevs/rewards/in/sales' is already used by inputs[0].topic");
+    expect_error("idevs/rewards/resp/ride", "idevs/rewards/req/ride",
+                 "requests[0].response_topic: topic 'idevs/rewards/req/ride' is already used by requests[0].topic");
+    expect_error("idevs/rewards/in/sales", "idevs/\xc3\x28", "inputs[0].topic: not valid UTF-8");
+    expect_error("\"qos\": 1 }\n  ],\n  \"requests\"", "\"qos\": 3 }\n  ],\n  \"requests\"",
+                 "outputs[0].qos: 3 is out of range: 0 to 2");
+    expect_error("\"to\": \"taxi\", \"qos\": 1", "\"to\": \"taxi\", \"qos\": -1", "requests[0].qos: -1 is out of range");
+    expect_error("{ \"name\": \"sales\"", "{ \"name\": \"sales\", \"topic\": \"a/b\", \"from\": \"store\" },\n"
+                                         "    { \"name\": \"sales\"",
+                 "inputs[1].name: 'sales' is already the name of inputs[0]");
+    expect_error("\"response_topic\": \"idevs/rewards/resp/ride\",", "", "requests[0].response_topic: missing");
+}
+
+static void test_limits(void)
+{
+    expect_error("\"max_payload\": 65536", "\"max_payload\": 0", "limits.max_payload: 0 is out of range");
+    expect_error("\"max_payload\": 65536", "\"max_payload\": 16777217", "limits.max_payload: 16777217 is out of range");
+    expect_error("\"queue_depth\": 1024", "\"queue_depth\": 0", "limits.queue_depth: 0 is out of range");
+    expect_error("\"event_timeout_ms\": 2000", "\"event_timeout_ms\": 5", "limits.event_timeout_ms: 5 is out of range");
+    expect_error("\"event_timeout_ms\": 2000", "\"event_timeout_ms\": 1e400", "limits.event_timeout_ms: must be a whole");
+}
+
+static void test_size_and_bytes(void)
+{
+    idevs_deployment *d = NULL;
+    char why[256];
+    size_t big = IDEVS_DEPLOYMENT_MAX_BYTES + 1;
+    uint8_t *text = calloc(1, big);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    memset(text, ' ', big);
+    CU_ASSERT_EQUAL(idevs_deployment_parse(text, big, &d, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "at most"));
+    free(text);
+    static const uint8_t nul[] = {'{', 0, '}'};
+    CU_ASSERT_EQUAL(idevs_deployment_parse(nul, sizeof nul, &d, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "NUL"));
+    const char *no_services = "{\"version\":1,\"process\":{\"name\":\"p\",\"uuid\":"
+                              "\"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\"logic\":\"l.so\"},"
+                              "\"operator_ca_sha256\":\"" CA_HEX "\",\"services\":[]}";
+    CU_ASSERT_EQUAL(parse_text(no_services, &d, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_STRING_EQUAL(why, "services: must not be empty");
+    CU_ASSERT_EQUAL(parse_text("[]", &d, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "must be an object"));
+    CU_ASSERT_EQUAL(idevs_deployment_parse(NULL, 0, NULL, why, sizeof why), IDEVS_ERR_INVALID_ARG);
+    /* A tiny why buffer is never overrun. */
+    char tiny[8];
+    memset(tiny, 'x', sizeof tiny);
+    CU_ASSERT_EQUAL(parse_text("[]", &d, tiny, 4), IDEVS_ERR_CONFIG);
+    CU_ASSERT_EQUAL(tiny[3], '\0');
+    CU_ASSERT_EQUAL(tiny[4], 'x');
+}
+
+static void test_load(void)
+{
+    char path[] = "/tmp/idevs-deployment-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL((size_t)write(fd, example, strlen(example)), strlen(example));
+    close(fd);
+    idevs_deployment *d = NULL;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(idevs_deployment_load(path, &d, &bytes, &len, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(len, strlen(example));
+    CU_ASSERT_EQUAL(memcmp(bytes, example, len), 0);
+    idevs_deployment_free(d);
+    free(bytes);
+    unlink(path);
+    CU_ASSERT_EQUAL(idevs_deployment_load(path, &d, NULL, NULL, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, path));
+    CU_ASSERT_EQUAL(idevs_deployment_load("/tmp", &d, NULL, NULL, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "not a regular file"));
+}
+
+static CU_TestInfo tests[] = {
+    {"the case-study example", test_example},
+    {"defaults of optional fields", test_defaults},
+    {"syntax, types, unknown and duplicate keys", test_syntax_and_structure},
+    {"names and UUIDs", test_names_and_uuids},
+    {"service references and topics", test_references_and_topics},
+    {"limits", test_limits},
+    {"size, NUL bytes, arguments", test_size_and_bytes},
+    {"loading from a file", test_load},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    CU_SuiteInfo suites[] = {{"deployment", NULL, NULL, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
+    return harness_run(suites);
+}

@@ -1,0 +1,1002 @@
+/* The launcher (enclave-bridge/idevs_launcher.h) with real child processes: the real idevs-compartment and the
+ * test logics of tests/logic/, plus, for the framing tests only, tests/launcher/launcher_peer (a host program
+ * that breaks the protocol on purpose) and tests/launcher/idevs_logic_hang.so (a logic that stops answering).
+ *
+ * The compartment and the logics come from the environment meson gives the unit tests (IDEVS_COMPARTMENT,
+ * IDEVS_TEST_LOGIC_DIR); the launcher's own helpers lie next to this program in the build tree. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+
+#include "fixtures.h"
+#include "harness.h"
+#include "idevs_backend.h"
+#include "idevs_envelope.h"
+#include "idevs_launcher.h"
+
+#define IN_TOPIC "t/in/events"
+#define OUT_TOPIC "t/out"
+#define MAX_EVENTS 64
+#define MAX_RECORDS 4096
+
+/* ---- the world every test starts from ---- */
+
+static fixture_pki pki;
+static idevs_identity *store; /* sends to the compartment */
+static idevs_identity *sink;  /* receives from it */
+static char host_path[PATH_MAX], echo_path[PATH_MAX], hang_path[PATH_MAX], peer_path[PATH_MAX],
+    hostile_dir[PATH_MAX];
+
+typedef struct world {
+    char dir[64];
+    char state[128];
+    char descriptor[128];
+    idevs_uuid program;
+} world;
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
+    CU_ASSERT_FATAL(fclose(f) == 0);
+}
+
+static void write_cert(const char *path, const idevs_identity *id)
+{
+    size_t len = 0;
+    const uint8_t *der = idevs_identity_chain_der(id, 0, &len);
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    CU_ASSERT_FATAL(cert != NULL);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(PEM_write_X509(f, cert) == 1);
+    fclose(f);
+    X509_free(cert);
+}
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* Writes the deployment descriptor of the test process: input "events" from store, output "out" to sink,
+ * request "ask" to sink. logic is written as given (absolute). */
+static void write_descriptor(world *w, const char *logic, unsigned queue_depth, unsigned event_timeout_ms)
+{
+    char ca_hex[65], program[IDEVS_UUID_STR_LEN], store_u[IDEVS_UUID_STR_LEN], sink_u[IDEVS_UUID_STR_LEN];
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    uint8_t digest[32];
+    CU_ASSERT_FATAL(idevs_cert_to_der(pki.ca_cert, &der, &der_len) == IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_sha256(der, der_len, digest) == IDEVS_OK);
+    free(der);
+    hex(digest, 32, ca_hex);
+    idevs_uuid_format(&w->program, program);
+    idevs_uuid_format(idevs_identity_uuid(store), store_u);
+    idevs_uuid_format(idevs_identity_uuid(sink), sink_u);
+    char text[4096];
+    int n = snprintf(text, sizeof text,
+                     "{\"version\": 1,\n"
+                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": {}},\n"
+                     " \"operator_ca_sha256\": \"%s\",\n"
+                     " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\"},\n"
+                     "              {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\"}],\n"
+                     " \"inputs\": [{\"name\": \"events\", \"topic\": \"" IN_TOPIC "\", \"from\": \"store\"}],\n"
+                     " \"outputs\": [{\"name\": \"out\", \"topic\": \"" OUT_TOPIC "\", \"to\": \"sink\", \"qos\": 1}],\n"
+                     " \"requests\": [{\"name\": \"ask\", \"topic\": \"t/req/ask\", \"response_topic\": \"t/resp/ask\","
+                     " \"to\": \"sink\", \"qos\": 1}],\n"
+                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u}}\n",
+                     program, logic, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms);
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
+    write_file(w->descriptor, text, (size_t)n);
+}
+
+static void world_init(world *w, const char *logic, unsigned queue_depth, unsigned event_timeout_ms)
+{
+    snprintf(w->dir, sizeof w->dir, "/tmp/idevs-launcher-XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(w->dir) != NULL);
+    snprintf(w->state, sizeof w->state, "%s/state", w->dir);
+    CU_ASSERT_FATAL(mkdir(w->state, 0700) == 0);
+    snprintf(w->descriptor, sizeof w->descriptor, "%s/deployment.json", w->dir);
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/store.crt", w->dir);
+    write_cert(path, store);
+    snprintf(path, sizeof path, "%s/sink.crt", w->dir);
+    write_cert(path, sink);
+    idevs_uuid_generate(&w->program);
+    write_descriptor(w, logic, queue_depth, event_timeout_ms);
+}
+
+static void world_free(world *w)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* ---- what the callbacks saw ---- */
+
+typedef struct record {
+    char events[MAX_EVENTS][512];
+    int event_kind[MAX_EVENTS];
+    size_t event_count;
+    uint64_t done_id[MAX_RECORDS];
+    idevs_err done_status[MAX_RECORDS];
+    size_t done_count;
+    uint64_t pub_id[MAX_RECORDS];
+    uint8_t *pub_env[MAX_RECORDS];
+    size_t pub_len[MAX_RECORDS];
+    char pub_topic[MAX_RECORDS][32];
+    size_t pub_count;
+} record;
+
+static void on_event(void *arg, idevs_launcher_event event, const char *message)
+{
+    record *r = arg;
+    if (r->event_count < MAX_EVENTS) {
+        snprintf(r->events[r->event_count], sizeof r->events[0], "%s", message);
+        r->event_kind[r->event_count++] = (int)event;
+    }
+}
+
+static void on_publish(void *arg, const idevs_launcher_publish *p)
+{
+    record *r = arg;
+    CU_ASSERT_FATAL(r->pub_count < MAX_RECORDS);
+    size_t i = r->pub_count++;
+    r->pub_id[i] = p->delivery_id;
+    r->pub_env[i] = malloc(p->envelope_len);
+    CU_ASSERT_FATAL(r->pub_env[i] != NULL);
+    memcpy(r->pub_env[i], p->envelope, p->envelope_len);
+    r->pub_len[i] = p->envelope_len;
+    snprintf(r->pub_topic[i], sizeof r->pub_topic[i], "%s", p->topic);
+}
+
+static void on_done(void *arg, uint64_t id, idevs_err status)
+{
+    record *r = arg;
+    CU_ASSERT_FATAL(r->done_count < MAX_RECORDS);
+    r->done_id[r->done_count] = id;
+    r->done_status[r->done_count++] = status;
+}
+
+static void record_clear(record *r)
+{
+    for (size_t i = 0; i < r->pub_count; i++)
+        free(r->pub_env[i]);
+    memset(r, 0, sizeof *r);
+}
+
+static bool saw_event(const record *r, const char *needle)
+{
+    for (size_t i = 0; i < r->event_count; i++)
+        if (strstr(r->events[i], needle) != NULL)
+            return true;
+    return false;
+}
+
+static idevs_err done_status_of(const record *r, uint64_t id, size_t *times)
+{
+    idevs_err st = IDEVS_ERR_COUNT;
+    *times = 0;
+    for (size_t i = 0; i < r->done_count; i++)
+        if (r->done_id[i] == id) {
+            st = r->done_status[i];
+            (*times)++;
+        }
+    return st;
+}
+
+/* ---- launchers ---- */
+
+static void config(idevs_launcher_config *cfg, const world *w, const char *host, record *r)
+{
+    idevs_launcher_config_default(cfg);
+    cfg->descriptor = w->descriptor;
+    cfg->host_program = host;
+    cfg->state_dir = w->state;
+    cfg->operator_ca = pki.ca_cert;
+    cfg->authority = pki.authority;
+    cfg->authority_cert = pki.authority_cert;
+    cfg->backoff_initial_ms = 20;
+    cfg->exit_grace_ms = 200;
+    cfg->on_event = on_event;
+    cfg->event_arg = r;
+}
+
+static idevs_launcher *launcher(const idevs_launcher_config *cfg)
+{
+    idevs_launcher *l = NULL;
+    char why[512] = "";
+    idevs_err err = idevs_launcher_new(cfg, &l, why, sizeof why);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "idevs_launcher_new: %s (%s)\n", idevs_strerror(err), why);
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    return l;
+}
+
+static void start(idevs_launcher *l)
+{
+    char why[512] = "";
+    idevs_err err = idevs_launcher_start(l, why, sizeof why);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "idevs_launcher_start: %s (%s)\n", idevs_strerror(err), why);
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Polls until want Done calls were seen or timeout_ms passed. */
+static void poll_until_done(idevs_launcher *l, record *r, size_t want, int timeout_ms)
+{
+    idevs_launcher_callbacks cb = {on_publish, on_done, r};
+    int64_t end = now_ms() + timeout_ms;
+    while (r->done_count < want && now_ms() < end)
+        CU_ASSERT_FATAL(idevs_launcher_poll(l, 50, &cb) == IDEVS_OK);
+}
+
+static void poll_until_ready(idevs_launcher *l, record *r, uint64_t started_before, int timeout_ms)
+{
+    idevs_launcher_callbacks cb = {on_publish, on_done, r};
+    idevs_launcher_stats st;
+    int64_t end = now_ms() + timeout_ms;
+    do {
+        CU_ASSERT_FATAL(idevs_launcher_poll(l, 20, &cb) == IDEVS_OK);
+        idevs_launcher_get_stats(l, &st);
+    } while ((st.state != IDEVS_LAUNCHER_READY || st.started <= started_before) && now_ms() < end);
+    CU_ASSERT_FATAL(st.state == IDEVS_LAUNCHER_READY && st.started > started_before);
+}
+
+/* ---- envelopes ---- */
+
+typedef struct party {
+    idevs_cert_policy *policy;
+    idevs_envelope_ctx *ctx;
+} party;
+
+static void party_init(party *p, const idevs_identity *self, idevs_launcher *l)
+{
+    p->policy = fixture_compartment_policy(&pki, idevs_launcher_measurement(l), idevs_launcher_descriptor_digest(l));
+    CU_ASSERT_FATAL(idevs_envelope_ctx_new(self, p->policy, NULL, &p->ctx) == IDEVS_OK);
+}
+
+/* (Re-)registers the compartment's current certificate. */
+static void party_meet(party *p, idevs_launcher *l, idevs_cert_info *info)
+{
+    const uint8_t *der[2];
+    size_t len[2];
+    size_t n = idevs_launcher_chain_count(l);
+    CU_ASSERT_FATAL(n == 2);
+    for (size_t i = 0; i < n; i++)
+        der[i] = idevs_launcher_chain_der(l, i, &len[i]);
+    idevs_err err = idevs_envelope_add_peer(p->ctx, der, len, n, info);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "add_peer: %s\n", idevs_strerror(err));
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+}
+
+static void party_free(party *p)
+{
+    idevs_envelope_ctx_free(p->ctx);
+    idevs_cert_policy_free(p->policy);
+}
+
+static uint8_t *seal(party *p, const world *w, const char *payload, size_t *len)
+{
+    idevs_seal_input in = {.recipient = &w->program, .topic = IN_TOPIC, .payload = (const uint8_t *)payload,
+                           .payload_len = strlen(payload)};
+    uint8_t *out = NULL;
+    idevs_err err = idevs_envelope_seal(p->ctx, &in, &out, len, NULL);
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    return out;
+}
+
+/* Opens the i-th publication at the sink; returns its payload (malloc'd) or NULL. */
+static char *open_output(party *p, const record *r, size_t i)
+{
+    idevs_opened o;
+    memset(&o, 0, sizeof o);
+    idevs_err err = idevs_envelope_open(p->ctx, r->pub_topic[i], r->pub_env[i], r->pub_len[i], &o);
+    if (err != IDEVS_OK) {
+        fprintf(stderr, "open output %zu: %s\n", i, idevs_strerror(err));
+        return NULL;
+    }
+    char *s = strndup((const char *)o.payload, o.payload_len);
+    idevs_opened_clear(&o);
+    return s;
+}
+
+static uint64_t deliver(idevs_launcher *l, party *p, const world *w, const char *payload)
+{
+    size_t len = 0;
+    uint8_t *env = seal(p, w, payload, &len);
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, &id) == IDEVS_OK);
+    free(env);
+    return id;
+}
+
+static void file_sha256(const char *path, uint8_t out[32])
+{
+    FILE *f = fopen(path, "rb");
+    CU_ASSERT_FATAL(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n);
+    CU_ASSERT_FATAL(b != NULL && fread(b, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    CU_ASSERT_FATAL(idevs_sha256(b, (size_t)n, out) == IDEVS_OK);
+    free(b);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *f = fopen(from, "rb");
+    CU_ASSERT_FATAL(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc((size_t)n);
+    CU_ASSERT_FATAL(b != NULL && fread(b, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    write_file(to, b, (size_t)n);
+    free(b);
+}
+
+/* ---- tests ---- */
+
+/* measurement = SHA-256("idevs measurement v1" || SHA-256(host) || SHA-256(logic) || SHA-256(descriptor)),
+ * computed here from the files; another logic gives another measurement. */
+static void test_measurement_rule(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *a = launcher(&cfg);
+    uint8_t in[20 + 96], expect[32];
+    memcpy(in, "idevs measurement v1", 20);
+    file_sha256(host_path, in + 20);
+    file_sha256(echo_path, in + 52);
+    file_sha256(w.descriptor, in + 84);
+    CU_ASSERT_FATAL(idevs_sha256(in, sizeof in, expect) == IDEVS_OK);
+    CU_ASSERT(memcmp(idevs_launcher_measurement(a), expect, 32) == 0);
+    CU_ASSERT(memcmp(idevs_launcher_descriptor_digest(a), in + 84, 32) == 0);
+
+    cfg.logic = hang_path; /* same descriptor, other logic */
+    idevs_launcher *b = launcher(&cfg);
+    CU_ASSERT(memcmp(idevs_launcher_measurement(a), idevs_launcher_measurement(b), 32) != 0);
+    idevs_launcher_free(a);
+    idevs_launcher_free(b);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* The launcher runs what it measured: replacing the logic file after measuring changes nothing. */
+static void test_no_swap_after_measuring(void)
+{
+    record r = {0};
+    world w;
+    char logic[PATH_MAX + 16];
+    world_init(&w, "placeholder.so", 16, 2000);
+    snprintf(logic, sizeof logic, "%s/logic.so", w.dir);
+    copy_file(echo_path, logic);
+    write_descriptor(&w, logic, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    uint8_t measured[32];
+    memcpy(measured, idevs_launcher_measurement(l), 32);
+    copy_file(hang_path, logic); /* the swap: a logic that hangs on "hang..." */
+    start(l);
+    /* The certificate carries the measurement of the echo logic ... */
+    idevs_cert_info info;
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, &info);
+    CU_ASSERT(info.has_evidence && memcmp(info.evidence.measurement, measured, 32) == 0);
+    /* ... and the echo logic is what runs: "hang now" comes back instead of hanging. */
+    party sk;
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+    uint64_t id = deliver(l, &st, &w, "hang now");
+    poll_until_done(l, &r, 1, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(times, 1);
+    CU_ASSERT_FATAL(r.pub_count == 1);
+    char *got = open_output(&sk, &r, 0);
+    CU_ASSERT(got != NULL && strcmp(got, "hang now") == 0);
+    free(got);
+    party_free(&st);
+    party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+static void test_round_trip_and_private_files(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.state == IDEVS_LAUNCHER_READY && s.pid > 0 && s.started == 1 && s.certified == 1);
+    CU_ASSERT(s.last_certified_us > 0 && s.last_ready_us >= s.last_certified_us);
+    CU_ASSERT(!s.last_keys_restored);
+    CU_ASSERT(saw_event(&r, "certified in"));
+    CU_ASSERT(saw_event(&r, "compartment 'rewards' (program "));
+
+    /* The compartment runs unprivileged: as "nobody" when the tests run as root, else as us. */
+    char status_path[64], line[256];
+    snprintf(status_path, sizeof status_path, "/proc/%d/status", (int)s.pid);
+    FILE *f = fopen(status_path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    unsigned uid = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "Uid: %u", &uid) == 1)
+            break;
+    fclose(f);
+    CU_ASSERT_EQUAL(uid, geteuid() == 0 ? 65534u : (unsigned)geteuid());
+
+    /* The state files are private. */
+    char path[PATH_MAX + 64], program[IDEVS_UUID_STR_LEN];
+    struct stat st_;
+    snprintf(path, sizeof path, "%s/sealing.key", w.state);
+    CU_ASSERT_FATAL(stat(path, &st_) == 0);
+    CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
+    CU_ASSERT_EQUAL(st_.st_size, 32);
+    idevs_uuid_format(&w.program, program);
+    snprintf(path, sizeof path, "%s/%s.sealed", w.state, program);
+    CU_ASSERT_FATAL(stat(path, &st_) == 0);
+    CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
+
+    party st, sk;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+    uint64_t a = deliver(l, &st, &w, "hello");
+    uint64_t b = deliver(l, &st, &w, "upper:quiet");
+    poll_until_done(l, &r, 2, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&r, b, &times), IDEVS_OK);
+    CU_ASSERT_FATAL(r.pub_count == 2);
+    char *o1 = open_output(&sk, &r, 0), *o2 = open_output(&sk, &r, 1);
+    CU_ASSERT(o1 != NULL && strcmp(o1, "hello") == 0 && r.pub_id[0] == a);
+    CU_ASSERT(o2 != NULL && strcmp(o2, "QUIET") == 0 && r.pub_id[1] == b);
+    CU_ASSERT_STRING_EQUAL(r.pub_topic[0], OUT_TOPIC);
+    free(o1);
+    free(o2);
+
+    /* A failing handler: Done with its error and nothing published (transactional). */
+    uint64_t c = deliver(l, &st, &w, "fail");
+    poll_until_done(l, &r, 3, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(r.pub_count, 2);
+
+    /* A clean stop reaps the child: Shutdown, not a kill. */
+    pid_t pid = s.pid;
+    idevs_launcher_stop(l, 2000);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.pid == 0 && s.killed == 0);
+    errno = 0;
+    CU_ASSERT(waitpid(pid, NULL, WNOHANG) == -1 && errno == ECHILD);
+    CU_ASSERT(kill(pid, 0) == -1);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL), IDEVS_ERR_NOT_NOW);
+    party_free(&st);
+    party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* A group-readable sealing secret is refused, naming the file. */
+static void test_sealing_key_must_be_private(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/sealing.key", w.state);
+    uint8_t secret[32] = {1};
+    write_file(path, secret, sizeof secret);
+    CU_ASSERT_FATAL(chmod(path, 0640) == 0);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    char why[512] = "";
+    CU_ASSERT_EQUAL(idevs_launcher_start(l, why, sizeof why), IDEVS_ERR_KEY_FILE);
+    CU_ASSERT(strstr(why, "sealing.key") != NULL);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.started == 0);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* kill -9 mid-stream: the compartment restarts with the same keys, an envelope sealed before the crash opens
+ * after it, and every delivery gets exactly one Done and one output. */
+static void test_kill9_keeps_identity_loses_nothing(void)
+{
+    enum { N = 300 };
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 1024, 5000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st, sk;
+    idevs_cert_info before, after;
+    party_init(&st, store, l);
+    party_meet(&st, l, &before);
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+    size_t early_len = 0;
+    uint8_t *early = seal(&st, &w, "sealed before the crash", &early_len);
+
+    uint64_t ids[N];
+    char payload[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(payload, sizeof payload, "event %d", i);
+        ids[i] = deliver(l, &st, &w, payload);
+    }
+    poll_until_done(l, &r, 1, 5000);
+    CU_ASSERT_FATAL(r.done_count >= 1 && r.done_count < N);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_FATAL(kill(s.pid, SIGKILL) == 0);
+    poll_until_done(l, &r, N, 20000);
+    CU_ASSERT_FATAL(r.done_count == N);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.restarts == 1 && s.started == 2 && s.resent >= 1 && s.given_up == 0);
+    CU_ASSERT(s.last_keys_restored);
+    CU_ASSERT(strstr(s.last_exit, "signal 9") != NULL);
+    CU_ASSERT(saw_event(&r, "restarting in 20 ms"));
+    for (int i = 0; i < N; i++) {
+        size_t times = 0;
+        CU_ASSERT_EQUAL(done_status_of(&r, ids[i], &times), IDEVS_OK);
+        CU_ASSERT_EQUAL(times, 1);
+    }
+    /* One output per delivery, in the order of the Done calls, each opening to its own payload. */
+    party_meet(&sk, l, NULL); /* the new certificate (same keys) */
+    CU_ASSERT_FATAL(r.pub_count == N);
+    size_t opened = 0;
+    for (size_t i = 0; i < r.pub_count; i++) {
+        char *got = open_output(&sk, &r, i);
+        int k = -1;
+        for (int j = 0; j < N; j++)
+            if (ids[j] == r.pub_id[i])
+                k = j;
+        snprintf(payload, sizeof payload, "event %d", k);
+        if (got != NULL && k >= 0 && strcmp(got, payload) == 0)
+            opened++;
+        free(got);
+    }
+    CU_ASSERT_EQUAL(opened, N);
+
+    /* Same keys in the new certificate. */
+    CU_ASSERT_FATAL(idevs_launcher_chain_count(l) == 2);
+    const uint8_t *der[2];
+    size_t len[2];
+    for (int i = 0; i < 2; i++)
+        der[i] = idevs_launcher_chain_der(l, (size_t)i, &len[i]);
+    idevs_cert_policy *pol = fixture_compartment_policy(&pki, idevs_launcher_measurement(l),
+                                                        idevs_launcher_descriptor_digest(l));
+    CU_ASSERT_FATAL(idevs_cert_verify(pol, der, len, 2, &after, NULL, 0) == IDEVS_OK);
+    idevs_cert_policy_free(pol);
+    CU_ASSERT(memcmp(before.sign_pub, after.sign_pub, 32) == 0);
+    CU_ASSERT(memcmp(before.kex_pub, after.kex_pub, 32) == 0);
+    CU_ASSERT(memcmp(before.cert_digest, after.cert_digest, 32) != 0);
+
+    /* The envelope sealed to the first compartment opens in the second. */
+    size_t base = r.done_count;
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(l, IN_TOPIC, early, early_len, NULL, 0, &id) == IDEVS_OK);
+    poll_until_done(l, &r, base + 1, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_FATAL(r.pub_count == N + 1);
+    char *got = open_output(&sk, &r, N);
+    CU_ASSERT(got != NULL && strcmp(got, "sealed before the crash") == 0);
+    free(got);
+    free(early);
+    party_free(&st);
+    party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* Another measurement (another logic) with the same state: the sealed keys do not open; fresh keys, a fresh
+ * certificate, and envelopes sealed to the old keys are refused. */
+static void test_other_measurement_gets_fresh_keys(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *a = launcher(&cfg);
+    start(a);
+    party st;
+    idevs_cert_info first, second;
+    party_init(&st, store, a);
+    party_meet(&st, a, &first);
+    size_t old_len = 0;
+    uint8_t *old = seal(&st, &w, "for the old keys", &old_len);
+    idevs_launcher_free(a);
+
+    cfg.logic = hang_path;
+    idevs_launcher *b = launcher(&cfg);
+    start(b);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(b, &s);
+    CU_ASSERT(!s.last_keys_restored);
+    CU_ASSERT(saw_event(&r, "got fresh keys"));
+    const uint8_t *der[2];
+    size_t len[2];
+    for (int i = 0; i < 2; i++)
+        der[i] = idevs_launcher_chain_der(b, (size_t)i, &len[i]);
+    idevs_cert_policy *pol = fixture_compartment_policy(&pki, idevs_launcher_measurement(b),
+                                                        idevs_launcher_descriptor_digest(b));
+    CU_ASSERT_FATAL(idevs_cert_verify(pol, der, len, 2, &second, NULL, 0) == IDEVS_OK);
+    idevs_cert_policy_free(pol);
+    CU_ASSERT(memcmp(first.sign_pub, second.sign_pub, 32) != 0);
+    CU_ASSERT(memcmp(first.kex_pub, second.kex_pub, 32) != 0);
+    CU_ASSERT(memcmp(first.evidence.measurement, second.evidence.measurement, 32) != 0);
+
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(b, IN_TOPIC, old, old_len, NULL, 0, &id) == IDEVS_OK);
+    poll_until_done(b, &r, 1, 5000);
+    size_t times = 0;
+    idevs_err status = done_status_of(&r, id, &times);
+    CU_ASSERT(times == 1 && status != IDEVS_OK && status != IDEVS_ERR_COUNT);
+    CU_ASSERT_EQUAL(r.pub_count, 0);
+    free(old);
+    party_free(&st);
+    idevs_launcher_free(b);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* A compartment that does not answer within the event timeout is killed; the delivery is tried max_attempts
+ * times and then given up with IDEVS_ERR_TIMEOUT; the next delivery is served. */
+static void test_hung_compartment_killed(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, hang_path, 16, 300);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    cfg.max_attempts = 2;
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    int64_t t0 = now_ms();
+    uint64_t hung = deliver(l, &st, &w, "hang forever");
+    uint64_t fine = deliver(l, &st, &w, "fine");
+    poll_until_done(l, &r, 2, 10000);
+    int64_t took = now_ms() - t0;
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, hung, &times), IDEVS_ERR_TIMEOUT);
+    CU_ASSERT_EQUAL(times, 1);
+    CU_ASSERT_EQUAL(done_status_of(&r, fine, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(times, 1);
+    CU_ASSERT(r.pub_count == 1 && r.pub_id[0] == fine);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.killed == 2 && s.given_up == 1 && s.restarts == 2);
+    CU_ASSERT(strstr(s.last_exit, "not answered within 300 ms") != NULL);
+    CU_ASSERT(saw_event(&r, "gave up delivery"));
+    CU_ASSERT(took >= 600 && took < 5000);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+static void test_queue_full_and_bad_deliveries(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 4, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL), IDEVS_ERR_NOT_NOW);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    size_t len = 0;
+    uint8_t *env = seal(&st, &w, "one", &len);
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_QUEUE_FULL);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.queue_depth == 4 && s.queue_limit == 4 && s.delivered == 4);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, "t/not/declared", env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, 0, NULL, 0, NULL), IDEVS_ERR_INVALID_ARG);
+    uint8_t *big = calloc(1, 1u << 20);
+    CU_ASSERT_FATAL(big != NULL);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, big, 1u << 20, NULL, 0, NULL), IDEVS_ERR_TOO_LARGE);
+    free(big);
+    poll_until_done(l, &r, 4, 5000);
+    CU_ASSERT_EQUAL(r.done_count, 4);
+    /* The four were the same envelope: the compartment's replay window accepts it once. */
+    size_t ok = 0;
+    for (size_t i = 0; i < r.done_count; i++)
+        ok += r.done_status[i] == IDEVS_OK;
+    CU_ASSERT_EQUAL(ok, 1);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
+    free(env);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* The launcher's fd is enough to wait on: it becomes readable when the compartment answers. */
+static void test_fd_for_poll_integration(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    idevs_launcher_callbacks cb = {on_publish, on_done, &r};
+    uint64_t id = deliver(l, &st, &w, "via the fd");
+    int64_t end = now_ms() + 5000;
+    while (r.done_count == 0 && now_ms() < end) {
+        struct pollfd p = {.fd = idevs_launcher_fd(l), .events = POLLIN};
+        CU_ASSERT_FATAL(poll(&p, 1, 5000) == 1);
+        CU_ASSERT_FATAL(idevs_launcher_poll(l, 0, &cb) == IDEVS_OK);
+    }
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_next_timeout_ms(l), -1); /* nothing in flight, nothing timed */
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* Hostile logic: the compartment dies, and the report names the system call. */
+static void test_hostile_logic_reported(void)
+{
+    record r = {0};
+    world w;
+    char logic[PATH_MAX + 64];
+    snprintf(logic, sizeof logic, "%s/idevs_logic_hostile_socket.so", hostile_dir);
+    world_init(&w, logic, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    cfg.max_attempts = 1;
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    uint64_t id = deliver(l, &st, &w, "go");
+    poll_until_done(l, &r, 1, 5000);
+    size_t times = 0;
+    CU_ASSERT(done_status_of(&r, id, &times) != IDEVS_OK && times == 1);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    fprintf(stderr, "hostile socket: %s\n", s.last_exit);
+    CU_ASSERT(strstr(s.last_exit, "system call socket (41)") != NULL);
+    CU_ASSERT(strstr(s.last_exit, "outside the sandbox allowlist") != NULL);
+    CU_ASSERT(saw_event(&r, "socket"));
+    party_free(&st);
+    idevs_launcher_free(l);
+
+    /* In a constructor, while the logic loads: the blocking start fails and says why. */
+    snprintf(logic, sizeof logic, "%s/idevs_logic_hostile_ctor_socket.so", hostile_dir);
+    write_descriptor(&w, logic, 16, 2000);
+    l = launcher(&cfg);
+    char why[512] = "";
+    CU_ASSERT(idevs_launcher_start(l, why, sizeof why) != IDEVS_OK);
+    fprintf(stderr, "hostile ctor_socket: %s\n", why);
+    CU_ASSERT(strstr(why, "compartment 'rewards'") != NULL && strstr(why, "socket") != NULL);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.pid == 0);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* Broken frames from the compartment's side: the launcher kills, reaps and reports, and never crashes. */
+static void peer_start_fails(const char *mode, idevs_err expect, const char *needle, bool protocol)
+{
+    record r = {0};
+    world w;
+    char mode_file[PATH_MAX + 16];
+    world_init(&w, "peer.mode", 16, 2000);
+    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", w.dir);
+    write_file(mode_file, mode, strlen(mode));
+    idevs_launcher_config cfg;
+    config(&cfg, &w, peer_path, &r);
+    cfg.start_timeout_ms = 500;
+    idevs_launcher *l = launcher(&cfg);
+    for (int round = 0; round < 2; round++) { /* and again: the launcher is reusable after a failure */
+        char why[512] = "";
+        idevs_err err = idevs_launcher_start(l, why, sizeof why);
+        if (err != expect || strstr(why, needle) == NULL)
+            fprintf(stderr, "peer %s: %s (%s)\n", mode, idevs_strerror(err), why);
+        CU_ASSERT_EQUAL(err, expect);
+        CU_ASSERT(strstr(why, needle) != NULL);
+        idevs_launcher_stats s;
+        idevs_launcher_get_stats(l, &s);
+        CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.pid == 0);
+        CU_ASSERT_EQUAL(s.protocol_errors, protocol ? (uint64_t)round + 1 : 0);
+    }
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+static void test_peer_garbage(void)
+{
+    peer_start_fails("garbage", IDEVS_ERR_FRAME, "malformed", true);
+}
+
+static void test_peer_oversized(void)
+{
+    peer_start_fails("oversized", IDEVS_ERR_FRAME, "oversized", true);
+}
+
+static void test_peer_undecodable(void)
+{
+    peer_start_fails("undecodable", IDEVS_ERR_FRAME, "malformed", true);
+}
+
+static void test_peer_wrong_frame(void)
+{
+    peer_start_fails("wrong", IDEVS_ERR_FRAME, "only the launcher may send", true);
+}
+
+static void test_peer_truncated(void)
+{
+    peer_start_fails("truncated", IDEVS_ERR_CHANNEL_CLOSED, "exited with status 0", false);
+}
+
+static void test_peer_silent(void)
+{
+    peer_start_fails("silent", IDEVS_ERR_TIMEOUT, "not ready within 500 ms", false);
+}
+
+/* Garbage in the middle of serving: each attempt kills and restarts the compartment, and the delivery gets
+ * exactly one Done (IDEVS_ERR_FRAME) after max_attempts. */
+static void test_peer_garbage_midstream(void)
+{
+    record r = {0};
+    world w;
+    char mode_file[PATH_MAX + 16];
+    world_init(&w, "peer.mode", 16, 2000);
+    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", w.dir);
+    write_file(mode_file, "midstream", 9);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, peer_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"not even an envelope", 20, NULL, 0, &id) ==
+                    IDEVS_OK);
+    poll_until_done(l, &r, 1, 10000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_ERR_FRAME);
+    CU_ASSERT_EQUAL(times, 1);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.protocol_errors == 3 && s.killed == 3 && s.given_up == 1 && s.sent == 3 && s.resent == 2);
+    /* It keeps supervising: the next compartment comes up. */
+    poll_until_ready(l, &r, 3, 5000);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* ---- suite ---- */
+
+static void build_path(char *out, const char *dir, const char *name)
+{
+    snprintf(out, PATH_MAX, "%.3000s/%.200s", dir, name);
+}
+
+static int suite_init(void)
+{
+    const char *host = getenv("IDEVS_COMPARTMENT"), *logic_dir = getenv("IDEVS_TEST_LOGIC_DIR");
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (host == NULL || logic_dir == NULL || n <= 0) {
+        fprintf(stderr, "test_launcher: run through meson test (IDEVS_COMPARTMENT, IDEVS_TEST_LOGIC_DIR)\n");
+        return 1;
+    }
+    self[n] = '\0';
+    char helpers[PATH_MAX];
+    snprintf(helpers, sizeof helpers, "%.4000s/../launcher", dirname(self));
+    snprintf(host_path, sizeof host_path, "%s", host);
+    snprintf(hostile_dir, sizeof hostile_dir, "%s", logic_dir);
+    build_path(echo_path, logic_dir, "idevs_logic_echo.so");
+    build_path(hang_path, helpers, "idevs_logic_hang.so");
+    build_path(peer_path, helpers, "launcher_peer");
+    signal(SIGPIPE, SIG_IGN); /* a dead compartment's socket must not end the tests; the launcher copes anyway */
+    fixture_pki_init(&pki);
+    store = fixture_service(&pki, "store");
+    sink = fixture_service(&pki, "sink");
+    return 0;
+}
+
+static int suite_clean(void)
+{
+    idevs_identity_free(store);
+    idevs_identity_free(sink);
+    fixture_pki_free(&pki);
+    return 0;
+}
+
+static CU_TestInfo tests[] = {
+    {"measurement follows the documented rule and the logic", test_measurement_rule},
+    {"what was measured runs, whatever happens to the file", test_no_swap_after_measuring},
+    {"round trip, unprivileged child, private state files, clean stop", test_round_trip_and_private_files},
+    {"a group-readable sealing.key is refused", test_sealing_key_must_be_private},
+    {"kill -9 mid-stream: same keys, nothing lost, nothing twice", test_kill9_keeps_identity_loses_nothing},
+    {"another measurement gets fresh keys and cannot unseal", test_other_measurement_gets_fresh_keys},
+    {"a hung compartment is killed after the event timeout", test_hung_compartment_killed},
+    {"queue full and refused deliveries", test_queue_full_and_bad_deliveries},
+    {"the launcher fd signals work", test_fd_for_poll_integration},
+    {"hostile logic is reported with its system call", test_hostile_logic_reported},
+    {"peer: garbage", test_peer_garbage},
+    {"peer: oversized frame", test_peer_oversized},
+    {"peer: undecodable frame", test_peer_undecodable},
+    {"peer: a launcher-only frame", test_peer_wrong_frame},
+    {"peer: truncated frame then exit", test_peer_truncated},
+    {"peer: silent until the start timeout", test_peer_silent},
+    {"peer: garbage mid-stream, restarts, one Done", test_peer_garbage_midstream},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    CU_SuiteInfo suites[] = {{"launcher", suite_init, suite_clean, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
+    return harness_run(suites);
+}
