@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,8 +104,11 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
 {
     int64_t deadline = deadline_after(timeout_ms);
     while (ch->out_off < ch->out_len) {
-        ssize_t n = write(ch->fd, ch->out + ch->out_off, ch->out_len - ch->out_off);
+        /* send() with MSG_NOSIGNAL: a departed peer is an error to report, not a SIGPIPE to die of. */
+        ssize_t n = send(ch->fd, ch->out + ch->out_off, ch->out_len - ch->out_off, MSG_NOSIGNAL);
         if (n > 0) {
+            /* Sent bytes may include the sealing key (Init): wipe them as soon as they are gone. */
+            idevs_cleanse(ch->out + ch->out_off, (size_t)n);
             ch->out_off += (size_t)n;
             continue;
         }
@@ -127,10 +131,12 @@ idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *
     size_t len = idevs__bridge__v1__frame__get_packed_size(frame);
     if (len > ch->max_frame)
         return IDEVS_ERR_TOO_LARGE;
-    /* Compact the queue before growing it. */
+    /* Compact the queue before growing it; the tail left behind is wiped. */
     if (ch->out_off > 0) {
-        memmove(ch->out, ch->out + ch->out_off, ch->out_len - ch->out_off);
-        ch->out_len -= ch->out_off;
+        size_t left = ch->out_len - ch->out_off;
+        memmove(ch->out, ch->out + ch->out_off, left);
+        idevs_cleanse(ch->out + left, ch->out_len - left);
+        ch->out_len = left;
         ch->out_off = 0;
     }
     size_t need = ch->out_len + IDEVS_CHANNEL_HEADER + len;

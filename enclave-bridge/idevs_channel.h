@@ -25,7 +25,8 @@ typedef struct idevs_channel {
     size_t out_max; /* bytes queued at most before send fails with IDEVS_ERR_QUEUE_FULL */
 } idevs_channel;
 
-/* Takes fd and makes it non-blocking. max_frame 0 means IDEVS_CHANNEL_FRAME_MAX. */
+/* Takes fd (a stream socket) and makes it non-blocking. Writes use send(MSG_NOSIGNAL), so a departed peer never
+ * raises SIGPIPE, and wipe each byte once it is sent. max_frame 0 means IDEVS_CHANNEL_FRAME_MAX. */
 void idevs_channel_init(idevs_channel *ch, int fd, size_t max_frame);
 /* Frees the buffers (cleansed) and closes fd. */
 void idevs_channel_close(idevs_channel *ch);

@@ -60,6 +60,10 @@ idevs_err idevs_hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t 
     if (ctx == NULL)
         return IDEVS_ERR_CRYPTO;
 
+    /* OpenSSL refuses NULL octet strings, also of length 0: an absent salt or info is the empty string. */
+    static const uint8_t empty[1];
+    salt = salt != NULL ? salt : empty;
+    info = info != NULL ? info : empty;
     /* OpenSSL's params take non-const pointers but only read through them. */
     OSSL_PARAM params[5], *p = params;
     *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0);

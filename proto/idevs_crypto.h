@@ -31,7 +31,7 @@ bool idevs_ct_equal(const void *a, const void *b, size_t len);
 /* Zeroes memory in a way the compiler cannot remove. */
 void idevs_cleanse(void *p, size_t len);
 
-/* HKDF-SHA256 (RFC 5869), extract then expand. */
+/* HKDF-SHA256 (RFC 5869), extract then expand. salt and info may be NULL when their length is 0. */
 idevs_err idevs_hkdf_sha256(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
                             const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len);
 

@@ -7,10 +7,10 @@
  * right after loading and before the logic's setup(), allows only the rows marked SERVING. Stacked filters
  * both apply, so from then on a call must be allowed by both: the LOADING set is a superset of the SERVING set.
  *
- * What is NOT here, on purpose: open/openat (no filesystem), socket/connect/bind/sendto (no network),
- * execve/execveat, fork/vfork/clone (no new processes or threads), ptrace, process_vm_*, kill of other
- * processes, rt_sigaction (the logic must not replace the SIGSYS reporter), ioctl, mount, prctl, seccomp
- * itself, and write or read on any descriptor but the channel.
+ * What is NOT here, on purpose: open/openat (no filesystem), socket/connect/bind and sendto with an address (no
+ * network), execve/execveat, fork/vfork/clone (no new processes or threads), ptrace, process_vm_*, kill of other
+ * processes, rt_sigaction (the logic must not replace the SIGSYS reporter), ioctl, mount, prctl, seccomp itself,
+ * and write or read on any descriptor but the channel.
  *
  * Reviewing a change to this file is reviewing the sandbox. Keep one row per reason. */
 #include <fcntl.h>
@@ -31,7 +31,9 @@ const sandbox_rule sandbox_allowlist[] = {
     /* ---- the channel to the launcher (descriptor 3) ---- */
     /* Frames from the launcher. */
     {"read", SANDBOX_STAGE_SERVING, 1, {ARG_EQ(0, CMP_FD_CHANNEL)}},
-    /* Frames to the launcher; also the SIGSYS report. Not stdout or stderr: they may lead to a log. */
+    /* Frames to the launcher: send(fd 3, ..., MSG_NOSIGNAL) is sendto without an address. */
+    {"sendto", SANDBOX_STAGE_BOTH, 2, {ARG_EQ(0, CMP_FD_CHANNEL), ARG_EQ(4, 0)}},
+    /* The SIGSYS report (one write). Not stdout or stderr: they may lead to a log. */
     {"write", SANDBOX_STAGE_BOTH, 1, {ARG_EQ(0, CMP_FD_CHANNEL)}},
     /* Waiting for frames, for the channel to drain, and for the next timer (glibc uses either). */
     {"poll", SANDBOX_STAGE_BOTH, 0, {{0}}},

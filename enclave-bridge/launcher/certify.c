@@ -80,7 +80,6 @@ idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, c
     if (err != IDEVS_OK)
         snprintf(why, why_len, "sending Init failed: %s", idevs_strerror(err));
     l->blob_sent = secrets->blob_len > 0;
-    l->init_cleansed = false;
 done:
     free(svc);
     free(svcp);

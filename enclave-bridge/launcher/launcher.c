@@ -271,8 +271,6 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
         err = IDEVS_ERR_IO;
         goto fail;
     }
-    struct sigaction sa;
-    l->guard_sigpipe = sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_IGN;
     l->stats.queue_limit = l->queue_limit;
     *out = l;
     return IDEVS_OK;

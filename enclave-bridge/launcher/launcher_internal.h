@@ -117,7 +117,6 @@ struct idevs_launcher {
     size_t max_envelope;
     size_t queue_limit;
     unsigned event_timeout_ms;
-    bool guard_sigpipe; /* SIGPIPE is not ignored by the process: block it around writes */
 
     /* the running compartment */
     idevs_launcher_state state;
@@ -125,7 +124,6 @@ struct idevs_launcher {
     bool have_child;
     idevs_channel ch;
     bool have_channel;
-    bool init_cleansed;     /* the send buffer that held the sealing key was wiped */
     bool blob_sent;         /* Init carried sealed keys */
     bool blocking_start;    /* idevs_launcher_start() is running: no automatic restart */
     bool stopping;          /* idevs_launcher_stop() is running: an exit is planned */

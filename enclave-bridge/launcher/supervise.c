@@ -41,53 +41,11 @@ static bool live(const idevs_launcher *l)
            l->state == IDEVS_LAUNCHER_READY;
 }
 
-/* ---- writing without SIGPIPE ---- */
-
-/* A write to a channel whose peer died raises SIGPIPE. A broker ignores it; any other caller would die of it, so
- * unless the process ignores SIGPIPE, it is blocked around writes and a SIGPIPE raised by them is consumed. */
-typedef struct pipe_guard {
-    bool active;
-    bool was_pending;
-    sigset_t old;
-} pipe_guard;
-
-static void guard_on(const idevs_launcher *l, pipe_guard *g)
-{
-    g->active = l->guard_sigpipe;
-    if (!g->active)
-        return;
-    sigset_t set, pending;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE) == 1;
-    pthread_sigmask(SIG_BLOCK, &set, &g->old);
-}
-
-static void guard_off(pipe_guard *g)
-{
-    if (!g->active)
-        return;
-    sigset_t set, pending;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    if (!g->was_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
-
 idevs_err supervise_send(idevs_launcher *l, const Idevs__Bridge__V1__Frame *frame)
 {
     if (!l->have_channel)
         return IDEVS_ERR_CHANNEL_CLOSED;
-    pipe_guard g;
-    guard_on(l, &g);
-    idevs_err err = idevs_channel_send(&l->ch, frame, 0);
-    guard_off(&g);
-    return err;
+    return idevs_channel_send(&l->ch, frame, 0);
 }
 
 idevs_err supervise_flush(idevs_launcher *l, int timeout_ms)
@@ -96,11 +54,7 @@ idevs_err supervise_flush(idevs_launcher *l, int timeout_ms)
         return IDEVS_ERR_CHANNEL_CLOSED;
     if (!idevs_channel_pending(&l->ch))
         return IDEVS_OK;
-    pipe_guard g;
-    guard_on(l, &g);
-    idevs_err err = idevs_channel_flush(&l->ch, timeout_ms);
-    guard_off(&g);
-    return err;
+    return idevs_channel_flush(&l->ch, timeout_ms);
 }
 
 /* ---- the epoll set and the timer ---- */
@@ -675,10 +629,6 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         if (err == IDEVS_ERR_CHANNEL_CLOSED) {
             supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
             work++;
-        } else if (!l->init_cleansed && l->have_channel && l->ch.out != NULL && !idevs_channel_pending(&l->ch)) {
-            /* The send buffer held Init, with the sealing key: wipe it once it is written. */
-            idevs_cleanse(l->ch.out, l->ch.out_cap);
-            l->init_cleansed = true;
         }
     }
     if (l->state == IDEVS_LAUNCHER_EXITING) {

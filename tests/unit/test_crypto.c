@@ -31,6 +31,16 @@ static void test_hkdf_rfc5869_case1(void)
     CU_ASSERT(memcmp(want, got, sizeof got) == 0);
 }
 
+/* RFC 5869 case 3: empty salt and info, here passed as NULL. */
+static void test_hkdf_rfc5869_case3_null_salt(void)
+{
+    uint8_t ikm[22], want[42], got[42];
+    memset(ikm, 0x0b, sizeof ikm);
+    unhex_exact("8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8", want, 42);
+    CU_ASSERT_EQUAL(idevs_hkdf_sha256(NULL, 0, ikm, sizeof ikm, NULL, 0, got, sizeof got), IDEVS_OK);
+    CU_ASSERT(memcmp(want, got, sizeof got) == 0);
+}
+
 static void test_x25519_rfc7748(void)
 {
     uint8_t a_priv[32], b_priv[32], a_pub_want[32], b_pub_want[32], shared_want[32];
@@ -149,6 +159,7 @@ static CU_TestInfo crypto_tests[] = {
     {"SHA-256 of a file, and of a missing one", test_sha256_file},
     {"SHA-256 of 'abc' (FIPS 180-2)", test_sha256_abc},
     {"HKDF-SHA256, RFC 5869 case 1", test_hkdf_rfc5869_case1},
+    {"HKDF-SHA256, RFC 5869 case 3, NULL salt and info", test_hkdf_rfc5869_case3_null_salt},
     {"X25519, RFC 7748 section 6.1", test_x25519_rfc7748},
     {"X25519 refuses a low-order peer key and zeroes the output", test_x25519_refuses_low_order_point},
     {"Ed25519, RFC 8032 test 1, and tampering", test_ed25519_rfc8032_test1},
