@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "idevs_envelope.h"
+#include "idevs_hex.h"
 
 #define PATH_MAX_LEN 96
 
@@ -328,32 +329,14 @@ static idevs_err parse_process(parser *p, const cJSON *root, idevs_deployment *d
     return d->config_json != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static idevs_err parse_ca_digest(parser *p, const cJSON *root, idevs_deployment *d)
 {
     const cJSON *v;
     idevs_err err = member(p, root, "", "operator_ca_sha256", false, cJSON_IsString, "a string", &v);
     if (err != IDEVS_OK)
         return err;
-    const char *s = v->valuestring;
-    if (strlen(s) != 2 * IDEVS_SHA256_LEN)
+    if (!idevs_hex_decode(v->valuestring, d->operator_ca_sha256, IDEVS_SHA256_LEN))
         return fail(p, "operator_ca_sha256", "must be %d hex digits", 2 * IDEVS_SHA256_LEN);
-    for (size_t i = 0; i < IDEVS_SHA256_LEN; i++) {
-        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return fail(p, "operator_ca_sha256", "must be %d hex digits", 2 * IDEVS_SHA256_LEN);
-        d->operator_ca_sha256[i] = (uint8_t)(hi << 4 | lo);
-    }
     return IDEVS_OK;
 }
 
