@@ -321,6 +321,10 @@ int main(int argc, char **argv)
         idevs_launcher_poll(l, 100, &cb);
     idevs_launcher_get_stats(l, &st);
     long rss = proc_kb(st.pid, "VmRSS"), hwm = proc_kb(st.pid, "VmHWM");
+    /* Where the resident pages are: the compartment's own (anonymous), shared-library file pages, and the
+     * sealed memfds the program and logic run from (shared memory). */
+    long rss_anon = proc_kb(st.pid, "RssAnon"), rss_file = proc_kb(st.pid, "RssFile"),
+         rss_shmem = proc_kb(st.pid, "RssShmem");
 
     /* ---- throughput ---- */
     size_t base = c.done;
@@ -372,6 +376,8 @@ int main(int argc, char **argv)
     printf("compartment memory (pid %d): VmRSS %ld kB after warm-up, %ld kB at the end; VmHWM %ld -> %ld kB "
            "(target < 4096 kB)\n",
            (int)st.pid, rss, rss_after, hwm, hwm_after);
+    printf("  of which after warm-up: anonymous %ld kB, shared-library files %ld kB, program and logic memfds %ld kB\n",
+           rss_anon, rss_file, rss_shmem);
 
     idevs_launcher_free(l);
     idevs_envelope_ctx_free(cs);
