@@ -1,0 +1,200 @@
+/* Configuration: the plugin_opt_* lines of mosquitto.conf, and the keys and certificates they name. Every
+ * problem is logged with the option's full name and refuses the start (docs/OPERATOR.md lists them). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/pem.h>
+
+#include "idevs_plugin.h"
+
+#ifndef IDEVS_COMPARTMENT_DEFAULT
+#define IDEVS_COMPARTMENT_DEFAULT "/usr/local/libexec/idevs/idevs-compartment"
+#endif
+
+typedef enum opt_kind { OPT_PATH, OPT_UINT, OPT_ACL } opt_kind;
+
+typedef struct opt_spec {
+    const char *name;
+    opt_kind kind;
+    bool required;
+    size_t offset; /* into idevs_plugin_config */
+    unsigned min, max;
+} opt_spec;
+
+#define STR_OPT(n, req) { #n, OPT_PATH, req, offsetof(idevs_plugin_config, n), 0, 0 }
+#define UINT_OPT(n, lo, hi) { #n, OPT_UINT, false, offsetof(idevs_plugin_config, n), lo, hi }
+
+static const opt_spec specs[] = {
+    STR_OPT(descriptor, true),
+    STR_OPT(authority_key, true),
+    STR_OPT(authority_cert, true),
+    STR_OPT(operator_ca, true),
+    STR_OPT(state_dir, true),
+    STR_OPT(compartment, false),
+    UINT_OPT(start_timeout_ms, 100, 600000),
+    UINT_OPT(poll_budget_ms, 0, 100),
+    UINT_OPT(metrics_interval_s, 0, 86400),
+    { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
+};
+#define SPEC_COUNT (sizeof specs / sizeof specs[0])
+
+static bool parse_uint(const char *text, unsigned min, unsigned max, unsigned *out)
+{
+    if (text[0] < '0' || text[0] > '9')
+        return false;
+    errno = 0;
+    char *end = NULL;
+    unsigned long v = strtoul(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return false;
+    *out = (unsigned)v;
+    return true;
+}
+
+bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *options, int option_count)
+{
+    idevs_plugin_config *c = &p->cfg;
+    bool seen[SPEC_COUNT] = { false };
+    c->start_timeout_ms = 5000;
+    c->poll_budget_ms = 2;
+    c->metrics_interval_s = 10;
+    c->acl_others = IDEVS_ACL_OTHERS_ALLOW;
+
+    for (int i = 0; i < option_count; i++) {
+        const char *key = options[i].key, *value = options[i].value;
+        if (key == NULL || value == NULL) /* mosquitto does not pass these; be safe */
+            continue;
+        size_t s = 0;
+        while (s < SPEC_COUNT && strcmp(specs[s].name, key) != 0)
+            s++;
+        if (s == SPEC_COUNT) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: unknown option", key);
+            return false;
+        }
+        if (seen[s]) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: given twice", key);
+            return false;
+        }
+        seen[s] = true;
+        void *field = (char *)c + specs[s].offset;
+        switch (specs[s].kind) {
+        case OPT_PATH:
+            if (value[0] == '\0') {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: must not be empty", key);
+                return false;
+            }
+            if ((*(char **)field = strdup(value)) == NULL) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
+                return false;
+            }
+            break;
+        case OPT_UINT:
+            if (!parse_uint(value, specs[s].min, specs[s].max, field)) {
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' is not a whole number from %u to %u",
+                                     key, value, specs[s].min, specs[s].max);
+                return false;
+            }
+            break;
+        case OPT_ACL:
+            if (strcmp(value, "allow") == 0)
+                c->acl_others = IDEVS_ACL_OTHERS_ALLOW;
+            else if (strcmp(value, "defer") == 0)
+                c->acl_others = IDEVS_ACL_OTHERS_DEFER;
+            else {
+                mosquitto_log_printf(MOSQ_LOG_ERR,
+                                     IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' is neither 'allow' nor 'defer'", key,
+                                     value);
+                return false;
+            }
+            break;
+        }
+    }
+    for (size_t s = 0; s < SPEC_COUNT; s++)
+        if (specs[s].required && !seen[s]) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: missing (required)",
+                                 specs[s].name);
+            return false;
+        }
+    if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* Reads exactly one certificate from a PEM file. */
+static X509 *read_cert(const char *option, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: cannot open '%s': %s", option,
+                             path, strerror(errno));
+        return NULL;
+    }
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (x == NULL)
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' holds no PEM certificate",
+                             option, path);
+    return x;
+}
+
+static bool check_file(const char *option, const char *path, bool directory)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s': %s", option, path,
+                             strerror(errno));
+        return false;
+    }
+    if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' is not a %s", option, path,
+                             directory ? "directory" : "regular file");
+        return false;
+    }
+    return true;
+}
+
+bool idevs_plugin_config_load(idevs_plugin *p)
+{
+    const idevs_plugin_config *c = &p->cfg;
+    if (!check_file("state_dir", c->state_dir, true) || !check_file("compartment", c->compartment, false) ||
+        !check_file("authority_key", c->authority_key, false) ||
+        !check_file("authority_cert", c->authority_cert, false) || !check_file("operator_ca", c->operator_ca, false))
+        return false;
+    if ((p->operator_ca = read_cert("operator_ca", c->operator_ca)) == NULL)
+        return false;
+    if ((p->authority_cert = read_cert("authority_cert", c->authority_cert)) == NULL)
+        return false;
+    idevs_err err = idevs_identity_load(c->authority_key, c->authority_cert, &p->authority);
+    if (err != IDEVS_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR,
+                             IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_authority_key: cannot load '%s' with certificate '%s': %s",
+                             c->authority_key, c->authority_cert, idevs_strerror(err));
+        return false;
+    }
+    return true;
+}
+
+void idevs_plugin_config_free(idevs_plugin *p)
+{
+    idevs_plugin_config *c = &p->cfg;
+    free(c->descriptor);
+    free(c->authority_key);
+    free(c->authority_cert);
+    free(c->operator_ca);
+    free(c->state_dir);
+    free(c->compartment);
+    memset(c, 0, sizeof *c);
+    idevs_identity_free(p->authority);
+    p->authority = NULL;
+    X509_free(p->authority_cert);
+    p->authority_cert = NULL;
+    X509_free(p->operator_ca);
+    p->operator_ca = NULL;
+}

@@ -1,0 +1,75 @@
+/* mosquitto_idevs.so: the entry points of Mosquitto's plugin API v5. Thin, as dynamic-security's: the work is
+ * in config.c (options), routing.c (compartment, retained topics, routing), guard.c (ACL) and metrics.c. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#pragma GCC visibility push(default)
+#include <mosquitto_plugin.h>
+#pragma GCC visibility pop
+
+#include "idevs_plugin.h"
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+    (void)event;
+    idevs_plugin *p = userdata;
+    const struct mosquitto_evt_tick *t = event_data;
+    idevs_routing_poll(p, 0, 0);
+    idevs_metrics_tick(p, t->now_s);
+    return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+    for (int i = 0; i < supported_version_count; i++)
+        if (supported_versions[i] == 5)
+            return 5;
+    return -1;
+}
+
+static void release(idevs_plugin *p)
+{
+    if (p == NULL)
+        return;
+    if (p->id != NULL) {
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
+    }
+    idevs_routing_stop(p);
+    idevs_plugin_config_free(p);
+    free(p);
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *options,
+                          int option_count)
+{
+    idevs_plugin *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return MOSQ_ERR_NOMEM;
+    if (!idevs_plugin_config_parse(p, options, option_count) || !idevs_plugin_config_load(p) ||
+        !idevs_routing_start(p)) {
+        release(p);
+        return MOSQ_ERR_INVAL;
+    }
+    p->id = identifier;
+    if (mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL, p) != 0 ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL, p) != 0 ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) != 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "cannot register the plugin's callbacks");
+        release(p);
+        return MOSQ_ERR_INVAL;
+    }
+    *userdata = p;
+    return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
+{
+    (void)options;
+    (void)option_count;
+    release(userdata);
+    return MOSQ_ERR_SUCCESS;
+}
