@@ -672,8 +672,8 @@ static void test_evidence_malformed(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "'forged'"));
     CU_ASSERT_EQUAL(verify_with_evidence_bytes(p, garbage, 0, why, sizeof why), IDEVS_ERR_EVIDENCE_MALFORMED);
 
-    idevs_identity *dummy = fixture_service(&pki, "dummy");
-    idevs_evidence ev = make_evidence(dummy, IDEVS_BACKEND_PROCESS);
+    idevs_identity *other = fixture_service(&pki, "other-keys");
+    idevs_evidence ev = make_evidence(other, IDEVS_BACKEND_PROCESS);
     uint8_t buf[512];
     size_t n;
     /* truncated */
@@ -752,7 +752,7 @@ static void test_evidence_malformed(void)
         X509_free(x);
         idevs_identity_free(c);
     }
-    idevs_identity_free(dummy);
+    idevs_identity_free(other);
     idevs_cert_policy_free(p);
 }
 
