@@ -1,0 +1,167 @@
+/* The service library: what a service (store, taxi, messaging, or yours) links to talk to an integration
+ * process through any MQTT broker.
+ *
+ * It connects with MQTT 5 (TLS optional), fetches the process's certificate chain and deployment descriptor
+ * from their retained topics (idevs/<process>/certificate and idevs/<process>/descriptor), and verifies them
+ * against the service's own policy before it sends or accepts anything: the chain leads to the operator CA,
+ * the evidence names an allowed backend, the descriptor's SHA-256 and the program UUID in the evidence match
+ * the retained descriptor, and whatever the policy pins (measurement, descriptor digest) matches. The verified
+ * descriptor then tells the service its topics: the inputs it may publish to, the outputs and requests
+ * addressed to it, and the response topics of those requests.
+ *
+ * Messages are sealed to the compartment and opened from it only (idevs_envelope_allow_sender). Duplicates
+ * (QoS 1 redelivery, a replayed envelope) are dropped and counted, never handed to the callback twice. After a
+ * lost connection or a broker restart the library reconnects with backoff, subscribes again and verifies the
+ * certificate the restarted compartment publishes before it opens anything more from it.
+ *
+ * Single-threaded: every call, and every callback, happens on the caller's thread inside the library's calls.
+ *
+ *     idevs_service_config cfg;
+ *     idevs_service_config_default(&cfg);
+ *     cfg.key_file = "pki/taxi.key"; cfg.cert_file = "pki/taxi.crt"; cfg.operator_ca = "pki/ca.crt";
+ *     cfg.process = "rewards";
+ *     cfg.policy = (const char *const[]){ "allow-process-backend-insecure", NULL };
+ *     idevs_service *svc;
+ *     if (idevs_service_new(&cfg, on_message, state, &svc, why, sizeof why) != IDEVS_OK ||
+ *         idevs_service_start(svc, why, sizeof why) != IDEVS_OK) { fprintf(stderr, "%s\n", why); ... }
+ *     while (running) idevs_service_run(svc, 100);
+ */
+#ifndef IDEVS_SERVICE_H
+#define IDEVS_SERVICE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "idevs_crypto.h"
+#include "idevs_error.h"
+#include "idevs_uuid.h"
+
+typedef struct idevs_service idevs_service;
+
+typedef struct idevs_service_config {
+    const char *host;          /* default "127.0.0.1" */
+    int port;                  /* default 1883 (8883 is not implied by TLS: set it) */
+    const char *client_id;     /* default: "<identity name>-<pid>"; give a stable one for a persistent session */
+    const char *key_file;      /* the service's private key (idevs-ca service writes pki/NAME.key) */
+    const char *cert_file;     /* its certificate chain, leaf first (pki/NAME.crt) */
+    const char *operator_ca;   /* the operator CA certificate (pki/ca.crt): the compartment's chain must lead to it */
+    const char *process;       /* the integration process's name in the descriptor, e.g. "rewards" */
+    /* NULL-terminated settings for verifying the compartment's certificate, each "name" or "name=value" as
+     * idevs_cert_policy_apply names them ("allow-process-backend-insecure", "measurement=<hex>",
+     * "descriptor-digest=<hex>", "descriptor=<file>", ...). The operator CA, evidence being required, and the
+     * program UUID and digest of the retained descriptor are always applied. NULL: nothing more (hardware
+     * backends only, no measurement pinned). */
+    const char *const *policy;
+    const char *tls_cafile;    /* non-NULL: TLS to the broker, verified against this CA file */
+    const char *tls_certfile;  /* optional client certificate for TLS */
+    const char *tls_keyfile;
+    const char *username;      /* optional MQTT credentials */
+    const char *password;
+    unsigned keepalive_s;      /* default 30 */
+    unsigned start_timeout_ms; /* idevs_service_start: connect, fetch and verify; default 10000 */
+    unsigned session_expiry_s; /* MQTT 5 session expiry; 0: clean session each connect (default) */
+    size_t dedupe_window;      /* message ids remembered to drop duplicates; default 4096 */
+} idevs_service_config;
+
+void idevs_service_config_default(idevs_service_config *cfg);
+
+typedef enum idevs_service_kind {
+    IDEVS_SERVICE_OUTPUT = 1, /* an output of the process addressed to this service */
+    IDEVS_SERVICE_REQUEST,    /* a request of the process addressed to this service: answer it with respond() */
+} idevs_service_kind;
+
+/* One opened message; everything is valid for the duration of the callback only. */
+typedef struct idevs_service_message {
+    idevs_service_kind kind;
+    const char *name;        /* the output's or the request's name in the descriptor */
+    const char *topic;
+    const uint8_t *payload;  /* followed by a NUL not counted in payload_len */
+    size_t payload_len;
+    idevs_msgid message_id;
+    const idevs_msgid *provenance; /* ids of the inputs that caused it */
+    size_t provenance_count;
+    /* requests only: where and how respond() answers */
+    const char *response_topic;
+    const uint8_t *correlation;
+    size_t correlation_len;
+} idevs_service_message;
+
+typedef void (*idevs_service_on_message)(idevs_service *svc, const idevs_service_message *msg, void *arg);
+
+/* Loads the identity, the operator CA and the policy; connects to nothing. on_message may be NULL for a
+ * service that only publishes. On failure why names the file or setting and the problem. */
+idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_message on_message, void *arg,
+                            idevs_service **out, char *why, size_t why_len);
+
+/* Connects, fetches and verifies the certificate and descriptor, subscribes to this service's topics.
+ * Returns once all of that is done, or start_timeout_ms passed (IDEVS_ERR_TIMEOUT), or verification failed
+ * (the verification's own error, e.g. IDEVS_ERR_MEASUREMENT_MISMATCH). why says which and why. */
+idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
+
+/* Seals payload to the compartment for the declared input `input` (whose "from" must be this service) and
+ * publishes it at QoS 1. IDEVS_ERR_UNKNOWN_INPUT for an input not declared for this service. Does not wait
+ * for the broker's acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id. */
+idevs_err idevs_service_publish(idevs_service *svc, const char *input, const void *payload, size_t len,
+                                idevs_msgid *message_id);
+
+/* Answers a request received in on_message: sealed to the compartment, published on the request's response
+ * topic with its correlation data. May be called from on_message or later (then with a copy of the message's
+ * response_topic and correlation; the other fields are not used). */
+idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message *request, const void *payload,
+                                size_t len);
+
+/* Runs the network for up to timeout_ms: sends, receives, calls on_message, reconnects after a lost
+ * connection. IDEVS_OK, or an error when the service cannot go on (IDEVS_ERR_NOT_NOW after stop). */
+idevs_err idevs_service_run(idevs_service *svc, int timeout_ms);
+
+/* Runs until every publication so far is acknowledged by the broker, or timeout_ms (IDEVS_ERR_TIMEOUT). */
+idevs_err idevs_service_flush(idevs_service *svc, int timeout_ms);
+
+/* Disconnects; idevs_service_free() also does. */
+void idevs_service_stop(idevs_service *svc);
+void idevs_service_free(idevs_service *svc);
+
+/* What the service verified about the compartment it talks to (valid after a successful start). */
+typedef struct idevs_service_peer_info {
+    idevs_uuid compartment;  /* the compartment's certified identity */
+    idevs_uuid program;      /* the process's program UUID */
+    uint8_t measurement[IDEVS_SHA256_LEN];
+    uint8_t descriptor_digest[IDEVS_SHA256_LEN];
+    const char *backend;     /* "process", "sgx", ... */
+    uint64_t certificates_verified; /* 1 after start; more after restarts of the compartment */
+} idevs_service_peer_info;
+
+void idevs_service_peer(const idevs_service *svc, idevs_service_peer_info *out);
+
+typedef struct idevs_service_stats {
+    uint64_t published;    /* envelopes sealed and handed to MQTT */
+    uint64_t acknowledged; /* of which acknowledged by the broker */
+    uint64_t received;     /* envelopes that arrived on this service's topics */
+    uint64_t delivered;    /* opened and handed to on_message */
+    uint64_t duplicates;   /* dropped as already seen */
+    uint64_t rejected;     /* could not be opened (see rejected_by_reason) */
+    uint64_t rejected_by_reason[IDEVS_ERR_COUNT];
+    uint64_t reconnects;
+} idevs_service_stats;
+
+void idevs_service_get_stats(const idevs_service *svc, idevs_service_stats *out);
+
+/* ---- common command-line options (idevs_service_cli.c), shared by every service and tool ---- */
+
+/* Recognizes the connection options below at argv[*i] and consumes them (advancing *i past a value).
+ * Returns 1 when it consumed one, 0 when argv[*i] is not one of them, -1 (with why) for a missing or bad value.
+ *   -h/--host HOST  -p/--port PORT  -i/--id CLIENT_ID  --key FILE  --cert FILE  --ca FILE
+ *   --process NAME  --policy SETTING[=VALUE] (repeatable)  --tls-ca FILE  --tls-cert FILE  --tls-key FILE
+ *   -u/--username USER  -P/--password PASS  --pki DIR --name NAME (shorthand: key DIR/NAME.key,
+ *   cert DIR/NAME.crt, ca DIR/ca.crt)
+ * Strings point into argv or into storage the config keeps until idevs_service_cli_free(). */
+int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, int *i, char *why, size_t why_len);
+
+/* The usage lines of those options, for a program's --help. */
+extern const char idevs_service_cli_usage[];
+
+/* Releases what idevs_service_cli_option allocated (the policy list, composed paths). */
+void idevs_service_cli_free(idevs_service_config *cfg);
+
+#endif
