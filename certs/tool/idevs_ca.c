@@ -58,6 +58,7 @@ static const char usage_main[] =
     "  verify --ca CA.crt CHAIN.crt [POLICY...]\n"
     "                                         verify a certificate chain under a policy\n"
     "  show CERT                              print a human summary of a certificate\n"
+    "  measure HOST LOGIC DESCRIPTOR          print the measurement a compartment of these files gets\n"
     "Run 'idevs-ca COMMAND --help' for the options of a command.\n";
 
 static const char usage_init[] =
@@ -66,6 +67,12 @@ static const char usage_init[] =
     "authority.crt (the attestation authority, CA:TRUE pathlen 0, signed by the CA). Refuses to overwrite.\n"
     "  --name NAME   CA name (default idevs-operator-ca); the authority is NAME-authority\n"
     "  --days N      validity in days (default 3650)\n";
+
+static const char usage_measure[] =
+    "usage: idevs-ca measure FILE...\n"
+    "Prints the measurement of the files, in order: SHA-256(\"idevs measurement v1\" || SHA-256(file 1) || ...).\n"
+    "Given the compartment host program, the logic and the deployment descriptor, it is the measurement the\n"
+    "launcher puts in the compartment's evidence: what a service pins with --policy measurement=HEX.\n";
 
 static const char usage_service[] =
     "usage: idevs-ca service DIR NAME [--uuid UUID] [--days N]\n"
@@ -398,6 +405,38 @@ static int digest_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
     return 0;
 }
 
+/* measurement = SHA-256("idevs measurement v1" || SHA-256(file 1) || SHA-256(file 2) ...), as the launcher
+ * computes it over host program, logic and descriptor (docs/COMPARTMENT.md). */
+static int measure_files(const char *const *files, size_t count, uint8_t out[IDEVS_SHA256_LEN])
+{
+    uint8_t concat[sizeof MEASURE_LABEL - 1 + MEASURE_FILES_MAX * IDEVS_SHA256_LEN];
+    size_t label = sizeof MEASURE_LABEL - 1;
+    if (count == 0 || count > MEASURE_FILES_MAX)
+        return 1;
+    memcpy(concat, MEASURE_LABEL, label);
+    for (size_t i = 0; i < count; i++)
+        if (digest_file(files[i], concat + label + i * IDEVS_SHA256_LEN) != 0)
+            return 1;
+    if (idevs_sha256(concat, label + count * IDEVS_SHA256_LEN, out) != IDEVS_OK) {
+        err_msg("hashing failed");
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_measure(int argc, char **argv)
+{
+    if (argc < 2 || argc - 1 > MEASURE_FILES_MAX)
+        return usage_error(usage_measure, "measure needs 1 to %d files", MEASURE_FILES_MAX);
+    uint8_t m[IDEVS_SHA256_LEN];
+    char hex[2 * IDEVS_SHA256_LEN + 1];
+    if (measure_files((const char *const *)argv + 1, (size_t)argc - 1, m) != 0)
+        return 1;
+    idevs_hex_encode(m, sizeof m, hex);
+    printf("%s\n", hex);
+    return 0;
+}
+
 static int cmd_attest(int argc, char **argv)
 {
     static const struct option opts[] = {{"program", required_argument, NULL, 'p'},
@@ -450,7 +489,6 @@ static int cmd_attest(int argc, char **argv)
     int rc = 1;
     idevs_identity *aa = NULL, *id = NULL;
     X509 *aa_cert = NULL, *cert = NULL;
-    uint8_t *concat = NULL;
     idevs_evidence ev;
     memset(&ev, 0, sizeof ev);
     idevs_err err = idevs_identity_generate(&program, name, &id);
@@ -459,19 +497,7 @@ static int cmd_attest(int argc, char **argv)
                          IDEVS_NAME_MAX);
         goto done;
     }
-    /* measurement = SHA-256("idevs measurement v1" || SHA-256(file 1) || ... ) */
-    size_t label = sizeof MEASURE_LABEL - 1;
-    concat = malloc(label + measure_count * IDEVS_SHA256_LEN);
-    if (concat == NULL) {
-        err_msg("out of memory");
-        goto done;
-    }
-    memcpy(concat, MEASURE_LABEL, label);
-    for (size_t i = 0; i < measure_count; i++)
-        if (digest_file(measure[i], concat + label + i * IDEVS_SHA256_LEN) != 0)
-            goto done;
-    if (idevs_sha256(concat, label + measure_count * IDEVS_SHA256_LEN, ev.measurement) != IDEVS_OK ||
-        digest_file(descriptor, ev.descriptor_digest) != 0)
+    if (measure_files(measure, measure_count, ev.measurement) != 0 || digest_file(descriptor, ev.descriptor_digest) != 0)
         goto done;
     if (load_identity(dir, "authority", &aa, &aa_cert) != 0)
         goto done;
@@ -498,7 +524,6 @@ static int cmd_attest(int argc, char **argv)
     printf("%s\nmeasurement %s\ndescriptor-digest %s\n", text, m, d);
     rc = 0;
 done:
-    free(concat);
     X509_free(cert);
     X509_free(aa_cert);
     idevs_identity_free(aa);
@@ -769,7 +794,8 @@ int main(int argc, char **argv)
                 {"service", cmd_service, usage_service},
                 {"attest", cmd_attest, usage_attest},
                 {"verify", cmd_verify, usage_verify},
-                {"show", cmd_show, usage_show}};
+                {"show", cmd_show, usage_show},
+                {"measure", cmd_measure, usage_measure}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(cmd, cmds[i].name) == 0) {
             if (wants_help(argc - 1, argv + 1)) {

@@ -68,6 +68,11 @@ MEASUREMENT=$(sed -n 's/^measurement //p' out.txt)
 EXPECTED=$({ printf 'idevs measurement v1'; for f in host.bin logic.so descriptor.json; do
     openssl dgst -sha256 -binary "$f"; done; } | openssl dgst -sha256 -r | cut -d' ' -f1)
 check "the measurement follows the documented rule" test "$MEASUREMENT" = "$EXPECTED"
+check "measure prints the measurement attest put in the evidence" \
+  test "$("$CA_TOOL" measure host.bin logic.so descriptor.json)" = "$MEASUREMENT"
+check_status "measure of a missing file fails" 1 "$CA_TOOL" measure host.bin missing.so
+check_out "measure names the missing file" "cannot read missing.so"
+check_status "measure without files is a usage error" 2 "$CA_TOOL" measure
 DESC=$(openssl dgst -sha256 -r descriptor.json | cut -d' ' -f1)
 check "rewards.key is 0600" test "$(mode_of pki/rewards.key)" = 600
 check "rewards.crt holds the leaf and the authority" test "$(grep -c 'BEGIN CERTIFICATE' pki/rewards.crt)" = 2
