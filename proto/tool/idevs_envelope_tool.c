@@ -12,15 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/pem.h>
-#include <openssl/x509v3.h>
 
-#include "idevs.pb-c.h"
 #include "idevs_cert.h"
 #include "idevs_envelope.h"
 #include "idevs_hex.h"
+#include "idevs_inspect.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -242,89 +240,16 @@ static void print_uuid(FILE *f, const uint8_t *b, size_t n)
     fputs(text, f);
 }
 
-static void print_time_ms(FILE *f, uint64_t ms)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    char text[32];
-    if (gmtime_r(&t, &tm) != NULL && strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm) > 0)
-        fprintf(f, "%s.%03u UTC", text, (unsigned)(ms % 1000));
-    else
-        fprintf(f, "%" PRIu64 " ms", ms);
-}
-
-static void print_certificate(const uint8_t *der, size_t len, size_t index)
-{
-    const uint8_t *p = der;
-    X509 *cert = d2i_X509(NULL, &p, (long)len);
-    printf("  certificate %zu: %zu bytes", index, len);
-    if (cert == NULL || p != der + len) {
-        printf(", not parseable as X.509\n");
-        X509_free(cert);
-        return;
-    }
-    char subject[256];
-    X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof subject);
-    printf(", subject %s\n", subject);
-    idevs_evidence ev;
-    if (idevs_cert_read_evidence(cert, &ev) == IDEVS_OK) {
-        const char *backend = idevs_backend_name(ev.backend);
-        printf("    evidence: backend %s%s, program ", backend ? backend : "?",
-               ev.backend == IDEVS_BACKEND_PROCESS ? " (no hardware isolation)" : "");
-        print_uuid(stdout, ev.program_uuid.b, IDEVS_UUID_LEN);
-        printf("\n    measurement ");
-        hex(stdout, ev.measurement, sizeof ev.measurement);
-        printf("\n    descriptor  ");
-        hex(stdout, ev.descriptor_digest, sizeof ev.descriptor_digest);
-        printf("\n    flags 0x%x%s\n", ev.flags, ev.flags & IDEVS_EVIDENCE_FLAG_DEBUG ? " (debug)" : "");
-    }
-    X509_free(cert);
-}
-
 static int cmd_inspect(const struct options *o)
 {
     uint8_t *data;
     size_t len;
     if (read_all(o->in, &data, &len) != EXIT_OK)
         return EXIT_FAILED;
-    Idevs__V1__Envelope *env = idevs__v1__envelope__unpack(NULL, len, data);
+    idevs_err err = idevs_inspect_envelope(stdout, data, len, 0);
     free(data);
-    if (env == NULL)
+    if (err != IDEVS_OK)
         return fail("not an idevs envelope (protobuf decoding failed)");
-    printf("envelope: %zu bytes, version %u, suite %u (%s)\n", len, env->version, env->suite,
-           env->suite == IDEVS_SUITE_X25519_AES256GCM         ? "X25519/HKDF-SHA256/AES-256-GCM/Ed25519"
-           : env->suite == IDEVS_SUITE_X25519_CHACHA20POLY1305 ? "X25519/HKDF-SHA256/ChaCha20-Poly1305/Ed25519"
-                                                              : "unknown");
-    printf("  sender     ");
-    print_uuid(stdout, env->sender.data, env->sender.len);
-    printf("\n  recipient  ");
-    print_uuid(stdout, env->recipient.data, env->recipient.len);
-    printf("\n  message id ");
-    hex(stdout, env->message_id.data, env->message_id.len);
-    printf("\n  epoch      %" PRIu64 " (", env->epoch);
-    print_time_ms(stdout, env->epoch);
-    printf(")\n  sequence   %" PRIu64 "\n", env->sequence);
-    printf("  ephemeral  ");
-    hex(stdout, env->ephemeral_key.data, env->ephemeral_key.len);
-    printf("\n");
-    if (env->n_sender_chain > 0) {
-        printf("  sender chain: %zu certificate(s)\n", env->n_sender_chain);
-        for (size_t i = 0; i < env->n_sender_chain; i++)
-            print_certificate(env->sender_chain[i].data, env->sender_chain[i].len, i);
-    } else {
-        printf("  sender certificate digest ");
-        hex(stdout, env->sender_cert_digest.data, env->sender_cert_digest.len);
-        printf("\n");
-    }
-    printf("  provenance: %zu input(s)\n", env->n_provenance);
-    for (size_t i = 0; i < env->n_provenance; i++) {
-        printf("    ");
-        hex(stdout, env->provenance[i].data, env->provenance[i].len);
-        printf("\n");
-    }
-    printf("  ciphertext: %zu bytes (payload %zu bytes + 16-byte tag), unreadable without the recipient's key\n",
-           env->ciphertext.len, env->ciphertext.len >= IDEVS_AEAD_TAG_LEN ? env->ciphertext.len - IDEVS_AEAD_TAG_LEN : 0);
-    idevs__v1__envelope__free_unpacked(env, NULL);
     return EXIT_OK;
 }
 

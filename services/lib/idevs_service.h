@@ -62,6 +62,7 @@ typedef struct idevs_service_config {
     unsigned start_timeout_ms; /* idevs_service_start: connect, fetch and verify; default 10000 */
     unsigned session_expiry_s; /* MQTT 5 session expiry; 0: clean session each connect (default) */
     size_t dedupe_window;      /* message ids remembered to drop duplicates; default 4096 */
+    void *cli_storage;         /* owned by idevs_service_cli_option(), released by idevs_service_cli_free() */
 } idevs_service_config;
 
 void idevs_service_config_default(idevs_service_config *cfg);
@@ -100,20 +101,44 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
 idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
 
 /* Seals payload to the compartment for the declared input `input` (whose "from" must be this service) and
- * publishes it at QoS 1. IDEVS_ERR_UNKNOWN_INPUT for an input not declared for this service. Does not wait
- * for the broker's acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id. */
+ * publishes it at QoS 1. IDEVS_ERR_UNKNOWN_INPUT for an input not declared for this service;
+ * IDEVS_ERR_TOO_LARGE above the descriptor's limits.max_payload. Does not wait for the broker's
+ * acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id.
+ * IDEVS_ERR_NOT_NOW while the service is not ready (idevs_service_ready() false: the connection is being
+ * re-established, or the compartment's certificate is being verified again after a reconnection or a
+ * compartment restart): nothing was sent; call idevs_service_run() and try again. */
 idevs_err idevs_service_publish(idevs_service *svc, const char *input, const void *payload, size_t len,
                                 idevs_msgid *message_id);
 
 /* Answers a request received in on_message: sealed to the compartment, published on the request's response
- * topic with its correlation data. May be called from on_message or later (then with a copy of the message's
- * response_topic and correlation; the other fields are not used). */
+ * topic with its correlation data, and naming the request's message id in its (authenticated) provenance,
+ * which is how the compartment matches the answer to its request. May be called from on_message or later
+ * (then with a copy of the message's response_topic, correlation and message_id; the other fields are not
+ * used; with a nil message_id, 16 bytes of correlation data are named instead). IDEVS_ERR_UNKNOWN_REQUEST
+ * when response_topic is not the response topic of a request addressed to this service; IDEVS_ERR_NOT_NOW
+ * as for publish. */
 idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message *request, const void *payload,
                                 size_t len);
 
 /* Runs the network for up to timeout_ms: sends, receives, calls on_message, reconnects after a lost
- * connection. IDEVS_OK, or an error when the service cannot go on (IDEVS_ERR_NOT_NOW after stop). */
+ * connection. IDEVS_OK, or an error when the service cannot go on (IDEVS_ERR_NOT_NOW after stop), or once the
+ * error of a failed verification of a new retained certificate or descriptor (then
+ * idevs_service_last_error() says why; the service stays connected, seals nothing and opens nothing more
+ * until a certificate that verifies arrives; the caller decides whether to go on). */
 idevs_err idevs_service_run(idevs_service *svc, int timeout_ms);
+
+/* True when connected and the compartment's current certificate and descriptor are verified: publish() and
+ * respond() seal. */
+bool idevs_service_ready(const idevs_service *svc);
+
+/* For a caller with its own event loop: the connection's socket (-1 while disconnected) and whether the
+ * library has bytes waiting to be written. Poll it for reading (and writing when asked), then call
+ * idevs_service_run(svc, 0); call run() at least every second regardless, for keepalives and reconnects. */
+int idevs_service_socket(const idevs_service *svc);
+bool idevs_service_want_write(const idevs_service *svc);
+
+/* The sentence describing the last failure reported by run() (a verification), "" when none. */
+const char *idevs_service_last_error(const idevs_service *svc);
 
 /* Runs until every publication so far is acknowledged by the broker, or timeout_ms (IDEVS_ERR_TIMEOUT). */
 idevs_err idevs_service_flush(idevs_service *svc, int timeout_ms);
@@ -139,22 +164,29 @@ typedef struct idevs_service_stats {
     uint64_t acknowledged; /* of which acknowledged by the broker */
     uint64_t received;     /* envelopes that arrived on this service's topics */
     uint64_t delivered;    /* opened and handed to on_message */
-    uint64_t duplicates;   /* dropped as already seen */
+    uint64_t duplicates;   /* dropped as already seen: by message id, or by the envelope's replay window
+                            * (those are also in rejected_by_reason[IDEVS_ERR_REPLAY], not in rejected) */
     uint64_t rejected;     /* could not be opened (see rejected_by_reason) */
     uint64_t rejected_by_reason[IDEVS_ERR_COUNT];
     uint64_t reconnects;
+    uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */
+    uint64_t held_dropped; /* envelopes that arrived before the compartment was verified and did not fit the
+                            * holding queue (1024 envelopes, 32 MiB) */
 } idevs_service_stats;
 
 void idevs_service_get_stats(const idevs_service *svc, idevs_service_stats *out);
 
 /* ---- common command-line options (idevs_service_cli.c), shared by every service and tool ---- */
 
-/* Recognizes the connection options below at argv[*i] and consumes them (advancing *i past a value).
+/* Recognizes the connection options below at argv[*i] and consumes them: *i is left on the option's value, the
+ * last argument consumed, so that a `for (i = 1; i < argc; i++)` loop goes on with the next argument.
  * Returns 1 when it consumed one, 0 when argv[*i] is not one of them, -1 (with why) for a missing or bad value.
+ * Call idevs_service_config_default() on cfg first.
  *   -h/--host HOST  -p/--port PORT  -i/--id CLIENT_ID  --key FILE  --cert FILE  --ca FILE
  *   --process NAME  --policy SETTING[=VALUE] (repeatable)  --tls-ca FILE  --tls-cert FILE  --tls-key FILE
  *   -u/--username USER  -P/--password PASS  --pki DIR --name NAME (shorthand: key DIR/NAME.key,
- *   cert DIR/NAME.crt, ca DIR/ca.crt)
+ *   cert DIR/NAME.crt, ca DIR/ca.crt; an explicit --key, --cert or --ca wins)  -k/--keepalive SECONDS
+ *   -x/--session-expiry SECONDS  --start-timeout MS  --dedupe-window N
  * Strings point into argv or into storage the config keeps until idevs_service_cli_free(). */
 int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, int *i, char *why, size_t why_len);
 

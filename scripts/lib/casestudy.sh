@@ -1,0 +1,165 @@
+# The case study's moving parts, shared by scripts/demo and tests/casestudy/test_casestudy.sh: a PKI, the
+# rewards descriptor, a real mosquitto with mosquitto_idevs.so on a free loopback port, a recording relay in
+# front of it, and the store, taxi and messaging services. Sourced, not run. Every process started here is
+# recorded by PID and stopped by cs_stop_all.
+#
+#   cs_init BUILD_DIR WORK_DIR
+#   cs_make_pki; cs_write_descriptor; cs_start_broker; cs_start_tap
+#   cs_start_service taxi ...; cs_start_service messaging ...
+#   "$CS_STORE" run --db ... $(cs_conn store)
+#   cs_stop_all
+
+cs_init() { # BUILD_DIR WORK_DIR
+  CS_BUILD=$(cd "$1" && pwd) CS_WORK=$2
+  CS_CA=$CS_BUILD/certs/tool/idevs-ca
+  CS_ENVELOPE=$CS_BUILD/proto/tool/idevs-envelope
+  CS_PLUGIN=$CS_BUILD/plugin/mosquitto_idevs.so
+  CS_COMPARTMENT=$CS_BUILD/enclave-bridge/compartment/idevs-compartment
+  CS_LOGIC=$CS_BUILD/services/rewards/librewards.so
+  CS_STORE=$CS_BUILD/services/store/store
+  CS_TAXI=$CS_BUILD/services/taxi/taxi
+  CS_MESSAGING=$CS_BUILD/services/messaging/messaging
+  CS_SUB=$CS_BUILD/services/tools/idevs-sub
+  CS_PKI=$CS_WORK/pki
+  CS_DESCRIPTOR=$CS_WORK/rewards.json
+  CS_PROCESS=rewards
+  CS_BROKER_PID= CS_TAP_PID= CS_PORT= CS_TAP_PORT=
+  CS_SERVICE_PIDS=()
+  CS_PRELOAD=
+  # An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker.
+  if nm -D "$CS_PLUGIN" 2>/dev/null | grep -q ' U __asan_'; then
+    CS_PRELOAD=$(gcc -print-file-name=libasan.so)
+    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+  fi
+  local f
+  for f in "$CS_CA" "$CS_PLUGIN" "$CS_COMPARTMENT" "$CS_LOGIC" "$CS_STORE" "$CS_TAXI" "$CS_MESSAGING"; do
+    [ -e "$f" ] || { echo "casestudy: $f is not built" >&2; return 1; }
+  done
+  mkdir -p "$CS_WORK"
+}
+
+cs_free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# The operator's CA and attestation authority, and one identity per service.
+cs_make_pki() {
+  "$CS_CA" init "$CS_PKI" --name idevs-demo-ca >/dev/null || return 1
+  local s
+  for s in store taxi messaging; do "$CS_CA" service "$CS_PKI" "$s" >/dev/null || return 1; done
+}
+
+cs_uuid_of() { "$CS_CA" show "$CS_PKI/$1.crt" | sed -n 's/^name: urn:uuid://p'; }
+
+# The rewards deployment descriptor (docs/DEPLOYMENT.md) for this PKI and build.
+cs_write_descriptor() {
+  "$IDEVS_ROOT/services/rewards/make_descriptor" --pki "$CS_PKI" --logic "$CS_LOGIC" --ca-tool "$CS_CA" \
+    --out "$CS_DESCRIPTOR"
+}
+
+# What the services pin: the measurement of exactly this host program, logic and descriptor.
+cs_expected_measurement() { "$CS_CA" measure "$CS_COMPARTMENT" "$CS_LOGIC" "$CS_DESCRIPTOR"; }
+
+# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
+cs_own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$CS_WORK"; fi; }
+
+cs_write_conf() { # extra lines...
+  CS_PORT=$(cs_free_port)
+  mkdir -p "$CS_WORK/broker" "$CS_WORK/state"
+  chmod 700 "$CS_WORK/state"
+  {
+    echo "listener $CS_PORT 127.0.0.1"
+    echo "allow_anonymous true"
+    echo "set_tcp_nodelay true"
+    echo "persistence true"
+    echo "persistence_location $CS_WORK/broker/"
+    echo "log_dest file $CS_WORK/broker/mosquitto.log"
+    echo "log_type all"
+    echo "plugin $CS_PLUGIN"
+    echo "plugin_opt_descriptor $CS_DESCRIPTOR"
+    echo "plugin_opt_authority_key $CS_PKI/authority.key"
+    echo "plugin_opt_authority_cert $CS_PKI/authority.crt"
+    echo "plugin_opt_operator_ca $CS_PKI/ca.crt"
+    echo "plugin_opt_state_dir $CS_WORK/state"
+    echo "plugin_opt_compartment $CS_COMPARTMENT"
+    echo "plugin_opt_metrics_interval_s 1"
+    local line
+    for line in "$@"; do echo "$line"; done
+  } >"$CS_WORK/mosquitto.conf"
+}
+
+# Starts mosquitto on the configuration and waits until the compartment's certificate is retained.
+cs_start_broker() {
+  [ -n "$CS_PORT" ] || cs_write_conf
+  cs_own_work
+  (LD_PRELOAD=$CS_PRELOAD exec mosquitto -c "$CS_WORK/mosquitto.conf") >"$CS_WORK/broker/stdout.log" 2>&1 &
+  CS_BROKER_PID=$!
+  local _
+  for _ in $(seq 100); do
+    kill -0 "$CS_BROKER_PID" 2>/dev/null || { CS_BROKER_PID=; return 1; }
+    if timeout 2 mosquitto_sub -h 127.0.0.1 -p "$CS_PORT" -t "idevs/$CS_PROCESS/certificate" -C 1 -W 1 \
+         >"$CS_WORK/certificate.pem" 2>/dev/null && grep -q 'BEGIN CERTIFICATE' "$CS_WORK/certificate.pem"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# Starts the recording relay in front of the broker; services connect to CS_TAP_PORT.
+cs_start_tap() {
+  CS_TAP_PORT=$(cs_free_port)
+  : >"$CS_WORK/traffic.bin"
+  coproc CS_TAP { exec python3 "$IDEVS_ROOT/scripts/lib/tap.py" "$CS_TAP_PORT" "$CS_PORT" "$CS_WORK/traffic.bin" 900; }
+  CS_TAP_PID=$CS_TAP_PID
+  local line
+  read -r -t 10 line <&"${CS_TAP[0]}" && [ "$line" = ready ]
+}
+
+# The connection and verification options of a service (the shared options of the service library).
+cs_conn() { # NAME
+  printf '%s\n' --pki "$CS_PKI" --name "$1" --process "$CS_PROCESS" -h 127.0.0.1 -p "${CS_TAP_PORT:-$CS_PORT}" \
+    --policy allow-process-backend-insecure --policy "measurement=$(cs_expected_measurement)" \
+    --policy "descriptor=$CS_DESCRIPTOR"
+}
+
+cs_start_service() { # NAME PROGRAM ARGS...: runs in the background, output in WORK/NAME.log
+  local name=$1; shift
+  "$@" >"$CS_WORK/$name.log" 2>&1 &
+  CS_SERVICE_PIDS+=($!)
+}
+
+# Waits until SQL on DB prints EXPECTED, at most SECONDS; prints the last value seen.
+cs_wait_for() { # DB SQL EXPECTED SECONDS
+  local got= _
+  for _ in $(seq $(($4 * 10))); do
+    got=$(sqlite3 -readonly "$1" "$2" 2>/dev/null || true)
+    [ "$got" = "$3" ] && break
+    sleep 0.1
+  done
+  echo "$got"
+}
+
+# The broker's idevs counters as last published (retained), "name value" per line.
+cs_counters() {
+  timeout 5 mosquitto_sub -h 127.0.0.1 -p "$CS_PORT" -t "\$SYS/broker/idevs/$CS_PROCESS/#" -v --retained-only \
+    -W 1 2>/dev/null |
+    sed "s|^\$SYS/broker/idevs/$CS_PROCESS/||" | sort
+}
+
+cs_stop_pid() { # PID: TERM, up to 5 s, then KILL; always reaped
+  local pid=$1 _
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cs_stop_all() {
+  local pid
+  for pid in "${CS_SERVICE_PIDS[@]}"; do cs_stop_pid "$pid"; done
+  CS_SERVICE_PIDS=()
+  cs_stop_pid "$CS_TAP_PID"; CS_TAP_PID=
+  cs_stop_pid "$CS_BROKER_PID"; CS_BROKER_PID=
+}

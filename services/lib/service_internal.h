@@ -1,0 +1,138 @@
+/* The service library's state, shared by its files: service.c (lifecycle, connection, reconnection),
+ * verify.c (the retained certificate and descriptor), messages.c (publish, respond, receive) and dedupe.c.
+ * Not installed; tests include it to reach the receive path and the dedupe window directly. */
+#ifndef IDEVS_SERVICE_INTERNAL_H
+#define IDEVS_SERVICE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mosquitto.h>
+
+#include "idevs_cert.h"
+#include "idevs_deployment.h"
+#include "idevs_envelope.h"
+#include "idevs_identity.h"
+#include "idevs_service.h"
+
+#define SVC_WHY_MAX 768
+#define SVC_CERT_PEM_MAX (IDEVS_CHAIN_MAX * (IDEVS_CERT_MAX * 2 + 256)) /* a retained PEM chain */
+#define SVC_HELD_MAX 1024                   /* envelopes held until the compartment is verified */
+#define SVC_HELD_BYTES_MAX (32u * 1024u * 1024u)
+#define SVC_DEDUPE_MAX (1u << 22)
+#define SVC_BACKOFF_MIN_MS 100u
+#define SVC_BACKOFF_MAX_MS 5000u
+
+/* ---- the dedupe window (dedupe.c): the last `capacity` message ids, O(1) lookup ---- */
+typedef struct idevs_service_dedupe idevs_service_dedupe;
+
+/* capacity 1..SVC_DEDUPE_MAX, else IDEVS_ERR_INVALID_ARG. */
+idevs_err idevs_service_dedupe_new(size_t capacity, idevs_service_dedupe **out);
+void idevs_service_dedupe_free(idevs_service_dedupe *d);
+/* True when id is among the remembered ids. Otherwise remembers it, forgetting the oldest when full, and
+ * returns false. */
+bool idevs_service_dedupe_seen(idevs_service_dedupe *d, const idevs_msgid *id);
+bool idevs_service_dedupe_contains(const idevs_service_dedupe *d, const idevs_msgid *id);
+size_t idevs_service_dedupe_count(const idevs_service_dedupe *d);
+
+/* ---- an envelope received before the compartment was verified ---- */
+typedef struct svc_held {
+    char *topic;
+    uint8_t *data;
+    size_t len;
+    uint8_t *correlation;
+    size_t correlation_len;
+} svc_held;
+
+typedef enum svc_conn {
+    SVC_DISCONNECTED = 0, /* waiting for the next attempt */
+    SVC_CONNECTING,       /* CONNECT sent, no CONNACK yet */
+    SVC_CONNECTED,        /* session up, subscriptions sent */
+} svc_conn;
+
+struct idevs_service {
+    /* configuration, copied */
+    char *host, *client_id, *process, *operator_ca;
+    char *tls_cafile, *tls_certfile, *tls_keyfile, *username, *password;
+    int port;
+    unsigned keepalive_s, start_timeout_ms, session_expiry_s;
+    char *certificate_topic, *descriptor_topic;
+    idevs_service_on_message on_message;
+    void *arg;
+
+    /* identity and trust */
+    idevs_identity *self;
+    uint8_t operator_ca_sha256[IDEVS_SHA256_LEN];
+    idevs_cert_policy *policy;          /* towards the compartment: CA, evidence, settings, expectations */
+    bool pin_program, pin_descriptor;   /* the caller's own "program" and "descriptor[-digest]" settings */
+    idevs_uuid pinned_program;
+    uint8_t pinned_descriptor[IDEVS_SHA256_LEN];
+
+    /* the verified deployment and compartment */
+    idevs_deployment *deployment;       /* NULL before the first verification */
+    uint8_t *descriptor_bytes;
+    size_t descriptor_len, self_index;
+    uint8_t *cert_pem;                  /* the verified retained chain, as received */
+    size_t cert_pem_len;
+    idevs_cert_info peer;
+    uint64_t certificates_verified;
+    idevs_envelope_ctx *ctx;
+    char **subscriptions;               /* this service's outputs and requests, then the two retained topics */
+    size_t subscription_count;
+
+    /* the latest retained messages, and whether they arrived since the last subscription */
+    uint8_t *pending_cert, *pending_descriptor;
+    size_t pending_cert_len, pending_descriptor_len;
+    bool have_cert, have_descriptor;
+    bool ready;                         /* connected and the current retained pair verified */
+    int subscribe_mid;                  /* the last SUBSCRIBE sent; subscribed once its SUBACK arrived */
+    bool subscribed;
+
+    /* connection */
+    struct mosquitto *mosq;
+    svc_conn conn;
+    bool started, stopped, connack_refused;
+    int connack_reason;
+    uint64_t next_attempt_ms;
+    unsigned backoff_ms;
+
+    /* receiving */
+    idevs_service_dedupe *dedupe;
+    svc_held *held;
+    size_t held_count, held_bytes;
+
+    /* a failure to report from the next run() (verification of an update) and the last sentence */
+    idevs_err failure;
+    char why[SVC_WHY_MAX];
+
+    idevs_service_stats stats;
+};
+
+/* service.c */
+uint64_t svc_now_ms(void);
+void svc_set_why(idevs_service *svc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Subscribes to every topic of svc->subscriptions (after a connection or a new deployment). */
+idevs_err svc_subscribe(idevs_service *svc);
+
+/* verify.c */
+/* Policy settings of the configuration, with "program", "descriptor" and "descriptor-digest" kept aside. */
+idevs_err svc_policy_setup(idevs_service *svc, const char *const *settings, char *why, size_t why_len);
+/* A retained message on the certificate or descriptor topic. */
+void svc_on_retained(idevs_service *svc, bool certificate, const uint8_t *data, size_t len);
+/* Verifies the latest certificate and descriptor when both arrived; installs them on success, sets
+ * svc->failure and svc->why otherwise. */
+void svc_try_verify(idevs_service *svc);
+void svc_verified_free(idevs_service *svc);
+
+/* messages.c */
+/* An envelope on one of this service's topics: held until the compartment is verified, then opened,
+ * deduplicated and handed to on_message. */
+void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, size_t len,
+                 const uint8_t *correlation, size_t correlation_len);
+/* Opens the envelopes held while the compartment was not verified yet. */
+void svc_release_held(idevs_service *svc);
+void svc_held_free(idevs_service *svc);
+void svc_on_publish_ack(idevs_service *svc, int reason_code);
+
+#endif

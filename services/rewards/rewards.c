@@ -1,0 +1,186 @@
+/* The rewards integration logic of docs/CASESTUDY.md, run in the compartment (enclave-bridge/idevs_logic.h).
+ *
+ *   input "sales"        a sale; a total of at least the threshold asks taxi for a ride (request "ride") with
+ *                        only the pickup fields, and remembers request id -> first name, phone, booking ref
+ *   response to "ride"   taxi's driver and ETA; the matching entry yields output "confirmation" to messaging
+ *                        with only the phone number and the text
+ *   timer                drops entries whose answer did not come within the time to live
+ *
+ * Configuration (the descriptor's process.config; every key optional, no other key allowed):
+ *   "threshold"          money text, default "150.00": a sale qualifies when total >= threshold
+ *   "greeting"           the words after "Hi NAME, ", default "thanks for shopping with us!"
+ *   "request_timeout_s"  whole seconds 1..86400, default 600: how long a ride request is remembered
+ *
+ * A malformed sale or response, an unknown request id and a response for another booking end the handler with
+ * an error: nothing leaves (emissions are transactional), and the logic counts it. A response uses up its
+ * entry whatever its outcome (the compartment gives a request's id to its first response only). Money is
+ * integer cents, never floating point. */
+#include <string.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "idevs_logic.h"
+#include "money.h"
+#include "payloads.h"
+#include "pending.h"
+
+#define PENDING_CAPACITY 4096
+#define DEFAULT_THRESHOLD_CENTS 15000
+#define DEFAULT_GREETING "thanks for shopping with us!"
+#define DEFAULT_TIMEOUT_S 600
+#define TIMEOUT_MAX_S 86400
+
+typedef struct rewards {
+    int64_t threshold_cents;
+    char greeting[REWARDS_GREETING_MAX + 1];
+    int64_t ttl_ms;
+    pending_table pending;
+    /* counters: what the logic refused or dropped */
+    uint64_t sales, qualified, malformed_sales, malformed_responses, unknown_responses, mismatched_responses,
+        confirmations;
+} rewards;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
+{
+    rewards *r = state;
+    rewards_sale sale;
+    r->sales++;
+    if (rewards_parse_sale((const char *)msg->payload, msg->payload_len, &sale) != IDEVS_OK) {
+        r->malformed_sales++;
+        return IDEVS_ERR_MALFORMED;
+    }
+    if (sale.total_cents < r->threshold_cents) {
+        rewards_sale_cleanse(&sale);
+        return IDEVS_OK;
+    }
+    char out[REWARDS_OUT_MAX];
+    idevs_err err = IDEVS_ERR_TOO_LARGE;
+    size_t n = rewards_write_ride_request(&sale, out, sizeof out);
+    idevs_msgid id;
+    memset(&id, 0, sizeof id);
+    if (n > 0)
+        err = idevs_request(lg, "ride", out, n, &id);
+    if (err == IDEVS_OK && !pending_put(&r->pending, &id, sale.first_name, sale.phone, sale.sale_id, now_ms()))
+        err = IDEVS_ERR_LOGIC;
+    if (err == IDEVS_OK)
+        r->qualified++;
+    explicit_bzero(out, sizeof out);
+    rewards_sale_cleanse(&sale);
+    return err;
+}
+
+static idevs_err on_ride(idevs_logic *lg, const idevs_message *msg, void *state)
+{
+    rewards *r = state;
+    pending_entry *e = pending_find(&r->pending, &msg->request_id);
+    if (e == NULL) {
+        r->unknown_responses++;
+        return IDEVS_ERR_LOGIC;
+    }
+    /* The compartment hands a request's id to its first response only: whatever happens below, this entry
+     * is used now, and its personal data goes when the handler ends. */
+    rewards_ride ride;
+    idevs_err err = rewards_parse_ride((const char *)msg->payload, msg->payload_len, &ride);
+    if (err != IDEVS_OK) {
+        r->malformed_responses++;
+    } else if (strcmp(ride.booking_ref, e->booking_ref) != 0) {
+        r->mismatched_responses++;
+        err = IDEVS_ERR_LOGIC;
+    } else {
+        char out[REWARDS_OUT_MAX];
+        size_t n = rewards_write_confirmation(e->phone, e->first_name, r->greeting, &ride, out, sizeof out);
+        err = n > 0 ? idevs_emit(lg, "confirmation", out, n) : IDEVS_ERR_TOO_LARGE;
+        if (err == IDEVS_OK)
+            r->confirmations++;
+        explicit_bzero(out, sizeof out);
+    }
+    pending_remove(&r->pending, e);
+    rewards_ride_cleanse(&ride);
+    return err;
+}
+
+static idevs_err on_tick(idevs_logic *lg, void *state)
+{
+    (void)lg;
+    rewards *r = state;
+    pending_expire(&r->pending, now_ms(), r->ttl_ms);
+    return IDEVS_OK;
+}
+
+/* Reads the configuration strictly: known keys, each at most once, of the right type and range. */
+static idevs_err configure(rewards *r, const char *config_json)
+{
+    r->threshold_cents = DEFAULT_THRESHOLD_CENTS;
+    memcpy(r->greeting, DEFAULT_GREETING, sizeof DEFAULT_GREETING);
+    r->ttl_ms = (int64_t)DEFAULT_TIMEOUT_S * 1000;
+    cJSON *j = cJSON_Parse(config_json != NULL ? config_json : "{}");
+    idevs_err err = IDEVS_OK;
+    if (!cJSON_IsObject(j))
+        err = IDEVS_ERR_CONFIG;
+    int seen[3] = {0};
+    for (const cJSON *c = j != NULL ? j->child : NULL; c != NULL && err == IDEVS_OK; c = c->next) {
+        if (strcmp(c->string, "threshold") == 0 && seen[0]++ == 0) {
+            if (!cJSON_IsString(c) || !money_parse_str(c->valuestring, &r->threshold_cents))
+                err = IDEVS_ERR_CONFIG;
+        } else if (strcmp(c->string, "greeting") == 0 && seen[1]++ == 0) {
+            size_t len = cJSON_IsString(c) ? strnlen(c->valuestring, REWARDS_GREETING_MAX + 1) : SIZE_MAX;
+            if (len > REWARDS_GREETING_MAX || !rewards_text_ok(c->valuestring, len))
+                err = IDEVS_ERR_CONFIG;
+            else
+                memcpy(r->greeting, c->valuestring, len + 1);
+        } else if (strcmp(c->string, "request_timeout_s") == 0 && seen[2]++ == 0) {
+            if (!cJSON_IsNumber(c) || !(c->valuedouble >= 1 && c->valuedouble <= TIMEOUT_MAX_S) ||
+                c->valuedouble != (double)c->valueint)
+                err = IDEVS_ERR_CONFIG;
+            else
+                r->ttl_ms = (int64_t)c->valueint * 1000;
+        } else {
+            err = IDEVS_ERR_CONFIG; /* unknown, or given twice */
+        }
+    }
+    cJSON_Delete(j);
+    return err;
+}
+
+static idevs_err setup(idevs_logic *lg, const char *config_json, void **state)
+{
+    rewards *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return IDEVS_ERR_NOMEM;
+    *state = r;
+    idevs_err err = configure(r, config_json);
+    if (err != IDEVS_OK)
+        return err;
+    if (!pending_init(&r->pending, PENDING_CAPACITY))
+        return IDEVS_ERR_NOMEM;
+    /* a tenth of the time to live, between 100 ms and 10 s */
+    int64_t period = r->ttl_ms / 10;
+    period = period < 100 ? 100 : period > 10000 ? 10000 : period;
+    err = idevs_on_input(lg, "sales", on_sale);
+    if (err == IDEVS_OK)
+        err = idevs_on_response(lg, "ride", on_ride);
+    if (err == IDEVS_OK)
+        err = idevs_on_timer(lg, (uint32_t)period, on_tick);
+    return err;
+}
+
+static void teardown(void *state)
+{
+    rewards *r = state;
+    if (r == NULL)
+        return;
+    pending_free(&r->pending);
+    explicit_bzero(r, sizeof *r);
+    free(r);
+}
+
+__attribute__((visibility("default"))) const idevs_logic_module idevs_logic_entry = {IDEVS_LOGIC_ABI, "rewards", setup, teardown};

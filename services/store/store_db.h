@@ -1,0 +1,39 @@
+/* The store's SQLite database (docs/CASESTUDY.md, "The databases"): customers, items, sales and their items.
+ * Money is decimal text with two decimals, computed in integer cents. WAL journal, prepared statements only. */
+#ifndef STORE_DB_H
+#define STORE_DB_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store_seed.h"
+
+/* Opens the database and creates its tables if needed; create: also the file (seed), else it must exist
+ * (run). NULL on failure, with why filled. */
+sqlite3 *store_db_open(const char *path, int create, char *why, size_t why_len);
+void store_db_close(sqlite3 *db);
+
+/* Writes the generated data set in one transaction. Refuses (-1, why) a database that already has customers. */
+int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len);
+
+/* One sale ready to publish: its payload (docs/CASESTUDY.md, malloc'd JSON) and total. */
+typedef struct store_sale {
+    char sale_id[32];
+    char total[32];
+    char *payload;
+    size_t payload_len;
+} store_sale;
+
+/* The next unpublished sales in order (sale_id), at most max (0: all). *out is malloc'd; free with
+ * store_db_free_sales. Each sale is checked: money text well formed, total equal to the sum of its items. */
+int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *count, char *why, size_t why_len);
+void store_db_free_sales(store_sale *sales, size_t count);
+
+/* Marks the sale published now (UTC), with the message id of its envelope. */
+int store_db_mark_published(sqlite3 *db, const char *sale_id, const char *message_id, char *why, size_t why_len);
+
+/* The current UTC time as 2026-11-21T10:15:00.123Z. */
+void store_db_now(char out[32]);
+
+#endif

@@ -1,0 +1,105 @@
+"""Checks one run of the case study from what the programs stored and what the broker handled.
+
+    check_run.py WORK_DIR SALES
+
+Reads WORK/store.sqlite, taxi.sqlite and messaging.sqlite, the captured traffic (WORK/traffic.bin), the
+broker's log and persistence file, and WORK/counters.txt ("name value" lines). Prints "ok - ..." or
+"not ok - ..." per check; exits 1 when one failed.
+"""
+import re
+import sqlite3
+import sys
+
+work, sales = sys.argv[1], int(sys.argv[2])
+failed = 0
+
+
+def check(what, cond, detail=""):
+    global failed
+    print(("ok - " if cond else "not ok - ") + what)
+    if not cond:
+        failed += 1
+        if detail:
+            print("    " + str(detail)[:2000])
+
+
+def db(name):
+    return sqlite3.connect(f"file:{work}/{name}.sqlite?mode=ro", uri=True)
+
+
+def cents(text):
+    whole, frac = text.split(".")
+    assert len(frac) == 2
+    return int(whole) * 100 + int(frac)
+
+
+store = db("store")
+sale_rows = store.execute(
+    "SELECT s.sale_id, s.total, s.published_at, c.name, c.phone, c.address FROM sales s "
+    "JOIN customers c ON c.id = s.customer_id").fetchall()
+check(f"the store made and published {sales} sales",
+      len(sale_rows) == sales and all(r[2] for r in sale_rows), f"{len(sale_rows)} rows")
+by_id = {r[0]: r for r in sale_rows}
+qualifying = {r[0] for r in sale_rows if cents(r[1]) >= 15000}
+totals = {r[1] for r in sale_rows}
+check("the sales include totals of 149.99, 150.00 and 150.01", {"149.99", "150.00", "150.01"} <= totals,
+      sorted(totals))
+
+bookings = db("taxi").execute("SELECT booking_ref, name, pickup FROM bookings").fetchall()
+refs = [b[0] for b in bookings]
+check("every qualifying sale has exactly one booking, no other sale has one",
+      sorted(refs) == sorted(qualifying),
+      f"missing {sorted(qualifying - set(refs))}, extra {sorted(set(refs) - qualifying)}")
+for total in ("149.99", "150.00", "150.01"):
+    ids = [r[0] for r in sale_rows if r[1] == total]
+    want = cents(total) >= 15000
+    check(f"a {total} sale is {'booked' if want else 'not booked'}",
+          all((i in refs) == want for i in ids) and ids, ids)
+check("bookings carry the customer's name and the pickup address of their sale",
+      all(by_id[b[0]][3] == b[1] and by_id[b[0]][5] == b[2] for b in bookings if b[0] in by_id))
+
+outbox = db("messaging").execute("SELECT phone, text FROM outbox").fetchall()
+per_ref = {}
+for phone, text in outbox:
+    for ref in re.findall(r"S-\d+", text):
+        per_ref.setdefault(ref, []).append(phone)
+check("every qualifying sale has exactly one message, no other sale has one",
+      len(outbox) == len(qualifying) and sorted(per_ref) == sorted(qualifying)
+      and all(len(v) == 1 for v in per_ref.values()),
+      f"{len(outbox)} messages for {len(qualifying)} qualifying sales")
+check("each message goes to the phone number of its sale's customer",
+      all(by_id[ref][4] == phones[0] for ref, phones in per_ref.items() if ref in by_id))
+check("no message text reveals an address",
+      not any(by_id[r][5] in t for _, t in outbox for r in qualifying))
+
+secrets = set()
+for name, phone, address in store.execute("SELECT name, phone, address FROM customers"):
+    secrets.update([name, phone, address])
+check("the store's customers give names, phone numbers and addresses to search for", len(secrets) >= 30,
+      len(secrets))
+for label, path in (("the traffic on the broker's port", "traffic.bin"),
+                    ("the broker's log", "broker/mosquitto.log"),
+                    ("the broker's persistence file", "broker/mosquitto.db")):
+    try:
+        data = open(f"{work}/{path}", "rb").read()
+    except FileNotFoundError:
+        check(f"{label} exists", False)
+        continue
+    found = sorted(s for s in secrets if s.encode() in data)
+    check(f"no customer name, phone number or address in {label} ({len(data)} bytes)",
+          len(data) > 0 and not found, found[:5])
+
+counters = {}
+for line in open(f"{work}/counters.txt"):
+    parts = line.split()
+    if len(parts) == 2:
+        counters[parts[0]] = int(parts[1])
+expect = {"received": sales + len(qualifying), "routed": sales + len(qualifying),
+          "emitted": 2 * len(qualifying), "done/ok": sales + len(qualifying), "restarts": 0}
+check("the broker's counters add up (sales and responses in, requests and confirmations out)",
+      all(counters.get(k) == v for k, v in expect.items()),
+      {k: (counters.get(k), v) for k, v in expect.items()})
+check("nothing was rejected", not any(v for k, v in counters.items() if k.startswith("rejected")),
+      {k: v for k, v in counters.items() if k.startswith("rejected")})
+
+sys.exit(1 if failed else 0)

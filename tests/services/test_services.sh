@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# The service library and its tools against a real Mosquitto with mosquitto_idevs.so, the compartment and the
+# echo logic (tests/logic/echo.c), on a free loopback port, with a PKI made by idevs-ca:
+#   idevs-pub -> compartment -> idevs-sub prints exactly the payload; the library refuses a wrong measurement,
+#   a compartment not opted in, another operator's CA, a service the deployment does not name; a request
+#   answered with idevs-sub --respond comes back; idevs-sub --inspect prints headers and evidence and no
+#   plaintext; a duplicate is delivered once; a subscriber survives a broker restart and verifies the new
+#   compartment before it receives again.
+#   test_services.sh PLUGIN.so IDEVS_CA IDEVS_COMPARTMENT ECHO_LOGIC.so IDEVS_PUB IDEVS_SUB SERVICE_CLIENT
+set -u
+plugin=$1 ca_tool=$2 compartment=$3 echo_logic=$4 idevs_pub=$5 idevs_sub=$6 service_client=$7
+for tool in mosquitto mosquitto_sub openssl timeout python3; do
+  command -v "$tool" >/dev/null || { echo "not ok - missing $tool"; echo "0 passed, 1 failed"; exit 1; }
+done
+mosquitto=$(command -v mosquitto)
+work=$(mktemp -d -t idevs-services.XXXXXX)
+broker_pid=
+pids=()
+stop_broker() {
+  if [ -n "$broker_pid" ]; then
+    kill "$broker_pid" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$broker_pid" 2>/dev/null
+    wait "$broker_pid" 2>/dev/null
+    broker_pid=
+  fi
+}
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  stop_broker
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker; only the broker (and the
+# compartment it starts) run without leak detection.
+preload=
+if nm -D "$plugin" 2>/dev/null | grep -q ' U __asan_'; then
+  preload=$(gcc -print-file-name=libasan.so)
+fi
+
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+not_ok() { failed=$((failed + 1)); echo "not ok - $1"; shift; for f in "$@"; do [ -f "$f" ] && sed 's/^/    /' "$f" | tail -20; done; }
+check() { # description, command...
+  local what=$1; shift
+  if "$@" >"$work/out" 2>&1; then ok "$what"; else not_ok "$what" "$work/out"; fi
+}
+# Waits (at most 20 s) until file contains a line matching the extended regex.
+wait_for() { # file, regex
+  for _ in $(seq 200); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+# Waits (at most 30 s) for a background process; returns its exit status, or 124 when it did not end.
+wait_pid() {
+  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }; sleep 0.1; done
+  kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; return 124
+}
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ---- PKI, descriptor, broker configuration ----
+pki=$work/pki other=$work/other
+if ! { "$ca_tool" init "$pki" --name services-test-ca && "$ca_tool" service "$pki" store &&
+       "$ca_tool" service "$pki" sink && "$ca_tool" service "$pki" stranger &&
+       "$ca_tool" init "$other" --name another-operator && "$ca_tool" service "$other" sink; } >"$work/pki.log" 2>&1; then
+  not_ok "make the PKI" "$work/pki.log"; echo "$passed passed, $failed failed"; exit 1
+fi
+uuid_of() { "$ca_tool" show "$1" | sed -n 's/^name: urn:uuid://p'; }
+ca_sha=$(openssl x509 -in "$pki/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
+program=$(python3 -c 'import uuid; print(uuid.uuid4())')
+in_topic=idevs/echo/in/events out_topic=idevs/echo/out/out req_topic=idevs/echo/req/ask
+cat >"$work/echo.json" <<JSON
+{"version": 1,
+ "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
+ "operator_ca_sha256": "$ca_sha",
+ "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt"},
+              {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt"}],
+ "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
+ "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
+ "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "idevs/echo/resp/ask",
+               "to": "sink", "qos": 1}],
+ "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
+JSON
+mkdir -m 700 "$work/state"
+port=$(free_port)
+conf=$work/broker.conf
+cat >"$conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+log_dest file $work/broker.log
+log_type all
+plugin $plugin
+plugin_opt_descriptor $work/echo.json
+plugin_opt_authority_key $pki/authority.key
+plugin_opt_authority_cert $pki/authority.crt
+plugin_opt_operator_ca $pki/ca.crt
+plugin_opt_state_dir $work/state
+plugin_opt_compartment $compartment
+CONF
+# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
+own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }
+start_broker() {
+  own_work
+  (LD_PRELOAD=$preload ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 exec "$mosquitto" -c "$conf") >>"$work/broker.out" 2>&1 &
+  broker_pid=$!
+  for _ in $(seq 100); do
+    kill -0 "$broker_pid" 2>/dev/null || return 1
+    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" -t idevs/echo/certificate -C 1 -W 1 >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+if start_broker; then ok "the broker starts with the plugin and the echo logic"; else
+  not_ok "the broker starts with the plugin and the echo logic" "$work/broker.log" "$work/broker.out"
+  echo "$passed passed, $failed failed"; exit 1
+fi
+
+common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
+store=(--pki "$pki" --name store "${common[@]}")
+sink=(--pki "$pki" --name sink "${common[@]}")
+# Runs a tool in the background with a timeout; its pid goes to $last_pid and to the cleanup list.
+background() { # out, err, command...
+  local out=$1 err=$2; shift 2
+  timeout 60 "$@" >"$out" 2>"$err" &
+  last_pid=$!
+  pids+=("$last_pid")
+}
+# Waits until the broker has the subscription of client id $1 to topic $2 (the library subscribes to the
+# descriptor's topics once it has verified the compartment).
+wait_subscribed() { wait_for "$work/broker.log" "^[0-9]+: $1 1 $2\$"; }
+
+# ---- inspection without keys: headers and evidence, no plaintext ----
+secret='inspect-me: Ana Lima, +44 7700 900123'
+background "$work/inspect.out" "$work/inspect.err" "$idevs_sub" --inspect -p "$port" -i inspector \
+  -t "$in_topic" -t "$out_topic" -C 2 -W 30
+wait_subscribed inspector "$out_topic"
+"$idevs_pub" "${store[@]}" -t events -m "$secret" >"$work/pub0.out" 2>&1 || not_ok "idevs-pub publishes for inspection" "$work/pub0.out"
+wait_pid "$last_pid"
+check "idevs-sub --inspect ends after -C 2 envelopes" test "$?" -eq 0
+check "... prints version, suite, sender, recipient, message id, epoch, sequence, provenance" bash -c \
+  "grep -q 'version 1, suite 1' '$work/inspect.out' && grep -q '  sender ' '$work/inspect.out' &&
+   grep -q '  recipient ' '$work/inspect.out' && grep -q 'message id ' '$work/inspect.out' &&
+   grep -q 'epoch ' '$work/inspect.out' && grep -q 'sequence   1' '$work/inspect.out' &&
+   grep -q 'provenance: 1 input' '$work/inspect.out'"
+check "... the input carries the store's chain (subject and uuid)" grep -q "uuid        $(uuid_of "$pki/store.crt")" "$work/inspect.out"
+check "... the output carries the compartment's chain and evidence: backend, program, measurement, descriptor" bash -c \
+  "grep -q 'evidence: backend process' '$work/inspect.out' && grep -q 'program $program' '$work/inspect.out' &&
+   grep -Eq 'measurement [0-9a-f]{64}' '$work/inspect.out' &&
+   grep -q \"descriptor  \$(sha256sum '$work/echo.json' | cut -d' ' -f1)\" '$work/inspect.out'"
+check "... and never the plaintext" bash -c "! grep -aq -e 'inspect-me' -e 'Ana Lima' -e '7700' '$work/inspect.out'"
+
+# ---- idevs-pub -> compartment -> idevs-sub prints exactly the payload ----
+payload='confidential hello, 42'
+background "$work/sub1.out" "$work/sub1.err" "$idevs_sub" "${sink[@]}" -i sink-plain -C 1 -W 30
+sub_pid=$last_pid
+wait_subscribed sink-plain "$out_topic" || not_ok "idevs-sub subscribes to the output after verifying" "$work/sub1.err"
+"$idevs_pub" "${store[@]}" -t events -m "$payload" -v >"$work/pub1.out" 2>"$work/pub1.err"
+check "idevs-pub exits 0 once the broker acknowledged" test "$?" -eq 0
+check "idevs-pub -v prints the input's name and the message id" grep -Eqx 'events [0-9a-f]{32}' "$work/pub1.out"
+wait_pid "$sub_pid"
+check "idevs-sub -C 1 exits 0" test "$?" -eq 0
+printf '%s\n' "$payload" >"$work/expected1"
+check "idevs-sub prints exactly the payload" cmp "$work/expected1" "$work/sub1.out"
+
+# -l: one envelope per line; -v on the subscriber prefixes name and message id.
+background "$work/sub2.out" "$work/sub2.err" "$idevs_sub" "${sink[@]}" -i sink-lines -C 3 -W 30 -v
+sub_pid=$last_pid
+wait_subscribed sink-lines "$out_topic"
+printf 'one\n\ntwo\nthree\n' | "$idevs_pub" "${store[@]}" -t events -l -v >"$work/pub2.out" 2>"$work/pub2.err"
+check "idevs-pub -l publishes each non-blank line (3 ids)" test "$(grep -Ec '^events [0-9a-f]{32}$' "$work/pub2.out")" -eq 3
+wait_pid "$sub_pid"
+check "idevs-sub -v prints NAME MESSAGE_ID PAYLOAD for each" bash -c \
+  "[ \"\$(sed -E 's/^out [0-9a-f]{32} //' '$work/sub2.out' | tr '\n' ,)\" = 'one,two,three,' ]"
+check "... and reports the verified compartment on stderr" grep -q "compartment of 'echo' verified: urn:uuid:$program, backend process" "$work/sub2.err"
+
+check "idevs-pub refuses an input this service does not send (unknown_input)" bash -c \
+  "! '$idevs_pub' --pki '$pki' --name sink -p $port --process echo --policy allow-process-backend-insecure -t events -m x 2>'$work/e' && grep -q 'no input of that name' '$work/e'"
+
+# ---- refusals: the library does not start ----
+zero=0000000000000000000000000000000000000000000000000000000000000000
+refusal() { # description, expected error name, expected text, options...
+  local what=$1 err=$2 text=$3; shift 3
+  "$service_client" start "$err" "$@" >"$work/client.out" 2>&1
+  local rc=$?
+  if [ "$rc" -eq 0 ] && grep -qF -- "$text" "$work/client.out"; then ok "$what"; else
+    echo "    exit $rc; expected $err and: $text" >>"$work/client.out"; not_ok "$what" "$work/client.out"; fi
+}
+refusal "a wrong pinned measurement: measurement_mismatch, naming the measurement" measurement_mismatch \
+  "measurement" --pki "$pki" --name sink "${common[@]}" --policy "measurement=$zero"
+refusal "without opting in to the process backend: process_backend_not_opted_in" process_backend_not_opted_in \
+  "'process' backend" --pki "$pki" --name sink -p "$port" --process echo --start-timeout 8000
+refusal "another operator's CA: cert_untrusted, naming the pinned CA" cert_untrusted "pins operator CA" \
+  --pki "$other" --name sink "${common[@]}"
+refusal "this service's certificate against another CA: cert_untrusted before connecting" cert_untrusted \
+  "does not verify against the operator CA" --key "$pki/sink.key" --cert "$pki/sink.crt" --ca "$other/ca.crt" "${common[@]}"
+refusal "a service the deployment does not name: sender_not_allowed" sender_not_allowed \
+  "is not among the services" --pki "$pki" --name stranger "${common[@]}"
+refusal "a pinned descriptor digest that differs: descriptor_mismatch" descriptor_mismatch \
+  "expects descriptor digest" --pki "$pki" --name sink "${common[@]}" --policy "descriptor-digest=$zero"
+refusal "the right descriptor pinned by file, and the measurement: ok" ok "" --pki "$pki" --name sink "${common[@]}" \
+  --policy "descriptor=$work/echo.json" --policy "program=$program"
+refusal "a process no plugin serves: timeout, saying what did not arrive" timeout "neither the retained certificate" \
+  --pki "$pki" --name sink -p "$port" --process nothing --start-timeout 1500
+"$idevs_sub" "${sink[@]}" --policy "measurement=$zero" -C 1 -W 5 >/dev/null 2>"$work/sub-refused.err"
+rc=$?
+check "idevs-sub exits 1 and names measurement_mismatch" bash -c \
+  "[ $rc -eq 1 ] && grep -q 'measurement_mismatch' '$work/sub-refused.err'"
+
+# ---- a request answered with --respond comes back ----
+background "$work/sub3.out" "$work/sub3.err" "$idevs_sub" "${sink[@]}" -i sink-respond -C 2 -W 30 -v \
+  --respond 'a taxi in 7 min'
+sub_pid=$last_pid
+wait_subscribed sink-respond "$req_topic"
+"$idevs_pub" "${store[@]}" -t events -m 'ask:a ride home?' >"$work/pub3.out" 2>&1
+wait_pid "$sub_pid"
+check "idevs-sub --respond: the request arrives" grep -Eqx 'ask [0-9a-f]{32} a ride home\?' "$work/sub3.out"
+check "... and the answer comes back through the compartment" grep -Eqx 'out [0-9a-f]{32} answer:a taxi in 7 min' "$work/sub3.out"
+
+# ---- duplicates: the same envelope is delivered once ----
+timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -i capture -q 1 -t "$out_topic" -C 1 -W 20 -N >"$work/captured.env" 2>/dev/null &
+cap_pid=$!
+pids+=("$cap_pid")
+wait_subscribed capture "$out_topic"
+"$idevs_pub" "${store[@]}" -t events -m 'only once' >"$work/pub4.out" 2>&1
+wait_pid "$cap_pid"
+"$service_client" duplicate "$work/captured.env" "$out_topic" "${sink[@]}" >"$work/dup.out" 2>&1
+grep -E '^(not )?ok - ' "$work/dup.out" | sed 's/^\(not \)\{0,1\}ok - /&duplicates: /' >"$work/dup.lines"
+while IFS= read -r line; do
+  case $line in
+    "ok - "*) passed=$((passed + 1)); echo "$line" ;;
+    *) failed=$((failed + 1)); echo "$line"; sed 's/^/    /' "$work/dup.out" | grep '#' ;;
+  esac
+done <"$work/dup.lines"
+[ -s "$work/dup.lines" ] || not_ok "duplicates: the client ran" "$work/dup.out"
+
+# ---- reconnection: the broker restarts under a running subscriber ----
+background "$work/sub5.out" "$work/sub5.err" "$idevs_sub" "${sink[@]}" -i sink-restart -C 2 -W 50 -v
+sub_pid=$last_pid
+wait_subscribed sink-restart "$out_topic"
+"$idevs_pub" "${store[@]}" -t events -m 'before the restart' >"$work/pub5.out" 2>&1
+wait_for "$work/sub5.out" 'before the restart'
+check "the subscriber receives before the restart" grep -q 'before the restart' "$work/sub5.out"
+stop_broker
+sleep 0.5
+mv "$work/broker.log" "$work/broker1.log"
+if start_broker; then ok "the broker starts again on the same port with the same state directory"; else
+  not_ok "the broker starts again on the same port with the same state directory" "$work/broker.log" "$work/broker.out"; fi
+wait_for "$work/sub5.err" '\(certificate 2\)'
+check "the subscriber reconnects and verifies the restarted compartment's new certificate" \
+  grep -q "compartment of 'echo' verified: .*(certificate 2)" "$work/sub5.err"
+wait_subscribed sink-restart "$out_topic"
+"$idevs_pub" "${store[@]}" -t events -m 'after the restart' >"$work/pub6.out" 2>&1
+check "idevs-pub publishes after the restart" test "$?" -eq 0
+wait_pid "$sub_pid"
+check "the subscriber receives after the restart and ends (-C 2)" test "$?" -eq 0
+check "... both messages, in order" bash -c \
+  "[ \"\$(sed -E 's/^out [0-9a-f]{32} //' '$work/sub5.out' | tr '\n' ,)\" = 'before the restart,after the restart,' ]"
+
+# ---- the broker's log never holds the plaintext ----
+check "no payload appears in the broker's log" bash -c \
+  "! grep -aq -e 'confidential hello' -e 'inspect-me' -e 'a ride home' -e 'taxi in 7' -e 'before the restart' '$work/broker1.log' '$work/broker.log'"
+
+stop_broker
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

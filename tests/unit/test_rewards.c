@@ -1,0 +1,983 @@
+/* The rewards integration logic (services/rewards/, docs/CASESTUDY.md).
+ *
+ * First its parts, directly: the decimal money module (every accepted and refused form, the boundary), the
+ * bounded table of pending rides, and the strict payload reader and writer. Then the real librewards.so in a
+ * real compartment, started by the launcher (enclave-bridge/idevs_launcher.h) with fixture identities for
+ * store, taxi and messaging: sales on both sides of 150.00, the ride request taxi opens, taxi's answer, the
+ * confirmation messaging opens, and every refusal (malformed sale, unknown or mismatched response, expiry).
+ *
+ * The compartment and the logic come from the environment meson gives the unit tests (IDEVS_COMPARTMENT,
+ * IDEVS_REWARDS_LOGIC). */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/pem.h>
+
+#include "fixtures.h"
+#include "harness.h"
+#include "idevs_envelope.h"
+#include "idevs_launcher.h"
+#include "../../services/rewards/money.h"
+#include "../../services/rewards/payloads.h"
+#include "../../services/rewards/pending.h"
+
+#define TOPIC_SALES "idevs/rewards/in/sales"
+#define TOPIC_RIDE "idevs/rewards/req/ride"
+#define TOPIC_RIDE_RESP "idevs/rewards/resp/ride"
+#define TOPIC_CONFIRMATION "idevs/rewards/out/confirmation"
+
+/* The example of docs/CASESTUDY.md, to the byte. */
+#define EXAMPLE_SALE                                                                                             \
+    "{ \"sale_id\": \"S-000042\", \"time\": \"2026-11-21T10:15:00Z\",\n"                                         \
+    "  \"customer\": { \"id\": \"C-0007\", \"name\": \"Ana Lima\", \"phone\": \"+44 7700 900123\",\n"            \
+    "                \"address\": \"12 Harbour Street, Leith, Edinburgh EH6 6LA\" },\n"                          \
+    "  \"items\": [ { \"sku\": \"JKT-204\", \"name\": \"Rain jacket\", \"qty\": 1, \"price\": \"129.00\" },\n"    \
+    "             { \"sku\": \"SCK-011\", \"name\": \"Wool socks\", \"qty\": 2, \"price\": \"10.50\" } ],\n"      \
+    "  \"total\": \"150.00\" }"
+#define EXAMPLE_RIDE_REQUEST                                                                                     \
+    "{\"booking_ref\":\"S-000042\",\"name\":\"Ana Lima\",\"pickup\":\"12 Harbour Street, Leith, Edinburgh EH6 "  \
+    "6LA\",\"time\":\"2026-11-21T10:15:00Z\"}"
+#define EXAMPLE_RIDE_RESPONSE                                                                                    \
+    "{ \"booking_ref\": \"S-000042\", \"driver\": \"Sam Okafor\", \"vehicle\": \"Blue Skoda Octavia SK21 XYZ\",\n" \
+    "  \"eta_minutes\": 7 }"
+#define EXAMPLE_CONFIRMATION                                                                                     \
+    "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, thanks for shopping with us! Your free ride home (ref "    \
+    "S-000042) is booked: Sam Okafor, Blue Skoda Octavia SK21 XYZ, arrives in 7 min.\"}"
+
+/* ---- money ---- */
+
+static void expect_money(const char *text, int64_t cents)
+{
+    int64_t got = -7;
+    bool ok = money_parse_str(text, &got);
+    CU_ASSERT_TRUE(ok);
+    CU_ASSERT_EQUAL(got, cents);
+    if (!ok || got != cents)
+        fprintf(stderr, "\n    money_parse(\"%s\") gave %d, %lld\n", text, ok, (long long)got);
+}
+
+static void expect_no_money(const char *text)
+{
+    int64_t got = -7;
+    bool ok = money_parse_str(text, &got);
+    CU_ASSERT_FALSE(ok);
+    CU_ASSERT_EQUAL(got, -7); /* untouched */
+    if (ok)
+        fprintf(stderr, "\n    money_parse(\"%s\") accepted it as %lld\n", text, (long long)got);
+}
+
+static void test_money_accepted(void)
+{
+    expect_money("149.99", 14999);
+    expect_money("150.00", 15000);
+    expect_money("150.01", 15001);
+    expect_money("0.00", 0);
+    expect_money("0.01", 1);
+    expect_money("0.99", 99);
+    expect_money("1.00", 100);
+    expect_money("10.50", 1050);
+    expect_money("129.00", 12900);
+    expect_money("99999.99", 9999999);
+    expect_money("92233720368547758.07", INT64_MAX);
+    /* the boundary, compared in cents */
+    int64_t threshold = 0, a = 0, b = 0, c = 0;
+    CU_ASSERT_TRUE(money_parse_str("150.00", &threshold));
+    CU_ASSERT_TRUE(money_parse_str("149.99", &a) && a < threshold);
+    CU_ASSERT_TRUE(money_parse_str("150.00", &b) && b >= threshold);
+    CU_ASSERT_TRUE(money_parse_str("150.01", &c) && c >= threshold);
+    /* text with an explicit length: only len bytes count, no NUL needed */
+    int64_t v = 0;
+    CU_ASSERT_TRUE(money_parse("150.00xyz", 6, &v) && v == 15000);
+    CU_ASSERT_FALSE(money_parse("150.00xyz", 7, &v));
+}
+
+static void test_money_refused(void)
+{
+    static const char *const refused[] = {
+        "", "150", "150.0", "150.", ".50", "150.001", "150.000", "1e2", "1E2", "1.5e2", "-1.00", "-0.00",
+        "+1.00", "+150.00", " 150.00", "150.00 ", "150 .00", "150. 00", "1 50.00", "\t1.00", "1.00\n", "1,00",
+        "1,000.00", "150,00", "01.00", "00.00", "007.50", "0x1.00", "1.0a", "a.00", "1..00", "1.-1", "١.٠٠",
+        "NaN", "inf", "Infinity", "150.00.00", "$150.00", "150.00$", "92233720368547758.08",
+        "99999999999999999.99", "100000000000000000.00", "9223372036854775807.00", "123456789012345678901.00",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        expect_no_money(refused[i]);
+    int64_t v = 0;
+    CU_ASSERT_FALSE(money_parse(NULL, 6, &v));
+    CU_ASSERT_FALSE(money_parse("150.00", 6, NULL));
+    CU_ASSERT_FALSE(money_parse_str(NULL, &v));
+    /* a NUL inside the counted bytes is not a digit */
+    CU_ASSERT_FALSE(money_parse("15\0.00", 6, &v));
+}
+
+static void test_money_format_and_arithmetic(void)
+{
+    char buf[MONEY_BUF];
+    static const struct {
+        int64_t cents;
+        const char *text;
+    } cases[] = {{0, "0.00"}, {1, "0.01"}, {99, "0.99"}, {100, "1.00"}, {14999, "149.99"}, {15000, "150.00"},
+                 {15001, "150.01"}, {INT64_MAX, "92233720368547758.07"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = money_format(cases[i].cents, buf, sizeof buf);
+        CU_ASSERT_EQUAL(n, strlen(cases[i].text));
+        CU_ASSERT_STRING_EQUAL(buf, cases[i].text);
+        int64_t back = -1;
+        CU_ASSERT_TRUE(money_parse(buf, n, &back) && back == cases[i].cents);
+    }
+    CU_ASSERT_EQUAL(money_format(-1, buf, sizeof buf), 0);
+    CU_ASSERT_EQUAL(money_format(15000, buf, 6), 0); /* "150.00" needs 7 with the NUL */
+    CU_ASSERT_EQUAL(money_format(15000, buf, 7), 6);
+    int64_t r = 0;
+    CU_ASSERT_TRUE(money_add(12900, 2100, &r) && r == 15000);
+    CU_ASSERT_FALSE(money_add(INT64_MAX, 1, &r));
+    CU_ASSERT_TRUE(money_times(1050, 2, &r) && r == 2100);
+    CU_ASSERT_FALSE(money_times(INT64_MAX / 2 + 1, 2, &r));
+    CU_ASSERT_FALSE(money_times(-1, 2, &r));
+    CU_ASSERT_FALSE(money_times(1, -2, &r));
+    /* every cent from 0.00 to 300.00 goes through text and back unchanged */
+    for (int64_t c = 0; c <= 30000; c++) {
+        size_t n = money_format(c, buf, sizeof buf);
+        int64_t back = -1;
+        if (n == 0 || !money_parse(buf, n, &back) || back != c) {
+            CU_FAIL("format/parse round trip");
+            break;
+        }
+    }
+}
+
+/* ---- the pending table ---- */
+
+static idevs_msgid id_of(unsigned n)
+{
+    idevs_msgid id;
+    memset(&id, 0, sizeof id);
+    id.b[0] = 0xa5;
+    id.b[14] = (uint8_t)(n >> 8);
+    id.b[15] = (uint8_t)n;
+    return id;
+}
+
+static bool all_zero(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != 0)
+            return false;
+    return true;
+}
+
+static void test_pending_bounded(void)
+{
+    pending_table t;
+    CU_ASSERT_FALSE(pending_init(&t, 0));
+    CU_ASSERT_TRUE_FATAL(pending_init(&t, 3));
+    for (unsigned i = 1; i <= 3; i++) {
+        idevs_msgid id = id_of(i);
+        CU_ASSERT_TRUE(pending_put(&t, &id, "Ana", "+44 7700 900123", "S-1", 1000 + i));
+    }
+    CU_ASSERT_EQUAL(t.count, 3);
+    CU_ASSERT_EQUAL(t.dropped_full, 0);
+    idevs_msgid four = id_of(4), one = id_of(1), two = id_of(2);
+    CU_ASSERT_TRUE(pending_put(&t, &four, "Bo", "+44 7700 900124", "S-4", 1004));
+    CU_ASSERT_EQUAL(t.count, 3);
+    CU_ASSERT_EQUAL(t.dropped_full, 1);
+    CU_ASSERT_PTR_NULL(pending_find(&t, &one)); /* the oldest went */
+    pending_entry *e = pending_find(&t, &four);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    CU_ASSERT_STRING_EQUAL(e->first_name, "Bo");
+    CU_ASSERT_STRING_EQUAL(e->phone, "+44 7700 900124");
+    CU_ASSERT_STRING_EQUAL(e->booking_ref, "S-4");
+    /* a removed entry is cleansed at once and leaves room */
+    pending_entry *e2 = pending_find(&t, &two);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e2);
+    pending_remove(&t, e2);
+    CU_ASSERT_TRUE(all_zero(e2, sizeof *e2));
+    CU_ASSERT_PTR_NULL(pending_find(&t, &two));
+    CU_ASSERT_EQUAL(t.count, 2);
+    idevs_msgid five = id_of(5);
+    CU_ASSERT_TRUE(pending_put(&t, &five, "Cy", "+44 7700 900125", "S-5", 1005));
+    CU_ASSERT_EQUAL(t.count, 3);
+    CU_ASSERT_EQUAL(t.dropped_full, 1); /* the hole made the room, nobody was dropped */
+    /* what is refused */
+    idevs_msgid zero;
+    memset(&zero, 0, sizeof zero);
+    char long_name[PENDING_FIRST_NAME_MAX + 2];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    CU_ASSERT_FALSE(pending_put(&t, &zero, "Ana", "1", "S", 1));
+    CU_ASSERT_FALSE(pending_put(&t, &one, long_name, "1", "S", 1));
+    long_name[PENDING_FIRST_NAME_MAX] = '\0';
+    CU_ASSERT_TRUE(pending_put(&t, &one, long_name, "1", "S", 1006));
+    CU_ASSERT_PTR_NULL(pending_find(&t, &zero));
+    pending_free(&t);
+    CU_ASSERT_PTR_NULL(t.slots);
+}
+
+static void test_pending_expiry(void)
+{
+    pending_table t;
+    CU_ASSERT_TRUE_FATAL(pending_init(&t, 4096));
+    for (unsigned i = 1; i <= 5000; i++) {
+        idevs_msgid id = id_of(i);
+        CU_ASSERT_TRUE(pending_put(&t, &id, "Ana", "+44 7700 900123", "S-1", (int64_t)i * 100));
+    }
+    CU_ASSERT_EQUAL(t.count, 4096);
+    CU_ASSERT_EQUAL(t.dropped_full, 5000 - 4096);
+    /* ten minutes and a millisecond after entry 4900 was made: entries 905..4900 are too old, the last 100 stay */
+    int64_t now = 4900 * 100 + 600001;
+    size_t dropped = pending_expire(&t, now, 600000);
+    CU_ASSERT_EQUAL(dropped, 4096 - 100);
+    CU_ASSERT_EQUAL(t.count, 100);
+    CU_ASSERT_EQUAL(t.expired, 4096 - 100);
+    idevs_msgid old = id_of(4900), young = id_of(4901);
+    CU_ASSERT_PTR_NULL(pending_find(&t, &old));
+    CU_ASSERT_PTR_NOT_NULL(pending_find(&t, &young));
+    CU_ASSERT_EQUAL(pending_expire(&t, now, 600000), 0);
+    CU_ASSERT_EQUAL(pending_expire(&t, now + 10000000, 600000), 100);
+    CU_ASSERT_EQUAL(t.count, 0);
+    /* every slot is cleansed: no phone number is left anywhere */
+    CU_ASSERT_TRUE(all_zero(t.slots, t.capacity * sizeof *t.slots));
+    pending_free(&t);
+}
+
+/* ---- payloads ---- */
+
+static void test_payload_example(void)
+{
+    rewards_sale s;
+    CU_ASSERT_EQUAL_FATAL(rewards_parse_sale(EXAMPLE_SALE, strlen(EXAMPLE_SALE), &s), IDEVS_OK);
+    CU_ASSERT_STRING_EQUAL(s.sale_id, "S-000042");
+    CU_ASSERT_STRING_EQUAL(s.name, "Ana Lima");
+    CU_ASSERT_STRING_EQUAL(s.first_name, "Ana");
+    CU_ASSERT_STRING_EQUAL(s.phone, "+44 7700 900123");
+    CU_ASSERT_EQUAL(s.total_cents, 15000);
+    CU_ASSERT_EQUAL(s.item_count, 2);
+    char out[REWARDS_OUT_MAX];
+    size_t n = rewards_write_ride_request(&s, out, sizeof out);
+    CU_ASSERT_EQUAL(n, strlen(EXAMPLE_RIDE_REQUEST));
+    CU_ASSERT_STRING_EQUAL(out, EXAMPLE_RIDE_REQUEST);
+    CU_ASSERT_EQUAL(rewards_write_ride_request(&s, out, n), 0); /* one byte short for the NUL */
+    rewards_ride r;
+    CU_ASSERT_EQUAL_FATAL(rewards_parse_ride(EXAMPLE_RIDE_RESPONSE, strlen(EXAMPLE_RIDE_RESPONSE), &r), IDEVS_OK);
+    CU_ASSERT_EQUAL(r.eta_minutes, 7);
+    n = rewards_write_confirmation(s.phone, s.first_name, "thanks for shopping with us!", &r, out, sizeof out);
+    CU_ASSERT_EQUAL(n, strlen(EXAMPLE_CONFIRMATION));
+    CU_ASSERT_STRING_EQUAL(out, EXAMPLE_CONFIRMATION);
+    rewards_sale_cleanse(&s);
+    CU_ASSERT_TRUE(all_zero(&s, sizeof s));
+}
+
+static void test_payload_escaping(void)
+{
+    static const char sale[] =
+        "{\"sale_id\":\"S-1\",\"time\":\"2026-01-02T03:04:05Z\",\"customer\":{\"id\":\"C-1\","
+        "\"name\":\"Zo\\u00eb \\\"Zed\\\" O\\\\Neil\",\"phone\":\"07700 900001\",\"address\":\"1 \\\"A\\\" St\"},"
+        "\"items\":[{\"sku\":\"A\",\"name\":\"x\",\"qty\":3,\"price\":\"50.00\"}],\"total\":\"150.00\"}";
+    rewards_sale s;
+    CU_ASSERT_EQUAL_FATAL(rewards_parse_sale(sale, strlen(sale), &s), IDEVS_OK);
+    CU_ASSERT_STRING_EQUAL(s.first_name, "Zo\xc3\xab");
+    char out[REWARDS_OUT_MAX];
+    CU_ASSERT_TRUE(rewards_write_ride_request(&s, out, sizeof out) > 0);
+    /* what the logic writes is JSON that reads back to the same strings */
+    cJSON *j = cJSON_Parse(out);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItemCaseSensitive(j, "name")->valuestring, "Zo\xc3\xab \"Zed\" O\\Neil");
+    CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItemCaseSensitive(j, "pickup")->valuestring, "1 \"A\" St");
+    cJSON_Delete(j);
+}
+
+/* Replaces the first occurrence of from in EXAMPLE_SALE by to. */
+static void sale_with(char *buf, size_t len, const char *from, const char *to)
+{
+    const char *base = EXAMPLE_SALE;
+    const char *at = strstr(base, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    int n = snprintf(buf, len, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < len);
+}
+
+static const struct {
+    const char *from, *to, *why;
+} bad_sales[] = {
+    {"\"total\": \"150.00\"", "\"total\": 150.00", "total as a JSON number"},
+    {"\"total\": \"150.00\"", "\"total\": \"150\"", "total without decimals"},
+    {"\"total\": \"150.00\"", "\"total\": \"150.0\"", "total with one decimal"},
+    {"\"total\": \"150.00\"", "\"total\": \"1.5e2\"", "total in exponent form"},
+    {"\"total\": \"150.00\"", "\"total\": \"150.01\"", "total not the sum of the items"},
+    {"\"total\": \"150.00\"", "\"total\": \"-150.00\"", "negative total"},
+    {"\"total\": \"150.00\"", "\"total\": \"150.00\", \"total\": \"150.00\"", "a key twice"},
+    {"\"total\": \"150.00\"", "\"total\": \"150.00\", \"coupon\": \"x\"", "an unknown key"},
+    {",\n  \"total\": \"150.00\"", "", "total missing"},
+    {"\"sale_id\": \"S-000042\"", "\"sale_id\": \"\"", "empty sale id"},
+    {"\"sale_id\": \"S-000042\"", "\"sale_id\": \"S 42\"", "sale id with a space"},
+    {"\"sale_id\": \"S-000042\"", "\"sale_id\": 42", "sale id as a number"},
+    {"\"time\": \"2026-11-21T10:15:00Z\"", "\"time\": \"21/11/2026 10:15\"", "time in another format"},
+    {"\"time\": \"2026-11-21T10:15:00Z\"", "\"time\": \"2026-13-21T10:15:00Z\"", "month 13"},
+    {"\"phone\": \"+44 7700 900123\"", "\"phone\": \"call me\"", "phone with letters"},
+    {"\"phone\": \"+44 7700 900123\"", "\"phone\": \"+44 7700 900123 +44 7700 900123 +44\"", "phone too long"},
+    {"\"name\": \"Ana Lima\"", "\"name\": \"Ana\\nLima\"", "a control character in the name"},
+    {"\"name\": \"Ana Lima\"", "\"name\": \" Ana\"", "a name without a first name"},
+    {"\"name\": \"Ana Lima\"", "\"name\": \"\"", "empty name"},
+    {"\"address\": \"12 Harbour Street, Leith, Edinburgh EH6 6LA\"", "\"address\": null", "null address"},
+    {"\"id\": \"C-0007\", ", "", "customer id missing"},
+    {"\"qty\": 1", "\"qty\": 0", "qty 0"},
+    {"\"qty\": 1", "\"qty\": 1.5", "fractional qty"},
+    {"\"qty\": 1", "\"qty\": \"1\"", "qty as a string"},
+    {"\"qty\": 1", "\"qty\": 1e9", "qty too large"},
+    {"\"price\": \"129.00\"", "\"price\": \"129\"", "price without decimals"},
+    {"\"price\": \"129.00\"", "\"price\": \"129.00\", \"colour\": \"red\"", "an unknown item key"},
+    {"\"items\": [ { \"sku\": \"JKT-204\", \"name\": \"Rain jacket\", \"qty\": 1, \"price\": \"129.00\" },\n"
+     "             { \"sku\": \"SCK-011\", \"name\": \"Wool socks\", \"qty\": 2, \"price\": \"10.50\" } ],\n"
+     "  \"total\": \"150.00\"",
+     "\"items\": [], \"total\": \"0.00\"", "no items"},
+    {"{ \"sale_id\"", "[{ \"sale_id\"", "an array around the sale"},
+};
+
+static void test_payload_refusals(void)
+{
+    char buf[2048];
+    rewards_sale s;
+    for (size_t i = 0; i < sizeof bad_sales / sizeof bad_sales[0]; i++) {
+        sale_with(buf, sizeof buf, bad_sales[i].from, bad_sales[i].to);
+        idevs_err err = rewards_parse_sale(buf, strlen(buf), &s);
+        CU_ASSERT_EQUAL(err, IDEVS_ERR_MALFORMED);
+        if (err != IDEVS_ERR_MALFORMED)
+            fprintf(stderr, "\n    accepted a sale with %s\n", bad_sales[i].why);
+        CU_ASSERT_TRUE(all_zero(&s, sizeof s));
+    }
+    static const char *const junk[] = {"", "not json", "{}", "null", "\"S-1\"", "{\"sale_id\":"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
+        CU_ASSERT_EQUAL(rewards_parse_sale(junk[i], strlen(junk[i]), &s), IDEVS_ERR_MALFORMED);
+    /* trailing text, a NUL inside, a length that is not the text's */
+    snprintf(buf, sizeof buf, "%s {}", EXAMPLE_SALE);
+    CU_ASSERT_EQUAL(rewards_parse_sale(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
+    snprintf(buf, sizeof buf, "%s  \n", EXAMPLE_SALE);
+    CU_ASSERT_EQUAL(rewards_parse_sale(buf, strlen(buf), &s), IDEVS_OK); /* white space is fine */
+    size_t n = strlen(EXAMPLE_SALE);
+    memcpy(buf, EXAMPLE_SALE, n + 1);
+    buf[n - 1] = '\0';
+    CU_ASSERT_EQUAL(rewards_parse_sale(buf, n, &s), IDEVS_ERR_MALFORMED);
+    memcpy(buf, EXAMPLE_SALE, n + 1);
+    CU_ASSERT_EQUAL(rewards_parse_sale(buf, n - 5, &s), IDEVS_ERR_MALFORMED);
+    /* invalid UTF-8 in a name */
+    sale_with(buf, sizeof buf, "Ana Lima", "Ana \xc3\x28ima");
+    CU_ASSERT_EQUAL(rewards_parse_sale(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
+
+    rewards_ride r;
+    static const char *const bad_rides[] = {
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\"}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":\"7\"}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7.5}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":-1}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":100000}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
+        "{\"booking_ref\":\"S 1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7,\"tip\":1}",
+        "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
+        "[]", "7", "",
+    };
+    for (size_t i = 0; i < sizeof bad_rides / sizeof bad_rides[0]; i++) {
+        idevs_err err = rewards_parse_ride(bad_rides[i], strlen(bad_rides[i]), &r);
+        CU_ASSERT_EQUAL(err, IDEVS_ERR_MALFORMED);
+        if (err != IDEVS_ERR_MALFORMED)
+            fprintf(stderr, "\n    accepted the ride %s\n", bad_rides[i]);
+    }
+    static const char good_ride[] = "{\"booking_ref\":\"S-1\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":0}";
+    CU_ASSERT_EQUAL(rewards_parse_ride(good_ride, strlen(good_ride), &r), IDEVS_OK);
+}
+
+/* ---- the logic in a compartment ---- */
+
+static fixture_pki pki;
+static idevs_identity *store, *taxi, *messaging;
+static char host_path[PATH_MAX], logic_path[PATH_MAX];
+
+#define MAX_RECORDS 64
+
+typedef struct record {
+    uint64_t done_id[MAX_RECORDS];
+    idevs_err done_status[MAX_RECORDS];
+    size_t done_count;
+    uint64_t pub_id[MAX_RECORDS];
+    uint8_t *pub_env[MAX_RECORDS];
+    size_t pub_len[MAX_RECORDS];
+    char pub_topic[MAX_RECORDS][64];
+    char pub_response_topic[MAX_RECORDS][64];
+    uint8_t pub_correlation[MAX_RECORDS][16];
+    size_t pub_correlation_len[MAX_RECORDS];
+    size_t pub_count;
+} record;
+
+static void on_publish(void *arg, const idevs_launcher_publish *p)
+{
+    record *r = arg;
+    CU_ASSERT_FATAL(r->pub_count < MAX_RECORDS);
+    size_t i = r->pub_count++;
+    r->pub_id[i] = p->delivery_id;
+    r->pub_env[i] = malloc(p->envelope_len);
+    CU_ASSERT_FATAL(r->pub_env[i] != NULL);
+    memcpy(r->pub_env[i], p->envelope, p->envelope_len);
+    r->pub_len[i] = p->envelope_len;
+    snprintf(r->pub_topic[i], sizeof r->pub_topic[i], "%s", p->topic);
+    snprintf(r->pub_response_topic[i], sizeof r->pub_response_topic[i], "%s",
+             p->response_topic != NULL ? p->response_topic : "");
+    r->pub_correlation_len[i] = p->correlation_len;
+    if (p->correlation != NULL && p->correlation_len <= 16)
+        memcpy(r->pub_correlation[i], p->correlation, p->correlation_len);
+}
+
+static void on_done(void *arg, uint64_t id, idevs_err status)
+{
+    record *r = arg;
+    CU_ASSERT_FATAL(r->done_count < MAX_RECORDS);
+    r->done_id[r->done_count] = id;
+    r->done_status[r->done_count++] = status;
+}
+
+static void record_clear(record *r)
+{
+    for (size_t i = 0; i < r->pub_count; i++)
+        free(r->pub_env[i]);
+    memset(r, 0, sizeof *r);
+}
+
+typedef struct party {
+    idevs_cert_policy *policy;
+    idevs_envelope_ctx *ctx;
+} party;
+
+typedef struct world {
+    char dir[64];
+    char state[128];
+    char descriptor[128];
+    idevs_uuid program;
+    idevs_launcher *l;
+    record r;
+    party store, taxi, messaging;
+} world;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
+    CU_ASSERT_FATAL(fclose(f) == 0);
+}
+
+static void write_cert(const world *w, const char *name, const idevs_identity *id)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.crt", w->dir, name);
+    size_t len = 0;
+    const uint8_t *der = idevs_identity_chain_der(id, 0, &len);
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    CU_ASSERT_FATAL(cert != NULL);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(PEM_write_X509(f, cert) == 1);
+    fclose(f);
+    X509_free(cert);
+}
+
+/* The rewards descriptor of docs/DEPLOYMENT.md with these identities and the given process.config. */
+static void write_descriptor(world *w, const char *config)
+{
+    char ca_hex[65], program[IDEVS_UUID_STR_LEN], s[IDEVS_UUID_STR_LEN], t[IDEVS_UUID_STR_LEN],
+        m[IDEVS_UUID_STR_LEN];
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    uint8_t digest[32];
+    CU_ASSERT_FATAL(idevs_cert_to_der(pki.ca_cert, &der, &der_len) == IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_sha256(der, der_len, digest) == IDEVS_OK);
+    free(der);
+    for (int i = 0; i < 32; i++)
+        sprintf(ca_hex + 2 * i, "%02x", digest[i]);
+    idevs_uuid_format(&w->program, program);
+    idevs_uuid_format(idevs_identity_uuid(store), s);
+    idevs_uuid_format(idevs_identity_uuid(taxi), t);
+    idevs_uuid_format(idevs_identity_uuid(messaging), m);
+    char text[4096];
+    int n = snprintf(text, sizeof text,
+                     "{\"version\": 1,\n"
+                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": %s},\n"
+                     " \"operator_ca_sha256\": \"%s\",\n"
+                     " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\"},\n"
+                     "   {\"name\": \"taxi\", \"uuid\": \"%s\", \"certificate\": \"taxi.crt\"},\n"
+                     "   {\"name\": \"messaging\", \"uuid\": \"%s\", \"certificate\": \"messaging.crt\"}],\n"
+                     " \"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n"
+                     " \"outputs\": [{\"name\": \"confirmation\", \"topic\": \"" TOPIC_CONFIRMATION
+                     "\", \"to\": \"messaging\", \"qos\": 1}],\n"
+                     " \"requests\": [{\"name\": \"ride\", \"topic\": \"" TOPIC_RIDE "\", \"response_topic\": \""
+                     TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}],\n"
+                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000}}\n",
+                     program, logic_path, config, ca_hex, s, t, m);
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
+    write_file(w->descriptor, text, (size_t)n);
+}
+
+static void party_init(party *p, const idevs_identity *self, idevs_launcher *l)
+{
+    p->policy = fixture_compartment_policy(&pki, idevs_launcher_measurement(l), idevs_launcher_descriptor_digest(l));
+    CU_ASSERT_FATAL(idevs_envelope_ctx_new(self, p->policy, NULL, &p->ctx) == IDEVS_OK);
+    const uint8_t *der[2];
+    size_t len[2];
+    CU_ASSERT_FATAL(idevs_launcher_chain_count(l) == 2);
+    for (size_t i = 0; i < 2; i++)
+        der[i] = idevs_launcher_chain_der(l, i, &len[i]);
+    CU_ASSERT_FATAL(idevs_envelope_add_peer(p->ctx, der, len, 2, NULL) == IDEVS_OK);
+}
+
+static void party_free(party *p)
+{
+    idevs_envelope_ctx_free(p->ctx);
+    idevs_cert_policy_free(p->policy);
+}
+
+/* Makes the directory, certificates and descriptor, and a launcher. Returns what idevs_launcher_start said. */
+static idevs_err world_start(world *w, const char *config)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/idevs-rewards-XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(w->dir) != NULL);
+    snprintf(w->state, sizeof w->state, "%s/state", w->dir);
+    CU_ASSERT_FATAL(mkdir(w->state, 0700) == 0);
+    snprintf(w->descriptor, sizeof w->descriptor, "%s/rewards.json", w->dir);
+    write_cert(w, "store", store);
+    write_cert(w, "taxi", taxi);
+    write_cert(w, "messaging", messaging);
+    idevs_uuid_generate(&w->program);
+    write_descriptor(w, config);
+    idevs_launcher_config cfg;
+    idevs_launcher_config_default(&cfg);
+    cfg.descriptor = w->descriptor;
+    cfg.host_program = host_path;
+    cfg.state_dir = w->state;
+    cfg.operator_ca = pki.ca_cert;
+    cfg.authority = pki.authority;
+    cfg.authority_cert = pki.authority_cert;
+    cfg.max_attempts = 1;
+    char why[512] = "";
+    idevs_err err = idevs_launcher_new(&cfg, &w->l, why, sizeof why);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "\n    idevs_launcher_new: %s (%s)\n", idevs_strerror(err), why);
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    err = idevs_launcher_start(w->l, why, sizeof why);
+    if (err == IDEVS_OK) {
+        party_init(&w->store, store, w->l);
+        party_init(&w->taxi, taxi, w->l);
+        party_init(&w->messaging, messaging, w->l);
+    }
+    return err;
+}
+
+static void world_free(world *w)
+{
+    if (w->store.ctx != NULL) {
+        party_free(&w->store);
+        party_free(&w->taxi);
+        party_free(&w->messaging);
+    }
+    idevs_launcher_free(w->l);
+    record_clear(&w->r);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+/* Seals text from p on topic (with provenance, if any) and delivers it with the correlation data, if any. */
+static uint64_t deliver(world *w, party *p, const char *topic, const char *text, const idevs_msgid *prov,
+                        idevs_msgid *message_id)
+{
+    idevs_seal_input in = {.recipient = &w->program, .topic = topic, .payload = (const uint8_t *)text,
+                           .payload_len = strlen(text), .provenance = prov, .provenance_count = prov ? 1 : 0};
+    uint8_t *env = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(idevs_envelope_seal(p->ctx, &in, &env, &len, message_id) == IDEVS_OK);
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(w->l, topic, env, len, prov ? prov->b : NULL, prov ? 16 : 0, &id) ==
+                    IDEVS_OK);
+    free(env);
+    return id;
+}
+
+/* Polls until the delivery is done; returns its status. */
+static idevs_err wait_done(world *w, uint64_t id)
+{
+    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
+    int64_t end = now_ms() + 10000;
+    for (;;) {
+        for (size_t i = 0; i < w->r.done_count; i++)
+            if (w->r.done_id[i] == id)
+                return w->r.done_status[i];
+        if (now_ms() > end) {
+            CU_FAIL("no Done in time");
+            return IDEVS_ERR_TIMEOUT;
+        }
+        CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 50, &cb) == IDEVS_OK);
+    }
+}
+
+static void poll_for(world *w, int ms)
+{
+    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
+    int64_t end = now_ms() + ms;
+    while (now_ms() < end)
+        CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 20, &cb) == IDEVS_OK);
+}
+
+/* Opens publication i as p; returns the payload (malloc'd) and the opened message's ids. */
+static char *open_pub(world *w, party *p, size_t i, idevs_opened *o)
+{
+    memset(o, 0, sizeof *o);
+    idevs_err err = idevs_envelope_open(p->ctx, w->r.pub_topic[i], w->r.pub_env[i], w->r.pub_len[i], o);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "\n    open publication %zu: %s\n", i, idevs_strerror(err));
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    return strndup((const char *)o->payload, o->payload_len);
+}
+
+/* The object's keys are exactly keys[], in this order. */
+static bool json_keys_are(const char *text, const char *const *keys, size_t n)
+{
+    cJSON *j = cJSON_Parse(text);
+    bool ok = cJSON_IsObject(j);
+    size_t k = 0;
+    for (const cJSON *c = ok ? j->child : NULL; c != NULL && ok; c = c->next, k++)
+        ok = k < n && strcmp(c->string, keys[k]) == 0 && cJSON_IsString(c);
+    cJSON_Delete(j);
+    return ok && k == n;
+}
+
+static const char *json_str(cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : "(missing)";
+}
+
+static void make_sale(char *buf, size_t len, const char *sale_id, const char *price2, const char *total)
+{
+    int n = snprintf(buf, len,
+                     "{\"sale_id\":\"%s\",\"time\":\"2026-11-21T10:15:00Z\",\"customer\":{\"id\":\"C-0007\","
+                     "\"name\":\"Ana Lima\",\"phone\":\"+44 7700 900123\","
+                     "\"address\":\"12 Harbour Street, Leith, Edinburgh EH6 6LA\"},"
+                     "\"items\":[{\"sku\":\"JKT-204\",\"name\":\"Rain jacket\",\"qty\":1,\"price\":\"129.00\"},"
+                     "{\"sku\":\"SCK-011\",\"name\":\"Wool socks\",\"qty\":1,\"price\":\"%s\"}],\"total\":\"%s\"}",
+                     sale_id, price2, total);
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < len);
+}
+
+static void test_logic_boundary_and_round_trip(void)
+{
+    world w;
+    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{}"), IDEVS_OK);
+    static const char *const ride_keys[] = {"booking_ref", "name", "pickup", "time"};
+    static const char *const confirmation_keys[] = {"phone", "text"};
+    char sale[1024];
+
+    /* 149.99: nothing leaves */
+    make_sale(sale, sizeof sale, "S-014999", "20.99", "149.99");
+    uint64_t d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL(w.r.pub_count, 0);
+
+    /* 150.00 and 150.01: a ride request each, with only the pickup fields */
+    static const struct {
+        const char *id, *price2, *total;
+    } qualifying[] = {{"S-015000", "21.00", "150.00"}, {"S-015001", "21.01", "150.01"}};
+    idevs_msgid sale_ids[2], request_ids[2];
+    for (size_t k = 0; k < 2; k++) {
+        make_sale(sale, sizeof sale, qualifying[k].id, qualifying[k].price2, qualifying[k].total);
+        size_t before = w.r.pub_count;
+        d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, &sale_ids[k]);
+        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+        CU_ASSERT_EQUAL_FATAL(w.r.pub_count, before + 1);
+        CU_ASSERT_STRING_EQUAL(w.r.pub_topic[before], TOPIC_RIDE);
+        CU_ASSERT_STRING_EQUAL(w.r.pub_response_topic[before], TOPIC_RIDE_RESP);
+        CU_ASSERT_EQUAL(w.r.pub_correlation_len[before], 16);
+        /* only taxi can open it */
+        idevs_opened o;
+        memset(&o, 0, sizeof o);
+        CU_ASSERT_NOT_EQUAL(idevs_envelope_open(w.messaging.ctx, w.r.pub_topic[before], w.r.pub_env[before],
+                                                w.r.pub_len[before], &o),
+                            IDEVS_OK);
+        char *req = open_pub(&w, &w.taxi, before, &o);
+        request_ids[k] = o.message_id;
+        CU_ASSERT_EQUAL(o.provenance_count, 1);
+        CU_ASSERT_EQUAL(memcmp(o.provenance[0].b, sale_ids[k].b, 16), 0);
+        CU_ASSERT_EQUAL(memcmp(w.r.pub_correlation[before], o.message_id.b, 16), 0);
+        CU_ASSERT_TRUE(json_keys_are(req, ride_keys, 4));
+        cJSON *j = cJSON_Parse(req);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(j);
+        CU_ASSERT_STRING_EQUAL(json_str(j, "booking_ref"), qualifying[k].id);
+        CU_ASSERT_STRING_EQUAL(json_str(j, "name"), "Ana Lima");
+        CU_ASSERT_STRING_EQUAL(json_str(j, "pickup"), "12 Harbour Street, Leith, Edinburgh EH6 6LA");
+        CU_ASSERT_STRING_EQUAL(json_str(j, "time"), "2026-11-21T10:15:00Z");
+        /* what taxi must not get */
+        CU_ASSERT_PTR_NULL(cJSON_GetObjectItemCaseSensitive(j, "phone"));
+        CU_ASSERT_PTR_NULL(cJSON_GetObjectItemCaseSensitive(j, "total"));
+        CU_ASSERT_PTR_NULL(cJSON_GetObjectItemCaseSensitive(j, "items"));
+        CU_ASSERT_PTR_NULL(strstr(req, "7700"));
+        CU_ASSERT_PTR_NULL(strstr(req, qualifying[k].total));
+        CU_ASSERT_PTR_NULL(strstr(req, "Rain jacket"));
+        cJSON_Delete(j);
+        free(req);
+        idevs_opened_clear(&o);
+    }
+
+    /* taxi answers the second, then the first: each yields its confirmation, with only phone and text */
+    for (int k = 1; k >= 0; k--) {
+        char resp[256];
+        snprintf(resp, sizeof resp,
+                 "{\"booking_ref\":\"%s\",\"driver\":\"Sam Okafor\",\"vehicle\":\"Blue Skoda Octavia SK21 XYZ\","
+                 "\"eta_minutes\":%d}",
+                 qualifying[k].id, 7 + k);
+        size_t before = w.r.pub_count;
+        idevs_msgid resp_id;
+        d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, resp, &request_ids[k], &resp_id);
+        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+        CU_ASSERT_EQUAL_FATAL(w.r.pub_count, before + 1);
+        CU_ASSERT_STRING_EQUAL(w.r.pub_topic[before], TOPIC_CONFIRMATION);
+        idevs_opened o;
+        char *conf = open_pub(&w, &w.messaging, before, &o);
+        char want[512];
+        snprintf(want, sizeof want,
+                 "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, thanks for shopping with us! Your free ride home "
+                 "(ref %s) is booked: Sam Okafor, Blue Skoda Octavia SK21 XYZ, arrives in %d min.\"}",
+                 qualifying[k].id, 7 + k);
+        CU_ASSERT_STRING_EQUAL(conf, want);
+        CU_ASSERT_TRUE(json_keys_are(conf, confirmation_keys, 2));
+        CU_ASSERT_PTR_NULL(strstr(conf, "Harbour"));
+        CU_ASSERT_PTR_NULL(strstr(conf, "Lima"));
+        /* provenance: taxi's response, then the sale */
+        CU_ASSERT_EQUAL(o.provenance_count, 2);
+        CU_ASSERT_EQUAL(memcmp(o.provenance[0].b, resp_id.b, 16), 0);
+        CU_ASSERT_EQUAL(memcmp(o.provenance[1].b, sale_ids[k].b, 16), 0);
+        free(conf);
+        idevs_opened_clear(&o);
+    }
+
+    /* the same request answered again: the entry was used and forgotten */
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_ids[0], NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(w.r.pub_count, 4);
+    world_free(&w);
+}
+
+static void test_logic_refusals(void)
+{
+    world w;
+    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{}"), IDEVS_OK);
+    /* malformed sales: an error, and nothing leaves */
+    static const char *const junk[] = {"not json", "{}", "{\"sale_id\":\"S-1\"}"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        uint64_t d = deliver(&w, &w.store, TOPIC_SALES, junk[i], NULL, NULL);
+        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    }
+    char buf[2048];
+    for (size_t i = 0; i < sizeof bad_sales / sizeof bad_sales[0]; i++) {
+        sale_with(buf, sizeof buf, bad_sales[i].from, bad_sales[i].to);
+        uint64_t d = deliver(&w, &w.store, TOPIC_SALES, buf, NULL, NULL);
+        idevs_err st = wait_done(&w, d);
+        CU_ASSERT_EQUAL(st, IDEVS_ERR_LOGIC);
+        if (st != IDEVS_ERR_LOGIC)
+            fprintf(stderr, "\n    the logic accepted a sale with %s\n", bad_sales[i].why);
+    }
+    CU_ASSERT_EQUAL(w.r.pub_count, 0);
+
+    /* a response to a request the logic never made (the compartment restarted in between) */
+    idevs_msgid unknown;
+    CU_ASSERT_FATAL(idevs_random(unknown.b, 16) == IDEVS_OK);
+    uint64_t d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &unknown, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(w.r.pub_count, 0);
+
+    /* real requests; a response uses up its request whatever it says: a malformed one, or one for another
+     * booking, is refused, and the right answer after it finds nothing */
+    idevs_msgid request_ids[3];
+    char sale[1024];
+    for (int k = 0; k < 3; k++) {
+        char ref[16];
+        snprintf(ref, sizeof ref, "S-00004%d", k);
+        make_sale(sale, sizeof sale, ref, "21.00", "150.00");
+        d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, NULL);
+        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+        CU_ASSERT_EQUAL_FATAL(w.r.pub_count, (size_t)k + 1);
+        idevs_opened o;
+        free(open_pub(&w, &w.taxi, (size_t)k, &o));
+        request_ids[k] = o.message_id;
+        idevs_opened_clear(&o);
+    }
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\"}", &request_ids[0],
+                NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+                "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
+                &request_ids[0], NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+                "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
+                &request_ids[1], NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(w.r.pub_count, 3);
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+                "{\"booking_ref\":\"S-000042\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
+                &request_ids[2], NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 4);
+    idevs_opened o;
+    char *conf = open_pub(&w, &w.messaging, 3, &o);
+    CU_ASSERT_STRING_EQUAL(conf, "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, thanks for shopping with us! Your "
+                                 "free ride home (ref S-000042) is booked: Sam, Car, arrives in 7 min.\"}");
+    free(conf);
+    idevs_opened_clear(&o);
+
+    /* the case study's example, to the byte, through the compartment */
+    d = deliver(&w, &w.store, TOPIC_SALES, EXAMPLE_SALE, NULL, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 5);
+    char *req = open_pub(&w, &w.taxi, 4, &o);
+    CU_ASSERT_STRING_EQUAL(req, EXAMPLE_RIDE_REQUEST);
+    free(req);
+    idevs_msgid request_id = o.message_id;
+    idevs_opened_clear(&o);
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 6);
+    conf = open_pub(&w, &w.messaging, 5, &o);
+    CU_ASSERT_STRING_EQUAL(conf, EXAMPLE_CONFIRMATION);
+    free(conf);
+    idevs_opened_clear(&o);
+    world_free(&w);
+}
+
+static void test_logic_config(void)
+{
+    world w;
+    /* another threshold and greeting */
+    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{\"threshold\": \"200.00\", \"greeting\": \"enjoy!\"}"), IDEVS_OK);
+    uint64_t d = deliver(&w, &w.store, TOPIC_SALES, EXAMPLE_SALE, NULL, NULL); /* 150.00 < 200.00 */
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL(w.r.pub_count, 0);
+    char sale[1024];
+    make_sale(sale, sizeof sale, "S-000200", "71.00", "200.00");
+    d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 1);
+    idevs_opened o;
+    free(open_pub(&w, &w.taxi, 0, &o));
+    idevs_msgid request_id = o.message_id;
+    idevs_opened_clear(&o);
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+                "{\"booking_ref\":\"S-000200\",\"driver\":\"Sam Okafor\",\"vehicle\":\"Car\",\"eta_minutes\":3}",
+                &request_id, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 2);
+    char *conf = open_pub(&w, &w.messaging, 1, &o);
+    CU_ASSERT_STRING_EQUAL(conf, "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, enjoy! Your free ride home (ref "
+                                 "S-000200) is booked: Sam Okafor, Car, arrives in 3 min.\"}");
+    free(conf);
+    idevs_opened_clear(&o);
+    world_free(&w);
+
+    /* configurations the logic refuses: the compartment does not start */
+    static const char *const bad[] = {"{\"threshold\": \"150\"}", "{\"threshold\": 150}",
+                                      "{\"threshold_cents\": 15000}", "{\"greeting\": 7}",
+                                      "{\"request_timeout_s\": 0}", "{\"threshold\": \"1.00\", \"threshold\": \"2.00\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        idevs_err err = world_start(&w, bad[i]);
+        CU_ASSERT_NOT_EQUAL(err, IDEVS_OK);
+        if (err == IDEVS_OK)
+            fprintf(stderr, "\n    the logic started with the configuration %s\n", bad[i]);
+        world_free(&w);
+    }
+}
+
+static void test_logic_expiry(void)
+{
+    world w;
+    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{\"request_timeout_s\": 1}"), IDEVS_OK);
+    uint64_t d = deliver(&w, &w.store, TOPIC_SALES, EXAMPLE_SALE, NULL, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 1);
+    idevs_opened o;
+    free(open_pub(&w, &w.taxi, 0, &o));
+    idevs_msgid request_id = o.message_id;
+    idevs_opened_clear(&o);
+    poll_for(&w, 1600); /* the timer (every 100 ms here) drops it after 1 s */
+    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
+    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(w.r.pub_count, 1);
+    world_free(&w);
+}
+
+/* ---- suite ---- */
+
+static int suite_init(void)
+{
+    const char *host = getenv("IDEVS_COMPARTMENT"), *logic = getenv("IDEVS_REWARDS_LOGIC");
+    if (host == NULL || logic == NULL) {
+        fprintf(stderr, "test_rewards: run through meson test (IDEVS_COMPARTMENT, IDEVS_REWARDS_LOGIC)\n");
+        return 1;
+    }
+    snprintf(host_path, sizeof host_path, "%s", host);
+    snprintf(logic_path, sizeof logic_path, "%s", logic);
+    signal(SIGPIPE, SIG_IGN);
+    fixture_pki_init(&pki);
+    store = fixture_service(&pki, "store");
+    taxi = fixture_service(&pki, "taxi");
+    messaging = fixture_service(&pki, "messaging");
+    return 0;
+}
+
+static int suite_clean(void)
+{
+    idevs_identity_free(store);
+    idevs_identity_free(taxi);
+    idevs_identity_free(messaging);
+    fixture_pki_free(&pki);
+    return 0;
+}
+
+static CU_TestInfo parts[] = {
+    {"money: every accepted form, and the boundary in cents", test_money_accepted},
+    {"money: every refused form", test_money_refused},
+    {"money: formatting and checked arithmetic", test_money_format_and_arithmetic},
+    {"pending: bounded, oldest dropped and counted, removal cleanses", test_pending_bounded},
+    {"pending: expiry after the time to live, nothing left behind", test_pending_expiry},
+    {"payloads: the case study's example, to the byte", test_payload_example},
+    {"payloads: quotes and backslashes survive as JSON", test_payload_escaping},
+    {"payloads: every malformed sale and response is refused", test_payload_refusals},
+    CU_TEST_INFO_NULL,
+};
+
+static CU_TestInfo logic[] = {
+    {"149.99 yields nothing; 150.00 and 150.01 a ride and a confirmation", test_logic_boundary_and_round_trip},
+    {"malformed sales and unknown or wrong responses: an error, nothing leaves", test_logic_refusals},
+    {"configuration: threshold and greeting; bad settings stop the start", test_logic_config},
+    {"a request not answered within its time to live is forgotten", test_logic_expiry},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    CU_SuiteInfo suites[] = {{"rewards parts", NULL, NULL, NULL, NULL, parts},
+                             {"rewards logic in a compartment", suite_init, suite_clean, NULL, NULL, logic},
+                             CU_SUITE_INFO_NULL};
+    return harness_run(suites);
+}
