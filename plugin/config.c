@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/pem.h>
 
@@ -38,6 +39,7 @@ static const opt_spec specs[] = {
     UINT_OPT(start_timeout_ms, 100, 600000),
     UINT_OPT(poll_budget_ms, 0, 100),
     UINT_OPT(metrics_interval_s, 0, 86400),
+    UINT_OPT(log_interval_s, 1, 3600),
     { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
@@ -62,6 +64,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
     c->start_timeout_ms = 5000;
     c->poll_budget_ms = 2;
     c->metrics_interval_s = 10;
+    c->log_interval_s = 10;
     c->acl_others = IDEVS_ACL_OTHERS_ALLOW;
 
     for (int i = 0; i < option_count; i++) {
@@ -163,8 +166,15 @@ static bool check_file(const char *option, const char *path, bool directory)
 bool idevs_plugin_config_load(idevs_plugin *p)
 {
     const idevs_plugin_config *c = &p->cfg;
-    if (!check_file("state_dir", c->state_dir, true) || !check_file("compartment", c->compartment, false) ||
-        !check_file("authority_key", c->authority_key, false) ||
+    if (!check_file("state_dir", c->state_dir, true) || !check_file("compartment", c->compartment, false))
+        return false;
+    /* The launcher runs its sealed copy, not the file: a file without execute permission is a wrong path. */
+    if (access(c->compartment, X_OK) != 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_compartment: '%s' is not executable: %s",
+                             c->compartment, strerror(errno));
+        return false;
+    }
+    if (!check_file("authority_key", c->authority_key, false) ||
         !check_file("authority_cert", c->authority_cert, false) || !check_file("operator_ca", c->operator_ca, false))
         return false;
     if ((p->operator_ca = read_cert("operator_ca", c->operator_ca)) == NULL)

@@ -34,16 +34,15 @@ typedef struct idevs_plugin_config {
     unsigned start_timeout_ms;   /* default 5000 */
     unsigned poll_budget_ms;     /* how long a MESSAGE callback waits for the compartment's outputs; default 2 */
     unsigned metrics_interval_s; /* 0: no $SYS counters; default 10 */
+    unsigned log_interval_s;     /* at most one line per rejection reason per interval; default 10 */
     idevs_acl_others acl_others;
 } idevs_plugin_config;
 
 /* Counters (metrics.c). Only ever touched from the broker's thread. */
 typedef struct idevs_metrics {
     uint64_t received;          /* client messages on a declared input or response topic */
-    uint64_t routed;            /* of which accepted by the launcher */
-    uint64_t rejected_queue_full;
-    uint64_t rejected_too_large;
-    uint64_t rejected_other;    /* launcher refused for another reason (stopped, unknown input) */
+    uint64_t routed;            /* of which accepted by the launcher; the rest is in rejected[] */
+    uint64_t rejected[IDEVS_ERR_COUNT]; /* dropped envelopes by reason, by the plugin or the compartment */
     uint64_t done_ok;           /* deliveries the compartment finished */
     uint64_t done_failed;       /* deliveries that ended in error (dropped envelope, logic error, given up) */
     uint64_t emitted;           /* publications handed to the broker */
@@ -51,6 +50,24 @@ typedef struct idevs_metrics {
     uint64_t guard_denied;      /* client writes refused on protected topics */
     uint64_t restarts;          /* compartment certifications after the first */
 } idevs_metrics;
+
+/* Rejection log lines held back in the current interval, per reason (rejections.c). */
+#define IDEVS_CLIENT_LOG_MAX 64 /* bytes of a client id in a log line */
+typedef struct idevs_drop_log {
+    uint64_t window_end_ms; /* monotonic; until then, lines for this reason are held back */
+    uint64_t held;          /* lines held back in the current window */
+    const char *last_topic; /* the last one held back: a topic of the descriptor, or NULL */
+    char last_client[IDEVS_CLIENT_LOG_MAX + 1];
+    size_t last_size;
+} idevs_drop_log;
+
+/* Who sent a delivery, for the log line if the compartment drops it. A ring indexed by delivery id. */
+typedef struct idevs_delivery_note {
+    uint64_t id; /* 0: unused */
+    const char *topic;
+    size_t size;
+    char client[IDEVS_CLIENT_LOG_MAX + 1];
+} idevs_delivery_note;
 
 typedef struct idevs_plugin {
     mosquitto_plugin_id_t *id;
@@ -66,8 +83,12 @@ typedef struct idevs_plugin {
     idevs_launcher *launcher;
     bool certificate_stale;       /* a (re)certification happened: publish the chain again */
     uint64_t certifications;
+    size_t max_envelope;          /* the largest envelope the compartment accepts (descriptor's max_payload) */
     idevs_metrics metrics;
-    time_t metrics_next;
+    time_t metrics_next;          /* CLOCK_MONOTONIC seconds */
+    idevs_drop_log drop_log[IDEVS_ERR_COUNT];
+    idevs_delivery_note *notes;
+    size_t note_count;
 } idevs_plugin;
 
 #define IDEVS_PLUGIN_LOG_PREFIX "idevs: "
@@ -88,11 +109,27 @@ bool idevs_routing_is_output_topic(const idevs_plugin *p, const char *topic);
 bool idevs_routing_publish(idevs_plugin *p, const char *topic, const void *payload, size_t len, int qos,
                            bool retain, mosquitto_property *properties);
 
+/* Re-reads the descriptor on MOSQ_EVT_RELOAD, warns if it changed, republishes the retained topics. */
+int idevs_routing_on_reload(int event, void *event_data, void *userdata);
+
+/* rejections.c */
+bool idevs_rejections_init(idevs_plugin *p); /* sized for the descriptor's queue_depth; logs why not */
+void idevs_rejections_free(idevs_plugin *p);
+/* Remembers who sent delivery id, for idevs_rejections_done. topic must outlive it (a descriptor topic). */
+void idevs_rejections_note(idevs_plugin *p, uint64_t id, const char *topic, const char *client, size_t size);
+/* Counts an envelope the plugin refused before the compartment, and logs it (rate-limited). */
+void idevs_rejections_refused(idevs_plugin *p, idevs_err reason, const char *topic, const char *client, size_t size);
+/* on_done of a delivery: forgets its note; counts and logs a failure. */
+void idevs_rejections_done(idevs_plugin *p, uint64_t id, idevs_err status);
+/* On TICK: one summary line per reason whose interval ended with lines held back. */
+void idevs_rejections_flush(idevs_plugin *p);
+
 /* guard.c */
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata);
 
 /* metrics.c */
-/* Publishes the counters as retained messages under $SYS/broker/idevs/<process>/ when they are due. */
+/* Publishes the counters as retained messages under $SYS/broker/idevs/<process>/ when they are due; now is
+ * CLOCK_MONOTONIC seconds. */
 void idevs_metrics_tick(idevs_plugin *p, time_t now);
 
 #endif

@@ -1,5 +1,6 @@
 /* Counters, published as retained messages under $SYS/broker/idevs/<process>/ every metrics_interval_s
- * (clients cannot write under $SYS: the broker refuses it before any plugin is asked). */
+ * (clients cannot write under $SYS: the broker refuses it before any plugin is asked). Rejections appear as
+ * rejected/<reason> once a reason has been seen: about fifty reasons exist, most never happen. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,9 +25,12 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
     const idevs_metrics *m = &p->metrics;
     publish_counter(p, "received", m->received);
     publish_counter(p, "routed", m->routed);
-    publish_counter(p, "rejected/queue_full", m->rejected_queue_full);
-    publish_counter(p, "rejected/too_large", m->rejected_too_large);
-    publish_counter(p, "rejected/other", m->rejected_other);
+    for (size_t i = 0; i < IDEVS_ERR_COUNT; i++)
+        if (m->rejected[i] > 0) {
+            char name[64];
+            snprintf(name, sizeof name, "rejected/%s", idevs_err_name((idevs_err)i));
+            publish_counter(p, name, m->rejected[i]);
+        }
     publish_counter(p, "done/ok", m->done_ok);
     publish_counter(p, "done/failed", m->done_failed);
     publish_counter(p, "emitted", m->emitted);

@@ -1,7 +1,9 @@
 /* mosquitto_idevs.so: the entry points of Mosquitto's plugin API v5. Thin, as dynamic-security's: the work is
- * in config.c (options), routing.c (compartment, retained topics, routing), guard.c (ACL) and metrics.c. */
+ * in config.c (options), routing.c (compartment, retained topics, routing, reload), rejections.c (counted and
+ * rate-limited drops), guard.c (ACL) and metrics.c. MOSQ_EVT_DISCONNECT is not used: nothing is kept per client. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
@@ -14,10 +16,13 @@
 static int on_tick(int event, void *event_data, void *userdata)
 {
     (void)event;
+    (void)event_data; /* Mosquitto 2.0.11 leaves its now_s and now_ns at 0: keep time ourselves */
     idevs_plugin *p = userdata;
-    const struct mosquitto_evt_tick *t = event_data;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     idevs_routing_poll(p, 0, 0);
-    idevs_metrics_tick(p, t->now_s);
+    idevs_rejections_flush(p);
+    idevs_metrics_tick(p, ts.tv_sec);
     return MOSQ_ERR_SUCCESS;
 }
 
@@ -37,6 +42,7 @@ static void release(idevs_plugin *p)
         mosquitto_callback_unregister(p->id, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL);
         mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL);
         mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_RELOAD, idevs_routing_on_reload, NULL);
     }
     idevs_routing_stop(p);
     idevs_plugin_config_free(p);
@@ -57,7 +63,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
     p->id = identifier;
     if (mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL, p) != 0 ||
         mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL, p) != 0 ||
-        mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) != 0) {
+        mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) != 0 ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, idevs_routing_on_reload, NULL, p) != 0) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "cannot register the plugin's callbacks");
         release(p);
         return MOSQ_ERR_INVAL;

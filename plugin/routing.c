@@ -2,15 +2,21 @@
  * publishes goes back to the broker. The MESSAGE callback never consumes (the message also reaches ordinary
  * subscribers, and the publisher gets a normal acknowledgement) and waits at most poll_budget_ms for the
  * compartment's outputs, so that they leave in the same loop iteration when the compartment is quick. */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <mqtt_protocol.h>
 #include <openssl/pem.h>
 
+#include "idevs_envelope.h"
+#include "idevs_hex.h"
 #include "idevs_plugin.h"
 
 static uint64_t now_us(void)
@@ -149,12 +155,9 @@ static void on_done(void *arg, uint64_t delivery_id, idevs_err status)
     done_watch *w = arg;
     if (status == IDEVS_OK)
         w->p->metrics.done_ok++;
-    else {
+    else
         w->p->metrics.done_failed++;
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': delivery %llu dropped: %s",
-                             idevs_launcher_name(w->p->launcher), (unsigned long long)delivery_id,
-                             idevs_strerror(status));
-    }
+    idevs_rejections_done(w->p, delivery_id, status);
     if (w->wait_for != 0 && delivery_id == w->wait_for)
         w->done = true;
 }
@@ -185,6 +188,24 @@ void idevs_routing_poll(idevs_plugin *p, unsigned budget_ms, uint64_t wait_for)
 
 /* ---- MOSQ_EVT_MESSAGE ---- */
 
+/* The keyless checks of an envelope on a declared topic: size, structure (idevs_envelope_peek), addressed to
+ * this compartment, from the service the descriptor accepts there. What they refuse never costs the
+ * compartment anything; what they pass may still be forged, which only the compartment can tell. */
+static idevs_err check_envelope(const idevs_plugin *p, const idevs_uuid *sender, const uint8_t *data, size_t len)
+{
+    if (len > p->max_envelope)
+        return IDEVS_ERR_TOO_LARGE;
+    idevs_envelope_header h;
+    idevs_err err = idevs_envelope_peek(data, len, &h);
+    if (err != IDEVS_OK)
+        return err;
+    if (!idevs_uuid_equal(&h.recipient, idevs_launcher_program(p->launcher)))
+        return IDEVS_ERR_WRONG_RECIPIENT;
+    if (!idevs_uuid_equal(&h.sender, sender))
+        return IDEVS_ERR_SENDER_NOT_ALLOWED;
+    return IDEVS_OK;
+}
+
 int idevs_routing_on_message(int event, void *event_data, void *userdata)
 {
     (void)event;
@@ -192,31 +213,113 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
     struct mosquitto_evt_message *msg = event_data;
     if (p->launcher == NULL || msg->topic == NULL)
         return MOSQ_ERR_SUCCESS;
-    if (idevs_deployment_input_by_topic(p->deployment, msg->topic) == NULL &&
-        idevs_deployment_request_by_response_topic(p->deployment, msg->topic) == NULL)
+    const idevs_deployment *d = p->deployment;
+    const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, msg->topic);
+    const idevs_deployment_request *rq = in == NULL ? idevs_deployment_request_by_response_topic(d, msg->topic) : NULL;
+    if (in == NULL && rq == NULL)
         return MOSQ_ERR_SUCCESS;
     p->metrics.received++;
+    /* The descriptor's copy of the topic outlives the message: the log may name it later. */
+    const char *topic = in != NULL ? in->topic : rq->response_topic;
+    const idevs_uuid *sender = &d->services[in != NULL ? in->from : rq->to].uuid;
+    const char *client = msg->client != NULL ? mosquitto_client_id(msg->client) : NULL;
 
+    idevs_err err = check_envelope(p, sender, msg->payload, msg->payloadlen);
+    if (err != IDEVS_OK) {
+        idevs_rejections_refused(p, err, topic, client, msg->payloadlen);
+        return MOSQ_ERR_SUCCESS; /* never consume: the publisher gets its normal acknowledgement */
+    }
     void *corr = NULL;
     uint16_t corr_len = 0;
     (void)mosquitto_property_read_binary(msg->properties, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
     uint64_t id = 0;
-    idevs_err err = idevs_launcher_deliver(p->launcher, msg->topic, msg->payload, msg->payloadlen, corr, corr_len, &id);
+    err = idevs_launcher_deliver(p->launcher, topic, msg->payload, msg->payloadlen, corr, corr_len, &id);
     mosquitto_free(corr); /* allocated by the broker's allocator */
     if (err != IDEVS_OK) {
-        if (err == IDEVS_ERR_QUEUE_FULL)
-            p->metrics.rejected_queue_full++;
-        else if (err == IDEVS_ERR_TOO_LARGE)
-            p->metrics.rejected_too_large++;
-        else
-            p->metrics.rejected_other++;
-        mosquitto_log_printf(MOSQ_LOG_WARNING, IDEVS_PLUGIN_LOG_PREFIX "'%s': envelope on '%s' (%u bytes) not routed: %s",
-                             idevs_launcher_name(p->launcher), msg->topic, msg->payloadlen, idevs_strerror(err));
-        return MOSQ_ERR_SUCCESS; /* never consume: the publisher gets its normal acknowledgement */
+        idevs_rejections_refused(p, err, topic, client, msg->payloadlen);
+        return MOSQ_ERR_SUCCESS;
     }
     p->metrics.routed++;
+    idevs_rejections_note(p, id, topic, client, msg->payloadlen);
     idevs_routing_poll(p, p->cfg.poll_budget_ms, id);
     return MOSQ_ERR_SUCCESS;
+}
+
+/* ---- MOSQ_EVT_RELOAD ---- */
+
+#define DESCRIPTOR_READ_MAX (256u * 1024u) /* the descriptor's own limit (docs/DEPLOYMENT.md) */
+
+/* Reads at most DESCRIPTOR_READ_MAX + 1 bytes of path: enough to tell it changed. Only a regular file: a FIFO
+ * put in its place must not block the broker's thread. */
+static uint8_t *read_descriptor(const char *path, size_t *len, int *error)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *error = fd < 0 ? errno : EINVAL;
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (f == NULL) {
+        *error = errno;
+        close(fd);
+        return NULL;
+    }
+    uint8_t *buf = malloc(DESCRIPTOR_READ_MAX + 1);
+    size_t n = buf != NULL ? fread(buf, 1, DESCRIPTOR_READ_MAX + 1, f) : 0;
+    *error = buf == NULL ? ENOMEM : ferror(f) ? EIO : 0;
+    fclose(f);
+    if (*error != 0) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Mosquitto 2.0.11 stops calling RELOAD callbacks, and skips reloading its own password and ACL files, at the
+ * first that does not answer MOSQ_ERR_PLUGIN_DEFER: so this one always defers. */
+int idevs_routing_on_reload(int event, void *event_data, void *userdata)
+{
+    (void)event;
+    (void)event_data;
+    idevs_plugin *p = userdata;
+    if (p->launcher == NULL)
+        return MOSQ_ERR_PLUGIN_DEFER;
+    const char *name = p->deployment->name;
+    int error = 0;
+    size_t len = 0;
+    uint8_t *bytes = read_descriptor(p->cfg.descriptor, &len, &error);
+    uint8_t digest[IDEVS_SHA256_LEN];
+    if (bytes == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             IDEVS_PLUGIN_LOG_PREFIX "'%s': reload: cannot read the descriptor '%s': %s; the running "
+                             "compartment keeps the descriptor it was started with",
+                             name, p->cfg.descriptor, strerror(error));
+    } else if (idevs_sha256(bytes, len, digest) != IDEVS_OK ||
+               memcmp(digest, idevs_launcher_descriptor_digest(p->launcher), sizeof digest) != 0) {
+        char now_hex[2 * IDEVS_SHA256_LEN + 1], run_hex[2 * IDEVS_SHA256_LEN + 1];
+        idevs_hex_encode(digest, sizeof digest, now_hex);
+        idevs_hex_encode(idevs_launcher_descriptor_digest(p->launcher), IDEVS_SHA256_LEN, run_hex);
+        mosquitto_log_printf(MOSQ_LOG_WARNING,
+                             IDEVS_PLUGIN_LOG_PREFIX "'%s': reload: the descriptor '%s' changed (SHA-256 %s, running "
+                             "%s); the running compartment keeps the descriptor it was started with: restart the "
+                             "broker to deploy the new one (its measurement, and so its certificate, change)",
+                             name, p->cfg.descriptor, now_hex, run_hex);
+    } else {
+        mosquitto_log_printf(MOSQ_LOG_INFO, IDEVS_PLUGIN_LOG_PREFIX "'%s': reload: the descriptor is unchanged", name);
+    }
+    free(bytes);
+    /* The retained copies must describe what runs: the bytes the running compartment was measured with. */
+    (void)idevs_routing_publish(p, p->descriptor_topic, p->descriptor_bytes, p->descriptor_len, 1, true, NULL);
+    p->certificate_stale = true;
+    publish_certificate(p);
+    mosquitto_log_printf(MOSQ_LOG_INFO, IDEVS_PLUGIN_LOG_PREFIX "'%s': reload: certificate and descriptor republished on "
+                         "'%s' and '%s'; plugin_opt_* changes need a broker restart",
+                         name, p->certificate_topic, p->descriptor_topic);
+    return MOSQ_ERR_PLUGIN_DEFER;
 }
 
 /* ---- start and stop ---- */
@@ -276,6 +379,12 @@ bool idevs_routing_start(idevs_plugin *p)
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
         return false;
     }
+    idevs_envelope_options eopts;
+    idevs_envelope_options_default(&eopts);
+    eopts.max_payload = p->deployment->max_payload;
+    p->max_envelope = idevs_envelope_max_size(&eopts);
+    if (!idevs_rejections_init(p))
+        return false;
     const char *clash;
     if ((clash = topic_in_descriptor(p->deployment, p->certificate_topic)) != NULL ||
         (clash = topic_in_descriptor(p->deployment, p->descriptor_topic)) != NULL) {
@@ -345,4 +454,5 @@ void idevs_routing_stop(idevs_plugin *p)
     p->certificate_topic = NULL;
     free(p->descriptor_topic);
     p->descriptor_topic = NULL;
+    idevs_rejections_free(p);
 }

@@ -91,6 +91,37 @@ void idevs_env_decoded_free(idevs_env_decoded *d)
     memset(d, 0, sizeof *d);
 }
 
+idevs_err idevs_envelope_peek(const uint8_t *data, size_t len, idevs_envelope_header *out)
+{
+    if (out == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    if (data == NULL && len > 0)
+        return IDEVS_ERR_INVALID_ARG;
+    /* The largest envelope any receiver accepts: refused before protobuf-c allocates anything for it. */
+    idevs_envelope_options o;
+    idevs_envelope_options_default(&o);
+    o.max_payload = IDEVS_PAYLOAD_MAX_LIMIT;
+    if (len > idevs_envelope_max_size(&o))
+        return IDEVS_ERR_TOO_LARGE;
+    idevs_env_decoded d;
+    idevs_err err = idevs_env_decode(data, len, &d);
+    if (err != IDEVS_OK)
+        return err;
+    out->version = d.h.version;
+    out->suite = d.h.suite;
+    out->sender = d.h.sender;
+    out->recipient = d.h.recipient;
+    out->message_id = d.h.message_id;
+    out->epoch = d.h.epoch;
+    out->sequence = d.h.sequence;
+    out->chain_count = d.chain_count;
+    out->provenance_count = d.h.provenance_count;
+    out->ciphertext_len = d.ciphertext_len;
+    idevs_env_decoded_free(&d);
+    return IDEVS_OK;
+}
+
 static size_t varint_len(size_t v)
 {
     size_t n = 1;

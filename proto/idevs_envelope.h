@@ -102,6 +102,27 @@ idevs_err idevs_envelope_open(idevs_envelope_ctx *ctx, const char *topic, const 
 /* Cleanses and frees the payload; the structure can be reused. */
 void idevs_opened_clear(idevs_opened *opened);
 
+/* The clear header of an envelope, as idevs_envelope_peek() decodes it. */
+typedef struct idevs_envelope_header {
+    uint32_t version;
+    uint32_t suite;
+    idevs_uuid sender;
+    idevs_uuid recipient;
+    idevs_msgid message_id;
+    uint64_t epoch;
+    uint64_t sequence;
+    size_t chain_count;      /* certificates carried; 0 when the sender's certificate digest is carried instead */
+    size_t provenance_count;
+    size_t ciphertext_len;   /* payload plus the 16-byte tag */
+} idevs_envelope_header;
+
+/* Checks an envelope's structure without any key (docs/PROTOCOL.md section 5, steps 1 to 4): size at most
+ * idevs_envelope_max_size() for IDEVS_PAYLOAD_MAX_LIMIT (IDEVS_ERR_TOO_LARGE, before decoding), protobuf without
+ * unknown fields (IDEVS_ERR_MALFORMED), version (IDEVS_ERR_VERSION), suite (IDEVS_ERR_SUITE), field sizes
+ * (IDEVS_ERR_MALFORMED). On success fills *out; otherwise *out is zeroed. Authenticates nothing: an envelope that
+ * passes may still be forged, and only idevs_envelope_open() decides. For relays that drop obvious junk early. */
+idevs_err idevs_envelope_peek(const uint8_t *data, size_t len, idevs_envelope_header *out);
+
 typedef struct idevs_envelope_stats {
     uint64_t sealed;
     uint64_t opened;

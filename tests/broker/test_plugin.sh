@@ -1,114 +1,17 @@
 #!/usr/bin/env bash
 # mosquitto_idevs.so in a real Mosquitto broker on a free loopback port: retained certificate and descriptor,
 # a sealed input routed through the compartment (echo logic) to a sealed output, the guard on output topics,
-# and bad configurations that stop the broker at start.
-#   test_plugin.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so
-set -u
-plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5
-for tool in mosquitto mosquitto_pub mosquitto_sub openssl timeout python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
-done
-mosquitto=$(command -v mosquitto)
-work=$(mktemp -d -t idevs-broker.XXXXXX)
-broker_pid=
-stop_broker() {
-  if [ -n "$broker_pid" ]; then
-    kill "$broker_pid" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$broker_pid" 2>/dev/null
-    wait "$broker_pid" 2>/dev/null
-    broker_pid=
-  fi
-}
-trap 'stop_broker; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-
-# An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker.
-preload=
-if nm -D "$plugin" 2>/dev/null | grep -q ' U __asan_'; then
-  preload=$(gcc -print-file-name=libasan.so)
-  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
-fi
-
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; [ $# -gt 1 ] && [ -f "$2" ] && sed 's/^/    /' "$2" | tail -20; }
-check() { # description, command...
-  local what=$1; shift
-  if "$@" >"$work/out" 2>&1; then ok "$what"; else not_ok "$what" "$work/out"; fi
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# ---- PKI and descriptor ----
-pki=$work/pki
-"$ca_tool" init "$pki" --name broker-test-ca >/dev/null && "$ca_tool" service "$pki" store >/dev/null &&
-  "$ca_tool" service "$pki" sink >/dev/null || { echo "cannot make the PKI"; echo "0 passed, 1 failed"; exit 1; }
-uuid_of() { "$ca_tool" show "$1" | sed -n 's/^name: urn:uuid://p'; }
-ca_sha=$(openssl x509 -in "$pki/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
-program=$(python3 -c 'import uuid; print(uuid.uuid4())')
-in_topic=idevs/echo/in/events out_topic=idevs/echo/out/out
-write_descriptor() { # file
-  cat >"$1" <<JSON
-{"version": 1,
- "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
- "operator_ca_sha256": "$ca_sha",
- "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt"},
-              {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt"}],
- "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
- "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
- "requests": [{"name": "ask", "topic": "idevs/echo/req/ask", "response_topic": "idevs/echo/resp/ask",
-               "to": "sink", "qos": 1}],
- "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
-JSON
-}
-write_descriptor "$work/echo.json"
-mkdir -m 700 "$work/state"
-
-port=
-write_conf() { # conf, descriptor, extra plugin_opt lines...
-  local conf=$1 descriptor=$2; shift 2
-  port=$(free_port)
-  {
-    echo "listener $port 127.0.0.1"
-    echo "allow_anonymous true"
-    echo "log_dest file $conf.log"
-    echo "log_type all"
-    echo "plugin $plugin"
-    echo "plugin_opt_descriptor $descriptor"
-    echo "plugin_opt_authority_key $pki/authority.key"
-    echo "plugin_opt_authority_cert $pki/authority.crt"
-    echo "plugin_opt_operator_ca $pki/ca.crt"
-    echo "plugin_opt_state_dir $work/state"
-    echo "plugin_opt_compartment $compartment"
-    for line in "$@"; do echo "$line"; done
-  } >"$conf"
-}
-
-# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
-own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }
-
-# Starts the broker on conf and waits until it accepts connections (or exits).
-start_broker() { # conf
-  own_work
-  (LD_PRELOAD=$preload exec "$mosquitto" -c "$1") >"$1.out" 2>&1 &
-  broker_pid=$! # mosquitto itself (exec): the only pid stop_broker signals
-  for _ in $(seq 100); do
-    kill -0 "$broker_pid" 2>/dev/null || return 1
-    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'idevs/none' -E >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
+# RELOAD (SIGHUP), and every kind of bad configuration stopping the broker at start with a message naming it.
+# Traffic (rejections, requests, a killed compartment, counters) is test_plugin_traffic.sh; valgrind is
+# test_plugin_valgrind.sh.
+#   test_plugin.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
+plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
+source "$(dirname "$0")/lib.sh"
 
 # ---- a broker with the plugin ----
 write_conf "$work/good.conf" "$work/echo.json"
 if start_broker "$work/good.conf"; then ok "the broker starts with the plugin"; else
-  cat "$work/good.conf.out" >>"$work/good.conf.log" 2>/dev/null; not_ok "the broker starts with the plugin" "$work/good.conf.log"; echo "$passed passed, $failed failed"; exit 1; fi
-
-sub() { timeout 10 mosquitto_sub -h 127.0.0.1 -p "$port" "$@"; }
-pub() { timeout 10 mosquitto_pub -h 127.0.0.1 -p "$port" "$@"; }
+  cat "$work/good.conf.out" >>"$work/good.conf.log" 2>/dev/null; bail "the broker starts with the plugin" "$work/good.conf.log"; fi
 
 sub -t idevs/echo/certificate -C 1 -W 5 >"$work/chain.pem" 2>"$work/sub.err"
 check "the certificate chain is retained on idevs/echo/certificate" grep -q 'BEGIN CERTIFICATE' "$work/chain.pem"
@@ -118,7 +21,6 @@ check "it passes openssl verify against the operator CA" \
 sub -t idevs/echo/descriptor -C 1 -W 5 -N >"$work/descriptor.got" 2>"$work/sub.err"
 check "the descriptor is retained on idevs/echo/descriptor, byte for byte" cmp "$work/echo.json" "$work/descriptor.got"
 
-policy=(--allow-process-backend-insecure --descriptor "$work/echo.json")
 check "idevs-ca verifies the compartment under the descriptor's digest" \
   "$ca_tool" verify --ca "$pki/ca.crt" "$work/chain.pem" "${policy[@]}"
 
@@ -161,8 +63,39 @@ wait "$sub_pid"
 check "other topics pass as usual" grep -qx plain "$work/other.got"
 children=$(pgrep -P "$broker_pid" | tr '\n' ' ')
 check "the compartment runs as a child of the broker" test -n "$children"
+
+# ---- RELOAD (SIGHUP) ----
+# A subscriber already there receives the republished certificate (after the retained copy it got at first).
+reload_and_watch() { # tag
+  sub -t idevs/echo/certificate -t idevs/echo/descriptor -C 4 -W 8 -v >"$work/reload-$1.got" 2>/dev/null &
+  local sub_pid=$!
+  sleep 0.5
+  kill -HUP "$broker_pid"
+  wait "$sub_pid"
+}
+reload_and_watch same
+check "on SIGHUP the certificate and descriptor are published again" \
+  test "$(grep -c '^idevs/echo/certificate -----BEGIN' "$work/reload-same.got")" -eq 2 -a \
+  "$(grep -c '^idevs/echo/descriptor {' "$work/reload-same.got")" -eq 2
+check "... and the log says the descriptor is unchanged" grep -q "idevs: 'echo': reload: the descriptor is unchanged" "$work/good.conf.log"
+cp "$work/echo.json" "$work/echo.json.orig"
+printf ' \n' >>"$work/echo.json"
+reload_and_watch changed
+check "a changed descriptor is reported on SIGHUP: the compartment keeps the old one until a restart" \
+  grep -q "idevs: 'echo': reload: the descriptor '$work/echo.json' changed (SHA-256 $(sha256sum "$work/echo.json" | cut -d' ' -f1), running $(sha256sum "$work/echo.json.orig" | cut -d' ' -f1)); the running compartment keeps the descriptor it was started with: restart the broker" "$work/good.conf.log"
+sub -t idevs/echo/descriptor -C 1 -W 5 -N >"$work/descriptor.got" 2>/dev/null
+check "... and the retained descriptor stays the one the compartment runs" cmp "$work/echo.json.orig" "$work/descriptor.got"
+cp "$work/echo.json.orig" "$work/echo.json"
+check "the broker still routes after the reloads" bash -c '
+  "$1" collect --port "$2" --key "$3/sink.key" --cert "$3/sink.crt" --ca "$3/ca.crt" --allow-process-backend-insecure \
+    --descriptor "$4" --from "$6/chain.pem" --topic "$5" --count 1 --timeout-s 10 >"$6/after-reload.got" &
+  c=$!; for _ in $(seq 50); do grep -qx ready "$6/after-reload.got" && break; sleep 0.1; done
+  "$1" send --port "$2" --key "$3/store.key" --cert "$3/store.crt" --ca "$3/ca.crt" --allow-process-backend-insecure \
+    --descriptor "$4" --to "$6/chain.pem" --topic "$7" --payload after-reload || exit 1
+  wait $c && grep -qx after-reload "$6/after-reload.got"' _ "$peer_exe" "$port" "$pki" "$work/echo.json" "$out_topic" "$work" "$in_topic"
 stop_broker
 check "the broker stops and leaves no compartment behind" bash -c "for c in $children; do ! kill -0 \$c 2>/dev/null || exit 1; done"
+sanitizer_check "$work/good.conf"
 
 # ---- bad configurations stop the broker at start ----
 expect_refusal() { # description, expected log text, descriptor, extra plugin_opt lines...
@@ -180,12 +113,63 @@ expect_refusal() { # description, expected log text, descriptor, extra plugin_op
 }
 expect_refusal "an unknown plugin_opt stops the broker" "plugin_opt_colour: unknown option" "$work/echo.json" \
   "plugin_opt_colour blue"
+expect_refusal "an option given twice stops the broker" "plugin_opt_poll_budget_ms: given twice" "$work/echo.json" \
+  "plugin_opt_poll_budget_ms 1" "plugin_opt_poll_budget_ms 2"
+expect_refusal "a missing descriptor option stops the broker" "plugin_opt_descriptor: missing (required)" ""
+expect_refusal "a missing authority key option stops the broker" "plugin_opt_authority_key: missing (required)" \
+  "$work/echo.json" -authority_key
+expect_refusal "a missing operator CA option stops the broker" "plugin_opt_operator_ca: missing (required)" \
+  "$work/echo.json" -operator_ca
+expect_refusal "a bad number stops the broker" "plugin_opt_poll_budget_ms: 'soon' is not a whole number from 0 to 100" \
+  "$work/echo.json" "plugin_opt_poll_budget_ms soon"
+expect_refusal "a number out of range stops the broker" "plugin_opt_log_interval_s: '0' is not a whole number from 1 to 3600" \
+  "$work/echo.json" "plugin_opt_log_interval_s 0"
+expect_refusal "a bad acl_others stops the broker" "plugin_opt_acl_others: 'deny' is neither 'allow' nor 'defer'" \
+  "$work/echo.json" "plugin_opt_acl_others deny"
+expect_refusal "a missing descriptor file stops the broker" "plugin_opt_descriptor: $work/missing.json: cannot open" \
+  "$work/missing.json"
+cp "$work/echo.json" "$work/unreadable.json"
+chmod 000 "$work/unreadable.json"
+expect_refusal "an unreadable descriptor stops the broker" "plugin_opt_descriptor: $work/unreadable.json: cannot open: Permission denied" \
+  "$work/unreadable.json"
+printf '{"version": 1, "process": {"name": "echo",,}}' >"$work/notjson.json"
+expect_refusal "a descriptor that is not JSON stops the broker, naming the file" \
+  "plugin_opt_descriptor: $work/notjson.json: (descriptor): not valid JSON (near byte" "$work/notjson.json"
 sed 's/"qos": 1}],/"qos": 3}],/' "$work/echo.json" >"$work/badqos.json"
 expect_refusal "a bad descriptor field stops the broker, naming file and field" \
   "$work/badqos.json: outputs[0].qos: 3 is out of range: 0 to 2" "$work/badqos.json"
-expect_refusal "a missing descriptor stops the broker" "$work/missing.json" "$work/missing.json"
-expect_refusal "a bad number stops the broker" "plugin_opt_poll_budget_ms: 'soon' is not a whole number" \
-  "$work/echo.json" "plugin_opt_poll_budget_ms soon"
+sed 's/"event_timeout_ms": 2000}/"event_timeout_ms": 2000, "burst": 5}/' "$work/echo.json" >"$work/badkey.json"
+expect_refusal "an unknown descriptor key stops the broker, naming its path" \
+  "$work/badkey.json: limits: unknown key 'burst'" "$work/badkey.json"
+expect_refusal "a missing authority key file stops the broker" \
+  "plugin_opt_authority_key: '$work/nokey': No such file or directory" "$work/echo.json" -authority_key \
+  "plugin_opt_authority_key $work/nokey"
+expect_refusal "an authority key that is not the certificate's stops the broker" \
+  "plugin_opt_authority_key: cannot load '$pki/store.key' with certificate '$pki/authority.crt'" "$work/echo.json" \
+  -authority_key "plugin_opt_authority_key $pki/store.key"
+expect_refusal "an authority certificate file without PEM stops the broker" \
+  "plugin_opt_authority_cert: '$work/echo.json' holds no PEM certificate" "$work/echo.json" -authority_cert \
+  "plugin_opt_authority_cert $work/echo.json"
+"$ca_tool" init "$work/other-pki" --name other-ca >/dev/null
+expect_refusal "an operator CA other than the descriptor's operator_ca_sha256 stops the broker" \
+  "the operator CA certificate is not the one the descriptor pins (operator_ca_sha256)" "$work/echo.json" \
+  -operator_ca "plugin_opt_operator_ca $work/other-pki/ca.crt"
+cp "$compartment" "$work/compartment-noexec"
+chmod 644 "$work/compartment-noexec"
+expect_refusal "a compartment program that is not executable stops the broker" \
+  "plugin_opt_compartment: '$work/compartment-noexec' is not executable" "$work/echo.json" -compartment \
+  "plugin_opt_compartment $work/compartment-noexec"
+expect_refusal "a compartment path that is a directory stops the broker" \
+  "plugin_opt_compartment: '$work/state' is not a regular file" "$work/echo.json" -compartment \
+  "plugin_opt_compartment $work/state"
+expect_refusal "a missing state directory stops the broker" \
+  "plugin_opt_state_dir: '$work/nostate': No such file or directory" "$work/echo.json" -state_dir \
+  "plugin_opt_state_dir $work/nostate"
+expect_refusal "a state directory that is a file stops the broker" \
+  "plugin_opt_state_dir: '$work/echo.json' is not a directory" "$work/echo.json" -state_dir \
+  "plugin_opt_state_dir $work/echo.json"
+sed "s|\"topic\": \"$out_topic\"|\"topic\": \"idevs/echo/certificate\"|" "$work/echo.json" >"$work/clash.json"
+expect_refusal "a descriptor using the certificate topic stops the broker" \
+  "$work/clash.json: an output topic is 'idevs/echo/certificate' or 'idevs/echo/descriptor'" "$work/clash.json"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -1069,6 +1069,130 @@ static void test_stats_per_reason(void)
     idevs_envelope_ctx_free(c);
 }
 
+/* ---- peek: the keyless structural check ---- */
+
+static void test_peek(void)
+{
+    uint64_t now = real_now_ms();
+    idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL);
+    CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
+    idevs_msgid prov[2] = {{{7}}, {{8}}};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2};
+    sealed first = {0}, second = {0};
+    idevs_msgid first_id, second_id;
+    CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &first.buf, &first.len, &first_id) == IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &second.buf, &second.len, &second_id) == IDEVS_OK);
+
+    idevs_envelope_header h;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_peek(first.buf, first.len, &h), IDEVS_OK);
+    CU_ASSERT_EQUAL(h.version, IDEVS_ENVELOPE_VERSION);
+    CU_ASSERT_EQUAL(h.suite, IDEVS_SUITE_X25519_AES256GCM);
+    CU_ASSERT(idevs_uuid_equal(&h.sender, idevs_identity_uuid(alice)));
+    CU_ASSERT(idevs_uuid_equal(&h.recipient, idevs_identity_uuid(bob)));
+    CU_ASSERT(idevs_uuid_equal(&h.message_id, &first_id));
+    CU_ASSERT_EQUAL(h.sequence, 1);
+    CU_ASSERT(h.epoch > 0);
+    const uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t der_len[IDEVS_CHAIN_MAX];
+    CU_ASSERT(h.chain_count > 0);
+    CU_ASSERT_EQUAL(h.chain_count, fixture_chain(alice, der, der_len));
+    CU_ASSERT_EQUAL(h.provenance_count, 2);
+    CU_ASSERT_EQUAL(h.ciphertext_len, 10 + IDEVS_AEAD_TAG_LEN);
+    uint64_t epoch = h.epoch;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_peek(second.buf, second.len, &h), IDEVS_OK);
+    CU_ASSERT_EQUAL(h.sequence, 2);
+    CU_ASSERT_EQUAL(h.epoch, epoch);
+    CU_ASSERT_EQUAL(h.chain_count, 0); /* digest only */
+    CU_ASSERT(idevs_uuid_equal(&h.message_id, &second_id));
+
+    /* each structural fault has the error open() gives for it, and leaves the header zeroed */
+    struct {
+        const char *what;
+        mutator fn;
+        idevs_err want;
+    } cases[] = {
+        {"version 2", m_version, IDEVS_ERR_VERSION},
+        {"version 0", m_version0, IDEVS_ERR_VERSION},
+        {"suite 3", m_suite3, IDEVS_ERR_SUITE},
+        {"sender 15 bytes", m_sender_short, IDEVS_ERR_MALFORMED},
+        {"sequence 0", m_sequence0, IDEVS_ERR_MALFORMED},
+        {"provenance id 8 bytes", m_prov_short, IDEVS_ERR_MALFORMED},
+        {"ciphertext shorter than a tag", m_ct_short, IDEVS_ERR_MALFORMED},
+        {"chain and digest both", m_chain_plus_digest, IDEVS_ERR_MALFORMED},
+    };
+    memset(fake_digest, 0x5a, sizeof fake_digest);
+    static const uint8_t zero[sizeof h] = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sealed t = tampered(&first, cases[i].fn);
+        memset(&h, 0xff, sizeof h);
+        idevs_err got = idevs_envelope_peek(t.buf, t.len, &h);
+        if (got != cases[i].want)
+            fprintf(stderr, "\n    peek, %s: got %s, want %s", cases[i].what, idevs_err_name(got),
+                    idevs_err_name(cases[i].want));
+        CU_ASSERT_EQUAL(got, cases[i].want);
+        CU_ASSERT(memcmp(&h, zero, sizeof h) == 0);
+        drop(&t);
+    }
+    /* The digest removed from a digest-only message leaves neither. */
+    sealed t = tampered(&second, m_digest_removed);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(t.buf, t.len, &h), IDEVS_ERR_MALFORMED);
+    drop(&t);
+    /* What only keys can tell passes: a flipped tag, another recipient. */
+    t = tampered(&first, m_tag);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(t.buf, t.len, &h), IDEVS_OK);
+    drop(&t);
+    t = tampered(&first, m_recipient);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(t.buf, t.len, &h), IDEVS_OK);
+    CU_ASSERT(!idevs_uuid_equal(&h.recipient, idevs_identity_uuid(bob)));
+    drop(&t);
+
+    /* every truncation fails, and none as OK */
+    unsigned bad = 0;
+    for (size_t n = 0; n < first.len; n++)
+        if (!decoding_error(idevs_envelope_peek(first.buf, n, &h)))
+            bad++;
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(first.buf, 0, &h), IDEVS_ERR_VERSION); /* all fields absent */
+    /* an unknown field */
+    uint8_t *ext = malloc(second.len + 2);
+    CU_ASSERT_FATAL(ext != NULL);
+    memcpy(ext, second.buf, second.len);
+    ext[second.len] = 0x70, ext[second.len + 1] = 0x01;
+    CU_ASSERT_EQUAL(idevs_envelope_peek(ext, second.len + 2, &h), IDEVS_ERR_MALFORMED);
+    free(ext);
+    /* garbage never passes */
+    uint8_t junk[512];
+    for (int i = 0; i < 2000; i++) {
+        size_t n = (size_t)(rng() % sizeof junk);
+        for (size_t k = 0; k < n; k++)
+            junk[k] = (uint8_t)rng();
+        if (idevs_envelope_peek(junk, n, &h) == IDEVS_OK)
+            bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* size: refused before decoding, at the largest size any receiver accepts */
+    idevs_envelope_options o;
+    idevs_envelope_options_default(&o);
+    o.max_payload = IDEVS_PAYLOAD_MAX_LIMIT;
+    size_t max = idevs_envelope_max_size(&o);
+    uint8_t *big = calloc(max + 1, 1);
+    CU_ASSERT_FATAL(big != NULL);
+    memcpy(big, second.buf, second.len);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(big, max + 1, &h), IDEVS_ERR_TOO_LARGE);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(big, max, &h), IDEVS_ERR_MALFORMED); /* zeros after the envelope */
+    free(big);
+    /* arguments */
+    CU_ASSERT_EQUAL(idevs_envelope_peek(NULL, 5, &h), IDEVS_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(idevs_envelope_peek(first.buf, first.len, NULL), IDEVS_ERR_INVALID_ARG);
+    /* peek changes nothing: the genuine messages still open in order */
+    idevs_envelope_ctx *b = ctx_for(bob, policy, &now, NULL);
+    CU_ASSERT_EQUAL(open_msg(b, &first), IDEVS_OK);
+    CU_ASSERT_EQUAL(open_msg(b, &second), IDEVS_OK);
+    idevs_envelope_ctx_free(b);
+    drop(&first), drop(&second);
+    idevs_envelope_ctx_free(a);
+}
+
 static CU_TestInfo tests[] = {
     {"round trips, both suites, 0 B to max payload", test_roundtrip_sizes},
     {"multiple peers", test_multiple_peers},
@@ -1091,6 +1215,7 @@ static CU_TestInfo tests[] = {
     {"seal arguments and options", test_seal_arguments},
     {"peer limit", test_peer_limit},
     {"statistics per reason", test_stats_per_reason},
+    {"peek: the header without keys, structural faults", test_peek},
     CU_TEST_INFO_NULL,
 };
 

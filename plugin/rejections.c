@@ -1,0 +1,151 @@
+/* Rejections: every envelope the plugin refuses before the compartment, and every delivery the compartment
+ * ends with an error, is counted by reason (idevs_err_name) and logged. A flood of bad envelopes must not flood
+ * the log: per reason, at most one line per log_interval_s; the lines held back in an interval are summed up in
+ * one line when it ends. Lines name the reason, topic, client id and size, never a payload. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "idevs_plugin.h"
+
+#define NOTES_MAX 4096 /* deliveries remembered for their log line; older ones are logged without a client */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void copy_client(char dst[IDEVS_CLIENT_LOG_MAX + 1], const char *client)
+{
+    if (client == NULL)
+        client = "?";
+    size_t n = strnlen(client, IDEVS_CLIENT_LOG_MAX);
+    memcpy(dst, client, n);
+    dst[n] = '\0';
+}
+
+bool idevs_rejections_init(idevs_plugin *p)
+{
+    size_t n = p->deployment->queue_depth;
+    if (n == 0)
+        n = 1;
+    if (n > NOTES_MAX)
+        n = NOTES_MAX;
+    p->notes = calloc(n, sizeof *p->notes);
+    if (p->notes == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
+        return false;
+    }
+    p->note_count = n;
+    return true;
+}
+
+void idevs_rejections_free(idevs_plugin *p)
+{
+    free(p->notes);
+    p->notes = NULL;
+    p->note_count = 0;
+}
+
+void idevs_rejections_note(idevs_plugin *p, uint64_t id, const char *topic, const char *client, size_t size)
+{
+    if (p->note_count == 0 || id == 0)
+        return;
+    idevs_delivery_note *n = &p->notes[id % p->note_count];
+    n->id = id;
+    n->topic = topic;
+    n->size = size;
+    copy_client(n->client, client);
+}
+
+/* Operational trouble is a warning; an envelope that fails its checks is routine on an open broker. */
+static int level_for(idevs_err reason)
+{
+    switch (reason) {
+    case IDEVS_ERR_QUEUE_FULL:
+    case IDEVS_ERR_NOT_NOW:
+    case IDEVS_ERR_NOMEM:
+    case IDEVS_ERR_TIMEOUT:
+    case IDEVS_ERR_CHANNEL_CLOSED:
+    case IDEVS_ERR_FRAME:
+        return MOSQ_LOG_WARNING;
+    default:
+        return MOSQ_LOG_NOTICE;
+    }
+}
+
+static void log_summary(idevs_plugin *p, idevs_err reason, idevs_drop_log *r)
+{
+    mosquitto_log_printf(level_for(reason),
+                         IDEVS_PLUGIN_LOG_PREFIX "'%s': %" PRIu64 " more envelope(s) dropped for %s in the last %u s; "
+                         "the last on '%s' from client '%s' (%zu bytes)",
+                         p->deployment->name, r->held, idevs_err_name(reason), p->cfg.log_interval_s,
+                         r->last_topic != NULL ? r->last_topic : "?", r->last_client, r->last_size);
+    r->held = 0;
+}
+
+/* Counts one rejection and logs it, or holds its line back. delivery_id 0: the plugin refused it. */
+static void reject(idevs_plugin *p, idevs_err reason, const char *topic, const char *client, size_t size,
+                   uint64_t delivery_id)
+{
+    if ((unsigned)reason >= IDEVS_ERR_COUNT || reason == IDEVS_OK)
+        reason = IDEVS_ERR_LOGIC; /* never happens: the launcher maps unknown statuses; keep the index valid */
+    p->metrics.rejected[reason]++;
+    idevs_drop_log *r = &p->drop_log[reason];
+    uint64_t now = now_ms();
+    if (now < r->window_end_ms || r->held > 0) {
+        /* Held back; when a window ended before the next TICK could sum it up, this drop closes it. */
+        r->held++;
+        r->last_topic = topic;
+        copy_client(r->last_client, client);
+        r->last_size = size;
+        if (now >= r->window_end_ms) {
+            log_summary(p, reason, r);
+            r->window_end_ms = now + (uint64_t)p->cfg.log_interval_s * 1000u;
+        }
+        return;
+    }
+    char who[IDEVS_CLIENT_LOG_MAX + 1];
+    copy_client(who, client);
+    char by[48] = "the plugin";
+    if (delivery_id != 0)
+        snprintf(by, sizeof by, "the compartment (delivery %" PRIu64 ")", delivery_id);
+    mosquitto_log_printf(level_for(reason),
+                         IDEVS_PLUGIN_LOG_PREFIX "'%s': envelope on '%s' from client '%s' (%zu bytes) dropped by %s: "
+                         "%s: %s",
+                         p->deployment->name, topic != NULL ? topic : "?", who, size, by, idevs_err_name(reason),
+                         idevs_strerror(reason));
+    r->window_end_ms = now + (uint64_t)p->cfg.log_interval_s * 1000u;
+}
+
+void idevs_rejections_refused(idevs_plugin *p, idevs_err reason, const char *topic, const char *client, size_t size)
+{
+    reject(p, reason, topic, client, size, 0);
+}
+
+void idevs_rejections_done(idevs_plugin *p, uint64_t id, idevs_err status)
+{
+    idevs_delivery_note *n = p->note_count > 0 ? &p->notes[id % p->note_count] : NULL;
+    bool known = n != NULL && n->id == id;
+    if (status != IDEVS_OK)
+        reject(p, status, known ? n->topic : NULL, known ? n->client : NULL, known ? n->size : 0, id);
+    if (known)
+        n->id = 0;
+}
+
+void idevs_rejections_flush(idevs_plugin *p)
+{
+    uint64_t now = now_ms();
+    for (size_t i = 0; i < IDEVS_ERR_COUNT; i++) {
+        idevs_drop_log *r = &p->drop_log[i];
+        if (r->held > 0 && now >= r->window_end_ms) {
+            log_summary(p, (idevs_err)i, r);
+            /* The summary is this interval's line: the next drop is held back until the next one ends. */
+            r->window_end_ms = now + (uint64_t)p->cfg.log_interval_s * 1000u;
+        }
+    }
+}

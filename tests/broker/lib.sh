@@ -1,0 +1,166 @@
+# Shared by the broker tests (sourced): a throw-away PKI and descriptor for the echo logic, mosquitto.conf
+# files with the plugin on a free loopback port, starting and stopping the broker by its pid, checks that print
+# "ok - ..." / "not ok - ..." and the closing "N passed, M failed".
+#   Expects: plugin ca_tool env_tool compartment echo_logic set by the caller.
+set -u
+for tool in mosquitto mosquitto_pub mosquitto_sub openssl timeout python3 pgrep; do
+  command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
+done
+mosquitto=$(command -v mosquitto)
+work=$(mktemp -d -t idevs-broker.XXXXXX)
+broker_pid=
+bg_pids=()
+stop_broker() {
+  if [ -n "$broker_pid" ]; then
+    kill "$broker_pid" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$broker_pid" 2>/dev/null
+    wait "$broker_pid" 2>/dev/null
+    broker_pid=
+  fi
+}
+cleanup() {
+  local pid
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
+  stop_broker
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker.
+preload=
+asan=0
+if nm -D "$plugin" 2>/dev/null | grep -q ' U __asan_'; then
+  preload=$(gcc -print-file-name=libasan.so)
+  asan=1
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+fi
+
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok - $1"; }
+not_ok() { failed=$((failed + 1)); echo "not ok - $1"; [ $# -gt 1 ] && [ -f "$2" ] && sed 's/^/    /' "$2" | tail -20; }
+check() { # description, command...
+  local what=$1; shift
+  if "$@" >"$work/out" 2>&1; then ok "$what"; else not_ok "$what" "$work/out"; fi
+}
+# equal description got want
+equal() { if [ "$2" = "$3" ]; then ok "$1"; else echo "    got '$2', want '$3'" >"$work/out"; not_ok "$1" "$work/out"; fi; }
+# sanitizer_check CONF: with the ASan build, the stopped broker's output holds no sanitizer report (LeakSanitizer
+# reports at exit when ASAN_OPTIONS has detect_leaks=1, as scripts/test sets it).
+sanitizer_check() {
+  [ "$asan" -eq 1 ] || return 0
+  if grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$1.out" 2>/dev/null; then
+    not_ok "no sanitizer report from the broker ($(basename "$1"))" "$1.out"
+  else ok "no sanitizer report from the broker ($(basename "$1"), detect_leaks in ASAN_OPTIONS: ${ASAN_OPTIONS:-})"; fi
+}
+finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
+bail() { not_ok "$1" "${2:-}"; finish; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ---- PKI and descriptor ----
+pki=$work/pki
+"$ca_tool" init "$pki" --name broker-test-ca >/dev/null && "$ca_tool" service "$pki" store >/dev/null &&
+  "$ca_tool" service "$pki" sink >/dev/null || { echo "cannot make the PKI"; echo "0 passed, 1 failed"; exit 1; }
+uuid_of() { "$ca_tool" show "$1" | sed -n 's/^name: urn:uuid://p'; }
+ca_sha=$(openssl x509 -in "$pki/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
+program=$(python3 -c 'import uuid; print(uuid.uuid4())')
+in_topic=idevs/echo/in/events out_topic=idevs/echo/out/out
+req_topic=idevs/echo/req/ask resp_topic=idevs/echo/resp/ask
+write_descriptor() { # file
+  cat >"$1" <<JSON
+{"version": 1,
+ "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
+ "operator_ca_sha256": "$ca_sha",
+ "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt"},
+              {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt"}],
+ "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
+ "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
+ "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "$resp_topic",
+               "to": "sink", "qos": 1}],
+ "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
+JSON
+}
+write_descriptor "$work/echo.json"
+mkdir -m 700 "$work/state"
+policy=(--allow-process-backend-insecure --descriptor "$work/echo.json")
+
+# write_conf CONF DESCRIPTOR [LINE...]: the plugin's usual options, then the extra lines. A line "-NAME" leaves
+# option plugin_opt_NAME out; DESCRIPTOR "" leaves plugin_opt_descriptor out.
+port=
+write_conf() {
+  local conf=$1 descriptor=$2; shift 2
+  local -A omit=()
+  local extra=() line
+  for line in "$@"; do
+    case $line in -*) omit[${line#-}]=1 ;; *) extra+=("$line") ;; esac
+  done
+  port=$(free_port)
+  {
+    echo "listener $port 127.0.0.1"
+    echo "allow_anonymous true"
+    echo "log_dest file $conf.log"
+    echo "log_type all"
+    echo "plugin $plugin"
+    [ -z "$descriptor" ] || echo "plugin_opt_descriptor $descriptor"
+    [ -n "${omit[authority_key]:-}" ] || echo "plugin_opt_authority_key $pki/authority.key"
+    [ -n "${omit[authority_cert]:-}" ] || echo "plugin_opt_authority_cert $pki/authority.crt"
+    [ -n "${omit[operator_ca]:-}" ] || echo "plugin_opt_operator_ca $pki/ca.crt"
+    [ -n "${omit[state_dir]:-}" ] || echo "plugin_opt_state_dir $work/state"
+    [ -n "${omit[compartment]:-}" ] || echo "plugin_opt_compartment $compartment"
+    for line in "${extra[@]}"; do echo "$line"; done
+  } >"$conf"
+}
+
+# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
+own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }
+
+# start_broker CONF [WRAPPER...]: starts the broker (under WRAPPER, e.g. valgrind) and waits until it accepts
+# connections (or exits). broker_pid is the broker itself (exec), the only pid stop_broker signals.
+start_broker() {
+  local conf=$1; shift
+  own_work
+  (LD_PRELOAD=$preload exec "$@" "$mosquitto" -c "$conf") >"$conf.out" 2>&1 &
+  broker_pid=$!
+  for _ in $(seq 300); do
+    kill -0 "$broker_pid" 2>/dev/null || return 1
+    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'idevs/none' -E >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+sub() { timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" "$@"; }
+pub() { timeout 20 mosquitto_pub -h 127.0.0.1 -p "$port" "$@"; }
+
+# The compartment's certificate chain, from its retained topic.
+fetch_chain() { sub -t idevs/echo/certificate -C 1 -W 5 >"$1" 2>/dev/null && grep -q 'BEGIN CERTIFICATE' "$1"; }
+
+# seal AS PAYLOAD OUT [TO]: AS (store, sink) seals PAYLOAD to the compartment (or to the chain/cert TO) on the
+# input topic (or $seal_topic).
+seal() {
+  local as=$1 payload=$2 out=$3 to=${4:-$work/chain.pem}
+  printf '%s' "$payload" >"$work/seal.in"
+  "$env_tool" seal --key "$pki/$as.key" --cert "$pki/$as.crt" --ca "$pki/ca.crt" --to "$to" \
+    --topic "${seal_topic:-$in_topic}" "${policy[@]}" --in "$work/seal.in" --out "$out" 2>>"$work/seal.err"
+}
+
+# counters FILE: waits for a fresh publication of the $SYS counters (plugin_opt_metrics_interval_s 1) and
+# writes "name value" lines; counter NAME FILE prints one value (or "absent").
+counters() {
+  sleep 2.2
+  sub -t '$SYS/broker/idevs/echo/#' -v -W 1 2>/dev/null | sed 's|^\$SYS/broker/idevs/echo/||' >"$1"
+  return 0
+}
+counter() { local v; v=$(awk -v n="$1" '$1 == n {v = $2} END {print v}' "$2"); echo "${v:-absent}"; }
+
+# peer MODE ARGS...: the test client (broker_peer.c) on this broker.
+peer() { local mode=$1; shift; timeout 60 "$peer_exe" "$mode" --port "$port" --ca "$pki/ca.crt" "${policy[@]}" "$@"; }
+
+# wait_for_line FILE TEXT [TENTHS]: until FILE has a line TEXT (at most TENTHS/10 s).
+wait_for_line() {
+  for _ in $(seq "${3:-100}"); do grep -qx -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
