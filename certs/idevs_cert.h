@@ -95,6 +95,34 @@ idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *au
 /* DER of cert into a malloc'd buffer. */
 idevs_err idevs_cert_to_der(X509 *cert, uint8_t **der, size_t *len);
 
+/* ---- reading PEM chains ---- */
+
+/* Bytes of PEM text one certificate may take (base64 of IDEVS_CERT_MAX bytes, line breaks, BEGIN and END lines,
+ * with room for CRLF), and the most certificates one call reads. */
+#define IDEVS_CHAIN_PEM_EACH_MAX (2 * IDEVS_CERT_MAX + 256)
+#define IDEVS_CHAIN_PEM_COUNT_MAX 64
+
+/* Reads a certificate chain (leaf first) from PEM text pem[0..len) into der[0..*count) and der_len[], arrays of
+ * max entries; each der[i] is malloc'd: free them with idevs_cert_chain_free(der, *count). The text must be
+ * PEM "CERTIFICATE" blocks without headers, separated by white space, and nothing else; each block exactly one
+ * DER X.509 certificate of at most IDEVS_CERT_MAX bytes, handed back byte for byte. Errors, with a sentence in
+ * why (never more than 32 characters of the text, printable ones only): IDEVS_ERR_TOO_LARGE for more than max
+ * certificates, a certificate above IDEVS_CERT_MAX or a text above max * IDEVS_CHAIN_PEM_EACH_MAX bytes;
+ * IDEVS_ERR_CERT_MALFORMED for no certificate, a block of another kind (a key, a CRL), text before, between or
+ * after the blocks, a NUL byte, bad base64 or DER; IDEVS_ERR_INVALID_ARG (max is 1..IDEVS_CHAIN_PEM_COUNT_MAX);
+ * IDEVS_ERR_NOMEM. On failure nothing stays allocated and *count is 0. Verifies nothing: idevs_cert_verify
+ * does. */
+idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, size_t *der_len, size_t max,
+                                    size_t *count, char *why, size_t why_len);
+
+/* The same from a regular file (IDEVS_ERR_IO, with the system's reason, when it cannot be read or is not a
+ * regular file); why starts with the path. */
+idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *der_len, size_t max, size_t *count,
+                                     char *why, size_t why_len);
+
+/* Frees der[0..count) and sets them to NULL. */
+void idevs_cert_chain_free(uint8_t **der, size_t count);
+
 /* ---- verification ---- */
 
 typedef struct idevs_cert_policy idevs_cert_policy;

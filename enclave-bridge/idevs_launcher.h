@@ -12,7 +12,13 @@
  * delivery gets exactly one on_done, and the publications it caused are handed over together, just before
  * that on_done. When a compartment dies, its unfinished deliveries are sent again to the next one, and the
  * publications of the interrupted attempt are discarded. A delivery that is being processed each time its
- * compartment dies or hangs is given up after max_attempts, with on_done(status != IDEVS_OK). */
+ * compartment dies or hangs is given up after max_attempts, with on_done(status != IDEVS_OK).
+ *
+ * Replay protection outlives compartments and brokers: the launcher keeps a replay record per declared sender
+ * (its two latest key epochs, each a window over sequence numbers), advanced only when a compartment reports a
+ * delivery done after opening it, and kept in state_dir/<program uuid>.replay. An envelope it records as done is
+ * refused (IDEVS_ERR_REPLAY) by idevs_launcher_deliver(), or, when it was queued twice, ended with that status
+ * instead of being sent again. docs/COMPARTMENT.md, "Replay across restarts". */
 #ifndef IDEVS_LAUNCHER_H
 #define IDEVS_LAUNCHER_H
 
@@ -38,6 +44,7 @@ typedef enum idevs_launcher_event {
     IDEVS_LAUNCHER_EVENT_START_FAILED,  /* a start failed before the compartment was ready */
     IDEVS_LAUNCHER_EVENT_GIVEN_UP,      /* a delivery was given up after max_attempts */
     IDEVS_LAUNCHER_EVENT_NOTICE,        /* anything else the operator should know */
+    IDEVS_LAUNCHER_EVENT_WARNING,       /* something the operator should act on (e.g. the replay record was lost) */
 } idevs_launcher_event;
 
 /* For the operator's log. message names the compartment and never holds keys or payloads. */
@@ -47,7 +54,7 @@ typedef struct idevs_launcher_config {
     const char *descriptor;   /* deployment descriptor file; read once */
     const char *host_program; /* the idevs-compartment executable */
     const char *logic;        /* NULL: the descriptor's process.logic (relative to the descriptor's directory) */
-    const char *state_dir;    /* sealing.key and <program uuid>.sealed live here; must exist */
+    const char *state_dir;    /* sealing.key, <program uuid>.sealed and .replay live here; must exist */
     X509 *operator_ca;        /* its DER's SHA-256 must equal the descriptor's operator_ca_sha256; copied */
     /* The attestation authority that signs compartment certificates; borrowed, must outlive the launcher. */
     const idevs_identity *authority;
@@ -74,14 +81,19 @@ void idevs_launcher_config_default(idevs_launcher_config *cfg);
  * problem (the file, the field). */
 idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **out, char *why, size_t why_len);
 
-/* Starts the compartment and waits until it is certified and ready, at most start_timeout_ms. On failure the
+/* Starts the compartment and waits until it is certified and ready, at most start_timeout_ms. The first start
+ * also reads the replay record from state_dir (a damaged or foreign one: IDEVS_LAUNCHER_EVENT_WARNING, and the
+ * record starts empty). On failure the
  * compartment is killed and reaped and why says what went wrong, e.g. "compartment 'rewards' (program ...) was
  * killed by signal 31 (SIGSYS): system call openat (257) outside the sandbox allowlist". */
 idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len);
 
 /* Queues an envelope that arrived on a declared input or response topic. IDEVS_ERR_QUEUE_FULL when queue_depth
  * deliveries are waiting; IDEVS_ERR_UNKNOWN_INPUT for a topic the descriptor does not declare;
- * IDEVS_ERR_TOO_LARGE for an envelope over the descriptor's limits; IDEVS_ERR_NOT_NOW after stop. Never blocks.
+ * IDEVS_ERR_TOO_LARGE for an envelope over the descriptor's limits; IDEVS_ERR_NOT_NOW after stop;
+ * IDEVS_ERR_REPLAY when the replay record has its (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW
+ * or IDEVS_ERR_EPOCH_EXPIRED when it is older than the record remembers (a compartment that never restarted
+ * would refuse those as well). Never blocks.
  * *delivery_id (may be NULL) receives the id on_done will report. */
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
@@ -117,7 +129,8 @@ int idevs_launcher_fd(const idevs_launcher *l);
 int idevs_launcher_next_timeout_ms(const idevs_launcher *l);
 
 /* Sends Shutdown, waits up to timeout_ms for the compartment to exit, then kills it; always reaps it.
- * Deliveries not done are dropped (counted in stats.abandoned). After stop, the launcher can be started again. */
+ * Deliveries not done are dropped (counted in stats.abandoned). Writes the replay record if it changed. After
+ * stop, the launcher can be started again. */
 void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms);
 
 /* Stops (with exit_grace_ms) if needed, and frees. NULL is fine. */
@@ -148,6 +161,8 @@ typedef struct idevs_launcher_stats {
     uint64_t killed;             /* compartments the launcher killed (hung, misbehaving, too slow to start) */
     uint64_t protocol_errors;    /* malformed or unexpected frames from a compartment */
     uint64_t abandoned;          /* deliveries dropped by stop() */
+    uint64_t replays_refused;    /* deliveries refused by the replay record, by deliver() or before a send */
+    uint64_t replay_saves;       /* times the replay record was written to state_dir */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
     size_t in_flight;            /* sent to the current compartment and not done */

@@ -19,12 +19,19 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* A client id is the client's choice: in a log line it is cut at IDEVS_CLIENT_LOG_MAX bytes, and every byte
+ * that is not printable ASCII, or the quote around it, becomes '?', so that it cannot end the line, forge
+ * another or reach a terminal as an escape. Mosquitto 2.0.11 refuses control characters in a CONNECT's client
+ * id; this does not rely on it. */
 static void copy_client(char dst[IDEVS_CLIENT_LOG_MAX + 1], const char *client)
 {
     if (client == NULL)
         client = "?";
     size_t n = strnlen(client, IDEVS_CLIENT_LOG_MAX);
-    memcpy(dst, client, n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)client[i];
+        dst[i] = c >= 0x20 && c <= 0x7e && c != '\'' ? (char)c : '?';
+    }
     dst[n] = '\0';
 }
 

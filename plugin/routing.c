@@ -115,6 +115,7 @@ static void on_event(void *arg, idevs_launcher_event event, const char *message)
     case IDEVS_LAUNCHER_EVENT_KILLED:
     case IDEVS_LAUNCHER_EVENT_START_FAILED:
     case IDEVS_LAUNCHER_EVENT_GIVEN_UP:
+    case IDEVS_LAUNCHER_EVENT_WARNING:
         level = MOSQ_LOG_WARNING;
         break;
     default:

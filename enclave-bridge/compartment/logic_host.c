@@ -315,16 +315,14 @@ idevs_err logic_host_deliver(logic_host *h, bool response, size_t index, idevs_m
     h->provenance_count = 1;
     memset(&msg->request_id, 0, sizeof msg->request_id);
     if (response) {
-        /* The response names the request's id in its (authenticated) provenance; MQTT correlation data is
-         * accepted when it does not, but the broker could have changed it. */
+        /* The response names the request's id in its provenance, which is authenticated. MQTT correlation
+         * data is not: the broker could swap it between two answers, so it never decides which request an
+         * answer belongs to. */
+        (void)correlation;
+        (void)correlation_len;
         cmp_pending *p = NULL;
         for (size_t i = 0; p == NULL && i < opened->provenance_count; i++)
             p = pending_find(h, index, &opened->provenance[i]);
-        if (p == NULL && correlation_len == IDEVS_UUID_LEN) {
-            idevs_msgid id;
-            memcpy(id.b, correlation, IDEVS_UUID_LEN);
-            p = pending_find(h, index, &id);
-        }
         if (p != NULL) {
             msg->request_id = p->id;
             size_t room = IDEVS_PROVENANCE_MAX - 1;

@@ -139,9 +139,50 @@ void deliveries_rewind(idevs_launcher *l)
     l->next_send = l->head;
 }
 
+void deliveries_refuse(idevs_launcher *l, delivery *d, idevs_err status)
+{
+    d->refused = status;
+    d->prev = d->next = NULL;
+    if (l->refused_tail != NULL)
+        l->refused_tail->next = d;
+    else
+        l->refused_head = d;
+    l->refused_tail = d;
+    l->refused_count++;
+}
+
+int deliveries_report_refused(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+{
+    int n = 0;
+    /* One at a time from the head: on_done may deliver, and a send may refuse more. */
+    while (l->refused_head != NULL) {
+        delivery *d = l->refused_head;
+        l->refused_head = d->next;
+        if (l->refused_head == NULL)
+            l->refused_tail = NULL;
+        l->refused_count--;
+        uint64_t id = d->id;
+        idevs_err status = d->refused;
+        delivery_free(d);
+        l->stats.done++;
+        n++;
+        if (cb != NULL && cb->on_done != NULL)
+            cb->on_done(cb->arg, id, status);
+    }
+    return n;
+}
+
 size_t deliveries_clear(idevs_launcher *l)
 {
     size_t n = 0;
+    while (l->refused_head != NULL) {
+        delivery *d = l->refused_head;
+        l->refused_head = d->next;
+        delivery_free(d);
+        n++;
+    }
+    l->refused_tail = NULL;
+    l->refused_count = 0;
     while (l->head != NULL) {
         delivery *d = l->head;
         deliveries_unlink(l, d);

@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include "idevs_envelope.h"
@@ -28,7 +27,6 @@
 #define DEFAULT_STABLE_AFTER_MS 10000u
 #define DEFAULT_EXIT_GRACE_MS 200u
 #define REAP_HARD_LIMIT_MS 5000 /* after SIGKILL, how long a blocking call waits for the reap at most */
-#define SERVICE_CERT_FILE_MAX (IDEVS_CHAIN_MAX * IDEVS_CERT_MAX * 2)
 
 void idevs_launcher_config_default(idevs_launcher_config *cfg)
 {
@@ -76,51 +74,14 @@ static char *resolve(const char *descriptor, const char *path)
 
 static idevs_err read_service_chain(const char *path, service_chain *sc, char *why, size_t why_len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-        st.st_size > (off_t)SERVICE_CERT_FILE_MAX) {
-        snprintf(why, why_len, "service '%s': certificate file '%s' %s", sc->name, path,
-                 fd < 0 ? strerror(errno) : "is not a regular file of a plausible size");
-        if (fd >= 0)
-            close(fd);
+    char inner[384];
+    idevs_err err = idevs_cert_read_chain_file(path, sc->der, sc->len, IDEVS_CHAIN_MAX, &sc->count, inner,
+                                               sizeof inner);
+    if (err != IDEVS_OK) {
+        snprintf(why, why_len, "service '%s': certificate file %s (%s)", sc->name, inner, idevs_err_name(err));
         return IDEVS_ERR_CONFIG;
     }
-    close(fd);
-    BIO *bio = BIO_new_file(path, "r");
-    if (bio == NULL) {
-        snprintf(why, why_len, "service '%s': cannot read certificate file '%s'", sc->name, path);
-        ERR_clear_error();
-        return IDEVS_ERR_CONFIG;
-    }
-    idevs_err err = IDEVS_OK;
-    X509 *cert;
-    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        if (sc->count == IDEVS_CHAIN_MAX) {
-            snprintf(why, why_len, "service '%s': '%s' holds more than %d certificates", sc->name, path,
-                     IDEVS_CHAIN_MAX);
-            err = IDEVS_ERR_CONFIG;
-        } else if (idevs_cert_to_der(cert, &sc->der[sc->count], &sc->len[sc->count]) != IDEVS_OK ||
-                   sc->len[sc->count] > IDEVS_CERT_MAX) {
-            snprintf(why, why_len, "service '%s': a certificate in '%s' is too large or unencodable", sc->name,
-                     path);
-            err = IDEVS_ERR_CONFIG;
-            free(sc->der[sc->count]);
-            sc->der[sc->count] = NULL;
-        } else {
-            sc->count++;
-        }
-        X509_free(cert);
-        if (err != IDEVS_OK)
-            break;
-    }
-    ERR_clear_error();
-    BIO_free(bio);
-    if (err == IDEVS_OK && sc->count == 0) {
-        snprintf(why, why_len, "service '%s': '%s' holds no PEM certificate", sc->name, path);
-        err = IDEVS_ERR_CONFIG;
-    }
-    return err;
+    return IDEVS_OK;
 }
 
 static idevs_err load_services(idevs_launcher *l, const char *descriptor_path, char *why, size_t why_len)
@@ -235,6 +196,8 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     snprintf(l->name, sizeof l->name, "%s", l->deployment->name);
     l->program = l->deployment->program;
     idevs_uuid_format(&l->program, l->program_str);
+    if ((err = replay_record_init(l)) != IDEVS_OK)
+        goto fail;
     if ((err = check_pki(l, cfg, why, why_len)) != IDEVS_OK || (err = load_services(l, cfg->descriptor, why,
                                                                                     why_len)) != IDEVS_OK)
         goto fail;
@@ -335,7 +298,10 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     char detail[256] = "";
     l->blocking_start = true;
     l->stopping = false;
-    idevs_err err = supervise_begin_start(l, detail, sizeof detail);
+    /* Before the first delivery can be accepted; later starts keep the record in memory. */
+    idevs_err err = replay_record_load(l, detail, sizeof detail);
+    if (err == IDEVS_OK)
+        err = supervise_begin_start(l, detail, sizeof detail);
     if (err != IDEVS_OK) {
         l->blocking_start = false;
         snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "could not be started: %.200s", detail);
@@ -400,6 +366,7 @@ void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
     l->stats.abandoned += deliveries_clear(l);
     l->stopping = false;
     l->state = IDEVS_LAUNCHER_STOPPED;
+    replay_record_save(l, true);
     supervise_arm_timer(l);
 }
 
@@ -409,6 +376,9 @@ void idevs_launcher_free(idevs_launcher *l)
         return;
     idevs_launcher_stop(l, l->cfg.exit_grace_ms);
     deliveries_clear(l);
+    if (l->replay.senders != NULL)
+        replay_record_save(l, true);
+    replay_record_free(l);
     certify_forget(l);
     if (l->backend != NULL) {
         idevs_backend_release_image(l->backend, &l->image);
@@ -450,11 +420,23 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
     if (idevs_deployment_input_by_topic(l->deployment, topic) == NULL &&
         idevs_deployment_request_by_response_topic(l->deployment, topic) == NULL)
         return IDEVS_ERR_UNKNOWN_INPUT;
-    if (l->count >= l->queue_limit)
+    delivery probe;
+    memset(&probe, 0, sizeof probe);
+    replay_record_track(l, envelope, len, &probe);
+    idevs_err replay = replay_record_check(l, &probe);
+    if (replay != IDEVS_OK) {
+        l->stats.replays_refused++;
+        return replay;
+    }
+    if (l->count + l->refused_count >= l->queue_limit)
         return IDEVS_ERR_QUEUE_FULL;
     delivery *d = calloc(1, sizeof *d);
     if (d == NULL)
         return IDEVS_ERR_NOMEM;
+    d->tracked = probe.tracked;
+    d->sender = probe.sender;
+    d->epoch = probe.epoch;
+    d->sequence = probe.sequence;
     d->topic = malloc(topic_len + 1);
     d->envelope = malloc(len);
     d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;
@@ -533,7 +515,7 @@ void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out
     *out = l->stats;
     out->state = l->state;
     out->pid = l->have_child ? l->child.pid : 0;
-    out->queue_depth = l->count;
+    out->queue_depth = l->count + l->refused_count;
     out->queue_limit = l->queue_limit;
     out->in_flight = l->in_flight;
 }

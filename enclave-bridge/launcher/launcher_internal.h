@@ -5,6 +5,7 @@
  *   backend.c         the backend interface's dispatch
  *   backend_process.c the process backend
  *   deliveries.c      the delivery queue and the publications held back until Done
+ *   replay_record.c   the replay record that outlives compartments and brokers
  *   certify.c         Init, CertifyRequest -> Certified, Ready
  *   supervise.c       frames, exits, kills, restarts, timers, poll
  *   launcher.c        configuration, start, stop, deliver, stats */
@@ -17,6 +18,7 @@
 #include <sys/types.h>
 
 #include "bridge.pb-c.h"
+#include "idevs_replay.h"
 #include "idevs_backend.h"
 #include "idevs_channel.h"
 #include "idevs_deployment.h"
@@ -28,6 +30,7 @@
 #define LAUNCHER_HELD_BYTES_MAX (64u * 1024u * 1024u) /* bytes of publications held back in all */
 #define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
 #define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
+#define LAUNCHER_REPLAY_SAVE_MS 2000            /* the replay record is written at most this often while running */
 
 /* ---- backends ---- */
 
@@ -63,6 +66,12 @@ idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blo
                              size_t why_len);
 idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_t *blob, size_t len, char *why,
                               size_t why_len);
+/* Any private state file (a regular file of ours, mode 0600, min..max bytes); *data is NULL when it does not
+ * exist. */
+idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t max, uint8_t **data, size_t *len,
+                              char *why, size_t why_len);
+/* Replaces name atomically: temporary file 0600, fsync, rename, fsync of the directory. */
+idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len);
 
 /* ---- deliveries ---- */
 
@@ -84,7 +93,35 @@ typedef struct delivery {
     unsigned attempts; /* compartments that died while this was the oldest unfinished delivery */
     held_publish *held, *held_tail;
     size_t held_count, held_bytes;
+    /* Its clear header, when it names a declared sender: what the replay record notes once it is done. */
+    bool tracked;
+    size_t sender;     /* index into the descriptor's services */
+    uint64_t epoch, sequence;
+    idevs_err refused; /* on the refused list: the status its on_done will carry */
 } delivery;
+
+/* ---- the replay record (replay_record.c) ---- */
+
+typedef struct replay_epoch {
+    bool used;
+    uint64_t epoch;
+    idevs_replay window;
+} replay_epoch;
+
+/* One per declared service: its two highest epochs in which a delivery was done after being opened. */
+typedef struct replay_sender {
+    replay_epoch cur, prev;
+} replay_sender;
+
+typedef struct replay_record {
+    replay_sender *senders; /* service_count entries, in the descriptor's order */
+    uint8_t key[IDEVS_SHA256_LEN]; /* authenticates the file; derived from the sealing key */
+    bool loaded;            /* read (or found absent) at the first start; never written before */
+    bool dirty;             /* changed since it was last written */
+    bool save_failing;      /* the last write failed (warned once) */
+    int64_t next_save_ms;
+    uint64_t saves;
+} replay_record;
 
 /* ---- the launcher ---- */
 
@@ -148,6 +185,10 @@ struct idevs_launcher {
     /* deliveries, oldest first; the sent ones form a prefix */
     delivery *head, *tail, *next_send;
     size_t count, in_flight;
+    /* taken off the queue before a send because the replay record refuses them; reported by the next poll */
+    delivery *refused_head, *refused_tail;
+    size_t refused_count;
+    replay_record replay;
     uint64_t next_id;
     size_t held_bytes;
 
@@ -176,8 +217,31 @@ void delivery_drop_held(idevs_launcher *l, delivery *d);
 idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1__Publish *p);
 /* Marks every delivery unsent (the compartment died) and discards what it had published. */
 void deliveries_rewind(idevs_launcher *l);
-/* Frees every delivery; returns how many there were. */
+/* Frees every delivery, refused ones included; returns how many there were. */
 size_t deliveries_clear(idevs_launcher *l);
+/* Moves d (unlinked, not sent) to the refused list, to be ended with status by the next poll. */
+void deliveries_refuse(idevs_launcher *l, delivery *d, idevs_err status);
+/* Ends the refused deliveries (on_done); returns how many. */
+int deliveries_report_refused(idevs_launcher *l, const idevs_launcher_callbacks *cb);
+
+/* replay_record.c */
+idevs_err replay_record_init(idevs_launcher *l);
+void replay_record_free(idevs_launcher *l);
+/* At the first start: derives the file's key and reads the file. A missing, damaged or foreign file leaves the
+ * record empty (with an event); only a sealing key that cannot be had fails. */
+idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len);
+/* Fills d's tracking fields from the envelope's clear header (untracked when it does not parse or names no
+ * declared sender). */
+void replay_record_track(const idevs_launcher *l, const uint8_t *envelope, size_t len, delivery *d);
+/* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
+ * IDEVS_ERR_EPOCH_EXPIRED (older than both epochs kept). Changes nothing. */
+idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);
+/* The compartment ended d with status: notes it when status proves d was opened (authenticated). */
+void replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status);
+/* Writes the record when it changed: now when force, else when LAUNCHER_REPLAY_SAVE_MS have passed. */
+void replay_record_save(idevs_launcher *l, bool force);
+/* When the next write is due; -1 when none. */
+int64_t replay_record_deadline(const idevs_launcher *l);
 
 /* certify.c */
 typedef struct certify_secrets {

@@ -5,6 +5,7 @@
  * <uuid>.sealed  the blob the compartment of program <uuid> asked to keep: its private keys, sealed under
  *                sealing key = HKDF-SHA256(ikm = secret, salt = "", info = "idevs sealing key v1" || measurement).
  *                Replaced atomically (temporary file 0600, fsync, rename, fsync of the directory).
+ * <uuid>.replay  the replay record of program <uuid> (replay_record.c), replaced the same way.
  * The directory itself must be ours and not writable by group or others. */
 #include <errno.h>
 #include <fcntl.h>
@@ -192,19 +193,17 @@ static void blob_name(const idevs_uuid *program, char name[IDEVS_UUID_STR_LEN + 
     snprintf(name, IDEVS_UUID_STR_LEN + 8, "%s.sealed", u);
 }
 
-idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,
-                             size_t why_len)
+idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t max, uint8_t **data, size_t *len,
+                              char *why, size_t why_len)
 {
-    char name[IDEVS_UUID_STR_LEN + 8];
-    blob_name(program, name);
-    *blob = NULL;
+    *data = NULL;
     *len = 0;
     int fd = -1;
     size_t size = 0;
-    idevs_err err = open_private(dirfd, name, 1, IDEVS_SEALED_BLOB_MAX, &fd, &size, why, why_len);
+    idevs_err err = open_private(dirfd, name, min, max, &fd, &size, why, why_len);
     if (err != IDEVS_OK || fd < 0)
         return err;
-    uint8_t *buf = malloc(size);
+    uint8_t *buf = malloc(size > 0 ? size : 1);
     if (buf == NULL) {
         close(fd);
         return IDEVS_ERR_NOMEM;
@@ -213,12 +212,28 @@ idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blo
     close(fd);
     if (err != IDEVS_OK) {
         free(buf);
-        snprintf(why, why_len, "cannot read the sealed keys '%s'", name);
+        snprintf(why, why_len, "cannot read the state file '%s'", name);
         return IDEVS_ERR_IO;
     }
-    *blob = buf;
+    *data = buf;
     *len = size;
     return IDEVS_OK;
+}
+
+idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len)
+{
+    return replace_file(dirfd, name, data, len, false);
+}
+
+idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,
+                             size_t why_len)
+{
+    char name[IDEVS_UUID_STR_LEN + 8];
+    blob_name(program, name);
+    idevs_err err = launcher_state_read(dirfd, name, 1, IDEVS_SEALED_BLOB_MAX, blob, len, why, why_len);
+    if (err == IDEVS_ERR_IO)
+        snprintf(why, why_len, "cannot read the sealed keys '%s'", name);
+    return err;
 }
 
 idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_t *blob, size_t len, char *why,

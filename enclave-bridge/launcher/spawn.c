@@ -7,7 +7,8 @@
  * async-signal-safe calls or plain system calls (setsid, prctl, setrlimit, setgroups, close_range): it resets
  * every signal disposition, leaves the broker's session, takes the channel as fd 3 and the logic as fd 4,
  * /dev/null as 0-2, closes everything else, disables core files, drops to the unprivileged user when it runs as
- * root, and executes the sealed host program memfd with an empty environment.
+ * root, and executes the sealed host program memfd with an empty environment (fexecve, or execve of its
+ * /proc/self/fd path where execveat is missing).
  *
  * An error pipe (close-on-exec) tells the parent whether execution began: end of file means it did; eight bytes
  * name the failed step and its errno. */
@@ -31,6 +32,8 @@
 #define FD_CHANNEL 3
 #define FD_LOGIC 4
 #define FD_EXEC 5          /* the host memfd, close-on-exec */
+#define STRINGIFY(x) #x
+#define PROC_FD(n) "/proc/self/fd/" STRINGIFY(n)
 #define FD_ERRPIPE 6       /* close-on-exec */
 #define EXEC_REPORT_MS 5000 /* the child reaches execve in well under a millisecond; this only bounds a stuck one */
 
@@ -135,6 +138,13 @@ static void child_main(const struct child_args *a)
     if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
         child_fail(STEP_SIGNALS);
     fexecve(FD_EXEC, a->argv, a->envp);
+    /* Without execveat (ENOSYS: an old kernel; ENOENT: valgrind 3.19 runs the broker), the same sealed memfd by
+     * its /proc path: the kernel opens it before closing FD_EXEC (close-on-exec). The first error is reported. */
+    if (errno == ENOSYS || errno == ENOENT) {
+        int first = errno;
+        execve(PROC_FD(FD_EXEC), a->argv, a->envp);
+        errno = first;
+    }
     child_fail(STEP_EXEC);
 }
 

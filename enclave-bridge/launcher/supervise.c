@@ -98,7 +98,7 @@ static void close_child(idevs_launcher *l)
     l->stats.pid = 0;
 }
 
-int64_t supervise_next_deadline(const idevs_launcher *l)
+static int64_t state_deadline(const idevs_launcher *l)
 {
     switch (l->state) {
     case IDEVS_LAUNCHER_STARTING:
@@ -117,6 +117,15 @@ int64_t supervise_next_deadline(const idevs_launcher *l)
     default:
         return -1;
     }
+}
+
+int64_t supervise_next_deadline(const idevs_launcher *l)
+{
+    if (l->refused_count > 0 && !l->stopping)
+        return launcher_now_ms(); /* refused deliveries wait for a poll to be ended */
+    int64_t at = state_deadline(l);
+    int64_t save = l->state != IDEVS_LAUNCHER_STOPPED ? replay_record_deadline(l) : -1;
+    return save >= 0 && (at < 0 || save < at) ? save : at;
 }
 
 void supervise_arm_timer(idevs_launcher *l)
@@ -443,6 +452,7 @@ static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, 
     for (held_publish *h = d->held; h != NULL; h = h->next)
         emit(l, cb, &h->p);
     idevs_err status = done->status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)done->status : IDEVS_ERR_LOGIC;
+    replay_record_done(l, d, status);
     uint64_t id = d->id;
     delivery_free(d);
     l->stats.done++;
@@ -572,6 +582,15 @@ void supervise_send_queued(idevs_launcher *l)
 {
     while (l->state == IDEVS_LAUNCHER_READY && l->next_send != NULL && l->in_flight < l->cfg.max_in_flight) {
         delivery *d = l->next_send;
+        /* A copy of an envelope done since this one was queued (a duplicate, or a re-send after a restart whose
+         * first copy finished): the new compartment's empty window would accept it again. */
+        idevs_err replay = replay_record_check(l, d);
+        if (replay != IDEVS_OK) {
+            deliveries_unlink(l, d); /* moves next_send on */
+            deliveries_refuse(l, d, replay);
+            l->stats.replays_refused++;
+            continue;
+        }
         Idevs__Bridge__V1__Deliver del = IDEVS__BRIDGE__V1__DELIVER__INIT;
         del.delivery_id = d->id;
         del.topic = d->topic;
@@ -607,6 +626,8 @@ void supervise_send_queued(idevs_launcher *l)
 int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
 {
     int work = 0;
+    if (cb != NULL) /* without callbacks (a blocking start or stop) they stay, and stop() abandons them */
+        work += deliveries_report_refused(l, cb);
     if (live(l))
         work += read_frames(l, cb);
     if (live(l)) {
@@ -651,6 +672,8 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         }
         work++;
     }
+    if (l->state != IDEVS_LAUNCHER_STOPPED)
+        replay_record_save(l, false); /* at most every LAUNCHER_REPLAY_SAVE_MS; stop() writes the rest */
     supervise_update_channel_events(l);
     return work;
 }

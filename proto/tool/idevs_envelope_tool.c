@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/pem.h>
 
 #include "idevs_cert.h"
 #include "idevs_envelope.h"
@@ -129,34 +128,23 @@ static int write_all(const char *path, const uint8_t *data, size_t len)
     return ok ? EXIT_OK : fail("cannot write %s", std ? "stdout" : path);
 }
 
-/* Loads a PEM chain (leaf first) into DER buffers; returns the count, 0 on failure. */
+/* Loads a PEM chain (leaf first) into DER buffers; returns the count, 0 on failure (said on stderr). More than
+ * IDEVS_CHAIN_MAX certificates, or anything but certificates in the file, is a failure, never a cut chain. */
 static size_t load_chain(const char *path, uint8_t *der[IDEVS_CHAIN_MAX], size_t len[IDEVS_CHAIN_MAX])
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        fail("cannot open %s: %s", path, strerror(errno));
+    size_t count = 0;
+    char why[512];
+    idevs_err err = idevs_cert_read_chain_file(path, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why);
+    if (err != IDEVS_OK) {
+        fail("cannot read the certificate chain %s (%s)", why, idevs_err_name(err));
         return 0;
     }
-    size_t count = 0;
-    X509 *cert;
-    while (count < IDEVS_CHAIN_MAX && (cert = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
-        der[count] = NULL;
-        int n = i2d_X509(cert, &der[count]);
-        X509_free(cert);
-        if (n <= 0)
-            break;
-        len[count++] = (size_t)n;
-    }
-    fclose(f);
-    if (count == 0)
-        fail("%s holds no PEM certificate", path);
     return count;
 }
 
 static void free_chain(uint8_t *der[IDEVS_CHAIN_MAX], size_t count)
 {
-    for (size_t i = 0; i < count; i++)
-        OPENSSL_free(der[i]);
+    idevs_cert_chain_free(der, count);
 }
 
 /* Verifies the chain in path under the context's policy and registers it as a peer. */

@@ -53,13 +53,38 @@ static void print_san_uuid(FILE *f, X509 *cert)
         int n = ASN1_STRING_length(gn->d.uniformResourceIdentifier);
         static const char prefix[] = "urn:uuid:";
         if (n == (int)(sizeof prefix - 1) + 36 && memcmp(s, prefix, sizeof prefix - 1) == 0) {
-            fprintf(f, "%.36s", (const char *)s + sizeof prefix - 1);
+            /* The sender's bytes: printed only as the UUID they parse to, never as they are (a line break or a
+             * terminal escape there would forge lines of this report). */
+            char text[37];
+            idevs_uuid u;
+            memcpy(text, s + sizeof prefix - 1, 36);
+            text[36] = '\0';
+            if (idevs_uuid_parse(text, &u) == IDEVS_OK) {
+                idevs_uuid_format(&u, text);
+                fputs(text, f);
+            } else {
+                fputs("(not a UUID)", f);
+            }
             found = true;
         }
     }
     GENERAL_NAMES_free(names);
     if (!found)
         fputs("(none)", f);
+}
+
+void idevs_inspect_print_text(FILE *f, const char *s, size_t max)
+{
+    size_t i = 0;
+    for (; s != NULL && s[i] != '\0' && i < max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c <= 0x7e && c != '\\')
+            fputc(c, f);
+        else
+            fprintf(f, "\\x%02x", c);
+    }
+    if (s != NULL && s[i] != '\0')
+        fputs("...", f);
 }
 
 static void print_certificate(FILE *f, const char *pad, const uint8_t *der, size_t len, size_t index)

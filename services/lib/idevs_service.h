@@ -114,7 +114,8 @@ idevs_err idevs_service_publish(idevs_service *svc, const char *input, const voi
  * topic with its correlation data, and naming the request's message id in its (authenticated) provenance,
  * which is how the compartment matches the answer to its request. May be called from on_message or later
  * (then with a copy of the message's response_topic, correlation and message_id; the other fields are not
- * used; with a nil message_id, 16 bytes of correlation data are named instead). IDEVS_ERR_UNKNOWN_REQUEST
+ * used; a nil message_id is IDEVS_ERR_INVALID_ARG: correlation data is not authenticated and never stands
+ * in for it). IDEVS_ERR_UNKNOWN_REQUEST
  * when response_topic is not the response topic of a request addressed to this service; IDEVS_ERR_NOT_NOW
  * as for publish. */
 idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message *request, const void *payload,
@@ -175,6 +176,12 @@ typedef struct idevs_service_stats {
 } idevs_service_stats;
 
 void idevs_service_get_stats(const idevs_service *svc, idevs_service_stats *out);
+
+/* Creates path as an empty file of mode 0600 unless it exists (a symbolic link there is not followed: the
+ * call fails). For a service's database of personal data, before SQLite opens it: SQLite gives its -wal,
+ * -shm and journal files the database's mode, so they are private too. Returns 1 when it created the file, 0
+ * when it existed (its mode is left as it is), -1 with why on failure. */
+int idevs_service_private_file(const char *path, char *why, size_t why_len);
 
 /* ---- common command-line options (idevs_service_cli.c), shared by every service and tool ---- */
 

@@ -31,7 +31,11 @@ void svc_held_free(idevs_service *svc)
 static void hold(idevs_service *svc, const char *topic, const uint8_t *data, size_t len, const uint8_t *corr,
                  size_t corr_len)
 {
-    if (svc->held_count == SVC_HELD_MAX || len > SVC_HELD_BYTES_MAX - svc->held_bytes) {
+    /* Everything kept counts against the limit: correlation data (up to 64 KiB each, chosen by whoever
+     * published) and the topic as much as the envelope. */
+    size_t topic_len = strlen(topic) + 1;
+    size_t room = SVC_HELD_BYTES_MAX - svc->held_bytes;
+    if (svc->held_count == SVC_HELD_MAX || len > room || corr_len > room - len || topic_len > room - len - corr_len) {
         svc->stats.held_dropped++;
         return;
     }
@@ -54,7 +58,7 @@ static void hold(idevs_service *svc, const char *topic, const uint8_t *data, siz
         memcpy(h->correlation, corr, corr_len);
     h->correlation_len = corr_len;
     svc->held_count++;
-    svc->held_bytes += len;
+    svc->held_bytes += len + corr_len + topic_len;
 }
 
 /* What a topic is for this service: an output or a request addressed to it, or nothing. */
@@ -244,15 +248,10 @@ idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message 
         idevs_deployment_request_by_response_topic(svc->deployment, request->response_topic);
     if (r == NULL || r->to != svc->self_index)
         return IDEVS_ERR_UNKNOWN_REQUEST;
-    idevs_msgid provenance;
-    size_t provenance_count = 0;
-    if (!idevs_uuid_is_nil(&request->message_id)) {
-        provenance = request->message_id;
-        provenance_count = 1;
-    } else if (request->correlation_len == IDEVS_UUID_LEN) {
-        memcpy(provenance.b, request->correlation, IDEVS_UUID_LEN);
-        provenance_count = 1;
-    }
-    return seal_and_publish(svc, r->response_topic, payload, len, provenance_count ? &provenance : NULL,
-                            provenance_count, request->correlation, request->correlation_len, NULL);
+    /* The answer names its request in the authenticated provenance: that, not the MQTT correlation data the
+     * broker could swap, is how the compartment matches it to the request. */
+    if (idevs_uuid_is_nil(&request->message_id))
+        return IDEVS_ERR_INVALID_ARG;
+    return seal_and_publish(svc, r->response_topic, payload, len, &request->message_id, 1, request->correlation,
+                            request->correlation_len, NULL);
 }

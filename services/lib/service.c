@@ -342,7 +342,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
         return;
     }
     svc->conn = SVC_CONNECTED;
-    svc->backoff_ms = SVC_BACKOFF_MIN_MS;
+    svc->connected_ms = svc_now_ms();
     /* The retained certificate and descriptor come again with the subscription: until they are verified,
      * nothing is sealed, and envelopes that arrive are held. */
     svc->ready = false;
@@ -423,21 +423,41 @@ static void sleep_ms(int ms)
         ;
 }
 
+/* A connection ended, was refused or could not be made: the next attempt waits the backoff, which doubles
+ * (up to SVC_BACKOFF_MAX_MS) at every such end, unless the connection had lasted SVC_STABLE_MS. A broker that
+ * accepts and drops at once, or refuses every CONNECT, is so asked at most every few seconds, never in a loop. */
+static void schedule_retry(idevs_service *svc)
+{
+    uint64_t now = svc_now_ms();
+    if (svc->connected_ms != 0 && now - svc->connected_ms >= SVC_STABLE_MS)
+        svc->backoff_ms = SVC_BACKOFF_MIN_MS;
+    svc->connected_ms = 0;
+    svc->next_attempt_ms = now + svc->backoff_ms;
+    svc->backoff_ms = svc->backoff_ms * 2 > SVC_BACKOFF_MAX_MS ? SVC_BACKOFF_MAX_MS : svc->backoff_ms * 2;
+}
+
+/* The loop for up to timeout_ms; false when it ended the connection. */
+static bool loop_once(idevs_service *svc, int timeout_ms)
+{
+    int rc = mosquitto_loop(svc->mosq, timeout_ms, 1);
+    if (rc != MOSQ_ERR_SUCCESS && svc->conn != SVC_DISCONNECTED) {
+        /* The loop lost the socket without a DISCONNECT callback (e.g. the broker vanished). */
+        svc->conn = SVC_DISCONNECTED;
+        svc->ready = false;
+    }
+    if (svc->conn != SVC_DISCONNECTED)
+        return true;
+    if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_LOST && rc != MOSQ_ERR_NO_CONN)
+        sleep_ms(timeout_ms); /* an error that returns at once must not spin */
+    return false;
+}
+
 /* One step of the network for up to timeout_ms: the loop when connected, a reconnection attempt when due. */
 static void step(idevs_service *svc, int timeout_ms)
 {
     if (svc->conn != SVC_DISCONNECTED) {
-        int rc = mosquitto_loop(svc->mosq, timeout_ms, 1);
-        if (rc != MOSQ_ERR_SUCCESS && svc->conn != SVC_DISCONNECTED) {
-            /* The loop lost the socket without a DISCONNECT callback (e.g. the broker vanished). */
-            svc->conn = SVC_DISCONNECTED;
-            svc->ready = false;
-        }
-        if (svc->conn == SVC_DISCONNECTED && !svc->stopped) {
-            svc->next_attempt_ms = svc_now_ms() + svc->backoff_ms;
-            if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_CONN_LOST && rc != MOSQ_ERR_NO_CONN)
-                sleep_ms(timeout_ms); /* an error that returns at once must not spin */
-        }
+        if (!loop_once(svc, timeout_ms) && !svc->stopped)
+            schedule_retry(svc);
         return;
     }
     uint64_t now = svc_now_ms();
@@ -449,10 +469,10 @@ static void step(idevs_service *svc, int timeout_ms)
     char why[SVC_WHY_MAX];
     if (connect_once(svc, why, sizeof why) == IDEVS_OK) {
         svc->stats.reconnects++;
-        mosquitto_loop(svc->mosq, timeout_ms, 1);
+        if (!loop_once(svc, timeout_ms) && !svc->stopped)
+            schedule_retry(svc); /* refused or dropped at once */
     } else {
-        svc->backoff_ms = svc->backoff_ms * 2 > SVC_BACKOFF_MAX_MS ? SVC_BACKOFF_MAX_MS : svc->backoff_ms * 2;
-        svc->next_attempt_ms = svc_now_ms() + svc->backoff_ms;
+        schedule_retry(svc);
     }
 }
 

@@ -17,12 +17,13 @@
 #include "idevs_service.h"
 
 #define SVC_WHY_MAX 768
-#define SVC_CERT_PEM_MAX (IDEVS_CHAIN_MAX * (IDEVS_CERT_MAX * 2 + 256)) /* a retained PEM chain */
+#define SVC_CERT_PEM_MAX (IDEVS_CHAIN_MAX * IDEVS_CHAIN_PEM_EACH_MAX) /* a retained PEM chain */
 #define SVC_HELD_MAX 1024                   /* envelopes held until the compartment is verified */
 #define SVC_HELD_BYTES_MAX (32u * 1024u * 1024u)
 #define SVC_DEDUPE_MAX (1u << 22)
 #define SVC_BACKOFF_MIN_MS 100u
 #define SVC_BACKOFF_MAX_MS 5000u
+#define SVC_STABLE_MS 10000u /* a connection that lasted this long resets the backoff when it ends */
 
 /* ---- the dedupe window (dedupe.c): the last `capacity` message ids, O(1) lookup ---- */
 typedef struct idevs_service_dedupe idevs_service_dedupe;
@@ -95,12 +96,13 @@ struct idevs_service {
     bool started, stopped, connack_refused;
     int connack_reason;
     uint64_t next_attempt_ms;
-    unsigned backoff_ms;
+    unsigned backoff_ms;                /* wait before the next attempt after a connection ends or fails */
+    uint64_t connected_ms;              /* when the current connection's CONNACK accepted it; 0: none */
 
     /* receiving */
     idevs_service_dedupe *dedupe;
     svc_held *held;
-    size_t held_count, held_bytes;
+    size_t held_count, held_bytes;      /* held_bytes counts envelopes, correlation data and topics */
 
     /* a failure to report from the next run() (verification of an update) and the last sentence */
     idevs_err failure;

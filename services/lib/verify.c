@@ -8,7 +8,8 @@
  *                                                              else program_mismatch, descriptor_mismatch
  *   4. its operator_ca_sha256 is the SHA-256 of this service's operator CA DER          else cert_untrusted
  *   5. this service's UUID is among its services                                        else sender_not_allowed
- *   6. the certificate is a PEM chain of 1..4 certificates                              else cert_malformed
+ *   6. the certificate is a PEM chain of 1..4 certificates and nothing else (idevs_cert_read_chain_pem)
+ *                                                              else cert_malformed, too_large
  *   7. idevs_cert_verify under: the operator CA, evidence required, expected program = process.uuid,
  *      expected descriptor digest = SHA-256 of the retained bytes, and the caller's settings
  *                                                              else that check's own error
@@ -18,8 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <openssl/pem.h>
 
 #include "idevs_hex.h"
 #include "service_internal.h"
@@ -33,6 +32,16 @@ static void say(char *why, size_t why_len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, why_len, fmt, ap);
     va_end(ap);
+}
+
+/* Sentences about a retained message may quote it (a descriptor's unknown key, a certificate's name): every
+ * byte outside printable ASCII becomes '?', so that what the callers print or log cannot carry a line break,
+ * a terminal escape or a forged line. */
+static void printable_only(char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            *s = '?';
 }
 
 static void short_hex(const uint8_t *b, char out[17])
@@ -149,40 +158,6 @@ void svc_on_retained(idevs_service *svc, bool certificate, const uint8_t *data, 
     svc_try_verify(svc);
 }
 
-/* DER certificates of a PEM chain; returns the count (0 when none parsed or more than the limit). */
-static size_t pem_chain(const uint8_t *pem, size_t len, uint8_t *der[IDEVS_CHAIN_MAX], size_t der_len[IDEVS_CHAIN_MAX],
-                        bool *too_many)
-{
-    *too_many = false;
-    if (len > (size_t)INT32_MAX)
-        return 0;
-    BIO *bio = BIO_new_mem_buf(pem, (int)len);
-    if (bio == NULL)
-        return 0;
-    size_t count = 0;
-    X509 *cert;
-    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        if (count == IDEVS_CHAIN_MAX) {
-            X509_free(cert);
-            *too_many = true;
-            break;
-        }
-        der[count] = NULL;
-        int n = i2d_X509(cert, &der[count]);
-        X509_free(cert);
-        if (n <= 0)
-            break;
-        der_len[count++] = (size_t)n;
-    }
-    BIO_free(bio);
-    if (*too_many) {
-        for (size_t i = 0; i < count; i++)
-            OPENSSL_free(der[i]);
-        return 0;
-    }
-    return count;
-}
-
 /* Sets the policy's expectations to those of deployment d (NULL: none). */
 static void expect(idevs_service *svc, const idevs_deployment *d)
 {
@@ -202,8 +177,7 @@ typedef struct candidate {
 static void candidate_free(candidate *c)
 {
     idevs_deployment_free(c->d);
-    for (size_t i = 0; i < c->count; i++)
-        OPENSSL_free(c->der[i]);
+    idevs_cert_chain_free(c->der, c->count);
     memset(c, 0, sizeof *c);
 }
 
@@ -254,12 +228,12 @@ static idevs_err verify_pair(idevs_service *svc, candidate *c, char *why, size_t
         return IDEVS_ERR_SENDER_NOT_ALLOWED;
     }
     c->self_index = i;
-    bool too_many = false;
-    c->count = pem_chain(svc->pending_cert, svc->pending_cert_len, c->der, c->der_len, &too_many);
-    if (c->count == 0) {
-        say(why, why_len, too_many ? "the retained certificate on %s holds more than 4 certificates"
-                                   : "the retained certificate on %s holds no PEM certificate", ct);
-        return IDEVS_ERR_CERT_MALFORMED;
+    err = idevs_cert_read_chain_pem((const char *)svc->pending_cert, svc->pending_cert_len, c->der, c->der_len,
+                                    IDEVS_CHAIN_MAX, &c->count, inner, sizeof inner);
+    if (err != IDEVS_OK) {
+        say(why, why_len, "the retained certificate on %s is not a PEM chain of 1 to %d certificates (%s): %s", ct,
+            IDEVS_CHAIN_MAX, idevs_err_name(err), inner);
+        return err;
     }
     expect(svc, d);
     err = idevs_cert_verify(svc->policy, (const uint8_t *const *)c->der, c->der_len, c->count, &c->info, inner,
@@ -433,6 +407,7 @@ void svc_try_verify(idevs_service *svc)
         candidate_free(&c);
         if (err != IDEVS_OK) {
             svc->failure = err;
+            printable_only(why);
             snprintf(svc->why, sizeof svc->why, "%s", why);
             svc->ready = false;
             return;

@@ -45,6 +45,8 @@ int rewards_text_ok(const char *s, size_t len)
         }
         if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
             return 0;
+        if (cp >= 0x80 && cp <= 0x9f)
+            return 0; /* the C1 controls, e.g. U+009B, a terminal's CSI */
         i += n + 1;
     }
     return 1;
@@ -183,10 +185,26 @@ static void delete_wiped(cJSON *j)
     cJSON_Delete(j);
 }
 
+/* True when text holds the escape \u0000. cJSON decodes it into a NUL inside the string, which every C string
+ * function then takes for its end: "S-1\u0000anything" would read as "S-1", a value the sender did not send.
+ * Backslashes occur only in strings, where each escape is read from left to right, as here. */
+static int has_nul_escape(const char *text, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (text[i] != '\\')
+            continue;
+        if (text[i + 1] == 'u' && len - i >= 6 && memcmp(text + i + 2, "0000", 4) == 0)
+            return 1;
+        i++; /* the escaped character, a backslash included */
+    }
+    return 0;
+}
+
 /* One JSON object filling text[0..len), text[len] being its NUL. */
 static cJSON *parse_object(const char *text, size_t len)
 {
-    if (text == NULL || len == 0 || text[len] != '\0' || memchr(text, '\0', len) != NULL)
+    if (text == NULL || len == 0 || text[len] != '\0' || memchr(text, '\0', len) != NULL ||
+        has_nul_escape(text, len))
         return NULL;
     /* With the NUL counted, cJSON requires it right after the value and white space. */
     cJSON *j = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);

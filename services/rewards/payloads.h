@@ -2,7 +2,8 @@
  * writing of the ride request and the confirmation. JSON is read with cJSON; it is written here, by hand,
  * into the caller's buffer, so that no copy of personal data is left in memory the caller cannot cleanse.
  *
- * Strict means: the payload is one JSON object and nothing else, without NUL bytes; every field the format
+ * Strict means: the payload is one JSON object and nothing else, without NUL bytes (nor the escape \u0000,
+ * which would cut a string short); every field the format
  * names is present with its type; no other key and no key twice; strings are valid UTF-8 without control
  * characters and within the bounds below; references are 1 to 64 of A-Z a-z 0-9 . _ -; a time is
  * YYYY-MM-DDTHH:MM:SSZ; money is a decimal string (money.h); counts are whole numbers in range; and a sale's
@@ -59,7 +60,7 @@ size_t rewards_write_ride_request(const rewards_sale *sale, char *buf, size_t bu
 size_t rewards_write_confirmation(const char *phone, const char *first_name, const char *greeting,
                                   const rewards_ride *ride, char *buf, size_t buf_len);
 
-/* True when s[0..len) is valid UTF-8 without control characters (U+0000..U+001F, U+007F). */
+/* True when s[0..len) is valid UTF-8 without control characters (U+0000..U+001F, U+007F, U+0080..U+009F). */
 int rewards_text_ok(const char *s, size_t len);
 
 void rewards_sale_cleanse(rewards_sale *s);

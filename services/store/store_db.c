@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "idevs_service.h"
 #include "money.h"
 
 static const char schema[] =
@@ -67,6 +68,8 @@ void store_db_now(char out[32])
 sqlite3 *store_db_open(const char *path, int create, char *why, size_t why_len)
 {
     sqlite3 *db = NULL;
+    if (create && idevs_service_private_file(path, why, why_len) < 0)
+        return NULL; /* personal data: a new database is readable by this user only */
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK) {
         fail(why, why_len, "%s: %s%s", path, db != NULL ? sqlite3_errmsg(db) : "cannot open",
              create ? "" : " (make it with: store seed --db FILE)");

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "idevs_service.h"
+
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS bookings ("
     " booking_ref TEXT PRIMARY KEY, name TEXT NOT NULL, pickup TEXT NOT NULL, time TEXT NOT NULL,"
@@ -43,6 +45,8 @@ sqlite3 *taxi_db_open(const char *path, char *why, size_t why_len)
 {
     sqlite3 *db = NULL;
     char mode[16] = "";
+    if (idevs_service_private_file(path, why, why_len) < 0)
+        return NULL; /* personal data: a new database is readable by this user only */
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         fail(why, why_len, "%s: %s", path, db != NULL ? sqlite3_errmsg(db) : "cannot open");
         sqlite3_close(db);

@@ -199,7 +199,9 @@ static void inspect_on_message(struct mosquitto *mosq, void *obj, const struct m
     inspect_state *st = obj;
     if (msg->payloadlen < 0 || (st->count > 0 && st->printed >= st->count))
         return;
-    printf("topic %s%s\n", msg->topic, msg->retain ? " (retained)" : "");
+    fputs("topic ", stdout);
+    idevs_inspect_print_text(stdout, msg->topic, 1024);
+    printf("%s\n", msg->retain ? " (retained)" : "");
     if (idevs_inspect_envelope(stdout, msg->payload, (size_t)msg->payloadlen, 2) != IDEVS_OK)
         printf("  not an idevs envelope: %d bytes\n", msg->payloadlen);
     fflush(stdout);

@@ -11,6 +11,7 @@ build=$1 sales=${2:-60}
 for tool in mosquitto mosquitto_sub sqlite3 python3 openssl timeout; do
   command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
 done
+umask 022 # the usual one: files a program does not make private on purpose are readable by all
 work=$(mktemp -d -t idevs-casestudy.XXXXXX)
 trap 'cs_stop_all; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 
@@ -61,6 +62,14 @@ got=$(cs_wait_for "$work/messaging.sqlite" "SELECT count(*) FROM outbox" "$quali
   not_ok "messaging queued $qualifying confirmations (got '$got')" "$work/messaging.log"
 sleep 1.5 # one more metrics interval, so the counters include the last deliveries
 cs_counters >"$work/counters.txt"
+
+# The databases hold names, phone numbers and addresses: they and their WAL files are the owner's only.
+for db in store taxi messaging; do
+  modes=$(for f in "$work/$db.sqlite" "$work/$db.sqlite-wal" "$work/$db.sqlite-shm"; do
+            [ -e "$f" ] && stat -c '%n %a' "$f"; done)
+  if [ -n "$modes" ] && ! grep -qv ' 600$' <<<"$modes"; then ok "the $db database and its WAL files are mode 600"
+  else echo "$modes" >"$work/modes.txt"; not_ok "the $db database and its WAL files are mode 600" "$work/modes.txt"; fi
+done
 
 # The services end cleanly on SIGTERM.
 for name in taxi messaging; do

@@ -8,12 +8,25 @@
  *       starts (verified), then hands the envelope captured on TOPIC to the receive path three times: once
  *       delivered, then dropped by the envelope's replay window, then, after the replay windows are lost (a
  *       fresh envelope context, as after the compartment's peer is re-added), dropped by the message id
- *       window. on_message must run exactly once. */
+ *       window. on_message must run exactly once.
+ *   service_client reconnect [OPTIONS]
+ *       starts (verified), then points the service at a listener that accepts every connection and closes it
+ *       at once (a broken or hostile broker) and runs it for 3 s: it must try again with a growing backoff,
+ *       a handful of times, never in a loop.
+ *   service_client held
+ *       no broker: envelopes with 64 KiB of correlation data each, arriving before the compartment is
+ *       verified, are held within the 32 MiB limit, correlation data and topics counted. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/pem.h>
 
 #include "service_internal.h"
 
@@ -80,25 +93,16 @@ static void on_message(idevs_service *svc, const idevs_service_message *m, void 
  * compartment's certificate is re-added, without the replay windows of before. */
 static bool fresh_context(idevs_service *svc)
 {
-    BIO *bio = BIO_new_mem_buf(svc->cert_pem, (int)svc->cert_pem_len);
     uint8_t *der[IDEVS_CHAIN_MAX];
     size_t len[IDEVS_CHAIN_MAX], count = 0;
-    X509 *x;
-    while (bio != NULL && count < IDEVS_CHAIN_MAX && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        der[count] = NULL;
-        int n = i2d_X509(x, &der[count]);
-        X509_free(x);
-        if (n <= 0)
-            break;
-        len[count++] = (size_t)n;
-    }
-    BIO_free(bio);
+    if (idevs_cert_read_chain_pem((const char *)svc->cert_pem, svc->cert_pem_len, der, len, IDEVS_CHAIN_MAX, &count,
+                                  NULL, 0) != IDEVS_OK)
+        return false;
     idevs_envelope_ctx *ctx = NULL;
     bool ok = count > 0 && idevs_envelope_ctx_new(svc->self, svc->policy, NULL, &ctx) == IDEVS_OK &&
               idevs_envelope_allow_sender(ctx, &svc->deployment->program) == IDEVS_OK &&
               idevs_envelope_add_peer(ctx, (const uint8_t *const *)der, len, count, NULL) == IDEVS_OK;
-    for (size_t i = 0; i < count; i++)
-        OPENSSL_free(der[i]);
+    idevs_cert_chain_free(der, count);
     if (!ok) {
         idevs_envelope_ctx_free(ctx);
         return false;
@@ -151,6 +155,106 @@ static int duplicate(int argc, char **argv)
     return failed == 0 ? 0 : 1;
 }
 
+/* ---- reconnect: a listener that accepts and drops every connection ---- */
+
+static int dropper_fd = -1;
+static atomic_uint dropped;
+
+static void *dropper(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int c = accept(dropper_fd, NULL, NULL);
+        if (c < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return NULL; /* shut down */
+        }
+        atomic_fetch_add(&dropped, 1);
+        close(c);
+    }
+}
+
+static int reconnect(int argc, char **argv)
+{
+    idevs_service_config cfg;
+    idevs_service_config_default(&cfg);
+    if (parse(&cfg, argc, argv, 2) != 0)
+        return 2;
+    char why[1024] = "";
+    idevs_service *svc = NULL;
+    idevs_err err = idevs_service_new(&cfg, NULL, NULL, &svc, why, sizeof why);
+    if (err == IDEVS_OK)
+        err = idevs_service_start(svc, why, sizeof why);
+    if (err != IDEVS_OK)
+        printf("# %s: %s\n", idevs_err_name(err), why);
+    check(err == IDEVS_OK, "the service starts");
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    dropper_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    pthread_t thread;
+    bool listening = dropper_fd >= 0 && bind(dropper_fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+                     listen(dropper_fd, 64) == 0 && getsockname(dropper_fd, (struct sockaddr *)&a, &alen) == 0 &&
+                     pthread_create(&thread, NULL, dropper, NULL) == 0;
+    check(listening, "a listener that drops every connection");
+    if (err == IDEVS_OK && listening) {
+        svc->port = ntohs(a.sin_port);
+        mosquitto_disconnect(svc->mosq); /* the broker goes; the library reconnects, to the listener */
+        uint64_t end = svc_now_ms() + 3000;
+        while (svc_now_ms() < end)
+            idevs_service_run(svc, 50);
+        idevs_service_stats s;
+        idevs_service_get_stats(svc, &s);
+        unsigned n = atomic_load(&dropped);
+        printf("# %u connection(s) accepted and dropped in 3 s, %llu attempt(s)\n", n,
+               (unsigned long long)s.reconnects);
+        check(n >= 2, "the service tries again after its connection is dropped");
+        check(n <= 6 && s.reconnects <= 6,
+              "... with a growing backoff: a handful of attempts in 3 s (100, 200, 400, 800 ms ...), not a loop");
+        check(!idevs_service_ready(svc), "... and is not ready meanwhile");
+    }
+    if (listening) {
+        shutdown(dropper_fd, SHUT_RDWR);
+        pthread_join(thread, NULL);
+    }
+    if (dropper_fd >= 0)
+        close(dropper_fd);
+    idevs_service_free(svc);
+    idevs_service_cli_free(&cfg);
+    return failed == 0 ? 0 : 1;
+}
+
+/* ---- held: the holding queue's byte limit counts everything it keeps ---- */
+
+static int held(void)
+{
+    idevs_service *svc = calloc(1, sizeof *svc);
+    static uint8_t corr[65535];
+    memset(corr, 0xc0, sizeof corr);
+    const uint8_t env[16] = {0x08, 0x01};
+    const char *topic = "idevs/echo/out/out";
+    if (svc == NULL)
+        return 2;
+    for (size_t i = 0; i < SVC_HELD_MAX; i++)
+        svc_receive(svc, topic, env, sizeof env, corr, sizeof corr);
+    size_t kept = 0;
+    for (size_t i = 0; i < svc->held_count; i++)
+        kept += svc->held[i].len + svc->held[i].correlation_len + strlen(svc->held[i].topic) + 1;
+    printf("# %zu envelope(s) held, %zu bytes with their correlation data and topics, %llu dropped\n",
+           svc->held_count, kept, (unsigned long long)svc->stats.held_dropped);
+    check(kept <= SVC_HELD_BYTES_MAX, "held envelopes with 64 KiB correlation data each stay within 32 MiB in all");
+    check(svc->stats.held_dropped > 0 && svc->held_count + svc->stats.held_dropped == SVC_HELD_MAX,
+          "... the ones beyond are dropped and counted");
+    check(svc->held_bytes == kept, "... and the count of held bytes is what is held");
+    svc_held_free(svc);
+    check(svc->held_bytes == 0 && svc->held_count == 0, "... all released");
+    free(svc);
+    return failed == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 2;
@@ -158,7 +262,12 @@ int main(int argc, char **argv)
         rc = start(argc, argv);
     else if (argc >= 4 && strcmp(argv[1], "duplicate") == 0)
         rc = duplicate(argc, argv);
+    else if (argc >= 2 && strcmp(argv[1], "reconnect") == 0)
+        rc = reconnect(argc, argv);
+    else if (argc == 2 && strcmp(argv[1], "held") == 0)
+        rc = held();
     else
-        fprintf(stderr, "usage: service_client start EXPECTED_ERROR [OPTIONS] | duplicate ENVELOPE TOPIC [OPTIONS]\n");
+        fprintf(stderr, "usage: service_client start EXPECTED_ERROR [OPTIONS] | duplicate ENVELOPE TOPIC [OPTIONS]"
+                        " | reconnect [OPTIONS] | held\n");
     return rc;
 }

@@ -5,11 +5,14 @@
 #   a compartment not opted in, another operator's CA, a service the deployment does not name; a request
 #   answered with idevs-sub --respond comes back; idevs-sub --inspect prints headers and evidence and no
 #   plaintext; a duplicate is delivered once; a subscriber survives a broker restart and verifies the new
-#   compartment before it receives again.
+#   compartment before it receives again; on a broker where anyone may write the retained topics (as through a
+#   bridge), a certificate with anything but its chain, or a descriptor with control characters, is refused
+#   and the sentence saying why holds no control character; the holding queue's byte limit counts correlation
+#   data; a broker that drops every connection gets a few attempts with a growing backoff, not a loop.
 #   test_services.sh PLUGIN.so IDEVS_CA IDEVS_COMPARTMENT ECHO_LOGIC.so IDEVS_PUB IDEVS_SUB SERVICE_CLIENT
 set -u
 plugin=$1 ca_tool=$2 compartment=$3 echo_logic=$4 idevs_pub=$5 idevs_sub=$6 service_client=$7
-for tool in mosquitto mosquitto_sub openssl timeout python3; do
+for tool in mosquitto mosquitto_sub mosquitto_pub openssl timeout python3; do
   command -v "$tool" >/dev/null || { echo "not ok - missing $tool"; echo "0 passed, 1 failed"; exit 1; }
 done
 mosquitto=$(command -v mosquitto)
@@ -209,6 +212,48 @@ rc=$?
 check "idevs-sub exits 1 and names measurement_mismatch" bash -c \
   "[ $rc -eq 1 ] && grep -q 'measurement_mismatch' '$work/sub-refused.err'"
 
+# ---- hostile retained messages: a plain broker (no plugin), where any client writes the retained topics ----
+plain_port=$(free_port)
+cat >"$work/plain.conf" <<CONF
+listener $plain_port 127.0.0.1
+allow_anonymous true
+CONF
+(exec "$mosquitto" -c "$work/plain.conf") >"$work/plain.out" 2>&1 &
+pids+=("$!")
+timeout 5 mosquitto_sub -h 127.0.0.1 -p "$port" -t idevs/echo/certificate -C 1 -N >"$work/retained.crt" 2>/dev/null
+timeout 5 mosquitto_sub -h 127.0.0.1 -p "$port" -t idevs/echo/descriptor -C 1 -N >"$work/retained.json" 2>/dev/null
+for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$plain_port" -t idevs/probe -n 2>/dev/null && break; sleep 0.1; done
+plain_common=(--pki "$pki" --name sink -p "$plain_port" --process echo --policy allow-process-backend-insecure
+              --start-timeout 4000)
+retain() { # topic, file
+  mosquitto_pub -h 127.0.0.1 -p "$plain_port" -t "$1" -r -f "$2"
+}
+retain idevs/echo/descriptor "$work/retained.json"
+retain idevs/echo/certificate "$work/retained.crt"
+refusal "a bridged broker with the genuine retained copies: ok" ok "" "${plain_common[@]}"
+{ cat "$work/retained.crt"; printf 'trailing text\n'; } >"$work/hostile.crt"
+retain idevs/echo/certificate "$work/hostile.crt"
+refusal "a retained chain followed by text: cert_malformed" cert_malformed "text after certificate 2" \
+  "${plain_common[@]}"
+{ cat "$work/retained.crt"; sed -n '/BEGIN PRIVATE KEY/,/END PRIVATE KEY/p' "$pki/sink.key" | head -3;
+  echo '-----END PRIVATE KEY-----'; } >"$work/hostile.crt"
+retain idevs/echo/certificate "$work/hostile.crt"
+refusal "a retained chain with another PEM block: cert_malformed" cert_malformed "'PRIVATE KEY' block" \
+  "${plain_common[@]}"
+{ cat "$work/retained.crt"; sed -n '/BEGIN/,$p' "$pki/authority.crt"; sed -n '/BEGIN/,$p' "$pki/authority.crt";
+  sed -n '/BEGIN/,$p' "$pki/authority.crt"; } >"$work/hostile.crt"
+retain idevs/echo/certificate "$work/hostile.crt"
+refusal "a retained chain of 5 certificates: too_large, not the first 4" too_large "more than 4 certificate" \
+  "${plain_common[@]}"
+retain idevs/echo/certificate "$work/retained.crt"
+printf '{"version": 1, "\\u001b]2;owned\\u0007\\u001b[2J\\nidevs-sub: compartment verified": 1}' >"$work/hostile.json"
+retain idevs/echo/descriptor "$work/hostile.json"
+refusal "a retained descriptor with a hostile key: config" config "not a valid deployment descriptor" \
+  "${plain_common[@]}"
+check "... and the sentence saying why holds no control character" bash -c \
+  "! LC_ALL=C grep -aqP '[\\x00-\\x08\\x0b-\\x1f\\x7f]' '$work/client.out' &&
+   ! grep -q '^idevs-sub: compartment verified' '$work/client.out'"
+
 # ---- a request answered with --respond comes back ----
 background "$work/sub3.out" "$work/sub3.err" "$idevs_sub" "${sink[@]}" -i sink-respond -C 2 -W 30 -v \
   --respond 'a taxi in 7 min'
@@ -235,6 +280,24 @@ while IFS= read -r line; do
   esac
 done <"$work/dup.lines"
 [ -s "$work/dup.lines" ] || not_ok "duplicates: the client ran" "$work/dup.out"
+
+# ---- limits: the holding queue, and reconnection to a broker that drops every connection ----
+# Runs service_client and counts its "ok - " and "not ok - " lines, prefixed with $1.
+client_checks() { # prefix, service_client arguments...
+  local prefix=$1; shift
+  "$service_client" "$@" >"$work/client-checks.out" 2>&1
+  local ran=0
+  while IFS= read -r line; do
+    case $line in
+      "ok - "*) passed=$((passed + 1)); ran=1; echo "ok - $prefix: ${line#ok - }" ;;
+      "not ok - "*) failed=$((failed + 1)); ran=1; echo "not ok - $prefix: ${line#not ok - }"
+        grep '^#' "$work/client-checks.out" | sed 's/^/    /' ;;
+    esac
+  done <"$work/client-checks.out"
+  [ "$ran" -eq 1 ] || not_ok "$prefix: the client ran" "$work/client-checks.out"
+}
+client_checks "held" held
+client_checks "reconnect" reconnect "${sink[@]}" -i sink-reconnect
 
 # ---- reconnection: the broker restarts under a running subscriber ----
 background "$work/sub5.out" "$work/sub5.err" "$idevs_sub" "${sink[@]}" -i sink-restart -C 2 -W 50 -v

@@ -1121,6 +1121,265 @@ static void test_ca_file(void)
     idevs_identity_free(svc);
 }
 
+/* ---- reading PEM chains (certs/chain.c) ---- */
+
+/* Appends a PEM block of label over data to buf (NUL-terminated, at most cap bytes). */
+static void pem_append(char *buf, size_t cap, const char *label, const char *header, const uint8_t *data,
+                       size_t len)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    CU_ASSERT_FATAL(bio != NULL && PEM_write_bio(bio, label, header, data, (long)len) > 0);
+    char *text = NULL;
+    long n = BIO_get_mem_data(bio, &text);
+    size_t used = strlen(buf);
+    CU_ASSERT_FATAL(n > 0 && used + (size_t)n < cap);
+    memcpy(buf + used, text, (size_t)n);
+    buf[used + (size_t)n] = '\0';
+    BIO_free(bio);
+}
+
+/* Appends the PEM of the identity's chain certificate i. */
+static void pem_cert(char *buf, size_t cap, const idevs_identity *id, size_t i)
+{
+    size_t len = 0;
+    const uint8_t *der = idevs_identity_chain_der(id, i, &len);
+    CU_ASSERT_FATAL(der != NULL);
+    pem_append(buf, cap, "CERTIFICATE", "", der, len);
+}
+
+static idevs_err read_text(const char *text, size_t max, size_t *count, char *why, size_t why_len)
+{
+    uint8_t *der[IDEVS_CHAIN_PEM_COUNT_MAX];
+    size_t len[IDEVS_CHAIN_PEM_COUNT_MAX];
+    idevs_err err = idevs_cert_read_chain_pem(text, strlen(text), der, len, max, count, why, why_len);
+    if (err == IDEVS_OK)
+        idevs_cert_chain_free(der, *count);
+    return err;
+}
+
+static bool printable_ascii(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if (*s < 0x20 || *s > 0x7e)
+            return false;
+    return true;
+}
+
+static void test_chain_pem_round_trip(void)
+{
+    idevs_uuid prog;
+    idevs_uuid_generate(&prog);
+    idevs_identity *c = fixture_compartment(&pki, "chainpem", &prog, M, D, 600, 0);
+    static char text[4 * IDEVS_CHAIN_PEM_EACH_MAX];
+    text[0] = '\0';
+    pem_cert(text, sizeof text, c, 0);
+    pem_cert(text, sizeof text, c, 1);
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX], count = 99;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(idevs_cert_read_chain_pem(text, strlen(text), der, len, IDEVS_CHAIN_MAX, &count, why,
+                                                    sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(count, 2);
+    for (size_t i = 0; i < 2; i++) {
+        size_t want_len = 0;
+        const uint8_t *want = idevs_identity_chain_der(c, i, &want_len);
+        CU_ASSERT(len[i] == want_len && memcmp(der[i], want, want_len) == 0);
+    }
+    /* what it read verifies as the chain it is */
+    idevs_cert_policy *p = fixture_compartment_policy(&pki, M, D);
+    CU_ASSERT_EQUAL(idevs_cert_verify(p, (const uint8_t *const *)der, len, count, NULL, why, sizeof why), IDEVS_OK);
+    idevs_cert_policy_free(p);
+    idevs_cert_chain_free(der, count);
+    CU_ASSERT_PTR_NULL(der[0]);
+
+    /* CRLF line ends, white space around and between, no final line end */
+    static char crlf[sizeof text * 2];
+    size_t k = 0;
+    crlf[k++] = '\n';
+    for (const char *q = text; *q != '\0'; q++) {
+        if (*q == '\n')
+            crlf[k++] = '\r';
+        crlf[k++] = *q;
+    }
+    while (k > 0 && (crlf[k - 1] == '\n' || crlf[k - 1] == '\r'))
+        k--;
+    crlf[k] = '\0';
+    CU_ASSERT_EQUAL(read_text(crlf, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(count, 2);
+    idevs_identity_free(c);
+}
+
+static void test_chain_pem_count_limit(void)
+{
+    idevs_identity *svc = fixture_service(&pki, "counted");
+    static char text[8 * IDEVS_CHAIN_PEM_EACH_MAX];
+    size_t count = 99;
+    char why[256];
+    text[0] = '\0';
+    for (int i = 0; i < IDEVS_CHAIN_MAX; i++)
+        pem_cert(text, sizeof text, svc, 0);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(count, IDEVS_CHAIN_MAX);
+    /* one more than max is an error, not a chain cut at max */
+    pem_cert(text, sizeof text, svc, 0);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_TOO_LARGE);
+    CU_ASSERT_EQUAL(count, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "more than 4"));
+    CU_ASSERT_EQUAL(read_text(text, 5, &count, why, sizeof why), IDEVS_OK);
+    text[0] = '\0';
+    pem_cert(text, sizeof text, svc, 0);
+    pem_cert(text, sizeof text, svc, 0);
+    CU_ASSERT_EQUAL(read_text(text, 1, &count, why, sizeof why), IDEVS_ERR_TOO_LARGE);
+    CU_ASSERT_EQUAL(read_text(text, 0, &count, why, sizeof why), IDEVS_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_PEM_COUNT_MAX + 1, &count, why, sizeof why), IDEVS_ERR_INVALID_ARG);
+    idevs_identity_free(svc);
+}
+
+static void test_chain_pem_refusals(void)
+{
+    idevs_identity *svc = fixture_service(&pki, "refused");
+    static char one[IDEVS_CHAIN_PEM_EACH_MAX], text[4 * IDEVS_CHAIN_PEM_EACH_MAX];
+    one[0] = '\0';
+    pem_cert(one, sizeof one, svc, 0);
+    size_t count = 99;
+    char why[256];
+    struct {
+        const char *before, *after;
+        const char *what;
+    } around[] = {
+        {"", "garbage\n", "text after certificate 1"},
+        {"", "-----END CERTIFICATE-----\n", "text after certificate 1"},
+        {"Certificate:\n    Data: ...\n", "", "text before the first PEM block"},
+        {"", "-----BEGIN CERTIFICATE-----\nMIIB\n", "no END line"},
+        {"", "-----BEGIN CERTIFICATE\n-----END CERTIFICATE-----\n", "no complete BEGIN line"},
+    };
+    for (size_t i = 0; i < sizeof around / sizeof around[0]; i++) {
+        snprintf(text, sizeof text, "%s%s%s", around[i].before, one, around[i].after);
+        CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+        CU_ASSERT_EQUAL(count, 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, around[i].what));
+    }
+    /* text between two certificates */
+    snprintf(text, sizeof text, "%s# the authority\n%s", one, one);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    /* "-----END CERTIFICATE-----" directly followed by text */
+    snprintf(text, sizeof text, "%s", one);
+    text[strlen(text) - 1] = 'x';
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+
+    /* a block that is not a certificate, after and before one */
+    static const uint8_t junk[48] = {1, 2, 3};
+    snprintf(text, sizeof text, "%s", one);
+    pem_append(text, sizeof text, "PRIVATE KEY", "", junk, sizeof junk);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'PRIVATE KEY' block"));
+    text[0] = '\0';
+    pem_append(text, sizeof text, "X509 CRL", "", junk, sizeof junk);
+    strcat(text, one);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    /* a label with control characters and escapes is not repeated as such */
+    text[0] = '\0';
+    pem_append(text, sizeof text, "EVIL\x1b[2J\x07 LABEL", "", junk, sizeof junk);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    CU_ASSERT(printable_ascii(why));
+    /* a CERTIFICATE block that is not DER X.509, or one with bytes after the certificate */
+    text[0] = '\0';
+    pem_append(text, sizeof text, "CERTIFICATE", "", junk, sizeof junk);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    size_t dlen = 0;
+    const uint8_t *d = idevs_identity_chain_der(svc, 0, &dlen);
+    uint8_t longer[IDEVS_CERT_MAX + 64];
+    memcpy(longer, d, dlen);
+    longer[dlen] = 0x05, longer[dlen + 1] = 0x00; /* a DER NULL after the certificate */
+    text[0] = '\0';
+    pem_append(text, sizeof text, "CERTIFICATE", "", longer, dlen + 2);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    /* encapsulated headers */
+    text[0] = '\0';
+    pem_append(text, sizeof text, "CERTIFICATE", "Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00000000000000000000000000000000\n", d, dlen);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    /* bad base64 */
+    snprintf(text, sizeof text, "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    /* nothing, white space only */
+    CU_ASSERT_EQUAL(read_text("", IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    CU_ASSERT_EQUAL(read_text(" \n\t\r\n", IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_CERT_MALFORMED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "no PEM certificate"));
+    /* a NUL byte, even after a complete certificate */
+    size_t n = strlen(one);
+    memcpy(text, one, n + 1);
+    memcpy(text + n, "\0\n", 2);
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX];
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_pem(text, n + 2, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                    IDEVS_ERR_CERT_MALFORMED);
+    /* a certificate above IDEVS_CERT_MAX */
+    static uint8_t big[IDEVS_CERT_MAX + 1];
+    memset(big, 0x30, sizeof big);
+    text[0] = '\0';
+    pem_append(text, sizeof text, "CERTIFICATE", "", big, sizeof big);
+    CU_ASSERT_EQUAL(read_text(text, IDEVS_CHAIN_MAX, &count, why, sizeof why), IDEVS_ERR_TOO_LARGE);
+    /* text larger than max certificates take */
+    static char huge[2 * IDEVS_CHAIN_PEM_EACH_MAX + 2];
+    memset(huge, ' ', sizeof huge - 1);
+    huge[sizeof huge - 1] = '\0';
+    CU_ASSERT_EQUAL(read_text(huge, 2, &count, why, sizeof why), IDEVS_ERR_TOO_LARGE);
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_pem(NULL, 1, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                    IDEVS_ERR_INVALID_ARG);
+    idevs_identity_free(svc);
+}
+
+static void test_chain_file(void)
+{
+    char crt[128], five[128], dir[128], fifo[128];
+    path_of(crt, sizeof crt, "chain-file.crt");
+    path_of(five, sizeof five, "chain-five.crt");
+    path_of(fifo, sizeof fifo, "chain.fifo");
+    path_of(dir, sizeof dir, "");
+    idevs_uuid prog;
+    idevs_uuid_generate(&prog);
+    idevs_identity *c = fixture_compartment(&pki, "chainfile", &prog, M, D, 600, 0);
+    write_chain(c, crt);
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX], count = 0;
+    char why[512];
+    CU_ASSERT_EQUAL_FATAL(idevs_cert_read_chain_file(crt, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                          IDEVS_OK);
+    CU_ASSERT_EQUAL(count, 2);
+    idevs_cert_chain_free(der, count);
+    /* five certificates in a file: an error naming the file, not the first four */
+    FILE *f = fopen(five, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    for (int i = 0; i < 5; i++) {
+        size_t l = 0;
+        const unsigned char *p = idevs_identity_chain_der(c, (size_t)(i % 2), &l);
+        X509 *x = d2i_X509(NULL, &p, (long)l);
+        CU_ASSERT_FATAL(x != NULL && PEM_write_X509(f, x) == 1);
+        X509_free(x);
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_file(five, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                    IDEVS_ERR_TOO_LARGE);
+    CU_ASSERT_EQUAL(count, 0);
+    CU_ASSERT(strncmp(why, five, strlen(five)) == 0);
+    /* trailing garbage in a file */
+    f = fopen(crt, "a");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("trailing\n", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_file(crt, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                    IDEVS_ERR_CERT_MALFORMED);
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_file("/nonexistent/chain.crt", der, len, IDEVS_CHAIN_MAX, &count, why,
+                                               sizeof why), IDEVS_ERR_IO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "No such file"));
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_file(dir, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                    IDEVS_ERR_IO);
+    CU_ASSERT_FATAL(mkfifo(fifo, 0600) == 0);
+    CU_ASSERT_EQUAL(idevs_cert_read_chain_file(fifo, der, len, IDEVS_CHAIN_MAX, &count, why, sizeof why),
+                    IDEVS_ERR_IO);
+    idevs_identity_free(c);
+}
+
 static CU_TestInfo issue_tests[] = {
     {"service round trip", test_service_round_trip},
     {"compartment round trip, nonce", test_compartment_round_trip},
@@ -1150,10 +1409,18 @@ static CU_TestInfo verify_tests[] = {
     CU_TEST_INFO_NULL,
 };
 
+static CU_TestInfo chain_tests[] = {
+    {"PEM chain round trip, CRLF, white space", test_chain_pem_round_trip},
+    {"PEM chain: more than max certificates is an error", test_chain_pem_count_limit},
+    {"PEM chain: garbage, other blocks, bad DER, headers, NUL, oversize", test_chain_pem_refusals},
+    CU_TEST_INFO_NULL,
+};
+
 static CU_TestInfo file_tests[] = {
     {"save and load round trip", test_save_load_round_trip},
     {"key file refusals", test_key_file_refusals},
     {"CA file", test_ca_file},
+    {"PEM chain file: read, count limit, garbage, not a file", test_chain_file},
     CU_TEST_INFO_NULL,
 };
 
@@ -1162,6 +1429,7 @@ int main(void)
     CU_SuiteInfo suites[] = {
         {"certs-issue", suite_init, suite_clean, NULL, NULL, issue_tests},
         {"certs-verify", suite_init, suite_clean, NULL, NULL, verify_tests},
+        {"certs-chain-pem", suite_init, suite_clean, NULL, NULL, chain_tests},
         {"certs-files", files_init, files_clean, NULL, NULL, file_tests},
         CU_SUITE_INFO_NULL,
     };

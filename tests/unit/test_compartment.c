@@ -560,7 +560,8 @@ static void test_request_response(void)
     expect_publish(&c, 2, snk, TOPIC_OUT, "answer:12 km", prov, 2, NULL);
     expect_done(&c, 2, IDEVS_OK);
 
-    /* A second request, answered with only the MQTT correlation data naming it. */
+    /* A second request, answered with only the MQTT correlation data naming it: correlation data is not
+     * authenticated, so the answer is not tied to the request (provenance: the answer alone). */
     deliver_text(&c, src, 3, TOPIC_IN, TOPIC_IN, "ask:and back?", &in_id);
     idevs_opened req2;
     expect_publish(&c, 3, orc, TOPIC_REQ, "and back?", &in_id, 1, &req2);
@@ -568,9 +569,7 @@ static void test_request_response(void)
     seal(orc, TOPIC_RESP, "12 km too", NULL, 0, &env, &env_len, &resp_id);
     deliver(&c, 4, TOPIC_RESP, env, env_len, &req2.message_id);
     free(env);
-    prov[0] = resp_id;
-    prov[1] = in_id;
-    expect_publish(&c, 4, snk, TOPIC_OUT, "answer:12 km too", prov, 2, NULL);
+    expect_publish(&c, 4, snk, TOPIC_OUT, "answer:12 km too", &resp_id, 1, NULL);
     expect_done(&c, 4, IDEVS_OK);
 
     /* A response only the source could send is refused: responses come from the service asked. */

@@ -766,6 +766,12 @@ static void test_queue_full_and_bad_deliveries(void)
     for (size_t i = 0; i < r.done_count; i++)
         ok += r.done_status[i] == IDEVS_OK;
     CU_ASSERT_EQUAL(ok, 1);
+    /* Done once, the launcher's replay record refuses it itself; the queue has room again for another. */
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(s.replays_refused, 1);
+    free(env);
+    env = seal(&st, &w, "two", &len);
     CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
     free(env);
     party_free(&st);
@@ -939,6 +945,359 @@ static void test_peer_garbage_midstream(void)
     record_clear(&r);
 }
 
+/* ---- replay across restarts ---- */
+
+/* kill -9 of the running compartment, then polls until its successor is ready. */
+static void kill9_and_wait(idevs_launcher *l, record *r)
+{
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_FATAL(s.pid > 0 && kill(s.pid, SIGKILL) == 0);
+    poll_until_ready(l, r, s.started, 10000);
+}
+
+static uint64_t deliver_env(idevs_launcher *l, const uint8_t *env, size_t len)
+{
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, &id) == IDEVS_OK);
+    return id;
+}
+
+/* Overwrites the sequence number (field 7, fixed64, little-endian on the wire) of an encoded envelope. */
+static bool set_sequence(uint8_t *env, size_t len, uint64_t seq)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key = 0, n = 0;
+        for (int shift = 0; i < len && shift < 64; shift += 7) {
+            uint8_t b = env[i++];
+            key |= (uint64_t)(b & 0x7f) << shift;
+            if (!(b & 0x80))
+                break;
+        }
+        switch (key & 7) {
+        case 0:
+            while (i < len && (env[i++] & 0x80)) {
+            }
+            break;
+        case 1:
+            if (key >> 3 == 7 && i + 8 <= len) {
+                for (int k = 0; k < 8; k++)
+                    env[i + k] = (uint8_t)(seq >> (8 * k));
+                return true;
+            }
+            i += 8;
+            break;
+        case 2:
+            for (int shift = 0; i < len && shift < 64; shift += 7) {
+                uint8_t b = env[i++];
+                n |= (uint64_t)(b & 0x7f) << shift;
+                if (!(b & 0x80))
+                    break;
+            }
+            if (n > len - i)
+                return false;
+            i += n;
+            break;
+        case 5:
+            i += 4;
+            break;
+        default:
+            return false;
+        }
+    }
+    return false;
+}
+
+static void replay_file(const world *w, char *path, size_t size)
+{
+    char program[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(&w->program, program);
+    snprintf(path, size, "%s/%s.replay", w->state, program);
+}
+
+static size_t events_of_kind(const record *r, idevs_launcher_event kind, const char *needle)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->event_count; i++)
+        n += r->event_kind[i] == (int)kind && strstr(r->events[i], needle) != NULL;
+    return n;
+}
+
+/* An envelope done (or failed by the logic) is refused when the same bytes come again after a kill -9: the new
+ * compartment's own windows are empty, the launcher's record is not. A fresh envelope still goes through. */
+static void test_replay_refused_after_kill(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    size_t once_len = 0, fail_len = 0;
+    uint8_t *once = seal(&st, &w, "book one taxi", &once_len);
+    uint8_t *fail = seal(&st, &w, "fail", &fail_len);
+    uint64_t a = deliver_env(l, once, once_len), b = deliver_env(l, fail, fail_len);
+    poll_until_done(l, &r, 2, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&r, b, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(r.pub_count, 1);
+
+    kill9_and_wait(l, &r);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, once, once_len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, fail, fail_len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(s.replays_refused, 2);
+    CU_ASSERT_EQUAL(s.delivered, 2);
+    uint64_t c = deliver(l, &st, &w, "fresh");
+    poll_until_done(l, &r, 3, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(r.pub_count, 2);
+    free(once);
+    free(fail);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* In flight when the compartment dies: sent again and done exactly once. Then two copies of one envelope in
+ * flight together, the first done, the compartment killed while the logic hangs on an envelope between them:
+ * the copy is ended as a replay instead of being sent to the next compartment, whose window is empty. */
+static void test_in_flight_redelivered_once(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, hang_path, 16, 1000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    cfg.max_attempts = 2;
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st, sk;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0); /* frozen: what is sent stays in flight */
+    uint64_t y = deliver(l, &st, &w, "in flight");
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_FATAL(s.in_flight == 1);
+    CU_ASSERT_FATAL(kill(s.pid, SIGKILL) == 0);
+    poll_until_done(l, &r, 1, 10000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, y, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(times, 1);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.restarts == 1 && s.resent == 1);
+
+    size_t len = 0;
+    uint8_t *env = seal(&st, &w, "twice in flight", &len);
+    uint64_t first = deliver_env(l, env, len);
+    uint64_t hang = deliver(l, &st, &w, "hang here");
+    uint64_t copy = deliver_env(l, env, len);
+    poll_until_done(l, &r, 2, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&r, first, &times), IDEVS_OK);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_FATAL(s.in_flight == 2 && kill(s.pid, SIGKILL) == 0);
+    poll_until_done(l, &r, 4, 10000); /* the next compartment hangs too, until the event timeout */
+    CU_ASSERT_EQUAL(done_status_of(&r, first, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(times, 1);
+    CU_ASSERT_EQUAL(done_status_of(&r, copy, &times), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(times, 1);
+    idevs_err hung = done_status_of(&r, hang, &times);
+    CU_ASSERT(hung != IDEVS_OK && times == 1);
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.replays_refused == 1 && s.given_up == 1 && s.done == 4 && s.queue_depth == 0);
+    party_meet(&sk, l, NULL);
+    CU_ASSERT_FATAL(r.pub_count == 2);
+    char *o1 = open_output(&sk, &r, 0), *o2 = open_output(&sk, &r, 1);
+    CU_ASSERT(o1 != NULL && strcmp(o1, "in flight") == 0 && r.pub_id[0] == y);
+    CU_ASSERT(o2 != NULL && strcmp(o2, "twice in flight") == 0 && r.pub_id[1] == first);
+    free(o1);
+    free(o2);
+    free(env);
+    party_free(&st);
+    party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* A forged envelope (valid header, sequence 2^40, garbage ciphertext) is refused by the compartment and moves
+ * nothing: the genuine envelope it was made from, with its lower sequence number, still goes through, also
+ * after a restart. */
+static void test_forged_header_does_not_advance(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    uint64_t a = deliver(l, &st, &w, "first");
+    poll_until_done(l, &r, 1, 5000);
+    size_t len = 0;
+    uint8_t *genuine = seal(&st, &w, "second", &len);
+    uint8_t *forged = malloc(len);
+    CU_ASSERT_FATAL(forged != NULL);
+    memcpy(forged, genuine, len);
+    CU_ASSERT_FATAL(set_sequence(forged, len, (uint64_t)1 << 40));
+    forged[len - 1] ^= 0x5a;
+    forged[len - 20] ^= 0xa5;
+    idevs_envelope_header h;
+    CU_ASSERT_FATAL(idevs_envelope_peek(forged, len, &h) == IDEVS_OK && h.sequence == (uint64_t)1 << 40);
+    uint64_t f = deliver_env(l, forged, len);
+    poll_until_done(l, &r, 2, 5000);
+    kill9_and_wait(l, &r);
+    uint64_t f2 = deliver_env(l, forged, len); /* not recorded: still goes to the compartment, which refuses it */
+    uint64_t g = deliver_env(l, genuine, len);
+    poll_until_done(l, &r, 4, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&r, f, &times), IDEVS_ERR_DECRYPT);
+    CU_ASSERT_EQUAL(done_status_of(&r, f2, &times), IDEVS_ERR_DECRYPT);
+    CU_ASSERT_EQUAL(done_status_of(&r, g, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(r.pub_count, 2);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(s.replays_refused, 0);
+    free(genuine);
+    free(forged);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* Like a broker restart: the record is written when the launcher stops, private, and a new launcher on the same
+ * state directory refuses what the old one had done. */
+static void test_record_survives_launcher(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *a = launcher(&cfg);
+    start(a);
+    party st;
+    party_init(&st, store, a);
+    party_meet(&st, a, NULL);
+    size_t len = 0;
+    uint8_t *env = seal(&st, &w, "before the restart", &len);
+    deliver_env(a, env, len);
+    poll_until_done(a, &r, 1, 5000);
+    CU_ASSERT_EQUAL(r.done_status[0], IDEVS_OK);
+    idevs_launcher_free(a);
+
+    char path[PATH_MAX + 64];
+    replay_file(&w, path, sizeof path);
+    struct stat st_;
+    CU_ASSERT_FATAL(stat(path, &st_) == 0);
+    CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
+    CU_ASSERT_EQUAL(st_.st_size, 32 + 312 + 32); /* header, one sender, HMAC */
+
+    idevs_launcher *b = launcher(&cfg);
+    start(b);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    uint64_t id = deliver(b, &st, &w, "after the restart");
+    poll_until_done(b, &r, 2, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(b, &s);
+    CU_ASSERT(s.last_keys_restored && s.replays_refused == 1);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, ""), 0);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_NOTICE, "replay record"), 0);
+    idevs_launcher_free(b);
+    free(env);
+    party_free(&st);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* A damaged record file: a warning naming it, an empty record (the documented consequence: what it held is
+ * accepted once more), and a good file written again, which the next launcher reads without a warning. */
+static void test_damaged_record_warns(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *a = launcher(&cfg);
+    start(a);
+    party st;
+    party_init(&st, store, a);
+    party_meet(&st, a, NULL);
+    size_t len = 0;
+    uint8_t *env = seal(&st, &w, "recorded", &len);
+    deliver_env(a, env, len);
+    poll_until_done(a, &r, 1, 5000);
+    idevs_launcher_free(a);
+
+    char path[PATH_MAX + 64];
+    replay_file(&w, path, sizeof path);
+    FILE *f = fopen(path, "r+b");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(fseek(f, 200, SEEK_SET) == 0);
+    int c = fgetc(f);
+    CU_ASSERT_FATAL(c != EOF && fseek(f, 200, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
+    CU_ASSERT_FATAL(fclose(f) == 0);
+
+    idevs_launcher *b = launcher(&cfg);
+    start(b);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 1);
+    CU_ASSERT(saw_event(&r, "authentication code does not match"));
+    uint64_t id = deliver_env(b, env, len);
+    poll_until_done(b, &r, 2, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    idevs_launcher_free(b);
+
+    /* Written again: the next launcher reads it quietly and refuses the envelope. */
+    idevs_launcher *c2 = launcher(&cfg);
+    start(c2);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 1);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(c2, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_free(c2);
+
+    /* Truncated, and then not ours to read (mode 0644): a warning each, and the launcher still starts. */
+    write_file(path, "idevsrpl", 8);
+    CU_ASSERT_FATAL(chmod(path, 0600) == 0);
+    idevs_launcher *d = launcher(&cfg);
+    start(d);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 2);
+    CU_ASSERT(saw_event(&r, "too short"));
+    idevs_launcher_free(d);
+    CU_ASSERT_FATAL(chmod(path, 0644) == 0);
+    idevs_launcher *e = launcher(&cfg);
+    start(e);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 3);
+    CU_ASSERT(saw_event(&r, "mode 0600"));
+    idevs_launcher_free(e);
+    struct stat st_;
+    CU_ASSERT_FATAL(stat(path, &st_) == 0);
+    CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600); /* replaced by a private one */
+    free(env);
+    party_free(&st);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* ---- suite ---- */
 
 static void build_path(char *out, const char *dir, const char *name)
@@ -996,6 +1355,11 @@ static CU_TestInfo tests[] = {
     {"peer: truncated frame then exit", test_peer_truncated},
     {"peer: silent until the start timeout", test_peer_silent},
     {"peer: garbage mid-stream, restarts, one Done", test_peer_garbage_midstream},
+    {"replay: refused after kill -9, fresh envelopes pass", test_replay_refused_after_kill},
+    {"replay: in flight at a kill, done once; a copy in flight is refused", test_in_flight_redelivered_once},
+    {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
+    {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
+    {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
     CU_TEST_INFO_NULL,
 };
 
