@@ -128,11 +128,13 @@ typedef struct done_watch {
     idevs_plugin *p;
     uint64_t wait_for; /* 0: none */
     bool done;
+    uint64_t events;   /* callbacks so far: a pass without any found nothing more to collect */
 } done_watch;
 
 static void on_publish(void *arg, const idevs_launcher_publish *pub)
 {
     idevs_plugin *p = ((done_watch *)arg)->p;
+    ((done_watch *)arg)->events++;
     mosquitto_property *props = NULL;
     if (pub->response_topic != NULL) {
         if (pub->correlation_len > UINT16_MAX ||
@@ -154,6 +156,7 @@ static void on_publish(void *arg, const idevs_launcher_publish *pub)
 static void on_done(void *arg, uint64_t delivery_id, idevs_err status)
 {
     done_watch *w = arg;
+    w->events++;
     if (status == IDEVS_OK)
         w->p->metrics.done_ok++;
     else
@@ -169,12 +172,15 @@ void idevs_routing_poll(idevs_plugin *p, unsigned budget_ms, uint64_t wait_for)
 {
     if (p->launcher == NULL)
         return;
-    done_watch w = { p, wait_for, false };
+    done_watch w = { p, wait_for, false, 0 };
     const idevs_launcher_callbacks cb = { .on_publish = on_publish, .on_done = on_done, .arg = &w };
-    /* Without a delivery to wait for: a few passes over whatever is ready, never a wait. */
-    for (int i = 0; i < 8; i++)
-        if (idevs_launcher_poll(p->launcher, 0, &cb) != IDEVS_OK)
+    /* Whatever is ready, without waiting: passes while they bring something (at most 8; a pass that brings
+     * nothing costs a read that finds nothing, on the broker's thread, for every message). */
+    for (int i = 0; i < 8; i++) {
+        uint64_t before = w.events;
+        if (idevs_launcher_poll(p->launcher, 0, &cb) != IDEVS_OK || (i > 0 && w.events == before))
             break;
+    }
     if (wait_for != 0 && budget_ms > 0) {
         uint64_t deadline = now_us() + (uint64_t)budget_ms * 1000u;
         for (uint64_t t = now_us(); !w.done && t < deadline; t = now_us()) {
