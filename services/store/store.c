@@ -5,14 +5,12 @@
  *   store run --db FILE [--count N] [--rate PER_SECOND] [connection options]
  *
  * It prints sale ids, totals and message ids: never a name, phone number or address. */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "idevs_service.h"
+#include "idevs_service_app.h"
 #include "money.h"
 #include "store_db.h"
 #include "store_seed.h"
@@ -33,27 +31,6 @@ static const char usage[] =
     "      per second (default 0: all at once). Prints one line per sale: id, total, message id.\n"
     "\n";
 
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
-
-static int whole(const char *text, unsigned long long max, unsigned long long *out)
-{
-    if (text == NULL || text[0] < '0' || text[0] > '9')
-        return 0;
-    errno = 0;
-    char *end = NULL;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v > max)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 static int bad_usage(const char *fmt, const char *arg)
 {
     fprintf(stderr, "store: ");
@@ -71,13 +48,13 @@ static int cmd_seed(int argc, char **argv)
         if (strcmp(a, "--db") == 0 && v != NULL)
             db_path = v;
         else if (strcmp(a, "--customers") == 0 && v != NULL) {
-            if (!whole(v, SEED_CUSTOMERS_MAX, &customers) || customers == 0)
+            if (!app_parse_whole(v, SEED_CUSTOMERS_MAX, &customers) || customers == 0)
                 return bad_usage("--customers: '%s' is not a number from 1 to 1000", v);
         } else if (strcmp(a, "--sales") == 0 && v != NULL) {
-            if (!whole(v, SEED_SALES_MAX, &sales) || sales == 0)
+            if (!app_parse_whole(v, SEED_SALES_MAX, &sales) || sales == 0)
                 return bad_usage("--sales: '%s' is not a number from 1 to 1000000", v);
         } else if (strcmp(a, "--seed") == 0 && v != NULL) {
-            if (!whole(v, UINT64_MAX, &seed))
+            if (!app_parse_whole(v, UINT64_MAX, &seed))
                 return bad_usage("--seed: '%s' is not a whole number", v);
         } else
             return bad_usage("unknown option or missing value: %s", a);
@@ -108,26 +85,13 @@ static int cmd_seed(int argc, char **argv)
     return 0;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void hex8(const uint8_t *b, char out[17])
-{
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
 /* Publishes one sale, waiting (and running the network) while the service is not ready. */
 static idevs_err publish_sale(idevs_service *svc, const store_sale *s, idevs_msgid *id)
 {
-    int64_t deadline = now_ms() + FLUSH_TIMEOUT_MS;
+    int64_t deadline = app_now_ms() + FLUSH_TIMEOUT_MS;
     for (;;) {
         idevs_err err = idevs_service_publish(svc, "sales", s->payload, s->payload_len, id);
-        if (err != IDEVS_ERR_NOT_NOW || stopping || now_ms() > deadline)
+        if (err != IDEVS_ERR_NOT_NOW || app_stopping || app_now_ms() > deadline)
             return err;
         err = idevs_service_run(svc, 100);
         if (err != IDEVS_OK && err != IDEVS_ERR_NOT_NOW)
@@ -166,13 +130,9 @@ static int cmd_run(int argc, char **argv)
     const char *db_path = NULL;
     unsigned long long count = 0, rate = 0;
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
-    cfg.process = "rewards";
+    app_config_default(&cfg, "store");
     char why[1024] = "";
-    static char *name_default[] = {"--name", "store"};
-    int zero = 0;
     int rc = 1;
-    idevs_service_cli_option(&cfg, 2, name_default, &zero, why, sizeof why);
     for (int i = 2; i < argc; i++) {
         int r = idevs_service_cli_option(&cfg, argc, argv, &i, why, sizeof why);
         if (r < 0) {
@@ -186,9 +146,9 @@ static int cmd_run(int argc, char **argv)
         if (strcmp(a, "--db") == 0 && v != NULL)
             db_path = v;
         else if (strcmp(a, "--count") == 0 && v != NULL)
-            ok = whole(v, SEED_SALES_MAX, &count);
+            ok = app_parse_whole(v, SEED_SALES_MAX, &count);
         else if (strcmp(a, "--rate") == 0 && v != NULL)
-            ok = whole(v, 100000, &rate);
+            ok = app_parse_whole(v, 100000, &rate);
         else if (strcmp(a, "--help") == 0) {
             printf("%s%s", usage, idevs_service_cli_usage);
             idevs_service_cli_free(&cfg);
@@ -226,32 +186,22 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "store: out of memory\n");
         goto out;
     }
-    idevs_err err = idevs_service_new(&cfg, NULL, NULL, &svc, why, sizeof why);
-    if (err == IDEVS_OK)
-        err = idevs_service_start(svc, why, sizeof why);
-    if (err != IDEVS_OK) {
-        fprintf(stderr, "store: %s (%s)\n", why, idevs_strerror(err));
+    idevs_err err = app_start_service("store", &cfg, NULL, NULL, 8, &svc, "publishing %zu sales%s", n,
+                                      rate == 0 ? " at once" : "");
+    if (err != IDEVS_OK)
         goto out;
-    }
-    idevs_service_peer_info peer;
-    idevs_service_peer(svc, &peer);
-    char m[17];
-    hex8(peer.measurement, m);
-    printf("verified the compartment of '%s' (backend %s, measurement %s...); publishing %zu sales%s\n", cfg.process,
-           peer.backend != NULL ? peer.backend : "?", m, n, rate == 0 ? " at once" : "");
-    fflush(stdout);
 
-    int64_t start = now_ms();
+    int64_t start = app_now_ms();
     size_t settled = 0, i = 0;
-    for (; i < n && !stopping; i++) {
+    for (; i < n && !app_stopping; i++) {
         if (rate > 0) {
             /* sale i goes out at start + i / rate seconds */
             int64_t due = start + (int64_t)((i * 1000) / rate);
-            while (!stopping && now_ms() < due) {
-                int64_t left = due - now_ms();
+            while (!app_stopping && app_now_ms() < due) {
+                int64_t left = due - app_now_ms();
                 idevs_service_run(svc, left > 100 ? 100 : (int)(left > 0 ? left : 0));
             }
-            if (stopping)
+            if (app_stopping)
                 break;
         }
         err = publish_sale(svc, &sales[i], &ids[i]);
@@ -269,7 +219,7 @@ static int cmd_run(int argc, char **argv)
     if (settled < i && settle(svc, db, sales, ids, settled, i, &done) == 0)
         settled = i;
     rc = done == n ? 0 : 1;
-    if (stopping)
+    if (app_stopping)
         fprintf(stderr, "store: interrupted after %zu of %zu sales\n", done, n);
 out:
     idevs_service_free(svc);
@@ -282,12 +232,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    app_install_signals();
     if (argc >= 2 && strcmp(argv[1], "seed") == 0)
         return cmd_seed(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "run") == 0)

@@ -1,18 +1,17 @@
 /* The store's SQLite database; see store_db.h. */
 #include "store_db.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
-#include "idevs_service.h"
+#include "idevs_service_app.h"
 #include "money.h"
 
 static const char schema[] =
+    "PRAGMA foreign_keys=ON;" /* a per-connection setting, so it goes with the schema on every open */
     "CREATE TABLE IF NOT EXISTS customers ("
     " id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT NOT NULL, address TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS items ("
@@ -24,75 +23,9 @@ static const char schema[] =
     " sale_id TEXT NOT NULL REFERENCES sales(sale_id), sku TEXT NOT NULL REFERENCES items(sku),"
     " qty INTEGER NOT NULL CHECK (qty > 0), price TEXT NOT NULL, PRIMARY KEY (sale_id, sku));";
 
-static int fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *why, size_t why_len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-/* Runs each statement of a constant SQL text (no parameters), one prepared statement at a time. */
-static int run_sql(sqlite3 *db, const char *sql, char *why, size_t why_len)
-{
-    const char *tail = sql;
-    while (tail != NULL && *tail != '\0') {
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(db, tail, -1, &st, &tail) != SQLITE_OK)
-            return fail(why, why_len, "%s", sqlite3_errmsg(db));
-        if (st == NULL)
-            break; /* only white space was left */
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            ;
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE)
-            return fail(why, why_len, "%s", sqlite3_errmsg(db));
-    }
-    return 0;
-}
-
-void store_db_now(char out[32])
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    char base[24];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, 32, "%.19s.%03uZ", base, (unsigned)(ts.tv_nsec / 1000000) % 1000u);
-}
-
 sqlite3 *store_db_open(const char *path, int create, char *why, size_t why_len)
 {
-    sqlite3 *db = NULL;
-    if (create && idevs_service_private_file(path, why, why_len) < 0)
-        return NULL; /* personal data: a new database is readable by this user only */
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0), NULL) != SQLITE_OK) {
-        fail(why, why_len, "%s: %s%s", path, db != NULL ? sqlite3_errmsg(db) : "cannot open",
-             create ? "" : " (make it with: store seed --db FILE)");
-        sqlite3_close(db);
-        return NULL;
-    }
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *st = NULL;
-    int wal = 0;
-    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-        const unsigned char *mode = sqlite3_column_text(st, 0);
-        wal = mode != NULL && strcmp((const char *)mode, "wal") == 0;
-    }
-    sqlite3_finalize(st);
-    char inner[256] = "";
-    if (!wal || run_sql(db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;", inner, sizeof inner) != 0 ||
-        run_sql(db, schema, inner, sizeof inner) != 0) {
-        fail(why, why_len, "%s: %s", path, wal ? inner : "cannot use the WAL journal");
-        sqlite3_close(db);
-        return NULL;
-    }
-    return db;
+    return app_db_open(path, schema, create ? NULL : " (make it with: store seed --db FILE)", why, why_len);
 }
 
 void store_db_close(sqlite3 *db)
@@ -111,7 +44,7 @@ static int step_reset(sqlite3 *db, sqlite3_stmt *st, char *why, size_t why_len)
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    return rc == SQLITE_DONE ? 0 : fail(why, why_len, "%s", sqlite3_errmsg(db));
+    return rc == SQLITE_DONE ? 0 : app_fail(why, why_len, "%s", sqlite3_errmsg(db));
 }
 
 int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len)
@@ -123,10 +56,10 @@ int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len)
         existing = sqlite3_column_int(count, 0);
     sqlite3_finalize(count);
     if (existing != 0)
-        return existing < 0 ? fail(why, why_len, "%s", sqlite3_errmsg(db))
-                            : fail(why, why_len, "the database is already seeded (%d customers): use a new file",
-                                   existing);
-    if (run_sql(db, "BEGIN IMMEDIATE", why, why_len) != 0)
+        return existing < 0 ? app_fail(why, why_len, "%s", sqlite3_errmsg(db))
+                            : app_fail(why, why_len, "the database is already seeded (%d customers): use a new file",
+                                       existing);
+    if (app_db_exec(db, "BEGIN IMMEDIATE", why, why_len) != 0)
         return -1;
     sqlite3_stmt *ins_c = NULL, *ins_i = NULL, *ins_s = NULL, *ins_l = NULL;
     int rc = -1;
@@ -138,7 +71,7 @@ int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len)
                            &ins_s, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "INSERT INTO sale_items (sale_id, sku, qty, price) VALUES (?, ?, ?, ?)", -1, &ins_l,
                            NULL) != SQLITE_OK) {
-        fail(why, why_len, "%s", sqlite3_errmsg(db));
+        app_fail(why, why_len, "%s", sqlite3_errmsg(db));
         goto out;
     }
     char money[MONEY_BUF];
@@ -153,7 +86,7 @@ int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len)
     }
     for (size_t i = 0; i < d->item_count; i++) {
         if (money_format(d->items[i].price_cents, money, sizeof money) == 0) {
-            fail(why, why_len, "item %s: price out of range", d->items[i].sku);
+            app_fail(why, why_len, "item %s: price out of range", d->items[i].sku);
             goto out;
         }
         bind_text(ins_i, 1, d->items[i].sku);
@@ -165,7 +98,7 @@ int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len)
     for (size_t i = 0; i < d->sale_count; i++) {
         const seed_sale *s = &d->sales[i];
         if (money_format(s->total_cents, money, sizeof money) == 0) {
-            fail(why, why_len, "sale %s: total out of range", s->sale_id);
+            app_fail(why, why_len, "sale %s: total out of range", s->sale_id);
             goto out;
         }
         bind_text(ins_s, 1, s->sale_id);
@@ -185,7 +118,7 @@ int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len)
                 goto out;
         }
     }
-    rc = run_sql(db, "COMMIT", why, why_len);
+    rc = app_db_exec(db, "COMMIT", why, why_len);
 out:
     sqlite3_finalize(ins_c);
     sqlite3_finalize(ins_i);
@@ -193,7 +126,7 @@ out:
     sqlite3_finalize(ins_l);
     if (rc != 0) {
         char ignored[64];
-        run_sql(db, "ROLLBACK", ignored, sizeof ignored);
+        app_db_exec(db, "ROLLBACK", ignored, sizeof ignored);
     }
     return rc;
 }
@@ -223,7 +156,7 @@ static int add_items(sqlite3 *db, sqlite3_stmt *items, const char *sale_id, cJSO
         if (!money_parse_str(col(items, 3), &price) || qty < 1 || !money_times(price, qty, &line) ||
             !money_add(*sum, line, sum)) {
             sqlite3_reset(items);
-            return fail(why, why_len, "sale %s: an item has a malformed price or quantity", sale_id);
+            return app_fail(why, why_len, "sale %s: an item has a malformed price or quantity", sale_id);
         }
         cJSON *it = cJSON_CreateObject();
         if (it == NULL || !cJSON_AddItemToArray(array, it) || cJSON_AddStringToObject(it, "sku", col(items, 0)) == NULL ||
@@ -231,14 +164,14 @@ static int add_items(sqlite3 *db, sqlite3_stmt *items, const char *sale_id, cJSO
             cJSON_AddNumberToObject(it, "qty", qty) == NULL ||
             cJSON_AddStringToObject(it, "price", col(items, 3)) == NULL) {
             sqlite3_reset(items);
-            return fail(why, why_len, "out of memory");
+            return app_fail(why, why_len, "out of memory");
         }
         n++;
     }
     sqlite3_reset(items);
     if (rc != SQLITE_DONE)
-        return fail(why, why_len, "%s", sqlite3_errmsg(db));
-    return n > 0 ? 0 : fail(why, why_len, "sale %s has no items", sale_id);
+        return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+    return n > 0 ? 0 : app_fail(why, why_len, "sale %s has no items", sale_id);
 }
 
 int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *count, char *why, size_t why_len)
@@ -256,7 +189,7 @@ int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *coun
                            "SELECT si.sku, i.name, si.qty, si.price FROM sale_items si JOIN items i ON i.sku = si.sku"
                            " WHERE si.sale_id = ? ORDER BY si.rowid",
                            -1, &items, NULL) != SQLITE_OK) {
-        fail(why, why_len, "%s", sqlite3_errmsg(db));
+        app_fail(why, why_len, "%s", sqlite3_errmsg(db));
         goto out;
     }
     sqlite3_bind_int64(sales, 1, max == 0 ? -1 : (sqlite3_int64)max);
@@ -267,7 +200,7 @@ int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *coun
             size_t ncap = cap == 0 ? 64 : cap * 2;
             store_sale *grown = realloc(*out, ncap * sizeof **out);
             if (grown == NULL) {
-                fail(why, why_len, "out of memory");
+                app_fail(why, why_len, "out of memory");
                 goto out;
             }
             *out = grown;
@@ -280,7 +213,7 @@ int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *coun
         (*count)++;
         int64_t total = 0, sum = 0;
         if (!money_parse_str(s->total, &total)) {
-            fail(why, why_len, "sale %s: malformed total", s->sale_id);
+            app_fail(why, why_len, "sale %s: malformed total", s->sale_id);
             goto out;
         }
         cJSON *j = cJSON_CreateObject(), *customer = cJSON_CreateObject(), *array = cJSON_CreateArray();
@@ -298,12 +231,12 @@ int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *coun
             built = add_items(db, items, s->sale_id, array, &sum, why, why_len) == 0;
             array = NULL;
             if (built && sum != total) {
-                fail(why, why_len, "sale %s: total %s is not the sum of its items", s->sale_id, s->total);
+                app_fail(why, why_len, "sale %s: total %s is not the sum of its items", s->sale_id, s->total);
                 built = 0;
             }
             built = built && cJSON_AddStringToObject(j, "total", s->total) != NULL;
         } else {
-            fail(why, why_len, "out of memory");
+            app_fail(why, why_len, "out of memory");
         }
         s->payload = built ? cJSON_PrintUnformatted(j) : NULL;
         cJSON_Delete(j);
@@ -311,13 +244,13 @@ int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *coun
         cJSON_Delete(array);
         if (s->payload == NULL) {
             if (built)
-                fail(why, why_len, "out of memory");
+                app_fail(why, why_len, "out of memory");
             goto out;
         }
         s->payload_len = strlen(s->payload);
     }
     if (step != SQLITE_DONE) {
-        fail(why, why_len, "%s", sqlite3_errmsg(db));
+        app_fail(why, why_len, "%s", sqlite3_errmsg(db));
         goto out;
     }
     rc = 0;
@@ -336,16 +269,16 @@ int store_db_mark_published(sqlite3 *db, const char *sale_id, const char *messag
 {
     sqlite3_stmt *st = NULL;
     char now[32];
-    store_db_now(now);
+    app_db_now(now);
     if (sqlite3_prepare_v2(db, "UPDATE sales SET published_at = ?, message_id = ? WHERE sale_id = ?", -1, &st,
                            NULL) != SQLITE_OK) {
         sqlite3_finalize(st);
-        return fail(why, why_len, "%s", sqlite3_errmsg(db));
+        return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
     }
     bind_text(st, 1, now);
     bind_text(st, 2, message_id);
     bind_text(st, 3, sale_id);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : fail(why, why_len, "%s", sqlite3_errmsg(db));
+    return rc == SQLITE_DONE ? 0 : app_fail(why, why_len, "%s", sqlite3_errmsg(db));
 }

@@ -33,7 +33,4 @@ void store_db_free_sales(store_sale *sales, size_t count);
 /* Marks the sale published now (UTC), with the message id of its envelope. */
 int store_db_mark_published(sqlite3 *db, const char *sale_id, const char *message_id, char *why, size_t why_len);
 
-/* The current UTC time as 2026-11-21T10:15:00.123Z. */
-void store_db_now(char out[32]);
-
 #endif

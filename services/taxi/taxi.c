@@ -7,16 +7,14 @@
  * the stored driver and ETA. The driver, vehicle and ETA are chosen from the booking_ref (FNV-1a), so the same
  * ride always gets the same answer. Runs until SIGINT or SIGTERM, N requests answered, or S seconds. Prints
  * booking references, drivers and ETAs: never a customer's name or address. */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
 #include "idevs_service.h"
+#include "idevs_service_app.h"
 #include "taxi_db.h"
 
 static const char usage[] =
@@ -38,14 +36,6 @@ static const struct {
 #define FLEET (sizeof fleet / sizeof fleet[0])
 #define ETA_MIN 3
 #define ETA_SPAN 13 /* 3 to 15 minutes */
-
-static volatile sig_atomic_t stopping;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stopping = 1;
-}
 
 typedef struct taxi {
     sqlite3 *db;
@@ -161,110 +151,29 @@ static void on_message(idevs_service *svc, const idevs_service_message *msg, voi
     explicit_bzero(&b, sizeof b);
 }
 
-static int whole(const char *text, unsigned long long max, unsigned long long *out)
-{
-    if (text == NULL || text[0] < '0' || text[0] > '9')
-        return 0;
-    errno = 0;
-    char *end = NULL;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v > max)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int main(int argc, char **argv)
 {
-    const char *db_path = NULL;
-    unsigned long long count = 0, timeout_s = 0;
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
-    cfg.process = "rewards";
-    char why[1024] = "";
-    static char *name_default[] = {"--name", "taxi"};
-    int zero = 0;
-    idevs_service_cli_option(&cfg, 2, name_default, &zero, why, sizeof why);
-    for (int i = 1; i < argc; i++) {
-        int r = idevs_service_cli_option(&cfg, argc, argv, &i, why, sizeof why);
-        if (r < 0) {
-            fprintf(stderr, "taxi: %s\n\n%s%s", why, usage, idevs_service_cli_usage);
-            idevs_service_cli_free(&cfg);
-            return 2;
-        }
-        if (r > 0)
-            continue;
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = v != NULL;
-        if (strcmp(a, "--help") == 0) {
-            printf("%s%s", usage, idevs_service_cli_usage);
-            idevs_service_cli_free(&cfg);
-            return 0;
-        } else if (strcmp(a, "--db") == 0 && v != NULL)
-            db_path = v;
-        else if (strcmp(a, "--count") == 0)
-            ok = whole(v, UINT32_MAX, &count);
-        else if (strcmp(a, "--timeout") == 0)
-            ok = whole(v, 31536000, &timeout_s);
-        else
-            ok = 0;
-        if (!ok) {
-            fprintf(stderr, "taxi: unknown option, missing or bad value: %s\n\n%s%s", a, usage,
-                    idevs_service_cli_usage);
-            idevs_service_cli_free(&cfg);
-            return 2;
-        }
-        i++;
-    }
-    if (db_path == NULL) {
-        fprintf(stderr, "taxi: --db FILE is required\n\n%s%s", usage, idevs_service_cli_usage);
-        idevs_service_cli_free(&cfg);
-        return 2;
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    app_receive_options opt;
+    app_config_default(&cfg, "taxi");
+    int rc = app_parse_receive_options("taxi", usage, argc, argv, &cfg, &opt);
+    if (rc >= 0)
+        return rc;
+    app_install_signals();
 
-    int rc = 1;
+    rc = 1;
     taxi t;
     memset(&t, 0, sizeof t);
     idevs_service *svc = NULL;
-    t.db = taxi_db_open(db_path, why, sizeof why);
+    char why[1024] = "";
+    t.db = taxi_db_open(opt.db_path, why, sizeof why);
     if (t.db == NULL) {
         fprintf(stderr, "taxi: %s\n", why);
         goto out;
     }
-    idevs_err err = idevs_service_new(&cfg, on_message, &t, &svc, why, sizeof why);
-    if (err == IDEVS_OK)
-        err = idevs_service_start(svc, why, sizeof why);
-    if (err != IDEVS_OK) {
-        fprintf(stderr, "taxi: %s (%s)\n", why, idevs_strerror(err));
+    if (app_start_service("taxi", &cfg, on_message, &t, 4, &svc, "answering ride requests") != IDEVS_OK)
         goto out;
-    }
-    idevs_service_peer_info peer;
-    idevs_service_peer(svc, &peer);
-    printf("verified the compartment of '%s' (backend %s, measurement %02x%02x%02x%02x...); answering ride requests\n",
-           cfg.process, peer.backend != NULL ? peer.backend : "?", peer.measurement[0], peer.measurement[1],
-           peer.measurement[2], peer.measurement[3]);
-    fflush(stdout);
-    int64_t deadline = timeout_s > 0 ? now_ms() + (int64_t)timeout_s * 1000 : 0;
-    while (!stopping && (count == 0 || t.handled < count) && (deadline == 0 || now_ms() < deadline)) {
-        err = idevs_service_run(svc, 100);
-        if (err == IDEVS_ERR_NOT_NOW)
-            break;
-        if (err != IDEVS_OK)
-            fprintf(stderr, "taxi: %s\n", idevs_service_last_error(svc));
-    }
+    app_run("taxi", svc, &t.handled, opt.count, opt.timeout_s);
     idevs_service_flush(svc, 5000);
     printf("taxi: %llu requests, %llu booked, %llu answered again, %llu refused\n", t.handled, t.booked, t.repeated,
            t.refused);

@@ -8,7 +8,6 @@
  * acknowledged every publication. Exit status: 0 every publication acknowledged; 1 a failure (the message says
  * which); 2 a usage error. */
 #include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 
 #include "idevs_hex.h"
 #include "idevs_service.h"
+#include "idevs_service_app.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -32,13 +32,6 @@ static const char usage[] =
     "  -v, --verbose            print \"INPUT MESSAGE_ID\" for each publication\n"
     "  -W, --wait SECONDS       how long to wait for readiness and acknowledgements (default 10)\n"
     "  --help                   this text\n";
-
-static volatile sig_atomic_t interrupted;
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
 
 static int failed(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int failed(const char *fmt, ...)
@@ -121,9 +114,9 @@ static int publish_one(pub_state *st, const uint8_t *payload, size_t len)
         }
         if (err != IDEVS_ERR_NOT_NOW)
             return failed("cannot publish to input '%s': %s", st->input, idevs_strerror(err));
-        if (interrupted || now_ms() >= st->deadline_ms)
+        if (app_stopping || now_ms() >= st->deadline_ms)
             return failed("the service is not ready to publish to '%s'%s", st->input,
-                          interrupted ? " (interrupted)" : " in time");
+                          app_stopping ? " (interrupted)" : " in time");
         err = idevs_service_run(st->svc, 100);
         if (err != IDEVS_OK)
             return failed("%s (%s)", idevs_service_last_error(st->svc), idevs_err_name(err));
@@ -182,12 +175,7 @@ int main(int argc, char **argv)
         idevs_service_cli_free(&cfg);
         return rc;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    app_install_signals();
 
     uint8_t *data = NULL;
     size_t len = 0;
@@ -215,7 +203,7 @@ int main(int argc, char **argv)
         char *line = NULL;
         size_t cap = 0;
         ssize_t n;
-        while (rc == EXIT_OK && !interrupted && (n = getline(&line, &cap, stdin)) >= 0) {
+        while (rc == EXIT_OK && !app_stopping && (n = getline(&line, &cap, stdin)) >= 0) {
             size_t l = (size_t)n;
             while (l > 0 && (line[l - 1] == '\n' || line[l - 1] == '\r'))
                 l--;

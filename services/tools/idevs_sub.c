@@ -11,7 +11,6 @@
  * a payload. Exit status: 0 success (COUNT messages when -C is given); 1 a failure; 2 a usage error; 27 -W
  * passed before COUNT messages arrived (as mosquitto_sub). */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "idevs_hex.h"
 #include "idevs_inspect.h"
 #include "idevs_service.h"
+#include "idevs_service_app.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_TIMEOUT = 27 };
 
@@ -41,13 +41,6 @@ static const char usage[] =
     "  --respond TEXT           answer each request with TEXT\n"
     "  --inspect                print the clear headers of every envelope on the -t topics, without keys\n"
     "  --help                   this text\n";
-
-static volatile sig_atomic_t interrupted;
-static void on_signal(int sig)
-{
-    (void)sig;
-    interrupted = 1;
-}
 
 static uint64_t now_ms(void)
 {
@@ -128,7 +121,7 @@ static int run_service(idevs_service_config *cfg, sub_state *st, unsigned long t
     uint64_t deadline = timeout_s > 0 ? now_ms() + timeout_s * 1000u : 0;
     uint64_t verified = 1, reconnects = 0;
     int rc = EXIT_OK;
-    while (!interrupted && (st->count == 0 || st->printed < st->count)) {
+    while (!app_stopping && (st->count == 0 || st->printed < st->count)) {
         if (deadline != 0 && now_ms() >= deadline) {
             rc = EXIT_TIMEOUT;
             break;
@@ -234,7 +227,7 @@ static int run_inspect(const idevs_service_config *cfg, inspect_state *st, unsig
         rc = EXIT_FAILED;
     }
     uint64_t deadline = timeout_s > 0 ? now_ms() + timeout_s * 1000u : 0;
-    while (rc == EXIT_OK && !interrupted && (st->count == 0 || st->printed < st->count)) {
+    while (rc == EXIT_OK && !app_stopping && (st->count == 0 || st->printed < st->count)) {
         if (st->refused) {
             fprintf(stderr, "idevs-sub: the broker refused the connection: %s\n", mosquitto_reason_string(st->reason));
             rc = EXIT_FAILED;
@@ -323,12 +316,7 @@ int main(int argc, char **argv)
         idevs_service_cli_free(&cfg);
         return rc;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    app_install_signals();
     if (inspect) {
         inspect_state is;
         memset(&is, 0, sizeof is);
