@@ -211,23 +211,6 @@ static int parse_options(int argc, char **argv, struct options *o)
     return EXIT_OK;
 }
 
-static void hex(FILE *f, const uint8_t *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        fprintf(f, "%02x", b[i]);
-}
-
-static void print_uuid(FILE *f, const uint8_t *b, size_t n)
-{
-    if (n != IDEVS_UUID_LEN) {
-        fprintf(f, "(invalid, %zu bytes)", n);
-        return;
-    }
-    char text[IDEVS_UUID_STR_LEN];
-    idevs_uuid_format((const idevs_uuid *)b, text);
-    fputs(text, f);
-}
-
 static int cmd_inspect(const struct options *o)
 {
     uint8_t *data;
@@ -282,10 +265,10 @@ static int cmd_seal(const struct options *o)
             rc = fail("cannot seal (%s): %s", idevs_err_name(err), idevs_strerror(err));
         } else {
             rc = write_all(o->out, env, env_len);
-            fprintf(stderr, "sealed %zu bytes for '%s' on %s: envelope of %zu bytes, message id ", payload_len,
-                    peer.name, o->topic, env_len);
-            hex(stderr, id.b, sizeof id.b);
-            fputc('\n', stderr);
+            char id_hex[2 * IDEVS_UUID_LEN + 1];
+            idevs_hex_encode(id.b, sizeof id.b, id_hex);
+            fprintf(stderr, "sealed %zu bytes for '%s' on %s: envelope of %zu bytes, message id %s\n", payload_len,
+                    peer.name, o->topic, env_len, id_hex);
         }
     }
     if (payload != NULL)
@@ -317,12 +300,12 @@ static int cmd_open(const struct options *o)
             rc = fail("rejected (%s): %s", idevs_err_name(err), idevs_strerror(err));
         } else {
             rc = write_all(o->out, opened.payload, opened.payload_len);
-            fprintf(stderr, "opened %zu bytes from ", opened.payload_len);
-            print_uuid(stderr, opened.sender.b, IDEVS_UUID_LEN);
-            fprintf(stderr, ", message id ");
-            hex(stderr, opened.message_id.b, IDEVS_UUID_LEN);
-            fprintf(stderr, ", epoch %" PRIu64 " sequence %" PRIu64 ", %zu provenance id(s)\n", opened.epoch,
-                    opened.sequence, opened.provenance_count);
+            char sender[IDEVS_UUID_STR_LEN], id_hex[2 * IDEVS_UUID_LEN + 1];
+            idevs_uuid_format(&opened.sender, sender);
+            idevs_hex_encode(opened.message_id.b, IDEVS_UUID_LEN, id_hex);
+            fprintf(stderr, "opened %zu bytes from %s, message id %s, epoch %" PRIu64 " sequence %" PRIu64
+                    ", %zu provenance id(s)\n",
+                    opened.payload_len, sender, id_hex, opened.epoch, opened.sequence, opened.provenance_count);
             idevs_opened_clear(&opened);
         }
     }

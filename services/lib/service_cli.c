@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "idevs_service.h"
+#include "service_internal.h"
 
 const char idevs_service_cli_usage[] =
     "Connection and identity:\n"
@@ -40,16 +41,6 @@ typedef struct cli_storage {
     bool key_explicit, cert_explicit, ca_explicit;
 } cli_storage;
 
-static void say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why == NULL || why_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
 
 static cli_storage *storage(idevs_service_config *cfg)
 {
@@ -107,7 +98,7 @@ static int compose(idevs_service_config *cfg, cli_storage *st, char *why, size_t
     }
     return 1;
 nomem:
-    say(why, why_len, "out of memory");
+    svc_say(why, why_len, "out of memory");
     return -1;
 }
 
@@ -118,12 +109,12 @@ static int add_policy(idevs_service_config *cfg, cli_storage *st, const char *se
             if (add_policy(cfg, st, cfg->policy[i], why, why_len) < 0)
                 return -1;
     if (st->policy_count >= 256) {
-        say(why, why_len, "--policy: at most 256 settings");
+        svc_say(why, why_len, "--policy: at most 256 settings");
         return -1;
     }
     const char **list = realloc(st->policy, (st->policy_count + 2) * sizeof *list);
     if (list == NULL) {
-        say(why, why_len, "out of memory");
+        svc_say(why, why_len, "out of memory");
         return -1;
     }
     list[st->policy_count++] = setting;
@@ -136,7 +127,7 @@ static int add_policy(idevs_service_config *cfg, cli_storage *st, const char *se
 int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, int *i, char *why, size_t why_len)
 {
     if (cfg == NULL || argv == NULL || i == NULL || *i < 0 || *i >= argc || argv[*i] == NULL) {
-        say(why, why_len, "idevs_service_cli_option: bad arguments");
+        svc_say(why, why_len, "idevs_service_cli_option: bad arguments");
         return -1;
     }
     static const struct {
@@ -156,13 +147,13 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
     if (option == NULL)
         return 0;
     if (*i + 1 >= argc || argv[*i + 1] == NULL) {
-        say(why, why_len, "option %s needs a value", arg);
+        svc_say(why, why_len, "option %s needs a value", arg);
         return -1;
     }
     const char *value = argv[*i + 1];
     cli_storage *st = storage(cfg);
     if (st == NULL) {
-        say(why, why_len, "out of memory");
+        svc_say(why, why_len, "out of memory");
         return -1;
     }
     unsigned long n = 0;
@@ -171,25 +162,25 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         cfg->host = value;
     } else if (strcmp(option, "--port") == 0) {
         if (!whole_number(value, 1, 65535, &n)) {
-            say(why, why_len, "%s: '%s' is not a port number (1 to 65535)", arg, value);
+            svc_say(why, why_len, "%s: '%s' is not a port number (1 to 65535)", arg, value);
             return -1;
         }
         cfg->port = (int)n;
     } else if (strcmp(option, "--id") == 0) {
         if (value[0] == '\0' || strlen(value) > 65535) {
-            say(why, why_len, "%s: the client id must not be empty", arg);
+            svc_say(why, why_len, "%s: the client id must not be empty", arg);
             return -1;
         }
         cfg->client_id = value;
     } else if (strcmp(option, "--keepalive") == 0) {
         if (!whole_number(value, 5, 65535, &n)) {
-            say(why, why_len, "%s: '%s' is not a whole number from 5 to 65535", arg, value);
+            svc_say(why, why_len, "%s: '%s' is not a whole number from 5 to 65535", arg, value);
             return -1;
         }
         cfg->keepalive_s = (unsigned)n;
     } else if (strcmp(option, "--session-expiry") == 0) {
         if (!whole_number(value, 0, UINT32_MAX, &n)) {
-            say(why, why_len, "%s: '%s' is not a whole number of seconds", arg, value);
+            svc_say(why, why_len, "%s: '%s' is not a whole number of seconds", arg, value);
             return -1;
         }
         cfg->session_expiry_s = (unsigned)n;
@@ -224,13 +215,13 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         rc = add_policy(cfg, st, value, why, why_len);
     } else if (strcmp(option, "--start-timeout") == 0) {
         if (!whole_number(value, 1, 3600000, &n)) {
-            say(why, why_len, "%s: '%s' is not a whole number of milliseconds from 1 to 3600000", arg, value);
+            svc_say(why, why_len, "%s: '%s' is not a whole number of milliseconds from 1 to 3600000", arg, value);
             return -1;
         }
         cfg->start_timeout_ms = (unsigned)n;
     } else if (strcmp(option, "--dedupe-window") == 0) {
         if (!whole_number(value, 1, 1u << 22, &n)) {
-            say(why, why_len, "%s: '%s' is not a whole number from 1 to %u", arg, value, 1u << 22);
+            svc_say(why, why_len, "%s: '%s' is not a whole number from 1 to %u", arg, value, 1u << 22);
             return -1;
         }
         cfg->dedupe_window = (size_t)n;

@@ -114,6 +114,8 @@ struct idevs_service {
 /* service.c */
 uint64_t svc_now_ms(void);
 void svc_set_why(idevs_service *svc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Writes a sentence into why (when not NULL), for the functions that report through a why buffer. */
+void svc_say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Subscribes to every topic of svc->subscriptions (after a connection or a new deployment). */
 idevs_err svc_subscribe(idevs_service *svc);
 
