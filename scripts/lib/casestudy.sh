@@ -110,10 +110,11 @@ cs_start_broker() {
 cs_start_tap() {
   CS_TAP_PORT=$(cs_free_port)
   : >"$CS_WORK/traffic.bin"
-  coproc CS_TAP { exec python3 "$IDEVS_ROOT/scripts/lib/tap.py" "$CS_TAP_PORT" "$CS_PORT" "$CS_WORK/traffic.bin" 900; }
-  CS_TAP_PID=$CS_TAP_PID
+  # bash unsets a coproc's NAME_PID when it ends: keep the pid in a variable of our own.
+  coproc TAP_PROC { exec python3 "$IDEVS_ROOT/scripts/lib/tap.py" "$CS_TAP_PORT" "$CS_PORT" "$CS_WORK/traffic.bin" 900; }
+  CS_TAP_PID=$TAP_PROC_PID
   local line
-  read -r -t 10 line <&"${CS_TAP[0]}" && [ "$line" = ready ]
+  read -r -t 10 line <&"${TAP_PROC[0]}" && [ "$line" = ready ]
 }
 
 # The connection and verification options of a service (the shared options of the service library).
@@ -160,6 +161,6 @@ cs_stop_all() {
   local pid
   for pid in "${CS_SERVICE_PIDS[@]}"; do cs_stop_pid "$pid"; done
   CS_SERVICE_PIDS=()
-  cs_stop_pid "$CS_TAP_PID"; CS_TAP_PID=
-  cs_stop_pid "$CS_BROKER_PID"; CS_BROKER_PID=
+  cs_stop_pid "${CS_TAP_PID:-}"; CS_TAP_PID=
+  cs_stop_pid "${CS_BROKER_PID:-}"; CS_BROKER_PID=
 }

@@ -35,8 +35,11 @@ async def main(listen_port, broker_port, capture_path, max_seconds):
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(pipe(client_reader, broker_writer, capture),
-                             pipe(broker_reader, client_writer, capture))
+        try:
+            await asyncio.gather(pipe(client_reader, broker_writer, capture),
+                                 pipe(broker_reader, client_writer, capture))
+        except asyncio.CancelledError:
+            pass
 
     server = await asyncio.start_server(relay, "127.0.0.1", listen_port)
     stop = asyncio.Event()
