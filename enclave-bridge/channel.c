@@ -104,12 +104,20 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
 {
     int64_t deadline = deadline_after(timeout_ms);
     while (ch->out_off < ch->out_len) {
+        size_t want = ch->out_len - ch->out_off;
         /* send() with MSG_NOSIGNAL: a departed peer is an error to report, not a SIGPIPE to die of. */
-        ssize_t n = send(ch->fd, ch->out + ch->out_off, ch->out_len - ch->out_off, MSG_NOSIGNAL);
+        ssize_t n = send(ch->fd, ch->out + ch->out_off, want, MSG_NOSIGNAL);
         if (n > 0) {
             /* Sent bytes may include the sealing key (Init): wipe them as soon as they are gone. */
             idevs_cleanse(ch->out + ch->out_off, (size_t)n);
             ch->out_off += (size_t)n;
+            if ((size_t)n < want) {
+                /* A stream socket takes less only when its buffer is full: wait for room instead of sending
+                 * again just to meet EAGAIN. */
+                idevs_err err = timeout_ms == 0 ? IDEVS_ERR_TIMEOUT : wait_fd(ch->fd, POLLOUT, deadline);
+                if (err != IDEVS_OK)
+                    return err;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -126,7 +134,7 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
     return IDEVS_OK;
 }
 
-idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *frame, int timeout_ms)
+idevs_err idevs_channel_queue(idevs_channel *ch, const Idevs__Bridge__V1__Frame *frame)
 {
     size_t len = idevs__bridge__v1__frame__get_packed_size(frame);
     if (len > ch->max_frame)
@@ -139,9 +147,9 @@ idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *
         ch->out_len = left;
         ch->out_off = 0;
     }
-    size_t need = ch->out_len + IDEVS_CHANNEL_HEADER + len;
-    if (need > ch->out_max)
+    if (IDEVS_CHANNEL_HEADER + len > ch->out_max - ch->out_len)
         return IDEVS_ERR_QUEUE_FULL;
+    size_t need = ch->out_len + IDEVS_CHANNEL_HEADER + len;
     if (!reserve(&ch->out, &ch->out_cap, need))
         return IDEVS_ERR_NOMEM;
     uint8_t *p = ch->out + ch->out_len;
@@ -151,14 +159,21 @@ idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *
     p[3] = (uint8_t)len;
     idevs__bridge__v1__frame__pack(frame, p + IDEVS_CHANNEL_HEADER);
     ch->out_len = need;
-    idevs_err err = idevs_channel_flush(ch, timeout_ms);
+    return IDEVS_OK;
+}
+
+idevs_err idevs_channel_send(idevs_channel *ch, const Idevs__Bridge__V1__Frame *frame, int timeout_ms)
+{
+    idevs_err err = idevs_channel_queue(ch, frame);
+    if (err != IDEVS_OK)
+        return err;
+    err = idevs_channel_flush(ch, timeout_ms);
     return err == IDEVS_ERR_TIMEOUT ? IDEVS_OK : err; /* queued: later calls finish writing it */
 }
 
-/* Length of the frame at the head of the receive buffer, once its header is complete. */
-static size_t head_length(const idevs_channel *ch)
+/* The big-endian length in a frame header. */
+static size_t header_length(const uint8_t *p)
 {
-    const uint8_t *p = ch->in;
     return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | (size_t)p[3];
 }
 
@@ -167,16 +182,20 @@ idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame
     int64_t deadline = deadline_after(timeout_ms);
     *frame = NULL;
     for (;;) {
-        if (ch->in_len >= IDEVS_CHANNEL_HEADER) {
-            size_t len = head_length(ch);
+        size_t have = ch->in_len - ch->in_off;
+        size_t need = IDEVS_CHANNEL_HEADER; /* what the frame at the head needs in all, once its header is in */
+        if (have >= IDEVS_CHANNEL_HEADER) {
+            uint8_t *p = ch->in + ch->in_off;
+            size_t len = header_length(p);
             if (len == 0 || len > ch->max_frame)
                 return IDEVS_ERR_FRAME;
-            size_t total = IDEVS_CHANNEL_HEADER + len;
-            if (ch->in_len >= total) {
-                *frame = idevs__bridge__v1__frame__unpack(NULL, len, ch->in + IDEVS_CHANNEL_HEADER);
-                idevs_cleanse(ch->in, total);
-                memmove(ch->in, ch->in + total, ch->in_len - total);
-                ch->in_len -= total;
+            need = IDEVS_CHANNEL_HEADER + len;
+            if (have >= need) {
+                *frame = idevs__bridge__v1__frame__unpack(NULL, len, p + IDEVS_CHANNEL_HEADER);
+                idevs_cleanse(p, need);
+                ch->in_off += need;
+                if (ch->in_off == ch->in_len)
+                    ch->in_off = ch->in_len = 0;
                 if (*frame == NULL)
                     return IDEVS_ERR_FRAME;
                 if ((*frame)->body_case == IDEVS__BRIDGE__V1__FRAME__BODY__NOT_SET ||
@@ -188,15 +207,31 @@ idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame
                 return IDEVS_OK;
             }
         }
-        /* Read what is there: at most up to the end of the current frame (or its header), so that one
-         * call never buffers more than one frame beyond what it returns. */
-        size_t want = ch->in_len < IDEVS_CHANNEL_HEADER ? IDEVS_CHANNEL_HEADER
-                                                        : IDEVS_CHANNEL_HEADER + head_length(ch);
-        if (!reserve(&ch->in, &ch->in_cap, want))
+        if (ch->in_drained) {
+            /* The last read emptied the socket: no new bytes unless poll() says so. */
+            ch->in_drained = 0;
+            if (timeout_ms == 0)
+                return IDEVS_ERR_TIMEOUT;
+            idevs_err err = wait_fd(ch->fd, POLLIN, deadline);
+            if (err != IDEVS_OK)
+                return err;
+        }
+        /* The incomplete frame moves to the front; the bytes it leaves behind are wiped. */
+        if (ch->in_off > 0) {
+            memmove(ch->in, ch->in + ch->in_off, have);
+            idevs_cleanse(ch->in + have, ch->in_len - have);
+            ch->in_off = 0;
+            ch->in_len = have;
+        }
+        /* Room for the whole frame at the head (need <= header + max_frame) and read-ahead of the next ones. */
+        if (!reserve(&ch->in, &ch->in_cap, need > IDEVS_CHANNEL_READ_CHUNK ? need : IDEVS_CHANNEL_READ_CHUNK))
             return IDEVS_ERR_NOMEM;
-        ssize_t n = read(ch->fd, ch->in + ch->in_len, want - ch->in_len);
+        size_t room = ch->in_cap - ch->in_len;
+        ssize_t n = read(ch->fd, ch->in + ch->in_len, room);
         if (n > 0) {
             ch->in_len += (size_t)n;
+            /* A stream socket gives less than asked only when it has no more. */
+            ch->in_drained = (size_t)n < room;
             continue;
         }
         if (n == 0)

@@ -11,14 +11,16 @@
 #include "idevs_error.h"
 
 #define IDEVS_CHANNEL_HEADER 4
+#define IDEVS_CHANNEL_READ_CHUNK (64u * 1024u) /* the least one read asks for */
 #define IDEVS_CHANNEL_FRAME_MAX (20u * 1024u * 1024u) /* default limit; a channel may set a lower one */
 
 typedef struct idevs_channel {
     int fd;
     size_t max_frame;
-    /* receive buffer: a frame being assembled */
+    /* receive buffer: bytes read ahead, whole frames from in_off on, then at most one frame being assembled */
     uint8_t *in;
-    size_t in_len, in_cap;
+    size_t in_off, in_len, in_cap;
+    int in_drained; /* the last read returned less than asked: the socket was empty, skip one read */
     /* send buffer: frames not yet written (non-blocking fds) */
     uint8_t *out;
     size_t out_len, out_off, out_cap;
@@ -30,6 +32,10 @@ typedef struct idevs_channel {
 void idevs_channel_init(idevs_channel *ch, int fd, size_t max_frame);
 /* Frees the buffers (cleansed) and closes fd. */
 void idevs_channel_close(idevs_channel *ch);
+
+/* Encodes and queues a frame without writing anything: the frames of one turn leave together, in one send, at
+ * the next idevs_channel_send or idevs_channel_flush. Same limits and errors as idevs_channel_send. */
+idevs_err idevs_channel_queue(idevs_channel *ch, const Idevs__Bridge__V1__Frame *frame);
 
 /* Encodes and queues a frame, then writes as much as the fd takes without blocking beyond timeout_ms
  * (-1: wait as long as needed; 0: do not wait). IDEVS_OK once the frame is fully queued; the rest is written
@@ -43,7 +49,12 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms);
 /* True when queued bytes wait to be written (the caller should poll for POLLOUT). */
 int idevs_channel_pending(const idevs_channel *ch);
 
-/* Receives one frame, waiting up to timeout_ms (-1 forever, 0 not at all). *frame is to be freed with
+/* Receives one frame, waiting up to timeout_ms (-1 forever, 0 not at all). One read takes as much as the
+ * buffer has room for (at least IDEVS_CHANNEL_READ_CHUNK), so it may bring several frames: later calls return
+ * them without a system call. After a read that returned less than asked (the stream socket was emptied), the
+ * next call that finds no whole frame buffered does not read again to meet EAGAIN: with timeout 0 it answers
+ * IDEVS_ERR_TIMEOUT at once (the caller polls the descriptor, level-triggered, before calling again), otherwise
+ * it waits in poll() first. *frame is to be freed with
  * idevs__bridge__v1__frame__free_unpacked(*frame, NULL). IDEVS_ERR_TIMEOUT when no whole frame arrived
  * in time (partial bytes stay buffered), IDEVS_ERR_CHANNEL_CLOSED at end of stream, IDEVS_ERR_FRAME for an
  * oversized or undecodable frame. */

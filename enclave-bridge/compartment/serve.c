@@ -11,9 +11,11 @@
 
 #include "compartment.h"
 
+/* Queues a frame; the frames of one turn (a delivery's Publish frames and its Done) leave in one send, at the
+ * next drain() or end_turn(). */
 static void send_frame(compartment *c, const Idevs__Bridge__V1__Frame *f)
 {
-    idevs_err err = idevs_channel_send(&c->ch, f, 0);
+    idevs_err err = idevs_channel_queue(&c->ch, f);
     if (err == IDEVS_ERR_CHANNEL_CLOSED)
         _exit(CMP_EXIT_CLOSED);
     if (err != IDEVS_OK)
@@ -30,6 +32,13 @@ static void drain(compartment *c)
         _exit(CMP_EXIT_CLOSED);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "the launcher does not read the channel: %s", idevs_strerror(err));
+}
+
+/* The end of a turn: writes what the socket takes without waiting; the rest waits for POLLOUT. */
+static void end_turn(compartment *c)
+{
+    if (idevs_channel_pending(&c->ch) && idevs_channel_flush(&c->ch, 0) == IDEVS_ERR_CHANNEL_CLOSED)
+        _exit(CMP_EXIT_CLOSED);
 }
 
 static void publish_tx(compartment *c, uint64_t delivery_id)
@@ -136,8 +145,10 @@ static int on_readable(compartment *c)
     for (;;) {
         Idevs__Bridge__V1__Frame *f = NULL;
         idevs_err err = idevs_channel_recv(&c->ch, &f, 0);
-        if (err == IDEVS_ERR_TIMEOUT)
+        if (err == IDEVS_ERR_TIMEOUT) {
+            end_turn(c);
             return -1;
+        }
         if (err == IDEVS_ERR_CHANNEL_CLOSED)
             return CMP_EXIT_CLOSED;
         if (err != IDEVS_OK)
@@ -183,7 +194,9 @@ int serve_run(compartment *c)
             if (status >= 0)
                 return status;
         }
-        if (h->timer != NULL && cmp_monotonic_ms() >= h->timer_next_ms)
+        if (h->timer != NULL && cmp_monotonic_ms() >= h->timer_next_ms) {
             on_timer(c);
+            end_turn(c);
+        }
     }
 }

@@ -601,7 +601,8 @@ void supervise_send_queued(idevs_launcher *l)
         Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
         frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
         frame.deliver = &del;
-        idevs_err err = supervise_send(l, &frame);
+        /* Queued only: the Deliver frames of this pass leave together, in one send, below. */
+        idevs_err err = l->have_channel ? idevs_channel_queue(&l->ch, &frame) : IDEVS_ERR_CHANNEL_CLOSED;
         if (err == IDEVS_ERR_QUEUE_FULL)
             break; /* the channel's send buffer is full: later */
         if (err == IDEVS_ERR_CHANNEL_CLOSED) {
@@ -621,6 +622,8 @@ void supervise_send_queued(idevs_launcher *l)
         l->next_send = d->next;
         l->stats.sent++;
     }
+    if (live(l) && supervise_flush(l, 0) == IDEVS_ERR_CHANNEL_CLOSED)
+        supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
 }
 
 int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)

@@ -26,8 +26,9 @@ cs_init() { # BUILD_DIR WORK_DIR
   CS_BROKER_PID= CS_TAP_PID= CS_PORT= CS_TAP_PORT=
   CS_SERVICE_PIDS=()
   CS_PRELOAD=
-  # An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker.
-  if nm -D "$CS_PLUGIN" 2>/dev/null | grep -q ' U __asan_'; then
+  # An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker. (grep reads all of nm's
+  # output: with -q it would stop early, and under pipefail nm's SIGPIPE would make the test false.)
+  if nm -D "$CS_PLUGIN" 2>/dev/null | grep ' U __asan_' >/dev/null; then
     CS_PRELOAD=$(gcc -print-file-name=libasan.so)
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
   fi
@@ -92,7 +93,12 @@ cs_write_conf() { # extra lines...
 cs_start_broker() {
   [ -n "$CS_PORT" ] || cs_write_conf
   cs_own_work
-  (LD_PRELOAD=$CS_PRELOAD exec mosquitto -c "$CS_WORK/mosquitto.conf") >"$CS_WORK/broker/stdout.log" 2>&1 &
+  # Under ASan, no leak check for the broker here: mosquitto 2.0.11 itself leaks in sub__add (handle__subscribe)
+  # when the services subscribe; the plugin's own leaks are checked by tests/broker (ASan and valgrind).
+  local asan=${ASAN_OPTIONS:-}
+  [ -z "$CS_PRELOAD" ] || asan="${asan:+$asan:}detect_leaks=0"
+  (LD_PRELOAD=$CS_PRELOAD ASAN_OPTIONS=$asan exec mosquitto -c "$CS_WORK/mosquitto.conf") \
+    >"$CS_WORK/broker/stdout.log" 2>&1 &
   CS_BROKER_PID=$!
   local _
   for _ in $(seq 100); do

@@ -1020,6 +1020,327 @@ static void test_start_up_time(void)
     CU_ASSERT(best < 2000);
 }
 
+
+/* ---- the channel's buffering, without a compartment ---- */
+
+#include <sys/ioctl.h>
+
+/* A Deliver frame whose envelope is env_len bytes of a pattern derived from id. */
+static Idevs__Bridge__V1__Frame *chan_frame(uint64_t id, size_t env_len)
+{
+    static Idevs__Bridge__V1__Frame f;
+    static Idevs__Bridge__V1__Deliver dv;
+    static uint8_t env[300000];
+    if (env_len > sizeof env)
+        env_len = sizeof env;
+    for (size_t i = 0; i < env_len; i++)
+        env[i] = (uint8_t)(id * 31u + i);
+    idevs__bridge__v1__frame__init(&f);
+    idevs__bridge__v1__deliver__init(&dv);
+    dv.delivery_id = id;
+    dv.topic = (char *)TOPIC_IN;
+    dv.envelope.data = env;
+    dv.envelope.len = env_len;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
+    f.deliver = &dv;
+    return &f;
+}
+
+/* The frame on the wire (header and body) in a malloc'd buffer. */
+static uint8_t *chan_wire(const Idevs__Bridge__V1__Frame *f, size_t *len)
+{
+    size_t body = idevs__bridge__v1__frame__get_packed_size(f);
+    uint8_t *w = malloc(IDEVS_CHANNEL_HEADER + body);
+    if (w == NULL)
+        return NULL;
+    w[0] = (uint8_t)(body >> 24);
+    w[1] = (uint8_t)(body >> 16);
+    w[2] = (uint8_t)(body >> 8);
+    w[3] = (uint8_t)body;
+    idevs__bridge__v1__frame__pack(f, w + IDEVS_CHANNEL_HEADER);
+    *len = IDEVS_CHANNEL_HEADER + body;
+    return w;
+}
+
+/* Checks that f is the Deliver chan_frame(id, env_len) built. */
+static int chan_is(const Idevs__Bridge__V1__Frame *f, uint64_t id, size_t env_len)
+{
+    if (f == NULL || f->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER || f->deliver->delivery_id != id ||
+        f->deliver->envelope.len != env_len || strcmp(f->deliver->topic, TOPIC_IN) != 0)
+        return 0;
+    for (size_t i = 0; i < env_len; i++)
+        if (f->deliver->envelope.data[i] != (uint8_t)(id * 31u + i))
+            return 0;
+    return 1;
+}
+
+static int chan_unread(int fd)
+{
+    int n = -1;
+    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+static void write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void test_channel_many_frames_one_read(void)
+{
+    int sv[2];
+    CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    idevs_channel ch;
+    idevs_channel_init(&ch, sv[0], 0);
+    size_t all = 0;
+    uint8_t *stream = NULL;
+    for (uint64_t id = 1; id <= 100; id++) {
+        size_t len = 0;
+        uint8_t *w = chan_wire(chan_frame(id, 200), &len);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+        stream = realloc(stream, all + len);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(stream);
+        memcpy(stream + all, w, len);
+        all += len;
+        free(w);
+    }
+    CU_ASSERT_TRUE_FATAL(all < IDEVS_CHANNEL_READ_CHUNK);
+    write_all(sv[1], stream, all);
+    free(stream);
+    Idevs__Bridge__V1__Frame *f = NULL;
+    CU_ASSERT_EQUAL_FATAL(idevs_channel_recv(&ch, &f, 0), IDEVS_OK);
+    CU_ASSERT_TRUE(chan_is(f, 1, 200));
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    /* the first call took all hundred frames out of the socket in one read */
+    CU_ASSERT_EQUAL(chan_unread(sv[0]), 0);
+    for (uint64_t id = 2; id <= 100; id++) {
+        CU_ASSERT_EQUAL_FATAL(idevs_channel_recv(&ch, &f, 0), IDEVS_OK);
+        CU_ASSERT_TRUE(chan_is(f, id, 200));
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    }
+    CU_ASSERT_EQUAL(idevs_channel_recv(&ch, &f, 0), IDEVS_ERR_TIMEOUT);
+    CU_ASSERT_PTR_NULL(f);
+    /* more arrives after the socket was found empty: the next calls get it */
+    size_t len = 0;
+    uint8_t *w = chan_wire(chan_frame(101, 10), &len);
+    write_all(sv[1], w, len);
+    free(w);
+    idevs_err err = idevs_channel_recv(&ch, &f, 0);
+    if (err == IDEVS_ERR_TIMEOUT)
+        err = idevs_channel_recv(&ch, &f, 0);
+    CU_ASSERT_EQUAL_FATAL(err, IDEVS_OK);
+    CU_ASSERT_TRUE(chan_is(f, 101, 10));
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    /* end of stream */
+    close(sv[1]);
+    err = idevs_channel_recv(&ch, &f, 0);
+    if (err == IDEVS_ERR_TIMEOUT)
+        err = idevs_channel_recv(&ch, &f, 0);
+    CU_ASSERT_EQUAL(err, IDEVS_ERR_CHANNEL_CLOSED);
+    idevs_channel_close(&ch);
+}
+
+static void test_channel_frame_split_across_reads(void)
+{
+    int sv[2];
+    CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    idevs_channel ch;
+    idevs_channel_init(&ch, sv[0], 0);
+    size_t len1 = 0, len2 = 0;
+    uint8_t *w1 = chan_wire(chan_frame(7, 1000), &len1);
+    uint8_t *w2 = chan_wire(chan_frame(8, 3000), &len2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w2);
+    Idevs__Bridge__V1__Frame *f = NULL;
+    /* half a header, then half a body: no frame yet, whatever the number of calls */
+    write_all(sv[1], w1, 2);
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(idevs_channel_recv(&ch, &f, 0), IDEVS_ERR_TIMEOUT);
+    write_all(sv[1], w1 + 2, 600);
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(idevs_channel_recv(&ch, &f, 0), IDEVS_ERR_TIMEOUT);
+    /* with a timeout, a partial frame waits in poll() and then gives up */
+    int64_t t0 = now_ms();
+    CU_ASSERT_EQUAL(idevs_channel_recv(&ch, &f, 100), IDEVS_ERR_TIMEOUT);
+    CU_ASSERT_TRUE(now_ms() - t0 >= 90);
+    /* the rest of frame 1 with the first 3 bytes of frame 2 */
+    uint8_t *rest = malloc(len1 - 602 + 3);
+    memcpy(rest, w1 + 602, len1 - 602);
+    memcpy(rest + len1 - 602, w2, 3);
+    write_all(sv[1], rest, len1 - 602 + 3);
+    free(rest);
+    CU_ASSERT_EQUAL_FATAL(idevs_channel_recv(&ch, &f, 1000), IDEVS_OK);
+    CU_ASSERT_TRUE(chan_is(f, 7, 1000));
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    CU_ASSERT_EQUAL(idevs_channel_recv(&ch, &f, 0), IDEVS_ERR_TIMEOUT);
+    /* the rest of frame 2 in two writes, one after the reader started waiting */
+    write_all(sv[1], w2 + 3, 1500);
+    CU_ASSERT_EQUAL(idevs_channel_recv(&ch, &f, 0), IDEVS_ERR_TIMEOUT);
+    pid_t pid = fork();
+    CU_ASSERT_TRUE_FATAL(pid >= 0);
+    if (pid == 0) {
+        usleep(50000);
+        write_all(sv[1], w2 + 1503, len2 - 1503);
+        _exit(0);
+    }
+    CU_ASSERT_EQUAL_FATAL(idevs_channel_recv(&ch, &f, FRAME_WAIT_MS), IDEVS_OK);
+    CU_ASSERT_TRUE(chan_is(f, 8, 3000));
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    waitpid(pid, NULL, 0);
+    free(w1);
+    free(w2);
+    close(sv[1]);
+    idevs_channel_close(&ch);
+}
+
+/* A Deliver frame whose packed size is exactly size. */
+static Idevs__Bridge__V1__Frame *chan_frame_of_size(size_t size)
+{
+    size_t env = size;
+    for (;;) {
+        Idevs__Bridge__V1__Frame *f = chan_frame(3, env);
+        size_t packed = idevs__bridge__v1__frame__get_packed_size(f);
+        if (packed == size)
+            return f;
+        if (packed > size && env > 0)
+            env -= (packed - size) > 1 ? packed - size - 1 : 1;
+        else
+            env++;
+    }
+}
+
+static void test_channel_frame_at_the_limit(void)
+{
+    /* a limit above the read chunk, so that the frame needs a larger buffer than one read asks for */
+    const size_t limit = 200000;
+    CU_ASSERT_TRUE_FATAL(limit > IDEVS_CHANNEL_READ_CHUNK);
+    for (int over = 0; over <= 1; over++) {
+        int sv[2];
+        CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        idevs_channel rx, tx;
+        idevs_channel_init(&rx, sv[0], limit);
+        idevs_channel_init(&tx, dup(sv[1]), limit);
+        Idevs__Bridge__V1__Frame *big = chan_frame_of_size(limit + (size_t)over);
+        size_t env_len = big->deliver->envelope.len;
+        CU_ASSERT_EQUAL(idevs_channel_queue(&tx, big), over ? IDEVS_ERR_TOO_LARGE : IDEVS_OK);
+        size_t len = 0;
+        uint8_t *w = chan_wire(big, &len);
+        CU_ASSERT_EQUAL_FATAL(len, IDEVS_CHANNEL_HEADER + limit + (size_t)over);
+        pid_t pid = fork();
+        CU_ASSERT_TRUE_FATAL(pid >= 0);
+        if (pid == 0) {
+            write_all(sv[1], w, len);
+            _exit(0);
+        }
+        Idevs__Bridge__V1__Frame *f = NULL;
+        idevs_err err = idevs_channel_recv(&rx, &f, FRAME_WAIT_MS);
+        if (over) {
+            CU_ASSERT_EQUAL(err, IDEVS_ERR_FRAME);
+        } else {
+            CU_ASSERT_EQUAL_FATAL(err, IDEVS_OK);
+            CU_ASSERT_TRUE(chan_is(f, 3, env_len));
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+        }
+        waitpid(pid, NULL, 0);
+        free(w);
+        close(sv[1]);
+        idevs_channel_close(&tx);
+        idevs_channel_close(&rx);
+    }
+}
+
+static int all_zero(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
+static void test_channel_coalesced_writes_slow_peer(void)
+{
+    int sv[2];
+    CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int small = 4096;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    idevs_channel tx, rx;
+    idevs_channel_init(&tx, sv[0], 0);
+    idevs_channel_init(&rx, sv[1], 0);
+    /* queued frames are not written until the end of the turn */
+    for (uint64_t id = 1; id <= 60; id++)
+        CU_ASSERT_EQUAL_FATAL(idevs_channel_queue(&tx, chan_frame(id, 2000)), IDEVS_OK);
+    CU_ASSERT_TRUE(idevs_channel_pending(&tx));
+    CU_ASSERT_EQUAL(chan_unread(sv[1]), 0);
+    size_t used = tx.out_len; /* the most of the buffer ever written: all of it must end wiped */
+    /* the peer does not read: a partial write, and every sent byte already wiped */
+    CU_ASSERT_EQUAL(idevs_channel_flush(&tx, 0), IDEVS_ERR_TIMEOUT);
+    CU_ASSERT_TRUE(idevs_channel_pending(&tx));
+    CU_ASSERT_TRUE(tx.out_off > 0 && tx.out_off < tx.out_len);
+    CU_ASSERT_TRUE(all_zero(tx.out, tx.out_off));
+    CU_ASSERT_FALSE(all_zero(tx.out + tx.out_off, tx.out_len - tx.out_off));
+    /* a frame queued behind a partial write keeps its place */
+    CU_ASSERT_EQUAL_FATAL(idevs_channel_queue(&tx, chan_frame(61, 2000)), IDEVS_OK);
+    CU_ASSERT_TRUE(all_zero(tx.out, tx.out_off));
+    /* the peer reads slowly, one frame at a time, between partial writes */
+    uint64_t next = 1;
+    for (int rounds = 0; next <= 61 && rounds < 100000; rounds++) {
+        idevs_err err = idevs_channel_flush(&tx, 0);
+        CU_ASSERT_TRUE_FATAL(err == IDEVS_OK || err == IDEVS_ERR_TIMEOUT);
+        Idevs__Bridge__V1__Frame *f = NULL;
+        err = idevs_channel_recv(&rx, &f, 0);
+        CU_ASSERT_TRUE_FATAL(err == IDEVS_OK || err == IDEVS_ERR_TIMEOUT);
+        if (err == IDEVS_OK) {
+            CU_ASSERT_TRUE_FATAL(chan_is(f, next, 2000));
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            next++;
+        }
+    }
+    CU_ASSERT_EQUAL(next, 62);
+    CU_ASSERT_FALSE(idevs_channel_pending(&tx));
+    CU_ASSERT_TRUE(all_zero(tx.out, used));
+    /* a blocking flush against a peer (another process) that reads a little at a time */
+    for (uint64_t id = 1; id <= 40; id++)
+        CU_ASSERT_EQUAL_FATAL(idevs_channel_queue(&tx, chan_frame(id, 3000)), IDEVS_OK);
+    pid_t pid = fork();
+    CU_ASSERT_TRUE_FATAL(pid >= 0);
+    if (pid == 0) {
+        uint64_t want = 1;
+        while (want <= 40) {
+            usleep(500);
+            Idevs__Bridge__V1__Frame *f = NULL;
+            idevs_err err = idevs_channel_recv(&rx, &f, 5000);
+            if (err != IDEVS_OK || !chan_is(f, want, 3000))
+                _exit(1);
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            want++;
+        }
+        _exit(0);
+    }
+    CU_ASSERT_EQUAL(idevs_channel_flush(&tx, FRAME_WAIT_MS), IDEVS_OK);
+    CU_ASSERT_FALSE(idevs_channel_pending(&tx));
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    idevs_channel_close(&rx);
+    idevs_channel_close(&tx);
+}
+
+static CU_TestInfo channel_tests[] = {
+    {"many frames in one read", test_channel_many_frames_one_read},
+    {"a frame split across reads", test_channel_frame_split_across_reads},
+    {"a frame exactly at the size limit, and one byte over", test_channel_frame_at_the_limit},
+    {"coalesced writes, partial writes, a slow peer", test_channel_coalesced_writes_slow_peer},
+    CU_TEST_INFO_NULL,
+};
+
 static CU_TestInfo tests[] = {
     {"events round trip with provenance", test_events_round_trip},
     {"request and response, provenance back to the input", test_request_response},
@@ -1045,6 +1366,8 @@ static CU_TestInfo tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {{"compartment", suite_init, suite_clean, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
+    CU_SuiteInfo suites[] = {{"channel", NULL, NULL, NULL, NULL, channel_tests},
+                             {"compartment", suite_init, suite_clean, NULL, NULL, tests},
+                             CU_SUITE_INFO_NULL};
     return harness_run(suites);
 }
