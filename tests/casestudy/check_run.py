@@ -6,9 +6,13 @@ Reads WORK/store.sqlite, taxi.sqlite and messaging.sqlite, the captured traffic 
 broker's log and persistence file, and WORK/counters.txt ("name value" lines). Prints "ok - ..." or
 "not ok - ..." per check; exits 1 when one failed.
 """
+import os
 import re
 import sqlite3
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
+import leak_search  # noqa: E402  (the same search scripts/demo prints)
 
 work, sales = sys.argv[1], int(sys.argv[2])
 failed = 0
@@ -72,22 +76,15 @@ check("each message goes to the phone number of its sale's customer",
 check("no message text reveals an address",
       not any(by_id[r][5] in t for _, t in outbox for r in qualifying))
 
-secrets = set()
-for name, phone, address in store.execute("SELECT name, phone, address FROM customers"):
-    secrets.update([name, phone, address])
+secrets = leak_search.customer_secrets(work)
 check("the store's customers give names, phone numbers and addresses to search for", len(secrets) >= 30,
       len(secrets))
-for label, path in (("the traffic on the broker's port", "traffic.bin"),
-                    ("the broker's log", "broker/mosquitto.log"),
-                    ("the broker's persistence file", "broker/mosquitto.db")):
-    try:
-        data = open(f"{work}/{path}", "rb").read()
-    except FileNotFoundError:
+for label, size, found in leak_search.search(work, secrets):
+    if size is None:
         check(f"{label} exists", False)
         continue
-    found = sorted(s for s in secrets if s.encode() in data)
-    check(f"no customer name, phone number or address in {label} ({len(data)} bytes)",
-          len(data) > 0 and not found, found[:5])
+    check(f"no customer name, phone number or address in {label} ({size} bytes)", size > 0 and not found,
+          found[:5])
 
 counters = {}
 for line in open(f"{work}/counters.txt"):
