@@ -25,6 +25,7 @@
 #include "money.h"
 #include "payloads.h"
 #include "pending.h"
+#include "sale.h"
 
 #define PENDING_CAPACITY 4096
 #define DEFAULT_THRESHOLD_CENTS 15000
@@ -52,14 +53,14 @@ static int64_t now_ms(void)
 static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
 {
     rewards *r = state;
-    rewards_sale sale;
+    sale_record sale;
     r->sales++;
-    if (rewards_parse_sale((const char *)msg->payload, msg->payload_len, &sale) != IDEVS_OK) {
+    if (sale_parse((const char *)msg->payload, msg->payload_len, &sale) != IDEVS_OK) {
         r->malformed_sales++;
         return IDEVS_ERR_MALFORMED;
     }
     if (sale.total_cents < r->threshold_cents) {
-        rewards_sale_cleanse(&sale);
+        sale_cleanse(&sale);
         return IDEVS_OK;
     }
     char out[REWARDS_OUT_MAX];
@@ -74,7 +75,7 @@ static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
     if (err == IDEVS_OK)
         r->qualified++;
     explicit_bzero(out, sizeof out);
-    rewards_sale_cleanse(&sale);
+    sale_cleanse(&sale);
     return err;
 }
 
@@ -133,7 +134,7 @@ static idevs_err configure(rewards *r, const char *config_json)
                 err = IDEVS_ERR_CONFIG;
         } else if (strcmp(c->string, "greeting") == 0 && seen[1]++ == 0) {
             size_t len = cJSON_IsString(c) ? strnlen(c->valuestring, REWARDS_GREETING_MAX + 1) : SIZE_MAX;
-            if (len > REWARDS_GREETING_MAX || !rewards_text_ok(c->valuestring, len))
+            if (len > REWARDS_GREETING_MAX || !json_in_text_ok(c->valuestring, len))
                 err = IDEVS_ERR_CONFIG;
             else
                 memcpy(r->greeting, c->valuestring, len + 1);

@@ -1,7 +1,7 @@
-/* The rewards logic's payloads (services/rewards/payloads.c) against a hostile sale: a string cut short by the
- * escape \u0000, C1 control characters, and customer names with quotes, backslashes and JSON of their own,
- * which must come out in the ride request as text, never as fields. Prints one "ok - ..." or "not ok - ..."
- * line per check and "N passed, M failed" last. */
+/* The sale reader (services/sale/sale.c) and the rewards logic's payloads (services/rewards/payloads.c) against
+ * a hostile sale: a string cut short by the escape \u0000, C1 control characters, and customer names with
+ * quotes, backslashes and JSON of their own, which must come out in the ride request as text, never as fields.
+ * Prints one "ok - ..." or "not ok - ..." line per check and "N passed, M failed" last. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,7 +24,7 @@ static void check(bool cond, const char *what)
 }
 
 /* The case study's sale with sale_id and customer name as given (JSON text, already escaped). */
-static idevs_err parse(const char *sale_id, const char *name, rewards_sale *out)
+static idevs_err parse(const char *sale_id, const char *name, sale_record *out)
 {
     char text[2048];
     snprintf(text, sizeof text,
@@ -33,12 +33,12 @@ static idevs_err parse(const char *sale_id, const char *name, rewards_sale *out)
              "\"items\": [{\"sku\": \"JKT-204\", \"name\": \"Rain jacket\", \"qty\": 1, \"price\": \"150.00\"}], "
              "\"total\": \"150.00\"}",
              sale_id, name);
-    return rewards_parse_sale(text, strlen(text), out);
+    return sale_parse(text, strlen(text), out);
 }
 
 int main(void)
 {
-    rewards_sale s;
+    sale_record s;
     check(parse("S-000042", "Ana Lima", &s) == IDEVS_OK && strcmp(s.name, "Ana Lima") == 0, "the example sale parses");
     check(parse("S-000042", "Ana\\u0000Lima", &s) == IDEVS_ERR_MALFORMED,
           "a name cut short by \\u0000 is refused, not read as 'Ana'");

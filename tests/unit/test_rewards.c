@@ -24,9 +24,10 @@
 #include "harness.h"
 #include "idevs_envelope.h"
 #include "idevs_launcher.h"
-#include "../../services/rewards/money.h"
-#include "../../services/rewards/payloads.h"
-#include "../../services/rewards/pending.h"
+#include "money.h"
+#include "payloads.h"
+#include "pending.h"
+#include "sale.h"
 
 #define TOPIC_SALES "idevs/rewards/in/sales"
 #define TOPIC_RIDE "idevs/rewards/req/ride"
@@ -252,8 +253,8 @@ static void test_pending_expiry(void)
 
 static void test_payload_example(void)
 {
-    rewards_sale s;
-    CU_ASSERT_EQUAL_FATAL(rewards_parse_sale(EXAMPLE_SALE, strlen(EXAMPLE_SALE), &s), IDEVS_OK);
+    sale_record s;
+    CU_ASSERT_EQUAL_FATAL(sale_parse(EXAMPLE_SALE, strlen(EXAMPLE_SALE), &s), IDEVS_OK);
     CU_ASSERT_STRING_EQUAL(s.sale_id, "S-000042");
     CU_ASSERT_STRING_EQUAL(s.name, "Ana Lima");
     CU_ASSERT_STRING_EQUAL(s.first_name, "Ana");
@@ -271,7 +272,7 @@ static void test_payload_example(void)
     n = rewards_write_confirmation(s.phone, s.first_name, "thanks for shopping with us!", &r, out, sizeof out);
     CU_ASSERT_EQUAL(n, strlen(EXAMPLE_CONFIRMATION));
     CU_ASSERT_STRING_EQUAL(out, EXAMPLE_CONFIRMATION);
-    rewards_sale_cleanse(&s);
+    sale_cleanse(&s);
     CU_ASSERT_TRUE(all_zero(&s, sizeof s));
 }
 
@@ -281,8 +282,8 @@ static void test_payload_escaping(void)
         "{\"sale_id\":\"S-1\",\"time\":\"2026-01-02T03:04:05Z\",\"customer\":{\"id\":\"C-1\","
         "\"name\":\"Zo\\u00eb \\\"Zed\\\" O\\\\Neil\",\"phone\":\"07700 900001\",\"address\":\"1 \\\"A\\\" St\"},"
         "\"items\":[{\"sku\":\"A\",\"name\":\"x\",\"qty\":3,\"price\":\"50.00\"}],\"total\":\"150.00\"}";
-    rewards_sale s;
-    CU_ASSERT_EQUAL_FATAL(rewards_parse_sale(sale, strlen(sale), &s), IDEVS_OK);
+    sale_record s;
+    CU_ASSERT_EQUAL_FATAL(sale_parse(sale, strlen(sale), &s), IDEVS_OK);
     CU_ASSERT_STRING_EQUAL(s.first_name, "Zo\xc3\xab");
     char out[REWARDS_OUT_MAX];
     CU_ASSERT_TRUE(rewards_write_ride_request(&s, out, sizeof out) > 0);
@@ -344,10 +345,10 @@ static const struct {
 static void test_payload_refusals(void)
 {
     char buf[2048];
-    rewards_sale s;
+    sale_record s;
     for (size_t i = 0; i < sizeof bad_sales / sizeof bad_sales[0]; i++) {
         sale_with(buf, sizeof buf, bad_sales[i].from, bad_sales[i].to);
-        idevs_err err = rewards_parse_sale(buf, strlen(buf), &s);
+        idevs_err err = sale_parse(buf, strlen(buf), &s);
         CU_ASSERT_EQUAL(err, IDEVS_ERR_MALFORMED);
         if (err != IDEVS_ERR_MALFORMED)
             fprintf(stderr, "\n    accepted a sale with %s\n", bad_sales[i].why);
@@ -355,21 +356,21 @@ static void test_payload_refusals(void)
     }
     static const char *const junk[] = {"", "not json", "{}", "null", "\"S-1\"", "{\"sale_id\":"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
-        CU_ASSERT_EQUAL(rewards_parse_sale(junk[i], strlen(junk[i]), &s), IDEVS_ERR_MALFORMED);
+        CU_ASSERT_EQUAL(sale_parse(junk[i], strlen(junk[i]), &s), IDEVS_ERR_MALFORMED);
     /* trailing text, a NUL inside, a length that is not the text's */
     snprintf(buf, sizeof buf, "%s {}", EXAMPLE_SALE);
-    CU_ASSERT_EQUAL(rewards_parse_sale(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
+    CU_ASSERT_EQUAL(sale_parse(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
     snprintf(buf, sizeof buf, "%s  \n", EXAMPLE_SALE);
-    CU_ASSERT_EQUAL(rewards_parse_sale(buf, strlen(buf), &s), IDEVS_OK); /* white space is fine */
+    CU_ASSERT_EQUAL(sale_parse(buf, strlen(buf), &s), IDEVS_OK); /* white space is fine */
     size_t n = strlen(EXAMPLE_SALE);
     memcpy(buf, EXAMPLE_SALE, n + 1);
     buf[n - 1] = '\0';
-    CU_ASSERT_EQUAL(rewards_parse_sale(buf, n, &s), IDEVS_ERR_MALFORMED);
+    CU_ASSERT_EQUAL(sale_parse(buf, n, &s), IDEVS_ERR_MALFORMED);
     memcpy(buf, EXAMPLE_SALE, n + 1);
-    CU_ASSERT_EQUAL(rewards_parse_sale(buf, n - 5, &s), IDEVS_ERR_MALFORMED);
+    CU_ASSERT_EQUAL(sale_parse(buf, n - 5, &s), IDEVS_ERR_MALFORMED);
     /* invalid UTF-8 in a name */
     sale_with(buf, sizeof buf, "Ana Lima", "Ana \xc3\x28ima");
-    CU_ASSERT_EQUAL(rewards_parse_sale(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
+    CU_ASSERT_EQUAL(sale_parse(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
 
     rewards_ride r;
     static const char *const bad_rides[] = {

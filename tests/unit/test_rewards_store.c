@@ -8,7 +8,7 @@
 
 #include "harness.h"
 
-#include "../../services/rewards/money.h"
+#include "money.h"
 #include "../../services/store/store_seed.h"
 
 static bool same_data(const seed_data *a, const seed_data *b)

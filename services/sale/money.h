@@ -7,8 +7,8 @@
  * int64_t cents. Refused: "150" and "150.0" (not two decimals), "150.001", "1e2", "-1.00" and "+1.00" (no
  * sign: money in a sale is never negative), " 1.00" and "1.00 " (spaces), "1,00", ".50", "1.", "01.00",
  * anything over 92233720368547758.07, and any length beyond MONEY_TEXT_MAX. */
-#ifndef REWARDS_MONEY_H
-#define REWARDS_MONEY_H
+#ifndef SALE_MONEY_H
+#define SALE_MONEY_H
 
 #include <stdbool.h>
 #include <stddef.h>
