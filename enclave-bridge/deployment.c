@@ -599,19 +599,16 @@ idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deploym
     return IDEVS_OK;
 }
 
-idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,
-                                size_t why_len)
+idevs_err idevs_deployment_read_file(const char *path, uint8_t **bytes, size_t *len, char *why, size_t why_len)
 {
     if (why != NULL && why_len > 0)
         why[0] = '\0';
-    if (path == NULL || out == NULL)
+    if (path == NULL || bytes == NULL || len == NULL)
         return IDEVS_ERR_INVALID_ARG;
-    *out = NULL;
-    if (bytes != NULL)
-        *bytes = NULL;
-    if (len != NULL)
-        *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    *bytes = NULL;
+    *len = 0;
+    /* O_NONBLOCK: a FIFO put in the descriptor's place must not block the broker's thread at open or read. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         if (why != NULL)
             snprintf(why, why_len, "%s: cannot open: %s", path, strerror(errno));
@@ -655,27 +652,49 @@ idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_
         }
     }
     close(fd);
-    if (err == IDEVS_OK) {
-        char inner[256];
-        err = idevs_deployment_parse(buf, got, out, inner, sizeof inner);
-        if (err != IDEVS_OK && why != NULL)
+    if (err != IDEVS_OK) {
+        free(buf);
+        return err;
+    }
+    uint8_t *fit = realloc(buf, got > 0 ? got : 1); /* kept for the process's life: not the 256 KiB read buffer */
+    *bytes = fit != NULL ? fit : buf;
+    *len = got;
+    return IDEVS_OK;
+}
+
+idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,
+                                size_t why_len)
+{
+    if (why != NULL && why_len > 0)
+        why[0] = '\0';
+    if (path == NULL || out == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    *out = NULL;
+    if (bytes != NULL)
+        *bytes = NULL;
+    if (len != NULL)
+        *len = 0;
+    uint8_t *buf = NULL;
+    size_t got = 0;
+    idevs_err err = idevs_deployment_read_file(path, &buf, &got, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    char inner[256];
+    err = idevs_deployment_parse(buf, got, out, inner, sizeof inner);
+    if (err != IDEVS_OK) {
+        if (why != NULL)
             snprintf(why, why_len, "%s: %s", path, inner);
+        free(buf);
+        return err;
     }
-    if (err == IDEVS_OK && bytes != NULL) {
-        uint8_t *copy = malloc(got > 0 ? got : 1);
-        if (copy == NULL) {
-            idevs_deployment_free(*out);
-            *out = NULL;
-            err = IDEVS_ERR_NOMEM;
-        } else {
-            memcpy(copy, buf, got);
-            *bytes = copy;
-            if (len != NULL)
-                *len = got;
-        }
+    if (bytes != NULL) {
+        *bytes = buf;
+        if (len != NULL)
+            *len = got;
+    } else {
+        free(buf);
     }
-    free(buf);
-    return err;
+    return IDEVS_OK;
 }
 
 const idevs_deployment_input *idevs_deployment_input_by_topic(const idevs_deployment *d, const char *topic)

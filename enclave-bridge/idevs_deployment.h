@@ -88,7 +88,11 @@ typedef struct idevs_deployment {
  * and not under "$"; from/to naming declared services; qos 0..2; limits in range; no unknown keys. */
 idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deployment **out, char *why, size_t why_len);
 
-/* Reads and parses a file (at most IDEVS_DEPLOYMENT_MAX_BYTES); why names the file too. *bytes (optional)
+/* Reads a descriptor file: a regular file (a FIFO, device or directory is refused without blocking) of at most
+ * IDEVS_DEPLOYMENT_MAX_BYTES. *bytes is malloc'd. why names the file and the problem. */
+idevs_err idevs_deployment_read_file(const char *path, uint8_t **bytes, size_t *len, char *why, size_t why_len);
+
+/* Reads (idevs_deployment_read_file) and parses a file (at most IDEVS_DEPLOYMENT_MAX_BYTES); why names the file too. *bytes (optional)
  * receives a malloc'd copy of exactly what was parsed, for measuring. */
 idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,
                                 size_t why_len);

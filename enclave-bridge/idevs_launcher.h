@@ -27,14 +27,15 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include <openssl/x509.h>
+#include <openssl/types.h>
 
-#include "idevs_crypto.h"
 #include "idevs_error.h"
-#include "idevs_identity.h"
 #include "idevs_uuid.h"
 
 typedef struct idevs_launcher idevs_launcher;
+typedef struct idevs_identity idevs_identity; /* certs/idevs_identity.h; opaque here */
+
+#define IDEVS_LAUNCHER_DIGEST_LEN 32 /* SHA-256: measurements and descriptor digests */
 
 typedef enum idevs_launcher_event {
     IDEVS_LAUNCHER_EVENT_CERTIFIED = 1, /* a compartment is certified and ready */
@@ -55,6 +56,7 @@ typedef struct idevs_launcher_config {
     const char *host_program; /* the idevs-compartment executable */
     const char *logic;        /* NULL: the descriptor's process.logic (relative to the descriptor's directory) */
     const char *state_dir;    /* sealing.key, <program uuid>.sealed and .replay live here; must exist */
+    bool state_dir_per_process; /* state lives in state_dir/<process name>/ instead, made (0700) if absent */
     X509 *operator_ca;        /* its DER's SHA-256 must equal the descriptor's operator_ca_sha256; copied */
     /* The attestation authority that signs compartment certificates; borrowed, must outlive the launcher. */
     const idevs_identity *authority;
@@ -76,9 +78,22 @@ typedef struct idevs_launcher_config {
 
 void idevs_launcher_config_default(idevs_launcher_config *cfg);
 
-/* Reads the descriptor and the service certificates it names, opens the process backend, measures the host
- * program and the logic (into sealed memfds every start reuses). Starts nothing. On failure why names the
- * problem (the file, the field). */
+/* The attestation authority and the operator CA, read once from PEM files and shared by every launcher of a
+ * broker (a launcher borrows them). On failure *failed says which file (0 the key, 1 its certificate, 2 the
+ * operator CA) and why names the file and the problem. */
+typedef struct idevs_launcher_authority {
+    idevs_identity *identity; /* the authority's signing key, with its certificate */
+    X509 *cert;
+    X509 *operator_ca;
+} idevs_launcher_authority;
+
+idevs_err idevs_launcher_authority_load(const char *key_path, const char *cert_path, const char *operator_ca_path,
+                                        idevs_launcher_authority *out, int *failed, char *why, size_t why_len);
+void idevs_launcher_authority_clear(idevs_launcher_authority *a);
+
+/* Reads the descriptor once (the bytes it measures are the bytes it routes by and publishes) and the service
+ * certificates it names, opens the process backend, measures the host program and the logic (into sealed
+ * memfds every start reuses). Starts nothing. On failure why names the problem (the file, the field). */
 idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **out, char *why, size_t why_len);
 
 /* Starts the compartment and waits until it is certified and ready, at most start_timeout_ms. The first start
@@ -88,13 +103,29 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
  * killed by signal 31 (SIGSYS): system call openat (257) outside the sandbox allowlist". */
 idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len);
 
-/* Queues an envelope that arrived on a declared input or response topic. IDEVS_ERR_QUEUE_FULL when queue_depth
- * deliveries are waiting; IDEVS_ERR_UNKNOWN_INPUT for a topic the descriptor does not declare;
- * IDEVS_ERR_TOO_LARGE for an envelope over the descriptor's limits; IDEVS_ERR_NOT_NOW after stop;
- * IDEVS_ERR_REPLAY when the replay record has its (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW
- * or IDEVS_ERR_EPOCH_EXPIRED when it is older than the record remembers (a compartment that never restarted
- * would refuse those as well). Never blocks.
- * *delivery_id (may be NULL) receives the id on_done will report. */
+/* What a topic is for this launcher's process. The plugin routes INPUT and RESPONSE topics to
+ * idevs_launcher_deliver() and lets no client write on PROTECTED ones (outputs, requests, and the certificate and
+ * descriptor topics, where only the plugin publishes). */
+typedef enum idevs_topic_kind {
+    IDEVS_TOPIC_OTHER = 0, /* not this process's */
+    IDEVS_TOPIC_INPUT,     /* a declared input: services publish envelopes for the compartment */
+    IDEVS_TOPIC_RESPONSE,  /* a request's response topic: its service answers there */
+    IDEVS_TOPIC_PROTECTED, /* only the plugin publishes here */
+} idevs_topic_kind;
+
+/* *own_copy (may be NULL) receives the launcher's copy of the topic, valid as long as the launcher, or NULL. */
+idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *topic, const char **own_copy);
+
+/* The keyless gate, then the queue. The gate checks, in this order and with one decoding of the clear header:
+ * the topic is a declared input or response topic (IDEVS_ERR_UNKNOWN_INPUT), the size against the descriptor's
+ * max_payload (IDEVS_ERR_TOO_LARGE), the structure, version and suite (IDEVS_ERR_MALFORMED, _VERSION, _SUITE),
+ * the recipient is this process (IDEVS_ERR_WRONG_RECIPIENT), the sender is the service the descriptor declares
+ * for that topic (IDEVS_ERR_SENDER_NOT_ALLOWED), and the replay record: IDEVS_ERR_REPLAY when it has its
+ * (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW or IDEVS_ERR_EPOCH_EXPIRED when it is older than
+ * the record remembers (a compartment that never restarted would refuse those as well). What the gate refuses
+ * never costs the compartment anything; what it passes may still be forged, which only the compartment can
+ * tell. Then IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting; IDEVS_ERR_NOT_NOW after stop.
+ * Never blocks. *delivery_id (may be NULL) receives the id on_done will report. */
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
 
@@ -174,17 +205,38 @@ typedef struct idevs_launcher_stats {
 
 void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out);
 
-/* The measurement the compartment is started with. */
+/* The measurement the compartment is started with (IDEVS_LAUNCHER_DIGEST_LEN bytes). */
 const uint8_t *idevs_launcher_measurement(const idevs_launcher *l);
 /* The descriptor's digest, program UUID and process name. */
 const uint8_t *idevs_launcher_descriptor_digest(const idevs_launcher *l);
 const idevs_uuid *idevs_launcher_program(const idevs_launcher *l);
 const char *idevs_launcher_name(const idevs_launcher *l);
+/* The descriptor file as configured, and exactly the bytes read from it once (measured, routed by, published). */
+const char *idevs_launcher_descriptor_path(const idevs_launcher *l);
+const uint8_t *idevs_launcher_descriptor_bytes(const idevs_launcher *l, size_t *len);
+/* Where the plugin publishes, retained, the certificate chain and the descriptor: idevs/<process>/certificate
+ * and idevs/<process>/descriptor. */
+const char *idevs_launcher_certificate_topic(const idevs_launcher *l);
+const char *idevs_launcher_descriptor_topic(const idevs_launcher *l);
+
+/* Reads the descriptor file again (a regular file only: a FIFO never blocks) and says whether it differs from
+ * what runs. IDEVS_OK with *changed; on a read or parse failure why says why. now_digest (may be NULL) receives
+ * the new file's SHA-256 when it was read. */
+idevs_err idevs_launcher_descriptor_changed(const idevs_launcher *l, bool *changed,
+                                            uint8_t now_digest[IDEVS_LAUNCHER_DIGEST_LEN], char *why, size_t why_len);
+
+/* Whether two launchers can serve one broker: IDEVS_ERR_CONFIG when they have the same process name or program
+ * UUID, or share a topic (any input, output, request, response, certificate or descriptor topic of one equal to
+ * one of the other's); why then names both descriptor files and what they share. */
+idevs_err idevs_launcher_conflict(const idevs_launcher *a, const idevs_launcher *b, char *why, size_t why_len);
 
 /* The current compartment's certificate chain (leaf, authority) as last issued; count 0 before the first
  * certification. Pointers stay valid until the next certification or free. For publishing it on a retained
  * topic. */
 size_t idevs_launcher_chain_count(const idevs_launcher *l);
 const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, size_t *len);
+/* The same chain as PEM text (malloc'd, *len bytes, no terminating NUL), or NULL before the first
+ * certification or when out of memory. */
+char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len);
 
 #endif

@@ -8,15 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/pem.h>
-
 #include "idevs_plugin.h"
 
 #ifndef IDEVS_COMPARTMENT_DEFAULT
 #define IDEVS_COMPARTMENT_DEFAULT "/usr/local/libexec/idevs/idevs-compartment"
 #endif
 
-typedef enum opt_kind { OPT_PATH, OPT_UINT, OPT_ACL } opt_kind;
+typedef enum opt_kind { OPT_PATH, OPT_PATHS, OPT_UINT, OPT_ACL } opt_kind;
 
 typedef struct opt_spec {
     const char *name;
@@ -30,7 +28,9 @@ typedef struct opt_spec {
 #define UINT_OPT(n, lo, hi) { #n, OPT_UINT, false, offsetof(idevs_plugin_config, n), lo, hi }
 
 static const opt_spec specs[] = {
-    STR_OPT(descriptor, true),
+    /* One line per process; plugin_opt_descriptor_dir adds those of a directory. At least one of the two. */
+    { "descriptor", OPT_PATHS, false, offsetof(idevs_plugin_config, descriptors), 0, 0 },
+    STR_OPT(descriptor_dir, false),
     STR_OPT(authority_key, true),
     STR_OPT(authority_cert, true),
     STR_OPT(operator_ca, true),
@@ -40,7 +40,7 @@ static const opt_spec specs[] = {
     UINT_OPT(poll_budget_ms, 0, 100),
     UINT_OPT(metrics_interval_s, 0, 86400),
     UINT_OPT(log_interval_s, 1, 3600),
-    { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
+    { "acl_others", OPT_ACL, true, offsetof(idevs_plugin_config, acl_others), 0, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -65,7 +65,6 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
     c->poll_budget_ms = 2;
     c->metrics_interval_s = 10;
     c->log_interval_s = 10;
-    c->acl_others = IDEVS_ACL_OTHERS_ALLOW;
 
     for (int i = 0; i < option_count; i++) {
         const char *key = options[i].key, *value = options[i].value;
@@ -78,7 +77,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
             mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: unknown option", key);
             return false;
         }
-        if (seen[s]) {
+        if (seen[s] && specs[s].kind != OPT_PATHS) {
             mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: given twice", key);
             return false;
         }
@@ -95,6 +94,27 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                 return false;
             }
             break;
+        case OPT_PATHS: {
+            if (value[0] == '\0') {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: must not be empty", key);
+                return false;
+            }
+            if (c->descriptor_count >= IDEVS_PROCESSES_MAX) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: more than %u processes",
+                                     key, IDEVS_PROCESSES_MAX);
+                return false;
+            }
+            char **grown = realloc(c->descriptors, (c->descriptor_count + 1) * sizeof *grown);
+            if (grown == NULL || (grown[c->descriptor_count] = strdup(value)) == NULL) {
+                if (grown != NULL)
+                    c->descriptors = grown;
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
+                return false;
+            }
+            c->descriptors = grown;
+            c->descriptor_count++;
+            break;
+        }
         case OPT_UINT:
             if (!parse_uint(value, specs[s].min, specs[s].max, field)) {
                 mosquitto_log_printf(MOSQ_LOG_ERR,
@@ -117,10 +137,20 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
             break;
         }
     }
+    if (c->descriptor_count == 0 && c->descriptor_dir == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_descriptor: missing (required): one "
+                             "line per integration process, or plugin_opt_descriptor_dir");
+        return false;
+    }
     for (size_t s = 0; s < SPEC_COUNT; s++)
         if (specs[s].required && !seen[s]) {
-            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: missing (required)",
-                                 specs[s].name);
+            if (specs[s].kind == OPT_ACL)
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_acl_others: missing (required): "
+                                     "'allow' when idevs is the broker's only ACL source, 'defer' when an acl_file "
+                                     "or another ACL plugin decides on the topics idevs does not protect");
+            else
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: missing (required)",
+                                     specs[s].name);
             return false;
         }
     if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {
@@ -128,23 +158,6 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
         return false;
     }
     return true;
-}
-
-/* Reads exactly one certificate from a PEM file. */
-static X509 *read_cert(const char *option, const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: cannot open '%s': %s", option,
-                             path, strerror(errno));
-        return NULL;
-    }
-    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    if (x == NULL)
-        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' holds no PEM certificate",
-                             option, path);
-    return x;
 }
 
 static bool check_file(const char *option, const char *path, bool directory)
@@ -177,15 +190,15 @@ bool idevs_plugin_config_load(idevs_plugin *p)
     if (!check_file("authority_key", c->authority_key, false) ||
         !check_file("authority_cert", c->authority_cert, false) || !check_file("operator_ca", c->operator_ca, false))
         return false;
-    if ((p->operator_ca = read_cert("operator_ca", c->operator_ca)) == NULL)
+    if (c->descriptor_dir != NULL && !check_file("descriptor_dir", c->descriptor_dir, true))
         return false;
-    if ((p->authority_cert = read_cert("authority_cert", c->authority_cert)) == NULL)
-        return false;
-    idevs_err err = idevs_identity_load(c->authority_key, c->authority_cert, &p->authority);
-    if (err != IDEVS_OK) {
-        mosquitto_log_printf(MOSQ_LOG_ERR,
-                             IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_authority_key: cannot load '%s' with certificate '%s': %s",
-                             c->authority_key, c->authority_cert, idevs_strerror(err));
+    static const char *const parts[] = {"authority_key", "authority_cert", "operator_ca"};
+    int failed = 0;
+    char why[768] = "";
+    if (idevs_launcher_authority_load(c->authority_key, c->authority_cert, c->operator_ca, &p->authority, &failed,
+                                      why, sizeof why) != IDEVS_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: %s",
+                             parts[failed >= 0 && failed <= 2 ? failed : 0], why);
         return false;
     }
     return true;
@@ -194,17 +207,15 @@ bool idevs_plugin_config_load(idevs_plugin *p)
 void idevs_plugin_config_free(idevs_plugin *p)
 {
     idevs_plugin_config *c = &p->cfg;
-    free(c->descriptor);
+    for (size_t i = 0; i < c->descriptor_count; i++)
+        free(c->descriptors[i]);
+    free(c->descriptors);
+    free(c->descriptor_dir);
     free(c->authority_key);
     free(c->authority_cert);
     free(c->operator_ca);
     free(c->state_dir);
     free(c->compartment);
     memset(c, 0, sizeof *c);
-    idevs_identity_free(p->authority);
-    p->authority = NULL;
-    X509_free(p->authority_cert);
-    p->authority_cert = NULL;
-    X509_free(p->operator_ca);
-    p->operator_ca = NULL;
+    idevs_launcher_authority_clear(&p->authority);
 }

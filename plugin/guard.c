@@ -1,6 +1,13 @@
-/* The guard: only the plugin publishes on output, request, certificate and descriptor topics. The plugin's own
- * publications are queued without a client and are not checked; a client's write there is refused. Reads and
- * subscriptions are never refused here: receivers must be able to subscribe. */
+/* The guard: only the plugin publishes on a process's protected topics (outputs, requests, certificate,
+ * descriptor). It holds at two places, so that it holds whatever other ACL sources the broker has:
+ *   - ACL_CHECK refuses a client's write there. Mosquitto 2.0.11 asks ACL plugins in the order of their plugin
+ *     lines, then the acl_file, and stops at the first answer that is not "defer": this refusal is reached when
+ *     idevs comes first, or when the sources before it defer. Wills are only ever checked here.
+ *   - MESSAGE drops a client's message there whatever the ACL sources answered (an ACL plugin loaded before
+ *     idevs may have allowed it), and says loudly once that the arrangement lets wills through.
+ * The plugin's own publications are queued without a client and are checked by neither. Reads and
+ * subscriptions are never refused here: receivers must be able to subscribe. For every other topic the guard
+ * answers as plugin_opt_acl_others says: allow (idevs is the only ACL source) or defer (another one decides). */
 #include <string.h>
 
 #include "idevs_plugin.h"
@@ -10,15 +17,40 @@ int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
     (void)event;
     idevs_plugin *p = userdata;
     const struct mosquitto_evt_acl_check *ed = event_data;
-    if (ed->access == MOSQ_ACL_WRITE && ed->topic != NULL && idevs_routing_is_output_topic(p, ed->topic)) {
-        p->metrics.guard_denied++;
-        const char *id = ed->client != NULL ? mosquitto_client_id(ed->client) : NULL;
-        mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "refused a publication by client '%s' on '%s': "
-                             "only the plugin publishes there",
-                             id != NULL ? id : "?", ed->topic);
-        return MOSQ_ERR_ACL_DENIED;
+    if (ed->access == MOSQ_ACL_WRITE && ed->topic != NULL) {
+        idevs_topic_kind kind;
+        const char *topic = NULL;
+        idevs_process *proc = idevs_processes_find(p, ed->topic, &kind, &topic);
+        if (proc != NULL && kind == IDEVS_TOPIC_PROTECTED) {
+            proc->metrics.guard_denied++;
+            char who[IDEVS_CLIENT_LOG_MAX + 1];
+            idevs_rejections_copy_client(who, ed->client != NULL ? mosquitto_client_id(ed->client) : NULL);
+            mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': refused a publication by client '%s' "
+                                 "on '%s': only the plugin publishes there",
+                                 idevs_process_name(proc), who, topic);
+            return MOSQ_ERR_ACL_DENIED;
+        }
     }
-    /* Mosquitto 2.0.11 denies what every ACL plugin defers: with idevs alone, allow; with another ACL plugin
-     * loaded after this one (plugin_opt_acl_others defer), let it decide. */
     return p->cfg.acl_others == IDEVS_ACL_OTHERS_DEFER ? MOSQ_ERR_PLUGIN_DEFER : MOSQ_ERR_SUCCESS;
+}
+
+int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client)
+{
+    proc->metrics.guard_denied++;
+    char who[IDEVS_CLIENT_LOG_MAX + 1];
+    idevs_rejections_copy_client(who, client);
+    if (!proc->warned_acl_order) {
+        proc->warned_acl_order = true;
+        mosquitto_log_printf(MOSQ_LOG_WARNING, IDEVS_PLUGIN_LOG_PREFIX "'%s': client '%s' was allowed to publish on "
+                             "'%s' by an ACL source asked before idevs (a plugin line above mosquitto_idevs.so, or a "
+                             "bridge); the message is dropped, but a client's will on that topic would not be: load "
+                             "mosquitto_idevs.so first, or deny writes on the process's topics in that source "
+                             "(docs/OPERATOR.md, \"The guard\")",
+                             idevs_process_name(proc), who, topic);
+    } else {
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': dropped a publication by client '%s' on "
+                             "'%s': only the plugin publishes there",
+                             idevs_process_name(proc), who, topic);
+    }
+    return MOSQ_ERR_ACL_DENIED;
 }

@@ -1,5 +1,18 @@
 /* Internal to mosquitto_idevs.so: the plugin's state and the functions its files share. Nothing here is
- * exported (the module is built with -fvisibility=hidden; only the three entry points in plugin.c are). */
+ * exported (the module is built with -fvisibility=hidden; only the three entry points in plugin.c are).
+ *
+ * The plugin is a thin MQTT adapter over the launcher (enclave-bridge/idevs_launcher.h), one launcher per
+ * integration process: the launcher owns the deployment (descriptor, topics, the keyless gate, the replay
+ * record, the compartment); the plugin turns broker events into launcher calls and launcher callbacks into
+ * broker publications, counts and logs. One file per concern:
+ *   plugin.c      entry points, the one-load rule, TICK
+ *   config.c      plugin_opt_* lines; the attestation authority
+ *   processes.c   the set of processes: start, conflicts, descriptor directory, retiring, stop
+ *   routing.c     MESSAGE: envelopes to their process, outputs to the broker, poll budgets
+ *   reload.c      RELOAD: descriptors added, removed, changed; retained topics republished
+ *   guard.c       ACL_CHECK and the protected topics
+ *   rejections.c  counted, rate-limited log lines for refused envelopes
+ *   metrics.c     $SYS counters per process and in total */
 #ifndef IDEVS_PLUGIN_H
 #define IDEVS_PLUGIN_H
 
@@ -12,37 +25,36 @@
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-#include <openssl/x509.h>
-
-#include "idevs_deployment.h"
-#include "idevs_identity.h"
 #include "idevs_launcher.h"
 
 /* What the plugin_opt_* lines say (config.c). Strings are malloc'd copies. */
 typedef enum idevs_acl_others {
-    IDEVS_ACL_OTHERS_ALLOW = 0, /* topics the guard does not protect: allowed (idevs is the only ACL plugin) */
-    IDEVS_ACL_OTHERS_DEFER,     /* ... deferred to the plugins loaded after this one */
+    IDEVS_ACL_OTHERS_UNSET = 0,
+    IDEVS_ACL_OTHERS_ALLOW, /* topics the guard does not protect: allowed (idevs is the broker's only ACL source) */
+    IDEVS_ACL_OTHERS_DEFER, /* ... left to the broker's other ACL sources (acl_file, another plugin) */
 } idevs_acl_others;
 
 typedef struct idevs_plugin_config {
-    char *descriptor;
+    char **descriptors;      /* plugin_opt_descriptor lines, in order: one process each */
+    size_t descriptor_count;
+    char *descriptor_dir;    /* plugin_opt_descriptor_dir: every *.json in it is a process; rescanned on RELOAD */
     char *authority_key;
     char *authority_cert;
     char *operator_ca;
-    char *state_dir;
+    char *state_dir;         /* each process keeps its state in <state_dir>/<process name>/ */
     char *compartment;
     unsigned start_timeout_ms;   /* default 5000 */
-    unsigned poll_budget_ms;     /* how long a MESSAGE callback waits for the compartment's outputs; default 2 */
+    unsigned poll_budget_ms;     /* per process and loop iteration: waiting for its outputs; default 2 */
     unsigned metrics_interval_s; /* 0: no $SYS counters; default 10 */
-    unsigned log_interval_s;     /* at most one line per rejection reason per interval; default 10 */
+    unsigned log_interval_s;     /* at most one line per rejection reason and process per interval; default 10 */
     idevs_acl_others acl_others;
 } idevs_plugin_config;
 
-/* Counters (metrics.c). Only ever touched from the broker's thread. */
+/* Counters (metrics.c), per process. Only ever touched from the broker's thread. */
 typedef struct idevs_metrics {
     uint64_t received;          /* client messages on a declared input or response topic */
     uint64_t routed;            /* of which accepted by the launcher; the rest is in rejected[] */
-    uint64_t rejected[IDEVS_ERR_COUNT]; /* dropped envelopes by reason, by the plugin or the compartment */
+    uint64_t rejected[IDEVS_ERR_COUNT]; /* dropped envelopes by reason, by the launcher's gate or the compartment */
     uint64_t done_ok;           /* deliveries the compartment finished */
     uint64_t done_failed;       /* deliveries that ended in error (dropped envelope, logic error, given up) */
     uint64_t emitted;           /* publications handed to the broker */
@@ -69,67 +81,112 @@ typedef struct idevs_delivery_note {
     char client[IDEVS_CLIENT_LOG_MAX + 1];
 } idevs_delivery_note;
 
-typedef struct idevs_plugin {
-    mosquitto_plugin_id_t *id;
-    idevs_plugin_config cfg;
-    idevs_identity *authority;
-    X509 *authority_cert;
-    X509 *operator_ca;
-    idevs_deployment *deployment; /* the plugin's own parse of the descriptor: topics for routing and guard */
-    uint8_t *descriptor_bytes;    /* exactly the bytes the launcher measured (digests compared at start) */
-    size_t descriptor_len;
-    char *certificate_topic;      /* idevs/<process>/certificate */
-    char *descriptor_topic;       /* idevs/<process>/descriptor */
+struct idevs_plugin;
+
+/* One integration process: its launcher and what the plugin keeps about it. */
+typedef struct idevs_process {
+    struct idevs_plugin *plugin;
     idevs_launcher *launcher;
-    bool certificate_stale;       /* a (re)certification happened: publish the chain again */
+    char name[65];            /* the launcher's process name, for log lines */
+    bool from_dir;            /* named by a file of plugin_opt_descriptor_dir: removed when the file goes */
+    bool retiring;            /* removed by RELOAD: takes no new input, stops once its queue is empty */
+    int64_t retire_deadline_ms;
+    bool certificate_stale;   /* a (re)certification happened: publish the chain again */
     uint64_t certifications;
-    size_t max_envelope;          /* the largest envelope the compartment accepts (descriptor's max_payload) */
+    int64_t budget_left_us;   /* of poll_budget_ms, in this loop iteration */
+    bool warned_acl_order;    /* logged once: another ACL source granted a write on a protected topic */
     idevs_metrics metrics;
-    time_t metrics_next;          /* CLOCK_MONOTONIC seconds */
     idevs_drop_log drop_log[IDEVS_ERR_COUNT];
     idevs_delivery_note *notes;
     size_t note_count;
+} idevs_process;
+
+typedef struct idevs_plugin {
+    mosquitto_plugin_id_t *id;
+    idevs_plugin_config cfg;
+    idevs_launcher_authority authority;
+    idevs_process **procs;
+    size_t proc_count;
+    time_t metrics_next; /* CLOCK_MONOTONIC seconds */
 } idevs_plugin;
 
 #define IDEVS_PLUGIN_LOG_PREFIX "idevs: "
+#define IDEVS_PROCESSES_MAX 256 /* processes on one broker */
 
-/* config.c: parses the options into cfg; loads the keys and certificates. On failure logs a line naming the
- * option and the problem and returns false. */
+/* config.c: parses the options into cfg; loads the authority. On failure logs a line naming the option and the
+ * problem and returns false. */
 bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *options, int option_count);
 bool idevs_plugin_config_load(idevs_plugin *p);
 void idevs_plugin_config_free(idevs_plugin *p);
 
+static inline const char *idevs_process_name(const idevs_process *proc)
+{
+    return proc->name;
+}
+
+/* processes.c */
+/* Prepares every configured process, refuses conflicts (naming both files), starts them and publishes their
+ * retained topics; logs why not. */
+bool idevs_processes_start(idevs_plugin *p);
+void idevs_processes_stop_all(idevs_plugin *p);
+/* The descriptor files of plugin_opt_descriptor_dir, sorted (malloc'd paths); false when it cannot be read
+ * (why says why). */
+bool idevs_processes_scan_dir(const char *dir, char ***paths, size_t *count, char *why, size_t why_len);
+void idevs_processes_free_paths(char **paths, size_t count);
+/* Prepares, checks against the running processes, starts and adds one process; logs and returns NULL when it
+ * cannot. */
+idevs_process *idevs_processes_add(idevs_plugin *p, const char *descriptor, bool from_dir);
+/* The process whose topic this is, what kind, and the launcher's copy of the topic (it outlives the message);
+ * NULL (kind OTHER) when none. */
+idevs_process *idevs_processes_find(const idevs_plugin *p, const char *topic, idevs_topic_kind *kind,
+                                    const char **own_copy);
+/* Starts retiring: no new input; stopped by idevs_processes_reap_retired() once drained. */
+void idevs_processes_retire(idevs_process *proc);
+/* Stops and removes retired processes whose queue is empty or whose drain time is up; clears their retained
+ * certificate and descriptor. */
+void idevs_processes_reap_retired(idevs_plugin *p);
+/* Publishes the certificate chain, retained; leaves certificate_stale set when it cannot. */
+void idevs_process_publish_certificate(idevs_process *proc);
+
 /* routing.c */
-bool idevs_routing_start(idevs_plugin *p);           /* launcher, retained topics; logs why not */
-void idevs_routing_stop(idevs_plugin *p);
 int idevs_routing_on_message(int event, void *event_data, void *userdata);
-void idevs_routing_poll(idevs_plugin *p, unsigned budget_ms, uint64_t wait_for);
-bool idevs_routing_is_output_topic(const idevs_plugin *p, const char *topic);
+/* Does the process's pending work without waiting, then, until delivery wait_for (0: none) is done, waits for
+ * it for at most the process's budget left in this loop iteration. */
+void idevs_routing_poll(idevs_process *proc, uint64_t wait_for);
 /* Publishes a copy of payload; frees properties on failure. true on success. */
-bool idevs_routing_publish(idevs_plugin *p, const char *topic, const void *payload, size_t len, int qos,
+bool idevs_routing_publish(idevs_process *proc, const char *topic, const void *payload, size_t len, int qos,
                            bool retain, mosquitto_property *properties);
 
-/* Re-reads the descriptor on MOSQ_EVT_RELOAD, warns if it changed, republishes the retained topics. */
-int idevs_routing_on_reload(int event, void *event_data, void *userdata);
-
-/* rejections.c */
-bool idevs_rejections_init(idevs_plugin *p); /* sized for the descriptor's queue_depth; logs why not */
-void idevs_rejections_free(idevs_plugin *p);
-/* Remembers who sent delivery id, for idevs_rejections_done. topic must outlive it (a descriptor topic). */
-void idevs_rejections_note(idevs_plugin *p, uint64_t id, const char *topic, const char *client, size_t size);
-/* Counts an envelope the plugin refused before the compartment, and logs it (rate-limited). */
-void idevs_rejections_refused(idevs_plugin *p, idevs_err reason, const char *topic, const char *client, size_t size);
-/* on_done of a delivery: forgets its note; counts and logs a failure. */
-void idevs_rejections_done(idevs_plugin *p, uint64_t id, idevs_err status);
-/* On TICK: one summary line per reason whose interval ended with lines held back. */
-void idevs_rejections_flush(idevs_plugin *p);
+/* reload.c: MOSQ_EVT_RELOAD */
+int idevs_reload_on_reload(int event, void *event_data, void *userdata);
 
 /* guard.c */
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata);
+/* A client's message on a protected topic reached MESSAGE: an ACL source before idevs granted it. Counts,
+ * warns (once per process) and says to drop it. */
+int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client);
+
+/* rejections.c */
+bool idevs_rejections_init(idevs_process *proc, size_t queue_depth); /* logs why not */
+void idevs_rejections_free(idevs_process *proc);
+/* Remembers who sent delivery id, for idevs_rejections_done. topic must outlive it (the launcher's copy). */
+void idevs_rejections_note(idevs_process *proc, uint64_t id, const char *topic, const char *client, size_t size);
+/* Counts an envelope refused before the compartment, and logs it (rate-limited). */
+void idevs_rejections_refused(idevs_process *proc, idevs_err reason, const char *topic, const char *client,
+                              size_t size);
+/* on_done of a delivery: forgets its note; counts and logs a failure. */
+void idevs_rejections_done(idevs_process *proc, uint64_t id, idevs_err status);
+/* On TICK: one summary line per reason whose interval ended with lines held back. */
+void idevs_rejections_flush(idevs_process *proc);
+/* A client id made safe for a log line: cut at IDEVS_CLIENT_LOG_MAX bytes, non-printables as '?'. */
+void idevs_rejections_copy_client(char dst[IDEVS_CLIENT_LOG_MAX + 1], const char *client);
 
 /* metrics.c */
-/* Publishes the counters as retained messages under $SYS/broker/idevs/<process>/ when they are due; now is
- * CLOCK_MONOTONIC seconds. */
+/* Publishes the counters as retained messages under $SYS/broker/idevs/<process>/ and their totals under
+ * $SYS/broker/idevs/totals/ when they are due; now is CLOCK_MONOTONIC seconds. */
 void idevs_metrics_tick(idevs_plugin *p, time_t now);
+/* Clears a removed process's retained counters. */
+void idevs_metrics_clear(idevs_process *proc);
+#define IDEVS_METRICS_TOTALS "totals" /* a process may not have this name: its counters would mix with them */
 
 #endif

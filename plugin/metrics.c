@@ -1,42 +1,98 @@
-/* Counters, published as retained messages under $SYS/broker/idevs/<process>/ every metrics_interval_s
- * (clients cannot write under $SYS: the broker refuses it before any plugin is asked). Rejections appear as
- * rejected/<reason> once a reason has been seen: about fifty reasons exist, most never happen. */
+/* Counters, published as retained messages under $SYS/broker/idevs/<process>/ for each process and under
+ * $SYS/broker/idevs/totals/ summed over the processes running, every metrics_interval_s (clients cannot write
+ * under $SYS: the broker refuses it before any plugin is asked). Rejections appear as rejected/<reason> once a
+ * reason has been seen: about fifty reasons exist, most never happen. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "idevs_plugin.h"
 
-static void publish_counter(idevs_plugin *p, const char *name, uint64_t value)
+/* The launcher's figures that are published beside the plugin's own. */
+typedef struct launcher_figures {
+    uint64_t restarts, queue_depth, in_flight;
+} launcher_figures;
+
+static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
 {
-    char topic[IDEVS_NAME_MAX + 96], text[32];
-    snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", p->deployment->name, name);
+    char topic[256] /* process names have at most 64 bytes */, text[32];
+    snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", scope, name);
     int n = snprintf(text, sizeof text, "%" PRIu64, value);
-    (void)idevs_routing_publish(p, topic, text, (size_t)n, 0, true, NULL);
+    (void)idevs_routing_publish(via, topic, text, (size_t)n, 0, true, NULL);
 }
 
-void idevs_metrics_tick(idevs_plugin *p, time_t now)
+static void publish_all(idevs_process *via, const char *scope, const idevs_metrics *m, const launcher_figures *f)
 {
-    if (p->cfg.metrics_interval_s == 0 || p->launcher == NULL || now < p->metrics_next)
-        return;
-    p->metrics_next = now + (time_t)p->cfg.metrics_interval_s;
-    idevs_launcher_stats st;
-    idevs_launcher_get_stats(p->launcher, &st);
-    const idevs_metrics *m = &p->metrics;
-    publish_counter(p, "received", m->received);
-    publish_counter(p, "routed", m->routed);
+    publish_counter(via, scope, "received", m->received);
+    publish_counter(via, scope, "routed", m->routed);
     for (size_t i = 0; i < IDEVS_ERR_COUNT; i++)
         if (m->rejected[i] > 0) {
             char name[64];
             snprintf(name, sizeof name, "rejected/%s", idevs_err_name((idevs_err)i));
-            publish_counter(p, name, m->rejected[i]);
+            publish_counter(via, scope, name, m->rejected[i]);
         }
-    publish_counter(p, "done/ok", m->done_ok);
-    publish_counter(p, "done/failed", m->done_failed);
-    publish_counter(p, "emitted", m->emitted);
-    publish_counter(p, "publish_failed", m->publish_failed);
-    publish_counter(p, "guard_denied", m->guard_denied);
-    publish_counter(p, "restarts", st.restarts);
-    publish_counter(p, "queue_depth", st.queue_depth);
-    publish_counter(p, "in_flight", st.in_flight);
+    publish_counter(via, scope, "done/ok", m->done_ok);
+    publish_counter(via, scope, "done/failed", m->done_failed);
+    publish_counter(via, scope, "emitted", m->emitted);
+    publish_counter(via, scope, "publish_failed", m->publish_failed);
+    publish_counter(via, scope, "guard_denied", m->guard_denied);
+    publish_counter(via, scope, "restarts", f->restarts);
+    publish_counter(via, scope, "queue_depth", f->queue_depth);
+    publish_counter(via, scope, "in_flight", f->in_flight);
+}
+
+static void add(idevs_metrics *sum, const idevs_metrics *m)
+{
+    sum->received += m->received;
+    sum->routed += m->routed;
+    for (size_t i = 0; i < IDEVS_ERR_COUNT; i++)
+        sum->rejected[i] += m->rejected[i];
+    sum->done_ok += m->done_ok;
+    sum->done_failed += m->done_failed;
+    sum->emitted += m->emitted;
+    sum->publish_failed += m->publish_failed;
+    sum->guard_denied += m->guard_denied;
+}
+
+void idevs_metrics_tick(idevs_plugin *p, time_t now)
+{
+    if (p->cfg.metrics_interval_s == 0 || p->proc_count == 0 || now < p->metrics_next)
+        return;
+    p->metrics_next = now + (time_t)p->cfg.metrics_interval_s;
+    idevs_metrics sum;
+    memset(&sum, 0, sizeof sum);
+    launcher_figures total = {0, 0, 0};
+    for (size_t i = 0; i < p->proc_count; i++) {
+        idevs_process *proc = p->procs[i];
+        idevs_launcher_stats st;
+        idevs_launcher_get_stats(proc->launcher, &st);
+        launcher_figures f = {st.restarts, st.queue_depth, st.in_flight};
+        publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
+        add(&sum, &proc->metrics);
+        total.restarts += f.restarts;
+        total.queue_depth += f.queue_depth;
+        total.in_flight += f.in_flight;
+    }
+    /* Publication failures of the totals are counted against the first process: somewhere to count them. */
+    publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
+    publish_counter(p->procs[0], IDEVS_METRICS_TOTALS, "processes", p->proc_count);
+}
+
+void idevs_metrics_clear(idevs_process *proc)
+{
+    /* Retained counters of a process that no longer runs would mislead: an empty retained message removes each
+     * one the process could have published. */
+    static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "publish_failed",
+                                        "guard_denied", "restarts", "queue_depth", "in_flight"};
+    char topic[256] /* process names have at most 64 bytes */;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);
+        (void)idevs_routing_publish(proc, topic, NULL, 0, 0, true, NULL);
+    }
+    for (size_t i = 0; i < IDEVS_ERR_COUNT; i++)
+        if (proc->metrics.rejected[i] > 0) {
+            snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/rejected/%s", idevs_process_name(proc),
+                     idevs_err_name((idevs_err)i));
+            (void)idevs_routing_publish(proc, topic, NULL, 0, 0, true, NULL);
+        }
 }

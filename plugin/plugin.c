@@ -1,6 +1,6 @@
 /* mosquitto_idevs.so: the entry points of Mosquitto's plugin API v5. Thin, as dynamic-security's: the work is
- * in config.c (options), routing.c (compartment, retained topics, routing, reload), rejections.c (counted and
- * rate-limited drops), guard.c (ACL) and metrics.c. MOSQ_EVT_DISCONNECT is not used: nothing is kept per client. */
+ * in config.c (options), processes.c (one launcher per integration process), routing.c (MESSAGE), reload.c,
+ * guard.c (ACL), rejections.c and metrics.c. MOSQ_EVT_DISCONNECT is not used: nothing is kept per client. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,6 +13,12 @@
 
 #include "idevs_plugin.h"
 
+/* Set in the broker's environment while an instance of the plugin is loaded. Two instances (a second plugin
+ * line for the same file, or for a copy under another name, which gets its own copy of every static) would
+ * each guard only their own processes and allow the other's protected topics: one instance serves every
+ * process. The environment is the one thing every copy of the library shares. */
+#define LOADED_MARK "IDEVS_MOSQUITTO_PLUGIN_LOADED"
+
 static int on_tick(int event, void *event_data, void *userdata)
 {
     (void)event;
@@ -20,8 +26,14 @@ static int on_tick(int event, void *event_data, void *userdata)
     idevs_plugin *p = userdata;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    idevs_routing_poll(p, 0, 0);
-    idevs_rejections_flush(p);
+    /* A new loop iteration: every process gets its poll budget back. */
+    for (size_t i = 0; i < p->proc_count; i++) {
+        idevs_process *proc = p->procs[i];
+        proc->budget_left_us = (int64_t)p->cfg.poll_budget_ms * 1000;
+        idevs_routing_poll(proc, 0);
+        idevs_rejections_flush(proc);
+    }
+    idevs_processes_reap_retired(p);
     idevs_metrics_tick(p, ts.tv_sec);
     return MOSQ_ERR_SUCCESS;
 }
@@ -42,9 +54,10 @@ static void release(idevs_plugin *p)
         mosquitto_callback_unregister(p->id, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL);
         mosquitto_callback_unregister(p->id, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL);
         mosquitto_callback_unregister(p->id, MOSQ_EVT_TICK, on_tick, NULL);
-        mosquitto_callback_unregister(p->id, MOSQ_EVT_RELOAD, idevs_routing_on_reload, NULL);
+        mosquitto_callback_unregister(p->id, MOSQ_EVT_RELOAD, idevs_reload_on_reload, NULL);
+        unsetenv(LOADED_MARK);
     }
-    idevs_routing_stop(p);
+    idevs_processes_stop_all(p);
     idevs_plugin_config_free(p);
     free(p);
 }
@@ -52,19 +65,26 @@ static void release(idevs_plugin *p)
 int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *options,
                           int option_count)
 {
+    if (getenv(LOADED_MARK) != NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "mosquitto_idevs.so is already loaded in this "
+                             "broker: load it once, and repeat plugin_opt_descriptor under that one plugin line, one "
+                             "line per integration process");
+        return MOSQ_ERR_INVAL;
+    }
     idevs_plugin *p = calloc(1, sizeof *p);
     if (p == NULL)
         return MOSQ_ERR_NOMEM;
     if (!idevs_plugin_config_parse(p, options, option_count) || !idevs_plugin_config_load(p) ||
-        !idevs_routing_start(p)) {
+        !idevs_processes_start(p)) {
         release(p);
         return MOSQ_ERR_INVAL;
     }
     p->id = identifier;
-    if (mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL, p) != 0 ||
+    if (setenv(LOADED_MARK, "1", 1) != 0 ||
+        mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL, p) != 0 ||
         mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL, p) != 0 ||
         mosquitto_callback_register(identifier, MOSQ_EVT_TICK, on_tick, NULL, p) != 0 ||
-        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, idevs_routing_on_reload, NULL, p) != 0) {
+        mosquitto_callback_register(identifier, MOSQ_EVT_RELOAD, idevs_reload_on_reload, NULL, p) != 0) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "cannot register the plugin's callbacks");
         release(p);
         return MOSQ_ERR_INVAL;

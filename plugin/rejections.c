@@ -23,7 +23,7 @@ static uint64_t now_ms(void)
  * that is not printable ASCII, or the quote around it, becomes '?', so that it cannot end the line, forge
  * another or reach a terminal as an escape. Mosquitto 2.0.11 refuses control characters in a CONNECT's client
  * id; this does not rely on it. */
-static void copy_client(char dst[IDEVS_CLIENT_LOG_MAX + 1], const char *client)
+void idevs_rejections_copy_client(char dst[IDEVS_CLIENT_LOG_MAX + 1], const char *client)
 {
     if (client == NULL)
         client = "?";
@@ -35,38 +35,38 @@ static void copy_client(char dst[IDEVS_CLIENT_LOG_MAX + 1], const char *client)
     dst[n] = '\0';
 }
 
-bool idevs_rejections_init(idevs_plugin *p)
+bool idevs_rejections_init(idevs_process *proc, size_t queue_depth)
 {
-    size_t n = p->deployment->queue_depth;
+    size_t n = queue_depth;
     if (n == 0)
         n = 1;
     if (n > NOTES_MAX)
         n = NOTES_MAX;
-    p->notes = calloc(n, sizeof *p->notes);
-    if (p->notes == NULL) {
+    proc->notes = calloc(n, sizeof *proc->notes);
+    if (proc->notes == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
         return false;
     }
-    p->note_count = n;
+    proc->note_count = n;
     return true;
 }
 
-void idevs_rejections_free(idevs_plugin *p)
+void idevs_rejections_free(idevs_process *proc)
 {
-    free(p->notes);
-    p->notes = NULL;
-    p->note_count = 0;
+    free(proc->notes);
+    proc->notes = NULL;
+    proc->note_count = 0;
 }
 
-void idevs_rejections_note(idevs_plugin *p, uint64_t id, const char *topic, const char *client, size_t size)
+void idevs_rejections_note(idevs_process *proc, uint64_t id, const char *topic, const char *client, size_t size)
 {
-    if (p->note_count == 0 || id == 0)
+    if (proc->note_count == 0 || id == 0)
         return;
-    idevs_delivery_note *n = &p->notes[id % p->note_count];
+    idevs_delivery_note *n = &proc->notes[id % proc->note_count];
     n->id = id;
     n->topic = topic;
     n->size = size;
-    copy_client(n->client, client);
+    idevs_rejections_copy_client(n->client, client);
 }
 
 /* Operational trouble is a warning; an envelope that fails its checks is routine on an open broker. */
@@ -85,74 +85,74 @@ static int level_for(idevs_err reason)
     }
 }
 
-static void log_summary(idevs_plugin *p, idevs_err reason, idevs_drop_log *r)
+static void log_summary(idevs_process *proc, idevs_err reason, idevs_drop_log *r)
 {
     mosquitto_log_printf(level_for(reason),
                          IDEVS_PLUGIN_LOG_PREFIX "'%s': %" PRIu64 " more envelope(s) dropped for %s in the last %u s; "
                          "the last on '%s' from client '%s' (%zu bytes)",
-                         p->deployment->name, r->held, idevs_err_name(reason), p->cfg.log_interval_s,
+                         idevs_process_name(proc), r->held, idevs_err_name(reason), proc->plugin->cfg.log_interval_s,
                          r->last_topic != NULL ? r->last_topic : "?", r->last_client, r->last_size);
     r->held = 0;
 }
 
 /* Counts one rejection and logs it, or holds its line back. delivery_id 0: the plugin refused it. */
-static void reject(idevs_plugin *p, idevs_err reason, const char *topic, const char *client, size_t size,
+static void reject(idevs_process *proc, idevs_err reason, const char *topic, const char *client, size_t size,
                    uint64_t delivery_id)
 {
     if ((unsigned)reason >= IDEVS_ERR_COUNT || reason == IDEVS_OK)
         reason = IDEVS_ERR_LOGIC; /* never happens: the launcher maps unknown statuses; keep the index valid */
-    p->metrics.rejected[reason]++;
-    idevs_drop_log *r = &p->drop_log[reason];
+    proc->metrics.rejected[reason]++;
+    idevs_drop_log *r = &proc->drop_log[reason];
     uint64_t now = now_ms();
     if (now < r->window_end_ms || r->held > 0) {
         /* Held back; when a window ended before the next TICK could sum it up, this drop closes it. */
         r->held++;
         r->last_topic = topic;
-        copy_client(r->last_client, client);
+        idevs_rejections_copy_client(r->last_client, client);
         r->last_size = size;
         if (now >= r->window_end_ms) {
-            log_summary(p, reason, r);
-            r->window_end_ms = now + (uint64_t)p->cfg.log_interval_s * 1000u;
+            log_summary(proc, reason, r);
+            r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
         }
         return;
     }
     char who[IDEVS_CLIENT_LOG_MAX + 1];
-    copy_client(who, client);
+    idevs_rejections_copy_client(who, client);
     char by[48] = "the plugin";
     if (delivery_id != 0)
         snprintf(by, sizeof by, "the compartment (delivery %" PRIu64 ")", delivery_id);
     mosquitto_log_printf(level_for(reason),
                          IDEVS_PLUGIN_LOG_PREFIX "'%s': envelope on '%s' from client '%s' (%zu bytes) dropped by %s: "
                          "%s: %s",
-                         p->deployment->name, topic != NULL ? topic : "?", who, size, by, idevs_err_name(reason),
+                         idevs_process_name(proc), topic != NULL ? topic : "?", who, size, by, idevs_err_name(reason),
                          idevs_strerror(reason));
-    r->window_end_ms = now + (uint64_t)p->cfg.log_interval_s * 1000u;
+    r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
 }
 
-void idevs_rejections_refused(idevs_plugin *p, idevs_err reason, const char *topic, const char *client, size_t size)
+void idevs_rejections_refused(idevs_process *proc, idevs_err reason, const char *topic, const char *client, size_t size)
 {
-    reject(p, reason, topic, client, size, 0);
+    reject(proc, reason, topic, client, size, 0);
 }
 
-void idevs_rejections_done(idevs_plugin *p, uint64_t id, idevs_err status)
+void idevs_rejections_done(idevs_process *proc, uint64_t id, idevs_err status)
 {
-    idevs_delivery_note *n = p->note_count > 0 ? &p->notes[id % p->note_count] : NULL;
+    idevs_delivery_note *n = proc->note_count > 0 ? &proc->notes[id % proc->note_count] : NULL;
     bool known = n != NULL && n->id == id;
     if (status != IDEVS_OK)
-        reject(p, status, known ? n->topic : NULL, known ? n->client : NULL, known ? n->size : 0, id);
+        reject(proc, status, known ? n->topic : NULL, known ? n->client : NULL, known ? n->size : 0, id);
     if (known)
         n->id = 0;
 }
 
-void idevs_rejections_flush(idevs_plugin *p)
+void idevs_rejections_flush(idevs_process *proc)
 {
     uint64_t now = now_ms();
     for (size_t i = 0; i < IDEVS_ERR_COUNT; i++) {
-        idevs_drop_log *r = &p->drop_log[i];
+        idevs_drop_log *r = &proc->drop_log[i];
         if (r->held > 0 && now >= r->window_end_ms) {
-            log_summary(p, (idevs_err)i, r);
+            log_summary(proc, (idevs_err)i, r);
             /* The summary is this interval's line: the next drop is held back until the next one ends. */
-            r->window_end_ms = now + (uint64_t)p->cfg.log_interval_s * 1000u;
+            r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
         }
     }
 }

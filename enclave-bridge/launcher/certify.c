@@ -7,6 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <limits.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
 #include "launcher_internal.h"
 
 #define CERT_LEN_MAX IDEVS_CERT_MAX
@@ -186,4 +191,32 @@ done:
 void certify_forget(idevs_launcher *l)
 {
     chain_clear(l);
+}
+
+char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)
+{
+    if (len != NULL)
+        *len = 0;
+    if (l == NULL || len == NULL || l->chain_count == 0)
+        return NULL;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        return NULL;
+    bool ok = true;
+    for (size_t i = 0; ok && i < l->chain_count; i++) {
+        const unsigned char *q = l->chain[i];
+        X509 *x = l->chain_len[i] <= LONG_MAX ? d2i_X509(NULL, &q, (long)l->chain_len[i]) : NULL;
+        ok = x != NULL && PEM_write_bio_X509(bio, x) == 1;
+        X509_free(x);
+    }
+    char *data = NULL;
+    long n = ok ? BIO_get_mem_data(bio, &data) : 0;
+    char *copy = n > 0 ? malloc((size_t)n) : NULL;
+    if (copy != NULL) {
+        memcpy(copy, data, (size_t)n);
+        *len = (size_t)n;
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+    return copy;
 }

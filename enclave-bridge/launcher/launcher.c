@@ -15,7 +15,9 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "idevs_cert.h"
 #include "idevs_envelope.h"
+#include "idevs_identity.h"
 #include "launcher_internal.h"
 
 #define DEFAULT_VALIDITY_S (7u * 86400u)
@@ -139,6 +141,24 @@ static idevs_err check_pki(idevs_launcher *l, const idevs_launcher_config *cfg, 
     return IDEVS_OK;
 }
 
+/* state_dir, or state_dir/<process name> (made 0700 when absent) when each process has its own. */
+static char *state_dir_for(const idevs_launcher_config *cfg, const char *name, char *why, size_t why_len)
+{
+    if (!cfg->state_dir_per_process)
+        return strdup(cfg->state_dir);
+    size_t n = strlen(cfg->state_dir) + 1 + strlen(name) + 1;
+    char *path = malloc(n);
+    if (path == NULL)
+        return NULL;
+    snprintf(path, n, "%s/%s", cfg->state_dir, name);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        snprintf(why, why_len, "cannot make the state directory '%s': %s", path, strerror(errno));
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
 static unsigned or_default(unsigned v, unsigned d)
 {
     return v != 0 ? v : d;
@@ -196,7 +216,11 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     snprintf(l->name, sizeof l->name, "%s", l->deployment->name);
     l->program = l->deployment->program;
     idevs_uuid_format(&l->program, l->program_str);
-    if ((err = replay_record_init(l)) != IDEVS_OK)
+    if ((l->descriptor_path = strdup(cfg->descriptor)) == NULL) {
+        err = IDEVS_ERR_NOMEM;
+        goto fail;
+    }
+    if ((err = topics_init(l, why, why_len)) != IDEVS_OK || (err = replay_record_init(l)) != IDEVS_OK)
         goto fail;
     if ((err = check_pki(l, cfg, why, why_len)) != IDEVS_OK || (err = load_services(l, cfg->descriptor, why,
                                                                                     why_len)) != IDEVS_OK)
@@ -204,9 +228,16 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     X509_up_ref(cfg->authority_cert);
     l->authority_cert = cfg->authority_cert;
 
-    idevs_process_backend_options popts = {.state_dir = cfg->state_dir, .run_as = cfg->run_as};
-    if ((err = idevs_backend_process_new(&popts, &l->backend, why, why_len)) != IDEVS_OK ||
-        (err = launcher_state_dir_open(cfg->state_dir, &l->state_dirfd, why, why_len)) != IDEVS_OK)
+    char *state_dir = state_dir_for(cfg, l->name, why, why_len);
+    if (state_dir == NULL) {
+        err = why[0] != '\0' ? IDEVS_ERR_CONFIG : IDEVS_ERR_NOMEM;
+        goto fail;
+    }
+    idevs_process_backend_options popts = {.state_dir = state_dir, .run_as = cfg->run_as};
+    if ((err = idevs_backend_process_new(&popts, &l->backend, why, why_len)) == IDEVS_OK)
+        err = launcher_state_dir_open(state_dir, &l->state_dirfd, why, why_len);
+    free(state_dir);
+    if (err != IDEVS_OK)
         goto fail;
     char *logic = cfg->logic != NULL ? strdup(cfg->logic) : resolve(cfg->descriptor, l->deployment->logic);
     if (logic == NULL) {
@@ -394,6 +425,8 @@ void idevs_launcher_free(idevs_launcher *l)
         for (size_t j = 0; j < l->services[i].count; j++)
             free(l->services[i].der[j]);
     free(l->services);
+    topics_free(l);
+    free(l->descriptor_path);
     idevs_deployment_free(l->deployment);
     free(l->descriptor);
     free(l->operator_ca_der);
@@ -415,18 +448,15 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
     size_t topic_len = strnlen(topic, IDEVS_TOPIC_MAX + 1);
     if (topic_len == 0 || topic_len > IDEVS_TOPIC_MAX)
         return IDEVS_ERR_INVALID_ARG;
-    if (len > l->max_envelope || correlation_len > LAUNCHER_CORRELATION_MAX)
+    if (correlation_len > LAUNCHER_CORRELATION_MAX)
         return IDEVS_ERR_TOO_LARGE;
-    if (idevs_deployment_input_by_topic(l->deployment, topic) == NULL &&
-        idevs_deployment_request_by_response_topic(l->deployment, topic) == NULL)
-        return IDEVS_ERR_UNKNOWN_INPUT;
     delivery probe;
     memset(&probe, 0, sizeof probe);
-    replay_record_track(l, envelope, len, &probe);
-    idevs_err replay = replay_record_check(l, &probe);
-    if (replay != IDEVS_OK) {
-        l->stats.replays_refused++;
-        return replay;
+    idevs_err refused = gate_check(l, topic, envelope, len, &probe);
+    if (refused != IDEVS_OK) {
+        if (refused == IDEVS_ERR_REPLAY || refused == IDEVS_ERR_OUTSIDE_WINDOW || refused == IDEVS_ERR_EPOCH_EXPIRED)
+            l->stats.replays_refused++;
+        return refused;
     }
     if (l->count + l->refused_count >= l->queue_limit)
         return IDEVS_ERR_QUEUE_FULL;
@@ -538,6 +568,54 @@ const idevs_uuid *idevs_launcher_program(const idevs_launcher *l)
 const char *idevs_launcher_name(const idevs_launcher *l)
 {
     return l != NULL ? l->name : NULL;
+}
+
+const char *idevs_launcher_descriptor_path(const idevs_launcher *l)
+{
+    return l != NULL ? l->descriptor_path : NULL;
+}
+
+const uint8_t *idevs_launcher_descriptor_bytes(const idevs_launcher *l, size_t *len)
+{
+    if (len != NULL)
+        *len = l != NULL ? l->descriptor_len : 0;
+    return l != NULL ? l->descriptor : NULL;
+}
+
+const char *idevs_launcher_certificate_topic(const idevs_launcher *l)
+{
+    return l != NULL ? l->certificate_topic : NULL;
+}
+
+const char *idevs_launcher_descriptor_topic(const idevs_launcher *l)
+{
+    return l != NULL ? l->descriptor_topic : NULL;
+}
+
+idevs_err idevs_launcher_descriptor_changed(const idevs_launcher *l, bool *changed,
+                                            uint8_t now_digest[IDEVS_LAUNCHER_DIGEST_LEN], char *why, size_t why_len)
+{
+    char sink[8];
+    if (why == NULL || why_len == 0) {
+        why = sink;
+        why_len = sizeof sink;
+    }
+    if (l == NULL || changed == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    idevs_err err = idevs_deployment_read_file(l->descriptor_path, &bytes, &len, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    uint8_t digest[IDEVS_SHA256_LEN];
+    err = idevs_sha256(bytes, len, digest);
+    free(bytes);
+    if (err != IDEVS_OK)
+        return err;
+    *changed = !idevs_ct_equal(digest, l->image.descriptor_digest, sizeof digest);
+    if (now_digest != NULL)
+        memcpy(now_digest, digest, sizeof digest);
+    return IDEVS_OK;
 }
 
 size_t idevs_launcher_chain_count(const idevs_launcher *l)

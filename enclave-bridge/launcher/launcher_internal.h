@@ -6,6 +6,9 @@
  *   backend_process.c the process backend
  *   deliveries.c      the delivery queue and the publications held back until Done
  *   replay_record.c   the replay record that outlives compartments and brokers
+ *   authority.c       reading the attestation authority and the operator CA
+ *   topics.c          what a topic is for the process; conflicts between processes of one broker
+ *   gate.c            the keyless checks of an envelope before it is queued
  *   certify.c         Init, CertifyRequest -> Certified, Ready
  *   supervise.c       frames, exits, kills, restarts, timers, poll
  *   launcher.c        configuration, start, stop, deliver, stats */
@@ -137,6 +140,9 @@ struct idevs_launcher {
     char name[IDEVS_NAME_MAX + 1];
     idevs_uuid program;
     char program_str[IDEVS_UUID_STR_LEN];
+    char *descriptor_path;   /* as configured */
+    char *certificate_topic; /* idevs/<process>/certificate */
+    char *descriptor_topic;  /* idevs/<process>/descriptor */
     idevs_deployment *deployment;
     uint8_t *descriptor;
     size_t descriptor_len;
@@ -230,9 +236,13 @@ void replay_record_free(idevs_launcher *l);
 /* At the first start: derives the file's key and reads the file. A missing, damaged or foreign file leaves the
  * record empty (with an event); only a sealing key that cannot be had fails. */
 idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len);
-/* Fills d's tracking fields from the envelope's clear header (untracked when it does not parse or names no
- * declared sender). */
-void replay_record_track(const idevs_launcher *l, const uint8_t *envelope, size_t len, delivery *d);
+/* gate.c: the keyless checks of idevs_launcher_deliver() (its comment lists them); on IDEVS_OK d's tracking
+ * fields hold the sender (an index into the descriptor's services), epoch and sequence of the clear header. */
+idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len, delivery *d);
+
+/* topics.c */
+idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len);
+void topics_free(idevs_launcher *l);
 /* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
  * IDEVS_ERR_EPOCH_EXPIRED (older than both epochs kept). Changes nothing. */
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);

@@ -23,7 +23,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
-#include "idevs_envelope.h"
 #include "launcher_internal.h"
 
 #define RECORD_MAGIC "idevsrpl"
@@ -57,24 +56,6 @@ void replay_record_free(idevs_launcher *l)
 }
 
 /* ---- deliveries ---- */
-
-void replay_record_track(const idevs_launcher *l, const uint8_t *envelope, size_t len, delivery *d)
-{
-    d->tracked = false;
-    idevs_envelope_header h;
-    if (idevs_envelope_peek(envelope, len, &h) != IDEVS_OK)
-        return; /* not an envelope: the compartment refuses it, and it can never have been done */
-    const idevs_deployment *dep = l->deployment;
-    for (size_t i = 0; i < dep->service_count; i++) {
-        if (idevs_uuid_equal(&h.sender, &dep->services[i].uuid)) {
-            d->tracked = true;
-            d->sender = i;
-            d->epoch = h.epoch;
-            d->sequence = h.sequence;
-            return;
-        }
-    }
-}
 
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d)
 {

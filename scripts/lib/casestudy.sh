@@ -83,6 +83,7 @@ cs_write_conf() { # extra lines...
     echo "plugin_opt_operator_ca $CS_PKI/ca.crt"
     echo "plugin_opt_state_dir $CS_WORK/state"
     echo "plugin_opt_compartment $CS_COMPARTMENT"
+    echo "plugin_opt_acl_others allow"
     echo "plugin_opt_metrics_interval_s 1"
     local line
     for line in "$@"; do echo "$line"; done

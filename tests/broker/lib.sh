@@ -110,6 +110,7 @@ write_conf() {
     [ -n "${omit[operator_ca]:-}" ] || echo "plugin_opt_operator_ca $pki/ca.crt"
     [ -n "${omit[state_dir]:-}" ] || echo "plugin_opt_state_dir $work/state"
     [ -n "${omit[compartment]:-}" ] || echo "plugin_opt_compartment $compartment"
+    [ -n "${omit[acl_others]:-}" ] || echo "plugin_opt_acl_others allow"
     for line in "${extra[@]}"; do echo "$line"; done
   } >"$conf"
 }

@@ -125,7 +125,10 @@ expect_refusal "a bad number stops the broker" "plugin_opt_poll_budget_ms: 'soon
 expect_refusal "a number out of range stops the broker" "plugin_opt_log_interval_s: '0' is not a whole number from 1 to 3600" \
   "$work/echo.json" "plugin_opt_log_interval_s 0"
 expect_refusal "a bad acl_others stops the broker" "plugin_opt_acl_others: 'deny' is neither 'allow' nor 'defer'" \
-  "$work/echo.json" "plugin_opt_acl_others deny"
+  "$work/echo.json" -acl_others "plugin_opt_acl_others deny"
+expect_refusal "a missing acl_others stops the broker, saying what to choose" \
+  "plugin_opt_acl_others: missing (required): 'allow' when idevs is the broker's only ACL source" \
+  "$work/echo.json" -acl_others
 expect_refusal "a missing descriptor file stops the broker" "plugin_opt_descriptor: $work/missing.json: cannot open" \
   "$work/missing.json"
 cp "$work/echo.json" "$work/unreadable.json"
@@ -170,6 +173,7 @@ expect_refusal "a state directory that is a file stops the broker" \
   "plugin_opt_state_dir $work/echo.json"
 sed "s|\"topic\": \"$out_topic\"|\"topic\": \"idevs/echo/certificate\"|" "$work/echo.json" >"$work/clash.json"
 expect_refusal "a descriptor using the certificate topic stops the broker" \
-  "$work/clash.json: an output topic is 'idevs/echo/certificate' or 'idevs/echo/descriptor'" "$work/clash.json"
+  "$work/clash.json: an output topic is 'idevs/echo/certificate', where the plugin publishes the certificate" \
+  "$work/clash.json"
 
 finish

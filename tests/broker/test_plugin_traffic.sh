@@ -228,7 +228,7 @@ stop_broker
 check "the broker stops and leaves no compartment behind" bash -c "! kill -0 $last_pid 2>/dev/null"
 sanitizer_check "$work/traffic.conf"
 check "the replay record is in the state directory, private (600)" \
-  test "$(stat -c %a "$work/state/$program.replay" 2>/dev/null)" = 600
+  test "$(stat -c %a "$work/state/echo/$program.replay" 2>/dev/null)" = 600
 
 # ---- replay after a broker restart, same state directory ----
 start_broker "$work/traffic.conf" || bail "the broker starts again" "$work/traffic.conf.out"

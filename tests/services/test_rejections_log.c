@@ -46,13 +46,12 @@ static bool printable(const char *s)
 
 int main(void)
 {
-    static idevs_plugin p;
-    static idevs_deployment d;
-    snprintf(d.name, sizeof d.name, "echo");
-    d.queue_depth = 16;
-    p.deployment = &d;
-    p.cfg.log_interval_s = 10;
-    if (!idevs_rejections_init(&p))
+    static idevs_plugin plugin;
+    static idevs_process p;
+    snprintf(p.name, sizeof p.name, "echo");
+    p.plugin = &plugin;
+    plugin.cfg.log_interval_s = 10;
+    if (!idevs_rejections_init(&p, 16))
         return 2;
 
     /* refused by the plugin: logged at once */

@@ -102,6 +102,7 @@ plugin_opt_authority_cert $pki/authority.crt
 plugin_opt_operator_ca $pki/ca.crt
 plugin_opt_state_dir $work/state
 plugin_opt_compartment $compartment
+plugin_opt_acl_others allow
 CONF
 # Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
 own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }

@@ -1,0 +1,150 @@
+/* Topics: what each topic is for this launcher's process, and whether two processes can share a broker. The
+ * plugin asks; the rules live here, next to the descriptor that declares the topics. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launcher_internal.h"
+
+static char *topic_for(const char *process, const char *what)
+{
+    size_t n = strlen("idevs/") + strlen(process) + 1 + strlen(what) + 1;
+    char *t = malloc(n);
+    if (t != NULL)
+        snprintf(t, n, "idevs/%s/%s", process, what);
+    return t;
+}
+
+/* Every topic the process uses, for conflict checks: fills up to max, returns how many there are. */
+static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
+{
+    const idevs_deployment *d = l->deployment;
+    size_t n = 0;
+#define ADD(t)            \
+    do {                  \
+        if (n < max)      \
+            out[n] = (t); \
+        n++;              \
+    } while (0)
+    for (size_t i = 0; i < d->input_count; i++)
+        ADD(d->inputs[i].topic);
+    for (size_t i = 0; i < d->output_count; i++)
+        ADD(d->outputs[i].topic);
+    for (size_t i = 0; i < d->request_count; i++) {
+        ADD(d->requests[i].topic);
+        ADD(d->requests[i].response_topic);
+    }
+    ADD(l->certificate_topic);
+    ADD(l->descriptor_topic);
+#undef ADD
+    return n;
+}
+
+#define TOPICS_MAX (4u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u)
+
+/* The role topic has in the descriptor, for a message; NULL when it has none. */
+static const char *declared_role(const idevs_deployment *d, const char *topic)
+{
+    if (idevs_deployment_input_by_topic(d, topic) != NULL)
+        return "an input topic";
+    if (idevs_deployment_request_by_response_topic(d, topic) != NULL)
+        return "a response topic";
+    for (size_t i = 0; i < d->output_count; i++)
+        if (strcmp(d->outputs[i].topic, topic) == 0)
+            return "an output topic";
+    for (size_t i = 0; i < d->request_count; i++)
+        if (strcmp(d->requests[i].topic, topic) == 0)
+            return "a request topic";
+    return NULL;
+}
+
+idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
+{
+    l->certificate_topic = topic_for(l->name, "certificate");
+    l->descriptor_topic = topic_for(l->name, "descriptor");
+    if (l->certificate_topic == NULL || l->descriptor_topic == NULL)
+        return IDEVS_ERR_NOMEM;
+    /* The descriptor's own topics must leave these two to the plugin. */
+    const char *mine[] = {l->certificate_topic, l->descriptor_topic};
+    for (size_t k = 0; k < 2; k++) {
+        const char *role = declared_role(l->deployment, mine[k]);
+        if (role != NULL) {
+            snprintf(why, why_len, "%s: %s is '%s', where the plugin publishes the %s", l->descriptor_path, role,
+                     mine[k], k == 0 ? "certificate" : "descriptor");
+            return IDEVS_ERR_CONFIG;
+        }
+    }
+    return IDEVS_OK;
+}
+
+void topics_free(idevs_launcher *l)
+{
+    free(l->certificate_topic);
+    l->certificate_topic = NULL;
+    free(l->descriptor_topic);
+    l->descriptor_topic = NULL;
+}
+
+idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *topic, const char **own_copy)
+{
+    const char *sink;
+    if (own_copy == NULL)
+        own_copy = &sink;
+    *own_copy = NULL;
+    if (l == NULL || topic == NULL || l->deployment == NULL)
+        return IDEVS_TOPIC_OTHER;
+    const idevs_deployment *d = l->deployment;
+    const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, topic);
+    if (in != NULL) {
+        *own_copy = in->topic;
+        return IDEVS_TOPIC_INPUT;
+    }
+    const idevs_deployment_request *rq = idevs_deployment_request_by_response_topic(d, topic);
+    if (rq != NULL) {
+        *own_copy = rq->response_topic;
+        return IDEVS_TOPIC_RESPONSE;
+    }
+    const char *mine[] = {l->certificate_topic, l->descriptor_topic};
+    for (size_t k = 0; k < 2; k++)
+        if (strcmp(topic, mine[k]) == 0) {
+            *own_copy = mine[k];
+            return IDEVS_TOPIC_PROTECTED;
+        }
+    for (size_t i = 0; i < d->output_count; i++)
+        if (strcmp(d->outputs[i].topic, topic) == 0) {
+            *own_copy = d->outputs[i].topic;
+            return IDEVS_TOPIC_PROTECTED;
+        }
+    for (size_t i = 0; i < d->request_count; i++)
+        if (strcmp(d->requests[i].topic, topic) == 0) {
+            *own_copy = d->requests[i].topic;
+            return IDEVS_TOPIC_PROTECTED;
+        }
+    return IDEVS_TOPIC_OTHER;
+}
+
+idevs_err idevs_launcher_conflict(const idevs_launcher *a, const idevs_launcher *b, char *why, size_t why_len)
+{
+    if (a == NULL || b == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (strcmp(a->name, b->name) == 0) {
+        snprintf(why, why_len, "%s and %s both declare the process '%s'", a->descriptor_path, b->descriptor_path,
+                 a->name);
+        return IDEVS_ERR_CONFIG;
+    }
+    if (idevs_uuid_equal(&a->program, &b->program)) {
+        snprintf(why, why_len, "%s and %s both declare the program UUID %s", a->descriptor_path, b->descriptor_path,
+                 a->program_str);
+        return IDEVS_ERR_CONFIG;
+    }
+    const char *ta[TOPICS_MAX], *tb[TOPICS_MAX];
+    size_t na = all_topics(a, ta, TOPICS_MAX), nb = all_topics(b, tb, TOPICS_MAX);
+    for (size_t i = 0; i < na && i < TOPICS_MAX; i++)
+        for (size_t j = 0; j < nb && j < TOPICS_MAX; j++)
+            if (strcmp(ta[i], tb[j]) == 0) {
+                snprintf(why, why_len, "%s ('%s') and %s ('%s') both use the topic '%s'", a->descriptor_path,
+                         a->name, b->descriptor_path, b->name, ta[i]);
+                return IDEVS_ERR_CONFIG;
+            }
+    return IDEVS_OK;
+}
