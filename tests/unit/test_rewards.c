@@ -1,9 +1,9 @@
 /* The rewards integration logic (services/rewards/, docs/CASESTUDY.md).
  *
  * First its parts, directly: the decimal money module (every accepted and refused form, the boundary), the
- * bounded table of pending rides, and the strict payload reader and writer. Then the real librewards.so in a
- * real compartment, started by the launcher (enclave-bridge/idevs_launcher.h) with fixture identities for
- * store, taxi and messaging: sales on both sides of 150.00, the ride request taxi opens, taxi's answer, the
+ * bounded table of pending rides, the strict sale reader (services/sale) and the payload reader and writer. Then
+ * the real librewards.so in a real compartment (logic_world.h) with fixture identities for store, taxi and
+ * messaging: sales on both sides of 150.00, the ride request taxi opens, taxi's answer, the
  * confirmation messaging opens, and every refusal (malformed sale, unknown or mismatched response, expiry).
  *
  * The compartment and the logic come from the environment meson gives the unit tests (IDEVS_COMPARTMENT,
@@ -13,35 +13,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/pem.h>
 
 #include "fixtures.h"
 #include "harness.h"
-#include "idevs_envelope.h"
-#include "idevs_launcher.h"
+#include "logic_world.h"
 #include "money.h"
 #include "payloads.h"
 #include "pending.h"
 #include "sale.h"
+#include "sale_cases.h"
 
 #define TOPIC_SALES "idevs/rewards/in/sales"
 #define TOPIC_RIDE "idevs/rewards/req/ride"
 #define TOPIC_RIDE_RESP "idevs/rewards/resp/ride"
 #define TOPIC_CONFIRMATION "idevs/rewards/out/confirmation"
 
-/* The example of docs/CASESTUDY.md, to the byte. */
-#define EXAMPLE_SALE                                                                                             \
-    "{ \"sale_id\": \"S-000042\", \"time\": \"2026-11-21T10:15:00Z\",\n"                                         \
-    "  \"customer\": { \"id\": \"C-0007\", \"name\": \"Ana Lima\", \"phone\": \"+44 7700 900123\",\n"            \
-    "                \"address\": \"12 Harbour Street, Leith, Edinburgh EH6 6LA\" },\n"                          \
-    "  \"items\": [ { \"sku\": \"JKT-204\", \"name\": \"Rain jacket\", \"qty\": 1, \"price\": \"129.00\" },\n"    \
-    "             { \"sku\": \"SCK-011\", \"name\": \"Wool socks\", \"qty\": 2, \"price\": \"10.50\" } ],\n"      \
-    "  \"total\": \"150.00\" }"
 #define EXAMPLE_RIDE_REQUEST                                                                                     \
     "{\"booking_ref\":\"S-000042\",\"name\":\"Ana Lima\",\"pickup\":\"12 Harbour Street, Leith, Edinburgh EH6 "  \
     "6LA\",\"time\":\"2026-11-21T10:15:00Z\"}"
@@ -254,7 +242,7 @@ static void test_pending_expiry(void)
 static void test_payload_example(void)
 {
     sale_record s;
-    CU_ASSERT_EQUAL_FATAL(sale_parse(EXAMPLE_SALE, strlen(EXAMPLE_SALE), &s), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(sale_parse(SALE_CASES_EXAMPLE, strlen(SALE_CASES_EXAMPLE), &s), IDEVS_OK);
     CU_ASSERT_STRING_EQUAL(s.sale_id, "S-000042");
     CU_ASSERT_STRING_EQUAL(s.name, "Ana Lima");
     CU_ASSERT_STRING_EQUAL(s.first_name, "Ana");
@@ -295,81 +283,34 @@ static void test_payload_escaping(void)
     cJSON_Delete(j);
 }
 
-/* Replaces the first occurrence of from in EXAMPLE_SALE by to. */
-static void sale_with(char *buf, size_t len, const char *from, const char *to)
-{
-    const char *base = EXAMPLE_SALE;
-    const char *at = strstr(base, from);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
-    int n = snprintf(buf, len, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
-    CU_ASSERT_FATAL(n > 0 && (size_t)n < len);
-}
-
-static const struct {
-    const char *from, *to, *why;
-} bad_sales[] = {
-    {"\"total\": \"150.00\"", "\"total\": 150.00", "total as a JSON number"},
-    {"\"total\": \"150.00\"", "\"total\": \"150\"", "total without decimals"},
-    {"\"total\": \"150.00\"", "\"total\": \"150.0\"", "total with one decimal"},
-    {"\"total\": \"150.00\"", "\"total\": \"1.5e2\"", "total in exponent form"},
-    {"\"total\": \"150.00\"", "\"total\": \"150.01\"", "total not the sum of the items"},
-    {"\"total\": \"150.00\"", "\"total\": \"-150.00\"", "negative total"},
-    {"\"total\": \"150.00\"", "\"total\": \"150.00\", \"total\": \"150.00\"", "a key twice"},
-    {"\"total\": \"150.00\"", "\"total\": \"150.00\", \"coupon\": \"x\"", "an unknown key"},
-    {",\n  \"total\": \"150.00\"", "", "total missing"},
-    {"\"sale_id\": \"S-000042\"", "\"sale_id\": \"\"", "empty sale id"},
-    {"\"sale_id\": \"S-000042\"", "\"sale_id\": \"S 42\"", "sale id with a space"},
-    {"\"sale_id\": \"S-000042\"", "\"sale_id\": 42", "sale id as a number"},
-    {"\"time\": \"2026-11-21T10:15:00Z\"", "\"time\": \"21/11/2026 10:15\"", "time in another format"},
-    {"\"time\": \"2026-11-21T10:15:00Z\"", "\"time\": \"2026-13-21T10:15:00Z\"", "month 13"},
-    {"\"phone\": \"+44 7700 900123\"", "\"phone\": \"call me\"", "phone with letters"},
-    {"\"phone\": \"+44 7700 900123\"", "\"phone\": \"+44 7700 900123 +44 7700 900123 +44\"", "phone too long"},
-    {"\"name\": \"Ana Lima\"", "\"name\": \"Ana\\nLima\"", "a control character in the name"},
-    {"\"name\": \"Ana Lima\"", "\"name\": \" Ana\"", "a name without a first name"},
-    {"\"name\": \"Ana Lima\"", "\"name\": \"\"", "empty name"},
-    {"\"address\": \"12 Harbour Street, Leith, Edinburgh EH6 6LA\"", "\"address\": null", "null address"},
-    {"\"id\": \"C-0007\", ", "", "customer id missing"},
-    {"\"qty\": 1", "\"qty\": 0", "qty 0"},
-    {"\"qty\": 1", "\"qty\": 1.5", "fractional qty"},
-    {"\"qty\": 1", "\"qty\": \"1\"", "qty as a string"},
-    {"\"qty\": 1", "\"qty\": 1e9", "qty too large"},
-    {"\"price\": \"129.00\"", "\"price\": \"129\"", "price without decimals"},
-    {"\"price\": \"129.00\"", "\"price\": \"129.00\", \"colour\": \"red\"", "an unknown item key"},
-    {"\"items\": [ { \"sku\": \"JKT-204\", \"name\": \"Rain jacket\", \"qty\": 1, \"price\": \"129.00\" },\n"
-     "             { \"sku\": \"SCK-011\", \"name\": \"Wool socks\", \"qty\": 2, \"price\": \"10.50\" } ],\n"
-     "  \"total\": \"150.00\"",
-     "\"items\": [], \"total\": \"0.00\"", "no items"},
-    {"{ \"sale_id\"", "[{ \"sale_id\"", "an array around the sale"},
-};
-
 static void test_payload_refusals(void)
 {
     char buf[2048];
     sale_record s;
-    for (size_t i = 0; i < sizeof bad_sales / sizeof bad_sales[0]; i++) {
-        sale_with(buf, sizeof buf, bad_sales[i].from, bad_sales[i].to);
+    for (size_t i = 0; i < sale_cases_bad_count; i++) {
+        sale_cases_with(buf, sizeof buf, sale_cases_bad[i].from, sale_cases_bad[i].to);
         idevs_err err = sale_parse(buf, strlen(buf), &s);
         CU_ASSERT_EQUAL(err, IDEVS_ERR_MALFORMED);
         if (err != IDEVS_ERR_MALFORMED)
-            fprintf(stderr, "\n    accepted a sale with %s\n", bad_sales[i].why);
+            fprintf(stderr, "\n    accepted a sale with %s\n", sale_cases_bad[i].why);
         CU_ASSERT_TRUE(all_zero(&s, sizeof s));
     }
     static const char *const junk[] = {"", "not json", "{}", "null", "\"S-1\"", "{\"sale_id\":"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
         CU_ASSERT_EQUAL(sale_parse(junk[i], strlen(junk[i]), &s), IDEVS_ERR_MALFORMED);
     /* trailing text, a NUL inside, a length that is not the text's */
-    snprintf(buf, sizeof buf, "%s {}", EXAMPLE_SALE);
+    snprintf(buf, sizeof buf, "%s {}", SALE_CASES_EXAMPLE);
     CU_ASSERT_EQUAL(sale_parse(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
-    snprintf(buf, sizeof buf, "%s  \n", EXAMPLE_SALE);
+    snprintf(buf, sizeof buf, "%s  \n", SALE_CASES_EXAMPLE);
     CU_ASSERT_EQUAL(sale_parse(buf, strlen(buf), &s), IDEVS_OK); /* white space is fine */
-    size_t n = strlen(EXAMPLE_SALE);
-    memcpy(buf, EXAMPLE_SALE, n + 1);
+    size_t n = strlen(SALE_CASES_EXAMPLE);
+    memcpy(buf, SALE_CASES_EXAMPLE, n + 1);
     buf[n - 1] = '\0';
     CU_ASSERT_EQUAL(sale_parse(buf, n, &s), IDEVS_ERR_MALFORMED);
-    memcpy(buf, EXAMPLE_SALE, n + 1);
+    memcpy(buf, SALE_CASES_EXAMPLE, n + 1);
     CU_ASSERT_EQUAL(sale_parse(buf, n - 5, &s), IDEVS_ERR_MALFORMED);
     /* invalid UTF-8 in a name */
-    sale_with(buf, sizeof buf, "Ana Lima", "Ana \xc3\x28ima");
+    sale_cases_with(buf, sizeof buf, "Ana Lima", "Ana \xc3\x28ima");
     CU_ASSERT_EQUAL(sale_parse(buf, strlen(buf), &s), IDEVS_ERR_MALFORMED);
 
     rewards_ride r;
@@ -398,303 +339,39 @@ static void test_payload_refusals(void)
 /* ---- the logic in a compartment ---- */
 
 static fixture_pki pki;
-static idevs_identity *store, *taxi, *messaging;
+static idevs_identity *identities[3];
 static char host_path[PATH_MAX], logic_path[PATH_MAX];
+enum { STORE, TAXI, MESSAGING }; /* the parties, in the order of the descriptor's services */
+static const char *const service_names[] = {"store", "taxi", "messaging", NULL};
 
-#define MAX_RECORDS 64
-
-typedef struct record {
-    uint64_t done_id[MAX_RECORDS];
-    idevs_err done_status[MAX_RECORDS];
-    size_t done_count;
-    uint64_t pub_id[MAX_RECORDS];
-    uint8_t *pub_env[MAX_RECORDS];
-    size_t pub_len[MAX_RECORDS];
-    char pub_topic[MAX_RECORDS][64];
-    char pub_response_topic[MAX_RECORDS][64];
-    uint8_t pub_correlation[MAX_RECORDS][16];
-    size_t pub_correlation_len[MAX_RECORDS];
-    size_t pub_count;
-} record;
-
-static void on_publish(void *arg, const idevs_launcher_publish *p)
-{
-    record *r = arg;
-    CU_ASSERT_FATAL(r->pub_count < MAX_RECORDS);
-    size_t i = r->pub_count++;
-    r->pub_id[i] = p->delivery_id;
-    r->pub_env[i] = malloc(p->envelope_len);
-    CU_ASSERT_FATAL(r->pub_env[i] != NULL);
-    memcpy(r->pub_env[i], p->envelope, p->envelope_len);
-    r->pub_len[i] = p->envelope_len;
-    snprintf(r->pub_topic[i], sizeof r->pub_topic[i], "%s", p->topic);
-    snprintf(r->pub_response_topic[i], sizeof r->pub_response_topic[i], "%s",
-             p->response_topic != NULL ? p->response_topic : "");
-    r->pub_correlation_len[i] = p->correlation_len;
-    if (p->correlation != NULL && p->correlation_len <= 16)
-        memcpy(r->pub_correlation[i], p->correlation, p->correlation_len);
-}
-
-static void on_done(void *arg, uint64_t id, idevs_err status)
-{
-    record *r = arg;
-    CU_ASSERT_FATAL(r->done_count < MAX_RECORDS);
-    r->done_id[r->done_count] = id;
-    r->done_status[r->done_count++] = status;
-}
-
-static void record_clear(record *r)
-{
-    for (size_t i = 0; i < r->pub_count; i++)
-        free(r->pub_env[i]);
-    memset(r, 0, sizeof *r);
-}
-
-typedef struct party {
-    idevs_cert_policy *policy;
-    idevs_envelope_ctx *ctx;
-} party;
-
-typedef struct world {
-    char dir[64];
-    char state[128];
-    char descriptor[128];
-    idevs_uuid program;
-    idevs_launcher *l;
-    record r;
-    party store, taxi, messaging;
-} world;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
-    CU_ASSERT_FATAL(fclose(f) == 0);
-}
-
-static void write_cert(const world *w, const char *name, const idevs_identity *id)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s.crt", w->dir, name);
-    size_t len = 0;
-    const uint8_t *der = idevs_identity_chain_der(id, 0, &len);
-    const unsigned char *p = der;
-    X509 *cert = d2i_X509(NULL, &p, (long)len);
-    CU_ASSERT_FATAL(cert != NULL);
-    FILE *f = fopen(path, "w");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(PEM_write_X509(f, cert) == 1);
-    fclose(f);
-    X509_free(cert);
-}
-
-/* The rewards descriptor of docs/DEPLOYMENT.md with these identities and the given process.config. */
-static void write_descriptor(world *w, const char *config)
-{
-    char ca_hex[65], program[IDEVS_UUID_STR_LEN], s[IDEVS_UUID_STR_LEN], t[IDEVS_UUID_STR_LEN],
-        m[IDEVS_UUID_STR_LEN];
-    uint8_t *der = NULL;
-    size_t der_len = 0;
-    uint8_t digest[32];
-    CU_ASSERT_FATAL(idevs_cert_to_der(pki.ca_cert, &der, &der_len) == IDEVS_OK);
-    CU_ASSERT_FATAL(idevs_sha256(der, der_len, digest) == IDEVS_OK);
-    free(der);
-    for (int i = 0; i < 32; i++)
-        sprintf(ca_hex + 2 * i, "%02x", digest[i]);
-    idevs_uuid_format(&w->program, program);
-    idevs_uuid_format(idevs_identity_uuid(store), s);
-    idevs_uuid_format(idevs_identity_uuid(taxi), t);
-    idevs_uuid_format(idevs_identity_uuid(messaging), m);
-    char text[4096];
-    int n = snprintf(text, sizeof text,
-                     "{\"version\": 1,\n"
-                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": %s},\n"
-                     " \"operator_ca_sha256\": \"%s\",\n"
-                     " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\"},\n"
-                     "   {\"name\": \"taxi\", \"uuid\": \"%s\", \"certificate\": \"taxi.crt\"},\n"
-                     "   {\"name\": \"messaging\", \"uuid\": \"%s\", \"certificate\": \"messaging.crt\"}],\n"
-                     " \"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n"
-                     " \"outputs\": [{\"name\": \"confirmation\", \"topic\": \"" TOPIC_CONFIRMATION
-                     "\", \"to\": \"messaging\", \"qos\": 1}],\n"
-                     " \"requests\": [{\"name\": \"ride\", \"topic\": \"" TOPIC_RIDE "\", \"response_topic\": \""
-                     TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}],\n"
-                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000}}\n",
-                     program, logic_path, config, ca_hex, s, t, m);
-    CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
-    write_file(w->descriptor, text, (size_t)n);
-}
-
-static void party_init(party *p, const idevs_identity *self, idevs_launcher *l)
-{
-    p->policy = fixture_compartment_policy(&pki, idevs_launcher_measurement(l), idevs_launcher_descriptor_digest(l));
-    CU_ASSERT_FATAL(idevs_envelope_ctx_new(self, p->policy, NULL, &p->ctx) == IDEVS_OK);
-    const uint8_t *der[2];
-    size_t len[2];
-    CU_ASSERT_FATAL(idevs_launcher_chain_count(l) == 2);
-    for (size_t i = 0; i < 2; i++)
-        der[i] = idevs_launcher_chain_der(l, i, &len[i]);
-    CU_ASSERT_FATAL(idevs_envelope_add_peer(p->ctx, der, len, 2, NULL) == IDEVS_OK);
-}
-
-static void party_free(party *p)
-{
-    idevs_envelope_ctx_free(p->ctx);
-    idevs_cert_policy_free(p->policy);
-}
-
-/* Makes the directory, certificates and descriptor, and a launcher. Returns what idevs_launcher_start said. */
-static idevs_err world_start(world *w, const char *config)
-{
-    memset(w, 0, sizeof *w);
-    snprintf(w->dir, sizeof w->dir, "/tmp/idevs-rewards-XXXXXX");
-    CU_ASSERT_FATAL(mkdtemp(w->dir) != NULL);
-    snprintf(w->state, sizeof w->state, "%s/state", w->dir);
-    CU_ASSERT_FATAL(mkdir(w->state, 0700) == 0);
-    snprintf(w->descriptor, sizeof w->descriptor, "%s/rewards.json", w->dir);
-    write_cert(w, "store", store);
-    write_cert(w, "taxi", taxi);
-    write_cert(w, "messaging", messaging);
-    idevs_uuid_generate(&w->program);
-    write_descriptor(w, config);
-    idevs_launcher_config cfg;
-    idevs_launcher_config_default(&cfg);
-    cfg.descriptor = w->descriptor;
-    cfg.host_program = host_path;
-    cfg.state_dir = w->state;
-    cfg.operator_ca = pki.ca_cert;
-    cfg.authority = pki.authority;
-    cfg.authority_cert = pki.authority_cert;
-    cfg.max_attempts = 1;
-    char why[512] = "";
-    idevs_err err = idevs_launcher_new(&cfg, &w->l, why, sizeof why);
-    if (err != IDEVS_OK)
-        fprintf(stderr, "\n    idevs_launcher_new: %s (%s)\n", idevs_strerror(err), why);
-    CU_ASSERT_FATAL(err == IDEVS_OK);
-    err = idevs_launcher_start(w->l, why, sizeof why);
-    if (err == IDEVS_OK) {
-        party_init(&w->store, store, w->l);
-        party_init(&w->taxi, taxi, w->l);
-        party_init(&w->messaging, messaging, w->l);
-    }
-    return err;
-}
-
-static void world_free(world *w)
-{
-    if (w->store.ctx != NULL) {
-        party_free(&w->store);
-        party_free(&w->taxi);
-        party_free(&w->messaging);
-    }
-    idevs_launcher_free(w->l);
-    record_clear(&w->r);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
-    CU_ASSERT(system(cmd) == 0);
-}
-
-/* Seals text from p on topic (with provenance, if any) and delivers it with the correlation data, if any. */
-static uint64_t deliver(world *w, party *p, const char *topic, const char *text, const idevs_msgid *prov,
-                        idevs_msgid *message_id)
-{
-    idevs_seal_input in = {.recipient = &w->program, .topic = topic, .payload = (const uint8_t *)text,
-                           .payload_len = strlen(text), .provenance = prov, .provenance_count = prov ? 1 : 0};
-    uint8_t *env = NULL;
-    size_t len = 0;
-    CU_ASSERT_FATAL(idevs_envelope_seal(p->ctx, &in, &env, &len, message_id) == IDEVS_OK);
-    uint64_t id = 0;
-    CU_ASSERT_FATAL(idevs_launcher_deliver(w->l, topic, env, len, prov ? prov->b : NULL, prov ? 16 : 0, &id) ==
-                    IDEVS_OK);
-    free(env);
-    return id;
-}
-
-/* Polls until the delivery is done; returns its status. */
-static idevs_err wait_done(world *w, uint64_t id)
-{
-    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
-    int64_t end = now_ms() + 10000;
-    for (;;) {
-        for (size_t i = 0; i < w->r.done_count; i++)
-            if (w->r.done_id[i] == id)
-                return w->r.done_status[i];
-        if (now_ms() > end) {
-            CU_FAIL("no Done in time");
-            return IDEVS_ERR_TIMEOUT;
-        }
-        CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 50, &cb) == IDEVS_OK);
-    }
-}
-
-static void poll_for(world *w, int ms)
-{
-    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
-    int64_t end = now_ms() + ms;
-    while (now_ms() < end)
-        CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 20, &cb) == IDEVS_OK);
-}
-
-/* Opens publication i as p; returns the payload (malloc'd) and the opened message's ids. */
-static char *open_pub(world *w, party *p, size_t i, idevs_opened *o)
-{
-    memset(o, 0, sizeof *o);
-    idevs_err err = idevs_envelope_open(p->ctx, w->r.pub_topic[i], w->r.pub_env[i], w->r.pub_len[i], o);
-    if (err != IDEVS_OK)
-        fprintf(stderr, "\n    open publication %zu: %s\n", i, idevs_strerror(err));
-    CU_ASSERT_FATAL(err == IDEVS_OK);
-    return strndup((const char *)o->payload, o->payload_len);
-}
-
-/* The object's keys are exactly keys[], in this order. */
-static bool json_keys_are(const char *text, const char *const *keys, size_t n)
-{
-    cJSON *j = cJSON_Parse(text);
-    bool ok = cJSON_IsObject(j);
-    size_t k = 0;
-    for (const cJSON *c = ok ? j->child : NULL; c != NULL && ok; c = c->next, k++)
-        ok = k < n && strcmp(c->string, keys[k]) == 0 && cJSON_IsString(c);
-    cJSON_Delete(j);
-    return ok && k == n;
-}
-
-static const char *json_str(cJSON *j, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    return cJSON_IsString(v) ? v->valuestring : "(missing)";
-}
+/* The rewards descriptor of docs/DEPLOYMENT.md with the fixture identities. */
+static const lw_spec spec = {
+    .pki = &pki, .host = host_path, .logic = logic_path, .process = "rewards",
+    .services = service_names, .identities = identities,
+    .routes = "\"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n"
+              " \"outputs\": [{\"name\": \"confirmation\", \"topic\": \"" TOPIC_CONFIRMATION
+              "\", \"to\": \"messaging\", \"qos\": 1}],\n"
+              " \"requests\": [{\"name\": \"ride\", \"topic\": \"" TOPIC_RIDE "\", \"response_topic\": \""
+              TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}]",
+};
 
 static void make_sale(char *buf, size_t len, const char *sale_id, const char *price2, const char *total)
 {
-    int n = snprintf(buf, len,
-                     "{\"sale_id\":\"%s\",\"time\":\"2026-11-21T10:15:00Z\",\"customer\":{\"id\":\"C-0007\","
-                     "\"name\":\"Ana Lima\",\"phone\":\"+44 7700 900123\","
-                     "\"address\":\"12 Harbour Street, Leith, Edinburgh EH6 6LA\"},"
-                     "\"items\":[{\"sku\":\"JKT-204\",\"name\":\"Rain jacket\",\"qty\":1,\"price\":\"129.00\"},"
-                     "{\"sku\":\"SCK-011\",\"name\":\"Wool socks\",\"qty\":1,\"price\":\"%s\"}],\"total\":\"%s\"}",
-                     sale_id, price2, total);
-    CU_ASSERT_FATAL(n > 0 && (size_t)n < len);
+    sale_cases_make(buf, len, sale_id, "C-0007", "129.00", price2, total);
 }
 
 static void test_logic_boundary_and_round_trip(void)
 {
-    world w;
-    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{}"), IDEVS_OK);
+    lw_world w;
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{}"), IDEVS_OK);
     static const char *const ride_keys[] = {"booking_ref", "name", "pickup", "time"};
     static const char *const confirmation_keys[] = {"phone", "text"};
     char sale[1024];
 
     /* 149.99: nothing leaves */
     make_sale(sale, sizeof sale, "S-014999", "20.99", "149.99");
-    uint64_t d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, sale, NULL, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL(w.r.pub_count, 0);
 
     /* 150.00 and 150.01: a ride request each, with only the pickup fields */
@@ -705,8 +382,8 @@ static void test_logic_boundary_and_round_trip(void)
     for (size_t k = 0; k < 2; k++) {
         make_sale(sale, sizeof sale, qualifying[k].id, qualifying[k].price2, qualifying[k].total);
         size_t before = w.r.pub_count;
-        d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, &sale_ids[k]);
-        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+        d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, sale, NULL, &sale_ids[k]);
+        CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
         CU_ASSERT_EQUAL_FATAL(w.r.pub_count, before + 1);
         CU_ASSERT_STRING_EQUAL(w.r.pub_topic[before], TOPIC_RIDE);
         CU_ASSERT_STRING_EQUAL(w.r.pub_response_topic[before], TOPIC_RIDE_RESP);
@@ -714,21 +391,21 @@ static void test_logic_boundary_and_round_trip(void)
         /* only taxi can open it */
         idevs_opened o;
         memset(&o, 0, sizeof o);
-        CU_ASSERT_NOT_EQUAL(idevs_envelope_open(w.messaging.ctx, w.r.pub_topic[before], w.r.pub_env[before],
+        CU_ASSERT_NOT_EQUAL(idevs_envelope_open(w.party[MESSAGING].ctx, w.r.pub_topic[before], w.r.pub_env[before],
                                                 w.r.pub_len[before], &o),
                             IDEVS_OK);
-        char *req = open_pub(&w, &w.taxi, before, &o);
+        char *req = lw_open_pub(&w, &w.party[TAXI], before, &o);
         request_ids[k] = o.message_id;
         CU_ASSERT_EQUAL(o.provenance_count, 1);
         CU_ASSERT_EQUAL(memcmp(o.provenance[0].b, sale_ids[k].b, 16), 0);
         CU_ASSERT_EQUAL(memcmp(w.r.pub_correlation[before], o.message_id.b, 16), 0);
-        CU_ASSERT_TRUE(json_keys_are(req, ride_keys, 4));
+        CU_ASSERT_TRUE(lw_json_keys_are(req, ride_keys, 4));
         cJSON *j = cJSON_Parse(req);
         CU_ASSERT_PTR_NOT_NULL_FATAL(j);
-        CU_ASSERT_STRING_EQUAL(json_str(j, "booking_ref"), qualifying[k].id);
-        CU_ASSERT_STRING_EQUAL(json_str(j, "name"), "Ana Lima");
-        CU_ASSERT_STRING_EQUAL(json_str(j, "pickup"), "12 Harbour Street, Leith, Edinburgh EH6 6LA");
-        CU_ASSERT_STRING_EQUAL(json_str(j, "time"), "2026-11-21T10:15:00Z");
+        CU_ASSERT_STRING_EQUAL(lw_json_str(j, "booking_ref"), qualifying[k].id);
+        CU_ASSERT_STRING_EQUAL(lw_json_str(j, "name"), "Ana Lima");
+        CU_ASSERT_STRING_EQUAL(lw_json_str(j, "pickup"), "12 Harbour Street, Leith, Edinburgh EH6 6LA");
+        CU_ASSERT_STRING_EQUAL(lw_json_str(j, "time"), "2026-11-21T10:15:00Z");
         /* what taxi must not get */
         CU_ASSERT_PTR_NULL(cJSON_GetObjectItemCaseSensitive(j, "phone"));
         CU_ASSERT_PTR_NULL(cJSON_GetObjectItemCaseSensitive(j, "total"));
@@ -750,19 +427,19 @@ static void test_logic_boundary_and_round_trip(void)
                  qualifying[k].id, 7 + k);
         size_t before = w.r.pub_count;
         idevs_msgid resp_id;
-        d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, resp, &request_ids[k], &resp_id);
-        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+        d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, resp, &request_ids[k], &resp_id);
+        CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
         CU_ASSERT_EQUAL_FATAL(w.r.pub_count, before + 1);
         CU_ASSERT_STRING_EQUAL(w.r.pub_topic[before], TOPIC_CONFIRMATION);
         idevs_opened o;
-        char *conf = open_pub(&w, &w.messaging, before, &o);
+        char *conf = lw_open_pub(&w, &w.party[MESSAGING], before, &o);
         char want[512];
         snprintf(want, sizeof want,
                  "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, thanks for shopping with us! Your free ride home "
                  "(ref %s) is booked: Sam Okafor, Blue Skoda Octavia SK21 XYZ, arrives in %d min.\"}",
                  qualifying[k].id, 7 + k);
         CU_ASSERT_STRING_EQUAL(conf, want);
-        CU_ASSERT_TRUE(json_keys_are(conf, confirmation_keys, 2));
+        CU_ASSERT_TRUE(lw_json_keys_are(conf, confirmation_keys, 2));
         CU_ASSERT_PTR_NULL(strstr(conf, "Harbour"));
         CU_ASSERT_PTR_NULL(strstr(conf, "Lima"));
         /* provenance: taxi's response, then the sale */
@@ -774,38 +451,38 @@ static void test_logic_boundary_and_round_trip(void)
     }
 
     /* the same request answered again: the entry was used and forgotten */
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_ids[0], NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_ids[0], NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
     CU_ASSERT_EQUAL(w.r.pub_count, 4);
-    world_free(&w);
+    lw_free(&w);
 }
 
 static void test_logic_refusals(void)
 {
-    world w;
-    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{}"), IDEVS_OK);
+    lw_world w;
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{}"), IDEVS_OK);
     /* malformed sales: an error, and nothing leaves */
     static const char *const junk[] = {"not json", "{}", "{\"sale_id\":\"S-1\"}"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
-        uint64_t d = deliver(&w, &w.store, TOPIC_SALES, junk[i], NULL, NULL);
-        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+        uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, junk[i], NULL, NULL);
+        CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
     }
     char buf[2048];
-    for (size_t i = 0; i < sizeof bad_sales / sizeof bad_sales[0]; i++) {
-        sale_with(buf, sizeof buf, bad_sales[i].from, bad_sales[i].to);
-        uint64_t d = deliver(&w, &w.store, TOPIC_SALES, buf, NULL, NULL);
-        idevs_err st = wait_done(&w, d);
+    for (size_t i = 0; i < sale_cases_bad_count; i++) {
+        sale_cases_with(buf, sizeof buf, sale_cases_bad[i].from, sale_cases_bad[i].to);
+        uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, buf, NULL, NULL);
+        idevs_err st = lw_wait_done(&w, d);
         CU_ASSERT_EQUAL(st, IDEVS_ERR_LOGIC);
         if (st != IDEVS_ERR_LOGIC)
-            fprintf(stderr, "\n    the logic accepted a sale with %s\n", bad_sales[i].why);
+            fprintf(stderr, "\n    the logic accepted a sale with %s\n", sale_cases_bad[i].why);
     }
     CU_ASSERT_EQUAL(w.r.pub_count, 0);
 
     /* a response to a request the logic never made (the compartment restarted in between) */
     idevs_msgid unknown;
     CU_ASSERT_FATAL(idevs_random(unknown.b, 16) == IDEVS_OK);
-    uint64_t d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &unknown, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    uint64_t d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &unknown, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
     CU_ASSERT_EQUAL(w.r.pub_count, 0);
 
     /* real requests; a response uses up its request whatever it says: a malformed one, or one for another
@@ -816,115 +493,115 @@ static void test_logic_refusals(void)
         char ref[16];
         snprintf(ref, sizeof ref, "S-00004%d", k);
         make_sale(sale, sizeof sale, ref, "21.00", "150.00");
-        d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, NULL);
-        CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+        d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, sale, NULL, NULL);
+        CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
         CU_ASSERT_EQUAL_FATAL(w.r.pub_count, (size_t)k + 1);
         idevs_opened o;
-        free(open_pub(&w, &w.taxi, (size_t)k, &o));
+        free(lw_open_pub(&w, &w.party[TAXI], (size_t)k, &o));
         request_ids[k] = o.message_id;
         idevs_opened_clear(&o);
     }
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\"}", &request_ids[0],
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\"}", &request_ids[0],
                 NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
                 &request_ids[0], NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
                 &request_ids[1], NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
     CU_ASSERT_EQUAL(w.r.pub_count, 3);
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000042\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
                 &request_ids[2], NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 4);
     idevs_opened o;
-    char *conf = open_pub(&w, &w.messaging, 3, &o);
+    char *conf = lw_open_pub(&w, &w.party[MESSAGING], 3, &o);
     CU_ASSERT_STRING_EQUAL(conf, "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, thanks for shopping with us! Your "
                                  "free ride home (ref S-000042) is booked: Sam, Car, arrives in 7 min.\"}");
     free(conf);
     idevs_opened_clear(&o);
 
     /* the case study's example, to the byte, through the compartment */
-    d = deliver(&w, &w.store, TOPIC_SALES, EXAMPLE_SALE, NULL, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, SALE_CASES_EXAMPLE, NULL, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 5);
-    char *req = open_pub(&w, &w.taxi, 4, &o);
+    char *req = lw_open_pub(&w, &w.party[TAXI], 4, &o);
     CU_ASSERT_STRING_EQUAL(req, EXAMPLE_RIDE_REQUEST);
     free(req);
     idevs_msgid request_id = o.message_id;
     idevs_opened_clear(&o);
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 6);
-    conf = open_pub(&w, &w.messaging, 5, &o);
+    conf = lw_open_pub(&w, &w.party[MESSAGING], 5, &o);
     CU_ASSERT_STRING_EQUAL(conf, EXAMPLE_CONFIRMATION);
     free(conf);
     idevs_opened_clear(&o);
-    world_free(&w);
+    lw_free(&w);
 }
 
 static void test_logic_config(void)
 {
-    world w;
+    lw_world w;
     /* another threshold and greeting */
-    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{\"threshold\": \"200.00\", \"greeting\": \"enjoy!\"}"), IDEVS_OK);
-    uint64_t d = deliver(&w, &w.store, TOPIC_SALES, EXAMPLE_SALE, NULL, NULL); /* 150.00 < 200.00 */
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{\"threshold\": \"200.00\", \"greeting\": \"enjoy!\"}"), IDEVS_OK);
+    uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, SALE_CASES_EXAMPLE, NULL, NULL); /* 150.00 < 200.00 */
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL(w.r.pub_count, 0);
     char sale[1024];
     make_sale(sale, sizeof sale, "S-000200", "71.00", "200.00");
-    d = deliver(&w, &w.store, TOPIC_SALES, sale, NULL, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, sale, NULL, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 1);
     idevs_opened o;
-    free(open_pub(&w, &w.taxi, 0, &o));
+    free(lw_open_pub(&w, &w.party[TAXI], 0, &o));
     idevs_msgid request_id = o.message_id;
     idevs_opened_clear(&o);
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP,
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000200\",\"driver\":\"Sam Okafor\",\"vehicle\":\"Car\",\"eta_minutes\":3}",
                 &request_id, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 2);
-    char *conf = open_pub(&w, &w.messaging, 1, &o);
+    char *conf = lw_open_pub(&w, &w.party[MESSAGING], 1, &o);
     CU_ASSERT_STRING_EQUAL(conf, "{\"phone\":\"+44 7700 900123\",\"text\":\"Hi Ana, enjoy! Your free ride home (ref "
                                  "S-000200) is booked: Sam Okafor, Car, arrives in 3 min.\"}");
     free(conf);
     idevs_opened_clear(&o);
-    world_free(&w);
+    lw_free(&w);
 
     /* configurations the logic refuses: the compartment does not start */
     static const char *const bad[] = {"{\"threshold\": \"150\"}", "{\"threshold\": 150}",
                                       "{\"threshold_cents\": 15000}", "{\"greeting\": 7}",
                                       "{\"request_timeout_s\": 0}", "{\"threshold\": \"1.00\", \"threshold\": \"2.00\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        idevs_err err = world_start(&w, bad[i]);
+        idevs_err err = lw_start(&w, &spec, bad[i]);
         CU_ASSERT_NOT_EQUAL(err, IDEVS_OK);
         if (err == IDEVS_OK)
             fprintf(stderr, "\n    the logic started with the configuration %s\n", bad[i]);
-        world_free(&w);
+        lw_free(&w);
     }
 }
 
 static void test_logic_expiry(void)
 {
-    world w;
-    CU_ASSERT_EQUAL_FATAL(world_start(&w, "{\"request_timeout_s\": 1}"), IDEVS_OK);
-    uint64_t d = deliver(&w, &w.store, TOPIC_SALES, EXAMPLE_SALE, NULL, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_OK);
+    lw_world w;
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{\"request_timeout_s\": 1}"), IDEVS_OK);
+    uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, SALE_CASES_EXAMPLE, NULL, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 1);
     idevs_opened o;
-    free(open_pub(&w, &w.taxi, 0, &o));
+    free(lw_open_pub(&w, &w.party[TAXI], 0, &o));
     idevs_msgid request_id = o.message_id;
     idevs_opened_clear(&o);
-    poll_for(&w, 1600); /* the timer (every 100 ms here) drops it after 1 s */
-    d = deliver(&w, &w.taxi, TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
-    CU_ASSERT_EQUAL(wait_done(&w, d), IDEVS_ERR_LOGIC);
+    lw_poll_for(&w, 1600); /* the timer (every 100 ms here) drops it after 1 s */
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
     CU_ASSERT_EQUAL(w.r.pub_count, 1);
-    world_free(&w);
+    lw_free(&w);
 }
 
 /* ---- suite ---- */
@@ -940,17 +617,15 @@ static int suite_init(void)
     snprintf(logic_path, sizeof logic_path, "%s", logic);
     signal(SIGPIPE, SIG_IGN);
     fixture_pki_init(&pki);
-    store = fixture_service(&pki, "store");
-    taxi = fixture_service(&pki, "taxi");
-    messaging = fixture_service(&pki, "messaging");
+    for (size_t i = 0; i < 3; i++)
+        identities[i] = fixture_service(&pki, service_names[i]);
     return 0;
 }
 
 static int suite_clean(void)
 {
-    idevs_identity_free(store);
-    idevs_identity_free(taxi);
-    idevs_identity_free(messaging);
+    for (size_t i = 0; i < 3; i++)
+        idevs_identity_free(identities[i]);
     fixture_pki_free(&pki);
     return 0;
 }

@@ -1,0 +1,242 @@
+/* A case-study logic in a real compartment; see logic_world.h. */
+#include "logic_world.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/pem.h>
+
+#include "harness.h"
+
+static void on_publish(void *arg, const idevs_launcher_publish *p)
+{
+    lw_record *r = arg;
+    CU_ASSERT_FATAL(r->pub_count < LW_MAX_RECORDS);
+    size_t i = r->pub_count++;
+    r->pub_id[i] = p->delivery_id;
+    r->pub_env[i] = malloc(p->envelope_len);
+    CU_ASSERT_FATAL(r->pub_env[i] != NULL);
+    memcpy(r->pub_env[i], p->envelope, p->envelope_len);
+    r->pub_len[i] = p->envelope_len;
+    snprintf(r->pub_topic[i], sizeof r->pub_topic[i], "%s", p->topic);
+    snprintf(r->pub_response_topic[i], sizeof r->pub_response_topic[i], "%s",
+             p->response_topic != NULL ? p->response_topic : "");
+    r->pub_correlation_len[i] = p->correlation_len;
+    if (p->correlation != NULL && p->correlation_len <= 16)
+        memcpy(r->pub_correlation[i], p->correlation, p->correlation_len);
+}
+
+static void on_done(void *arg, uint64_t id, idevs_err status)
+{
+    lw_record *r = arg;
+    CU_ASSERT_FATAL(r->done_count < LW_MAX_RECORDS);
+    r->done_id[r->done_count] = id;
+    r->done_status[r->done_count++] = status;
+}
+
+static void record_clear(lw_record *r)
+{
+    for (size_t i = 0; i < r->pub_count; i++)
+        free(r->pub_env[i]);
+    memset(r, 0, sizeof *r);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
+    CU_ASSERT_FATAL(fclose(f) == 0);
+}
+
+static void write_cert(const lw_world *w, const char *name, const idevs_identity *id)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.crt", w->dir, name);
+    size_t len = 0;
+    const uint8_t *der = idevs_identity_chain_der(id, 0, &len);
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)len);
+    CU_ASSERT_FATAL(cert != NULL);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_FATAL(PEM_write_X509(f, cert) == 1);
+    fclose(f);
+    X509_free(cert);
+}
+
+/* The descriptor of docs/DEPLOYMENT.md with these identities, routes and process.config. */
+static void write_descriptor(lw_world *w, const lw_spec *spec, const char *config)
+{
+    char ca_hex[65], program[IDEVS_UUID_STR_LEN];
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    uint8_t digest[32];
+    CU_ASSERT_FATAL(idevs_cert_to_der(spec->pki->ca_cert, &der, &der_len) == IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_sha256(der, der_len, digest) == IDEVS_OK);
+    free(der);
+    for (int i = 0; i < 32; i++)
+        sprintf(ca_hex + 2 * i, "%02x", digest[i]);
+    idevs_uuid_format(&w->program, program);
+    char services[1024] = "";
+    size_t used = 0;
+    for (size_t i = 0; spec->services[i] != NULL; i++) {
+        char u[IDEVS_UUID_STR_LEN];
+        idevs_uuid_format(idevs_identity_uuid(spec->identities[i]), u);
+        used += (size_t)snprintf(services + used, sizeof services - used,
+                                 "%s{\"name\": \"%s\", \"uuid\": \"%s\", \"certificate\": \"%s.crt\"}",
+                                 i > 0 ? ",\n   " : "", spec->services[i], u, spec->services[i]);
+        CU_ASSERT_FATAL(used < sizeof services);
+    }
+    char text[4096];
+    int n = snprintf(text, sizeof text,
+                     "{\"version\": 1,\n"
+                     " \"process\": {\"name\": \"%s\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": %s},\n"
+                     " \"operator_ca_sha256\": \"%s\",\n"
+                     " \"services\": [%s],\n"
+                     " %s,\n"
+                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000}}\n",
+                     spec->process, program, spec->logic, config, ca_hex, services, spec->routes);
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
+    write_file(w->descriptor, text, (size_t)n);
+}
+
+static void party_init(lw_party *p, fixture_pki *pki, const idevs_identity *self, idevs_launcher *l)
+{
+    p->policy = fixture_compartment_policy(pki, idevs_launcher_measurement(l), idevs_launcher_descriptor_digest(l));
+    CU_ASSERT_FATAL(idevs_envelope_ctx_new(self, p->policy, NULL, &p->ctx) == IDEVS_OK);
+    const uint8_t *der[2];
+    size_t len[2];
+    CU_ASSERT_FATAL(idevs_launcher_chain_count(l) == 2);
+    for (size_t i = 0; i < 2; i++)
+        der[i] = idevs_launcher_chain_der(l, i, &len[i]);
+    CU_ASSERT_FATAL(idevs_envelope_add_peer(p->ctx, der, len, 2, NULL) == IDEVS_OK);
+}
+
+idevs_err lw_start(lw_world *w, const lw_spec *spec, const char *config)
+{
+    memset(w, 0, sizeof *w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/idevs-%s-XXXXXX", spec->process);
+    CU_ASSERT_FATAL(mkdtemp(w->dir) != NULL);
+    snprintf(w->state, sizeof w->state, "%s/state", w->dir);
+    CU_ASSERT_FATAL(mkdir(w->state, 0700) == 0);
+    snprintf(w->descriptor, sizeof w->descriptor, "%s/%s.json", w->dir, spec->process);
+    size_t count = 0;
+    for (; spec->services[count] != NULL; count++) {
+        CU_ASSERT_FATAL(count < LW_MAX_PARTIES);
+        write_cert(w, spec->services[count], spec->identities[count]);
+    }
+    idevs_uuid_generate(&w->program);
+    write_descriptor(w, spec, config);
+    idevs_launcher_config cfg;
+    idevs_launcher_config_default(&cfg);
+    cfg.descriptor = w->descriptor;
+    cfg.host_program = spec->host;
+    cfg.state_dir = w->state;
+    cfg.operator_ca = spec->pki->ca_cert;
+    cfg.authority = spec->pki->authority;
+    cfg.authority_cert = spec->pki->authority_cert;
+    cfg.max_attempts = 1;
+    char why[512] = "";
+    idevs_err err = idevs_launcher_new(&cfg, &w->l, why, sizeof why);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "\n    idevs_launcher_new: %s (%s)\n", idevs_strerror(err), why);
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    err = idevs_launcher_start(w->l, why, sizeof why);
+    if (err == IDEVS_OK) {
+        for (size_t i = 0; i < count; i++)
+            party_init(&w->party[i], spec->pki, spec->identities[i], w->l);
+        w->party_count = count;
+    }
+    return err;
+}
+
+void lw_free(lw_world *w)
+{
+    for (size_t i = 0; i < w->party_count; i++) {
+        idevs_envelope_ctx_free(w->party[i].ctx);
+        idevs_cert_policy_free(w->party[i].policy);
+    }
+    idevs_launcher_free(w->l);
+    record_clear(&w->r);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
+    CU_ASSERT(system(cmd) == 0);
+}
+
+uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *text, const idevs_msgid *prov,
+                    idevs_msgid *message_id)
+{
+    idevs_seal_input in = {.recipient = &w->program, .topic = topic, .payload = (const uint8_t *)text,
+                           .payload_len = strlen(text), .provenance = prov, .provenance_count = prov ? 1 : 0};
+    uint8_t *env = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(idevs_envelope_seal(p->ctx, &in, &env, &len, message_id) == IDEVS_OK);
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver(w->l, topic, env, len, prov ? prov->b : NULL, prov ? 16 : 0, &id) ==
+                    IDEVS_OK);
+    free(env);
+    return id;
+}
+
+idevs_err lw_wait_done(lw_world *w, uint64_t id)
+{
+    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
+    int64_t end = now_ms() + 10000;
+    for (;;) {
+        for (size_t i = 0; i < w->r.done_count; i++)
+            if (w->r.done_id[i] == id)
+                return w->r.done_status[i];
+        if (now_ms() > end) {
+            CU_FAIL("no Done in time");
+            return IDEVS_ERR_TIMEOUT;
+        }
+        CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 50, &cb) == IDEVS_OK);
+    }
+}
+
+void lw_poll_for(lw_world *w, int ms)
+{
+    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
+    int64_t end = now_ms() + ms;
+    while (now_ms() < end)
+        CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 20, &cb) == IDEVS_OK);
+}
+
+char *lw_open_pub(lw_world *w, lw_party *p, size_t i, idevs_opened *o)
+{
+    memset(o, 0, sizeof *o);
+    idevs_err err = idevs_envelope_open(p->ctx, w->r.pub_topic[i], w->r.pub_env[i], w->r.pub_len[i], o);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "\n    open publication %zu: %s\n", i, idevs_strerror(err));
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    return strndup((const char *)o->payload, o->payload_len);
+}
+
+bool lw_json_keys_are(const char *text, const char *const *keys, size_t n)
+{
+    cJSON *j = cJSON_Parse(text);
+    bool ok = cJSON_IsObject(j);
+    size_t k = 0;
+    for (const cJSON *c = ok ? j->child : NULL; c != NULL && ok; c = c->next, k++)
+        ok = k < n && strcmp(c->string, keys[k]) == 0;
+    cJSON_Delete(j);
+    return ok && k == n;
+}
+
+const char *lw_json_str(cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : "(missing)";
+}
