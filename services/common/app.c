@@ -130,6 +130,17 @@ idevs_err app_start_service(const char *prog, const idevs_service_config *cfg, i
     return IDEVS_OK;
 }
 
+void app_provenance(const idevs_service_message *msg, char out[APP_PROVENANCE_LEN])
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < msg->provenance_count && i < IDEVS_PROVENANCE_MAX; i++) {
+        char p[IDEVS_UUID_STR_LEN];
+        idevs_uuid_format(&msg->provenance[i], p);
+        used += (size_t)snprintf(out + used, APP_PROVENANCE_LEN - used, "%s%s", i > 0 ? "," : "", p);
+    }
+}
+
 void app_run(const char *prog, idevs_service *svc, const unsigned long long *handled, unsigned long long count,
              unsigned long long timeout_s)
 {

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idevs_envelope.h"
 #include "idevs_service.h"
 
 /* Set to 1 by SIGINT or SIGTERM once app_install_signals() has run. */
@@ -52,6 +53,11 @@ idevs_err app_start_service(const char *prog, const idevs_service_config *cfg, i
  * IDEVS_ERR_NOT_NOW (the service cannot go on). Other errors are printed "PROG: ..." on stderr and it goes on. */
 void app_run(const char *prog, idevs_service *svc, const unsigned long long *handled, unsigned long long count,
              unsigned long long timeout_s);
+
+/* The message ids of msg's provenance (the inputs that caused it), comma separated, for a service to keep for
+ * audit beside what it stored. */
+#define APP_PROVENANCE_LEN (IDEVS_PROVENANCE_MAX * IDEVS_UUID_STR_LEN + 1)
+void app_provenance(const idevs_service_message *msg, char out[APP_PROVENANCE_LEN]);
 
 /* Formats why and returns -1, for one-line error returns. */
 int app_fail(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

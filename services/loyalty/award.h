@@ -9,8 +9,8 @@
 
 #include "sale.h"
 
-/* The largest award: 2^53 - 1, the largest whole number every JSON reader keeps exactly (RFC 7493, I-JSON). */
-#define LOYALTY_POINTS_MAX INT64_C(9007199254740991)
+/* The largest award: 2^53 - 1, the largest whole number every JSON reader keeps exactly (json_in.h). */
+#define LOYALTY_POINTS_MAX JSON_IN_WHOLE_MAX
 /* Large enough for any award: two references and a number. */
 #define LOYALTY_OUT_MAX 256
 

@@ -85,13 +85,8 @@ static void on_message(idevs_service *svc, const idevs_service_message *msg, voi
     }
     const char *phone = cJSON_GetObjectItemCaseSensitive(j, "phone")->valuestring;
     const char *text = cJSON_GetObjectItemCaseSensitive(j, "text")->valuestring;
-    char provenance[IDEVS_PROVENANCE_MAX * IDEVS_UUID_STR_LEN + 1] = "";
-    size_t used = 0;
-    for (size_t i = 0; i < msg->provenance_count && i < IDEVS_PROVENANCE_MAX; i++) {
-        char p[IDEVS_UUID_STR_LEN];
-        idevs_uuid_format(&msg->provenance[i], p);
-        used += (size_t)snprintf(provenance + used, sizeof provenance - used, "%s%s", i > 0 ? "," : "", p);
-    }
+    char provenance[APP_PROVENANCE_LEN];
+    app_provenance(msg, provenance);
     char ref[REF_MAX + 1];
     ref_in(text, ref);
     int stored = outbox_db_queue(m->db, id, phone, text, provenance, why, sizeof why);

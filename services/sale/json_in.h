@@ -16,6 +16,9 @@
 
 #define JSON_IN_REF_MAX 64  /* sale ids, customer ids, booking references, SKUs */
 #define JSON_IN_TIME_LEN 20 /* 2026-11-21T10:15:00Z */
+/* The largest whole number every JSON reader keeps exactly, 2^53 - 1 (RFC 7493, I-JSON): the bound of any
+ * count a payload carries that may grow with money (loyalty points). */
+#define JSON_IN_WHOLE_MAX INT64_C(9007199254740991)
 
 typedef enum json_in_kind {
     JSON_IN_TEXT,  /* non-empty UTF-8 without control characters */
@@ -38,8 +41,8 @@ int json_in_keys_exactly(const cJSON *obj, const char *const *keys, size_t n);
  * max + 1 bytes) unless dst is NULL. */
 int json_in_string(const cJSON *obj, const char *key, json_in_kind kind, char *dst, size_t max);
 
-/* True when member key of obj is a whole number in [lo, hi] (both within +-2^53, where a double is exact), into
- * *out. cJSON keeps numbers as doubles: 2.5, 1e300 and "7" are refused; no money ever goes this way. */
+/* True when member key of obj is a whole number in [lo, hi] (both within +-JSON_IN_WHOLE_MAX), into *out.
+ * cJSON keeps numbers as doubles: 2.5, 1e300 and "7" are refused; no money ever goes this way. */
 int json_in_whole(const cJSON *obj, const char *key, int64_t lo, int64_t hi, int64_t *out);
 
 /* True when member key of obj is a money string (money.h), into *cents. */

@@ -1,0 +1,175 @@
+/* points: the loyalty process's points service (docs/CASESTUDY.md). Receives each award the loyalty logic
+ * sends it and keeps, in its own SQLite database, the awards and a running total per customer.
+ *
+ *   points run --db FILE [--count N] [--timeout S] [connection options]
+ *   points totals --db FILE [--customer ID]
+ *
+ * An award {customer_id, sale_id, points} is stored once per sale_id. run goes on until SIGINT or SIGTERM, N
+ * awards, or S seconds. It prints sale and customer ids and points: the only things it is ever told. */
+#include <stdio.h>
+#include <string.h>
+
+#include "idevs_service.h"
+#include "idevs_service_app.h"
+#include "json_in.h"
+#include "points_db.h"
+
+static const char usage[] =
+    "usage: points run --db FILE [--count N] [--timeout S] [connection options]\n"
+    "       points totals --db FILE [--customer ID]\n"
+    "\n"
+    "run     receives the awards of the process (default 'loyalty') and stores each in FILE (SQLite), once per\n"
+    "        sale, adding its points to the customer's total. Runs until interrupted, or N awards, or S seconds.\n"
+    "totals  prints each customer's points and the number of sales they came from (with --customer, only that\n"
+    "        customer's), then the sum over the customers printed.\n"
+    "\n";
+
+typedef struct points {
+    sqlite3 *db;
+    unsigned long long handled, awarded, repeated, refused;
+} points;
+
+/* {customer_id, sale_id, points}: exactly these keys, each once, two references and a whole number from 1. */
+static int parse_award(const idevs_service_message *msg, points_award *a)
+{
+    static const char *const keys[] = {"customer_id", "sale_id", "points"};
+    cJSON *j = json_in_parse_object((const char *)msg->payload, msg->payload_len);
+    int ok = json_in_keys_exactly(j, keys, 3) &&
+             json_in_string(j, "customer_id", JSON_IN_REF, a->customer_id, JSON_IN_REF_MAX) &&
+             json_in_string(j, "sale_id", JSON_IN_REF, a->sale_id, JSON_IN_REF_MAX) &&
+             json_in_whole(j, "points", 1, JSON_IN_WHOLE_MAX, &a->points);
+    json_in_delete(j);
+    return ok;
+}
+
+static void on_message(idevs_service *svc, const idevs_service_message *msg, void *arg)
+{
+    (void)svc;
+    points *p = arg;
+    points_award a;
+    char why[512] = "";
+    memset(&a, 0, sizeof a);
+    idevs_uuid_format(&msg->message_id, a.message_id);
+    if (msg->kind != IDEVS_SERVICE_OUTPUT || strcmp(msg->name, "points") != 0) {
+        fprintf(stderr, "points: ignored message %s on '%s': not an award\n", a.message_id, msg->topic);
+        return;
+    }
+    p->handled++;
+    if (!parse_award(msg, &a)) {
+        p->refused++;
+        fprintf(stderr, "points: refused message %s: not an award {customer_id, sale_id, points}\n", a.message_id);
+        return;
+    }
+    app_provenance(msg, a.provenance);
+    int stored = points_db_award(p->db, &a, why, sizeof why);
+    if (stored < 0) {
+        fprintf(stderr, "points: message %s (sale %s) not stored: %s\n", a.message_id, a.sale_id, why);
+        return;
+    }
+    if (stored > 0) {
+        p->awarded++;
+        printf("awarded %s %lld points to %s message %s\n", a.sale_id, (long long)a.points, a.customer_id,
+               a.message_id);
+    } else {
+        p->repeated++;
+        printf("already awarded %s message %s\n", a.sale_id, a.message_id);
+    }
+    fflush(stdout);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    idevs_service_config cfg;
+    app_receive_options opt;
+    app_config_default(&cfg, "points");
+    cfg.process = "loyalty";
+    int rc = app_parse_receive_options("points", usage, argc - 1, argv + 1, &cfg, &opt);
+    if (rc >= 0)
+        return rc;
+    rc = 1;
+    points p;
+    memset(&p, 0, sizeof p);
+    idevs_service *svc = NULL;
+    char why[1024] = "";
+    p.db = points_db_open(opt.db_path, 1, why, sizeof why);
+    if (p.db == NULL) {
+        fprintf(stderr, "points: %s\n", why);
+        goto out;
+    }
+    if (app_start_service("points", &cfg, on_message, &p, 4, &svc, "receiving awards") != IDEVS_OK)
+        goto out;
+    app_run("points", svc, &p.handled, opt.count, opt.timeout_s);
+    printf("points: %llu messages, %llu awarded, %llu already awarded, %llu refused\n", p.handled, p.awarded,
+           p.repeated, p.refused);
+    rc = 0;
+out:
+    idevs_service_free(svc);
+    points_db_close(p.db);
+    idevs_service_cli_free(&cfg);
+    return rc;
+}
+
+typedef struct sum {
+    int64_t points, awards;
+    int overflow; /* each total fits in 64 bits (points_db.c), their sum need not */
+} sum;
+
+static void print_total(void *arg, const char *customer_id, int64_t pts, int64_t awards)
+{
+    sum *s = arg;
+    if (__builtin_add_overflow(s->points, pts, &s->points) || __builtin_add_overflow(s->awards, awards, &s->awards))
+        s->overflow = 1;
+    printf("%s %lld points from %lld sales\n", customer_id, (long long)pts, (long long)awards);
+}
+
+static int cmd_totals(int argc, char **argv)
+{
+    const char *db_path = NULL, *customer = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--db") == 0 && v != NULL)
+            db_path = v;
+        else if (strcmp(a, "--customer") == 0 && v != NULL)
+            customer = v;
+        else {
+            fprintf(stderr, "points: unknown option or missing value: %s\n\n%s", a, usage);
+            return 2;
+        }
+        i++;
+    }
+    if (db_path == NULL) {
+        fprintf(stderr, "points: totals needs --db FILE\n\n%s", usage);
+        return 2;
+    }
+    char why[1024] = "";
+    sqlite3 *db = points_db_open(db_path, 0, why, sizeof why);
+    sum s = {0, 0, 0};
+    long n = db != NULL ? points_db_totals(db, customer, print_total, &s, why, sizeof why) : -1;
+    points_db_close(db);
+    if (n < 0) {
+        fprintf(stderr, "points: %s\n", why);
+        return 1;
+    }
+    if (customer != NULL && n == 0)
+        printf("%s 0 points from 0 sales\n", customer);
+    if (s.overflow)
+        printf("%ld customers, more points than 64 bits count\n", n);
+    else
+        printf("%ld customers, %lld points from %lld sales\n", n, (long long)s.points, (long long)s.awards);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    app_install_signals();
+    if (argc >= 2 && strcmp(argv[1], "run") == 0)
+        return cmd_run(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "totals") == 0)
+        return cmd_totals(argc, argv);
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
+        printf("%s%s", usage, idevs_service_cli_usage);
+        return 0;
+    }
+    fprintf(stderr, "%s%s", usage, idevs_service_cli_usage);
+    return 2;
+}
