@@ -240,4 +240,27 @@ sleep 1.5
 equal "... before 'slow' was ever killed or restarted (its event timeout is 30 s)" "$(sys slow/restarts)" 0
 kill -CONT "$slow_pid"
 stop_broker
+
+# ---- the two-process configuration of docs/OPERATOR.md, as written there ----
+doc=$(dirname "$0")/../../docs/OPERATOR.md
+awk '/<!-- two-process configuration/ {f=1; next} f && /^```/ {if (n++) exit; next} f' "$doc" >"$work/doc.block"
+echo_descriptor "$work/procs/echo.json" echo
+echo_descriptor "$work/procs/echo2.json" echo2
+mkdir -m 700 "$work/docstate"
+port=$(free_port)
+sed -e "s|^listener 1883$|listener $port 127.0.0.1|" \
+    -e "s|^plugin /usr/local/lib/x86_64-linux-gnu/mosquitto/mosquitto_idevs.so$|plugin $plugin|" \
+    -e "s|/etc/idevs/echo.json|$work/procs/echo.json|; s|/etc/idevs/echo2.json|$work/procs/echo2.json|" \
+    -e "s|/etc/idevs/pki/|$pki/|; s|^plugin_opt_state_dir /var/lib/idevs$|plugin_opt_state_dir $work/docstate|" \
+    -e "s|^plugin_opt_compartment /usr/local/libexec/idevs/idevs-compartment$|plugin_opt_compartment $compartment|" \
+    "$work/doc.block" >"$work/doc.conf"
+printf 'allow_anonymous true\nlog_dest file %s\nlog_type all\n' "$work/doc.conf.log" >>"$work/doc.conf"
+check "docs/OPERATOR.md has the two-process configuration block" grep -c '^plugin_opt_descriptor ' "$work/doc.block"
+if start_broker "$work/doc.conf"; then
+  ok "the broker starts with docs/OPERATOR.md's two-process configuration"
+  check "... its process 'echo' routes" roundtrip echo "doc one"
+  check "... its process 'echo2' routes" roundtrip echo2 "doc two"
+  check "... each with its state in <state_dir>/<process>/" test -f "$work/docstate/echo/sealing.key" -a -f "$work/docstate/echo2/sealing.key"
+  stop_broker
+else not_ok "the broker starts with docs/OPERATOR.md's two-process configuration" "$work/doc.conf.log"; fi
 finish
