@@ -1,5 +1,5 @@
 /* The deployment descriptor: one JSON file that says what an integration process is and to whom it talks.
- * The plugin reads it to route; the compartment reads the same bytes (their SHA-256 is the descriptor digest
+ * The launcher reads it once to route (the plugin asks it); the compartment reads the same bytes (their SHA-256 is the descriptor digest
  * in the evidence) to know which senders it accepts on which input and to whom each output is sealed.
  * docs/DEPLOYMENT.md documents the format with a complete example.
  *
