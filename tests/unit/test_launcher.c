@@ -732,6 +732,73 @@ static void test_hung_compartment_killed(void)
     record_clear(&r);
 }
 
+/* What the launcher owns of its deployment: the kind of each topic, the keyless gate's sender check, whether
+ * two processes can share a broker, and whether the descriptor file changed (a FIFO in its place is refused at
+ * once, never waited on). */
+static void test_topics_gate_conflicts_and_reload_check(void)
+{
+    record r = {0};
+    world w, w2;
+    world_init(&w, echo_path, 16, 2000);
+    world_init(&w2, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    const char *own = NULL;
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, IN_TOPIC, &own), IDEVS_TOPIC_INPUT);
+    CU_ASSERT(own != NULL && strcmp(own, IN_TOPIC) == 0);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "t/resp/ask", NULL), IDEVS_TOPIC_RESPONSE);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, OUT_TOPIC, NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "t/req/ask", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "idevs/rewards/certificate", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "idevs/rewards/descriptor", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "t/other", &own), IDEVS_TOPIC_OTHER);
+    CU_ASSERT(own == NULL);
+    CU_ASSERT_STRING_EQUAL(idevs_launcher_certificate_topic(l), "idevs/rewards/certificate");
+
+    /* Same process name (both worlds call it 'rewards'): refused, naming both files. */
+    idevs_launcher_config cfg2;
+    config(&cfg2, &w2, host_path, &r);
+    idevs_launcher *l2 = launcher(&cfg2);
+    char why[1024] = "";
+    CU_ASSERT_EQUAL(idevs_launcher_conflict(l, l2, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT(strstr(why, w.descriptor) != NULL && strstr(why, w2.descriptor) != NULL &&
+              strstr(why, "both declare the process 'rewards'") != NULL);
+
+    /* The gate: a well-formed envelope from a service other than the input's declared sender. */
+    start(l);
+    party sk;
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+    size_t len = 0;
+    uint8_t *env = seal(&sk, &w, "from the wrong service", &len);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_SENDER_NOT_ALLOWED);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, OUT_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
+    free(env);
+    party_free(&sk);
+
+    /* The descriptor file: unchanged, changed, then a FIFO in its place. */
+    bool changed = true;
+    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(l, &changed, NULL, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_FALSE(changed);
+    FILE *f = fopen(w.descriptor, "a");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(" ", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(l, &changed, NULL, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_TRUE(changed);
+    CU_ASSERT_FATAL(unlink(w.descriptor) == 0 && mkfifo(w.descriptor, 0600) == 0);
+    /* A blocking open would never return here: no writer ever comes. */
+    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(l, &changed, NULL, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT(strstr(why, "not a regular file") != NULL);
+
+    idevs_launcher_free(l2);
+    idevs_launcher_free(l);
+    world_free(&w2);
+    world_free(&w);
+    record_clear(&r);
+}
+
 static void test_queue_full_and_bad_deliveries(void)
 {
     record r = {0};
@@ -1351,6 +1418,7 @@ static CU_TestInfo tests[] = {
     {"another measurement gets fresh keys and cannot unseal", test_other_measurement_gets_fresh_keys},
     {"a hung compartment is killed after the event timeout", test_hung_compartment_killed},
     {"queue full and refused deliveries", test_queue_full_and_bad_deliveries},
+    {"topics, the gate's sender check, conflicts, the reload check", test_topics_gate_conflicts_and_reload_check},
     {"the launcher fd signals work", test_fd_for_poll_integration},
     {"hostile logic is reported with its system call", test_hostile_logic_reported},
     {"peer: garbage", test_peer_garbage},
