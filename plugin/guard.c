@@ -23,8 +23,11 @@ int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
         idevs_process *proc = idevs_processes_find(p, ed->topic, &kind, &topic);
         if (proc != NULL && kind == IDEVS_TOPIC_PROTECTED) {
             proc->metrics.guard_denied++;
+            const char *id = ed->client != NULL ? mosquitto_client_id(ed->client) : NULL;
+            if (idevs_rejections_guard_hold(proc, topic, id, ed->payloadlen))
+                return MOSQ_ERR_ACL_DENIED;
             char who[IDEVS_CLIENT_LOG_MAX + 1];
-            idevs_rejections_copy_client(who, ed->client != NULL ? mosquitto_client_id(ed->client) : NULL);
+            idevs_rejections_copy_client(who, id);
             mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': refused a publication by client '%s' "
                                  "on '%s': only the plugin publishes there",
                                  idevs_process_name(proc), who, topic);
@@ -34,12 +37,12 @@ int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
     return p->cfg.acl_others == IDEVS_ACL_OTHERS_DEFER ? MOSQ_ERR_PLUGIN_DEFER : MOSQ_ERR_SUCCESS;
 }
 
-int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client)
+int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client, size_t size)
 {
     proc->metrics.guard_denied++;
     char who[IDEVS_CLIENT_LOG_MAX + 1];
     idevs_rejections_copy_client(who, client);
-    if (!proc->warned_acl_order) {
+    if (!proc->warned_acl_order) { /* once, whatever the rate limit: the operator must act on it */
         proc->warned_acl_order = true;
         mosquitto_log_printf(MOSQ_LOG_WARNING, IDEVS_PLUGIN_LOG_PREFIX "'%s': client '%s' was allowed to publish on "
                              "'%s' by an ACL source asked before idevs (a plugin line above mosquitto_idevs.so, or a "
@@ -47,7 +50,7 @@ int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const cha
                              "mosquitto_idevs.so first, or deny writes on the process's topics in that source "
                              "(docs/OPERATOR.md, \"The guard\")",
                              idevs_process_name(proc), who, topic);
-    } else {
+    } else if (!idevs_rejections_guard_hold(proc, topic, client, size)) {
         mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': dropped a publication by client '%s' on "
                              "'%s': only the plugin publishes there",
                              idevs_process_name(proc), who, topic);

@@ -97,6 +97,7 @@ typedef struct idevs_process {
     bool warned_acl_order;    /* logged once: another ACL source granted a write on a protected topic */
     idevs_metrics metrics;
     idevs_drop_log drop_log[IDEVS_ERR_COUNT];
+    idevs_drop_log guard_log; /* client writes refused on protected topics */
     idevs_delivery_note *notes;
     size_t note_count;
 } idevs_process;
@@ -164,7 +165,7 @@ int idevs_reload_on_reload(int event, void *event_data, void *userdata);
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata);
 /* A client's message on a protected topic reached MESSAGE: an ACL source before idevs granted it. Counts,
  * warns (once per process) and says to drop it. */
-int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client);
+int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client, size_t size);
 
 /* rejections.c */
 bool idevs_rejections_init(idevs_process *proc, size_t queue_depth); /* logs why not */
@@ -176,6 +177,9 @@ void idevs_rejections_refused(idevs_process *proc, idevs_err reason, const char 
                               size_t size);
 /* on_done of a delivery: forgets its note; counts and logs a failure. */
 void idevs_rejections_done(idevs_process *proc, uint64_t id, idevs_err status);
+/* A client's write refused by the guard: true when its log line is to be held back (rate limit, as for
+ * rejections; summed up by idevs_rejections_flush). */
+bool idevs_rejections_guard_hold(idevs_process *proc, const char *topic, const char *client, size_t size);
 /* On TICK: one summary line per reason whose interval ended with lines held back. */
 void idevs_rejections_flush(idevs_process *proc);
 /* A client id made safe for a log line: cut at IDEVS_CLIENT_LOG_MAX bytes, non-printables as '?'. */

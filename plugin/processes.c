@@ -91,6 +91,7 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
     }
     proc->plugin = p;
     proc->from_dir = from_dir;
+    proc->budget_left_us = (int64_t)p->cfg.poll_budget_ms * 1000; /* until the first TICK gives it again */
     idevs_launcher_config lc;
     idevs_launcher_config_default(&lc);
     lc.descriptor = descriptor;

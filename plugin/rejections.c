@@ -85,14 +85,44 @@ static int level_for(idevs_err reason)
     }
 }
 
-static void log_summary(idevs_process *proc, idevs_err reason, idevs_drop_log *r)
+/* The summary of the lines held back in r; what says what they were about. */
+static void log_summary(idevs_process *proc, int level, const char *what, idevs_drop_log *r)
 {
-    mosquitto_log_printf(level_for(reason),
-                         IDEVS_PLUGIN_LOG_PREFIX "'%s': %" PRIu64 " more envelope(s) dropped for %s in the last %u s; "
-                         "the last on '%s' from client '%s' (%zu bytes)",
-                         idevs_process_name(proc), r->held, idevs_err_name(reason), proc->plugin->cfg.log_interval_s,
+    mosquitto_log_printf(level,
+                         IDEVS_PLUGIN_LOG_PREFIX "'%s': %" PRIu64 " more %s in the last %u s; the last on '%s' from "
+                         "client '%s' (%zu bytes)",
+                         idevs_process_name(proc), r->held, what, proc->plugin->cfg.log_interval_s,
                          r->last_topic != NULL ? r->last_topic : "?", r->last_client, r->last_size);
     r->held = 0;
+}
+
+static void what_dropped(idevs_err reason, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "envelope(s) dropped for %s", idevs_err_name(reason));
+}
+
+#define GUARD_WHAT "publication(s) refused on protected topics"
+
+/* The rate limit, one window per kind of line: true when this line is held back (it is counted in r and summed
+ * up when the window ends); false when it is to be written now, which starts a window. */
+static bool hold_back(idevs_process *proc, idevs_drop_log *r, int level, const char *what, const char *topic,
+                      const char *client, size_t size)
+{
+    uint64_t now = now_ms();
+    if (now < r->window_end_ms || r->held > 0) {
+        /* Held back; when a window ended before the next TICK could sum it up, this line closes it. */
+        r->held++;
+        r->last_topic = topic;
+        idevs_rejections_copy_client(r->last_client, client);
+        r->last_size = size;
+        if (now >= r->window_end_ms) {
+            log_summary(proc, level, what, r);
+            r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
+        }
+        return true;
+    }
+    r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
+    return false;
 }
 
 /* Counts one rejection and logs it, or holds its line back. delivery_id 0: the plugin refused it. */
@@ -102,20 +132,10 @@ static void reject(idevs_process *proc, idevs_err reason, const char *topic, con
     if ((unsigned)reason >= IDEVS_ERR_COUNT || reason == IDEVS_OK)
         reason = IDEVS_ERR_LOGIC; /* never happens: the launcher maps unknown statuses; keep the index valid */
     proc->metrics.rejected[reason]++;
-    idevs_drop_log *r = &proc->drop_log[reason];
-    uint64_t now = now_ms();
-    if (now < r->window_end_ms || r->held > 0) {
-        /* Held back; when a window ended before the next TICK could sum it up, this drop closes it. */
-        r->held++;
-        r->last_topic = topic;
-        idevs_rejections_copy_client(r->last_client, client);
-        r->last_size = size;
-        if (now >= r->window_end_ms) {
-            log_summary(proc, reason, r);
-            r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
-        }
+    char what[96];
+    what_dropped(reason, what, sizeof what);
+    if (hold_back(proc, &proc->drop_log[reason], level_for(reason), what, topic, client, size))
         return;
-    }
     char who[IDEVS_CLIENT_LOG_MAX + 1];
     idevs_rejections_copy_client(who, client);
     char by[48] = "the plugin";
@@ -126,7 +146,11 @@ static void reject(idevs_process *proc, idevs_err reason, const char *topic, con
                          "%s: %s",
                          idevs_process_name(proc), topic != NULL ? topic : "?", who, size, by, idevs_err_name(reason),
                          idevs_strerror(reason));
-    r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
+}
+
+bool idevs_rejections_guard_hold(idevs_process *proc, const char *topic, const char *client, size_t size)
+{
+    return hold_back(proc, &proc->guard_log, MOSQ_LOG_NOTICE, GUARD_WHAT, topic, client, size);
 }
 
 void idevs_rejections_refused(idevs_process *proc, idevs_err reason, const char *topic, const char *client, size_t size)
@@ -147,10 +171,16 @@ void idevs_rejections_done(idevs_process *proc, uint64_t id, idevs_err status)
 void idevs_rejections_flush(idevs_process *proc)
 {
     uint64_t now = now_ms();
+    if (proc->guard_log.held > 0 && now >= proc->guard_log.window_end_ms) {
+        log_summary(proc, MOSQ_LOG_NOTICE, GUARD_WHAT, &proc->guard_log);
+        proc->guard_log.window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
+    }
     for (size_t i = 0; i < IDEVS_ERR_COUNT; i++) {
         idevs_drop_log *r = &proc->drop_log[i];
         if (r->held > 0 && now >= r->window_end_ms) {
-            log_summary(proc, (idevs_err)i, r);
+            char what[96];
+            what_dropped((idevs_err)i, what, sizeof what);
+            log_summary(proc, level_for((idevs_err)i), what, r);
             /* The summary is this interval's line: the next drop is held back until the next one ends. */
             r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
         }

@@ -134,7 +134,7 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
         return MOSQ_ERR_SUCCESS;
     const char *client = msg->client != NULL ? mosquitto_client_id(msg->client) : NULL;
     if (kind == IDEVS_TOPIC_PROTECTED)
-        return idevs_guard_refuse_message(proc, topic, client);
+        return idevs_guard_refuse_message(proc, topic, client, msg->payloadlen);
     proc->metrics.received++;
     void *corr = NULL;
     uint16_t corr_len = 0;

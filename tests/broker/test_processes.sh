@@ -153,10 +153,17 @@ arrangement() { # name conf-lines...: starts the broker with the two processes a
   start_broker "$work/acl-$name.conf" || { not_ok "the broker starts ($name)" "$work/acl-$name.conf.log"; return 1; }
 }
 # idevs alone
-if arrangement alone; then
+if arrangement alone "plugin_opt_log_interval_s 1"; then
   check "idevs alone: no client write on any process's protected topics reaches a subscriber" guard_holds alone
   check "idevs alone: a will on a protected topic is not published" will_refused
   check "idevs alone: ordinary topics pass" ordinary_passes some/topic
+  sleep 1.2
+  before=$(grep -c "refused a publication by client" "$work/acl-alone.conf.log")
+  for _ in $(seq 30); do pub -q 0 -i flooder -t idevs/p01/out/out -m forged >/dev/null 2>&1; done
+  sleep 1.5
+  after=$(grep -c "refused a publication by client" "$work/acl-alone.conf.log")
+  check "a flood of forged writes is logged at a bounded rate: one line, then a summary" \
+    test $((after - before)) -le 2 -a "$(grep -c "more publication(s) refused on protected topics in the last 1 s; the last on 'idevs/p01/out/out' from client 'flooder'" "$work/acl-alone.conf.log")" -ge 1
   stop_broker
 fi
 # an acl_file that grants everyone everything on idevs/# and one other topic
