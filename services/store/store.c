@@ -1,8 +1,10 @@
 /* store: the case study's shop (docs/CASESTUDY.md). Seeds its own SQLite database with a generated data set,
- * and publishes its sales, sealed to the rewards compartment, through the service library.
+ * and publishes its sales, sealed to the compartment of each process it names (rewards by default), through the
+ * service library.
  *
  *   store seed --db FILE [--customers N] [--sales N] [--seed S]
  *   store run --db FILE [--count N] [--rate PER_SECOND] [connection options]
+ *             [--process NAME [connection options]]...
  *
  * It prints sale ids, totals and message ids: never a name, phone number or address. */
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include "money.h"
 #include "store_db.h"
 #include "store_seed.h"
+#include "targets.h"
 
 #define BATCH 100             /* sales published between two waits for the broker's acknowledgements */
 #define FLUSH_TIMEOUT_MS 30000
@@ -21,14 +24,18 @@
 static const char usage[] =
     "usage: store seed --db FILE [--customers N] [--sales N] [--seed S]\n"
     "       store run --db FILE [--count N] [--rate PER_SECOND] [connection options]\n"
+    "                 [--process NAME [connection options]]...\n"
     "\n"
     "seed  writes a generated data set into a new database: N customers (default 40, at most 1000) with names,\n"
     "      UK-style phone numbers and addresses, a catalogue of items, and N sales (default 60) of 1 to 4\n"
     "      items whose totals fall on both sides of 150.00, including 149.99, 150.00 and 150.01 exactly.\n"
     "      The same seed (default 1) gives the same data.\n"
-    "run   publishes the sales not yet published, in order, to the input 'sales' of the process, and marks\n"
-    "      each published once the broker acknowledged it. --count N publishes at most N; --rate R publishes R\n"
-    "      per second (default 0: all at once). Prints one line per sale: id, total, message id.\n"
+    "run   publishes the sales not yet published, in order, to the input 'sales' of the process (default\n"
+    "      'rewards'; --process again for each further process), and marks each published once the broker\n"
+    "      acknowledged it for every process. Connection options before the first --process apply to every\n"
+    "      process, those after one to that process only (its --policy, or even its broker). --count N publishes\n"
+    "      at most N; --rate R publishes R per second (default 0: all at once). Prints one line per sale: id,\n"
+    "      total, message id (with several processes: each process and its message id).\n"
     "\n";
 
 static int bad_usage(const char *fmt, const char *arg)
@@ -85,12 +92,36 @@ static int cmd_seed(int argc, char **argv)
     return 0;
 }
 
-/* Publishes one sale, waiting (and running the network) while the service is not ready. */
-static idevs_err publish_sale(idevs_service *svc, const store_sale *s, idevs_msgid *id)
+/* Where a sale stands with one process; MARKED once every process acknowledged it and it is marked published. */
+enum { NOT_SENT, SENT, ACKNOWLEDGED, MARKED };
+
+/* What one run publishes: the sales, and for each sale and process the envelope's message id and where the
+ * sale stands (ACKNOWLEDGED from the start when the process acknowledged it in an earlier run). */
+typedef struct run {
+    sqlite3 *db;
+    store_sale *sales;
+    size_t n, done;
+    store_targets targets;
+    char (*ids)[IDEVS_UUID_STR_LEN]; /* [sale * targets.count + target] */
+    unsigned char *state;            /* likewise */
+} run;
+
+/* Runs every process's network for up to timeout_ms. */
+static void run_all(run *r, int timeout_ms)
+{
+    for (size_t k = 0; k < r->targets.count; k++)
+        idevs_service_run(r->targets.t[k].svc, k == 0 ? timeout_ms : 0);
+}
+
+/* Publishes one sale to one process, waiting (and running the network) while its service is not ready. */
+static idevs_err publish_sale(idevs_service *svc, const store_sale *s, char id[IDEVS_UUID_STR_LEN])
 {
     int64_t deadline = app_now_ms() + FLUSH_TIMEOUT_MS;
     for (;;) {
-        idevs_err err = idevs_service_publish(svc, "sales", s->payload, s->payload_len, id);
+        idevs_msgid mid;
+        idevs_err err = idevs_service_publish(svc, "sales", s->payload, s->payload_len, &mid);
+        if (err == IDEVS_OK)
+            idevs_uuid_format(&mid, id);
         if (err != IDEVS_ERR_NOT_NOW || app_stopping || app_now_ms() > deadline)
             return err;
         err = idevs_service_run(svc, 100);
@@ -99,134 +130,198 @@ static idevs_err publish_sale(idevs_service *svc, const store_sale *s, idevs_msg
     }
 }
 
-/* Waits for the broker's acknowledgements of everything published, then marks and prints the batch. */
-static int settle(idevs_service *svc, sqlite3 *db, store_sale *sales, idevs_msgid *ids, size_t from, size_t to,
-                  size_t *done)
+/* Publishes sale i to every process that has not acknowledged it in an earlier run. */
+static int publish_to_all(run *r, size_t i)
 {
-    if (from == to)
-        return 0;
-    idevs_err err = idevs_service_flush(svc, FLUSH_TIMEOUT_MS);
-    if (err != IDEVS_OK) {
-        fprintf(stderr, "store: the broker did not acknowledge sales %s to %s: %s\n", sales[from].sale_id,
-                sales[to - 1].sale_id, idevs_strerror(err));
-        return -1;
-    }
-    for (size_t i = from; i < to; i++) {
-        char id[IDEVS_UUID_STR_LEN], why[256] = "";
-        idevs_uuid_format(&ids[i], id);
-        if (store_db_mark_published(db, sales[i].sale_id, id, why, sizeof why) != 0) {
-            fprintf(stderr, "store: %s: published but not marked: %s\n", sales[i].sale_id, why);
+    char why[256] = "";
+    for (size_t k = 0; k < r->targets.count; k++) {
+        store_target *t = &r->targets.t[k];
+        size_t slot = i * r->targets.count + k;
+        int before = store_db_publication(r->db, r->sales[i].sale_id, t->process, r->ids[slot], why, sizeof why);
+        if (before < 0) {
+            fprintf(stderr, "store: %s: %s\n", r->sales[i].sale_id, why);
             return -1;
         }
-        printf("published %s total %s message %s\n", sales[i].sale_id, sales[i].total, id);
-        (*done)++;
+        if (before > 0) {
+            r->state[slot] = ACKNOWLEDGED;
+            continue;
+        }
+        idevs_err err = publish_sale(t->svc, &r->sales[i], r->ids[slot]);
+        if (err != IDEVS_OK) {
+            fprintf(stderr, "store: %s not published to '%s': %s\n", r->sales[i].sale_id, t->process,
+                    idevs_strerror(err));
+            return -1;
+        }
+        r->state[slot] = SENT;
+    }
+    return 0;
+}
+
+/* Waits for each process's acknowledgements of what this run sent it and records them; then marks and prints
+ * the sales of the batch that every process acknowledged. */
+static int settle(run *r, size_t from, size_t to)
+{
+    size_t count = r->targets.count;
+    int failed = 0;
+    char why[256] = "";
+    for (size_t k = 0; k < count && from < to; k++) {
+        store_target *t = &r->targets.t[k];
+        idevs_err err = idevs_service_flush(t->svc, FLUSH_TIMEOUT_MS);
+        if (err != IDEVS_OK) {
+            fprintf(stderr, "store: the broker did not acknowledge sales %s to %s for '%s': %s\n",
+                    r->sales[from].sale_id, r->sales[to - 1].sale_id, t->process, idevs_strerror(err));
+            failed = 1;
+            continue;
+        }
+        for (size_t i = from; i < to; i++) {
+            size_t slot = i * count + k;
+            if (r->state[slot] != SENT)
+                continue;
+            if (store_db_record_publication(r->db, r->sales[i].sale_id, t->process, r->ids[slot], why,
+                                            sizeof why) != 0) {
+                fprintf(stderr, "store: %s: published to '%s' but not recorded: %s\n", r->sales[i].sale_id,
+                        t->process, why);
+                return -1;
+            }
+            r->state[slot] = ACKNOWLEDGED;
+        }
+    }
+    for (size_t i = from; i < to; i++) {
+        size_t acknowledged = 0;
+        for (size_t k = 0; k < count; k++)
+            acknowledged += r->state[i * count + k] == ACKNOWLEDGED;
+        if (r->state[i * count] == MARKED)
+            continue; /* by an earlier call for this batch, whose flush failed for another sale */
+        if (acknowledged < count) {
+            failed = 1;
+            continue;
+        }
+        if (store_db_mark_published(r->db, r->sales[i].sale_id, r->ids[i * count], why, sizeof why) != 0) {
+            fprintf(stderr, "store: %s: published but not marked: %s\n", r->sales[i].sale_id, why);
+            return -1;
+        }
+        printf("published %s total %s", r->sales[i].sale_id, r->sales[i].total);
+        if (count == 1)
+            printf(" message %s", r->ids[i]);
+        for (size_t k = 0; count > 1 && k < count; k++)
+            printf(" %s %s", r->targets.t[k].process, r->ids[i * count + k]);
+        putchar('\n');
+        memset(&r->state[i * count], MARKED, count);
+        r->done++;
     }
     fflush(stdout);
-    return 0;
+    return failed ? -1 : 0;
+}
+
+/* Parses the options of run: its own, --process and the connection options (targets.h). */
+static int run_options(int argc, char **argv, run *r, const char **db_path, unsigned long long *count,
+                       unsigned long long *rate)
+{
+    char why[1024] = "";
+    for (int i = 2; i < argc; i++) {
+        int t = store_targets_option(&r->targets, &i, why, sizeof why);
+        if (t < 0)
+            return bad_usage("%s", why);
+        if (t > 0)
+            continue;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int ok = 1;
+        if (strcmp(a, "--db") == 0 && v != NULL)
+            *db_path = v;
+        else if (strcmp(a, "--count") == 0 && v != NULL)
+            ok = app_parse_whole(v, SEED_SALES_MAX, count);
+        else if (strcmp(a, "--rate") == 0 && v != NULL)
+            ok = app_parse_whole(v, 100000, rate);
+        else if (strcmp(a, "--help") == 0) {
+            printf("%s%s", usage, idevs_service_cli_usage);
+            return 0;
+        } else
+            return bad_usage("unknown option or missing value: %s", a);
+        if (!ok)
+            return bad_usage("%s: not a whole number in range", a);
+        i++;
+    }
+    if (*db_path == NULL)
+        return bad_usage("%s needs --db FILE", "run");
+    if (store_targets_configure(&r->targets, why, sizeof why) != 0) {
+        fprintf(stderr, "store: %s\n", why);
+        return 1;
+    }
+    return -1;
 }
 
 static int cmd_run(int argc, char **argv)
 {
     const char *db_path = NULL;
     unsigned long long count = 0, rate = 0;
-    idevs_service_config cfg;
-    app_config_default(&cfg, "store");
+    run r;
+    memset(&r, 0, sizeof r);
     char why[1024] = "";
     int rc = 1;
-    for (int i = 2; i < argc; i++) {
-        int r = idevs_service_cli_option(&cfg, argc, argv, &i, why, sizeof why);
-        if (r < 0) {
-            idevs_service_cli_free(&cfg);
-            return bad_usage("%s", why);
-        }
-        if (r > 0)
-            continue;
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int ok = 1;
-        if (strcmp(a, "--db") == 0 && v != NULL)
-            db_path = v;
-        else if (strcmp(a, "--count") == 0 && v != NULL)
-            ok = app_parse_whole(v, SEED_SALES_MAX, &count);
-        else if (strcmp(a, "--rate") == 0 && v != NULL)
-            ok = app_parse_whole(v, 100000, &rate);
-        else if (strcmp(a, "--help") == 0) {
-            printf("%s%s", usage, idevs_service_cli_usage);
-            idevs_service_cli_free(&cfg);
-            return 0;
-        } else {
-            idevs_service_cli_free(&cfg);
-            return bad_usage("unknown option or missing value: %s", a);
-        }
-        if (!ok) {
-            idevs_service_cli_free(&cfg);
-            return bad_usage("%s: not a whole number in range", a);
-        }
-        i++;
+    if (store_targets_init(&r.targets, argc, argv) != 0) {
+        fprintf(stderr, "store: out of memory\n");
+        return 1;
     }
-    if (db_path == NULL) {
-        idevs_service_cli_free(&cfg);
-        return bad_usage("%s needs --db FILE", "run");
-    }
-    sqlite3 *db = store_db_open(db_path, 0, why, sizeof why);
-    store_sale *sales = NULL;
-    size_t n = 0, done = 0;
-    idevs_msgid *ids = NULL;
-    idevs_service *svc = NULL;
-    if (db == NULL || store_db_unpublished(db, (size_t)count, &sales, &n, why, sizeof why) != 0) {
+    rc = run_options(argc, argv, &r, &db_path, &count, &rate);
+    if (rc >= 0)
+        goto out;
+    rc = 1;
+    r.db = store_db_open(db_path, 0, why, sizeof why);
+    if (r.db == NULL || store_db_unpublished(r.db, (size_t)count, &r.sales, &r.n, why, sizeof why) != 0) {
         fprintf(stderr, "store: %s\n", why);
         goto out;
     }
-    if (n == 0) {
+    if (r.n == 0) {
         printf("no unpublished sales in %s\n", db_path);
         rc = 0;
         goto out;
     }
-    ids = calloc(n, sizeof *ids);
-    if (ids == NULL) {
+    r.ids = calloc(r.n * r.targets.count, sizeof *r.ids);
+    r.state = calloc(r.n * r.targets.count, 1);
+    if (r.ids == NULL || r.state == NULL) {
         fprintf(stderr, "store: out of memory\n");
         goto out;
     }
-    idevs_err err = app_start_service("store", &cfg, NULL, NULL, 8, &svc, "publishing %zu sales%s", n,
-                                      rate == 0 ? " at once" : "");
-    if (err != IDEVS_OK)
-        goto out;
+    for (size_t k = 0; k < r.targets.count; k++)
+        if (app_start_service("store", &r.targets.t[k].cfg, NULL, NULL, 8, &r.targets.t[k].svc,
+                              "publishing %zu sales%s", r.n, rate == 0 ? " at once" : "") != IDEVS_OK)
+            goto out;
 
     int64_t start = app_now_ms();
     size_t settled = 0, i = 0;
-    for (; i < n && !app_stopping; i++) {
+    for (; i < r.n && !app_stopping; i++) {
         if (rate > 0) {
             /* sale i goes out at start + i / rate seconds */
             int64_t due = start + (int64_t)((i * 1000) / rate);
             while (!app_stopping && app_now_ms() < due) {
                 int64_t left = due - app_now_ms();
-                idevs_service_run(svc, left > 100 ? 100 : (int)(left > 0 ? left : 0));
+                run_all(&r, left > 100 ? 100 : (int)(left > 0 ? left : 0));
             }
             if (app_stopping)
                 break;
         }
-        err = publish_sale(svc, &sales[i], &ids[i]);
-        if (err != IDEVS_OK) {
-            fprintf(stderr, "store: %s not published: %s\n", sales[i].sale_id, idevs_strerror(err));
+        if (publish_to_all(&r, i) != 0) {
+            i++; /* settle what went out of this sale too: it may have reached some processes */
             break;
         }
-        idevs_service_run(svc, 0);
+        run_all(&r, 0);
         if (rate > 0 || i + 1 - settled >= BATCH) {
-            if (settle(svc, db, sales, ids, settled, i + 1, &done) != 0)
+            if (settle(&r, settled, i + 1) != 0)
                 break;
             settled = i + 1;
         }
     }
-    if (settled < i && settle(svc, db, sales, ids, settled, i, &done) == 0)
+    if (settled < i && settle(&r, settled, i) == 0)
         settled = i;
-    rc = done == n ? 0 : 1;
+    rc = r.done == r.n ? 0 : 1;
     if (app_stopping)
-        fprintf(stderr, "store: interrupted after %zu of %zu sales\n", done, n);
+        fprintf(stderr, "store: interrupted after %zu of %zu sales\n", r.done, r.n);
 out:
-    idevs_service_free(svc);
-    free(ids);
-    store_db_free_sales(sales, n);
-    store_db_close(db);
-    idevs_service_cli_free(&cfg);
+    store_targets_free(&r.targets);
+    free(r.ids);
+    free(r.state);
+    store_db_free_sales(r.sales, r.n);
+    store_db_close(r.db);
     return rc;
 }
 

@@ -21,7 +21,12 @@ static const char schema[] =
     " total TEXT NOT NULL, published_at TEXT, message_id TEXT);"
     "CREATE TABLE IF NOT EXISTS sale_items ("
     " sale_id TEXT NOT NULL REFERENCES sales(sale_id), sku TEXT NOT NULL REFERENCES items(sku),"
-    " qty INTEGER NOT NULL CHECK (qty > 0), price TEXT NOT NULL, PRIMARY KEY (sale_id, sku));";
+    " qty INTEGER NOT NULL CHECK (qty > 0), price TEXT NOT NULL, PRIMARY KEY (sale_id, sku));"
+    /* one row per process that acknowledged a sale: a run that failed for one process publishes the sale
+     * again to that one only */
+    "CREATE TABLE IF NOT EXISTS publications ("
+    " sale_id TEXT NOT NULL REFERENCES sales(sale_id), process TEXT NOT NULL, message_id TEXT NOT NULL,"
+    " published_at TEXT NOT NULL, PRIMARY KEY (sale_id, process));";
 
 sqlite3 *store_db_open(const char *path, int create, char *why, size_t why_len)
 {
@@ -265,20 +270,58 @@ out:
     return rc;
 }
 
-int store_db_mark_published(sqlite3 *db, const char *sale_id, const char *message_id, char *why, size_t why_len)
+/* Runs one statement with its parameters bound to the texts in order. */
+static int run_with(sqlite3 *db, const char *sql, const char *const *texts, int n, char *why, size_t why_len)
 {
     sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+    }
+    for (int i = 0; i < n; i++)
+        bind_text(st, i + 1, texts[i]);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+}
+
+int store_db_mark_published(sqlite3 *db, const char *sale_id, const char *message_id, char *why, size_t why_len)
+{
     char now[32];
     app_db_now(now);
-    if (sqlite3_prepare_v2(db, "UPDATE sales SET published_at = ?, message_id = ? WHERE sale_id = ?", -1, &st,
+    const char *const texts[] = {now, message_id, sale_id};
+    return run_with(db, "UPDATE sales SET published_at = ?, message_id = ? WHERE sale_id = ?", texts, 3, why,
+                    why_len);
+}
+
+int store_db_publication(sqlite3 *db, const char *sale_id, const char *process, char message_id[IDEVS_UUID_STR_LEN],
+                         char *why, size_t why_len)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT message_id FROM publications WHERE sale_id = ? AND process = ?", -1, &st,
                            NULL) != SQLITE_OK) {
         sqlite3_finalize(st);
         return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
     }
-    bind_text(st, 1, now);
-    bind_text(st, 2, message_id);
-    bind_text(st, 3, sale_id);
-    int rc = sqlite3_step(st);
+    bind_text(st, 1, sale_id);
+    bind_text(st, 2, process);
+    int rc = sqlite3_step(st), found = 0;
+    if (rc == SQLITE_ROW) {
+        snprintf(message_id, IDEVS_UUID_STR_LEN, "%s", col(st, 0));
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        found = app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+    }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+    return found;
+}
+
+int store_db_record_publication(sqlite3 *db, const char *sale_id, const char *process, const char *message_id,
+                                char *why, size_t why_len)
+{
+    char now[32];
+    app_db_now(now);
+    const char *const texts[] = {sale_id, process, message_id, now};
+    return run_with(db, "INSERT INTO publications (sale_id, process, message_id, published_at) VALUES (?, ?, ?, ?)",
+                    texts, 4, why, why_len);
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idevs_uuid.h"
 #include "store_seed.h"
 
 /* Opens the database and creates its tables if needed; create: also the file (seed), else it must exist
@@ -30,7 +31,16 @@ typedef struct store_sale {
 int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *count, char *why, size_t why_len);
 void store_db_free_sales(store_sale *sales, size_t count);
 
-/* Marks the sale published now (UTC), with the message id of its envelope. */
+/* Marks the sale published now (UTC), with the message id of its envelope (of the first process's, when it went
+ * to several). */
 int store_db_mark_published(sqlite3 *db, const char *sale_id, const char *message_id, char *why, size_t why_len);
+
+/* 1 with its envelope's message id when the process already acknowledged the sale, 0 when not, -1 with why. */
+int store_db_publication(sqlite3 *db, const char *sale_id, const char *process, char message_id[IDEVS_UUID_STR_LEN],
+                         char *why, size_t why_len);
+
+/* Records that the broker acknowledged the sale's envelope for the process (published_at: now, UTC). */
+int store_db_record_publication(sqlite3 *db, const char *sale_id, const char *process, const char *message_id,
+                                char *why, size_t why_len);
 
 #endif

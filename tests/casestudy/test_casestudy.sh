@@ -7,18 +7,9 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 IDEVS_ROOT=$(cd "$here/../.." && pwd)
 source "$IDEVS_ROOT/scripts/lib/casestudy.sh"
+source "$here/lib.sh"
 build=$1 sales=${2:-60}
-for tool in mosquitto mosquitto_sub sqlite3 python3 openssl timeout; do
-  command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
-done
-umask 022 # the usual one: files a program does not make private on purpose are readable by all
-work=$(mktemp -d -t idevs-casestudy.XXXXXX)
-trap 'cs_stop_all; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; [ $# -gt 1 ] && [ -f "$2" ] && sed 's/^/    /' "$2" | tail -20; }
-bail() { not_ok "$@"; echo "$passed passed, $failed failed"; exit 1; }
+ct_begin casestudy
 
 cs_init "$build" "$work" || bail "the case study's programs are built"
 cs_make_pki || bail "the operator makes the PKI"
@@ -63,13 +54,7 @@ got=$(cs_wait_for "$work/messaging.sqlite" "SELECT count(*) FROM outbox" "$quali
 sleep 1.5 # one more metrics interval, so the counters include the last deliveries
 cs_counters >"$work/counters.txt"
 
-# The databases hold names, phone numbers and addresses: they and their WAL files are the owner's only.
-for db in store taxi messaging; do
-  modes=$(for f in "$work/$db.sqlite" "$work/$db.sqlite-wal" "$work/$db.sqlite-shm"; do
-            [ -e "$f" ] && stat -c '%n %a' "$f"; done)
-  if [ -n "$modes" ] && ! grep -qv ' 600$' <<<"$modes"; then ok "the $db database and its WAL files are mode 600"
-  else echo "$modes" >"$work/modes.txt"; not_ok "the $db database and its WAL files are mode 600" "$work/modes.txt"; fi
-done
+ct_private_dbs store taxi messaging
 
 # The services end cleanly on SIGTERM.
 for name in taxi messaging; do
@@ -83,10 +68,5 @@ done
 cs_stop_all # the broker writes its persistence file on the way out
 
 python3 "$here/check_run.py" "$work" "$sales" >"$work/check.out" 2>&1
-cat "$work/check.out"
-passed=$((passed + $(grep -c '^ok - ' "$work/check.out")))
-failed=$((failed + $(grep -c '^not ok - ' "$work/check.out")))
-grep -q '^Traceback' "$work/check.out" && failed=$((failed + 1))
-
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+ct_count "$work/check.out"
+ct_end
