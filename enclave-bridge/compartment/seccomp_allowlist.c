@@ -38,6 +38,8 @@ const sandbox_rule sandbox_allowlist[] = {
     /* Waiting for frames, for the channel to drain, and for the next timer (glibc uses either). */
     {"poll", SANDBOX_STAGE_BOTH, 0, {{0}}},
     {"ppoll", SANDBOX_STAGE_BOTH, 0, {{0}}},
+    /* Resumes a poll stopped by SIGSTOP, a cgroup freeze or ptrace: that call only, with its checked arguments. */
+    {"restart_syscall", SANDBOX_STAGE_BOTH, 0, {{0}}},
 
     /* ---- memory: malloc, OpenSSL, protobuf-c; never executable memory after loading ---- */
     {"brk", SANDBOX_STAGE_BOTH, 0, {{0}}},

@@ -17,6 +17,7 @@
 
 #include "fixtures.h"
 #include "harness.h"
+#include "suspend.h"
 #include "idevs_cert.h"
 #include "idevs_channel.h"
 #include "idevs_crypto.h"
@@ -60,6 +61,7 @@ typedef struct child {
     bool restored;
     idevs_identity *cert_id; /* the compartment's public keys and certificate chain, as services see them */
     int64_t started_ms;
+    int their_end; /* the compartment's end of the channel when spawn() kept it (keep_compartment_end), else -1 */
 } child;
 
 static int64_t now_ms(void)
@@ -126,7 +128,8 @@ static int memfd_copy(int fd)
     return m;
 }
 
-static bool logic_in_memfd; /* spawn() passes the logic in a memfd instead of the file */
+static bool logic_in_memfd;       /* spawn() passes the logic in a memfd instead of the file */
+static bool keep_compartment_end; /* spawn() keeps the compartment's end of the channel open in the test */
 
 static void spawn(child *c, const char *logic)
 {
@@ -152,7 +155,9 @@ static void spawn(child *c, const char *logic)
         execve(compartment_path, argv, environ);
         _exit(127);
     }
-    close(sv[1]);
+    c->their_end = keep_compartment_end ? sv[1] : -1;
+    if (!keep_compartment_end)
+        close(sv[1]);
     close(lfd);
     close(devnull);
     c->pid = pid;
@@ -164,6 +169,9 @@ static int reap(child *c, int timeout_ms)
 {
     int status = 0;
     int64_t deadline = now_ms() + timeout_ms;
+    if (c->their_end >= 0)
+        close(c->their_end);
+    c->their_end = -1;
     for (;;) {
         pid_t r = waitpid(c->pid, &status, WNOHANG);
         if (r == c->pid)
@@ -1333,6 +1341,119 @@ static void test_channel_coalesced_writes_slow_peer(void)
     idevs_channel_close(&tx);
 }
 
+/* ---- stopped and continued ---- */
+
+/* True while pid has not ended (it is not reaped: the status stays for reap()). */
+static bool still_running(pid_t pid)
+{
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == 0;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits until the compartment has written at least bytes the test has not read, and waits in poll() again. */
+static void wait_output_unread(child *c, int bytes)
+{
+    for (int waited = 0; chan_unread(c->ch.fd) < bytes && waited < FRAME_WAIT_MS; waited += 2)
+        sleep_ms(2);
+    CU_ASSERT_FATAL(chan_unread(c->ch.fd) >= bytes);
+    CU_ASSERT_FATAL(suspend_wait_sleeping(c->pid));
+}
+
+/* The compartment's send buffer, as small as the kernel allows (a few kB): what it has written and the launcher
+ * has not read fills it. The test's copy of the compartment's end is closed: its exit must still end the stream. */
+static void shrink_send_buffer(child *c)
+{
+    int one = 1;
+    CU_ASSERT_FATAL(c->their_end >= 0);
+    CU_ASSERT_EQUAL(setsockopt(c->their_end, SOL_SOCKET, SO_SNDBUF, &one, sizeof one), 0);
+    close(c->their_end);
+    c->their_end = -1;
+}
+
+/* start(), keeping the compartment's end of the channel for shrink_send_buffer(). */
+static void start_keeping_end(child *c, const char *logic)
+{
+    keep_compartment_end = true;
+    bool started = start(c, logic, NULL);
+    keep_compartment_end = false;
+    CU_ASSERT_TRUE_FATAL(started);
+}
+
+/* A payload of len bytes: prefix, then filler. */
+static char *filler(const char *prefix, size_t len)
+{
+    char *text = malloc(len + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    memset(text, 'm', len);
+    memcpy(text, prefix, strlen(prefix));
+    text[len] = '\0';
+    return text;
+}
+
+/* Stopped for 300 ms while it waits in poll() for a frame, then continued: the kernel resumes the poll() through
+ * restart_syscall. The same process then serves the next delivery and ends normally at Shutdown. */
+static void stopped_while_waiting(suspend_how how)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, true);
+    pid_t pid = c.pid;
+    CU_ASSERT_TRUE_FATAL(suspend_wait_sleeping(pid));
+    char why[512];
+    if (suspend_for(pid, how, 300, why, sizeof why)) {
+        idevs_msgid id;
+        deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "after a pause", &id);
+        expect_publish(&c, 1, snk, TOPIC_OUT, "after a pause", &id, 1, NULL);
+        expect_done(&c, 1, IDEVS_OK);
+        CU_ASSERT_TRUE(still_running(pid));
+    } else {
+        suspend_skipped(how, why);
+    }
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    idevs_envelope_ctx_free(src);
+    idevs_envelope_ctx_free(snk);
+    idevs_cert_policy_free(p1);
+    idevs_cert_policy_free(p2);
+}
+
+static void test_stopped_sigstop(void) { stopped_while_waiting(SUSPEND_SIGSTOP); }
+static void test_stopped_cgroup_freeze(void) { stopped_while_waiting(SUSPEND_CGROUP_FREEZE); }
+static void test_stopped_ptrace(void) { stopped_while_waiting(SUSPEND_PTRACE); }
+
+/* Stopped mid-stream: a Publish frame half written, the rest in the compartment's queue while it waits in poll()
+ * for room. After SIGCONT it finishes the frame. */
+static void test_stopped_mid_stream(void)
+{
+    child c;
+    start_keeping_end(&c, "echo");
+    shrink_send_buffer(&c);
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, false);
+    char *big = filler("long ", 60000);
+    idevs_msgid id;
+    deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, big, &id);
+    wait_output_unread(&c, 1);
+    CU_ASSERT(chan_unread(c.ch.fd) < 60000); /* the rest waits in the compartment */
+    char why[512];
+    CU_ASSERT_TRUE(suspend_for(c.pid, SUSPEND_SIGSTOP, 300, why, sizeof why));
+    expect_publish(&c, 1, snk, TOPIC_OUT, big, &id, 1, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    free(big);
+    idevs_envelope_ctx_free(src);
+    idevs_envelope_ctx_free(snk);
+    idevs_cert_policy_free(p1);
+    idevs_cert_policy_free(p2);
+}
+
 static CU_TestInfo channel_tests[] = {
     {"many frames in one read", test_channel_many_frames_one_read},
     {"a frame split across reads", test_channel_frame_split_across_reads},
@@ -1361,6 +1482,10 @@ static CU_TestInfo tests[] = {
     {"bad frames before Init", test_bad_frames_before_init},
     {"bad frames while serving", test_bad_frames_while_serving},
     {"start-up time bound", test_start_up_time},
+    {"stopped and continued (SIGSTOP) while waiting: same process serves on", test_stopped_sigstop},
+    {"frozen and thawed (cgroup v2) while waiting: same process serves on", test_stopped_cgroup_freeze},
+    {"a debugger attaches and detaches (ptrace) while waiting: same process serves on", test_stopped_ptrace},
+    {"stopped and continued mid-stream: the frame is finished", test_stopped_mid_stream},
     CU_TEST_INFO_NULL,
 };
 

@@ -1370,6 +1370,62 @@ static void test_damaged_record_warns(void)
     record_clear(&r);
 }
 
+/* ---- stopped and continued ---- */
+
+#include "suspend.h"
+
+/* Stopped for 300 ms while it waits for a frame, then continued, in each way this machine allows: the same
+ * compartment (no restart) serves the next delivery. */
+static void test_stopped_and_continued(void)
+{
+    static const suspend_how ways[] = {SUSPEND_SIGSTOP, SUSPEND_CGROUP_FREEZE, SUSPEND_PTRACE};
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st, sk;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+    idevs_launcher_stats first;
+    idevs_launcher_get_stats(l, &first);
+    for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
+        /* Between polls the launcher waits for nothing: a traced child's stop is the test's to collect. */
+        CU_ASSERT_TRUE_FATAL(suspend_wait_sleeping(first.pid));
+        char why[512], text[64];
+        if (!suspend_for(first.pid, ways[i], 300, why, sizeof why)) {
+            suspend_skipped(ways[i], why);
+            continue;
+        }
+        snprintf(text, sizeof text, "after %s", suspend_name(ways[i]));
+        size_t published = r.pub_count;
+        uint64_t id = deliver(l, &st, &w, text);
+        poll_until_done(l, &r, r.done_count + 1, 5000);
+        size_t times = 0;
+        CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+        CU_ASSERT_FATAL(r.pub_count == published + 1);
+        char *got = open_output(&sk, &r, published);
+        CU_ASSERT(got != NULL && strcmp(got, text) == 0);
+        free(got);
+        idevs_launcher_stats now;
+        idevs_launcher_get_stats(l, &now);
+        CU_ASSERT_EQUAL(now.pid, first.pid);
+        CU_ASSERT_EQUAL(now.restarts, 0);
+        CU_ASSERT_EQUAL(now.started, 1);
+        if (now.restarts != 0)
+            fprintf(stderr, "after %s: %s\n", suspend_name(ways[i]), now.last_exit);
+    }
+    party_free(&st);
+    party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* ---- suite ---- */
 
 static void build_path(char *out, const char *dir, const char *name)
@@ -1433,6 +1489,8 @@ static CU_TestInfo tests[] = {
     {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
     {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
     {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
+    {"stopped and continued (SIGSTOP, cgroup freeze, ptrace): same compartment, no restart",
+     test_stopped_and_continued},
     CU_TEST_INFO_NULL,
 };
 
