@@ -132,7 +132,7 @@ idevs_err sandbox_warm_up_crypto(void);
 idevs_err sandbox_enter_loading(int logic_fd, char *why, size_t why_len);
 /* The second seccomp filter: no more opening files or mapping executable memory. */
 idevs_err sandbox_enter_serving(char *why, size_t why_len);
-/* The channel whose send queue the SIGSYS report must respect. */
+/* The channel the SIGSYS report goes to, after what its send queue still holds. */
 void sandbox_set_channel(const idevs_channel *ch);
 
 /* seccomp_allowlist.c */

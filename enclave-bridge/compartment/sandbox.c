@@ -6,9 +6,11 @@
  *      no TCP, no abstract UNIX sockets or signals outside the sandbox;
  *   4. seccomp, two stacked filters built from seccomp_allowlist.c: the first while the logic is loaded, the
  *      second, final one before the logic runs anything but its constructors.
- * A system call outside the allowlist traps: on_sigsys() sends a Fatal frame naming it and exits. */
+ * A system call outside the allowlist traps: on_sigsys() sends a Fatal frame naming it (after whatever the send
+ * queue still held, so that it always starts between frames) and exits. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -174,7 +177,39 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
-/* Async-signal-safe: fixed buffers, no allocation, one write(), then exit_group. The frame is
+static int64_t report_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* async-signal-safe (the vDSO, else an allowed call) */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Writes all of p[0..n) on the channel, waiting in ppoll for room until deadline_ms. A partial write is
+ * followed by the rest: a frame is never left half written while time remains. */
+static bool report_write(const uint8_t *p, size_t n, int64_t deadline_ms)
+{
+    while (n > 0) {
+        long w = syscall(SYS_write, CMP_FD_CHANNEL, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            return false; /* the launcher is gone */
+        int64_t left = deadline_ms - report_now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {.fd = CMP_FD_CHANNEL, .events = POLLOUT};
+        struct timespec ts = {(time_t)(left / 1000), (long)(left % 1000) * 1000000L};
+        syscall(SYS_ppoll, &pfd, 1, &ts, NULL, (size_t)(_NSIG / 8));
+    }
+    return true;
+}
+
+/* Async-signal-safe: fixed buffers, no allocation, write() and ppoll() only, then exit_group. The frame is
  *   u32 length || Frame{ fatal (14) = Fatal{ status (1) = IDEVS_ERR_SANDBOX, reason (2) = text } }
  * encoded by hand, as protobuf-c may allocate. */
 static void on_sigsys(int sig, siginfo_t *info, void *context)
@@ -216,13 +251,17 @@ static void on_sigsys(int sig, siginfo_t *info, void *context)
     frame[2] = (uint8_t)(body >> 8);
     frame[3] = (uint8_t)body;
 
-    /* Only between frames: a half-written frame in the send queue would make the report garbage. The serving
-     * loop empties the queue before it calls the logic. */
+    /* The report must start between two frames, whatever the trap interrupted: first what the send queue still
+     * holds (a frame half sent, and whole frames behind it), as cmp_fatal() does, then the report; both wait for
+     * a launcher that has not read yet (a full socket), within CMP_FATAL_FLUSH_MS. The queue is consistent at
+     * every system call the compartment makes: channel.c changes it only between them. */
+    int64_t deadline = report_now_ms() + CMP_FATAL_FLUSH_MS;
     const idevs_channel *ch = report_channel;
-    if (ch == NULL || ch->out_off >= ch->out_len) {
-        long w = syscall(SYS_write, CMP_FD_CHANNEL, frame, n);
-        (void)w;
-    }
+    bool ok = true;
+    if (ch != NULL && ch->out != NULL && ch->out_off < ch->out_len)
+        ok = report_write(ch->out + ch->out_off, ch->out_len - ch->out_off, deadline);
+    if (ok)
+        report_write(frame, n, deadline);
     syscall(SYS_exit_group, CMP_EXIT_SANDBOX);
 }
 

@@ -33,7 +33,7 @@ const sandbox_rule sandbox_allowlist[] = {
     {"read", SANDBOX_STAGE_SERVING, 1, {ARG_EQ(0, CMP_FD_CHANNEL)}},
     /* Frames to the launcher: send(fd 3, ..., MSG_NOSIGNAL) is sendto without an address. */
     {"sendto", SANDBOX_STAGE_BOTH, 2, {ARG_EQ(0, CMP_FD_CHANNEL), ARG_EQ(4, 0)}},
-    /* The SIGSYS report (one write). Not stdout or stderr: they may lead to a log. */
+    /* The SIGSYS report. Not stdout or stderr: they may lead to a log. */
     {"write", SANDBOX_STAGE_BOTH, 1, {ARG_EQ(0, CMP_FD_CHANNEL)}},
     /* Waiting for frames, for the channel to drain, and for the next timer (glibc uses either). */
     {"poll", SANDBOX_STAGE_BOTH, 0, {{0}}},

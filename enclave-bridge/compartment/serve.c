@@ -22,7 +22,8 @@ static void send_frame(compartment *c, const Idevs__Bridge__V1__Frame *f)
         cmp_fatal(c, err, "cannot queue a frame for the launcher: %s", idevs_strerror(err));
 }
 
-/* Empties the send queue before the logic runs, so that a SIGSYS report can only fall between frames. */
+/* Empties the send queue before the logic runs, within the event timeout: a launcher that does not read is broken,
+ * and outputs do not pile up behind it. (The SIGSYS report does not depend on it: it finishes the queue first.) */
 static void drain(compartment *c)
 {
     if (!idevs_channel_pending(&c->ch))

@@ -2,10 +2,13 @@
  * (tests/logic/meson.build); tests/unit/test_compartment.c checks that each is stopped and reported.
  *   HOSTILE_OPEN, _SOCKET, _EXECVE, _FORK, _PTRACE, _WRITE: in the handler of the first event
  *   HOSTILE_CTOR_SOCKET: in a constructor, that is while dlopen() runs, before setup()
- *   HOSTILE_CTOR_OPEN: a constructor opens a file; setup() fails if that worked (Landlock must refuse it) */
+ *   HOSTILE_CTOR_OPEN: a constructor opens a file; setup() fails if that worked (Landlock must refuse it)
+ *   HOSTILE_AFTER_OUTPUT: an event whose payload starts with "pass" goes out unchanged, any other opens a socket:
+ *     the trap then comes while earlier output may still wait in the channel, unread by the launcher */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -21,7 +24,7 @@ static void misbehave(void)
     int fd = open("/etc/passwd", O_RDONLY);
     if (fd >= 0)
         close(fd);
-#elif defined(HOSTILE_SOCKET) || defined(HOSTILE_CTOR_SOCKET)
+#elif defined(HOSTILE_SOCKET) || defined(HOSTILE_CTOR_SOCKET) || defined(HOSTILE_AFTER_OUTPUT)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd >= 0)
         close(fd);
@@ -64,6 +67,10 @@ __attribute__((constructor)) static void constructor(void)
 static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
 {
     (void)state;
+#if defined(HOSTILE_AFTER_OUTPUT)
+    if (m->payload_len >= 4 && memcmp(m->payload, "pass", 4) == 0)
+        return idevs_emit(lg, "out", m->payload, m->payload_len);
+#endif
     misbehave();
     return idevs_emit(lg, "out", m->payload, m->payload_len);
 }

@@ -1341,7 +1341,7 @@ static void test_channel_coalesced_writes_slow_peer(void)
     idevs_channel_close(&tx);
 }
 
-/* ---- stopped and continued ---- */
+/* ---- stopped and continued; a trap behind output the launcher has not read ---- */
 
 /* True while pid has not ended (it is not reaped: the status stays for reap()). */
 static bool still_running(pid_t pid)
@@ -1454,6 +1454,33 @@ static void test_stopped_mid_stream(void)
     idevs_cert_policy_free(p2);
 }
 
+/* The logic traps while the output of the previous delivery still fills the channel (the launcher has not read
+ * it): the report waits for room and arrives whole, after that output, naming the system call. */
+static void test_trap_behind_unread_output(void)
+{
+    child c;
+    start_keeping_end(&c, "hostile_after_output");
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, false);
+    char *pass = filler("pass ", 16000);
+    idevs_msgid id;
+    deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, pass, &id);
+    wait_output_unread(&c, 16000); /* all of it in the socket, unread */
+    shrink_send_buffer(&c);        /* which now has no room left */
+    idevs_msgid trap;
+    deliver_text(&c, src, 2, TOPIC_IN, TOPIC_IN, "socket", &trap);
+    sleep_ms(200);
+    CU_ASSERT_TRUE(still_running(c.pid)); /* trapped, and waiting for the launcher to read */
+    expect_publish(&c, 1, snk, TOPIC_OUT, pass, &id, 1, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+    expect_sandbox_kill(&c, "socket");
+    free(pass);
+    idevs_envelope_ctx_free(src);
+    idevs_envelope_ctx_free(snk);
+    idevs_cert_policy_free(p1);
+    idevs_cert_policy_free(p2);
+}
+
 static CU_TestInfo channel_tests[] = {
     {"many frames in one read", test_channel_many_frames_one_read},
     {"a frame split across reads", test_channel_frame_split_across_reads},
@@ -1486,6 +1513,8 @@ static CU_TestInfo tests[] = {
     {"frozen and thawed (cgroup v2) while waiting: same process serves on", test_stopped_cgroup_freeze},
     {"a debugger attaches and detaches (ptrace) while waiting: same process serves on", test_stopped_ptrace},
     {"stopped and continued mid-stream: the frame is finished", test_stopped_mid_stream},
+    {"a trap behind output the launcher has not read: the report still names the call",
+     test_trap_behind_unread_output},
     CU_TEST_INFO_NULL,
 };
 

@@ -1370,7 +1370,12 @@ static void test_damaged_record_warns(void)
     record_clear(&r);
 }
 
-/* ---- stopped and continued ---- */
+/* ---- stopped and continued; a trap behind output the launcher has not read ---- */
+
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 
 #include "suspend.h"
 
@@ -1421,6 +1426,71 @@ static void test_stopped_and_continued(void)
     }
     party_free(&st);
     party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* Bytes the compartment wrote on its end that the launcher has not read yet. */
+static int unread_by_launcher(int compartment_end)
+{
+    int n = -1;
+    return ioctl(compartment_end, SIOCOUTQ, &n) == 0 ? n : -1;
+}
+
+/* The logic traps while the previous delivery's output fills the channel, unread by the launcher: the event of the
+ * exit still names the system call. The compartment's end of the channel (pidfd_getfd, which needs the right to
+ * trace it) gets the smallest send buffer: without that right the test is skipped. */
+static void test_trap_behind_unread_output_named(void)
+{
+    record r = {0};
+    world w;
+    char logic[PATH_MAX + 64];
+    snprintf(logic, sizeof logic, "%s/idevs_logic_hostile_after_output.so", hostile_dir);
+    world_init(&w, logic, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    cfg.max_attempts = 1;
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    int pidfd = (int)syscall(SYS_pidfd_open, s.pid, 0);
+    int end = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, 3, 0) : -1;
+    if (end < 0) {
+        printf("\n    SKIPPED: the compartment's end of the channel is out of reach (pidfd_getfd: %s) ", strerror(errno));
+    } else {
+        char pass[16001];
+        memset(pass, 'p', sizeof pass - 1);
+        memcpy(pass, "pass ", 5);
+        pass[sizeof pass - 1] = '\0';
+        uint64_t first = deliver(l, &st, &w, pass); /* sent at once; the launcher reads only when polled */
+        for (int waited = 0; unread_by_launcher(end) < 16000 && waited < 5000; waited++)
+            usleep(1000);
+        CU_ASSERT_FATAL(unread_by_launcher(end) >= 16000);
+        CU_ASSERT_TRUE_FATAL(suspend_wait_sleeping(s.pid));
+        int one = 1;
+        CU_ASSERT_EQUAL(setsockopt(end, SOL_SOCKET, SO_SNDBUF, &one, sizeof one), 0); /* now full */
+        close(end);
+        uint64_t second = deliver(l, &st, &w, "socket");
+        usleep(200 * 1000);
+        poll_until_done(l, &r, 2, 5000);
+        size_t times = 0;
+        CU_ASSERT_EQUAL(done_status_of(&r, first, &times), IDEVS_OK);
+        CU_ASSERT(done_status_of(&r, second, &times) != IDEVS_OK && times == 1);
+        CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_EXITED,
+                                       "exited with status 159: system call socket ("), 1);
+        CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_EXITED, "outside the sandbox allowlist"), 1);
+        for (size_t i = 0; i < r.event_count; i++)
+            if (r.event_kind[i] == IDEVS_LAUNCHER_EVENT_EXITED)
+                fprintf(stderr, "trap behind unread output: %s\n", r.events[i]);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    party_free(&st);
     idevs_launcher_free(l);
     world_free(&w);
     record_clear(&r);
@@ -1491,6 +1561,8 @@ static CU_TestInfo tests[] = {
     {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
     {"stopped and continued (SIGSTOP, cgroup freeze, ptrace): same compartment, no restart",
      test_stopped_and_continued},
+    {"a trap behind output the launcher has not read: the exit event names the call",
+     test_trap_behind_unread_output_named},
     CU_TEST_INFO_NULL,
 };
 
