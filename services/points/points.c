@@ -20,8 +20,8 @@ static const char usage[] =
     "\n"
     "run     receives the awards of the process (default 'loyalty') and stores each in FILE (SQLite), once per\n"
     "        sale, adding its points to the customer's total. Runs until interrupted, or N awards, or S seconds.\n"
-    "totals  prints each customer's points and the number of sales they came from (with --customer, only that\n"
-    "        customer's), then the sum over the customers printed.\n"
+    "totals  prints a table of each customer's points and the number of sales they came from (with --customer,\n"
+    "        only that customer's), then the sum over the customers printed.\n"
     "\n";
 
 typedef struct points {
@@ -114,12 +114,15 @@ typedef struct sum {
     int overflow; /* each total fits in 64 bits (points_db.c), their sum need not */
 } sum;
 
+#define ROW "%-24s %19s %9s\n"
+#define ROW_NUMBERS "%-24s %19lld %9lld\n"
+
 static void print_total(void *arg, const char *customer_id, int64_t pts, int64_t awards)
 {
     sum *s = arg;
     if (__builtin_add_overflow(s->points, pts, &s->points) || __builtin_add_overflow(s->awards, awards, &s->awards))
         s->overflow = 1;
-    printf("%s %lld points from %lld sales\n", customer_id, (long long)pts, (long long)awards);
+    printf(ROW_NUMBERS, customer_id, (long long)pts, (long long)awards);
 }
 
 static int cmd_totals(int argc, char **argv)
@@ -144,6 +147,8 @@ static int cmd_totals(int argc, char **argv)
     char why[1024] = "";
     sqlite3 *db = points_db_open(db_path, 0, why, sizeof why);
     sum s = {0, 0, 0};
+    if (db != NULL)
+        printf(ROW, "customer", "points", "sales");
     long n = db != NULL ? points_db_totals(db, customer, print_total, &s, why, sizeof why) : -1;
     points_db_close(db);
     if (n < 0) {
@@ -151,11 +156,13 @@ static int cmd_totals(int argc, char **argv)
         return 1;
     }
     if (customer != NULL && n == 0)
-        printf("%s 0 points from 0 sales\n", customer);
+        printf(ROW_NUMBERS, customer, 0LL, 0LL);
+    char label[64];
+    snprintf(label, sizeof label, "total (customers: %ld)", n);
     if (s.overflow)
-        printf("%ld customers, more points than 64 bits count\n", n);
+        printf(ROW, label, "(over 64 bits)", "");
     else
-        printf("%ld customers, %lld points from %lld sales\n", n, (long long)s.points, (long long)s.awards);
+        printf(ROW_NUMBERS, label, (long long)s.points, (long long)s.awards);
     return 0;
 }
 
