@@ -15,8 +15,6 @@
  *   bench_casestudy --pki DIR --idevs-port P --plain-port Q [--sales N] [--latency-sales M] [--rounds R]
  *
  * Run by tests/bench/bench_casestudy.sh, which starts both brokers. Prints figures; asserts nothing. */
-#include <errno.h>
-#include <poll.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,20 +23,13 @@
 #include <time.h>
 
 #include <mosquitto.h>
-#include <mqtt_protocol.h>
 
+#include "bench_common.h"
 #include "idevs_service.h"
 
 #define SALES_MAX 100000
 #define WINDOW 200
 #define ROUNDS_MAX 20 /* sales published and not yet confirmed, in the throughput phase */
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* ---- what flows: the case study's payloads (docs/CASESTUDY.md); every sale qualifies ---- */
 
@@ -71,29 +62,11 @@ typedef struct run {
     size_t bytes_in[4];     /* payload bytes of one message at each hop, for the plain run to match */
 } run;
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, unsigned n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void note_request(run *r, const uint8_t *payload, size_t len)
 {
     unsigned n = sale_number(payload, len);
     if (n < r->sales && r->sent_at[n] != 0 && r->latency_count < r->sales)
-        r->latency[r->latency_count++] = now_us() - r->sent_at[n];
+        r->latency[r->latency_count++] = bench_now_us() - r->sent_at[n];
     r->requests++;
 }
 
@@ -170,26 +143,6 @@ static idevs_service *service(const char *pki, int port, const char *name, idevs
     return svc;
 }
 
-/* Waits at most timeout_ms for the clients' sockets and says which have something to do. Blocking in poll()
- * rather than spinning, and running only the clients with work, leaves the two cores to the broker and the
- * compartment as far as a client in the same machine can. */
-static void wait_sockets(const int *fds, const bool *want_write, int n, int timeout_ms, bool *ready)
-{
-    struct pollfd p[8];
-    int map[8], k = 0;
-    for (int i = 0; i < n && i < 8; i++) {
-        ready[i] = fds[i] < 0 || want_write[i]; /* disconnected or with bytes to write: let it run */
-        if (fds[i] >= 0) {
-            map[k] = i;
-            p[k++] = (struct pollfd){.fd = fds[i], .events = (short)(POLLIN | (want_write[i] ? POLLOUT : 0))};
-        }
-    }
-    if (poll(p, (nfds_t)k, timeout_ms) > 0)
-        for (int j = 0; j < k; j++)
-            if (p[j].revents != 0)
-                ready[map[j]] = true;
-}
-
 static void idevs_turn_wait(idevs_side *s, int timeout_ms)
 {
     int fds[4] = {idevs_service_socket(s->store), idevs_service_socket(s->taxi), idevs_service_socket(s->messaging),
@@ -197,7 +150,7 @@ static void idevs_turn_wait(idevs_side *s, int timeout_ms)
     bool ww[4] = {idevs_service_want_write(s->store), idevs_service_want_write(s->taxi),
                   idevs_service_want_write(s->messaging), s->watcher != NULL && mosquitto_want_write(s->watcher)};
     bool ready[4];
-    wait_sockets(fds, ww, 4, timeout_ms, ready);
+    bench_wait_sockets(fds, ww, 4, timeout_ms, ready);
     if (s->watcher != NULL && ready[3])
         mosquitto_loop(s->watcher, 0, 1);
     if (ready[0])
@@ -218,34 +171,22 @@ static void idevs_turn(idevs_side *s)
     idevs_service_run(s->messaging, 0);
 }
 
-/* How long the driver may block: until the next sale is due, or (window full) until something arrives. */
-static int wait_budget(const run *r, unsigned rate, unsigned window, uint64_t start)
-{
-    if (r->published >= r->sales)
-        return 10;
-    if (rate == 0)
-        return r->published - r->confirmations < window ? 0 : 10;
-    uint64_t due = start + (uint64_t)r->published * 1000000u / rate, now = now_us();
-    return due <= now ? 0 : (int)((due - now + 999u) / 1000u);
-}
-
 /* Publishes sales with at most `window` unconfirmed, or at `rate` per second when rate > 0. */
 static bool idevs_drive(idevs_side *s, unsigned rate, unsigned window)
 {
     run *r = s->r;
     char sale[1024];
-    uint64_t start = now_us(), deadline = start + 120u * 1000000u;
+    bench_pace pace = {.total = r->sales, .rate = rate, .window = window, .start = bench_now_us()};
+    uint64_t deadline = pace.start + 120u * 1000000u;
     while (r->confirmations < r->sales) {
-        if (now_us() > deadline) {
+        if (bench_now_us() > deadline) {
             fprintf(stderr, "bench: idevs run stopped after 120 s: %u of %u confirmations\n", r->confirmations,
                     r->sales);
             return false;
         }
-        bool due = rate > 0 ? now_us() >= start + (uint64_t)r->published * 1000000u / rate
-                            : r->published - r->confirmations < window;
-        if (r->published < r->sales && due) {
+        if (bench_pace_due(&pace, r->published, r->confirmations)) {
             int len = sale_json(sale, sizeof sale, r->published);
-            r->sent_at[r->published] = now_us();
+            r->sent_at[r->published] = bench_now_us();
             r->bytes_in[0] = (size_t)len;
             if (idevs_service_publish(s->store, "sales", sale, (size_t)len, NULL) != IDEVS_OK) {
                 fprintf(stderr, "bench: the store cannot publish\n");
@@ -253,7 +194,7 @@ static bool idevs_drive(idevs_side *s, unsigned rate, unsigned window)
             }
             r->published++;
         }
-        idevs_turn_wait(s, wait_budget(r, rate, window, start));
+        idevs_turn_wait(s, bench_pace_wait_ms(&pace, r->published, r->confirmations));
     }
     return true;
 }
@@ -306,17 +247,9 @@ static void on_plain_message(struct mosquitto *m, void *arg, const struct mosqui
 static struct mosquitto *plain_client(plain_side *s, int port, const char *id, const char *topic1,
                                       const char *topic2)
 {
-    struct mosquitto *m = mosquitto_new(id, true, s);
+    struct mosquitto *m = bench_client(id, port, s, on_plain_message);
     if (m == NULL)
         return NULL;
-    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-    mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1); /* as the service library does */
-    mosquitto_message_v5_callback_set(m, on_plain_message);
-    if (mosquitto_connect(m, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "bench: %s cannot connect to 127.0.0.1:%d\n", id, port);
-        mosquitto_destroy(m);
-        return NULL;
-    }
     if ((topic1 != NULL && mosquitto_subscribe(m, NULL, topic1, 1) != MOSQ_ERR_SUCCESS) ||
         (topic2 != NULL && mosquitto_subscribe(m, NULL, topic2, 1) != MOSQ_ERR_SUCCESS)) {
         mosquitto_destroy(m);
@@ -328,16 +261,7 @@ static struct mosquitto *plain_client(plain_side *s, int port, const char *id, c
 static void plain_turn_wait(plain_side *s, int timeout_ms)
 {
     struct mosquitto *all[4] = {s->store, s->process, s->taxi, s->messaging};
-    int fds[4];
-    bool ww[4], ready[4];
-    for (int i = 0; i < 4; i++) {
-        fds[i] = mosquitto_socket(all[i]);
-        ww[i] = mosquitto_want_write(all[i]);
-    }
-    wait_sockets(fds, ww, 4, timeout_ms, ready);
-    for (int i = 0; i < 4; i++)
-        if (ready[i])
-            mosquitto_loop(all[i], 0, 1);
+    (void)bench_loop_ready(all, 4, timeout_ms);
 }
 
 static void plain_turn(plain_side *s)
@@ -351,20 +275,19 @@ static void plain_turn(plain_side *s)
 static bool plain_drive(plain_side *s, unsigned rate, unsigned window)
 {
     run *r = s->r;
-    uint64_t start = now_us(), deadline = start + 120u * 1000000u;
+    bench_pace pace = {.total = r->sales, .rate = rate, .window = window, .start = bench_now_us()};
+    uint64_t deadline = pace.start + 120u * 1000000u;
     while (r->confirmations < r->sales) {
-        if (now_us() > deadline) {
+        if (bench_now_us() > deadline) {
             fprintf(stderr, "bench: plain run stopped after 120 s\n");
             return false;
         }
-        bool due = rate > 0 ? now_us() >= start + (uint64_t)r->published * 1000000u / rate
-                            : r->published - r->confirmations < window;
-        if (r->published < r->sales && due) {
-            r->sent_at[r->published] = now_us();
+        if (bench_pace_due(&pace, r->published, r->confirmations)) {
+            r->sent_at[r->published] = bench_now_us();
             plain_publish(s->store, 0, s, r->published);
             r->published++;
         }
-        plain_turn_wait(s, wait_budget(r, rate, window, start));
+        plain_turn_wait(s, bench_pace_wait_ms(&pace, r->published, r->confirmations));
     }
     return true;
 }
@@ -392,13 +315,14 @@ static void print_latency(const run *r)
 {
     uint64_t *l = r->latency;
     size_t n = r->latency_count;
-    qsort(l, n, sizeof *l, cmp_u64);
+    bench_sort_u64(l, n);
     if (n == 0) {
         printf("  %-6s no samples\n", r->label);
         return;
     }
     printf("  %-6s sale -> ride request at taxi: p50 %7.3f ms   p99 %7.3f ms   max %7.3f ms   (%zu samples)\n",
-           r->label, (double)l[n / 2] / 1000.0, (double)l[(n * 99) / 100] / 1000.0, (double)l[n - 1] / 1000.0, n);
+           r->label, (double)bench_percentile(l, n, 50) / 1000.0,
+           (double)bench_percentile(l, n, 99) / 1000.0, (double)l[n - 1] / 1000.0, n);
 }
 
 int main(int argc, char **argv)
@@ -491,22 +415,22 @@ int main(int argc, char **argv)
     printf("throughput (messages through the broker per second, 4 per sale), %u rounds:\n", rounds);
     for (unsigned k = 0; k < rounds; k++) {
         run_reset(&rp, sales);
-        uint64_t t0 = now_us();
+        uint64_t t0 = bench_now_us();
         if (!plain_drive(&ps, 0, WINDOW))
             goto out;
-        plain_rates[k] = 4.0 * sales / ((double)(now_us() - t0) / 1e6);
+        plain_rates[k] = 4.0 * sales / ((double)(bench_now_us() - t0) / 1e6);
         run_reset(&ri, sales);
-        t0 = now_us();
+        t0 = bench_now_us();
         if (!idevs_drive(&is, 0, WINDOW))
             goto out;
-        idevs_rates[k] = 4.0 * sales / ((double)(now_us() - t0) / 1e6);
+        idevs_rates[k] = 4.0 * sales / ((double)(bench_now_us() - t0) / 1e6);
         ratios[k] = idevs_rates[k] / plain_rates[k];
         printf("  round %u: plain %7.0f msg/s, idevs %7.0f msg/s, ratio %.2f\n", k + 1, plain_rates[k],
                idevs_rates[k], ratios[k]);
     }
-    double plain_rate = median(plain_rates, rounds), idevs_rate = median(idevs_rates, rounds);
+    double plain_rate = bench_median(plain_rates, rounds), idevs_rate = bench_median(idevs_rates, rounds);
     printf("  median: plain %7.0f msg/s (%5.0f sales/s), idevs %7.0f msg/s (%5.0f sales/s), ratio %.2f\n",
-           plain_rate, plain_rate / 4, idevs_rate, idevs_rate / 4, median(ratios, rounds));
+           plain_rate, plain_rate / 4, idevs_rate, idevs_rate / 4, bench_median(ratios, rounds));
 
     unsigned half = (unsigned)(idevs_rate / 4 / 2);
     if (half == 0)
