@@ -541,13 +541,14 @@ int main(int argc, char **argv)
     printf("  latency at %u msg/s in total (half of one process's peak), %u messages: one p50 %.3f ms p99 %.3f ms;"
            " %u processes p50 %.3f ms p99 %.3f ms, worst process (%s) p99 %.3f ms\n",
            rate, o.latency_messages, lo.p50_ms, lo.p99_ms, many.n, lm.p50_ms, lm.p99_ms, lm.worst, lm.worst_p99_ms);
-    if (rate > 0.9 * many_med)
+    bool queueing = rate > 0.9 * many_med;
+    if (queueing)
         printf("  (that rate is above 90%% of the %u processes' peak: their latency is mostly queueing)\n", many.n);
     printf("result processes=%u one_rate=%.0f many_rate=%.0f ratio=%.3f latency_rate=%u p50_ms=%.3f p99_ms=%.3f "
            "worst_p99_ms=%.3f one_p50_ms=%.3f one_p99_ms=%.3f cpu_us=%.1f one_cpu_us=%.1f comp_cpu_us=%.1f "
-           "one_comp_cpu_us=%.1f\n",
+           "one_comp_cpu_us=%.1f queueing=%d\n",
            many.n, one_med, many_med, ratio_med, rate, lm.p50_ms, lm.p99_ms, lm.worst_p99_ms, lo.p50_ms, lo.p99_ms,
-           cpu_many, cpu_one, comp_many, comp_one);
+           cpu_many, cpu_one, comp_many, comp_one, queueing);
     rc = 0;
 out:
     for (int i = 0; i < 2; i++)
