@@ -2,6 +2,7 @@
 #include "logic_world.h"
 
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,34 @@ static void party_init(lw_party *p, fixture_pki *pki, const idevs_identity *self
     for (size_t i = 0; i < 2; i++)
         der[i] = idevs_launcher_chain_der(l, i, &len[i]);
     CU_ASSERT_FATAL(idevs_envelope_add_peer(p->ctx, der, len, 2, NULL) == IDEVS_OK);
+}
+
+int lw_suite_init(lw_suite *s, const char *logic_env, const char *process, const char *const *services,
+                  const char *routes)
+{
+    memset(s, 0, sizeof *s);
+    const char *host = getenv("IDEVS_COMPARTMENT"), *logic = getenv(logic_env);
+    if (host == NULL || logic == NULL) {
+        fprintf(stderr, "run through meson test (IDEVS_COMPARTMENT, %s)\n", logic_env);
+        return 1;
+    }
+    snprintf(s->host, sizeof s->host, "%s", host);
+    snprintf(s->logic, sizeof s->logic, "%s", logic);
+    signal(SIGPIPE, SIG_IGN); /* a compartment that dies must fail a test, not end the program */
+    fixture_pki_init(&s->pki);
+    for (size_t i = 0; services[i] != NULL && i < LW_MAX_PARTIES; i++)
+        s->identities[i] = fixture_service(&s->pki, services[i]);
+    s->spec = (lw_spec){.pki = &s->pki, .host = s->host, .logic = s->logic, .process = process,
+                        .services = services, .identities = s->identities, .routes = routes};
+    return 0;
+}
+
+int lw_suite_clean(lw_suite *s)
+{
+    for (size_t i = 0; i < LW_MAX_PARTIES; i++)
+        idevs_identity_free(s->identities[i]);
+    fixture_pki_free(&s->pki);
+    return 0;
 }
 
 idevs_err lw_start(lw_world *w, const lw_spec *spec, const char *config)

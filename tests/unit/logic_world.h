@@ -6,6 +6,7 @@
 #ifndef IDEVS_TEST_LOGIC_WORLD_H
 #define IDEVS_TEST_LOGIC_WORLD_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,23 @@ typedef struct lw_spec {
     idevs_identity *const *identities;    /* in the same order */
     const char *routes;                   /* the descriptor's "inputs", "outputs" and "requests" members */
 } lw_spec;
+
+/* What the worlds of one test program share: made by lw_suite_init in a suite's initialisation, freed by
+ * lw_suite_clean in its cleanup. */
+typedef struct lw_suite {
+    fixture_pki pki;
+    idevs_identity *identities[LW_MAX_PARTIES];
+    char host[PATH_MAX], logic[PATH_MAX];
+    lw_spec spec;
+} lw_suite;
+
+/* The host program and the logic from the environment meson gives the unit tests (IDEVS_COMPARTMENT and
+ * logic_env), a fixture CA and an identity per service (names NULL-terminated, in the order of the parties);
+ * s->spec then describes the process with these routes. 0, or 1 (the suite does not run) when the environment
+ * lacks them. */
+int lw_suite_init(lw_suite *s, const char *logic_env, const char *process, const char *const *services,
+                  const char *routes);
+int lw_suite_clean(lw_suite *s);
 
 typedef struct lw_world {
     char dir[64];

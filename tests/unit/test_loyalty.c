@@ -8,8 +8,6 @@
  *
  * The compartment and the logic come from the environment meson gives the unit tests (IDEVS_COMPARTMENT,
  * IDEVS_LOYALTY_LOGIC). */
-#include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,19 +67,14 @@ static void test_award_written(void)
 
 /* ---- the logic in a compartment ---- */
 
-static fixture_pki pki;
-static idevs_identity *identities[2];
-static char host_path[PATH_MAX], logic_path[PATH_MAX];
+static lw_suite suite;
 enum { STORE, POINTS }; /* the parties, in the order of the descriptor's services */
 static const char *const service_names[] = {"store", "points", NULL};
 
-/* The loyalty descriptor of docs/CASESTUDY.md with the fixture identities. */
-static const lw_spec spec = {
-    .pki = &pki, .host = host_path, .logic = logic_path, .process = "loyalty",
-    .services = service_names, .identities = identities,
-    .routes = "\"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n"
-              " \"outputs\": [{\"name\": \"points\", \"topic\": \"" TOPIC_POINTS "\", \"to\": \"points\", \"qos\": 1}]",
-};
+/* The routes of the loyalty descriptor of docs/CASESTUDY.md. */
+#define ROUTES \
+    "\"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n" \
+    " \"outputs\": [{\"name\": \"points\", \"topic\": \"" TOPIC_POINTS "\", \"to\": \"points\", \"qos\": 1}]"
 
 /* Delivers a sale from the store; returns the delivery's status, and the sale envelope's id in *id. */
 static idevs_err sell(lw_world *w, const char *sale, idevs_msgid *id)
@@ -122,7 +115,7 @@ static void expect_award(lw_world *w, const char *customer_id, const char *sale_
 static void test_logic_points_per_sale(void)
 {
     lw_world w;
-    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{}"), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{}"), IDEVS_OK);
     char sale[1024];
     idevs_msgid id;
 
@@ -160,7 +153,7 @@ static void test_logic_points_per_sale(void)
 static void test_logic_refusals(void)
 {
     lw_world w;
-    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{}"), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{}"), IDEVS_OK);
     /* malformed sales, refused exactly as rewards refuses them: an error, and nothing leaves */
     static const char *const junk[] = {"not json", "{}", "{\"sale_id\":\"S-1\"}", "[]"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
@@ -192,7 +185,7 @@ static void test_logic_config(void)
     static const char *const bad[] = {"{\"threshold\": \"1.00\"}", "{\"cents_per_point\": 100}", "{\"\": null}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         lw_world w;
-        idevs_err err = lw_start(&w, &spec, bad[i]);
+        idevs_err err = lw_start(&w, &suite.spec, bad[i]);
         CU_ASSERT_NOT_EQUAL(err, IDEVS_OK);
         if (err == IDEVS_OK)
             fprintf(stderr, "\n    the logic started with the configuration %s\n", bad[i]);
@@ -204,26 +197,12 @@ static void test_logic_config(void)
 
 static int suite_init(void)
 {
-    const char *host = getenv("IDEVS_COMPARTMENT"), *logic = getenv("IDEVS_LOYALTY_LOGIC");
-    if (host == NULL || logic == NULL) {
-        fprintf(stderr, "test_loyalty: run through meson test (IDEVS_COMPARTMENT, IDEVS_LOYALTY_LOGIC)\n");
-        return 1;
-    }
-    snprintf(host_path, sizeof host_path, "%s", host);
-    snprintf(logic_path, sizeof logic_path, "%s", logic);
-    signal(SIGPIPE, SIG_IGN);
-    fixture_pki_init(&pki);
-    for (size_t i = 0; i < 2; i++)
-        identities[i] = fixture_service(&pki, service_names[i]);
-    return 0;
+    return lw_suite_init(&suite, "IDEVS_LOYALTY_LOGIC", "loyalty", service_names, ROUTES);
 }
 
 static int suite_clean(void)
 {
-    for (size_t i = 0; i < 2; i++)
-        idevs_identity_free(identities[i]);
-    fixture_pki_free(&pki);
-    return 0;
+    return lw_suite_clean(&suite);
 }
 
 static CU_TestInfo parts[] = {

@@ -40,6 +40,23 @@ static void on_total(void *arg, const char *customer_id, int64_t pts, int64_t aw
     s->awards[s->count++] = awards;
 }
 
+/* Stores a fresh award; returns what points_db_award did. */
+static int award(sqlite3 *db, const char *sale_id, const char *customer_id, int64_t pts)
+{
+    points_award a;
+    char why[256] = "";
+    award_of(&a, sale_id, customer_id, pts);
+    return points_db_award(db, &a, why, sizeof why);
+}
+
+static void expect_total(const seen *s, size_t i, const char *customer_id, int64_t pts, int64_t awards)
+{
+    CU_ASSERT_FATAL(i < s->count);
+    CU_ASSERT_STRING_EQUAL(s->customer[i], customer_id);
+    CU_ASSERT_EQUAL(s->points[i], pts);
+    CU_ASSERT_EQUAL(s->awards[i], awards);
+}
+
 static long totals(sqlite3 *db, const char *customer, seen *s)
 {
     char why[256] = "";
@@ -75,25 +92,17 @@ static void test_award_and_totals(void)
 {
     sqlite3 *db = open_new();
     char why[256] = "";
-    points_award a;
-    award_of(&a, "S-000001", "C-0002", 74);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 1);
-    award_of(&a, "S-000002", "C-0001", 150);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 1);
-    award_of(&a, "S-000003", "C-0002", 1);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 1);
+    CU_ASSERT_EQUAL(award(db, "S-000001", "C-0002", 74), 1);
+    CU_ASSERT_EQUAL(award(db, "S-000002", "C-0001", 150), 1);
+    CU_ASSERT_EQUAL(award(db, "S-000003", "C-0002", 1), 1);
     seen s;
     CU_ASSERT_EQUAL(totals(db, NULL, &s), 2);
     /* in customer order, with the number of sales */
-    CU_ASSERT_STRING_EQUAL(s.customer[0], "C-0001");
-    CU_ASSERT_EQUAL(s.points[0], 150);
-    CU_ASSERT_EQUAL(s.awards[0], 1);
-    CU_ASSERT_STRING_EQUAL(s.customer[1], "C-0002");
-    CU_ASSERT_EQUAL(s.points[1], 75);
-    CU_ASSERT_EQUAL(s.awards[1], 2);
+    expect_total(&s, 0, "C-0001", 150, 1);
+    expect_total(&s, 1, "C-0002", 75, 2);
     /* one customer, or one that has none */
     CU_ASSERT_EQUAL(totals(db, "C-0002", &s), 1);
-    CU_ASSERT_EQUAL(s.points[0], 75);
+    expect_total(&s, 0, "C-0002", 75, 2);
     CU_ASSERT_EQUAL(totals(db, "C-0099", &s), 0);
     CU_ASSERT_EQUAL(s.count, 0);
     CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM awards WHERE provenance = '3f9c2a51-d0e8-4b7a-a1c6-e2f0b9d47e13'"
@@ -104,7 +113,7 @@ static void test_award_and_totals(void)
     db = points_db_open(path, 0, why, sizeof why);
     CU_ASSERT_PTR_NOT_NULL_FATAL(db);
     CU_ASSERT_EQUAL(totals(db, NULL, &s), 2);
-    CU_ASSERT_EQUAL(s.points[1], 75);
+    expect_total(&s, 1, "C-0002", 75, 2);
     points_db_close(db);
 }
 
@@ -120,13 +129,10 @@ static void test_duplicate_sale_counted_once(void)
     snprintf(a.message_id, sizeof a.message_id, "9a1b2c3d-4e5f-4a6b-8c7d-6e5f4a3b2c1d");
     a.points = 999;
     CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 0);
-    award_of(&a, "S-000042", "C-0008", 150);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 0);
+    CU_ASSERT_EQUAL(award(db, "S-000042", "C-0008", 150), 0);
     seen s;
     CU_ASSERT_EQUAL(totals(db, NULL, &s), 1);
-    CU_ASSERT_STRING_EQUAL(s.customer[0], "C-0007");
-    CU_ASSERT_EQUAL(s.points[0], 150);
-    CU_ASSERT_EQUAL(s.awards[0], 1);
+    expect_total(&s, 0, "C-0007", 150, 1);
     CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM awards"), 1);
     points_db_close(db);
 }
@@ -134,29 +140,23 @@ static void test_duplicate_sale_counted_once(void)
 static void test_refusals_change_nothing(void)
 {
     sqlite3 *db = open_new();
-    char why[256] = "";
-    points_award a;
     /* an award is at least one point */
-    award_of(&a, "S-000001", "C-0001", 0);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), -1);
-    award_of(&a, "S-000001", "C-0001", -5);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), -1);
+    CU_ASSERT_EQUAL(award(db, "S-000001", "C-0001", 0), -1);
+    CU_ASSERT_EQUAL(award(db, "S-000001", "C-0001", -5), -1);
     CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM awards"), 0);
     /* a total that would leave 64 bits: neither the award nor the total changes (SQLite would make it a REAL) */
-    award_of(&a, "S-000002", "C-0001", INT64_MAX);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 1);
+    CU_ASSERT_EQUAL(award(db, "S-000002", "C-0001", INT64_MAX), 1);
+    points_award a;
+    char why[256] = "";
     award_of(&a, "S-000003", "C-0001", 1);
-    why[0] = '\0';
     CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), -1);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "CHECK"));
     seen s;
     CU_ASSERT_EQUAL(totals(db, NULL, &s), 1);
-    CU_ASSERT_EQUAL(s.points[0], INT64_MAX);
-    CU_ASSERT_EQUAL(s.awards[0], 1);
+    expect_total(&s, 0, "C-0001", INT64_MAX, 1);
     CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM awards"), 1);
     /* and the database goes on: another customer's award */
-    award_of(&a, "S-000004", "C-0002", 3);
-    CU_ASSERT_EQUAL(points_db_award(db, &a, why, sizeof why), 1);
+    CU_ASSERT_EQUAL(award(db, "S-000004", "C-0002", 3), 1);
     points_db_close(db);
 }
 

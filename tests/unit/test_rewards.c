@@ -8,8 +8,6 @@
  *
  * The compartment and the logic come from the environment meson gives the unit tests (IDEVS_COMPARTMENT,
  * IDEVS_REWARDS_LOGIC). */
-#include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,22 +336,17 @@ static void test_payload_refusals(void)
 
 /* ---- the logic in a compartment ---- */
 
-static fixture_pki pki;
-static idevs_identity *identities[3];
-static char host_path[PATH_MAX], logic_path[PATH_MAX];
+static lw_suite suite;
 enum { STORE, TAXI, MESSAGING }; /* the parties, in the order of the descriptor's services */
 static const char *const service_names[] = {"store", "taxi", "messaging", NULL};
 
-/* The rewards descriptor of docs/DEPLOYMENT.md with the fixture identities. */
-static const lw_spec spec = {
-    .pki = &pki, .host = host_path, .logic = logic_path, .process = "rewards",
-    .services = service_names, .identities = identities,
-    .routes = "\"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n"
-              " \"outputs\": [{\"name\": \"confirmation\", \"topic\": \"" TOPIC_CONFIRMATION
-              "\", \"to\": \"messaging\", \"qos\": 1}],\n"
-              " \"requests\": [{\"name\": \"ride\", \"topic\": \"" TOPIC_RIDE "\", \"response_topic\": \""
-              TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}]",
-};
+/* The routes of the rewards descriptor of docs/DEPLOYMENT.md. */
+#define ROUTES \
+    "\"inputs\": [{\"name\": \"sales\", \"topic\": \"" TOPIC_SALES "\", \"from\": \"store\"}],\n" \
+    " \"outputs\": [{\"name\": \"confirmation\", \"topic\": \"" TOPIC_CONFIRMATION \
+    "\", \"to\": \"messaging\", \"qos\": 1}],\n" \
+    " \"requests\": [{\"name\": \"ride\", \"topic\": \"" TOPIC_RIDE "\", \"response_topic\": \"" \
+    TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}]"
 
 static void make_sale(char *buf, size_t len, const char *sale_id, const char *price2, const char *total)
 {
@@ -363,7 +356,7 @@ static void make_sale(char *buf, size_t len, const char *sale_id, const char *pr
 static void test_logic_boundary_and_round_trip(void)
 {
     lw_world w;
-    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{}"), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{}"), IDEVS_OK);
     static const char *const ride_keys[] = {"booking_ref", "name", "pickup", "time"};
     static const char *const confirmation_keys[] = {"phone", "text"};
     char sale[1024];
@@ -460,7 +453,7 @@ static void test_logic_boundary_and_round_trip(void)
 static void test_logic_refusals(void)
 {
     lw_world w;
-    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{}"), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{}"), IDEVS_OK);
     /* malformed sales: an error, and nothing leaves */
     static const char *const junk[] = {"not json", "{}", "{\"sale_id\":\"S-1\"}"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
@@ -548,7 +541,7 @@ static void test_logic_config(void)
 {
     lw_world w;
     /* another threshold and greeting */
-    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{\"threshold\": \"200.00\", \"greeting\": \"enjoy!\"}"), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{\"threshold\": \"200.00\", \"greeting\": \"enjoy!\"}"), IDEVS_OK);
     uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, SALE_CASES_EXAMPLE, NULL, NULL); /* 150.00 < 200.00 */
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL(w.r.pub_count, 0);
@@ -578,7 +571,7 @@ static void test_logic_config(void)
                                       "{\"threshold_cents\": 15000}", "{\"greeting\": 7}",
                                       "{\"request_timeout_s\": 0}", "{\"threshold\": \"1.00\", \"threshold\": \"2.00\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        idevs_err err = lw_start(&w, &spec, bad[i]);
+        idevs_err err = lw_start(&w, &suite.spec, bad[i]);
         CU_ASSERT_NOT_EQUAL(err, IDEVS_OK);
         if (err == IDEVS_OK)
             fprintf(stderr, "\n    the logic started with the configuration %s\n", bad[i]);
@@ -589,7 +582,7 @@ static void test_logic_config(void)
 static void test_logic_expiry(void)
 {
     lw_world w;
-    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &spec, "{\"request_timeout_s\": 1}"), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{\"request_timeout_s\": 1}"), IDEVS_OK);
     uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, SALE_CASES_EXAMPLE, NULL, NULL);
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
     CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 1);
@@ -608,26 +601,12 @@ static void test_logic_expiry(void)
 
 static int suite_init(void)
 {
-    const char *host = getenv("IDEVS_COMPARTMENT"), *logic = getenv("IDEVS_REWARDS_LOGIC");
-    if (host == NULL || logic == NULL) {
-        fprintf(stderr, "test_rewards: run through meson test (IDEVS_COMPARTMENT, IDEVS_REWARDS_LOGIC)\n");
-        return 1;
-    }
-    snprintf(host_path, sizeof host_path, "%s", host);
-    snprintf(logic_path, sizeof logic_path, "%s", logic);
-    signal(SIGPIPE, SIG_IGN);
-    fixture_pki_init(&pki);
-    for (size_t i = 0; i < 3; i++)
-        identities[i] = fixture_service(&pki, service_names[i]);
-    return 0;
+    return lw_suite_init(&suite, "IDEVS_REWARDS_LOGIC", "rewards", service_names, ROUTES);
 }
 
 static int suite_clean(void)
 {
-    for (size_t i = 0; i < 3; i++)
-        idevs_identity_free(identities[i]);
-    fixture_pki_free(&pki);
-    return 0;
+    return lw_suite_clean(&suite);
 }
 
 static CU_TestInfo parts[] = {
