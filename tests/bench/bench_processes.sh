@@ -54,8 +54,8 @@ broker() {
     "${common[@]}"
   sed -i '/^log_type all$/d' "$work/$name.conf"
   start_broker "$work/$name.conf" && return 0
-  echo "bench_processes: the broker with $# + 1 process(es) does not start" >&2
-  tail -20 "$work/$name.conf.log" "$work/$name.conf.out" >&2 2>/dev/null
+  echo "bench_processes: the broker with $(($# + 1)) process(es) does not start:" >&2
+  tail -n 20 "$work/$name.conf.out" "$work/$name.conf.log" >&2
   return 1
 }
 
