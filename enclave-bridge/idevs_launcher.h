@@ -194,6 +194,7 @@ typedef struct idevs_launcher_stats {
     uint64_t abandoned;          /* deliveries dropped by stop() */
     uint64_t replays_refused;    /* deliveries refused by the replay record, by deliver() or before a send */
     uint64_t replay_saves;       /* times the replay record was written to state_dir */
+    uint64_t timer_failed;       /* runs of the logic's timer whose emits the compartment dropped (emit bounds) */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
     size_t in_flight;            /* sent to the current compartment and not done */

@@ -1,11 +1,21 @@
 /* The compartment host program (idevs-compartment): shared state and the interfaces between its files.
- *   main.c              start-up order: hardening, handshake, sandbox, logic, serve
- *   handshake.c         Init (descriptor, operator CA, service certificates), CertifyRequest, Certified
- *   keys.c              the sealed-keys blob: the identity across restarts
- *   sandbox.c           process hardening, Landlock, the two seccomp filters, the SIGSYS report
- *   seccomp_allowlist.c every system call the sandbox allows, and why
- *   logic_host.c        loading the logic, its handler registry, the host API, transactions, provenance
- *   serve.c             the event loop: Deliver, timers, Shutdown
+ *
+ * It runs as two processes (privilege separation, as OpenSSH separates its monitor from its sandboxed child):
+ *   - the key holder: the keys, the envelope context, the replay state and the channel to the launcher. It
+ *     opens deliveries, hands their plaintext to the logic process, and seals what the logic emits, each only
+ *     to the receiver the descriptor declares for that output, with provenance it computes itself;
+ *   - the logic process: the integration logic, under a tighter sandbox, with no key and no channel: its only
+ *     descriptor is its link to the key holder, over which it can only answer events with emits, requests and
+ *     a result. It is forked first thing, before the key holder has anything secret.
+ * Files:
+ *   main.c              start-up: the fork, then each process's life in order
+ *   handshake.c         key holder: Init (descriptor, operator CA, service certificates), CertifyRequest, Certified
+ *   keys.c              key holder: the sealed-keys blob, the identity across restarts
+ *   sandbox.c           both: process hardening, Landlock, the seccomp filters, the SIGSYS report
+ *   seccomp_allowlist.c both: every system call each process may make, and why
+ *   logic_link.c        key holder: the link to the logic process; sealing, transactions, provenance, requests
+ *   logic_runner.c      logic process: loading the logic, its handler registry, the host API, its event loop
+ *   serve.c             key holder: the event loop: Deliver, timers, Shutdown
  * docs/COMPARTMENT.md describes the life of a compartment and the sandbox. */
 #ifndef IDEVS_COMPARTMENT_H
 #define IDEVS_COMPARTMENT_H
@@ -23,12 +33,18 @@
 #include "idevs_identity.h"
 #include "idevs_logic.h"
 
+/* Descriptors. The launcher starts the host program with the channel on 3 and the logic file on 4. After the
+ * fork, each process keeps two: the key holder the channel (3) and its link to the logic process (4, in place of
+ * the logic file); the logic process its link to the key holder (3, in place of the channel) and the logic
+ * file (4). So in either process descriptor 3 is the one peer it reports to. */
 #define CMP_FD_CHANNEL 3
 #define CMP_FD_LOGIC 4
+#define CMP_FD_LOGIC_LINK 4
 
 #define CMP_HANDSHAKE_TIMEOUT_MS 10000 /* for Init and for Certified */
 #define CMP_FATAL_FLUSH_MS 1000        /* for the last frame before exiting */
 #define CMP_TX_MAX 256                 /* envelopes one handler call may emit and request */
+#define CMP_TX_BYTES_MAX (16u * 1024u * 1024u) /* payload bytes one handler call may emit and request */
 #define CMP_PENDING_MAX 4096           /* requests remembered for their responses, at most */
 
 /* Exit statuses, for the launcher's log. */
@@ -59,36 +75,37 @@ typedef struct cmp_pending {
     size_t provenance_count;
 } cmp_pending;
 
-typedef enum cmp_phase { CMP_PHASE_IDLE, CMP_PHASE_SETUP, CMP_PHASE_HANDLER } cmp_phase;
-
 typedef struct compartment compartment;
 
-typedef struct logic_host {
-    idevs_logic lg; /* what the logic holds; lg.host points back here */
+/* The key holder's side of the link to the logic process (logic_link.c). */
+typedef struct logic_link {
     compartment *c;
-    void *dl;
-    const idevs_logic_module *module;
-    void *state;
-    cmp_phase phase;
-    idevs_handler *input_handlers;    /* per declared input */
-    idevs_handler *response_handlers; /* per declared request */
-    idevs_timer_handler timer;
-    uint32_t timer_period_ms;
-    int64_t timer_next_ms; /* CLOCK_MONOTONIC */
+    idevs_channel ch;      /* to the logic process */
+    uint32_t abi;
+    char logic_name[65];
+    bool *has_input;       /* per declared input: the logic registered a handler */
+    bool *has_response;    /* per declared request */
+    uint64_t seq;          /* of the last event sent */
+    uint32_t timer_period_ms; /* 0: no timer */
+    int64_t timer_next_ms;    /* CLOCK_MONOTONIC */
     /* the current event */
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
     size_t provenance_count;
     cmp_sealed tx[CMP_TX_MAX];
     size_t tx_count;
+    size_t tx_bytes;
+    bool tx_over;              /* the logic went past CMP_TX_MAX or CMP_TX_BYTES_MAX: nothing of it leaves */
     uint64_t epochs_before_tx; /* to tell whether an aborted transaction used up the first message of an epoch */
     /* requests in flight: a ring, the oldest forgotten first */
     cmp_pending *pending;
     size_t pending_cap, pending_next;
-} logic_host;
+} logic_link;
 
 struct compartment {
     idevs_channel ch;
     idevs_deployment *dep;
+    uint8_t *descriptor; /* the descriptor's bytes from Init, for the logic process */
+    size_t descriptor_len;
     uint8_t measurement[IDEVS_SHA256_LEN];
     idevs_identity *self;
     X509 *operator_ca;
@@ -98,7 +115,7 @@ struct compartment {
     uint8_t *(*service_der)[IDEVS_CHAIN_MAX];
     size_t (*service_der_len)[IDEVS_CHAIN_MAX];
     size_t *service_chain_count;
-    logic_host host;
+    logic_link link;
 };
 
 /* main.c: a Fatal frame, then exit. Never returns. */
@@ -123,22 +140,28 @@ idevs_err keys_seal(const uint8_t sealing_key[32], const idevs_uuid *program,
                     uint8_t blob[KEYS_SEALED_LEN]);
 
 /* sandbox.c */
-/* No new privileges, not dumpable, no core files, resource limits, every descriptor but 0-4 closed. */
+/* No new privileges, not dumpable, no core files, resource limits (no new processes), every descriptor but 0-4
+ * closed. Each process, after the fork. */
 idevs_err sandbox_harden_process(char *why, size_t why_len);
 /* Loads everything OpenSSL will need inside the sandbox, so that it never opens a file or module there. */
 idevs_err sandbox_warm_up_crypto(void);
-/* The SIGSYS reporter, Landlock (reading and executing only the logic file), and the first seccomp filter,
- * which still lets the dynamic loader map the logic. */
+/* Key holder: the SIGSYS reporter, Landlock (no file at all) and its one seccomp filter. */
+idevs_err sandbox_enter_key_holder(char *why, size_t why_len);
+/* Logic process: the SIGSYS reporter, Landlock (reading and executing only the logic file), and the first
+ * seccomp filter, which still lets the dynamic loader map the logic. */
 idevs_err sandbox_enter_loading(int logic_fd, char *why, size_t why_len);
-/* The second seccomp filter: no more opening files or mapping executable memory. */
+/* Logic process: the second seccomp filter: no more opening files or mapping executable memory. */
 idevs_err sandbox_enter_serving(char *why, size_t why_len);
-/* The channel the SIGSYS report goes to, after what its send queue still holds. */
+/* The channel the SIGSYS report goes to (descriptor 3 of either process), after what its send queue holds. */
 void sandbox_set_channel(const idevs_channel *ch);
 
-/* seccomp_allowlist.c */
-#define SANDBOX_STAGE_LOADING 0x1u /* the first filter: while the logic is loaded */
-#define SANDBOX_STAGE_SERVING 0x2u /* the second filter: from setup() on */
-#define SANDBOX_STAGE_BOTH (SANDBOX_STAGE_LOADING | SANDBOX_STAGE_SERVING)
+/* seccomp_allowlist.c: which filters a row belongs to. The logic process's two filters are stacked (both apply
+ * once the second is loaded), so every SERVING row of the logic is also a LOADING row. */
+#define SANDBOX_KEY_HOLDER 0x1u    /* the key holder's one filter */
+#define SANDBOX_LOGIC_LOADING 0x2u /* the logic process, while the logic is loaded */
+#define SANDBOX_LOGIC_SERVING 0x4u /* the logic process, from setup() on */
+#define SANDBOX_LOGIC (SANDBOX_LOGIC_LOADING | SANDBOX_LOGIC_SERVING)
+#define SANDBOX_ALL (SANDBOX_KEY_HOLDER | SANDBOX_LOGIC)
 /* An argument value sandbox.c replaces with this process's id when it builds the filters. */
 #define SANDBOX_SELF 0x5e1f5e1f5e1fULL
 typedef struct sandbox_rule {
@@ -150,18 +173,23 @@ typedef struct sandbox_rule {
 extern const sandbox_rule sandbox_allowlist[];
 extern const size_t sandbox_allowlist_count;
 
-/* logic_host.c */
-void logic_host_init(logic_host *h, compartment *c);
-idevs_err logic_host_load(logic_host *h, int fd, char *why, size_t why_len);
-idevs_err logic_host_setup(logic_host *h, char *why, size_t why_len);
-/* Runs the handler of a delivery (input or response) with msg; on success h->tx holds the sealed envelopes to
- * publish, then logic_host_release(h, true); on failure nothing is kept. */
-idevs_err logic_host_deliver(logic_host *h, bool response, size_t index, idevs_message *msg,
-                             const idevs_opened *opened, const char *correlation, size_t correlation_len);
-idevs_err logic_host_run_timer(logic_host *h);
-/* Commits the transaction: remembers its requests; the caller has published h->tx. */
-void logic_host_release(logic_host *h, bool committed);
-void logic_host_teardown(logic_host *h);
+/* logic_runner.c: the logic process's whole life, from right after the fork. Never returns. */
+void logic_runner_main(void) __attribute__((noreturn));
+
+/* logic_link.c */
+void logic_link_init(logic_link *k, compartment *c);
+/* Sends the descriptor to the logic process and waits for its LogicReady (the logic loaded and set up). */
+void logic_link_setup(logic_link *k);
+/* Hands one opened delivery to the logic; on IDEVS_OK k->tx holds the sealed envelopes to publish, then
+ * logic_link_release(k, true); on failure nothing is kept. */
+idevs_err logic_link_deliver(logic_link *k, bool response, size_t index, const idevs_opened *opened);
+idevs_err logic_link_run_timer(logic_link *k);
+/* Commits the transaction (remembers its requests) or drops it; the caller has published k->tx. */
+void logic_link_release(logic_link *k, bool committed);
+/* The link became readable (or closed) while no event runs: ends the compartment, saying why. */
+void logic_link_idle_input(logic_link *k) __attribute__((noreturn));
+/* Asks the logic process to run its teardown and end. */
+void logic_link_shutdown(logic_link *k);
 
 /* serve.c: returns the exit status. */
 int serve_run(compartment *c);

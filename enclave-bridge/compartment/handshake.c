@@ -229,6 +229,11 @@ void handshake_run(compartment *c)
     idevs_err err = idevs_deployment_parse(init->descriptor.data, init->descriptor.len, &c->dep, why, sizeof why);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "deployment descriptor: %s", err == IDEVS_ERR_CONFIG ? why : idevs_strerror(err));
+    /* The same bytes go to the logic process, which needs its names and configuration. */
+    if ((c->descriptor = malloc(init->descriptor.len + 1)) == NULL)
+        cmp_fatal(c, IDEVS_ERR_NOMEM, "out of memory");
+    memcpy(c->descriptor, init->descriptor.data, init->descriptor.len);
+    c->descriptor_len = init->descriptor.len;
     if (init->measurement.len != IDEVS_SHA256_LEN)
         cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.measurement: %zu bytes, expected %d", init->measurement.len,
                   IDEVS_SHA256_LEN);

@@ -210,7 +210,7 @@ static bool report_write(const uint8_t *p, size_t n, int64_t deadline_ms)
 }
 
 /* Async-signal-safe: fixed buffers, no allocation, write() and ppoll() only, then exit_group. The frame is
- *   u32 length || Frame{ fatal (14) = Fatal{ status (1) = IDEVS_ERR_SANDBOX, reason (2) = text } }
+ *   u32 length || Frame{ fatal (14) = Fatal{ status (1) = IDEVS_ERR_SANDBOX_VIOLATION, reason (2) = text } }
  * encoded by hand, as protobuf-c may allocate. */
 static void on_sigsys(int sig, siginfo_t *info, void *context)
 {
@@ -233,7 +233,7 @@ static void on_sigsys(int sig, siginfo_t *info, void *context)
     uint8_t fatal[160];
     size_t f = 0;
     fatal[f++] = 0x08; /* field 1, varint */
-    f += put_varint(fatal + f, IDEVS_ERR_SANDBOX);
+    f += put_varint(fatal + f, IDEVS_ERR_SANDBOX_VIOLATION);
     fatal[f++] = 0x12; /* field 2, length-delimited */
     f += put_varint(fatal + f, r);
     memcpy(fatal + f, reason, r);
@@ -336,12 +336,14 @@ static idevs_err apply_landlock(int logic_fd, char *why, size_t why_len)
         snprintf(why, why_len, "landlock_create_ruleset: %s", strerror(errno));
         return IDEVS_ERR_SANDBOX;
     }
-    /* The one rule: the logic file may be read and executed. A logic in a memfd (as the launcher passes it,
-     * sealed) lives on an internal filesystem: Landlock refuses rules for those (EBADFD) and does not restrict
-     * access to them either, so the ruleset then simply has no rule and the whole filesystem is closed. */
+    /* The one rule, in the logic process: the logic file may be read and executed (the key holder, logic_fd -1,
+     * gets none). A logic in a memfd (as the launcher passes it, sealed) lives on an internal filesystem: Landlock
+     * refuses rules for those (EBADFD) and does not restrict access to them either, so the ruleset then simply
+     * has no rule and the whole filesystem is closed. */
     struct ll_path_beneath_attr rule = {.allowed_access = LL_FS_EXECUTE | LL_FS_READ_FILE, .parent_fd = logic_fd};
     idevs_err err = IDEVS_OK;
-    if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &rule, 0u) != 0 && errno != EBADFD) {
+    if (logic_fd >= 0 && syscall(SYS_landlock_add_rule, ruleset, LL_RULE_PATH_BENEATH, &rule, 0u) != 0 &&
+        errno != EBADFD) {
         snprintf(why, why_len, "landlock_add_rule (the logic file): %s", strerror(errno));
         err = IDEVS_ERR_SANDBOX;
     } else if (syscall(SYS_landlock_restrict_self, ruleset, 0u) != 0) {
@@ -354,7 +356,8 @@ static idevs_err apply_landlock(int logic_fd, char *why, size_t why_len)
 
 /* ---- layer 4: seccomp ---- */
 
-/* Builds the filter for one stage. Both are built before either is loaded: building may probe the kernel. */
+/* Builds the filter of the rows marked with stage. A process builds its filters before it loads any: building
+ * may probe the kernel. */
 static idevs_err build_filter(unsigned stage, scmp_filter_ctx *out, char *why, size_t why_len)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
@@ -411,14 +414,28 @@ static idevs_err load_filter(scmp_filter_ctx ctx, char *why, size_t why_len)
     return IDEVS_OK;
 }
 
+idevs_err sandbox_enter_key_holder(char *why, size_t why_len)
+{
+    why[0] = '\0';
+    scmp_filter_ctx filter = NULL;
+    idevs_err err = install_reporter(why, why_len);
+    if (err == IDEVS_OK)
+        err = build_filter(SANDBOX_KEY_HOLDER, &filter, why, why_len);
+    if (err == IDEVS_OK && (err = apply_landlock(-1, why, why_len)) != IDEVS_OK)
+        seccomp_release(filter);
+    if (err == IDEVS_OK)
+        err = load_filter(filter, why, why_len);
+    return err;
+}
+
 idevs_err sandbox_enter_loading(int logic_fd, char *why, size_t why_len)
 {
     why[0] = '\0';
     scmp_filter_ctx loading = NULL;
     idevs_err err = install_reporter(why, why_len);
     if (err == IDEVS_OK)
-        err = build_filter(SANDBOX_STAGE_LOADING, &loading, why, why_len);
-    if (err == IDEVS_OK && (err = build_filter(SANDBOX_STAGE_SERVING, &serving_filter, why, why_len)) != IDEVS_OK)
+        err = build_filter(SANDBOX_LOGIC_LOADING, &loading, why, why_len);
+    if (err == IDEVS_OK && (err = build_filter(SANDBOX_LOGIC_SERVING, &serving_filter, why, why_len)) != IDEVS_OK)
         seccomp_release(loading);
     if (err == IDEVS_OK && (err = apply_landlock(logic_fd, why, why_len)) != IDEVS_OK)
         seccomp_release(loading);

@@ -1,4 +1,6 @@
-/* The event loop, inside the sandbox: deliveries from the launcher, the logic's timer, Shutdown.
+/* The key holder's event loop, inside its sandbox: deliveries from the launcher, the logic's timer, Shutdown.
+ * The logic runs in the logic process (logic_link.c); this loop also watches its link, which must stay quiet
+ * between events.
  *
  * Each Deliver is answered by its Publish frames, then exactly one Done. An envelope is accepted only on a
  * declared input topic from that input's service, or on a declared response topic from the service the request
@@ -45,9 +47,9 @@ static void end_turn(compartment *c)
 static void publish_tx(compartment *c, uint64_t delivery_id)
 {
     const idevs_deployment *d = c->dep;
-    logic_host *h = &c->host;
-    for (size_t i = 0; i < h->tx_count; i++) {
-        const cmp_sealed *s = &h->tx[i];
+    logic_link *k = &c->link;
+    for (size_t i = 0; i < k->tx_count; i++) {
+        const cmp_sealed *s = &k->tx[i];
         Idevs__Bridge__V1__Publish pub = IDEVS__BRIDGE__V1__PUBLISH__INIT;
         pub.delivery_id = delivery_id;
         pub.envelope.data = s->envelope;
@@ -91,21 +93,12 @@ static idevs_err deliver(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
         idevs_opened_clear(&opened);
         return IDEVS_ERR_SENDER_NOT_ALLOWED;
     }
-    idevs_message msg;
-    memset(&msg, 0, sizeof msg);
-    msg.name = in != NULL ? in->name : rq->name;
-    msg.payload = opened.payload;
-    msg.payload_len = opened.payload_len;
-    msg.sender = opened.sender;
-    msg.sender_name = d->services[service].name;
-    msg.message_id = opened.message_id;
     size_t index = in != NULL ? (size_t)(in - d->inputs) : (size_t)(rq - d->requests);
-    err = logic_host_deliver(&c->host, in == NULL, index, &msg, &opened, (const char *)dv->correlation_data.data,
-                             dv->correlation_data.len);
+    err = logic_link_deliver(&c->link, in == NULL, index, &opened);
     idevs_opened_clear(&opened);
     if (err == IDEVS_OK) {
         publish_tx(c, dv->delivery_id);
-        logic_host_release(&c->host, true);
+        logic_link_release(&c->link, true);
     }
     return err;
 }
@@ -127,17 +120,27 @@ static void on_deliver(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
 
 static void on_timer(compartment *c)
 {
-    logic_host *h = &c->host;
+    logic_link *k = &c->link;
     drain(c);
-    if (logic_host_run_timer(h) == IDEVS_OK) {
+    idevs_err status = logic_link_run_timer(k);
+    if (status == IDEVS_OK) {
         publish_tx(c, 0);
-        logic_host_release(h, true);
+        logic_link_release(k, true);
+    } else if (status != IDEVS_ERR_LOGIC) {
+        /* Counted and logged by the launcher: a timer run the compartment refused (the emit bounds). */
+        Idevs__Bridge__V1__Done done = IDEVS__BRIDGE__V1__DONE__INIT;
+        done.delivery_id = 0;
+        done.status = (uint32_t)status;
+        Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+        f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DONE;
+        f.done = &done;
+        send_frame(c, &f);
     }
     /* Catch up by skipping, never by firing in a burst. */
     int64_t now = cmp_monotonic_ms();
-    h->timer_next_ms += h->timer_period_ms;
-    if (h->timer_next_ms <= now)
-        h->timer_next_ms = now + h->timer_period_ms;
+    k->timer_next_ms += k->timer_period_ms;
+    if (k->timer_next_ms <= now)
+        k->timer_next_ms = now + k->timer_period_ms;
 }
 
 /* Handles every whole frame already received; returns -1 to go on, or an exit status. */
@@ -162,6 +165,7 @@ static int on_readable(compartment *c)
         case IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             drain(c);
+            logic_link_shutdown(&c->link);
             return CMP_EXIT_OK;
         default:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
@@ -172,30 +176,32 @@ static int on_readable(compartment *c)
 
 int serve_run(compartment *c)
 {
-    logic_host *h = &c->host;
+    logic_link *k = &c->link;
     for (;;) {
         int timeout = -1;
-        if (h->timer != NULL) {
-            int64_t left = h->timer_next_ms - cmp_monotonic_ms();
+        if (k->timer_period_ms != 0) {
+            int64_t left = k->timer_next_ms - cmp_monotonic_ms();
             timeout = left <= 0 ? 0 : (int)(left > 60000 ? 60000 : left);
         }
-        struct pollfd p = {.fd = c->ch.fd, .events = POLLIN};
+        struct pollfd p[2] = {{.fd = c->ch.fd, .events = POLLIN}, {.fd = k->ch.fd, .events = POLLIN}};
         if (idevs_channel_pending(&c->ch))
-            p.events |= POLLOUT;
-        int n = poll(&p, 1, timeout);
+            p[0].events |= POLLOUT;
+        int n = poll(p, 2, timeout);
         if (n < 0 && errno != EINTR)
             cmp_fatal(c, IDEVS_ERR_IO, "poll: %s", strerror(errno));
-        if (n > 0 && (p.revents & POLLOUT)) {
+        if (n > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)))
+            logic_link_idle_input(k);
+        if (n > 0 && (p[0].revents & POLLOUT)) {
             idevs_err err = idevs_channel_flush(&c->ch, 0);
             if (err == IDEVS_ERR_CHANNEL_CLOSED)
                 return CMP_EXIT_CLOSED;
         }
-        if (n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             int status = on_readable(c);
             if (status >= 0)
                 return status;
         }
-        if (h->timer != NULL && cmp_monotonic_ms() >= h->timer_next_ms) {
+        if (k->timer_period_ms != 0 && cmp_monotonic_ms() >= k->timer_next_ms) {
             on_timer(c);
             end_turn(c);
         }

@@ -181,6 +181,7 @@ struct idevs_launcher {
     int64_t restart_at_ms;
     int64_t ready_at_ms;
     int64_t progress_ms;    /* last Done, or when the oldest in-flight delivery was sent */
+    int64_t timer_warned_ms; /* the last warning about a dropped timer run */
     unsigned backoff_ms;
     uint32_t epoll_channel_events;
 

@@ -368,6 +368,25 @@ static bool topic_ok(const char *t)
     return n > 0 && n <= IDEVS_TOPIC_MAX;
 }
 
+/* The envelope itself, without a key: from this process, to the receiver the deployment declares for the topic,
+ * and for a request, carrying its own message id as correlation data. Only the key holder can write one; a
+ * logic that wrote raw bytes would fail here. */
+static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, size_t to,
+                                    bool request)
+{
+    idevs_envelope_header h;
+    if (idevs_envelope_peek(p->envelope.data, p->envelope.len, &h) != IDEVS_OK)
+        return "a publication that is not a well-formed envelope";
+    if (!idevs_uuid_equal(&h.sender, &l->program))
+        return "a publication sealed by someone else than this process";
+    if (!idevs_uuid_equal(&h.recipient, &l->deployment->services[to].uuid))
+        return "a publication sealed to another receiver than its topic's";
+    if (request && (p->correlation_data.len != IDEVS_UUID_LEN ||
+                    memcmp(p->correlation_data.data, h.message_id.b, IDEVS_UUID_LEN) != 0))
+        return "a request whose correlation data is not its message id";
+    return NULL;
+}
+
 /* Checks a Publish against the deployment: a declared output, or a declared request with its response topic. */
 static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p)
 {
@@ -386,7 +405,7 @@ static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge_
             return "a publication to an output with a response topic or correlation data";
         if ((int)p->qos != d->outputs[i].qos)
             return "a publication with another QoS than its output declares";
-        return NULL;
+        return envelope_problem(l, p, d->outputs[i].to, false);
     }
     for (size_t i = 0; i < d->request_count; i++) {
         if (strcmp(d->requests[i].topic, p->topic) != 0)
@@ -397,7 +416,7 @@ static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge_
             return "a request without valid correlation data";
         if ((int)p->qos != d->requests[i].qos)
             return "a request with another QoS than declared";
-        return NULL;
+        return envelope_problem(l, p, d->requests[i].to, true);
     }
     return "a publication to a topic the deployment does not declare";
 }
@@ -440,8 +459,28 @@ static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *
         supervise_kill(l, err, "holding a publication failed: %s", idevs_strerror(err));
 }
 
+#define TIMER_WARN_INTERVAL_MS 60000
+
+/* A timer run the compartment refused (Done with delivery_id 0): counted, and warned at most once a minute. */
+static void timer_failed(idevs_launcher *l, uint32_t status)
+{
+    idevs_err err = status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)status : IDEVS_ERR_LOGIC;
+    l->stats.timer_failed++;
+    int64_t now = launcher_now_ms();
+    if (l->timer_warned_ms != 0 && now - l->timer_warned_ms < TIMER_WARN_INTERVAL_MS)
+        return;
+    l->timer_warned_ms = now;
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "dropped what its logic's timer emitted: %s (%s); %llu timer "
+                   "run(s) dropped so far", idevs_err_name(err), idevs_strerror(err),
+                   (unsigned long long)l->stats.timer_failed);
+}
+
 static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, const idevs_launcher_callbacks *cb)
 {
+    if (done->delivery_id == 0) {
+        timer_failed(l, done->status);
+        return;
+    }
     delivery *d = deliveries_find_sent(l, done->delivery_id);
     if (d == NULL) {
         protocol_error(l, "it finished delivery %llu, which is not in progress", (unsigned long long)done->delivery_id);

@@ -694,7 +694,7 @@ static void expect_sandbox_kill(child *c, const char *syscall_name)
     if (f != NULL) {
         char want[64];
         snprintf(want, sizeof want, "system call %s (", syscall_name);
-        CU_ASSERT_EQUAL(f->fatal->status, IDEVS_ERR_SANDBOX);
+        CU_ASSERT_EQUAL(f->fatal->status, IDEVS_ERR_SANDBOX_VIOLATION);
         CU_ASSERT_PTR_NOT_NULL(strstr(f->fatal->reason, want));
         CU_ASSERT_PTR_NOT_NULL(strstr(f->fatal->reason, "outside the sandbox allowlist"));
         if (strstr(f->fatal->reason, want) == NULL)

@@ -1,0 +1,375 @@
+/* The key holder's side of the link to the logic process: it hands the logic opened events and turns what the
+ * logic answers into sealed envelopes. Everything the logic process sends is untrusted: a frame it may not send,
+ * an index the descriptor does not declare, a payload over the limits or anything outside an event ends the
+ * compartment (the launcher restarts it); the logic never chooses a receiver, a topic, a message id or a
+ * provenance: each output is sealed to the receiver its descriptor entry names, with the provenance computed
+ * here.
+ *
+ * Transactions: emits and requests are sealed as they arrive (a request's id is the message id of its envelope,
+ * which the logic gets back), but the sealed envelopes stay here until the handler's LogicDone; only on
+ * IDEVS_OK does serve.c publish them. A dropped envelope may have been the first of a sending epoch, the one that
+ * carries our certificate chain; then every sending epoch is restarted, so that the next envelope to each
+ * receiver carries the chain again. Per event at most CMP_TX_MAX envelopes and CMP_TX_BYTES_MAX payload bytes:
+ * beyond that nothing of the event leaves (IDEVS_ERR_EMIT_LIMIT).
+ *
+ * Provenance: an output caused by an input names [the input's message id]; one caused by a response names
+ * [the response's message id, then the ids that caused the request]; a timer's outputs name none. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compartment.h"
+
+#define TIMER_MIN_MS 10
+
+void logic_link_init(logic_link *k, compartment *c)
+{
+    memset(k, 0, sizeof *k);
+    k->c = c;
+    idevs_channel_init(&k->ch, CMP_FD_LOGIC_LINK, 0);
+}
+
+static void send_or_die(logic_link *k, const Idevs__Bridge__V1__Frame *f)
+{
+    idevs_err err = idevs_channel_send(&k->ch, f, (int)k->c->dep->event_timeout_ms);
+    if (err == IDEVS_OK)
+        err = idevs_channel_flush(&k->ch, (int)k->c->dep->event_timeout_ms);
+    if (err != IDEVS_OK)
+        cmp_fatal(k->c, err, "cannot send to the logic process: %s", idevs_strerror(err));
+}
+
+/* The next frame from the logic process, within timeout_ms; what it says about itself ends us. */
+static Idevs__Bridge__V1__Frame *receive(logic_link *k, int timeout_ms, const char *waiting_for)
+{
+    Idevs__Bridge__V1__Frame *f = NULL;
+    idevs_err err = idevs_channel_recv(&k->ch, &f, timeout_ms);
+    if (err == IDEVS_ERR_TIMEOUT)
+        cmp_fatal(k->c, IDEVS_ERR_TIMEOUT, "the logic process did not answer within %d ms (%s)", timeout_ms,
+                  waiting_for);
+    if (err == IDEVS_ERR_CHANNEL_CLOSED)
+        cmp_fatal(k->c, IDEVS_ERR_CHANNEL_CLOSED, "the logic process ended (%s)", waiting_for);
+    if (err != IDEVS_OK)
+        cmp_fatal(k->c, err, "the logic process sent a bad frame (%s): %s", waiting_for, idevs_strerror(err));
+    if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_FATAL) {
+        /* Its own report (a setup failure, or the SIGSYS reporter's): passed on, cut and made printable. */
+        char reason[240];
+        const char *src = f->fatal->reason != NULL ? f->fatal->reason : "";
+        size_t n = strnlen(src, sizeof reason - 1);
+        for (size_t i = 0; i < n; i++)
+            reason[i] = src[i] >= 0x20 && src[i] <= 0x7e ? src[i] : '?';
+        reason[n] = '\0';
+        idevs_err status = f->fatal->status < IDEVS_ERR_COUNT ? (idevs_err)f->fatal->status : IDEVS_ERR_LOGIC;
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+        cmp_fatal(k->c, status, "%s (in the logic process)", reason);
+    }
+    return f;
+}
+
+static void __attribute__((noreturn)) violation(logic_link *k, Idevs__Bridge__V1__Frame *f, const char *what)
+{
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    cmp_fatal(k->c, IDEVS_ERR_FRAME, "the logic process broke the link's protocol: %s", what);
+}
+
+/* ---- setup ---- */
+
+void logic_link_setup(logic_link *k)
+{
+    const idevs_deployment *d = k->c->dep;
+    /* Frames from the logic carry at most one payload. */
+    k->ch.max_frame = d->max_payload + 1024;
+    k->has_input = calloc(d->input_count + 1, sizeof *k->has_input);
+    k->has_response = calloc(d->request_count + 1, sizeof *k->has_response);
+    k->pending_cap = d->request_count == 0 ? 0 : (d->queue_depth < CMP_PENDING_MAX ? d->queue_depth : CMP_PENDING_MAX);
+    k->pending = calloc(k->pending_cap + 1, sizeof *k->pending);
+    if (k->has_input == NULL || k->has_response == NULL || k->pending == NULL)
+        cmp_fatal(k->c, IDEVS_ERR_NOMEM, "out of memory");
+
+    Idevs__Bridge__V1__LogicSetup setup = IDEVS__BRIDGE__V1__LOGIC_SETUP__INIT;
+    setup.descriptor.data = k->c->descriptor;
+    setup.descriptor.len = k->c->descriptor_len;
+    Idevs__Bridge__V1__Frame out = IDEVS__BRIDGE__V1__FRAME__INIT;
+    out.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_SETUP;
+    out.logic_setup = &setup;
+    send_or_die(k, &out);
+
+    Idevs__Bridge__V1__Frame *f = receive(k, CMP_HANDSHAKE_TIMEOUT_MS, "loading and setting up the logic");
+    if (f->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_READY)
+        violation(k, f, "the first frame is not LogicReady");
+    const Idevs__Bridge__V1__LogicReady *r = f->logic_ready;
+    for (size_t i = 0; i < r->n_inputs; i++) {
+        if (r->inputs[i] >= d->input_count)
+            violation(k, f, "LogicReady names an input the descriptor does not declare");
+        k->has_input[r->inputs[i]] = true;
+    }
+    for (size_t i = 0; i < r->n_responses; i++) {
+        if (r->responses[i] >= d->request_count)
+            violation(k, f, "LogicReady names a request the descriptor does not declare");
+        k->has_response[r->responses[i]] = true;
+    }
+    if (r->timer_period_ms != 0 && r->timer_period_ms < TIMER_MIN_MS)
+        violation(k, f, "LogicReady asks for a timer under 10 ms");
+    k->abi = r->abi;
+    size_t n = strnlen(r->logic_name != NULL ? r->logic_name : "", sizeof k->logic_name - 1);
+    for (size_t i = 0; i < n; i++)
+        k->logic_name[i] = r->logic_name[i] >= 0x20 && r->logic_name[i] <= 0x7e ? r->logic_name[i] : '?';
+    k->timer_period_ms = r->timer_period_ms;
+    if (k->timer_period_ms != 0)
+        k->timer_next_ms = cmp_monotonic_ms() + k->timer_period_ms;
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+}
+
+/* ---- requests in flight ---- */
+
+static cmp_pending *pending_find(logic_link *k, size_t request, const idevs_msgid *id)
+{
+    for (size_t i = 0; i < k->pending_cap; i++) {
+        cmp_pending *p = &k->pending[i];
+        if (p->used && p->request == request && memcmp(p->id.b, id->b, IDEVS_UUID_LEN) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+static void pending_forget(cmp_pending *p)
+{
+    free(p->provenance);
+    memset(p, 0, sizeof *p);
+}
+
+/* Remembers a committed request; the oldest is forgotten when the table is full (its response then arrives
+ * with a zero request_id and only its own id as provenance). */
+static void pending_remember(logic_link *k, const cmp_sealed *s)
+{
+    if (k->pending_cap == 0)
+        return;
+    cmp_pending *p = &k->pending[k->pending_next];
+    k->pending_next = (k->pending_next + 1) % k->pending_cap;
+    if (p->used)
+        pending_forget(p);
+    p->provenance = s->provenance_count > 0 ? malloc(s->provenance_count * sizeof(idevs_msgid)) : NULL;
+    if (s->provenance_count > 0 && p->provenance == NULL)
+        return; /* out of memory: not remembered, as if forgotten */
+    if (s->provenance_count > 0)
+        memcpy(p->provenance, s->provenance, s->provenance_count * sizeof(idevs_msgid));
+    p->provenance_count = s->provenance_count;
+    p->request = s->index;
+    p->id = s->message_id;
+    p->used = true;
+}
+
+/* ---- the transaction ---- */
+
+/* Seals one payload the logic emitted or requested, to the receiver the descriptor declares for it. */
+static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const ProtobufCBinaryData *payload)
+{
+    const idevs_deployment *d = k->c->dep;
+    if (payload->len > d->max_payload)
+        return IDEVS_ERR_TOO_LARGE;
+    if (k->tx_over || k->tx_count >= CMP_TX_MAX || payload->len > CMP_TX_BYTES_MAX - k->tx_bytes) {
+        k->tx_over = true;
+        return IDEVS_ERR_EMIT_LIMIT;
+    }
+    const char *topic = is_request ? d->requests[index].topic : d->outputs[index].topic;
+    size_t to = is_request ? d->requests[index].to : d->outputs[index].to;
+    cmp_sealed *s = &k->tx[k->tx_count];
+    memset(s, 0, sizeof *s);
+    idevs_seal_input in = {
+        .recipient = &d->services[to].uuid,
+        .topic = topic,
+        .payload = payload->data,
+        .payload_len = payload->len,
+        .provenance = k->provenance,
+        .provenance_count = k->provenance_count,
+    };
+    idevs_err err = idevs_envelope_seal(k->c->env, &in, &s->envelope, &s->envelope_len, &s->message_id);
+    if (err != IDEVS_OK)
+        return err;
+    s->is_request = is_request;
+    s->index = index;
+    if (is_request) {
+        /* What caused the request, for the provenance of what its response causes: room for the response's id. */
+        s->provenance_count = k->provenance_count < IDEVS_PROVENANCE_MAX ? k->provenance_count
+                                                                         : IDEVS_PROVENANCE_MAX - 1;
+        memcpy(s->provenance, k->provenance, s->provenance_count * sizeof(idevs_msgid));
+    }
+    k->tx_count++;
+    k->tx_bytes += payload->len;
+    return IDEVS_OK;
+}
+
+void logic_link_release(logic_link *k, bool committed)
+{
+    for (size_t i = 0; i < k->tx_count; i++) {
+        if (committed && k->tx[i].is_request)
+            pending_remember(k, &k->tx[i]);
+        free(k->tx[i].envelope);
+        k->tx[i].envelope = NULL;
+    }
+    if (!committed && k->tx_count > 0) {
+        idevs_envelope_stats st;
+        idevs_envelope_get_stats(k->c->env, &st);
+        if (st.sending_epochs != k->epochs_before_tx)
+            idevs_envelope_rotate(k->c->env);
+    }
+    k->tx_count = 0;
+    k->tx_bytes = 0;
+    k->tx_over = false;
+    idevs_cleanse(k->provenance, sizeof k->provenance);
+    k->provenance_count = 0;
+}
+
+static void answer_request(logic_link *k, idevs_err status)
+{
+    Idevs__Bridge__V1__LogicRequestId id = IDEVS__BRIDGE__V1__LOGIC_REQUEST_ID__INIT;
+    id.status = (uint32_t)status;
+    if (status == IDEVS_OK) {
+        id.request_id.data = k->tx[k->tx_count - 1].message_id.b;
+        id.request_id.len = IDEVS_UUID_LEN;
+    }
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST_ID;
+    f.logic_request_id = &id;
+    send_or_die(k, &f);
+}
+
+/* Sends the event, then seals what the logic emits and requests until its LogicDone. */
+static idevs_err run(logic_link *k, Idevs__Bridge__V1__LogicEvent *ev)
+{
+    const idevs_deployment *d = k->c->dep;
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(k->c->env, &st);
+    k->epochs_before_tx = st.sending_epochs;
+    k->tx_count = k->tx_bytes = 0;
+    k->tx_over = false;
+    ev->seq = ++k->seq;
+    Idevs__Bridge__V1__Frame out = IDEVS__BRIDGE__V1__FRAME__INIT;
+    out.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EVENT;
+    out.logic_event = ev;
+    send_or_die(k, &out);
+    for (;;) {
+        Idevs__Bridge__V1__Frame *f = receive(k, (int)d->event_timeout_ms, "an event's handler");
+        /* Anything the logic wrote before it read this event (after an earlier handler returned) has an older
+         * seq: it belongs to no event. */
+        uint64_t seq = f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT      ? f->logic_emit->seq
+                       : f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST ? f->logic_request->seq
+                       : f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE    ? f->logic_done->seq
+                                                                                      : 0;
+        if (seq != k->seq)
+            violation(k, f, "a frame that answers no current event (written after a handler returned?)");
+        switch (f->body_case) {
+        case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT:
+            if (f->logic_emit->output >= d->output_count)
+                violation(k, f, "an emit to an output the descriptor does not declare");
+            (void)tx_seal(k, false, f->logic_emit->output, &f->logic_emit->payload);
+            break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST: {
+            if (f->logic_request->request >= d->request_count)
+                violation(k, f, "a request the descriptor does not declare");
+            idevs_err err = tx_seal(k, true, f->logic_request->request, &f->logic_request->payload);
+            answer_request(k, err);
+            break;
+        }
+        case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE: {
+            idevs_err status = (idevs_err)f->logic_done->status;
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            if (k->tx_over) {
+                logic_link_release(k, false);
+                return IDEVS_ERR_EMIT_LIMIT;
+            }
+            if (status != IDEVS_OK) {
+                logic_link_release(k, false);
+                return IDEVS_ERR_LOGIC;
+            }
+            return IDEVS_OK;
+        }
+        default:
+            violation(k, f, "a frame the logic process may not send");
+        }
+        /* The plaintext the logic emitted: protobuf-c's copy, cleansed before it is freed. */
+        ProtobufCBinaryData *p = f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT ? &f->logic_emit->payload
+                                                                                          : &f->logic_request->payload;
+        idevs_cleanse(p->data, p->len);
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    }
+}
+
+/* ---- events ---- */
+
+idevs_err logic_link_deliver(logic_link *k, bool response, size_t index, const idevs_opened *opened)
+{
+    if (!(response ? k->has_response[index] : k->has_input[index]))
+        return response ? IDEVS_ERR_UNKNOWN_REQUEST : IDEVS_ERR_UNKNOWN_INPUT;
+    k->provenance[0] = opened->message_id;
+    k->provenance_count = 1;
+    idevs_msgid request_id;
+    memset(&request_id, 0, sizeof request_id);
+    bool known = false;
+    if (response) {
+        /* The response names the request's id in its provenance, which is authenticated. MQTT correlation
+         * data is not: the broker could swap it between two answers, so it never decides which request an
+         * answer belongs to. */
+        cmp_pending *p = NULL;
+        for (size_t i = 0; p == NULL && i < opened->provenance_count; i++)
+            p = pending_find(k, index, &opened->provenance[i]);
+        if (p != NULL) {
+            request_id = p->id;
+            known = true;
+            size_t room = IDEVS_PROVENANCE_MAX - 1;
+            size_t n = p->provenance_count < room ? p->provenance_count : room;
+            memcpy(&k->provenance[1], p->provenance, n * sizeof(idevs_msgid));
+            k->provenance_count += n;
+            pending_forget(p);
+        }
+    }
+    Idevs__Bridge__V1__LogicEvent ev = IDEVS__BRIDGE__V1__LOGIC_EVENT__INIT;
+    ev.kind = response ? IDEVS__BRIDGE__V1__LOGIC_EVENT_KIND__LOGIC_EVENT_RESPONSE
+                       : IDEVS__BRIDGE__V1__LOGIC_EVENT_KIND__LOGIC_EVENT_INPUT;
+    ev.index = (uint32_t)index;
+    ev.payload.data = opened->payload;
+    ev.payload.len = opened->payload_len;
+    ev.sender.data = (uint8_t *)opened->sender.b;
+    ev.sender.len = IDEVS_UUID_LEN;
+    ev.message_id.data = (uint8_t *)opened->message_id.b;
+    ev.message_id.len = IDEVS_UUID_LEN;
+    if (known) {
+        ev.request_id.data = request_id.b;
+        ev.request_id.len = IDEVS_UUID_LEN;
+    }
+    return run(k, &ev);
+}
+
+idevs_err logic_link_run_timer(logic_link *k)
+{
+    k->provenance_count = 0;
+    Idevs__Bridge__V1__LogicEvent ev = IDEVS__BRIDGE__V1__LOGIC_EVENT__INIT;
+    ev.kind = IDEVS__BRIDGE__V1__LOGIC_EVENT_KIND__LOGIC_EVENT_TIMER;
+    return run(k, &ev);
+}
+
+void logic_link_idle_input(logic_link *k)
+{
+    /* Between events the logic process has nothing to say: a Fatal (reported by receive) or a violation. */
+    Idevs__Bridge__V1__Frame *f = receive(k, CMP_FATAL_FLUSH_MS, "between events");
+    violation(k, f, "a frame between events (an emit after its handler returned?)");
+}
+
+void logic_link_shutdown(logic_link *k)
+{
+    Idevs__Bridge__V1__Shutdown shutdown = IDEVS__BRIDGE__V1__SHUTDOWN__INIT;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN;
+    f.shutdown = &shutdown;
+    /* Best effort: the logic process also dies with us (PR_SET_PDEATHSIG). */
+    if (idevs_channel_send(&k->ch, &f, 0) == IDEVS_OK)
+        (void)idevs_channel_flush(&k->ch, CMP_FATAL_FLUSH_MS);
+    logic_link_release(k, false);
+    for (size_t i = 0; i < k->pending_cap; i++)
+        if (k->pending[i].used)
+            pending_forget(&k->pending[i]);
+    free(k->pending);
+    free(k->has_input);
+    free(k->has_response);
+    k->pending = NULL;
+    k->has_input = k->has_response = NULL;
+}
