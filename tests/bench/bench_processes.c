@@ -19,7 +19,9 @@
  *
  *   bench_processes --store-key K --store-cert C --sink-key K --sink-cert C --ca CA --one-port P --one-pid PID
  *                   --many-port Q --many-pid PID --processes N [--messages M] [--window W] [--rounds R]
- *                   [--latency-messages L] [--payload-bytes B]
+ *                   [--seconds S] [--latency-messages L] [--payload-bytes B]
+ *   Rounds: R (7), but no new one after S seconds (40) once 3 are done, so that a loaded machine does not make
+ *   the run endless.
  *   CA: the operator CA; the compartments' chains are verified under it, with the process backend allowed.
  *
  * The processes are found by their retained certificates (idevs/<name>/certificate); each takes input on
@@ -43,6 +45,7 @@
 #define PROCS_MAX 64
 #define MESSAGES_MAX 200000
 #define ROUNDS_MAX 20
+#define MIN_ROUNDS 3 /* before --seconds may end the throughput rounds */
 #define PAYLOAD_MAX 4096
 #define TOPIC_MAX 160
 #define RUN_LIMIT_US (60u * 1000000u)
@@ -355,7 +358,8 @@ static int usage(const char *why)
 {
     fprintf(stderr, "bench_processes: %s\nusage: bench_processes --store-key K --store-cert C --sink-key K "
                     "--sink-cert C --ca CA --one-port P --one-pid PID --many-port Q --many-pid PID --processes N "
-                    "[--messages M] [--window W] [--rounds R] [--latency-messages L] [--payload-bytes B]\n",
+                    "[--messages M] [--window W] [--rounds R] [--seconds S] [--latency-messages L] "
+                    "[--payload-bytes B]\n",
             why);
     return 2;
 }
@@ -372,13 +376,13 @@ static bool number(const char *text, unsigned long min, unsigned long max, unsig
 
 typedef struct options {
     const char *store_key, *store_cert, *sink_key, *sink_cert, *ca;
-    unsigned one_port, one_pid, many_port, many_pid, processes, messages, window, rounds, latency_messages;
+    unsigned one_port, one_pid, many_port, many_pid, processes, messages, window, rounds, seconds, latency_messages;
 } options;
 
 /* Every option takes a value: a path, or a whole number in a range. */
 static int parse(int argc, char **argv, options *o)
 {
-    *o = (options){.messages = 4000, .window = 128, .rounds = 7, .latency_messages = 4000};
+    *o = (options){.messages = 4000, .window = 128, .rounds = 7, .seconds = 40, .latency_messages = 4000};
     const struct {
         const char *name;
         const char **path;
@@ -397,6 +401,7 @@ static int parse(int argc, char **argv, options *o)
                {"--messages", NULL, &o->messages, 100, MESSAGES_MAX},
                {"--window", NULL, &o->window, 1, 100000},
                {"--rounds", NULL, &o->rounds, 1, ROUNDS_MAX},
+               {"--seconds", NULL, &o->seconds, 1, 3600},
                {"--latency-messages", NULL, &o->latency_messages, 100, MESSAGES_MAX},
                {"--payload-bytes", NULL, &payload_bytes, 16, PAYLOAD_MAX}};
     for (int i = 1; i < argc; i += 2) {
@@ -497,6 +502,8 @@ int main(int argc, char **argv)
            many.n, o.messages, payload_bytes, o.window, (o.window + many.n - 1) / many.n);
     double one_rate[ROUNDS_MAX], many_rate[ROUNDS_MAX], ratio[ROUNDS_MAX];
     usage_sum one_use = {0}, many_use = {0};
+    unsigned rounds = 0;
+    uint64_t began = bench_now_us();
     for (unsigned k = 0; k < o.rounds; k++) {
         bool ok1 = true, ok2 = true;
         if (k % 2 == 0) {
@@ -515,9 +522,15 @@ int main(int argc, char **argv)
         ratio[k] = many_rate[k] / one_rate[k];
         printf("  round %u: one %6.0f msg/s, %2u processes %6.0f msg/s, ratio %.2f\n", k + 1, one_rate[k], many.n,
                many_rate[k], ratio[k]);
+        rounds = k + 1;
+        if (rounds >= MIN_ROUNDS && rounds < o.rounds && bench_now_us() - began > o.seconds * 1000000ull) {
+            printf("  (no more rounds: %u s spent, over the budget of --seconds %u)\n",
+                   (unsigned)((bench_now_us() - began) / 1000000u), o.seconds);
+            break;
+        }
     }
-    double one_med = bench_median(one_rate, o.rounds), many_med = bench_median(many_rate, o.rounds);
-    double ratio_med = bench_median(ratio, o.rounds);
+    double one_med = bench_median(one_rate, rounds), many_med = bench_median(many_rate, rounds);
+    double ratio_med = bench_median(ratio, rounds);
     printf("  median: one %6.0f msg/s, %2u processes %6.0f msg/s, ratio %.2f\n", one_med, many.n, many_med,
            ratio_med);
     double cpu_one = us_per_message(one_use.broker, one_use.messages),
@@ -527,7 +540,8 @@ int main(int argc, char **argv)
     printf("  CPU per message: broker one %.1f us, %u processes %.1f us; compartments one %.1f us, %u processes "
            "%.1f us; this client %.1f us, %.1f us\n",
            cpu_one, many.n, cpu_many, comp_one, many.n, comp_many,
-           (double)one_use.client_us / (double)one_use.messages, (double)many_use.client_us / (double)many_use.messages);
+           (double)one_use.client_us / (double)one_use.messages,
+           (double)many_use.client_us / (double)many_use.messages);
 
     unsigned rate = (unsigned)(one_med / 2) > 0 ? (unsigned)(one_med / 2) : 1;
     lat_figures lo, lm;

@@ -12,7 +12,10 @@
 # Broker CPU per message is utime + stime of the broker (/proc/PID/stat) over its throughput rounds, divided by
 # the messages (one input in, one output out). Memory: PSS and unique set size (Private_Clean + Private_Dirty of
 # /proc/PID/smaps_rollup) of each compartment (the broker's children), averaged per compartment, after the runs.
-# Targets (docs: /work/shared/DESIGN.md, "Targets") are printed beside the figures, not asserted.
+# Each configuration: 7 rounds of 4000 messages a broker, but none started after 40 s once 3 are done (a loaded
+# machine slows it down tenfold); then 4000 messages a broker for latency. About a minute on a quiet 2-core
+# machine, under 5 minutes on a loaded one. Targets (DESIGN.md, "Targets") are printed beside the figures, not
+# asserted.
 #
 #   meson test -C build-release --benchmark processes -v
 #   tests/bench/bench_processes.sh BUILD_DIR [bench_processes options: --rounds R --messages M --window W ...]
@@ -91,8 +94,8 @@ one_pid=$broker_pid one_port=$port
 bg_pids+=("$one_pid") # stopped by lib.sh's cleanup should anything below fail
 broker_pid=
 
-echo "mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version //p'), $(nproc) cores, $(basename "$build");" \
-  "one broker with one process beside one with N, in this run"
+echo "mosquitto $(mosquitto -h 2>/dev/null | sed -n 's/^mosquitto version //p'), $(nproc) cores," \
+  "$(basename "$build"); one broker with one process beside one with N, in this run"
 results=()
 for n in $configurations; do
   descs=()
@@ -104,7 +107,10 @@ for n in $configurations; do
   status=$?
   grep -v '^result ' <<<"$out"
   result=$(grep '^result ' <<<"$out")
-  if [ "$status" -ne 0 ] || [ -z "$result" ]; then echo "bench_processes: the run with $n process(es) failed" >&2; exit 1; fi
+  if [ "$status" -ne 0 ] || [ -z "$result" ]; then
+    echo "bench_processes: the run with $n process(es) failed" >&2
+    exit 1
+  fi
   read -r count pss uss_avg < <(compartments "$broker_pid")
   broker_uss=$(uss "$broker_pid")
   echo "  memory: $count compartment(s), each PSS $pss KB, unique $uss_avg KB; broker unique $broker_uss KB" \
