@@ -11,7 +11,8 @@
 # output received and opened) is measured at one fixed total rate, half of the one process's peak, spread evenly.
 # Broker CPU per message is utime + stime of the broker (/proc/PID/stat) over its throughput rounds, divided by
 # the messages (one input in, one output out). Memory: PSS and unique set size (Private_Clean + Private_Dirty of
-# /proc/PID/smaps_rollup) of each compartment (the broker's children), averaged per compartment, after the runs.
+# /proc/PID/smaps_rollup) of each compartment (a child of the broker, with its own children: the key holder and
+# its logic process), averaged per compartment, after the runs.
 # Each configuration: 7 rounds of 4000 messages a broker, but none started after 40 s once 3 are done (a loaded
 # machine slows it down tenfold); then 4000 messages a broker for latency. About a minute on a quiet 2-core
 # machine, under 5 minutes on a loaded one. Targets (DESIGN.md, "Targets") are printed beside the figures, not
@@ -62,16 +63,27 @@ broker() {
   return 1
 }
 
-# compartments PID: "COUNT PSS_KB USS_KB", PSS and unique set averaged over the compartments among PID's children.
-compartments() {
-  local c n=0 pss=0 uss=0 p u
+# tree PID: "PROCESSES PSS_KB USS_KB" summed over PID and its descendants (a compartment: its key holder and
+# its logic process).
+tree() {
+  local c k p u n=1 pss uss
+  read -r pss uss < <(awk '/^Pss:/ {p = $2} /^Private_(Clean|Dirty):/ {u += $2} END {print p + 0, u + 0}' \
+    "/proc/$1/smaps_rollup" 2>/dev/null)
   for c in $(pgrep -P "$1"); do
-    [ -r "/proc/$c/smaps_rollup" ] || continue
-    read -r p u < <(awk '/^Pss:/ {p = $2} /^Private_(Clean|Dirty):/ {u += $2} END {print p + 0, u + 0}' \
-      "/proc/$c/smaps_rollup")
-    n=$((n + 1)) pss=$((pss + p)) uss=$((uss + u))
+    read -r k p u < <(tree "$c")
+    n=$((n + k)) pss=$((pss + p)) uss=$((uss + u))
   done
-  if [ "$n" -gt 0 ]; then echo "$n $((pss / n)) $((uss / n))"; else echo "0 0 0"; fi
+  echo "$n ${pss:-0} ${uss:-0}"
+}
+# compartments PID: "COUNT PROCESSES PSS_KB USS_KB": the compartments among PID's children, the processes of
+# each, and their PSS and unique set, per compartment on average.
+compartments() {
+  local c k n=0 procs=0 pss=0 uss=0 p u
+  for c in $(pgrep -P "$1"); do
+    read -r k p u < <(tree "$c")
+    n=$((n + 1)) procs=$((procs + k)) pss=$((pss + p)) uss=$((uss + u))
+  done
+  if [ "$n" -gt 0 ]; then echo "$n $((procs / n)) $((pss / n)) $((uss / n))"; else echo "0 0 0 0"; fi
 }
 # uss PID: the unique set of one process, KB.
 uss() { awk '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}' "/proc/$1/smaps_rollup"; }
@@ -111,10 +123,10 @@ for n in $configurations; do
     echo "bench_processes: the run with $n process(es) failed" >&2
     exit 1
   fi
-  read -r count pss uss_avg < <(compartments "$broker_pid")
+  read -r count procs pss uss_avg < <(compartments "$broker_pid")
   broker_uss=$(uss "$broker_pid")
-  echo "  memory: $count compartment(s), each PSS $pss KB, unique $uss_avg KB; broker unique $broker_uss KB" \
-    "(the one-process broker: $(uss "$one_pid") KB)"
+  echo "  memory: $count compartment(s) of $procs process(es) each; each compartment PSS $pss KB, unique" \
+    "$uss_avg KB; broker unique $broker_uss KB (the one-process broker: $(uss "$one_pid") KB)"
   echo "  totals of the $n-process broker: $(totals)"
   results+=("$result compartments=$count pss_kb=$pss uss_kb=$uss_avg broker_uss_kb=$broker_uss")
   stop_broker
@@ -124,7 +136,8 @@ echo
 echo "Throughput: outputs back at the sinks per second, closed loop, the same total window; ratio: median of the"
 echo "rounds' ratios to one process in the same run. Latency (input published -> output opened) at half of one"
 echo "process's peak in total; worst: the p99 of the slowest process. CPU: broker utime+stime per message."
-echo "Memory: PSS and unique set (USS) per compartment, averaged; the N-process broker's own unique set."
+echo "Memory: PSS and unique set (USS) of each compartment (all its processes), averaged; the N-process broker's"
+echo "own unique set."
 columns='%-5s %9s %9s %8s %7s %7s %7s %7s %7s %8s %8s %7s %10s %8s\n'
 # shellcheck disable=SC2059
 printf "$columns" procs aggregate one-proc ratio p50 p99 worst one-p50 one-p99 broker one-brk comp 'comp(<2MB)' broker
