@@ -97,7 +97,10 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
 
 /* Connects, fetches and verifies the certificate and descriptor, subscribes to this service's topics.
  * Returns once all of that is done, or start_timeout_ms passed (IDEVS_ERR_TIMEOUT), or verification failed
- * (the verification's own error, e.g. IDEVS_ERR_MEASUREMENT_MISMATCH). why says which and why. */
+ * (the verification's own error, e.g. IDEVS_ERR_MEASUREMENT_MISMATCH). why says which and why.
+ * on_message is never called from here: what arrives meanwhile (with a persistent session, the outputs and
+ * requests the broker queued while the service was away) is held and handed to on_message by the next
+ * idevs_service_run() (or _flush()), first, where publish() and respond() work. */
 idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
 
 /* Seals payload to the compartment for the declared input `input` (whose "from" must be this service) and
@@ -172,7 +175,7 @@ typedef struct idevs_service_stats {
     uint64_t reconnects;
     uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */
     uint64_t held_dropped; /* envelopes that arrived before the compartment was verified and did not fit the
-                            * holding queue (1024 envelopes, 32 MiB) */
+                            * holding queue (65536 envelopes, 32 MiB) */
 } idevs_service_stats;
 
 void idevs_service_get_stats(const idevs_service *svc, idevs_service_stats *out);

@@ -25,7 +25,7 @@ void svc_held_free(idevs_service *svc)
         held_clear(&svc->held[i]);
     free(svc->held);
     svc->held = NULL;
-    svc->held_count = svc->held_bytes = 0;
+    svc->held_count = svc->held_cap = svc->held_bytes = 0;
 }
 
 static void hold(idevs_service *svc, const char *topic, const uint8_t *data, size_t len, const uint8_t *corr,
@@ -39,9 +39,15 @@ static void hold(idevs_service *svc, const char *topic, const uint8_t *data, siz
         svc->stats.held_dropped++;
         return;
     }
-    if (svc->held == NULL && (svc->held = calloc(SVC_HELD_MAX, sizeof *svc->held)) == NULL) {
-        svc->stats.held_dropped++;
-        return;
+    if (svc->held_count == svc->held_cap) { /* grows by doubling: a restarted service may hold its whole backlog */
+        size_t cap = svc->held_cap == 0 ? 64 : svc->held_cap * 2;
+        svc_held *grown = realloc(svc->held, (cap < SVC_HELD_MAX ? cap : SVC_HELD_MAX) * sizeof *grown);
+        if (grown == NULL) {
+            svc->stats.held_dropped++;
+            return;
+        }
+        svc->held = grown;
+        svc->held_cap = cap < SVC_HELD_MAX ? cap : SVC_HELD_MAX;
     }
     svc_held *h = &svc->held[svc->held_count];
     h->topic = strdup(topic);
@@ -139,7 +145,9 @@ void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, siz
             return;
     }
     svc->stats.received++;
-    if (!svc->ready || svc->ctx == NULL) {
+    /* Held until the compartment is verified, and until idevs_service_start() has returned: a persistent
+     * session's queued requests arrive during the start, when an answer could not be sent yet. */
+    if (!svc->ready || svc->ctx == NULL || !svc->started) {
         hold(svc, topic, data, len, correlation, correlation_len);
         return;
     }
@@ -148,11 +156,13 @@ void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, siz
 
 void svc_release_held(idevs_service *svc)
 {
+    if (!svc->started || svc->held_count == 0)
+        return; /* the first idevs_service_run() after the start releases them */
     /* on_message may publish, which cannot add to the held queue; take it over first all the same. */
     svc_held *held = svc->held;
     size_t count = svc->held_count;
     svc->held = NULL;
-    svc->held_count = svc->held_bytes = 0;
+    svc->held_count = svc->held_cap = svc->held_bytes = 0;
     for (size_t i = 0; i < count; i++) {
         if (svc->ready && svc->ctx != NULL)
             open_and_deliver(svc, held[i].topic, held[i].data, held[i].len, held[i].correlation,

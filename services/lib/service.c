@@ -548,6 +548,10 @@ idevs_err idevs_service_run(idevs_service *svc, int timeout_ms)
         return IDEVS_ERR_NOT_NOW;
     if (timeout_ms < 0)
         timeout_ms = 0;
+    /* What arrived during the start (a persistent session's queued requests, typically) is handed over now
+     * that the caller has its service and can answer, before anything newer. */
+    if (svc->ready && svc->ctx != NULL)
+        svc_release_held(svc);
     if (svc->failure == IDEVS_OK)
         step(svc, timeout_ms);
     if (svc->failure != IDEVS_OK) {

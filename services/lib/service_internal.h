@@ -18,7 +18,7 @@
 
 #define SVC_WHY_MAX 768
 #define SVC_CERT_PEM_MAX (IDEVS_CHAIN_MAX * IDEVS_CHAIN_PEM_EACH_MAX) /* a retained PEM chain */
-#define SVC_HELD_MAX 1024                   /* envelopes held until the compartment is verified */
+#define SVC_HELD_MAX 65536                  /* envelopes held until the compartment is verified */
 #define SVC_HELD_BYTES_MAX (32u * 1024u * 1024u)
 #define SVC_DEDUPE_MAX (1u << 22)
 #define SVC_BACKOFF_MIN_MS 100u
@@ -101,8 +101,8 @@ struct idevs_service {
 
     /* receiving */
     idevs_service_dedupe *dedupe;
-    svc_held *held;
-    size_t held_count, held_bytes;      /* held_bytes counts envelopes, correlation data and topics */
+    svc_held *held;                     /* held_cap entries, grown on demand up to SVC_HELD_MAX */
+    size_t held_count, held_cap, held_bytes; /* held_bytes counts envelopes, correlation data and topics */
 
     /* a failure to report from the next run() (verification of an update) and the last sentence */
     idevs_err failure;
@@ -130,11 +130,11 @@ void svc_try_verify(idevs_service *svc);
 void svc_verified_free(idevs_service *svc);
 
 /* messages.c */
-/* An envelope on one of this service's topics: held until the compartment is verified, then opened,
- * deduplicated and handed to on_message. */
+/* An envelope on one of this service's topics: held until the compartment is verified and the start has
+ * completed, then opened, deduplicated and handed to on_message. */
 void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, size_t len,
                  const uint8_t *correlation, size_t correlation_len);
-/* Opens the envelopes held while the compartment was not verified yet. */
+/* Opens the envelopes held while the compartment was not verified yet; nothing before the start completed. */
 void svc_release_held(idevs_service *svc);
 void svc_held_free(idevs_service *svc);
 void svc_on_publish_ack(idevs_service *svc, int reason_code);

@@ -14,13 +14,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "idevs_envelope.h"
 #include "idevs_hex.h"
 #include "idevs_service.h"
 #include "idevs_service_app.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
-#define FILE_MAX (16u * 1024u * 1024u)
+#define FILE_MAX IDEVS_PAYLOAD_MAX_LIMIT /* the largest payload a descriptor allows (limits.max_payload) */
 
 static const char usage[] =
     "usage: idevs-pub [OPTIONS] -t INPUT (-m MESSAGE | -f FILE | -l)\n"
@@ -57,26 +58,37 @@ static int read_file(const char *path, uint8_t **data, size_t *len)
     while (buf != NULL) {
         if (n == cap) {
             if (cap >= FILE_MAX) {
-                too_large = true;
+                /* Exactly FILE_MAX bytes is allowed: too large only if one more byte follows. */
+                int extra = fgetc(f);
+                too_large = extra != EOF;
                 break;
             }
-            uint8_t *bigger = realloc(buf, cap * 2);
-            if (bigger == NULL)
+            size_t bigger_cap = cap * 2 < FILE_MAX ? cap * 2 : FILE_MAX;
+            uint8_t *bigger = realloc(buf, bigger_cap);
+            if (bigger == NULL) {
+                idevs_cleanse(buf, cap);
+                free(buf);
+                buf = NULL;
                 break;
+            }
             buf = bigger;
-            cap *= 2;
+            cap = bigger_cap;
         }
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
         if (got == 0)
             break;
     }
-    bool error = buf == NULL || ferror(f) || too_large;
+    bool no_memory = buf == NULL, error = no_memory || ferror(f) || too_large;
     if (!std)
         fclose(f);
     if (error) {
+        if (buf != NULL)
+            idevs_cleanse(buf, cap);
         free(buf);
-        return failed("cannot read %s: %s", path, too_large ? "larger than 16 MiB" : "read error");
+        return too_large ? failed("cannot read %s: larger than %u bytes, the largest payload a descriptor allows",
+                                  path, (unsigned)FILE_MAX)
+                         : failed("cannot read %s: %s", path, no_memory ? "out of memory" : "read error");
     }
     *data = buf;
     *len = n;

@@ -118,6 +118,10 @@ write_conf() {
 # Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
 own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }
 
+# mqtt_auth: options that sub, pub and start_broker's probe add (e.g. -u NAME -P PASSWORD for a broker
+# without anonymous access); none by default.
+mqtt_auth=()
+
 # start_broker CONF [WRAPPER...]: starts the broker (under WRAPPER, e.g. valgrind) and waits until it accepts
 # connections (or exits). broker_pid is the broker itself (exec), the only pid stop_broker signals.
 start_broker() {
@@ -127,14 +131,14 @@ start_broker() {
   broker_pid=$!
   for _ in $(seq 300); do
     kill -0 "$broker_pid" 2>/dev/null || return 1
-    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" -t 'idevs/none' -E >/dev/null 2>&1 && return 0
+    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" -t 'idevs/none' -E >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   return 1
 }
 
-sub() { timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" "$@"; }
-pub() { timeout 20 mosquitto_pub -h 127.0.0.1 -p "$port" "$@"; }
+sub() { timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" "$@"; }
+pub() { timeout 20 mosquitto_pub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" "$@"; }
 
 # The compartment's certificate chain, from its retained topic.
 fetch_chain() { sub -t idevs/echo/certificate -C 1 -W 5 >"$1" 2>/dev/null && grep -q 'BEGIN CERTIFICATE' "$1"; }
