@@ -115,11 +115,17 @@ idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__Cer
                  req->sealed_keys.len, IDEVS_SEALED_BLOB_MAX);
         return IDEVS_ERR_FRAME;
     }
-    /* Persist first: a certificate for keys that would not survive a restart is not issued. */
-    idevs_err err = launcher_blob_write(l->state_dirfd, &l->program, req->sealed_keys.data, req->sealed_keys.len,
-                                        why, why_len);
-    if (err != IDEVS_OK)
-        return err;
+    /* Fresh keys are persisted first: a certificate for keys that would not survive a restart is not issued.
+     * Keys restored from the blob this launcher read and sent are in the state directory already, intact: that
+     * blob stays as it is (the compartment's new one only differs by its nonce), so a full or read-only state
+     * directory never stops a compartment whose keys are intact from starting again. */
+    idevs_err err = IDEVS_OK;
+    if (!(l->blob_sent && req->keys_restored)) {
+        err = launcher_blob_write(l->state_dirfd, &l->program, req->sealed_keys.data, req->sealed_keys.len, why,
+                                  why_len);
+        if (err != IDEVS_OK)
+            return err;
+    }
 
     uint8_t binding[IDEVS_SHA256_LEN];
     idevs_evidence ev;

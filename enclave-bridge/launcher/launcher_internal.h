@@ -73,7 +73,8 @@ idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_
  * exist. */
 idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t max, uint8_t **data, size_t *len,
                               char *why, size_t why_len);
-/* Replaces name atomically: temporary file 0600, fsync, rename, fsync of the directory. */
+/* Replaces name atomically: temporary file 0600, fsync, rename, fsync of the directory. On IDEVS_ERR_IO errno
+ * says why (EROFS, EACCES, ENOSPC, ...). */
 idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len);
 
 /* ---- deliveries ---- */

@@ -16,6 +16,7 @@
  * It holds no secret and no payload: service UUIDs, epoch numbers and sequence numbers, which travel in clear.
  * It is not bound to the measurement: what a former version of the program did was done all the same (and with
  * fresh keys after a new measurement, its envelopes no longer open anyway). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,8 +318,9 @@ void replay_record_save(idevs_launcher *l, bool force)
     }
     char name[IDEVS_UUID_STR_LEN + 8];
     file_name(l, name);
-    if (err == IDEVS_OK)
-        err = launcher_state_write(l->state_dirfd, name, buf, len);
+    int write_errno = 0;
+    if (err == IDEVS_OK && (err = launcher_state_write(l->state_dirfd, name, buf, len)) == IDEVS_ERR_IO)
+        write_errno = errno;
     free(buf);
     if (err == IDEVS_OK) {
         r->dirty = false;
@@ -331,7 +333,7 @@ void replay_record_save(idevs_launcher *l, bool force)
         launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
                        "cannot write its replay record '%s' in the state directory (%s); retried every %u ms. Until "
                        "then, a broker restart would forget the envelopes done since the last write",
-                       name, idevs_strerror(err), LAUNCHER_REPLAY_SAVE_MS);
+                       name, write_errno != 0 ? strerror(write_errno) : idevs_strerror(err), LAUNCHER_REPLAY_SAVE_MS);
     }
 }
 

@@ -48,6 +48,8 @@ static idevs_err write_all(int fd, const uint8_t *p, size_t len)
         ssize_t n = write(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n == 0)
+            errno = ENOSPC; /* a regular file that takes nothing more */
         if (n <= 0)
             return IDEVS_ERR_IO;
         p += n;
@@ -71,7 +73,8 @@ static idevs_err read_exact(int fd, uint8_t *p, size_t len)
 }
 
 /* Writes data to a fresh temporary file and renames it to name (or, with exclusive, links it there only if
- * name does not exist yet). */
+ * name does not exist yet). On IDEVS_ERR_IO, errno is that of the first call that failed (EROFS, EACCES,
+ * ENOSPC, EDQUOT, ...), for the caller's message; the cleanup after it does not change it. */
 static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, size_t len, bool exclusive)
 {
     char tmp[128];
@@ -83,24 +86,38 @@ static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, 
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return IDEVS_ERR_IO;
+    int failed = 0; /* the errno of the first failure */
     idevs_err err = write_all(fd, data, len);
-    if (err == IDEVS_OK && fsync(fd) != 0)
+    if (err != IDEVS_OK)
+        failed = errno;
+    if (err == IDEVS_OK && fsync(fd) != 0) {
         err = IDEVS_ERR_IO;
-    if (close(fd) != 0)
+        failed = errno;
+    }
+    if (close(fd) != 0 && err == IDEVS_OK) {
         err = IDEVS_ERR_IO;
+        failed = errno;
+    }
     if (err == IDEVS_OK) {
         if (exclusive) {
-            if (linkat(dirfd, tmp, dirfd, name, 0) != 0 && errno != EEXIST)
+            if (linkat(dirfd, tmp, dirfd, name, 0) != 0 && errno != EEXIST) {
                 err = IDEVS_ERR_IO; /* EEXIST: another launcher created it first; that one is used */
+                failed = errno;
+            }
             unlinkat(dirfd, tmp, 0);
         } else if (renameat(dirfd, tmp, dirfd, name) != 0) {
             err = IDEVS_ERR_IO;
+            failed = errno;
         }
     }
-    if (err != IDEVS_OK)
+    if (err != IDEVS_OK) {
         unlinkat(dirfd, tmp, 0);
-    else if (fsync(dirfd) != 0)
+    } else if (fsync(dirfd) != 0) {
         err = IDEVS_ERR_IO;
+        failed = errno;
+    }
+    if (err == IDEVS_ERR_IO)
+        errno = failed != 0 ? failed : EIO;
     return err;
 }
 
@@ -150,7 +167,8 @@ idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET
             err = replace_file(dirfd, SECRET_FILE, fresh, sizeof fresh, true);
         idevs_cleanse(fresh, sizeof fresh);
         if (err != IDEVS_OK) {
-            snprintf(why, why_len, "cannot create the sealing secret '%s' in the state directory", SECRET_FILE);
+            snprintf(why, why_len, "cannot create the sealing secret '%s' in the state directory: %s", SECRET_FILE,
+                     err == IDEVS_ERR_IO ? strerror(errno) : idevs_strerror(err));
             return err == IDEVS_ERR_CRYPTO ? err : IDEVS_ERR_KEY_FILE;
         }
         err = open_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &fd, &size, why,
@@ -222,7 +240,7 @@ idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t ma
 
 idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len)
 {
-    return replace_file(dirfd, name, data, len, false);
+    return replace_file(dirfd, name, data, len, false); /* IDEVS_ERR_IO leaves errno for the caller */
 }
 
 idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,
@@ -247,6 +265,7 @@ idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_
     }
     idevs_err err = replace_file(dirfd, name, blob, len, false);
     if (err != IDEVS_OK)
-        snprintf(why, why_len, "cannot persist the sealed keys '%s': %s", name, strerror(errno));
+        snprintf(why, why_len, "cannot persist the sealed keys '%s' in the state directory: %s", name,
+                 err == IDEVS_ERR_IO ? strerror(errno) : idevs_strerror(err));
     return err;
 }

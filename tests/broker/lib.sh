@@ -164,6 +164,39 @@ counter() { local v; v=$(awk -v n="$1" '$1 == n {v = $2} END {print v}' "$2"); e
 # peer MODE ARGS...: the test client (broker_peer.c) on this broker.
 peer() { local mode=$1; shift; timeout 60 "$peer_exe" "$mode" --port "$port" --ca "$pki/ca.crt" "${policy[@]}" "$@"; }
 
+# roundtrip PROCESS PAYLOAD [DESCRIPTOR]: store sends PAYLOAD to the echo process PROCESS (its descriptor
+# DESCRIPTOR, by default $work/procs/PROCESS.json) and sink receives it back from its output, opened.
+roundtrip() {
+  local name=$1 payload=$2 d=${3:-$work/procs/$1.json}
+  sub -t "idevs/$name/certificate" -C 1 -W 5 >"$work/$name.chain.pem" 2>/dev/null || return 1
+  local pol=(--allow-process-backend-insecure --descriptor "$d")
+  timeout 30 "$peer_exe" collect --port "$port" --key "$pki/sink.key" --cert "$pki/sink.crt" --ca "$pki/ca.crt" \
+    "${pol[@]}" --from "$work/$name.chain.pem" --topic "idevs/$name/out/out" --count 1 --timeout-s 15 \
+    >"$work/$name.got" 2>&1 &
+  local c=$!
+  wait_for_line "$work/$name.got" ready 100 || { kill $c 2>/dev/null; return 1; }
+  timeout 30 "$peer_exe" send --port "$port" --key "$pki/store.key" --cert "$pki/store.crt" --ca "$pki/ca.crt" \
+    "${pol[@]}" --to "$work/$name.chain.pem" --topic "idevs/$name/in/events" --payload "$payload" >/dev/null 2>&1 ||
+    { kill $c 2>/dev/null; return 1; }
+  wait $c && grep -qx -- "$payload" "$work/$name.got"
+}
+
+# expect_refusal DESCRIPTION TEXT DESCRIPTOR [LINE...]: a broker with write_conf's configuration (DESCRIPTOR and
+# the LINEs as there) stops at start, within 20 s, with a log line holding TEXT.
+expect_refusal() {
+  local what=$1 expected=$2 descriptor=$3; shift 3
+  local conf=$work/bad$((passed + failed)).conf
+  write_conf "$conf" "$descriptor" "$@"
+  own_work
+  timeout 20 bash -c 'LD_PRELOAD="$1" "$2" -c "$3" >"$3.out" 2>&1' _ "$preload" "$mosquitto" "$conf"
+  local rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qF -- "$expected" "$conf.log"; then ok "$what"; else
+    echo "    exit status $rc, expected a log line with: $expected" >"$work/out"
+    cat "$conf.log" "$conf.out" >>"$work/out" 2>/dev/null
+    not_ok "$what" "$work/out"
+  fi
+}
+
 # wait_for_line FILE TEXT [TENTHS]: until FILE has a line TEXT (at most TENTHS/10 s).
 wait_for_line() {
   for _ in $(seq "${3:-100}"); do grep -qx -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done

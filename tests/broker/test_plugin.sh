@@ -98,19 +98,6 @@ check "the broker stops and leaves no compartment behind" bash -c "for c in $chi
 sanitizer_check "$work/good.conf"
 
 # ---- bad configurations stop the broker at start ----
-expect_refusal() { # description, expected log text, descriptor, extra plugin_opt lines...
-  local what=$1 expected=$2 descriptor=$3; shift 3
-  local conf=$work/bad$((passed + failed)).conf
-  write_conf "$conf" "$descriptor" "$@"
-  own_work
-  timeout 20 bash -c 'LD_PRELOAD="$1" "$2" -c "$3" >"$3.out" 2>&1' _ "$preload" "$mosquitto" "$conf"
-  local rc=$?
-  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qF -- "$expected" "$conf.log"; then ok "$what"; else
-    echo "    exit status $rc, expected a log line with: $expected" >"$work/out"
-    cat "$conf.log" "$conf.out" >>"$work/out" 2>/dev/null
-    not_ok "$what" "$work/out"
-  fi
-}
 expect_refusal "an unknown plugin_opt stops the broker" "plugin_opt_colour: unknown option" "$work/echo.json" \
   "plugin_opt_colour blue"
 expect_refusal "an option given twice stops the broker" "plugin_opt_poll_budget_ms: given twice" "$work/echo.json" \

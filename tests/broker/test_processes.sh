@@ -17,21 +17,8 @@ echo_descriptor() {
       -e "s|idevs/echo/|idevs/$name/|g" -e "s|\"certificate\": \"pki/|\"certificate\": \"$pki/|g" \
       -e "s|\"event_timeout_ms\": 2000|\"event_timeout_ms\": $timeout_ms|" "$work/echo.json" >"$file"
 }
-# roundtrip NAME PAYLOAD: store seals PAYLOAD to process NAME, sink must receive it back from NAME's output.
-roundtrip() {
-  local name=$1 payload=$2 d=$work/procs/$1.json
-  sub -t "idevs/$name/certificate" -C 1 -W 5 >"$work/$name.chain.pem" 2>/dev/null || return 1
-  local pol=(--allow-process-backend-insecure --descriptor "$d")
-  timeout 30 "$peer_exe" collect --port "$port" --key "$pki/sink.key" --cert "$pki/sink.crt" --ca "$pki/ca.crt" \
-    "${pol[@]}" --from "$work/$name.chain.pem" --topic "idevs/$name/out/out" --count 1 --timeout-s 15 \
-    >"$work/$name.got" 2>&1 &
-  local c=$!
-  wait_for_line "$work/$name.got" ready 100 || { kill $c 2>/dev/null; return 1; }
-  timeout 30 "$peer_exe" send --port "$port" --key "$pki/store.key" --cert "$pki/store.crt" --ca "$pki/ca.crt" \
-    "${pol[@]}" --to "$work/$name.chain.pem" --topic "idevs/$name/in/events" --payload "$payload" >/dev/null 2>&1 ||
-    { kill $c 2>/dev/null; return 1; }
-  wait $c && grep -qx -- "$payload" "$work/$name.got"
-}
+# roundtrip NAME PAYLOAD (lib.sh): store seals PAYLOAD to process NAME ($work/procs/NAME.json), sink must
+# receive it back from NAME's output.
 sys() { sub -t "\$SYS/broker/idevs/$1" -C 1 -W 4 2>/dev/null; }
 
 # ---- 16 processes ----

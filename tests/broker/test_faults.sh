@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Faults around the plugin, with a real Mosquitto on a free loopback port:
+#   - the state directory read-only (and, where a tmpfs can be mounted, full): a compartment whose sealed keys
+#     are intact starts, restarts after kill -9 and starts again after a clean stop of the broker, without
+#     rewriting its sealed keys; what cannot be written (the replay record) is a warning naming the errno; only
+#     keys that must be made afresh and cannot be persisted stop the start, saying why.
+#   test_faults.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
+plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
+source "$(dirname "$0")/lib.sh"
+mounted=
+trap '[ -z "$mounted" ] || umount "$mounted" 2>/dev/null; cleanup' EXIT
+
+# The broker's user must be subject to file modes: root is not (started as root, mosquitto drops to its user).
+as_user=1
+if [ "$(id -u)" -eq 0 ] && ! id mosquitto >/dev/null 2>&1; then as_user=0; fi
+
+log_has() { grep -qF -- "$2" "$1.log"; }
+# wait_log CONF TEXT: at most 10 s until the broker's log holds TEXT.
+wait_log() { for _ in $(seq 100); do log_has "$1" "$2" && return 0; sleep 0.1; done; return 1; }
+count_log() { grep -cF -- "$2" "$1.log"; }
+compartment_pid() { pgrep -P "$broker_pid" | head -1; }
+# kill_and_wait_restart CONF: kill -9 the compartment; a new one must be certified.
+kill_and_wait_restart() {
+  local conf=$1 before old
+  before=$(count_log "$conf" ", ready in ")
+  old=$(compartment_pid)
+  [ -n "$old" ] && kill -9 "$old" || return 1
+  for _ in $(seq 150); do
+    [ "$(count_log "$conf" ", ready in ")" -gt "$before" ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# faults_round CONF STATE WHAT ERRNO_TEXT: with the state directory STATE unwritable (WHAT), the broker starts,
+# routes, restarts its compartment, starts again after a clean stop; the sealed keys are not rewritten and the
+# replay record's failure is a warning naming ERRNO_TEXT.
+faults_round() {
+  local conf=$1 state=$2 what=$3 errno_text=$4
+  local sealed=$state/$program.sealed before
+  before=$(sha256sum <"$sealed")
+  if start_broker "$conf"; then ok "$what: the broker starts, the compartment's keys intact"; else
+    cat "$conf.out" >>"$conf.log" 2>/dev/null; not_ok "$what: the broker starts, the compartment's keys intact" "$conf.log"
+    return; fi
+  check "$what: ... its keys restored" wait_log "$conf" "keys restored"
+  check "$what: ... an input gives its output" roundtrip echo "$what one" "$work/echo.json"
+  check "$what: ... the replay record that cannot be written is a warning naming the errno ($errno_text)" \
+    wait_log "$conf" "cannot write its replay record '$program.replay' in the state directory ($errno_text)"
+  check "$what: ... the compartment restarts after kill -9" kill_and_wait_restart "$conf"
+  check "$what: ... and routes again" roundtrip echo "$what two" "$work/echo.json"
+  stop_broker
+  if start_broker "$conf"; then ok "$what: after a clean stop the broker starts again"; else
+    cat "$conf.out" >>"$conf.log" 2>/dev/null; not_ok "$what: after a clean stop the broker starts again" "$conf.log"; fi
+  check "$what: ... and routes" roundtrip echo "$what three" "$work/echo.json"
+  stop_broker
+  equal "$what: the sealed keys were not rewritten" "$(sha256sum <"$sealed")" "$before"
+  sanitizer_check "$conf"
+}
+
+# ---- a first start fills the state directory ----
+state=$work/state/echo
+write_conf "$work/first.conf" "$work/echo.json"
+if start_broker "$work/first.conf"; then ok "the broker starts with an empty state directory"; else
+  bail "the broker starts with an empty state directory" "$work/first.conf.log"; fi
+check "... an input gives its output" roundtrip echo "first" "$work/echo.json"
+stop_broker
+check "... its state directory holds the sealing secret, the sealed keys and the replay record" \
+  test -f "$state/sealing.key" -a -f "$state/$program.sealed" -a -f "$state/$program.replay"
+
+# ---- read-only ----
+if [ "$as_user" -eq 0 ]; then
+  echo "# skipped: the read-only state directory (running as root without a 'mosquitto' user, file modes do not apply)"
+else
+  chmod 500 "$state"
+  write_conf "$work/readonly.conf" "$work/echo.json"
+  faults_round "$work/readonly.conf" "$state" "read-only state directory" "Permission denied"
+  # Keys that cannot be restored must be made afresh, and persisted before they are certified: that stops the
+  # start, and the line says why.
+  chmod 700 "$state"
+  cp "$state/$program.sealed" "$work/sealed.good"
+  head -c "$(stat -c %s "$work/sealed.good")" /dev/zero >"$state/$program.sealed"
+  chmod 500 "$state"
+  expect_refusal "read-only, with damaged sealed keys: fresh keys cannot be persisted, the start stops saying why" \
+    "cannot persist the sealed keys '$program.sealed' in the state directory: Permission denied" "$work/echo.json"
+  chmod 700 "$state"
+  cp "$work/sealed.good" "$state/$program.sealed"
+  chmod 600 "$state/$program.sealed"
+fi
+
+# ---- full: a small tmpfs, filled up ----
+full=$work/full
+mkdir -m 700 "$full"
+if [ "$(id -u)" -ne 0 ] || ! mount -t tmpfs -o size=512k,mode=0700 tmpfs "$full" 2>"$work/mount.err"; then
+  echo "# skipped: the full state directory (cannot mount a tmpfs here: $(head -1 "$work/mount.err" 2>/dev/null))"
+else
+  mounted=$full
+  write_conf "$work/full.conf" "$work/echo.json" -state_dir "plugin_opt_state_dir $full"
+  if start_broker "$work/full.conf" && roundtrip echo "filling" "$work/echo.json"; then
+    ok "a state directory on a small tmpfs: the broker starts and routes"
+  else not_ok "a state directory on a small tmpfs: the broker starts and routes" "$work/full.conf.log"; fi
+  stop_broker
+  mv "$work/full.conf.log" "$work/full-first.log"
+  dd if=/dev/zero of="$full/filler" bs=4k >/dev/null 2>&1
+  check "... which is then filled up" bash -c "! head -c 4096 /dev/zero >'$full/more'"
+  faults_round "$work/full.conf" "$full/echo" "full state directory" "No space left on device"
+fi
+finish
