@@ -1,6 +1,9 @@
 /* Identities: key generation, the 0600 key file, certificate files and the chain. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -188,20 +191,98 @@ idevs_err idevs_identity_set_chain(idevs_identity *id, const uint8_t *const *der
     return IDEVS_OK;
 }
 
+static void say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void say(char *why, size_t why_len, const char *fmt, ...)
+{
+    if (why == NULL || why_len == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, why_len, fmt, ap);
+    va_end(ap);
+}
+
+/* "alice (uid 1000)", or "uid 1000" for a uid without a name. */
+static void user_of(uid_t uid, char *out, size_t out_len)
+{
+    struct passwd pw, *found = NULL;
+    char buf[1024];
+    if (getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != NULL)
+        snprintf(out, out_len, "%s (uid %u)", found->pw_name, (unsigned)uid);
+    else
+        snprintf(out, out_len, "uid %u", (unsigned)uid);
+}
+
+static const char *kind_of(mode_t mode)
+{
+    return S_ISDIR(mode) ? "a directory" : S_ISFIFO(mode) ? "a FIFO" : S_ISSOCK(mode) ? "a socket"
+           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device" : "not a regular file";
+}
+
+/* Why a key file could not be opened (err is open's errno): a symbolic link, another user's file, or the
+ * system's reason. */
+static void key_open_problem(const char *path, int err, char *why, size_t why_len)
+{
+    struct stat st;
+    if (err == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        char target[256];
+        ssize_t n = readlink(path, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = '\0';
+        say(why, why_len, "key file '%s' is a symbolic link (to '%s'): name the key file itself, a regular file of "
+            "the user that reads it with mode 0600", path, n > 0 ? target : "?");
+        return;
+    }
+    if (err == EACCES && stat(path, &st) == 0 && st.st_uid != geteuid()) {
+        char owner[96], reader[96];
+        user_of(st.st_uid, owner, sizeof owner);
+        user_of(geteuid(), reader, sizeof reader);
+        say(why, why_len, "key file '%s' cannot be read by %s, which loads it: it belongs to %s, mode %04o; a key "
+            "file must belong to the user that reads it, mode 0600 (chown, chmod 600)", path, reader, owner,
+            (unsigned)(st.st_mode & 07777));
+        return;
+    }
+    say(why, why_len, "key file '%s': %s", path, strerror(err));
+}
+
 /* Reads a whole file of at most max bytes into a malloc'd buffer (NUL-terminated). For a key file, the file
- * must be a regular file without group or other permissions and every failure is IDEVS_ERR_KEY_FILE. */
-static idevs_err read_file(const char *path, size_t max, bool key_file, char **out, size_t *out_len)
+ * must be a regular file without group or other permissions and every failure is IDEVS_ERR_KEY_FILE. A FIFO
+ * is refused without waiting for a writer. why (may be NULL) gets the reason. */
+static idevs_err read_file(const char *path, size_t max, bool key_file, char **out, size_t *out_len, char *why,
+                           size_t why_len)
 {
     idevs_err fail = key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_IO;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-    if (fd < 0)
+    const char *what = key_file ? "key file" : "certificate file";
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0) {
+        int err = errno;
+        if (key_file)
+            key_open_problem(path, err, why, why_len);
+        else
+            say(why, why_len, "%s '%s': %s", what, path, strerror(err));
         return fail;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (key_file && (st.st_mode & 077) != 0)) {
+    }
+    struct stat st = {0};
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        say(why, why_len, "%s '%s' is %s", what, path, kind_of(st.st_mode));
+        close(fd);
+        return fail;
+    }
+    if (key_file && (st.st_mode & 077) != 0) {
+        char owner[256] = "";
+        if (st.st_uid != geteuid()) {
+            char o[96], reader[96];
+            user_of(st.st_uid, o, sizeof o);
+            user_of(geteuid(), reader, sizeof reader);
+            snprintf(owner, sizeof owner, " and belongs to %s, not to %s which reads it", o, reader);
+        }
+        say(why, why_len, "key file '%s' has mode %04o%s: group or others may %s it; it must be private to the user "
+            "that reads it, mode 0600 (chmod 600%s)", path, (unsigned)(st.st_mode & 07777), owner,
+            (st.st_mode & 044) != 0 ? "read" : "access", st.st_uid != geteuid() ? ", and chown" : "");
         close(fd);
         return fail;
     }
     if (st.st_size < 0 || (size_t)st.st_size > max) {
+        say(why, why_len, "%s '%s' has %jd bytes, more than %zu", what, path, (intmax_t)st.st_size, max);
         close(fd);
         return key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_TOO_LARGE;
     }
@@ -209,6 +290,7 @@ static idevs_err read_file(const char *path, size_t max, bool key_file, char **o
     char *buf = malloc(cap);
     if (buf == NULL) {
         close(fd);
+        say(why, why_len, "out of memory");
         return IDEVS_ERR_NOMEM;
     }
     for (;;) {
@@ -222,12 +304,14 @@ static idevs_err read_file(const char *path, size_t max, bool key_file, char **o
             idevs_cleanse(buf, cap);
             free(buf);
             close(fd);
+            say(why, why_len, "%s '%s' %s while it was read", what, path, n < 0 ? "failed" : "grew");
             return n < 0 ? fail : (key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_TOO_LARGE);
         }
         ssize_t n = read(fd, buf + len, cap - 1 - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
+            say(why, why_len, "%s '%s': %s", what, path, strerror(errno));
             idevs_cleanse(buf, cap);
             free(buf);
             close(fd);
@@ -323,6 +407,13 @@ static idevs_err parse_cert_file(const char *text, size_t len, uint8_t **der, si
 
 idevs_err idevs_identity_load(const char *key_path, const char *cert_path, idevs_identity **out)
 {
+    return idevs_identity_load_why(key_path, cert_path, out, NULL, 0);
+}
+
+idevs_err idevs_identity_load_why(const char *key_path, const char *cert_path, idevs_identity **out, char *why,
+                                  size_t why_len)
+{
+    say(why, why_len, "%s", "");
     if (key_path == NULL || cert_path == NULL || out == NULL)
         return IDEVS_ERR_INVALID_ARG;
     char *key_text = NULL, *cert_text = NULL;
@@ -334,38 +425,52 @@ idevs_err idevs_identity_load(const char *key_path, const char *cert_path, idevs
     idevs_uuid u;
     char name[IDEVS_NAME_MAX + 1];
 
-    idevs_err err = read_file(key_path, KEY_FILE_MAX, true, &key_text, &key_len);
+    idevs_err err = read_file(key_path, KEY_FILE_MAX, true, &key_text, &key_len, why, why_len);
     if (err != IDEVS_OK)
         goto done;
-    err = read_file(cert_path, CERT_FILE_MAX, false, &cert_text, &cert_len);
+    err = read_file(cert_path, CERT_FILE_MAX, false, &cert_text, &cert_len, why, why_len);
     if (err != IDEVS_OK)
         goto done;
     err = parse_cert_file(cert_text, cert_len, der, der_len, &count);
-    if (err != IDEVS_OK)
+    if (err != IDEVS_OK) {
+        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
         goto done;
+    }
     leaf = certs_parse_der(der[0], der_len[0]);
     if (leaf == NULL) {
         err = IDEVS_ERR_CERT_MALFORMED;
+        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
         goto done;
     }
-    if ((err = certs_get_uuid_san(leaf, &u)) != IDEVS_OK || (err = certs_get_name(leaf, name)) != IDEVS_OK)
+    if ((err = certs_get_uuid_san(leaf, &u)) != IDEVS_OK || (err = certs_get_name(leaf, name)) != IDEVS_OK) {
+        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
         goto done;
+    }
     if ((err = new_identity(&u, name, &id)) != IDEVS_OK)
         goto done;
-    if ((err = parse_key_file(key_text, key_len, &id->sign, &id->kex)) != IDEVS_OK)
+    if ((err = parse_key_file(key_text, key_len, &id->sign, &id->kex)) != IDEVS_OK) {
+        say(why, why_len, "key file '%s' holds no Ed25519 and X25519 private key pair (two PKCS#8 PEM keys, as "
+            "idevs-ca writes them)", key_path);
         goto done;
+    }
     if (idevs_raw_public(id->sign, id->sign_pub) != IDEVS_OK || idevs_raw_public(id->kex, id->kex_pub) != IDEVS_OK) {
         err = IDEVS_ERR_KEY_FILE;
+        say(why, why_len, "key file '%s': its keys are not usable", key_path);
         goto done;
     }
     err = leaf_matches(id, leaf);
     if (err == IDEVS_ERR_KEY_BINDING_MISMATCH) {
         err = IDEVS_ERR_KEY_FILE; /* the certificate is for other keys than the key file's */
+        say(why, why_len, "key file '%s' does not hold the keys of the certificate '%s'", key_path, cert_path);
         goto done;
     }
-    if (err != IDEVS_OK)
+    if (err != IDEVS_OK) {
+        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
         goto done;
+    }
     err = idevs_identity_set_chain(id, (const uint8_t *const *)der, der_len, count);
+    if (err != IDEVS_OK)
+        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
 
 done:
     X509_free(leaf);

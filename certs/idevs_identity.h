@@ -39,6 +39,13 @@ idevs_err idevs_identity_from_public(const idevs_uuid *uuid, const char *name,
  * certificate's keys must match the key file's. UUID and name come from the certificate. */
 idevs_err idevs_identity_load(const char *key_path, const char *cert_path, idevs_identity **out);
 
+/* The same, and on failure a sentence in why (NULL allowed) saying which file and what is wrong with it, for
+ * a key file each of: a symbolic link (and to what), a file this user cannot open because another user owns
+ * it (whose, and which mode), a mode that lets group or others in (which, and whose file it is), not a
+ * regular file (a FIFO is refused at once), too large, no key pair in it, not the certificate's key. */
+idevs_err idevs_identity_load_why(const char *key_path, const char *cert_path, idevs_identity **out, char *why,
+                                  size_t why_len);
+
 /* Writes both private keys as PKCS#8 PEM (Ed25519 first, then X25519) to a new file created 0600;
  * fails with IDEVS_ERR_IO if the file exists. */
 idevs_err idevs_identity_save_key(const idevs_identity *id, const char *path);

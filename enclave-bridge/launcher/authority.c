@@ -2,8 +2,11 @@
  * launcher. Whether they belong together (the CA pinned by each descriptor, the authority issued by it) is
  * checked per launcher, in idevs_launcher_new(). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -14,9 +17,22 @@
 /* Exactly the first certificate of a PEM file. */
 static X509 *read_cert(const char *path, char *why, size_t why_len)
 {
-    FILE *f = fopen(path, "re");
+    /* O_NONBLOCK: a FIFO there is refused at once instead of holding the broker's start. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd < 0)
+            snprintf(why, why_len, "cannot open '%s': %s", path, strerror(errno));
+        else
+            snprintf(why, why_len, "'%s' is not a regular file", path);
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
     if (f == NULL) {
-        snprintf(why, why_len, "cannot open '%s': %s", path, strerror(errno));
+        snprintf(why, why_len, "cannot read '%s': %s", path, strerror(errno));
+        close(fd);
         return NULL;
     }
     X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
@@ -50,11 +66,12 @@ idevs_err idevs_launcher_authority_load(const char *key_path, const char *cert_p
         idevs_launcher_authority_clear(out);
         return IDEVS_ERR_CONFIG;
     }
-    idevs_err err = idevs_identity_load(key_path, cert_path, &out->identity);
+    char reason[512] = "";
+    idevs_err err = idevs_identity_load_why(key_path, cert_path, &out->identity, reason, sizeof reason);
     if (err != IDEVS_OK) {
         *failed = 0;
         snprintf(why, why_len, "cannot load '%s' with certificate '%s': %s", key_path, cert_path,
-                 idevs_strerror(err));
+                 reason[0] != '\0' ? reason : idevs_strerror(err));
         idevs_launcher_authority_clear(out);
         return err;
     }

@@ -65,14 +65,18 @@ idevs_err launcher_seal_file(const char *path, const char *label, bool executabl
 {
     uint8_t buf[COPY_CHUNK];
     *fd_out = -1;
-    int src = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO in the file's place must not hold the broker's start until a writer comes; it is
+     * refused below like anything else that is not a regular file (on which O_NONBLOCK changes nothing). */
+    int src = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (src < 0) {
         snprintf(why, why_len, "%s '%s': cannot open: %s", label, path, strerror(errno));
         return IDEVS_ERR_IO;
     }
-    struct stat st;
+    struct stat st = {0};
     if (fstat(src, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(why, why_len, "%s '%s': not a regular file", label, path);
+        snprintf(why, why_len, "%s '%s': not a regular file%s", label, path,
+                 S_ISFIFO(st.st_mode) ? " (a FIFO)" : S_ISDIR(st.st_mode) ? " (a directory)"
+                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? " (a device)" : S_ISSOCK(st.st_mode) ? " (a socket)" : "");
         close(src);
         return IDEVS_ERR_IO;
     }

@@ -1,6 +1,7 @@
 /* The launcher's public face: configuration, reading the deployment, start, stop, deliver, poll, stats. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -216,7 +217,8 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     snprintf(l->name, sizeof l->name, "%s", l->deployment->name);
     l->program = l->deployment->program;
     idevs_uuid_format(&l->program, l->program_str);
-    if ((l->descriptor_path = strdup(cfg->descriptor)) == NULL) {
+    if ((l->descriptor_path = strdup(cfg->descriptor)) == NULL ||
+        (l->host_program_path = strdup(cfg->host_program)) == NULL) {
         err = IDEVS_ERR_NOMEM;
         goto fail;
     }
@@ -312,6 +314,19 @@ static void reap_blocking(idevs_launcher *l)
     l->state = IDEVS_LAUNCHER_STOPPED;
 }
 
+/* The start failed and the program ended by itself, before it was certified, without a Fatal frame to say
+ * why: the words that say what the operator should look at. A real compartment answers Init, or explains
+ * itself in a Fatal frame, and exits 0 only after Shutdown. */
+static void not_a_compartment(const idevs_launcher *l, char *out, size_t out_len)
+{
+    if (strncmp(l->stats.last_exit, "exited with status 0", 20) == 0 && l->stats.last_exit[20] == '\0')
+        snprintf(out, out_len, " without answering Init: '%s' is not the idevs-compartment program (a compartment "
+                 "answers Init on descriptor 3, and exits with status 0 only after Shutdown)", l->host_program_path);
+    else
+        snprintf(out, out_len, " before it answered Init, without saying why: is '%s' the idevs-compartment program "
+                 "of this build?", l->host_program_path);
+}
+
 idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
 {
     char sink[8];
@@ -327,6 +342,7 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
         return IDEVS_ERR_NOT_NOW;
     }
     char detail[256] = "";
+    uint64_t certified_before = l->stats.certified;
     l->blocking_start = true;
     l->stopping = false;
     /* Before the first delivery can be accepted; later starts keep the record in memory. */
@@ -357,7 +373,10 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     supervise_arm_timer(l);
     if (l->state == IDEVS_LAUNCHER_READY)
         return IDEVS_OK;
-    snprintf(why, why_len, "compartment '%s' (program %s) %s", l->name, l->program_str, l->stats.last_exit);
+    char hint[PATH_MAX + 200] = "";
+    if (l->stats.certified == certified_before && l->exit_note[0] == '\0')
+        not_a_compartment(l, hint, sizeof hint);
+    snprintf(why, why_len, "compartment '%s' (program %s) %s%s", l->name, l->program_str, l->stats.last_exit, hint);
     return l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_SPAWN;
 }
 
@@ -427,6 +446,7 @@ void idevs_launcher_free(idevs_launcher *l)
     free(l->services);
     topics_free(l);
     free(l->descriptor_path);
+    free(l->host_program_path);
     idevs_deployment_free(l->deployment);
     free(l->descriptor);
     free(l->operator_ca_der);

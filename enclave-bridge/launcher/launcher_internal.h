@@ -142,6 +142,7 @@ struct idevs_launcher {
     idevs_uuid program;
     char program_str[IDEVS_UUID_STR_LEN];
     char *descriptor_path;   /* as configured */
+    char *host_program_path; /* as configured, for messages */
     char *certificate_topic; /* idevs/<process>/certificate */
     char *descriptor_topic;  /* idevs/<process>/descriptor */
     idevs_deployment *deployment;

@@ -126,7 +126,7 @@ static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, 
 static idevs_err open_private(int dirfd, const char *name, size_t min, size_t max, int *fd, size_t *size,
                               char *why, size_t why_len)
 {
-    *fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    *fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY); /* a FIFO: no wait */
     if (*fd < 0) {
         if (errno == ENOENT)
             return IDEVS_OK;

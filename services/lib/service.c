@@ -224,10 +224,11 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
         err = IDEVS_ERR_NOMEM;
 
     if (err == IDEVS_OK) {
-        err = idevs_identity_load(cfg->key_file, cfg->cert_file, &svc->self);
+        char reason[512] = "";
+        err = idevs_identity_load_why(cfg->key_file, cfg->cert_file, &svc->self, reason, sizeof reason);
         if (err != IDEVS_OK)
             svc_say(why, why_len, "cannot load this service's identity from %s and %s (%s): %s", cfg->key_file,
-                cfg->cert_file, idevs_err_name(err), idevs_strerror(err));
+                cfg->cert_file, idevs_err_name(err), reason[0] != '\0' ? reason : idevs_strerror(err));
     }
     if (err == IDEVS_OK)
         err = check_own_chain(svc, cfg, why, why_len);

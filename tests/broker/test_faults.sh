@@ -3,7 +3,10 @@
 #   - the state directory read-only (and, where a tmpfs can be mounted, full): a compartment whose sealed keys
 #     are intact starts, restarts after kill -9 and starts again after a clean stop of the broker, without
 #     rewriting its sealed keys; what cannot be written (the replay record) is a warning naming the errno; only
-#     keys that must be made afresh and cannot be persisted stop the start, saying why.
+#     keys that must be made afresh and cannot be persisted stop the start, saying why;
+#   - start-up faults, each stopping the broker at once with a line that says what is wrong: a FIFO as the
+#     logic, the descriptor or the sealing secret (no wait for a writer), /bin/true as the compartment program,
+#     an attestation authority key that is a symbolic link, has mode 0644 or belongs to root.
 #   test_faults.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
 source "$(dirname "$0")/lib.sh"
@@ -103,5 +106,40 @@ else
   dd if=/dev/zero of="$full/filler" bs=4k >/dev/null 2>&1
   check "... which is then filled up" bash -c "! head -c 4096 /dev/zero >'$full/more'"
   faults_round "$work/full.conf" "$full/echo" "full state directory" "No space left on device"
+fi
+# ---- start-up faults: each stops the broker at once, with a line that says what is wrong ----
+mkfifo "$work/logic.fifo" "$work/descriptor.fifo"
+sed "s|\"logic\": \"$echo_logic\"|\"logic\": \"$work/logic.fifo\"|" "$work/echo.json" >"$work/fifo-logic.json"
+expect_refusal "a FIFO as the logic: refused without waiting for a writer" \
+  "logic '$work/logic.fifo': not a regular file (a FIFO)" "$work/fifo-logic.json"
+expect_refusal "a FIFO as the descriptor: refused without waiting for a writer" \
+  "plugin_opt_descriptor: $work/descriptor.fifo: not a regular file" "$work/descriptor.fifo"
+mkdir -m 700 "$work/fifostate" "$work/fifostate/echo"
+mkfifo -m 600 "$work/fifostate/echo/sealing.key"
+expect_refusal "a FIFO as the sealing secret in the state directory: refused without waiting for a writer" \
+  "state file 'sealing.key' must be a regular file" "$work/echo.json" -state_dir "plugin_opt_state_dir $work/fifostate"
+expect_refusal "/bin/true as the compartment program: the line says it is not the compartment" \
+  "exited with status 0 without answering Init: '/bin/true' is not the idevs-compartment program" \
+  "$work/echo.json" -compartment "plugin_opt_compartment /bin/true"
+ln -s "$pki/authority.key" "$work/authority-link.key"
+expect_refusal "an authority key that is a symbolic link: the line says so, and to what" \
+  "key file '$work/authority-link.key' is a symbolic link (to '$pki/authority.key')" "$work/echo.json" \
+  -authority_key "plugin_opt_authority_key $work/authority-link.key"
+cp "$pki/authority.key" "$work/authority-0644.key"
+chmod 644 "$work/authority-0644.key"
+expect_refusal "an authority key of mode 0644: the line names the mode" \
+  "key file '$work/authority-0644.key' has mode 0644: group or others may read it" "$work/echo.json" \
+  -authority_key "plugin_opt_authority_key $work/authority-0644.key"
+if [ "$(id -u)" -ne 0 ] || [ "$as_user" -eq 0 ]; then
+  echo "# skipped: an authority key that belongs to root (needs root, and a 'mosquitto' user for the broker)"
+else
+  # Outside the work directory, which own_work gives to the broker's user.
+  rootkeys=$(mktemp -d -t idevs-rootkey.XXXXXX)
+  trap '[ -z "$mounted" ] || umount "$mounted" 2>/dev/null; rm -rf "$rootkeys"; cleanup' EXIT
+  chmod 755 "$rootkeys"
+  install -o root -g root -m 600 "$pki/authority.key" "$rootkeys/authority.key"
+  expect_refusal "an authority key that belongs to root: the line names its owner and the broker's user" \
+    "key file '$rootkeys/authority.key' cannot be read by mosquitto (uid $(id -u mosquitto)), which loads it: it belongs to root (uid 0), mode 0600" \
+    "$work/echo.json" -authority_key "plugin_opt_authority_key $rootkeys/authority.key"
 fi
 finish
