@@ -129,6 +129,20 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
 
+/* idevs_launcher_deliver() for a message an MQTT client published; client is its client id (NULL: unknown,
+ * then this is idevs_launcher_deliver()). A client may hand the same envelope over twice without any attack:
+ * Mosquitto 2.0.11 passes a QoS 2 PUBLISH retransmitted with DUP (its PUBREC was lost) to the plugins again,
+ * and a QoS 1 one comes again after a reconnection. Such a copy, from the client that delivered the envelope
+ * (the same sender, epoch and sequence number in its clear header) among the last few thousand deliveries, is
+ * refused with IDEVS_ERR_DUPLICATE, counted in stats.duplicates, not as a replay: while the first is queued
+ * when its bytes are the same, afterwards when the replay record refuses it. The same envelope from another
+ * client, or any client's copy once that client's delivery is forgotten, is IDEVS_ERR_REPLAY as before. Only
+ * the name given to the refusal depends on the client id, which a client chooses: nothing is processed twice,
+ * and no other client's envelope is refused for it. */
+idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, const char *topic,
+                                      const uint8_t *envelope, size_t len, const uint8_t *correlation,
+                                      size_t correlation_len, uint64_t *delivery_id);
+
 typedef struct idevs_launcher_publish {
     uint64_t delivery_id;   /* the delivery that caused it; 0 for the logic's timer */
     const char *topic;      /* a declared output or request topic */
@@ -193,6 +207,7 @@ typedef struct idevs_launcher_stats {
     uint64_t protocol_errors;    /* malformed or unexpected frames from a compartment */
     uint64_t abandoned;          /* deliveries dropped by stop() */
     uint64_t replays_refused;    /* deliveries refused by the replay record, by deliver() or before a send */
+    uint64_t duplicates;         /* retransmissions refused by deliver_from(): the same client's copies */
     uint64_t replay_saves;       /* times the replay record was written to state_dir */
     uint64_t timer_failed;       /* runs of the logic's timer whose emits the compartment dropped (emit bounds) */
     size_t queue_depth;          /* deliveries accepted and not done */

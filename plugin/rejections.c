@@ -69,7 +69,8 @@ void idevs_rejections_note(idevs_process *proc, uint64_t id, const char *topic, 
     idevs_rejections_copy_client(n->client, client);
 }
 
-/* Operational trouble is a warning; an envelope that fails its checks is routine on an open broker. */
+/* Operational trouble is a warning (a logic that breaks its sandbox is); an envelope that fails its checks is
+ * routine on an open broker; a client's own retransmission (MQTT DUP) is no attack at all. */
 static int level_for(idevs_err reason)
 {
     switch (reason) {
@@ -79,7 +80,11 @@ static int level_for(idevs_err reason)
     case IDEVS_ERR_TIMEOUT:
     case IDEVS_ERR_CHANNEL_CLOSED:
     case IDEVS_ERR_FRAME:
+    case IDEVS_ERR_SANDBOX:
+    case IDEVS_ERR_SANDBOX_VIOLATION:
         return MOSQ_LOG_WARNING;
+    case IDEVS_ERR_DUPLICATE:
+        return MOSQ_LOG_INFO;
     default:
         return MOSQ_LOG_NOTICE;
     }

@@ -64,6 +64,7 @@ typedef enum idevs_err {
     IDEVS_ERR_UNSEAL,
     IDEVS_ERR_EMIT_LIMIT,
     IDEVS_ERR_SANDBOX_VIOLATION,
+    IDEVS_ERR_DUPLICATE,
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

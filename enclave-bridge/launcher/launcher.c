@@ -429,6 +429,7 @@ void idevs_launcher_free(idevs_launcher *l)
     if (l->replay.senders != NULL)
         replay_record_save(l, true);
     replay_record_free(l);
+    retransmits_free(l);
     certify_forget(l);
     if (l->backend != NULL) {
         idevs_backend_release_image(l->backend, &l->image);
@@ -458,8 +459,25 @@ void idevs_launcher_free(idevs_launcher *l)
 
 /* ---- deliveries and polling ---- */
 
+/* A delivery still queued (sent or not) with the same clear header and the same bytes as probe's envelope. */
+static bool queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len)
+{
+    for (const delivery *d = l->head; d != NULL; d = d->next)
+        if (d->tracked && d->sender == probe->sender && d->epoch == probe->epoch && d->sequence == probe->sequence &&
+            d->envelope_len == len && memcmp(d->envelope, envelope, len) == 0)
+            return true;
+    return false;
+}
+
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id)
+{
+    return idevs_launcher_deliver_from(l, NULL, topic, envelope, len, correlation, correlation_len, delivery_id);
+}
+
+idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, const char *topic,
+                                      const uint8_t *envelope, size_t len, const uint8_t *correlation,
+                                      size_t correlation_len, uint64_t *delivery_id)
 {
     if (l == NULL || topic == NULL || envelope == NULL || len == 0 || (correlation == NULL && correlation_len > 0))
         return IDEVS_ERR_INVALID_ARG;
@@ -472,7 +490,15 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
         return IDEVS_ERR_TOO_LARGE;
     delivery probe;
     memset(&probe, 0, sizeof probe);
+    uint64_t who = retransmits_client(client);
     idevs_err refused = gate_check(l, topic, envelope, len, &probe);
+    /* The client that delivered this envelope before, sending it again: done already (the record refuses it),
+     * or still queued, byte for byte. */
+    if ((refused == IDEVS_ERR_REPLAY || (refused == IDEVS_OK && probe.tracked)) && retransmits_by(l, &probe, who) &&
+        (refused == IDEVS_ERR_REPLAY || queued_copy(l, &probe, envelope, len))) {
+        l->stats.duplicates++;
+        return IDEVS_ERR_DUPLICATE;
+    }
     if (refused != IDEVS_OK) {
         if (refused == IDEVS_ERR_REPLAY || refused == IDEVS_ERR_OUTSIDE_WINDOW || refused == IDEVS_ERR_EPOCH_EXPIRED)
             l->stats.replays_refused++;
@@ -480,6 +506,8 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
     }
     if (l->count + l->refused_count >= l->queue_limit)
         return IDEVS_ERR_QUEUE_FULL;
+    if (!retransmits_note(l, &probe, who))
+        return IDEVS_ERR_NOMEM;
     delivery *d = calloc(1, sizeof *d);
     if (d == NULL)
         return IDEVS_ERR_NOMEM;

@@ -9,6 +9,7 @@
  *   authority.c       reading the attestation authority and the operator CA
  *   topics.c          what a topic is for the process; conflicts between processes of one broker
  *   gate.c            the keyless checks of an envelope before it is queued
+ *   retransmits.c     which client delivered which envelope, to tell its retransmissions from replays
  *   certify.c         Init, CertifyRequest -> Certified, Ready
  *   supervise.c       frames, exits, kills, restarts, timers, poll
  *   launcher.c        configuration, start, stop, deliver, stats */
@@ -198,6 +199,7 @@ struct idevs_launcher {
     delivery *refused_head, *refused_tail;
     size_t refused_count;
     replay_record replay;
+    struct retransmits *retransmits; /* allocated at the first delivery with a client id */
     uint64_t next_id;
     size_t held_bytes;
 
@@ -242,6 +244,17 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len);
 /* gate.c: the keyless checks of idevs_launcher_deliver() (its comment lists them); on IDEVS_OK d's tracking
  * fields hold the sender (an index into the descriptor's services), epoch and sequence of the clear header. */
 idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len, delivery *d);
+
+/* retransmits.c: who delivered the last LAUNCHER_RETRANSMIT_SLOTS tracked envelopes (a table indexed by sender,
+ * epoch and sequence; a later one in the same slot replaces an earlier one). client is a client id's hash, never
+ * 0 (retransmits_client). */
+#define LAUNCHER_RETRANSMIT_SLOTS 4096u
+uint64_t retransmits_client(const char *client_id); /* 0 for NULL */
+/* Notes that client delivered d (tracked); false when out of memory (then nothing is noted). */
+bool retransmits_note(idevs_launcher *l, const delivery *d, uint64_t client);
+/* True when client delivered the envelope with d's sender, epoch and sequence (still noted). */
+bool retransmits_by(const idevs_launcher *l, const delivery *d, uint64_t client);
+void retransmits_free(idevs_launcher *l);
 
 /* topics.c */
 idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len);

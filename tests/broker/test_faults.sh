@@ -6,7 +6,9 @@
 #     keys that must be made afresh and cannot be persisted stop the start, saying why;
 #   - start-up faults, each stopping the broker at once with a line that says what is wrong: a FIFO as the
 #     logic, the descriptor or the sealing secret (no wait for a writer), /bin/true as the compartment program,
-#     an attestation authority key that is a symbolic link, has mode 0644 or belongs to root.
+#     an attestation authority key that is a symbolic link, has mode 0644 or belongs to root;
+#   - a logic that breaks its sandbox: the log calls it a sandbox violation, naming the system call, never "the
+#     sandbox could not be set up".
 #   test_faults.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
 source "$(dirname "$0")/lib.sh"
@@ -142,4 +144,19 @@ else
     "key file '$rootkeys/authority.key' cannot be read by mosquitto (uid $(id -u mosquitto)), which loads it: it belongs to root (uid 0), mode 0600" \
     "$work/echo.json" -authority_key "plugin_opt_authority_key $rootkeys/authority.key"
 fi
+# ---- a logic that breaks its sandbox is reported as such ----
+hostile=$(dirname "$echo_logic")/idevs_logic_hostile_socket.so
+sed "s|\"logic\": \"$echo_logic\"|\"logic\": \"$hostile\"|" "$work/echo.json" >"$work/hostile.json"
+write_conf "$work/hostile.conf" "$work/hostile.json"
+if start_broker "$work/hostile.conf"; then
+  fetch_chain "$work/chain.pem" && seal store "open a socket" "$work/hostile.env" &&
+    pub -q 1 -t "$in_topic" -f "$work/hostile.env"
+  check "a logic's forbidden system call: the compartment's end names it" \
+    wait_log "$work/hostile.conf" "exited with status 159: system call socket (41) outside the sandbox allowlist"
+  check "... the envelope it was handling is dropped as a sandbox violation" wait_log "$work/hostile.conf" \
+    "dropped by the compartment (delivery 1): sandbox_violation: a system call outside the sandbox allowlist"
+  check "... and nothing says the sandbox could not be set up" bash -c \
+    "! grep -F 'the sandbox could not be set up' '$work/hostile.conf.log'"
+  stop_broker
+else not_ok "a broker with a logic that breaks its sandbox starts" "$work/hostile.conf.log"; fi
 finish

@@ -1139,6 +1139,60 @@ static void test_replay_refused_after_kill(void)
     record_clear(&r);
 }
 
+/* An MQTT retransmission (Mosquitto 2.0.11 hands a QoS 2 PUBLISH retransmitted with DUP to the plugins again) is
+ * the same envelope from the same client: a duplicate, not a replay, while the first is in flight and after it
+ * is done; the same bytes from another client, or from an unknown one, remain a replay. Nothing is processed
+ * twice, and a fresh envelope of that client goes through. */
+static void test_retransmission_is_not_a_replay(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    size_t len = 0;
+    uint8_t *env = seal(&st, &w, "book one taxi", &len);
+    uint64_t a = 0, b = 0;
+    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env, len, NULL, 0, &a), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env, len, NULL, 0, &b), IDEVS_ERR_DUPLICATE);
+    poll_until_done(l, &r, 1, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(times, 1);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_DUPLICATE);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "eavesdropper", IN_TOPIC, env, len, NULL, 0, NULL),
+                    IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(s.duplicates, 2);
+    CU_ASSERT_EQUAL(s.replays_refused, 2);
+    CU_ASSERT_EQUAL(s.delivered, 1);
+
+    /* Another client's copy while the first is in flight is queued as before (the compartment's window refuses
+     * it): a client id decides how a refusal is named, never whether another client's envelope is taken. */
+    size_t len2 = 0;
+    uint8_t *env2 = seal(&st, &w, "book another", &len2);
+    uint64_t c = 0, d = 0;
+    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env2, len2, NULL, 0, &c), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "eavesdropper", IN_TOPIC, env2, len2, NULL, 0, &d), IDEVS_OK);
+    poll_until_done(l, &r, 3, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&r, d, &times), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(r.pub_count, 2);
+    free(env);
+    free(env2);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* In flight when the compartment dies: sent again and done exactly once. Then two copies of one envelope in
  * flight together, the first done, the compartment killed while the logic hangs on an envelope between them:
  * the copy is ended as a replay instead of being sent to the next compartment, whose window is empty. */
@@ -1555,6 +1609,7 @@ static CU_TestInfo tests[] = {
     {"peer: silent until the start timeout", test_peer_silent},
     {"peer: garbage mid-stream, restarts, one Done", test_peer_garbage_midstream},
     {"replay: refused after kill -9, fresh envelopes pass", test_replay_refused_after_kill},
+    {"a client's retransmission is a duplicate, not a replay", test_retransmission_is_not_a_replay},
     {"replay: in flight at a kill, done once; a copy in flight is refused", test_in_flight_redelivered_once},
     {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
     {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
