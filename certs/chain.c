@@ -20,9 +20,7 @@
 
 #include "certs_internal.h"
 
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
+idevs_err certs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
 {
     if (why != NULL && why_len > 0) {
         va_list ap;
@@ -71,7 +69,7 @@ static idevs_err decode_block(const char *text, size_t n, size_t index, uint8_t 
 {
     BIO *bio = BIO_new_mem_buf(text, (int)n);
     if (bio == NULL)
-        return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
     char *name = NULL, *header = NULL;
     unsigned char *data = NULL;
     long len = 0;
@@ -80,31 +78,31 @@ static idevs_err decode_block(const char *text, size_t n, size_t index, uint8_t 
     ERR_clear_error();
     idevs_err err = IDEVS_OK;
     if (ok != 1)
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is not valid base64 PEM", index);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is not valid base64 PEM", index);
     else if (strcmp(name, "CERTIFICATE") != 0 && strcmp(name, "X509 CERTIFICATE") != 0) {
         char label[33];
         printable(name, strlen(name), label);
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is a '%s' block, not a CERTIFICATE", index,
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is a '%s' block, not a CERTIFICATE", index,
                    label);
     } else if (header[0] != '\0')
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu has PEM headers", index);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu has PEM headers", index);
     else if (len <= 0)
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is empty", index);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is empty", index);
     else if ((size_t)len > IDEVS_CERT_MAX)
-        err = fail(why, why_len, IDEVS_ERR_TOO_LARGE, "certificate %zu is %ld bytes, more than the limit of %d",
+        err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "certificate %zu is %ld bytes, more than the limit of %d",
                    index, len, IDEVS_CERT_MAX);
     if (err == IDEVS_OK) {
         X509 *x = certs_parse_der(data, (size_t)len);
         ERR_clear_error();
         if (x == NULL)
-            err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is not exactly one DER X.509 "
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is not exactly one DER X.509 "
                                                                "certificate", index);
         X509_free(x);
     }
     if (err == IDEVS_OK) {
         *der = malloc((size_t)len);
         if (*der == NULL)
-            err = fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+            err = certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
         else {
             memcpy(*der, data, (size_t)len);
             *der_len = (size_t)len;
@@ -125,12 +123,12 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         *count = 0;
     if ((pem == NULL && len > 0) || der == NULL || der_len == NULL || count == NULL || max == 0 ||
         max > IDEVS_CHAIN_PEM_COUNT_MAX)
-        return fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_pem: bad arguments");
+        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_pem: bad arguments");
     if (len > max * IDEVS_CHAIN_PEM_EACH_MAX)
-        return fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%zu bytes of PEM, more than %zu certificate(s) take", len,
+        return certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%zu bytes of PEM, more than %zu certificate(s) take", len,
                     max);
     if (len > 0 && memchr(pem, '\0', len) != NULL)
-        return fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "the PEM text holds a NUL byte");
+        return certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "the PEM text holds a NUL byte");
     static const char begin[] = "-----BEGIN ", dashes[] = "-----", end[] = "-----END ";
     size_t n = 0, at = 0;
     idevs_err err = IDEVS_OK;
@@ -142,8 +140,8 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         const char *b = pem + at;
         size_t left = len - at;
         if (left < sizeof begin - 1 || memcmp(b, begin, sizeof begin - 1) != 0) {
-            err = n == 0 ? fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text before the first PEM block")
-                         : fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text after certificate %zu", n);
+            err = n == 0 ? certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text before the first PEM block")
+                         : certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text after certificate %zu", n);
             break;
         }
         /* The label runs to the dashes that close the BEGIN line; the END line must repeat it. */
@@ -151,24 +149,24 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         const char *close = find(label, left - (sizeof begin - 1), dashes);
         const char *eol = memchr(label, '\n', left - (sizeof begin - 1));
         if (close == NULL || (eol != NULL && eol < close)) {
-            err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no complete BEGIN line", n + 1);
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no complete BEGIN line", n + 1);
             break;
         }
         size_t label_len = (size_t)(close - label);
         char end_line[sizeof end + 64 + sizeof dashes];
         if (label_len > 64) {
-            err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has an over-long label", n + 1);
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has an over-long label", n + 1);
             break;
         }
         snprintf(end_line, sizeof end_line, "%s%.*s%s", end, (int)label_len, label, dashes);
         const char *stop = find(close, (size_t)(pem + len - close), end_line);
         if (stop == NULL) {
-            err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no END line", n + 1);
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no END line", n + 1);
             break;
         }
         size_t block_len = (size_t)(stop - b) + strlen(end_line);
         if (n == max) {
-            err = fail(why, why_len, IDEVS_ERR_TOO_LARGE, "more than %zu certificate(s)", max);
+            err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "more than %zu certificate(s)", max);
             break;
         }
         err = decode_block(b, block_len, n + 1, &der[n], &der_len[n], why, why_len);
@@ -178,7 +176,7 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         at += block_len;
     }
     if (err == IDEVS_OK && n == 0)
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "no PEM certificate");
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "no PEM certificate");
     if (err != IDEVS_OK) {
         idevs_cert_chain_free(der, n);
         return err;
@@ -195,7 +193,7 @@ idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *de
     if (count != NULL)
         *count = 0;
     if (path == NULL || max == 0 || max > IDEVS_CHAIN_PEM_COUNT_MAX)
-        return fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_file: bad arguments");
+        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_file: bad arguments");
     /* Non-blocking: a FIFO put in the file's place must not hang the reader. */
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     struct stat st;
@@ -203,20 +201,20 @@ idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *de
         int e = errno;
         if (fd >= 0)
             close(fd);
-        return fail(why, why_len, IDEVS_ERR_IO, "%s: %s", path, strerror(e));
+        return certs_fail(why, why_len, IDEVS_ERR_IO, "%s: %s", path, strerror(e));
     }
     size_t limit = max * IDEVS_CHAIN_PEM_EACH_MAX;
     if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size > limit) {
         close(fd);
         return S_ISREG(st.st_mode)
-                   ? fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s: %lld bytes, more than %zu certificate(s) take", path,
+                   ? certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s: %lld bytes, more than %zu certificate(s) take", path,
                           (long long)st.st_size, max)
-                   : fail(why, why_len, IDEVS_ERR_IO, "%s: not a regular file", path);
+                   : certs_fail(why, why_len, IDEVS_ERR_IO, "%s: not a regular file", path);
     }
     char *text = malloc(limit + 1);
     if (text == NULL) {
         close(fd);
-        return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
     }
     size_t n = 0;
     for (;;) {
@@ -227,7 +225,7 @@ idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *de
             int e = errno;
             close(fd);
             free(text);
-            return fail(why, why_len, IDEVS_ERR_IO, "%s: %s", path, strerror(e));
+            return certs_fail(why, why_len, IDEVS_ERR_IO, "%s: %s", path, strerror(e));
         }
         if (r == 0 || (n += (size_t)r) > limit)
             break;
@@ -235,12 +233,12 @@ idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *de
     close(fd);
     idevs_err err;
     if (n > limit)
-        err = fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s: more bytes than %zu certificate(s) take", path, max);
+        err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s: more bytes than %zu certificate(s) take", path, max);
     else {
         char inner[192];
         err = idevs_cert_read_chain_pem(text, n, der, der_len, max, count, inner, sizeof inner);
         if (err != IDEVS_OK)
-            fail(why, why_len, err, "%s: %s", path, inner);
+            certs_fail(why, why_len, err, "%s: %s", path, inner);
     }
     free(text);
     return err;

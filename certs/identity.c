@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,17 +190,6 @@ idevs_err idevs_identity_set_chain(idevs_identity *id, const uint8_t *const *der
     return IDEVS_OK;
 }
 
-static void say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void say(char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why == NULL || why_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
-
 /* "alice (uid 1000)", or "uid 1000" for a uid without a name. */
 static void user_of(uid_t uid, char *out, size_t out_len)
 {
@@ -220,28 +208,44 @@ static const char *kind_of(mode_t mode)
 }
 
 /* Why a key file could not be opened (err is open's errno): a symbolic link, another user's file, or the
- * system's reason. */
-static void key_open_problem(const char *path, int err, char *why, size_t why_len)
+ * system's reason. Returns IDEVS_ERR_KEY_FILE. */
+static idevs_err key_open_problem(const char *path, int err, char *why, size_t why_len)
 {
     struct stat st;
     if (err == ELOOP && lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
         char target[256];
         ssize_t n = readlink(path, target, sizeof target - 1);
         target[n > 0 ? n : 0] = '\0';
-        say(why, why_len, "key file '%s' is a symbolic link (to '%s'): name the key file itself, a regular file of "
-            "the user that reads it with mode 0600", path, n > 0 ? target : "?");
-        return;
+        return certs_fail(why, why_len, IDEVS_ERR_KEY_FILE,
+                          "key file '%s' is a symbolic link (to '%s'): name the key file itself, a regular file of "
+                          "the user that reads it with mode 0600", path, n > 0 ? target : "?");
     }
     if (err == EACCES && stat(path, &st) == 0 && st.st_uid != geteuid()) {
         char owner[96], reader[96];
         user_of(st.st_uid, owner, sizeof owner);
         user_of(geteuid(), reader, sizeof reader);
-        say(why, why_len, "key file '%s' cannot be read by %s, which loads it: it belongs to %s, mode %04o; a key "
-            "file must belong to the user that reads it, mode 0600 (chown, chmod 600)", path, reader, owner,
-            (unsigned)(st.st_mode & 07777));
-        return;
+        return certs_fail(why, why_len, IDEVS_ERR_KEY_FILE,
+                          "key file '%s' cannot be read by %s, which loads it: it belongs to %s, mode %04o; a key "
+                          "file must belong to the user that reads it, mode 0600 (chown, chmod 600)", path, reader,
+                          owner, (unsigned)(st.st_mode & 07777));
     }
-    say(why, why_len, "key file '%s': %s", path, strerror(err));
+    return certs_fail(why, why_len, IDEVS_ERR_KEY_FILE, "key file '%s': %s", path, strerror(err));
+}
+
+/* A key file that group or others may access: its mode, and its owner when that is not the reader. */
+static idevs_err key_mode_problem(const char *path, const struct stat *st, char *why, size_t why_len)
+{
+    char owner[256] = "";
+    if (st->st_uid != geteuid()) {
+        char o[96], reader[96];
+        user_of(st->st_uid, o, sizeof o);
+        user_of(geteuid(), reader, sizeof reader);
+        snprintf(owner, sizeof owner, " and belongs to %s, not to %s which reads it", o, reader);
+    }
+    return certs_fail(why, why_len, IDEVS_ERR_KEY_FILE,
+                      "key file '%s' has mode %04o%s: group or others may %s it; it must be private to the user "
+                      "that reads it, mode 0600 (chmod 600%s)", path, (unsigned)(st->st_mode & 07777), owner,
+                      (st->st_mode & 044) != 0 ? "read" : "access", st->st_uid != geteuid() ? ", and chown" : "");
 }
 
 /* Reads a whole file of at most max bytes into a malloc'd buffer (NUL-terminated). For a key file, the file
@@ -251,47 +255,30 @@ static idevs_err read_file(const char *path, size_t max, bool key_file, char **o
                            size_t why_len)
 {
     idevs_err fail = key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_IO;
+    idevs_err too_large = key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_TOO_LARGE;
     const char *what = key_file ? "key file" : "certificate file";
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-    if (fd < 0) {
-        int err = errno;
-        if (key_file)
-            key_open_problem(path, err, why, why_len);
-        else
-            say(why, why_len, "%s '%s': %s", what, path, strerror(err));
-        return fail;
-    }
+    if (fd < 0)
+        return key_file ? key_open_problem(path, errno, why, why_len)
+                        : certs_fail(why, why_len, fail, "%s '%s': %s", what, path, strerror(errno));
     struct stat st = {0};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        say(why, why_len, "%s '%s' is %s", what, path, kind_of(st.st_mode));
+    idevs_err err = IDEVS_OK;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        err = certs_fail(why, why_len, fail, "%s '%s' is %s", what, path, kind_of(st.st_mode));
+    else if (key_file && (st.st_mode & 077) != 0)
+        err = key_mode_problem(path, &st, why, why_len);
+    else if (st.st_size < 0 || (size_t)st.st_size > max)
+        err = certs_fail(why, why_len, too_large, "%s '%s' has %jd bytes, more than %zu", what, path,
+                         (intmax_t)st.st_size, max);
+    if (err != IDEVS_OK) {
         close(fd);
-        return fail;
-    }
-    if (key_file && (st.st_mode & 077) != 0) {
-        char owner[256] = "";
-        if (st.st_uid != geteuid()) {
-            char o[96], reader[96];
-            user_of(st.st_uid, o, sizeof o);
-            user_of(geteuid(), reader, sizeof reader);
-            snprintf(owner, sizeof owner, " and belongs to %s, not to %s which reads it", o, reader);
-        }
-        say(why, why_len, "key file '%s' has mode %04o%s: group or others may %s it; it must be private to the user "
-            "that reads it, mode 0600 (chmod 600%s)", path, (unsigned)(st.st_mode & 07777), owner,
-            (st.st_mode & 044) != 0 ? "read" : "access", st.st_uid != geteuid() ? ", and chown" : "");
-        close(fd);
-        return fail;
-    }
-    if (st.st_size < 0 || (size_t)st.st_size > max) {
-        say(why, why_len, "%s '%s' has %jd bytes, more than %zu", what, path, (intmax_t)st.st_size, max);
-        close(fd);
-        return key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_TOO_LARGE;
+        return err;
     }
     size_t cap = (size_t)st.st_size + 1, len = 0;
     char *buf = malloc(cap);
     if (buf == NULL) {
         close(fd);
-        say(why, why_len, "out of memory");
-        return IDEVS_ERR_NOMEM;
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
     }
     for (;;) {
         if (len == cap - 1) { /* the file grew since fstat: refuse rather than truncate */
@@ -301,27 +288,27 @@ static idevs_err read_file(const char *path, size_t max, bool key_file, char **o
                 break;
             if (n < 0 && errno == EINTR)
                 continue;
-            idevs_cleanse(buf, cap);
-            free(buf);
-            close(fd);
-            say(why, why_len, "%s '%s' %s while it was read", what, path, n < 0 ? "failed" : "grew");
-            return n < 0 ? fail : (key_file ? IDEVS_ERR_KEY_FILE : IDEVS_ERR_TOO_LARGE);
+            err = n < 0 ? certs_fail(why, why_len, fail, "%s '%s': %s", what, path, strerror(errno))
+                        : certs_fail(why, why_len, too_large, "%s '%s' grew while it was read", what, path);
+            break;
         }
         ssize_t n = read(fd, buf + len, cap - 1 - len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            say(why, why_len, "%s '%s': %s", what, path, strerror(errno));
-            idevs_cleanse(buf, cap);
-            free(buf);
-            close(fd);
-            return fail;
+            err = certs_fail(why, why_len, fail, "%s '%s': %s", what, path, strerror(errno));
+            break;
         }
         if (n == 0)
             break;
         len += (size_t)n;
     }
     close(fd);
+    if (err != IDEVS_OK) {
+        idevs_cleanse(buf, cap);
+        free(buf);
+        return err;
+    }
     buf[len] = '\0';
     *out = buf;
     *out_len = len;
@@ -413,7 +400,7 @@ idevs_err idevs_identity_load(const char *key_path, const char *cert_path, idevs
 idevs_err idevs_identity_load_why(const char *key_path, const char *cert_path, idevs_identity **out, char *why,
                                   size_t why_len)
 {
-    say(why, why_len, "%s", "");
+    certs_fail(why, why_len, IDEVS_OK, "%s", "");
     if (key_path == NULL || cert_path == NULL || out == NULL)
         return IDEVS_ERR_INVALID_ARG;
     char *key_text = NULL, *cert_text = NULL;
@@ -431,48 +418,41 @@ idevs_err idevs_identity_load_why(const char *key_path, const char *cert_path, i
     err = read_file(cert_path, CERT_FILE_MAX, false, &cert_text, &cert_len, why, why_len);
     if (err != IDEVS_OK)
         goto done;
+    /* The key file's problems are said where they are found; any other is the certificate file's (at done). */
     err = parse_cert_file(cert_text, cert_len, der, der_len, &count);
-    if (err != IDEVS_OK) {
-        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
+    if (err != IDEVS_OK)
         goto done;
-    }
     leaf = certs_parse_der(der[0], der_len[0]);
     if (leaf == NULL) {
         err = IDEVS_ERR_CERT_MALFORMED;
-        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
         goto done;
     }
-    if ((err = certs_get_uuid_san(leaf, &u)) != IDEVS_OK || (err = certs_get_name(leaf, name)) != IDEVS_OK) {
-        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
+    if ((err = certs_get_uuid_san(leaf, &u)) != IDEVS_OK || (err = certs_get_name(leaf, name)) != IDEVS_OK)
         goto done;
-    }
     if ((err = new_identity(&u, name, &id)) != IDEVS_OK)
         goto done;
     if ((err = parse_key_file(key_text, key_len, &id->sign, &id->kex)) != IDEVS_OK) {
-        say(why, why_len, "key file '%s' holds no Ed25519 and X25519 private key pair (two PKCS#8 PEM keys, as "
-            "idevs-ca writes them)", key_path);
+        certs_fail(why, why_len, err, "key file '%s' holds no Ed25519 and X25519 private key pair (two PKCS#8 PEM "
+                   "keys, as idevs-ca writes them)", key_path);
         goto done;
     }
     if (idevs_raw_public(id->sign, id->sign_pub) != IDEVS_OK || idevs_raw_public(id->kex, id->kex_pub) != IDEVS_OK) {
-        err = IDEVS_ERR_KEY_FILE;
-        say(why, why_len, "key file '%s': its keys are not usable", key_path);
+        err = certs_fail(why, why_len, IDEVS_ERR_KEY_FILE, "key file '%s': its keys are not usable", key_path);
         goto done;
     }
     err = leaf_matches(id, leaf);
-    if (err == IDEVS_ERR_KEY_BINDING_MISMATCH) {
-        err = IDEVS_ERR_KEY_FILE; /* the certificate is for other keys than the key file's */
-        say(why, why_len, "key file '%s' does not hold the keys of the certificate '%s'", key_path, cert_path);
+    if (err == IDEVS_ERR_KEY_BINDING_MISMATCH) { /* the certificate is for other keys than the key file's */
+        err = certs_fail(why, why_len, IDEVS_ERR_KEY_FILE, "key file '%s' does not hold the keys of the certificate "
+                         "'%s'", key_path, cert_path);
         goto done;
     }
-    if (err != IDEVS_OK) {
-        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
-        goto done;
-    }
-    err = idevs_identity_set_chain(id, (const uint8_t *const *)der, der_len, count);
     if (err != IDEVS_OK)
-        say(why, why_len, "certificate file '%s': %s", cert_path, idevs_strerror(err));
+        goto done;
+    err = idevs_identity_set_chain(id, (const uint8_t *const *)der, der_len, count);
 
 done:
+    if (err != IDEVS_OK && why != NULL && why_len > 0 && why[0] == '\0')
+        certs_fail(why, why_len, err, "certificate file '%s': %s", cert_path, idevs_strerror(err));
     X509_free(leaf);
     for (size_t i = 0; i < count; i++)
         free(der[i]);

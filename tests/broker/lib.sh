@@ -182,13 +182,13 @@ roundtrip() {
 }
 
 # expect_refusal DESCRIPTION TEXT DESCRIPTOR [LINE...]: a broker with write_conf's configuration (DESCRIPTOR and
-# the LINEs as there) stops at start, within 20 s, with a log line holding TEXT.
+# the LINEs as there) stops at start, within 30 s (a broker that hangs fails), with a log line holding TEXT.
 expect_refusal() {
   local what=$1 expected=$2 descriptor=$3; shift 3
   local conf=$work/bad$((passed + failed)).conf
   write_conf "$conf" "$descriptor" "$@"
   own_work
-  timeout 20 bash -c 'LD_PRELOAD="$1" "$2" -c "$3" >"$3.out" 2>&1' _ "$preload" "$mosquitto" "$conf"
+  timeout 30 bash -c 'LD_PRELOAD="$1" "$2" -c "$3" >"$3.out" 2>&1' _ "$preload" "$mosquitto" "$conf"
   local rc=$?
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qF -- "$expected" "$conf.log"; then ok "$what"; else
     echo "    exit status $rc, expected a log line with: $expected" >"$work/out"

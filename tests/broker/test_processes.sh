@@ -61,35 +61,22 @@ check "stopping the broker stops all 16 compartments" bash -c "for c in $childre
 sanitizer_check "$work/sixteen.conf"
 
 # ---- what cannot share a broker ----
-expect_refusal() { # description, expected log text, conf lines...
-  local what=$1 expected=$2; shift 2
-  local conf=$work/bad$((passed + failed)).conf
-  write_conf "$conf" "" "$@"
-  own_work
-  timeout 30 bash -c 'LD_PRELOAD="$1" "$2" -c "$3" >"$3.out" 2>&1' _ "$preload" "$mosquitto" "$conf"
-  local rc=$?
-  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -qF -- "$expected" "$conf.log"; then ok "$what"; else
-    echo "    exit status $rc, expected a log line with: $expected" >"$work/out"
-    cat "$conf.log" "$conf.out" >>"$work/out" 2>/dev/null
-    not_ok "$what" "$work/out"
-  fi
-}
 echo_descriptor "$work/procs/dupname.json" p01
 expect_refusal "two descriptors with the same process name stop the broker, naming both files" \
-  "$work/procs/p01.json and $work/procs/dupname.json both declare the process 'p01'" \
+  "$work/procs/p01.json and $work/procs/dupname.json both declare the process 'p01'" "" \
   "plugin_opt_descriptor $work/procs/p01.json" "plugin_opt_descriptor $work/procs/dupname.json"
 echo_descriptor "$work/procs/dupuuid.json" other "$(sed -n 's/.*"uuid": "\([^"]*\)", "logic".*/\1/p' "$work/procs/p02.json")"
 expect_refusal "two descriptors with the same program UUID stop the broker, naming both files" \
-  "$work/procs/p02.json and $work/procs/dupuuid.json both declare the program UUID" \
+  "$work/procs/p02.json and $work/procs/dupuuid.json both declare the program UUID" "" \
   "plugin_opt_descriptor $work/procs/p02.json" "plugin_opt_descriptor $work/procs/dupuuid.json"
 echo_descriptor "$work/procs/overlap.json" overlap
 sed -i 's|idevs/overlap/in/events|idevs/p03/out/out|' "$work/procs/overlap.json"
 expect_refusal "two descriptors sharing a topic stop the broker, naming both files and the topic" \
-  "$work/procs/p03.json ('p03') and $work/procs/overlap.json ('overlap') both use the topic 'idevs/p03/out/out'" \
+  "$work/procs/p03.json ('p03') and $work/procs/overlap.json ('overlap') both use the topic 'idevs/p03/out/out'" "" \
   "plugin_opt_descriptor $work/procs/p03.json" "plugin_opt_descriptor $work/procs/overlap.json"
 echo_descriptor "$work/procs/totals.json" totals
 expect_refusal "a process named 'totals' stops the broker: the name of the counters' totals" \
-  "the process name 'totals' is reserved" "plugin_opt_descriptor $work/procs/totals.json"
+  "the process name 'totals' is reserved" "" "plugin_opt_descriptor $work/procs/totals.json"
 # A second plugin line for the same file, or for a copy under another name.
 plugin_lines() { # the usual plugin block for descriptor $1, as extra lines
   printf '%s\n' "plugin $2" "plugin_opt_descriptor $1" "plugin_opt_authority_key $pki/authority.key" \
@@ -100,7 +87,7 @@ cp "$plugin" "$work/mosquitto_idevs_copy.so"
 for second in "$plugin" "$work/mosquitto_idevs_copy.so"; do
   mapfile -t more < <(plugin_lines "$work/procs/p05.json" "$second")
   expect_refusal "loading the plugin a second time ($(basename "$second")) stops the broker, saying to repeat plugin_opt_descriptor" \
-    "mosquitto_idevs.so is already loaded in this broker: load it once, and repeat plugin_opt_descriptor" \
+    "mosquitto_idevs.so is already loaded in this broker: load it once, and repeat plugin_opt_descriptor" "" \
     "plugin_opt_descriptor $work/procs/p04.json" "${more[@]}"
 done
 

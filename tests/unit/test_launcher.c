@@ -1035,6 +1035,19 @@ static uint64_t deliver_env(idevs_launcher *l, const uint8_t *env, size_t len)
     return id;
 }
 
+/* A started launcher of the echo logic (queue 16, event timeout 2 s) in a new world, and store meeting it. */
+static idevs_launcher *echo_started(world *w, record *r, party *st)
+{
+    world_init(w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, w, host_path, r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party_init(st, store, l);
+    party_meet(st, l, NULL);
+    return l;
+}
+
 /* Overwrites the sequence number (field 7, fixed64, little-endian on the wire) of an encoded envelope. */
 static bool set_sequence(uint8_t *env, size_t len, uint64_t seq)
 {
@@ -1102,14 +1115,8 @@ static void test_replay_refused_after_kill(void)
 {
     record r = {0};
     world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
     party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
+    idevs_launcher *l = echo_started(&w, &r, &st);
     size_t once_len = 0, fail_len = 0;
     uint8_t *once = seal(&st, &w, "book one taxi", &once_len);
     uint8_t *fail = seal(&st, &w, "fail", &fail_len);
@@ -1139,6 +1146,12 @@ static void test_replay_refused_after_kill(void)
     record_clear(&r);
 }
 
+/* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
+static idevs_err deliver_as(idevs_launcher *l, const char *client, const uint8_t *env, size_t len, uint64_t *id)
+{
+    return idevs_launcher_deliver_from(l, client, IN_TOPIC, env, len, NULL, 0, id);
+}
+
 /* An MQTT retransmission (Mosquitto 2.0.11 hands a QoS 2 PUBLISH retransmitted with DUP to the plugins again) is
  * the same envelope from the same client: a duplicate, not a replay, while the first is in flight and after it
  * is done; the same bytes from another client, or from an unknown one, remain a replay. Nothing is processed
@@ -1147,27 +1160,20 @@ static void test_retransmission_is_not_a_replay(void)
 {
     record r = {0};
     world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
     party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
+    idevs_launcher *l = echo_started(&w, &r, &st);
     size_t len = 0;
     uint8_t *env = seal(&st, &w, "book one taxi", &len);
     uint64_t a = 0, b = 0;
-    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env, len, NULL, 0, &a), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env, len, NULL, 0, &b), IDEVS_ERR_DUPLICATE);
+    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env, len, &a), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env, len, &b), IDEVS_ERR_DUPLICATE);
     poll_until_done(l, &r, 1, 5000);
     size_t times = 0;
     CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(times, 1);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_DUPLICATE);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "eavesdropper", IN_TOPIC, env, len, NULL, 0, NULL),
-                    IDEVS_ERR_REPLAY);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env, len, NULL), IDEVS_ERR_DUPLICATE);
+    CU_ASSERT_EQUAL(deliver_as(l, "eavesdropper", env, len, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(deliver_as(l, NULL, env, len, NULL), IDEVS_ERR_REPLAY); /* idevs_launcher_deliver() */
     idevs_launcher_stats s;
     idevs_launcher_get_stats(l, &s);
     CU_ASSERT_EQUAL(s.duplicates, 2);
@@ -1179,8 +1185,8 @@ static void test_retransmission_is_not_a_replay(void)
     size_t len2 = 0;
     uint8_t *env2 = seal(&st, &w, "book another", &len2);
     uint64_t c = 0, d = 0;
-    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "store-7", IN_TOPIC, env2, len2, NULL, 0, &c), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver_from(l, "eavesdropper", IN_TOPIC, env2, len2, NULL, 0, &d), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env2, len2, &c), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(l, "eavesdropper", env2, len2, &d), IDEVS_OK);
     poll_until_done(l, &r, 3, 5000);
     CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(done_status_of(&r, d, &times), IDEVS_ERR_REPLAY);
