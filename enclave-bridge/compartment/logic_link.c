@@ -251,10 +251,15 @@ static idevs_err run(logic_link *k, Idevs__Bridge__V1__LogicEvent *ev)
         Idevs__Bridge__V1__Frame *f = receive(k, (int)d->event_timeout_ms, "an event's handler");
         /* Anything the logic wrote before it read this event (after an earlier handler returned) has an older
          * seq: it belongs to no event. */
-        uint64_t seq = f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT      ? f->logic_emit->seq
-                       : f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST ? f->logic_request->seq
-                       : f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE    ? f->logic_done->seq
-                                                                                      : 0;
+        uint64_t seq;
+        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT)
+            seq = f->logic_emit->seq;
+        else if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST)
+            seq = f->logic_request->seq;
+        else if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE)
+            seq = f->logic_done->seq;
+        else
+            violation(k, f, "a frame the logic process may not send");
         if (seq != k->seq)
             violation(k, f, "a frame that answers no current event (written after a handler returned?)");
         switch (f->body_case) {
@@ -273,7 +278,7 @@ static idevs_err run(logic_link *k, Idevs__Bridge__V1__LogicEvent *ev)
         case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE: {
             idevs_err status = (idevs_err)f->logic_done->status;
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
-            if (k->tx_over) {
+            if (k->tx_over || status == IDEVS_ERR_EMIT_LIMIT) {
                 logic_link_release(k, false);
                 return IDEVS_ERR_EMIT_LIMIT;
             }

@@ -38,6 +38,7 @@ typedef struct runner {
     idevs_timer_handler timer;
     uint32_t timer_period_ms;
     size_t tx_count, tx_bytes; /* emits and requests of the current handler call */
+    bool tx_over;              /* it tried to go past the bounds: nothing of this event leaves */
     uint64_t seq;              /* the current event's, echoed in every answer */
 } runner;
 
@@ -142,8 +143,10 @@ static idevs_err tx_check(runner *r, const void *payload, size_t len)
         return IDEVS_ERR_INVALID_ARG;
     if (len > r->dep->max_payload)
         return IDEVS_ERR_TOO_LARGE;
-    if (r->tx_count >= CMP_TX_MAX || len > CMP_TX_BYTES_MAX - r->tx_bytes)
+    if (r->tx_count >= CMP_TX_MAX || len > CMP_TX_BYTES_MAX - r->tx_bytes) {
+        r->tx_over = true;
         return IDEVS_ERR_EMIT_LIMIT;
+    }
     r->tx_count++;
     r->tx_bytes += len;
     return IDEVS_OK;
@@ -317,6 +320,7 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
     memcpy(msg.request_id.b, ev->request_id.data, ev->request_id.len);
 
     r->tx_count = r->tx_bytes = 0;
+    r->tx_over = false;
     r->seq = ev->seq;
     r->phase = PHASE_HANDLER;
     idevs_err status = timer ? r->timer(&r->lg, r->state) : handler(&r->lg, &msg, r->state);
@@ -325,7 +329,7 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
     free(payload);
 
     Idevs__Bridge__V1__LogicDone done = IDEVS__BRIDGE__V1__LOGIC_DONE__INIT;
-    done.status = (uint32_t)status;
+    done.status = (uint32_t)(r->tx_over ? IDEVS_ERR_EMIT_LIMIT : status);
     done.seq = r->seq;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE;

@@ -307,8 +307,12 @@ struct ll_path_beneath_attr {
 #define LL_FS_TRUNCATE (1ull << 14)   /* ABI 3 */
 #define LL_FS_IOCTL_DEV (1ull << 15)  /* ABI 5 */
 #define LL_NET_TCP 0x3ull             /* ABI 4: bind and connect */
-#define LL_SCOPE_ALL 0x3ull           /* ABI 6: abstract UNIX sockets, signals */
+#define LL_SCOPE_ABSTRACT_UNIX 0x1ull /* ABI 6: abstract UNIX sockets */
+#define LL_SCOPE_SIGNAL 0x2ull        /* ABI 6: signals to processes outside the domain */
 
+/* logic_fd -1: the key holder, whose signals are not scoped: its death must still deliver the logic process's
+ * PR_SET_PDEATHSIG (the kernel sends it as the dying key holder, outside the logic process's domain), and its
+ * seccomp filter lets it signal nobody anyway. */
 static idevs_err apply_landlock(int logic_fd, char *why, size_t why_len)
 {
     long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
@@ -328,7 +332,7 @@ static idevs_err apply_landlock(int logic_fd, char *why, size_t why_len)
     if (abi >= 5)
         attr.handled_access_fs |= LL_FS_IOCTL_DEV;
     if (abi >= 6) {
-        attr.scoped = LL_SCOPE_ALL;
+        attr.scoped = LL_SCOPE_ABSTRACT_UNIX | (logic_fd >= 0 ? LL_SCOPE_SIGNAL : 0);
         attr_size = sizeof attr;
     }
     int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0u);

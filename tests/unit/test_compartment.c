@@ -718,6 +718,162 @@ static void hostile(const char *logic, const char *syscall_name)
     idevs_cert_policy_free(p);
 }
 
+/* ---- hostile logics against the split (tests/logic/hostile_link.c) ---- */
+
+#define SECRET "customer Ana Lima, +44 7700 900123"
+
+/* True when the frame, encoded, holds the secret's bytes. */
+static bool frame_leaks(const Idevs__Bridge__V1__Frame *f)
+{
+    size_t n = idevs__bridge__v1__frame__get_packed_size(f);
+    uint8_t *buf = malloc(n + 1);
+    CU_ASSERT_FATAL(buf != NULL);
+    idevs__bridge__v1__frame__pack(f, buf);
+    bool leak = memmem(buf, n, SECRET, strlen(SECRET)) != NULL || memmem(buf, n, "+44 7700", 8) != NULL;
+    free(buf);
+    return leak;
+}
+
+/* The key holder's child, the logic process (0 if none). */
+static pid_t logic_process_of(pid_t key_holder)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)key_holder, (int)key_holder);
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%d", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    return (pid_t)pid;
+}
+
+/* Whether a process is gone (or a zombie nobody reaped yet): waits up to timeout_ms. */
+static bool gone(pid_t pid, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 10) {
+        char path[64], state = '?';
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            return true;
+        int n = fscanf(f, "%*d (%*[^)]) %c", &state);
+        fclose(f);
+        if (n == 1 && (state == 'Z' || state == 'X'))
+            return true;
+        usleep(10 * 1000);
+    }
+    return false;
+}
+
+/* Delivers `events` events holding SECRET to the hostile logic and reads everything the compartment sends until
+ * it ends, or until the Done of the last event. No frame may hold the secret. With fatal_has, the compartment
+ * must end with a Fatal that says so; otherwise the last event must be Done with done_status, nothing published. */
+static void hostile_link(const char *logic, int events, const char *fatal_has, idevs_err done_status)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start(&c, logic, NULL));
+    pid_t logic_pid = logic_process_of(c.pid);
+    CU_ASSERT(logic_pid > 0);
+    idevs_cert_policy *p;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p, false);
+    idevs_msgid id;
+    for (int i = 1; i <= events; i++)
+        deliver_text(&c, src, (uint64_t)i, TOPIC_IN, TOPIC_IN, SECRET, &id);
+    bool fatal_seen = false, done_seen = false, leaked = false;
+    size_t published = 0;
+    for (;;) {
+        Idevs__Bridge__V1__Frame *f = NULL;
+        idevs_err err = idevs_channel_recv(&c.ch, &f, FRAME_WAIT_MS);
+        if (err != IDEVS_OK)
+            break; /* closed: it ended */
+        leaked |= frame_leaks(f);
+        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH)
+            published++;
+        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_FATAL) {
+            fatal_seen = fatal_has != NULL && strstr(f->fatal->reason, fatal_has) != NULL;
+            if (!fatal_seen)
+                fprintf(stderr, "\n    %s: Fatal: %s (expected '%s')\n", logic, f->fatal->reason,
+                        fatal_has != NULL ? fatal_has : "none");
+        }
+        bool last = f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_DONE && f->done->delivery_id == (uint64_t)events;
+        if (last) {
+            done_seen = f->done->status == (uint32_t)done_status;
+            if (!done_seen)
+                fprintf(stderr, "\n    %s: Done %s (expected %s)\n", logic, idevs_err_name(f->done->status),
+                        idevs_err_name(done_status));
+        }
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+        if (last)
+            break;
+    }
+    CU_ASSERT_FALSE(leaked);
+    if (fatal_has != NULL) {
+        CU_ASSERT_TRUE(fatal_seen);
+        CU_ASSERT_NOT_EQUAL(reap(&c, EXIT_WAIT_MS), -1);
+    } else {
+        CU_ASSERT_TRUE(done_seen);
+        CU_ASSERT_EQUAL(published, 0);
+        CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    }
+    /* The logic process never outlives the key holder, whatever it was doing (PR_SET_PDEATHSIG). */
+    if (logic_pid > 0)
+        CU_ASSERT_TRUE(gone(logic_pid, 5000));
+    idevs_envelope_ctx_free(src);
+    idevs_cert_policy_free(p);
+}
+
+static void test_link_raw_publish(void)
+{
+    hostile_link("hostile_raw_publish", 1, "a frame the logic process may not send", IDEVS_OK);
+}
+static void test_link_raw_fds(void)
+{
+    hostile_link("hostile_raw_fds", 1, "system call write (1) outside the sandbox allowlist (in the logic process)",
+                 IDEVS_OK);
+}
+static void test_link_vmread(void)
+{
+    hostile_link("hostile_vmread", 1, "system call process_vm_readv (", IDEVS_OK);
+}
+static void test_link_procmem(void)
+{
+    hostile_link("hostile_procmem", 1, "system call openat (", IDEVS_OK);
+}
+static void test_link_ptrace_attach(void)
+{
+    hostile_link("hostile_ptrace_attach", 1, "system call ptrace (", IDEVS_OK);
+}
+static void test_link_undeclared_raw(void)
+{
+    hostile_link("hostile_undeclared_raw", 1, "an emit to an output the descriptor does not declare", IDEVS_OK);
+}
+static void test_link_late_emit(void)
+{
+    hostile_link("hostile_late_emit", 2, "a frame that answers no current event", IDEVS_OK);
+}
+static void test_link_flood(void)
+{
+    hostile_link("hostile_flood", 1, NULL, IDEVS_ERR_EMIT_LIMIT);
+}
+static void test_link_flood_raw(void)
+{
+    hostile_link("hostile_flood_raw", 1, NULL, IDEVS_ERR_EMIT_LIMIT);
+}
+static void test_link_huge(void)
+{
+    hostile_link("hostile_huge", 1, NULL, IDEVS_ERR_LOGIC);
+}
+static void test_link_huge_raw(void)
+{
+    hostile_link("hostile_huge_raw", 1, "the logic process sent a bad frame", IDEVS_OK);
+}
+static void test_link_spin(void)
+{
+    hostile_link("hostile_spin", 1, "the logic process did not answer within 2000 ms", IDEVS_OK);
+}
+
 static void test_hostile_open(void) { hostile("hostile_open", "openat"); }
 static void test_hostile_socket(void) { hostile("hostile_socket", "socket"); }
 static void test_hostile_execve(void) { hostile("hostile_execve", "execve"); }
@@ -1495,6 +1651,18 @@ static CU_TestInfo tests[] = {
     {"undeclared sender, wrong topic, replay, undeclared output refused", test_refusals},
     {"a failing handler publishes nothing", test_transaction_dropped_on_error},
     {"timer", test_timer},
+    {"split: a raw Publish frame on the link", test_link_raw_publish},
+    {"split: raw frames on every other descriptor", test_link_raw_fds},
+    {"split: process_vm_readv of the key holder", test_link_vmread},
+    {"split: /proc/<key holder>/mem", test_link_procmem},
+    {"split: ptrace attach to the key holder", test_link_ptrace_attach},
+    {"split: a raw emit to an undeclared output", test_link_undeclared_raw},
+    {"split: an emit after its handler returned", test_link_late_emit},
+    {"split: an emit flood through the API", test_link_flood},
+    {"split: an emit flood of raw frames", test_link_flood_raw},
+    {"split: a 100 MB emit", test_link_huge},
+    {"split: a 100 MB frame on the link", test_link_huge_raw},
+    {"split: a logic that never returns", test_link_spin},
     {"hostile logic: open", test_hostile_open},
     {"hostile logic: socket", test_hostile_socket},
     {"hostile logic: execve", test_hostile_execve},
