@@ -13,7 +13,7 @@
  * `process` (backend_process.c) is the one implementation: a sandboxed Linux process started from sealed
  * memfds. Its evidence is signed by the launcher, so the broker host is part of the trusted base.
  *
- * measurement = SHA-256("idevs measurement v1" || SHA-256(host program) || SHA-256(logic)
+ * measurement = SHA-256("idevs measurement v2" || SHA-256(host program) || SHA-256(logic)
  *                       || SHA-256(descriptor bytes))
  * the rule `idevs-ca attest --measure HOST --measure LOGIC --measure DESCRIPTOR` applies too. */
 #ifndef IDEVS_BACKEND_H
@@ -28,7 +28,7 @@
 #include "idevs_error.h"
 #include "idevs_uuid.h"
 
-#define IDEVS_MEASUREMENT_LABEL "idevs measurement v1"
+#define IDEVS_MEASUREMENT_LABEL "idevs measurement v2"
 #define IDEVS_SEALING_KEY_LABEL "idevs sealing key v1"
 #define IDEVS_SEALING_KEY_LEN 32
 #define IDEVS_EVIDENCE_NONCE_LEN 32          /* the nonce the launcher puts in each evidence */

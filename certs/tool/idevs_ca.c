@@ -31,7 +31,7 @@
 
 #define EXIT_USAGE 2
 #define PATH_LEN 4096
-#define MEASURE_LABEL "idevs measurement v1"
+#define MEASURE_LABEL "idevs measurement v2"
 #define MEASURE_FILES_MAX 64
 
 static const char *prog = "idevs-ca";
@@ -70,7 +70,7 @@ static const char usage_init[] =
 
 static const char usage_measure[] =
     "usage: idevs-ca measure FILE...\n"
-    "Prints the measurement of the files, in order: SHA-256(\"idevs measurement v1\" || SHA-256(file 1) || ...).\n"
+    "Prints the measurement of the files, in order: SHA-256(\"idevs measurement v2\" || SHA-256(file 1) || ...).\n"
     "Given the compartment host program, the logic and the deployment descriptor, it is the measurement the\n"
     "launcher puts in the compartment's evidence: what a service pins with --policy measurement=HEX.\n";
 
@@ -90,7 +90,7 @@ static const char usage_attest[] =
     "  --program UUID          the integration process's UUID (also the certificate's urn:uuid)\n"
     "  --descriptor FILE       the deployment descriptor; its SHA-256 is the descriptor digest\n"
     "  --measure FILE          a file measured, in order (repeat); measurement =\n"
-    "                          SHA-256(\"idevs measurement v1\" || SHA-256(file 1) || SHA-256(file 2) ...)\n"
+    "                          SHA-256(\"idevs measurement v2\" || SHA-256(file 1) || SHA-256(file 2) ...)\n"
     "  --validity-seconds N    validity (default 86400)\n"
     "  --debug                 set the evidence's debug flag\n";
 
@@ -405,7 +405,7 @@ static int digest_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
     return 0;
 }
 
-/* measurement = SHA-256("idevs measurement v1" || SHA-256(file 1) || SHA-256(file 2) ...), as the launcher
+/* measurement = SHA-256("idevs measurement v2" || SHA-256(file 1) || SHA-256(file 2) ...), as the launcher
  * computes it over host program, logic and descriptor (docs/COMPARTMENT.md). */
 static int measure_files(const char *const *files, size_t count, uint8_t out[IDEVS_SHA256_LEN])
 {

@@ -65,7 +65,7 @@ check "attest issues a compartment certificate" "$CA_TOOL" attest pki rewards --
     --descriptor descriptor.json --measure host.bin --measure logic.so --measure descriptor.json
 MEASUREMENT=$(sed -n 's/^measurement //p' out.txt)
 # the documented rule, recomputed with openssl
-EXPECTED=$({ printf 'idevs measurement v1'; for f in host.bin logic.so descriptor.json; do
+EXPECTED=$({ printf 'idevs measurement v2'; for f in host.bin logic.so descriptor.json; do
     openssl dgst -sha256 -binary "$f"; done; } | openssl dgst -sha256 -r | cut -d' ' -f1)
 check "the measurement follows the documented rule" test "$MEASUREMENT" = "$EXPECTED"
 check "measure prints the measurement attest put in the evidence" \

@@ -366,7 +366,7 @@ static void copy_file(const char *from, const char *to)
 
 /* ---- tests ---- */
 
-/* measurement = SHA-256("idevs measurement v1" || SHA-256(host) || SHA-256(logic) || SHA-256(descriptor)),
+/* measurement = SHA-256("idevs measurement v2" || SHA-256(host) || SHA-256(logic) || SHA-256(descriptor)),
  * computed here from the files; another logic gives another measurement. */
 static void test_measurement_rule(void)
 {
@@ -377,7 +377,7 @@ static void test_measurement_rule(void)
     config(&cfg, &w, host_path, &r);
     idevs_launcher *a = launcher(&cfg);
     uint8_t in[20 + 96], expect[32];
-    memcpy(in, "idevs measurement v1", 20);
+    memcpy(in, "idevs measurement v2", 20);
     file_sha256(host_path, in + 20);
     file_sha256(echo_path, in + 52);
     file_sha256(w.descriptor, in + 84);
