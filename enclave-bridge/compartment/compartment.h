@@ -46,6 +46,7 @@
 #define CMP_TX_MAX 256                 /* envelopes one handler call may emit and request */
 #define CMP_TX_BYTES_MAX (16u * 1024u * 1024u) /* payload bytes one handler call may emit and request */
 #define CMP_PENDING_MAX 4096           /* requests remembered for their responses, at most */
+#define CMP_EVENTS_MAX 64              /* events sent to the logic process ahead of their answers, at most */
 
 /* Exit statuses, for the launcher's log. */
 #define CMP_EXIT_OK 0
@@ -77,6 +78,13 @@ typedef struct cmp_pending {
 
 typedef struct compartment compartment;
 
+/* An event the logic process has been sent: what it is answered with must carry seq; its outputs name provenance. */
+typedef struct cmp_event {
+    uint64_t seq;
+    idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
+    size_t provenance_count;
+} cmp_event;
+
 /* The key holder's side of the link to the logic process (logic_link.c). */
 typedef struct logic_link {
     compartment *c;
@@ -88,9 +96,10 @@ typedef struct logic_link {
     uint64_t seq;          /* of the last event sent */
     uint32_t timer_period_ms; /* 0: no timer */
     int64_t timer_next_ms;    /* CLOCK_MONOTONIC */
-    /* the current event */
-    idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
-    size_t provenance_count;
+    /* events sent to the logic process and not answered yet, oldest first: a ring */
+    cmp_event queued[CMP_EVENTS_MAX];
+    size_t queued_first, queued_count;
+    const cmp_event *current; /* the one whose answers are being read */
     cmp_sealed tx[CMP_TX_MAX];
     size_t tx_count;
     size_t tx_bytes;
@@ -180,9 +189,15 @@ void logic_runner_main(void) __attribute__((noreturn));
 void logic_link_init(logic_link *k, compartment *c);
 /* Sends the descriptor to the logic process and waits for its LogicReady (the logic loaded and set up). */
 void logic_link_setup(logic_link *k);
-/* Hands one opened delivery to the logic; on IDEVS_OK k->tx holds the sealed envelopes to publish, then
- * logic_link_release(k, true); on failure nothing is kept. */
-idevs_err logic_link_deliver(logic_link *k, bool response, size_t index, const idevs_opened *opened);
+/* Events are pipelined: several are sent before the first is answered, and answered in order.
+ * logic_link_queue() sends (without flushing) one opened delivery to the logic process: IDEVS_OK, or, when the
+ * logic has no handler for it, the status (nothing was sent). At most CMP_EVENTS_MAX wait (logic_link_full).
+ * logic_link_collect() reads the answers to the oldest event sent: on IDEVS_OK k->tx holds its sealed envelopes
+ * to publish, then logic_link_release(k, true); on failure nothing is kept. */
+idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const idevs_opened *opened);
+bool logic_link_full(const logic_link *k);
+idevs_err logic_link_collect(logic_link *k);
+/* A timer run: queued and collected at once (nothing else may be waiting). */
 idevs_err logic_link_run_timer(logic_link *k);
 /* Commits the transaction (remembers its requests) or drops it; the caller has published k->tx. */
 void logic_link_release(logic_link *k, bool committed);

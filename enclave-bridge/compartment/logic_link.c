@@ -179,8 +179,8 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
         .topic = topic,
         .payload = payload->data,
         .payload_len = payload->len,
-        .provenance = k->provenance,
-        .provenance_count = k->provenance_count,
+        .provenance = k->current->provenance,
+        .provenance_count = k->current->provenance_count,
     };
     idevs_err err = idevs_envelope_seal(k->c->env, &in, &s->envelope, &s->envelope_len, &s->message_id);
     if (err != IDEVS_OK)
@@ -189,9 +189,9 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
     s->index = index;
     if (is_request) {
         /* What caused the request, for the provenance of what its response causes: room for the response's id. */
-        s->provenance_count = k->provenance_count < IDEVS_PROVENANCE_MAX ? k->provenance_count
-                                                                         : IDEVS_PROVENANCE_MAX - 1;
-        memcpy(s->provenance, k->provenance, s->provenance_count * sizeof(idevs_msgid));
+        size_t n = k->current->provenance_count;
+        s->provenance_count = n < IDEVS_PROVENANCE_MAX ? n : IDEVS_PROVENANCE_MAX - 1;
+        memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
     }
     k->tx_count++;
     k->tx_bytes += payload->len;
@@ -215,8 +215,6 @@ void logic_link_release(logic_link *k, bool committed)
     k->tx_count = 0;
     k->tx_bytes = 0;
     k->tx_over = false;
-    idevs_cleanse(k->provenance, sizeof k->provenance);
-    k->provenance_count = 0;
 }
 
 static void answer_request(logic_link *k, idevs_err status)
@@ -233,24 +231,48 @@ static void answer_request(logic_link *k, idevs_err status)
     send_or_die(k, &f);
 }
 
-/* Sends the event, then seals what the logic emits and requests until its LogicDone. */
-static idevs_err run(logic_link *k, Idevs__Bridge__V1__LogicEvent *ev)
+/* Sends an event (queued on the link, flushed by the next collect) and remembers it with its provenance. */
+static void queue_event(logic_link *k, Idevs__Bridge__V1__LogicEvent *ev, const cmp_event *what)
+{
+    cmp_event *e = &k->queued[(k->queued_first + k->queued_count) % CMP_EVENTS_MAX];
+    *e = *what;
+    e->seq = ev->seq = ++k->seq;
+    k->queued_count++;
+    Idevs__Bridge__V1__Frame out = IDEVS__BRIDGE__V1__FRAME__INIT;
+    out.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EVENT;
+    out.logic_event = ev;
+    idevs_err err = idevs_channel_queue(&k->ch, &out);
+    if (err != IDEVS_OK)
+        cmp_fatal(k->c, err, "cannot send to the logic process: %s", idevs_strerror(err));
+}
+
+bool logic_link_full(const logic_link *k)
+{
+    return k->queued_count >= CMP_EVENTS_MAX;
+}
+
+idevs_err logic_link_collect(logic_link *k)
 {
     const idevs_deployment *d = k->c->dep;
+    if (k->queued_count == 0)
+        cmp_fatal(k->c, IDEVS_ERR_FRAME, "no event to collect (a bug)");
+    if (idevs_channel_pending(&k->ch)) {
+        idevs_err err = idevs_channel_flush(&k->ch, (int)d->event_timeout_ms);
+        if (err != IDEVS_OK)
+            cmp_fatal(k->c, err, "cannot send to the logic process: %s", idevs_strerror(err));
+    }
+    cmp_event *e = &k->queued[k->queued_first];
+    k->current = e;
     idevs_envelope_stats st;
     idevs_envelope_get_stats(k->c->env, &st);
     k->epochs_before_tx = st.sending_epochs;
     k->tx_count = k->tx_bytes = 0;
     k->tx_over = false;
-    ev->seq = ++k->seq;
-    Idevs__Bridge__V1__Frame out = IDEVS__BRIDGE__V1__FRAME__INIT;
-    out.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EVENT;
-    out.logic_event = ev;
-    send_or_die(k, &out);
-    for (;;) {
+    idevs_err result = IDEVS_OK;
+    for (bool done = false; !done;) {
         Idevs__Bridge__V1__Frame *f = receive(k, (int)d->event_timeout_ms, "an event's handler");
         /* Anything the logic wrote before it read this event (after an earlier handler returned) has an older
-         * seq: it belongs to no event. */
+         * seq; one of a later event cannot come before this one's LogicDone. Either belongs to no event. */
         uint64_t seq;
         if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT)
             seq = f->logic_emit->seq;
@@ -260,53 +282,54 @@ static idevs_err run(logic_link *k, Idevs__Bridge__V1__LogicEvent *ev)
             seq = f->logic_done->seq;
         else
             violation(k, f, "a frame the logic process may not send");
-        if (seq != k->seq)
+        if (seq != e->seq)
             violation(k, f, "a frame that answers no current event (written after a handler returned?)");
         switch (f->body_case) {
         case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT:
             if (f->logic_emit->output >= d->output_count)
                 violation(k, f, "an emit to an output the descriptor does not declare");
             (void)tx_seal(k, false, f->logic_emit->output, &f->logic_emit->payload);
+            /* The plaintext the logic emitted: protobuf-c's copy, cleansed before it is freed. */
+            idevs_cleanse(f->logic_emit->payload.data, f->logic_emit->payload.len);
             break;
         case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST: {
             if (f->logic_request->request >= d->request_count)
                 violation(k, f, "a request the descriptor does not declare");
             idevs_err err = tx_seal(k, true, f->logic_request->request, &f->logic_request->payload);
+            idevs_cleanse(f->logic_request->payload.data, f->logic_request->payload.len);
             answer_request(k, err);
             break;
         }
-        case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE: {
+        default: { /* LogicDone */
             idevs_err status = (idevs_err)f->logic_done->status;
-            idevs__bridge__v1__frame__free_unpacked(f, NULL);
-            if (k->tx_over || status == IDEVS_ERR_EMIT_LIMIT) {
-                logic_link_release(k, false);
-                return IDEVS_ERR_EMIT_LIMIT;
-            }
-            if (status != IDEVS_OK) {
-                logic_link_release(k, false);
-                return IDEVS_ERR_LOGIC;
-            }
-            return IDEVS_OK;
+            done = true;
+            if (k->tx_over || status == IDEVS_ERR_EMIT_LIMIT)
+                result = IDEVS_ERR_EMIT_LIMIT;
+            else if (status != IDEVS_OK)
+                result = IDEVS_ERR_LOGIC;
         }
-        default:
-            violation(k, f, "a frame the logic process may not send");
         }
-        /* The plaintext the logic emitted: protobuf-c's copy, cleansed before it is freed. */
-        ProtobufCBinaryData *p = f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT ? &f->logic_emit->payload
-                                                                                          : &f->logic_request->payload;
-        idevs_cleanse(p->data, p->len);
         idevs__bridge__v1__frame__free_unpacked(f, NULL);
     }
+    if (result != IDEVS_OK)
+        logic_link_release(k, false);
+    k->current = NULL;
+    idevs_cleanse(e, sizeof *e);
+    k->queued_first = (k->queued_first + 1) % CMP_EVENTS_MAX;
+    k->queued_count--;
+    return result;
 }
 
-/* ---- events ---- */
-
-idevs_err logic_link_deliver(logic_link *k, bool response, size_t index, const idevs_opened *opened)
+idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const idevs_opened *opened)
 {
     if (!(response ? k->has_response[index] : k->has_input[index]))
         return response ? IDEVS_ERR_UNKNOWN_REQUEST : IDEVS_ERR_UNKNOWN_INPUT;
-    k->provenance[0] = opened->message_id;
-    k->provenance_count = 1;
+    if (logic_link_full(k))
+        cmp_fatal(k->c, IDEVS_ERR_FRAME, "too many events queued for the logic process (a bug)");
+    cmp_event e;
+    memset(&e, 0, sizeof e);
+    e.provenance[0] = opened->message_id;
+    e.provenance_count = 1;
     idevs_msgid request_id;
     memset(&request_id, 0, sizeof request_id);
     bool known = false;
@@ -322,8 +345,8 @@ idevs_err logic_link_deliver(logic_link *k, bool response, size_t index, const i
             known = true;
             size_t room = IDEVS_PROVENANCE_MAX - 1;
             size_t n = p->provenance_count < room ? p->provenance_count : room;
-            memcpy(&k->provenance[1], p->provenance, n * sizeof(idevs_msgid));
-            k->provenance_count += n;
+            memcpy(&e.provenance[1], p->provenance, n * sizeof(idevs_msgid));
+            e.provenance_count += n;
             pending_forget(p);
         }
     }
@@ -341,15 +364,18 @@ idevs_err logic_link_deliver(logic_link *k, bool response, size_t index, const i
         ev.request_id.data = request_id.b;
         ev.request_id.len = IDEVS_UUID_LEN;
     }
-    return run(k, &ev);
+    queue_event(k, &ev, &e);
+    return IDEVS_OK;
 }
 
 idevs_err logic_link_run_timer(logic_link *k)
 {
-    k->provenance_count = 0;
+    cmp_event e;
+    memset(&e, 0, sizeof e); /* a timer's outputs name no input */
     Idevs__Bridge__V1__LogicEvent ev = IDEVS__BRIDGE__V1__LOGIC_EVENT__INIT;
     ev.kind = IDEVS__BRIDGE__V1__LOGIC_EVENT_KIND__LOGIC_EVENT_TIMER;
-    return run(k, &ev);
+    queue_event(k, &ev, &e);
+    return logic_link_collect(k);
 }
 
 void logic_link_idle_input(logic_link *k)
