@@ -1,13 +1,17 @@
-# The case study's moving parts, shared by scripts/demo and tests/casestudy/test_casestudy.sh: a PKI, the
-# rewards descriptor, a real mosquitto with mosquitto_idevs.so on a free loopback port, a recording relay in
-# front of it, and the store, taxi and messaging services. Sourced, not run. Every process started here is
-# recorded by PID and stopped by cs_stop_all.
+# The case study's moving parts, shared by scripts/demo and tests/casestudy/: a PKI, the descriptors, a real
+# mosquitto with mosquitto_idevs.so on a free loopback port, a recording relay in front of it, and the store,
+# taxi, messaging and points services. Sourced, not run. Every process started here is recorded by PID and
+# stopped by cs_stop_all.
 #
 #   cs_init BUILD_DIR WORK_DIR
 #   cs_make_pki; cs_write_descriptor; cs_start_broker; cs_start_tap
 #   cs_start_service taxi ...; cs_start_service messaging ...
 #   "$CS_STORE" run --db ... $(cs_conn store)
 #   cs_stop_all
+#
+# The functions that concern one process (cs_write_descriptor, cs_expected_measurement, cs_wait_certificate,
+# cs_conn, cs_counters) use CS_PROCESS, CS_LOGIC and CS_DESCRIPTOR: rewards' unless run through cs_with, as in
+# "cs_with loyalty cs_conn points".
 
 cs_init() { # BUILD_DIR WORK_DIR
   CS_BUILD=$(cd "$1" && pwd) CS_WORK=$2
@@ -19,6 +23,7 @@ cs_init() { # BUILD_DIR WORK_DIR
   CS_STORE=$CS_BUILD/services/store/store
   CS_TAXI=$CS_BUILD/services/taxi/taxi
   CS_MESSAGING=$CS_BUILD/services/messaging/messaging
+  CS_POINTS=$CS_BUILD/services/points/points # loyalty's service: not needed by rewards alone
   CS_SUB=$CS_BUILD/services/tools/idevs-sub
   CS_PKI=$CS_WORK/pki
   CS_DESCRIPTOR=$CS_WORK/rewards.json
@@ -52,9 +57,15 @@ cs_make_pki() {
 
 cs_uuid_of() { "$CS_CA" show "$CS_PKI/$1.crt" | sed -n 's/^name: urn:uuid://p'; }
 
-# The rewards deployment descriptor (docs/DEPLOYMENT.md) for this PKI and build.
+# Runs COMMAND with CS_PROCESS, CS_LOGIC and CS_DESCRIPTOR set for PROCESS, a process of the case study
+# (services/PROCESS/): its logic in this build, its descriptor in the work directory.
+cs_with() { # PROCESS COMMAND...
+  CS_PROCESS=$1 CS_LOGIC=$CS_BUILD/services/$1/lib$1.so CS_DESCRIPTOR=$CS_WORK/$1.json "${@:2}"
+}
+
+# The process's deployment descriptor (docs/DEPLOYMENT.md) for this PKI and build.
 cs_write_descriptor() {
-  "$IDEVS_ROOT/services/rewards/make_descriptor" --pki "$CS_PKI" --logic "$CS_LOGIC" --ca-tool "$CS_CA" \
+  "$IDEVS_ROOT/services/$CS_PROCESS/make_descriptor" --pki "$CS_PKI" --logic "$CS_LOGIC" --ca-tool "$CS_CA" \
     --out "$CS_DESCRIPTOR"
 }
 
@@ -90,7 +101,8 @@ cs_write_conf() { # extra lines...
   } >"$CS_WORK/mosquitto.conf"
 }
 
-# Starts mosquitto on the configuration and waits until the compartment's certificate is retained.
+# Starts mosquitto on the configuration and waits until the compartment's certificate is retained
+# (WORK/certificate.pem).
 cs_start_broker() {
   [ -n "$CS_PORT" ] || cs_write_conf
   cs_own_work
@@ -101,11 +113,18 @@ cs_start_broker() {
   (LD_PRELOAD=$CS_PRELOAD ASAN_OPTIONS=$asan exec mosquitto -c "$CS_WORK/mosquitto.conf") \
     >"$CS_WORK/broker/stdout.log" 2>&1 &
   CS_BROKER_PID=$!
+  cs_wait_certificate "$CS_WORK/certificate.pem" && return 0
+  kill -0 "$CS_BROKER_PID" 2>/dev/null || CS_BROKER_PID=
+  return 1
+}
+
+# Waits (10 s at most) until the broker retains the process's certificate, and writes it to FILE.
+cs_wait_certificate() { # FILE
   local _
   for _ in $(seq 100); do
-    kill -0 "$CS_BROKER_PID" 2>/dev/null || { CS_BROKER_PID=; return 1; }
+    kill -0 "$CS_BROKER_PID" 2>/dev/null || return 1
     if timeout 2 mosquitto_sub -h 127.0.0.1 -p "$CS_PORT" -t "idevs/$CS_PROCESS/certificate" -C 1 -W 1 \
-         >"$CS_WORK/certificate.pem" 2>/dev/null && grep -q 'BEGIN CERTIFICATE' "$CS_WORK/certificate.pem"; then
+         >"$1" 2>/dev/null && grep -q 'BEGIN CERTIFICATE' "$1"; then
       return 0
     fi
     sleep 0.1
@@ -148,12 +167,14 @@ cs_wait_for() { # DB SQL EXPECTED SECONDS
   echo "$got"
 }
 
-# The broker's idevs counters as last published (retained), "name value" per line.
+# The broker's idevs counters of the process, or of SCOPE (totals: summed over the processes), as last
+# published (retained), "name value" per line.
 # (mosquitto_sub ends with status 27 when -W expires before a fresh publication: not a failure here.)
-cs_counters() {
-  { timeout 5 mosquitto_sub -h 127.0.0.1 -p "$CS_PORT" -t "\$SYS/broker/idevs/$CS_PROCESS/#" -v --retained-only \
+cs_counters() { # [SCOPE]
+  local scope=${1:-$CS_PROCESS}
+  { timeout 5 mosquitto_sub -h 127.0.0.1 -p "$CS_PORT" -t "\$SYS/broker/idevs/$scope/#" -v --retained-only \
     -W 1 2>/dev/null || true; } |
-    sed "s|^\$SYS/broker/idevs/$CS_PROCESS/||" | sort
+    sed "s|^\$SYS/broker/idevs/$scope/||" | sort
 }
 
 cs_stop_pid() { # PID: TERM, up to 5 s, then KILL; always reaped

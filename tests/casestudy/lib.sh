@@ -1,7 +1,7 @@
-# What the case-study tests against real brokers share (test_casestudy.sh, test_loyalty.sh): the tools they
+# What the case-study tests share (test_casestudy.sh, test_loyalty.sh; test_demo.sh the last): the tools they
 # need, a work directory removed at exit (KEEP=1 keeps it) once every process scripts/lib/casestudy.sh started
-# is stopped, and "ok - ..." / "not ok - ..." lines counted into the last line, "N passed, M failed".
-# Sourced after scripts/lib/casestudy.sh, not run.
+# is stopped, and "ok - ..." / "not ok - ..." lines counted into the last line, "N passed, M failed"; the
+# points totals a store's database calls for. Sourced after scripts/lib/casestudy.sh, not run.
 
 ct_begin() { # NAME: sets work
   local tool
@@ -35,6 +35,17 @@ ct_count() { # FILE
   passed=$((passed + $(grep -c '^ok - ' "$1")))
   failed=$((failed + $(grep -c '^not ok - ' "$1")))
   if grep -q '^Traceback' "$1"; then failed=$((failed + 1)); fi
+}
+
+# The table 'points totals' prints, as the store's own database says it should be: a header, a row per customer
+# with the whole units of their sales of 1.00 or more and how many those are, then the sum.
+ct_points_table() { # STORE_DB [CUSTOMER]
+  local where="CAST(replace(total, '.', '') AS INTEGER) >= 100${2:+ AND customer_id = '$2'}"
+  printf '%-24s %19s %9s\n' customer points sales
+  sqlite3 -readonly "$1" "SELECT printf('%-24s %19d %9d', customer_id, sum(CAST(replace(total, '.', '') AS INTEGER) / 100),
+      count(*)) FROM sales WHERE $where GROUP BY customer_id ORDER BY customer_id;
+    SELECT printf('%-24s %19d %9d', 'total (customers: ' || count(DISTINCT customer_id) || ')',
+      sum(CAST(replace(total, '.', '') AS INTEGER) / 100), count(*)) FROM sales WHERE $where"
 }
 
 ct_end() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; }

@@ -39,7 +39,7 @@ totals_in() { # points database
 
 cs_init "$build" "$work" || bail "the case study's programs are built"
 CS_LOGIC=$CS_BUILD/services/loyalty/libloyalty.so CS_DESCRIPTOR=$work/loyalty.json CS_PROCESS=loyalty
-POINTS=$CS_BUILD/services/points/points
+POINTS=$CS_POINTS
 [ -e "$CS_LOGIC" ] && [ -e "$POINTS" ] || bail "libloyalty.so and points are built"
 
 # ---- 1. a broker with one process: loyalty ----
@@ -84,20 +84,11 @@ equal "each award is the whole units of its sale's total, for its sale's custome
   "$(sqlite3 -readonly "$work/points.sqlite" "ATTACH 'file:$work/store.sqlite?mode=ro' AS store;
      SELECT count(*) FROM awards a JOIN store.sales s USING (sale_id) WHERE a.customer_id = s.customer_id
        AND a.points = CAST(replace(s.total, '.', '') AS INTEGER) / 100 AND a.provenance = s.message_id")" "$awards"
-# The table points totals prints, from the store's database: a header, a row per customer, the sum.
-expected_table() { # store database [customer]
-  local where="CAST(replace(total, '.', '') AS INTEGER) >= 100${2:+ AND customer_id = '$2'}"
-  printf '%-24s %19s %9s\n' customer points sales
-  sqlite3 -readonly "$1" "SELECT printf('%-24s %19d %9d', customer_id, sum(CAST(replace(total, '.', '') AS INTEGER) / 100),
-      count(*)) FROM sales WHERE $where GROUP BY customer_id ORDER BY customer_id;
-    SELECT printf('%-24s %19d %9d', 'total (customers: ' || count(DISTINCT customer_id) || ')',
-      sum(CAST(replace(total, '.', '') AS INTEGER) / 100), count(*)) FROM sales WHERE $where"
-}
 equal "points totals prints the same totals and their sum" "$("$POINTS" totals --db "$work/points.sqlite")" \
-  "$(expected_table "$work/store.sqlite")"
+  "$(ct_points_table "$work/store.sqlite")"
 first=$(sqlite3 -readonly "$work/store.sqlite" "SELECT customer_id FROM sales ORDER BY sale_id LIMIT 1")
 equal "points totals --customer prints one customer's" \
-  "$("$POINTS" totals --db "$work/points.sqlite" --customer "$first")" "$(expected_table "$work/store.sqlite" "$first")"
+  "$("$POINTS" totals --db "$work/points.sqlite" --customer "$first")" "$(ct_points_table "$work/store.sqlite" "$first")"
 
 # Nothing is published twice; a sale the store publishes again (a new envelope) is stored once.
 "$CS_STORE" run --db "$work/store.sqlite" "${store_loyalty_conn[@]}" >"$work/store-again.log" 2>&1
