@@ -1,6 +1,8 @@
 /* mosquitto_idevs.so: the entry points of Mosquitto's plugin API v5. Thin, as dynamic-security's: the work is
  * in config.c (options), processes.c (one launcher per integration process), routing.c (MESSAGE), reload.c,
  * guard.c (ACL), rejections.c and metrics.c. MOSQ_EVT_DISCONNECT is not used: nothing is kept per client. */
+#include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,11 +28,19 @@ static int on_tick(int event, void *event_data, void *userdata)
     idevs_plugin *p = userdata;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    /* A new loop iteration: every process gets its poll budget back. */
+    /* A new loop iteration: every process gets its poll budget back. One poll() over the launchers' descriptors
+     * (each readable when its launcher has work: frames, an exit, a deadline) tells which to visit, instead of a
+     * visit, and a read that finds nothing, per process and iteration. */
+    struct pollfd fds[IDEVS_PROCESSES_MAX];
+    size_t n = p->proc_count < IDEVS_PROCESSES_MAX ? p->proc_count : IDEVS_PROCESSES_MAX;
+    for (size_t i = 0; i < n; i++)
+        fds[i] = (struct pollfd){.fd = idevs_launcher_fd(p->procs[i]->launcher), .events = POLLIN};
+    bool polled = n > 0 && poll(fds, n, 0) >= 0;
     for (size_t i = 0; i < p->proc_count; i++) {
         idevs_process *proc = p->procs[i];
         proc->budget_left_us = (int64_t)p->cfg.poll_budget_ms * 1000;
-        idevs_routing_poll(proc, 0);
+        if (!polled || i >= n || fds[i].revents != 0 || proc->certificate_stale)
+            idevs_routing_poll(proc, 0);
         idevs_rejections_flush(proc);
     }
     idevs_processes_reap_retired(p);
