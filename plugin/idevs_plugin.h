@@ -109,6 +109,7 @@ typedef struct idevs_plugin {
     idevs_process **procs;
     size_t proc_count;
     time_t metrics_next; /* CLOCK_MONOTONIC seconds */
+    int64_t loop_budget_left_us; /* of poll_budget_ms, for all processes together, in this loop iteration */
 } idevs_plugin;
 
 #define IDEVS_PLUGIN_LOG_PREFIX "idevs: "

@@ -36,6 +36,7 @@ static int on_tick(int event, void *event_data, void *userdata)
     for (size_t i = 0; i < n; i++)
         fds[i] = (struct pollfd){.fd = idevs_launcher_fd(p->procs[i]->launcher), .events = POLLIN};
     bool polled = n > 0 && poll(fds, n, 0) >= 0;
+    p->loop_budget_left_us = (int64_t)p->cfg.poll_budget_ms * 1000;
     for (size_t i = 0; i < p->proc_count; i++) {
         idevs_process *proc = p->procs[i];
         proc->budget_left_us = (int64_t)p->cfg.poll_budget_ms * 1000;
@@ -90,6 +91,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
         return MOSQ_ERR_INVAL;
     }
     p->id = identifier;
+    p->loop_budget_left_us = (int64_t)p->cfg.poll_budget_ms * 1000; /* until the first TICK gives it again */
     if (setenv(LOADED_MARK, "1", 1) != 0 ||
         mosquitto_callback_register(identifier, MOSQ_EVT_ACL_CHECK, idevs_guard_on_acl_check, NULL, p) != 0 ||
         mosquitto_callback_register(identifier, MOSQ_EVT_MESSAGE, idevs_routing_on_message, NULL, p) != 0 ||

@@ -2,8 +2,9 @@
  * gates and queues it; what a compartment publishes goes back to the broker. The MESSAGE callback never
  * consumes an input (the message also reaches ordinary subscribers, and the publisher gets a normal
  * acknowledgement) and waits for the compartment's outputs, so that they leave in the same loop iteration when
- * the compartment is quick, at most poll_budget_ms per process and loop iteration in all: a slow or hung
- * process spends its own budget and never another's. */
+ * the compartment is quick: at most poll_budget_ms per process and loop iteration, and poll_budget_ms per loop
+ * iteration for all processes together, so that a slow or hung process spends its own budget and never
+ * another's, and many processes never add up to a long wait on the broker's thread. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -104,8 +105,10 @@ void idevs_routing_poll(idevs_process *proc, uint64_t wait_for)
         if (idevs_launcher_poll(proc->launcher, 0, &cb) != IDEVS_OK || (i > 0 && w.events == before))
             break;
     }
-    if (wait_for != 0 && proc->budget_left_us > 0) {
-        int64_t start = now_us(), deadline = start + proc->budget_left_us;
+    idevs_plugin *p = proc->plugin;
+    int64_t budget = proc->budget_left_us < p->loop_budget_left_us ? proc->budget_left_us : p->loop_budget_left_us;
+    if (wait_for != 0 && budget > 0) {
+        int64_t start = now_us(), deadline = start + budget;
         for (int64_t t = start; !w.done && t < deadline; t = now_us()) {
             int ms = (int)((deadline - t + 999) / 1000);
             if (idevs_launcher_poll(proc->launcher, ms, &cb) != IDEVS_OK)
@@ -113,6 +116,7 @@ void idevs_routing_poll(idevs_process *proc, uint64_t wait_for)
         }
         int64_t spent = now_us() - start;
         proc->budget_left_us = spent < proc->budget_left_us ? proc->budget_left_us - spent : 0;
+        p->loop_budget_left_us = spent < p->loop_budget_left_us ? p->loop_budget_left_us - spent : 0;
     }
     if (proc->certificate_stale)
         idevs_process_publish_certificate(proc);
