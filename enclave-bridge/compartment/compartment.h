@@ -20,6 +20,7 @@
 #ifndef IDEVS_COMPARTMENT_H
 #define IDEVS_COMPARTMENT_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -127,7 +128,10 @@ struct compartment {
     logic_link link;
 };
 
-/* main.c: a Fatal frame, then exit. Never returns. */
+/* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
+void cmp_report_fatal(idevs_channel *ch, idevs_err status, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+/* main.c: the key holder's Fatal frame, then exit. Never returns. */
 void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
 int64_t cmp_monotonic_ms(void);
 

@@ -48,21 +48,10 @@ static runner the_runner;
 static void __attribute__((noreturn, format(printf, 3, 4))) runner_fatal(runner *r, idevs_err status, const char *fmt,
                                                                             ...)
 {
-    char reason[400];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(reason, sizeof reason, fmt, ap);
+    cmp_report_fatal(&r->ch, status, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        reason[0] = '\0';
-    Idevs__Bridge__V1__Fatal fatal = IDEVS__BRIDGE__V1__FATAL__INIT;
-    fatal.status = (uint32_t)status;
-    fatal.reason = reason;
-    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
-    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_FATAL;
-    frame.fatal = &fatal;
-    if (idevs_channel_send(&r->ch, &frame, CMP_FATAL_FLUSH_MS) == IDEVS_OK)
-        idevs_channel_flush(&r->ch, CMP_FATAL_FLUSH_MS);
     _exit(CMP_EXIT_FATAL); /* no atexit handlers inside the sandbox */
 }
 

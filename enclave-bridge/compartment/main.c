@@ -39,13 +39,10 @@ int64_t cmp_monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...)
+void cmp_report_fatal(idevs_channel *ch, idevs_err status, const char *fmt, va_list ap)
 {
     char reason[512];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(reason, sizeof reason, fmt, ap);
-    va_end(ap);
     if (n < 0)
         reason[0] = '\0';
     Idevs__Bridge__V1__Fatal fatal = IDEVS__BRIDGE__V1__FATAL__INIT;
@@ -54,8 +51,16 @@ void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...)
     Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
     frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_FATAL;
     frame.fatal = &fatal;
-    if (c->ch.fd >= 0 && idevs_channel_send(&c->ch, &frame, CMP_FATAL_FLUSH_MS) == IDEVS_OK)
-        idevs_channel_flush(&c->ch, CMP_FATAL_FLUSH_MS);
+    if (ch->fd >= 0 && idevs_channel_send(ch, &frame, CMP_FATAL_FLUSH_MS) == IDEVS_OK)
+        idevs_channel_flush(ch, CMP_FATAL_FLUSH_MS);
+}
+
+void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cmp_report_fatal(&c->ch, status, fmt, ap);
+    va_end(ap);
     /* The keys live in this process only: leave nothing behind. _exit, not exit: inside the sandbox, atexit
      * handlers (OpenSSL's, the sanitizers') would make system calls the allowlist does not have. The logic
      * process dies with us (PR_SET_PDEATHSIG). */
