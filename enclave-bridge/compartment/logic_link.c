@@ -13,7 +13,12 @@
  * beyond that nothing of the event leaves (IDEVS_ERR_EMIT_LIMIT).
  *
  * Provenance: an output caused by an input names [the input's message id]; one caused by a response names
- * [the response's message id, then the ids that caused the request]; a timer's outputs name none. */
+ * [the response's message id, then the ids that caused the request]; a timer's outputs name none.
+ *
+ * Outstanding requests: each committed request is remembered until its response arrives, in a table of
+ * limits.max_outstanding_requests slots that is never overrun: nothing is forgotten to make room. serve.c holds
+ * inputs while the table is full (back-pressure on the launcher); a request the logic makes when no slot is left
+ * (a timer's, a response handler's, or an event's second) fails with IDEVS_ERR_QUEUE_FULL and is not sent. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +85,7 @@ void logic_link_setup(logic_link *k)
     k->ch.max_frame = d->max_payload + 1024;
     k->has_input = calloc(d->input_count + 1, sizeof *k->has_input);
     k->has_response = calloc(d->request_count + 1, sizeof *k->has_response);
-    k->pending_cap = d->request_count == 0 ? 0 : (d->queue_depth < CMP_PENDING_MAX ? d->queue_depth : CMP_PENDING_MAX);
+    k->pending_cap = d->request_count == 0 ? 0 : d->max_outstanding_requests;
     k->pending = calloc(k->pending_cap + 1, sizeof *k->pending);
     if (k->has_input == NULL || k->has_response == NULL || k->pending == NULL)
         cmp_fatal(k->c, IDEVS_ERR_NOMEM, "out of memory");
@@ -131,31 +136,39 @@ static cmp_pending *pending_find(logic_link *k, size_t request, const idevs_msgi
     return NULL;
 }
 
-static void pending_forget(cmp_pending *p)
+static void pending_forget(logic_link *k, cmp_pending *p)
 {
     free(p->provenance);
     memset(p, 0, sizeof *p);
+    k->pending_used--;
 }
 
-/* Remembers a committed request; the oldest is forgotten when the table is full (its response then arrives
- * with a zero request_id and only its own id as provenance). */
+/* Remembers a committed request in a free slot; tx_seal reserved it, so there is one. */
 static void pending_remember(logic_link *k, const cmp_sealed *s)
 {
-    if (k->pending_cap == 0)
-        return;
+    if (k->pending_used >= k->pending_cap)
+        cmp_fatal(k->c, IDEVS_ERR_QUEUE_FULL, "no room to remember a request (a bug)");
     cmp_pending *p = &k->pending[k->pending_next];
+    while (p->used) {
+        k->pending_next = (k->pending_next + 1) % k->pending_cap;
+        p = &k->pending[k->pending_next];
+    }
     k->pending_next = (k->pending_next + 1) % k->pending_cap;
-    if (p->used)
-        pending_forget(p);
     p->provenance = s->provenance_count > 0 ? malloc(s->provenance_count * sizeof(idevs_msgid)) : NULL;
     if (s->provenance_count > 0 && p->provenance == NULL)
-        return; /* out of memory: not remembered, as if forgotten */
+        cmp_fatal(k->c, IDEVS_ERR_NOMEM, "out of memory remembering a request");
     if (s->provenance_count > 0)
         memcpy(p->provenance, s->provenance, s->provenance_count * sizeof(idevs_msgid));
     p->provenance_count = s->provenance_count;
     p->request = s->index;
     p->id = s->message_id;
     p->used = true;
+    k->pending_used++;
+}
+
+bool logic_link_room_for_input(const logic_link *k, size_t ahead)
+{
+    return k->pending_cap == 0 || k->pending_used + ahead < k->pending_cap;
 }
 
 /* ---- the transaction ---- */
@@ -170,6 +183,10 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
         k->tx_over = true;
         return IDEVS_ERR_EMIT_LIMIT;
     }
+    /* Room to remember it: the table is never overrun, and a request that cannot be tied to its response is
+     * not sent. */
+    if (is_request && k->pending_used + k->tx_requests >= k->pending_cap)
+        return IDEVS_ERR_QUEUE_FULL;
     const char *topic = is_request ? d->requests[index].topic : d->outputs[index].topic;
     size_t to = is_request ? d->requests[index].to : d->outputs[index].to;
     cmp_sealed *s = &k->tx[k->tx_count];
@@ -194,6 +211,7 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
         memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
     }
     k->tx_count++;
+    k->tx_requests += is_request;
     k->tx_bytes += payload->len;
     return IDEVS_OK;
 }
@@ -213,6 +231,7 @@ void logic_link_release(logic_link *k, bool committed)
             idevs_envelope_rotate(k->c->env);
     }
     k->tx_count = 0;
+    k->tx_requests = 0;
     k->tx_bytes = 0;
     k->tx_over = false;
 }
@@ -266,7 +285,7 @@ idevs_err logic_link_collect(logic_link *k)
     idevs_envelope_stats st;
     idevs_envelope_get_stats(k->c->env, &st);
     k->epochs_before_tx = st.sending_epochs;
-    k->tx_count = k->tx_bytes = 0;
+    k->tx_count = k->tx_requests = k->tx_bytes = 0;
     k->tx_over = false;
     idevs_err result = IDEVS_OK;
     for (bool done = false; !done;) {
@@ -345,9 +364,10 @@ idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const ide
             known = true;
             size_t room = IDEVS_PROVENANCE_MAX - 1;
             size_t n = p->provenance_count < room ? p->provenance_count : room;
-            memcpy(&e.provenance[1], p->provenance, n * sizeof(idevs_msgid));
+            if (n > 0)
+                memcpy(&e.provenance[1], p->provenance, n * sizeof(idevs_msgid));
             e.provenance_count += n;
-            pending_forget(p);
+            pending_forget(k, p);
         }
     }
     Idevs__Bridge__V1__LogicEvent ev = IDEVS__BRIDGE__V1__LOGIC_EVENT__INIT;
@@ -397,7 +417,7 @@ void logic_link_shutdown(logic_link *k)
     logic_link_release(k, false);
     for (size_t i = 0; i < k->pending_cap; i++)
         if (k->pending[i].used)
-            pending_forget(&k->pending[i]);
+            pending_forget(k, &k->pending[i]);
     free(k->pending);
     free(k->has_input);
     free(k->has_response);

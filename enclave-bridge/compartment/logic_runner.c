@@ -304,9 +304,13 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
     payload[ev->payload.len] = '\0';
     msg.payload = payload;
     msg.payload_len = ev->payload.len;
-    memcpy(msg.sender.b, ev->sender.data, ev->sender.len);
-    memcpy(msg.message_id.b, ev->message_id.data, ev->message_id.len);
-    memcpy(msg.request_id.b, ev->request_id.data, ev->request_id.len);
+    /* Absent fields (a timer's, an input's request id) are empty, with no data to copy. */
+    if (ev->sender.len > 0)
+        memcpy(msg.sender.b, ev->sender.data, ev->sender.len);
+    if (ev->message_id.len > 0)
+        memcpy(msg.message_id.b, ev->message_id.data, ev->message_id.len);
+    if (ev->request_id.len > 0)
+        memcpy(msg.request_id.b, ev->request_id.data, ev->request_id.len);
 
     r->tx_count = r->tx_bytes = 0;
     r->tx_over = false;
