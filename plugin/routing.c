@@ -145,8 +145,8 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
     (void)mosquitto_property_read_binary(msg->properties, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
     uint64_t id = 0;
     idevs_err err = proc->retiring ? IDEVS_ERR_NOT_NOW
-                                   : idevs_launcher_deliver(proc->launcher, topic, msg->payload,
-                                                            msg->payloadlen, corr, corr_len, &id);
+                                   : idevs_launcher_deliver_from(proc->launcher, client, topic, msg->payload,
+                                                                 msg->payloadlen, corr, corr_len, &id);
     mosquitto_free(corr); /* allocated by the broker's allocator */
     if (err != IDEVS_OK) {
         idevs_rejections_refused(proc, err, topic, client, msg->payloadlen);

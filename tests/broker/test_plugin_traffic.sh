@@ -133,6 +133,11 @@ check "... then one line with how many more malformed ones were dropped" grep -q
   "idevs: 'echo': 29 more envelope(s) dropped for malformed in the last $log_interval s; the last on '$in_topic' from client 'idevs-flooder' ($(size_of "$work/malformed.env") bytes)" "$log"
 check "... and how many more replays" grep -q \
   "idevs: 'echo': 19 more envelope(s) dropped for replay in the last $log_interval s; the last on '$in_topic' from client 'idevs-replay-flooder' ($(size_of "$work/good7.env") bytes)" "$log"
+# The publisher's own second copy (a QoS 2 retransmission with DUP, a QoS 1 one after a reconnection) is a
+# duplicate, not a replay attack: refused all the same, counted and logged under its own reason.
+send_file "$work/good7.env" idevs-store
+check "the publisher's own second copy of an envelope is refused as a duplicate, not as a replay" \
+  grep -Eq "from client 'idevs-store' .* dropped by the plugin: duplicate" "$log"
 equal "malformed: 3 log lines in all for 31 envelopes" "$(grep -c "idevs: .*malformed" "$log")" 3
 
 # ---- request and response through the broker ----
@@ -176,14 +181,16 @@ check "... and verifies against the operator CA under the descriptor" \
 check "the log says the compartment was killed by a signal" grep -q "idevs: .*killed by signal 9" "$log"
 
 counters "$work/c2"
-# 14 + 30 malformed + 20 replays + ask + its answer + 50; the 20 replays never reach the compartment
-equal "received after everything" "$(counter received "$work/c2")" 116
+# 14 + 30 malformed + 20 replays + the duplicate + ask + its answer + 50; replays and duplicate never reach the
+# compartment
+equal "received after everything" "$(counter received "$work/c2")" 117
 equal "routed after everything" "$(counter routed "$work/c2")" $((62 - replay_by_plugin))
 equal "emitted: 7 + the request + the answer + 50" "$(counter emitted "$work/c2")" 59
 equal "done/ok and done/failed after everything" "$(counter done/ok "$work/c2") $(counter done/failed "$work/c2")" \
   "59 $((3 - replay_by_plugin))"
 equal "rejected/malformed and rejected/replay after the floods" \
   "$(counter rejected/malformed "$work/c2") $(counter rejected/replay "$work/c2")" "31 21"
+equal "rejected/duplicate counts the publisher's own second copy" "$(counter rejected/duplicate "$work/c2")" 1
 equal "restarts counts the killed compartment" "$(counter restarts "$work/c2")" 1
 equal "queue_depth and in_flight are back to 0" "$(counter queue_depth "$work/c2") $(counter in_flight "$work/c2")" "0 0"
 equal "nothing failed to publish" "$(counter publish_failed "$work/c2")" 0
@@ -220,7 +227,7 @@ check "after kill -9, the captured envelope published again gives no output; a f
 counters "$work/c3"
 equal "rejected/replay counts the captured envelope published again" "$(counter rejected/replay "$work/c3")" 22
 equal "received and routed: both inputs arrived, only the fresh one was routed" \
-  "$(counter received "$work/c3") $(counter routed "$work/c3")" "119 $((64 - replay_by_plugin))"
+  "$(counter received "$work/c3") $(counter routed "$work/c3")" "120 $((64 - replay_by_plugin))"
 equal "restarts counts both kills" "$(counter restarts "$work/c3")" 2
 last_pid=$(pgrep -P "$broker_pid")
 
