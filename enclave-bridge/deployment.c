@@ -24,6 +24,8 @@
 #define DEFAULT_QUEUE_DEPTH 1024u
 #define DEFAULT_EVENT_TIMEOUT_MS 2000u
 #define QUEUE_DEPTH_MAX 1048576u
+#define DEFAULT_MAX_OUTSTANDING 4096u
+#define MAX_OUTSTANDING_MAX 65536u
 #define EVENT_TIMEOUT_MIN_MS 10u
 #define EVENT_TIMEOUT_MAX_MS 600000u
 
@@ -509,8 +511,10 @@ static idevs_err parse_requests(parser *p, const cJSON *root, idevs_deployment *
 
 static idevs_err parse_limits(parser *p, const cJSON *root, idevs_deployment *d)
 {
-    static const char *const keys[] = {"max_payload", "queue_depth", "event_timeout_ms", NULL};
+    static const char *const keys[] = {"max_payload", "queue_depth", "event_timeout_ms", "max_outstanding_requests",
+                                       NULL};
     double max_payload = DEFAULT_MAX_PAYLOAD, depth = DEFAULT_QUEUE_DEPTH, timeout = DEFAULT_EVENT_TIMEOUT_MS;
+    double outstanding = DEFAULT_MAX_OUTSTANDING;
     const cJSON *lim;
     idevs_err err = member(p, root, "", "limits", true, cJSON_IsObject, "an object", &lim);
     if (err == IDEVS_OK && lim != NULL) {
@@ -518,12 +522,15 @@ static idevs_err parse_limits(parser *p, const cJSON *root, idevs_deployment *d)
             (err = get_uint(p, lim, "limits", "max_payload", 1, IDEVS_PAYLOAD_MAX_LIMIT, &max_payload)) != IDEVS_OK ||
             (err = get_uint(p, lim, "limits", "queue_depth", 1, QUEUE_DEPTH_MAX, &depth)) != IDEVS_OK ||
             (err = get_uint(p, lim, "limits", "event_timeout_ms", EVENT_TIMEOUT_MIN_MS, EVENT_TIMEOUT_MAX_MS,
-                            &timeout)) != IDEVS_OK)
+                            &timeout)) != IDEVS_OK ||
+            (err = get_uint(p, lim, "limits", "max_outstanding_requests", 1, MAX_OUTSTANDING_MAX, &outstanding)) !=
+                IDEVS_OK)
             return err;
     }
     d->max_payload = (size_t)max_payload;
     d->queue_depth = (size_t)depth;
     d->event_timeout_ms = (uint32_t)timeout;
+    d->max_outstanding_requests = (size_t)outstanding;
     return err;
 }
 

@@ -13,7 +13,8 @@
  *                     "qos": 1 } ],
  *     "requests": [ { "name": "ride", "topic": "idevs/rewards/req/ride",
  *                     "response_topic": "idevs/rewards/resp/ride", "to": "taxi", "qos": 1 } ],
- *     "limits":   { "max_payload": 65536, "queue_depth": 1024, "event_timeout_ms": 2000 }
+ *     "limits":   { "max_payload": 65536, "queue_depth": 1024, "event_timeout_ms": 2000,
+ *                   "max_outstanding_requests": 4096 }
  *   }
  *
  * Relative paths (logic, certificates) are relative to the descriptor's directory. Certificates are not pinned
@@ -79,6 +80,7 @@ typedef struct idevs_deployment {
     size_t max_payload;        /* default 65536, at most IDEVS_PAYLOAD_MAX_LIMIT */
     size_t queue_depth;        /* default 1024 */
     uint32_t event_timeout_ms; /* default 2000 */
+    size_t max_outstanding_requests; /* requests awaiting a response, at most; default 4096, at most 65536 */
 } idevs_deployment;
 
 /* Parses and validates descriptor bytes. On failure returns IDEVS_ERR_CONFIG (or NOMEM) and writes to why a

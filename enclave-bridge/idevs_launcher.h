@@ -210,6 +210,7 @@ typedef struct idevs_launcher_stats {
     uint64_t duplicates;         /* retransmissions refused by deliver_from(): the same client's copies */
     uint64_t replay_saves;       /* times the replay record was written to state_dir */
     uint64_t timer_failed;       /* runs of the logic's timer whose emits the compartment dropped (emit bounds) */
+    uint64_t held;               /* inputs the compartment held (max_outstanding_requests reached), sent again */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
     size_t in_flight;            /* sent to the current compartment and not done */

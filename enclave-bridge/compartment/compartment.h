@@ -46,7 +46,6 @@
 #define CMP_FATAL_FLUSH_MS 1000        /* for the last frame before exiting */
 #define CMP_TX_MAX 256                 /* envelopes one handler call may emit and request */
 #define CMP_TX_BYTES_MAX (16u * 1024u * 1024u) /* payload bytes one handler call may emit and request */
-#define CMP_PENDING_MAX 4096           /* requests remembered for their responses, at most */
 #define CMP_EVENTS_MAX 64              /* events sent to the logic process ahead of their answers, at most */
 
 /* Exit statuses, for the launcher's log. */
@@ -103,12 +102,14 @@ typedef struct logic_link {
     const cmp_event *current; /* the one whose answers are being read */
     cmp_sealed tx[CMP_TX_MAX];
     size_t tx_count;
+    size_t tx_requests;        /* of tx_count, requests: each needs room in the pending table */
     size_t tx_bytes;
     bool tx_over;              /* the logic went past CMP_TX_MAX or CMP_TX_BYTES_MAX: nothing of it leaves */
     uint64_t epochs_before_tx; /* to tell whether an aborted transaction used up the first message of an epoch */
-    /* requests in flight: a ring, the oldest forgotten first */
+    /* requests awaiting their responses: limits.max_outstanding_requests slots (none without requests), never
+     * more; inputs are held (serve.c) while it is full, and a request with no room left fails (queue_full) */
     cmp_pending *pending;
-    size_t pending_cap, pending_next;
+    size_t pending_cap, pending_used, pending_next;
 } logic_link;
 
 struct compartment {
@@ -126,6 +127,7 @@ struct compartment {
     size_t (*service_der_len)[IDEVS_CHAIN_MAX];
     size_t *service_chain_count;
     logic_link link;
+    bool inputs_held; /* Held sent, Resumed not yet: every input is held (serve.c) */
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
@@ -203,6 +205,9 @@ bool logic_link_full(const logic_link *k);
 idevs_err logic_link_collect(logic_link *k);
 /* A timer run: queued and collected at once (nothing else may be waiting). */
 idevs_err logic_link_run_timer(logic_link *k);
+/* Whether an input may run now, with `ahead` events queued before it each assumed to make at most one request:
+ * room in the pending table (always, when the logic declares no requests). */
+bool logic_link_room_for_input(const logic_link *k, size_t ahead);
 /* Commits the transaction (remembers its requests) or drops it; the caller has published k->tx. */
 void logic_link_release(logic_link *k, bool committed);
 /* The link became readable (or closed) while no event runs: ends the compartment, saying why. */

@@ -40,6 +40,10 @@ typedef struct runner {
     size_t tx_count, tx_bytes; /* emits and requests of the current handler call */
     bool tx_over;              /* it tried to go past the bounds: nothing of this event leaves */
     uint64_t seq;              /* the current event's, echoed in every answer */
+    /* Frames that came while a request waited for its id: the key holder sends events ahead (pipelining), so
+     * the next events can come before the id. Handled, in order, after the current event. */
+    Idevs__Bridge__V1__Frame *early[CMP_EVENTS_MAX + 1];
+    size_t early_first, early_count;
 } runner;
 
 static runner the_runner;
@@ -191,9 +195,20 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
     send_or_die(r, &f, true);
     /* The request's id is the message id of its sealed envelope: only the key holder knows it. */
     Idevs__Bridge__V1__Frame *answer = NULL;
-    err = idevs_channel_recv(&r->ch, &answer, -1);
-    if (err == IDEVS_ERR_CHANNEL_CLOSED)
-        _exit(CMP_EXIT_CLOSED);
+    for (;;) {
+        err = idevs_channel_recv(&r->ch, &answer, -1);
+        if (err == IDEVS_ERR_CHANNEL_CLOSED)
+            _exit(CMP_EXIT_CLOSED);
+        if (err != IDEVS_OK || answer->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST_ID)
+            break;
+        /* A later event (or Shutdown) sent ahead: kept for after this one. */
+        if (r->early_count == sizeof r->early / sizeof r->early[0]) {
+            idevs__bridge__v1__frame__free_unpacked(answer, NULL);
+            runner_fatal(r, IDEVS_ERR_FRAME, "the key holder sent too many events ahead of a request's id");
+        }
+        r->early[(r->early_first + r->early_count++) % (sizeof r->early / sizeof r->early[0])] = answer;
+        answer = NULL;
+    }
     if (err != IDEVS_OK || answer->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST_ID ||
         (answer->logic_request_id->status == IDEVS_OK && answer->logic_request_id->request_id.len != IDEVS_UUID_LEN)) {
         if (answer != NULL)
@@ -365,7 +380,14 @@ void logic_runner_main(void)
 
     for (;;) {
         f = NULL;
-        err = idevs_channel_recv(&r->ch, &f, -1);
+        if (r->early_count > 0) {
+            f = r->early[r->early_first];
+            r->early_first = (r->early_first + 1) % (sizeof r->early / sizeof r->early[0]);
+            r->early_count--;
+            err = IDEVS_OK;
+        } else {
+            err = idevs_channel_recv(&r->ch, &f, -1);
+        }
         if (err == IDEVS_ERR_CHANNEL_CLOSED)
             _exit(CMP_EXIT_CLOSED);
         if (err != IDEVS_OK)

@@ -5,7 +5,12 @@
  * Each Deliver is answered by its Publish frames, then exactly one Done. An envelope is accepted only on a
  * declared input topic from that input's service, or on a declared response topic from the service the request
  * went to; anything else is refused with its reason in Done.status and publishes nothing. The loop never waits
- * forever: writes are bounded by the deployment's event timeout, reads happen only when poll() says so. */
+ * forever: writes are bounded by the deployment's event timeout, reads happen only when poll() says so.
+ *
+ * Back-pressure: while limits.max_outstanding_requests requests await their responses, an input delivery is not
+ * run (nor opened: the replay window must not see it yet) but answered with Held instead of Done, and from then
+ * on every input is held, in order, until a turn ends with room again: then Resumed, and the launcher sends the
+ * held inputs again. Responses always run: they free room. */
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
@@ -138,10 +143,53 @@ static void finish_batch(compartment *c)
     batch_count = 0;
 }
 
+/* Whether an input delivery must wait for room in the table of outstanding requests. Each event queued before
+ * it is assumed to make at most one request; near the bound they are answered first, so that the count is exact. */
+static bool input_must_wait(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
+{
+    logic_link *k = &c->link;
+    if (k->pending_cap == 0 || idevs_deployment_input_by_topic(c->dep, dv->topic) == NULL)
+        return false;
+    if (c->inputs_held)
+        return true;
+    if (logic_link_room_for_input(k, k->queued_count))
+        return false;
+    finish_batch(c);
+    return !logic_link_room_for_input(k, 0);
+}
+
+static void send_held(compartment *c, uint64_t delivery_id)
+{
+    Idevs__Bridge__V1__Held held = IDEVS__BRIDGE__V1__HELD__INIT;
+    held.delivery_id = delivery_id;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_HELD;
+    f.held = &held;
+    send_frame(c, &f);
+    c->inputs_held = true;
+}
+
+/* At the end of a turn: inputs held, and room again (the turn's responses freed it). */
+static void maybe_resume(compartment *c)
+{
+    if (!c->inputs_held || !logic_link_room_for_input(&c->link, 0))
+        return;
+    Idevs__Bridge__V1__Resumed resumed = IDEVS__BRIDGE__V1__RESUMED__INIT;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RESUMED;
+    f.resumed = &resumed;
+    send_frame(c, &f);
+    c->inputs_held = false;
+}
+
 static void on_deliver(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
 {
     if (dv->delivery_id == 0)
         cmp_fatal(c, IDEVS_ERR_FRAME, "Deliver with delivery_id 0 (reserved for timers)");
+    if (input_must_wait(c, dv)) {
+        send_held(c, dv->delivery_id);
+        return;
+    }
     batch[batch_count].delivery_id = dv->delivery_id;
     batch[batch_count].status = begin_delivery(c, dv);
     batch_count++;
@@ -175,6 +223,7 @@ static int on_readable(compartment *c)
         idevs_err err = idevs_channel_recv(&c->ch, &f, 0);
         if (err == IDEVS_ERR_TIMEOUT) {
             finish_batch(c);
+            maybe_resume(c);
             end_turn(c);
             return -1;
         }

@@ -21,6 +21,55 @@ void deliveries_append(idevs_launcher *l, delivery *d)
     l->count++;
 }
 
+/* Links d (not in the queue) in before at (NULL: at the tail). */
+static void insert_before(idevs_launcher *l, delivery *d, delivery *at)
+{
+    if (at == NULL) {
+        delivery *keep = l->next_send;
+        deliveries_append(l, d);
+        if (keep != NULL)
+            l->next_send = keep;
+        return;
+    }
+    d->next = at;
+    d->prev = at->prev;
+    if (at->prev != NULL)
+        at->prev->next = d;
+    else
+        l->head = d;
+    at->prev = d;
+    l->count++;
+}
+
+void deliveries_hold_back(idevs_launcher *l, delivery *d)
+{
+    delivery_drop_held(l, d);
+    deliveries_unlink(l, d);
+    d->sent = false;
+    d->held_back = true;
+    if (d->sends > 0)
+        d->sends--; /* sending it again is no re-send */
+    delivery *at = l->next_send;
+    while (at != NULL && at->held_back)
+        at = at->next;
+    insert_before(l, d, at);
+    if (l->next_send == at)
+        l->next_send = d;
+}
+
+delivery *deliveries_response_first(idevs_launcher *l)
+{
+    delivery *at = l->next_send, *r = at;
+    while (r != NULL && !r->response)
+        r = r->next;
+    if (r == NULL || r == at)
+        return r;
+    deliveries_unlink(l, r); /* unsent, and not next_send: nothing else moves */
+    insert_before(l, r, at);
+    l->next_send = r;
+    return r;
+}
+
 void deliveries_unlink(idevs_launcher *l, delivery *d)
 {
     if (l->next_send == d)
@@ -136,6 +185,7 @@ void deliveries_rewind(idevs_launcher *l)
         delivery_drop_held(l, d);
     }
     l->in_flight = 0;
+    l->inputs_held = false; /* the next compartment starts with no request outstanding */
     l->next_send = l->head;
 }
 

@@ -529,6 +529,7 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
         memcpy(d->correlation, correlation, correlation_len);
     d->correlation_len = correlation_len;
     d->id = l->next_id++;
+    d->response = idevs_launcher_topic_kind(l, d->topic, NULL) == IDEVS_TOPIC_RESPONSE;
     deliveries_append(l, d);
     l->stats.delivered++;
     if (delivery_id != NULL)

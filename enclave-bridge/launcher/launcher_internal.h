@@ -94,6 +94,8 @@ typedef struct delivery {
     uint8_t *correlation;
     size_t correlation_len;
     bool sent;         /* sent to the current compartment */
+    bool response;     /* on a declared response topic: sent even while inputs are held */
+    bool held_back;    /* the compartment answered Held: it waits, in order, at the head of the unsent ones */
     unsigned sends;    /* Deliver frames sent for it, over all compartments */
     unsigned attempts; /* compartments that died while this was the oldest unfinished delivery */
     held_publish *held, *held_tail;
@@ -195,6 +197,9 @@ struct idevs_launcher {
     /* deliveries, oldest first; the sent ones form a prefix */
     delivery *head, *tail, *next_send;
     size_t count, in_flight;
+    /* Held, no Resumed yet: the compartment's table of outstanding requests is full; only responses are sent,
+     * each moved ahead of the waiting inputs (supervise_send_queued) */
+    bool inputs_held;
     /* taken off the queue before a send because the replay record refuses them; reported by the next poll */
     delivery *refused_head, *refused_tail;
     size_t refused_count;
@@ -226,6 +231,11 @@ void deliveries_unlink(idevs_launcher *l, delivery *d);
 void delivery_free(delivery *d);
 void delivery_drop_held(idevs_launcher *l, delivery *d);
 idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1__Publish *p);
+/* The compartment held d (sent, nothing published): unsent again, after the deliveries held before it and before
+ * every other unsent one, so that it is sent again first and inputs keep their order. */
+void deliveries_hold_back(idevs_launcher *l, delivery *d);
+/* The first unsent response after next_send (an input), moved in front of it; NULL if there is none. */
+delivery *deliveries_response_first(idevs_launcher *l);
 /* Marks every delivery unsent (the compartment died) and discards what it had published. */
 void deliveries_rewind(idevs_launcher *l);
 /* Frees every delivery, refused ones included; returns how many there were. */

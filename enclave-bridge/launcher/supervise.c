@@ -499,8 +499,24 @@ static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, 
         cb->on_done(cb->arg, id, status);
 }
 
+/* The compartment did not run an input (its table of outstanding requests is full): it waits for Resumed. */
+static void handle_held(idevs_launcher *l, const Idevs__Bridge__V1__Held *held)
+{
+    delivery *d = deliveries_find_sent(l, held->delivery_id);
+    if (d == NULL || d->response) {
+        protocol_error(l, "it held delivery %llu, which is not an input in progress",
+                       (unsigned long long)held->delivery_id);
+        return;
+    }
+    deliveries_hold_back(l, d);
+    l->inputs_held = true;
+    l->progress_ms = launcher_now_ms();
+    l->stats.held++;
+}
+
 static void handle_ready(idevs_launcher *l, const Idevs__Bridge__V1__Ready *ready)
 {
+    l->inputs_held = false;
     int64_t now_us = launcher_now_us();
     l->stats.last_ready_us = (uint64_t)(now_us - l->spawn_us);
     l->state = IDEVS_LAUNCHER_READY;
@@ -567,6 +583,20 @@ static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, c
         }
         handle_done(l, f->done, cb);
         return;
+    case IDEVS__BRIDGE__V1__FRAME__BODY_HELD:
+        if (l->state != IDEVS_LAUNCHER_READY) {
+            protocol_error(l, "it held a delivery before it was ready");
+            return;
+        }
+        handle_held(l, f->held);
+        return;
+    case IDEVS__BRIDGE__V1__FRAME__BODY_RESUMED:
+        if (l->state != IDEVS_LAUNCHER_READY || !l->inputs_held) {
+            protocol_error(l, "it resumed inputs it had not held");
+            return;
+        }
+        l->inputs_held = false;
+        return;
     default:
         protocol_error(l, "it sent a frame only the launcher may send (%d)", (int)f->body_case);
         return;
@@ -621,6 +651,9 @@ void supervise_send_queued(idevs_launcher *l)
 {
     while (l->state == IDEVS_LAUNCHER_READY && l->next_send != NULL && l->in_flight < l->cfg.max_in_flight) {
         delivery *d = l->next_send;
+        /* Inputs held: only responses go, each taken ahead of the waiting inputs (a walk past them). */
+        if (l->inputs_held && !d->response && (d = deliveries_response_first(l)) == NULL)
+            break;
         /* A copy of an envelope done since this one was queued (a duplicate, or a re-send after a restart whose
          * first copy finished): the new compartment's empty window would accept it again. */
         idevs_err replay = replay_record_check(l, d);
@@ -655,6 +688,7 @@ void supervise_send_queued(idevs_launcher *l)
         if (l->in_flight == 0)
             l->progress_ms = launcher_now_ms();
         d->sent = true;
+        d->held_back = false;
         if (d->sends++ > 0)
             l->stats.resent++;
         l->in_flight++;

@@ -77,6 +77,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
         sprintf(out + 2 * i, "%02x", b[i]);
 }
 
+static const char *limits_extra = ""; /* more limits for the next start(), e.g. ", \"max_outstanding_requests\": 4" */
+
 /* The test deployment: source -> events -> out -> sink; request ask -> oracle. */
 static void make_descriptor(child *c, const char *config)
 {
@@ -99,8 +101,8 @@ static void make_descriptor(child *c, const char *config)
                      " \"outputs\": [{\"name\": \"out\", \"topic\": \"" TOPIC_OUT "\", \"to\": \"sink\", \"qos\": 1}],\n"
                      " \"requests\": [{\"name\": \"ask\", \"topic\": \"" TOPIC_REQ "\", \"response_topic\": \"" TOPIC_RESP
                      "\", \"to\": \"oracle\", \"qos\": 2}],\n"
-                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000}}\n",
-                     prog, config, ca_hex, src, snk, orc);
+                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000%s}}\n",
+                     prog, config, ca_hex, src, snk, orc, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof c->descriptor);
     c->descriptor_len = (size_t)n;
     CU_ASSERT_FATAL(idevs_sha256(c->descriptor, c->descriptor_len, c->digest) == IDEVS_OK);
@@ -590,6 +592,167 @@ static void test_request_response(void)
     idevs_envelope_ctx_free(src);
     idevs_envelope_ctx_free(snk);
     idevs_envelope_ctx_free(orc);
+    idevs_cert_policy_free(p1);
+    idevs_cert_policy_free(p2);
+    idevs_cert_policy_free(p3);
+}
+
+/* ---- outstanding requests: back-pressure ---- */
+
+#define HOLD_INPUTS 10
+#define HOLD_ANSWER_ID 100 /* delivery ids of the answers: 101.. */
+
+typedef struct hold_state {
+    idevs_envelope_ctx *src, *snk, *orc;
+    uint8_t *env[HOLD_INPUTS];
+    size_t env_len[HOLD_INPUTS];
+    idevs_msgid in_id[HOLD_INPUTS], req_id[HOLD_INPUTS], resp_id[HOLD_INPUTS];
+    bool requested[HOLD_INPUTS], waiting[HOLD_INPUTS];
+    int done[HOLD_INPUTS];
+    int held, resumed, answers;
+} hold_state;
+
+/* Reads frames as the launcher does until `ends` Done or Held frames came; checks every Publish. */
+static void hold_read(child *c, hold_state *s, int ends)
+{
+    while (ends > 0) {
+        Idevs__Bridge__V1__Frame *f = NULL;
+        CU_ASSERT_EQUAL_FATAL(idevs_channel_recv(&c->ch, &f, FRAME_WAIT_MS), IDEVS_OK);
+        switch (f->body_case) {
+        case IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH: {
+            const Idevs__Bridge__V1__Publish *p = f->publish;
+            bool request = strcmp(p->topic, TOPIC_REQ) == 0;
+            size_t i = request ? (size_t)p->delivery_id - 1 : (size_t)p->delivery_id - HOLD_ANSWER_ID - 1;
+            CU_ASSERT_FATAL(i < HOLD_INPUTS);
+            idevs_opened op;
+            memset(&op, 0, sizeof op);
+            CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(request ? s->orc : s->snk, p->topic, p->envelope.data,
+                                                      p->envelope.len, &op),
+                                  IDEVS_OK);
+            char want[32];
+            snprintf(want, sizeof want, request ? "q%zu" : "answer:a%zu", i);
+            CU_ASSERT_EQUAL(op.payload_len, strlen(want));
+            CU_ASSERT_NSTRING_EQUAL(op.payload, want, strlen(want));
+            if (request) {
+                /* Each input asks once, and only when it runs. */
+                CU_ASSERT_FALSE(s->requested[i]);
+                CU_ASSERT_FALSE(s->waiting[i]);
+                CU_ASSERT_EQUAL_FATAL(op.provenance_count, 1);
+                CU_ASSERT_EQUAL(memcmp(op.provenance[0].b, s->in_id[i].b, 16), 0);
+                s->req_id[i] = op.message_id;
+                s->requested[i] = true;
+            } else {
+                /* The answer reached its request: provenance [the answer, the input that asked]. */
+                CU_ASSERT_EQUAL_FATAL(op.provenance_count, 2);
+                CU_ASSERT_EQUAL(memcmp(op.provenance[0].b, s->resp_id[i].b, 16), 0);
+                CU_ASSERT_EQUAL(memcmp(op.provenance[1].b, s->in_id[i].b, 16), 0);
+                s->answers++;
+            }
+            idevs_opened_clear(&op);
+            break;
+        }
+        case IDEVS__BRIDGE__V1__FRAME__BODY_DONE:
+            CU_ASSERT_EQUAL(f->done->status, IDEVS_OK);
+            if (f->done->delivery_id >= 1 && f->done->delivery_id <= HOLD_INPUTS)
+                s->done[f->done->delivery_id - 1]++;
+            ends--;
+            break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_HELD: {
+            size_t i = (size_t)f->held->delivery_id - 1;
+            CU_ASSERT_FATAL(i < HOLD_INPUTS);
+            CU_ASSERT_EQUAL(s->done[i], 0);
+            s->waiting[i] = true;
+            s->held++;
+            ends--;
+            break;
+        }
+        case IDEVS__BRIDGE__V1__FRAME__BODY_RESUMED:
+            s->resumed++;
+            break;
+        default:
+            if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_FATAL)
+                fprintf(stderr, "\n    unexpected Fatal: %s\n", f->fatal->reason);
+            CU_FAIL_FATAL("an unexpected frame");
+        }
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    }
+}
+
+/* limits.max_outstanding_requests 4; ten inputs each asking, no answer yet: four run, the fifth and the rest are
+ * held (not run, not opened). Each answer reaches its request (provenance), frees room, the compartment
+ * resumes, and the held inputs sent again run once each, in order. */
+static void test_outstanding_requests_hold_inputs(void)
+{
+    child c;
+    limits_extra = ", \"max_outstanding_requests\": 4";
+    bool ok = start(&c, "echo", NULL);
+    limits_extra = "";
+    CU_ASSERT_TRUE_FATAL(ok);
+    static hold_state s;
+    memset(&s, 0, sizeof s);
+    idevs_cert_policy *p1, *p2, *p3;
+    s.src = service_ctx(&c, source, &p1, false);
+    s.snk = service_ctx(&c, sink, &p2, false);
+    s.orc = service_ctx(&c, oracle, &p3, false);
+    for (size_t i = 0; i < HOLD_INPUTS; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "ask:q%zu", i);
+        seal(s.src, TOPIC_IN, text, NULL, 0, &s.env[i], &s.env_len[i], &s.in_id[i]);
+        deliver(&c, i + 1, TOPIC_IN, s.env[i], s.env_len[i], NULL);
+    }
+    hold_read(&c, &s, HOLD_INPUTS);
+    for (size_t i = 0; i < HOLD_INPUTS; i++) {
+        CU_ASSERT_EQUAL(s.done[i], i < 4 ? 1 : 0);
+        CU_ASSERT_EQUAL(s.requested[i], i < 4);
+        CU_ASSERT_EQUAL(s.waiting[i], i >= 4); /* the fifth input waits, and every later one */
+    }
+    CU_ASSERT_EQUAL(s.held, HOLD_INPUTS - 4);
+
+    /* The oracle answers one request at a time, oldest first. */
+    for (size_t j = 0; j < HOLD_INPUTS; j++) {
+        CU_ASSERT_TRUE_FATAL(s.requested[j]);
+        char text[32];
+        snprintf(text, sizeof text, "a%zu", j);
+        uint8_t *env = NULL;
+        size_t env_len = 0;
+        seal(s.orc, TOPIC_RESP, text, &s.req_id[j], 1, &env, &env_len, &s.resp_id[j]);
+        deliver(&c, HOLD_ANSWER_ID + 1 + j, TOPIC_RESP, env, env_len, &s.req_id[j]);
+        free(env);
+        hold_read(&c, &s, 1);
+        CU_ASSERT_EQUAL(s.answers, (int)j + 1);
+        int waiting = 0;
+        for (size_t i = 0; i < HOLD_INPUTS; i++)
+            waiting += s.waiting[i];
+        if (waiting == 0)
+            continue;
+        /* Room again: Resumed, then the launcher sends the held inputs again, in order. */
+        int before = s.resumed;
+        Idevs__Bridge__V1__Frame *f = expect(&c, IDEVS__BRIDGE__V1__FRAME__BODY_RESUMED);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+        CU_ASSERT_EQUAL(s.resumed, before);
+        for (size_t i = 0; i < HOLD_INPUTS; i++)
+            if (s.waiting[i]) {
+                s.waiting[i] = false;
+                deliver(&c, i + 1, TOPIC_IN, s.env[i], s.env_len[i], NULL);
+            }
+        hold_read(&c, &s, waiting);
+        /* Exactly one ran (one slot freed): the oldest held. */
+        CU_ASSERT_TRUE(s.requested[j + 4]);
+        CU_ASSERT_EQUAL(s.done[j + 4], 1);
+    }
+    for (size_t i = 0; i < HOLD_INPUTS; i++) {
+        CU_ASSERT_EQUAL(s.done[i], 1); /* every input processed exactly once */
+        CU_ASSERT_TRUE(s.requested[i]);
+        CU_ASSERT_FALSE(s.waiting[i]);
+        free(s.env[i]);
+    }
+    CU_ASSERT_EQUAL(s.answers, HOLD_INPUTS);
+    CU_ASSERT_EQUAL(s.resumed, 0);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    idevs_envelope_ctx_free(s.src);
+    idevs_envelope_ctx_free(s.snk);
+    idevs_envelope_ctx_free(s.orc);
     idevs_cert_policy_free(p1);
     idevs_cert_policy_free(p2);
     idevs_cert_policy_free(p3);
@@ -1648,6 +1811,8 @@ static CU_TestInfo channel_tests[] = {
 static CU_TestInfo tests[] = {
     {"events round trip with provenance", test_events_round_trip},
     {"request and response, provenance back to the input", test_request_response},
+    {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
+     test_outstanding_requests_hold_inputs},
     {"undeclared sender, wrong topic, replay, undeclared output refused", test_refusals},
     {"a failing handler publishes nothing", test_transaction_dropped_on_error},
     {"timer", test_timer},

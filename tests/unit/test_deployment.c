@@ -103,6 +103,7 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(d->max_payload, 65536);
     CU_ASSERT_EQUAL(d->queue_depth, 1024);
     CU_ASSERT_EQUAL(d->event_timeout_ms, 2000);
+    CU_ASSERT_EQUAL(d->max_outstanding_requests, 4096);
     idevs_deployment_free(d);
 }
 
@@ -201,6 +202,10 @@ static void test_limits(void)
     expect_error("\"queue_depth\": 1024", "\"queue_depth\": 0", "limits.queue_depth: 0 is out of range");
     expect_error("\"event_timeout_ms\": 2000", "\"event_timeout_ms\": 5", "limits.event_timeout_ms: 5 is out of range");
     expect_error("\"event_timeout_ms\": 2000", "\"event_timeout_ms\": 1e400", "limits.event_timeout_ms: must be a whole");
+    expect_error("\"event_timeout_ms\": 2000", "\"event_timeout_ms\": 2000, \"max_outstanding_requests\": 0",
+                 "limits.max_outstanding_requests: 0 is out of range: 1 to 65536");
+    expect_error("\"event_timeout_ms\": 2000", "\"event_timeout_ms\": 2000, \"max_outstanding_requests\": 65537",
+                 "limits.max_outstanding_requests: 65537 is out of range: 1 to 65536");
 }
 
 static void test_size_and_bytes(void)

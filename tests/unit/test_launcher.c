@@ -76,6 +76,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 
 /* Writes the deployment descriptor of the test process: input "events" from store, output "out" to sink,
  * request "ask" to sink. logic is written as given (absolute). */
+static const char *limits_extra = ""; /* more limits for the next world_init(), e.g. ", \"max_outstanding_requests\": 4" */
+
 static void write_descriptor(world *w, const char *logic, unsigned queue_depth, unsigned event_timeout_ms)
 {
     char ca_hex[65], program[IDEVS_UUID_STR_LEN], store_u[IDEVS_UUID_STR_LEN], sink_u[IDEVS_UUID_STR_LEN];
@@ -100,8 +102,8 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
                      " \"outputs\": [{\"name\": \"out\", \"topic\": \"" OUT_TOPIC "\", \"to\": \"sink\", \"qos\": 1}],\n"
                      " \"requests\": [{\"name\": \"ask\", \"topic\": \"t/req/ask\", \"response_topic\": \"t/resp/ask\","
                      " \"to\": \"sink\", \"qos\": 1}],\n"
-                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u}}\n",
-                     program, logic, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms);
+                     " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u%s}}\n",
+                     program, logic, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
     write_file(w->descriptor, text, (size_t)n);
 }
@@ -1264,6 +1266,113 @@ static void test_in_flight_redelivered_once(void)
     record_clear(&r);
 }
 
+/* limits.max_outstanding_requests 4 and the echo logic: ten inputs each asking the sink, no answer yet: four run,
+ * the rest wait in the launcher (held, not lost, not refused). The sink answers one request at a time: each answer
+ * reaches its request (provenance back to the input), and each answer lets one more input run; every input is
+ * done exactly once. */
+#define HOLD_N 10
+static void test_outstanding_requests_hold_inputs(void)
+{
+    record r = {0};
+    world w;
+    party st, sk;
+    limits_extra = ", \"max_outstanding_requests\": 4";
+    idevs_launcher *l = echo_started(&w, &r, &st); /* queue_depth 16 */
+    limits_extra = "";
+    party_init(&sk, sink, l);
+    party_meet(&sk, l, NULL);
+
+    uint64_t in_delivery[HOLD_N];
+    idevs_msgid in_id[HOLD_N], req_id[HOLD_N], resp_id[HOLD_N];
+    bool requested[HOLD_N] = {false}, answered[HOLD_N] = {false};
+    for (size_t i = 0; i < HOLD_N; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "ask:q%zu", i);
+        idevs_seal_input in = {.recipient = &w.program, .topic = IN_TOPIC, .payload = (const uint8_t *)text,
+                               .payload_len = strlen(text)};
+        uint8_t *env = NULL;
+        size_t len = 0;
+        CU_ASSERT_FATAL(idevs_envelope_seal(st.ctx, &in, &env, &len, &in_id[i]) == IDEVS_OK);
+        in_delivery[i] = deliver_env(l, env, len);
+        free(env);
+    }
+    poll_until_done(l, &r, HOLD_N, 1500); /* only four can finish */
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(r.done_count, 4);
+    CU_ASSERT(s.held >= 1);
+    CU_ASSERT_EQUAL(s.queue_depth, HOLD_N - 4);
+    CU_ASSERT_EQUAL(s.in_flight, 0);
+    CU_ASSERT_EQUAL(s.state, IDEVS_LAUNCHER_READY);
+
+    size_t seen = 0, answers = 0, asked = 0, queue[HOLD_N];
+    size_t qhead = 0, qtail = 0;
+    for (int round = 0; round < 4 * HOLD_N && answers < HOLD_N; round++) {
+        /* What was published so far: requests (to answer, oldest first) and answers (checked). */
+        for (; seen < r.pub_count; seen++) {
+            idevs_opened o;
+            memset(&o, 0, sizeof o);
+            CU_ASSERT_FATAL(idevs_envelope_open(sk.ctx, r.pub_topic[seen], r.pub_env[seen], r.pub_len[seen], &o) ==
+                            IDEVS_OK);
+            size_t i = HOLD_N;
+            if (strcmp(r.pub_topic[seen], "t/req/ask") == 0) {
+                CU_ASSERT_FATAL(o.payload_len >= 2 && o.payload[0] == 'q');
+                i = (size_t)atoi((const char *)o.payload + 1);
+                CU_ASSERT_FATAL(i < HOLD_N && !requested[i]);
+                CU_ASSERT(o.provenance_count == 1 && memcmp(o.provenance[0].b, in_id[i].b, 16) == 0);
+                requested[i] = true;
+                req_id[i] = o.message_id;
+                queue[qtail++] = i;
+                asked++;
+            } else {
+                CU_ASSERT_FATAL(strcmp(r.pub_topic[seen], OUT_TOPIC) == 0);
+                CU_ASSERT_FATAL(o.payload_len >= 9 && memcmp(o.payload, "answer:a", 8) == 0);
+                i = (size_t)atoi((const char *)o.payload + 8);
+                CU_ASSERT_FATAL(i < HOLD_N && !answered[i]);
+                /* The answer knew its request: [the answer, the input that asked]. */
+                CU_ASSERT_FATAL(o.provenance_count == 2);
+                CU_ASSERT(memcmp(o.provenance[0].b, resp_id[i].b, 16) == 0);
+                CU_ASSERT(memcmp(o.provenance[1].b, in_id[i].b, 16) == 0);
+                answered[i] = true;
+                answers++;
+            }
+            idevs_opened_clear(&o);
+        }
+        if (qhead == qtail)
+            continue;
+        size_t i = queue[qhead++];
+        char text[32];
+        snprintf(text, sizeof text, "a%zu", i);
+        idevs_seal_input in = {.recipient = &w.program, .topic = "t/resp/ask", .payload = (const uint8_t *)text,
+                               .payload_len = strlen(text), .provenance = &req_id[i], .provenance_count = 1};
+        uint8_t *env = NULL;
+        size_t len = 0;
+        CU_ASSERT_FATAL(idevs_envelope_seal(sk.ctx, &in, &env, &len, &resp_id[i]) == IDEVS_OK);
+        uint64_t id = 0;
+        CU_ASSERT_FATAL(idevs_launcher_deliver(l, "t/resp/ask", env, len, req_id[i].b, 16, &id) == IDEVS_OK);
+        free(env);
+        /* The answer, and (while inputs wait) the next input it made room for. */
+        size_t want = r.done_count + 1 + (asked < HOLD_N ? 1 : 0);
+        poll_until_done(l, &r, want, 5000);
+        CU_ASSERT_EQUAL(r.done_count, want);
+    }
+    CU_ASSERT_EQUAL(answers, HOLD_N);
+    for (size_t i = 0; i < HOLD_N; i++) {
+        size_t times = 0;
+        CU_ASSERT_EQUAL(done_status_of(&r, in_delivery[i], &times), IDEVS_OK);
+        CU_ASSERT_EQUAL(times, 1); /* every input exactly once */
+        CU_ASSERT(requested[i] && answered[i]);
+    }
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.done == 2 * HOLD_N && s.queue_depth == 0 && s.in_flight == 0 && s.restarts == 0 &&
+              s.protocol_errors == 0 && s.resent == 0 && s.given_up == 0);
+    party_free(&st);
+    party_free(&sk);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* A forged envelope (valid header, sequence 2^40, garbage ciphertext) is refused by the compartment and moves
  * nothing: the genuine envelope it was made from, with its lower sequence number, still goes through, also
  * after a restart. */
@@ -1617,6 +1726,8 @@ static CU_TestInfo tests[] = {
     {"replay: refused after kill -9, fresh envelopes pass", test_replay_refused_after_kill},
     {"a client's retransmission is a duplicate, not a replay", test_retransmission_is_not_a_replay},
     {"replay: in flight at a kill, done once; a copy in flight is refused", test_in_flight_redelivered_once},
+    {"max_outstanding_requests 4: inputs wait in the launcher, every answer reaches its request, each input once",
+     test_outstanding_requests_hold_inputs},
     {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
     {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
     {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
