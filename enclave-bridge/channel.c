@@ -111,6 +111,7 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
             /* Sent bytes may include the sealing key (Init): wipe them as soon as they are gone. */
             idevs_cleanse(ch->out + ch->out_off, (size_t)n);
             ch->out_off += (size_t)n;
+            ch->moved += (size_t)n;
             if ((size_t)n < want) {
                 /* A stream socket takes less only when its buffer is full: wait for room instead of sending
                  * again just to meet EAGAIN. */
@@ -230,6 +231,7 @@ idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame
         ssize_t n = read(ch->fd, ch->in + ch->in_len, room);
         if (n > 0) {
             ch->in_len += (size_t)n;
+            ch->moved += (size_t)n;
             /* A stream socket gives less than asked only when it has no more. */
             ch->in_drained = (size_t)n < room;
             continue;

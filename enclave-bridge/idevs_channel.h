@@ -25,6 +25,7 @@ typedef struct idevs_channel {
     uint8_t *out;
     size_t out_len, out_off, out_cap;
     size_t out_max; /* bytes queued at most before send fails with IDEVS_ERR_QUEUE_FULL */
+    uint64_t moved; /* bytes read and written so far: a frame in transit moves it, a stuck peer does not */
 } idevs_channel;
 
 /* Takes fd (a stream socket) and makes it non-blocking. Writes use send(MSG_NOSIGNAL), so a departed peer never

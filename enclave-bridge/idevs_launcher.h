@@ -66,6 +66,9 @@ typedef struct idevs_launcher_config {
     unsigned start_timeout_ms;       /* start to Ready; default 5000 */
     unsigned event_timeout_ms;       /* 0: the descriptor's limits.event_timeout_ms */
     size_t queue_depth;              /* deliveries accepted and not done; 0: the descriptor's limits.queue_depth */
+    /* Envelope bytes of those deliveries, at most; 0: queue_depth envelopes of max_payload, capped at 64 MiB.
+     * An empty queue accepts one envelope whatever its size (up to max_payload). */
+    size_t queue_bytes;
     unsigned max_in_flight;          /* deliveries sent and not done; default 64 */
     unsigned max_attempts;           /* attempts of a delivery during which its compartment died; default 3 */
     unsigned backoff_initial_ms;     /* first restart delay, doubled per failed start; default 100 */
@@ -124,7 +127,8 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
  * (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW or IDEVS_ERR_EPOCH_EXPIRED when it is older than
  * the record remembers (a compartment that never restarted would refuse those as well). What the gate refuses
  * never costs the compartment anything; what it passes may still be forged, which only the compartment can
- * tell. Then IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting; IDEVS_ERR_NOT_NOW after stop.
+ * tell. Then IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting or this envelope would take the queue's
+ * bytes over queue_bytes; IDEVS_ERR_NOT_NOW after stop.
  * Never blocks. *delivery_id (may be NULL) receives the id on_done will report. */
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
@@ -172,6 +176,11 @@ int idevs_launcher_fd(const idevs_launcher *l);
 
 /* Milliseconds until poll has timed work (a restart, a kill); -1 when none. */
 int idevs_launcher_next_timeout_ms(const idevs_launcher *l);
+
+/* True while a frame is partly written to or read from a compartment that has deliveries in progress: a caller
+ * that can afford to wait should poll now (a large envelope moves only while someone polls), not at its next
+ * turn. */
+bool idevs_launcher_transferring(const idevs_launcher *l);
 
 /* Sends Shutdown, waits up to timeout_ms for the compartment to exit, then kills it; always reaps it.
  * Deliveries not done are dropped (counted in stats.abandoned). Writes the replay record if it changed. After

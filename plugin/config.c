@@ -38,6 +38,7 @@ static const opt_spec specs[] = {
     STR_OPT(compartment, false),
     UINT_OPT(start_timeout_ms, 100, 600000),
     UINT_OPT(poll_budget_ms, 0, 100),
+    UINT_OPT(queue_bytes, 65536, 4294967295u),
     UINT_OPT(metrics_interval_s, 0, 86400),
     UINT_OPT(log_interval_s, 1, 3600),
     { "acl_others", OPT_ACL, true, offsetof(idevs_plugin_config, acl_others), 0, 0 },

@@ -45,6 +45,7 @@ typedef struct idevs_plugin_config {
     char *compartment;
     unsigned start_timeout_ms;   /* default 5000 */
     unsigned poll_budget_ms;     /* per process and loop iteration: waiting for its outputs; default 2 */
+    unsigned queue_bytes;        /* per process: envelope bytes queued at most; 0: the launcher's default */
     unsigned metrics_interval_s; /* 0: no $SYS counters; default 10 */
     unsigned log_interval_s;     /* at most one line per rejection reason and process per interval; default 10 */
     idevs_acl_others acl_others;

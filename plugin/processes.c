@@ -102,6 +102,7 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
     lc.authority = p->authority.identity;
     lc.authority_cert = p->authority.cert;
     lc.start_timeout_ms = p->cfg.start_timeout_ms;
+    lc.queue_bytes = p->cfg.queue_bytes;
     lc.on_event = on_event;
     lc.event_arg = proc;
     char why[1024] = "";

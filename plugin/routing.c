@@ -107,9 +107,14 @@ void idevs_routing_poll(idevs_process *proc, uint64_t wait_for)
     }
     idevs_plugin *p = proc->plugin;
     int64_t budget = proc->budget_left_us < p->loop_budget_left_us ? proc->budget_left_us : p->loop_budget_left_us;
-    if (wait_for != 0 && budget > 0) {
+    /* A large envelope moves only while the launcher is polled: while one is in transit, the budget keeps it
+     * moving (on TICK as well), instead of a socket buffer's worth per loop iteration. */
+    bool moving = wait_for == 0 && idevs_launcher_transferring(proc->launcher);
+    if ((wait_for != 0 || moving) && budget > 0) {
         int64_t start = now_us(), deadline = start + budget;
         for (int64_t t = start; !w.done && t < deadline; t = now_us()) {
+            if (wait_for == 0 && !idevs_launcher_transferring(proc->launcher))
+                break;
             int ms = (int)((deadline - t + 999) / 1000);
             if (idevs_launcher_poll(proc->launcher, ms, &cb) != IDEVS_OK)
                 break;

@@ -133,6 +133,12 @@ void delivery_free(delivery *d)
     free(d);
 }
 
+void deliveries_forget(idevs_launcher *l, delivery *d)
+{
+    l->queue_bytes -= d->envelope_len < l->queue_bytes ? d->envelope_len : l->queue_bytes;
+    delivery_free(d);
+}
+
 static void *dup_bytes(const void *p, size_t len)
 {
     void *copy = malloc(len > 0 ? len : 1);
@@ -213,7 +219,7 @@ int deliveries_report_refused(idevs_launcher *l, const idevs_launcher_callbacks 
         l->refused_count--;
         uint64_t id = d->id;
         idevs_err status = d->refused;
-        delivery_free(d);
+        deliveries_forget(l, d);
         l->stats.done++;
         n++;
         if (cb != NULL && cb->on_done != NULL)
@@ -242,5 +248,6 @@ size_t deliveries_clear(idevs_launcher *l)
     l->next_send = NULL;
     l->in_flight = 0;
     l->held_bytes = 0;
+    l->queue_bytes = 0;
     return n;
 }

@@ -257,6 +257,13 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     eopts.max_payload = l->deployment->max_payload;
     l->max_envelope = idevs_envelope_max_size(&eopts);
     l->queue_limit = cfg->queue_depth != 0 ? cfg->queue_depth : l->deployment->queue_depth;
+    if (cfg->queue_bytes != 0)
+        l->queue_bytes_limit = cfg->queue_bytes;
+    else {
+        size_t cap = l->max_envelope > LAUNCHER_QUEUE_BYTES_DEFAULT_MAX ? l->max_envelope
+                                                                        : LAUNCHER_QUEUE_BYTES_DEFAULT_MAX;
+        l->queue_bytes_limit = l->queue_limit > cap / l->max_envelope ? cap : l->queue_limit * l->max_envelope;
+    }
     l->event_timeout_ms = cfg->event_timeout_ms != 0 ? cfg->event_timeout_ms : l->deployment->event_timeout_ms;
 
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -504,7 +511,9 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
             l->stats.replays_refused++;
         return refused;
     }
-    if (l->count + l->refused_count >= l->queue_limit)
+    if (l->count + l->refused_count >= l->queue_limit ||
+        (l->queue_bytes > 0 && len > l->queue_bytes_limit - (l->queue_bytes < l->queue_bytes_limit
+                                                                ? l->queue_bytes : l->queue_bytes_limit)))
         return IDEVS_ERR_QUEUE_FULL;
     if (!retransmits_note(l, &probe, who))
         return IDEVS_ERR_NOMEM;
@@ -525,6 +534,7 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     memcpy(d->topic, topic, topic_len + 1);
     memcpy(d->envelope, envelope, len);
     d->envelope_len = len;
+    l->queue_bytes += len; /* until deliveries_forget() */
     if (correlation_len > 0)
         memcpy(d->correlation, correlation, correlation_len);
     d->correlation_len = correlation_len;
@@ -568,6 +578,12 @@ idevs_err idevs_launcher_poll(idevs_launcher *l, int timeout_ms, const idevs_lau
 int idevs_launcher_fd(const idevs_launcher *l)
 {
     return l != NULL ? l->epfd : -1;
+}
+
+bool idevs_launcher_transferring(const idevs_launcher *l)
+{
+    return l != NULL && l->have_channel && l->in_flight > 0 &&
+           (idevs_channel_pending(&l->ch) || l->ch.in_len > l->ch.in_off);
 }
 
 int idevs_launcher_next_timeout_ms(const idevs_launcher *l)

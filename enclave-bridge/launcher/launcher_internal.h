@@ -32,6 +32,9 @@
 #define IDEVS_SEALED_BLOB_MAX (64u * 1024u)    /* a compartment's sealed keys */
 #define LAUNCHER_PUBLISH_MAX 1024               /* publications held back for one delivery */
 #define LAUNCHER_HELD_BYTES_MAX (64u * 1024u * 1024u) /* bytes of publications held back in all */
+/* The default bound on the queue's envelope bytes: queue_depth envelopes of max_payload, at most this much (but
+ * always one envelope of max_payload). */
+#define LAUNCHER_QUEUE_BYTES_DEFAULT_MAX (64u * 1024u * 1024u)
 #define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
 #define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
 #define LAUNCHER_REPLAY_SAVE_MS 2000            /* the replay record is written at most this often while running */
@@ -164,7 +167,11 @@ struct idevs_launcher {
     int state_dirfd;
     size_t max_envelope;
     size_t queue_limit;
+    /* Envelope bytes of the deliveries accepted and not done (refused ones until reported) and their bound:
+     * count and bytes both bound what a flood of envelopes that pass the keyless gate can take. */
+    size_t queue_bytes, queue_bytes_limit;
     unsigned event_timeout_ms;
+    uint64_t channel_moved; /* the channel's byte counter when last seen: a change is progress */
 
     /* the running compartment */
     idevs_launcher_state state;
@@ -228,6 +235,8 @@ void launcher_event(idevs_launcher *l, idevs_launcher_event event, const char *f
 delivery *deliveries_find_sent(idevs_launcher *l, uint64_t id);
 void deliveries_append(idevs_launcher *l, delivery *d);
 void deliveries_unlink(idevs_launcher *l, delivery *d);
+/* Frees a delivery that was accepted (queued or refused) and takes its envelope off the queue's bytes. */
+void deliveries_forget(idevs_launcher *l, delivery *d);
 void delivery_free(delivery *d);
 void delivery_drop_held(idevs_launcher *l, delivery *d);
 idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1__Publish *p);

@@ -288,7 +288,7 @@ static void handle_reaped(idevs_launcher *l, int status, bool known, const idevs
                        "gave up delivery %llu on topic '%s' after %u attempts: %s", (unsigned long long)d->id,
                        d->topic, d->attempts, idevs_strerror(failure));
         uint64_t id = d->id;
-        delivery_free(d);
+        deliveries_forget(l, d);
         if (cb != NULL && cb->on_done != NULL)
             cb->on_done(cb->arg, id, failure);
     }
@@ -493,7 +493,7 @@ static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, 
     idevs_err status = done->status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)done->status : IDEVS_ERR_LOGIC;
     replay_record_done(l, d, status);
     uint64_t id = d->id;
-    delivery_free(d);
+    deliveries_forget(l, d);
     l->stats.done++;
     if (cb != NULL && cb->on_done != NULL)
         cb->on_done(cb->arg, id, status);
@@ -699,6 +699,16 @@ void supervise_send_queued(idevs_launcher *l)
         supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
 }
 
+/* Bytes moved over the channel since the last look are progress: a large frame in transit is not a hung
+ * compartment (a compartment that neither reads nor writes moves none). */
+static void note_moved(idevs_launcher *l)
+{
+    if (l->have_channel && l->ch.moved != l->channel_moved) {
+        l->channel_moved = l->ch.moved;
+        l->progress_ms = launcher_now_ms();
+    }
+}
+
 int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
 {
     int work = 0;
@@ -707,6 +717,7 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
     if (live(l))
         work += read_frames(l, cb);
     if (live(l)) {
+        note_moved(l);
         int64_t now = launcher_now_ms();
         if (l->state != IDEVS_LAUNCHER_READY && now >= l->start_deadline_ms) {
             supervise_kill(l, IDEVS_ERR_TIMEOUT, "not ready within %u ms of its start",
@@ -727,6 +738,7 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
             supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
             work++;
         }
+        note_moved(l);
     }
     if (l->state == IDEVS_LAUNCHER_EXITING) {
         drain(l);

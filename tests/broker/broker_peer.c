@@ -1,15 +1,20 @@
 /* idevs_broker_peer: a service's side of the plugin tests and benchmark, over MQTT 5 with libmosquitto.
  *
- *   idevs_broker_peer send    COMMON --to CHAIN --topic T (--payload P | --count N [--prefix S]) [--interval-ms M]
+ *   idevs_broker_peer send    COMMON --to CHAIN --topic T (--payload P | --count N [--prefix S] | --size B)
+ *                             [--interval-ms M]
  *   idevs_broker_peer raw     COMMON --file F --topic T --count N
- *   idevs_broker_peer collect COMMON --from CHAIN --topic T --count N [--timeout-s S] [--linger-ms M]
+ *   idevs_broker_peer junk    COMMON --to CHAIN --topic T --size B --count N
+ *   idevs_broker_peer collect COMMON --from CHAIN --topic T --count N [--timeout-s S] [--linger-ms M] [--print size]
  *   idevs_broker_peer respond COMMON --topic T --count N [--timeout-s S]
  *   idevs_broker_peer latency COMMON --to CHAIN --topic T --out-topic T2 --recv-key K --recv-cert C --count N
  *                             [--interval-ms M]
  *   COMMON: --port P --key K --cert C [--id CLIENT_ID] POLICY... (idevs_cert_policy settings: --ca, --descriptor, ...)
  *
  * send seals each payload in one context (one key epoch) and publishes it at QoS 1, waiting for every
- * PUBACK; raw publishes a file's bytes as they are. collect prints each opened payload on its own line on stdout
+ * PUBACK; with --size, one payload of B bytes ("0123456789" repeated). raw publishes a file's bytes as they are.
+ * junk seals one payload of B bytes and publishes N copies of its envelope, each with other bytes at its end:
+ * a real clear header (the keyless gate passes them) on a body that does not open. collect --print size prints
+ * "size B" for each opened payload instead of the payload. collect prints each opened payload on its own line on stdout
  * (a line "ready" comes first, once subscribed; "rejected REASON" for an envelope that does not open) and ends
  * after N payloads, or on timeout with status 1. respond answers each request with "re:<payload>", sealed to the
  * requester on the MQTT 5 response topic with the request's correlation data. latency sends one envelope at a
@@ -38,7 +43,8 @@
 typedef struct peer {
     const char *mode, *key, *cert, *id, *to, *from, *topic, *out_topic, *payload, *prefix, *file, *recv_key, *recv_cert;
     int port;
-    long count, interval_ms, timeout_s, linger_ms;
+    long count, interval_ms, timeout_s, linger_ms, size;
+    const char *print;
     idevs_cert_policy *policy;
     idevs_identity *self, *recv_self;
     idevs_envelope_ctx *ctx, *recv_ctx;
@@ -204,7 +210,10 @@ static void on_message(struct mosquitto *m, void *arg, const struct mosquitto_me
                     idevs_err_name(err));
         return;
     }
-    if (strcmp(p->mode, "collect") == 0)
+    if (strcmp(p->mode, "collect") == 0 && p->print != NULL && strcmp(p->print, "size") == 0) {
+        printf("size %zu\n", o.payload_len);
+        fflush(stdout);
+    } else if (strcmp(p->mode, "collect") == 0)
         print_payload(o.payload, o.payload_len);
     else if (strcmp(p->mode, "respond") == 0)
         answer(p, &o, props);
@@ -289,8 +298,60 @@ static bool seal_publish(peer *p, const char *topic, const uint8_t *payload, siz
 
 /* ---- modes ---- */
 
+/* A payload of size bytes, "0123456789" repeated (malloc'd). */
+static uint8_t *sized_payload(long size)
+{
+    uint8_t *buf = malloc((size_t)size);
+    for (long i = 0; buf != NULL && i < size; i++)
+        buf[i] = (uint8_t)('0' + i % 10);
+    return buf;
+}
+
+static int run_send_sized(peer *p)
+{
+    uint8_t *buf = sized_payload(p->size);
+    bool ok = buf != NULL && seal_publish(p, p->topic, buf, (size_t)p->size);
+    free(buf);
+    ok = ok && loop_until_count(p, &p->acked, 1, 60000);
+    fprintf(stderr, "idevs_broker_peer: sent 1 of %ld bytes, acknowledged %ld\n", p->size, p->acked);
+    return ok && p->ack_failures == 0 ? 0 : 1;
+}
+
+static int run_junk(peer *p)
+{
+    if (p->to == NULL || p->topic == NULL || p->size <= 0 || p->count <= 0)
+        return usage("junk needs --to, --topic, --size and --count");
+    uint8_t *buf = sized_payload(p->size);
+    idevs_seal_input in = {.recipient = &p->to_uuid, .topic = p->topic, .payload = buf, .payload_len = (size_t)p->size};
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    idevs_err err = buf != NULL ? idevs_envelope_seal(p->ctx, &in, &env, &env_len, NULL) : IDEVS_ERR_NOMEM;
+    free(buf);
+    if (err != IDEVS_OK || env_len < 64) {
+        fprintf(stderr, "idevs_broker_peer: cannot seal: %s\n", idevs_err_name(err));
+        return 1;
+    }
+    long published = 0;
+    for (long i = 0; i < p->count; i++) {
+        memcpy(env + env_len - sizeof i, &i, sizeof i); /* another body each time, the same clear header */
+        if (mosquitto_publish_v5(p->mosq, NULL, p->topic, (int)env_len, env, 1, false, NULL) != MOSQ_ERR_SUCCESS)
+            break;
+        published++;
+        /* One at a time on the wire: the broker reads each before the next is queued here. */
+        while (mosquitto_want_write(p->mosq))
+            if (mosquitto_loop(p->mosq, 10, 1) != MOSQ_ERR_SUCCESS)
+                break;
+    }
+    free(env);
+    bool ok = loop_until_count(p, &p->acked, published, 60000);
+    fprintf(stderr, "idevs_broker_peer: junk published %ld, acknowledged %ld\n", published, p->acked);
+    return ok && published == p->count ? 0 : 1;
+}
+
 static int run_send(peer *p)
 {
+    if (p->to != NULL && p->topic != NULL && p->size > 0)
+        return run_send_sized(p);
     if (p->to == NULL || p->topic == NULL || (p->payload == NULL && p->count <= 0))
         return usage("send needs --to, --topic and --payload or --count");
     long count = p->payload != NULL ? 1 : p->count;
@@ -470,10 +531,13 @@ static int parse(int argc, char **argv, peer *p)
             p->recv_key = v;
         else if (strcmp(name, "recv-cert") == 0)
             p->recv_cert = v;
+        else if (strcmp(name, "print") == 0)
+            p->print = v;
         else if (strcmp(name, "count") == 0 ? !parse_long(v, 1, COUNT_MAX, &p->count)
                  : strcmp(name, "interval-ms") == 0 ? !parse_long(v, 0, 60000, &p->interval_ms)
                  : strcmp(name, "timeout-s") == 0 ? !parse_long(v, 1, 600, &p->timeout_s)
                  : strcmp(name, "linger-ms") == 0 ? !parse_long(v, 0, 60000, &p->linger_ms)
+                 : strcmp(name, "size") == 0 ? !parse_long(v, 1, 256L * 1024 * 1024, &p->size)
                                                   : true)
             return usage("unknown option or bad value");
     }
@@ -485,14 +549,17 @@ static int parse(int argc, char **argv, peer *p)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        return usage("usage: idevs_broker_peer send|raw|collect|respond|latency OPTIONS (see the source's header)");
+        return usage("usage: idevs_broker_peer send|raw|junk|collect|respond|latency OPTIONS (see the source's header)");
     peer p;
     memset(&p, 0, sizeof p);
     int rc = parse(argc, argv, &p);
     if (rc == 0) {
         idevs_err err = idevs_identity_load(p.key, p.cert, &p.self);
+        idevs_envelope_options eopts; /* payloads up to the largest a descriptor may allow */
+        idevs_envelope_options_default(&eopts);
+        eopts.max_payload = IDEVS_PAYLOAD_MAX_LIMIT;
         if (err == IDEVS_OK)
-            err = idevs_envelope_ctx_new(p.self, p.policy, NULL, &p.ctx);
+            err = idevs_envelope_ctx_new(p.self, p.policy, &eopts, &p.ctx);
         if (err == IDEVS_OK && p.to != NULL)
             err = add_peer_file(p.ctx, p.to, &p.to_uuid);
         if (err == IDEVS_OK && p.from != NULL)
@@ -510,6 +577,8 @@ int main(int argc, char **argv)
             rc = run_send(&p);
         else if (strcmp(p.mode, "raw") == 0)
             rc = run_raw(&p);
+        else if (strcmp(p.mode, "junk") == 0)
+            rc = run_junk(&p);
         else if (strcmp(p.mode, "collect") == 0)
             rc = run_collect(&p);
         else if (strcmp(p.mode, "respond") == 0)
