@@ -111,7 +111,9 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
             /* Sent bytes may include the sealing key (Init): wipe them as soon as they are gone. */
             idevs_cleanse(ch->out + ch->out_off, (size_t)n);
             ch->out_off += (size_t)n;
-            ch->moved += (size_t)n;
+            if (ch->out_full)
+                ch->moved += (size_t)n; /* room the peer made by reading */
+            ch->out_full = (size_t)n < want;
             if ((size_t)n < want) {
                 /* A stream socket takes less only when its buffer is full: wait for room instead of sending
                  * again just to meet EAGAIN. */
@@ -124,6 +126,7 @@ idevs_err idevs_channel_flush(idevs_channel *ch, int timeout_ms)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ch->out_full = 1;
             idevs_err err = timeout_ms == 0 ? IDEVS_ERR_TIMEOUT : wait_fd(ch->fd, POLLOUT, deadline);
             if (err != IDEVS_OK)
                 return err;

@@ -25,7 +25,10 @@ typedef struct idevs_channel {
     uint8_t *out;
     size_t out_len, out_off, out_cap;
     size_t out_max; /* bytes queued at most before send fails with IDEVS_ERR_QUEUE_FULL */
-    uint64_t moved; /* bytes read and written so far: a frame in transit moves it, a stuck peer does not */
+    /* Bytes the peer has moved: those read, and those written into a socket the peer had to empty first (the
+     * kernel takes a socket buffer's worth whatever the peer does). A stuck peer moves none. */
+    uint64_t moved;
+    int out_full; /* the last write found the socket full */
 } idevs_channel;
 
 /* Takes fd (a stream socket) and makes it non-blocking. Writes use send(MSG_NOSIGNAL), so a departed peer never
