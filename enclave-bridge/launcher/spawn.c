@@ -28,6 +28,8 @@
 
 #include "launcher_internal.h"
 
+#define SPAWN_CHANNEL_BUFFER (4 * 1024 * 1024) /* bytes each end of the channel may have in the socket */
+
 #define SRC_FD_MIN 16      /* sources are moved at or above this before fork */
 #define FD_CHANNEL 3
 #define FD_LOGIC 4
@@ -189,6 +191,10 @@ idevs_err launcher_spawn(const launcher_spawn_spec *spec, idevs_child *out, char
         snprintf(why, why_len, "socketpair: %s", strerror(errno));
         goto fail;
     }
+    /* Large frames move between the broker's polls by what the socket holds: as much as the host allows
+     * (net.core.wmem_max), up to SPAWN_CHANNEL_BUFFER; the default stays where the host says less. */
+    for (int i = 0; i < 2; i++)
+        (void)setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &(int){SPAWN_CHANNEL_BUFFER}, sizeof(int));
     if (pipe2(errp, O_CLOEXEC) != 0) {
         snprintf(why, why_len, "pipe2: %s", strerror(errno));
         goto fail;
