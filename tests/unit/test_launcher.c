@@ -696,6 +696,60 @@ static void test_other_measurement_gets_fresh_keys(void)
     record_clear(&r);
 }
 
+/* Seals a payload of n bytes ('q' repeated). */
+static uint8_t *seal_sized(party *p, const world *w, size_t n, size_t *len)
+{
+    char *text = malloc(n + 1);
+    CU_ASSERT_FATAL(text != NULL);
+    memset(text, 'q', n);
+    text[n] = '\0';
+    uint8_t *env = seal(p, w, text, len);
+    free(text);
+    return env;
+}
+
+/* The queue is bounded in envelope bytes as well as in count (queue_bytes): an envelope that would take the
+ * deliveries not done over it is refused as queue full, an empty queue takes one whatever its size, and the
+ * bytes of done deliveries are given back. */
+static void test_queue_bytes_bound(void)
+{
+    record r = {0};
+    world w;
+    world_init(&w, echo_path, 16, 2000);
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    cfg.queue_bytes = 8000;
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    size_t big_len = 0, len[4] = {0};
+    uint8_t *big = seal_sized(&st, &w, 9000, &big_len), *env[4];
+    for (int i = 0; i < 4; i++)
+        env[i] = seal_sized(&st, &w, 3000, &len[i]);
+    CU_ASSERT_FATAL(big_len > 8000 && len[0] * 2 <= 8000 && len[0] * 3 > 8000);
+    uint64_t id = 0;
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, big, big_len, NULL, 0, &id), IDEVS_OK); /* empty queue */
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[0], len[0], NULL, 0, &id), IDEVS_ERR_QUEUE_FULL);
+    poll_until_done(l, &r, 1, 5000);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[0], len[0], NULL, 0, &id), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[1], len[1], NULL, 0, &id), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[2], len[2], NULL, 0, &id), IDEVS_ERR_QUEUE_FULL);
+    poll_until_done(l, &r, 3, 5000);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[3], len[3], NULL, 0, &id), IDEVS_OK);
+    poll_until_done(l, &r, 4, 5000);
+    CU_ASSERT_EQUAL(r.done_count, 4);
+    CU_ASSERT_EQUAL(r.pub_count, 4);
+    free(big);
+    for (int i = 0; i < 4; i++)
+        free(env[i]);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* A compartment that does not answer within the event timeout is killed; the delivery is tried max_attempts
  * times and then given up with IDEVS_ERR_TIMEOUT; the next delivery is served. */
 static void test_hung_compartment_killed(void)
@@ -1712,6 +1766,7 @@ static CU_TestInfo tests[] = {
     {"kill -9 mid-stream: same keys, nothing lost, nothing twice", test_kill9_keeps_identity_loses_nothing},
     {"another measurement gets fresh keys and cannot unseal", test_other_measurement_gets_fresh_keys},
     {"a hung compartment is killed after the event timeout", test_hung_compartment_killed},
+    {"the queue is bounded in envelope bytes (queue_bytes)", test_queue_bytes_bound},
     {"queue full and refused deliveries", test_queue_full_and_bad_deliveries},
     {"topics, the gate's sender check, conflicts, the reload check", test_topics_gate_conflicts_and_reload_check},
     {"the launcher fd signals work", test_fd_for_poll_integration},
