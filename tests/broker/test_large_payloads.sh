@@ -3,7 +3,8 @@
 #  1. With limits.max_payload 16 MiB and the test descriptor's event_timeout_ms 2000, payloads of 1, 6 and 15 MiB
 #     come out of the echo compartment, opened and whole, without a compartment restart: a frame in transit moves
 #     within the poll budget on every MESSAGE and TICK, and the bytes it moves count as the compartment's
-#     progress. How long each takes (publication to receipt) is printed, not asserted.
+#     progress; then 6, 15 and 6 MiB back to back. How long each takes (publication to receipt) is printed, not
+#     asserted.
 #  2. With max_payload 4 MiB and plugin_opt_queue_bytes 16 MiB, a flood of junk envelopes that copy a real clear
 #     header (the keyless gate passes them; the compartment cannot open them) is refused beyond the bound as
 #     queue_full, and the broker's resident memory (VmHWM, its peak, against VmRSS before the flood) grows by less
@@ -52,9 +53,19 @@ for mib in 1 6 15; do
     not_ok "the $mib MiB payload comes out whole" "$work/out"
   fi
 done
+# Back to back: the compartment gets the next input while its last output is still on its way out.
+collect_sizes burst 3 || bail "the receiver subscribes (burst)" "$work/burst.err"
+t0=$(date +%s%N)
+check "6, 15 and 6 MiB payloads are published back to back" \
+  bash -c "$(declare -f peer send_sized); $(declare -p port pki policy peer_exe work in_topic); send_sized $((6 * MiB)) && send_sized $((15 * MiB)) && send_sized $((6 * MiB))"
+wait "$collect_pid"
+t1=$(date +%s%N)
+equal "the three come out whole, in order" "$(grep '^size' "$work/burst.got" | tr '\n' ' ')" \
+  "size $((6 * MiB)) size $((15 * MiB)) size $((6 * MiB)) "
+echo "# 6 + 15 + 6 MiB back to back: $(( (t1 - t0) / 1000000 )) ms from the first publication to the last receipt"
 counters "$work/c1"
-equal "done/ok and done/failed" "$(counter done/ok "$work/c1") $(counter done/failed "$work/c1")" "3 0"
-equal "emitted counts the 3 outputs" "$(counter emitted "$work/c1")" 3
+equal "done/ok and done/failed" "$(counter done/ok "$work/c1") $(counter done/failed "$work/c1")" "6 0"
+equal "emitted counts the 6 outputs" "$(counter emitted "$work/c1")" 6
 equal "no compartment restart" "$(counter restarts "$work/c1")" 0
 check "the log tells of no kill" bash -c "! grep -Eq 'not answered within|was killed|gave up' '$work/large.conf.log'"
 stop_broker
