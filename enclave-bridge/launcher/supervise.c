@@ -344,7 +344,11 @@ idevs_err supervise_begin_start(idevs_launcher *l, char *why, size_t why_len)
     char init_why[256] = "";
     err = certify_send_init(l, &secrets, init_why, sizeof init_why);
     certify_secrets_clear(&secrets);
-    if (err != IDEVS_OK)
+    if (err == IDEVS_ERR_CHANNEL_CLOSED)
+        /* The program closed its end before reading Init (it is ending by itself): its exit says more than the
+         * failed send, and how it exited is reported as for one that did not answer Init. */
+        supervise_expect_exit(l, err, l->cfg.exit_grace_ms);
+    else if (err != IDEVS_OK)
         supervise_kill(l, err, "%s", init_why); /* reaped and reported by the caller's loop */
     return IDEVS_OK;
 }
