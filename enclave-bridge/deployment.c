@@ -771,3 +771,22 @@ void idevs_deployment_free(idevs_deployment *d)
     }
     free(d);
 }
+
+static char *retained_topic(const char *process, const char *what)
+{
+    size_t n = strlen("idevs/") + strlen(process) + 1 + strlen(what) + 1;
+    char *t = malloc(n);
+    if (t != NULL)
+        snprintf(t, n, "idevs/%s/%s", process, what);
+    return t;
+}
+
+char *idevs_deployment_certificate_topic(const char *process)
+{
+    return retained_topic(process, "certificate");
+}
+
+char *idevs_deployment_descriptor_topic(const char *process)
+{
+    return retained_topic(process, "descriptor");
+}

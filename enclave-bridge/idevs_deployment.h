@@ -99,6 +99,11 @@ idevs_err idevs_deployment_read_file(const char *path, uint8_t **bytes, size_t *
 idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,
                                 size_t why_len);
 
+/* Where the plugin publishes, retained, a process's certificate chain and its descriptor, and where services
+ * fetch them: "idevs/<process>/certificate" and "idevs/<process>/descriptor". malloc'd; NULL when out of memory. */
+char *idevs_deployment_certificate_topic(const char *process);
+char *idevs_deployment_descriptor_topic(const char *process);
+
 /* Lookups; NULL when absent. */
 const idevs_deployment_input *idevs_deployment_input_by_topic(const idevs_deployment *d, const char *topic);
 const idevs_deployment_output *idevs_deployment_output_by_name(const idevs_deployment *d, const char *name);

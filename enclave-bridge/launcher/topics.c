@@ -6,15 +6,6 @@
 
 #include "launcher_internal.h"
 
-static char *topic_for(const char *process, const char *what)
-{
-    size_t n = strlen("idevs/") + strlen(process) + 1 + strlen(what) + 1;
-    char *t = malloc(n);
-    if (t != NULL)
-        snprintf(t, n, "idevs/%s/%s", process, what);
-    return t;
-}
-
 /* Every topic the process uses, for conflict checks: fills up to max, returns how many there are. */
 static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
 {
@@ -60,8 +51,8 @@ static const char *declared_role(const idevs_deployment *d, const char *topic)
 
 idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
 {
-    l->certificate_topic = topic_for(l->name, "certificate");
-    l->descriptor_topic = topic_for(l->name, "descriptor");
+    l->certificate_topic = idevs_deployment_certificate_topic(l->name);
+    l->descriptor_topic = idevs_deployment_descriptor_topic(l->name);
     if (l->certificate_topic == NULL || l->descriptor_topic == NULL)
         return IDEVS_ERR_NOMEM;
     /* The descriptor's own topics must leave these two to the plugin. */

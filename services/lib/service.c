@@ -83,15 +83,6 @@ static char *dup_opt(const char *s, bool *ok)
     return d;
 }
 
-static char *topic_of(const char *process, const char *what)
-{
-    size_t n = strlen("idevs/") + strlen(process) + 1 + strlen(what) + 1;
-    char *t = malloc(n);
-    if (t != NULL)
-        snprintf(t, n, "idevs/%s/%s", process, what);
-    return t;
-}
-
 static void free_string(char *s, bool secret)
 {
     if (s != NULL && secret)
@@ -217,8 +208,8 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
     svc->tls_keyfile = dup_opt(cfg->tls_keyfile, &ok);
     svc->username = dup_opt(cfg->username, &ok);
     svc->password = dup_opt(cfg->password, &ok);
-    svc->certificate_topic = topic_of(cfg->process, "certificate");
-    svc->descriptor_topic = topic_of(cfg->process, "descriptor");
+    svc->certificate_topic = idevs_deployment_certificate_topic(cfg->process);
+    svc->descriptor_topic = idevs_deployment_descriptor_topic(cfg->process);
     idevs_err err = IDEVS_OK;
     if (!ok || svc->certificate_topic == NULL || svc->descriptor_topic == NULL)
         err = IDEVS_ERR_NOMEM;
