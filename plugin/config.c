@@ -41,7 +41,7 @@ static const opt_spec specs[] = {
     UINT_OPT(queue_bytes, 65536, 4294967295u),
     UINT_OPT(metrics_interval_s, 0, 86400),
     UINT_OPT(log_interval_s, 1, 3600),
-    { "acl_others", OPT_ACL, true, offsetof(idevs_plugin_config, acl_others), 0, 0 },
+    { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -145,13 +145,8 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
     }
     for (size_t s = 0; s < SPEC_COUNT; s++)
         if (specs[s].required && !seen[s]) {
-            if (specs[s].kind == OPT_ACL)
-                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_acl_others: missing (required): "
-                                     "'allow' when idevs is the broker's only ACL source, 'defer' when an acl_file "
-                                     "or another ACL plugin decides on the topics idevs does not protect");
-            else
-                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: missing (required)",
-                                     specs[s].name);
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: missing (required)",
+                                 specs[s].name);
             return false;
         }
     if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {

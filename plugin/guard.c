@@ -6,11 +6,65 @@
  *   - MESSAGE drops a client's message there whatever the ACL sources answered (an ACL plugin loaded before
  *     idevs may have allowed it), and says loudly once that the arrangement lets wills through.
  * The plugin's own publications are queued without a client and are checked by neither. Reads and
- * subscriptions are never refused here: receivers must be able to subscribe. For every other topic the guard
- * answers as plugin_opt_acl_others says: allow (idevs is the only ACL source) or defer (another one decides). */
+ * subscriptions are never refused here: receivers must be able to subscribe.
+ *
+ * For every other topic the guard never grants what another ACL source would refuse: it answers "allowed" only
+ * when it is the broker's only ACL source (acl_sources.h: read from the broker's configuration file at start and
+ * on every RELOAD), and "defer" otherwise. plugin_opt_acl_others, when given, must agree with what the file
+ * says; the start is refused when it does not. */
 #include <string.h>
 
+#include "acl_sources.h"
 #include "idevs_plugin.h"
+
+static const char *answer_name(bool allow)
+{
+    return allow ? "allowed (idevs is the broker's only ACL source)" : "left to the broker's other ACL sources";
+}
+
+bool idevs_guard_decide(idevs_plugin *p, bool reload)
+{
+    idevs_acl_sources src;
+    idevs_acl_sources_of_broker(&src);
+    idevs_acl_others given = p->cfg.acl_others;
+    bool allow;
+    if (!src.known) {
+        if (given == IDEVS_ACL_OTHERS_UNSET && !reload) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_acl_others: missing, and the "
+                                 "broker's configuration does not say whether idevs is its only ACL source (%s): "
+                                 "say 'allow' (it is) or 'defer' (an acl_file or another plugin decides)", src.why);
+            return false;
+        }
+        allow = given == IDEVS_ACL_OTHERS_UNSET ? p->acl_allow : given == IDEVS_ACL_OTHERS_ALLOW;
+        mosquitto_log_printf(MOSQ_LOG_WARNING, IDEVS_PLUGIN_LOG_PREFIX "cannot check which ACL sources the broker "
+                             "has (%s); topics no process protects stay %s", src.why, answer_name(allow));
+    } else if (src.others) {
+        if (given == IDEVS_ACL_OTHERS_ALLOW) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_acl_others allow: the broker has "
+                                 "another ACL source, %s, and idevs would grant what it refuses: say 'defer', or "
+                                 "leave the option out%s", src.first, reload ? "; idevs defers from now on" : "");
+            if (!reload)
+                return false;
+        }
+        allow = false;
+    } else {
+        if (given == IDEVS_ACL_OTHERS_DEFER) {
+            mosquitto_log_printf(reload ? MOSQ_LOG_WARNING : MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX
+                                 "plugin_opt_acl_others defer: idevs is the broker's only ACL source (no acl_file "
+                                 "and no other plugin line in its configuration), so every client would be refused "
+                                 "every topic: say 'allow', or leave the option out");
+            if (!reload)
+                return false;
+        }
+        allow = given != IDEVS_ACL_OTHERS_DEFER;
+    }
+    if (!reload || allow != p->acl_allow)
+        mosquitto_log_printf(reload ? MOSQ_LOG_NOTICE : MOSQ_LOG_INFO, IDEVS_PLUGIN_LOG_PREFIX "topics no process "
+                             "protects: %s%s%s", answer_name(allow), src.others ? ", the first " : "",
+                             src.others ? src.first : "");
+    p->acl_allow = allow;
+    return true;
+}
 
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
 {
@@ -34,7 +88,7 @@ int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
             return MOSQ_ERR_ACL_DENIED;
         }
     }
-    return p->cfg.acl_others == IDEVS_ACL_OTHERS_DEFER ? MOSQ_ERR_PLUGIN_DEFER : MOSQ_ERR_SUCCESS;
+    return p->acl_allow ? MOSQ_ERR_SUCCESS : MOSQ_ERR_PLUGIN_DEFER;
 }
 
 int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client, size_t size)

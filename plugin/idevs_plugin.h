@@ -10,7 +10,8 @@
  *   processes.c   the set of processes: start, conflicts, descriptor directory, retiring, stop
  *   routing.c     MESSAGE: envelopes to their process, outputs to the broker, poll budgets
  *   reload.c      RELOAD: descriptors added, removed, changed; retained topics republished
- *   guard.c       ACL_CHECK and the protected topics
+ *   guard.c       ACL_CHECK and the protected topics; the answer for the others
+ *   acl_sources.c the broker's other ACL sources, from its configuration file
  *   rejections.c  counted, rate-limited log lines for refused envelopes
  *   metrics.c     $SYS counters per process and in total */
 #ifndef IDEVS_PLUGIN_H
@@ -29,7 +30,7 @@
 
 /* What the plugin_opt_* lines say (config.c). Strings are malloc'd copies. */
 typedef enum idevs_acl_others {
-    IDEVS_ACL_OTHERS_UNSET = 0,
+    IDEVS_ACL_OTHERS_UNSET = 0, /* not given: the broker's configuration decides (guard.c) */
     IDEVS_ACL_OTHERS_ALLOW, /* topics the guard does not protect: allowed (idevs is the broker's only ACL source) */
     IDEVS_ACL_OTHERS_DEFER, /* ... left to the broker's other ACL sources (acl_file, another plugin) */
 } idevs_acl_others;
@@ -111,6 +112,7 @@ typedef struct idevs_plugin {
     size_t proc_count;
     time_t metrics_next; /* CLOCK_MONOTONIC seconds */
     int64_t loop_budget_left_us; /* of poll_budget_ms, for all processes together, in this loop iteration */
+    bool acl_allow; /* the guard's answer for topics no process protects: allowed, or defer (guard.c) */
 } idevs_plugin;
 
 #define IDEVS_PLUGIN_LOG_PREFIX "idevs: "
@@ -165,6 +167,10 @@ int idevs_reload_on_reload(int event, void *event_data, void *userdata);
 
 /* guard.c */
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata);
+/* Decides the answer for topics no process protects from the broker's ACL sources and plugin_opt_acl_others,
+ * and logs it. At start, false (logged) when the option contradicts the broker's configuration; on RELOAD it
+ * never fails, and never keeps "allowed" beside another source. */
+bool idevs_guard_decide(idevs_plugin *p, bool reload);
 /* A client's message on a protected topic reached MESSAGE: an ACL source before idevs granted it. Counts,
  * warns (once per process) and says to drop it. */
 int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client, size_t size);

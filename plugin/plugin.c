@@ -85,8 +85,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
     idevs_plugin *p = calloc(1, sizeof *p);
     if (p == NULL)
         return MOSQ_ERR_NOMEM;
-    if (!idevs_plugin_config_parse(p, options, option_count) || !idevs_plugin_config_load(p) ||
-        !idevs_processes_start(p)) {
+    if (!idevs_plugin_config_parse(p, options, option_count) || !idevs_guard_decide(p, false) ||
+        !idevs_plugin_config_load(p) || !idevs_processes_start(p)) {
         release(p);
         return MOSQ_ERR_INVAL;
     }

@@ -103,6 +103,7 @@ int idevs_reload_on_reload(int event, void *event_data, void *userdata)
     (void)event;
     (void)event_data; /* 2.0.11 passes no options */
     idevs_plugin *p = userdata;
+    (void)idevs_guard_decide(p, true); /* an acl_file added or removed */
     size_t before = p->proc_count; /* processes started by the rescan are new: nothing to check or republish */
     for (size_t i = 0; i < before; i++) {
         if (p->procs[i]->retiring)

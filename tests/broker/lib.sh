@@ -202,3 +202,8 @@ wait_for_line() {
   for _ in $(seq "${3:-100}"); do grep -qx -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
+# wait_for_text FILE TEXT [TENTHS]: until FILE holds TEXT anywhere in a line (at most TENTHS/10 s).
+wait_for_text() {
+  for _ in $(seq "${3:-100}"); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}

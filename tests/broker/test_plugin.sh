@@ -113,9 +113,19 @@ expect_refusal "a number out of range stops the broker" "plugin_opt_log_interval
   "$work/echo.json" "plugin_opt_log_interval_s 0"
 expect_refusal "a bad acl_others stops the broker" "plugin_opt_acl_others: 'deny' is neither 'allow' nor 'defer'" \
   "$work/echo.json" -acl_others "plugin_opt_acl_others deny"
-expect_refusal "a missing acl_others stops the broker, saying what to choose" \
-  "plugin_opt_acl_others: missing (required): 'allow' when idevs is the broker's only ACL source" \
-  "$work/echo.json" -acl_others
+# The guard never grants what another ACL source refuses: 'allow' beside an acl_file (or another plugin) stops
+# the broker, naming the file and line of that source; 'defer' with no other source would refuse everyone
+# everything, and stops it too. (Line 13: write_conf's twelve lines come first.)
+: >"$work/acl_file"
+expect_refusal "acl_others allow beside an acl_file stops the broker, naming the acl_file's line" \
+  "plugin_opt_acl_others allow: the broker has another ACL source, acl_file $work/acl_file ($work/bad$((passed + failed)).conf line 13)" \
+  "$work/echo.json" "acl_file $work/acl_file"
+expect_refusal "acl_others allow beside another plugin stops the broker" \
+  "plugin_opt_acl_others allow: the broker has another ACL source, plugin /usr/lib/no/such_plugin.so" \
+  "$work/echo.json" "plugin /usr/lib/no/such_plugin.so"
+expect_refusal "acl_others defer with no other ACL source stops the broker" \
+  "plugin_opt_acl_others defer: idevs is the broker's only ACL source" \
+  "$work/echo.json" -acl_others "plugin_opt_acl_others defer"
 expect_refusal "a missing descriptor file stops the broker" "plugin_opt_descriptor: $work/missing.json: cannot open" \
   "$work/missing.json"
 cp "$work/echo.json" "$work/unreadable.json"

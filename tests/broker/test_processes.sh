@@ -83,12 +83,13 @@ plugin_lines() { # the usual plugin block for descriptor $1, as extra lines
     "plugin_opt_authority_cert $pki/authority.crt" "plugin_opt_operator_ca $pki/ca.crt" \
     "plugin_opt_state_dir $work/state" "plugin_opt_compartment $compartment" "plugin_opt_acl_others allow"
 }
+# (The first copy leaves plugin_opt_acl_others out: to it, a copy under another name is another plugin.)
 cp "$plugin" "$work/mosquitto_idevs_copy.so"
 for second in "$plugin" "$work/mosquitto_idevs_copy.so"; do
   mapfile -t more < <(plugin_lines "$work/procs/p05.json" "$second")
   expect_refusal "loading the plugin a second time ($(basename "$second")) stops the broker, saying to repeat plugin_opt_descriptor" \
     "mosquitto_idevs.so is already loaded in this broker: load it once, and repeat plugin_opt_descriptor" "" \
-    "plugin_opt_descriptor $work/procs/p04.json" "${more[@]}"
+    "plugin_opt_descriptor $work/procs/p04.json" -acl_others "${more[@]}"
 done
 
 # ---- the guard with every ACL arrangement ----
@@ -138,15 +139,26 @@ if arrangement alone "plugin_opt_log_interval_s 1"; then
   after=$(grep -c "refused a publication by client" "$work/acl-alone.conf.log")
   check "a flood of forged writes is logged at a bounded rate: one line, then a summary" \
     test $((after - before)) -le 2 -a "$(grep -c "more publication(s) refused on protected topics in the last 1 s; the last on 'idevs/p01/out/out' from client 'flooder'" "$work/acl-alone.conf.log")" -ge 1
+  # An acl_file added to the running broker's configuration (RELOAD): from then on idevs defers to it, even
+  # though plugin_opt_acl_others says allow (the broker is running: it says so loudly instead of stopping).
+  printf 'topic readwrite open/topic\n' >"$work/acl_file_reload"
+  echo "acl_file $work/acl_file_reload" >>"$work/acl-alone.conf"
+  kill -HUP "$broker_pid"
+  check "idevs alone, then an acl_file added and RELOAD: the log says idevs defers from now on" \
+    wait_for_text "$work/acl-alone.conf.log" "plugin_opt_acl_others allow: the broker has another ACL source, acl_file $work/acl_file_reload ($work/acl-alone.conf line"
+  check "... a topic the new acl_file grants passes" ordinary_passes open/topic
+  check "... one it does not grant is refused (idevs no longer allows it)" bash -c '! "$@"' _ ordinary_passes some/topic
   stop_broker
 fi
-# an acl_file that grants everyone everything on idevs/# and one other topic
+# an acl_file that grants everyone everything on idevs/# and one other topic, plugin_opt_acl_others left out
 printf 'topic readwrite idevs/#\ntopic readwrite open/topic\n' >"$work/acl_file"
-if arrangement aclfile -acl_others "plugin_opt_acl_others defer" "acl_file $work/acl_file"; then
+if arrangement aclfile -acl_others "acl_file $work/acl_file"; then
+  check "with an acl_file, acl_others left out: the log says the other topics are left to it, naming it" \
+    grep -qF "topics no process protects: left to the broker's other ACL sources, the first acl_file $work/acl_file ($work/acl-aclfile.conf line" "$work/acl-aclfile.conf.log"
   check "with an acl_file granting idevs/#: no client write on protected topics reaches a subscriber" guard_holds aclfile
   check "... a will on a protected topic is not published" will_refused
   check "... a topic the acl_file grants passes" ordinary_passes open/topic
-  check "... and one it does not grant is not widened by idevs (defer)" bash -c '! "$@"' _ ordinary_passes closed/topic
+  check "... and one it does not grant is not widened by idevs" bash -c '! "$@"' _ ordinary_passes closed/topic
   stop_broker
 fi
 # dynamic-security granting anonymous clients everything, loaded after and before idevs
