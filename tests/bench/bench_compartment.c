@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -166,6 +167,42 @@ static long proc_kb(pid_t pid, const char *field)
     if (f != NULL)
         fclose(f);
     return kb;
+}
+
+/* The machine's floor for a process split: one byte there and back over two pipes between two processes, the
+ * median of n round trips. A compartment in two processes makes one such trip per event it runs alone. */
+static double pipe_round_trip_us(size_t n)
+{
+    int there[2], back[2];
+    if (pipe(there) != 0 || pipe(back) != 0)
+        return -1;
+    pid_t child = fork();
+    if (child == 0) {
+        char c;
+        for (size_t i = 0; i < n; i++)
+            if (read(there[0], &c, 1) != 1 || write(back[1], &c, 1) != 1)
+                _exit(1);
+        _exit(0);
+    }
+    double *rt = calloc(n, sizeof *rt), median = -1;
+    char c = 'x';
+    size_t done = 0;
+    for (; child > 0 && rt != NULL && done < n; done++) {
+        double a = now_s();
+        if (write(there[1], &c, 1) != 1 || read(back[0], &c, 1) != 1)
+            break;
+        rt[done] = (now_s() - a) * 1e6;
+    }
+    if (done == n)
+        median = percentile(rt, n, 0.50);
+    free(rt);
+    close(there[0]);
+    close(there[1]);
+    close(back[0]);
+    close(back[1]);
+    if (child > 0)
+        waitpid(child, NULL, 0);
+    return median;
 }
 
 int main(int argc, char **argv)
@@ -372,6 +409,8 @@ int main(int argc, char **argv)
            (double)events / (t1 - t0), cfg.max_in_flight);
     printf("  latency, one at a time (%zu events): p50 %.1f us, p99 %.1f us\n", latency_n,
            percentile(lat, latency_n, 0.50), percentile(lat, latency_n, 0.99));
+    printf("  for reference, one pipe round trip between two processes on this machine: p50 %.1f us\n",
+           pipe_round_trip_us(latency_n));
     printf("  failed deliveries: %zu; outputs %zu, opened by the receiver %zu\n", c.failed, c.published, opened);
     printf("compartment memory (pid %d): VmRSS %ld kB after warm-up, %ld kB at the end; VmHWM %ld -> %ld kB "
            "(target < 4096 kB)\n",
