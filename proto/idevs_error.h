@@ -65,6 +65,8 @@ typedef enum idevs_err {
     IDEVS_ERR_EMIT_LIMIT,
     IDEVS_ERR_SANDBOX_VIOLATION,
     IDEVS_ERR_DUPLICATE,
+    /* services */
+    IDEVS_ERR_BROKER,
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

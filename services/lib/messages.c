@@ -228,7 +228,7 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, const v
     case MOSQ_ERR_NO_CONN:
         return IDEVS_ERR_NOT_NOW;
     default:
-        return IDEVS_ERR_IO;
+        return IDEVS_ERR_BROKER;
     }
 }
 

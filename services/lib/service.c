@@ -299,25 +299,63 @@ static idevs_err connect_once(idevs_service *svc, char *why, size_t why_len)
     if (rc != MOSQ_ERR_SUCCESS) {
         svc_say(why, why_len, "cannot connect to the broker at %s:%d: %s", svc->host, svc->port,
             rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        return IDEVS_ERR_IO;
+        return IDEVS_ERR_BROKER;
     }
     svc->conn = SVC_CONNECTING;
     return IDEVS_OK;
 }
 
-idevs_err svc_subscribe(idevs_service *svc)
+void svc_topics_free(char **topics, size_t count)
+{
+    if (topics == NULL)
+        return;
+    for (size_t i = 0; i < count; i++)
+        free(topics[i]);
+    free(topics);
+}
+
+static bool listed(char *const *topics, size_t count, const char *topic)
+{
+    for (size_t i = 0; i < count; i++)
+        if (strcmp(topics[i], topic) == 0)
+            return true;
+    return false;
+}
+
+/* Nothing is subscribed twice on one connection: the broker would send the retained pair again, and Mosquitto
+ * 2.0.11 keeps about 40 bytes per re-subscription. */
+idevs_err svc_subscribe(idevs_service *svc, char *const *already, size_t already_count)
 {
     if (svc->conn != SVC_CONNECTED)
         return IDEVS_OK;
-    char *retained[2] = {svc->certificate_topic, svc->descriptor_topic};
-    char *const *topics = svc->subscription_count > 0 ? svc->subscriptions : retained;
-    size_t count = svc->subscription_count > 0 ? svc->subscription_count : 2;
+    bool fresh = already == NULL;
+    char **topics = calloc(svc->subscription_count + 2, sizeof *topics);
+    size_t n = 0;
+    bool ok = topics != NULL;
+    if (ok && fresh) {
+        ok &= (topics[n++] = strdup(svc->certificate_topic)) != NULL;
+        ok &= (topics[n++] = strdup(svc->descriptor_topic)) != NULL;
+    }
+    for (size_t i = 0; ok && i < svc->subscription_count; i++)
+        if (fresh || !listed(already, already_count, svc->subscriptions[i]))
+            ok &= (topics[n++] = strdup(svc->subscriptions[i])) != NULL;
+    if (!ok) {
+        svc_topics_free(topics, n);
+        svc->failure = IDEVS_ERR_NOMEM;
+        svc_set_why(svc, "cannot subscribe to the topics of process '%s': out of memory", svc->process);
+        return svc->failure;
+    }
+    svc_topics_free(svc->sent_topics, svc->sent_count);
+    svc->sent_topics = topics;
+    svc->sent_count = n;
+    if (n == 0)
+        return IDEVS_OK; /* a redeployment that adds no topic of this service */
     svc->subscribed = false;
-    int rc = mosquitto_subscribe_multiple(svc->mosq, &svc->subscribe_mid, (int)count, topics, 1, 0, NULL);
+    int rc = mosquitto_subscribe_multiple(svc->mosq, &svc->subscribe_mid, (int)n, topics, 1, 0, NULL);
     if (rc != MOSQ_ERR_SUCCESS) {
-        svc->failure = rc == MOSQ_ERR_NOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_IO;
+        svc->failure = rc == MOSQ_ERR_NOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_BROKER;
         svc_set_why(svc, "cannot subscribe to the topics of process '%s': %s", svc->process, mosquitto_strerror(rc));
-        return rc == MOSQ_ERR_NOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_IO;
+        return svc->failure;
     }
     return IDEVS_OK;
 }
@@ -338,7 +376,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
      * nothing is sealed, and envelopes that arrive are held. */
     svc->ready = false;
     svc->have_cert = svc->have_descriptor = false;
-    svc_subscribe(svc);
+    svc_subscribe(svc, NULL, 0);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
@@ -380,12 +418,11 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, 
     idevs_service *svc = obj;
     if (mid != svc->subscribe_mid)
         return;
-    char *retained[2] = {svc->certificate_topic, svc->descriptor_topic};
-    char *const *topics = svc->subscription_count > 0 ? svc->subscriptions : retained;
-    size_t n = svc->subscription_count > 0 ? svc->subscription_count : 2;
+    char *const *topics = svc->sent_topics;
+    size_t n = svc->sent_count;
     for (int i = 0; i < count && (size_t)i < n; i++)
         if (granted[i] >= 0x80) {
-            svc->failure = IDEVS_ERR_IO;
+            svc->failure = IDEVS_ERR_BROKER;
             svc->ready = false;
             svc_set_why(svc, "the broker refused this service's subscription to %s: %s", topics[i],
                         mosquitto_reason_string(granted[i]));
@@ -509,12 +546,12 @@ idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len)
             svc_say(why, why_len, "the broker at %s:%d refused the connection: %s", svc->host, svc->port,
                 mosquitto_reason_string(svc->connack_reason));
             idevs_service_stop(svc);
-            return IDEVS_ERR_IO;
+            return IDEVS_ERR_BROKER;
         }
         if (svc->conn == SVC_DISCONNECTED) {
             svc_say(why, why_len, "lost the connection to the broker at %s:%d while starting", svc->host, svc->port);
             idevs_service_stop(svc);
-            return IDEVS_ERR_IO;
+            return IDEVS_ERR_BROKER;
         }
         uint64_t now = svc_now_ms();
         if (now >= deadline) {

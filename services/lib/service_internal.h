@@ -79,8 +79,10 @@ struct idevs_service {
     idevs_cert_info peer;
     uint64_t certificates_verified;
     idevs_envelope_ctx *ctx;
-    char **subscriptions;               /* this service's outputs and requests, then the two retained topics */
+    char **subscriptions;               /* this service's outputs and requests */
     size_t subscription_count;
+    char **sent_topics;                 /* copies of the topics of the last SUBSCRIBE, for its SUBACK */
+    size_t sent_count;
 
     /* the latest retained messages, and whether they arrived since the last subscription */
     uint8_t *pending_cert, *pending_descriptor;
@@ -117,7 +119,10 @@ void svc_set_why(idevs_service *svc, const char *fmt, ...) __attribute__((format
 /* Writes a sentence into why (when not NULL), for the functions that report through a why buffer. */
 void svc_say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Subscribes to every topic of svc->subscriptions (after a connection or a new deployment). */
-idevs_err svc_subscribe(idevs_service *svc);
+/* One SUBSCRIBE: on a new connection (already NULL) the retained certificate and descriptor and every topic of
+ * this service; after a redeployment only its topics not in already (those subscribed before). */
+idevs_err svc_subscribe(idevs_service *svc, char *const *already, size_t already_count);
+void svc_topics_free(char **topics, size_t count);
 
 /* verify.c */
 /* Policy settings of the configuration, with "program", "descriptor" and "descriptor-digest" kept aside. */

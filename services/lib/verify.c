@@ -235,23 +235,15 @@ static idevs_err verify_pair(idevs_service *svc, candidate *c, char *why, size_t
     return err;
 }
 
-static void subscriptions_free(char **subs, size_t count)
+/* This service's outputs and requests in d. */
+static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char ***out, size_t *count)
 {
-    for (size_t i = 0; i < count; i++)
-        free(subs[i]);
-    free(subs);
-}
-
-/* This service's outputs and requests in d, then the two retained topics. */
-static idevs_err subscriptions_of(const idevs_service *svc, const idevs_deployment *d, size_t self, char ***out,
-                                  size_t *count)
-{
-    size_t n = 2;
+    size_t n = 0;
     for (size_t i = 0; i < d->output_count; i++)
         n += d->outputs[i].to == self;
     for (size_t i = 0; i < d->request_count; i++)
         n += d->requests[i].to == self;
-    char **subs = calloc(n, sizeof *subs);
+    char **subs = calloc(n > 0 ? n : 1, sizeof *subs); /* a service that only sends has none */
     if (subs == NULL)
         return IDEVS_ERR_NOMEM;
     size_t k = 0;
@@ -262,10 +254,8 @@ static idevs_err subscriptions_of(const idevs_service *svc, const idevs_deployme
     for (size_t i = 0; i < d->request_count; i++)
         if (d->requests[i].to == self)
             ok &= (subs[k++] = strdup(d->requests[i].topic)) != NULL;
-    ok &= (subs[k++] = strdup(svc->certificate_topic)) != NULL;
-    ok &= (subs[k++] = strdup(svc->descriptor_topic)) != NULL;
     if (!ok) {
-        subscriptions_free(subs, n);
+        svc_topics_free(subs, n);
         return IDEVS_ERR_NOMEM;
     }
     *out = subs;
@@ -337,7 +327,7 @@ static idevs_err install(idevs_service *svc, candidate *c)
         size_t sub_count;
         idevs_err err = new_context(svc, c, &ctx);
         if (err == IDEVS_OK) {
-            err = subscriptions_of(svc, c->d, c->self_index, &subs, &sub_count);
+            err = subscriptions_of(c->d, c->self_index, &subs, &sub_count);
             if (err != IDEVS_OK)
                 idevs_envelope_ctx_free(ctx);
         }
@@ -360,9 +350,11 @@ static idevs_err install(idevs_service *svc, candidate *c)
         size_t old_count = svc->subscription_count;
         svc->subscriptions = subs;
         svc->subscription_count = sub_count;
-        svc_subscribe(svc);
+        /* old is NULL before the first verification: then every topic is new on this connection. */
+        static char *const none[1] = {NULL};
+        svc_subscribe(svc, old != NULL ? old : none, old_count);
         unsubscribe_gone(svc, old, old_count);
-        subscriptions_free(old, old_count);
+        svc_topics_free(old, old_count);
     }
     free(svc->cert_pem);
     svc->cert_pem = cert_copy;
@@ -418,7 +410,10 @@ void svc_verified_free(idevs_service *svc)
     svc->descriptor_bytes = NULL;
     free(svc->cert_pem);
     svc->cert_pem = NULL;
-    subscriptions_free(svc->subscriptions, svc->subscription_count);
+    svc_topics_free(svc->subscriptions, svc->subscription_count);
     svc->subscriptions = NULL;
     svc->subscription_count = 0;
+    svc_topics_free(svc->sent_topics, svc->sent_count);
+    svc->sent_topics = NULL;
+    svc->sent_count = 0;
 }

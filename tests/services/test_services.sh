@@ -168,6 +168,10 @@ wait_pid "$sub_pid"
 check "idevs-sub -C 1 exits 0" test "$?" -eq 0
 printf '%s\n' "$payload" >"$work/expected1"
 check "idevs-sub prints exactly the payload" cmp "$work/expected1" "$work/sub1.out"
+# The retained certificate and descriptor are subscribed once per connection: the broker sends each once.
+check "the broker sent idevs-sub the retained certificate once and the descriptor once" bash -c \
+  "[ \$(grep -c \"Sending PUBLISH to sink-plain .*'idevs/echo/certificate'\" '$work/broker.log') -eq 1 ] &&
+   [ \$(grep -c \"Sending PUBLISH to sink-plain .*'idevs/echo/descriptor'\" '$work/broker.log') -eq 1 ]"
 
 # -l: one envelope per line; -v on the subscriber prefixes name and message id.
 background "$work/sub2.out" "$work/sub2.err" "$idevs_sub" "${sink[@]}" -i sink-lines -C 3 -W 30 -v
@@ -182,6 +186,10 @@ check "... and reports the verified compartment on stderr" grep -q "compartment 
 
 check "idevs-pub refuses an input this service does not send (unknown_input)" bash -c \
   "! '$idevs_pub' --pki '$pki' --name sink -p $port --process echo --policy allow-process-backend-insecure -t events -m x 2>'$work/e' && grep -q 'no input of that name' '$work/e'"
+
+free=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+check "no broker listening: idevs-pub says the broker refused the connection, not a file error" bash -c \
+  "! '$idevs_pub' --pki '$pki' --name store -p $free --process echo --policy allow-process-backend-insecure -t events -m x 2>'$work/e' && grep -q 'cannot connect to the broker at 127.0.0.1:$free: Connection refused (broker)' '$work/e' && ! grep -q 'file' '$work/e'"
 
 # ---- refusals: the library does not start ----
 zero=0000000000000000000000000000000000000000000000000000000000000000
