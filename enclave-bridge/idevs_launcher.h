@@ -158,6 +158,8 @@ typedef struct idevs_launcher_publish {
     size_t correlation_len;
 } idevs_launcher_publish;
 
+/* A delivery's publications come in order, then its on_done; when its Done moved the replay record, only once
+ * the record is on disk (unless it cannot be written: stats.released_unrecorded). */
 typedef struct idevs_launcher_callbacks {
     void (*on_publish)(void *arg, const idevs_launcher_publish *publish); /* data valid during the call */
     void (*on_done)(void *arg, uint64_t delivery_id, idevs_err status);
@@ -218,6 +220,8 @@ typedef struct idevs_launcher_stats {
     uint64_t replays_refused;    /* deliveries refused by the replay record, by deliver() or before a send */
     uint64_t duplicates;         /* retransmissions refused by deliver_from(): the same client's copies */
     uint64_t replay_saves;       /* times the replay record was written to state_dir */
+    uint64_t released_unrecorded;/* publications released although the replay record holding their input could
+                                    not be written (state_dir read-only or full): replayable after a broker crash */
     uint64_t timer_failed;       /* runs of the logic's timer whose emits the compartment dropped (emit bounds) */
     uint64_t held;               /* inputs the compartment held (max_outstanding_requests reached), sent again */
     size_t queue_depth;          /* deliveries accepted and not done */

@@ -10,7 +10,7 @@
 
 /* The launcher's figures that are published beside the plugin's own. */
 typedef struct launcher_figures {
-    uint64_t restarts, queue_depth, in_flight;
+    uint64_t restarts, queue_depth, in_flight, released_unrecorded;
 } launcher_figures;
 
 static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
@@ -39,6 +39,7 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "restarts", f->restarts);
     publish_counter(via, scope, "queue_depth", f->queue_depth);
     publish_counter(via, scope, "in_flight", f->in_flight);
+    publish_counter(via, scope, "released_unrecorded", f->released_unrecorded);
 }
 
 static void add(idevs_metrics *sum, const idevs_metrics *m)
@@ -61,17 +62,18 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
     p->metrics_next = now + (time_t)p->cfg.metrics_interval_s;
     idevs_metrics sum;
     memset(&sum, 0, sizeof sum);
-    launcher_figures total = {0, 0, 0};
+    launcher_figures total = {0, 0, 0, 0};
     for (size_t i = 0; i < p->proc_count; i++) {
         idevs_process *proc = p->procs[i];
         idevs_launcher_stats st;
         idevs_launcher_get_stats(proc->launcher, &st);
-        launcher_figures f = {st.restarts, st.queue_depth, st.in_flight};
+        launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
         add(&sum, &proc->metrics);
         total.restarts += f.restarts;
         total.queue_depth += f.queue_depth;
         total.in_flight += f.in_flight;
+        total.released_unrecorded += f.released_unrecorded;
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
@@ -83,7 +85,8 @@ void idevs_metrics_clear(idevs_process *proc)
     /* Retained counters of a process that no longer runs would mislead: an empty retained message removes each
      * one the process could have published. */
     static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "publish_failed",
-                                        "guard_denied", "restarts", "queue_depth", "in_flight"};
+                                        "guard_denied", "restarts", "queue_depth", "in_flight",
+                                        "released_unrecorded"};
     char topic[256] /* process names have at most 64 bytes */;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);

@@ -1,7 +1,8 @@
 /* The delivery queue: accepted envelopes, oldest first, the ones sent to the current compartment forming a
  * prefix. Publications a delivery causes are held back until its Done, so that a compartment dying halfway
  * through a delivery leaves no partial output behind: the delivery is sent again, and only the attempt that
- * finishes is handed to the caller. */
+ * finishes is handed to the caller, once the replay record that covers its input is on disk (supervise.c,
+ * release_awaiting). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,15 +196,21 @@ void deliveries_rewind(idevs_launcher *l)
     l->next_send = l->head;
 }
 
+/* Appends d (unlinked) to a list linked through next: the refused or the awaiting deliveries. */
+static void list_append(delivery **head, delivery **tail, delivery *d)
+{
+    d->prev = d->next = NULL;
+    if (*tail != NULL)
+        (*tail)->next = d;
+    else
+        *head = d;
+    *tail = d;
+}
+
 void deliveries_refuse(idevs_launcher *l, delivery *d, idevs_err status)
 {
     d->refused = status;
-    d->prev = d->next = NULL;
-    if (l->refused_tail != NULL)
-        l->refused_tail->next = d;
-    else
-        l->refused_head = d;
-    l->refused_tail = d;
+    list_append(&l->refused_head, &l->refused_tail, d);
     l->refused_count++;
 }
 
@@ -228,9 +235,24 @@ int deliveries_report_refused(idevs_launcher *l, const idevs_launcher_callbacks 
     return n;
 }
 
+void deliveries_await(idevs_launcher *l, delivery *d, idevs_err status)
+{
+    d->done_status = status;
+    list_append(&l->awaiting_head, &l->awaiting_tail, d);
+}
+
 size_t deliveries_clear(idevs_launcher *l)
 {
     size_t n = 0;
+    /* Empty outside supervise_step, which releases what it made await: freed here so that nothing can leak. */
+    while (l->awaiting_head != NULL) {
+        delivery *d = l->awaiting_head;
+        l->awaiting_head = d->next;
+        l->stats.discarded_publishes += d->held_count;
+        delivery_free(d);
+        n++;
+    }
+    l->awaiting_tail = NULL;
     while (l->refused_head != NULL) {
         delivery *d = l->refused_head;
         l->refused_head = d->next;

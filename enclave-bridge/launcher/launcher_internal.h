@@ -108,6 +108,7 @@ typedef struct delivery {
     size_t sender;     /* index into the descriptor's services */
     uint64_t epoch, sequence;
     idevs_err refused; /* on the refused list: the status its on_done will carry */
+    idevs_err done_status; /* on the awaiting list: the status of its Done */
 } delivery;
 
 /* ---- the replay record (replay_record.c) ---- */
@@ -210,6 +211,9 @@ struct idevs_launcher {
     /* taken off the queue before a send because the replay record refuses them; reported by the next poll */
     delivery *refused_head, *refused_tail;
     size_t refused_count;
+    /* Done, with outputs that wait until the replay record covering their inputs is on disk; released, in
+     * order, by the same pass of supervise_step that read their Done (so empty between passes) */
+    delivery *awaiting_head, *awaiting_tail;
     replay_record replay;
     struct retransmits *retransmits; /* allocated at the first delivery with a client id */
     uint64_t next_id;
@@ -247,12 +251,14 @@ void deliveries_hold_back(idevs_launcher *l, delivery *d);
 delivery *deliveries_response_first(idevs_launcher *l);
 /* Marks every delivery unsent (the compartment died) and discards what it had published. */
 void deliveries_rewind(idevs_launcher *l);
-/* Frees every delivery, refused ones included; returns how many there were. */
+/* Frees every delivery, refused and awaiting ones included; returns how many there were. */
 size_t deliveries_clear(idevs_launcher *l);
 /* Moves d (unlinked, not sent) to the refused list, to be ended with status by the next poll. */
 void deliveries_refuse(idevs_launcher *l, delivery *d, idevs_err status);
 /* Ends the refused deliveries (on_done); returns how many. */
 int deliveries_report_refused(idevs_launcher *l, const idevs_launcher_callbacks *cb);
+/* Appends d (unlinked, done with status) to the awaiting list, its held publications with it. */
+void deliveries_await(idevs_launcher *l, delivery *d, idevs_err status);
 
 /* replay_record.c */
 idevs_err replay_record_init(idevs_launcher *l);
@@ -281,10 +287,12 @@ void topics_free(idevs_launcher *l);
 /* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
  * IDEVS_ERR_EPOCH_EXPIRED (older than both epochs kept). Changes nothing. */
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);
-/* The compartment ended d with status: notes it when status proves d was opened (authenticated). */
-void replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status);
-/* Writes the record when it changed: now when force, else when LAUNCHER_REPLAY_SAVE_MS have passed. */
-void replay_record_save(idevs_launcher *l, bool force);
+/* The compartment ended d with status: notes it when status proves d was opened (authenticated); true when it
+ * did (the record changed and must be written before d's outputs leave). */
+bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status);
+/* Writes the record when it changed: now when force, else when LAUNCHER_REPLAY_SAVE_MS have passed. True when
+ * what is on disk covers everything done (written now, or nothing new). */
+bool replay_record_save(idevs_launcher *l, bool force);
 /* When the next write is due; -1 when none. */
 int64_t replay_record_deadline(const idevs_launcher *l);
 

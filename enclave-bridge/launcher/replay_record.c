@@ -100,10 +100,10 @@ static void epoch_start(replay_epoch *e, uint64_t epoch)
     idevs_replay_init(&e->window);
 }
 
-void replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
+bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
 {
     if (!d->tracked || !opened_first(status))
-        return;
+        return false;
     replay_sender *s = &l->replay.senders[d->sender];
     replay_epoch *e;
     if (!s->cur.used || d->epoch > s->cur.epoch) {
@@ -119,10 +119,11 @@ void replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
         epoch_start(&s->prev, d->epoch);
         e = &s->prev;
     } else {
-        return; /* older than both: refused by the check from now on anyway */
+        return false; /* older than both: refused by the check from now on anyway */
     }
     (void)idevs_replay_accept(&e->window, d->sequence);
     l->replay.dirty = true;
+    return true;
 }
 
 /* ---- the file ---- */
@@ -281,14 +282,14 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     return IDEVS_OK;
 }
 
-void replay_record_save(idevs_launcher *l, bool force)
+bool replay_record_save(idevs_launcher *l, bool force)
 {
     replay_record *r = &l->replay;
     if (!r->loaded || !r->dirty)
-        return;
+        return true;
     int64_t now = launcher_now_ms();
     if (!force && now < r->next_save_ms)
-        return;
+        return false;
     r->next_save_ms = now + LAUNCHER_REPLAY_SAVE_MS;
     const idevs_deployment *dep = l->deployment;
     size_t count = 0;
@@ -335,6 +336,7 @@ void replay_record_save(idevs_launcher *l, bool force)
                        "then, a broker restart would forget the envelopes done since the last write",
                        name, write_errno != 0 ? strerror(write_errno) : idevs_strerror(err), LAUNCHER_REPLAY_SAVE_MS);
     }
+    return err == IDEVS_OK;
 }
 
 int64_t replay_record_deadline(const idevs_launcher *l)

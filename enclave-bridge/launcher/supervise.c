@@ -479,6 +479,18 @@ static void timer_failed(idevs_launcher *l, uint32_t status)
                    (unsigned long long)l->stats.timer_failed);
 }
 
+/* d (unlinked) is done: its held publications leave in order, then on_done. */
+static void finish_delivery(idevs_launcher *l, delivery *d, idevs_err status, const idevs_launcher_callbacks *cb)
+{
+    for (held_publish *h = d->held; h != NULL; h = h->next)
+        emit(l, cb, &h->p);
+    uint64_t id = d->id;
+    deliveries_forget(l, d);
+    l->stats.done++;
+    if (cb != NULL && cb->on_done != NULL)
+        cb->on_done(cb->arg, id, status);
+}
+
 static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, const idevs_launcher_callbacks *cb)
 {
     if (done->delivery_id == 0) {
@@ -492,15 +504,37 @@ static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, 
     }
     deliveries_unlink(l, d);
     l->progress_ms = launcher_now_ms();
-    for (held_publish *h = d->held; h != NULL; h = h->next)
-        emit(l, cb, &h->p);
     idevs_err status = done->status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)done->status : IDEVS_ERR_LOGIC;
-    replay_record_done(l, d, status);
-    uint64_t id = d->id;
-    deliveries_forget(l, d);
-    l->stats.done++;
-    if (cb != NULL && cb->on_done != NULL)
-        cb->on_done(cb->arg, id, status);
+    bool recorded = replay_record_done(l, d, status);
+    /* Its outputs leave only once the record that holds its input is on disk: released now, a broker killed
+     * before the next write would accept the input again after its restart, and produce them a second time.
+     * Once one waits, the rest of the pass waits behind it, so that deliveries still end in order. */
+    if ((recorded && d->held != NULL) || l->awaiting_head != NULL) {
+        deliveries_await(l, d, status);
+        return;
+    }
+    finish_delivery(l, d, status, cb);
+}
+
+/* The Done of this pass whose outputs wait for the record: one write (file and directory fsync'd) covers them
+ * all, then they leave in order. A write that fails (the state directory read-only or full; warned once, retried
+ * every LAUNCHER_REPLAY_SAVE_MS, not at each pass) does not hold them back: the traffic goes on, and the outputs
+ * released without a record that covers their input are counted. */
+static void release_awaiting(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+{
+    if (l->awaiting_head == NULL)
+        return;
+    bool durable = replay_record_save(l, !l->replay.save_failing);
+    delivery *d = l->awaiting_head;
+    l->awaiting_head = l->awaiting_tail = NULL; /* detached first: the callbacks may deliver */
+    while (d != NULL) {
+        delivery *next = d->next;
+        d->next = NULL;
+        if (!durable)
+            l->stats.released_unrecorded += d->held_count;
+        finish_delivery(l, d, d->done_status, cb);
+        d = next;
+    }
 }
 
 /* The compartment did not run an input (its table of outstanding requests is full): it waits for Resumed. */
@@ -720,6 +754,8 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         work += deliveries_report_refused(l, cb);
     if (live(l))
         work += read_frames(l, cb);
+    /* Even when a frame of this pass ended the compartment: what it finished before is done. */
+    release_awaiting(l, cb);
     if (live(l)) {
         note_moved(l);
         int64_t now = launcher_now_ms();
@@ -764,8 +800,11 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         }
         work++;
     }
+    /* What no output waits for (a Done without publications) is written at most every LAUNCHER_REPLAY_SAVE_MS:
+     * replayed after a broker crash, such an input publishes nothing again, and a write per pass would cost an
+     * fsync to traffic that publishes nothing. stop() writes the rest. */
     if (l->state != IDEVS_LAUNCHER_STOPPED)
-        replay_record_save(l, false); /* at most every LAUNCHER_REPLAY_SAVE_MS; stop() writes the rest */
+        (void)replay_record_save(l, false);
     supervise_update_channel_events(l);
     return work;
 }

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Faults around the plugin, with a real Mosquitto on a free loopback port:
+#   - the broker killed with SIGKILL right after outputs left: their inputs, captured from the input topic and
+#     published again to the restarted broker, are all refused as replays (an output waits for the record);
 #   - the state directory read-only (and, where a tmpfs can be mounted, full): a compartment whose sealed keys
 #     are intact starts, restarts after kill -9 and starts again after a clean stop of the broker, without
 #     rewriting its sealed keys; what cannot be written (the replay record) is a warning naming the errno; only
@@ -51,6 +53,9 @@ faults_round() {
   check "$what: ... an input gives its output" roundtrip echo "$what one" "$work/echo.json"
   check "$what: ... the replay record that cannot be written is a warning naming the errno ($errno_text)" \
     wait_log "$conf" "cannot write its replay record '$program.replay' in the state directory ($errno_text)"
+  counters "$conf.counters"
+  check "$what: ... the output was released all the same, counted in released_unrecorded" \
+    test "$(counter released_unrecorded "$conf.counters")" -ge 1
   check "$what: ... the compartment restarts after kill -9" kill_and_wait_restart "$conf"
   check "$what: ... and routes again" roundtrip echo "$what two" "$work/echo.json"
   stop_broker
@@ -72,12 +77,65 @@ stop_broker
 check "... its state directory holds the sealing secret, the sealed keys and the replay record" \
   test -f "$state/sealing.key" -a -f "$state/$program.sealed" -a -f "$state/$program.replay"
 
+# ---- replays after a broker SIGKILL ----
+# An output leaves only once the replay record covering its input is on disk: envelopes captured from the input
+# topic and published again after the broker was killed (no clean stop, so no last write) are all refused as
+# replays, however soon after their outputs the kill came.
+replays=20
+# wait_subscribed CONF CLIENT TOPIC: until the broker logged CLIENT's subscription to TOPIC.
+wait_subscribed() { wait_log "$1" "$2 0 $3"; }
+write_conf "$work/kill.conf" "$work/echo.json" "plugin_opt_metrics_interval_s 1"
+if start_broker "$work/kill.conf" && fetch_chain "$work/chain.pem"; then
+  # The attacker's copy of the input topic, one envelope per line in hex.
+  sub -i idevs-capture -t "$in_topic" -F '%x' -C "$replays" -W 30 >"$work/captured.hex" 2>/dev/null &
+  capture_pid=$!
+  bg_pids+=("$capture_pid")
+  wait_subscribed "$work/kill.conf" idevs-capture "$in_topic"
+  peer collect --key "$pki/sink.key" --cert "$pki/sink.crt" --from "$work/chain.pem" --topic "$out_topic" \
+    --count "$replays" --timeout-s 30 >"$work/kill-outputs.got" 2>"$work/kill-outputs.err" &
+  collect_pid=$!
+  bg_pids+=("$collect_pid")
+  wait_for_line "$work/kill-outputs.got" ready 100
+  # One sending context: one key epoch, so that every copy meets the record's window (not an expired epoch).
+  peer send --key "$pki/store.key" --cert "$pki/store.crt" --to "$work/chain.pem" --topic "$in_topic" \
+    --count "$replays" --prefix killed- 2>"$work/kill-send.err"
+  wait "$collect_pid"
+  wait "$capture_pid"
+  kill -9 "$broker_pid"
+  wait "$broker_pid" 2>/dev/null
+  broker_pid=
+  equal "$replays inputs gave their $replays outputs before the broker was killed with SIGKILL" \
+    "$(grep -c '^killed-' "$work/kill-outputs.got")" "$replays"
+  equal "... and were captured from the input topic" "$(grep -c . "$work/captured.hex")" "$replays"
+  if start_broker "$work/kill.conf" && fetch_chain "$work/chain.pem"; then
+    ok "the broker starts again on the same state directory"
+    sub -i idevs-watch -t "$out_topic" -F '%x' -W 6 >"$work/kill-again.hex" 2>/dev/null &
+    watch_pid=$!
+    bg_pids+=("$watch_pid")
+    wait_subscribed "$work/kill.conf" idevs-watch "$out_topic"
+    n=0
+    while read -r hex; do
+      n=$((n + 1))
+      printf '%s' "$hex" | xxd -r -p >"$work/replay-$n.env"
+      pub -V mqttv5 -q 1 -i idevs-replayer -t "$in_topic" -f "$work/replay-$n.env"
+    done <"$work/captured.hex"
+    counters "$work/kill-counters"
+    wait "$watch_pid"
+    equal "... the $replays captured envelopes published again give no output" \
+      "$(grep -c . "$work/kill-again.hex")" 0
+    equal "... and are counted under rejected/replay" "$(counter rejected/replay "$work/kill-counters")" "$replays"
+    check "... the record was read without a warning" bash -c "! grep -q 'replay record' '$work/kill.conf.log'"
+    stop_broker
+    sanitizer_check "$work/kill.conf"
+  else not_ok "the broker starts again on the same state directory" "$work/kill.conf.log"; fi
+else not_ok "a broker for the SIGKILL replay test starts" "$work/kill.conf.log"; fi
+
 # ---- read-only ----
 if [ "$as_user" -eq 0 ]; then
   echo "# skipped: the read-only state directory (running as root without a 'mosquitto' user, file modes do not apply)"
 else
   chmod 500 "$state"
-  write_conf "$work/readonly.conf" "$work/echo.json"
+  write_conf "$work/readonly.conf" "$work/echo.json" "plugin_opt_metrics_interval_s 1"
   faults_round "$work/readonly.conf" "$state" "read-only state directory" "Permission denied"
   # Keys that cannot be restored must be made afresh, and persisted before they are certified: that stops the
   # start, and the line says why.
@@ -99,7 +157,8 @@ if [ "$(id -u)" -ne 0 ] || ! mount -t tmpfs -o size=512k,mode=0700 tmpfs "$full"
   echo "# skipped: the full state directory (cannot mount a tmpfs here: $(head -1 "$work/mount.err" 2>/dev/null))"
 else
   mounted=$full
-  write_conf "$work/full.conf" "$work/echo.json" -state_dir "plugin_opt_state_dir $full"
+  write_conf "$work/full.conf" "$work/echo.json" -state_dir "plugin_opt_state_dir $full" \
+    "plugin_opt_metrics_interval_s 1"
   if start_broker "$work/full.conf" && roundtrip echo "filling" "$work/echo.json"; then
     ok "a state directory on a small tmpfs: the broker starts and routes"
   else not_ok "a state directory on a small tmpfs: the broker starts and routes" "$work/full.conf.log"; fi

@@ -1524,6 +1524,84 @@ static void test_record_survives_launcher(void)
     record_clear(&r);
 }
 
+/* The replay record as it is on disk when an output leaves: what a broker killed right then restarts with. */
+static char record_on_disk[PATH_MAX + 64], record_at_output[PATH_MAX + 64];
+
+/* A copy of from (mode 0600), or no file to when there is none. */
+static void copy_private_file(const char *from, const char *to)
+{
+    uint8_t buf[8192];
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0 && errno == ENOENT) {
+        (void)unlink(to);
+        return;
+    }
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CU_ASSERT_FATAL(in >= 0 && out >= 0);
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        CU_ASSERT_FATAL(write(out, buf, (size_t)n) == n);
+    CU_ASSERT_FATAL(n == 0);
+    close(in);
+    close(out);
+}
+
+static void on_publish_copy_record(void *arg, const idevs_launcher_publish *p)
+{
+    on_publish(arg, p);
+    copy_private_file(record_on_disk, record_at_output);
+}
+
+/* An output leaves only once the record that holds its input is on disk: with the file as it was when the last
+ * output left (a broker killed with SIGKILL then, no write at stop), every input is refused as a replay. */
+static void test_output_waits_for_record(void)
+{
+    enum { N = 5 };
+    record r = {0};
+    world w;
+    party st;
+    idevs_launcher *l = echo_started(&w, &r, &st);
+    replay_file(&w, record_on_disk, sizeof record_on_disk);
+    snprintf(record_at_output, sizeof record_at_output, "%s/at-output.replay", w.dir);
+    /* One delivery first: the record's first write, after a quiet spell, was always at once. */
+    deliver(l, &st, &w, "warm up");
+    poll_until_done(l, &r, 1, 5000);
+    record_clear(&r);
+    uint8_t *env[N];
+    size_t len[N];
+    for (size_t i = 0; i < N; i++) {
+        env[i] = seal(&st, &w, "book one taxi", &len[i]);
+        deliver_env(l, env[i], len[i]);
+    }
+    idevs_launcher_callbacks cb = {on_publish_copy_record, on_done, &r};
+    int64_t end = now_ms() + 5000;
+    while (r.done_count < N && now_ms() < end)
+        CU_ASSERT_FATAL(idevs_launcher_poll(l, 50, &cb) == IDEVS_OK);
+    CU_ASSERT_EQUAL(r.pub_count, N);
+    for (size_t i = 0; i < N; i++) /* the outputs in the order of their deliveries' Done */
+        CU_ASSERT_EQUAL(r.pub_id[i], r.done_id[i]);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(s.released_unrecorded, 0);
+    CU_ASSERT(s.replay_saves >= 1);
+    idevs_launcher_free(l);
+
+    CU_ASSERT(rename(record_at_output, record_on_disk) == 0); /* there was a record when the last output left */
+    idevs_launcher_config cfg;
+    config(&cfg, &w, host_path, &r);
+    idevs_launcher *b = launcher(&cfg);
+    start(b);
+    for (size_t i = 0; i < N; i++)
+        CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env[i], len[i], NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, ""), 0);
+    idevs_launcher_free(b);
+    for (size_t i = 0; i < N; i++)
+        free(env[i]);
+    party_free(&st);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* A damaged record file: a warning naming it, an empty record (the documented consequence: what it held is
  * accepted once more), and a good file written again, which the next launcher reads without a warning. */
 static void test_damaged_record_warns(void)
@@ -1785,6 +1863,7 @@ static CU_TestInfo tests[] = {
      test_outstanding_requests_hold_inputs},
     {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
     {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
+    {"replay: an output leaves only once the record holding its input is on disk", test_output_waits_for_record},
     {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
     {"stopped and continued (SIGSTOP, cgroup freeze, ptrace): same compartment, no restart",
      test_stopped_and_continued},
