@@ -29,6 +29,9 @@ struct idevs_identity {
 /* The largest encoded Evidence accepted: the fixed fields with generous framing, plus the hardware report. */
 #define CERTS_EVIDENCE_ENCODED_MAX (IDEVS_HARDWARE_REPORT_MAX + 512)
 
+/* OpenSSL security level of every chain verified: 112-bit keys and signature digests at least (verify.c). */
+#define CERTS_AUTH_LEVEL 2
+
 struct idevs_cert_policy {
     X509_STORE *store;        /* the trust anchors */
     size_t ca_count;

@@ -132,7 +132,11 @@ idevs_err certs_evidence_decode(const uint8_t *data, size_t len, idevs_evidence 
         *reason = "the evidence is not a valid idevs.v1.Evidence message";
         return IDEVS_ERR_EVIDENCE_MALFORMED;
     }
-    if (msg->version != 1)
+    /* A field this version does not know could claim something no check here looks at: refused, as in an
+     * Envelope. */
+    if (msg->base.n_unknown_fields != 0)
+        r = "the evidence has an unknown field (a number idevs.v1.Evidence does not declare)";
+    else if (msg->version != 1)
         r = "the evidence has an unknown version";
     else if ((int)msg->backend < BACKEND_MIN || (int)msg->backend > BACKEND_MAX)
         r = "the evidence names an unknown isolation backend";

@@ -200,8 +200,10 @@ typedef struct idevs_cert_info {
  * process opt-in, debug flag, measurement, descriptor digest, program UUID, nonce. Returns the first failure
  * and, when why is not NULL, a sentence naming the certificate and what was wrong (never key material);
  * on success why is "". count is 1..IDEVS_CHAIN_MAX (IDEVS_ERR_TOO_LARGE above), each DER at most
- * IDEVS_CERT_MAX bytes (IDEVS_ERR_TOO_LARGE). Errors: IDEVS_ERR_CERT_MALFORMED, _CERT_NOT_IDEVS (leaf is a
- * CA, not Ed25519, lacks the urn:uuid name, CN or agreement key), _CERT_UNTRUSTED, _CERT_EXPIRED,
+ * IDEVS_CERT_MAX bytes (IDEVS_ERR_TOO_LARGE). Errors: IDEVS_ERR_CERT_MALFORMED, _CERT_NOT_IDEVS (leaf has cA
+ * TRUE or keyCertSign/cRLSign, lacks keyUsage digitalSignature, is not Ed25519, lacks the urn:uuid name, CN or
+ * agreement key), _CERT_UNTRUSTED (also: a key or digest under OpenSSL security level 2, an anchor whose
+ * self-signature fails), _CERT_EXPIRED,
  * _CERT_NOT_YET_VALID, _EVIDENCE_MISSING, _EVIDENCE_MALFORMED, _KEY_BINDING_MISMATCH, _BACKEND_NOT_ALLOWED,
  * _PROCESS_BACKEND_NOT_OPTED_IN, _DEBUG_NOT_ALLOWED, _MEASUREMENT_MISMATCH, _DESCRIPTOR_MISMATCH,
  * _PROGRAM_MISMATCH, _NONCE_MISMATCH. info may be NULL; it is zeroed first and filled only on success.

@@ -89,7 +89,11 @@ static idevs_err check_chain(const idevs_cert_policy *policy, X509 *leaf, STACK_
         return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying %s", s->label);
     }
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
-    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
+    /* CHECK_SS_SIGNATURE: a damaged or forged anchor must not end a chain just because the policy holds it. */
+    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT | X509_V_FLAG_CHECK_SS_SIGNATURE);
+    /* Level 2 (112 bits) refuses keys under RSA/DSA-2048 or EC-224 and SHA-1/MD5 signatures; level 3 would also
+     * refuse RSA-2048 operator CAs, common and still sound. idevs issues Ed25519 (128 bits) only. */
+    X509_VERIFY_PARAM_set_auth_level(param, CERTS_AUTH_LEVEL);
     X509_VERIFY_PARAM_set_depth(param, IDEVS_CHAIN_MAX);
     if (policy->at != 0)
         X509_VERIFY_PARAM_set_time(param, policy->at);
@@ -237,8 +241,21 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
     idevs_uuid san;
     char name[IDEVS_NAME_MAX + 1];
     uint8_t sign_pub[IDEVS_ED25519_PUB_LEN], kex_pub[IDEVS_X25519_LEN];
-    if (X509_check_ca(leaf) != 0) {
+    /* An identity signs envelopes and nothing else: cA TRUE at all, or an issuer's key usage, makes it a CA
+     * (X509_check_ca alone passes cA TRUE with a keyUsage lacking keyCertSign). */
+    uint32_t xflags = X509_get_extension_flags(leaf);
+    uint32_t usage = (xflags & EXFLAG_KUSAGE) != 0 ? X509_get_key_usage(leaf) : 0;
+    if ((xflags & EXFLAG_CA) != 0 || X509_check_ca(leaf) != 0) {
         err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s is a CA certificate, not an identity", s.label);
+        goto done;
+    }
+    if ((usage & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) != 0) {
+        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS,
+                   "%s has keyUsage keyCertSign or cRLSign, which only a CA has, not an identity", s.label);
+        goto done;
+    }
+    if ((usage & KU_DIGITAL_SIGNATURE) == 0) {
+        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a keyUsage with digitalSignature", s.label);
         goto done;
     }
     if (certs_get_sign_key(leaf, sign_pub) != IDEVS_OK) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <openssl/asn1.h>
+#include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -1380,6 +1381,221 @@ static void test_chain_file(void)
     idevs_identity_free(c);
 }
 
+/* ---- path rules: leaf usage, algorithm strength, the anchor's self-signature, unknown evidence fields ---- */
+
+/* Replaces (or, with value NULL, removes) a standard extension of x, in OpenSSL's configuration syntax; issuer
+ * (optional) is what "keyid" refers to. */
+static void set_issued_ext(X509 *x, X509 *issuer, int nid, const char *value)
+{
+    int pos = X509_get_ext_by_NID(x, nid, -1);
+    if (pos >= 0)
+        X509_EXTENSION_free(X509_delete_ext(x, pos));
+    if (value == NULL)
+        return;
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, issuer, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    CU_ASSERT_FATAL(ext != NULL && X509_add_ext(x, ext, -1) == 1);
+    X509_EXTENSION_free(ext);
+}
+
+static void set_std_ext(X509 *x, int nid, const char *value)
+{
+    set_issued_ext(x, NULL, nid, value);
+}
+
+/* A service leaf of the fixture CA with its basicConstraints and keyUsage replaced (NULL: absent). */
+static idevs_err verify_service_with(const idevs_identity *svc, const char *bc, const char *ku, char *why,
+                                     size_t why_len)
+{
+    idevs_cert_policy *p = fixture_service_policy(&pki);
+    X509 *x = leaf_of(svc);
+    set_std_ext(x, NID_basic_constraints, bc);
+    set_std_ext(x, NID_key_usage, ku);
+    resign(x, pki.ca);
+    idevs_err err = verify_x509(p, x, NULL, why, why_len);
+    X509_free(x);
+    idevs_cert_policy_free(p);
+    return err;
+}
+
+static void test_leaf_usage(void)
+{
+    idevs_identity *svc = fixture_service(&pki, "usage");
+    char why[256];
+    /* what idevs issues, and the same without basicConstraints */
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:FALSE", "critical,digitalSignature", why, sizeof why),
+                    IDEVS_OK);
+    CU_ASSERT_EQUAL(verify_service_with(svc, NULL, "critical,digitalSignature", why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(verify_service_with(svc, "CA:FALSE", "digitalSignature,keyAgreement", why, sizeof why), IDEVS_OK);
+    /* cA TRUE whatever the keyUsage (X509_check_ca alone lets this one pass) */
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:TRUE", "critical,digitalSignature", why, sizeof why),
+                    IDEVS_ERR_CERT_NOT_IDEVS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'usage'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "CA"));
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:TRUE,pathlen:0", "critical,digitalSignature", why,
+                                        sizeof why),
+                    IDEVS_ERR_CERT_NOT_IDEVS);
+    /* a signing usage of a CA, with cA FALSE or without basicConstraints */
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:FALSE", "critical,digitalSignature,cRLSign", why,
+                                        sizeof why),
+                    IDEVS_ERR_CERT_NOT_IDEVS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "cRLSign"));
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:FALSE", "critical,digitalSignature,keyCertSign", why,
+                                        sizeof why),
+                    IDEVS_ERR_CERT_NOT_IDEVS);
+    CU_ASSERT_EQUAL(verify_service_with(svc, NULL, "critical,digitalSignature,cRLSign", why, sizeof why),
+                    IDEVS_ERR_CERT_NOT_IDEVS);
+    /* keyUsage absent, or without digitalSignature */
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:FALSE", NULL, why, sizeof why), IDEVS_ERR_CERT_NOT_IDEVS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "digitalSignature"));
+    CU_ASSERT_EQUAL(verify_service_with(svc, "critical,CA:FALSE", "critical,keyAgreement", why, sizeof why),
+                    IDEVS_ERR_CERT_NOT_IDEVS);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "digitalSignature"));
+    idevs_identity_free(svc);
+}
+
+/* A self-signed operator CA with an RSA key of the given size, signing with md. */
+static X509 *rsa_ca(EVP_PKEY **key, int bits, const EVP_MD *md)
+{
+    *key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(*key);
+    X509 *ca = X509_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ca);
+    X509_NAME *name = X509_get_subject_name(ca);
+    CU_ASSERT_FATAL(X509_set_version(ca, 2) == 1 &&
+                    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"rsa-ca", -1, -1,
+                                               0) == 1 &&
+                    X509_set_issuer_name(ca, name) == 1 && X509_set_pubkey(ca, *key) == 1 &&
+                    ASN1_INTEGER_set(X509_get_serialNumber(ca), 1) == 1 &&
+                    X509_gmtime_adj(X509_getm_notBefore(ca), -60) != NULL &&
+                    X509_gmtime_adj(X509_getm_notAfter(ca), 86400) != NULL);
+    set_std_ext(ca, NID_basic_constraints, "critical,CA:TRUE");
+    set_std_ext(ca, NID_key_usage, "critical,keyCertSign,cRLSign");
+    set_std_ext(ca, NID_subject_key_identifier, "hash");
+    CU_ASSERT_FATAL(X509_sign(ca, *key, md) > 0);
+    return ca;
+}
+
+/* A service leaf re-issued by an RSA CA of the given size (self-signed with ca_md), signed with md, verified
+ * against that CA alone. */
+static idevs_err verify_under_rsa(const idevs_identity *svc, int bits, const EVP_MD *ca_md, const EVP_MD *md,
+                                  char *why, size_t why_len)
+{
+    EVP_PKEY *key = NULL;
+    X509 *ca = rsa_ca(&key, bits, ca_md);
+    X509 *x = leaf_of(svc);
+    CU_ASSERT_FATAL(X509_set_issuer_name(x, X509_get_subject_name(ca)) == 1);
+    set_issued_ext(x, ca, NID_authority_key_identifier, "keyid:always"); /* strict mode requires it */
+    CU_ASSERT_FATAL(X509_sign(x, key, md) > 0);
+    idevs_cert_policy *p = idevs_cert_policy_new();
+    CU_ASSERT_FATAL(p != NULL && idevs_cert_policy_add_ca(p, ca) == IDEVS_OK);
+    idevs_err err = verify_x509(p, x, NULL, why, why_len);
+    idevs_cert_policy_free(p);
+    X509_free(x);
+    X509_free(ca);
+    EVP_PKEY_free(key);
+    return err;
+}
+
+static void test_weak_algorithms(void)
+{
+    idevs_identity *svc = fixture_service(&pki, "legacy");
+    char why[256];
+    /* RSA-1024 signing with SHA-1: both too weak */
+    CU_ASSERT_EQUAL(verify_under_rsa(svc, 1024, EVP_sha1(), EVP_sha1(), why, sizeof why), IDEVS_ERR_CERT_UNTRUSTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'legacy'"));
+    /* a SHA-1 signature by a strong key */
+    CU_ASSERT_EQUAL(verify_under_rsa(svc, 2048, EVP_sha256(), EVP_sha1(), why, sizeof why), IDEVS_ERR_CERT_UNTRUSTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "digest"));
+    /* an RSA-1024 key signing with SHA-256 */
+    CU_ASSERT_EQUAL(verify_under_rsa(svc, 1024, EVP_sha256(), EVP_sha256(), why, sizeof why), IDEVS_ERR_CERT_UNTRUSTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "key"));
+    /* level 2 (112 bits) accepts RSA-2048 with SHA-256, which level 3 would refuse */
+    CU_ASSERT_EQUAL(verify_under_rsa(svc, 2048, EVP_sha256(), EVP_sha256(), why, sizeof why), IDEVS_OK);
+    /* the anchor's own self-signature digest is not held to the level (OpenSSL's rule), only its key */
+    CU_ASSERT_EQUAL(verify_under_rsa(svc, 2048, EVP_sha1(), EVP_sha256(), why, sizeof why), IDEVS_OK);
+    idevs_identity_free(svc);
+}
+
+static void test_anchor_self_signature(void)
+{
+    idevs_identity *svc = fixture_service(&pki, "anchored");
+    idevs_uuid prog;
+    idevs_uuid_generate(&prog);
+    idevs_identity *c = fixture_compartment(&pki, "anchored-c", &prog, M, D, 600, 0);
+    char why[256];
+    /* the fixture CA with one bit of its self-signature flipped: the signature is the DER's last bytes */
+    uint8_t *der = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(idevs_cert_to_der(pki.ca_cert, &der, &len) == IDEVS_OK && len > 0);
+    der[len - 1] ^= 0x01;
+    const unsigned char *q = der;
+    X509 *bad = d2i_X509(NULL, &q, (long)len);
+    free(der);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bad);
+    idevs_cert_policy *p = idevs_cert_policy_new();
+    CU_ASSERT_FATAL(p != NULL && idevs_cert_policy_add_ca(p, bad) == IDEVS_OK);
+    CU_ASSERT_EQUAL(verify_id(p, svc, NULL, why, sizeof why), IDEVS_ERR_CERT_UNTRUSTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "'anchored'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "signature"));
+    CU_ASSERT_EQUAL(verify_id(p, c, NULL, why, sizeof why), IDEVS_ERR_CERT_UNTRUSTED);
+    idevs_cert_policy_free(p);
+    /* the intact anchor still verifies both */
+    p = fixture_service_policy(&pki);
+    CU_ASSERT_EQUAL(verify_id(p, svc, NULL, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(verify_id(p, c, NULL, why, sizeof why), IDEVS_OK);
+    idevs_cert_policy_free(p);
+    X509_free(bad);
+    idevs_identity_free(c);
+    idevs_identity_free(svc);
+}
+
+/* Evidence that verifies but for a field of a number idevs.v1.Evidence does not declare. */
+static void test_evidence_unknown_field(void)
+{
+    idevs_uuid prog;
+    idevs_uuid_generate(&prog);
+    idevs_identity *c = fixture_compartment(&pki, "extended", &prog, M, D, 600, 0);
+    idevs_cert_policy *p = fixture_compartment_policy(&pki, M, D);
+    idevs_evidence ev = make_evidence(c, IDEVS_BACKEND_PROCESS);
+    uint8_t buf[512];
+    size_t n = pack_evidence(&ev, 1, buf, sizeof buf - 8);
+    char why[256];
+    static const struct {
+        uint8_t bytes[4];
+        size_t len;
+    } extra[] = {
+        {{0x58, 0x01}, 2},             /* field 11, varint 1 */
+        {{0xa2, 0x06, 0x01, 0x00}, 4}, /* field 100, 1 byte */
+        {{0x78, 0x00}, 2},             /* field 15, varint 0: present although zero */
+    };
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+        X509 *x = leaf_of(c);
+        delete_ext(x, IDEVS_OID_EVIDENCE);
+        uint8_t with[sizeof buf];
+        memcpy(with, buf, n);
+        memcpy(with + n, extra[i].bytes, extra[i].len);
+        add_octets_ext(x, IDEVS_OID_EVIDENCE, with, n + extra[i].len);
+        resign(x, pki.authority);
+        CU_ASSERT_EQUAL(verify_x509(p, x, pki.authority_cert, why, sizeof why), IDEVS_ERR_EVIDENCE_MALFORMED);
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "'extended'"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "unknown field"));
+        idevs_evidence out;
+        CU_ASSERT_EQUAL(idevs_cert_read_evidence(x, &out), IDEVS_ERR_EVIDENCE_MALFORMED);
+        X509_free(x);
+    }
+    /* the same evidence without the extra field verifies */
+    X509 *x = leaf_of(c);
+    delete_ext(x, IDEVS_OID_EVIDENCE);
+    add_octets_ext(x, IDEVS_OID_EVIDENCE, buf, n);
+    resign(x, pki.authority);
+    CU_ASSERT_EQUAL(verify_x509(p, x, pki.authority_cert, why, sizeof why), IDEVS_OK);
+    X509_free(x);
+    idevs_cert_policy_free(p);
+    idevs_identity_free(c);
+}
+
 static CU_TestInfo issue_tests[] = {
     {"service round trip", test_service_round_trip},
     {"compartment round trip, nonce", test_compartment_round_trip},
@@ -1406,6 +1622,10 @@ static CU_TestInfo verify_tests[] = {
     {"backends and process opt-in", test_backends},
     {"debug flag", test_debug_flag},
     {"measurement, descriptor, program", test_measurement_descriptor_program},
+    {"leaf: no cA TRUE, no keyCertSign or cRLSign, keyUsage digitalSignature required", test_leaf_usage},
+    {"RSA-1024 and SHA-1 refused (security level 2), RSA-2048/SHA-256 accepted", test_weak_algorithms},
+    {"the trust anchor's self-signature is checked", test_anchor_self_signature},
+    {"evidence with a field of unknown number is malformed", test_evidence_unknown_field},
     CU_TEST_INFO_NULL,
 };
 
