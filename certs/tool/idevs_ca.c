@@ -5,6 +5,7 @@
  *   idevs-ca attest DIR NAME --program UUID --descriptor FILE --measure FILE... [--validity-seconds N] [--debug]
  *   idevs-ca verify --ca CA.crt CHAIN.crt [POLICY...]
  *   idevs-ca show CERT
+ *   idevs-ca measure FILE...   (1 to 64 files)
  *
  * Exit status: 0 success, 1 failure, 2 usage error. Private keys are never printed. */
 #include <errno.h>
@@ -58,7 +59,8 @@ static const char usage_main[] =
     "  verify --ca CA.crt CHAIN.crt [POLICY...]\n"
     "                                         verify a certificate chain under a policy\n"
     "  show CERT                              print a human summary of a certificate\n"
-    "  measure HOST LOGIC DESCRIPTOR          print the measurement a compartment of these files gets\n"
+    "  measure FILE...                        print the measurement of 1 to 64 files (a compartment's:\n"
+    "                                         host program, logic, descriptor, in that order)\n"
     "Run 'idevs-ca COMMAND --help' for the options of a command.\n";
 
 static const char usage_init[] =
@@ -69,7 +71,7 @@ static const char usage_init[] =
     "  --days N      validity in days (default 3650)\n";
 
 static const char usage_measure[] =
-    "usage: idevs-ca measure FILE...\n"
+    "usage: idevs-ca measure FILE... (1 to 64 files)\n"
     "Prints the measurement of the files, in order: SHA-256(\"idevs measurement v2\" || SHA-256(file 1) || ...).\n"
     "Given the compartment host program, the logic and the deployment descriptor, it is the measurement the\n"
     "launcher puts in the compartment's evidence: what a service pins with --policy measurement=HEX.\n";

@@ -165,9 +165,12 @@ check "openssl reads the Ed25519 key first" sh -c "openssl pkey -in pki/y.key -n
 
 # ---- usage ----
 check "idevs-ca --help" "$CA_TOOL" --help
-for c in init service attest verify show; do
+# The help says what measure takes: any 1 to 64 files, not exactly three.
+check_out "--help lists 'measure FILE...' with 1 to 64 files" "^  measure FILE\.\.\. +print the measurement of 1 to 64 files"
+for c in init service attest verify show measure; do
     check "idevs-ca $c --help" "$CA_TOOL" "$c" --help
 done
+check_out "measure --help says 1 to 64 files" "^usage: idevs-ca measure FILE\.\.\. \(1 to 64 files\)"
 check_status "an unknown command is a usage error" 2 "$CA_TOOL" frobnicate
 check_status "no command is a usage error" 2 "$CA_TOOL"
 
