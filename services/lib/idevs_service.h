@@ -95,7 +95,8 @@ typedef void (*idevs_service_on_message)(idevs_service *svc, const idevs_service
 idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_message on_message, void *arg,
                             idevs_service **out, char *why, size_t why_len);
 
-/* Connects, fetches and verifies the certificate and descriptor, subscribes to this service's topics.
+/* Connects, fetches and verifies the certificate and descriptor, subscribes to this service's topics (each at
+ * the QoS the descriptor declares for it).
  * Returns once all of that is done, or start_timeout_ms passed (IDEVS_ERR_TIMEOUT), or verification failed
  * (the verification's own error, e.g. IDEVS_ERR_MEASUREMENT_MISMATCH). why says which and why.
  * on_message is never called from here: what arrives meanwhile (with a persistent session, the outputs and
@@ -104,9 +105,9 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
 idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
 
 /* Seals payload to the compartment for the declared input `input` (whose "from" must be this service) and
- * publishes it at QoS 1. IDEVS_ERR_UNKNOWN_INPUT for an input not declared for this service;
- * IDEVS_ERR_TOO_LARGE above the descriptor's limits.max_payload. Does not wait for the broker's
- * acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id.
+ * publishes it at QoS 1 (the descriptor declares no QoS for inputs). IDEVS_ERR_UNKNOWN_INPUT for an input not
+ * declared for this service; IDEVS_ERR_TOO_LARGE above the descriptor's limits.max_payload. Does not wait for
+ * the broker's acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id.
  * IDEVS_ERR_NOT_NOW while the service is not ready (idevs_service_ready() false: the connection is being
  * re-established, or the compartment's certificate is being verified again after a reconnection or a
  * compartment restart): nothing was sent; call idevs_service_run() and try again. */
@@ -114,13 +115,13 @@ idevs_err idevs_service_publish(idevs_service *svc, const char *input, const voi
                                 idevs_msgid *message_id);
 
 /* Answers a request received in on_message: sealed to the compartment, published on the request's response
- * topic with its correlation data, and naming the request's message id in its (authenticated) provenance,
- * which is how the compartment matches the answer to its request. May be called from on_message or later
- * (then with a copy of the message's response_topic, correlation and message_id; the other fields are not
- * used; a nil message_id is IDEVS_ERR_INVALID_ARG: correlation data is not authenticated and never stands
- * in for it). IDEVS_ERR_UNKNOWN_REQUEST
- * when response_topic is not the response topic of a request addressed to this service; IDEVS_ERR_NOT_NOW
- * as for publish. */
+ * topic at the request's declared QoS (requests[].qos) with its correlation data, and naming the request's
+ * message id in its (authenticated) provenance, which is how the compartment matches the answer to its
+ * request. May be called from on_message or later (then with a copy of the message's response_topic,
+ * correlation and message_id; the other fields are not used; a nil message_id is IDEVS_ERR_INVALID_ARG:
+ * correlation data is not authenticated and never stands in for it). IDEVS_ERR_UNKNOWN_REQUEST when
+ * response_topic is not the response topic of a request addressed to this service; IDEVS_ERR_NOT_NOW as for
+ * publish. */
 idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message *request, const void *payload,
                                 size_t len);
 

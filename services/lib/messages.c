@@ -182,7 +182,7 @@ void svc_on_publish_ack(idevs_service *svc, int reason_code)
 
 /* ---- sending ---- */
 
-static idevs_err seal_and_publish(idevs_service *svc, const char *topic, const void *payload, size_t len,
+static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, const void *payload, size_t len,
                                   const idevs_msgid *provenance, size_t provenance_count, const uint8_t *corr,
                                   size_t corr_len, idevs_msgid *message_id)
 {
@@ -211,7 +211,7 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, const v
         return IDEVS_ERR_NOMEM;
     }
     int rc = env_len > INT32_MAX ? MOSQ_ERR_PAYLOAD_SIZE
-                                 : mosquitto_publish_v5(svc->mosq, NULL, topic, (int)env_len, env, 1, false, props);
+                                 : mosquitto_publish_v5(svc->mosq, NULL, topic, (int)env_len, env, qos, false, props);
     mosquitto_property_free_all(&props);
     free(env);
     switch (rc) {
@@ -242,7 +242,8 @@ idevs_err idevs_service_publish(idevs_service *svc, const char *input, const voi
     const idevs_deployment *d = svc->deployment;
     for (size_t i = 0; i < d->input_count; i++)
         if (d->inputs[i].from == svc->self_index && strcmp(d->inputs[i].name, input) == 0)
-            return seal_and_publish(svc, d->inputs[i].topic, payload, len, NULL, 0, NULL, 0, message_id);
+            return seal_and_publish(svc, d->inputs[i].topic, SVC_INPUT_QOS, payload, len, NULL, 0, NULL, 0,
+                                    message_id);
     return IDEVS_ERR_UNKNOWN_INPUT;
 }
 
@@ -262,6 +263,7 @@ idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message 
      * broker could swap, is how the compartment matches it to the request. */
     if (idevs_uuid_is_nil(&request->message_id))
         return IDEVS_ERR_INVALID_ARG;
-    return seal_and_publish(svc, r->response_topic, payload, len, &request->message_id, 1, request->correlation,
-                            request->correlation_len, NULL);
+    /* The descriptor gives the exchange one QoS, the request's: the answer travels at it too. */
+    return seal_and_publish(svc, r->response_topic, r->qos, payload, len, &request->message_id, 1,
+                            request->correlation, request->correlation_len, NULL);
 }

@@ -314,31 +314,39 @@ void svc_topics_free(char **topics, size_t count)
     free(topics);
 }
 
-static bool listed(char *const *topics, size_t count, const char *topic)
+/* Whether topic was subscribed at QoS qos; at another QoS it is subscribed again, which MQTT makes a
+ * replacement. */
+static bool listed(char *const *topics, const int *topic_qos, size_t count, const char *topic, int qos)
 {
     for (size_t i = 0; i < count; i++)
-        if (strcmp(topics[i], topic) == 0)
+        if (strcmp(topics[i], topic) == 0 && topic_qos[i] == qos)
             return true;
     return false;
 }
 
 /* Nothing is subscribed twice on one connection: the broker would send the retained pair again, and Mosquitto
  * 2.0.11 keeps about 40 bytes per re-subscription. */
-idevs_err svc_subscribe(idevs_service *svc, char *const *already, size_t already_count)
+idevs_err svc_subscribe(idevs_service *svc, char *const *already, const int *already_qos, size_t already_count)
 {
     if (svc->conn != SVC_CONNECTED)
         return IDEVS_OK;
     bool fresh = already == NULL;
     char **topics = calloc(svc->subscription_count + 2, sizeof *topics);
-    size_t n = 0;
+    size_t n = 0, first[SVC_QOS_COUNT + 1] = {0};
     bool ok = topics != NULL;
-    if (ok && fresh) {
-        ok &= (topics[n++] = strdup(svc->certificate_topic)) != NULL;
-        ok &= (topics[n++] = strdup(svc->descriptor_topic)) != NULL;
+    /* Grouped by QoS, so that an output or request declared at QoS 2 is not received at QoS 1. */
+    for (int q = 0; ok && q < SVC_QOS_COUNT; q++) {
+        first[q] = n;
+        if (fresh && q == SVC_RETAINED_QOS) {
+            ok &= (topics[n++] = strdup(svc->certificate_topic)) != NULL;
+            ok &= (topics[n++] = strdup(svc->descriptor_topic)) != NULL;
+        }
+        for (size_t i = 0; ok && i < svc->subscription_count; i++)
+            if (svc->subscription_qos[i] == q &&
+                (fresh || !listed(already, already_qos, already_count, svc->subscriptions[i], q)))
+                ok &= (topics[n++] = strdup(svc->subscriptions[i])) != NULL;
     }
-    for (size_t i = 0; ok && i < svc->subscription_count; i++)
-        if (fresh || !listed(already, already_count, svc->subscriptions[i]))
-            ok &= (topics[n++] = strdup(svc->subscriptions[i])) != NULL;
+    first[SVC_QOS_COUNT] = n;
     if (!ok) {
         svc_topics_free(topics, n);
         svc->failure = IDEVS_ERR_NOMEM;
@@ -348,14 +356,25 @@ idevs_err svc_subscribe(idevs_service *svc, char *const *already, size_t already
     svc_topics_free(svc->sent_topics, svc->sent_count);
     svc->sent_topics = topics;
     svc->sent_count = n;
+    memcpy(svc->sent_first, first, sizeof svc->sent_first);
     if (n == 0)
         return IDEVS_OK; /* a redeployment that adds no topic of this service */
     svc->subscribed = false;
-    int rc = mosquitto_subscribe_multiple(svc->mosq, &svc->subscribe_mid, (int)n, topics, 1, 0, NULL);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        svc->failure = rc == MOSQ_ERR_NOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_BROKER;
-        svc_set_why(svc, "cannot subscribe to the topics of process '%s': %s", svc->process, mosquitto_strerror(rc));
-        return svc->failure;
+    svc->subscribe_pending = 0;
+    for (int q = 0; q < SVC_QOS_COUNT; q++) {
+        svc->subscribe_mid[q] = 0; /* a SUBACK still due for an earlier SUBSCRIBE no longer counts */
+        size_t count = first[q + 1] - first[q];
+        if (count == 0)
+            continue;
+        int rc = mosquitto_subscribe_multiple(svc->mosq, &svc->subscribe_mid[q], (int)count, topics + first[q], q, 0,
+                                              NULL);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            svc->failure = rc == MOSQ_ERR_NOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_BROKER;
+            svc_set_why(svc, "cannot subscribe to the topics of process '%s': %s", svc->process,
+                        mosquitto_strerror(rc));
+            return svc->failure;
+        }
+        svc->subscribe_pending++;
     }
     return IDEVS_OK;
 }
@@ -376,7 +395,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
      * nothing is sealed, and envelopes that arrive are held. */
     svc->ready = false;
     svc->have_cert = svc->have_descriptor = false;
-    svc_subscribe(svc, NULL, 0);
+    svc_subscribe(svc, NULL, NULL, 0);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
@@ -416,10 +435,14 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, 
 {
     (void)mosq, (void)props;
     idevs_service *svc = obj;
-    if (mid != svc->subscribe_mid)
+    int q = 0;
+    while (q < SVC_QOS_COUNT && (svc->subscribe_mid[q] == 0 || svc->subscribe_mid[q] != mid))
+        q++;
+    if (q == SVC_QOS_COUNT)
         return;
-    char *const *topics = svc->sent_topics;
-    size_t n = svc->sent_count;
+    svc->subscribe_mid[q] = 0;
+    char *const *topics = svc->sent_topics + svc->sent_first[q];
+    size_t n = svc->sent_first[q + 1] - svc->sent_first[q];
     for (int i = 0; i < count && (size_t)i < n; i++)
         if (granted[i] >= 0x80) {
             svc->failure = IDEVS_ERR_BROKER;
@@ -428,7 +451,8 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, 
                         mosquitto_reason_string(granted[i]));
             return;
         }
-    svc->subscribed = true;
+    if (--svc->subscribe_pending <= 0)
+        svc->subscribed = true;
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)

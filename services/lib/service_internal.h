@@ -46,6 +46,13 @@ typedef struct svc_held {
     size_t correlation_len;
 } svc_held;
 
+/* MQTT QoS 0, 1 and 2: one SUBSCRIBE per QoS in use, as mosquitto_subscribe_multiple gives all its topics one. */
+#define SVC_QOS_COUNT 3
+/* The plugin publishes the retained certificate and descriptor at QoS 1 (docs/PROTOCOL.md 8.1). */
+#define SVC_RETAINED_QOS 1
+/* Inputs: the descriptor declares no QoS for them. */
+#define SVC_INPUT_QOS 1
+
 typedef enum svc_conn {
     SVC_DISCONNECTED = 0, /* waiting for the next attempt */
     SVC_CONNECTING,       /* CONNECT sent, no CONNACK yet */
@@ -80,16 +87,19 @@ struct idevs_service {
     uint64_t certificates_verified;
     idevs_envelope_ctx *ctx;
     char **subscriptions;               /* this service's outputs and requests */
+    int *subscription_qos;              /* the QoS the descriptor declares for each */
     size_t subscription_count;
-    char **sent_topics;                 /* copies of the topics of the last SUBSCRIBE, for its SUBACK */
+    char **sent_topics;                 /* copies of the topics last subscribed, grouped by QoS, for the SUBACKs */
     size_t sent_count;
+    size_t sent_first[SVC_QOS_COUNT + 1]; /* sent_topics[sent_first[q] .. sent_first[q + 1]) went at QoS q */
 
     /* the latest retained messages, and whether they arrived since the last subscription */
     uint8_t *pending_cert, *pending_descriptor;
     size_t pending_cert_len, pending_descriptor_len;
     bool have_cert, have_descriptor;
     bool ready;                         /* connected and the current retained pair verified */
-    int subscribe_mid;                  /* the last SUBSCRIBE sent; subscribed once its SUBACK arrived */
+    int subscribe_mid[SVC_QOS_COUNT];   /* the last SUBSCRIBE sent at each QoS; 0: none awaits its SUBACK */
+    int subscribe_pending;              /* SUBACKs still awaited; subscribed once none is */
     bool subscribed;
 
     /* connection */
@@ -118,10 +128,10 @@ uint64_t svc_now_ms(void);
 void svc_set_why(idevs_service *svc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes a sentence into why (when not NULL), for the functions that report through a why buffer. */
 void svc_say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Subscribes to every topic of svc->subscriptions (after a connection or a new deployment). */
-/* One SUBSCRIBE: on a new connection (already NULL) the retained certificate and descriptor and every topic of
- * this service; after a redeployment only its topics not in already (those subscribed before). */
-idevs_err svc_subscribe(idevs_service *svc, char *const *already, size_t already_count);
+/* Subscribes, one SUBSCRIBE per QoS in use: on a new connection (already NULL) to the retained certificate and
+ * descriptor (QoS 1) and every topic of svc->subscriptions at its declared QoS; after a redeployment only to
+ * its topics not in already at the same QoS (already_qos: the QoS each was subscribed at). */
+idevs_err svc_subscribe(idevs_service *svc, char *const *already, const int *already_qos, size_t already_count);
 void svc_topics_free(char **topics, size_t count);
 
 /* verify.c */

@@ -235,8 +235,8 @@ static idevs_err verify_pair(idevs_service *svc, candidate *c, char *why, size_t
     return err;
 }
 
-/* This service's outputs and requests in d. */
-static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char ***out, size_t *count)
+/* This service's outputs and requests in d, and the QoS each is declared with. */
+static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char ***out, int **out_qos, size_t *count)
 {
     size_t n = 0;
     for (size_t i = 0; i < d->output_count; i++)
@@ -244,21 +244,31 @@ static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char *
     for (size_t i = 0; i < d->request_count; i++)
         n += d->requests[i].to == self;
     char **subs = calloc(n > 0 ? n : 1, sizeof *subs); /* a service that only sends has none */
-    if (subs == NULL)
+    int *qos = calloc(n > 0 ? n : 1, sizeof *qos);
+    if (subs == NULL || qos == NULL) {
+        free(subs);
+        free(qos);
         return IDEVS_ERR_NOMEM;
+    }
     size_t k = 0;
     bool ok = true;
     for (size_t i = 0; i < d->output_count; i++)
-        if (d->outputs[i].to == self)
+        if (d->outputs[i].to == self) {
+            qos[k] = d->outputs[i].qos;
             ok &= (subs[k++] = strdup(d->outputs[i].topic)) != NULL;
+        }
     for (size_t i = 0; i < d->request_count; i++)
-        if (d->requests[i].to == self)
+        if (d->requests[i].to == self) {
+            qos[k] = d->requests[i].qos;
             ok &= (subs[k++] = strdup(d->requests[i].topic)) != NULL;
+        }
     if (!ok) {
         svc_topics_free(subs, n);
+        free(qos);
         return IDEVS_ERR_NOMEM;
     }
     *out = subs;
+    *out_qos = qos;
     *count = n;
     return IDEVS_OK;
 }
@@ -324,10 +334,11 @@ static idevs_err install(idevs_service *svc, candidate *c)
     } else {
         idevs_envelope_ctx *ctx;
         char **subs;
+        int *sub_qos;
         size_t sub_count;
         idevs_err err = new_context(svc, c, &ctx);
         if (err == IDEVS_OK) {
-            err = subscriptions_of(c->d, c->self_index, &subs, &sub_count);
+            err = subscriptions_of(c->d, c->self_index, &subs, &sub_qos, &sub_count);
             if (err != IDEVS_OK)
                 idevs_envelope_ctx_free(ctx);
         }
@@ -347,14 +358,17 @@ static idevs_err install(idevs_service *svc, candidate *c)
         svc->descriptor_len = svc->pending_descriptor_len;
         svc->self_index = c->self_index;
         char **old = svc->subscriptions;
+        int *old_qos = svc->subscription_qos;
         size_t old_count = svc->subscription_count;
         svc->subscriptions = subs;
+        svc->subscription_qos = sub_qos;
         svc->subscription_count = sub_count;
         /* old is NULL before the first verification: then every topic is new on this connection. */
         static char *const none[1] = {NULL};
-        svc_subscribe(svc, old != NULL ? old : none, old_count);
+        svc_subscribe(svc, old != NULL ? old : none, old_qos, old_count);
         unsubscribe_gone(svc, old, old_count);
         svc_topics_free(old, old_count);
+        free(old_qos);
     }
     free(svc->cert_pem);
     svc->cert_pem = cert_copy;
@@ -412,8 +426,12 @@ void svc_verified_free(idevs_service *svc)
     svc->cert_pem = NULL;
     svc_topics_free(svc->subscriptions, svc->subscription_count);
     svc->subscriptions = NULL;
+    free(svc->subscription_qos);
+    svc->subscription_qos = NULL;
     svc->subscription_count = 0;
     svc_topics_free(svc->sent_topics, svc->sent_count);
     svc->sent_topics = NULL;
     svc->sent_count = 0;
+    memset(svc->sent_first, 0, sizeof svc->sent_first);
+    memset(svc->subscribe_mid, 0, sizeof svc->subscribe_mid); /* a late SUBACK finds no topics to name */
 }

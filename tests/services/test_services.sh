@@ -84,7 +84,7 @@ cat >"$work/echo.json" <<JSON
  "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
  "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
  "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "idevs/echo/resp/ask",
-               "to": "sink", "qos": 1}],
+               "to": "sink", "qos": 2}],
  "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
 JSON
 mkdir -m 700 "$work/state"
@@ -132,9 +132,9 @@ background() { # out, err, command...
   last_pid=$!
   pids+=("$last_pid")
 }
-# Waits until the broker has the subscription of client id $1 to topic $2 (the library subscribes to the
-# descriptor's topics once it has verified the compartment).
-wait_subscribed() { wait_for "$work/broker.log" "^[0-9]+: $1 1 $2\$"; }
+# Waits until the broker has the subscription of client id $1 to topic $2, at any QoS (the library subscribes to
+# the descriptor's topics once it has verified the compartment).
+wait_subscribed() { wait_for "$work/broker.log" "^[0-9]+: $1 [0-2] $2\$"; }
 
 # ---- inspection without keys: headers and evidence, no plaintext ----
 secret='inspect-me: Ana Lima, +44 7700 900123'
@@ -272,6 +272,17 @@ wait_subscribed sink-respond "$req_topic"
 wait_pid "$sub_pid"
 check "idevs-sub --respond: the request arrives" grep -Eqx 'ask [0-9a-f]{32} a ride home\?' "$work/sub3.out"
 check "... and the answer comes back through the compartment" grep -Eqx 'out [0-9a-f]{32} answer:a taxi in 7 min' "$work/sub3.out"
+# The descriptor declares the request at QoS 2 and the output at QoS 1: the library subscribes to each at its
+# declared QoS, so the request reaches it at QoS 2, and answers at the request's QoS.
+check "the library subscribes to the request at its declared QoS 2 and to the output at 1" bash -c \
+  "grep -Eq '^[0-9]+: sink-respond 2 $req_topic\$' '$work/broker.log' &&
+   grep -Eq '^[0-9]+: sink-respond 1 $out_topic\$' '$work/broker.log'"
+check "... the broker sends it the request at QoS 2" \
+  grep -Eq "Sending PUBLISH to sink-respond \(d0, q2, r0, m[0-9]+, '$req_topic'" "$work/broker.log"
+check "... and it publishes the answer at the request's QoS 2" \
+  grep -Eq "Received PUBLISH from sink-respond \(d0, q2, r0, m[0-9]+, 'idevs/echo/resp/ask'" "$work/broker.log"
+check "inputs, which the descriptor gives no QoS, are published at QoS 1" \
+  grep -Eq "Received PUBLISH from [^ ]+ \(d0, q1, r0, m[0-9]+, '$in_topic'" "$work/broker.log"
 
 # ---- duplicates: the same envelope is delivered once ----
 timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -i capture -q 1 -t "$out_topic" -C 1 -W 20 -N >"$work/captured.env" 2>/dev/null &
