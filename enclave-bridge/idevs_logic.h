@@ -103,7 +103,10 @@ static inline idevs_err idevs_emit(idevs_logic *lg, const char *output, const vo
 
 /* Sends a request to the service a declared request names (the "read" action): sealed to it, published with
  * an MQTT 5 response topic and correlation data; the answer arrives later at the on_response handler with
- * msg->request_id equal to *request_id. Only from a handler. */
+ * msg->request_id equal to *request_id. Only from a handler (else IDEVS_ERR_NOT_NOW), and only for a request
+ * whose response handler setup() registered: otherwise IDEVS_ERR_UNKNOWN_REQUEST and nothing is sent (its
+ * answer could reach no handler, and the request would hold one of limits.max_outstanding_requests for
+ * good). IDEVS_ERR_UNKNOWN_REQUEST too for a name the descriptor does not declare. */
 static inline idevs_err idevs_request(idevs_logic *lg, const char *request, const void *payload, size_t len,
                                       idevs_msgid *request_id)
 {

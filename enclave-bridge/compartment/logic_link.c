@@ -18,7 +18,9 @@
  * Outstanding requests: each committed request is remembered until its response arrives, in a table of
  * limits.max_outstanding_requests slots that is never overrun: nothing is forgotten to make room. serve.c holds
  * inputs while the table is full (back-pressure on the launcher); a request the logic makes when no slot is left
- * (a timer's, a response handler's, or an event's second) fails with IDEVS_ERR_QUEUE_FULL and is not sent. */
+ * (a timer's, a response handler's, or an event's second) fails with IDEVS_ERR_QUEUE_FULL and is not sent. Only
+ * a request with a response handler is sent at all (its answer frees the slot): the runner refuses the others
+ * (IDEVS_ERR_UNKNOWN_REQUEST), and a LogicRequest frame for one ends the compartment. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,6 +316,9 @@ idevs_err logic_link_collect(logic_link *k)
         case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST: {
             if (f->logic_request->request >= d->request_count)
                 violation(k, f, "a request the descriptor does not declare");
+            /* The runner refuses such a request itself; sent anyway, it would take a slot no answer frees. */
+            if (!k->has_response[f->logic_request->request])
+                violation(k, f, "a request the logic registered no response handler for");
             idevs_err err = tx_seal(k, true, f->logic_request->request, &f->logic_request->payload);
             idevs_cleanse(f->logic_request->payload.data, f->logic_request->payload.len);
             answer_request(k, err);

@@ -181,6 +181,10 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
     const idevs_deployment_request *rq = idevs_deployment_request_by_name(r->dep, request);
     if (rq == NULL)
         return IDEVS_ERR_UNKNOWN_REQUEST;
+    /* Without a response handler its answers are refused before matching: the request would hold its
+     * outstanding slot for good, and enough of them would hold every input back. */
+    if (r->response_handlers[rq - r->dep->requests] == NULL)
+        return IDEVS_ERR_UNKNOWN_REQUEST;
     idevs_err err = tx_check(r, payload, len);
     if (err != IDEVS_OK)
         return err;

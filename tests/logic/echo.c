@@ -3,6 +3,8 @@
  * Declared names it uses: input "events", output "out", request "ask" (optional), and a timer when the
  * configuration says {"timer_ms": N}. For each event payload:
  *   "ask:<text>"   requests "ask" with <text>; the response comes back as "answer:<response>" on "out"
+ *                  (built with -DECHO_NO_RESPONSE_HANDLER: no response handler is registered, and a refused
+ *                  request emits "request refused: <idevs_err number>" on "out" instead)
  *   "fail"         emits, then returns an error: nothing may leave (transactions)
  *   "undeclared"   emits to an output the deployment does not declare and returns what emit() said
  *   "upper:<text>" emits <text> in upper case
@@ -34,7 +36,15 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     st->events++;
     if (starts_with(m, "ask:", &skip)) {
         idevs_msgid id;
-        return idevs_request(lg, "ask", m->payload + skip, m->payload_len - skip, &id);
+        idevs_err err = idevs_request(lg, "ask", m->payload + skip, m->payload_len - skip, &id);
+#ifdef ECHO_NO_RESPONSE_HANDLER
+        if (err != IDEVS_OK) {
+            char buf[48];
+            int n = snprintf(buf, sizeof buf, "request refused: %d", (int)err);
+            return idevs_emit(lg, "out", buf, (size_t)n);
+        }
+#endif
+        return err;
     }
     if (starts_with(m, "fail", &skip)) {
         idevs_err err = idevs_emit(lg, "out", m->payload, m->payload_len);
@@ -86,10 +96,14 @@ static idevs_err setup(idevs_logic *lg, const char *config_json, void **state)
     idevs_err err = idevs_on_input(lg, "events", on_event);
     if (err != IDEVS_OK)
         return err;
+#ifndef ECHO_NO_RESPONSE_HANDLER
     /* The request is optional in the deployment. */
     err = idevs_on_response(lg, "ask", on_answer);
     if (err != IDEVS_OK && err != IDEVS_ERR_UNKNOWN_REQUEST)
         return err;
+#else
+    (void)on_answer;
+#endif
     const char *t = strstr(config_json, "\"timer_ms\":");
     if (t != NULL)
         return idevs_on_timer(lg, (uint32_t)strtoul(t + strlen("\"timer_ms\":"), NULL, 10), on_tick);

@@ -13,7 +13,8 @@
  *   HL_FLOOD_RAW      writes 300 LogicEmit frames of the current event itself
  *   HL_HUGE           emits 100 MB through the API
  *   HL_HUGE_RAW       writes a frame header announcing 100 MB on its link
- *   HL_SPIN           never returns from its handler */
+ *   HL_SPIN           never returns from its handler
+ *   HL_REQUEST_RAW    writes a LogicRequest frame for request 0, for which it registered no response handler */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,18 +80,24 @@ __attribute__((unused)) static size_t raw_publish(uint8_t *out, const idevs_mess
     return frame(out, 12, inner, n);
 }
 
-/* LogicEmit{ output, payload, seq } */
-__attribute__((unused)) static size_t raw_emit(uint8_t *out, uint32_t output, const void *payload, size_t len, uint64_t seq)
+/* LogicEmit (Frame field 31) or LogicRequest (32): { output or request index, payload, seq } alike */
+__attribute__((unused)) static size_t raw_tx(uint8_t *out, unsigned field, uint32_t index, const void *payload,
+                                             size_t len, uint64_t seq)
 {
     uint8_t inner[512];
     size_t n = 0;
     inner[n++] = 0x08;
-    n += put_varint(inner + n, output);
+    n += put_varint(inner + n, index);
     n += put_bytes(inner + n, 0x12, payload, len < 256 ? len : 256);
     inner[n++] = 0x19; /* seq, fixed64 */
     memcpy(inner + n, &seq, 8);
     n += 8;
-    return frame(out, 31, inner, n);
+    return frame(out, field, inner, n);
+}
+
+__attribute__((unused)) static size_t raw_emit(uint8_t *out, uint32_t output, const void *payload, size_t len, uint64_t seq)
+{
+    return raw_tx(out, 31, output, payload, len, seq);
 }
 
 __attribute__((unused)) static void put(int fd, const uint8_t *p, size_t n)
@@ -162,6 +169,8 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     put(3, head, 4);
     put(3, m->payload, m->payload_len);
     return IDEVS_OK;
+#elif defined(HL_REQUEST_RAW)
+    put(3, buf, raw_tx(buf, 32, 0, m->payload, m->payload_len, events));
 #elif defined(HL_SPIN)
     for (volatile unsigned long i = 0;; i++) {
     }

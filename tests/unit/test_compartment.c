@@ -341,6 +341,15 @@ static bool start(child *c, const char *logic, const char *config)
     return certify(c, sealing_key, NULL, 0) && expect_ready(c);
 }
 
+/* start() with more limits in the descriptor, e.g. ", \"max_outstanding_requests\": 4". */
+static bool start_limited(child *c, const char *logic, const char *limits)
+{
+    limits_extra = limits;
+    bool ok = start(c, logic, NULL);
+    limits_extra = "";
+    return ok;
+}
+
 static int shutdown_child(child *c)
 {
     Idevs__Bridge__V1__Shutdown sd = IDEVS__BRIDGE__V1__SHUTDOWN__INIT;
@@ -684,10 +693,7 @@ static void hold_read(child *c, hold_state *s, int ends)
 static void test_outstanding_requests_hold_inputs(void)
 {
     child c;
-    limits_extra = ", \"max_outstanding_requests\": 4";
-    bool ok = start(&c, "echo", NULL);
-    limits_extra = "";
-    CU_ASSERT_TRUE_FATAL(ok);
+    CU_ASSERT_TRUE_FATAL(start_limited(&c, "echo", ", \"max_outstanding_requests\": 4"));
     static hold_state s;
     memset(&s, 0, sizeof s);
     idevs_cert_policy *p1, *p2, *p3;
@@ -756,6 +762,30 @@ static void test_outstanding_requests_hold_inputs(void)
     idevs_cert_policy_free(p1);
     idevs_cert_policy_free(p2);
     idevs_cert_policy_free(p3);
+}
+
+/* A logic that requests without a response handler: its answers could never be matched, so a request it sent
+ * would hold its slot for good. idevs_request() refuses it (unknown_request) and nothing leaves; with
+ * max_outstanding_requests 2, four such inputs in a row all run: no slot was taken, no input is held. */
+static void test_request_without_response_handler(void)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start_limited(&c, "echo_no_response", ", \"max_outstanding_requests\": 2"));
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, false);
+    char refused[48];
+    snprintf(refused, sizeof refused, "request refused: %d", (int)IDEVS_ERR_UNKNOWN_REQUEST);
+    for (uint64_t i = 1; i <= 4; i++) {
+        idevs_msgid in_id;
+        deliver_text(&c, src, i, TOPIC_IN, TOPIC_IN, "ask:anyone?", &in_id);
+        expect_publish(&c, i, snk, TOPIC_OUT, refused, &in_id, 1, NULL);
+        expect_done(&c, i, IDEVS_OK);
+    }
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    idevs_envelope_ctx_free(src);
+    idevs_envelope_ctx_free(snk);
+    idevs_cert_policy_free(p1);
+    idevs_cert_policy_free(p2);
 }
 
 static void test_refusals(void)
@@ -1031,6 +1061,10 @@ static void test_link_huge(void)
 static void test_link_huge_raw(void)
 {
     hostile_link("hostile_huge_raw", 1, "the logic process sent a bad frame", IDEVS_OK);
+}
+static void test_link_request_raw(void)
+{
+    hostile_link("hostile_request_raw", 1, "a request the logic registered no response handler for", IDEVS_OK);
 }
 static void test_link_spin(void)
 {
@@ -1813,6 +1847,8 @@ static CU_TestInfo tests[] = {
     {"request and response, provenance back to the input", test_request_response},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
      test_outstanding_requests_hold_inputs},
+    {"a request without a response handler is refused (unknown_request) and holds no slot",
+     test_request_without_response_handler},
     {"undeclared sender, wrong topic, replay, undeclared output refused", test_refusals},
     {"a failing handler publishes nothing", test_transaction_dropped_on_error},
     {"timer", test_timer},
@@ -1828,6 +1864,7 @@ static CU_TestInfo tests[] = {
     {"split: a 100 MB emit", test_link_huge},
     {"split: a 100 MB frame on the link", test_link_huge_raw},
     {"split: a logic that never returns", test_link_spin},
+    {"split: a raw request for which no response handler was registered", test_link_request_raw},
     {"hostile logic: open", test_hostile_open},
     {"hostile logic: socket", test_hostile_socket},
     {"hostile logic: execve", test_hostile_execve},
