@@ -423,7 +423,7 @@ void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
     l->stats.abandoned += deliveries_clear(l);
     l->stopping = false;
     l->state = IDEVS_LAUNCHER_STOPPED;
-    replay_record_save(l, true);
+    replay_record_save(l, REPLAY_SAVE_FINAL);
     supervise_arm_timer(l);
 }
 
@@ -434,7 +434,7 @@ void idevs_launcher_free(idevs_launcher *l)
     idevs_launcher_stop(l, l->cfg.exit_grace_ms);
     deliveries_clear(l);
     if (l->replay.senders != NULL)
-        replay_record_save(l, true);
+        replay_record_save(l, REPLAY_SAVE_FINAL);
     replay_record_free(l);
     retransmits_free(l);
     certify_forget(l);

@@ -79,7 +79,7 @@ idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t ma
                               char *why, size_t why_len);
 /* Replaces name atomically: temporary file 0600, fsync, rename, fsync of the directory. On IDEVS_ERR_IO errno
  * says why (EROFS, EACCES, ENOSPC, ...). */
-idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len);
+
 
 /* ---- deliveries ---- */
 
@@ -129,6 +129,9 @@ typedef struct replay_record {
     uint8_t key[IDEVS_SHA256_LEN]; /* authenticates the file; derived from the sealing key */
     bool loaded;            /* read (or found absent) at the first start; never written before */
     bool dirty;             /* changed since it was last written */
+    bool unsynced;          /* written since the last fdatasync: in the kernel, not yet known to be on disk */
+    int fd;                 /* the file, open for writing in place; -1 until the first write (or after a failure) */
+    uint64_t generation;    /* of the newest slot written or read */
     bool save_failing;      /* the last write failed (warned once) */
     int64_t next_save_ms;
     uint64_t saves;
@@ -290,9 +293,15 @@ idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);
 /* The compartment ended d with status: notes it when status proves d was opened (authenticated); true when it
  * did (the record changed and must be written before d's outputs leave). */
 bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status);
-/* Writes the record when it changed: now when force, else when LAUNCHER_REPLAY_SAVE_MS have passed. True when
- * what is on disk covers everything done (written now, or nothing new). */
-bool replay_record_save(idevs_launcher *l, bool force);
+/* When the record is written:
+ *   REPLAY_SAVE_DUE      what changed or was not synced yet, written and synced once LAUNCHER_REPLAY_SAVE_MS
+ *                        have passed since the last sync or the first write after it;
+ *   REPLAY_SAVE_RELEASE  what changed, now, in place (pwrite, no fdatasync): before outputs leave, so that a crash
+ *                        of the broker cannot forget their inputs (after a failed write, retried when DUE);
+ *   REPLAY_SAVE_FINAL    everything, now, written and synced (stop).
+ * True when the file covers everything done (written now, or nothing new). */
+typedef enum replay_save { REPLAY_SAVE_DUE, REPLAY_SAVE_RELEASE, REPLAY_SAVE_FINAL } replay_save;
+bool replay_record_save(idevs_launcher *l, replay_save when);
 /* When the next write is due; -1 when none. */
 int64_t replay_record_deadline(const idevs_launcher *l);
 

@@ -7,35 +7,36 @@
  * sequence numbers (proto/idevs_replay.h). Only outcomes that prove the envelope was opened move it (Done with
  * OK or an error of the logic): the header is read without keys, so a forged header must never advance it.
  *
- * The file <program uuid>.replay (all integers big-endian):
- *   magic "idevsrpl" (8) || u32 version (1) || u32 count || program UUID (16)
- *   count x { sender UUID (16) || u32 flags (bit 0: current epoch, bit 1: previous epoch) || u32 0
- *             || current {u64 epoch || u64 top || 16 x u64 window bits} || previous {same} }
- *   HMAC-SHA256(key, everything before) (32)
- *   key = HKDF-SHA256(ikm = sealing secret (sealing.c), salt = "", info = "idevs replay record v1" || program)
+ * The file <program uuid>.replay has two slots of SLOT_BYTES, each u32 (big-endian) length || an encoded
+ * SealedReplayRecord (replay_record.proto): a ReplayRecord and its HMAC-SHA256 under
+ *   key = HKDF-SHA256(ikm = sealing secret (sealing.c), salt = "", info = "idevs replay record v2" || program).
+ * A write goes, in place, to the slot the newer record does not occupy: it costs a pwrite (no new file, no
+ * rename), and a write cut short by a crash leaves the other slot, the record before it, intact. Reading takes
+ * the valid slot with the higher generation. Outputs leave after the pwrite (a crash of the broker cannot undo
+ * it); fdatasync follows at most every LAUNCHER_REPLAY_SAVE_MS (a crash of the machine may undo what is not yet
+ * synced). The file is made once, private, with both slots allocated, so a full file system does not stop it.
  * It holds no secret and no payload: service UUIDs, epoch numbers and sequence numbers, which travel in clear.
  * It is not bound to the measurement: what a former version of the program did was done all the same (and with
  * fresh keys after a new measurement, its envelopes no longer open anyway). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "launcher_internal.h"
+#include "replay_record.pb-c.h"
 
-#define RECORD_MAGIC "idevsrpl"
-#define RECORD_VERSION 1u
-#define RECORD_KEY_LABEL "idevs replay record v1"
-#define HEADER_LEN (8u + 4u + 4u + IDEVS_UUID_LEN)
-#define WINDOW_LEN (8u + 8u + IDEVS_REPLAY_WORDS * 8u)
-#define ENTRY_LEN (IDEVS_UUID_LEN + 4u + 4u + 2u * WINDOW_LEN)
+#define RECORD_VERSION 2u
+#define RECORD_KEY_LABEL "idevs replay record v2"
 #define MAC_LEN IDEVS_SHA256_LEN
-#define FILE_MAX (HEADER_LEN + IDEVS_DEPLOYMENT_MAX_ENTRIES * ENTRY_LEN + MAC_LEN)
-#define FLAG_CUR 1u
-#define FLAG_PREV 2u
+#define SLOT_BYTES 32768u /* 64 senders of about 330 bytes each, and room */
+#define FILE_BYTES (2u * SLOT_BYTES)
 
 static void file_name(const idevs_launcher *l, char name[IDEVS_UUID_STR_LEN + 8])
 {
@@ -45,6 +46,7 @@ static void file_name(const idevs_launcher *l, char name[IDEVS_UUID_STR_LEN + 8]
 idevs_err replay_record_init(idevs_launcher *l)
 {
     size_t n = l->deployment->service_count;
+    l->replay.fd = -1;
     l->replay.senders = calloc(n > 0 ? n : 1, sizeof *l->replay.senders);
     return l->replay.senders != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
 }
@@ -53,6 +55,9 @@ void replay_record_free(idevs_launcher *l)
 {
     free(l->replay.senders);
     l->replay.senders = NULL;
+    if (l->replay.fd >= 0)
+        close(l->replay.fd);
+    l->replay.fd = -1;
     idevs_cleanse(l->replay.key, sizeof l->replay.key);
 }
 
@@ -126,35 +131,8 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
     return true;
 }
 
+
 /* ---- the file ---- */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 3; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 7; i >= 0; i--, v >>= 8)
-        p[i] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 static idevs_err mac(const idevs_launcher *l, const uint8_t *data, size_t len, uint8_t out[MAC_LEN])
 {
@@ -168,63 +146,78 @@ static idevs_err mac(const idevs_launcher *l, const uint8_t *data, size_t len, u
     return IDEVS_OK;
 }
 
-static void put_window(uint8_t *p, const replay_epoch *e)
+static uint32_t get32(const uint8_t *p)
 {
-    put64(p, e->epoch);
-    put64(p + 8, e->window.top);
-    for (size_t i = 0; i < IDEVS_REPLAY_WORDS; i++)
-        put64(p + 16 + 8 * i, e->window.bits[i]);
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void get_window(const uint8_t *p, replay_epoch *e)
+static bool window_from(const Idevs__Launcher__V1__ReplayWindow *w, replay_epoch *e)
 {
+    if (w == NULL || w->n_bits != IDEVS_REPLAY_WORDS || w->base.n_unknown_fields != 0)
+        return false;
     e->used = true;
-    e->epoch = get64(p);
-    e->window.top = get64(p + 8);
-    for (size_t i = 0; i < IDEVS_REPLAY_WORDS; i++)
-        e->window.bits[i] = get64(p + 16 + 8 * i);
+    e->epoch = w->epoch;
+    e->window.top = w->top;
+    memcpy(e->window.bits, w->bits, sizeof e->window.bits);
+    return true;
 }
 
-/* Parses data into senders (service_count entries, zeroed by the caller). NULL when it is good; otherwise what
- * is wrong. */
-static const char *parse(const idevs_launcher *l, const uint8_t *data, size_t len, replay_sender *senders)
+/* Parses one slot into senders (service_count entries, zeroed by the caller). NULL when it is good (with its
+ * generation); otherwise what is wrong. */
+static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, replay_sender *senders,
+                              uint64_t *generation)
 {
-    if (len < HEADER_LEN + MAC_LEN)
-        return "it is too short";
-    if (memcmp(data, RECORD_MAGIC, 8) != 0)
+    uint32_t len = get32(slot);
+    if (len == 0)
+        return "it is empty";
+    if (len > SLOT_BYTES - 4)
+        return "its length is out of range";
+    Idevs__Launcher__V1__SealedReplayRecord *sealed =
+        idevs__launcher__v1__sealed_replay_record__unpack(NULL, len, slot + 4);
+    if (sealed == NULL)
         return "it is not a replay record";
-    if (get32(data + 8) != RECORD_VERSION)
-        return "it has another format version";
-    uint32_t count = get32(data + 12);
-    if (memcmp(data + 16, l->program.b, IDEVS_UUID_LEN) != 0)
-        return "it belongs to another program";
-    if (count > IDEVS_DEPLOYMENT_MAX_ENTRIES || len != HEADER_LEN + (size_t)count * ENTRY_LEN + MAC_LEN)
-        return "its size does not match its number of senders";
+    const char *bad = NULL;
     uint8_t expect[MAC_LEN];
-    if (mac(l, data, len - MAC_LEN, expect) != IDEVS_OK)
-        return "its authentication code cannot be computed";
-    if (!idevs_ct_equal(expect, data + len - MAC_LEN, MAC_LEN))
-        return "its authentication code does not match (damaged, or written under another sealing secret)";
+    if (sealed->base.n_unknown_fields != 0 || sealed->mac.len != MAC_LEN)
+        bad = "it is not a replay record";
+    else if (mac(l, sealed->record.data, sealed->record.len, expect) != IDEVS_OK)
+        bad = "its authentication code cannot be computed";
+    else if (!idevs_ct_equal(expect, sealed->mac.data, MAC_LEN))
+        bad = "its authentication code does not match (damaged, or written under another sealing secret)";
+    Idevs__Launcher__V1__ReplayRecord *rec =
+        bad == NULL ? idevs__launcher__v1__replay_record__unpack(NULL, sealed->record.len, sealed->record.data) : NULL;
+    if (bad == NULL && (rec == NULL || rec->base.n_unknown_fields != 0))
+        bad = "its record cannot be decoded";
+    else if (bad == NULL && rec->version != RECORD_VERSION)
+        bad = "it has another format version";
+    else if (bad == NULL && (rec->program.len != IDEVS_UUID_LEN || memcmp(rec->program.data, l->program.b,
+                                                                             IDEVS_UUID_LEN) != 0))
+        bad = "it belongs to another program";
+    else if (bad == NULL && rec->n_senders > IDEVS_DEPLOYMENT_MAX_ENTRIES)
+        bad = "it names too many senders";
     const idevs_deployment *dep = l->deployment;
-    for (uint32_t k = 0; k < count; k++) {
-        const uint8_t *p = data + HEADER_LEN + (size_t)k * ENTRY_LEN;
+    for (size_t k = 0; bad == NULL && k < rec->n_senders; k++) {
+        const Idevs__Launcher__V1__ReplaySender *e = rec->senders[k];
+        if (e->uuid.len != IDEVS_UUID_LEN || e->base.n_unknown_fields != 0) {
+            bad = "it has an invalid sender entry";
+            break;
+        }
         size_t i = 0;
-        while (i < dep->service_count && memcmp(dep->services[i].uuid.b, p, IDEVS_UUID_LEN) != 0)
+        while (i < dep->service_count && memcmp(dep->services[i].uuid.b, e->uuid.data, IDEVS_UUID_LEN) != 0)
             i++;
         if (i == dep->service_count)
             continue; /* a service a former descriptor declared */
         replay_sender *s = &senders[i];
-        uint32_t flags = get32(p + 16);
-        if (s->cur.used || (flags & FLAG_CUR) == 0 || (flags & ~(FLAG_CUR | FLAG_PREV)) != 0 || get32(p + 20) != 0)
-            return "it has an invalid sender entry";
-        get_window(p + 24, &s->cur);
-        if (flags & FLAG_PREV) {
-            get_window(p + 24 + WINDOW_LEN, &s->prev);
-            if (s->prev.epoch >= s->cur.epoch)
-                return "it has an invalid sender entry";
-        }
+        if (s->cur.used || !window_from(e->current, &s->cur) ||
+            (e->previous != NULL && (!window_from(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch)))
+            bad = "it has an invalid sender entry";
     }
-    return NULL;
+    if (bad == NULL)
+        *generation = rec->generation;
+    if (rec != NULL)
+        idevs__launcher__v1__replay_record__free_unpacked(rec, NULL);
+    idevs__launcher__v1__sealed_replay_record__free_unpacked(sealed, NULL);
+    return bad;
 }
 
 idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
@@ -252,29 +245,51 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     file_name(l, name);
     uint8_t *data = NULL;
     size_t len = 0;
-    err = launcher_state_read(l->state_dirfd, name, 0, FILE_MAX, &data, &len, problem, sizeof problem);
+    err = launcher_state_read(l->state_dirfd, name, 0, FILE_BYTES, &data, &len, problem, sizeof problem);
     if (err == IDEVS_OK && data == NULL)
         return IDEVS_OK; /* the first start */
     const char *bad = NULL;
-    if (err == IDEVS_OK) {
+    if (err == IDEVS_OK && len != FILE_BYTES) {
+        bad = "it has another size (another format version)";
+    } else if (err == IDEVS_OK) {
         size_t n = l->deployment->service_count;
-        replay_sender *parsed = calloc(n > 0 ? n : 1, sizeof *parsed);
-        if (parsed == NULL) {
+        replay_sender *slot_senders[2] = {calloc(n > 0 ? n : 1, sizeof(replay_sender)),
+                                          calloc(n > 0 ? n : 1, sizeof(replay_sender))};
+        if (slot_senders[0] == NULL || slot_senders[1] == NULL) {
+            free(slot_senders[0]);
+            free(slot_senders[1]);
             free(data);
             return IDEVS_ERR_NOMEM;
         }
-        bad = parse(l, data, len, parsed);
-        free(data);
-        if (bad == NULL) {
+        uint64_t generation[2] = {0, 0};
+        const char *slot_bad[2];
+        for (int i = 0; i < 2; i++)
+            slot_bad[i] = parse_slot(l, data + (size_t)i * SLOT_BYTES, slot_senders[i], &generation[i]);
+        int best = slot_bad[0] != NULL ? 1 : slot_bad[1] != NULL ? 0 : generation[1] > generation[0];
+        /* An empty slot is one never written (the file's first write goes to the second). */
+        bool empty[2] = {get32(data) == 0, get32(data + SLOT_BYTES) == 0};
+        if (slot_bad[best] == NULL) {
             free(r->senders);
-            r->senders = parsed;
+            r->senders = slot_senders[best];
+            r->generation = generation[best];
+            free(slot_senders[1 - best]);
+            free(data);
+            if (slot_bad[1 - best] != NULL && !empty[1 - best])
+                /* A write cut short by a crash (its outputs never left: harmless), or damage to the newer slot. */
+                launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
+                               "reads one slot of its replay record '%s', the other is unusable: %s. Unless a crash "
+                               "cut its write short, envelopes done in its last write may be accepted once more",
+                               name, slot_bad[1 - best]);
             return IDEVS_OK;
         }
-        free(parsed);
+        bad = slot_bad[empty[0] ? 1 : 0]; /* both unusable: the reason of one that was written */
+        free(slot_senders[0]);
+        free(slot_senders[1]);
     } else {
         bad = problem[0] != '\0' ? problem : idevs_strerror(err);
     }
-    /* Start empty, and replace the file at the next write so that the loss is reported once. */
+    free(data);
+    /* Start empty, and write at the next save so that the loss is reported once. */
     r->dirty = true;
     launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
                    "starts with an empty replay record: '%s' is unusable: %s. Envelopes it recorded as done may be "
@@ -282,50 +297,167 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     return IDEVS_OK;
 }
 
-bool replay_record_save(idevs_launcher *l, bool force)
+/* The record's file, open for writing: the one there when it is a private regular file of ours of the right
+ * size; otherwise a fresh one in its place, allocated (both slots) and its directory entry synced. -1 with
+ * errno when it cannot be had. */
+static int open_for_writing(const idevs_launcher *l, const char *name)
+{
+    int fd = openat(l->state_dirfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+        (st.st_mode & (S_IRWXG | S_IRWXO)) == 0 && st.st_size == (off_t)FILE_BYTES)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    else if (errno != ENOENT && errno != ELOOP)
+        return -1; /* EACCES, EROFS ...: the caller says so */
+    /* Absent, or not fit (a symlink, another owner or mode, an older format): replaced by a fresh one. */
+    if (unlinkat(l->state_dirfd, name, 0) != 0 && errno != ENOENT)
+        return -1;
+    fd = openat(l->state_dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    int e = posix_fallocate(fd, 0, (off_t)FILE_BYTES); /* both slots' blocks now: a full disk later is no matter */
+    if (e == 0 && (fsync(fd) != 0 || fsync(l->state_dirfd) != 0))
+        e = errno;
+    if (e != 0) {
+        close(fd);
+        unlinkat(l->state_dirfd, name, 0);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Encodes the record with the next generation into slot (u32 length || SealedReplayRecord). */
+static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8_t *slot, size_t *slot_len)
+{
+    const replay_record *r = &l->replay;
+    const idevs_deployment *dep = l->deployment;
+    size_t n = dep->service_count;
+    Idevs__Launcher__V1__ReplaySender *senders = calloc(n > 0 ? n : 1, sizeof *senders);
+    Idevs__Launcher__V1__ReplaySender **sender_ptrs = calloc(n > 0 ? n : 1, sizeof *sender_ptrs);
+    Idevs__Launcher__V1__ReplayWindow *windows = calloc(2 * (n > 0 ? n : 1), sizeof *windows);
+    idevs_err err = senders != NULL && sender_ptrs != NULL && windows != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
+    Idevs__Launcher__V1__ReplayRecord rec = IDEVS__LAUNCHER__V1__REPLAY_RECORD__INIT;
+    rec.version = RECORD_VERSION;
+    rec.program.data = (uint8_t *)l->program.b;
+    rec.program.len = IDEVS_UUID_LEN;
+    rec.generation = generation;
+    rec.senders = sender_ptrs;
+    for (size_t i = 0; err == IDEVS_OK && i < n; i++) {
+        const replay_sender *s = &r->senders[i];
+        if (!s->cur.used)
+            continue;
+        Idevs__Launcher__V1__ReplaySender *e = &senders[rec.n_senders];
+        idevs__launcher__v1__replay_sender__init(e);
+        e->uuid.data = (uint8_t *)dep->services[i].uuid.b;
+        e->uuid.len = IDEVS_UUID_LEN;
+        const replay_epoch *epochs[2] = {&s->cur, s->prev.used ? &s->prev : NULL};
+        for (int k = 0; k < 2 && epochs[k] != NULL; k++) {
+            Idevs__Launcher__V1__ReplayWindow *w = &windows[2 * rec.n_senders + (size_t)k];
+            idevs__launcher__v1__replay_window__init(w);
+            w->epoch = epochs[k]->epoch;
+            w->top = epochs[k]->window.top;
+            w->n_bits = IDEVS_REPLAY_WORDS;
+            w->bits = (uint64_t *)epochs[k]->window.bits;
+            if (k == 0)
+                e->current = w;
+            else
+                e->previous = w;
+        }
+        sender_ptrs[rec.n_senders++] = e;
+    }
+    uint8_t *record = NULL;
+    size_t record_len = err == IDEVS_OK ? idevs__launcher__v1__replay_record__get_packed_size(&rec) : 0;
+    uint8_t tag[MAC_LEN];
+    if (err == IDEVS_OK && (record = malloc(record_len > 0 ? record_len : 1)) == NULL)
+        err = IDEVS_ERR_NOMEM;
+    if (err == IDEVS_OK) {
+        idevs__launcher__v1__replay_record__pack(&rec, record);
+        err = mac(l, record, record_len, tag);
+    }
+    if (err == IDEVS_OK) {
+        Idevs__Launcher__V1__SealedReplayRecord sealed = IDEVS__LAUNCHER__V1__SEALED_REPLAY_RECORD__INIT;
+        sealed.record.data = record;
+        sealed.record.len = record_len;
+        sealed.mac.data = tag;
+        sealed.mac.len = MAC_LEN;
+        size_t len = idevs__launcher__v1__sealed_replay_record__get_packed_size(&sealed);
+        if (len > SLOT_BYTES - 4) {
+            err = IDEVS_ERR_TOO_LARGE; /* cannot happen within IDEVS_DEPLOYMENT_MAX_ENTRIES senders */
+        } else {
+            slot[0] = (uint8_t)(len >> 24);
+            slot[1] = (uint8_t)(len >> 16);
+            slot[2] = (uint8_t)(len >> 8);
+            slot[3] = (uint8_t)len;
+            idevs__launcher__v1__sealed_replay_record__pack(&sealed, slot + 4);
+            *slot_len = 4 + len;
+        }
+    }
+    free(record);
+    free(windows);
+    free(sender_ptrs);
+    free(senders);
+    return err;
+}
+
+bool replay_record_save(idevs_launcher *l, replay_save when)
 {
     replay_record *r = &l->replay;
-    if (!r->loaded || !r->dirty)
+    if (!r->loaded || (!r->dirty && (when == REPLAY_SAVE_RELEASE || !r->unsynced)))
         return true;
     int64_t now = launcher_now_ms();
-    if (!force && now < r->next_save_ms)
+    bool due = now >= r->next_save_ms;
+    if (when == REPLAY_SAVE_DUE && !due)
         return false;
-    r->next_save_ms = now + LAUNCHER_REPLAY_SAVE_MS;
-    const idevs_deployment *dep = l->deployment;
-    size_t count = 0;
-    for (size_t i = 0; i < dep->service_count; i++)
-        count += r->senders[i].cur.used;
-    size_t len = HEADER_LEN + count * ENTRY_LEN + MAC_LEN;
-    uint8_t *buf = calloc(1, len);
-    idevs_err err = buf != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
-    if (err == IDEVS_OK) {
-        memcpy(buf, RECORD_MAGIC, 8);
-        put32(buf + 8, RECORD_VERSION);
-        put32(buf + 12, (uint32_t)count);
-        memcpy(buf + 16, l->program.b, IDEVS_UUID_LEN);
-        uint8_t *p = buf + HEADER_LEN;
-        for (size_t i = 0; i < dep->service_count; i++) {
-            const replay_sender *s = &r->senders[i];
-            if (!s->cur.used)
-                continue;
-            memcpy(p, dep->services[i].uuid.b, IDEVS_UUID_LEN);
-            put32(p + 16, FLAG_CUR | (s->prev.used ? FLAG_PREV : 0u));
-            put_window(p + 24, &s->cur);
-            if (s->prev.used)
-                put_window(p + 24 + WINDOW_LEN, &s->prev);
-            p += ENTRY_LEN;
-        }
-        err = mac(l, buf, len - MAC_LEN, p);
-    }
+    if (when == REPLAY_SAVE_RELEASE && r->save_failing && !due)
+        return false; /* a failing directory is retried every LAUNCHER_REPLAY_SAVE_MS, not on every pass */
+    bool sync = when != REPLAY_SAVE_RELEASE, was_unsynced = r->unsynced;
     char name[IDEVS_UUID_STR_LEN + 8];
     file_name(l, name);
+    idevs_err err = IDEVS_OK;
     int write_errno = 0;
-    if (err == IDEVS_OK && (err = launcher_state_write(l->state_dirfd, name, buf, len)) == IDEVS_ERR_IO)
-        write_errno = errno;
-    free(buf);
+    if (r->dirty) {
+        static uint8_t slot[SLOT_BYTES]; /* the broker's one thread; nothing secret in it */
+        size_t slot_len = 0;
+        uint64_t generation = r->generation + 1;
+        err = encode_slot(l, generation, slot, &slot_len);
+        if (err == IDEVS_OK && r->fd < 0 && (r->fd = open_for_writing(l, name)) < 0) {
+            err = IDEVS_ERR_IO;
+            write_errno = errno;
+        }
+        if (err == IDEVS_OK) {
+            ssize_t n = pwrite(r->fd, slot, slot_len, (off_t)(generation % 2) * SLOT_BYTES);
+            if (n < 0 || (size_t)n != slot_len) {
+                err = IDEVS_ERR_IO;
+                write_errno = n < 0 ? errno : EIO;
+            }
+        }
+        if (err == IDEVS_OK) {
+            r->generation = generation;
+            r->dirty = false;
+            r->unsynced = true;
+            l->stats.replay_saves++;
+        }
+    }
+    if (err == IDEVS_OK && sync && r->unsynced) {
+        if (fdatasync(r->fd) != 0) {
+            err = IDEVS_ERR_IO;
+            write_errno = errno;
+        } else {
+            r->unsynced = false;
+        }
+    }
+    /* The clock runs from a sync, a failure, or the first unsynced write after a sync: what is written is synced
+     * within LAUNCHER_REPLAY_SAVE_MS. */
+    if (sync || err != IDEVS_OK || !was_unsynced)
+        r->next_save_ms = now + LAUNCHER_REPLAY_SAVE_MS;
+    if (err != IDEVS_OK && r->fd >= 0) {
+        close(r->fd); /* opened afresh at the next try */
+        r->fd = -1;
+    }
     if (err == IDEVS_OK) {
-        r->dirty = false;
-        l->stats.replay_saves++;
         if (r->save_failing)
             launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE, "wrote its replay record '%s' again", name);
         r->save_failing = false;
@@ -341,5 +473,5 @@ bool replay_record_save(idevs_launcher *l, bool force)
 
 int64_t replay_record_deadline(const idevs_launcher *l)
 {
-    return l->replay.loaded && l->replay.dirty ? l->replay.next_save_ms : -1;
+    return l->replay.loaded && (l->replay.dirty || l->replay.unsynced) ? l->replay.next_save_ms : -1;
 }

@@ -5,7 +5,7 @@
  * <uuid>.sealed  the blob the compartment of program <uuid> asked to keep: its private keys, sealed under
  *                sealing key = HKDF-SHA256(ikm = secret, salt = "", info = "idevs sealing key v1" || measurement).
  *                Replaced atomically (temporary file 0600, fsync, rename, fsync of the directory).
- * <uuid>.replay  the replay record of program <uuid> (replay_record.c), replaced the same way.
+ * <uuid>.replay  the replay record of program <uuid>: written in place, in two slots (replay_record.c); read here.
  * The directory itself must be ours and not writable by group or others. */
 #include <errno.h>
 #include <fcntl.h>
@@ -236,11 +236,6 @@ idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t ma
     *data = buf;
     *len = size;
     return IDEVS_OK;
-}
-
-idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len)
-{
-    return replace_file(dirfd, name, data, len, false); /* IDEVS_ERR_IO leaves errno for the caller */
 }
 
 idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,

@@ -524,7 +524,7 @@ static void release_awaiting(idevs_launcher *l, const idevs_launcher_callbacks *
 {
     if (l->awaiting_head == NULL)
         return;
-    bool durable = replay_record_save(l, !l->replay.save_failing);
+    bool durable = replay_record_save(l, REPLAY_SAVE_RELEASE);
     delivery *d = l->awaiting_head;
     l->awaiting_head = l->awaiting_tail = NULL; /* detached first: the callbacks may deliver */
     while (d != NULL) {
@@ -801,10 +801,10 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         work++;
     }
     /* What no output waits for (a Done without publications) is written at most every LAUNCHER_REPLAY_SAVE_MS:
-     * replayed after a broker crash, such an input publishes nothing again, and a write per pass would cost an
-     * fsync to traffic that publishes nothing. stop() writes the rest. */
+     * replayed after a broker crash, such an input publishes nothing again. The same write syncs what
+     * release_awaiting() wrote into the kernel only. stop() writes the rest. */
     if (l->state != IDEVS_LAUNCHER_STOPPED)
-        (void)replay_record_save(l, false);
+        (void)replay_record_save(l, REPLAY_SAVE_DUE);
     supervise_update_channel_events(l);
     return work;
 }
