@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "certs_internal.h"
-#include "idevs.pb-c.h"
+#include "evidence.pb-c.h"
 
 #define KEY_BINDING_LABEL "idevs key binding v1"
 

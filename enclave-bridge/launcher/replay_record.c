@@ -4,7 +4,7 @@
  * recorded from the wire would be accepted a second time (docs/COMPARTMENT.md, "Replay across restarts").
  *
  * Per declared service, the two highest epochs in which a delivery was done, each with a sliding window over
- * sequence numbers (proto/idevs_replay.h). Only outcomes that prove the envelope was opened move it (Done with
+ * sequence numbers (base/idevs_replay.h). Only outcomes that prove the envelope was opened move it (Done with
  * OK or an error of the logic): the header is read without keys, so a forged header must never advance it.
  *
  * The file <program uuid>.replay has two slots of SLOT_BYTES, each u32 (big-endian) length || an encoded

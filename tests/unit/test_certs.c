@@ -16,7 +16,7 @@
 
 #include "fixtures.h"
 #include "harness.h"
-#include "idevs.pb-c.h"
+#include "evidence.pb-c.h"
 #include "idevs_cert.h"
 #include "idevs_identity.h"
 

@@ -1,4 +1,4 @@
-/* The replay window (proto/idevs_replay.h), exhaustively in the manner of WireGuard's counter tests, and
+/* The replay window (base/idevs_replay.h), exhaustively in the manner of WireGuard's counter tests, and
  * against a trivially correct model on random walks. */
 #include <stdlib.h>
 #include <string.h>
