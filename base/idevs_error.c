@@ -66,6 +66,7 @@ static const struct err_text texts[] = {
     [IDEVS_ERR_SANDBOX_VIOLATION] = {"sandbox_violation", "a system call outside the sandbox allowlist ended the compartment"},
     [IDEVS_ERR_DUPLICATE] = {"duplicate", "a copy of an envelope the same client delivered before (an MQTT retransmission), not processed twice"},
     [IDEVS_ERR_BROKER] = {"broker", "the MQTT broker refused or dropped the connection, or refused a request"},
+    [IDEVS_ERR_EPOCH_FORGOTTEN] = {"epoch_forgotten", "the key epoch is older than the two the replay record keeps (possibly done already)"},
 };
 
 _Static_assert(sizeof texts / sizeof texts[0] == IDEVS_ERR_COUNT, "every idevs_err needs a text");

@@ -67,6 +67,8 @@ typedef enum idevs_err {
     IDEVS_ERR_DUPLICATE,
     /* services */
     IDEVS_ERR_BROKER,
+    /* appended: codes travel in frames and are never renumbered */
+    IDEVS_ERR_EPOCH_FORGOTTEN, /* the launcher's replay record: older than the two epochs it keeps */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

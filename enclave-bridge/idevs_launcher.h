@@ -124,8 +124,9 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
  * max_payload (IDEVS_ERR_TOO_LARGE), the structure, version and suite (IDEVS_ERR_MALFORMED, _VERSION, _SUITE),
  * the recipient is this process (IDEVS_ERR_WRONG_RECIPIENT), the sender is the service the descriptor declares
  * for that topic (IDEVS_ERR_SENDER_NOT_ALLOWED), and the replay record: IDEVS_ERR_REPLAY when it has its
- * (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW or IDEVS_ERR_EPOCH_EXPIRED when it is older than
- * the record remembers (a compartment that never restarted would refuse those as well). What the gate refuses
+ * (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW when its sequence number is below the window of
+ * its epoch, IDEVS_ERR_EPOCH_FORGOTTEN when its epoch is older than the two the record keeps (a compartment that
+ * never restarted would refuse those as well, the last as epoch_expired). What the gate refuses
  * never costs the compartment anything; what it passes may still be forged, which only the compartment can
  * tell. Then IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting or this envelope would take the queue's
  * bytes over queue_bytes; IDEVS_ERR_NOT_NOW after stop.

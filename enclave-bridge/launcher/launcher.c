@@ -507,7 +507,8 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
         return IDEVS_ERR_DUPLICATE;
     }
     if (refused != IDEVS_OK) {
-        if (refused == IDEVS_ERR_REPLAY || refused == IDEVS_ERR_OUTSIDE_WINDOW || refused == IDEVS_ERR_EPOCH_EXPIRED)
+        if (refused == IDEVS_ERR_REPLAY || refused == IDEVS_ERR_OUTSIDE_WINDOW ||
+            refused == IDEVS_ERR_EPOCH_FORGOTTEN)
             l->stats.replays_refused++;
         return refused;
     }

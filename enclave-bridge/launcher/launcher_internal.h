@@ -288,7 +288,7 @@ void retransmits_free(idevs_launcher *l);
 idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len);
 void topics_free(idevs_launcher *l);
 /* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
- * IDEVS_ERR_EPOCH_EXPIRED (older than both epochs kept). Changes nothing. */
+ * IDEVS_ERR_EPOCH_FORGOTTEN (older than both epochs kept). Changes nothing. */
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);
 /* The compartment ended d with status: notes it when status proves d was opened (authenticated); true when it
  * did (the record changed and must be written before d's outputs leave). */

@@ -75,9 +75,10 @@ idevs_err replay_record_check(const idevs_launcher *l, const delivery *d)
     if (s->prev.used) {
         if (d->epoch == s->prev.epoch)
             return idevs_replay_check(&s->prev.window, d->sequence);
-        /* Forgotten, so possibly done; a compartment that kept its state would call it expired too. */
+        /* Forgotten, so possibly done (a compartment that kept its state would refuse it as expired, but the
+         * record cannot tell whether its grace period is over: it keeps no time). */
         if (d->epoch < s->prev.epoch)
-            return IDEVS_ERR_EPOCH_EXPIRED;
+            return IDEVS_ERR_EPOCH_FORGOTTEN;
     }
     return IDEVS_OK; /* between the two kept epochs: nothing of that epoch was ever done */
 }

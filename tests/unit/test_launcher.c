@@ -1208,6 +1208,40 @@ static void test_replay_refused_after_kill(void)
     record_clear(&r);
 }
 
+/* An envelope of a key epoch older than the two the record keeps for its sender is refused before the
+ * compartment as epoch_forgotten (possibly done: the record forgot that epoch), not with a sentence about a grace
+ * period the record cannot know; it counts as a refused replay. */
+static void test_replay_epoch_forgotten(void)
+{
+    record r = {0};
+    world w;
+    party st;
+    idevs_launcher *l = echo_started(&w, &r, &st);
+    size_t old_len = 0;
+    uint8_t *old = seal(&st, &w, "sealed in the first epoch", &old_len);
+    idevs_envelope_rotate(st.ctx);
+    uint64_t a = deliver(l, &st, &w, "second epoch");
+    idevs_envelope_rotate(st.ctx);
+    uint64_t b = deliver(l, &st, &w, "third epoch");
+    poll_until_done(l, &r, 2, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&r, b, &times), IDEVS_OK);
+    idevs_launcher_stats before;
+    idevs_launcher_get_stats(l, &before);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, old, old_len, NULL, 0, NULL), IDEVS_ERR_EPOCH_FORGOTTEN);
+    idevs_launcher_stats after;
+    idevs_launcher_get_stats(l, &after);
+    CU_ASSERT_EQUAL(after.replays_refused, before.replays_refused + 1);
+    CU_ASSERT_STRING_EQUAL(idevs_err_name(IDEVS_ERR_EPOCH_FORGOTTEN), "epoch_forgotten");
+    CU_ASSERT_PTR_NULL(strstr(idevs_strerror(IDEVS_ERR_EPOCH_FORGOTTEN), "grace"));
+    free(old);
+    party_free(&st);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
 /* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
 static idevs_err deliver_as(idevs_launcher *l, const char *client, const uint8_t *env, size_t len, uint64_t *id)
 {
@@ -1878,6 +1912,7 @@ static CU_TestInfo tests[] = {
     {"peer: silent until the start timeout", test_peer_silent},
     {"peer: garbage mid-stream, restarts, one Done", test_peer_garbage_midstream},
     {"replay: refused after kill -9, fresh envelopes pass", test_replay_refused_after_kill},
+    {"replay: an epoch older than the two kept is epoch_forgotten", test_replay_epoch_forgotten},
     {"a client's retransmission is a duplicate, not a replay", test_retransmission_is_not_a_replay},
     {"replay: in flight at a kill, done once; a copy in flight is refused", test_in_flight_redelivered_once},
     {"max_outstanding_requests 4: inputs wait in the launcher, every answer reaches its request, each input once",
