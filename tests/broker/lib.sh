@@ -207,3 +207,11 @@ wait_for_text() {
   for _ in $(seq "${3:-100}"); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
+
+# echo_descriptor FILE NAME [UUID] [EVENT_TIMEOUT_MS]: an echo process NAME on topics idevs/NAME/...
+echo_descriptor() {
+  local file=$1 name=$2 uuid=${3:-$(python3 -c 'import uuid; print(uuid.uuid4())')} timeout_ms=${4:-2000}
+  sed -e "s|\"name\": \"echo\", \"uuid\": \"$program\"|\"name\": \"$name\", \"uuid\": \"$uuid\"|" \
+      -e "s|idevs/echo/|idevs/$name/|g" -e "s|\"certificate\": \"pki/|\"certificate\": \"$pki/|g" \
+      -e "s|\"event_timeout_ms\": 2000|\"event_timeout_ms\": $timeout_ms|" "$work/echo.json" >"$file"
+}
