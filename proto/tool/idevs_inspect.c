@@ -14,8 +14,12 @@
 
 static void hex(FILE *f, const uint8_t *b, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        fprintf(f, "%02x", b[i]);
+    char text[2 * 64 + 1];
+    for (size_t i = 0; i < n; i += 64) {
+        size_t k = n - i < 64 ? n - i : 64;
+        idevs_hex_encode(b + i, k, text);
+        fputs(text, f);
+    }
 }
 
 static void print_uuid(FILE *f, const uint8_t *b, size_t n)

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "idevs_hex.h"
+
 volatile sig_atomic_t app_stopping;
 
 static void on_signal(int sig)
@@ -115,9 +117,9 @@ idevs_err app_start_service(const char *prog, const idevs_service_config *cfg, i
     }
     idevs_service_peer_info peer;
     idevs_service_peer(*svc, &peer);
-    char hex[2 * IDEVS_SHA256_LEN + 1] = "";
-    for (size_t i = 0; i < measurement_bytes && i < IDEVS_SHA256_LEN; i++)
-        snprintf(hex + 2 * i, 3, "%02x", peer.measurement[i]);
+    char hex[2 * IDEVS_SHA256_LEN + 1];
+    idevs_hex_encode(peer.measurement, measurement_bytes < IDEVS_SHA256_LEN ? measurement_bytes : IDEVS_SHA256_LEN,
+                     hex);
     /* scripts/demo and tests/casestudy look for the lines that start with "verified" */
     printf("verified the compartment of '%s' (backend %s, measurement %s...); ", cfg->process,
            peer.backend != NULL ? peer.backend : "?", hex);

@@ -17,21 +17,12 @@ int app_fail(char *why, size_t why_len, const char *fmt, ...)
 
 int app_db_exec(sqlite3 *db, const char *sql, char *why, size_t why_len)
 {
-    const char *tail = sql;
-    while (tail != NULL && *tail != '\0') {
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(db, tail, -1, &st, &tail) != SQLITE_OK)
-            return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
-        if (st == NULL)
-            break; /* only white space was left */
-        int rc;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-            ;
-        sqlite3_finalize(st);
-        if (rc != SQLITE_DONE)
-            return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
-    }
-    return 0;
+    char *message = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &message) == SQLITE_OK)
+        return 0;
+    int rc = app_fail(why, why_len, "%s", message != NULL ? message : sqlite3_errmsg(db));
+    sqlite3_free(message);
+    return rc;
 }
 
 void app_db_now(char out[32])

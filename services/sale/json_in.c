@@ -1,50 +1,27 @@
 /* Strict reading of JSON payloads; see json_in.h. */
 #include "json_in.h"
 
+#include <stdint.h>
 #include <string.h>
 
+#include "idevs_utf8.h"
 #include "money.h"
 
 /* ---- checks on text ---- */
 
 int json_in_text_ok(const char *s, size_t len)
 {
-    const unsigned char *p = (const unsigned char *)s;
+    const uint8_t *p = (const uint8_t *)s;
     size_t i = 0;
     while (i < len) {
-        unsigned c = p[i];
-        if (c < 0x20 || c == 0x7f)
+        uint32_t cp;
+        size_t n = idevs_utf8_next(p + i, len - i, &cp);
+        if (n == 0)
             return 0;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n;
-        unsigned cp;
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
+        /* The C0 controls, DEL and the C1 controls (e.g. U+009B, a terminal's CSI). */
+        if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
             return 0;
-        }
-        if (len - i <= n)
-            return 0;
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return 0;
-        if (cp >= 0x80 && cp <= 0x9f)
-            return 0; /* the C1 controls, e.g. U+009B, a terminal's CSI */
-        i += n + 1;
+        i += n;
     }
     return 1;
 }
