@@ -534,10 +534,59 @@ static idevs_err parse_limits(parser *p, const cJSON *root, idevs_deployment *d)
     return err;
 }
 
+static bool refusal_code_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > IDEVS_REFUSAL_CODE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
+            return false;
+    return true;
+}
+
+/* The codes a logic may refuse an event with: short names a person reads in the broker's log and counters, so
+ * a closed list the deployment declares (and the measurement covers), never text the logic makes up. */
+static idevs_err parse_refusals(parser *p, const cJSON *root, idevs_deployment *d)
+{
+    const cJSON *arr;
+    idevs_err err = member(p, root, "", "refusals", true, cJSON_IsArray, "an array", &arr);
+    if (err != IDEVS_OK || arr == NULL)
+        return err;
+    size_t n = (size_t)cJSON_GetArraySize(arr);
+    if (n > IDEVS_DEPLOYMENT_MAX_REFUSALS)
+        return fail(p, "refusals", "%zu codes, at most %d", n, IDEVS_DEPLOYMENT_MAX_REFUSALS);
+    size_t i = 0;
+    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+        char where[PATH_MAX_LEN];
+        pathf(where, sizeof where, "refusals[%zu]", i);
+        if (!cJSON_IsString(e))
+            return fail(p, where, "must be a string, not %s", type_name(e));
+        if (!refusal_code_valid(e->valuestring))
+            return fail(p, where, "'%.40s' is not a refusal code: 1 to %d of a-z 0-9 _", e->valuestring,
+                        IDEVS_REFUSAL_CODE_MAX);
+        if (idevs_deployment_refusal_index(d, e->valuestring) >= 0)
+            return fail(p, where, "'%s' is declared twice", e->valuestring);
+        memcpy(d->refusals[i], e->valuestring, strlen(e->valuestring) + 1);
+        d->refusal_count = i + 1;
+    }
+    return IDEVS_OK;
+}
+
+int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code)
+{
+    if (d == NULL || code == NULL)
+        return -1;
+    for (size_t i = 0; i < d->refusal_count; i++)
+        if (strcmp(d->refusals[i], code) == 0)
+            return (int)i;
+    return -1;
+}
+
 static idevs_err parse_root(parser *p, const cJSON *root, idevs_deployment *d)
 {
     static const char *const keys[] = {"version",  "process", "operator_ca_sha256", "services", "inputs",
-                                       "outputs", "requests", "limits",             NULL};
+                                       "outputs", "requests", "limits",             "refusals", NULL};
     if (!cJSON_IsObject(root))
         return fail(p, "(top level)", "must be an object, not %s", type_name(root));
     idevs_err err = check_keys(p, root, "(top level)", keys);
@@ -558,8 +607,8 @@ static idevs_err parse_root(parser *p, const cJSON *root, idevs_deployment *d)
     if ((err = parse_process(p, root, d)) == IDEVS_OK && (err = parse_ca_digest(p, root, d)) == IDEVS_OK &&
         (err = parse_services(p, root, d)) == IDEVS_OK && (err = parse_inputs(p, root, d, topics)) == IDEVS_OK &&
         (err = parse_outputs(p, root, d, topics)) == IDEVS_OK &&
-        (err = parse_requests(p, root, d, topics)) == IDEVS_OK)
-        err = parse_limits(p, root, d);
+        (err = parse_requests(p, root, d, topics)) == IDEVS_OK && (err = parse_limits(p, root, d)) == IDEVS_OK)
+        err = parse_refusals(p, root, d);
     free(topics);
     return err;
 }

@@ -34,6 +34,8 @@
 #define IDEVS_DEPLOYMENT_VERSION 1
 #define IDEVS_DEPLOYMENT_MAX_BYTES (256u * 1024u)
 #define IDEVS_DEPLOYMENT_MAX_ENTRIES 64 /* services, inputs, outputs, requests: each */
+#define IDEVS_DEPLOYMENT_MAX_REFUSALS 16 /* refusal codes a logic may give (idevs_refuse) */
+#define IDEVS_REFUSAL_CODE_MAX 32        /* bytes of one, of [a-z0-9_] */
 
 typedef struct idevs_deployment_service {
     char name[IDEVS_NAME_MAX + 1];
@@ -81,13 +83,17 @@ typedef struct idevs_deployment {
     size_t queue_depth;        /* default 1024 */
     uint32_t event_timeout_ms; /* default 2000 */
     size_t max_outstanding_requests; /* requests awaiting a response, at most; default 4096, at most 65536 */
+    /* "refusals": the codes the logic may give when it refuses an event (idevs_refuse), in order; optional */
+    char refusals[IDEVS_DEPLOYMENT_MAX_REFUSALS][IDEVS_REFUSAL_CODE_MAX + 1];
+    size_t refusal_count;
 } idevs_deployment;
 
 /* Parses and validates descriptor bytes. On failure returns IDEVS_ERR_CONFIG (or NOMEM) and writes to why a
  * sentence naming the field as a JSON path and the problem, e.g. "outputs[1].to: no service named 'taxi'".
  * Checks: version; names [A-Za-z0-9._-] 1..64 and unique per kind; UUIDs; topics non-empty, at most
  * IDEVS_TOPIC_MAX bytes, without wildcards, distinct across inputs, outputs, requests and response topics,
- * and not under "$"; from/to naming declared services; qos 0..2; limits in range; no unknown keys. */
+ * and not under "$"; from/to naming declared services; qos 0..2; limits in range; refusals at most
+ * IDEVS_DEPLOYMENT_MAX_REFUSALS distinct codes of 1..IDEVS_REFUSAL_CODE_MAX of [a-z0-9_]; no unknown keys. */
 idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deployment **out, char *why, size_t why_len);
 
 /* Reads a descriptor file: a regular file (a FIFO, device or directory is refused without blocking) of at most
@@ -110,6 +116,9 @@ const idevs_deployment_output *idevs_deployment_output_by_name(const idevs_deplo
 const idevs_deployment_request *idevs_deployment_request_by_name(const idevs_deployment *d, const char *name);
 const idevs_deployment_request *idevs_deployment_request_by_response_topic(const idevs_deployment *d,
                                                                            const char *topic);
+
+/* The index of a declared refusal code; -1 when the descriptor does not declare it. */
+int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code);
 
 void idevs_deployment_free(idevs_deployment *d);
 

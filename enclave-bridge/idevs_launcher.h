@@ -165,7 +165,14 @@ typedef struct idevs_launcher_callbacks {
     void (*on_publish)(void *arg, const idevs_launcher_publish *publish); /* data valid during the call */
     void (*on_done)(void *arg, uint64_t delivery_id, idevs_err status);
     void *arg;
+    /* Optional (added last: callers that set the first three, positionally or not, are unchanged). Called just
+     * before on_done(IDEVS_ERR_LOGIC) for a delivery the logic refused with idevs_refuse(): index is the code's
+     * place in the descriptor's "refusals" (below IDEVS_LAUNCHER_REFUSALS_MAX), code the code, valid as long as
+     * the launcher. The compartment and the launcher check that it is a declared one; it never holds payload. */
+    void (*on_refused)(void *arg, uint64_t delivery_id, size_t index, const char *code);
 } idevs_launcher_callbacks;
+
+#define IDEVS_LAUNCHER_REFUSALS_MAX 16 /* the descriptor's refusal codes, at most (IDEVS_DEPLOYMENT_MAX_REFUSALS) */
 
 /* Does the pending work: sends queued deliveries, reads the compartment's frames and invokes the callbacks,
  * notices an exit, kills a hung compartment, restarts after the backoff. Waits at most timeout_ms (0: not at

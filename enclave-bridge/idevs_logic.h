@@ -10,7 +10,8 @@
  *
  * The logic never sees a key, a socket or a file: it runs inside the sandbox (no filesystem, no network; any
  * system call outside the allowlist kills the compartment). Its state lives in memory between events.
- * Emissions are transactional: what a handler emits leaves only if the handler returns IDEVS_OK.
+ * Emissions are transactional: what a handler emits leaves only if the handler returns IDEVS_OK. A handler that
+ * refuses its event may name why with idevs_refuse(), among the codes the descriptor declares.
  *
  *     static idevs_err on_sale(idevs_logic *lg, const idevs_message *sale, void *state) {
  *         ...
@@ -57,6 +58,9 @@ typedef struct idevs_host_api {
     idevs_err (*emit)(idevs_logic *lg, const char *output, const void *payload, size_t len);
     idevs_err (*request)(idevs_logic *lg, const char *request, const void *payload, size_t len,
                          idevs_msgid *request_id);
+    /* Added after the first release: new calls go at the end, so that logics built against an older header
+     * keep working. */
+    idevs_err (*refuse)(idevs_logic *lg, const char *code);
 } idevs_host_api;
 
 struct idevs_logic {
@@ -111,6 +115,22 @@ static inline idevs_err idevs_request(idevs_logic *lg, const char *request, cons
                                       idevs_msgid *request_id)
 {
     return lg->api->request(lg, request, payload, len, request_id);
+}
+
+/* Refuses the current event with a short reason code that the deployment descriptor declares ("refusals"):
+ * the handler returns what this returns,
+ *
+ *     return idevs_refuse(lg, "not_a_sale");
+ *
+ * IDEVS_ERR_LOGIC, with the code recorded: nothing the handler emitted leaves, and the broker counts the
+ * refusal under that code ($SYS/broker/idevs/<process>/refused/<code>) and logs it with the topic and the
+ * client, never the payload. IDEVS_ERR_INVALID_ARG, recording nothing, for a code the descriptor does not
+ * declare (a logic cannot say anything else: the codes are a closed list, measured with the descriptor);
+ * IDEVS_ERR_NOT_NOW outside a handler. The code counts only if the handler then returns IDEVS_ERR_LOGIC; a
+ * later call replaces an earlier one. */
+static inline idevs_err idevs_refuse(idevs_logic *lg, const char *code)
+{
+    return lg->api->refuse(lg, code);
 }
 
 #endif

@@ -63,6 +63,9 @@ typedef struct idevs_metrics {
     uint64_t publish_failed;    /* publications the broker refused */
     uint64_t guard_denied;      /* client writes refused on protected topics */
     uint64_t restarts;          /* compartment certifications after the first */
+    /* deliveries the logic refused with a declared code (idevs_refuse), by the code's index in the descriptor;
+     * also counted in rejected[IDEVS_ERR_LOGIC] */
+    uint64_t refused[IDEVS_LAUNCHER_REFUSALS_MAX];
 } idevs_metrics;
 
 /* Rejection log lines held back in the current interval, per reason (rejections.c). */
@@ -81,6 +84,7 @@ typedef struct idevs_delivery_note {
     const char *topic;
     size_t size;
     char client[IDEVS_CLIENT_LOG_MAX + 1];
+    bool refusal_logged; /* the logic refused it with a code: idevs_rejections_refusal logged it */
 } idevs_delivery_note;
 
 struct idevs_plugin;
@@ -100,6 +104,8 @@ typedef struct idevs_process {
     idevs_metrics metrics;
     idevs_drop_log drop_log[IDEVS_ERR_COUNT];
     idevs_drop_log guard_log; /* client writes refused on protected topics */
+    idevs_drop_log refusal_log[IDEVS_LAUNCHER_REFUSALS_MAX]; /* per refusal code of the logic */
+    const char *refusal_code[IDEVS_LAUNCHER_REFUSALS_MAX];   /* the launcher's copy, once one was counted */
     idevs_delivery_note *notes;
     size_t note_count;
 } idevs_process;
@@ -185,6 +191,10 @@ void idevs_rejections_refused(idevs_process *proc, idevs_err reason, const char 
                               size_t size);
 /* on_done of a delivery: forgets its note; counts and logs a failure. */
 void idevs_rejections_done(idevs_process *proc, uint64_t id, idevs_err status);
+/* The logic refused delivery id with its descriptor's refusal code index (code: the launcher's copy; its
+ * on_done follows): counts it under refused/<code> and logs it, rate-limited per code, with the topic and the
+ * client, never a payload. */
+void idevs_rejections_refusal(idevs_process *proc, uint64_t id, size_t index, const char *code);
 /* A client's write refused by the guard: true when its log line is to be held back (rate limit, as for
  * rejections; summed up by idevs_rejections_flush). */
 bool idevs_rejections_guard_hold(idevs_process *proc, const char *topic, const char *client, size_t size);

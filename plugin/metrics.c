@@ -1,9 +1,12 @@
 /* Counters, published as retained messages under $SYS/broker/idevs/<process>/ for each process and under
  * $SYS/broker/idevs/totals/ summed over the processes running, every metrics_interval_s (clients cannot write
  * under $SYS: the broker refuses it before any plugin is asked). Rejections appear as rejected/<reason> once a
- * reason has been seen: about fifty reasons exist, most never happen. */
+ * reason has been seen: about fifty reasons exist, most never happen. The refusals a logic gave with a code its
+ * descriptor declares (idevs_refuse) appear as refused/<code> once counted, per process and in total (summed by
+ * code: each process declares its own). */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "idevs_plugin.h"
@@ -42,6 +45,50 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "released_unrecorded", f->released_unrecorded);
 }
 
+/* refused/<code> of one process: the codes it counted. */
+static void publish_refused(idevs_process *proc)
+{
+    for (size_t i = 0; i < IDEVS_LAUNCHER_REFUSALS_MAX; i++)
+        if (proc->metrics.refused[i] > 0 && proc->refusal_code[i] != NULL) {
+            char name[64];
+            snprintf(name, sizeof name, "refused/%s", proc->refusal_code[i]);
+            publish_counter(proc, idevs_process_name(proc), name, proc->metrics.refused[i]);
+        }
+}
+
+typedef struct code_count {
+    const char *code;
+    uint64_t n;
+} code_count;
+
+static int by_code(const void *a, const void *b)
+{
+    return strcmp(((const code_count *)a)->code, ((const code_count *)b)->code);
+}
+
+/* totals/refused/<code>: the processes' counts summed by code. */
+static void publish_refused_totals(idevs_plugin *p)
+{
+    code_count *all = malloc(p->proc_count * IDEVS_LAUNCHER_REFUSALS_MAX * sizeof *all);
+    if (all == NULL)
+        return; /* the next interval publishes them */
+    size_t n = 0;
+    for (size_t i = 0; i < p->proc_count; i++)
+        for (size_t k = 0; k < IDEVS_LAUNCHER_REFUSALS_MAX; k++)
+            if (p->procs[i]->metrics.refused[k] > 0 && p->procs[i]->refusal_code[k] != NULL)
+                all[n++] = (code_count){p->procs[i]->refusal_code[k], p->procs[i]->metrics.refused[k]};
+    qsort(all, n, sizeof *all, by_code);
+    for (size_t i = 0, j; i < n; i = j) {
+        uint64_t sum = 0;
+        for (j = i; j < n && strcmp(all[j].code, all[i].code) == 0; j++)
+            sum += all[j].n;
+        char name[64];
+        snprintf(name, sizeof name, "refused/%s", all[i].code);
+        publish_counter(p->procs[0], IDEVS_METRICS_TOTALS, name, sum);
+    }
+    free(all);
+}
+
 static void add(idevs_metrics *sum, const idevs_metrics *m)
 {
     sum->received += m->received;
@@ -69,6 +116,7 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         idevs_launcher_get_stats(proc->launcher, &st);
         launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
+        publish_refused(proc);
         add(&sum, &proc->metrics);
         total.restarts += f.restarts;
         total.queue_depth += f.queue_depth;
@@ -77,6 +125,7 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
+    publish_refused_totals(p);
     publish_counter(p->procs[0], IDEVS_METRICS_TOTALS, "processes", p->proc_count);
 }
 
@@ -96,6 +145,12 @@ void idevs_metrics_clear(idevs_process *proc)
         if (proc->metrics.rejected[i] > 0) {
             snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/rejected/%s", idevs_process_name(proc),
                      idevs_err_name((idevs_err)i));
+            (void)idevs_routing_publish(proc, topic, NULL, 0, 0, true, NULL);
+        }
+    for (size_t i = 0; i < IDEVS_LAUNCHER_REFUSALS_MAX; i++)
+        if (proc->metrics.refused[i] > 0 && proc->refusal_code[i] != NULL) {
+            snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/refused/%s", idevs_process_name(proc),
+                     proc->refusal_code[i]);
             (void)idevs_routing_publish(proc, topic, NULL, 0, 0, true, NULL);
         }
 }

@@ -1,7 +1,9 @@
 /* Rejections: every envelope the plugin refuses before the compartment, and every delivery the compartment
  * ends with an error, is counted by reason (idevs_err_name) and logged. A flood of bad envelopes must not flood
  * the log: per reason, at most one line per log_interval_s; the lines held back in an interval are summed up in
- * one line when it ends. Lines name the reason, topic, client id and size, never a payload. */
+ * one line when it ends. Lines name the reason, topic, client id and size, never a payload. A delivery the logic
+ * refused with a code its descriptor declares (idevs_refuse) is counted under that code too and its line names
+ * the code, rate-limited per code. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,7 @@ void idevs_rejections_note(idevs_process *proc, uint64_t id, const char *topic, 
     n->id = id;
     n->topic = topic;
     n->size = size;
+    n->refusal_logged = false;
     idevs_rejections_copy_client(n->client, client);
 }
 
@@ -167,27 +170,73 @@ void idevs_rejections_done(idevs_process *proc, uint64_t id, idevs_err status)
 {
     idevs_delivery_note *n = proc->note_count > 0 ? &proc->notes[id % proc->note_count] : NULL;
     bool known = n != NULL && n->id == id;
-    if (status != IDEVS_OK)
+    if (known && n->refusal_logged && status == IDEVS_ERR_LOGIC)
+        proc->metrics.rejected[status]++; /* counted; its line, with the logic's code, is written */
+    else if (status != IDEVS_OK)
         reject(proc, status, known ? n->topic : NULL, known ? n->client : NULL, known ? n->size : 0, id);
-    if (known)
+    if (known) {
         n->id = 0;
+        n->refusal_logged = false;
+    }
+}
+
+static void what_refused(const char *code, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "envelope(s) refused by the logic: %s", code);
+}
+
+void idevs_rejections_refusal(idevs_process *proc, uint64_t id, size_t index, const char *code)
+{
+    if (index >= IDEVS_LAUNCHER_REFUSALS_MAX || code == NULL)
+        return; /* never happens: the launcher checked it against the descriptor */
+    proc->metrics.refused[index]++;
+    proc->refusal_code[index] = code;
+    idevs_delivery_note *n = proc->note_count > 0 ? &proc->notes[id % proc->note_count] : NULL;
+    bool known = n != NULL && n->id == id;
+    const char *topic = known ? n->topic : NULL;
+    const char *client = known ? n->client : NULL;
+    size_t size = known ? n->size : 0;
+    if (known)
+        n->refusal_logged = true;
+    char what[96];
+    what_refused(code, what, sizeof what);
+    if (hold_back(proc, &proc->refusal_log[index], MOSQ_LOG_NOTICE, what, topic, client, size))
+        return;
+    char who[IDEVS_CLIENT_LOG_MAX + 1];
+    idevs_rejections_copy_client(who, client);
+    mosquitto_log_printf(MOSQ_LOG_NOTICE,
+                         IDEVS_PLUGIN_LOG_PREFIX "'%s': envelope on '%s' from client '%s' (%zu bytes) refused by the "
+                         "logic (delivery %" PRIu64 "): %s",
+                         idevs_process_name(proc), topic != NULL ? topic : "?", who, size, id, code);
+}
+
+/* The lines held back in r are due for their summary: its window has ended. */
+static bool due(const idevs_drop_log *r, uint64_t now)
+{
+    return r->held > 0 && now >= r->window_end_ms;
+}
+
+/* The summary is this interval's line: the next one is held back until the next interval ends. */
+static void summarize(idevs_process *proc, int level, const char *what, idevs_drop_log *r, uint64_t now)
+{
+    log_summary(proc, level, what, r);
+    r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
 }
 
 void idevs_rejections_flush(idevs_process *proc)
 {
     uint64_t now = now_ms();
-    if (proc->guard_log.held > 0 && now >= proc->guard_log.window_end_ms) {
-        log_summary(proc, MOSQ_LOG_NOTICE, GUARD_WHAT, &proc->guard_log);
-        proc->guard_log.window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
-    }
-    for (size_t i = 0; i < IDEVS_ERR_COUNT; i++) {
-        idevs_drop_log *r = &proc->drop_log[i];
-        if (r->held > 0 && now >= r->window_end_ms) {
-            char what[96];
-            what_dropped((idevs_err)i, what, sizeof what);
-            log_summary(proc, level_for((idevs_err)i), what, r);
-            /* The summary is this interval's line: the next drop is held back until the next one ends. */
-            r->window_end_ms = now + (uint64_t)proc->plugin->cfg.log_interval_s * 1000u;
+    char what[96];
+    if (due(&proc->guard_log, now))
+        summarize(proc, MOSQ_LOG_NOTICE, GUARD_WHAT, &proc->guard_log, now);
+    for (size_t i = 0; i < IDEVS_LAUNCHER_REFUSALS_MAX; i++)
+        if (due(&proc->refusal_log[i], now) && proc->refusal_code[i] != NULL) {
+            what_refused(proc->refusal_code[i], what, sizeof what);
+            summarize(proc, MOSQ_LOG_NOTICE, what, &proc->refusal_log[i], now);
         }
-    }
+    for (size_t i = 0; i < IDEVS_ERR_COUNT; i++)
+        if (due(&proc->drop_log[i], now)) {
+            what_dropped((idevs_err)i, what, sizeof what);
+            summarize(proc, level_for((idevs_err)i), what, &proc->drop_log[i], now);
+        }
 }

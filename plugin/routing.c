@@ -94,10 +94,16 @@ static void on_done(void *arg, uint64_t delivery_id, idevs_err status)
         w->done = true;
 }
 
+static void on_refused(void *arg, uint64_t delivery_id, size_t index, const char *code)
+{
+    idevs_rejections_refusal(((done_watch *)arg)->proc, delivery_id, index, code);
+}
+
 void idevs_routing_poll(idevs_process *proc, uint64_t wait_for)
 {
     done_watch w = { proc, wait_for, false, 0 };
-    const idevs_launcher_callbacks cb = { .on_publish = on_publish, .on_done = on_done, .arg = &w };
+    const idevs_launcher_callbacks cb = { .on_publish = on_publish, .on_done = on_done, .arg = &w,
+                                          .on_refused = on_refused };
     /* Whatever is ready, without waiting: passes while they bring something (at most 8; a pass that brings
      * nothing costs a read that finds nothing, on the broker's thread, for every message). */
     for (int i = 0; i < 8; i++) {

@@ -106,6 +106,7 @@ typedef struct logic_link {
     size_t tx_bytes;
     bool tx_over;              /* the logic went past CMP_TX_MAX or CMP_TX_BYTES_MAX: nothing of it leaves */
     uint64_t epochs_before_tx; /* to tell whether an aborted transaction used up the first message of an epoch */
+    uint32_t refusal;          /* the event collected last: 0, or 1 + the declared refusal code it was refused with */
     /* requests awaiting their responses: limits.max_outstanding_requests slots (none without requests), never
      * more; inputs are held (serve.c) while it is full, and a request with no room left fails (queue_full) */
     cmp_pending *pending;

@@ -289,6 +289,7 @@ idevs_err logic_link_collect(logic_link *k)
     k->epochs_before_tx = st.sending_epochs;
     k->tx_count = k->tx_requests = k->tx_bytes = 0;
     k->tx_over = false;
+    k->refusal = 0;
     idevs_err result = IDEVS_OK;
     for (bool done = false; !done;) {
         Idevs__Bridge__V1__Frame *f = receive(k, (int)d->event_timeout_ms, "an event's handler");
@@ -326,11 +327,19 @@ idevs_err logic_link_collect(logic_link *k)
         }
         default: { /* LogicDone */
             idevs_err status = (idevs_err)f->logic_done->status;
+            uint32_t refusal = f->logic_done->refusal;
+            /* A code is one of the declared ones, for a refused event: the logic chooses among them, and can
+             * say nothing else this way (at most log2(n + 1) bits per event, like its choice to fail). */
+            if (refusal > d->refusal_count)
+                violation(k, f, "a refusal code the descriptor does not declare");
+            if (refusal != 0 && status != IDEVS_ERR_LOGIC)
+                violation(k, f, "a refusal code for an event the handler did not refuse");
             done = true;
             if (k->tx_over || status == IDEVS_ERR_EMIT_LIMIT)
                 result = IDEVS_ERR_EMIT_LIMIT;
             else if (status != IDEVS_OK)
                 result = IDEVS_ERR_LOGIC;
+            k->refusal = result == IDEVS_ERR_LOGIC ? refusal : 0;
         }
         }
         idevs__bridge__v1__frame__free_unpacked(f, NULL);

@@ -2,7 +2,7 @@
  * events the key holder sends, under the tightest sandbox of the compartment. It holds no key, no envelope
  * context and no channel to the launcher: its one descriptor (3) is its link to the key holder, and all it can
  * say there is what the host API offers: emit a payload to a declared output, send a payload as a declared
- * request, and return from a handler. It names outputs and requests by their index in the descriptor; the key
+ * request, and return from a handler (with, when it refused the event, the index of a declared refusal code). It names outputs and requests by their index in the descriptor; the key
  * holder decides the receiver, the topic, the message id and the provenance, and checks all of it again.
  *
  * The host API checks what it can here too (declared names, sizes, the per-event bounds, handlers only), so
@@ -40,6 +40,7 @@ typedef struct runner {
     size_t tx_count, tx_bytes; /* emits and requests of the current handler call */
     bool tx_over;              /* it tried to go past the bounds: nothing of this event leaves */
     uint64_t seq;              /* the current event's, echoed in every answer */
+    uint32_t refusal;          /* the current event's idevs_refuse(): 0, or 1 + the declared code's index */
     /* Frames that came while a request waited for its id: the key holder sends events ahead (pipelining), so
      * the next events can come before the id. Handled, in order, after the current event. */
     Idevs__Bridge__V1__Frame *early[CMP_EVENTS_MAX + 1];
@@ -226,12 +227,27 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
     return err < IDEVS_ERR_COUNT ? err : IDEVS_ERR_FRAME;
 }
 
+static idevs_err api_refuse(idevs_logic *lg, const char *code)
+{
+    runner *r = runner_of(lg);
+    if (r == NULL || code == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (r->phase != PHASE_HANDLER)
+        return IDEVS_ERR_NOT_NOW;
+    int i = idevs_deployment_refusal_index(r->dep, code);
+    if (i < 0)
+        return IDEVS_ERR_INVALID_ARG; /* only the declared codes: nothing else can be said this way */
+    r->refusal = (uint32_t)i + 1;
+    return IDEVS_ERR_LOGIC;
+}
+
 static const idevs_host_api host_api = {
     .on_input = api_on_input,
     .on_response = api_on_response,
     .on_timer = api_on_timer,
     .emit = api_emit,
     .request = api_request,
+    .refuse = api_refuse,
 };
 
 /* ---- start-up ---- */
@@ -334,6 +350,7 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
     r->tx_count = r->tx_bytes = 0;
     r->tx_over = false;
     r->seq = ev->seq;
+    r->refusal = 0;
     r->phase = PHASE_HANDLER;
     idevs_err status = timer ? r->timer(&r->lg, r->state) : handler(&r->lg, &msg, r->state);
     r->phase = PHASE_IDLE;
@@ -343,6 +360,8 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
     Idevs__Bridge__V1__LogicDone done = IDEVS__BRIDGE__V1__LOGIC_DONE__INIT;
     done.status = (uint32_t)(r->tx_over ? IDEVS_ERR_EMIT_LIMIT : status);
     done.seq = r->seq;
+    /* The code counts only for a handler that refused its event (IDEVS_ERR_LOGIC, as idevs_refuse returned). */
+    done.refusal = done.status == IDEVS_ERR_LOGIC ? r->refusal : 0;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_DONE;
     f.logic_done = &done;

@@ -115,11 +115,12 @@ static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver
     return err;
 }
 
-static void send_done(compartment *c, uint64_t delivery_id, idevs_err status)
+static void send_done(compartment *c, uint64_t delivery_id, idevs_err status, uint32_t refusal)
 {
     Idevs__Bridge__V1__Done done = IDEVS__BRIDGE__V1__DONE__INIT;
     done.delivery_id = delivery_id;
     done.status = (uint32_t)status;
+    done.refusal = refusal;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DONE;
     f.done = &done;
@@ -138,11 +139,14 @@ static void finish_batch(compartment *c)
          * hangs must not hold back the Done of one that finished (the launcher counts progress by them). */
         if (i > 0)
             end_turn(c);
+        uint32_t refusal = 0; /* the logic's code, checked by the link */
         if (status == IDEVS_OK && (status = logic_link_collect(&c->link)) == IDEVS_OK) {
             publish_tx(c, batch[i].delivery_id);
             logic_link_release(&c->link, true);
+        } else if (status == IDEVS_ERR_LOGIC && batch[i].status == IDEVS_OK) {
+            refusal = c->link.refusal;
         }
-        send_done(c, batch[i].delivery_id, status);
+        send_done(c, batch[i].delivery_id, status, refusal);
     }
     batch_count = 0;
 }
@@ -210,7 +214,7 @@ static void on_timer(compartment *c)
         publish_tx(c, 0);
         logic_link_release(k, true);
     } else if (status != IDEVS_ERR_LOGIC) {
-        send_done(c, 0, status); /* counted and logged by the launcher: a timer run refused (the emit bounds) */
+        send_done(c, 0, status, 0); /* counted and logged by the launcher: a timer run refused (the emit bounds) */
     }
     /* Catch up by skipping, never by firing in a burst. */
     int64_t now = cmp_monotonic_ms();

@@ -109,6 +109,7 @@ typedef struct delivery {
     uint64_t epoch, sequence;
     idevs_err refused; /* on the refused list: the status its on_done will carry */
     idevs_err done_status; /* on the awaiting list: the status of its Done */
+    uint32_t refusal;      /* from its Done: 0, or 1 + the declared refusal code the logic refused it with */
 } delivery;
 
 /* ---- the replay record (replay_record.c) ---- */

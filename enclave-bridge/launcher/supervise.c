@@ -479,14 +479,20 @@ static void timer_failed(idevs_launcher *l, uint32_t status)
                    (unsigned long long)l->stats.timer_failed);
 }
 
-/* d (unlinked) is done: its held publications leave in order, then on_done. */
+_Static_assert(IDEVS_LAUNCHER_REFUSALS_MAX == IDEVS_DEPLOYMENT_MAX_REFUSALS, "the plugin counts every code");
+
+/* d (unlinked) is done: its held publications leave in order, then on_refused (when the logic gave a code),
+ * then on_done. */
 static void finish_delivery(idevs_launcher *l, delivery *d, idevs_err status, const idevs_launcher_callbacks *cb)
 {
     for (held_publish *h = d->held; h != NULL; h = h->next)
         emit(l, cb, &h->p);
     uint64_t id = d->id;
+    uint32_t refusal = d->refusal;
     deliveries_forget(l, d);
     l->stats.done++;
+    if (refusal != 0 && cb != NULL && cb->on_refused != NULL)
+        cb->on_refused(cb->arg, id, refusal - 1, l->deployment->refusals[refusal - 1]);
     if (cb != NULL && cb->on_done != NULL)
         cb->on_done(cb->arg, id, status);
 }
@@ -502,6 +508,13 @@ static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, 
         protocol_error(l, "it finished delivery %llu, which is not in progress", (unsigned long long)done->delivery_id);
         return;
     }
+    /* A refusal code is one the descriptor declares, for a delivery the logic refused; checked again here. */
+    if (done->refusal > l->deployment->refusal_count || (done->refusal != 0 && done->status != IDEVS_ERR_LOGIC)) {
+        protocol_error(l, "it finished delivery %llu with refusal code %u, which the descriptor does not declare "
+                       "for that status", (unsigned long long)done->delivery_id, done->refusal);
+        return;
+    }
+    d->refusal = done->refusal;
     deliveries_unlink(l, d);
     l->progress_ms = launcher_now_ms();
     idevs_err status = done->status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)done->status : IDEVS_ERR_LOGIC;

@@ -12,7 +12,13 @@
  *   "request_timeout_s"  whole seconds 1..86400, default 600: how long a ride request is remembered
  *
  * A malformed sale or response, an unknown request id and a response for another booking end the handler with
- * an error: nothing leaves (emissions are transactional), and the logic counts it. A response uses up its
+ * an error: nothing leaves (emissions are transactional), and the logic counts it. Each is refused with a code
+ * the descriptor declares (make_descriptor: "refusals"), which the broker counts and logs without the payload:
+ *   malformed_sale   not a sale of the store's format, or one out of its ranges (sale.h: quantities, sizes, a
+ *                    total that is not the sum of its items)
+ *   unknown_ride     an answer to no ride request this logic remembers (answered already, or expired)
+ *   malformed_ride   taxi's answer is not of its format
+ *   wrong_booking    taxi's answer names another booking than the request it answers A response uses up its
  * entry whatever its outcome (the compartment gives a request's id to its first response only). Money is
  * integer cents, never floating point. */
 #include <string.h>
@@ -50,6 +56,14 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Refuses the event with its code; under a descriptor that does not declare it, the event is refused all the
+ * same, without the code. */
+static idevs_err refuse(idevs_logic *lg, const char *code)
+{
+    idevs_err err = idevs_refuse(lg, code);
+    return err == IDEVS_ERR_INVALID_ARG ? IDEVS_ERR_LOGIC : err;
+}
+
 static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
 {
     rewards *r = state;
@@ -57,7 +71,7 @@ static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
     r->sales++;
     if (sale_parse((const char *)msg->payload, msg->payload_len, &sale) != IDEVS_OK) {
         r->malformed_sales++;
-        return IDEVS_ERR_MALFORMED;
+        return refuse(lg, "malformed_sale");
     }
     if (sale.total_cents < r->threshold_cents) {
         sale_cleanse(&sale);
@@ -85,7 +99,7 @@ static idevs_err on_ride(idevs_logic *lg, const idevs_message *msg, void *state)
     pending_entry *e = pending_find(&r->pending, &msg->request_id);
     if (e == NULL) {
         r->unknown_responses++;
-        return IDEVS_ERR_LOGIC;
+        return refuse(lg, "unknown_ride");
     }
     /* The compartment hands a request's id to its first response only: whatever happens below, this entry
      * is used now, and its personal data goes when the handler ends. */
@@ -93,9 +107,10 @@ static idevs_err on_ride(idevs_logic *lg, const idevs_message *msg, void *state)
     idevs_err err = rewards_parse_ride((const char *)msg->payload, msg->payload_len, &ride);
     if (err != IDEVS_OK) {
         r->malformed_responses++;
+        err = refuse(lg, "malformed_ride");
     } else if (strcmp(ride.booking_ref, e->booking_ref) != 0) {
         r->mismatched_responses++;
-        err = IDEVS_ERR_LOGIC;
+        err = refuse(lg, "wrong_booking");
     } else {
         char out[REWARDS_OUT_MAX];
         size_t n = rewards_write_confirmation(e->phone, e->first_name, r->greeting, &ride, out, sizeof out);

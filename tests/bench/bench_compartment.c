@@ -348,7 +348,7 @@ int main(int argc, char **argv)
                                .payload_len = sizeof payload};
         TRY("seal", idevs_envelope_seal(cs, &in, &sealed[i], &sealed_len[i], NULL));
     }
-    idevs_launcher_callbacks cb = {on_publish, on_done, &c};
+    idevs_launcher_callbacks cb = {on_publish, on_done, &c, NULL};
 
     /* ---- warm-up, then resident memory ---- */
     size_t next = 0;

@@ -80,6 +80,7 @@ write_descriptor() { # file
  "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
  "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "$resp_topic",
                "to": "sink", "qos": 1}],
+ "refusals": ["not_a_sale", "amount_out_of_range"],
  "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
 JSON
 }

@@ -5,7 +5,9 @@
 # MQTT 5 response topic and correlation data and its answer comes back through the compartment; killing the
 # compartment (kill -9) mid-stream loses no accepted message; the counters have the expected values; an envelope
 # captured from the wire and processed once is refused when published again after the compartment was killed,
-# and after the broker was restarted on the same state directory (the launcher's replay record).
+# and after the broker was restarted on the same state directory (the launcher's replay record); the logic's
+# refusals with a declared code are counted per code, per process and in total, and logged, rate-limited per
+# code, with the topic and client and never the payload.
 #   test_plugin_traffic.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
 source "$(dirname "$0")/lib.sh"
@@ -254,6 +256,32 @@ counters "$work/c4"
 equal "the new broker counts both under rejected/replay" "$(counter rejected/replay "$work/c4")" 2
 equal "... and routes only the fresh one" "$(counter received "$work/c4") $(counter routed "$work/c4")" "3 1"
 check "the record was read without a warning" bash -c "! grep -q 'replay record' '$log'"
+
+# ---- the logic's refusal codes (idevs_refuse; the descriptor declares not_a_sale and amount_out_of_range) ----
+# refuse NAME CLIENT PAYLOAD: seals (a new epoch of store's each time: sent at once, in order) and publishes.
+refuse() { seal store "$3" "$work/$1.env" && send_file "$work/$1.env" "$2"; }
+refuse r1 idevs-refuser "refuse:not_a_sale" && refuse r2 idevs-refuser "refuse:not_a_sale" &&
+  refuse r3 idevs-refuser "refuse:not_a_sale" && refuse r4 idevs-ranger "refuse:amount_out_of_range" &&
+  refuse r5 idevs-chatter "refuse:Ana Lima +44 7700 900123" || not_ok "the refused inputs are published" "$work/seal.err"
+counters "$work/c5"
+equal "refused/not_a_sale counts the three refusals with that code" "$(counter refused/not_a_sale "$work/c5")" 3
+equal "refused/amount_out_of_range counts its one" "$(counter refused/amount_out_of_range "$work/c5")" 1
+equal "rejected/logic counts all five (the undeclared code is a plain logic error)" \
+  "$(counter rejected/logic "$work/c5")" 5
+sub -t '$SYS/broker/idevs/totals/refused/#' -v -W 1 2>/dev/null | sed 's|^\$SYS/broker/idevs/totals/||' >"$work/t5"
+equal "totals/refused/not_a_sale sums the processes" "$(counter refused/not_a_sale "$work/t5")" 3
+check "a refusal is logged with the process, topic, client, size and code" grep -Eq \
+  "idevs: 'echo': envelope on '$in_topic' from client 'idevs-refuser' \($(size_of "$work/r1.env") bytes\) refused by the logic \(delivery [0-9]+\): not_a_sale$" "$log"
+check "... each code with its own line" grep -Eq \
+  "from client 'idevs-ranger' \($(size_of "$work/r4.env") bytes\) refused by the logic \(delivery [0-9]+\): amount_out_of_range$" "$log"
+equal "... rate-limited per code: one line for the three not_a_sale at first" \
+  "$(grep -c "refused by the logic (delivery [0-9]*): not_a_sale" "$log")" 1
+sleep $((log_interval + 1))
+check "... then how many more" grep -q \
+  "idevs: 'echo': 2 more envelope(s) refused by the logic: not_a_sale in the last $log_interval s; the last on '$in_topic' from client 'idevs-refuser' ($(size_of "$work/r3.env") bytes)" "$log"
+check "an undeclared code is no code: logged as a logic error" grep -Eq \
+  "from client 'idevs-chatter' .* dropped by the compartment \(delivery [0-9]+\): logic: " "$log"
+check "no payload of a refused input appears in the log" bash -c "! grep -aE 'refuse:|Ana Lima|7700' '$log'"
 restarted_pid=$(pgrep -P "$broker_pid")
 stop_broker
 check "the broker stops and leaves no compartment behind (after the restart)" \

@@ -8,8 +8,10 @@
  *   wrong        after Init, a frame only the launcher may send (Deliver)
  *   silent       reads Init and never answers
  *   midstream    a correct handshake (real keys), Ready, then garbage on the first Deliver
+ *   refusal      the same handshake, then a Done for the first Deliver with a refusal code no descriptor declares
  * It then waits to be killed. */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -55,7 +57,7 @@ static void garbage(void)
 }
 
 /* A correct handshake with real keys, then garbage when the first delivery arrives. */
-static void midstream(idevs_channel *ch, Idevs__Bridge__V1__Frame *init)
+static void midstream(idevs_channel *ch, Idevs__Bridge__V1__Frame *init, bool refusal)
 {
     idevs__bridge__v1__frame__free_unpacked(init, NULL);
     uint8_t sign[32], kex[32], blob[48];
@@ -83,8 +85,20 @@ static void midstream(idevs_channel *ch, Idevs__Bridge__V1__Frame *init)
     f.ready = &ready;
     if (idevs_channel_send(ch, &f, 10000) != IDEVS_OK || idevs_channel_flush(ch, 10000) != IDEVS_OK)
         _exit(6);
-    idevs__bridge__v1__frame__free_unpacked(expect(ch, IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER), NULL);
-    garbage();
+    Idevs__Bridge__V1__Frame *dv = expect(ch, IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER);
+    if (refusal) {
+        Idevs__Bridge__V1__Done done = IDEVS__BRIDGE__V1__DONE__INIT;
+        done.delivery_id = dv->deliver->delivery_id;
+        done.status = IDEVS_ERR_LOGIC;
+        done.refusal = 99;
+        f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DONE;
+        f.done = &done;
+        if (idevs_channel_send(ch, &f, 10000) != IDEVS_OK || idevs_channel_flush(ch, 10000) != IDEVS_OK)
+            _exit(7);
+    } else {
+        garbage();
+    }
+    idevs__bridge__v1__frame__free_unpacked(dv, NULL);
     EVP_PKEY_free(k1);
     EVP_PKEY_free(k2);
 }
@@ -121,8 +135,8 @@ int main(void)
         f.deliver = &d;
         idevs_channel_send(&ch, &f, 10000);
         idevs_channel_flush(&ch, 10000);
-    } else if (strcmp(mode, "midstream") == 0) {
-        midstream(&ch, init);
+    } else if (strcmp(mode, "midstream") == 0 || strcmp(mode, "refusal") == 0) {
+        midstream(&ch, init, strcmp(mode, "refusal") == 0);
         init = NULL;
     } else if (strcmp(mode, "silent") != 0) {
         return 2;

@@ -8,6 +8,8 @@
  *   "fail"         emits, then returns an error: nothing may leave (transactions)
  *   "undeclared"   emits to an output the deployment does not declare and returns what emit() said
  *   "upper:<text>" emits <text> in upper case
+ *   "refuse:<code>" emits, then refuses the event with idevs_refuse(<code>) and returns what it returned
+ *                  (IDEVS_ERR_LOGIC for a code the descriptor declares, IDEVS_ERR_INVALID_ARG otherwise)
  *   anything else  is emitted unchanged to "out". */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,10 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     if (starts_with(m, "fail", &skip)) {
         idevs_err err = idevs_emit(lg, "out", m->payload, m->payload_len);
         return err == IDEVS_OK ? IDEVS_ERR_LOGIC : err;
+    }
+    if (starts_with(m, "refuse:", &skip)) {
+        idevs_err err = idevs_emit(lg, "out", m->payload, m->payload_len);
+        return err == IDEVS_OK ? idevs_refuse(lg, (const char *)m->payload + skip) : err;
     }
     if (starts_with(m, "undeclared", &skip))
         return idevs_emit(lg, "not-declared", m->payload, m->payload_len);

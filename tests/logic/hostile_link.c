@@ -14,7 +14,9 @@
  *   HL_HUGE           emits 100 MB through the API
  *   HL_HUGE_RAW       writes a frame header announcing 100 MB on its link
  *   HL_SPIN           never returns from its handler
- *   HL_REQUEST_RAW    writes a LogicRequest frame for request 0, for which it registered no response handler */
+ *   HL_REQUEST_RAW    writes a LogicRequest frame for request 0, for which it registered no response handler
+ *   HL_REFUSAL_RAW    writes a LogicDone frame refusing its event with refusal code 200, which no descriptor
+ *                     declares (at most 16): a code outside the closed list would be a channel of its own */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +102,21 @@ __attribute__((unused)) static size_t raw_emit(uint8_t *out, uint32_t output, co
     return raw_tx(out, 31, output, payload, len, seq);
 }
 
+/* LogicDone (Frame field 33) { status, seq, refusal } */
+__attribute__((unused)) static size_t raw_done(uint8_t *out, uint32_t status, uint64_t seq, uint32_t refusal)
+{
+    uint8_t inner[32];
+    size_t n = 0;
+    inner[n++] = 0x08;
+    n += put_varint(inner + n, status);
+    inner[n++] = 0x11; /* seq, fixed64 */
+    memcpy(inner + n, &seq, 8);
+    n += 8;
+    inner[n++] = 0x18;
+    n += put_varint(inner + n, refusal);
+    return frame(out, 33, inner, n);
+}
+
 __attribute__((unused)) static void put(int fd, const uint8_t *p, size_t n)
 {
     ssize_t w = write(fd, p, n);
@@ -171,6 +188,9 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     return IDEVS_OK;
 #elif defined(HL_REQUEST_RAW)
     put(3, buf, raw_tx(buf, 32, 0, m->payload, m->payload_len, events));
+#elif defined(HL_REFUSAL_RAW)
+    put(3, buf, raw_done(buf, IDEVS_ERR_LOGIC, events, 200));
+    return IDEVS_ERR_LOGIC;
 #elif defined(HL_SPIN)
     for (volatile unsigned long i = 0;; i++) {
     }

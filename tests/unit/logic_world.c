@@ -31,10 +31,21 @@ static void on_publish(void *arg, const idevs_launcher_publish *p)
         memcpy(r->pub_correlation[i], p->correlation, p->correlation_len);
 }
 
+static void on_refused(void *arg, uint64_t id, size_t index, const char *code)
+{
+    lw_record *r = arg;
+    (void)index;
+    r->refused_id = id;
+    snprintf(r->refused_code, sizeof r->refused_code, "%s", code);
+}
+
 static void on_done(void *arg, uint64_t id, idevs_err status)
 {
     lw_record *r = arg;
     CU_ASSERT_FATAL(r->done_count < LW_MAX_RECORDS);
+    snprintf(r->done_refusal[r->done_count], sizeof r->done_refusal[0], "%s",
+             r->refused_id == id ? r->refused_code : "");
+    r->refused_id = 0;
     r->done_id[r->done_count] = id;
     r->done_status[r->done_count++] = status;
 }
@@ -221,7 +232,7 @@ uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *tex
 
 idevs_err lw_wait_done(lw_world *w, uint64_t id)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
+    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r, on_refused};
     int64_t end = now_ms() + 10000;
     for (;;) {
         for (size_t i = 0; i < w->r.done_count; i++)
@@ -235,9 +246,17 @@ idevs_err lw_wait_done(lw_world *w, uint64_t id)
     }
 }
 
+const char *lw_done_refusal(const lw_world *w, uint64_t id)
+{
+    for (size_t i = 0; i < w->r.done_count; i++)
+        if (w->r.done_id[i] == id)
+            return w->r.done_refusal[i];
+    return "(not done)";
+}
+
 void lw_poll_for(lw_world *w, int ms)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r};
+    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r, on_refused};
     int64_t end = now_ms() + ms;
     while (now_ms() < end)
         CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 20, &cb) == IDEVS_OK);

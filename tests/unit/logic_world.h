@@ -23,7 +23,10 @@
 typedef struct lw_record {
     uint64_t done_id[LW_MAX_RECORDS];
     idevs_err done_status[LW_MAX_RECORDS];
+    char done_refusal[LW_MAX_RECORDS][40]; /* the logic's refusal code (on_refused), "" when none */
     size_t done_count;
+    uint64_t refused_id; /* on_refused's, until the on_done that follows */
+    char refused_code[40];
     uint64_t pub_id[LW_MAX_RECORDS];
     uint8_t *pub_env[LW_MAX_RECORDS];
     size_t pub_len[LW_MAX_RECORDS];
@@ -91,6 +94,9 @@ uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *tex
 
 /* Polls until the delivery is done; returns its status. */
 idevs_err lw_wait_done(lw_world *w, uint64_t id);
+
+/* The refusal code the logic gave a done delivery ("" when none). */
+const char *lw_done_refusal(const lw_world *w, uint64_t id);
 
 /* Polls for ms milliseconds (timers run). */
 void lw_poll_for(lw_world *w, int ms);

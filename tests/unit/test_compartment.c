@@ -101,6 +101,7 @@ static void make_descriptor(child *c, const char *config)
                      " \"outputs\": [{\"name\": \"out\", \"topic\": \"" TOPIC_OUT "\", \"to\": \"sink\", \"qos\": 1}],\n"
                      " \"requests\": [{\"name\": \"ask\", \"topic\": \"" TOPIC_REQ "\", \"response_topic\": \"" TOPIC_RESP
                      "\", \"to\": \"oracle\", \"qos\": 2}],\n"
+                     " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000%s}}\n",
                      prog, config, ca_hex, src, snk, orc, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof c->descriptor);
@@ -412,15 +413,22 @@ static void deliver_text(child *c, idevs_envelope_ctx *ctx, uint64_t id, const c
     free(env);
 }
 
-static void expect_done(child *c, uint64_t id, idevs_err status)
+/* The next Done: its delivery, status and refusal (0, or 1 + the declared code's index). */
+static void expect_done_refusal(child *c, uint64_t id, idevs_err status, uint32_t refusal)
 {
     Idevs__Bridge__V1__Frame *f = expect(c, IDEVS__BRIDGE__V1__FRAME__BODY_DONE);
     CU_ASSERT_PTR_NOT_NULL_FATAL(f);
     CU_ASSERT_EQUAL(f->done->delivery_id, id);
     CU_ASSERT_EQUAL(f->done->status, (uint32_t)status);
+    CU_ASSERT_EQUAL(f->done->refusal, refusal);
     if (f->done->status != (uint32_t)status)
         fprintf(stderr, "\n    Done status %s, expected %s\n", idevs_err_name(f->done->status), idevs_err_name(status));
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
+}
+
+static void expect_done(child *c, uint64_t id, idevs_err status)
+{
+    expect_done_refusal(c, id, status, 0);
 }
 
 /* The next Publish; opens it as the sink (or oracle) and checks payload and provenance. */
@@ -863,6 +871,28 @@ static void test_transaction_dropped_on_error(void)
     idevs_cert_policy_free(p2);
 }
 
+/* idevs_refuse(): a declared code travels in Done as its index + 1, with status logic and nothing published;
+ * an undeclared one is refused by the API (the handler returns invalid_arg, a failure: logic, no code). */
+static void test_refusal_codes(void)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    idevs_cert_policy *p;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p, false);
+    idevs_msgid id;
+    deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "refuse:not_a_sale", &id);
+    expect_done_refusal(&c, 1, IDEVS_ERR_LOGIC, 1);
+    deliver_text(&c, src, 2, TOPIC_IN, TOPIC_IN, "refuse:amount_out_of_range", &id);
+    expect_done_refusal(&c, 2, IDEVS_ERR_LOGIC, 2);
+    deliver_text(&c, src, 3, TOPIC_IN, TOPIC_IN, "refuse:customer Ana Lima", &id);
+    expect_done_refusal(&c, 3, IDEVS_ERR_LOGIC, 0);
+    deliver_text(&c, src, 4, TOPIC_IN, TOPIC_IN, "refuse:", &id);
+    expect_done_refusal(&c, 4, IDEVS_ERR_LOGIC, 0);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    idevs_envelope_ctx_free(src);
+    idevs_cert_policy_free(p);
+}
+
 static void test_timer(void)
 {
     child c;
@@ -1062,6 +1092,11 @@ static void test_link_huge_raw(void)
 {
     hostile_link("hostile_huge_raw", 1, "the logic process sent a bad frame", IDEVS_OK);
 }
+static void test_link_refusal_raw(void)
+{
+    hostile_link("hostile_refusal_raw", 1, "a refusal code the descriptor does not declare", IDEVS_OK);
+}
+
 static void test_link_request_raw(void)
 {
     hostile_link("hostile_request_raw", 1, "a request the logic registered no response handler for", IDEVS_OK);
@@ -1850,6 +1885,7 @@ static CU_TestInfo tests[] = {
     {"a request without a response handler is refused (unknown_request) and holds no slot",
      test_request_without_response_handler},
     {"undeclared sender, wrong topic, replay, undeclared output refused", test_refusals},
+    {"idevs_refuse: declared codes in Done, undeclared ones refused", test_refusal_codes},
     {"a failing handler publishes nothing", test_transaction_dropped_on_error},
     {"timer", test_timer},
     {"split: a raw Publish frame on the link", test_link_raw_publish},
@@ -1865,6 +1901,7 @@ static CU_TestInfo tests[] = {
     {"split: a 100 MB frame on the link", test_link_huge_raw},
     {"split: a logic that never returns", test_link_spin},
     {"split: a raw request for which no response handler was registered", test_link_request_raw},
+    {"split: a raw LogicDone with an undeclared refusal code", test_link_refusal_raw},
     {"hostile logic: open", test_hostile_open},
     {"hostile logic: socket", test_hostile_socket},
     {"hostile logic: execve", test_hostile_execve},

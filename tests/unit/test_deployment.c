@@ -208,6 +208,50 @@ static void test_limits(void)
                  "limits.max_outstanding_requests: 65537 is out of range: 1 to 65536");
 }
 
+/* The example with a "refusals" member before its limits. */
+static void refusals_error(const char *refusals, const char *why_part)
+{
+    char to[1200];
+    snprintf(to, sizeof to, "\"refusals\": %s,\n  \"limits\": {", refusals);
+    expect_error("\"limits\": {", to, why_part);
+}
+
+static void test_refusals(void)
+{
+    idevs_deployment *d = NULL;
+    char why[256];
+    /* absent: none */
+    CU_ASSERT_EQUAL_FATAL(parse_text(example, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(d->refusal_count, 0);
+    CU_ASSERT_EQUAL(idevs_deployment_refusal_index(d, "not_a_sale"), -1);
+    idevs_deployment_free(d);
+    /* declared, in order; 32 characters is the longest */
+    const char *at = strstr(example, "\"limits\": {");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    char text[4096];
+    snprintf(text, sizeof text, "%.*s\"refusals\": [\"not_a_sale\", \"amount_out_of_range\", "
+             "\"abcdefghijklmnopqrstuvwxyz_01234\"], %s", (int)(at - example), example, at);
+    CU_ASSERT_EQUAL_FATAL(parse_text(text, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(d->refusal_count, 3);
+    CU_ASSERT_STRING_EQUAL(d->refusals[0], "not_a_sale");
+    CU_ASSERT_STRING_EQUAL(d->refusals[2], "abcdefghijklmnopqrstuvwxyz_01234");
+    CU_ASSERT_EQUAL(idevs_deployment_refusal_index(d, "amount_out_of_range"), 1);
+    CU_ASSERT_EQUAL(idevs_deployment_refusal_index(d, "amount"), -1);
+    CU_ASSERT_EQUAL(idevs_deployment_refusal_index(d, NULL), -1);
+    idevs_deployment_free(d);
+    /* refused, each naming the field */
+    refusals_error("\"not_a_sale\"", "refusals: must be an array, not a string");
+    refusals_error("[1]", "refusals[0]: must be a string, not a number");
+    refusals_error("[\"ok\", \"\"]", "refusals[1]: '' is not a refusal code: 1 to 32 of a-z 0-9 _");
+    refusals_error("[\"Not_A_Sale\"]", "refusals[0]: 'Not_A_Sale' is not a refusal code");
+    refusals_error("[\"not a sale\"]", "refusals[0]: 'not a sale' is not a refusal code");
+    refusals_error("[\"not-a-sale\"]", "refusals[0]: 'not-a-sale' is not a refusal code");
+    refusals_error("[\"abcdefghijklmnopqrstuvwxyz_012345\"]", "refusals[0]: 'abcdefghijklmnopqrstuvwxyz_012345' is not");
+    refusals_error("[\"x\", \"y\", \"x\"]", "refusals[2]: 'x' is declared twice");
+    refusals_error("[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]",
+                   "refusals: 17 codes, at most 16");
+}
+
 static void test_size_and_bytes(void)
 {
     idevs_deployment *d = NULL;
@@ -268,6 +312,7 @@ static CU_TestInfo tests[] = {
     {"names and UUIDs", test_names_and_uuids},
     {"service references and topics", test_references_and_topics},
     {"limits", test_limits},
+    {"refusal codes", test_refusals},
     {"size, NUL bytes, arguments", test_size_and_bytes},
     {"loading from a file", test_load},
     CU_TEST_INFO_NULL,

@@ -102,6 +102,7 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
                      " \"outputs\": [{\"name\": \"out\", \"topic\": \"" OUT_TOPIC "\", \"to\": \"sink\", \"qos\": 1}],\n"
                      " \"requests\": [{\"name\": \"ask\", \"topic\": \"t/req/ask\", \"response_topic\": \"t/resp/ask\","
                      " \"to\": \"sink\", \"qos\": 1}],\n"
+                     " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u%s}}\n",
                      program, logic, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
@@ -139,12 +140,15 @@ typedef struct record {
     size_t event_count;
     uint64_t done_id[MAX_RECORDS];
     idevs_err done_status[MAX_RECORDS];
+    char done_refusal[MAX_RECORDS][40]; /* on_refused's code, "" when none */
     size_t done_count;
     uint64_t pub_id[MAX_RECORDS];
     uint8_t *pub_env[MAX_RECORDS];
     size_t pub_len[MAX_RECORDS];
     char pub_topic[MAX_RECORDS][32];
     size_t pub_count;
+    uint64_t refused_id; /* on_refused's, until the on_done that follows */
+    char refused_code[40];
 } record;
 
 static void on_event(void *arg, idevs_launcher_event event, const char *message)
@@ -173,8 +177,19 @@ static void on_done(void *arg, uint64_t id, idevs_err status)
 {
     record *r = arg;
     CU_ASSERT_FATAL(r->done_count < MAX_RECORDS);
+    snprintf(r->done_refusal[r->done_count], sizeof r->done_refusal[0], "%s",
+             r->refused_id == id ? r->refused_code : "");
+    r->refused_id = 0;
     r->done_id[r->done_count] = id;
     r->done_status[r->done_count++] = status;
+}
+
+static void on_refused(void *arg, uint64_t id, size_t index, const char *code)
+{
+    record *r = arg;
+    CU_ASSERT(index < IDEVS_LAUNCHER_REFUSALS_MAX);
+    r->refused_id = id;
+    snprintf(r->refused_code, sizeof r->refused_code, "%s", code);
 }
 
 static void record_clear(record *r)
@@ -251,7 +266,7 @@ static int64_t now_ms(void)
 /* Polls until want Done calls were seen or timeout_ms passed. */
 static void poll_until_done(idevs_launcher *l, record *r, size_t want, int timeout_ms)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, r};
+    idevs_launcher_callbacks cb = {on_publish, on_done, r, on_refused};
     int64_t end = now_ms() + timeout_ms;
     while (r->done_count < want && now_ms() < end)
         CU_ASSERT_FATAL(idevs_launcher_poll(l, 50, &cb) == IDEVS_OK);
@@ -259,7 +274,7 @@ static void poll_until_done(idevs_launcher *l, record *r, size_t want, int timeo
 
 static void poll_until_ready(idevs_launcher *l, record *r, uint64_t started_before, int timeout_ms)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, r};
+    idevs_launcher_callbacks cb = {on_publish, on_done, r, on_refused};
     idevs_launcher_stats st;
     int64_t end = now_ms() + timeout_ms;
     do {
@@ -916,7 +931,7 @@ static void test_fd_for_poll_integration(void)
     party st;
     party_init(&st, store, l);
     party_meet(&st, l, NULL);
-    idevs_launcher_callbacks cb = {on_publish, on_done, &r};
+    idevs_launcher_callbacks cb = {on_publish, on_done, &r, on_refused};
     uint64_t id = deliver(l, &st, &w, "via the fd");
     int64_t end = now_ms() + 5000;
     while (r.done_count == 0 && now_ms() < end) {
@@ -1043,32 +1058,45 @@ static void test_peer_silent(void)
     peer_start_fails("silent", IDEVS_ERR_TIMEOUT, "not ready within 500 ms", false);
 }
 
+/* A started launcher of the peer in mode (a correct handshake, then what mode says on the first Deliver). */
+static idevs_launcher *peer_serving(world *w, record *r, const char *mode)
+{
+    char mode_file[PATH_MAX + 16];
+    world_init(w, "peer.mode", 16, 2000);
+    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", w->dir);
+    write_file(mode_file, mode, strlen(mode));
+    idevs_launcher_config cfg;
+    config(&cfg, w, peer_path, r);
+    idevs_launcher *l = launcher(&cfg);
+    start(l);
+    return l;
+}
+
+/* One envelope of store's to the peer, which answers it wrongly each time: it ends once, with IDEVS_ERR_FRAME. */
+static void peer_fails_one(idevs_launcher *l, world *w, record *r, const char *text)
+{
+    party st;
+    party_init(&st, store, l);
+    party_meet(&st, l, NULL);
+    uint64_t id = deliver(l, &st, w, text);
+    party_free(&st);
+    poll_until_done(l, r, 1, 10000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(r, id, &times), IDEVS_ERR_FRAME);
+    CU_ASSERT_EQUAL(times, 1);
+}
+
 /* Garbage in the middle of serving: each attempt kills and restarts the compartment, and the delivery gets
  * exactly one Done (IDEVS_ERR_FRAME) after max_attempts. */
 static void test_peer_garbage_midstream(void)
 {
     record r = {0};
     world w;
-    char mode_file[PATH_MAX + 16];
-    world_init(&w, "peer.mode", 16, 2000);
-    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", w.dir);
-    write_file(mode_file, "midstream", 9);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, peer_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
+    idevs_launcher *l = peer_serving(&w, &r, "midstream");
     /* The launcher's gate refuses what is not an envelope for this process: the peer gets a real one. */
     CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"not even an envelope", 20, NULL, 0, NULL),
                     IDEVS_ERR_MALFORMED);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    uint64_t id = deliver(l, &st, &w, "answered with garbage");
-    party_free(&st);
-    poll_until_done(l, &r, 1, 10000);
-    size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_ERR_FRAME);
-    CU_ASSERT_EQUAL(times, 1);
+    peer_fails_one(l, &w, &r, "answered with garbage");
     idevs_launcher_stats s;
     idevs_launcher_get_stats(l, &s);
     CU_ASSERT(s.protocol_errors == 3 && s.killed == 3 && s.given_up == 1 && s.sent == 3 && s.resent == 2);
@@ -1108,6 +1136,31 @@ static idevs_launcher *echo_started(world *w, record *r, party *st)
     party_init(st, store, l);
     party_meet(st, l, NULL);
     return l;
+}
+
+/* echo_started's launcher, world, record and party, in one. */
+typedef struct echo_fixture {
+    record r;
+    world w;
+    party st;
+    idevs_launcher *l;
+} echo_fixture;
+
+static echo_fixture *echo_fixture_new(void)
+{
+    echo_fixture *e = calloc(1, sizeof *e);
+    CU_ASSERT_FATAL(e != NULL);
+    e->l = echo_started(&e->w, &e->r, &e->st);
+    return e;
+}
+
+static void echo_fixture_free(echo_fixture *e)
+{
+    party_free(&e->st);
+    idevs_launcher_free(e->l);
+    world_free(&e->w);
+    record_clear(&e->r);
+    free(e);
 }
 
 /* Overwrites the sequence number (field 7, fixed64, little-endian on the wire) of an encoded envelope. */
@@ -1171,6 +1224,45 @@ static size_t events_of_kind(const record *r, idevs_launcher_event kind, const c
     return n;
 }
 
+/* A Done with a refusal code the descriptor does not declare is a protocol error, whatever the compartment
+ * says: the delivery is tried again and given up like one answered with garbage, and no code is reported. */
+static void test_peer_undeclared_refusal(void)
+{
+    record r = {0};
+    world w;
+    idevs_launcher *l = peer_serving(&w, &r, "refusal");
+    peer_fails_one(l, &w, &r, "refused with code 99");
+    CU_ASSERT_STRING_EQUAL(r.done_refusal[0], "");
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT(s.protocol_errors == 3 && s.given_up == 1);
+    CU_ASSERT(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_KILLED, "refusal code 99") >= 1);
+    idevs_launcher_free(l);
+    world_free(&w);
+    record_clear(&r);
+}
+
+/* The echo logic refuses with idevs_refuse(): a declared code reaches on_refused, then on_done(logic); an
+ * undeclared one is no code at all. */
+static void test_refusal_reported(void)
+{
+    echo_fixture *e = echo_fixture_new();
+    uint64_t a = deliver(e->l, &e->st, &e->w, "refuse:not_a_sale");
+    uint64_t b = deliver(e->l, &e->st, &e->w, "refuse:amount_out_of_range");
+    uint64_t c = deliver(e->l, &e->st, &e->w, "refuse:free text");
+    poll_until_done(e->l, &e->r, 3, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&e->r, a, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(done_status_of(&e->r, b, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(done_status_of(&e->r, c, &times), IDEVS_ERR_LOGIC);
+    for (size_t i = 0; i < e->r.done_count; i++) {
+        const char *want = e->r.done_id[i] == a ? "not_a_sale" : e->r.done_id[i] == b ? "amount_out_of_range" : "";
+        CU_ASSERT_STRING_EQUAL(e->r.done_refusal[i], want);
+    }
+    CU_ASSERT_EQUAL(e->r.pub_count, 0);
+    echo_fixture_free(e);
+}
+
 /* An envelope done (or failed by the logic) is refused when the same bytes come again after a kill -9: the new
  * compartment's own windows are empty, the launcher's record is not. A fresh envelope still goes through. */
 static void test_replay_refused_after_kill(void)
@@ -1213,33 +1305,27 @@ static void test_replay_refused_after_kill(void)
  * period the record cannot know; it counts as a refused replay. */
 static void test_replay_epoch_forgotten(void)
 {
-    record r = {0};
-    world w;
-    party st;
-    idevs_launcher *l = echo_started(&w, &r, &st);
+    echo_fixture *e = echo_fixture_new();
     size_t old_len = 0;
-    uint8_t *old = seal(&st, &w, "sealed in the first epoch", &old_len);
-    idevs_envelope_rotate(st.ctx);
-    uint64_t a = deliver(l, &st, &w, "second epoch");
-    idevs_envelope_rotate(st.ctx);
-    uint64_t b = deliver(l, &st, &w, "third epoch");
-    poll_until_done(l, &r, 2, 5000);
+    uint8_t *old = seal(&e->st, &e->w, "sealed in the first epoch", &old_len);
+    idevs_envelope_rotate(e->st.ctx);
+    uint64_t a = deliver(e->l, &e->st, &e->w, "second epoch");
+    idevs_envelope_rotate(e->st.ctx);
+    uint64_t b = deliver(e->l, &e->st, &e->w, "third epoch");
+    poll_until_done(e->l, &e->r, 2, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(done_status_of(&r, b, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&e->r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&e->r, b, &times), IDEVS_OK);
     idevs_launcher_stats before;
-    idevs_launcher_get_stats(l, &before);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, old, old_len, NULL, 0, NULL), IDEVS_ERR_EPOCH_FORGOTTEN);
+    idevs_launcher_get_stats(e->l, &before);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(e->l, IN_TOPIC, old, old_len, NULL, 0, NULL), IDEVS_ERR_EPOCH_FORGOTTEN);
     idevs_launcher_stats after;
-    idevs_launcher_get_stats(l, &after);
+    idevs_launcher_get_stats(e->l, &after);
     CU_ASSERT_EQUAL(after.replays_refused, before.replays_refused + 1);
     CU_ASSERT_STRING_EQUAL(idevs_err_name(IDEVS_ERR_EPOCH_FORGOTTEN), "epoch_forgotten");
     CU_ASSERT_PTR_NULL(strstr(idevs_strerror(IDEVS_ERR_EPOCH_FORGOTTEN), "grace"));
     free(old);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    echo_fixture_free(e);
 }
 
 /* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
@@ -1613,7 +1699,7 @@ static void test_output_waits_for_record(void)
         env[i] = seal(&st, &w, "book one taxi", &len[i]);
         deliver_env(l, env[i], len[i]);
     }
-    idevs_launcher_callbacks cb = {on_publish_copy_record, on_done, &r};
+    idevs_launcher_callbacks cb = {on_publish_copy_record, on_done, &r, on_refused};
     int64_t end = now_ms() + 5000;
     while (r.done_count < N && now_ms() < end)
         CU_ASSERT_FATAL(idevs_launcher_poll(l, 50, &cb) == IDEVS_OK);
@@ -1908,6 +1994,8 @@ static CU_TestInfo tests[] = {
     {"peer: oversized frame", test_peer_oversized},
     {"peer: undecodable frame", test_peer_undecodable},
     {"peer: a launcher-only frame", test_peer_wrong_frame},
+    {"peer: a Done with an undeclared refusal code", test_peer_undeclared_refusal},
+    {"refusal codes reach on_refused before on_done", test_refusal_reported},
     {"peer: truncated frame then exit", test_peer_truncated},
     {"peer: silent until the start timeout", test_peer_silent},
     {"peer: garbage mid-stream, restarts, one Done", test_peer_garbage_midstream},

@@ -346,7 +346,8 @@ static const char *const service_names[] = {"store", "taxi", "messaging", NULL};
     " \"outputs\": [{\"name\": \"confirmation\", \"topic\": \"" TOPIC_CONFIRMATION \
     "\", \"to\": \"messaging\", \"qos\": 1}],\n" \
     " \"requests\": [{\"name\": \"ride\", \"topic\": \"" TOPIC_RIDE "\", \"response_topic\": \"" \
-    TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}]"
+    TOPIC_RIDE_RESP "\", \"to\": \"taxi\", \"qos\": 1}],\n" \
+    " \"refusals\": [\"malformed_sale\", \"unknown_ride\", \"malformed_ride\", \"wrong_booking\"]"
 
 static void make_sale(char *buf, size_t len, const char *sale_id, const char *price2, const char *total)
 {
@@ -459,6 +460,7 @@ static void test_logic_refusals(void)
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, junk[i], NULL, NULL);
         CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+        CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "malformed_sale");
     }
     char buf[2048];
     for (size_t i = 0; i < sale_cases_bad_count; i++) {
@@ -466,6 +468,7 @@ static void test_logic_refusals(void)
         uint64_t d = lw_deliver(&w, &w.party[STORE], TOPIC_SALES, buf, NULL, NULL);
         idevs_err st = lw_wait_done(&w, d);
         CU_ASSERT_EQUAL(st, IDEVS_ERR_LOGIC);
+        CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "malformed_sale");
         if (st != IDEVS_ERR_LOGIC)
             fprintf(stderr, "\n    the logic accepted a sale with %s\n", sale_cases_bad[i].why);
     }
@@ -476,6 +479,7 @@ static void test_logic_refusals(void)
     CU_ASSERT_FATAL(idevs_random(unknown.b, 16) == IDEVS_OK);
     uint64_t d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &unknown, NULL);
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "unknown_ride");
     CU_ASSERT_EQUAL(w.r.pub_count, 0);
 
     /* real requests; a response uses up its request whatever it says: a malformed one, or one for another
@@ -497,14 +501,17 @@ static void test_logic_refusals(void)
     d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\"}", &request_ids[0],
                 NULL);
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "malformed_ride");
     d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
                 &request_ids[0], NULL);
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "unknown_ride");
     d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000040\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
                 &request_ids[1], NULL);
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "wrong_booking");
     CU_ASSERT_EQUAL(w.r.pub_count, 3);
     d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP,
                 "{\"booking_ref\":\"S-000042\",\"driver\":\"Sam\",\"vehicle\":\"Car\",\"eta_minutes\":7}",
