@@ -22,7 +22,8 @@ sed -e 's/"max_payload": 65536/"max_payload": 16777216/' -e 's/"queue_depth": 64
 
 # ---- the configuration block of docs/OPERATOR.md, as written there ----
 doc=$(dirname "$0")/../../docs/OPERATOR.md
-awk '/<!-- service sessions configuration/ {f=1; next} f && /^```/ {if (n++) exit; next} f' "$doc" >"$work/doc.block"
+# The block's text as tests/docs/run_examples.py reads it (which also runs it, with every other example).
+python3 "$(dirname "$0")/../docs/run_examples.py" --extract "$doc" "service sessions configuration" >"$work/doc.block"
 check "docs/OPERATOR.md has the service sessions configuration block" \
   grep -qx 'use_username_as_clientid true' "$work/doc.block"
 mkdir -m 700 "$work/docstate" "$work/persist"
