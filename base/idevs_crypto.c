@@ -1,12 +1,18 @@
 #include "idevs_crypto.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
+
+#include "idevs_file.h"
 
 idevs_err idevs_random(uint8_t *buf, size_t len)
 {
@@ -25,18 +31,28 @@ idevs_err idevs_sha256(const void *data, size_t len, uint8_t out[IDEVS_SHA256_LE
 
 idevs_err idevs_sha256_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
+    /* Opened by the one bounded file reader's rule (idevs_file.h): a regular file, a FIFO refused at once. */
+    static const idevs_file_rules rules = {NULL, 0, SIZE_MAX, 0, IDEVS_OK};
+    int fd = -1;
+    errno = EINVAL; /* what errno says of a file that opens but is refused (not a regular file) */
+    if (idevs_file_open(AT_FDCWD, path, &rules, &fd, NULL, NULL, 0) != IDEVS_OK)
         return IDEVS_ERR_IO;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
     uint8_t buf[16384];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        ok = EVP_DigestUpdate(md, buf, n) == 1;
-    ok = ok && !ferror(f) && EVP_DigestFinal_ex(md, out, NULL) == 1;
+    for (;;) {
+        ssize_t n = ok ? read(fd, buf, sizeof buf) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ok = ok && n == 0;
+            break;
+        }
+        ok = EVP_DigestUpdate(md, buf, (size_t)n) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(md, out, NULL) == 1;
     EVP_MD_CTX_free(md);
-    fclose(f);
+    close(fd);
     return ok ? IDEVS_OK : IDEVS_ERR_IO;
 }
 

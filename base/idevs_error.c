@@ -1,6 +1,7 @@
 #include "idevs_error.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 struct err_text {
     const char *name;
@@ -83,4 +84,20 @@ const char *idevs_err_name(idevs_err err)
     if ((unsigned)err >= IDEVS_ERR_COUNT || texts[err].name == NULL)
         return "unknown";
     return texts[err].name;
+}
+
+idevs_err idevs_vfail(char *why, size_t why_len, idevs_err err, const char *fmt, va_list ap)
+{
+    if (why != NULL && why_len > 0)
+        vsnprintf(why, why_len, fmt, ap);
+    return err;
+}
+
+idevs_err idevs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    idevs_vfail(why, why_len, err, fmt, ap);
+    va_end(ap);
+    return err;
 }

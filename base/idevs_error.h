@@ -3,6 +3,9 @@
 #ifndef IDEVS_ERROR_H
 #define IDEVS_ERROR_H
 
+#include <stdarg.h>
+#include <stddef.h>
+
 typedef enum idevs_err {
     IDEVS_OK = 0,
     /* general */
@@ -77,5 +80,12 @@ const char *idevs_strerror(idevs_err err);
 
 /* A short stable identifier ("replay", "decrypt", ...) for counters and metrics; never NULL. */
 const char *idevs_err_name(idevs_err err);
+
+/* The `why` sentence of a failure: formats fmt into why (when why is not NULL and why_len > 0; cut to fit,
+ * always NUL-terminated) and returns err, so that a failure reads `return idevs_fail(why, why_len, err, ...)`. */
+idevs_err idevs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+idevs_err idevs_vfail(char *why, size_t why_len, idevs_err err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
 #endif
