@@ -53,9 +53,6 @@ struct idevs_cert_policy {
 /* identity.c */
 bool certs_name_valid(const char *name);
 
-/* Writes a sentence into why (when not NULL and why_len > 0) and returns err. */
-idevs_err certs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* extensions.c */
 /* Adds a non-critical extension oid whose value is an OCTET STRING holding data. */

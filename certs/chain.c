@@ -8,7 +8,6 @@
  * not a re-encoding. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,17 +18,7 @@
 #include <openssl/pem.h>
 
 #include "certs_internal.h"
-
-idevs_err certs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-{
-    if (why != NULL && why_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
+#include "idevs_file.h"
 
 void idevs_cert_chain_free(uint8_t **der, size_t count)
 {
@@ -69,7 +58,7 @@ static idevs_err decode_block(const char *text, size_t n, size_t index, uint8_t 
 {
     BIO *bio = BIO_new_mem_buf(text, (int)n);
     if (bio == NULL)
-        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+        return idevs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
     char *name = NULL, *header = NULL;
     unsigned char *data = NULL;
     long len = 0;
@@ -78,31 +67,31 @@ static idevs_err decode_block(const char *text, size_t n, size_t index, uint8_t 
     ERR_clear_error();
     idevs_err err = IDEVS_OK;
     if (ok != 1)
-        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is not valid base64 PEM", index);
+        err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is not valid base64 PEM", index);
     else if (strcmp(name, "CERTIFICATE") != 0 && strcmp(name, "X509 CERTIFICATE") != 0) {
         char label[33];
         printable(name, strlen(name), label);
-        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is a '%s' block, not a CERTIFICATE", index,
+        err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu is a '%s' block, not a CERTIFICATE", index,
                    label);
     } else if (header[0] != '\0')
-        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu has PEM headers", index);
+        err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu has PEM headers", index);
     else if (len <= 0)
-        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is empty", index);
+        err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is empty", index);
     else if ((size_t)len > IDEVS_CERT_MAX)
-        err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "certificate %zu is %ld bytes, more than the limit of %d",
+        err = idevs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "certificate %zu is %ld bytes, more than the limit of %d",
                    index, len, IDEVS_CERT_MAX);
     if (err == IDEVS_OK) {
         X509 *x = certs_parse_der(data, (size_t)len);
         ERR_clear_error();
         if (x == NULL)
-            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is not exactly one DER X.509 "
+            err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu is not exactly one DER X.509 "
                                                                "certificate", index);
         X509_free(x);
     }
     if (err == IDEVS_OK) {
         *der = malloc((size_t)len);
         if (*der == NULL)
-            err = certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+            err = idevs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
         else {
             memcpy(*der, data, (size_t)len);
             *der_len = (size_t)len;
@@ -123,12 +112,12 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         *count = 0;
     if ((pem == NULL && len > 0) || der == NULL || der_len == NULL || count == NULL || max == 0 ||
         max > IDEVS_CHAIN_PEM_COUNT_MAX)
-        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_pem: bad arguments");
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_pem: bad arguments");
     if (len > max * IDEVS_CHAIN_PEM_EACH_MAX)
-        return certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%zu bytes of PEM, more than %zu certificate(s) take", len,
+        return idevs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%zu bytes of PEM, more than %zu certificate(s) take", len,
                     max);
     if (len > 0 && memchr(pem, '\0', len) != NULL)
-        return certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "the PEM text holds a NUL byte");
+        return idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "the PEM text holds a NUL byte");
     static const char begin[] = "-----BEGIN ", dashes[] = "-----", end[] = "-----END ";
     size_t n = 0, at = 0;
     idevs_err err = IDEVS_OK;
@@ -140,8 +129,8 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         const char *b = pem + at;
         size_t left = len - at;
         if (left < sizeof begin - 1 || memcmp(b, begin, sizeof begin - 1) != 0) {
-            err = n == 0 ? certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text before the first PEM block")
-                         : certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text after certificate %zu", n);
+            err = n == 0 ? idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text before the first PEM block")
+                         : idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "text after certificate %zu", n);
             break;
         }
         /* The label runs to the dashes that close the BEGIN line; the END line must repeat it. */
@@ -149,24 +138,24 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         const char *close = find(label, left - (sizeof begin - 1), dashes);
         const char *eol = memchr(label, '\n', left - (sizeof begin - 1));
         if (close == NULL || (eol != NULL && eol < close)) {
-            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no complete BEGIN line", n + 1);
+            err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no complete BEGIN line", n + 1);
             break;
         }
         size_t label_len = (size_t)(close - label);
         char end_line[sizeof end + 64 + sizeof dashes];
         if (label_len > 64) {
-            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has an over-long label", n + 1);
+            err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has an over-long label", n + 1);
             break;
         }
         snprintf(end_line, sizeof end_line, "%s%.*s%s", end, (int)label_len, label, dashes);
         const char *stop = find(close, (size_t)(pem + len - close), end_line);
         if (stop == NULL) {
-            err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no END line", n + 1);
+            err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "PEM block %zu has no END line", n + 1);
             break;
         }
         size_t block_len = (size_t)(stop - b) + strlen(end_line);
         if (n == max) {
-            err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "more than %zu certificate(s)", max);
+            err = idevs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "more than %zu certificate(s)", max);
             break;
         }
         err = decode_block(b, block_len, n + 1, &der[n], &der_len[n], why, why_len);
@@ -176,7 +165,7 @@ idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, 
         at += block_len;
     }
     if (err == IDEVS_OK && n == 0)
-        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "no PEM certificate");
+        err = idevs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "no PEM certificate");
     if (err != IDEVS_OK) {
         idevs_cert_chain_free(der, n);
         return err;
@@ -193,53 +182,47 @@ idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *de
     if (count != NULL)
         *count = 0;
     if (path == NULL || max == 0 || max > IDEVS_CHAIN_PEM_COUNT_MAX)
-        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_file: bad arguments");
-    /* Non-blocking: a FIFO put in the file's place must not hang the reader. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return certs_fail(why, why_len, IDEVS_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    size_t limit = max * IDEVS_CHAIN_PEM_EACH_MAX;
-    if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size > limit) {
-        close(fd);
-        return S_ISREG(st.st_mode)
-                   ? certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s: %lld bytes, more than %zu certificate(s) take", path,
-                          (long long)st.st_size, max)
-                   : certs_fail(why, why_len, IDEVS_ERR_IO, "%s: not a regular file", path);
-    }
-    char *text = malloc(limit + 1);
-    if (text == NULL) {
-        close(fd);
-        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
-    }
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_file: bad arguments");
+    /* The one bounded file reader: a regular file (a FIFO is refused without waiting), at most what max
+     * certificates take, refused rather than cut if it grows while read. */
+    const idevs_file_rules rules = {NULL, 0, max * IDEVS_CHAIN_PEM_EACH_MAX, 0, IDEVS_OK};
+    uint8_t *text = NULL;
     size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, text + n, limit + 1 - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            free(text);
-            return certs_fail(why, why_len, IDEVS_ERR_IO, "%s: %s", path, strerror(e));
-        }
-        if (r == 0 || (n += (size_t)r) > limit)
-            break;
-    }
-    close(fd);
-    idevs_err err;
-    if (n > limit)
-        err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s: more bytes than %zu certificate(s) take", path, max);
-    else {
-        char inner[192];
-        err = idevs_cert_read_chain_pem(text, n, der, der_len, max, count, inner, sizeof inner);
-        if (err != IDEVS_OK)
-            certs_fail(why, why_len, err, "%s: %s", path, inner);
-    }
+    idevs_err err = idevs_file_read(AT_FDCWD, path, &rules, &text, &n, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    char inner[192];
+    err = idevs_cert_read_chain_pem((const char *)text, n, der, der_len, max, count, inner, sizeof inner);
+    if (err != IDEVS_OK)
+        idevs_fail(why, why_len, err, "%s: %s", path, inner);
     free(text);
+    return err;
+}
+
+idevs_err idevs_cert_read_chain_file_x509(const char *path, X509 **certs, size_t max, size_t *count, char *why,
+                                          size_t why_len)
+{
+    if (count != NULL)
+        *count = 0;
+    if (certs == NULL || count == NULL || max == 0 || max > IDEVS_CHAIN_PEM_COUNT_MAX)
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_cert_read_chain_file_x509: bad arguments");
+    uint8_t *der[IDEVS_CHAIN_PEM_COUNT_MAX];
+    size_t der_len[IDEVS_CHAIN_PEM_COUNT_MAX], n = 0;
+    idevs_err err = idevs_cert_read_chain_file(path, der, der_len, max, &n, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        certs[i] = certs_parse_der(der[i], der_len[i]); /* checked by the reader: only memory may fail */
+        if (certs[i] == NULL) {
+            err = idevs_fail(why, why_len, IDEVS_ERR_NOMEM, "%s: out of memory", path);
+            for (size_t j = 0; j < i; j++)
+                X509_free(certs[j]);
+            break;
+        }
+    }
+    ERR_clear_error();
+    idevs_cert_chain_free(der, n);
+    if (err == IDEVS_OK)
+        *count = n;
     return err;
 }

@@ -115,10 +115,16 @@ idevs_err idevs_cert_to_der(X509 *cert, uint8_t **der, size_t *len);
 idevs_err idevs_cert_read_chain_pem(const char *pem, size_t len, uint8_t **der, size_t *der_len, size_t max,
                                     size_t *count, char *why, size_t why_len);
 
-/* The same from a regular file (IDEVS_ERR_IO, with the system's reason, when it cannot be read or is not a
- * regular file); why starts with the path. */
+/* The same from a file, read by the one bounded file reader (base/idevs_file.h): a regular file of at most
+ * max * IDEVS_CHAIN_PEM_EACH_MAX bytes (IDEVS_ERR_IO, with the reason, when it cannot be read or is not a
+ * regular file; IDEVS_ERR_TOO_LARGE when larger or when it grows while read); why starts with the path. */
 idevs_err idevs_cert_read_chain_file(const char *path, uint8_t **der, size_t *der_len, size_t max, size_t *count,
                                      char *why, size_t why_len);
+
+/* The same, parsed: certs[0..*count) are X509 the caller frees with X509_free. max 1 where one certificate
+ * is expected (an operator CA): a second one is then refused (IDEVS_ERR_TOO_LARGE). */
+idevs_err idevs_cert_read_chain_file_x509(const char *path, X509 **certs, size_t max, size_t *count, char *why,
+                                          size_t why_len);
 
 /* Frees der[0..count) and sets them to NULL. */
 void idevs_cert_chain_free(uint8_t **der, size_t count);
@@ -131,8 +137,8 @@ idevs_cert_policy *idevs_cert_policy_new(void);
 void idevs_cert_policy_free(idevs_cert_policy *policy);
 
 /* Trust anchors: the operator CA(s). Each must be a CA certificate (else IDEVS_ERR_INVALID_ARG); a file
- * holds one or more PEM certificates (IDEVS_ERR_IO when unreadable, IDEVS_ERR_CERT_MALFORMED when it holds
- * none or garbage). */
+ * holds 1 to 16 PEM certificates, read by idevs_cert_read_chain_file (IDEVS_ERR_IO when unreadable,
+ * IDEVS_ERR_CERT_MALFORMED when it holds none, garbage or anything but certificates, IDEVS_ERR_TOO_LARGE). */
 idevs_err idevs_cert_policy_add_ca(idevs_cert_policy *policy, X509 *ca);
 idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *pem_path);
 

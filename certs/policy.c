@@ -52,31 +52,11 @@ idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *p
 {
     if (policy == NULL || pem_path == NULL)
         return IDEVS_ERR_INVALID_ARG;
-    BIO *bio = BIO_new_file(pem_path, "r");
-    if (bio == NULL) {
-        ERR_clear_error();
-        return IDEVS_ERR_IO;
-    }
     X509 *certs[CA_FILE_CERTS_MAX];
     size_t n = 0;
-    idevs_err err = IDEVS_OK;
-    for (;;) {
-        X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-        if (cert == NULL) {
-            unsigned long e = ERR_peek_last_error();
-            if (n == 0 || !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE))
-                err = IDEVS_ERR_CERT_MALFORMED;
-            break;
-        }
-        if (n == CA_FILE_CERTS_MAX) {
-            X509_free(cert);
-            err = IDEVS_ERR_TOO_LARGE;
-            break;
-        }
-        certs[n++] = cert;
-    }
-    ERR_clear_error();
-    BIO_free(bio);
+    idevs_err err = idevs_cert_read_chain_file_x509(pem_path, certs, CA_FILE_CERTS_MAX, &n, NULL, 0);
+    if (err != IDEVS_OK)
+        return err;
     /* All or nothing: a file with one bad certificate adds none. */
     for (size_t i = 0; i < n && err == IDEVS_OK; i++)
         if (X509_check_ca(certs[i]) == 0)

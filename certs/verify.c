@@ -16,14 +16,13 @@ struct subject {
 static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* idevs_fail, and OpenSSL's error queue emptied. */
 static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
 {
-    if (why != NULL && why_len > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    idevs_vfail(why, why_len, err, fmt, ap);
+    va_end(ap);
     ERR_clear_error();
     return err;
 }

@@ -535,33 +535,16 @@ done:
 
 /* ---- verify and show ---- */
 
-/* Reads up to IDEVS_CHAIN_MAX PEM certificates; returns the count, 0 on failure (after a message). */
+/* Reads up to IDEVS_CHAIN_MAX PEM certificates with the one chain reader (idevs_cert_read_chain_file: PEM
+ * CERTIFICATE blocks and white space only); returns the count, 0 on failure (after a message). */
 static size_t read_chain(const char *path, X509 **certs)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        err_msg("cannot read %s: %s", path, strerror(errno));
+    char why[384];
+    size_t n = 0;
+    if (idevs_cert_read_chain_file_x509(path, certs, IDEVS_CHAIN_MAX, &n, why, sizeof why) != IDEVS_OK) {
+        err_msg("cannot read %s", why);
         return 0;
     }
-    size_t n = 0;
-    for (;;) {
-        X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-        if (x == NULL)
-            break;
-        if (n == IDEVS_CHAIN_MAX) {
-            X509_free(x);
-            err_msg("%s holds more than %d certificates", path, IDEVS_CHAIN_MAX);
-            for (size_t i = 0; i < n; i++)
-                X509_free(certs[i]);
-            fclose(f);
-            return 0;
-        }
-        certs[n++] = x;
-    }
-    ERR_clear_error();
-    fclose(f);
-    if (n == 0)
-        err_msg("%s holds no PEM certificate", path);
     return n;
 }
 
