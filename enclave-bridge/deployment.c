@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "idevs_envelope.h"
+#include "idevs_file.h"
 #include "idevs_hex.h"
 
 #define PATH_MAX_LEN 96
@@ -663,59 +664,11 @@ idevs_err idevs_deployment_read_file(const char *path, uint8_t **bytes, size_t *
         return IDEVS_ERR_INVALID_ARG;
     *bytes = NULL;
     *len = 0;
-    /* O_NONBLOCK: a FIFO put in the descriptor's place must not block the broker's thread at open or read. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        if (why != NULL)
-            snprintf(why, why_len, "%s: cannot open: %s", path, strerror(errno));
-        return IDEVS_ERR_CONFIG;
-    }
-    struct stat st;
-    uint8_t *buf = NULL;
-    size_t got = 0;
-    idevs_err err = IDEVS_OK;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (why != NULL)
-            snprintf(why, why_len, "%s: not a regular file", path);
-        err = IDEVS_ERR_CONFIG;
-    } else if (st.st_size > (off_t)IDEVS_DEPLOYMENT_MAX_BYTES) {
-        if (why != NULL)
-            snprintf(why, why_len, "%s: %lld bytes, at most %u", path, (long long)st.st_size,
-                     IDEVS_DEPLOYMENT_MAX_BYTES);
-        err = IDEVS_ERR_CONFIG;
-    } else if ((buf = malloc(IDEVS_DEPLOYMENT_MAX_BYTES + 1)) == NULL) {
-        err = IDEVS_ERR_NOMEM;
-    } else {
-        /* Read up to one byte more than allowed: the file may have grown since fstat. */
-        while (got <= IDEVS_DEPLOYMENT_MAX_BYTES) {
-            ssize_t n = read(fd, buf + got, IDEVS_DEPLOYMENT_MAX_BYTES + 1 - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                if (why != NULL)
-                    snprintf(why, why_len, "%s: cannot read: %s", path, strerror(errno));
-                err = IDEVS_ERR_CONFIG;
-                break;
-            }
-            if (n == 0)
-                break;
-            got += (size_t)n;
-        }
-        if (err == IDEVS_OK && got > IDEVS_DEPLOYMENT_MAX_BYTES) {
-            if (why != NULL)
-                snprintf(why, why_len, "%s: more than %u bytes", path, IDEVS_DEPLOYMENT_MAX_BYTES);
-            err = IDEVS_ERR_CONFIG;
-        }
-    }
-    close(fd);
-    if (err != IDEVS_OK) {
-        free(buf);
-        return err;
-    }
-    uint8_t *fit = realloc(buf, got > 0 ? got : 1); /* kept for the process's life: not the 256 KiB read buffer */
-    *bytes = fit != NULL ? fit : buf;
-    *len = got;
-    return IDEVS_OK;
+    /* The one bounded file reader (idevs_file.h): a regular file (a FIFO is refused without waiting for a
+     * writer, at start-up and at RELOAD alike) of at most IDEVS_DEPLOYMENT_MAX_BYTES, refused if it grows. */
+    static const idevs_file_rules rules = {NULL, 0, IDEVS_DEPLOYMENT_MAX_BYTES, 0, IDEVS_ERR_CONFIG};
+    idevs_err err = idevs_file_read(AT_FDCWD, path, &rules, bytes, len, why, why_len);
+    return err == IDEVS_OK || err == IDEVS_ERR_NOMEM ? err : IDEVS_ERR_CONFIG;
 }
 
 idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_t **bytes, size_t *len, char *why,

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "idevs_file.h"
+
 #define LINE_MAX_BYTES 65536u   /* longer than any sensible configuration line: refused, not truncated */
 #define CMDLINE_MAX_BYTES 65536u
 #define INCLUDED_FILES_MAX 1024u
@@ -135,13 +137,13 @@ static void scan_line(scan *s, char *buf, const char *path, unsigned line, bool 
 
 static void scan_file(scan *s, const char *path, bool main_file)
 {
-    /* O_NONBLOCK: a FIFO in place of a file must not hang the broker's start. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        unknown(s, "cannot read '%s': %s", path, fd < 0 ? strerror(errno) : "not a regular file");
-        if (fd >= 0)
-            close(fd);
+    /* Opened by the one bounded file reader's rule (idevs_file.h): a regular file, a FIFO in its place refused
+     * without hanging the broker's start; read line by line below, each line bounded. */
+    static const idevs_file_rules rules = {"broker configuration file", 0, SIZE_MAX, 0, IDEVS_OK};
+    char why[sizeof s->out->why - 16];
+    int fd = -1;
+    if (idevs_file_open(AT_FDCWD, path, &rules, &fd, NULL, why, sizeof why) != IDEVS_OK) {
+        unknown(s, "%s%s", why, "");
         return;
     }
     FILE *f = fdopen(fd, "r");

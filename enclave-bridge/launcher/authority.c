@@ -1,46 +1,23 @@
 /* The attestation authority and the operator CA, read from PEM files once per broker and lent to every
  * launcher. Whether they belong together (the CA pinned by each descriptor, the authority issued by it) is
  * checked per launcher, in idevs_launcher_new(). */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/pem.h>
-
+#include "idevs_cert.h"
 #include "idevs_identity.h"
 #include "launcher_internal.h"
 
-/* Exactly the first certificate of a PEM file. */
-static X509 *read_cert(const char *path, char *why, size_t why_len)
+/* The first certificate of a PEM file of at most max certificates (the one chain reader's rule). */
+static X509 *read_cert(const char *path, size_t max, char *why, size_t why_len)
 {
-    /* O_NONBLOCK: a FIFO there is refused at once instead of holding the broker's start. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        if (fd < 0)
-            snprintf(why, why_len, "cannot open '%s': %s", path, strerror(errno));
-        else
-            snprintf(why, why_len, "'%s' is not a regular file", path);
-        if (fd >= 0)
-            close(fd);
+    X509 *certs[IDEVS_CHAIN_MAX];
+    size_t n = 0;
+    if (idevs_cert_read_chain_file_x509(path, certs, max, &n, why, why_len) != IDEVS_OK)
         return NULL;
-    }
-    FILE *f = fdopen(fd, "r");
-    if (f == NULL) {
-        snprintf(why, why_len, "cannot read '%s': %s", path, strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    ERR_clear_error();
-    if (x == NULL)
-        snprintf(why, why_len, "'%s' holds no PEM certificate", path);
-    return x;
+    for (size_t i = 1; i < n; i++)
+        X509_free(certs[i]);
+    return certs[0];
 }
 
 idevs_err idevs_launcher_authority_load(const char *key_path, const char *cert_path, const char *operator_ca_path,
@@ -57,11 +34,11 @@ idevs_err idevs_launcher_authority_load(const char *key_path, const char *cert_p
     if (out == NULL || key_path == NULL || cert_path == NULL || operator_ca_path == NULL)
         return IDEVS_ERR_INVALID_ARG;
     memset(out, 0, sizeof *out);
-    if ((out->operator_ca = read_cert(operator_ca_path, why, why_len)) == NULL) {
+    if ((out->operator_ca = read_cert(operator_ca_path, 1, why, why_len)) == NULL) {
         *failed = 2;
         return IDEVS_ERR_CONFIG;
     }
-    if ((out->cert = read_cert(cert_path, why, why_len)) == NULL) {
+    if ((out->cert = read_cert(cert_path, IDEVS_CHAIN_MAX, why, why_len)) == NULL) {
         *failed = 1;
         idevs_launcher_authority_clear(out);
         return IDEVS_ERR_CONFIG;

@@ -11,6 +11,7 @@
 
 #include <openssl/evp.h>
 
+#include "idevs_file.h"
 #include "launcher_internal.h"
 
 #ifndef MFD_EXEC
@@ -65,35 +66,23 @@ idevs_err launcher_seal_file(const char *path, const char *label, bool executabl
 {
     uint8_t buf[COPY_CHUNK];
     *fd_out = -1;
-    /* O_NONBLOCK: a FIFO in the file's place must not hold the broker's start until a writer comes; it is
-     * refused below like anything else that is not a regular file (on which O_NONBLOCK changes nothing). */
-    int src = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (src < 0) {
-        snprintf(why, why_len, "%s '%s': cannot open: %s", label, path, strerror(errno));
-        return IDEVS_ERR_IO;
-    }
+    /* The one bounded file reader's open (idevs_file.h): a regular file (a FIFO is refused without waiting for
+     * a writer) of 1..IDEVS_IMAGE_FILE_MAX bytes. */
+    const idevs_file_rules rules = {label, 1, IDEVS_IMAGE_FILE_MAX, 0, IDEVS_OK};
+    int src = -1;
+    size_t size = 0;
+    idevs_err opened = idevs_file_open(AT_FDCWD, path, &rules, &src, &size, why, why_len);
+    if (opened != IDEVS_OK)
+        return opened;
     struct stat st = {0};
-    if (fstat(src, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(why, why_len, "%s '%s': not a regular file%s", label, path,
-                 S_ISFIFO(st.st_mode) ? " (a FIFO)" : S_ISDIR(st.st_mode) ? " (a directory)"
-                 : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? " (a device)" : S_ISSOCK(st.st_mode) ? " (a socket)" : "");
-        close(src);
-        return IDEVS_ERR_IO;
-    }
-    if (st.st_size <= 0 || (uintmax_t)st.st_size > IDEVS_IMAGE_FILE_MAX) {
-        snprintf(why, why_len, "%s '%s': size %jd is not within 1..%u bytes", label, path, (intmax_t)st.st_size,
-                 IDEVS_IMAGE_FILE_MAX);
-        close(src);
-        return IDEVS_ERR_TOO_LARGE;
-    }
     int mfd = create_memfd(label, executable);
     if (mfd < 0) {
         snprintf(why, why_len, "%s: memfd_create: %s", label, strerror(errno));
         close(src);
         return IDEVS_ERR_IO;
     }
-    /* Copy until end of file (the file may change while it is read: what ends up in the memfd is what gets
-     * hashed and run, whatever its size is by then, within the limit). */
+    /* Copy until end of file; what ends up in the memfd is what gets hashed and run. A file that grows past
+     * the size fstat gave is refused, never cut (the reader's rule). */
     size_t total = 0;
     idevs_err err = IDEVS_OK;
     for (;;) {
@@ -107,9 +96,8 @@ idevs_err launcher_seal_file(const char *path, const char *label, bool executabl
         }
         if (n == 0)
             break;
-        if ((size_t)n > IDEVS_IMAGE_FILE_MAX - total) {
-            snprintf(why, why_len, "%s '%s': grew beyond %u bytes while being read", label, path,
-                     IDEVS_IMAGE_FILE_MAX);
+        if ((size_t)n > size - total) {
+            snprintf(why, why_len, "%s '%s' grew while it was read (beyond %zu bytes)", label, path, size);
             err = IDEVS_ERR_TOO_LARGE;
             break;
         }

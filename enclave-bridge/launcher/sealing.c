@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "idevs_file.h"
 #include "launcher_internal.h"
 
 #define SECRET_FILE "sealing.key"
@@ -50,20 +51,6 @@ static idevs_err write_all(int fd, const uint8_t *p, size_t len)
             continue;
         if (n == 0)
             errno = ENOSPC; /* a regular file that takes nothing more */
-        if (n <= 0)
-            return IDEVS_ERR_IO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return IDEVS_OK;
-}
-
-static idevs_err read_exact(int fd, uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
         if (n <= 0)
             return IDEVS_ERR_IO;
         p += n;
@@ -121,46 +108,27 @@ static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, 
     return err;
 }
 
-/* Opens name for reading and checks it is a regular file of ours, private (no group/other bits), of a size
- * within [min, max]. *fd is -1 and IDEVS_OK is returned when it does not exist. */
-static idevs_err open_private(int dirfd, const char *name, size_t min, size_t max, int *fd, size_t *size,
+/* A state file: a regular file of ours, private (no group/other bits), no symbolic link, of a size within
+ * [min, max]; a missing one is no error (*data NULL). Read by the one bounded file reader (idevs_file.h). */
+static idevs_err read_private(int dirfd, const char *name, size_t min, size_t max, uint8_t **data, size_t *len,
                               char *why, size_t why_len)
 {
-    *fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY); /* a FIFO: no wait */
-    if (*fd < 0) {
-        if (errno == ENOENT)
-            return IDEVS_OK;
-        snprintf(why, why_len, "state file '%s': %s", name, strerror(errno));
-        return IDEVS_ERR_KEY_FILE;
-    }
-    struct stat st;
-    if (fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-        (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-        snprintf(why, why_len, "state file '%s' must be a regular file of uid %u with mode 0600", name,
-                 (unsigned)geteuid());
-        close(*fd);
-        *fd = -1;
-        return IDEVS_ERR_KEY_FILE;
-    }
-    if (st.st_size < 0 || (uintmax_t)st.st_size < min || (uintmax_t)st.st_size > max) {
-        snprintf(why, why_len, "state file '%s' has %jd bytes, not %zu..%zu", name, (intmax_t)st.st_size, min, max);
-        close(*fd);
-        *fd = -1;
-        return IDEVS_ERR_KEY_FILE;
-    }
-    *size = (size_t)st.st_size;
-    return IDEVS_OK;
+    const idevs_file_rules rules = {"state file", min, max,
+                                    IDEVS_FILE_NOFOLLOW | IDEVS_FILE_PRIVATE | IDEVS_FILE_OWNED |
+                                        IDEVS_FILE_MISSING_OK | IDEVS_FILE_SECRET,
+                                    IDEVS_ERR_KEY_FILE};
+    return idevs_file_read(dirfd, name, &rules, data, len, why, why_len);
 }
 
 idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why, size_t why_len)
 {
-    int fd = -1;
-    size_t size = 0;
-    idevs_err err = open_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &fd, &size,
+    uint8_t *data = NULL;
+    size_t len = 0;
+    idevs_err err = read_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &data, &len,
                                  why, why_len);
     if (err != IDEVS_OK)
-        return err;
-    if (fd < 0) {
+        return err == IDEVS_ERR_NOMEM ? err : IDEVS_ERR_KEY_FILE;
+    if (data == NULL) {
         uint8_t fresh[IDEVS_SEALING_SECRET_LEN];
         err = idevs_random(fresh, sizeof fresh);
         if (err == IDEVS_OK)
@@ -171,22 +139,17 @@ idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET
                      err == IDEVS_ERR_IO ? strerror(errno) : idevs_strerror(err));
             return err == IDEVS_ERR_CRYPTO ? err : IDEVS_ERR_KEY_FILE;
         }
-        err = open_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &fd, &size, why,
+        err = read_private(dirfd, SECRET_FILE, IDEVS_SEALING_SECRET_LEN, IDEVS_SEALING_SECRET_LEN, &data, &len, why,
                            why_len);
         if (err != IDEVS_OK)
-            return err;
-        if (fd < 0) {
-            snprintf(why, why_len, "the sealing secret '%s' vanished after it was created", SECRET_FILE);
-            return IDEVS_ERR_KEY_FILE;
-        }
+            return err == IDEVS_ERR_NOMEM ? err : IDEVS_ERR_KEY_FILE;
+        if (data == NULL)
+            return idevs_fail(why, why_len, IDEVS_ERR_KEY_FILE, "the sealing secret '%s' vanished after it was created",
+                              SECRET_FILE);
     }
-    err = read_exact(fd, secret, IDEVS_SEALING_SECRET_LEN);
-    close(fd);
-    if (err != IDEVS_OK) {
-        idevs_cleanse(secret, IDEVS_SEALING_SECRET_LEN);
-        snprintf(why, why_len, "cannot read the sealing secret '%s'", SECRET_FILE);
-        return IDEVS_ERR_KEY_FILE;
-    }
+    memcpy(secret, data, IDEVS_SEALING_SECRET_LEN);
+    idevs_cleanse(data, len);
+    free(data);
     return IDEVS_OK;
 }
 
@@ -214,28 +177,7 @@ static void blob_name(const idevs_uuid *program, char name[IDEVS_UUID_STR_LEN + 
 idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t max, uint8_t **data, size_t *len,
                               char *why, size_t why_len)
 {
-    *data = NULL;
-    *len = 0;
-    int fd = -1;
-    size_t size = 0;
-    idevs_err err = open_private(dirfd, name, min, max, &fd, &size, why, why_len);
-    if (err != IDEVS_OK || fd < 0)
-        return err;
-    uint8_t *buf = malloc(size > 0 ? size : 1);
-    if (buf == NULL) {
-        close(fd);
-        return IDEVS_ERR_NOMEM;
-    }
-    err = read_exact(fd, buf, size);
-    close(fd);
-    if (err != IDEVS_OK) {
-        free(buf);
-        snprintf(why, why_len, "cannot read the state file '%s'", name);
-        return IDEVS_ERR_IO;
-    }
-    *data = buf;
-    *len = size;
-    return IDEVS_OK;
+    return read_private(dirfd, name, min, max, data, len, why, why_len);
 }
 
 idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,

@@ -36,16 +36,6 @@ static void copy_why(char *why, size_t why_len, const char *text)
         snprintf(why, why_len, "%s", text);
 }
 
-void svc_say(char *why, size_t why_len, const char *fmt, ...)
-{
-    if (why == NULL || why_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
-
 void idevs_service_config_default(idevs_service_config *cfg)
 {
     if (cfg == NULL)
@@ -102,22 +92,15 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, 
  * would be refused by the compartment, so say so now. */
 static idevs_err check_own_chain(idevs_service *svc, const idevs_service_config *cfg, char *why, size_t why_len)
 {
-    FILE *f = fopen(cfg->operator_ca, "r");
-    if (f == NULL) {
-        svc_say(why, why_len, "operator CA %s: %s", cfg->operator_ca, strerror(errno));
-        return IDEVS_ERR_IO;
-    }
-    X509 *ca = PEM_read_X509(f, NULL, NULL, NULL);
-    fclose(f);
-    uint8_t *der = NULL;
-    int n = ca != NULL ? i2d_X509(ca, &der) : -1;
-    X509_free(ca);
-    if (n <= 0) {
-        svc_say(why, why_len, "operator CA %s: holds no PEM certificate", cfg->operator_ca);
-        return IDEVS_ERR_CERT_MALFORMED;
-    }
-    idevs_err err = idevs_sha256(der, (size_t)n, svc->operator_ca_sha256);
-    OPENSSL_free(der);
+    /* One certificate, by the one chain reader's rule (PEM CERTIFICATE blocks and white space only). */
+    uint8_t *der[1] = {NULL};
+    size_t der_len[1] = {0}, n = 0;
+    char read_why[384];
+    idevs_err err = idevs_cert_read_chain_file(cfg->operator_ca, der, der_len, 1, &n, read_why, sizeof read_why);
+    if (err != IDEVS_OK)
+        return idevs_fail(why, why_len, err, "operator CA %s", read_why);
+    err = idevs_sha256(der[0], der_len[0], svc->operator_ca_sha256);
+    idevs_cert_chain_free(der, n);
     if (err != IDEVS_OK)
         return err;
 
@@ -127,7 +110,7 @@ static idevs_err check_own_chain(idevs_service *svc, const idevs_service_config 
     char inner[512];
     err = idevs_cert_policy_add_ca_file(own, cfg->operator_ca);
     if (err != IDEVS_OK) {
-        svc_say(why, why_len, "operator CA %s: %s", cfg->operator_ca, idevs_strerror(err));
+        idevs_fail(why, why_len, err, "operator CA %s: %s", cfg->operator_ca, idevs_strerror(err));
     } else {
         size_t count = idevs_identity_chain_count(svc->self);
         const uint8_t *ders[IDEVS_CHAIN_MAX];
@@ -137,7 +120,7 @@ static idevs_err check_own_chain(idevs_service *svc, const idevs_service_config 
         err = idevs_cert_verify(own, ders, lens, count < IDEVS_CHAIN_MAX ? count : IDEVS_CHAIN_MAX, NULL, inner,
                                 sizeof inner);
         if (err != IDEVS_OK)
-            svc_say(why, why_len, "this service's certificate %s does not verify against the operator CA %s (%s): %s",
+            idevs_fail(why, why_len, err, "this service's certificate %s does not verify against the operator CA %s (%s): %s",
                 cfg->cert_file, cfg->operator_ca, idevs_err_name(err), inner);
     }
     idevs_cert_policy_free(own);
@@ -149,8 +132,7 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
 {
     copy_why(why, why_len, "");
     if (out == NULL || cfg == NULL) {
-        svc_say(why, why_len, "idevs_service_new: config and out are required");
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_service_new: config and out are required");
     }
     *out = NULL;
     const char *missing = cfg->key_file == NULL ? "key_file (--key)"
@@ -159,33 +141,26 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
                           : cfg->process == NULL ? "process (--process)"
                                                  : NULL;
     if (missing != NULL) {
-        svc_say(why, why_len, "%s is required", missing);
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s is required", missing);
     }
     if (!valid_name(cfg->process)) {
-        svc_say(why, why_len, "process '%s' is not a name: 1 to 64 of A-Z a-z 0-9 . _ -", cfg->process);
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "process '%s' is not a name: 1 to 64 of A-Z a-z 0-9 . _ -", cfg->process);
     }
     if (cfg->port < 1 || cfg->port > 65535 || cfg->host == NULL || cfg->host[0] == '\0') {
-        svc_say(why, why_len, "broker address %s:%d is not valid", cfg->host ? cfg->host : "(none)", cfg->port);
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "broker address %s:%d is not valid", cfg->host ? cfg->host : "(none)", cfg->port);
     }
     if (cfg->keepalive_s != 0 && (cfg->keepalive_s < 5 || cfg->keepalive_s > 65535)) {
-        svc_say(why, why_len, "keepalive %u s is out of range: 5 to 65535", cfg->keepalive_s);
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "keepalive %u s is out of range: 5 to 65535", cfg->keepalive_s);
     }
     size_t window = cfg->dedupe_window == 0 ? 4096 : cfg->dedupe_window;
     if (window > SVC_DEDUPE_MAX) {
-        svc_say(why, why_len, "dedupe window %zu is out of range: 1 to %u", window, SVC_DEDUPE_MAX);
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "dedupe window %zu is out of range: 1 to %u", window, SVC_DEDUPE_MAX);
     }
     if ((cfg->tls_certfile == NULL) != (cfg->tls_keyfile == NULL)) {
-        svc_say(why, why_len, "a TLS client certificate needs both tls_certfile and tls_keyfile");
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "a TLS client certificate needs both tls_certfile and tls_keyfile");
     }
     if (cfg->tls_certfile != NULL && cfg->tls_cafile == NULL) {
-        svc_say(why, why_len, "a TLS client certificate needs tls_cafile too");
-        return IDEVS_ERR_INVALID_ARG;
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "a TLS client certificate needs tls_cafile too");
     }
 
     idevs_service *svc = calloc(1, sizeof *svc);
@@ -218,7 +193,7 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
         char reason[512] = "";
         err = idevs_identity_load_why(cfg->key_file, cfg->cert_file, &svc->self, reason, sizeof reason);
         if (err != IDEVS_OK)
-            svc_say(why, why_len, "cannot load this service's identity from %s and %s (%s): %s", cfg->key_file,
+            idevs_fail(why, why_len, err, "cannot load this service's identity from %s and %s (%s): %s", cfg->key_file,
                 cfg->cert_file, idevs_err_name(err), reason[0] != '\0' ? reason : idevs_strerror(err));
     }
     if (err == IDEVS_OK)
@@ -228,7 +203,7 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
     if (err == IDEVS_OK) {
         err = idevs_service_dedupe_new(window, &svc->dedupe);
         if (err != IDEVS_OK)
-            svc_say(why, why_len, "cannot allocate the dedupe window of %zu ids", window);
+            idevs_fail(why, why_len, err, "cannot allocate the dedupe window of %zu ids", window);
     }
     if (err == IDEVS_OK) {
         if (cfg->client_id != NULL) {
@@ -245,8 +220,7 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
         /* A persistent session needs the broker to keep it: clean start only without a session expiry. */
         svc->mosq = mosquitto_new(svc->client_id, svc->session_expiry_s == 0, svc);
         if (svc->mosq == NULL) {
-            svc_say(why, why_len, "cannot create the MQTT client: %s", strerror(errno));
-            err = errno == ENOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_INVALID_ARG;
+            err = idevs_fail(why, why_len, errno == ENOMEM ? IDEVS_ERR_NOMEM : IDEVS_ERR_INVALID_ARG, "cannot create the MQTT client: %s", strerror(errno));
         }
     }
     if (err == IDEVS_OK) {
@@ -260,22 +234,20 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
         mosquitto_subscribe_v5_callback_set(svc->mosq, on_subscribe);
         if (svc->username != NULL &&
             mosquitto_username_pw_set(svc->mosq, svc->username, svc->password) != MOSQ_ERR_SUCCESS) {
-            svc_say(why, why_len, "cannot set the MQTT user name");
-            err = IDEVS_ERR_INVALID_ARG;
+            err = idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "cannot set the MQTT user name");
         }
     }
     if (err == IDEVS_OK && svc->tls_cafile != NULL) {
         int rc = mosquitto_tls_set(svc->mosq, svc->tls_cafile, NULL, svc->tls_certfile, svc->tls_keyfile, NULL);
         if (rc != MOSQ_ERR_SUCCESS) {
-            svc_say(why, why_len, "TLS settings (CA %s%s%s): %s", svc->tls_cafile,
+            err = idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "TLS settings (CA %s%s%s): %s", svc->tls_cafile,
                 svc->tls_certfile ? ", certificate " : "", svc->tls_certfile ? svc->tls_certfile : "",
                 mosquitto_strerror(rc));
-            err = IDEVS_ERR_INVALID_ARG;
         }
     }
     if (err != IDEVS_OK) {
         if (err == IDEVS_ERR_NOMEM && (why == NULL || why[0] == '\0'))
-            svc_say(why, why_len, "out of memory");
+            idevs_fail(why, why_len, err, "out of memory");
         idevs_service_free(svc);
         return err;
     }
@@ -297,9 +269,8 @@ static idevs_err connect_once(idevs_service *svc, char *why, size_t why_len)
     int rc = mosquitto_connect_bind_v5(svc->mosq, svc->host, svc->port, (int)svc->keepalive_s, NULL, props);
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_SUCCESS) {
-        svc_say(why, why_len, "cannot connect to the broker at %s:%d: %s", svc->host, svc->port,
+        return idevs_fail(why, why_len, IDEVS_ERR_BROKER, "cannot connect to the broker at %s:%d: %s", svc->host, svc->port,
             rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        return IDEVS_ERR_BROKER;
     }
     svc->conn = SVC_CONNECTING;
     return IDEVS_OK;
@@ -550,8 +521,7 @@ idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len)
     if (svc == NULL)
         return IDEVS_ERR_INVALID_ARG;
     if (svc->started || svc->stopped) {
-        svc_say(why, why_len, "the service was already started");
-        return IDEVS_ERR_NOT_NOW;
+        return idevs_fail(why, why_len, IDEVS_ERR_NOT_NOW, "the service was already started");
     }
     idevs_err err = connect_once(svc, why, why_len);
     if (err != IDEVS_OK)
@@ -567,19 +537,19 @@ idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len)
             return err;
         }
         if (svc->connack_refused) {
-            svc_say(why, why_len, "the broker at %s:%d refused the connection: %s", svc->host, svc->port,
+            idevs_fail(why, why_len, IDEVS_ERR_BROKER, "the broker at %s:%d refused the connection: %s", svc->host, svc->port,
                 mosquitto_reason_string(svc->connack_reason));
             idevs_service_stop(svc);
             return IDEVS_ERR_BROKER;
         }
         if (svc->conn == SVC_DISCONNECTED) {
-            svc_say(why, why_len, "lost the connection to the broker at %s:%d while starting", svc->host, svc->port);
+            idevs_fail(why, why_len, IDEVS_ERR_BROKER, "lost the connection to the broker at %s:%d while starting", svc->host, svc->port);
             idevs_service_stop(svc);
             return IDEVS_ERR_BROKER;
         }
         uint64_t now = svc_now_ms();
         if (now >= deadline) {
-            svc_say(why, why_len, "process '%s' on %s:%d: %s within %u ms", svc->process, svc->host, svc->port,
+            idevs_fail(why, why_len, IDEVS_ERR_TIMEOUT, "process '%s' on %s:%d: %s within %u ms", svc->process, svc->host, svc->port,
                 waiting_for(svc), svc->start_timeout_ms);
             idevs_service_stop(svc);
             return IDEVS_ERR_TIMEOUT;

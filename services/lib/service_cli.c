@@ -98,7 +98,7 @@ static int compose(idevs_service_config *cfg, cli_storage *st, char *why, size_t
     }
     return 1;
 nomem:
-    svc_say(why, why_len, "out of memory");
+    idevs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
     return -1;
 }
 
@@ -109,12 +109,12 @@ static int add_policy(idevs_service_config *cfg, cli_storage *st, const char *se
             if (add_policy(cfg, st, cfg->policy[i], why, why_len) < 0)
                 return -1;
     if (st->policy_count >= 256) {
-        svc_say(why, why_len, "--policy: at most 256 settings");
+        idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "--policy: at most 256 settings");
         return -1;
     }
     const char **list = realloc(st->policy, (st->policy_count + 2) * sizeof *list);
     if (list == NULL) {
-        svc_say(why, why_len, "out of memory");
+        idevs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
         return -1;
     }
     list[st->policy_count++] = setting;
@@ -127,7 +127,7 @@ static int add_policy(idevs_service_config *cfg, cli_storage *st, const char *se
 int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, int *i, char *why, size_t why_len)
 {
     if (cfg == NULL || argv == NULL || i == NULL || *i < 0 || *i >= argc || argv[*i] == NULL) {
-        svc_say(why, why_len, "idevs_service_cli_option: bad arguments");
+        idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "idevs_service_cli_option: bad arguments");
         return -1;
     }
     static const struct {
@@ -147,13 +147,13 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
     if (option == NULL)
         return 0;
     if (*i + 1 >= argc || argv[*i + 1] == NULL) {
-        svc_say(why, why_len, "option %s needs a value", arg);
+        idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "option %s needs a value", arg);
         return -1;
     }
     const char *value = argv[*i + 1];
     cli_storage *st = storage(cfg);
     if (st == NULL) {
-        svc_say(why, why_len, "out of memory");
+        idevs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
         return -1;
     }
     unsigned long n = 0;
@@ -162,25 +162,25 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         cfg->host = value;
     } else if (strcmp(option, "--port") == 0) {
         if (!whole_number(value, 1, 65535, &n)) {
-            svc_say(why, why_len, "%s: '%s' is not a port number (1 to 65535)", arg, value);
+            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a port number (1 to 65535)", arg, value);
             return -1;
         }
         cfg->port = (int)n;
     } else if (strcmp(option, "--id") == 0) {
         if (value[0] == '\0' || strlen(value) > 65535) {
-            svc_say(why, why_len, "%s: the client id must not be empty", arg);
+            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: the client id must not be empty", arg);
             return -1;
         }
         cfg->client_id = value;
     } else if (strcmp(option, "--keepalive") == 0) {
         if (!whole_number(value, 5, 65535, &n)) {
-            svc_say(why, why_len, "%s: '%s' is not a whole number from 5 to 65535", arg, value);
+            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number from 5 to 65535", arg, value);
             return -1;
         }
         cfg->keepalive_s = (unsigned)n;
     } else if (strcmp(option, "--session-expiry") == 0) {
         if (!whole_number(value, 0, UINT32_MAX, &n)) {
-            svc_say(why, why_len, "%s: '%s' is not a whole number of seconds", arg, value);
+            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number of seconds", arg, value);
             return -1;
         }
         cfg->session_expiry_s = (unsigned)n;
@@ -215,13 +215,13 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         rc = add_policy(cfg, st, value, why, why_len);
     } else if (strcmp(option, "--start-timeout") == 0) {
         if (!whole_number(value, 1, 3600000, &n)) {
-            svc_say(why, why_len, "%s: '%s' is not a whole number of milliseconds from 1 to 3600000", arg, value);
+            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number of milliseconds from 1 to 3600000", arg, value);
             return -1;
         }
         cfg->start_timeout_ms = (unsigned)n;
     } else if (strcmp(option, "--dedupe-window") == 0) {
         if (!whole_number(value, 1, 1u << 22, &n)) {
-            svc_say(why, why_len, "%s: '%s' is not a whole number from 1 to %u", arg, value, 1u << 22);
+            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number from 1 to %u", arg, value, 1u << 22);
             return -1;
         }
         cfg->dedupe_window = (size_t)n;

@@ -126,8 +126,6 @@ struct idevs_service {
 /* service.c */
 uint64_t svc_now_ms(void);
 void svc_set_why(idevs_service *svc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Writes a sentence into why (when not NULL), for the functions that report through a why buffer. */
-void svc_say(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Subscribes, one SUBSCRIBE per QoS in use: on a new connection (already NULL) to the retained certificate and
  * descriptor (QoS 1) and every topic of svc->subscriptions at its declared QoS; after a redeployment only to
  * its topics not in already at the same QoS (already_qos: the QoS each was subscribed at). */

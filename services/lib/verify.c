@@ -46,8 +46,7 @@ idevs_err svc_policy_setup(idevs_service *svc, const char *const *settings, char
         return IDEVS_ERR_NOMEM;
     idevs_err err = idevs_cert_policy_add_ca_file(svc->policy, svc->operator_ca);
     if (err != IDEVS_OK) {
-        svc_say(why, why_len, "operator CA %s: %s", svc->operator_ca, idevs_strerror(err));
-        return err;
+        return idevs_fail(why, why_len, err, "operator CA %s: %s", svc->operator_ca, idevs_strerror(err));
     }
     idevs_cert_policy_require_evidence(svc->policy, true);
     for (size_t i = 0; settings != NULL && settings[i] != NULL; i++) {
@@ -56,51 +55,44 @@ idevs_err svc_policy_setup(idevs_service *svc, const char *const *settings, char
         const char *eq = strchr(s, '=');
         size_t n = eq != NULL ? (size_t)(eq - s) : strlen(s);
         if (n == 0 || n >= sizeof name) {
-            svc_say(why, why_len, "policy setting '%s' is not a setting name", s);
-            return IDEVS_ERR_INVALID_ARG;
+            return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "policy setting '%s' is not a setting name", s);
         }
         memcpy(name, s, n);
         name[n] = '\0';
         const char *value = eq != NULL ? eq + 1 : NULL;
         bool takes_value = false;
         if (!idevs_cert_policy_is_setting(name, &takes_value)) {
-            svc_say(why, why_len, "policy setting '%s' is unknown (known: allow-process-backend-insecure, "
+            return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "policy setting '%s' is unknown (known: allow-process-backend-insecure, "
                               "allow-debug-insecure, allow-backend=NAME, measurement=HEX, descriptor-digest=HEX, "
                               "descriptor=FILE, program=UUID, nonce=HEX, require-evidence)", name);
-            return IDEVS_ERR_INVALID_ARG;
         }
         if (takes_value != (value != NULL)) {
-            svc_say(why, why_len, takes_value ? "policy setting '%s' needs a value: %s=VALUE"
+            return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, takes_value ? "policy setting '%s' needs a value: %s=VALUE"
                                           : "policy setting '%s' takes no value", name, name);
-            return IDEVS_ERR_INVALID_ARG;
         }
         if (strcmp(name, "ca") == 0) {
-            svc_say(why, why_len, "policy setting 'ca': the compartment's chain must lead to the operator CA given as "
+            return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "policy setting 'ca': the compartment's chain must lead to the operator CA given as "
                               "operator_ca (--ca), and to nothing else");
-            return IDEVS_ERR_INVALID_ARG;
         }
         /* The program and the descriptor digest are set per verification from the retained descriptor, so
          * the caller's pins on them are checked separately (verify_pair). */
         if (strcmp(name, "program") == 0) {
             if (idevs_uuid_parse(value, &svc->pinned_program) != IDEVS_OK) {
-                svc_say(why, why_len, "policy setting 'program': '%s' is not a UUID", value);
-                return IDEVS_ERR_INVALID_ARG;
+                return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "policy setting 'program': '%s' is not a UUID", value);
             }
             svc->pin_program = true;
             continue;
         }
         if (strcmp(name, "descriptor-digest") == 0) {
             if (!idevs_hex_decode(value, svc->pinned_descriptor, IDEVS_SHA256_LEN)) {
-                svc_say(why, why_len, "policy setting 'descriptor-digest': needs 64 hex digits");
-                return IDEVS_ERR_INVALID_ARG;
+                return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "policy setting 'descriptor-digest': needs 64 hex digits");
             }
             svc->pin_descriptor = true;
             continue;
         }
         if (strcmp(name, "descriptor") == 0) {
             if (idevs_sha256_file(value, svc->pinned_descriptor) != IDEVS_OK) {
-                svc_say(why, why_len, "policy setting 'descriptor': cannot read %s", value);
-                return IDEVS_ERR_IO;
+                return idevs_fail(why, why_len, IDEVS_ERR_IO, "policy setting 'descriptor': cannot read %s", value);
             }
             svc->pin_descriptor = true;
             continue;
@@ -108,8 +100,7 @@ idevs_err svc_policy_setup(idevs_service *svc, const char *const *settings, char
         char inner[256];
         err = idevs_cert_policy_apply(svc->policy, name, value, inner, sizeof inner);
         if (err != IDEVS_OK) {
-            svc_say(why, why_len, "policy setting '%s': %s", name, inner);
-            return err;
+            return idevs_fail(why, why_len, err, "policy setting '%s': %s", name, inner);
         }
     }
     return IDEVS_OK;
@@ -178,34 +169,29 @@ static idevs_err verify_pair(idevs_service *svc, candidate *c, char *why, size_t
     idevs_err err = idevs_deployment_parse(svc->pending_descriptor, svc->pending_descriptor_len, &c->d, inner,
                                            sizeof inner);
     if (err != IDEVS_OK) {
-        svc_say(why, why_len, "the retained descriptor on %s is not a valid deployment descriptor: %s", dt, inner);
-        return err;
+        return idevs_fail(why, why_len, err, "the retained descriptor on %s is not a valid deployment descriptor: %s", dt, inner);
     }
     const idevs_deployment *d = c->d;
     char a[IDEVS_UUID_STR_LEN], b[IDEVS_UUID_STR_LEN], ha[17], hb[17];
     if (strcmp(d->name, svc->process) != 0) {
-        svc_say(why, why_len, "the descriptor on %s describes process '%s', not '%s'", dt, d->name, svc->process);
-        return IDEVS_ERR_PROGRAM_MISMATCH;
+        return idevs_fail(why, why_len, IDEVS_ERR_PROGRAM_MISMATCH, "the descriptor on %s describes process '%s', not '%s'", dt, d->name, svc->process);
     }
     if (svc->pin_program && !idevs_uuid_equal(&svc->pinned_program, &d->program)) {
         idevs_uuid_format(&d->program, a);
         idevs_uuid_format(&svc->pinned_program, b);
-        svc_say(why, why_len, "the descriptor on %s names program %s, the policy expects program %s", dt, a, b);
-        return IDEVS_ERR_PROGRAM_MISMATCH;
+        return idevs_fail(why, why_len, IDEVS_ERR_PROGRAM_MISMATCH, "the descriptor on %s names program %s, the policy expects program %s", dt, a, b);
     }
     if (svc->pin_descriptor && !idevs_ct_equal(svc->pinned_descriptor, d->digest, IDEVS_SHA256_LEN)) {
         short_hex(d->digest, ha);
         short_hex(svc->pinned_descriptor, hb);
-        svc_say(why, why_len, "the descriptor on %s has digest %s..., the policy expects descriptor digest %s...", dt, ha,
+        return idevs_fail(why, why_len, IDEVS_ERR_DESCRIPTOR_MISMATCH, "the descriptor on %s has digest %s..., the policy expects descriptor digest %s...", dt, ha,
             hb);
-        return IDEVS_ERR_DESCRIPTOR_MISMATCH;
     }
     if (!idevs_ct_equal(d->operator_ca_sha256, svc->operator_ca_sha256, IDEVS_SHA256_LEN)) {
         short_hex(d->operator_ca_sha256, ha);
         short_hex(svc->operator_ca_sha256, hb);
-        svc_say(why, why_len, "the descriptor on %s pins operator CA %s... (operator_ca_sha256), this service's operator "
+        return idevs_fail(why, why_len, IDEVS_ERR_CERT_UNTRUSTED, "the descriptor on %s pins operator CA %s... (operator_ca_sha256), this service's operator "
                           "CA %s is %s...: they are different operators", dt, ha, svc->operator_ca, hb);
-        return IDEVS_ERR_CERT_UNTRUSTED;
     }
     const idevs_uuid *me = idevs_identity_uuid(svc->self);
     size_t i = 0;
@@ -213,23 +199,21 @@ static idevs_err verify_pair(idevs_service *svc, candidate *c, char *why, size_t
         i++;
     if (i == d->service_count) {
         idevs_uuid_format(me, a);
-        svc_say(why, why_len, "this service ('%s', urn:uuid:%s) is not among the services of process '%s' (%s)",
+        return idevs_fail(why, why_len, IDEVS_ERR_SENDER_NOT_ALLOWED, "this service ('%s', urn:uuid:%s) is not among the services of process '%s' (%s)",
             idevs_identity_name(svc->self), a, d->name, dt);
-        return IDEVS_ERR_SENDER_NOT_ALLOWED;
     }
     c->self_index = i;
     err = idevs_cert_read_chain_pem((const char *)svc->pending_cert, svc->pending_cert_len, c->der, c->der_len,
                                     IDEVS_CHAIN_MAX, &c->count, inner, sizeof inner);
     if (err != IDEVS_OK) {
-        svc_say(why, why_len, "the retained certificate on %s is not a PEM chain of 1 to %d certificates (%s): %s", ct,
+        return idevs_fail(why, why_len, err, "the retained certificate on %s is not a PEM chain of 1 to %d certificates (%s): %s", ct,
             IDEVS_CHAIN_MAX, idevs_err_name(err), inner);
-        return err;
     }
     expect(svc, d);
     err = idevs_cert_verify(svc->policy, (const uint8_t *const *)c->der, c->der_len, c->count, &c->info, inner,
                             sizeof inner);
     if (err != IDEVS_OK) {
-        svc_say(why, why_len, "the compartment's certificate on %s is refused (%s): %s", ct, idevs_err_name(err), inner);
+        idevs_fail(why, why_len, err, "the compartment's certificate on %s is refused (%s): %s", ct, idevs_err_name(err), inner);
         expect(svc, svc->deployment);
     }
     return err;

@@ -190,7 +190,7 @@ expect_refusal "a FIFO as the descriptor: refused without waiting for a writer" 
 mkdir -m 700 "$work/fifostate" "$work/fifostate/echo"
 mkfifo -m 600 "$work/fifostate/echo/sealing.key"
 expect_refusal "a FIFO as the sealing secret in the state directory: refused without waiting for a writer" \
-  "state file 'sealing.key' must be a regular file" "$work/echo.json" -state_dir "plugin_opt_state_dir $work/fifostate"
+  "state file 'sealing.key': not a regular file (a FIFO)" "$work/echo.json" -state_dir "plugin_opt_state_dir $work/fifostate"
 expect_refusal "/bin/true as the compartment program: the line says it is not the compartment" \
   "exited with status 0 without answering Init: '/bin/true' is not the idevs-compartment program" \
   "$work/echo.json" -compartment "plugin_opt_compartment /bin/true"

@@ -148,7 +148,7 @@ expect_refusal "an authority key that is not the certificate's stops the broker"
   "plugin_opt_authority_key: cannot load '$pki/store.key' with certificate '$pki/authority.crt'" "$work/echo.json" \
   -authority_key "plugin_opt_authority_key $pki/store.key"
 expect_refusal "an authority certificate file without PEM stops the broker" \
-  "plugin_opt_authority_cert: '$work/echo.json' holds no PEM certificate" "$work/echo.json" -authority_cert \
+  "plugin_opt_authority_cert: $work/echo.json: text before the first PEM block" "$work/echo.json" -authority_cert \
   "plugin_opt_authority_cert $work/echo.json"
 "$ca_tool" init "$work/other-pki" --name other-ca >/dev/null
 expect_refusal "an operator CA other than the descriptor's operator_ca_sha256 stops the broker" \
