@@ -1,64 +1,14 @@
 # Shared by the broker tests (sourced): a throw-away PKI and descriptor for the echo logic, mosquitto.conf
-# files with the plugin on a free loopback port, starting and stopping the broker by its pid, checks that print
-# "ok - ..." / "not ok - ..." and the closing "N passed, M failed".
+# files with the plugin on a free loopback port, and clients of that broker. The work directory, the checks
+# ("ok - ..." / "not ok - ..." and the closing "N passed, M failed"), starting and stopping the broker by its pid
+# and waiting for log lines come from scripts/lib/broker.sh.
 #   Expects: plugin ca_tool env_tool compartment echo_logic set by the caller.
 set -u
-for tool in mosquitto mosquitto_pub mosquitto_sub openssl timeout python3 pgrep; do
-  command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
-done
-mosquitto=$(command -v mosquitto)
-work=$(mktemp -d -t idevs-broker.XXXXXX)
-broker_pid=
-bg_pids=()
-stop_broker() {
-  if [ -n "$broker_pid" ]; then
-    kill "$broker_pid" 2>/dev/null
-    for _ in $(seq 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$broker_pid" 2>/dev/null
-    wait "$broker_pid" 2>/dev/null
-    broker_pid=
-  fi
-}
-cleanup() {
-  local pid
-  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
-  stop_broker
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-# An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker.
-preload=
-asan=0
-if nm -D "$plugin" 2>/dev/null | grep -q ' U __asan_'; then
-  preload=$(gcc -print-file-name=libasan.so)
-  asan=1
-  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
-fi
-
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; [ $# -gt 1 ] && [ -f "$2" ] && sed 's/^/    /' "$2" | tail -20; }
-check() { # description, command...
-  local what=$1; shift
-  if "$@" >"$work/out" 2>&1; then ok "$what"; else not_ok "$what" "$work/out"; fi
-}
-# equal description got want
-equal() { if [ "$2" = "$3" ]; then ok "$1"; else echo "    got '$2', want '$3'" >"$work/out"; not_ok "$1" "$work/out"; fi; }
-# sanitizer_check CONF: with the ASan build, the stopped broker's output holds no sanitizer report (LeakSanitizer
-# reports at exit when ASAN_OPTIONS has detect_leaks=1, as scripts/test sets it).
-sanitizer_check() {
-  [ "$asan" -eq 1 ] || return 0
-  if grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$1.out" 2>/dev/null; then
-    not_ok "no sanitizer report from the broker ($(basename "$1"))" "$1.out"
-  else ok "no sanitizer report from the broker ($(basename "$1"), detect_leaks in ASAN_OPTIONS: ${ASAN_OPTIONS:-})"; fi
-}
-finish() { echo "$passed passed, $failed failed"; [ "$failed" -eq 0 ]; exit $?; }
-bail() { not_ok "$1" "${2:-}"; finish; }
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/broker.sh"
+need_tools mosquitto mosquitto_pub mosquitto_sub openssl timeout python3 pgrep
+broker_begin broker
+asan_preload "$plugin"
+[ "$asan" -eq 0 ] || export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
 
 # ---- PKI and descriptor ----
 pki=$work/pki
@@ -69,7 +19,7 @@ ca_sha=$(openssl x509 -in "$pki/ca.crt" -outform DER | sha256sum | cut -d' ' -f1
 program=$(python3 -c 'import uuid; print(uuid.uuid4())')
 in_topic=idevs/echo/in/events out_topic=idevs/echo/out/out
 req_topic=idevs/echo/req/ask resp_topic=idevs/echo/resp/ask
-write_descriptor() { # file
+write_descriptor() { # FILE [REQUEST_QOS]
   cat >"$1" <<JSON
 {"version": 1,
  "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
@@ -79,7 +29,7 @@ write_descriptor() { # file
  "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
  "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
  "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "$resp_topic",
-               "to": "sink", "qos": 1}],
+               "to": "sink", "qos": ${2:-1}}],
  "refusals": ["not_a_sale", "amount_out_of_range"],
  "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
 JSON
@@ -114,28 +64,6 @@ write_conf() {
     [ -n "${omit[acl_others]:-}" ] || echo "plugin_opt_acl_others allow"
     for line in "${extra[@]}"; do echo "$line"; done
   } >"$conf"
-}
-
-# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
-own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }
-
-# mqtt_auth: options that sub, pub and start_broker's probe add (e.g. -u NAME -P PASSWORD for a broker
-# without anonymous access); none by default.
-mqtt_auth=()
-
-# start_broker CONF [WRAPPER...]: starts the broker (under WRAPPER, e.g. valgrind) and waits until it accepts
-# connections (or exits). broker_pid is the broker itself (exec), the only pid stop_broker signals.
-start_broker() {
-  local conf=$1; shift
-  own_work
-  (LD_PRELOAD=$preload exec "$@" "$mosquitto" -c "$conf") >"$conf.out" 2>&1 &
-  broker_pid=$!
-  for _ in $(seq 300); do
-    kill -0 "$broker_pid" 2>/dev/null || return 1
-    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" -t 'idevs/none' -E >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 sub() { timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" "$@"; }
@@ -196,17 +124,6 @@ expect_refusal() {
     cat "$conf.log" "$conf.out" >>"$work/out" 2>/dev/null
     not_ok "$what" "$work/out"
   fi
-}
-
-# wait_for_line FILE TEXT [TENTHS]: until FILE has a line TEXT (at most TENTHS/10 s).
-wait_for_line() {
-  for _ in $(seq "${3:-100}"); do grep -qx -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
-# wait_for_text FILE TEXT [TENTHS]: until FILE holds TEXT anywhere in a line (at most TENTHS/10 s).
-wait_for_text() {
-  for _ in $(seq "${3:-100}"); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
 }
 
 # echo_descriptor FILE NAME [UUID] [EVENT_TIMEOUT_MS]: an echo process NAME on topics idevs/NAME/...

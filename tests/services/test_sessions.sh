@@ -51,10 +51,7 @@ if start_broker "$work/doc.conf"; then ok "the broker starts with the configurat
 common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
 store=(--pki "$pki" --name store "${common[@]}" -u "$store_user" -P pw-store)
 sink=(--pki "$pki" --name sink "${common[@]}" -u "$sink_user" -P pw-sink -x 600)
-wait_log() { # regex: at most 30 s
-  for _ in $(seq 300); do grep -Eq -- "$1" "$work/doc.conf.log" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
+wait_log() { wait_for_regex "$work/doc.conf.log" "$1" 300; } # regex: at most 30 s
 answer='a taxi in 7 min'
 
 # ---- the service subscribes once, with its session, then stops ----
