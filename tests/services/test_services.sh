@@ -12,82 +12,24 @@
 #   test_services.sh PLUGIN.so IDEVS_CA IDEVS_COMPARTMENT ECHO_LOGIC.so IDEVS_PUB IDEVS_SUB SERVICE_CLIENT
 set -u
 plugin=$1 ca_tool=$2 compartment=$3 echo_logic=$4 idevs_pub=$5 idevs_sub=$6 service_client=$7
-for tool in mosquitto mosquitto_sub mosquitto_pub openssl timeout python3; do
-  command -v "$tool" >/dev/null || { echo "not ok - missing $tool"; echo "0 passed, 1 failed"; exit 1; }
-done
-mosquitto=$(command -v mosquitto)
-work=$(mktemp -d -t idevs-services.XXXXXX)
-broker_pid=
-pids=()
-stop_broker() {
-  if [ -n "$broker_pid" ]; then
-    kill "$broker_pid" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$broker_pid" 2>/dev/null
-    wait "$broker_pid" 2>/dev/null
-    broker_pid=
-  fi
-}
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-  stop_broker
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-# An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker; only the broker (and the
-# compartment it starts) run without leak detection.
-preload=
-if nm -D "$plugin" 2>/dev/null | grep -q ' U __asan_'; then
-  preload=$(gcc -print-file-name=libasan.so)
-fi
-
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; shift; for f in "$@"; do [ -f "$f" ] && sed 's/^/    /' "$f" | tail -20; done; }
-check() { # description, command...
-  local what=$1; shift
-  if "$@" >"$work/out" 2>&1; then ok "$what"; else not_ok "$what" "$work/out"; fi
-}
-# Waits (at most 20 s) until file contains a line matching the extended regex.
-wait_for() { # file, regex
-  for _ in $(seq 200); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
-# Waits (at most 30 s) for a background process; returns its exit status, or 124 when it did not end.
-wait_pid() {
-  for _ in $(seq 300); do kill -0 "$1" 2>/dev/null || { wait "$1"; return $?; }; sleep 0.1; done
-  kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; return 124
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+env_tool= # (lib.sh's seal is not used here)
+# tests/broker/lib.sh: the work directory, checks, the broker's start and stop (scripts/lib/broker.sh), a PKI with
+# store and sink, and the echo logic's descriptor.
+source "$(dirname "$0")/../broker/lib.sh"
+# Only the broker (and the compartment it starts) run without leak detection.
+broker_no_leaks=1
+# The broker is ready once the compartment's certificate is retained.
+broker_ready_topic=idevs/echo/certificate
 
 # ---- PKI, descriptor, broker configuration ----
-pki=$work/pki other=$work/other
-if ! { "$ca_tool" init "$pki" --name services-test-ca && "$ca_tool" service "$pki" store &&
-       "$ca_tool" service "$pki" sink && "$ca_tool" service "$pki" stranger &&
-       "$ca_tool" init "$other" --name another-operator && "$ca_tool" service "$other" sink; } >"$work/pki.log" 2>&1; then
-  not_ok "make the PKI" "$work/pki.log"; echo "$passed passed, $failed failed"; exit 1
+# A service the deployment does not name, and another operator.
+other=$work/other
+if ! { "$ca_tool" service "$pki" stranger && "$ca_tool" init "$other" --name another-operator &&
+       "$ca_tool" service "$other" sink; } >"$work/pki.log" 2>&1; then
+  bail "make the PKI" "$work/pki.log"
 fi
-uuid_of() { "$ca_tool" show "$1" | sed -n 's/^name: urn:uuid://p'; }
-ca_sha=$(openssl x509 -in "$pki/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
-program=$(python3 -c 'import uuid; print(uuid.uuid4())')
-in_topic=idevs/echo/in/events out_topic=idevs/echo/out/out req_topic=idevs/echo/req/ask
-cat >"$work/echo.json" <<JSON
-{"version": 1,
- "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
- "operator_ca_sha256": "$ca_sha",
- "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt"},
-              {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt"}],
- "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
- "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
- "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "idevs/echo/resp/ask",
-               "to": "sink", "qos": 2}],
- "limits": {"max_payload": 65536, "queue_depth": 64, "event_timeout_ms": 2000}}
-JSON
-mkdir -m 700 "$work/state"
+# The request at QoS 2 (the output at 1).
+write_descriptor "$work/echo.json" 2
 port=$(free_port)
 conf=$work/broker.conf
 cat >"$conf" <<CONF
@@ -104,37 +46,16 @@ plugin_opt_state_dir $work/state
 plugin_opt_compartment $compartment
 plugin_opt_acl_others allow
 CONF
-# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
-own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$work"; fi; }
-start_broker() {
-  own_work
-  (LD_PRELOAD=$preload ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 exec "$mosquitto" -c "$conf") >>"$work/broker.out" 2>&1 &
-  broker_pid=$!
-  for _ in $(seq 100); do
-    kill -0 "$broker_pid" 2>/dev/null || return 1
-    timeout 2 mosquitto_sub -h 127.0.0.1 -p "$port" -t idevs/echo/certificate -C 1 -W 1 >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
-if start_broker; then ok "the broker starts with the plugin and the echo logic"; else
-  not_ok "the broker starts with the plugin and the echo logic" "$work/broker.log" "$work/broker.out"
-  echo "$passed passed, $failed failed"; exit 1
+if start_broker "$conf"; then ok "the broker starts with the plugin and the echo logic"; else
+  bail "the broker starts with the plugin and the echo logic" "$work/broker.log" "$conf.out"
 fi
 
 common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
 store=(--pki "$pki" --name store "${common[@]}")
 sink=(--pki "$pki" --name sink "${common[@]}")
-# Runs a tool in the background with a timeout; its pid goes to $last_pid and to the cleanup list.
-background() { # out, err, command...
-  local out=$1 err=$2; shift 2
-  timeout 60 "$@" >"$out" 2>"$err" &
-  last_pid=$!
-  pids+=("$last_pid")
-}
 # Waits until the broker has the subscription of client id $1 to topic $2, at any QoS (the library subscribes to
 # the descriptor's topics once it has verified the compartment).
-wait_subscribed() { wait_for "$work/broker.log" "^[0-9]+: $1 [0-2] $2\$"; }
+wait_subscribed() { wait_for_regex "$work/broker.log" "^[0-9]+: $1 [0-2] $2\$" 200; }
 
 # ---- inspection without keys: headers and evidence, no plaintext ----
 secret='inspect-me: Ana Lima, +44 7700 900123'
@@ -187,7 +108,7 @@ check "... and reports the verified compartment on stderr" grep -q "compartment 
 check "idevs-pub refuses an input this service does not send (unknown_input)" bash -c \
   "! '$idevs_pub' --pki '$pki' --name sink -p $port --process echo --policy allow-process-backend-insecure -t events -m x 2>'$work/e' && grep -q 'no input of that name' '$work/e'"
 
-free=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+free=$(free_port)
 check "no broker listening: idevs-pub says the broker refused the connection, not a file error" bash -c \
   "! '$idevs_pub' --pki '$pki' --name store -p $free --process echo --policy allow-process-backend-insecure -t events -m x 2>'$work/e' && grep -q 'cannot connect to the broker at 127.0.0.1:$free: Connection refused (broker)' '$work/e' && ! grep -q 'file' '$work/e'"
 
@@ -228,7 +149,7 @@ listener $plain_port 127.0.0.1
 allow_anonymous true
 CONF
 (exec "$mosquitto" -c "$work/plain.conf") >"$work/plain.out" 2>&1 &
-pids+=("$!")
+bg_pids+=("$!")
 timeout 5 mosquitto_sub -h 127.0.0.1 -p "$port" -t idevs/echo/certificate -C 1 -N >"$work/retained.crt" 2>/dev/null
 timeout 5 mosquitto_sub -h 127.0.0.1 -p "$port" -t idevs/echo/descriptor -C 1 -N >"$work/retained.json" 2>/dev/null
 for _ in $(seq 50); do mosquitto_pub -h 127.0.0.1 -p "$plain_port" -t idevs/probe -n 2>/dev/null && break; sleep 0.1; done
@@ -287,34 +208,19 @@ check "inputs, which the descriptor gives no QoS, are published at QoS 1" \
 # ---- duplicates: the same envelope is delivered once ----
 timeout 30 mosquitto_sub -h 127.0.0.1 -p "$port" -i capture -q 1 -t "$out_topic" -C 1 -W 20 -N >"$work/captured.env" 2>/dev/null &
 cap_pid=$!
-pids+=("$cap_pid")
+bg_pids+=("$cap_pid")
 wait_subscribed capture "$out_topic"
 "$idevs_pub" "${store[@]}" -t events -m 'only once' >"$work/pub4.out" 2>&1
 wait_pid "$cap_pid"
 "$service_client" duplicate "$work/captured.env" "$out_topic" "${sink[@]}" >"$work/dup.out" 2>&1
-grep -E '^(not )?ok - ' "$work/dup.out" | sed 's/^\(not \)\{0,1\}ok - /&duplicates: /' >"$work/dup.lines"
-while IFS= read -r line; do
-  case $line in
-    "ok - "*) passed=$((passed + 1)); echo "$line" ;;
-    *) failed=$((failed + 1)); echo "$line"; sed 's/^/    /' "$work/dup.out" | grep '#' ;;
-  esac
-done <"$work/dup.lines"
-[ -s "$work/dup.lines" ] || not_ok "duplicates: the client ran" "$work/dup.out"
+count_tap duplicates "$work/dup.out"
 
 # ---- limits: the holding queue, and reconnection to a broker that drops every connection ----
-# Runs service_client and counts its "ok - " and "not ok - " lines, prefixed with $1.
+# Runs service_client; its "ok - " and "not ok - " lines are counted, prefixed with $1.
 client_checks() { # prefix, service_client arguments...
   local prefix=$1; shift
   "$service_client" "$@" >"$work/client-checks.out" 2>&1
-  local ran=0
-  while IFS= read -r line; do
-    case $line in
-      "ok - "*) passed=$((passed + 1)); ran=1; echo "ok - $prefix: ${line#ok - }" ;;
-      "not ok - "*) failed=$((failed + 1)); ran=1; echo "not ok - $prefix: ${line#not ok - }"
-        grep '^#' "$work/client-checks.out" | sed 's/^/    /' ;;
-    esac
-  done <"$work/client-checks.out"
-  [ "$ran" -eq 1 ] || not_ok "$prefix: the client ran" "$work/client-checks.out"
+  count_tap "$prefix" "$work/client-checks.out"
 }
 client_checks "held" held
 client_checks "reconnect" reconnect "${sink[@]}" -i sink-reconnect
@@ -324,14 +230,14 @@ background "$work/sub5.out" "$work/sub5.err" "$idevs_sub" "${sink[@]}" -i sink-r
 sub_pid=$last_pid
 wait_subscribed sink-restart "$out_topic"
 "$idevs_pub" "${store[@]}" -t events -m 'before the restart' >"$work/pub5.out" 2>&1
-wait_for "$work/sub5.out" 'before the restart'
+wait_for_regex "$work/sub5.out" 'before the restart' 200
 check "the subscriber receives before the restart" grep -q 'before the restart' "$work/sub5.out"
 stop_broker
 sleep 0.5
 mv "$work/broker.log" "$work/broker1.log"
-if start_broker; then ok "the broker starts again on the same port with the same state directory"; else
-  not_ok "the broker starts again on the same port with the same state directory" "$work/broker.log" "$work/broker.out"; fi
-wait_for "$work/sub5.err" '\(certificate 2\)'
+if start_broker "$conf"; then ok "the broker starts again on the same port with the same state directory"; else
+  not_ok "the broker starts again on the same port with the same state directory" "$work/broker.log" "$conf.out"; fi
+wait_for_regex "$work/sub5.err" '\(certificate 2\)' 200
 check "the subscriber reconnects and verifies the restarted compartment's new certificate" \
   grep -q "compartment of 'echo' verified: .*(certificate 2)" "$work/sub5.err"
 wait_subscribed sink-restart "$out_topic"
@@ -347,5 +253,4 @@ check "no payload appears in the broker's log" bash -c \
   "! grep -aq -e 'confidential hello' -e 'inspect-me' -e 'a ride home' -e 'taxi in 7' -e 'before the restart' '$work/broker1.log' '$work/broker.log'"
 
 stop_broker
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
