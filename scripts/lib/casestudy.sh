@@ -1,7 +1,8 @@
 # The case study's moving parts, shared by scripts/demo and tests/casestudy/: a PKI, the descriptors, a real
 # mosquitto with mosquitto_idevs.so on a free loopback port, a recording relay in front of it, and the store,
 # taxi, messaging and points services. Sourced, not run. Every process started here is recorded by PID and
-# stopped by cs_stop_all.
+# stopped by cs_stop_all. The free port, the ASan preload, giving the work directory to mosquitto's user and
+# stopping a pid come from scripts/lib/broker.sh.
 #
 #   cs_init BUILD_DIR WORK_DIR
 #   cs_make_pki; cs_write_descriptor; cs_start_broker; cs_start_tap
@@ -12,6 +13,8 @@
 # The functions that concern one process (cs_write_descriptor, cs_expected_measurement, cs_wait_certificate,
 # cs_conn, cs_counters) use CS_PROCESS, CS_LOGIC and CS_DESCRIPTOR: rewards' unless run through cs_with, as in
 # "cs_with loyalty cs_conn points".
+
+source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 
 cs_init() { # BUILD_DIR WORK_DIR
   CS_BUILD=$(cd "$1" && pwd) CS_WORK=$2
@@ -30,13 +33,10 @@ cs_init() { # BUILD_DIR WORK_DIR
   CS_PROCESS=rewards
   CS_BROKER_PID= CS_TAP_PID= CS_PORT= CS_TAP_PORT=
   CS_SERVICE_PIDS=()
-  CS_PRELOAD=
-  # An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker. (grep reads all of nm's
-  # output: with -q it would stop early, and under pipefail nm's SIGPIPE would make the test false.)
-  if nm -D "$CS_PLUGIN" 2>/dev/null | grep ' U __asan_' >/dev/null; then
-    CS_PRELOAD=$(gcc -print-file-name=libasan.so)
-    export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
-  fi
+  # An ASan-built plugin needs the sanitizer runtime in the (uninstrumented) broker.
+  asan_preload "$CS_PLUGIN"
+  CS_PRELOAD=$preload
+  [ "$asan" -eq 0 ] || export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
   local f
   for f in "$CS_CA" "$CS_PLUGIN" "$CS_COMPARTMENT" "$CS_LOGIC" "$CS_STORE" "$CS_TAXI" "$CS_MESSAGING"; do
     [ -e "$f" ] || { echo "casestudy: $f is not built" >&2; return 1; }
@@ -44,9 +44,7 @@ cs_init() { # BUILD_DIR WORK_DIR
   mkdir -p "$CS_WORK"
 }
 
-cs_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
+cs_free_port() { free_port; }
 
 # The operator's CA and attestation authority, and one identity per service.
 cs_make_pki() {
@@ -71,9 +69,6 @@ cs_write_descriptor() {
 
 # What the services pin: the measurement of exactly this host program, logic and descriptor.
 cs_expected_measurement() { "$CS_CA" measure "$CS_COMPARTMENT" "$CS_LOGIC" "$CS_DESCRIPTOR"; }
-
-# Started as root, mosquitto drops to its own user before it loads plugins: give it the work directory.
-cs_own_work() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "$CS_WORK"; fi; }
 
 cs_write_conf() { # extra lines...
   CS_PORT=$(cs_free_port)
@@ -105,7 +100,7 @@ cs_write_conf() { # extra lines...
 # (WORK/certificate.pem).
 cs_start_broker() {
   [ -n "$CS_PORT" ] || cs_write_conf
-  cs_own_work
+  own_work "$CS_WORK"
   # Under ASan, no leak check for the broker here: mosquitto 2.0.11 itself leaks in sub__add (handle__subscribe)
   # when the services subscribe; the plugin's own leaks are checked by tests/broker (ASan and valgrind).
   local asan=${ASAN_OPTIONS:-}
@@ -177,14 +172,7 @@ cs_counters() { # [SCOPE]
     sed "s|^\$SYS/broker/idevs/$scope/||" | sort
 }
 
-cs_stop_pid() { # PID: TERM, up to 5 s, then KILL; always reaped
-  local pid=$1 _
-  [ -n "$pid" ] || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
+cs_stop_pid() { stop_pid "$1" 50; } # PID: TERM, up to 5 s, then KILL; always reaped
 
 cs_stop_all() {
   local pid

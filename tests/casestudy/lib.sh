@@ -1,22 +1,17 @@
 # What the case-study tests share (test_casestudy.sh, test_loyalty.sh; test_demo.sh the last): the tools they
 # need, a work directory removed at exit (KEEP=1 keeps it) once every process scripts/lib/casestudy.sh started
 # is stopped, and "ok - ..." / "not ok - ..." lines counted into the last line, "N passed, M failed"; the
-# points totals a store's database calls for. Sourced after scripts/lib/casestudy.sh, not run.
+# points totals a store's database calls for. Sourced after scripts/lib/casestudy.sh, not run; ok, not_ok and bail
+# are scripts/lib/broker.sh's.
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/broker.sh"
 
 ct_begin() { # NAME: sets work
-  local tool
-  for tool in mosquitto mosquitto_sub sqlite3 python3 openssl timeout; do
-    command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
-  done
+  need_tools mosquitto mosquitto_sub sqlite3 python3 openssl timeout
   umask 022 # the usual one: files a program does not make private on purpose are readable by all
   work=$(mktemp -d -t "idevs-$1.XXXXXX")
   trap 'cs_stop_all; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
   passed=0 failed=0
 }
-
-ok() { passed=$((passed + 1)); echo "ok - $1"; }
-not_ok() { failed=$((failed + 1)); echo "not ok - $1"; [ $# -gt 1 ] && [ -f "$2" ] && sed 's/^/    /' "$2" | tail -20; }
-bail() { not_ok "$@"; echo "$passed passed, $failed failed"; exit 1; }
 
 # The databases hold personal data: each and its WAL files are the owner's only.
 ct_private_dbs() { # NAME...: WORK/NAME.sqlite

@@ -12,7 +12,7 @@ tmp=$(mktemp -d -t idevs-demo-test.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 out=$tmp/out.txt
 passed=0 failed=0
-check() { if eval "$2"; then passed=$((passed + 1)); echo "ok - $1"; else failed=$((failed + 1)); echo "not ok - $1"; fi; }
+check() { if eval "$2"; then ok "$1"; else not_ok "$1"; fi; } # description, shell condition
 section() { awk -v head="$1. " 'index($0, head) == 1 { on = 1; next } /^[0-9]+\. / { on = 0 } on' "$out"; } # N
 row() { section "$1" | awk -v name="$2" '$1 == name { $1 = ""; print substr($0, 2) }'; } # N NAME: the rest of its row
 

@@ -20,10 +20,7 @@ equal() { # what, got, expected
   if [ "$2" = "$3" ]; then ok "$1"; else
     printf 'got:\n%s\nexpected:\n%s\n' "$2" "$3" >"$work/equal.txt"; not_ok "$1" "$work/equal.txt"; fi
 }
-wait_verified() { # name: its log (cs_start_service) has the "verified" line, within 15 s
-  for _ in $(seq 150); do grep -q '^verified' "$CS_WORK/$1.log" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
+wait_verified() { wait_for_regex "$CS_WORK/$1.log" '^verified' 150; } # name: its log has the "verified" line, within 15 s
 counter() { sed -n "s|^$1 ||p" "$2"; } # name, counters file
 
 # Each customer's points as the store's own database says they should be: whole units of each total.
