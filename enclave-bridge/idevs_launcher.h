@@ -165,7 +165,8 @@ typedef struct idevs_launcher_callbacks {
     void (*on_publish)(void *arg, const idevs_launcher_publish *publish); /* data valid during the call */
     void (*on_done)(void *arg, uint64_t delivery_id, idevs_err status);
     void *arg;
-    /* Optional (added last: callers that set the first three, positionally or not, are unchanged). Called just
+    /* Optional (added last: it is NULL for callers that name the first three members; a positional initializer of
+     * three gets -Wmissing-field-initializers and wants a fourth, NULL). Called just
      * before on_done(IDEVS_ERR_LOGIC) for a delivery the logic refused with idevs_refuse(): index is the code's
      * place in the descriptor's "refusals" (below IDEVS_LAUNCHER_REFUSALS_MAX), code the code, valid as long as
      * the launcher. The compartment and the launcher check that it is a declared one; it never holds payload. */
