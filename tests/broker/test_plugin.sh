@@ -2,7 +2,7 @@
 # mosquitto_idevs.so in a real Mosquitto broker on a free loopback port: retained certificate and descriptor,
 # a sealed input routed through the compartment (echo logic) to a sealed output, the guard on output topics,
 # RELOAD (SIGHUP), and every kind of bad configuration stopping the broker at start with a message naming it.
-# Traffic (rejections, requests, a killed compartment, counters) is test_plugin_traffic.sh; valgrind is
+# Traffic (rejections, requests, a killed compartment, counters) is test_rejections.sh; valgrind is
 # test_plugin_valgrind.sh.
 #   test_plugin.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6

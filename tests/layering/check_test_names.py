@@ -25,15 +25,13 @@ COVERED = [
     ("proto/tool/idevs_inspect.c", "tests/services/test_inspect.c"),
     ("enclave-bridge/compartment/*.c", "tests/unit/test_compartment.c"),
     ("enclave-bridge/launcher/*.c", "tests/unit/test_launcher.c"),
-    ("enclave-bridge/launcher/gate.c", "tests/broker/test_plugin_traffic.sh"),
+    ("enclave-bridge/launcher/gate.c", "tests/broker/test_rejections.sh"),
     ("plugin/acl_sources.c", "tests/broker/test_guard.sh"),
     ("plugin/config.c", "tests/broker/test_plugin.sh"),
     ("plugin/plugin.c", "tests/broker/test_plugin.sh"),
     ("plugin/processes.c", "tests/broker/test_processes.sh"),
     ("plugin/reload.c", "tests/broker/test_processes.sh"),
     ("plugin/metrics.c", "tests/broker/test_processes.sh"),
-    ("plugin/rejections.c", "tests/broker/test_plugin_traffic.sh"),
-    ("plugin/routing.c", "tests/broker/test_large_payloads.sh"),
     ("services/lib/*.c", "tests/services/test_services.sh"),
 ]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Traffic through mosquitto_idevs.so in a real broker: forged, replayed, malformed, misaddressed, wrong-version
+# Rejections (plugin/rejections.c, the launcher's gate) in a real broker: forged, replayed, malformed, misaddressed, wrong-version
 # and wrongly-sent envelopes are each counted under their $SYS counter and dropped while the good ones between
 # them all come out; the log names each reason once per interval and sums up floods; a request goes out with
 # MQTT 5 response topic and correlation data and its answer comes back through the compartment; killing the
@@ -8,7 +8,7 @@
 # and after the broker was restarted on the same state directory (the launcher's replay record); the logic's
 # refusals with a declared code are counted per code, per process and in total, and logged, rate-limited per
 # code, with the topic and client and never the payload.
-#   test_plugin_traffic.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
+#   test_rejections.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
 source "$(dirname "$0")/lib.sh"
 
