@@ -104,6 +104,35 @@ int app_parse_receive_options(const char *prog, const char *usage, int argc, cha
     return -1;
 }
 
+int app_parse_tool_options(const char *prog, const char *usage, int argc, char **argv, idevs_service_config *cfg,
+                           app_tool_option_fn own, void *opts)
+{
+    char why[1024];
+    int rc = -1;
+    idevs_service_config_default(cfg);
+    for (int i = 1; i < argc && rc < 0; i++) {
+        const char *a = argv[i];
+        int r = idevs_service_cli_option(cfg, argc, argv, &i, why, sizeof why);
+        if (r == 1)
+            continue;
+        if (r < 0) {
+            fprintf(stderr, "%s: %s\n", prog, why);
+            rc = 2;
+        } else if (strcmp(a, "--help") == 0) {
+            printf("%s\n%s", usage, idevs_service_cli_usage);
+            rc = 0;
+        } else if ((r = own(opts, argc, argv, &i)) == APP_OPTION_UNKNOWN) {
+            fprintf(stderr, "%s: unknown option or missing value: %s\n%s", prog, a, usage);
+            rc = 2;
+        } else if (r != 0) {
+            rc = r;
+        }
+    }
+    if (rc >= 0)
+        idevs_service_cli_free(cfg);
+    return rc;
+}
+
 idevs_err app_start_service(const char *prog, const idevs_service_config *cfg, idevs_service_on_message on_message,
                             void *arg, size_t measurement_bytes, idevs_service **svc, const char *what_fmt, ...)
 {
@@ -130,6 +159,19 @@ idevs_err app_start_service(const char *prog, const idevs_service_config *cfg, i
     putchar('\n');
     fflush(stdout);
     return IDEVS_OK;
+}
+
+int app_run_command(const char *usage, const app_command *commands, size_t n, int argc, char **argv)
+{
+    for (size_t i = 0; argc >= 2 && i < n; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc, argv);
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
+        printf("%s%s", usage, idevs_service_cli_usage);
+        return 0;
+    }
+    fprintf(stderr, "%s%s", usage, idevs_service_cli_usage);
+    return 2;
 }
 
 void app_provenance(const idevs_service_message *msg, char out[APP_PROVENANCE_LEN])

@@ -15,6 +15,34 @@ int app_fail(char *why, size_t why_len, const char *fmt, ...)
     return -1;
 }
 
+int app_db_fail(sqlite3 *db, char *why, size_t why_len)
+{
+    return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+}
+
+int app_db_prepare(sqlite3 *db, const char *sql, const char *const *texts, size_t n, sqlite3_stmt **st, char *why,
+                   size_t why_len)
+{
+    *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(*st);
+        *st = NULL;
+        return app_db_fail(db, why, why_len);
+    }
+    for (size_t k = 0; k < n; k++)
+        if (texts[k] != NULL)
+            sqlite3_bind_text(*st, (int)k + 1, texts[k], -1, SQLITE_TRANSIENT);
+    return 0;
+}
+
+int app_db_finish(sqlite3 *db, sqlite3_stmt *st, char *why, size_t why_len)
+{
+    int rc = sqlite3_step(st);
+    int changed = sqlite3_changes(db);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? changed : app_db_fail(db, why, why_len);
+}
+
 int app_db_exec(sqlite3 *db, const char *sql, char *why, size_t why_len)
 {
     char *message = NULL;

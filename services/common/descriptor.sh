@@ -38,26 +38,29 @@ md_pki_dir() { # PKI SERVICE...
   echo "$pki"
 }
 
-md_uuid_of() { # CA_TOOL CERTIFICATE
-  local u
+# Prints one fact of CERTIFICATE: the first line of `CA_TOOL show` that the sed script SHOW prints, or without
+# CA_TOOL what the function OPENSSL prints of it; dies with WHAT unless that matches the extended regex RE.
+md_cert_fact() { # CA_TOOL CERTIFICATE SHOW OPENSSL RE WHAT
+  local fact
   if [ -n "$1" ]; then
-    u=$("$1" show "$2" | sed -n 's/^name: urn:uuid://p' | head -n 1)
+    fact=$("$1" show "$2" | sed -n "$3" | head -n 1)
   else
-    u=$(openssl x509 -in "$2" -noout -ext subjectAltName | sed -n 's/.*URI:urn:uuid:\([0-9a-f-]\{36\}\).*/\1/p' | head -n 1)
+    fact=$("$4" "$2" | head -n 1)
   fi
-  [[ $u =~ $md_uuid_re ]] || die "$2: no UUID in the certificate (idevs-ca show)"
-  echo "$u"
+  [[ $fact =~ $5 ]] || die "$2: no $6 (idevs-ca show)"
+  echo "$fact"
+}
+
+md_openssl_uuid() { openssl x509 -in "$1" -noout -ext subjectAltName | sed -n 's/.*URI:urn:uuid:\([0-9a-f-]\{36\}\).*/\1/p'; }
+md_openssl_sha256() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
+
+md_uuid_of() { # CA_TOOL CERTIFICATE
+  md_cert_fact "$1" "$2" 's/^name: urn:uuid://p' md_openssl_uuid "$md_uuid_re" "UUID in the certificate"
 }
 
 md_ca_sha256() { # CA_TOOL PKI
-  local sha
-  if [ -n "$1" ]; then
-    sha=$("$1" show "$2/ca.crt" | sed -n 's/^certificate SHA-256: \([0-9a-f]\{64\}\).*/\1/p' | head -n 1)
-  else
-    sha=$(openssl x509 -in "$2/ca.crt" -outform DER | sha256sum | cut -d' ' -f1)
-  fi
-  [ ${#sha} -eq 64 ] || die "$2/ca.crt: no certificate SHA-256 (idevs-ca show)"
-  echo "$sha"
+  md_cert_fact "$1" "$2/ca.crt" 's/^certificate SHA-256: \([0-9a-f]\{64\}\).*/\1/p' md_openssl_sha256 '^[0-9a-f]{64}$' \
+    "certificate SHA-256"
 }
 
 # The program UUID: the one given, else the one in OUT if that file exists (the compartment's sealed keys are

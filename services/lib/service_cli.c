@@ -62,6 +62,16 @@ static bool whole_number(const char *text, unsigned long min, unsigned long max,
     return true;
 }
 
+/* An option's value as a whole number from min to max, into *n; else why says "ARG: 'VALUE' is not WHAT". */
+static bool number_option(const char *arg, const char *value, unsigned long min, unsigned long max, const char *what,
+                          unsigned long *n, char *why, size_t why_len)
+{
+    if (whole_number(value, min, max, n))
+        return true;
+    idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not %s", arg, value, what);
+    return false;
+}
+
 static char *join(const char *dir, const char *name, const char *suffix)
 {
     size_t n = strlen(dir) + 1 + strlen(name) + strlen(suffix) + 1;
@@ -161,10 +171,8 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
     if (strcmp(option, "--host") == 0) {
         cfg->host = value;
     } else if (strcmp(option, "--port") == 0) {
-        if (!whole_number(value, 1, 65535, &n)) {
-            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a port number (1 to 65535)", arg, value);
+        if (!number_option(arg, value, 1, 65535, "a port number (1 to 65535)", &n, why, why_len))
             return -1;
-        }
         cfg->port = (int)n;
     } else if (strcmp(option, "--id") == 0) {
         if (value[0] == '\0' || strlen(value) > 65535) {
@@ -173,16 +181,12 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         }
         cfg->client_id = value;
     } else if (strcmp(option, "--keepalive") == 0) {
-        if (!whole_number(value, 5, 65535, &n)) {
-            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number from 5 to 65535", arg, value);
+        if (!number_option(arg, value, 5, 65535, "a whole number from 5 to 65535", &n, why, why_len))
             return -1;
-        }
         cfg->keepalive_s = (unsigned)n;
     } else if (strcmp(option, "--session-expiry") == 0) {
-        if (!whole_number(value, 0, UINT32_MAX, &n)) {
-            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number of seconds", arg, value);
+        if (!number_option(arg, value, 0, UINT32_MAX, "a whole number of seconds", &n, why, why_len))
             return -1;
-        }
         cfg->session_expiry_s = (unsigned)n;
     } else if (strcmp(option, "--username") == 0) {
         cfg->username = value;
@@ -214,16 +218,13 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
     } else if (strcmp(option, "--policy") == 0) {
         rc = add_policy(cfg, st, value, why, why_len);
     } else if (strcmp(option, "--start-timeout") == 0) {
-        if (!whole_number(value, 1, 3600000, &n)) {
-            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number of milliseconds from 1 to 3600000", arg, value);
+        if (!number_option(arg, value, 1, 3600000, "a whole number of milliseconds from 1 to 3600000", &n, why,
+                           why_len))
             return -1;
-        }
         cfg->start_timeout_ms = (unsigned)n;
     } else if (strcmp(option, "--dedupe-window") == 0) {
-        if (!whole_number(value, 1, 1u << 22, &n)) {
-            idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s: '%s' is not a whole number from 1 to %u", arg, value, 1u << 22);
+        if (!number_option(arg, value, 1, 1u << 22, "a whole number from 1 to 4194304", &n, why, why_len))
             return -1;
-        }
         cfg->dedupe_window = (size_t)n;
     }
     if (rc < 0)

@@ -7,8 +7,8 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
-sqlite3 *outbox_db_open(const char *path, char *why, size_t why_len);
-void outbox_db_close(sqlite3 *db);
+/* The outbox table, for app_db_open. */
+extern const char outbox_db_schema[];
 
 /* Queues a message (status 'queued', received_at now, UTC). 1 when stored, 0 when that message id is already
  * there (nothing changed), -1 on error with why. provenance: the ids of the inputs that caused it, comma

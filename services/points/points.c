@@ -24,11 +24,6 @@ static const char usage[] =
     "        only that customer's), then the sum over the customers printed.\n"
     "\n";
 
-typedef struct points {
-    sqlite3 *db;
-    unsigned long long handled, awarded, repeated, refused;
-} points;
-
 /* {customer_id, sale_id, points}: exactly these keys, each once, two references and a whole number from 1. */
 static int parse_award(const idevs_service_message *msg, points_award *a)
 {
@@ -45,16 +40,11 @@ static int parse_award(const idevs_service_message *msg, points_award *a)
 static void on_message(idevs_service *svc, const idevs_service_message *msg, void *arg)
 {
     (void)svc;
-    points *p = arg;
+    app_receiver_state *p = arg;
     points_award a;
     char why[512] = "";
     memset(&a, 0, sizeof a);
     idevs_uuid_format(&msg->message_id, a.message_id);
-    if (msg->kind != IDEVS_SERVICE_OUTPUT || strcmp(msg->name, "points") != 0) {
-        fprintf(stderr, "points: ignored message %s on '%s': not an award\n", a.message_id, msg->topic);
-        return;
-    }
-    p->handled++;
     if (!parse_award(msg, &a)) {
         p->refused++;
         fprintf(stderr, "points: refused message %s: not an award {customer_id, sale_id, points}\n", a.message_id);
@@ -67,7 +57,7 @@ static void on_message(idevs_service *svc, const idevs_service_message *msg, voi
         return;
     }
     if (stored > 0) {
-        p->awarded++;
+        p->done++;
         printf("awarded %s %lld points to %s message %s\n", a.sale_id, (long long)a.points, a.customer_id,
                a.message_id);
     } else {
@@ -79,34 +69,11 @@ static void on_message(idevs_service *svc, const idevs_service_message *msg, voi
 
 static int cmd_run(int argc, char **argv)
 {
-    idevs_service_config cfg;
-    app_receive_options opt;
-    app_config_default(&cfg, "points");
-    cfg.process = "loyalty";
-    int rc = app_parse_receive_options("points", usage, argc - 1, argv + 1, &cfg, &opt);
-    if (rc >= 0)
-        return rc;
-    rc = 1;
-    points p;
-    memset(&p, 0, sizeof p);
-    idevs_service *svc = NULL;
-    char why[1024] = "";
-    p.db = points_db_open(opt.db_path, 1, why, sizeof why);
-    if (p.db == NULL) {
-        fprintf(stderr, "points: %s\n", why);
-        goto out;
-    }
-    if (app_start_service("points", &cfg, on_message, &p, 4, &svc, "receiving awards") != IDEVS_OK)
-        goto out;
-    app_run("points", svc, &p.handled, opt.count, opt.timeout_s);
-    printf("points: %llu messages, %llu awarded, %llu already awarded, %llu refused\n", p.handled, p.awarded,
-           p.repeated, p.refused);
-    rc = 0;
-out:
-    idevs_service_free(svc);
-    points_db_close(p.db);
-    idevs_service_cli_free(&cfg);
-    return rc;
+    static const app_receiver points = {.prog = "points", .process = "loyalty", .usage = usage,
+        .schema = points_db_schema, .kind = IDEVS_SERVICE_OUTPUT, .name = "points", .what = "an award",
+        .on_message = on_message, .doing = "receiving awards",
+        .labels = {"messages", "awarded", "already awarded"}};
+    return app_receiver_main(&points, argc - 1, argv + 1);
 }
 
 typedef struct sum {
@@ -168,15 +135,7 @@ static int cmd_totals(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    static const app_command commands[] = {{"run", cmd_run}, {"totals", cmd_totals}};
     app_install_signals();
-    if (argc >= 2 && strcmp(argv[1], "run") == 0)
-        return cmd_run(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "totals") == 0)
-        return cmd_totals(argc, argv);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
-        printf("%s%s", usage, idevs_service_cli_usage);
-        return 0;
-    }
-    fprintf(stderr, "%s%s", usage, idevs_service_cli_usage);
-    return 2;
+    return app_run_command(usage, commands, 2, argc, argv);
 }

@@ -4,7 +4,7 @@
 #include <stdio.h>
 
 /* points > 0 per award; a total stays an integer (SQLite would turn an overflowing sum into a REAL). */
-static const char schema[] =
+const char points_db_schema[] =
     "CREATE TABLE IF NOT EXISTS awards ("
     " sale_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, points INTEGER NOT NULL CHECK (points > 0),"
     " message_id TEXT NOT NULL, provenance TEXT NOT NULL, received_at TEXT NOT NULL);"
@@ -15,8 +15,8 @@ static const char schema[] =
 
 sqlite3 *points_db_open(const char *path, int create, char *why, size_t why_len)
 {
-    return app_db_open(path, schema, create ? NULL : " (run the points service first: points run --db FILE)", why,
-                       why_len);
+    return app_db_open(path, points_db_schema, create ? NULL : " (run the points service first: points run --db FILE)",
+                       why, why_len);
 }
 
 void points_db_close(sqlite3 *db)
@@ -28,22 +28,16 @@ void points_db_close(sqlite3 *db)
  * which SQLite refuses harmlessly); returns sqlite3_changes, or -1. */
 static int step(sqlite3 *db, const char *sql, const points_award *a, const char *now, char *why, size_t why_len)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
-    }
+    sqlite3_stmt *st;
+    if (app_db_prepare(db, sql, NULL, 0, &st, why, why_len) != 0)
+        return -1;
     sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":sale"), a->sale_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":customer"), a->customer_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":points"), a->points);
     sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":message"), a->message_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":provenance"), a->provenance, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, sqlite3_bind_parameter_index(st, ":now"), now, -1, SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
-    return sqlite3_changes(db);
+    return app_db_finish(db, st, why, why_len);
 }
 
 int points_db_award(sqlite3 *db, const points_award *a, char *why, size_t why_len)
@@ -77,16 +71,12 @@ int points_db_award(sqlite3 *db, const points_award *a, char *why, size_t why_le
 long points_db_totals(sqlite3 *db, const char *customer_id, points_db_total_fn fn, void *arg, char *why,
                       size_t why_len)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "SELECT customer_id, points, awards FROM totals"
-                           " WHERE ?1 IS NULL OR customer_id = ?1 ORDER BY customer_id",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_finalize(st);
-        return app_fail(why, why_len, "%s", sqlite3_errmsg(db));
-    }
-    if (customer_id != NULL)
-        sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_TRANSIENT);
+    sqlite3_stmt *st;
+    if (app_db_prepare(db,
+                       "SELECT customer_id, points, awards FROM totals WHERE ?1 IS NULL OR customer_id = ?1"
+                       " ORDER BY customer_id",
+                       &customer_id, 1, &st, why, why_len) != 0)
+        return -1;
     long n = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -95,5 +85,5 @@ long points_db_totals(sqlite3 *db, const char *customer_id, points_db_total_fn f
         n++;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? n : app_fail(why, why_len, "%s", sqlite3_errmsg(db));
+    return rc == SQLITE_DONE ? n : app_db_fail(db, why, why_len);
 }

@@ -20,6 +20,9 @@ typedef struct points_award {
     char provenance[APP_PROVENANCE_LEN];    /* the sale's envelope, which caused it */
 } points_award;
 
+/* The awards and totals tables, for app_db_open. */
+extern const char points_db_schema[];
+
 /* Opens the database and creates its tables if needed. create: also the file, readable by this user only (the
  * service); else it must exist (the totals command). NULL on failure, with why. */
 sqlite3 *points_db_open(const char *path, int create, char *why, size_t why_len);

@@ -327,15 +327,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    static const app_command commands[] = {{"seed", cmd_seed}, {"run", cmd_run}};
     app_install_signals();
-    if (argc >= 2 && strcmp(argv[1], "seed") == 0)
-        return cmd_seed(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "run") == 0)
-        return cmd_run(argc, argv);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
-        printf("%s%s", usage, idevs_service_cli_usage);
-        return 0;
-    }
-    fprintf(stderr, "%s%s", usage, idevs_service_cli_usage);
-    return 2;
+    return app_run_command(usage, commands, 2, argc, argv);
 }

@@ -15,6 +15,7 @@
 
 #include "idevs_service.h"
 #include "idevs_service_app.h"
+#include "json_in.h"
 #include "taxi_db.h"
 
 static const char usage[] =
@@ -37,11 +38,6 @@ static const struct {
 #define ETA_MIN 3
 #define ETA_SPAN 13 /* 3 to 15 minutes */
 
-typedef struct taxi {
-    sqlite3 *db;
-    unsigned long long handled, booked, repeated, refused;
-} taxi;
-
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325u;
@@ -52,62 +48,29 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-static int ref_ok(const char *s)
+/* {booking_ref, name, pickup, time}: exactly these keys, each once, a reference and three texts, read as strictly
+ * as every payload of the case study (json_in.h). */
+static int parse_request(const idevs_service_message *msg, taxi_booking *b)
 {
-    size_t n = strnlen(s, TAXI_REF_MAX + 1);
-    if (n == 0 || n > TAXI_REF_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '.' || s[i] == '_' || s[i] == '-'))
-            return 0;
-    return 1;
-}
-
-/* Copies the non-empty string member key (at most max bytes) into dst. */
-static int member(const cJSON *j, const char *key, char *dst, size_t max)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!cJSON_IsString(v) || v->valuestring == NULL)
-        return 0;
-    size_t n = strnlen(v->valuestring, max + 1);
-    if (n == 0 || n > max)
-        return 0;
-    memcpy(dst, v->valuestring, n);
-    dst[n] = '\0';
-    return 1;
-}
-
-/* {booking_ref, name, pickup, time}: exactly these keys, each once, each a non-empty string. */
-static int parse_request(const uint8_t *payload, size_t len, taxi_booking *b)
-{
-    if (memchr(payload, '\0', len) != NULL)
-        return 0;
-    cJSON *j = cJSON_ParseWithLengthOpts((const char *)payload, len + 1, NULL, 1);
-    int keys = 0, ok = cJSON_IsObject(j);
-    for (const cJSON *c = ok ? j->child : NULL; c != NULL && ok; c = c->next, keys++)
-        ok = strcmp(c->string, "booking_ref") == 0 || strcmp(c->string, "name") == 0 ||
-             strcmp(c->string, "pickup") == 0 || strcmp(c->string, "time") == 0;
-    ok = ok && keys == 4 && member(j, "booking_ref", b->booking_ref, TAXI_REF_MAX) && ref_ok(b->booking_ref) &&
-         member(j, "name", b->name, TAXI_TEXT_MAX) && member(j, "pickup", b->pickup, TAXI_TEXT_MAX) &&
-         member(j, "time", b->time, TAXI_REF_MAX);
-    cJSON_Delete(j);
+    static const char *const keys[] = {"booking_ref", "name", "pickup", "time"};
+    cJSON *j = json_in_parse_object((const char *)msg->payload, msg->payload_len);
+    int ok = json_in_keys_exactly(j, keys, 4) &&
+             json_in_string(j, "booking_ref", JSON_IN_REF, b->booking_ref, TAXI_REF_MAX) &&
+             json_in_string(j, "name", JSON_IN_TEXT, b->name, TAXI_TEXT_MAX) &&
+             json_in_string(j, "pickup", JSON_IN_TEXT, b->pickup, TAXI_TEXT_MAX) &&
+             json_in_string(j, "time", JSON_IN_TEXT, b->time, TAXI_REF_MAX);
+    json_in_delete(j);
     return ok;
 }
 
 static void on_message(idevs_service *svc, const idevs_service_message *msg, void *arg)
 {
-    taxi *t = arg;
+    app_receiver_state *t = arg;
     char id[IDEVS_UUID_STR_LEN], why[512] = "";
     idevs_uuid_format(&msg->message_id, id);
-    if (msg->kind != IDEVS_SERVICE_REQUEST || strcmp(msg->name, "ride") != 0) {
-        fprintf(stderr, "taxi: ignored message %s on '%s': not a ride request\n", id, msg->topic);
-        return;
-    }
-    t->handled++;
     taxi_booking b;
     memset(&b, 0, sizeof b);
-    if (!parse_request(msg->payload, msg->payload_len, &b)) {
+    if (!parse_request(msg, &b)) {
         t->refused++;
         fprintf(stderr, "taxi: refused request %s: not a ride request {booking_ref, name, pickup, time}\n", id);
         return;
@@ -145,7 +108,7 @@ static void on_message(idevs_service *svc, const idevs_service_message *msg, voi
     if (found)
         t->repeated++;
     else
-        t->booked++;
+        t->done++;
     printf("%s %s driver %s eta %d min\n", found ? "repeat" : "booked", b.booking_ref, b.driver, b.eta_minutes);
     fflush(stdout);
     explicit_bzero(&b, sizeof b);
@@ -153,34 +116,9 @@ static void on_message(idevs_service *svc, const idevs_service_message *msg, voi
 
 int main(int argc, char **argv)
 {
-    idevs_service_config cfg;
-    app_receive_options opt;
-    app_config_default(&cfg, "taxi");
-    int rc = app_parse_receive_options("taxi", usage, argc, argv, &cfg, &opt);
-    if (rc >= 0)
-        return rc;
-    app_install_signals();
-
-    rc = 1;
-    taxi t;
-    memset(&t, 0, sizeof t);
-    idevs_service *svc = NULL;
-    char why[1024] = "";
-    t.db = taxi_db_open(opt.db_path, why, sizeof why);
-    if (t.db == NULL) {
-        fprintf(stderr, "taxi: %s\n", why);
-        goto out;
-    }
-    if (app_start_service("taxi", &cfg, on_message, &t, 4, &svc, "answering ride requests") != IDEVS_OK)
-        goto out;
-    app_run("taxi", svc, &t.handled, opt.count, opt.timeout_s);
-    idevs_service_flush(svc, 5000);
-    printf("taxi: %llu requests, %llu booked, %llu answered again, %llu refused\n", t.handled, t.booked, t.repeated,
-           t.refused);
-    rc = 0;
-out:
-    idevs_service_free(svc);
-    taxi_db_close(t.db);
-    idevs_service_cli_free(&cfg);
-    return rc;
+    static const app_receiver taxi = {.prog = "taxi", .process = "rewards", .usage = usage,
+        .schema = taxi_db_schema, .kind = IDEVS_SERVICE_REQUEST, .name = "ride", .what = "a ride request",
+        .on_message = on_message, .doing = "answering ride requests", .answers = 1,
+        .labels = {"requests", "booked", "answered again"}};
+    return app_receiver_main(&taxi, argc, argv);
 }

@@ -20,8 +20,8 @@ typedef struct taxi_booking {
     char request_message_id[40];
 } taxi_booking;
 
-sqlite3 *taxi_db_open(const char *path, char *why, size_t why_len);
-void taxi_db_close(sqlite3 *db);
+/* The bookings table, for app_db_open. */
+extern const char taxi_db_schema[];
 
 /* 1 and *out filled (driver, vehicle, eta, request id) when booking_ref is booked, 0 when not, -1 on error. */
 int taxi_db_find(sqlite3 *db, const char *booking_ref, taxi_booking *out, char *why, size_t why_len);

@@ -135,63 +135,60 @@ static int publish_one(pub_state *st, const uint8_t *payload, size_t len)
     }
 }
 
+/* idevs-pub's own options. */
+typedef struct pub_options {
+    const char *input, *message, *file;
+    bool lines, verbose;
+    unsigned long wait_s;
+} pub_options;
+
+static int pub_option(void *opts, int argc, char **argv, int *i)
+{
+    pub_options *o = opts;
+    const char *a = argv[*i];
+    if (strcmp(a, "-l") == 0 || strcmp(a, "--stdin-line") == 0) {
+        o->lines = true;
+    } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+        o->verbose = true;
+    } else if (*i + 1 < argc && (strcmp(a, "-t") == 0 || strcmp(a, "--input") == 0)) {
+        o->input = argv[++*i];
+    } else if (*i + 1 < argc && (strcmp(a, "-m") == 0 || strcmp(a, "--message") == 0)) {
+        o->message = argv[++*i];
+    } else if (*i + 1 < argc && (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0)) {
+        o->file = argv[++*i];
+    } else if (*i + 1 < argc && (strcmp(a, "-W") == 0 || strcmp(a, "--wait") == 0)) {
+        char *end;
+        errno = 0;
+        o->wait_s = strtoul(argv[++*i], &end, 10);
+        if (errno != 0 || *end != '\0' || o->wait_s == 0 || o->wait_s > 86400) {
+            fprintf(stderr, "idevs-pub: -W: '%s' is not a whole number of seconds from 1 to 86400\n", argv[*i]);
+            return EXIT_USAGE;
+        }
+    } else {
+        return APP_OPTION_UNKNOWN;
+    }
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
-    const char *input = NULL, *message = NULL, *file = NULL;
-    bool lines = false, verbose = false;
-    unsigned long wait_s = 10;
-    char why[1024];
-    int rc = EXIT_OK;
-    for (int i = 1; i < argc && rc == EXIT_OK; i++) {
-        const char *a = argv[i];
-        int r = idevs_service_cli_option(&cfg, argc, argv, &i, why, sizeof why);
-        if (r == 1)
-            continue;
-        if (r < 0) {
-            fprintf(stderr, "idevs-pub: %s\n", why);
-            rc = EXIT_USAGE;
-        } else if (strcmp(a, "--help") == 0) {
-            printf("%s\n%s", usage, idevs_service_cli_usage);
-            idevs_service_cli_free(&cfg);
-            return EXIT_OK;
-        } else if (strcmp(a, "-l") == 0 || strcmp(a, "--stdin-line") == 0) {
-            lines = true;
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            verbose = true;
-        } else if (i + 1 < argc && (strcmp(a, "-t") == 0 || strcmp(a, "--input") == 0)) {
-            input = argv[++i];
-        } else if (i + 1 < argc && (strcmp(a, "-m") == 0 || strcmp(a, "--message") == 0)) {
-            message = argv[++i];
-        } else if (i + 1 < argc && (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0)) {
-            file = argv[++i];
-        } else if (i + 1 < argc && (strcmp(a, "-W") == 0 || strcmp(a, "--wait") == 0)) {
-            char *end;
-            errno = 0;
-            wait_s = strtoul(argv[++i], &end, 10);
-            if (errno != 0 || *end != '\0' || wait_s == 0 || wait_s > 86400) {
-                fprintf(stderr, "idevs-pub: -W: '%s' is not a whole number of seconds from 1 to 86400\n", argv[i]);
-                rc = EXIT_USAGE;
-            }
-        } else {
-            fprintf(stderr, "idevs-pub: unknown option or missing value: %s\n%s", a, usage);
-            rc = EXIT_USAGE;
-        }
-    }
-    if (rc == EXIT_OK && (input == NULL || (message != NULL) + (file != NULL) + lines != 1)) {
-        fprintf(stderr, "idevs-pub: give -t INPUT and exactly one of -m, -f, -l\n%s", usage);
-        rc = EXIT_USAGE;
-    }
-    if (rc != EXIT_OK) {
-        idevs_service_cli_free(&cfg);
+    pub_options o = {.wait_s = 10};
+    int rc = app_parse_tool_options("idevs-pub", usage, argc, argv, &cfg, pub_option, &o);
+    if (rc >= 0)
         return rc;
+    if (o.input == NULL || (o.message != NULL) + (o.file != NULL) + o.lines != 1) {
+        fprintf(stderr, "idevs-pub: give -t INPUT and exactly one of -m, -f, -l\n%s", usage);
+        idevs_service_cli_free(&cfg);
+        return EXIT_USAGE;
     }
+    rc = EXIT_OK;
+    char why[1024];
     app_install_signals();
 
     uint8_t *data = NULL;
     size_t len = 0;
-    if (file != NULL && read_file(file, &data, &len) != EXIT_OK) {
+    if (o.file != NULL && read_file(o.file, &data, &len) != EXIT_OK) {
         idevs_service_cli_free(&cfg);
         return EXIT_FAILED;
     }
@@ -206,10 +203,10 @@ int main(int argc, char **argv)
         free(data);
         return EXIT_FAILED;
     }
-    pub_state st = {svc, input, verbose, now_ms() + wait_s * 1000u};
-    if (message != NULL) {
-        rc = publish_one(&st, (const uint8_t *)message, strlen(message));
-    } else if (file != NULL) {
+    pub_state st = {svc, o.input, o.verbose, now_ms() + o.wait_s * 1000u};
+    if (o.message != NULL) {
+        rc = publish_one(&st, (const uint8_t *)o.message, strlen(o.message));
+    } else if (o.file != NULL) {
         rc = publish_one(&st, data, len);
     } else {
         char *line = NULL;
@@ -221,7 +218,7 @@ int main(int argc, char **argv)
                 l--;
             if (l == 0)
                 continue;
-            st.deadline_ms = now_ms() + wait_s * 1000u;
+            st.deadline_ms = now_ms() + o.wait_s * 1000u;
             rc = publish_one(&st, (const uint8_t *)line, l);
             /* Keep the network moving between lines: acknowledgements, keepalive. */
             if (rc == EXIT_OK && idevs_service_run(svc, 0) != IDEVS_OK)
@@ -232,7 +229,7 @@ int main(int argc, char **argv)
         free(line);
     }
     if (rc == EXIT_OK) {
-        err = idevs_service_flush(svc, (int)(wait_s * 1000u));
+        err = idevs_service_flush(svc, (int)(o.wait_s * 1000u));
         idevs_service_stats stats;
         idevs_service_get_stats(svc, &stats);
         if (err != IDEVS_OK)

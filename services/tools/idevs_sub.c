@@ -253,79 +253,75 @@ static int run_inspect(const idevs_service_config *cfg, inspect_state *st, unsig
     return rc;
 }
 
+/* idevs-sub's own options: what the service's state takes, and two of the tool's. */
+typedef struct sub_options {
+    sub_state *st;
+    bool inspect;
+    unsigned long timeout_s; /* 0: none */
+} sub_options;
+
+static int sub_option(void *opts, int argc, char **argv, int *i)
+{
+    sub_options *o = opts;
+    sub_state *st = o->st;
+    const char *a = argv[*i];
+    char *end;
+    if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+        st->verbose = true;
+    } else if (strcmp(a, "--inspect") == 0) {
+        o->inspect = true;
+    } else if (*i + 1 < argc && (strcmp(a, "-t") == 0 || strcmp(a, "--topic") == 0)) {
+        if (st->name_count == NAMES_MAX) {
+            fprintf(stderr, "idevs-sub: at most %d -t options\n", NAMES_MAX);
+            return EXIT_USAGE;
+        }
+        st->names[st->name_count++] = argv[++*i];
+    } else if (*i + 1 < argc && (strcmp(a, "-C") == 0 || strcmp(a, "--count") == 0)) {
+        errno = 0;
+        st->count = strtoul(argv[++*i], &end, 10);
+        if (errno != 0 || *end != '\0' || st->count == 0 || argv[*i][0] == '-') {
+            fprintf(stderr, "idevs-sub: -C: '%s' is not a positive whole number\n", argv[*i]);
+            return EXIT_USAGE;
+        }
+    } else if (*i + 1 < argc && (strcmp(a, "-W") == 0 || strcmp(a, "--timeout") == 0)) {
+        errno = 0;
+        o->timeout_s = strtoul(argv[++*i], &end, 10);
+        if (errno != 0 || *end != '\0' || o->timeout_s == 0 || o->timeout_s > 86400 || argv[*i][0] == '-') {
+            fprintf(stderr, "idevs-sub: -W: '%s' is not a whole number of seconds from 1 to 86400\n", argv[*i]);
+            return EXIT_USAGE;
+        }
+    } else if (*i + 1 < argc && strcmp(a, "--respond") == 0) {
+        st->respond = argv[++*i];
+    } else {
+        return APP_OPTION_UNKNOWN;
+    }
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
     sub_state st;
     memset(&st, 0, sizeof st);
-    bool inspect = false;
-    unsigned long timeout_s = 0;
-    char why[1024];
-    int rc = EXIT_OK;
-    for (int i = 1; i < argc && rc == EXIT_OK; i++) {
-        const char *a = argv[i];
-        int r = idevs_service_cli_option(&cfg, argc, argv, &i, why, sizeof why);
-        if (r == 1)
-            continue;
-        char *end;
-        if (r < 0) {
-            fprintf(stderr, "idevs-sub: %s\n", why);
-            rc = EXIT_USAGE;
-        } else if (strcmp(a, "--help") == 0) {
-            printf("%s\n%s", usage, idevs_service_cli_usage);
-            idevs_service_cli_free(&cfg);
-            return EXIT_OK;
-        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
-            st.verbose = true;
-        } else if (strcmp(a, "--inspect") == 0) {
-            inspect = true;
-        } else if (i + 1 < argc && (strcmp(a, "-t") == 0 || strcmp(a, "--topic") == 0)) {
-            if (st.name_count == NAMES_MAX) {
-                fprintf(stderr, "idevs-sub: at most %d -t options\n", NAMES_MAX);
-                rc = EXIT_USAGE;
-            } else {
-                st.names[st.name_count++] = argv[++i];
-            }
-        } else if (i + 1 < argc && (strcmp(a, "-C") == 0 || strcmp(a, "--count") == 0)) {
-            errno = 0;
-            st.count = strtoul(argv[++i], &end, 10);
-            if (errno != 0 || *end != '\0' || st.count == 0 || argv[i][0] == '-') {
-                fprintf(stderr, "idevs-sub: -C: '%s' is not a positive whole number\n", argv[i]);
-                rc = EXIT_USAGE;
-            }
-        } else if (i + 1 < argc && (strcmp(a, "-W") == 0 || strcmp(a, "--timeout") == 0)) {
-            errno = 0;
-            timeout_s = strtoul(argv[++i], &end, 10);
-            if (errno != 0 || *end != '\0' || timeout_s == 0 || timeout_s > 86400 || argv[i][0] == '-') {
-                fprintf(stderr, "idevs-sub: -W: '%s' is not a whole number of seconds from 1 to 86400\n", argv[i]);
-                rc = EXIT_USAGE;
-            }
-        } else if (i + 1 < argc && strcmp(a, "--respond") == 0) {
-            st.respond = argv[++i];
-        } else {
-            fprintf(stderr, "idevs-sub: unknown option or missing value: %s\n%s", a, usage);
-            rc = EXIT_USAGE;
-        }
-    }
-    if (rc == EXIT_OK && inspect && (st.name_count == 0 || st.respond != NULL)) {
-        fprintf(stderr, "idevs-sub: --inspect needs -t TOPIC and takes no --respond\n");
-        rc = EXIT_USAGE;
-    }
-    if (rc != EXIT_OK) {
-        idevs_service_cli_free(&cfg);
+    sub_options o = {.st = &st};
+    int rc = app_parse_tool_options("idevs-sub", usage, argc, argv, &cfg, sub_option, &o);
+    if (rc >= 0)
         return rc;
+    if (o.inspect && (st.name_count == 0 || st.respond != NULL)) {
+        fprintf(stderr, "idevs-sub: --inspect needs -t TOPIC and takes no --respond\n");
+        idevs_service_cli_free(&cfg);
+        return EXIT_USAGE;
     }
     app_install_signals();
-    if (inspect) {
+    if (o.inspect) {
         inspect_state is;
         memset(&is, 0, sizeof is);
         is.count = st.count;
         is.topics = (char **)st.names;
         is.topic_count = st.name_count;
-        rc = run_inspect(&cfg, &is, timeout_s);
+        rc = run_inspect(&cfg, &is, o.timeout_s);
     } else {
-        rc = run_service(&cfg, &st, timeout_s);
+        rc = run_service(&cfg, &st, o.timeout_s);
     }
     idevs_service_cli_free(&cfg);
     return rc;
