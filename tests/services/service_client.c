@@ -29,19 +29,7 @@
 
 
 #include "service_internal.h"
-
-static int passed, failed;
-
-static void check(bool cond, const char *what)
-{
-    if (cond) {
-        passed++;
-        printf("ok - %s\n", what);
-    } else {
-        failed++;
-        printf("not ok - %s\n", what);
-    }
-}
+#include "tap.h"
 
 static int parse(idevs_service_config *cfg, int argc, char **argv, int first)
 {
@@ -56,27 +44,54 @@ static int parse(idevs_service_config *cfg, int argc, char **argv, int first)
     return 0;
 }
 
+/* The service of the options from argv[first]: idevs_service_new (on_message may be NULL), then
+ * idevs_service_start; *err is the first that failed, with why. false, and nothing made, when an option is
+ * wrong. Free cfg with idevs_service_cli_free and *svc with idevs_service_free. */
+static bool service_of(idevs_service_config *cfg, int argc, char **argv, int first, idevs_service_on_message on_message,
+                       idevs_service **svc, idevs_err *err, char why[1024])
+{
+    idevs_service_config_default(cfg);
+    if (parse(cfg, argc, argv, first) != 0)
+        return false;
+    *svc = NULL;
+    why[0] = '\0';
+    *err = idevs_service_new(cfg, on_message, NULL, svc, why, 1024);
+    if (*err == IDEVS_OK)
+        *err = idevs_service_start(*svc, why, 1024);
+    return true;
+}
+
+/* service_of, and the check that it started (why it did not, as a comment line). */
+static bool service_started(idevs_service_config *cfg, int argc, char **argv, int first,
+                            idevs_service_on_message on_message, idevs_service **svc, idevs_err *err)
+{
+    char why[1024];
+    if (!service_of(cfg, argc, argv, first, on_message, svc, err, why))
+        return false;
+    if (*err != IDEVS_OK)
+        printf("# %s: %s\n", idevs_err_name(*err), why);
+    tap_check(*err == IDEVS_OK, "the service starts");
+    return true;
+}
+
 static int start(int argc, char **argv)
 {
     const char *expected = argv[2];
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
-    if (parse(&cfg, argc, argv, 3) != 0)
+    idevs_service *svc;
+    idevs_err err;
+    char why[1024];
+    if (!service_of(&cfg, argc, argv, 3, NULL, &svc, &err, why))
         return 2;
-    char why[1024] = "";
-    idevs_service *svc = NULL;
-    idevs_err err = idevs_service_new(&cfg, NULL, NULL, &svc, why, sizeof why);
-    if (err == IDEVS_OK)
-        err = idevs_service_start(svc, why, sizeof why);
     printf("# %s: %s\n", idevs_err_name(err), why);
     char what[256];
     snprintf(what, sizeof what, "the library returns %s", expected);
-    check(strcmp(idevs_err_name(err), expected) == 0, what);
+    tap_check(strcmp(idevs_err_name(err), expected) == 0, what);
     if (err != IDEVS_OK)
-        check(strlen(why) > 20, "... with a sentence saying why");
+        tap_check(strlen(why) > 20, "... with a sentence saying why");
     idevs_service_free(svc);
     idevs_service_cli_free(&cfg);
-    return failed == 0 ? 0 : 1;
+    return tap_status();
 }
 
 static unsigned calls;
@@ -120,39 +135,32 @@ static int duplicate(int argc, char **argv)
     size_t len = f != NULL ? fread(env, 1, sizeof env, f) : 0;
     if (f != NULL)
         fclose(f);
-    check(len > 0 && len < sizeof env, "the captured envelope is read");
+    tap_check(len > 0 && len < sizeof env, "the captured envelope is read");
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
-    if (parse(&cfg, argc, argv, 4) != 0)
+    idevs_service *svc;
+    idevs_err err;
+    if (!service_started(&cfg, argc, argv, 4, on_message, &svc, &err))
         return 2;
-    char why[1024] = "";
-    idevs_service *svc = NULL;
-    idevs_err err = idevs_service_new(&cfg, on_message, NULL, &svc, why, sizeof why);
-    if (err == IDEVS_OK)
-        err = idevs_service_start(svc, why, sizeof why);
-    if (err != IDEVS_OK)
-        printf("# %s: %s\n", idevs_err_name(err), why);
-    check(err == IDEVS_OK, "the service starts");
     if (err == IDEVS_OK) {
         idevs_service_stats s;
         svc_receive(svc, topic, env, len, NULL, 0);
         idevs_service_get_stats(svc, &s);
-        check(calls == 1 && s.delivered == 1, "the envelope is opened and delivered once");
+        tap_check(calls == 1 && s.delivered == 1, "the envelope is opened and delivered once");
         svc_receive(svc, topic, env, len, NULL, 0);
         idevs_service_get_stats(svc, &s);
-        check(calls == 1 && s.duplicates == 1 && s.rejected_by_reason[IDEVS_ERR_REPLAY] == 1 && s.rejected == 0,
-              "the same envelope again is dropped as a duplicate (replay window) and counted");
-        check(fresh_context(svc), "the replay windows are reset (a fresh envelope context)");
+        tap_check(calls == 1 && s.duplicates == 1 && s.rejected_by_reason[IDEVS_ERR_REPLAY] == 1 && s.rejected == 0,
+                  "the same envelope again is dropped as a duplicate (replay window) and counted");
+        tap_check(fresh_context(svc), "the replay windows are reset (a fresh envelope context)");
         svc_receive(svc, topic, env, len, NULL, 0);
         idevs_service_get_stats(svc, &s);
-        check(calls == 1 && s.duplicates == 2 && s.rejected_by_reason[IDEVS_ERR_REPLAY] == 1 && s.rejected == 0,
-              "... and it is still dropped, by the message id window, and counted");
-        check(s.received == 3 && s.delivered == 1, "received 3, delivered 1");
+        tap_check(calls == 1 && s.duplicates == 2 && s.rejected_by_reason[IDEVS_ERR_REPLAY] == 1 && s.rejected == 0,
+                  "... and it is still dropped, by the message id window, and counted");
+        tap_check(s.received == 3 && s.delivered == 1, "received 3, delivered 1");
         printf("# payload delivered: %s\n", last_payload[0] ? "yes" : "no");
     }
     idevs_service_free(svc);
     idevs_service_cli_free(&cfg);
-    return failed == 0 ? 0 : 1;
+    return tap_status();
 }
 
 /* ---- reconnect: a listener that accepts and drops every connection ---- */
@@ -178,17 +186,10 @@ static void *dropper(void *arg)
 static int reconnect(int argc, char **argv)
 {
     idevs_service_config cfg;
-    idevs_service_config_default(&cfg);
-    if (parse(&cfg, argc, argv, 2) != 0)
+    idevs_service *svc;
+    idevs_err err;
+    if (!service_started(&cfg, argc, argv, 2, NULL, &svc, &err))
         return 2;
-    char why[1024] = "";
-    idevs_service *svc = NULL;
-    idevs_err err = idevs_service_new(&cfg, NULL, NULL, &svc, why, sizeof why);
-    if (err == IDEVS_OK)
-        err = idevs_service_start(svc, why, sizeof why);
-    if (err != IDEVS_OK)
-        printf("# %s: %s\n", idevs_err_name(err), why);
-    check(err == IDEVS_OK, "the service starts");
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
@@ -199,7 +200,7 @@ static int reconnect(int argc, char **argv)
     bool listening = dropper_fd >= 0 && bind(dropper_fd, (struct sockaddr *)&a, sizeof a) == 0 &&
                      listen(dropper_fd, 64) == 0 && getsockname(dropper_fd, (struct sockaddr *)&a, &alen) == 0 &&
                      pthread_create(&thread, NULL, dropper, NULL) == 0;
-    check(listening, "a listener that drops every connection");
+    tap_check(listening, "a listener that drops every connection");
     if (err == IDEVS_OK && listening) {
         svc->port = ntohs(a.sin_port);
         mosquitto_disconnect(svc->mosq); /* the broker goes; the library reconnects, to the listener */
@@ -211,10 +212,10 @@ static int reconnect(int argc, char **argv)
         unsigned n = atomic_load(&dropped);
         printf("# %u connection(s) accepted and dropped in 3 s, %llu attempt(s)\n", n,
                (unsigned long long)s.reconnects);
-        check(n >= 2, "the service tries again after its connection is dropped");
-        check(n <= 6 && s.reconnects <= 6,
-              "... with a growing backoff: a handful of attempts in 3 s (100, 200, 400, 800 ms ...), not a loop");
-        check(!idevs_service_ready(svc), "... and is not ready meanwhile");
+        tap_check(n >= 2, "the service tries again after its connection is dropped");
+        tap_check(n <= 6 && s.reconnects <= 6,
+                  "... with a growing backoff: a handful of attempts in 3 s (100, 200, 400, 800 ms ...), not a loop");
+        tap_check(!idevs_service_ready(svc), "... and is not ready meanwhile");
     }
     if (listening) {
         shutdown(dropper_fd, SHUT_RDWR);
@@ -224,7 +225,7 @@ static int reconnect(int argc, char **argv)
         close(dropper_fd);
     idevs_service_free(svc);
     idevs_service_cli_free(&cfg);
-    return failed == 0 ? 0 : 1;
+    return tap_status();
 }
 
 /* ---- held: the holding queue's byte limit counts everything it keeps ---- */
@@ -245,14 +246,14 @@ static int held(void)
         kept += svc->held[i].len + svc->held[i].correlation_len + strlen(svc->held[i].topic) + 1;
     printf("# %zu envelope(s) held, %zu bytes with their correlation data and topics, %llu dropped\n",
            svc->held_count, kept, (unsigned long long)svc->stats.held_dropped);
-    check(kept <= SVC_HELD_BYTES_MAX, "held envelopes with 64 KiB correlation data each stay within 32 MiB in all");
-    check(svc->stats.held_dropped > 0 && svc->held_count + svc->stats.held_dropped == SVC_HELD_MAX,
-          "... the ones beyond are dropped and counted");
-    check(svc->held_bytes == kept, "... and the count of held bytes is what is held");
+    tap_check(kept <= SVC_HELD_BYTES_MAX, "held envelopes with 64 KiB correlation data each stay within 32 MiB in all");
+    tap_check(svc->stats.held_dropped > 0 && svc->held_count + svc->stats.held_dropped == SVC_HELD_MAX,
+              "... the ones beyond are dropped and counted");
+    tap_check(svc->held_bytes == kept, "... and the count of held bytes is what is held");
     svc_held_free(svc);
-    check(svc->held_bytes == 0 && svc->held_count == 0, "... all released");
+    tap_check(svc->held_bytes == 0 && svc->held_count == 0, "... all released");
     free(svc);
-    return failed == 0 ? 0 : 1;
+    return tap_status();
 }
 
 int main(int argc, char **argv)

@@ -7,19 +7,7 @@
 #include <string.h>
 
 #include "service_internal.h"
-
-static int passed, failed;
-
-static void check(bool cond, const char *what)
-{
-    if (cond) {
-        passed++;
-        printf("ok - %s\n", what);
-    } else {
-        failed++;
-        printf("not ok - %s\n", what);
-    }
-}
+#include "tap.h"
 
 static idevs_msgid id_of(uint32_t n)
 {
@@ -48,27 +36,27 @@ static bool model_seen(idevs_msgid *ring, size_t cap, size_t *count, size_t *hea
 int main(void)
 {
     idevs_service_dedupe *d = NULL;
-    check(idevs_service_dedupe_new(0, &d) == IDEVS_ERR_INVALID_ARG && d == NULL, "a window of 0 ids is refused");
-    check(idevs_service_dedupe_new(SVC_DEDUPE_MAX + 1, &d) == IDEVS_ERR_INVALID_ARG,
-          "a window above the limit is refused");
+    tap_check(idevs_service_dedupe_new(0, &d) == IDEVS_ERR_INVALID_ARG && d == NULL, "a window of 0 ids is refused");
+    tap_check(idevs_service_dedupe_new(SVC_DEDUPE_MAX + 1, &d) == IDEVS_ERR_INVALID_ARG,
+              "a window above the limit is refused");
 
-    check(idevs_service_dedupe_new(4, &d) == IDEVS_OK, "a window of 4 ids");
+    tap_check(idevs_service_dedupe_new(4, &d) == IDEVS_OK, "a window of 4 ids");
     idevs_msgid a = id_of(1), b = id_of(2), c = id_of(3), e = id_of(4), f = id_of(5);
-    check(!idevs_service_dedupe_seen(d, &a), "a new id is not a duplicate");
-    check(idevs_service_dedupe_seen(d, &a), "the same id again is a duplicate");
-    check(idevs_service_dedupe_seen(d, &a), "... and stays one");
+    tap_check(!idevs_service_dedupe_seen(d, &a), "a new id is not a duplicate");
+    tap_check(idevs_service_dedupe_seen(d, &a), "the same id again is a duplicate");
+    tap_check(idevs_service_dedupe_seen(d, &a), "... and stays one");
     idevs_service_dedupe_seen(d, &b);
     idevs_service_dedupe_seen(d, &c);
     idevs_service_dedupe_seen(d, &e);
-    check(idevs_service_dedupe_count(d) == 4, "four distinct ids fill the window");
-    check(!idevs_service_dedupe_seen(d, &f), "a fifth id is new");
-    check(!idevs_service_dedupe_contains(d, &a) && idevs_service_dedupe_contains(d, &b) &&
-              idevs_service_dedupe_contains(d, &f) && idevs_service_dedupe_count(d) == 4,
+    tap_check(idevs_service_dedupe_count(d) == 4, "four distinct ids fill the window");
+    tap_check(!idevs_service_dedupe_seen(d, &f), "a fifth id is new");
+    tap_check(!idevs_service_dedupe_contains(d, &a) && idevs_service_dedupe_contains(d, &b) &&
+                  idevs_service_dedupe_contains(d, &f) && idevs_service_dedupe_count(d) == 4,
           "... and evicts the oldest id only");
-    check(!idevs_service_dedupe_seen(d, &a), "an evicted id counts as new again (the window is bounded)");
-    check(!idevs_service_dedupe_contains(d, &b), "... which evicts the next oldest");
-    check(!idevs_service_dedupe_seen(NULL, &a) && !idevs_service_dedupe_contains(NULL, &a),
-          "NULL window: nothing is a duplicate");
+    tap_check(!idevs_service_dedupe_seen(d, &a), "an evicted id counts as new again (the window is bounded)");
+    tap_check(!idevs_service_dedupe_contains(d, &b), "... which evicts the next oldest");
+    tap_check(!idevs_service_dedupe_seen(NULL, &a) && !idevs_service_dedupe_contains(NULL, &a),
+              "NULL window: nothing is a duplicate");
     idevs_service_dedupe_free(d);
 
     /* Against the reference: ids drawn from a small space so that repeats, evictions and probe runs that wrap
@@ -95,7 +83,7 @@ int main(void)
         free(ring);
         idevs_service_dedupe_free(w);
     }
-    check(agree, "agrees with a reference model for every capacity from 1 to 64 over 20000 random ids each");
+    tap_check(agree, "agrees with a reference model for every capacity from 1 to 64 over 20000 random ids each");
 
     idevs_service_dedupe *big = NULL;
     bool ok = idevs_service_dedupe_new(100000, &big) == IDEVS_OK;
@@ -110,8 +98,7 @@ int main(void)
     idevs_msgid old = id_of(199999);
     ok = ok && !idevs_service_dedupe_contains(big, &old) && idevs_service_dedupe_count(big) == 100000;
     idevs_service_dedupe_free(big);
-    check(ok, "a window of 100000 ids keeps exactly the last 100000 of 300000");
+    tap_check(ok, "a window of 100000 ids keeps exactly the last 100000 of 300000");
 
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return tap_finish();
 }

@@ -13,19 +13,7 @@
 
 #include "idevs.pb-c.h"
 #include "idevs_inspect.h"
-
-static int passed, failed;
-
-static void check(bool cond, const char *what)
-{
-    if (cond) {
-        passed++;
-        printf("ok - %s\n", what);
-    } else {
-        failed++;
-        printf("not ok - %s\n", what);
-    }
-}
+#include "tap.h"
 
 /* A self-signed Ed25519 certificate whose subjectAltName URI is uri (len bytes, any bytes). */
 static int hostile_cert(const char *uri, size_t len, uint8_t **der)
@@ -106,14 +94,14 @@ int main(void)
     static const char forged[] = "urn:uuid:\n    evidence: backend sgx \x1b[2J\x1b]0;x";
     uint8_t *der = NULL;
     int n = hostile_cert(forged, sizeof forged - 1, &der);
-    check(n > 0 && sizeof forged - 1 == 9 + 36, "a certificate with a 36-byte urn:uuid name holding a forged line");
+    tap_check(n > 0 && sizeof forged - 1 == 9 + 36, "a certificate with a 36-byte urn:uuid name holding a forged line");
     char *out = n > 0 ? inspect(der, (size_t)n) : NULL;
-    check(out != NULL && strstr(out, "certificate 0:") != NULL, "it is inspected");
+    tap_check(out != NULL && strstr(out, "certificate 0:") != NULL, "it is inspected");
     if (out != NULL) {
         printf("# %s", out);
-        check(strstr(out, "evidence: backend sgx") == NULL, "... and the report holds no forged evidence line");
-        check(!has_control(out), "... and no control character or terminal escape");
-        check(strstr(out, "uuid        (not a UUID)") != NULL, "... the name is reported as not a UUID");
+        tap_check(strstr(out, "evidence: backend sgx") == NULL, "... and the report holds no forged evidence line");
+        tap_check(!has_control(out), "... and no control character or terminal escape");
+        tap_check(strstr(out, "uuid        (not a UUID)") != NULL, "... the name is reported as not a UUID");
     }
     free(out);
     OPENSSL_free(der);
@@ -125,9 +113,8 @@ int main(void)
     fputc('|', f);
     idevs_inspect_print_text(f, "abcdef", 3);
     fclose(f);
-    check(text != NULL && strcmp(text, "idevs/a\\x0a\\x1b[31mb\\x5cc|abc...") == 0,
-          "a topic is printed with control characters and backslashes as \\xHH, cut at its limit");
+    tap_check(text != NULL && strcmp(text, "idevs/a\\x0a\\x1b[31mb\\x5cc|abc...") == 0,
+              "a topic is printed with control characters and backslashes as \\xHH, cut at its limit");
     free(text);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return tap_finish();
 }

@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "idevs_plugin.h"
+#include "tap.h"
 
-static int passed, failed;
 static char lines[8][1024];
 static size_t line_count;
 
@@ -23,17 +23,6 @@ void mosquitto_log_printf(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(lines[line_count++], sizeof lines[0], fmt, ap);
     va_end(ap);
-}
-
-static void check(bool cond, const char *what)
-{
-    if (cond) {
-        passed++;
-        printf("ok - %s\n", what);
-    } else {
-        failed++;
-        printf("not ok - %s\n", what);
-    }
 }
 
 static bool printable(const char *s)
@@ -57,11 +46,11 @@ int main(void)
     /* refused by the plugin: logged at once */
     idevs_rejections_refused(&p, IDEVS_ERR_MALFORMED, "idevs/echo/in/events",
                              "evil\n1795244517: idevs: 'echo': compartment certified\x1b[2J", 12);
-    check(line_count == 1, "a refusal is logged");
+    tap_check(line_count == 1, "a refusal is logged");
     printf("# %s\n", lines[0]);
-    check(printable(lines[0]), "... on one line, without control characters or escapes");
-    check(strstr(lines[0], "from client 'evil?1795244517: idevs: '") == NULL &&
-              strstr(lines[0], "from client 'evil?1795244517: idevs: ?echo?: compartment certified?[2J'") != NULL,
+    tap_check(printable(lines[0]), "... on one line, without control characters or escapes");
+    tap_check(strstr(lines[0], "from client 'evil?1795244517: idevs: '") == NULL &&
+                  strstr(lines[0], "from client 'evil?1795244517: idevs: ?echo?: compartment certified?[2J'") != NULL,
           "... the client id's line break, quotes and escape shown as '?'");
 
     /* dropped by the compartment: the note keeps the client id until the delivery is done */
@@ -71,20 +60,19 @@ int main(void)
     long_id[10] = '\r';
     idevs_rejections_note(&p, 7, "idevs/echo/in/events", long_id, 99);
     idevs_rejections_done(&p, 7, IDEVS_ERR_DECRYPT);
-    check(line_count == 2, "a delivery the compartment refused is logged");
+    tap_check(line_count == 2, "a delivery the compartment refused is logged");
     printf("# %s\n", lines[1]);
-    check(printable(lines[1]), "... without the client id's carriage return");
+    tap_check(printable(lines[1]), "... without the client id's carriage return");
     char want[IDEVS_CLIENT_LOG_MAX + 16];
     snprintf(want, sizeof want, "client '%.10s?%.*s'", long_id, IDEVS_CLIENT_LOG_MAX - 11, long_id + 11);
-    check(strstr(lines[1], want) != NULL, "... and the client id cut at 64 bytes");
+    tap_check(strstr(lines[1], want) != NULL, "... and the client id cut at 64 bytes");
 
     /* held back and summed up: the summary names the last client the same way */
     idevs_rejections_refused(&p, IDEVS_ERR_MALFORMED, "idevs/echo/in/events", "second\nline", 5);
     p.drop_log[IDEVS_ERR_MALFORMED].window_end_ms = 0;
     idevs_rejections_flush(&p);
-    check(line_count == 3 && printable(lines[2]) && strstr(lines[2], "client 'second?line'") != NULL,
-          "the summary of held-back lines names the last client on one line too");
+    tap_check(line_count == 3 && printable(lines[2]) && strstr(lines[2], "client 'second?line'") != NULL,
+              "the summary of held-back lines names the last client on one line too");
     idevs_rejections_free(&p);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return tap_finish();
 }

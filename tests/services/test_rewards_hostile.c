@@ -9,19 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "payloads.h"
-
-static int passed, failed;
-
-static void check(bool cond, const char *what)
-{
-    if (cond) {
-        passed++;
-        printf("ok - %s\n", what);
-    } else {
-        failed++;
-        printf("not ok - %s\n", what);
-    }
-}
+#include "tap.h"
 
 /* The case study's sale with sale_id and customer name as given (JSON text, already escaped). */
 static idevs_err parse(const char *sale_id, const char *name, sale_record *out)
@@ -39,18 +27,18 @@ static idevs_err parse(const char *sale_id, const char *name, sale_record *out)
 int main(void)
 {
     sale_record s;
-    check(parse("S-000042", "Ana Lima", &s) == IDEVS_OK && strcmp(s.name, "Ana Lima") == 0, "the example sale parses");
-    check(parse("S-000042", "Ana\\u0000Lima", &s) == IDEVS_ERR_MALFORMED,
-          "a name cut short by \\u0000 is refused, not read as 'Ana'");
-    check(parse("S-1\\u0000\\\"}junk", "Ana Lima", &s) == IDEVS_ERR_MALFORMED,
-          "a sale_id cut short by \\u0000 is refused, not read as 'S-1'");
-    check(parse("S-000042", "Ana\\\\u0000 Lima", &s) == IDEVS_OK && strcmp(s.name, "Ana\\u0000 Lima") == 0,
-          "an escaped backslash followed by the text u0000 is an ordinary name");
-    check(parse("S-000042", "Ana\\u009b31m Lima", &s) == IDEVS_ERR_MALFORMED,
-          "a name with a C1 control character (U+009B, CSI) is refused");
-    check(parse("S-000042", "Ana\xc2\x85Lima", &s) == IDEVS_ERR_MALFORMED,
-          "a name with U+0085 as raw UTF-8 is refused");
-    check(parse("S-000042", "Ana\\nLima", &s) == IDEVS_ERR_MALFORMED, "a name with a line break is refused");
+    tap_check(parse("S-000042", "Ana Lima", &s) == IDEVS_OK && strcmp(s.name, "Ana Lima") == 0, "the example sale parses");
+    tap_check(parse("S-000042", "Ana\\u0000Lima", &s) == IDEVS_ERR_MALFORMED,
+              "a name cut short by \\u0000 is refused, not read as 'Ana'");
+    tap_check(parse("S-1\\u0000\\\"}junk", "Ana Lima", &s) == IDEVS_ERR_MALFORMED,
+              "a sale_id cut short by \\u0000 is refused, not read as 'S-1'");
+    tap_check(parse("S-000042", "Ana\\\\u0000 Lima", &s) == IDEVS_OK && strcmp(s.name, "Ana\\u0000 Lima") == 0,
+              "an escaped backslash followed by the text u0000 is an ordinary name");
+    tap_check(parse("S-000042", "Ana\\u009b31m Lima", &s) == IDEVS_ERR_MALFORMED,
+              "a name with a C1 control character (U+009B, CSI) is refused");
+    tap_check(parse("S-000042", "Ana\xc2\x85Lima", &s) == IDEVS_ERR_MALFORMED,
+              "a name with U+0085 as raw UTF-8 is refused");
+    tap_check(parse("S-000042", "Ana\\nLima", &s) == IDEVS_ERR_MALFORMED, "a name with a line break is refused");
 
     /* A name made to close the string and add fields of its own stays one string. */
     static const char *names[] = {
@@ -68,13 +56,12 @@ int main(void)
         const cJSON *pickup = cJSON_GetObjectItemCaseSensitive(j, "pickup");
         const cJSON *ref = cJSON_GetObjectItemCaseSensitive(j, "booking_ref");
         snprintf(what, sizeof what, "ride request for name %zu: valid JSON, exactly 4 fields, the name intact", i + 1);
-        check(j != NULL && cJSON_GetArraySize(j) == 4 && cJSON_IsString(name) &&
-                  strcmp(name->valuestring, s.name) == 0 && cJSON_IsString(pickup) &&
+        tap_check(j != NULL && cJSON_GetArraySize(j) == 4 && cJSON_IsString(name) &&
+                      strcmp(name->valuestring, s.name) == 0 && cJSON_IsString(pickup) &&
                   strcmp(pickup->valuestring, "12 Harbour Street, Leith") == 0 && cJSON_IsString(ref) &&
                   strcmp(ref->valuestring, "S-000042") == 0,
               what);
         cJSON_Delete(j);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed == 0 ? 0 : 1;
+    return tap_finish();
 }

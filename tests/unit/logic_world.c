@@ -13,79 +13,11 @@
 
 #include "harness.h"
 
-static void on_publish(void *arg, const idevs_launcher_publish *p)
-{
-    lw_record *r = arg;
-    CU_ASSERT_FATAL(r->pub_count < LW_MAX_RECORDS);
-    size_t i = r->pub_count++;
-    r->pub_id[i] = p->delivery_id;
-    r->pub_env[i] = malloc(p->envelope_len);
-    CU_ASSERT_FATAL(r->pub_env[i] != NULL);
-    memcpy(r->pub_env[i], p->envelope, p->envelope_len);
-    r->pub_len[i] = p->envelope_len;
-    snprintf(r->pub_topic[i], sizeof r->pub_topic[i], "%s", p->topic);
-    snprintf(r->pub_response_topic[i], sizeof r->pub_response_topic[i], "%s",
-             p->response_topic != NULL ? p->response_topic : "");
-    r->pub_correlation_len[i] = p->correlation_len;
-    if (p->correlation != NULL && p->correlation_len <= 16)
-        memcpy(r->pub_correlation[i], p->correlation, p->correlation_len);
-}
-
-static void on_refused(void *arg, uint64_t id, size_t index, const char *code)
-{
-    lw_record *r = arg;
-    (void)index;
-    r->refused_id = id;
-    snprintf(r->refused_code, sizeof r->refused_code, "%s", code);
-}
-
-static void on_done(void *arg, uint64_t id, idevs_err status)
-{
-    lw_record *r = arg;
-    CU_ASSERT_FATAL(r->done_count < LW_MAX_RECORDS);
-    snprintf(r->done_refusal[r->done_count], sizeof r->done_refusal[0], "%s",
-             r->refused_id == id ? r->refused_code : "");
-    r->refused_id = 0;
-    r->done_id[r->done_count] = id;
-    r->done_status[r->done_count++] = status;
-}
-
-static void record_clear(lw_record *r)
-{
-    for (size_t i = 0; i < r->pub_count; i++)
-        free(r->pub_env[i]);
-    memset(r, 0, sizeof *r);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
-    CU_ASSERT_FATAL(fclose(f) == 0);
-}
-
 static void write_cert(const lw_world *w, const char *name, const idevs_identity *id)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s.crt", w->dir, name);
-    size_t len = 0;
-    const uint8_t *der = idevs_identity_chain_der(id, 0, &len);
-    const unsigned char *p = der;
-    X509 *cert = d2i_X509(NULL, &p, (long)len);
-    CU_ASSERT_FATAL(cert != NULL);
-    FILE *f = fopen(path, "w");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(PEM_write_X509(f, cert) == 1);
-    fclose(f);
-    X509_free(cert);
+    launch_write_cert(path, id);
 }
 
 /* The descriptor of docs/DEPLOYMENT.md with these identities, routes and process.config. */
@@ -121,7 +53,7 @@ static void write_descriptor(lw_world *w, const lw_spec *spec, const char *confi
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000}}\n",
                      spec->process, program, spec->logic, config, ca_hex, services, spec->routes);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
-    write_file(w->descriptor, text, (size_t)n);
+    launch_write_file(w->descriptor, text, (size_t)n);
 }
 
 static void party_init(lw_party *p, fixture_pki *pki, const idevs_identity *self, idevs_launcher *l)
@@ -209,10 +141,20 @@ void lw_free(lw_world *w)
         idevs_cert_policy_free(w->party[i].policy);
     }
     idevs_launcher_free(w->l);
-    record_clear(&w->r);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
-    CU_ASSERT(system(cmd) == 0);
+    launch_record_clear(&w->r);
+    CU_ASSERT(harness_remove_tree(w->dir) == 0);
+}
+
+void lw_expect_refused(const lw_spec *spec, const char *const *configs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        lw_world w;
+        idevs_err err = lw_start(&w, spec, configs[i]);
+        CU_ASSERT_NOT_EQUAL(err, IDEVS_OK);
+        if (err == IDEVS_OK)
+            fprintf(stderr, "\n    the logic started with the configuration %s\n", configs[i]);
+        lw_free(&w);
+    }
 }
 
 uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *text, const idevs_msgid *prov,
@@ -232,13 +174,13 @@ uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *tex
 
 idevs_err lw_wait_done(lw_world *w, uint64_t id)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r, on_refused};
-    int64_t end = now_ms() + 10000;
+    idevs_launcher_callbacks cb = launch_record_callbacks(&w->r);
+    int64_t end = launch_now_ms() + 10000;
     for (;;) {
         for (size_t i = 0; i < w->r.done_count; i++)
             if (w->r.done_id[i] == id)
                 return w->r.done_status[i];
-        if (now_ms() > end) {
+        if (launch_now_ms() > end) {
             CU_FAIL("no Done in time");
             return IDEVS_ERR_TIMEOUT;
         }
@@ -256,9 +198,9 @@ const char *lw_done_refusal(const lw_world *w, uint64_t id)
 
 void lw_poll_for(lw_world *w, int ms)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, &w->r, on_refused};
-    int64_t end = now_ms() + ms;
-    while (now_ms() < end)
+    idevs_launcher_callbacks cb = launch_record_callbacks(&w->r);
+    int64_t end = launch_now_ms() + ms;
+    while (launch_now_ms() < end)
         CU_ASSERT_FATAL(idevs_launcher_poll(w->l, 20, &cb) == IDEVS_OK);
 }
 

@@ -16,26 +16,9 @@
 #include "fixtures.h"
 #include "idevs_envelope.h"
 #include "idevs_launcher.h"
+#include "launch_record.h"
 
-#define LW_MAX_RECORDS 64
 #define LW_MAX_PARTIES 4
-
-typedef struct lw_record {
-    uint64_t done_id[LW_MAX_RECORDS];
-    idevs_err done_status[LW_MAX_RECORDS];
-    char done_refusal[LW_MAX_RECORDS][40]; /* the logic's refusal code (on_refused), "" when none */
-    size_t done_count;
-    uint64_t refused_id; /* on_refused's, until the on_done that follows */
-    char refused_code[40];
-    uint64_t pub_id[LW_MAX_RECORDS];
-    uint8_t *pub_env[LW_MAX_RECORDS];
-    size_t pub_len[LW_MAX_RECORDS];
-    char pub_topic[LW_MAX_RECORDS][64];
-    char pub_response_topic[LW_MAX_RECORDS][64];
-    uint8_t pub_correlation[LW_MAX_RECORDS][16];
-    size_t pub_correlation_len[LW_MAX_RECORDS];
-    size_t pub_count;
-} lw_record;
 
 /* A service: seals to the compartment and opens what it sends to this service. */
 typedef struct lw_party {
@@ -77,7 +60,7 @@ typedef struct lw_world {
     char descriptor[128];
     idevs_uuid program;
     idevs_launcher *l;
-    lw_record r;
+    launch_record r;
     lw_party party[LW_MAX_PARTIES]; /* in the order of spec->services */
     size_t party_count;
 } lw_world;
@@ -86,6 +69,9 @@ typedef struct lw_world {
  * compartment. Returns what idevs_launcher_start said; lw_free the world whatever it returns. */
 idevs_err lw_start(lw_world *w, const lw_spec *spec, const char *config);
 void lw_free(lw_world *w);
+
+/* Each of the n configurations stops the start (the logic refuses it); each world is freed. */
+void lw_expect_refused(const lw_spec *spec, const char *const *configs, size_t n);
 
 /* Seals text from p on topic (with one provenance id, if any) and delivers it with that id as correlation
  * data, if any. Returns the delivery's id; *message_id (may be NULL) gets the envelope's. */

@@ -58,9 +58,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : 1;
+    return harness_remove_tree(dir);
 }
 
 static void test_alone(void)
@@ -218,22 +216,19 @@ static void test_command_line(void)
     CU_ASSERT_FALSE(idevs_acl_sources_conf_from_cmdline(longer, sizeof longer - 1, path, sizeof path));
 }
 
+static CU_TestInfo tests[] = {
+    {"idevs alone: no other source", test_alone},
+    {"an acl_file is named with its file and line", test_acl_file_named_with_its_line},
+    {"every other plugin line counts", test_other_plugins_count},
+    {"the plugin's own file under another name does not count", test_own_plugin_by_another_name},
+    {"lines the broker does not read as sources do not count", test_lines_mosquitto_does_not_read_as_sources},
+    {"include_dir: its .conf files, from the main file only", test_include_dir},
+    {"unreadable configurations give no answer, and say why", test_unknown},
+    {"the configuration file from the command line", test_command_line},
+    CU_TEST_INFO_NULL,
+};
+
 int main(void)
 {
-    CU_TestInfo tests[] = {
-        {"idevs alone: no other source", test_alone},
-        {"an acl_file is named with its file and line", test_acl_file_named_with_its_line},
-        {"every other plugin line counts", test_other_plugins_count},
-        {"the plugin's own file under another name does not count", test_own_plugin_by_another_name},
-        {"lines the broker does not read as sources do not count", test_lines_mosquitto_does_not_read_as_sources},
-        {"include_dir: its .conf files, from the main file only", test_include_dir},
-        {"unreadable configurations give no answer, and say why", test_unknown},
-        {"the configuration file from the command line", test_command_line},
-        CU_TEST_INFO_NULL,
-    };
-    CU_SuiteInfo suites[] = {
-        {"acl_sources", suite_init, suite_clean, NULL, NULL, tests},
-        CU_SUITE_INFO_NULL,
-    };
-    return harness_run(suites);
+    return harness_run_suite("acl_sources", suite_init, suite_clean, tests);
 }

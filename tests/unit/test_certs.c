@@ -958,9 +958,7 @@ static int files_init(void)
 
 static int files_clean(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
+    if (harness_remove_tree(tmpdir) != 0)
         return 1;
     return suite_clean();
 }

@@ -220,19 +220,16 @@ static void test_send_queue_bound_and_flush(void)
     pair_close(&p);
 }
 
+static CU_TestInfo tests[] = {
+    {"frames there and back; three in one read", test_round_trip_and_batch},
+    {"a frame arriving a byte at a time", test_byte_at_a_time},
+    {"oversized, empty, undecodable, bodiless or unknown-field frames are refused", test_refusals},
+    {"the end of the stream mid-frame; sending to a departed peer", test_end_of_stream},
+    {"the send queue's bound; queued frames arrive whole, in order", test_send_queue_bound_and_flush},
+    CU_TEST_INFO_NULL,
+};
+
 int main(void)
 {
-    CU_TestInfo tests[] = {
-        {"frames there and back; three in one read", test_round_trip_and_batch},
-        {"a frame arriving a byte at a time", test_byte_at_a_time},
-        {"oversized, empty, undecodable, bodiless or unknown-field frames are refused", test_refusals},
-        {"the end of the stream mid-frame; sending to a departed peer", test_end_of_stream},
-        {"the send queue's bound; queued frames arrive whole, in order", test_send_queue_bound_and_flush},
-        CU_TEST_INFO_NULL,
-    };
-    CU_SuiteInfo suites[] = {
-        {"channel", NULL, NULL, NULL, NULL, tests},
-        CU_SUITE_INFO_NULL,
-    };
-    return harness_run(suites);
+    return harness_run_suite("channel", NULL, NULL, tests);
 }

@@ -377,6 +377,31 @@ static idevs_envelope_ctx *service_ctx(const child *c, idevs_identity *svc, idev
     return ctx;
 }
 
+/* A child of the echo logic, with the source (which met the compartment) and the sink (bare), each with its
+ * policy. */
+typedef struct echo_child {
+    child c;
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src, *snk;
+} echo_child;
+
+static void echo_child_start(echo_child *e)
+{
+    CU_ASSERT_TRUE_FATAL(start(&e->c, "echo", NULL));
+    e->src = service_ctx(&e->c, source, &e->p1, false);
+    e->snk = service_ctx(&e->c, sink, &e->p2, true);
+}
+
+/* Shuts the child down cleanly (checked) and frees the contexts and policies. */
+static void echo_child_stop(echo_child *e)
+{
+    CU_ASSERT_EQUAL(shutdown_child(&e->c), 0);
+    idevs_envelope_ctx_free(e->src);
+    idevs_envelope_ctx_free(e->snk);
+    idevs_cert_policy_free(e->p1);
+    idevs_cert_policy_free(e->p2);
+}
+
 static void seal(idevs_envelope_ctx *ctx, const char *topic, const char *text, const idevs_msgid *prov, size_t n,
                  uint8_t **env, size_t *env_len, idevs_msgid *id)
 {
@@ -852,23 +877,17 @@ static void test_refusals(void)
 
 static void test_transaction_dropped_on_error(void)
 {
-    child c;
-    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
-    idevs_cert_policy *p1, *p2;
-    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, true);
+    echo_child e;
+    echo_child_start(&e);
     idevs_msgid id;
     /* The handler emits (the first envelope to the sink, with the chain) and then fails: nothing leaves. */
-    deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "fail", &id);
-    expect_done(&c, 1, IDEVS_ERR_LOGIC);
+    deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "fail", &id);
+    expect_done(&e.c, 1, IDEVS_ERR_LOGIC);
     /* The next output still reaches a sink that never saw the compartment's certificate. */
-    deliver_text(&c, src, 2, TOPIC_IN, TOPIC_IN, "after", &id);
-    expect_publish(&c, 2, snk, TOPIC_OUT, "after", &id, 1, NULL);
-    expect_done(&c, 2, IDEVS_OK);
-    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    deliver_text(&e.c, e.src, 2, TOPIC_IN, TOPIC_IN, "after", &id);
+    expect_publish(&e.c, 2, e.snk, TOPIC_OUT, "after", &id, 1, NULL);
+    expect_done(&e.c, 2, IDEVS_OK);
+    echo_child_stop(&e);
 }
 
 /* idevs_refuse(): a declared code travels in Done as its index + 1, with status logic and nothing published;
@@ -1047,64 +1066,23 @@ static void hostile_link(const char *logic, int events, const char *fatal_has, i
     idevs_cert_policy_free(p);
 }
 
-static void test_link_raw_publish(void)
-{
-    hostile_link("hostile_raw_publish", 1, "a frame the logic process may not send", IDEVS_OK);
-}
-static void test_link_raw_fds(void)
-{
-    hostile_link("hostile_raw_fds", 1, "system call write (1) outside the sandbox allowlist (in the logic process)",
-                 IDEVS_OK);
-}
-static void test_link_vmread(void)
-{
-    hostile_link("hostile_vmread", 1, "system call process_vm_readv (", IDEVS_OK);
-}
-static void test_link_procmem(void)
-{
-    hostile_link("hostile_procmem", 1, "system call openat (", IDEVS_OK);
-}
-static void test_link_ptrace_attach(void)
-{
-    hostile_link("hostile_ptrace_attach", 1, "system call ptrace (", IDEVS_OK);
-}
-static void test_link_undeclared_raw(void)
-{
-    hostile_link("hostile_undeclared_raw", 1, "an emit to an output the descriptor does not declare", IDEVS_OK);
-}
-static void test_link_late_emit(void)
-{
-    hostile_link("hostile_late_emit", 2, "a frame that answers no current event", IDEVS_OK);
-}
-static void test_link_flood(void)
-{
-    hostile_link("hostile_flood", 1, NULL, IDEVS_ERR_EMIT_LIMIT);
-}
-static void test_link_flood_raw(void)
-{
-    hostile_link("hostile_flood_raw", 1, NULL, IDEVS_ERR_EMIT_LIMIT);
-}
-static void test_link_huge(void)
-{
-    hostile_link("hostile_huge", 1, NULL, IDEVS_ERR_LOGIC);
-}
-static void test_link_huge_raw(void)
-{
-    hostile_link("hostile_huge_raw", 1, "the logic process sent a bad frame", IDEVS_OK);
-}
-static void test_link_refusal_raw(void)
-{
-    hostile_link("hostile_refusal_raw", 1, "a refusal code the descriptor does not declare", IDEVS_OK);
-}
-
-static void test_link_request_raw(void)
-{
-    hostile_link("hostile_request_raw", 1, "a request the logic registered no response handler for", IDEVS_OK);
-}
-static void test_link_spin(void)
-{
-    hostile_link("hostile_spin", 1, "the logic process did not answer within 2000 ms", IDEVS_OK);
-}
+/* One test each: the hostile logic, then hostile_link's other arguments. */
+#define HOSTILE_LINK(test, logic, events, fatal_has, done_status) \
+    static void test(void) { hostile_link(logic, events, fatal_has, done_status); }
+HOSTILE_LINK(test_link_raw_publish, "hostile_raw_publish", 1, "a frame the logic process may not send", IDEVS_OK)
+HOSTILE_LINK(test_link_raw_fds, "hostile_raw_fds", 1, "system call write (1) outside the sandbox allowlist (in the logic process)", IDEVS_OK)
+HOSTILE_LINK(test_link_vmread, "hostile_vmread", 1, "system call process_vm_readv (", IDEVS_OK)
+HOSTILE_LINK(test_link_procmem, "hostile_procmem", 1, "system call openat (", IDEVS_OK)
+HOSTILE_LINK(test_link_ptrace_attach, "hostile_ptrace_attach", 1, "system call ptrace (", IDEVS_OK)
+HOSTILE_LINK(test_link_undeclared_raw, "hostile_undeclared_raw", 1, "an emit to an output the descriptor does not declare", IDEVS_OK)
+HOSTILE_LINK(test_link_late_emit, "hostile_late_emit", 2, "a frame that answers no current event", IDEVS_OK)
+HOSTILE_LINK(test_link_flood, "hostile_flood", 1, NULL, IDEVS_ERR_EMIT_LIMIT)
+HOSTILE_LINK(test_link_flood_raw, "hostile_flood_raw", 1, NULL, IDEVS_ERR_EMIT_LIMIT)
+HOSTILE_LINK(test_link_huge, "hostile_huge", 1, NULL, IDEVS_ERR_LOGIC)
+HOSTILE_LINK(test_link_huge_raw, "hostile_huge_raw", 1, "the logic process sent a bad frame", IDEVS_OK)
+HOSTILE_LINK(test_link_refusal_raw, "hostile_refusal_raw", 1, "a refusal code the descriptor does not declare", IDEVS_OK)
+HOSTILE_LINK(test_link_request_raw, "hostile_request_raw", 1, "a request the logic registered no response handler for", IDEVS_OK)
+HOSTILE_LINK(test_link_spin, "hostile_spin", 1, "the logic process did not answer within 2000 ms", IDEVS_OK)
 
 static void test_hostile_open(void) { hostile("hostile_open", "openat"); }
 static void test_hostile_socket(void) { hostile("hostile_socket", "socket"); }
@@ -1789,27 +1767,21 @@ static char *filler(const char *prefix, size_t len)
  * restart_syscall. The same process then serves the next delivery and ends normally at Shutdown. */
 static void stopped_while_waiting(suspend_how how)
 {
-    child c;
-    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
-    idevs_cert_policy *p1, *p2;
-    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, true);
-    pid_t pid = c.pid;
+    echo_child e;
+    echo_child_start(&e);
+    pid_t pid = e.c.pid;
     CU_ASSERT_TRUE_FATAL(suspend_wait_sleeping(pid));
     char why[512];
     if (suspend_for(pid, how, 300, why, sizeof why)) {
         idevs_msgid id;
-        deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "after a pause", &id);
-        expect_publish(&c, 1, snk, TOPIC_OUT, "after a pause", &id, 1, NULL);
-        expect_done(&c, 1, IDEVS_OK);
+        deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "after a pause", &id);
+        expect_publish(&e.c, 1, e.snk, TOPIC_OUT, "after a pause", &id, 1, NULL);
+        expect_done(&e.c, 1, IDEVS_OK);
         CU_ASSERT_TRUE(still_running(pid));
     } else {
         suspend_skipped(how, why);
     }
-    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    echo_child_stop(&e);
 }
 
 static void test_stopped_sigstop(void) { stopped_while_waiting(SUSPEND_SIGSTOP); }

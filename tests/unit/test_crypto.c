@@ -171,9 +171,5 @@ static CU_TestInfo crypto_tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {
-        {"crypto", NULL, NULL, NULL, NULL, crypto_tests},
-        CU_SUITE_INFO_NULL,
-    };
-    return harness_run(suites);
+    return harness_run_suite("crypto", NULL, NULL, crypto_tests);
 }

@@ -320,6 +320,5 @@ static CU_TestInfo tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {{"deployment", NULL, NULL, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
-    return harness_run(suites);
+    return harness_run_suite("deployment", NULL, NULL, tests);
 }

@@ -1221,6 +1221,5 @@ static CU_TestInfo tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {{"envelope", suite_init, suite_clean, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
-    return harness_run(suites);
+    return harness_run_suite("envelope", suite_init, suite_clean, tests);
 }

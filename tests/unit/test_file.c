@@ -68,12 +68,10 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     free(ca_pem);
     free(authority_pem);
     fixture_pki_free(&pki);
-    return system(cmd) == 0 ? 0 : 1;
+    return harness_remove_tree(dir);
 }
 
 /* Reads path (relative to dirfd) under rules and expects it whole: want bytes, NUL-terminated. */
@@ -357,24 +355,21 @@ static void test_chain_files(void)
     idevs_cert_policy_free(policy);
 }
 
+static CU_TestInfo file_tests[] = {
+    {"idevs_fail writes the sentence and returns the code", test_fail},
+    {"a regular file is read whole, NUL-terminated, also relative to a directory", test_read_regular},
+    {"an empty file within or below the bounds; a missing one", test_empty_and_missing},
+    {"a directory, a FIFO (no hang) and a device are refused", test_not_regular},
+    {"a symbolic link: followed, or refused where a private file is expected", test_symlink},
+    {"a private file: mode and owner", test_private},
+    {"size bounds, checked with fstat", test_size},
+    {"a file that grows while read is refused, not cut", test_grows_while_read},
+    {"comments, CRLF, trailing garbage, too many, empty, a key", test_chain_rules},
+    {"oversized, a directory, a FIFO; parsed chains and a policy's CA file", test_chain_files},
+    CU_TEST_INFO_NULL,
+};
+
 int main(void)
 {
-    CU_TestInfo file_tests[] = {
-        {"idevs_fail writes the sentence and returns the code", test_fail},
-        {"a regular file is read whole, NUL-terminated, also relative to a directory", test_read_regular},
-        {"an empty file within or below the bounds; a missing one", test_empty_and_missing},
-        {"a directory, a FIFO (no hang) and a device are refused", test_not_regular},
-        {"a symbolic link: followed, or refused where a private file is expected", test_symlink},
-        {"a private file: mode and owner", test_private},
-        {"size bounds, checked with fstat", test_size},
-        {"a file that grows while read is refused, not cut", test_grows_while_read},
-        {"comments, CRLF, trailing garbage, too many, empty, a key", test_chain_rules},
-        {"oversized, a directory, a FIFO; parsed chains and a policy's CA file", test_chain_files},
-        CU_TEST_INFO_NULL,
-    };
-    CU_SuiteInfo suites[] = {
-        {"file", suite_init, suite_clean, NULL, NULL, file_tests},
-        CU_SUITE_INFO_NULL,
-    };
-    return harness_run(suites);
+    return harness_run_suite("file", suite_init, suite_clean, file_tests);
 }

@@ -25,11 +25,10 @@
 #include "idevs_backend.h"
 #include "idevs_envelope.h"
 #include "idevs_launcher.h"
+#include "launch_record.h"
 
 #define IN_TOPIC "t/in/events"
 #define OUT_TOPIC "t/out"
-#define MAX_EVENTS 64
-#define MAX_RECORDS 4096
 
 /* ---- the world every test starts from ---- */
 
@@ -45,28 +44,6 @@ typedef struct world {
     char descriptor[128];
     idevs_uuid program;
 } world;
-
-static void write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(fwrite(data, 1, len, f) == len);
-    CU_ASSERT_FATAL(fclose(f) == 0);
-}
-
-static void write_cert(const char *path, const idevs_identity *id)
-{
-    size_t len = 0;
-    const uint8_t *der = idevs_identity_chain_der(id, 0, &len);
-    const unsigned char *p = der;
-    X509 *cert = d2i_X509(NULL, &p, (long)len);
-    CU_ASSERT_FATAL(cert != NULL);
-    FILE *f = fopen(path, "w");
-    CU_ASSERT_FATAL(f != NULL);
-    CU_ASSERT_FATAL(PEM_write_X509(f, cert) == 1);
-    fclose(f);
-    X509_free(cert);
-}
 
 static void hex(const uint8_t *b, size_t n, char *out)
 {
@@ -106,7 +83,7 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u%s}}\n",
                      program, logic, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
-    write_file(w->descriptor, text, (size_t)n);
+    launch_write_file(w->descriptor, text, (size_t)n);
 }
 
 static void world_init(world *w, const char *logic, unsigned queue_depth, unsigned event_timeout_ms)
@@ -118,88 +95,19 @@ static void world_init(world *w, const char *logic, unsigned queue_depth, unsign
     snprintf(w->descriptor, sizeof w->descriptor, "%s/deployment.json", w->dir);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/store.crt", w->dir);
-    write_cert(path, store);
+    launch_write_cert(path, store);
     snprintf(path, sizeof path, "%s/sink.crt", w->dir);
-    write_cert(path, sink);
+    launch_write_cert(path, sink);
     idevs_uuid_generate(&w->program);
     write_descriptor(w, logic, queue_depth, event_timeout_ms);
 }
 
 static void world_free(world *w)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
-    CU_ASSERT(system(cmd) == 0);
+    CU_ASSERT(harness_remove_tree(w->dir) == 0);
 }
 
-/* ---- what the callbacks saw ---- */
-
-typedef struct record {
-    char events[MAX_EVENTS][512];
-    int event_kind[MAX_EVENTS];
-    size_t event_count;
-    uint64_t done_id[MAX_RECORDS];
-    idevs_err done_status[MAX_RECORDS];
-    char done_refusal[MAX_RECORDS][40]; /* on_refused's code, "" when none */
-    size_t done_count;
-    uint64_t pub_id[MAX_RECORDS];
-    uint8_t *pub_env[MAX_RECORDS];
-    size_t pub_len[MAX_RECORDS];
-    char pub_topic[MAX_RECORDS][32];
-    size_t pub_count;
-    uint64_t refused_id; /* on_refused's, until the on_done that follows */
-    char refused_code[40];
-} record;
-
-static void on_event(void *arg, idevs_launcher_event event, const char *message)
-{
-    record *r = arg;
-    if (r->event_count < MAX_EVENTS) {
-        snprintf(r->events[r->event_count], sizeof r->events[0], "%s", message);
-        r->event_kind[r->event_count++] = (int)event;
-    }
-}
-
-static void on_publish(void *arg, const idevs_launcher_publish *p)
-{
-    record *r = arg;
-    CU_ASSERT_FATAL(r->pub_count < MAX_RECORDS);
-    size_t i = r->pub_count++;
-    r->pub_id[i] = p->delivery_id;
-    r->pub_env[i] = malloc(p->envelope_len);
-    CU_ASSERT_FATAL(r->pub_env[i] != NULL);
-    memcpy(r->pub_env[i], p->envelope, p->envelope_len);
-    r->pub_len[i] = p->envelope_len;
-    snprintf(r->pub_topic[i], sizeof r->pub_topic[i], "%s", p->topic);
-}
-
-static void on_done(void *arg, uint64_t id, idevs_err status)
-{
-    record *r = arg;
-    CU_ASSERT_FATAL(r->done_count < MAX_RECORDS);
-    snprintf(r->done_refusal[r->done_count], sizeof r->done_refusal[0], "%s",
-             r->refused_id == id ? r->refused_code : "");
-    r->refused_id = 0;
-    r->done_id[r->done_count] = id;
-    r->done_status[r->done_count++] = status;
-}
-
-static void on_refused(void *arg, uint64_t id, size_t index, const char *code)
-{
-    record *r = arg;
-    CU_ASSERT(index < IDEVS_LAUNCHER_REFUSALS_MAX);
-    r->refused_id = id;
-    snprintf(r->refused_code, sizeof r->refused_code, "%s", code);
-}
-
-static void record_clear(record *r)
-{
-    for (size_t i = 0; i < r->pub_count; i++)
-        free(r->pub_env[i]);
-    memset(r, 0, sizeof *r);
-}
-
-static bool saw_event(const record *r, const char *needle)
+static bool saw_event(const launch_record *r, const char *needle)
 {
     for (size_t i = 0; i < r->event_count; i++)
         if (strstr(r->events[i], needle) != NULL)
@@ -207,7 +115,7 @@ static bool saw_event(const record *r, const char *needle)
     return false;
 }
 
-static idevs_err done_status_of(const record *r, uint64_t id, size_t *times)
+static idevs_err done_status_of(const launch_record *r, uint64_t id, size_t *times)
 {
     idevs_err st = IDEVS_ERR_COUNT;
     *times = 0;
@@ -221,7 +129,7 @@ static idevs_err done_status_of(const record *r, uint64_t id, size_t *times)
 
 /* ---- launchers ---- */
 
-static void config(idevs_launcher_config *cfg, const world *w, const char *host, record *r)
+static void config(idevs_launcher_config *cfg, const world *w, const char *host, launch_record *r)
 {
     idevs_launcher_config_default(cfg);
     cfg->descriptor = w->descriptor;
@@ -232,7 +140,7 @@ static void config(idevs_launcher_config *cfg, const world *w, const char *host,
     cfg->authority_cert = pki.authority_cert;
     cfg->backoff_initial_ms = 20;
     cfg->exit_grace_ms = 200;
-    cfg->on_event = on_event;
+    cfg->on_event = launch_record_on_event;
     cfg->event_arg = r;
 }
 
@@ -256,31 +164,24 @@ static void start(idevs_launcher *l)
     CU_ASSERT_FATAL(err == IDEVS_OK);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Polls until want Done calls were seen or timeout_ms passed. */
-static void poll_until_done(idevs_launcher *l, record *r, size_t want, int timeout_ms)
+static void poll_until_done(idevs_launcher *l, launch_record *r, size_t want, int timeout_ms)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, r, on_refused};
-    int64_t end = now_ms() + timeout_ms;
-    while (r->done_count < want && now_ms() < end)
+    idevs_launcher_callbacks cb = launch_record_callbacks(r);
+    int64_t end = launch_now_ms() + timeout_ms;
+    while (r->done_count < want && launch_now_ms() < end)
         CU_ASSERT_FATAL(idevs_launcher_poll(l, 50, &cb) == IDEVS_OK);
 }
 
-static void poll_until_ready(idevs_launcher *l, record *r, uint64_t started_before, int timeout_ms)
+static void poll_until_ready(idevs_launcher *l, launch_record *r, uint64_t started_before, int timeout_ms)
 {
-    idevs_launcher_callbacks cb = {on_publish, on_done, r, on_refused};
+    idevs_launcher_callbacks cb = launch_record_callbacks(r);
     idevs_launcher_stats st;
-    int64_t end = now_ms() + timeout_ms;
+    int64_t end = launch_now_ms() + timeout_ms;
     do {
         CU_ASSERT_FATAL(idevs_launcher_poll(l, 20, &cb) == IDEVS_OK);
         idevs_launcher_get_stats(l, &st);
-    } while ((st.state != IDEVS_LAUNCHER_READY || st.started <= started_before) && now_ms() < end);
+    } while ((st.state != IDEVS_LAUNCHER_READY || st.started <= started_before) && launch_now_ms() < end);
     CU_ASSERT_FATAL(st.state == IDEVS_LAUNCHER_READY && st.started > started_before);
 }
 
@@ -312,10 +213,12 @@ static void party_meet(party *p, idevs_launcher *l, idevs_cert_info *info)
     CU_ASSERT_FATAL(err == IDEVS_OK);
 }
 
+/* Frees and zeroes: freeing again does nothing. */
 static void party_free(party *p)
 {
     idevs_envelope_ctx_free(p->ctx);
     idevs_cert_policy_free(p->policy);
+    memset(p, 0, sizeof *p);
 }
 
 static uint8_t *seal(party *p, const world *w, const char *payload, size_t *len)
@@ -329,7 +232,7 @@ static uint8_t *seal(party *p, const world *w, const char *payload, size_t *len)
 }
 
 /* Opens the i-th publication at the sink; returns its payload (malloc'd) or NULL. */
-static char *open_output(party *p, const record *r, size_t i)
+static char *open_output(party *p, const launch_record *r, size_t i)
 {
     idevs_opened o;
     memset(&o, 0, sizeof o);
@@ -377,8 +280,67 @@ static void copy_file(const char *from, const char *to)
     uint8_t *b = malloc((size_t)n);
     CU_ASSERT_FATAL(b != NULL && fread(b, 1, (size_t)n, f) == (size_t)n);
     fclose(f);
-    write_file(to, b, (size_t)n);
+    launch_write_file(to, b, (size_t)n);
     free(b);
+}
+
+/* ---- a test's world, record, launcher and parties, in one ---- */
+
+typedef struct rig {
+    launch_record r;
+    world w;
+    idevs_launcher_config cfg; /* config() of w and r */
+    idevs_launcher *l;         /* NULL until rig_start(), or when the test frees it itself */
+    party st, sk;              /* store and sink, once rig_start() met the compartment */
+} rig;
+
+/* A new world for logic and the launcher's configuration for it, with host as the host program; no launcher yet.
+ * The test may change t->cfg before rig_start(). */
+static rig *rig_new(const char *logic, unsigned queue_depth, unsigned event_timeout_ms, const char *host)
+{
+    rig *t = calloc(1, sizeof *t);
+    CU_ASSERT_FATAL(t != NULL);
+    world_init(&t->w, logic, queue_depth, event_timeout_ms);
+    config(&t->cfg, &t->w, host, &t->r);
+    return t;
+}
+
+/* Starts t->l (made from t->cfg when there is none yet); store meets the compartment (its certificate in *info
+ * unless NULL), then sink. */
+static void rig_start(rig *t, idevs_cert_info *info)
+{
+    if (t->l == NULL)
+        t->l = launcher(&t->cfg);
+    start(t->l);
+    party_init(&t->st, store, t->l);
+    party_meet(&t->st, t->l, info);
+    party_init(&t->sk, sink, t->l);
+    party_meet(&t->sk, t->l, NULL);
+}
+
+/* Frees t's launcher (it writes its replay record as it stops); the world, record and parties stay. */
+static void rig_stop(rig *t)
+{
+    idevs_launcher_free(t->l);
+    t->l = NULL;
+}
+
+static void rig_free(rig *t)
+{
+    party_free(&t->st);
+    party_free(&t->sk);
+    idevs_launcher_free(t->l);
+    world_free(&t->w);
+    launch_record_clear(&t->r);
+    free(t);
+}
+
+/* A started launcher of the echo logic (queue 16, event timeout 2 s) in a new world, store and sink meeting it. */
+static rig *echo_started(void)
+{
+    rig *t = rig_new(echo_path, 16, 2000, host_path);
+    rig_start(t, NULL);
+    return t;
 }
 
 /* ---- tests ---- */
@@ -387,89 +349,64 @@ static void copy_file(const char *from, const char *to)
  * computed here from the files; another logic gives another measurement. */
 static void test_measurement_rule(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *a = launcher(&cfg);
+    rig *t = rig_new(echo_path, 16, 2000, host_path);
+    idevs_launcher *a = launcher(&t->cfg);
     uint8_t in[20 + 96], expect[32];
     memcpy(in, "idevs measurement v2", 20);
     file_sha256(host_path, in + 20);
     file_sha256(echo_path, in + 52);
-    file_sha256(w.descriptor, in + 84);
+    file_sha256(t->w.descriptor, in + 84);
     CU_ASSERT_FATAL(idevs_sha256(in, sizeof in, expect) == IDEVS_OK);
     CU_ASSERT(memcmp(idevs_launcher_measurement(a), expect, 32) == 0);
     CU_ASSERT(memcmp(idevs_launcher_descriptor_digest(a), in + 84, 32) == 0);
 
-    cfg.logic = hang_path; /* same descriptor, other logic */
-    idevs_launcher *b = launcher(&cfg);
+    t->cfg.logic = hang_path; /* same descriptor, other logic */
+    idevs_launcher *b = launcher(&t->cfg);
     CU_ASSERT(memcmp(idevs_launcher_measurement(a), idevs_launcher_measurement(b), 32) != 0);
     idevs_launcher_free(a);
     idevs_launcher_free(b);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* The launcher runs what it measured: replacing the logic file after measuring changes nothing. */
 static void test_no_swap_after_measuring(void)
 {
-    record r = {0};
-    world w;
     char logic[PATH_MAX + 16];
-    world_init(&w, "placeholder.so", 16, 2000);
-    snprintf(logic, sizeof logic, "%s/logic.so", w.dir);
+    rig *t = rig_new("placeholder.so", 16, 2000, host_path);
+    snprintf(logic, sizeof logic, "%s/logic.so", t->w.dir);
     copy_file(echo_path, logic);
-    write_descriptor(&w, logic, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
+    write_descriptor(&t->w, logic, 16, 2000);
+    t->l = launcher(&t->cfg);
     uint8_t measured[32];
-    memcpy(measured, idevs_launcher_measurement(l), 32);
+    memcpy(measured, idevs_launcher_measurement(t->l), 32);
     copy_file(hang_path, logic); /* the swap: a logic that hangs on "hang..." */
-    start(l);
     /* The certificate carries the measurement of the echo logic ... */
     idevs_cert_info info;
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, &info);
+    rig_start(t, &info);
     CU_ASSERT(info.has_evidence && memcmp(info.evidence.measurement, measured, 32) == 0);
     /* ... and the echo logic is what runs: "hang now" comes back instead of hanging. */
-    party sk;
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
-    uint64_t id = deliver(l, &st, &w, "hang now");
-    poll_until_done(l, &r, 1, 5000);
+    uint64_t id = deliver(t->l, &t->st, &t->w, "hang now");
+    poll_until_done(t->l, &t->r, 1, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(times, 1);
-    CU_ASSERT_FATAL(r.pub_count == 1);
-    char *got = open_output(&sk, &r, 0);
+    CU_ASSERT_FATAL(t->r.pub_count == 1);
+    char *got = open_output(&t->sk, &t->r, 0);
     CU_ASSERT(got != NULL && strcmp(got, "hang now") == 0);
     free(got);
-    party_free(&st);
-    party_free(&sk);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 static void test_round_trip_and_private_files(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
+    rig *t = echo_started();
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.state == IDEVS_LAUNCHER_READY && s.pid > 0 && s.started == 1 && s.certified == 1);
     CU_ASSERT(s.last_certified_us > 0 && s.last_ready_us >= s.last_certified_us);
     CU_ASSERT(!s.last_keys_restored);
-    CU_ASSERT(saw_event(&r, "certified in"));
-    CU_ASSERT(saw_event(&r, "compartment 'rewards' (program "));
+    CU_ASSERT(saw_event(&t->r, "certified in"));
+    CU_ASSERT(saw_event(&t->r, "compartment 'rewards' (program "));
 
     /* The compartment runs unprivileged: as "nobody" when the tests run as root, else as us. */
     char status_path[64], line[256];
@@ -486,79 +423,64 @@ static void test_round_trip_and_private_files(void)
     /* The state files are private. */
     char path[PATH_MAX + 64], program[IDEVS_UUID_STR_LEN];
     struct stat st_;
-    snprintf(path, sizeof path, "%s/sealing.key", w.state);
+    snprintf(path, sizeof path, "%s/sealing.key", t->w.state);
     CU_ASSERT_FATAL(stat(path, &st_) == 0);
     CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
     CU_ASSERT_EQUAL(st_.st_size, 32);
-    idevs_uuid_format(&w.program, program);
-    snprintf(path, sizeof path, "%s/%s.sealed", w.state, program);
+    idevs_uuid_format(&t->w.program, program);
+    snprintf(path, sizeof path, "%s/%s.sealed", t->w.state, program);
     CU_ASSERT_FATAL(stat(path, &st_) == 0);
     CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
 
-    party st, sk;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
-    uint64_t a = deliver(l, &st, &w, "hello");
-    uint64_t b = deliver(l, &st, &w, "upper:quiet");
-    poll_until_done(l, &r, 2, 5000);
+    uint64_t a = deliver(t->l, &t->st, &t->w, "hello");
+    uint64_t b = deliver(t->l, &t->st, &t->w, "upper:quiet");
+    poll_until_done(t->l, &t->r, 2, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(done_status_of(&r, b, &times), IDEVS_OK);
-    CU_ASSERT_FATAL(r.pub_count == 2);
-    char *o1 = open_output(&sk, &r, 0), *o2 = open_output(&sk, &r, 1);
-    CU_ASSERT(o1 != NULL && strcmp(o1, "hello") == 0 && r.pub_id[0] == a);
-    CU_ASSERT(o2 != NULL && strcmp(o2, "QUIET") == 0 && r.pub_id[1] == b);
-    CU_ASSERT_STRING_EQUAL(r.pub_topic[0], OUT_TOPIC);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, b, &times), IDEVS_OK);
+    CU_ASSERT_FATAL(t->r.pub_count == 2);
+    char *o1 = open_output(&t->sk, &t->r, 0), *o2 = open_output(&t->sk, &t->r, 1);
+    CU_ASSERT(o1 != NULL && strcmp(o1, "hello") == 0 && t->r.pub_id[0] == a);
+    CU_ASSERT(o2 != NULL && strcmp(o2, "QUIET") == 0 && t->r.pub_id[1] == b);
+    CU_ASSERT_STRING_EQUAL(t->r.pub_topic[0], OUT_TOPIC);
     free(o1);
     free(o2);
 
     /* A failing handler: Done with its error and nothing published (transactional). */
-    uint64_t c = deliver(l, &st, &w, "fail");
-    poll_until_done(l, &r, 3, 5000);
-    CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_ERR_LOGIC);
-    CU_ASSERT_EQUAL(r.pub_count, 2);
+    uint64_t c = deliver(t->l, &t->st, &t->w, "fail");
+    poll_until_done(t->l, &t->r, 3, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, c, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(t->r.pub_count, 2);
 
     /* A clean stop reaps the child: Shutdown, not a kill. */
     pid_t pid = s.pid;
-    idevs_launcher_stop(l, 2000);
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_stop(t->l, 2000);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.pid == 0 && s.killed == 0);
     errno = 0;
     CU_ASSERT(waitpid(pid, NULL, WNOHANG) == -1 && errno == ECHILD);
     CU_ASSERT(kill(pid, 0) == -1);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL), IDEVS_ERR_NOT_NOW);
-    party_free(&st);
-    party_free(&sk);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL), IDEVS_ERR_NOT_NOW);
+    rig_free(t);
 }
 
 /* A group-readable sealing secret is refused, naming the file. */
 static void test_sealing_key_must_be_private(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
+    rig *t = rig_new(echo_path, 16, 2000, host_path);
     char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/sealing.key", w.state);
+    snprintf(path, sizeof path, "%s/sealing.key", t->w.state);
     uint8_t secret[32] = {1};
-    write_file(path, secret, sizeof secret);
+    launch_write_file(path, secret, sizeof secret);
     CU_ASSERT_FATAL(chmod(path, 0640) == 0);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
+    t->l = launcher(&t->cfg);
     char why[512] = "";
-    CU_ASSERT_EQUAL(idevs_launcher_start(l, why, sizeof why), IDEVS_ERR_KEY_FILE);
+    CU_ASSERT_EQUAL(idevs_launcher_start(t->l, why, sizeof why), IDEVS_ERR_KEY_FILE);
     CU_ASSERT(strstr(why, "sealing.key") != NULL);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.started == 0);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* kill -9 mid-stream: the compartment restarts with the same keys, an envelope sealed before the crash opens
@@ -566,58 +488,48 @@ static void test_sealing_key_must_be_private(void)
 static void test_kill9_keeps_identity_loses_nothing(void)
 {
     enum { N = 1000 };
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 1024, 5000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st, sk;
+    rig *t = rig_new(echo_path, 1024, 5000, host_path);
     idevs_cert_info before, after;
-    party_init(&st, store, l);
-    party_meet(&st, l, &before);
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
+    rig_start(t, &before);
     size_t early_len = 0;
-    uint8_t *early = seal(&st, &w, "sealed before the crash", &early_len);
+    uint8_t *early = seal(&t->st, &t->w, "sealed before the crash", &early_len);
 
     uint64_t ids[N];
     char payload[32];
     for (int i = 0; i < N; i++) {
         snprintf(payload, sizeof payload, "event %d", i);
-        ids[i] = deliver(l, &st, &w, payload);
+        ids[i] = deliver(t->l, &t->st, &t->w, payload);
     }
-    poll_until_done(l, &r, 1, 5000);
+    poll_until_done(t->l, &t->r, 1, 5000);
     /* Freeze the compartment first: it can otherwise finish every delivery before the kill lands, and then
      * nothing would be in flight. Frozen, what it has not answered stays in flight. */
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0);
-    poll_until_done(l, &r, N, 100); /* take the answers it sent before it froze */
-    CU_ASSERT_FATAL(r.done_count >= 1 && r.done_count < N);
+    poll_until_done(t->l, &t->r, N, 100); /* take the answers it sent before it froze */
+    CU_ASSERT_FATAL(t->r.done_count >= 1 && t->r.done_count < N);
     CU_ASSERT_FATAL(kill(s.pid, SIGKILL) == 0);
-    poll_until_done(l, &r, N, 20000);
-    CU_ASSERT_FATAL(r.done_count == N);
-    idevs_launcher_get_stats(l, &s);
+    poll_until_done(t->l, &t->r, N, 20000);
+    CU_ASSERT_FATAL(t->r.done_count == N);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.restarts == 1 && s.started == 2 && s.resent >= 1 && s.given_up == 0);
     CU_ASSERT(s.last_keys_restored);
     CU_ASSERT(strstr(s.last_exit, "signal 9") != NULL);
-    CU_ASSERT(saw_event(&r, "restarting in 20 ms"));
+    CU_ASSERT(saw_event(&t->r, "restarting in 20 ms"));
     for (int i = 0; i < N; i++) {
         size_t times = 0;
-        CU_ASSERT_EQUAL(done_status_of(&r, ids[i], &times), IDEVS_OK);
+        CU_ASSERT_EQUAL(done_status_of(&t->r, ids[i], &times), IDEVS_OK);
         CU_ASSERT_EQUAL(times, 1);
     }
     /* One output per delivery, in the order of the Done calls, each opening to its own payload. */
-    party_meet(&sk, l, NULL); /* the new certificate (same keys) */
-    CU_ASSERT_FATAL(r.pub_count == N);
+    party_meet(&t->sk, t->l, NULL); /* the new certificate (same keys) */
+    CU_ASSERT_FATAL(t->r.pub_count == N);
     size_t opened = 0;
-    for (size_t i = 0; i < r.pub_count; i++) {
-        char *got = open_output(&sk, &r, i);
+    for (size_t i = 0; i < t->r.pub_count; i++) {
+        char *got = open_output(&t->sk, &t->r, i);
         int k = -1;
         for (int j = 0; j < N; j++)
-            if (ids[j] == r.pub_id[i])
+            if (ids[j] == t->r.pub_id[i])
                 k = j;
         snprintf(payload, sizeof payload, "event %d", k);
         if (got != NULL && k >= 0 && strcmp(got, payload) == 0)
@@ -627,13 +539,13 @@ static void test_kill9_keeps_identity_loses_nothing(void)
     CU_ASSERT_EQUAL(opened, N);
 
     /* Same keys in the new certificate. */
-    CU_ASSERT_FATAL(idevs_launcher_chain_count(l) == 2);
+    CU_ASSERT_FATAL(idevs_launcher_chain_count(t->l) == 2);
     const uint8_t *der[2];
     size_t len[2];
     for (int i = 0; i < 2; i++)
-        der[i] = idevs_launcher_chain_der(l, (size_t)i, &len[i]);
-    idevs_cert_policy *pol = fixture_compartment_policy(&pki, idevs_launcher_measurement(l),
-                                                        idevs_launcher_descriptor_digest(l));
+        der[i] = idevs_launcher_chain_der(t->l, (size_t)i, &len[i]);
+    idevs_cert_policy *pol = fixture_compartment_policy(&pki, idevs_launcher_measurement(t->l),
+                                                        idevs_launcher_descriptor_digest(t->l));
     CU_ASSERT_FATAL(idevs_cert_verify(pol, der, len, 2, &after, NULL, 0) == IDEVS_OK);
     idevs_cert_policy_free(pol);
     CU_ASSERT(memcmp(before.sign_pub, after.sign_pub, 32) == 0);
@@ -641,50 +553,38 @@ static void test_kill9_keeps_identity_loses_nothing(void)
     CU_ASSERT(memcmp(before.cert_digest, after.cert_digest, 32) != 0);
 
     /* The envelope sealed to the first compartment opens in the second. */
-    size_t base = r.done_count;
+    size_t base = t->r.done_count;
     uint64_t id = 0;
-    CU_ASSERT_FATAL(idevs_launcher_deliver(l, IN_TOPIC, early, early_len, NULL, 0, &id) == IDEVS_OK);
-    poll_until_done(l, &r, base + 1, 5000);
+    CU_ASSERT_FATAL(idevs_launcher_deliver(t->l, IN_TOPIC, early, early_len, NULL, 0, &id) == IDEVS_OK);
+    poll_until_done(t->l, &t->r, base + 1, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
-    CU_ASSERT_FATAL(r.pub_count == N + 1);
-    char *got = open_output(&sk, &r, N);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
+    CU_ASSERT_FATAL(t->r.pub_count == N + 1);
+    char *got = open_output(&t->sk, &t->r, N);
     CU_ASSERT(got != NULL && strcmp(got, "sealed before the crash") == 0);
     free(got);
     free(early);
-    party_free(&st);
-    party_free(&sk);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* Another measurement (another logic) with the same state: the sealed keys do not open; fresh keys, a fresh
  * certificate, and envelopes sealed to the old keys are refused. */
 static void test_other_measurement_gets_fresh_keys(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *a = launcher(&cfg);
-    start(a);
-    party st;
+    rig *t = rig_new(echo_path, 16, 2000, host_path);
     idevs_cert_info first, second;
-    party_init(&st, store, a);
-    party_meet(&st, a, &first);
+    rig_start(t, &first);
     size_t old_len = 0;
-    uint8_t *old = seal(&st, &w, "for the old keys", &old_len);
-    idevs_launcher_free(a);
+    uint8_t *old = seal(&t->st, &t->w, "for the old keys", &old_len);
+    rig_stop(t);
 
-    cfg.logic = hang_path;
-    idevs_launcher *b = launcher(&cfg);
+    t->cfg.logic = hang_path;
+    idevs_launcher *b = launcher(&t->cfg);
     start(b);
     idevs_launcher_stats s;
     idevs_launcher_get_stats(b, &s);
     CU_ASSERT(!s.last_keys_restored);
-    CU_ASSERT(saw_event(&r, "got fresh keys"));
+    CU_ASSERT(saw_event(&t->r, "got fresh keys"));
     const uint8_t *der[2];
     size_t len[2];
     for (int i = 0; i < 2; i++)
@@ -699,16 +599,14 @@ static void test_other_measurement_gets_fresh_keys(void)
 
     uint64_t id = 0;
     CU_ASSERT_FATAL(idevs_launcher_deliver(b, IN_TOPIC, old, old_len, NULL, 0, &id) == IDEVS_OK);
-    poll_until_done(b, &r, 1, 5000);
+    poll_until_done(b, &t->r, 1, 5000);
     size_t times = 0;
-    idevs_err status = done_status_of(&r, id, &times);
+    idevs_err status = done_status_of(&t->r, id, &times);
     CU_ASSERT(times == 1 && status != IDEVS_OK && status != IDEVS_ERR_COUNT);
-    CU_ASSERT_EQUAL(r.pub_count, 0);
+    CU_ASSERT_EQUAL(t->r.pub_count, 0);
     free(old);
-    party_free(&st);
     idevs_launcher_free(b);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* Seals a payload of n bytes ('q' repeated). */
@@ -728,79 +626,57 @@ static uint8_t *seal_sized(party *p, const world *w, size_t n, size_t *len)
  * bytes of done deliveries are given back. */
 static void test_queue_bytes_bound(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    cfg.queue_bytes = 8000;
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
+    rig *t = rig_new(echo_path, 16, 2000, host_path);
+    t->cfg.queue_bytes = 8000;
+    rig_start(t, NULL);
     size_t big_len = 0, len[4] = {0};
-    uint8_t *big = seal_sized(&st, &w, 9000, &big_len), *env[4];
+    uint8_t *big = seal_sized(&t->st, &t->w, 9000, &big_len), *env[4];
     for (int i = 0; i < 4; i++)
-        env[i] = seal_sized(&st, &w, 3000, &len[i]);
+        env[i] = seal_sized(&t->st, &t->w, 3000, &len[i]);
     CU_ASSERT_FATAL(big_len > 8000 && len[0] * 2 <= 8000 && len[0] * 3 > 8000);
     uint64_t id = 0;
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, big, big_len, NULL, 0, &id), IDEVS_OK); /* empty queue */
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[0], len[0], NULL, 0, &id), IDEVS_ERR_QUEUE_FULL);
-    poll_until_done(l, &r, 1, 5000);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[0], len[0], NULL, 0, &id), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[1], len[1], NULL, 0, &id), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[2], len[2], NULL, 0, &id), IDEVS_ERR_QUEUE_FULL);
-    poll_until_done(l, &r, 3, 5000);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env[3], len[3], NULL, 0, &id), IDEVS_OK);
-    poll_until_done(l, &r, 4, 5000);
-    CU_ASSERT_EQUAL(r.done_count, 4);
-    CU_ASSERT_EQUAL(r.pub_count, 4);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, big, big_len, NULL, 0, &id), IDEVS_OK); /* empty queue */
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env[0], len[0], NULL, 0, &id), IDEVS_ERR_QUEUE_FULL);
+    poll_until_done(t->l, &t->r, 1, 5000);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env[0], len[0], NULL, 0, &id), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env[1], len[1], NULL, 0, &id), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env[2], len[2], NULL, 0, &id), IDEVS_ERR_QUEUE_FULL);
+    poll_until_done(t->l, &t->r, 3, 5000);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env[3], len[3], NULL, 0, &id), IDEVS_OK);
+    poll_until_done(t->l, &t->r, 4, 5000);
+    CU_ASSERT_EQUAL(t->r.done_count, 4);
+    CU_ASSERT_EQUAL(t->r.pub_count, 4);
     free(big);
     for (int i = 0; i < 4; i++)
         free(env[i]);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* A compartment that does not answer within the event timeout is killed; the delivery is tried max_attempts
  * times and then given up with IDEVS_ERR_TIMEOUT; the next delivery is served. */
 static void test_hung_compartment_killed(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, hang_path, 16, 300);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    cfg.max_attempts = 2;
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    int64_t t0 = now_ms();
-    uint64_t hung = deliver(l, &st, &w, "hang forever");
-    uint64_t fine = deliver(l, &st, &w, "fine");
-    poll_until_done(l, &r, 2, 10000);
-    int64_t took = now_ms() - t0;
+    rig *t = rig_new(hang_path, 16, 300, host_path);
+    t->cfg.max_attempts = 2;
+    rig_start(t, NULL);
+    int64_t t0 = launch_now_ms();
+    uint64_t hung = deliver(t->l, &t->st, &t->w, "hang forever");
+    uint64_t fine = deliver(t->l, &t->st, &t->w, "fine");
+    poll_until_done(t->l, &t->r, 2, 10000);
+    int64_t took = launch_now_ms() - t0;
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, hung, &times), IDEVS_ERR_TIMEOUT);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, hung, &times), IDEVS_ERR_TIMEOUT);
     CU_ASSERT_EQUAL(times, 1);
-    CU_ASSERT_EQUAL(done_status_of(&r, fine, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, fine, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(times, 1);
-    CU_ASSERT(r.pub_count == 1 && r.pub_id[0] == fine);
+    CU_ASSERT(t->r.pub_count == 1 && t->r.pub_id[0] == fine);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.killed == 2 && s.given_up == 1 && s.restarts == 2);
     CU_ASSERT(strstr(s.last_exit, "not answered within 300 ms") != NULL);
-    CU_ASSERT(saw_event(&r, "gave up delivery"));
+    CU_ASSERT(saw_event(&t->r, "gave up delivery"));
     CU_ASSERT(took >= 600 && took < 5000);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* What the launcher owns of its deployment: the kind of each topic, the keyless gate's sender check, whether
@@ -808,281 +684,208 @@ static void test_hung_compartment_killed(void)
  * once, never waited on). */
 static void test_topics_gate_conflicts_and_reload_check(void)
 {
-    record r = {0};
-    world w, w2;
-    world_init(&w, echo_path, 16, 2000);
-    world_init(&w2, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
+    rig *t = rig_new(echo_path, 16, 2000, host_path), *t2 = rig_new(echo_path, 16, 2000, host_path);
+    t->l = launcher(&t->cfg);
     const char *own = NULL;
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, IN_TOPIC, &own), IDEVS_TOPIC_INPUT);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, IN_TOPIC, &own), IDEVS_TOPIC_INPUT);
     CU_ASSERT(own != NULL && strcmp(own, IN_TOPIC) == 0);
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "t/resp/ask", NULL), IDEVS_TOPIC_RESPONSE);
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, OUT_TOPIC, NULL), IDEVS_TOPIC_PROTECTED);
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "t/req/ask", NULL), IDEVS_TOPIC_PROTECTED);
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "idevs/rewards/certificate", NULL), IDEVS_TOPIC_PROTECTED);
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "idevs/rewards/descriptor", NULL), IDEVS_TOPIC_PROTECTED);
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(l, "t/other", &own), IDEVS_TOPIC_OTHER);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "t/resp/ask", NULL), IDEVS_TOPIC_RESPONSE);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, OUT_TOPIC, NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "t/req/ask", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "idevs/rewards/certificate", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "idevs/rewards/descriptor", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "t/other", &own), IDEVS_TOPIC_OTHER);
     CU_ASSERT(own == NULL);
-    CU_ASSERT_STRING_EQUAL(idevs_launcher_certificate_topic(l), "idevs/rewards/certificate");
+    CU_ASSERT_STRING_EQUAL(idevs_launcher_certificate_topic(t->l), "idevs/rewards/certificate");
 
     /* Same process name (both worlds call it 'rewards'): refused, naming both files. */
-    idevs_launcher_config cfg2;
-    config(&cfg2, &w2, host_path, &r);
-    idevs_launcher *l2 = launcher(&cfg2);
+    t2->l = launcher(&t2->cfg);
     char why[1024] = "";
-    CU_ASSERT_EQUAL(idevs_launcher_conflict(l, l2, why, sizeof why), IDEVS_ERR_CONFIG);
-    CU_ASSERT(strstr(why, w.descriptor) != NULL && strstr(why, w2.descriptor) != NULL &&
+    CU_ASSERT_EQUAL(idevs_launcher_conflict(t->l, t2->l, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT(strstr(why, t->w.descriptor) != NULL && strstr(why, t2->w.descriptor) != NULL &&
               strstr(why, "both declare the process 'rewards'") != NULL);
 
     /* The gate: a well-formed envelope from a service other than the input's declared sender. */
-    start(l);
-    party sk;
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
+    rig_start(t, NULL);
     size_t len = 0;
-    uint8_t *env = seal(&sk, &w, "from the wrong service", &len);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_SENDER_NOT_ALLOWED);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, OUT_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
+    uint8_t *env = seal(&t->sk, &t->w, "from the wrong service", &len);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_SENDER_NOT_ALLOWED);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, OUT_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
     free(env);
-    party_free(&sk);
 
     /* The descriptor file: unchanged, changed, then a FIFO in its place. */
     bool changed = true;
-    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(l, &changed, NULL, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(t->l, &changed, NULL, why, sizeof why), IDEVS_OK);
     CU_ASSERT_FALSE(changed);
-    FILE *f = fopen(w.descriptor, "a");
+    FILE *f = fopen(t->w.descriptor, "a");
     CU_ASSERT_FATAL(f != NULL);
     fputs(" ", f);
     fclose(f);
-    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(l, &changed, NULL, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(t->l, &changed, NULL, why, sizeof why), IDEVS_OK);
     CU_ASSERT_TRUE(changed);
-    CU_ASSERT_FATAL(unlink(w.descriptor) == 0 && mkfifo(w.descriptor, 0600) == 0);
+    CU_ASSERT_FATAL(unlink(t->w.descriptor) == 0 && mkfifo(t->w.descriptor, 0600) == 0);
     /* A blocking open would never return here: no writer ever comes. */
-    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(l, &changed, NULL, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_EQUAL(idevs_launcher_descriptor_changed(t->l, &changed, NULL, why, sizeof why), IDEVS_ERR_CONFIG);
     CU_ASSERT(strstr(why, "not a regular file") != NULL);
 
-    idevs_launcher_free(l2);
-    idevs_launcher_free(l);
-    world_free(&w2);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t2);
+    rig_free(t);
 }
 
 static void test_queue_full_and_bad_deliveries(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 4, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL), IDEVS_ERR_NOT_NOW);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
+    rig *t = rig_new(echo_path, 4, 2000, host_path);
+    t->l = launcher(&t->cfg);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL), IDEVS_ERR_NOT_NOW);
+    rig_start(t, NULL);
     size_t len = 0;
-    uint8_t *env = seal(&st, &w, "one", &len);
+    uint8_t *env = seal(&t->st, &t->w, "one", &len);
     for (int i = 0; i < 4; i++)
-        CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_QUEUE_FULL);
+        CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_QUEUE_FULL);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.queue_depth == 4 && s.queue_limit == 4 && s.delivered == 4);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, "t/not/declared", env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, 0, NULL, 0, NULL), IDEVS_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, "t/not/declared", env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, 0, NULL, 0, NULL), IDEVS_ERR_INVALID_ARG);
     uint8_t *big = calloc(1, 1u << 20);
     CU_ASSERT_FATAL(big != NULL);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, big, 1u << 20, NULL, 0, NULL), IDEVS_ERR_TOO_LARGE);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, big, 1u << 20, NULL, 0, NULL), IDEVS_ERR_TOO_LARGE);
     free(big);
-    poll_until_done(l, &r, 4, 5000);
-    CU_ASSERT_EQUAL(r.done_count, 4);
+    poll_until_done(t->l, &t->r, 4, 5000);
+    CU_ASSERT_EQUAL(t->r.done_count, 4);
     /* The four were the same envelope: the compartment's replay window accepts it once. */
     size_t ok = 0;
-    for (size_t i = 0; i < r.done_count; i++)
-        ok += r.done_status[i] == IDEVS_OK;
+    for (size_t i = 0; i < t->r.done_count; i++)
+        ok += t->r.done_status[i] == IDEVS_OK;
     CU_ASSERT_EQUAL(ok, 1);
     /* Done once, the launcher's replay record refuses it itself; the queue has room again for another. */
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
-    idevs_launcher_get_stats(l, &s);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_EQUAL(s.replays_refused, 1);
     free(env);
-    env = seal(&st, &w, "two", &len);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
+    env = seal(&t->st, &t->w, "two", &len);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
     free(env);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* The launcher's fd is enough to wait on: it becomes readable when the compartment answers. */
 static void test_fd_for_poll_integration(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    idevs_launcher_callbacks cb = {on_publish, on_done, &r, on_refused};
-    uint64_t id = deliver(l, &st, &w, "via the fd");
-    int64_t end = now_ms() + 5000;
-    while (r.done_count == 0 && now_ms() < end) {
-        struct pollfd p = {.fd = idevs_launcher_fd(l), .events = POLLIN};
+    rig *t = echo_started();
+    idevs_launcher_callbacks cb = launch_record_callbacks(&t->r);
+    uint64_t id = deliver(t->l, &t->st, &t->w, "via the fd");
+    int64_t end = launch_now_ms() + 5000;
+    while (t->r.done_count == 0 && launch_now_ms() < end) {
+        struct pollfd p = {.fd = idevs_launcher_fd(t->l), .events = POLLIN};
         CU_ASSERT_FATAL(poll(&p, 1, 5000) == 1);
-        CU_ASSERT_FATAL(idevs_launcher_poll(l, 0, &cb) == IDEVS_OK);
+        CU_ASSERT_FATAL(idevs_launcher_poll(t->l, 0, &cb) == IDEVS_OK);
     }
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
     /* Nothing in flight; only the fsync of the replay record, written into the kernel before the output left,
      * is timed (within 2 s). Once it is done, nothing is. */
-    int64_t sync_in = idevs_launcher_next_timeout_ms(l);
+    int64_t sync_in = idevs_launcher_next_timeout_ms(t->l);
     CU_ASSERT(sync_in >= 0 && sync_in <= 2000);
     poll(NULL, 0, (int)sync_in + 10);
-    CU_ASSERT_EQUAL(idevs_launcher_poll(l, 0, &cb), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_next_timeout_ms(l), -1);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    CU_ASSERT_EQUAL(idevs_launcher_poll(t->l, 0, &cb), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_next_timeout_ms(t->l), -1);
+    rig_free(t);
 }
 
 /* Hostile logic: the compartment dies, and the report names the system call. */
 static void test_hostile_logic_reported(void)
 {
-    record r = {0};
-    world w;
     char logic[PATH_MAX + 64];
     snprintf(logic, sizeof logic, "%s/idevs_logic_hostile_socket.so", hostile_dir);
-    world_init(&w, logic, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    cfg.max_attempts = 1;
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    uint64_t id = deliver(l, &st, &w, "go");
-    poll_until_done(l, &r, 1, 5000);
+    rig *t = rig_new(logic, 16, 2000, host_path);
+    t->cfg.max_attempts = 1;
+    rig_start(t, NULL);
+    uint64_t id = deliver(t->l, &t->st, &t->w, "go");
+    poll_until_done(t->l, &t->r, 1, 5000);
     size_t times = 0;
-    CU_ASSERT(done_status_of(&r, id, &times) != IDEVS_OK && times == 1);
+    CU_ASSERT(done_status_of(&t->r, id, &times) != IDEVS_OK && times == 1);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     fprintf(stderr, "hostile socket: %s\n", s.last_exit);
     CU_ASSERT(strstr(s.last_exit, "system call socket (41)") != NULL);
     CU_ASSERT(strstr(s.last_exit, "outside the sandbox allowlist") != NULL);
-    CU_ASSERT(saw_event(&r, "socket"));
-    party_free(&st);
-    idevs_launcher_free(l);
+    CU_ASSERT(saw_event(&t->r, "socket"));
+    party_free(&t->st);
+    party_free(&t->sk);
+    idevs_launcher_free(t->l);
 
     /* In a constructor, while the logic loads: the blocking start fails and says why. */
     snprintf(logic, sizeof logic, "%s/idevs_logic_hostile_ctor_socket.so", hostile_dir);
-    write_descriptor(&w, logic, 16, 2000);
-    l = launcher(&cfg);
+    write_descriptor(&t->w, logic, 16, 2000);
+    t->l = launcher(&t->cfg);
     char why[512] = "";
-    CU_ASSERT(idevs_launcher_start(l, why, sizeof why) != IDEVS_OK);
+    CU_ASSERT(idevs_launcher_start(t->l, why, sizeof why) != IDEVS_OK);
     fprintf(stderr, "hostile ctor_socket: %s\n", why);
     CU_ASSERT(strstr(why, "compartment 'rewards'") != NULL && strstr(why, "socket") != NULL);
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.pid == 0);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
+}
+
+/* A world for the peer (tests/launcher/launcher_peer) in mode, which a file beside the descriptor names; not
+ * started. */
+static rig *peer_rig(const char *mode)
+{
+    rig *t = rig_new("peer.mode", 16, 2000, peer_path);
+    char mode_file[PATH_MAX + 16];
+    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", t->w.dir);
+    launch_write_file(mode_file, mode, strlen(mode));
+    return t;
 }
 
 /* Broken frames from the compartment's side: the launcher kills, reaps and reports, and never crashes. */
 static void peer_start_fails(const char *mode, idevs_err expect, const char *needle, bool protocol)
 {
-    record r = {0};
-    world w;
-    char mode_file[PATH_MAX + 16];
-    world_init(&w, "peer.mode", 16, 2000);
-    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", w.dir);
-    write_file(mode_file, mode, strlen(mode));
-    idevs_launcher_config cfg;
-    config(&cfg, &w, peer_path, &r);
-    cfg.start_timeout_ms = 500;
-    idevs_launcher *l = launcher(&cfg);
+    rig *t = peer_rig(mode);
+    t->cfg.start_timeout_ms = 500;
+    t->l = launcher(&t->cfg);
     for (int round = 0; round < 2; round++) { /* and again: the launcher is reusable after a failure */
         char why[512] = "";
-        idevs_err err = idevs_launcher_start(l, why, sizeof why);
+        idevs_err err = idevs_launcher_start(t->l, why, sizeof why);
         if (err != expect || strstr(why, needle) == NULL)
             fprintf(stderr, "peer %s: %s (%s)\n", mode, idevs_strerror(err), why);
         CU_ASSERT_EQUAL(err, expect);
         CU_ASSERT(strstr(why, needle) != NULL);
         idevs_launcher_stats s;
-        idevs_launcher_get_stats(l, &s);
+        idevs_launcher_get_stats(t->l, &s);
         CU_ASSERT(s.state == IDEVS_LAUNCHER_STOPPED && s.pid == 0);
         CU_ASSERT_EQUAL(s.protocol_errors, protocol ? (uint64_t)round + 1 : 0);
     }
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
-static void test_peer_garbage(void)
-{
-    peer_start_fails("garbage", IDEVS_ERR_FRAME, "malformed", true);
-}
-
-static void test_peer_oversized(void)
-{
-    peer_start_fails("oversized", IDEVS_ERR_FRAME, "oversized", true);
-}
-
-static void test_peer_undecodable(void)
-{
-    peer_start_fails("undecodable", IDEVS_ERR_FRAME, "malformed", true);
-}
-
-static void test_peer_wrong_frame(void)
-{
-    peer_start_fails("wrong", IDEVS_ERR_FRAME, "only the launcher may send", true);
-}
-
-static void test_peer_truncated(void)
-{
-    peer_start_fails("truncated", IDEVS_ERR_CHANNEL_CLOSED, "exited with status 0", false);
-}
-
-static void test_peer_silent(void)
-{
-    peer_start_fails("silent", IDEVS_ERR_TIMEOUT, "not ready within 500 ms", false);
-}
+/* One test each: the peer's mode, what its start returns and says, and whether that counts as a protocol error. */
+#define PEER_START_FAILS(test, mode, expect, needle, protocol) \
+    static void test(void) { peer_start_fails(mode, expect, needle, protocol); }
+PEER_START_FAILS(test_peer_garbage, "garbage", IDEVS_ERR_FRAME, "malformed", true)
+PEER_START_FAILS(test_peer_oversized, "oversized", IDEVS_ERR_FRAME, "oversized", true)
+PEER_START_FAILS(test_peer_undecodable, "undecodable", IDEVS_ERR_FRAME, "malformed", true)
+PEER_START_FAILS(test_peer_wrong_frame, "wrong", IDEVS_ERR_FRAME, "only the launcher may send", true)
+PEER_START_FAILS(test_peer_truncated, "truncated", IDEVS_ERR_CHANNEL_CLOSED, "exited with status 0", false)
+PEER_START_FAILS(test_peer_silent, "silent", IDEVS_ERR_TIMEOUT, "not ready within 500 ms", false)
 
 /* A started launcher of the peer in mode (a correct handshake, then what mode says on the first Deliver). */
-static idevs_launcher *peer_serving(world *w, record *r, const char *mode)
+static rig *peer_serving(const char *mode)
 {
-    char mode_file[PATH_MAX + 16];
-    world_init(w, "peer.mode", 16, 2000);
-    snprintf(mode_file, sizeof mode_file, "%s/peer.mode", w->dir);
-    write_file(mode_file, mode, strlen(mode));
-    idevs_launcher_config cfg;
-    config(&cfg, w, peer_path, r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    return l;
+    rig *t = peer_rig(mode);
+    rig_start(t, NULL);
+    return t;
 }
 
 /* One envelope of store's to the peer, which answers it wrongly each time: it ends once, with IDEVS_ERR_FRAME. */
-static void peer_fails_one(idevs_launcher *l, world *w, record *r, const char *text)
+static void peer_fails_one(rig *t, const char *text)
 {
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    uint64_t id = deliver(l, &st, w, text);
-    party_free(&st);
-    poll_until_done(l, r, 1, 10000);
+    uint64_t id = deliver(t->l, &t->st, &t->w, text);
+    poll_until_done(t->l, &t->r, 1, 10000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(r, id, &times), IDEVS_ERR_FRAME);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_ERR_FRAME);
     CU_ASSERT_EQUAL(times, 1);
 }
 
@@ -1090,27 +893,23 @@ static void peer_fails_one(idevs_launcher *l, world *w, record *r, const char *t
  * exactly one Done (IDEVS_ERR_FRAME) after max_attempts. */
 static void test_peer_garbage_midstream(void)
 {
-    record r = {0};
-    world w;
-    idevs_launcher *l = peer_serving(&w, &r, "midstream");
+    rig *t = peer_serving("midstream");
     /* The launcher's gate refuses what is not an envelope for this process: the peer gets a real one. */
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, (const uint8_t *)"not even an envelope", 20, NULL, 0, NULL),
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, (const uint8_t *)"not even an envelope", 20, NULL, 0, NULL),
                     IDEVS_ERR_MALFORMED);
-    peer_fails_one(l, &w, &r, "answered with garbage");
+    peer_fails_one(t, "answered with garbage");
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.protocol_errors == 3 && s.killed == 3 && s.given_up == 1 && s.sent == 3 && s.resent == 2);
     /* It keeps supervising: the next compartment comes up. */
-    poll_until_ready(l, &r, 3, 5000);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    poll_until_ready(t->l, &t->r, 3, 5000);
+    rig_free(t);
 }
 
 /* ---- replay across restarts ---- */
 
 /* kill -9 of the running compartment, then polls until its successor is ready. */
-static void kill9_and_wait(idevs_launcher *l, record *r)
+static void kill9_and_wait(idevs_launcher *l, launch_record *r)
 {
     idevs_launcher_stats s;
     idevs_launcher_get_stats(l, &s);
@@ -1123,44 +922,6 @@ static uint64_t deliver_env(idevs_launcher *l, const uint8_t *env, size_t len)
     uint64_t id = 0;
     CU_ASSERT_FATAL(idevs_launcher_deliver(l, IN_TOPIC, env, len, NULL, 0, &id) == IDEVS_OK);
     return id;
-}
-
-/* A started launcher of the echo logic (queue 16, event timeout 2 s) in a new world, and store meeting it. */
-static idevs_launcher *echo_started(world *w, record *r, party *st)
-{
-    world_init(w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, w, host_path, r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party_init(st, store, l);
-    party_meet(st, l, NULL);
-    return l;
-}
-
-/* echo_started's launcher, world, record and party, in one. */
-typedef struct echo_fixture {
-    record r;
-    world w;
-    party st;
-    idevs_launcher *l;
-} echo_fixture;
-
-static echo_fixture *echo_fixture_new(void)
-{
-    echo_fixture *e = calloc(1, sizeof *e);
-    CU_ASSERT_FATAL(e != NULL);
-    e->l = echo_started(&e->w, &e->r, &e->st);
-    return e;
-}
-
-static void echo_fixture_free(echo_fixture *e)
-{
-    party_free(&e->st);
-    idevs_launcher_free(e->l);
-    world_free(&e->w);
-    record_clear(&e->r);
-    free(e);
 }
 
 /* Overwrites the sequence number (field 7, fixed64, little-endian on the wire) of an encoded envelope. */
@@ -1216,7 +977,7 @@ static void replay_file(const world *w, char *path, size_t size)
     snprintf(path, size, "%s/%s.replay", w->state, program);
 }
 
-static size_t events_of_kind(const record *r, idevs_launcher_event kind, const char *needle)
+static size_t events_of_kind(const launch_record *r, idevs_launcher_event kind, const char *needle)
 {
     size_t n = 0;
     for (size_t i = 0; i < r->event_count; i++)
@@ -1228,76 +989,66 @@ static size_t events_of_kind(const record *r, idevs_launcher_event kind, const c
  * says: the delivery is tried again and given up like one answered with garbage, and no code is reported. */
 static void test_peer_undeclared_refusal(void)
 {
-    record r = {0};
-    world w;
-    idevs_launcher *l = peer_serving(&w, &r, "refusal");
-    peer_fails_one(l, &w, &r, "refused with code 99");
-    CU_ASSERT_STRING_EQUAL(r.done_refusal[0], "");
+    rig *t = peer_serving("refusal");
+    peer_fails_one(t, "refused with code 99");
+    CU_ASSERT_STRING_EQUAL(t->r.done_refusal[0], "");
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.protocol_errors == 3 && s.given_up == 1);
-    CU_ASSERT(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_KILLED, "refusal code 99") >= 1);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    CU_ASSERT(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_KILLED, "refusal code 99") >= 1);
+    rig_free(t);
 }
 
 /* The echo logic refuses with idevs_refuse(): a declared code reaches on_refused, then on_done(logic); an
  * undeclared one is no code at all. */
 static void test_refusal_reported(void)
 {
-    echo_fixture *e = echo_fixture_new();
-    uint64_t a = deliver(e->l, &e->st, &e->w, "refuse:not_a_sale");
-    uint64_t b = deliver(e->l, &e->st, &e->w, "refuse:amount_out_of_range");
-    uint64_t c = deliver(e->l, &e->st, &e->w, "refuse:free text");
-    poll_until_done(e->l, &e->r, 3, 5000);
+    rig *t = echo_started();
+    uint64_t a = deliver(t->l, &t->st, &t->w, "refuse:not_a_sale");
+    uint64_t b = deliver(t->l, &t->st, &t->w, "refuse:amount_out_of_range");
+    uint64_t c = deliver(t->l, &t->st, &t->w, "refuse:free text");
+    poll_until_done(t->l, &t->r, 3, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&e->r, a, &times), IDEVS_ERR_LOGIC);
-    CU_ASSERT_EQUAL(done_status_of(&e->r, b, &times), IDEVS_ERR_LOGIC);
-    CU_ASSERT_EQUAL(done_status_of(&e->r, c, &times), IDEVS_ERR_LOGIC);
-    for (size_t i = 0; i < e->r.done_count; i++) {
-        const char *want = e->r.done_id[i] == a ? "not_a_sale" : e->r.done_id[i] == b ? "amount_out_of_range" : "";
-        CU_ASSERT_STRING_EQUAL(e->r.done_refusal[i], want);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, b, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, c, &times), IDEVS_ERR_LOGIC);
+    for (size_t i = 0; i < t->r.done_count; i++) {
+        const char *want = t->r.done_id[i] == a ? "not_a_sale" : t->r.done_id[i] == b ? "amount_out_of_range" : "";
+        CU_ASSERT_STRING_EQUAL(t->r.done_refusal[i], want);
     }
-    CU_ASSERT_EQUAL(e->r.pub_count, 0);
-    echo_fixture_free(e);
+    CU_ASSERT_EQUAL(t->r.pub_count, 0);
+    rig_free(t);
 }
 
 /* An envelope done (or failed by the logic) is refused when the same bytes come again after a kill -9: the new
  * compartment's own windows are empty, the launcher's record is not. A fresh envelope still goes through. */
 static void test_replay_refused_after_kill(void)
 {
-    record r = {0};
-    world w;
-    party st;
-    idevs_launcher *l = echo_started(&w, &r, &st);
+    rig *t = echo_started();
     size_t once_len = 0, fail_len = 0;
-    uint8_t *once = seal(&st, &w, "book one taxi", &once_len);
-    uint8_t *fail = seal(&st, &w, "fail", &fail_len);
-    uint64_t a = deliver_env(l, once, once_len), b = deliver_env(l, fail, fail_len);
-    poll_until_done(l, &r, 2, 5000);
+    uint8_t *once = seal(&t->st, &t->w, "book one taxi", &once_len);
+    uint8_t *fail = seal(&t->st, &t->w, "fail", &fail_len);
+    uint64_t a = deliver_env(t->l, once, once_len), b = deliver_env(t->l, fail, fail_len);
+    poll_until_done(t->l, &t->r, 2, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(done_status_of(&r, b, &times), IDEVS_ERR_LOGIC);
-    CU_ASSERT_EQUAL(r.pub_count, 1);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, b, &times), IDEVS_ERR_LOGIC);
+    CU_ASSERT_EQUAL(t->r.pub_count, 1);
 
-    kill9_and_wait(l, &r);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, once, once_len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, fail, fail_len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    kill9_and_wait(t->l, &t->r);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, once, once_len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, fail, fail_len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_EQUAL(s.replays_refused, 2);
     CU_ASSERT_EQUAL(s.delivered, 2);
-    uint64_t c = deliver(l, &st, &w, "fresh");
-    poll_until_done(l, &r, 3, 5000);
-    CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(r.pub_count, 2);
+    uint64_t c = deliver(t->l, &t->st, &t->w, "fresh");
+    poll_until_done(t->l, &t->r, 3, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, c, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(t->r.pub_count, 2);
     free(once);
     free(fail);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* An envelope of a key epoch older than the two the record keeps for its sender is refused before the
@@ -1305,27 +1056,27 @@ static void test_replay_refused_after_kill(void)
  * period the record cannot know; it counts as a refused replay. */
 static void test_replay_epoch_forgotten(void)
 {
-    echo_fixture *e = echo_fixture_new();
+    rig *t = echo_started();
     size_t old_len = 0;
-    uint8_t *old = seal(&e->st, &e->w, "sealed in the first epoch", &old_len);
-    idevs_envelope_rotate(e->st.ctx);
-    uint64_t a = deliver(e->l, &e->st, &e->w, "second epoch");
-    idevs_envelope_rotate(e->st.ctx);
-    uint64_t b = deliver(e->l, &e->st, &e->w, "third epoch");
-    poll_until_done(e->l, &e->r, 2, 5000);
+    uint8_t *old = seal(&t->st, &t->w, "sealed in the first epoch", &old_len);
+    idevs_envelope_rotate(t->st.ctx);
+    uint64_t a = deliver(t->l, &t->st, &t->w, "second epoch");
+    idevs_envelope_rotate(t->st.ctx);
+    uint64_t b = deliver(t->l, &t->st, &t->w, "third epoch");
+    poll_until_done(t->l, &t->r, 2, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&e->r, a, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(done_status_of(&e->r, b, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, b, &times), IDEVS_OK);
     idevs_launcher_stats before;
-    idevs_launcher_get_stats(e->l, &before);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(e->l, IN_TOPIC, old, old_len, NULL, 0, NULL), IDEVS_ERR_EPOCH_FORGOTTEN);
+    idevs_launcher_get_stats(t->l, &before);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, old, old_len, NULL, 0, NULL), IDEVS_ERR_EPOCH_FORGOTTEN);
     idevs_launcher_stats after;
-    idevs_launcher_get_stats(e->l, &after);
+    idevs_launcher_get_stats(t->l, &after);
     CU_ASSERT_EQUAL(after.replays_refused, before.replays_refused + 1);
     CU_ASSERT_STRING_EQUAL(idevs_err_name(IDEVS_ERR_EPOCH_FORGOTTEN), "epoch_forgotten");
     CU_ASSERT_PTR_NULL(strstr(idevs_strerror(IDEVS_ERR_EPOCH_FORGOTTEN), "grace"));
     free(old);
-    echo_fixture_free(e);
+    rig_free(t);
 }
 
 /* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
@@ -1340,24 +1091,21 @@ static idevs_err deliver_as(idevs_launcher *l, const char *client, const uint8_t
  * twice, and a fresh envelope of that client goes through. */
 static void test_retransmission_is_not_a_replay(void)
 {
-    record r = {0};
-    world w;
-    party st;
-    idevs_launcher *l = echo_started(&w, &r, &st);
+    rig *t = echo_started();
     size_t len = 0;
-    uint8_t *env = seal(&st, &w, "book one taxi", &len);
+    uint8_t *env = seal(&t->st, &t->w, "book one taxi", &len);
     uint64_t a = 0, b = 0;
-    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env, len, &a), IDEVS_OK);
-    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env, len, &b), IDEVS_ERR_DUPLICATE);
-    poll_until_done(l, &r, 1, 5000);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "store-7", env, len, &a), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "store-7", env, len, &b), IDEVS_ERR_DUPLICATE);
+    poll_until_done(t->l, &t->r, 1, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(times, 1);
-    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env, len, NULL), IDEVS_ERR_DUPLICATE);
-    CU_ASSERT_EQUAL(deliver_as(l, "eavesdropper", env, len, NULL), IDEVS_ERR_REPLAY);
-    CU_ASSERT_EQUAL(deliver_as(l, NULL, env, len, NULL), IDEVS_ERR_REPLAY); /* idevs_launcher_deliver() */
+    CU_ASSERT_EQUAL(deliver_as(t->l, "store-7", env, len, NULL), IDEVS_ERR_DUPLICATE);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "eavesdropper", env, len, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(deliver_as(t->l, NULL, env, len, NULL), IDEVS_ERR_REPLAY); /* idevs_launcher_deliver() */
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_EQUAL(s.duplicates, 2);
     CU_ASSERT_EQUAL(s.replays_refused, 2);
     CU_ASSERT_EQUAL(s.delivered, 1);
@@ -1365,20 +1113,17 @@ static void test_retransmission_is_not_a_replay(void)
     /* Another client's copy while the first is in flight is queued as before (the compartment's window refuses
      * it): a client id decides how a refusal is named, never whether another client's envelope is taken. */
     size_t len2 = 0;
-    uint8_t *env2 = seal(&st, &w, "book another", &len2);
+    uint8_t *env2 = seal(&t->st, &t->w, "book another", &len2);
     uint64_t c = 0, d = 0;
-    CU_ASSERT_EQUAL(deliver_as(l, "store-7", env2, len2, &c), IDEVS_OK);
-    CU_ASSERT_EQUAL(deliver_as(l, "eavesdropper", env2, len2, &d), IDEVS_OK);
-    poll_until_done(l, &r, 3, 5000);
-    CU_ASSERT_EQUAL(done_status_of(&r, c, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(done_status_of(&r, d, &times), IDEVS_ERR_REPLAY);
-    CU_ASSERT_EQUAL(r.pub_count, 2);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "store-7", env2, len2, &c), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "eavesdropper", env2, len2, &d), IDEVS_OK);
+    poll_until_done(t->l, &t->r, 3, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, c, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, d, &times), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(t->r.pub_count, 2);
     free(env);
     free(env2);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* In flight when the compartment dies: sent again and done exactly once. Then two copies of one envelope in
@@ -1386,64 +1131,50 @@ static void test_retransmission_is_not_a_replay(void)
  * the copy is ended as a replay instead of being sent to the next compartment, whose window is empty. */
 static void test_in_flight_redelivered_once(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, hang_path, 16, 1000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    cfg.max_attempts = 2;
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st, sk;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
+    rig *t = rig_new(hang_path, 16, 1000, host_path);
+    t->cfg.max_attempts = 2;
+    rig_start(t, NULL);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0); /* frozen: what is sent stays in flight */
-    uint64_t y = deliver(l, &st, &w, "in flight");
-    idevs_launcher_get_stats(l, &s);
+    uint64_t y = deliver(t->l, &t->st, &t->w, "in flight");
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_FATAL(s.in_flight == 1);
     CU_ASSERT_FATAL(kill(s.pid, SIGKILL) == 0);
-    poll_until_done(l, &r, 1, 10000);
+    poll_until_done(t->l, &t->r, 1, 10000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, y, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, y, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(times, 1);
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.restarts == 1 && s.resent == 1);
 
     size_t len = 0;
-    uint8_t *env = seal(&st, &w, "twice in flight", &len);
-    uint64_t first = deliver_env(l, env, len);
-    uint64_t hang = deliver(l, &st, &w, "hang here");
-    uint64_t copy = deliver_env(l, env, len);
-    poll_until_done(l, &r, 2, 5000);
-    CU_ASSERT_EQUAL(done_status_of(&r, first, &times), IDEVS_OK);
-    idevs_launcher_get_stats(l, &s);
+    uint8_t *env = seal(&t->st, &t->w, "twice in flight", &len);
+    uint64_t first = deliver_env(t->l, env, len);
+    uint64_t hang = deliver(t->l, &t->st, &t->w, "hang here");
+    uint64_t copy = deliver_env(t->l, env, len);
+    poll_until_done(t->l, &t->r, 2, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, first, &times), IDEVS_OK);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_FATAL(s.in_flight == 2 && kill(s.pid, SIGKILL) == 0);
-    poll_until_done(l, &r, 4, 10000); /* the next compartment hangs too, until the event timeout */
-    CU_ASSERT_EQUAL(done_status_of(&r, first, &times), IDEVS_OK);
+    poll_until_done(t->l, &t->r, 4, 10000); /* the next compartment hangs too, until the event timeout */
+    CU_ASSERT_EQUAL(done_status_of(&t->r, first, &times), IDEVS_OK);
     CU_ASSERT_EQUAL(times, 1);
-    CU_ASSERT_EQUAL(done_status_of(&r, copy, &times), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, copy, &times), IDEVS_ERR_REPLAY);
     CU_ASSERT_EQUAL(times, 1);
-    idevs_err hung = done_status_of(&r, hang, &times);
+    idevs_err hung = done_status_of(&t->r, hang, &times);
     CU_ASSERT(hung != IDEVS_OK && times == 1);
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.replays_refused == 1 && s.given_up == 1 && s.done == 4 && s.queue_depth == 0);
-    party_meet(&sk, l, NULL);
-    CU_ASSERT_FATAL(r.pub_count == 2);
-    char *o1 = open_output(&sk, &r, 0), *o2 = open_output(&sk, &r, 1);
-    CU_ASSERT(o1 != NULL && strcmp(o1, "in flight") == 0 && r.pub_id[0] == y);
-    CU_ASSERT(o2 != NULL && strcmp(o2, "twice in flight") == 0 && r.pub_id[1] == first);
+    party_meet(&t->sk, t->l, NULL);
+    CU_ASSERT_FATAL(t->r.pub_count == 2);
+    char *o1 = open_output(&t->sk, &t->r, 0), *o2 = open_output(&t->sk, &t->r, 1);
+    CU_ASSERT(o1 != NULL && strcmp(o1, "in flight") == 0 && t->r.pub_id[0] == y);
+    CU_ASSERT(o2 != NULL && strcmp(o2, "twice in flight") == 0 && t->r.pub_id[1] == first);
     free(o1);
     free(o2);
     free(env);
-    party_free(&st);
-    party_free(&sk);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* limits.max_outstanding_requests 4 and the echo logic: ten inputs each asking the sink, no answer yet: four run,
@@ -1453,14 +1184,9 @@ static void test_in_flight_redelivered_once(void)
 #define HOLD_N 10
 static void test_outstanding_requests_hold_inputs(void)
 {
-    record r = {0};
-    world w;
-    party st, sk;
     limits_extra = ", \"max_outstanding_requests\": 4";
-    idevs_launcher *l = echo_started(&w, &r, &st); /* queue_depth 16 */
+    rig *t = echo_started();
     limits_extra = "";
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
 
     uint64_t in_delivery[HOLD_N];
     idevs_msgid in_id[HOLD_N], req_id[HOLD_N], resp_id[HOLD_N];
@@ -1468,18 +1194,18 @@ static void test_outstanding_requests_hold_inputs(void)
     for (size_t i = 0; i < HOLD_N; i++) {
         char text[32];
         snprintf(text, sizeof text, "ask:q%zu", i);
-        idevs_seal_input in = {.recipient = &w.program, .topic = IN_TOPIC, .payload = (const uint8_t *)text,
+        idevs_seal_input in = {.recipient = &t->w.program, .topic = IN_TOPIC, .payload = (const uint8_t *)text,
                                .payload_len = strlen(text)};
         uint8_t *env = NULL;
         size_t len = 0;
-        CU_ASSERT_FATAL(idevs_envelope_seal(st.ctx, &in, &env, &len, &in_id[i]) == IDEVS_OK);
-        in_delivery[i] = deliver_env(l, env, len);
+        CU_ASSERT_FATAL(idevs_envelope_seal(t->st.ctx, &in, &env, &len, &in_id[i]) == IDEVS_OK);
+        in_delivery[i] = deliver_env(t->l, env, len);
         free(env);
     }
-    poll_until_done(l, &r, HOLD_N, 1500); /* only four can finish */
+    poll_until_done(t->l, &t->r, HOLD_N, 1500); /* only four can finish */
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
-    CU_ASSERT_EQUAL(r.done_count, 4);
+    idevs_launcher_get_stats(t->l, &s);
+    CU_ASSERT_EQUAL(t->r.done_count, 4);
     CU_ASSERT(s.held >= 1);
     CU_ASSERT_EQUAL(s.queue_depth, HOLD_N - 4);
     CU_ASSERT_EQUAL(s.in_flight, 0);
@@ -1489,13 +1215,13 @@ static void test_outstanding_requests_hold_inputs(void)
     size_t qhead = 0, qtail = 0;
     for (int round = 0; round < 4 * HOLD_N && answers < HOLD_N; round++) {
         /* What was published so far: requests (to answer, oldest first) and answers (checked). */
-        for (; seen < r.pub_count; seen++) {
+        for (; seen < t->r.pub_count; seen++) {
             idevs_opened o;
             memset(&o, 0, sizeof o);
-            CU_ASSERT_FATAL(idevs_envelope_open(sk.ctx, r.pub_topic[seen], r.pub_env[seen], r.pub_len[seen], &o) ==
+            CU_ASSERT_FATAL(idevs_envelope_open(t->sk.ctx, t->r.pub_topic[seen], t->r.pub_env[seen], t->r.pub_len[seen], &o) ==
                             IDEVS_OK);
             size_t i = HOLD_N;
-            if (strcmp(r.pub_topic[seen], "t/req/ask") == 0) {
+            if (strcmp(t->r.pub_topic[seen], "t/req/ask") == 0) {
                 CU_ASSERT_FATAL(o.payload_len >= 2 && o.payload[0] == 'q');
                 i = (size_t)atoi((const char *)o.payload + 1);
                 CU_ASSERT_FATAL(i < HOLD_N && !requested[i]);
@@ -1505,7 +1231,7 @@ static void test_outstanding_requests_hold_inputs(void)
                 queue[qtail++] = i;
                 asked++;
             } else {
-                CU_ASSERT_FATAL(strcmp(r.pub_topic[seen], OUT_TOPIC) == 0);
+                CU_ASSERT_FATAL(strcmp(t->r.pub_topic[seen], OUT_TOPIC) == 0);
                 CU_ASSERT_FATAL(o.payload_len >= 9 && memcmp(o.payload, "answer:a", 8) == 0);
                 i = (size_t)atoi((const char *)o.payload + 8);
                 CU_ASSERT_FATAL(i < HOLD_N && !answered[i]);
@@ -1523,34 +1249,30 @@ static void test_outstanding_requests_hold_inputs(void)
         size_t i = queue[qhead++];
         char text[32];
         snprintf(text, sizeof text, "a%zu", i);
-        idevs_seal_input in = {.recipient = &w.program, .topic = "t/resp/ask", .payload = (const uint8_t *)text,
+        idevs_seal_input in = {.recipient = &t->w.program, .topic = "t/resp/ask", .payload = (const uint8_t *)text,
                                .payload_len = strlen(text), .provenance = &req_id[i], .provenance_count = 1};
         uint8_t *env = NULL;
         size_t len = 0;
-        CU_ASSERT_FATAL(idevs_envelope_seal(sk.ctx, &in, &env, &len, &resp_id[i]) == IDEVS_OK);
+        CU_ASSERT_FATAL(idevs_envelope_seal(t->sk.ctx, &in, &env, &len, &resp_id[i]) == IDEVS_OK);
         uint64_t id = 0;
-        CU_ASSERT_FATAL(idevs_launcher_deliver(l, "t/resp/ask", env, len, req_id[i].b, 16, &id) == IDEVS_OK);
+        CU_ASSERT_FATAL(idevs_launcher_deliver(t->l, "t/resp/ask", env, len, req_id[i].b, 16, &id) == IDEVS_OK);
         free(env);
         /* The answer, and (while inputs wait) the next input it made room for. */
-        size_t want = r.done_count + 1 + (asked < HOLD_N ? 1 : 0);
-        poll_until_done(l, &r, want, 5000);
-        CU_ASSERT_EQUAL(r.done_count, want);
+        size_t want = t->r.done_count + 1 + (asked < HOLD_N ? 1 : 0);
+        poll_until_done(t->l, &t->r, want, 5000);
+        CU_ASSERT_EQUAL(t->r.done_count, want);
     }
     CU_ASSERT_EQUAL(answers, HOLD_N);
     for (size_t i = 0; i < HOLD_N; i++) {
         size_t times = 0;
-        CU_ASSERT_EQUAL(done_status_of(&r, in_delivery[i], &times), IDEVS_OK);
+        CU_ASSERT_EQUAL(done_status_of(&t->r, in_delivery[i], &times), IDEVS_OK);
         CU_ASSERT_EQUAL(times, 1); /* every input exactly once */
         CU_ASSERT(requested[i] && answered[i]);
     }
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT(s.done == 2 * HOLD_N && s.queue_depth == 0 && s.in_flight == 0 && s.restarts == 0 &&
               s.protocol_errors == 0 && s.resent == 0 && s.given_up == 0);
-    party_free(&st);
-    party_free(&sk);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* A forged envelope (valid header, sequence 2^40, garbage ciphertext) is refused by the compartment and moves
@@ -1558,20 +1280,11 @@ static void test_outstanding_requests_hold_inputs(void)
  * after a restart. */
 static void test_forged_header_does_not_advance(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    uint64_t a = deliver(l, &st, &w, "first");
-    poll_until_done(l, &r, 1, 5000);
+    rig *t = echo_started();
+    uint64_t a = deliver(t->l, &t->st, &t->w, "first");
+    poll_until_done(t->l, &t->r, 1, 5000);
     size_t len = 0;
-    uint8_t *genuine = seal(&st, &w, "second", &len);
+    uint8_t *genuine = seal(&t->st, &t->w, "second", &len);
     uint8_t *forged = malloc(len);
     CU_ASSERT_FATAL(forged != NULL);
     memcpy(forged, genuine, len);
@@ -1580,74 +1293,60 @@ static void test_forged_header_does_not_advance(void)
     forged[len - 20] ^= 0xa5;
     idevs_envelope_header h;
     CU_ASSERT_FATAL(idevs_envelope_peek(forged, len, &h) == IDEVS_OK && h.sequence == (uint64_t)1 << 40);
-    uint64_t f = deliver_env(l, forged, len);
-    poll_until_done(l, &r, 2, 5000);
-    kill9_and_wait(l, &r);
-    uint64_t f2 = deliver_env(l, forged, len); /* not recorded: still goes to the compartment, which refuses it */
-    uint64_t g = deliver_env(l, genuine, len);
-    poll_until_done(l, &r, 4, 5000);
+    uint64_t f = deliver_env(t->l, forged, len);
+    poll_until_done(t->l, &t->r, 2, 5000);
+    kill9_and_wait(t->l, &t->r);
+    uint64_t f2 = deliver_env(t->l, forged, len); /* not recorded: still goes to the compartment, which refuses it */
+    uint64_t g = deliver_env(t->l, genuine, len);
+    poll_until_done(t->l, &t->r, 4, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, a, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(done_status_of(&r, f, &times), IDEVS_ERR_DECRYPT);
-    CU_ASSERT_EQUAL(done_status_of(&r, f2, &times), IDEVS_ERR_DECRYPT);
-    CU_ASSERT_EQUAL(done_status_of(&r, g, &times), IDEVS_OK);
-    CU_ASSERT_EQUAL(r.pub_count, 2);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, f, &times), IDEVS_ERR_DECRYPT);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, f2, &times), IDEVS_ERR_DECRYPT);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, g, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(t->r.pub_count, 2);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_EQUAL(s.replays_refused, 0);
     free(genuine);
     free(forged);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* Like a broker restart: the record is written when the launcher stops, private, and a new launcher on the same
  * state directory refuses what the old one had done. */
 static void test_record_survives_launcher(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *a = launcher(&cfg);
-    start(a);
-    party st;
-    party_init(&st, store, a);
-    party_meet(&st, a, NULL);
+    rig *t = echo_started();
     size_t len = 0;
-    uint8_t *env = seal(&st, &w, "before the restart", &len);
-    deliver_env(a, env, len);
-    poll_until_done(a, &r, 1, 5000);
-    CU_ASSERT_EQUAL(r.done_status[0], IDEVS_OK);
-    idevs_launcher_free(a);
+    uint8_t *env = seal(&t->st, &t->w, "before the restart", &len);
+    deliver_env(t->l, env, len);
+    poll_until_done(t->l, &t->r, 1, 5000);
+    CU_ASSERT_EQUAL(t->r.done_status[0], IDEVS_OK);
+    rig_stop(t);
 
     char path[PATH_MAX + 64];
-    replay_file(&w, path, sizeof path);
+    replay_file(&t->w, path, sizeof path);
     struct stat st_;
     CU_ASSERT_FATAL(stat(path, &st_) == 0);
     CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
     CU_ASSERT_EQUAL(st_.st_size, 2 * 32768); /* two slots, allocated at once */
 
-    idevs_launcher *b = launcher(&cfg);
+    idevs_launcher *b = launcher(&t->cfg);
     start(b);
     CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
-    uint64_t id = deliver(b, &st, &w, "after the restart");
-    poll_until_done(b, &r, 2, 5000);
+    uint64_t id = deliver(b, &t->st, &t->w, "after the restart");
+    poll_until_done(b, &t->r, 2, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
     idevs_launcher_stats s;
     idevs_launcher_get_stats(b, &s);
     CU_ASSERT(s.last_keys_restored && s.replays_refused == 1);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, ""), 0);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_NOTICE, "replay record"), 0);
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, ""), 0);
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_NOTICE, "replay record"), 0);
     idevs_launcher_free(b);
     free(env);
-    party_free(&st);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* The replay record as it is on disk when an output leaves: what a broker killed right then restarts with. */
@@ -1674,7 +1373,7 @@ static void copy_private_file(const char *from, const char *to)
 
 static void on_publish_copy_record(void *arg, const idevs_launcher_publish *p)
 {
-    on_publish(arg, p);
+    launch_record_on_publish(arg, p);
     copy_private_file(record_on_disk, record_at_output);
 }
 
@@ -1683,73 +1382,58 @@ static void on_publish_copy_record(void *arg, const idevs_launcher_publish *p)
 static void test_output_waits_for_record(void)
 {
     enum { N = 5 };
-    record r = {0};
-    world w;
-    party st;
-    idevs_launcher *l = echo_started(&w, &r, &st);
-    replay_file(&w, record_on_disk, sizeof record_on_disk);
-    snprintf(record_at_output, sizeof record_at_output, "%s/at-output.replay", w.dir);
+    rig *t = echo_started();
+    replay_file(&t->w, record_on_disk, sizeof record_on_disk);
+    snprintf(record_at_output, sizeof record_at_output, "%s/at-output.replay", t->w.dir);
     /* One delivery first: the record's first write, after a quiet spell, was always at once. */
-    deliver(l, &st, &w, "warm up");
-    poll_until_done(l, &r, 1, 5000);
-    record_clear(&r);
+    deliver(t->l, &t->st, &t->w, "warm up");
+    poll_until_done(t->l, &t->r, 1, 5000);
+    launch_record_clear(&t->r);
     uint8_t *env[N];
     size_t len[N];
     for (size_t i = 0; i < N; i++) {
-        env[i] = seal(&st, &w, "book one taxi", &len[i]);
-        deliver_env(l, env[i], len[i]);
+        env[i] = seal(&t->st, &t->w, "book one taxi", &len[i]);
+        deliver_env(t->l, env[i], len[i]);
     }
-    idevs_launcher_callbacks cb = {on_publish_copy_record, on_done, &r, on_refused};
-    int64_t end = now_ms() + 5000;
-    while (r.done_count < N && now_ms() < end)
-        CU_ASSERT_FATAL(idevs_launcher_poll(l, 50, &cb) == IDEVS_OK);
-    CU_ASSERT_EQUAL(r.pub_count, N);
+    idevs_launcher_callbacks cb = launch_record_callbacks(&t->r);
+    cb.on_publish = on_publish_copy_record;
+    int64_t end = launch_now_ms() + 5000;
+    while (t->r.done_count < N && launch_now_ms() < end)
+        CU_ASSERT_FATAL(idevs_launcher_poll(t->l, 50, &cb) == IDEVS_OK);
+    CU_ASSERT_EQUAL(t->r.pub_count, N);
     for (size_t i = 0; i < N; i++) /* the outputs in the order of their deliveries' Done */
-        CU_ASSERT_EQUAL(r.pub_id[i], r.done_id[i]);
+        CU_ASSERT_EQUAL(t->r.pub_id[i], t->r.done_id[i]);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     CU_ASSERT_EQUAL(s.released_unrecorded, 0);
     CU_ASSERT(s.replay_saves >= 1);
-    idevs_launcher_free(l);
+    rig_stop(t);
 
     CU_ASSERT(rename(record_at_output, record_on_disk) == 0); /* there was a record when the last output left */
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *b = launcher(&cfg);
+    idevs_launcher *b = launcher(&t->cfg);
     start(b);
     for (size_t i = 0; i < N; i++)
         CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env[i], len[i], NULL, 0, NULL), IDEVS_ERR_REPLAY);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, ""), 0);
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, ""), 0);
     idevs_launcher_free(b);
     for (size_t i = 0; i < N; i++)
         free(env[i]);
-    party_free(&st);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* A damaged record file: a warning naming it, an empty record (the documented consequence: what it held is
  * accepted once more), and a good file written again, which the next launcher reads without a warning. */
 static void test_damaged_record_warns(void)
 {
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *a = launcher(&cfg);
-    start(a);
-    party st;
-    party_init(&st, store, a);
-    party_meet(&st, a, NULL);
+    rig *t = echo_started();
     size_t len = 0;
-    uint8_t *env = seal(&st, &w, "recorded", &len);
-    deliver_env(a, env, len);
-    poll_until_done(a, &r, 1, 5000);
-    idevs_launcher_free(a);
+    uint8_t *env = seal(&t->st, &t->w, "recorded", &len);
+    deliver_env(t->l, env, len);
+    poll_until_done(t->l, &t->r, 1, 5000);
+    rig_stop(t);
 
     char path[PATH_MAX + 64];
-    replay_file(&w, path, sizeof path);
+    replay_file(&t->w, path, sizeof path);
     FILE *f = fopen(path, "r+b");
     CU_ASSERT_FATAL(f != NULL);
     /* One write: generation 1, in the second slot (the first is still empty). A bit of it flipped. */
@@ -1758,20 +1442,20 @@ static void test_damaged_record_warns(void)
     CU_ASSERT_FATAL(c != EOF && fseek(f, 32768 + 100, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
     CU_ASSERT_FATAL(fclose(f) == 0);
 
-    idevs_launcher *b = launcher(&cfg);
+    idevs_launcher *b = launcher(&t->cfg);
     start(b);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 1);
-    CU_ASSERT(saw_event(&r, "authentication code does not match"));
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 1);
+    CU_ASSERT(saw_event(&t->r, "authentication code does not match"));
     uint64_t id = deliver_env(b, env, len);
-    poll_until_done(b, &r, 2, 5000);
+    poll_until_done(b, &t->r, 2, 5000);
     size_t times = 0;
-    CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
     idevs_launcher_free(b);
 
     /* Written again: the next launcher reads it quietly and refuses the envelope. */
-    idevs_launcher *c2 = launcher(&cfg);
+    idevs_launcher *c2 = launcher(&t->cfg);
     start(c2);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 1);
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 1);
     CU_ASSERT_EQUAL(idevs_launcher_deliver(c2, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
     idevs_launcher_free(c2);
 
@@ -1783,33 +1467,31 @@ static void test_damaged_record_warns(void)
     c = fgetc(f);
     CU_ASSERT_FATAL(c != EOF && fseek(f, 100, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
     CU_ASSERT_FATAL(fclose(f) == 0);
-    idevs_launcher *c3 = launcher(&cfg);
+    idevs_launcher *c3 = launcher(&t->cfg);
     start(c3);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 2);
-    CU_ASSERT(saw_event(&r, "reads one slot of its replay record"));
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 2);
+    CU_ASSERT(saw_event(&t->r, "reads one slot of its replay record"));
     idevs_launcher_free(c3);
 
     /* Truncated, and then not ours to read (mode 0644): a warning each, and the launcher still starts. */
-    write_file(path, "idevsrpl", 8);
+    launch_write_file(path, "idevsrpl", 8);
     CU_ASSERT_FATAL(chmod(path, 0600) == 0);
-    idevs_launcher *d = launcher(&cfg);
+    idevs_launcher *d = launcher(&t->cfg);
     start(d);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 3);
-    CU_ASSERT(saw_event(&r, "another size"));
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 3);
+    CU_ASSERT(saw_event(&t->r, "another size"));
     idevs_launcher_free(d);
     CU_ASSERT_FATAL(chmod(path, 0644) == 0);
-    idevs_launcher *e = launcher(&cfg);
+    idevs_launcher *e = launcher(&t->cfg);
     start(e);
-    CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 4);
-    CU_ASSERT(saw_event(&r, "mode 0600"));
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_WARNING, "replay record"), 4);
+    CU_ASSERT(saw_event(&t->r, "mode 0600"));
     idevs_launcher_free(e);
     struct stat st_;
     CU_ASSERT_FATAL(stat(path, &st_) == 0);
     CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600); /* replaced by a private one */
     free(env);
-    party_free(&st);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* ---- stopped and continued; a trap behind output the launcher has not read ---- */
@@ -1826,20 +1508,9 @@ static void test_damaged_record_warns(void)
 static void test_stopped_and_continued(void)
 {
     static const suspend_how ways[] = {SUSPEND_SIGSTOP, SUSPEND_CGROUP_FREEZE, SUSPEND_PTRACE};
-    record r = {0};
-    world w;
-    world_init(&w, echo_path, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st, sk;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
-    party_init(&sk, sink, l);
-    party_meet(&sk, l, NULL);
+    rig *t = echo_started();
     idevs_launcher_stats first;
-    idevs_launcher_get_stats(l, &first);
+    idevs_launcher_get_stats(t->l, &first);
     for (size_t i = 0; i < sizeof ways / sizeof ways[0]; i++) {
         /* Between polls the launcher waits for nothing: a traced child's stop is the test's to collect. */
         CU_ASSERT_TRUE_FATAL(suspend_wait_sleeping(first.pid));
@@ -1849,28 +1520,24 @@ static void test_stopped_and_continued(void)
             continue;
         }
         snprintf(text, sizeof text, "after %s", suspend_name(ways[i]));
-        size_t published = r.pub_count;
-        uint64_t id = deliver(l, &st, &w, text);
-        poll_until_done(l, &r, r.done_count + 1, 5000);
+        size_t published = t->r.pub_count;
+        uint64_t id = deliver(t->l, &t->st, &t->w, text);
+        poll_until_done(t->l, &t->r, t->r.done_count + 1, 5000);
         size_t times = 0;
-        CU_ASSERT_EQUAL(done_status_of(&r, id, &times), IDEVS_OK);
-        CU_ASSERT_FATAL(r.pub_count == published + 1);
-        char *got = open_output(&sk, &r, published);
+        CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
+        CU_ASSERT_FATAL(t->r.pub_count == published + 1);
+        char *got = open_output(&t->sk, &t->r, published);
         CU_ASSERT(got != NULL && strcmp(got, text) == 0);
         free(got);
         idevs_launcher_stats now;
-        idevs_launcher_get_stats(l, &now);
+        idevs_launcher_get_stats(t->l, &now);
         CU_ASSERT_EQUAL(now.pid, first.pid);
         CU_ASSERT_EQUAL(now.restarts, 0);
         CU_ASSERT_EQUAL(now.started, 1);
         if (now.restarts != 0)
             fprintf(stderr, "after %s: %s\n", suspend_name(ways[i]), now.last_exit);
     }
-    party_free(&st);
-    party_free(&sk);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* Bytes the compartment wrote on its end that the launcher has not read yet. */
@@ -1885,21 +1552,13 @@ static int unread_by_launcher(int compartment_end)
  * trace it) gets the smallest send buffer: without that right the test is skipped. */
 static void test_trap_behind_unread_output_named(void)
 {
-    record r = {0};
-    world w;
     char logic[PATH_MAX + 64];
     snprintf(logic, sizeof logic, "%s/idevs_logic_hostile_after_output.so", hostile_dir);
-    world_init(&w, logic, 16, 2000);
-    idevs_launcher_config cfg;
-    config(&cfg, &w, host_path, &r);
-    cfg.max_attempts = 1;
-    idevs_launcher *l = launcher(&cfg);
-    start(l);
-    party st;
-    party_init(&st, store, l);
-    party_meet(&st, l, NULL);
+    rig *t = rig_new(logic, 16, 2000, host_path);
+    t->cfg.max_attempts = 1;
+    rig_start(t, NULL);
     idevs_launcher_stats s;
-    idevs_launcher_get_stats(l, &s);
+    idevs_launcher_get_stats(t->l, &s);
     int pidfd = (int)syscall(SYS_pidfd_open, s.pid, 0);
     int end = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, 3, 0) : -1;
     if (end < 0) {
@@ -1909,7 +1568,7 @@ static void test_trap_behind_unread_output_named(void)
         memset(pass, 'p', sizeof pass - 1);
         memcpy(pass, "pass ", 5);
         pass[sizeof pass - 1] = '\0';
-        uint64_t first = deliver(l, &st, &w, pass); /* sent at once; the launcher reads only when polled */
+        uint64_t first = deliver(t->l, &t->st, &t->w, pass); /* sent at once; the launcher reads only when polled */
         for (int waited = 0; unread_by_launcher(end) < 16000 && waited < 5000; waited++)
             usleep(1000);
         CU_ASSERT_FATAL(unread_by_launcher(end) >= 16000);
@@ -1917,25 +1576,22 @@ static void test_trap_behind_unread_output_named(void)
         int one = 1;
         CU_ASSERT_EQUAL(setsockopt(end, SOL_SOCKET, SO_SNDBUF, &one, sizeof one), 0); /* now full */
         close(end);
-        uint64_t second = deliver(l, &st, &w, "socket");
+        uint64_t second = deliver(t->l, &t->st, &t->w, "socket");
         usleep(200 * 1000);
-        poll_until_done(l, &r, 2, 5000);
+        poll_until_done(t->l, &t->r, 2, 5000);
         size_t times = 0;
-        CU_ASSERT_EQUAL(done_status_of(&r, first, &times), IDEVS_OK);
-        CU_ASSERT(done_status_of(&r, second, &times) != IDEVS_OK && times == 1);
-        CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_EXITED,
+        CU_ASSERT_EQUAL(done_status_of(&t->r, first, &times), IDEVS_OK);
+        CU_ASSERT(done_status_of(&t->r, second, &times) != IDEVS_OK && times == 1);
+        CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_EXITED,
                                        "exited with status 159: system call socket ("), 1);
-        CU_ASSERT_EQUAL(events_of_kind(&r, IDEVS_LAUNCHER_EVENT_EXITED, "outside the sandbox allowlist"), 1);
-        for (size_t i = 0; i < r.event_count; i++)
-            if (r.event_kind[i] == IDEVS_LAUNCHER_EVENT_EXITED)
-                fprintf(stderr, "trap behind unread output: %s\n", r.events[i]);
+        CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_EXITED, "outside the sandbox allowlist"), 1);
+        for (size_t i = 0; i < t->r.event_count; i++)
+            if (t->r.event_kind[i] == IDEVS_LAUNCHER_EVENT_EXITED)
+                fprintf(stderr, "trap behind unread output: %s\n", t->r.events[i]);
     }
     if (pidfd >= 0)
         close(pidfd);
-    party_free(&st);
-    idevs_launcher_free(l);
-    world_free(&w);
-    record_clear(&r);
+    rig_free(t);
 }
 
 /* ---- suite ---- */
@@ -2018,6 +1674,5 @@ static CU_TestInfo tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {{"launcher", suite_init, suite_clean, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
-    return harness_run(suites);
+    return harness_run_suite("launcher", suite_init, suite_clean, tests);
 }

@@ -194,9 +194,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : 1;
+    return harness_remove_tree(dir);
 }
 
 static CU_TestInfo tests[] = {
@@ -209,6 +207,5 @@ static CU_TestInfo tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {{"points database", suite_init, suite_clean, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
-    return harness_run(suites);
+    return harness_run_suite("points database", suite_init, suite_clean, tests);
 }

@@ -85,9 +85,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : 1;
+    return harness_remove_tree(dir);
 }
 
 static void remove_record(void)
@@ -142,6 +140,16 @@ static void test_outcomes_and_epochs(void)
     close_fixture(&f);
 }
 
+/* Cuts the slot at offset at short, as a crash during its write would: a length, then zeros where the record was. */
+static void tear(const char *path, off_t at)
+{
+    static const uint8_t torn[64] = {0, 0, 1, 0};
+    int fd = open(path, O_WRONLY);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(pwrite(fd, torn, sizeof torn, at) == (ssize_t)sizeof torn);
+    close(fd);
+}
+
 static void test_read_back_and_slots(void)
 {
     remove_record();
@@ -170,11 +178,7 @@ static void test_read_back_and_slots(void)
 
     /* The newer slot cut short (as by a crash during its write, when its outputs had not left): the record
      * before it is read, with a warning. */
-    int fd = open(path, O_WRONLY);
-    CU_ASSERT_FATAL(fd >= 0);
-    static const uint8_t torn[64] = {0, 0, 1, 0}; /* a length, then zeros where the record was */
-    CU_ASSERT_FATAL(pwrite(fd, torn, sizeof torn, 0) == (ssize_t)sizeof torn);
-    close(fd);
+    tear(path, 0);
     fixture h;
     open_fixture(&h);
     CU_ASSERT_EQUAL(h.warnings, 1);
@@ -184,10 +188,7 @@ static void test_read_back_and_slots(void)
     close_fixture(&h);
 
     /* Both slots damaged: an empty record, one warning that says why. */
-    fd = open(path, O_WRONLY);
-    CU_ASSERT_FATAL(fd >= 0);
-    CU_ASSERT_FATAL(pwrite(fd, torn, sizeof torn, SLOT) == (ssize_t)sizeof torn);
-    close(fd);
+    tear(path, SLOT);
     fixture k;
     open_fixture(&k);
     CU_ASSERT_EQUAL(k.warnings, 1);
@@ -241,18 +242,15 @@ static void test_when_synced(void)
     close_fixture(&f);
 }
 
+static CU_TestInfo tests[] = {
+    {"what moves it and what it refuses; two epochs per sender", test_outcomes_and_epochs},
+    {"read back; a slot cut short leaves the record before it; both damaged", test_read_back_and_slots},
+    {"a file readable by others is not read, and replaced by a private one", test_another_program_and_mode},
+    {"written for a release, synced when due or at stop", test_when_synced},
+    CU_TEST_INFO_NULL,
+};
+
 int main(void)
 {
-    CU_TestInfo tests[] = {
-        {"what moves it and what it refuses; two epochs per sender", test_outcomes_and_epochs},
-        {"read back; a slot cut short leaves the record before it; both damaged", test_read_back_and_slots},
-        {"a file readable by others is not read, and replaced by a private one", test_another_program_and_mode},
-        {"written for a release, synced when due or at stop", test_when_synced},
-        CU_TEST_INFO_NULL,
-    };
-    CU_SuiteInfo suites[] = {
-        {"replay_record", suite_init, suite_clean, NULL, NULL, tests},
-        CU_SUITE_INFO_NULL,
-    };
-    return harness_run(suites);
+    return harness_run_suite("replay_record", suite_init, suite_clean, tests);
 }

@@ -157,16 +157,16 @@ static void test_properties_many_seeds_and_sizes(void)
         }
 }
 
+static CU_TestInfo tests[] = {
+    {"the same seed gives the same data, another seed other data", test_deterministic},
+    {"counts out of range are refused", test_refused_counts},
+    {"defaults: realistic fields, totals are item sums, 149.99 / 150.00 / 150.01 present",
+     test_properties_default},
+    {"the same properties for many seeds and sizes", test_properties_many_seeds_and_sizes},
+    CU_TEST_INFO_NULL,
+};
+
 int main(void)
 {
-    static CU_TestInfo tests[] = {
-        {"the same seed gives the same data, another seed other data", test_deterministic},
-        {"counts out of range are refused", test_refused_counts},
-        {"defaults: realistic fields, totals are item sums, 149.99 / 150.00 / 150.01 present",
-         test_properties_default},
-        {"the same properties for many seeds and sizes", test_properties_many_seeds_and_sizes},
-        CU_TEST_INFO_NULL,
-    };
-    CU_SuiteInfo suites[] = {{"store data set", NULL, NULL, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
-    return harness_run(suites);
+    return harness_run_suite("store data set", NULL, NULL, tests);
 }

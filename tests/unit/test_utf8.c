@@ -57,16 +57,13 @@ static void test_ill_formed(void)
     CU_ASSERT_FALSE(idevs_utf8_valid((const uint8_t *)"\xe2\x82\xac", 2));
 }
 
+static CU_TestInfo tests[] = {
+    {"well formed: each length at its bounds", test_well_formed},
+    {"ill formed: overlong, surrogates, too high, cut short, stray, impossible", test_ill_formed},
+    CU_TEST_INFO_NULL,
+};
+
 int main(void)
 {
-    CU_TestInfo tests[] = {
-        {"well formed: each length at its bounds", test_well_formed},
-        {"ill formed: overlong, surrogates, too high, cut short, stray, impossible", test_ill_formed},
-        CU_TEST_INFO_NULL,
-    };
-    CU_SuiteInfo suites[] = {
-        {"utf8", NULL, NULL, NULL, NULL, tests},
-        CU_SUITE_INFO_NULL,
-    };
-    return harness_run(suites);
+    return harness_run_suite("utf8", NULL, NULL, tests);
 }

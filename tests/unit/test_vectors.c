@@ -10,6 +10,7 @@
 #include "envelope_internal.h"
 #include "harness.h"
 #include "idevs_envelope_testing.h"
+#include "vector_random.h"
 
 #define VECTORS "../vectors/envelope-v1.json"
 
@@ -102,26 +103,6 @@ static void party_free(struct party *p)
     free(p->cert);
 }
 
-struct queue {
-    uint8_t item[4][32];
-    size_t len[4];
-    size_t n, next;
-};
-
-static idevs_err from_queue(void *arg, uint8_t *buf, size_t len)
-{
-    struct queue *q = arg;
-    if (q->next >= q->n || q->len[q->next] != len)
-        return IDEVS_ERR_INVALID_ARG;
-    memcpy(buf, q->item[q->next++], len);
-    return IDEVS_OK;
-}
-
-static uint64_t fixed_clock(void *arg)
-{
-    return *(const uint64_t *)arg;
-}
-
 static void test_vectors(void)
 {
     struct party ca, sender, recipient;
@@ -184,25 +165,23 @@ static void test_vectors(void)
         /* sender and receiver contexts at the vector's time, sealing deterministically */
         uint64_t clock = epoch;
         idevs_envelope_options o;
-        idevs_envelope_options_default(&o);
-        o.suite = suite;
-        o.clock_ms = fixed_clock;
-        o.clock_arg = &clock;
+        vector_options(&o, suite, &clock);
         idevs_envelope_ctx *sctx = NULL, *rctx = NULL;
         CU_ASSERT_FATAL(idevs_envelope_ctx_new(sender.id, policy, &o, &sctx) == IDEVS_OK);
         CU_ASSERT_FATAL(idevs_envelope_ctx_new(recipient.id, policy, &o, &rctx) == IDEVS_OK);
         const uint8_t *der[1] = {recipient.cert};
         CU_ASSERT_FATAL(idevs_envelope_add_peer(sctx, der, &recipient.cert_len, 1, NULL) == IDEVS_OK);
-        struct queue q = {{{0}}, {32}, 1, 0};
-        memcpy(q.item[0], e_priv, 32);
+        uint8_t ids[4][16];
+        vector_queue q = {{e_priv}, {32}, 1, 0};
         const cJSON *msgs = cJSON_GetObjectItem(v, "messages"), *m;
         cJSON_ArrayForEach(m, msgs)
         {
             CU_ASSERT_FATAL(q.n < 4);
-            fixed(m, "message_id", q.item[q.n], 16);
+            fixed(m, "message_id", ids[q.n], 16);
+            q.item[q.n] = ids[q.n];
             q.len[q.n++] = 16;
         }
-        idevs_envelope_testing_set_random(sctx, from_queue, &q);
+        idevs_envelope_testing_set_random(sctx, vector_from_queue, &q);
 
         size_t mi = 1;
         cJSON_ArrayForEach(m, msgs)
@@ -285,6 +264,5 @@ static CU_TestInfo tests[] = {
 
 int main(void)
 {
-    CU_SuiteInfo suites[] = {{"vectors", load, unload, NULL, NULL, tests}, CU_SUITE_INFO_NULL};
-    return harness_run(suites);
+    return harness_run_suite("vectors", load, unload, tests);
 }

@@ -15,6 +15,7 @@
 #include "idevs_envelope.h"
 #include "idevs_envelope_testing.h"
 #include "idevs_identity.h"
+#include "vector_random.h"
 
 #define EPOCH_MS 1800000000000ull /* 2027-01-15T08:00:00Z */
 #define TOPIC "idevs/v1/store/sale"
@@ -63,27 +64,6 @@ static void fill(uint8_t *b, size_t n, uint8_t start)
 {
     for (size_t i = 0; i < n; i++)
         b[i] = (uint8_t)(start + i);
-}
-
-/* The deterministic random source: hands out the queued byte strings in order. */
-struct queue {
-    const uint8_t *item[8];
-    size_t len[8];
-    size_t n, next;
-};
-
-static idevs_err from_queue(void *arg, uint8_t *buf, size_t len)
-{
-    struct queue *q = arg;
-    if (q->next >= q->n || q->len[q->next] != len)
-        return IDEVS_ERR_INVALID_ARG;
-    memcpy(buf, q->item[q->next++], len);
-    return IDEVS_OK;
-}
-
-static uint64_t fixed_clock(void *arg)
-{
-    return *(const uint64_t *)arg;
 }
 
 struct party {
@@ -206,16 +186,13 @@ int main(int argc, char **argv)
         size_t len1 = strlen(text);
         memcpy(payload1, text, len1);
         fill(payload2, sizeof payload2, (uint8_t)suite);
-        struct queue q = {{e_priv, ids[0], ids[1]}, {32, 16, 16}, 3, 0};
+        vector_queue q = {{e_priv, ids[0], ids[1]}, {32, 16, 16}, 3, 0};
         uint64_t clock = EPOCH_MS;
         idevs_envelope_options o;
-        idevs_envelope_options_default(&o);
-        o.suite = suite;
-        o.clock_ms = fixed_clock;
-        o.clock_arg = &clock;
+        vector_options(&o, suite, &clock);
         idevs_envelope_ctx *ctx = NULL;
         CHECK(idevs_envelope_ctx_new(sender.id, policy, &o, &ctx) == IDEVS_OK);
-        idevs_envelope_testing_set_random(ctx, from_queue, &q);
+        idevs_envelope_testing_set_random(ctx, vector_from_queue, &q);
         der[0] = recipient.cert, der_len[0] = recipient.cert_len;
         CHECK(idevs_envelope_add_peer(ctx, der, der_len, 1, NULL) == IDEVS_OK);
 
