@@ -101,3 +101,11 @@ idevs_err idevs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, 
     va_end(ap);
     return err;
 }
+
+void idevs_why_or_sink(char **why, size_t *why_len, char *sink, size_t sink_len)
+{
+    if (*why == NULL || *why_len == 0) {
+        *why = sink;
+        *why_len = sink_len;
+    }
+}

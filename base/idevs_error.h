@@ -88,4 +88,8 @@ idevs_err idevs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, 
 idevs_err idevs_vfail(char *why, size_t why_len, idevs_err err, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 
+/* For a function whose caller may pass no why buffer (NULL or why_len 0): points *why and *why_len at the caller's
+ * sink instead, so that the function can write its sentence unconditionally. */
+void idevs_why_or_sink(char **why, size_t *why_len, char *sink, size_t sink_len);
+
 #endif

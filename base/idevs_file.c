@@ -212,3 +212,20 @@ idevs_err idevs_file_read(int dirfd, const char *path, const idevs_file_rules *r
     *len = got;
     return IDEVS_OK;
 }
+
+idevs_err idevs_file_write_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0)
+            errno = ENOSPC; /* a regular file that takes nothing more */
+        if (n <= 0)
+            return IDEVS_ERR_IO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return IDEVS_OK;
+}

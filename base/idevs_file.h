@@ -47,4 +47,8 @@ idevs_err idevs_file_open(int dirfd, const char *path, const idevs_file_rules *r
 idevs_err idevs_file_read(int dirfd, const char *path, const idevs_file_rules *rules, uint8_t **data, size_t *len,
                           char *why, size_t why_len);
 
+/* Writes all of data[0..len) to fd, going on after short writes and EINTR: the one write loop for the files idevs
+ * writes (keys, sealed state). IDEVS_ERR_IO with errno set by write(2), or ENOSPC when it took nothing more. */
+idevs_err idevs_file_write_all(int fd, const void *data, size_t len);
+
 #endif

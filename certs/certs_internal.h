@@ -18,9 +18,7 @@ struct idevs_identity {
     EVP_PKEY *kex;  /* X25519, private */
     uint8_t sign_pub[IDEVS_ED25519_PUB_LEN];
     uint8_t kex_pub[IDEVS_X25519_LEN];
-    uint8_t *chain[IDEVS_CHAIN_MAX];
-    size_t chain_len[IDEVS_CHAIN_MAX];
-    size_t chain_count;
+    idevs_der_chain chain;
 };
 
 #define CERTS_URN_PREFIX "urn:uuid:"
@@ -49,10 +47,6 @@ struct idevs_cert_policy {
     size_t nonce_len; /* 0: not checked */
     time_t at;        /* 0: now */
 };
-
-/* identity.c */
-bool certs_name_valid(const char *name);
-
 
 /* extensions.c */
 /* Adds a non-critical extension oid whose value is an OCTET STRING holding data. */

@@ -172,7 +172,7 @@ idevs_err certs_get_name(X509 *cert, char out[IDEVS_NAME_MAX + 1])
     char buf[IDEVS_NAME_MAX + 1];
     memcpy(buf, ASN1_STRING_get0_data(s), (size_t)len);
     buf[len] = '\0';
-    if (strlen(buf) != (size_t)len || !certs_name_valid(buf))
+    if (strlen(buf) != (size_t)len || !idevs_name_valid(buf))
         return IDEVS_ERR_CERT_NOT_IDEVS;
     memcpy(out, buf, (size_t)len + 1);
     return IDEVS_OK;

@@ -19,7 +19,7 @@
 #define KEY_FILE_MAX 4096                                   /* two PKCS#8 PEM keys take about 240 bytes */
 #define CERT_FILE_MAX (IDEVS_CHAIN_MAX * IDEVS_CERT_MAX * 2) /* base64 of the largest chain, with headers */
 
-bool certs_name_valid(const char *name)
+bool idevs_name_valid(const char *name)
 {
     if (name == NULL)
         return false;
@@ -35,30 +35,43 @@ bool certs_name_valid(const char *name)
     return true;
 }
 
-static void clear_chain(idevs_identity *id)
+void idevs_der_chain_clear(idevs_der_chain *chain)
 {
-    for (size_t i = 0; i < id->chain_count; i++) {
-        free(id->chain[i]);
-        id->chain[i] = NULL;
-        id->chain_len[i] = 0;
+    for (size_t i = 0; i < chain->count; i++) {
+        free(chain->der[i]);
+        chain->der[i] = NULL;
+        chain->len[i] = 0;
     }
-    id->chain_count = 0;
+    chain->count = 0;
+}
+
+const uint8_t *idevs_der_chain_at(const idevs_der_chain *chain, size_t index, size_t *len)
+{
+    if (chain == NULL || index >= chain->count) {
+        if (len != NULL)
+            *len = 0;
+        return NULL;
+    }
+    if (len != NULL)
+        *len = chain->len[index];
+    return chain->der[index];
 }
 
 void idevs_identity_free(idevs_identity *id)
 {
     if (id == NULL)
         return;
-    clear_chain(id);
+    idevs_der_chain_clear(&id->chain);
     EVP_PKEY_free(id->sign);
     EVP_PKEY_free(id->kex);
     idevs_cleanse(id, sizeof *id);
     free(id);
 }
 
-static idevs_err new_identity(const idevs_uuid *uuid, const char *name, idevs_identity **out)
+/* A new identity without keys; args_ok false (a key argument missing) is IDEVS_ERR_INVALID_ARG like the rest. */
+static idevs_err new_identity(const idevs_uuid *uuid, const char *name, bool args_ok, idevs_identity **out)
 {
-    if (uuid == NULL || out == NULL || !certs_name_valid(name))
+    if (!args_ok || uuid == NULL || out == NULL || !idevs_name_valid(name))
         return IDEVS_ERR_INVALID_ARG;
     idevs_identity *id = calloc(1, sizeof *id);
     if (id == NULL)
@@ -69,65 +82,60 @@ static idevs_err new_identity(const idevs_uuid *uuid, const char *name, idevs_id
     return IDEVS_OK;
 }
 
-idevs_err idevs_identity_generate(const idevs_uuid *uuid, const char *name, idevs_identity **out)
+/* The end of every constructor: the identity goes to *out when err is IDEVS_OK, and is freed otherwise. */
+static idevs_err hand_out(idevs_identity *id, idevs_err err, idevs_identity **out)
 {
-    idevs_identity *id = NULL;
-    idevs_err err = new_identity(uuid, name, &id);
-    if (err != IDEVS_OK)
-        return err;
-    err = idevs_ed25519_generate(&id->sign, id->sign_pub);
-    if (err == IDEVS_OK)
-        err = idevs_x25519_generate(&id->kex, id->kex_pub);
     if (err != IDEVS_OK) {
         idevs_identity_free(id);
         return err;
     }
     *out = id;
     return IDEVS_OK;
+}
+
+idevs_err idevs_identity_generate(const idevs_uuid *uuid, const char *name, idevs_identity **out)
+{
+    idevs_identity *id = NULL;
+    idevs_err err = new_identity(uuid, name, true, &id);
+    if (err != IDEVS_OK)
+        return err;
+    err = idevs_ed25519_generate(&id->sign, id->sign_pub);
+    if (err == IDEVS_OK)
+        err = idevs_x25519_generate(&id->kex, id->kex_pub);
+    return hand_out(id, err, out);
 }
 
 idevs_err idevs_identity_from_private(const idevs_uuid *uuid, const char *name,
                                       const uint8_t sign_seed[IDEVS_ED25519_SEED_LEN],
                                       const uint8_t kex_private[IDEVS_X25519_LEN], idevs_identity **out)
 {
-    if (sign_seed == NULL || kex_private == NULL)
-        return IDEVS_ERR_INVALID_ARG;
     idevs_identity *id = NULL;
-    idevs_err err = new_identity(uuid, name, &id);
+    idevs_err err = new_identity(uuid, name, sign_seed != NULL && kex_private != NULL, &id);
     if (err != IDEVS_OK)
         return err;
     err = idevs_ed25519_from_private(sign_seed, &id->sign, id->sign_pub);
     if (err == IDEVS_OK)
         err = idevs_x25519_from_private(kex_private, &id->kex, id->kex_pub);
-    if (err != IDEVS_OK) {
-        idevs_identity_free(id);
-        return err;
-    }
-    *out = id;
-    return IDEVS_OK;
+    return hand_out(id, err, out);
 }
 
 idevs_err idevs_identity_from_public(const idevs_uuid *uuid, const char *name,
                                      const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN],
                                      const uint8_t kex_pub[IDEVS_X25519_LEN], idevs_identity **out)
 {
-    if (sign_pub == NULL || kex_pub == NULL)
-        return IDEVS_ERR_INVALID_ARG;
     idevs_identity *id = NULL;
-    idevs_err err = new_identity(uuid, name, &id);
+    idevs_err err = new_identity(uuid, name, sign_pub != NULL && kex_pub != NULL, &id);
     if (err != IDEVS_OK)
         return err;
     id->sign = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, sign_pub, IDEVS_ED25519_PUB_LEN);
     id->kex = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, kex_pub, IDEVS_X25519_LEN);
     if (id->sign == NULL || id->kex == NULL) {
         ERR_clear_error();
-        idevs_identity_free(id);
-        return IDEVS_ERR_CRYPTO;
+        err = IDEVS_ERR_CRYPTO;
     }
     memcpy(id->sign_pub, sign_pub, IDEVS_ED25519_PUB_LEN);
     memcpy(id->kex_pub, kex_pub, IDEVS_X25519_LEN);
-    *out = id;
-    return IDEVS_OK;
+    return hand_out(id, err, out);
 }
 
 /* Checks that leaf certifies id: Ed25519 key, urn:uuid and, when present, the agreement key. */
@@ -182,12 +190,12 @@ idevs_err idevs_identity_set_chain(idevs_identity *id, const uint8_t *const *der
         }
         memcpy(copies[i], der[i], der_len[i]);
     }
-    clear_chain(id);
+    idevs_der_chain_clear(&id->chain);
     for (size_t i = 0; i < count; i++) {
-        id->chain[i] = copies[i];
-        id->chain_len[i] = der_len[i];
+        id->chain.der[i] = copies[i];
+        id->chain.len[i] = der_len[i];
     }
-    id->chain_count = count;
+    id->chain.count = count;
     return IDEVS_OK;
 }
 
@@ -259,7 +267,7 @@ idevs_err idevs_identity_load_why(const char *key_path, const char *cert_path, i
     }
     if ((err = certs_get_uuid_san(leaf, &u)) != IDEVS_OK || (err = certs_get_name(leaf, name)) != IDEVS_OK)
         goto done;
-    if ((err = new_identity(&u, name, &id)) != IDEVS_OK)
+    if ((err = new_identity(&u, name, true, &id)) != IDEVS_OK)
         goto done;
     if ((err = parse_key_file(key_text, key_len, &id->sign, &id->kex)) != IDEVS_OK) {
         idevs_fail(why, why_len, err, "key file '%s' holds no Ed25519 and X25519 private key pair (two PKCS#8 PEM "
@@ -291,26 +299,7 @@ done:
         free(key_text);
     }
     free(cert_text);
-    if (err != IDEVS_OK) {
-        idevs_identity_free(id);
-        return err;
-    }
-    *out = id;
-    return IDEVS_OK;
-}
-
-static idevs_err write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return IDEVS_ERR_IO;
-        data += n;
-        len -= (size_t)n;
-    }
-    return IDEVS_OK;
+    return hand_out(id, err, out);
 }
 
 idevs_err idevs_identity_save_key(const idevs_identity *id, const char *path)
@@ -333,7 +322,7 @@ idevs_err idevs_identity_save_key(const idevs_identity *id, const char *path)
         BIO_free(bio);
         return IDEVS_ERR_IO;
     }
-    idevs_err err = write_all(fd, mem->data, mem->length);
+    idevs_err err = idevs_file_write_all(fd, mem->data, mem->length);
     if (err == IDEVS_OK && fsync(fd) != 0)
         err = IDEVS_ERR_IO;
     if (close(fd) != 0 && err == IDEVS_OK)
@@ -376,24 +365,17 @@ EVP_PKEY *idevs_identity_kex_key(const idevs_identity *id)
 
 size_t idevs_identity_chain_count(const idevs_identity *id)
 {
-    return id != NULL ? id->chain_count : 0;
+    return id != NULL ? id->chain.count : 0;
 }
 
 const uint8_t *idevs_identity_chain_der(const idevs_identity *id, size_t index, size_t *len)
 {
-    if (id == NULL || index >= id->chain_count) {
-        if (len != NULL)
-            *len = 0;
-        return NULL;
-    }
-    if (len != NULL)
-        *len = id->chain_len[index];
-    return id->chain[index];
+    return idevs_der_chain_at(id != NULL ? &id->chain : NULL, index, len);
 }
 
 idevs_err idevs_identity_cert_digest(const idevs_identity *id, uint8_t out[IDEVS_SHA256_LEN])
 {
-    if (id == NULL || out == NULL || id->chain_count == 0)
+    if (id == NULL || out == NULL || id->chain.count == 0)
         return IDEVS_ERR_INVALID_ARG;
-    return idevs_sha256(id->chain[0], id->chain_len[0], out);
+    return idevs_sha256(id->chain.der[0], id->chain.len[0], out);
 }

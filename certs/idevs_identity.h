@@ -5,6 +5,7 @@
 #ifndef IDEVS_IDENTITY_H
 #define IDEVS_IDENTITY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,24 @@
 #define IDEVS_CERT_MAX 8192  /* bytes of one DER certificate */
 
 typedef struct idevs_identity idevs_identity;
+
+/* A certificate chain as DER, leaf first, each certificate malloc'd and owned by the chain: the one shape of the
+ * chains an identity, a launcher and its services hold. */
+typedef struct idevs_der_chain {
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX];
+    size_t count;
+} idevs_der_chain;
+
+/* Frees every certificate; the chain is empty after. */
+void idevs_der_chain_clear(idevs_der_chain *chain);
+/* Certificate index (0: the leaf) and its length in *len (len may be NULL); NULL and *len 0 past the end or for a
+ * NULL chain. */
+const uint8_t *idevs_der_chain_at(const idevs_der_chain *chain, size_t index, size_t *len);
+
+/* The one rule for names, of identities and of what a deployment descriptor names: [A-Za-z0-9._-],
+ * 1..IDEVS_NAME_MAX bytes. False for NULL. */
+bool idevs_name_valid(const char *name);
 
 /* Fresh keys for uuid. name is a label for certificates and logs: [A-Za-z0-9._-], 1..IDEVS_NAME_MAX. */
 idevs_err idevs_identity_generate(const idevs_uuid *uuid, const char *name, idevs_identity **out);

@@ -140,20 +140,9 @@ idevs_err idevs_cert_issue_ca(const idevs_identity *ca, unsigned days, X509 **ou
     return build(KIND_CA, ca, NULL, ca, secs, NULL, 0, out);
 }
 
-idevs_err idevs_cert_issue_authority(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *authority,
-                                     unsigned days, X509 **out)
-{
-    long secs = 0;
-    if (!usable(authority) || out == NULL || days_to_seconds(days, &secs) != IDEVS_OK)
-        return IDEVS_ERR_INVALID_ARG;
-    idevs_err err = check_issuer(ca, ca_cert);
-    if (err != IDEVS_OK)
-        return err;
-    return build(KIND_AUTHORITY, ca, ca_cert, authority, secs, NULL, 0, out);
-}
-
-idevs_err idevs_cert_issue_service(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *subject,
-                                   unsigned days, X509 **out)
+/* An authority's or a service's certificate: both are issued by the operator CA, for a number of days. */
+static idevs_err issue_under_ca(enum kind kind, const idevs_identity *ca, X509 *ca_cert, const idevs_identity *subject,
+                                unsigned days, X509 **out)
 {
     long secs = 0;
     if (!usable(subject) || out == NULL || days_to_seconds(days, &secs) != IDEVS_OK)
@@ -161,7 +150,19 @@ idevs_err idevs_cert_issue_service(const idevs_identity *ca, X509 *ca_cert, cons
     idevs_err err = check_issuer(ca, ca_cert);
     if (err != IDEVS_OK)
         return err;
-    return build(KIND_SERVICE, ca, ca_cert, subject, secs, NULL, 0, out);
+    return build(kind, ca, ca_cert, subject, secs, NULL, 0, out);
+}
+
+idevs_err idevs_cert_issue_authority(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *authority,
+                                     unsigned days, X509 **out)
+{
+    return issue_under_ca(KIND_AUTHORITY, ca, ca_cert, authority, days, out);
+}
+
+idevs_err idevs_cert_issue_service(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *subject,
+                                   unsigned days, X509 **out)
+{
+    return issue_under_ca(KIND_SERVICE, ca, ca_cert, subject, days, out);
 }
 
 idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *authority_cert,

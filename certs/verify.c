@@ -8,6 +8,7 @@
 #include <openssl/x509v3.h>
 
 #include "certs_internal.h"
+#include "idevs_hex.h"
 
 struct subject {
     char label[IDEVS_NAME_MAX + CERTS_URN_LEN + 32]; /* "certificate 'taxi' (urn:uuid:...)" */
@@ -65,16 +66,6 @@ static void format_time(const ASN1_TIME *t, char *out, size_t out_len)
     struct tm tm;
     if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1 || strftime(out, out_len, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
         snprintf(out, out_len, "an unreadable date");
-}
-
-static void hex8(const uint8_t *b, char out[17])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 8; i++) {
-        out[2 * i] = digits[b[i] >> 4];
-        out[2 * i + 1] = digits[b[i] & 15];
-    }
-    out[16] = '\0';
 }
 
 /* Builds and checks the chain to a trust anchor. *below_intermediate tells whether the leaf was issued by
@@ -156,15 +147,15 @@ static idevs_err check_evidence(const idevs_cert_policy *policy, const idevs_evi
             for (size_t i = 0; i < policy->measurement_count; i++)
                 match |= idevs_ct_equal(policy->measurements[i], ev->measurement, IDEVS_SHA256_LEN);
             if (!match) {
-                hex8(ev->measurement, a);
+                idevs_hex_encode(ev->measurement, 8, a); /* the first 8 bytes name it in a message */
                 return fail(why, why_len, IDEVS_ERR_MEASUREMENT_MISMATCH,
                             "%s runs code with measurement %s..., which is not among the %zu the policy expects",
                             s->label, a, policy->measurement_count);
             }
         }
         if (policy->has_descriptor && !idevs_ct_equal(policy->descriptor, ev->descriptor_digest, IDEVS_SHA256_LEN)) {
-            hex8(ev->descriptor_digest, a);
-            hex8(policy->descriptor, b);
+            idevs_hex_encode(ev->descriptor_digest, 8, a);
+            idevs_hex_encode(policy->descriptor, 8, b);
             return fail(why, why_len, IDEVS_ERR_DESCRIPTOR_MISMATCH,
                         "%s runs deployment descriptor %s..., the policy expects %s...", s->label, a, b);
         }

@@ -18,6 +18,7 @@
 #include "idevs_envelope.h"
 #include "idevs_file.h"
 #include "idevs_hex.h"
+#include "idevs_utf8.h"
 
 #define PATH_MAX_LEN 96
 
@@ -123,27 +124,13 @@ static idevs_err member(parser *p, const cJSON *obj, const char *path, const cha
     return IDEVS_OK;
 }
 
-static bool name_valid(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > IDEVS_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return false;
-    }
-    return true;
-}
-
 static idevs_err get_name(parser *p, const cJSON *obj, const char *path, char out[IDEVS_NAME_MAX + 1])
 {
     const cJSON *v;
     idevs_err err = member(p, obj, path, "name", false, cJSON_IsString, "a string", &v);
     if (err != IDEVS_OK)
         return err;
-    if (!name_valid(v->valuestring)) {
+    if (!idevs_name_valid(v->valuestring)) {
         char where[PATH_MAX_LEN];
         join(where, path, "name");
         return fail(p, where, "'%.64s' is not a name: 1 to %d of A-Z a-z 0-9 . _ -", v->valuestring,
@@ -206,43 +193,6 @@ static idevs_err get_uint(parser *p, const cJSON *obj, const char *path, const c
     return IDEVS_OK;
 }
 
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t extra;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            extra = 1;
-            cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            extra = 2;
-            cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            extra = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (n - i <= extra)
-            return false;
-        for (size_t k = 1; k <= extra; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
-        if (cp < least[extra] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += extra + 1;
-    }
-    return true;
-}
-
 static idevs_err get_topic(parser *p, const cJSON *obj, const char *path, const char *key, char **out)
 {
     idevs_err err = get_string(p, obj, path, key, IDEVS_TOPIC_MAX, out);
@@ -255,7 +205,7 @@ static idevs_err get_topic(parser *p, const cJSON *obj, const char *path, const 
         return fail(p, where, "'%.80s' contains a wildcard (+ or #)", t);
     if (t[0] == '$')
         return fail(p, where, "'%.80s' is under '$', the broker's own topics", t);
-    if (!utf8_valid((const unsigned char *)t, strlen(t)))
+    if (!idevs_utf8_valid((const uint8_t *)t, strlen(t)))
         return fail(p, where, "not valid UTF-8");
     return IDEVS_OK;
 }
@@ -309,6 +259,23 @@ static idevs_err get_array(parser *p, const cJSON *root, const char *key, bool r
     return IDEVS_OK;
 }
 
+/* The array under key with one zeroed entry of size bytes for each of its objects: *entries NULL and *n 0 when
+ * the array is absent or empty. Every list of the descriptor starts this way. */
+static idevs_err get_entries(parser *p, const cJSON *root, const char *key, bool required, size_t size,
+                             const cJSON **first, size_t *n, void **entries)
+{
+    const cJSON *arr;
+    *first = NULL;
+    *entries = NULL;
+    idevs_err err = get_array(p, root, key, required, &arr, n);
+    if (err != IDEVS_OK || *n == 0)
+        return err;
+    if ((*entries = calloc(*n, size)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    *first = arr->child;
+    return IDEVS_OK;
+}
+
 /* ---- sections ---- */
 
 static idevs_err parse_process(parser *p, const cJSON *root, idevs_deployment *d)
@@ -346,15 +313,14 @@ static idevs_err parse_ca_digest(parser *p, const cJSON *root, idevs_deployment 
 static idevs_err parse_services(parser *p, const cJSON *root, idevs_deployment *d)
 {
     static const char *const keys[] = {"name", "uuid", "certificate", NULL};
-    const cJSON *arr;
+    const cJSON *e;
     size_t n;
-    idevs_err err = get_array(p, root, "services", true, &arr, &n);
+    void *entries;
+    idevs_err err = get_entries(p, root, "services", true, sizeof *d->services, &e, &n, &entries);
+    d->services = entries;
     if (err != IDEVS_OK)
         return err;
-    if ((d->services = calloc(n, sizeof *d->services)) == NULL)
-        return IDEVS_ERR_NOMEM;
-    size_t i = 0;
-    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+    for (size_t i = 0; e != NULL; e = e->next, i++) {
         idevs_deployment_service *s = &d->services[i];
         char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
         pathf(path, sizeof path, "services[%zu]", i);
@@ -403,17 +369,31 @@ static idevs_err add_topic(parser *p, topic_set *set, const char *topic, const c
     return IDEVS_OK;
 }
 
-static idevs_err check_unique_name(parser *p, const char *name, const char *path, const char *kind,
-                                   const char *(*name_at)(const idevs_deployment *, size_t),
-                                   const idevs_deployment *d, size_t before)
+/* How an input, an output and a request begin: only the allowed keys, and a name that no earlier entry of the
+ * same list has. path receives the entry's path, "inputs[2]". */
+static idevs_err get_entry_name(parser *p, const cJSON *e, const char *list, size_t i, const char *const *keys,
+                                const char *(*name_at)(const idevs_deployment *, size_t), const idevs_deployment *d,
+                                char name[IDEVS_NAME_MAX + 1], char path[PATH_MAX_LEN])
 {
-    for (size_t k = 0; k < before; k++)
+    pathf(path, PATH_MAX_LEN, "%s[%zu]", list, i);
+    idevs_err err = check_keys(p, e, path, keys);
+    if (err == IDEVS_OK)
+        err = get_name(p, e, path, name);
+    for (size_t k = 0; err == IDEVS_OK && k < i; k++)
         if (strcmp(name_at(d, k), name) == 0) {
             char where[PATH_MAX_LEN];
             join(where, path, "name");
-            return fail(p, where, "'%s' is already the name of %s[%zu]", name, kind, k);
+            return fail(p, where, "'%s' is already the name of %s[%zu]", name, list, k);
         }
-    return IDEVS_OK;
+    return err;
+}
+
+/* Claims topic, found under key of the entry at path, for this entry alone (topics are distinct). */
+static idevs_err claim_topic(parser *p, topic_set *topics, const char *path, const char *key, const char *topic)
+{
+    char where[PATH_MAX_LEN];
+    join(where, path, key);
+    return add_topic(p, topics, topic, where);
 }
 
 static const char *input_name(const idevs_deployment *d, size_t i) { return d->inputs[i].name; }
@@ -423,91 +403,65 @@ static const char *request_name(const idevs_deployment *d, size_t i) { return d-
 static idevs_err parse_inputs(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
 {
     static const char *const keys[] = {"name", "topic", "from", NULL};
-    const cJSON *arr;
+    const cJSON *e;
     size_t n;
-    idevs_err err = get_array(p, root, "inputs", false, &arr, &n);
-    if (err != IDEVS_OK || n == 0)
-        return err;
-    if ((d->inputs = calloc(n, sizeof *d->inputs)) == NULL)
-        return IDEVS_ERR_NOMEM;
-    size_t i = 0;
-    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+    void *entries;
+    idevs_err err = get_entries(p, root, "inputs", false, sizeof *d->inputs, &e, &n, &entries);
+    d->inputs = entries;
+    for (size_t i = 0; err == IDEVS_OK && e != NULL; e = e->next, i++) {
         idevs_deployment_input *in = &d->inputs[i];
-        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
-        pathf(path, sizeof path, "inputs[%zu]", i);
-        d->input_count = i + 1;
-        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, in->name)) != IDEVS_OK ||
-            (err = check_unique_name(p, in->name, path, "inputs", input_name, d, i)) != IDEVS_OK ||
-            (err = get_topic(p, e, path, "topic", &in->topic)) != IDEVS_OK ||
-            (err = get_service_ref(p, d, e, path, "from", &in->from)) != IDEVS_OK)
-            return err;
-        join(where, path, "topic");
-        if ((err = add_topic(p, topics, in->topic, where)) != IDEVS_OK)
-            return err;
+        char path[PATH_MAX_LEN];
+        d->input_count = i + 1; /* so that free() sees what was filled */
+        if ((err = get_entry_name(p, e, "inputs", i, keys, input_name, d, in->name, path)) == IDEVS_OK &&
+            (err = get_topic(p, e, path, "topic", &in->topic)) == IDEVS_OK &&
+            (err = get_service_ref(p, d, e, path, "from", &in->from)) == IDEVS_OK)
+            err = claim_topic(p, topics, path, "topic", in->topic);
     }
-    return IDEVS_OK;
+    return err;
 }
 
 static idevs_err parse_outputs(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
 {
     static const char *const keys[] = {"name", "topic", "to", "qos", NULL};
-    const cJSON *arr;
+    const cJSON *e;
     size_t n;
-    idevs_err err = get_array(p, root, "outputs", false, &arr, &n);
-    if (err != IDEVS_OK || n == 0)
-        return err;
-    if ((d->outputs = calloc(n, sizeof *d->outputs)) == NULL)
-        return IDEVS_ERR_NOMEM;
-    size_t i = 0;
-    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+    void *entries;
+    idevs_err err = get_entries(p, root, "outputs", false, sizeof *d->outputs, &e, &n, &entries);
+    d->outputs = entries;
+    for (size_t i = 0; err == IDEVS_OK && e != NULL; e = e->next, i++) {
         idevs_deployment_output *out = &d->outputs[i];
-        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
-        pathf(path, sizeof path, "outputs[%zu]", i);
+        char path[PATH_MAX_LEN];
         d->output_count = i + 1;
-        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, out->name)) != IDEVS_OK ||
-            (err = check_unique_name(p, out->name, path, "outputs", output_name, d, i)) != IDEVS_OK ||
-            (err = get_topic(p, e, path, "topic", &out->topic)) != IDEVS_OK ||
-            (err = get_service_ref(p, d, e, path, "to", &out->to)) != IDEVS_OK ||
-            (err = get_qos(p, e, path, &out->qos)) != IDEVS_OK)
-            return err;
-        join(where, path, "topic");
-        if ((err = add_topic(p, topics, out->topic, where)) != IDEVS_OK)
-            return err;
+        if ((err = get_entry_name(p, e, "outputs", i, keys, output_name, d, out->name, path)) == IDEVS_OK &&
+            (err = get_topic(p, e, path, "topic", &out->topic)) == IDEVS_OK &&
+            (err = get_service_ref(p, d, e, path, "to", &out->to)) == IDEVS_OK &&
+            (err = get_qos(p, e, path, &out->qos)) == IDEVS_OK)
+            err = claim_topic(p, topics, path, "topic", out->topic);
     }
-    return IDEVS_OK;
+    return err;
 }
 
 static idevs_err parse_requests(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
 {
     static const char *const keys[] = {"name", "topic", "response_topic", "to", "qos", NULL};
-    const cJSON *arr;
+    const cJSON *e;
     size_t n;
-    idevs_err err = get_array(p, root, "requests", false, &arr, &n);
-    if (err != IDEVS_OK || n == 0)
-        return err;
-    if ((d->requests = calloc(n, sizeof *d->requests)) == NULL)
-        return IDEVS_ERR_NOMEM;
-    size_t i = 0;
-    for (const cJSON *e = arr->child; e != NULL; e = e->next, i++) {
+    void *entries;
+    idevs_err err = get_entries(p, root, "requests", false, sizeof *d->requests, &e, &n, &entries);
+    d->requests = entries;
+    for (size_t i = 0; err == IDEVS_OK && e != NULL; e = e->next, i++) {
         idevs_deployment_request *r = &d->requests[i];
-        char path[PATH_MAX_LEN], where[PATH_MAX_LEN];
-        pathf(path, sizeof path, "requests[%zu]", i);
+        char path[PATH_MAX_LEN];
         d->request_count = i + 1;
-        if ((err = check_keys(p, e, path, keys)) != IDEVS_OK || (err = get_name(p, e, path, r->name)) != IDEVS_OK ||
-            (err = check_unique_name(p, r->name, path, "requests", request_name, d, i)) != IDEVS_OK ||
-            (err = get_topic(p, e, path, "topic", &r->topic)) != IDEVS_OK ||
-            (err = get_topic(p, e, path, "response_topic", &r->response_topic)) != IDEVS_OK ||
-            (err = get_service_ref(p, d, e, path, "to", &r->to)) != IDEVS_OK ||
-            (err = get_qos(p, e, path, &r->qos)) != IDEVS_OK)
-            return err;
-        join(where, path, "topic");
-        if ((err = add_topic(p, topics, r->topic, where)) != IDEVS_OK)
-            return err;
-        join(where, path, "response_topic");
-        if ((err = add_topic(p, topics, r->response_topic, where)) != IDEVS_OK)
-            return err;
+        if ((err = get_entry_name(p, e, "requests", i, keys, request_name, d, r->name, path)) == IDEVS_OK &&
+            (err = get_topic(p, e, path, "topic", &r->topic)) == IDEVS_OK &&
+            (err = get_topic(p, e, path, "response_topic", &r->response_topic)) == IDEVS_OK &&
+            (err = get_service_ref(p, d, e, path, "to", &r->to)) == IDEVS_OK &&
+            (err = get_qos(p, e, path, &r->qos)) == IDEVS_OK &&
+            (err = claim_topic(p, topics, path, "topic", r->topic)) == IDEVS_OK)
+            err = claim_topic(p, topics, path, "response_topic", r->response_topic);
     }
-    return IDEVS_OK;
+    return err;
 }
 
 static idevs_err parse_limits(parser *p, const cJSON *root, idevs_deployment *d)

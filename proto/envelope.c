@@ -36,25 +36,20 @@ static idevs_err normalize(const idevs_envelope_options *in, idevs_envelope_opti
         return IDEVS_OK;
     }
     *out = *in;
-    if (out->suite == 0)
-        out->suite = d.suite;
-    if (out->epoch_lifetime_ms == 0)
-        out->epoch_lifetime_ms = d.epoch_lifetime_ms;
-    if (out->epoch_max_messages == 0)
-        out->epoch_max_messages = d.epoch_max_messages;
-    if (out->grace_ms == 0)
-        out->grace_ms = d.grace_ms;
+#define TAKE_DEFAULT(field) (out->field = out->field != 0 ? out->field : d.field)
+    TAKE_DEFAULT(suite);
+    TAKE_DEFAULT(epoch_lifetime_ms);
+    TAKE_DEFAULT(epoch_max_messages);
+    TAKE_DEFAULT(grace_ms);
     if (out->max_epoch_age_ms == 0) {
         out->max_epoch_age_ms = out->epoch_lifetime_ms + out->grace_ms;
         if (out->max_epoch_age_ms < out->epoch_lifetime_ms)
             out->max_epoch_age_ms = UINT64_MAX;
     }
-    if (out->max_clock_skew_ms == 0)
-        out->max_clock_skew_ms = d.max_clock_skew_ms;
-    if (out->max_payload == 0)
-        out->max_payload = d.max_payload;
-    if (out->max_peers == 0)
-        out->max_peers = d.max_peers;
+    TAKE_DEFAULT(max_clock_skew_ms);
+    TAKE_DEFAULT(max_payload);
+    TAKE_DEFAULT(max_peers);
+#undef TAKE_DEFAULT
     if (!idevs_env_suite_valid(out->suite) || out->max_payload > IDEVS_PAYLOAD_MAX_LIMIT ||
         out->max_peers > SIZE_MAX / sizeof(idevs_peer *))
         return IDEVS_ERR_INVALID_ARG;

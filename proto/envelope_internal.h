@@ -42,13 +42,7 @@ void idevs_env_offer(uint8_t out[IDEVS_OFFER_LEN], uint32_t suite, const idevs_u
 
 /* The clear fields an envelope authenticates. */
 typedef struct idevs_env_header {
-    uint32_t version;
-    uint32_t suite;
-    idevs_uuid sender;
-    idevs_uuid recipient;
-    idevs_msgid message_id;
-    uint64_t epoch;
-    uint64_t sequence;
+    IDEVS_ENVELOPE_CLEAR_FIELDS
     uint8_t ephemeral_key[IDEVS_X25519_LEN];
     uint8_t epoch_signature[IDEVS_ED25519_SIG_LEN];
     uint8_t leaf_digest[IDEVS_SHA256_LEN]; /* H(sender's leaf DER), carried or computed from the chain */

@@ -102,15 +102,20 @@ idevs_err idevs_envelope_open(idevs_envelope_ctx *ctx, const char *topic, const 
 /* Cleanses and frees the payload; the structure can be reused. */
 void idevs_opened_clear(idevs_opened *opened);
 
+/* The clear fields that name an envelope, declared once for this header and for the one the envelope code
+ * authenticates (proto/envelope_internal.h), so that the two keep the same names and types. */
+#define IDEVS_ENVELOPE_CLEAR_FIELDS \
+    uint32_t version;               \
+    uint32_t suite;                 \
+    idevs_uuid sender;              \
+    idevs_uuid recipient;           \
+    idevs_msgid message_id;         \
+    uint64_t epoch;                 \
+    uint64_t sequence;
+
 /* The clear header of an envelope, as idevs_envelope_peek() decodes it. */
 typedef struct idevs_envelope_header {
-    uint32_t version;
-    uint32_t suite;
-    idevs_uuid sender;
-    idevs_uuid recipient;
-    idevs_msgid message_id;
-    uint64_t epoch;
-    uint64_t sequence;
+    IDEVS_ENVELOPE_CLEAR_FIELDS
     size_t chain_count;      /* certificates carried; 0 when the sender's certificate digest is carried instead */
     size_t provenance_count;
     size_t ciphertext_len;   /* payload plus the 16-byte tag */

@@ -76,52 +76,63 @@ static runner *runner_of(idevs_logic *lg)
     return lg != NULL ? (runner *)lg->host : NULL;
 }
 
+/* Every host API call starts here: IDEVS_ERR_INVALID_ARG when lg is not a running logic or args_ok is false,
+ * IDEVS_ERR_NOT_NOW outside the phase the call belongs to (setup calls in setup, emitting in a handler). */
+static idevs_err runner_for_call(idevs_logic *lg, bool args_ok, runner_phase phase, runner **out)
+{
+    runner *r = runner_of(lg);
+    if (r == NULL || !args_ok)
+        return IDEVS_ERR_INVALID_ARG;
+    if (r->phase != phase)
+        return IDEVS_ERR_NOT_NOW;
+    *out = r;
+    return IDEVS_OK;
+}
+
 /* ---- registration, during setup() only ---- */
+
+/* One handler per input and per response: a second registration is refused. */
+static idevs_err take_slot(idevs_handler *slot, idevs_handler handler)
+{
+    if (*slot != NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    *slot = handler;
+    return IDEVS_OK;
+}
 
 static idevs_err api_on_input(idevs_logic *lg, const char *input, idevs_handler handler)
 {
-    runner *r = runner_of(lg);
-    if (r == NULL || handler == NULL || input == NULL)
-        return IDEVS_ERR_INVALID_ARG;
-    if (r->phase != PHASE_SETUP)
-        return IDEVS_ERR_NOT_NOW;
+    runner *r = NULL;
+    idevs_err err = runner_for_call(lg, handler != NULL && input != NULL, PHASE_SETUP, &r);
+    if (err != IDEVS_OK)
+        return err;
     const idevs_deployment_input *in = NULL;
     for (size_t i = 0; in == NULL && i < r->dep->input_count; i++)
         if (strcmp(r->dep->inputs[i].name, input) == 0)
             in = &r->dep->inputs[i];
     if (in == NULL)
         return IDEVS_ERR_UNKNOWN_INPUT;
-    size_t i = (size_t)(in - r->dep->inputs);
-    if (r->input_handlers[i] != NULL)
-        return IDEVS_ERR_INVALID_ARG; /* one handler per input */
-    r->input_handlers[i] = handler;
-    return IDEVS_OK;
+    return take_slot(&r->input_handlers[in - r->dep->inputs], handler);
 }
 
 static idevs_err api_on_response(idevs_logic *lg, const char *request, idevs_handler handler)
 {
-    runner *r = runner_of(lg);
-    if (r == NULL || handler == NULL || request == NULL)
-        return IDEVS_ERR_INVALID_ARG;
-    if (r->phase != PHASE_SETUP)
-        return IDEVS_ERR_NOT_NOW;
+    runner *r = NULL;
+    idevs_err err = runner_for_call(lg, handler != NULL && request != NULL, PHASE_SETUP, &r);
+    if (err != IDEVS_OK)
+        return err;
     const idevs_deployment_request *rq = idevs_deployment_request_by_name(r->dep, request);
     if (rq == NULL)
         return IDEVS_ERR_UNKNOWN_REQUEST;
-    size_t i = (size_t)(rq - r->dep->requests);
-    if (r->response_handlers[i] != NULL)
-        return IDEVS_ERR_INVALID_ARG;
-    r->response_handlers[i] = handler;
-    return IDEVS_OK;
+    return take_slot(&r->response_handlers[rq - r->dep->requests], handler);
 }
 
 static idevs_err api_on_timer(idevs_logic *lg, uint32_t period_ms, idevs_timer_handler handler)
 {
-    runner *r = runner_of(lg);
-    if (r == NULL || handler == NULL || period_ms < TIMER_MIN_MS)
-        return IDEVS_ERR_INVALID_ARG;
-    if (r->phase != PHASE_SETUP)
-        return IDEVS_ERR_NOT_NOW;
+    runner *r = NULL;
+    idevs_err err = runner_for_call(lg, handler != NULL && period_ms >= TIMER_MIN_MS, PHASE_SETUP, &r);
+    if (err != IDEVS_OK)
+        return err;
     if (r->timer != NULL)
         return IDEVS_ERR_INVALID_ARG;
     r->timer = handler;
@@ -148,15 +159,14 @@ static idevs_err tx_check(runner *r, const void *payload, size_t len)
 
 static idevs_err api_emit(idevs_logic *lg, const char *output, const void *payload, size_t len)
 {
-    runner *r = runner_of(lg);
-    if (r == NULL || output == NULL)
-        return IDEVS_ERR_INVALID_ARG;
-    if (r->phase != PHASE_HANDLER)
-        return IDEVS_ERR_NOT_NOW;
+    runner *r = NULL;
+    idevs_err err = runner_for_call(lg, output != NULL, PHASE_HANDLER, &r);
+    if (err != IDEVS_OK)
+        return err;
     const idevs_deployment_output *o = idevs_deployment_output_by_name(r->dep, output);
     if (o == NULL)
         return IDEVS_ERR_UNKNOWN_OUTPUT;
-    idevs_err err = tx_check(r, payload, len);
+    err = tx_check(r, payload, len);
     if (err != IDEVS_OK)
         return err;
     Idevs__Bridge__V1__LogicEmit emit = IDEVS__BRIDGE__V1__LOGIC_EMIT__INIT;
@@ -174,11 +184,10 @@ static idevs_err api_emit(idevs_logic *lg, const char *output, const void *paylo
 static idevs_err api_request(idevs_logic *lg, const char *request, const void *payload, size_t len,
                              idevs_msgid *request_id)
 {
-    runner *r = runner_of(lg);
-    if (r == NULL || request == NULL)
-        return IDEVS_ERR_INVALID_ARG;
-    if (r->phase != PHASE_HANDLER)
-        return IDEVS_ERR_NOT_NOW;
+    runner *r = NULL;
+    idevs_err err = runner_for_call(lg, request != NULL, PHASE_HANDLER, &r);
+    if (err != IDEVS_OK)
+        return err;
     const idevs_deployment_request *rq = idevs_deployment_request_by_name(r->dep, request);
     if (rq == NULL)
         return IDEVS_ERR_UNKNOWN_REQUEST;
@@ -186,7 +195,7 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
      * outstanding slot for good, and enough of them would hold every input back. */
     if (r->response_handlers[rq - r->dep->requests] == NULL)
         return IDEVS_ERR_UNKNOWN_REQUEST;
-    idevs_err err = tx_check(r, payload, len);
+    err = tx_check(r, payload, len);
     if (err != IDEVS_OK)
         return err;
     Idevs__Bridge__V1__LogicRequest req = IDEVS__BRIDGE__V1__LOGIC_REQUEST__INIT;
@@ -229,11 +238,10 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
 
 static idevs_err api_refuse(idevs_logic *lg, const char *code)
 {
-    runner *r = runner_of(lg);
-    if (r == NULL || code == NULL)
-        return IDEVS_ERR_INVALID_ARG;
-    if (r->phase != PHASE_HANDLER)
-        return IDEVS_ERR_NOT_NOW;
+    runner *r = NULL;
+    idevs_err err = runner_for_call(lg, code != NULL, PHASE_HANDLER, &r);
+    if (err != IDEVS_OK)
+        return err;
     int i = idevs_deployment_refusal_index(r->dep, code);
     if (i < 0)
         return IDEVS_ERR_INVALID_ARG; /* only the declared codes: nothing else can be said this way */

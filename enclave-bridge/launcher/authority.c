@@ -24,10 +24,7 @@ idevs_err idevs_launcher_authority_load(const char *key_path, const char *cert_p
                                         idevs_launcher_authority *out, int *failed, char *why, size_t why_len)
 {
     char sink[8];
-    if (why == NULL || why_len == 0) {
-        why = sink;
-        why_len = sizeof sink;
-    }
+    idevs_why_or_sink(&why, &why_len, sink, sizeof sink);
     int which = 0;
     if (failed == NULL)
         failed = &which;

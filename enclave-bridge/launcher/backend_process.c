@@ -149,10 +149,7 @@ idevs_err idevs_backend_process_new(const idevs_process_backend_options *opts, i
                                     size_t why_len)
 {
     char sink[8];
-    if (why == NULL || why_len == 0) {
-        why = sink;
-        why_len = sizeof sink;
-    }
+    idevs_why_or_sink(&why, &why_len, sink, sizeof sink);
     why[0] = '\0';
     if (opts == NULL || out == NULL)
         return IDEVS_ERR_INVALID_ARG;

@@ -56,11 +56,11 @@ idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, c
     for (size_t i = 0; i < l->service_count; i++) {
         idevs__bridge__v1__service_certificate__init(&svc[i]);
         svc[i].name = l->services[i].name;
-        svc[i].n_chain = l->services[i].count;
+        svc[i].n_chain = l->services[i].chain.count;
         svc[i].chain = &chains[i * IDEVS_CHAIN_MAX];
-        for (size_t j = 0; j < l->services[i].count; j++) {
-            svc[i].chain[j].data = l->services[i].der[j];
-            svc[i].chain[j].len = l->services[i].len[j];
+        for (size_t j = 0; j < l->services[i].chain.count; j++) {
+            svc[i].chain[j].data = l->services[i].chain.der[j];
+            svc[i].chain[j].len = l->services[i].chain.len[j];
         }
         svcp[i] = &svc[i];
     }
@@ -90,16 +90,6 @@ done:
     free(svcp);
     free(chains);
     return err;
-}
-
-static void chain_clear(idevs_launcher *l)
-{
-    for (size_t i = 0; i < l->chain_count; i++) {
-        free(l->chain[i]);
-        l->chain[i] = NULL;
-        l->chain_len[i] = 0;
-    }
-    l->chain_count = 0;
 }
 
 idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
@@ -173,12 +163,12 @@ idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__Cer
         snprintf(why, why_len, "sending its certificate failed: %s", idevs_strerror(err));
         goto done;
     }
-    chain_clear(l);
-    l->chain[0] = der;
-    l->chain_len[0] = der_len;
-    l->chain[1] = authority;
-    l->chain_len[1] = l->authority_der_len;
-    l->chain_count = 2;
+    idevs_der_chain_clear(&l->chain);
+    l->chain.der[0] = der;
+    l->chain.len[0] = der_len;
+    l->chain.der[1] = authority;
+    l->chain.len[1] = l->authority_der_len;
+    l->chain.count = 2;
     der = authority = NULL;
     l->stats.certified++;
     l->stats.last_keys_restored = req->keys_restored;
@@ -196,22 +186,22 @@ done:
 
 void certify_forget(idevs_launcher *l)
 {
-    chain_clear(l);
+    idevs_der_chain_clear(&l->chain);
 }
 
 char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)
 {
     if (len != NULL)
         *len = 0;
-    if (l == NULL || len == NULL || l->chain_count == 0)
+    if (l == NULL || len == NULL || l->chain.count == 0)
         return NULL;
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL)
         return NULL;
     bool ok = true;
-    for (size_t i = 0; ok && i < l->chain_count; i++) {
-        const unsigned char *q = l->chain[i];
-        X509 *x = l->chain_len[i] <= LONG_MAX ? d2i_X509(NULL, &q, (long)l->chain_len[i]) : NULL;
+    for (size_t i = 0; ok && i < l->chain.count; i++) {
+        const unsigned char *q = l->chain.der[i];
+        X509 *x = l->chain.len[i] <= LONG_MAX ? d2i_X509(NULL, &q, (long)l->chain.len[i]) : NULL;
         ok = x != NULL && PEM_write_bio_X509(bio, x) == 1;
         X509_free(x);
     }

@@ -6,26 +6,11 @@
 #include "idevs_envelope.h"
 #include "launcher_internal.h"
 
-/* The service that may write on topic: the input's sender, or the service a request was sent to. */
-static bool declared_sender(const idevs_deployment *d, const char *topic, size_t *sender)
-{
-    const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, topic);
-    if (in != NULL) {
-        *sender = in->from;
-        return true;
-    }
-    const idevs_deployment_request *rq = idevs_deployment_request_by_response_topic(d, topic);
-    if (rq != NULL) {
-        *sender = rq->to;
-        return true;
-    }
-    return false;
-}
-
 idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len, delivery *d)
 {
     size_t sender = 0;
-    if (!declared_sender(l->deployment, topic, &sender))
+    const char *own_copy = NULL;
+    if (topics_incoming(l->deployment, topic, &own_copy, &sender) == IDEVS_TOPIC_OTHER)
         return IDEVS_ERR_UNKNOWN_INPUT;
     if (len > l->max_envelope)
         return IDEVS_ERR_TOO_LARGE;

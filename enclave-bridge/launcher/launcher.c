@@ -78,8 +78,8 @@ static char *resolve(const char *descriptor, const char *path)
 static idevs_err read_service_chain(const char *path, service_chain *sc, char *why, size_t why_len)
 {
     char inner[384];
-    idevs_err err = idevs_cert_read_chain_file(path, sc->der, sc->len, IDEVS_CHAIN_MAX, &sc->count, inner,
-                                               sizeof inner);
+    idevs_err err = idevs_cert_read_chain_file(path, sc->chain.der, sc->chain.len, IDEVS_CHAIN_MAX, &sc->chain.count,
+                                               inner, sizeof inner);
     if (err != IDEVS_OK) {
         snprintf(why, why_len, "service '%s': certificate file %s (%s)", sc->name, inner, idevs_err_name(err));
         return IDEVS_ERR_CONFIG;
@@ -168,10 +168,7 @@ static unsigned or_default(unsigned v, unsigned d)
 idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **out, char *why, size_t why_len)
 {
     char sink[8];
-    if (why == NULL || why_len == 0) {
-        why = sink;
-        why_len = sizeof sink;
-    }
+    idevs_why_or_sink(&why, &why_len, sink, sizeof sink);
     why[0] = '\0';
     if (out == NULL || cfg == NULL)
         return IDEVS_ERR_INVALID_ARG;
@@ -337,10 +334,7 @@ static void not_a_compartment(const idevs_launcher *l, char *out, size_t out_len
 idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
 {
     char sink[8];
-    if (why == NULL || why_len == 0) {
-        why = sink;
-        why_len = sizeof sink;
-    }
+    idevs_why_or_sink(&why, &why_len, sink, sizeof sink);
     why[0] = '\0';
     if (l == NULL)
         return IDEVS_ERR_INVALID_ARG;
@@ -449,8 +443,7 @@ void idevs_launcher_free(idevs_launcher *l)
     if (l->timerfd >= 0)
         close(l->timerfd);
     for (size_t i = 0; i < l->service_count; i++)
-        for (size_t j = 0; j < l->services[i].count; j++)
-            free(l->services[i].der[j]);
+        idevs_der_chain_clear(&l->services[i].chain);
     free(l->services);
     topics_free(l);
     free(l->descriptor_path);
@@ -662,10 +655,7 @@ idevs_err idevs_launcher_descriptor_changed(const idevs_launcher *l, bool *chang
                                             uint8_t now_digest[IDEVS_LAUNCHER_DIGEST_LEN], char *why, size_t why_len)
 {
     char sink[8];
-    if (why == NULL || why_len == 0) {
-        why = sink;
-        why_len = sizeof sink;
-    }
+    idevs_why_or_sink(&why, &why_len, sink, sizeof sink);
     if (l == NULL || changed == NULL)
         return IDEVS_ERR_INVALID_ARG;
     uint8_t *bytes = NULL;
@@ -686,17 +676,10 @@ idevs_err idevs_launcher_descriptor_changed(const idevs_launcher *l, bool *chang
 
 size_t idevs_launcher_chain_count(const idevs_launcher *l)
 {
-    return l != NULL ? l->chain_count : 0;
+    return l != NULL ? l->chain.count : 0;
 }
 
 const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, size_t *len)
 {
-    if (l == NULL || index >= l->chain_count) {
-        if (len != NULL)
-            *len = 0;
-        return NULL;
-    }
-    if (len != NULL)
-        *len = l->chain_len[index];
-    return l->chain[index];
+    return idevs_der_chain_at(l != NULL ? &l->chain : NULL, index, len);
 }

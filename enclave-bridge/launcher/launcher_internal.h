@@ -142,9 +142,7 @@ typedef struct replay_record {
 
 typedef struct service_chain {
     char name[IDEVS_NAME_MAX + 1];
-    uint8_t *der[IDEVS_CHAIN_MAX];
-    size_t len[IDEVS_CHAIN_MAX];
-    size_t count;
+    idevs_der_chain chain;
 } service_chain;
 
 struct idevs_launcher {
@@ -224,9 +222,7 @@ struct idevs_launcher {
     size_t held_bytes;
 
     /* the last certificate issued */
-    uint8_t *chain[2];
-    size_t chain_len[2];
-    size_t chain_count;
+    idevs_der_chain chain; /* the compartment's leaf and the authority's certificate */
 
     idevs_launcher_stats stats;
 };
@@ -288,6 +284,10 @@ void retransmits_free(idevs_launcher *l);
 /* topics.c */
 idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len);
 void topics_free(idevs_launcher *l);
+/* What comes in on topic: IDEVS_TOPIC_INPUT (an input's topic, written by the input's sender) or
+ * IDEVS_TOPIC_RESPONSE (a request's response topic, written by the service the request went to), with the
+ * descriptor's copy of the topic in *own_copy and that service's index in *sender; IDEVS_TOPIC_OTHER otherwise. */
+idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, const char **own_copy, size_t *sender);
 /* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
  * IDEVS_ERR_EPOCH_FORGOTTEN (older than both epochs kept). Changes nothing. */
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);

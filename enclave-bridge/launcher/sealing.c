@@ -43,22 +43,6 @@ idevs_err launcher_state_dir_open(const char *path, int *dirfd, char *why, size_
     return IDEVS_OK;
 }
 
-static idevs_err write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n == 0)
-            errno = ENOSPC; /* a regular file that takes nothing more */
-        if (n <= 0)
-            return IDEVS_ERR_IO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return IDEVS_OK;
-}
-
 /* Writes data to a fresh temporary file and renames it to name (or, with exclusive, links it there only if
  * name does not exist yet). On IDEVS_ERR_IO, errno is that of the first call that failed (EROFS, EACCES,
  * ENOSPC, EDQUOT, ...), for the caller's message; the cleanup after it does not change it. */
@@ -74,7 +58,7 @@ static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, 
     if (fd < 0)
         return IDEVS_ERR_IO;
     int failed = 0; /* the errno of the first failure */
-    idevs_err err = write_all(fd, data, len);
+    idevs_err err = idevs_file_write_all(fd, data, len);
     if (err != IDEVS_OK)
         failed = errno;
     if (err == IDEVS_OK && fsync(fd) != 0) {

@@ -580,6 +580,15 @@ static void handle_ready(idevs_launcher *l, const Idevs__Bridge__V1__Ready *read
                    l->stats.last_keys_restored ? "keys restored" : "fresh keys");
 }
 
+/* Whether a frame is allowed in the launcher's state; when it is not, the compartment broke the protocol, and
+ * complaint says how. */
+static bool allowed_now(idevs_launcher *l, bool allowed, const char *complaint)
+{
+    if (!allowed)
+        protocol_error(l, "%s", complaint);
+    return allowed;
+}
+
 static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, const idevs_launcher_callbacks *cb)
 {
     switch (f->body_case) {
@@ -595,10 +604,8 @@ static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, c
         return;
     }
     case IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFY_REQUEST: {
-        if (l->state != IDEVS_LAUNCHER_STARTING) {
-            protocol_error(l, "it sent a second certificate request");
+        if (!allowed_now(l, l->state == IDEVS_LAUNCHER_STARTING, "it sent a second certificate request"))
             return;
-        }
         char why[256] = "";
         idevs_err err = certify_handle_request(l, f->certify_request, why, sizeof why);
         if (err == IDEVS_ERR_FRAME) {
@@ -614,39 +621,24 @@ static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, c
         return;
     }
     case IDEVS__BRIDGE__V1__FRAME__BODY_READY:
-        if (l->state != IDEVS_LAUNCHER_CERTIFYING) {
-            protocol_error(l, "it said Ready before it was certified");
-            return;
-        }
-        handle_ready(l, f->ready);
+        if (allowed_now(l, l->state == IDEVS_LAUNCHER_CERTIFYING, "it said Ready before it was certified"))
+            handle_ready(l, f->ready);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH:
-        if (l->state != IDEVS_LAUNCHER_READY) {
-            protocol_error(l, "it published before it was ready");
-            return;
-        }
-        handle_publish(l, f->publish, cb);
+        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it published before it was ready"))
+            handle_publish(l, f->publish, cb);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_DONE:
-        if (l->state != IDEVS_LAUNCHER_READY) {
-            protocol_error(l, "it finished a delivery before it was ready");
-            return;
-        }
-        handle_done(l, f->done, cb);
+        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it finished a delivery before it was ready"))
+            handle_done(l, f->done, cb);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_HELD:
-        if (l->state != IDEVS_LAUNCHER_READY) {
-            protocol_error(l, "it held a delivery before it was ready");
-            return;
-        }
-        handle_held(l, f->held);
+        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it held a delivery before it was ready"))
+            handle_held(l, f->held);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_RESUMED:
-        if (l->state != IDEVS_LAUNCHER_READY || !l->inputs_held) {
-            protocol_error(l, "it resumed inputs it had not held");
-            return;
-        }
-        l->inputs_held = false;
+        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY && l->inputs_held, "it resumed inputs it had not held"))
+            l->inputs_held = false;
         return;
     default:
         protocol_error(l, "it sent a frame only the launcher may send (%d)", (int)f->body_case);

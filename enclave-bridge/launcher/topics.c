@@ -76,6 +76,23 @@ void topics_free(idevs_launcher *l)
     l->descriptor_topic = NULL;
 }
 
+idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, const char **own_copy, size_t *sender)
+{
+    const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, topic);
+    if (in != NULL) {
+        *own_copy = in->topic;
+        *sender = in->from;
+        return IDEVS_TOPIC_INPUT;
+    }
+    const idevs_deployment_request *rq = idevs_deployment_request_by_response_topic(d, topic);
+    if (rq != NULL) {
+        *own_copy = rq->response_topic;
+        *sender = rq->to;
+        return IDEVS_TOPIC_RESPONSE;
+    }
+    return IDEVS_TOPIC_OTHER;
+}
+
 idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *topic, const char **own_copy)
 {
     const char *sink;
@@ -85,16 +102,10 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
     if (l == NULL || topic == NULL || l->deployment == NULL)
         return IDEVS_TOPIC_OTHER;
     const idevs_deployment *d = l->deployment;
-    const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, topic);
-    if (in != NULL) {
-        *own_copy = in->topic;
-        return IDEVS_TOPIC_INPUT;
-    }
-    const idevs_deployment_request *rq = idevs_deployment_request_by_response_topic(d, topic);
-    if (rq != NULL) {
-        *own_copy = rq->response_topic;
-        return IDEVS_TOPIC_RESPONSE;
-    }
+    size_t sender;
+    idevs_topic_kind incoming = topics_incoming(d, topic, own_copy, &sender);
+    if (incoming != IDEVS_TOPIC_OTHER)
+        return incoming;
     const char *mine[] = {l->certificate_topic, l->descriptor_topic};
     for (size_t k = 0; k < 2; k++)
         if (strcmp(topic, mine[k]) == 0) {

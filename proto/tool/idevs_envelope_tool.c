@@ -45,34 +45,22 @@ struct options {
     bool has_ca;
 };
 
-static void complain(const char *fmt, va_list ap)
+/* Prints the message on stderr and returns code: the one way this tool fails (EXIT_FAILED, or EXIT_USAGE for a
+ * usage error). */
+static int complain(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int complain(int code, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fputs("idevs-envelope: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
+    return code;
 }
 
-/* Prints the message and returns EXIT_FAILED. */
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    complain(fmt, ap);
-    va_end(ap);
-    return EXIT_FAILED;
-}
-
-/* Prints the message and returns EXIT_USAGE. */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    complain(fmt, ap);
-    va_end(ap);
-    return EXIT_USAGE;
-}
+#define fail(...) complain(EXIT_FAILED, __VA_ARGS__)
+#define usage_error(...) complain(EXIT_USAGE, __VA_ARGS__)
 
 /* Reads a whole file (or stdin for NULL / "-") of at most INPUT_MAX bytes. */
 static int read_all(const char *path, uint8_t **data, size_t *len)
