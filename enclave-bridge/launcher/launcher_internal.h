@@ -38,6 +38,7 @@
 #define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
 #define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
 #define LAUNCHER_REPLAY_SAVE_MS 2000            /* the replay record is written at most this often while running */
+#define LAUNCHER_TIMEOUT_BYTES_PER_MS 4096      /* a delivery's envelope adds 1 ms per this many bytes to the event timeout */
 
 /* ---- backends ---- */
 

@@ -98,6 +98,16 @@ static void close_child(idevs_launcher *l)
     l->stats.pid = 0;
 }
 
+/* How long the compartment may go without progress on its oldest delivery: the deployment's event timeout, plus
+ * 1 ms per LAUNCHER_TIMEOUT_BYTES_PER_MS of that delivery's envelope. A large envelope is opened, copied to the
+ * logic process and back and sealed inside the compartment, where the launcher sees no byte move; on a busy
+ * host that takes longer than the timeout a small event needs (16 MiB: 4 s more). */
+static uint32_t event_timeout_now(const idevs_launcher *l)
+{
+    size_t extra = l->head != NULL ? l->head->envelope_len / LAUNCHER_TIMEOUT_BYTES_PER_MS : 0;
+    return l->event_timeout_ms + (uint32_t)(extra < 600000 ? extra : 600000);
+}
+
 static int64_t state_deadline(const idevs_launcher *l)
 {
     switch (l->state) {
@@ -105,7 +115,7 @@ static int64_t state_deadline(const idevs_launcher *l)
     case IDEVS_LAUNCHER_CERTIFYING:
         return l->start_deadline_ms;
     case IDEVS_LAUNCHER_READY:
-        return l->in_flight > 0 ? l->progress_ms + l->event_timeout_ms : -1;
+        return l->in_flight > 0 ? l->progress_ms + event_timeout_now(l) : -1;
     case IDEVS_LAUNCHER_EXITING: {
         int64_t poll_reap = l->child.pidfd < 0 ? launcher_now_ms() + REAP_POLL_MS : -1;
         if (l->kill_sent)
@@ -769,9 +779,9 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
                            l->cfg.start_timeout_ms);
             work++;
         } else if (l->state == IDEVS_LAUNCHER_READY && l->in_flight > 0 &&
-                   now - l->progress_ms >= (int64_t)l->event_timeout_ms) {
+                   now - l->progress_ms >= (int64_t)event_timeout_now(l)) {
             supervise_kill(l, IDEVS_ERR_TIMEOUT, "delivery %llu not answered within %u ms",
-                           (unsigned long long)l->head->id, l->event_timeout_ms);
+                           (unsigned long long)l->head->id, event_timeout_now(l));
             work++;
         }
     }
