@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "idevs_file.h"
+#include "idevs_hex.h"
 #include "launcher_internal.h"
 
 #define SECRET_FILE "sealing.key"
@@ -52,8 +53,9 @@ static idevs_err replace_file(int dirfd, const char *name, const uint8_t *data, 
     uint8_t r[8];
     if (idevs_random(r, sizeof r) != IDEVS_OK)
         return IDEVS_ERR_CRYPTO;
-    snprintf(tmp, sizeof tmp, ".%s.%02x%02x%02x%02x%02x%02x%02x%02x.tmp", name, r[0], r[1], r[2], r[3], r[4], r[5],
-             r[6], r[7]);
+    char suffix[2 * sizeof r + 1];
+    idevs_hex_encode(r, sizeof r, suffix);
+    snprintf(tmp, sizeof tmp, ".%s.%s.tmp", name, suffix);
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return IDEVS_ERR_IO;
