@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 
+from tap import Tap
+
 FLOORS = {"base": 0, "certs": 1, "proto": 2, "enclave-bridge": 3, "plugin": 4, "services": 4}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
@@ -66,18 +68,8 @@ def resolve(including, name, index):
 
 
 def main(root, cc):
-    passed = failed = 0
-
-    def report(ok, what, detail=()):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok - {what}")
-        else:
-            failed += 1
-            print(f"not ok - {what}")
-            for line in detail:
-                print(f"    {line}")
+    tap = Tap()
+    report = tap.report
 
     files = project_files(root)
     index = header_index(files)
@@ -126,8 +118,7 @@ def main(root, cc):
             report(run.returncode == 0,
                    "a logic (tests/logic/echo.c) compiles with one include directory: idevs_logic.h and base/'s "
                    "headers", (run.stderr or "").splitlines()[:10])
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return tap.finish()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import fnmatch
 import os
 import sys
 
+from tap import Tap
+
 UNIT_FOLDERS = ["base", "certs", "certs/tool", "proto", "proto/tool", "enclave-bridge", "enclave-bridge/launcher",
                 "enclave-bridge/compartment", "plugin", "services/lib"]
 
@@ -46,7 +48,6 @@ def own_tests(root, unit):
 
 
 def main(root):
-    passed = failed = 0
     missing, dangling = [], []
     units = []
     for folder in UNIT_FOLDERS:
@@ -61,20 +62,11 @@ def main(root):
     for pattern, test in COVERED:
         if not os.path.exists(os.path.join(root, test)):
             dangling.append(f"{pattern} -> {test}")
-    for ok, what, detail in [
-            (not missing, f"each of the {len(units)} units has a test named after it, or is listed with the test "
-                          "that covers it", missing),
-            (not dangling, "every listed test exists", dangling)]:
-        if ok:
-            passed += 1
-            print(f"ok - {what}")
-        else:
-            failed += 1
-            print(f"not ok - {what}")
-            for line in detail:
-                print(f"    {line}")
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    tap = Tap()
+    tap.report(not missing, f"each of the {len(units)} units has a test named after it, or is listed with the test "
+               "that covers it", missing)
+    tap.report(not dangling, "every listed test exists", dangling)
+    return tap.finish()
 
 
 if __name__ == "__main__":
