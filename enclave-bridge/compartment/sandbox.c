@@ -27,6 +27,7 @@
 #include <seccomp.h>
 
 #include "compartment.h"
+#include "raw_frame.h"
 
 #define NOFILE_LIMIT 16               /* 0-4, and what loading the logic briefly opens */
 #define ADDRESS_SPACE_LIMIT (1ull << 30) /* 1 GiB: frames are at most 20 MiB, payloads 16 MiB */
@@ -166,17 +167,6 @@ static size_t put_decimal(uint8_t *p, long v)
     return k;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 static int64_t report_now_ms(void)
 {
     struct timespec ts;
@@ -233,16 +223,16 @@ static void on_sigsys(int sig, siginfo_t *info, void *context)
     uint8_t fatal[160];
     size_t f = 0;
     fatal[f++] = 0x08; /* field 1, varint */
-    f += put_varint(fatal + f, IDEVS_ERR_SANDBOX_VIOLATION);
+    f += raw_frame_varint(fatal + f, IDEVS_ERR_SANDBOX_VIOLATION);
     fatal[f++] = 0x12; /* field 2, length-delimited */
-    f += put_varint(fatal + f, r);
+    f += raw_frame_varint(fatal + f, r);
     memcpy(fatal + f, reason, r);
     f += r;
 
     uint8_t frame[200];
     size_t n = 4;
     frame[n++] = 0x72; /* Frame field 14 (fatal), length-delimited */
-    n += put_varint(frame + n, f);
+    n += raw_frame_varint(frame + n, f);
     memcpy(frame + n, fatal, f);
     n += f;
     size_t body = n - 4;

@@ -25,26 +25,16 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "compartment/raw_frame.h"
 #include "idevs_logic.h"
 
 /* ---- hand-made frames: a 4-byte big-endian length, then the protobuf bytes (enclave-bridge/bridge.proto) ---- */
-
-__attribute__((unused)) static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
 
 __attribute__((unused)) static size_t put_bytes(uint8_t *p, uint8_t tag, const void *data, size_t len)
 {
     size_t n = 0;
     p[n++] = tag;
-    n += put_varint(p + n, len);
+    n += raw_frame_varint(p + n, len);
     memcpy(p + n, data, len);
     return n + len;
 }
@@ -53,8 +43,8 @@ __attribute__((unused)) static size_t put_bytes(uint8_t *p, uint8_t tag, const v
 __attribute__((unused)) static size_t frame(uint8_t *out, unsigned field, const uint8_t *inner, size_t inner_len)
 {
     size_t n = 4;
-    n += put_varint(out + n, (uint64_t)field << 3 | 2);
-    n += put_varint(out + n, inner_len);
+    n += raw_frame_varint(out + n, (uint64_t)field << 3 | 2);
+    n += raw_frame_varint(out + n, inner_len);
     memcpy(out + n, inner, inner_len);
     n += inner_len;
     uint32_t body = (uint32_t)(n - 4);
@@ -89,7 +79,7 @@ __attribute__((unused)) static size_t raw_tx(uint8_t *out, unsigned field, uint3
     uint8_t inner[512];
     size_t n = 0;
     inner[n++] = 0x08;
-    n += put_varint(inner + n, index);
+    n += raw_frame_varint(inner + n, index);
     n += put_bytes(inner + n, 0x12, payload, len < 256 ? len : 256);
     inner[n++] = 0x19; /* seq, fixed64 */
     memcpy(inner + n, &seq, 8);
@@ -108,12 +98,12 @@ __attribute__((unused)) static size_t raw_done(uint8_t *out, uint32_t status, ui
     uint8_t inner[32];
     size_t n = 0;
     inner[n++] = 0x08;
-    n += put_varint(inner + n, status);
+    n += raw_frame_varint(inner + n, status);
     inner[n++] = 0x11; /* seq, fixed64 */
     memcpy(inner + n, &seq, 8);
     n += 8;
     inner[n++] = 0x18;
-    n += put_varint(inner + n, refusal);
+    n += raw_frame_varint(inner + n, refusal);
     return frame(out, 33, inner, n);
 }
 
