@@ -778,8 +778,7 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
             supervise_kill(l, IDEVS_ERR_TIMEOUT, "not ready within %u ms of its start",
                            l->cfg.start_timeout_ms);
             work++;
-        } else if (l->state == IDEVS_LAUNCHER_READY && l->in_flight > 0 &&
-                   now - l->progress_ms >= (int64_t)event_timeout_now(l)) {
+        } else if (l->state == IDEVS_LAUNCHER_READY && l->in_flight > 0 && now >= state_deadline(l)) {
             supervise_kill(l, IDEVS_ERR_TIMEOUT, "delivery %llu not answered within %u ms",
                            (unsigned long long)l->head->id, event_timeout_now(l));
             work++;
