@@ -174,11 +174,11 @@ def descendants(pid):
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
+    out, to_visit = [], [pid]
+    while to_visit:
+        for c in children.get(to_visit.pop(), []):
             out.append(c)
-            todo.append(c)
+            to_visit.append(c)
     return out
 
 
