@@ -377,6 +377,13 @@ static idevs_envelope_ctx *service_ctx(const child *c, idevs_identity *svc, idev
     return ctx;
 }
 
+/* A service's context and the policy it checks the compartment with, freed together. */
+static void party_free(idevs_envelope_ctx *ctx, idevs_cert_policy *policy)
+{
+    idevs_envelope_ctx_free(ctx);
+    idevs_cert_policy_free(policy);
+}
+
 /* A child of the echo logic, with the source (which met the compartment) and the sink (bare), each with its
  * policy. */
 typedef struct echo_child {
@@ -583,10 +590,8 @@ static void test_events_round_trip(void)
     expect_publish(&c, 4, snk, TOPIC_OUT, "QUIET", &in_id, 1, NULL);
     expect_done(&c, 4, IDEVS_OK);
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    party_free(src, p1);
+    party_free(snk, p2);
 }
 
 static void test_request_response(void)
@@ -815,10 +820,8 @@ static void test_request_without_response_handler(void)
         expect_done(&c, i, IDEVS_OK);
     }
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    party_free(src, p1);
+    party_free(snk, p2);
 }
 
 static void test_refusals(void)
@@ -908,8 +911,7 @@ static void test_refusal_codes(void)
     deliver_text(&c, src, 4, TOPIC_IN, TOPIC_IN, "refuse:", &id);
     expect_done_refusal(&c, 4, IDEVS_ERR_LOGIC, 0);
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    idevs_envelope_ctx_free(src);
-    idevs_cert_policy_free(p);
+    party_free(src, p);
 }
 
 static void test_timer(void)
@@ -956,8 +958,7 @@ static void hostile(const char *logic, const char *syscall_name)
     deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "trigger", &id);
     /* Killed before its handler returns: no Publish, no Done, the report. */
     expect_sandbox_kill(&c, syscall_name);
-    idevs_envelope_ctx_free(src);
-    idevs_cert_policy_free(p);
+    party_free(src, p);
 }
 
 /* ---- hostile logics against the split (tests/logic/hostile_link.c) ---- */
@@ -1062,8 +1063,7 @@ static void hostile_link(const char *logic, int events, const char *fatal_has, i
     /* The logic process never outlives the key holder, whatever it was doing (PR_SET_PDEATHSIG). */
     if (logic_pid > 0)
         CU_ASSERT_TRUE(gone(logic_pid, 5000));
-    idevs_envelope_ctx_free(src);
-    idevs_cert_policy_free(p);
+    party_free(src, p);
 }
 
 /* One test each: the hostile logic, then hostile_link's other arguments. */
@@ -1141,10 +1141,8 @@ static void test_logic_in_memfd(void)
     expect_publish(&c, 1, snk, TOPIC_OUT, "from a memfd", &id, 1, NULL);
     expect_done(&c, 1, IDEVS_OK);
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    party_free(src, p1);
+    party_free(snk, p2);
     /* The Landlock ruleset then has no rule at all: the constructor still cannot open a file. */
     test_hostile_constructor_open();
     test_hostile_constructor_socket();
@@ -1221,10 +1219,8 @@ static void test_restart_restores_keys(void)
     CU_ASSERT_FALSE(c.restored);
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
 
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    party_free(src, p1);
+    party_free(snk, p2);
 }
 
 /* ---- what the launcher may get wrong ---- */
@@ -1808,10 +1804,8 @@ static void test_stopped_mid_stream(void)
     expect_done(&c, 1, IDEVS_OK);
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
     free(big);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    party_free(src, p1);
+    party_free(snk, p2);
 }
 
 /* The logic traps while the output of the previous delivery still fills the channel (the launcher has not read
@@ -1835,10 +1829,8 @@ static void test_trap_behind_unread_output(void)
     expect_done(&c, 1, IDEVS_OK);
     expect_sandbox_kill(&c, "socket");
     free(pass);
-    idevs_envelope_ctx_free(src);
-    idevs_envelope_ctx_free(snk);
-    idevs_cert_policy_free(p1);
-    idevs_cert_policy_free(p2);
+    party_free(src, p1);
+    party_free(snk, p2);
 }
 
 static CU_TestInfo channel_tests[] = {

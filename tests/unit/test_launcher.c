@@ -24,6 +24,7 @@
 #include "harness.h"
 #include "idevs_backend.h"
 #include "idevs_envelope.h"
+#include "idevs_file.h"
 #include "idevs_launcher.h"
 #include "launch_record.h"
 
@@ -256,31 +257,29 @@ static uint64_t deliver(idevs_launcher *l, party *p, const world *w, const char 
     return id;
 }
 
+/* The whole of a file the test made, read with the project's one file reader. */
+static uint8_t *whole_file(const char *path, size_t *len)
+{
+    const idevs_file_rules rules = {.what = NULL, .min = 0, .max = 64u << 20, .flags = 0, .fail = 0};
+    uint8_t *b = NULL;
+    char why[256];
+    CU_ASSERT_FATAL(idevs_file_read(AT_FDCWD, path, &rules, &b, len, why, sizeof why) == IDEVS_OK);
+    return b;
+}
+
 static void file_sha256(const char *path, uint8_t out[32])
 {
-    FILE *f = fopen(path, "rb");
-    CU_ASSERT_FATAL(f != NULL);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n);
-    CU_ASSERT_FATAL(b != NULL && fread(b, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    CU_ASSERT_FATAL(idevs_sha256(b, (size_t)n, out) == IDEVS_OK);
+    size_t n = 0;
+    uint8_t *b = whole_file(path, &n);
+    CU_ASSERT_FATAL(idevs_sha256(b, n, out) == IDEVS_OK);
     free(b);
 }
 
 static void copy_file(const char *from, const char *to)
 {
-    FILE *f = fopen(from, "rb");
-    CU_ASSERT_FATAL(f != NULL);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n);
-    CU_ASSERT_FATAL(b != NULL && fread(b, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    launch_write_file(to, b, (size_t)n);
+    size_t n = 0;
+    uint8_t *b = whole_file(from, &n);
+    launch_write_file(to, b, n);
     free(b);
 }
 
