@@ -67,6 +67,7 @@ static const struct err_text texts[] = {
     [IDEVS_ERR_SANDBOX_VIOLATION] = {"sandbox_violation", "a system call outside the sandbox allowlist ended the compartment"},
     [IDEVS_ERR_DUPLICATE] = {"duplicate", "a copy of an envelope the same client delivered before (an MQTT retransmission), not processed twice"},
     [IDEVS_ERR_BROKER] = {"broker", "the MQTT broker refused or dropped the connection, or refused a request"},
+    [IDEVS_ERR_ALREADY_DONE] = {"already_done", "the message was handled already: it is receipted again, not run again"},
     [IDEVS_ERR_EPOCH_FORGOTTEN] = {"epoch_forgotten", "the key epoch is older than the two the replay record keeps (possibly done already)"},
 };
 

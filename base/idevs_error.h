@@ -72,6 +72,7 @@ typedef enum idevs_err {
     IDEVS_ERR_BROKER,
     /* appended: codes travel in frames and are never renumbered */
     IDEVS_ERR_EPOCH_FORGOTTEN, /* the launcher's replay record: older than the two epochs it keeps */
+    IDEVS_ERR_ALREADY_DONE,    /* a message sent again that was handled already: receipted again, not run */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

@@ -252,3 +252,17 @@ idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame
             return err;
     }
 }
+
+bool idevs_bridge_done_handled(idevs_err status)
+{
+    switch (status) {
+    case IDEVS_OK:
+    case IDEVS_ERR_LOGIC:
+    case IDEVS_ERR_UNKNOWN_OUTPUT:
+    case IDEVS_ERR_UNKNOWN_REQUEST:
+    case IDEVS_ERR_ALREADY_DONE:
+        return true;
+    default:
+        return false;
+    }
+}

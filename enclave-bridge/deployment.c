@@ -538,6 +538,20 @@ int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code)
     return -1;
 }
 
+static char *retained_topic(const char *process, const char *what);
+
+/* Each service's receipt topic, from the process's and the service's names (both names: no '/', '+', '#'). */
+static idevs_err receipt_topics(idevs_deployment *d)
+{
+    for (size_t i = 0; i < d->service_count; i++) {
+        char what[sizeof "receipt/" + IDEVS_NAME_MAX];
+        snprintf(what, sizeof what, "receipt/%s", d->services[i].name);
+        if ((d->services[i].receipt_topic = retained_topic(d->name, what)) == NULL)
+            return IDEVS_ERR_NOMEM;
+    }
+    return IDEVS_OK;
+}
+
 static idevs_err parse_root(parser *p, const cJSON *root, idevs_deployment *d)
 {
     static const char *const keys[] = {"version",  "process", "operator_ca_sha256", "services", "inputs",
@@ -560,7 +574,8 @@ static idevs_err parse_root(parser *p, const cJSON *root, idevs_deployment *d)
     if (topics == NULL)
         return IDEVS_ERR_NOMEM;
     if ((err = parse_process(p, root, d)) == IDEVS_OK && (err = parse_ca_digest(p, root, d)) == IDEVS_OK &&
-        (err = parse_services(p, root, d)) == IDEVS_OK && (err = parse_inputs(p, root, d, topics)) == IDEVS_OK &&
+        (err = parse_services(p, root, d)) == IDEVS_OK && (err = receipt_topics(d)) == IDEVS_OK &&
+        (err = parse_inputs(p, root, d, topics)) == IDEVS_OK &&
         (err = parse_outputs(p, root, d, topics)) == IDEVS_OK &&
         (err = parse_requests(p, root, d, topics)) == IDEVS_OK && (err = parse_limits(p, root, d)) == IDEVS_OK)
         err = parse_refusals(p, root, d);
@@ -705,8 +720,10 @@ void idevs_deployment_free(idevs_deployment *d)
 {
     if (d == NULL)
         return;
-    for (size_t i = 0; i < d->service_count; i++)
+    for (size_t i = 0; i < d->service_count; i++) {
         free(d->services[i].certificate);
+        free(d->services[i].receipt_topic);
+    }
     for (size_t i = 0; i < d->input_count; i++)
         free(d->inputs[i].topic);
     for (size_t i = 0; i < d->output_count; i++)

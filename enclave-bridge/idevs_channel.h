@@ -4,6 +4,7 @@
 #ifndef IDEVS_CHANNEL_H
 #define IDEVS_CHANNEL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,5 +64,12 @@ int idevs_channel_pending(const idevs_channel *ch);
  * in time (partial bytes stay buffered), IDEVS_ERR_CHANNEL_CLOSED at end of stream, IDEVS_ERR_FRAME for an
  * oversized or undecodable frame. */
 idevs_err idevs_channel_recv(idevs_channel *ch, Idevs__Bridge__V1__Frame **frame, int timeout_ms);
+
+/* Whether a Done with this status proves the compartment opened the delivery (so its clear header was
+ * authentic) and handled it for good: it is then noted as handled (the launcher's replay record, the
+ * compartment's windows) and receipted, and a copy sent again is receipted, not run. Refusals of the envelope
+ * itself (decrypt, replay, epoch, certificate, sender, malformed) are not, nor unknown_input, which can also
+ * come first. */
+bool idevs_bridge_done_handled(idevs_err status);
 
 #endif

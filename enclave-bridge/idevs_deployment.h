@@ -41,6 +41,7 @@ typedef struct idevs_deployment_service {
     char name[IDEVS_NAME_MAX + 1];
     idevs_uuid uuid;
     char *certificate; /* path as written (resolved against the descriptor's directory by the reader) */
+    char *receipt_topic; /* "idevs/<process>/receipt/<service>": the process's receipts to it (docs/PROTOCOL.md 9) */
 } idevs_deployment_service;
 
 typedef struct idevs_deployment_input {

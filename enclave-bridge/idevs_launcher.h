@@ -157,6 +157,7 @@ typedef struct idevs_launcher_publish {
     const char *response_topic; /* NULL unless a request */
     const uint8_t *correlation; /* NULL unless a request */
     size_t correlation_len;
+    bool receipt;               /* a receipt to a service (docs/PROTOCOL.md 9.3), not an output or a request */
 } idevs_launcher_publish;
 
 /* A delivery's publications come in order, then its on_done; when its Done moved the replay record, only once

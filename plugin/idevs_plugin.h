@@ -59,7 +59,8 @@ typedef struct idevs_metrics {
     uint64_t rejected[IDEVS_ERR_COUNT]; /* dropped envelopes by reason, by the launcher's gate or the compartment */
     uint64_t done_ok;           /* deliveries the compartment finished */
     uint64_t done_failed;       /* deliveries that ended in error (dropped envelope, logic error, given up) */
-    uint64_t emitted;           /* publications handed to the broker */
+    uint64_t emitted;           /* outputs and requests handed to the broker */
+    uint64_t receipts;          /* receipts handed to the broker */
     uint64_t publish_failed;    /* publications the broker refused */
     uint64_t guard_denied;      /* client writes refused on protected topics */
     uint64_t restarts;          /* compartment certifications after the first */

@@ -87,6 +87,7 @@ static int level_for(idevs_err reason)
     case IDEVS_ERR_SANDBOX_VIOLATION:
         return MOSQ_LOG_WARNING;
     case IDEVS_ERR_DUPLICATE:
+    case IDEVS_ERR_ALREADY_DONE: /* a sender's own retransmission: receipted again */
         return MOSQ_LOG_INFO;
     default:
         return MOSQ_LOG_NOTICE;

@@ -77,8 +77,12 @@ static void on_publish(void *arg, const idevs_launcher_publish *pub)
             return;
         }
     }
-    if (idevs_routing_publish(proc, pub->topic, pub->envelope, pub->envelope_len, pub->qos, false, props))
-        proc->metrics.emitted++;
+    if (idevs_routing_publish(proc, pub->topic, pub->envelope, pub->envelope_len, pub->qos, false, props)) {
+        if (pub->receipt)
+            proc->metrics.receipts++;
+        else
+            proc->metrics.emitted++;
+    }
 }
 
 static void on_done(void *arg, uint64_t delivery_id, idevs_err status)

@@ -383,7 +383,9 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
     h.suite = e->suite;
     h.sender = *idevs_identity_uuid(ctx->self);
     h.recipient = peer->info.uuid;
-    if ((err = next_message_id(ctx, &h.message_id)) != IDEVS_OK)
+    if (in->message_id != NULL)
+        h.message_id = *in->message_id;
+    else if ((err = next_message_id(ctx, &h.message_id)) != IDEVS_OK)
         return err;
     h.epoch = e->epoch;
     h.sequence = e->next_sequence;

@@ -74,6 +74,9 @@ typedef struct idevs_seal_input {
     size_t payload_len;
     const idevs_msgid *provenance;  /* may be NULL when provenance_count is 0 */
     size_t provenance_count;        /* at most IDEVS_PROVENANCE_MAX */
+    /* NULL: a new id (16 random bytes). Otherwise this id: a message sent again keeps the id it was first sent
+     * with, so that its receiver can tell it handled it already (docs/PROTOCOL.md section 9). */
+    const idevs_msgid *message_id;
 } idevs_seal_input;
 
 /* Seals in->payload for in->recipient on in->topic. *out is malloc'd (free() it); *message_id, if not NULL,

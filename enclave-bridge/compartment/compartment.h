@@ -33,6 +33,7 @@
 #include "idevs_envelope.h"
 #include "idevs_identity.h"
 #include "idevs_logic.h"
+#include "idevs_replay.h"
 
 /* Descriptors. The launcher starts the host program with the channel on 3 and the logic file on 4. After the
  * fork, each process keeps two: the key holder the channel (3) and its link to the logic process (4, in place of
@@ -77,6 +78,13 @@ typedef struct cmp_pending {
 } cmp_pending;
 
 typedef struct compartment compartment;
+
+/* The numbers of one message-id stream of a service that were handled (proto/idevs_receipt.h). */
+typedef struct cmp_handled {
+    bool used;
+    uint64_t stream;
+    idevs_replay window;
+} cmp_handled;
 
 /* An event the logic process has been sent: what it is answered with must carry seq; its outputs name provenance. */
 typedef struct cmp_event {
@@ -129,6 +137,9 @@ struct compartment {
     size_t *service_chain_count;
     logic_link link;
     bool inputs_held; /* Held sent, Resumed not yet: every input is held (serve.c) */
+    /* per deployment service: its latest two message-id streams, from Init (the launcher's record) and what
+     * this compartment handled since (serve.c) */
+    cmp_handled (*handled)[2];
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */

@@ -221,6 +221,27 @@ void handshake_clear(compartment *c)
     c->service_chain_count = NULL;
 }
 
+/* The launcher's record of the message ids handled, per service: at most two streams each, the latest first. */
+static void load_handled(compartment *c, const Idevs__Bridge__V1__Init *init)
+{
+    size_t n = c->dep->service_count;
+    if ((c->handled = calloc(n > 0 ? n : 1, sizeof *c->handled)) == NULL)
+        cmp_fatal(c, IDEVS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < init->n_handled; i++) {
+        const Idevs__Bridge__V1__HandledWindow *h = init->handled[i];
+        if (h->service >= n || h->n_bits != IDEVS_REPLAY_WORDS)
+            cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.handled[%zu]: no such service, or a window of another size", i);
+        cmp_handled *w = c->handled[h->service];
+        int k = w[0].used ? 1 : 0;
+        if (w[1].used || (k == 1 && w[0].stream == h->stream))
+            cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.handled[%zu]: more than two streams, or one twice, for a service", i);
+        w[k].used = true;
+        w[k].stream = h->stream;
+        w[k].window.top = h->top;
+        memcpy(w[k].window.bits, h->bits, sizeof w[k].window.bits);
+    }
+}
+
 void handshake_run(compartment *c)
 {
     Idevs__Bridge__V1__Frame *f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_INIT, "Init");
@@ -247,6 +268,7 @@ void handshake_run(compartment *c)
     }
     check_operator_ca(c, &init->operator_ca);
     check_services(c, init);
+    load_handled(c, init);
     certify_request(c, init);
     /* The channel cleansed its buffer; cleanse protobuf-c's copy of the sealing key and blob too. */
     idevs_cleanse(f->init->sealing_key.data, f->init->sealing_key.len);

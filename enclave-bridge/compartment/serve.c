@@ -13,10 +13,12 @@
  * held inputs again. Responses always run: they free room. */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "compartment.h"
+#include "idevs_receipt.h"
 
 /* Queues a frame; the frames of one turn (a delivery's Publish frames and its Done) leave in one send, at the
  * next drain() or end_turn(). */
@@ -84,13 +86,46 @@ static void publish_tx(compartment *c, uint64_t delivery_id)
 typedef struct batch_entry {
     uint64_t delivery_id;
     idevs_err status; /* IDEVS_OK: sent to the logic process, its answer to be collected */
+    bool opened;      /* its envelope opened: service and id are authentic */
+    size_t service;
+    idevs_msgid id;
 } batch_entry;
 
 static batch_entry batch[CMP_EVENTS_MAX];
 static size_t batch_count;
 
+/* The window of a service's message-id stream; with make, a stream not among the two kept replaces the older. */
+static cmp_handled *handled_window(compartment *c, size_t service, uint64_t stream, bool make)
+{
+    cmp_handled *w = c->handled[service];
+    for (int k = 0; k < 2; k++)
+        if (w[k].used && w[k].stream == stream)
+            return &w[k];
+    if (!make)
+        return NULL;
+    if (w[0].used)
+        w[1] = w[0];
+    w[0].used = true;
+    w[0].stream = stream;
+    idevs_replay_init(&w[0].window);
+    return &w[0];
+}
+
+/* Whether the message was handled already (a copy its sender sent again); otherwise notes it as handled. */
+static bool handled_before(compartment *c, size_t service, const idevs_msgid *id)
+{
+    uint64_t stream = idevs_msgid_stream(id), number = idevs_msgid_number(id);
+    if (number == 0)
+        return false; /* not a numbered id: the sender does not send again */
+    cmp_handled *w = handled_window(c, service, stream, false);
+    if (w != NULL && idevs_replay_check(&w->window, number) == IDEVS_ERR_REPLAY)
+        return true;
+    (void)idevs_replay_accept(&handled_window(c, service, stream, true)->window, number);
+    return false;
+}
+
 /* Opens and checks one delivery and sends it to the logic process; what it must be answered with is noted. */
-static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
+static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver *dv, batch_entry *b)
 {
     const idevs_deployment *d = c->dep;
     const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, dv->topic);
@@ -109,6 +144,13 @@ static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver
         idevs_opened_clear(&opened);
         return IDEVS_ERR_SENDER_NOT_ALLOWED;
     }
+    b->opened = true;
+    b->service = service;
+    b->id = opened.message_id;
+    if (handled_before(c, service, &opened.message_id)) {
+        idevs_opened_clear(&opened);
+        return IDEVS_ERR_ALREADY_DONE;
+    }
     size_t index = in != NULL ? (size_t)(in - d->inputs) : (size_t)(rq - d->requests);
     err = logic_link_queue(&c->link, in == NULL, index, &opened);
     idevs_opened_clear(&opened);
@@ -125,6 +167,44 @@ static void send_done(compartment *c, uint64_t delivery_id, idevs_err status, ui
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DONE;
     f.done = &done;
     send_frame(c, &f);
+}
+
+/* One receipt per service for the turn's deliveries it sent that were handled (or handled before): Publish frames
+ * for the turn's last delivery, so that the launcher releases them once its record holds every one of them. */
+static void publish_receipts(compartment *c, uint64_t last_delivery)
+{
+    static idevs_msgid ids[CMP_EVENTS_MAX];
+    const idevs_deployment *d = c->dep;
+    for (size_t s = 0; s < d->service_count; s++) {
+        size_t n = 0;
+        for (size_t i = 0; i < batch_count; i++)
+            if (batch[i].opened && batch[i].service == s && idevs_bridge_done_handled(batch[i].status))
+                ids[n++] = batch[i].id;
+        if (n == 0)
+            continue;
+        uint8_t *payload = NULL, *env = NULL;
+        size_t payload_len = 0, env_len = 0;
+        idevs_err err = idevs_receipt_encode(ids, n, &payload, &payload_len);
+        if (err == IDEVS_OK) {
+            idevs_seal_input in = {.recipient = &d->services[s].uuid, .topic = d->services[s].receipt_topic,
+                                   .payload = payload, .payload_len = payload_len};
+            err = idevs_envelope_seal(c->env, &in, &env, &env_len, NULL);
+        }
+        free(payload);
+        if (err != IDEVS_OK) /* no receipt: the sender sends again, and is receipted then */
+            continue;
+        Idevs__Bridge__V1__Publish pub = IDEVS__BRIDGE__V1__PUBLISH__INIT;
+        pub.delivery_id = last_delivery;
+        pub.topic = d->services[s].receipt_topic;
+        pub.envelope.data = env;
+        pub.envelope.len = env_len;
+        pub.qos = 1;
+        Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+        f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH;
+        f.publish = &pub;
+        send_frame(c, &f);
+        free(env);
+    }
 }
 
 /* Answers the batch's deliveries in order: Publish frames, then exactly one Done each. */
@@ -146,6 +226,9 @@ static void finish_batch(compartment *c)
         } else if (status == IDEVS_ERR_LOGIC && batch[i].status == IDEVS_OK) {
             refusal = c->link.refusal;
         }
+        batch[i].status = status;
+        if (i + 1 == batch_count)
+            publish_receipts(c, batch[i].delivery_id);
         send_done(c, batch[i].delivery_id, status, refusal);
     }
     batch_count = 0;
@@ -198,8 +281,10 @@ static void on_deliver(compartment *c, const Idevs__Bridge__V1__Deliver *dv)
         send_held(c, dv->delivery_id);
         return;
     }
-    batch[batch_count].delivery_id = dv->delivery_id;
-    batch[batch_count].status = begin_delivery(c, dv);
+    batch_entry *b = &batch[batch_count];
+    memset(b, 0, sizeof *b);
+    b->delivery_id = dv->delivery_id;
+    b->status = begin_delivery(c, dv, b);
     batch_count++;
     if (batch_count == CMP_EVENTS_MAX)
         finish_batch(c);

@@ -3,6 +3,7 @@
  * through a delivery leaves no partial output behind: the delivery is sent again, and only the attempt that
  * finishes is handed to the caller, once the replay record that covers its input is on disk (supervise.c,
  * release_awaiting). */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,6 +161,7 @@ idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1_
         return IDEVS_ERR_NOMEM;
     h->p.delivery_id = d->id;
     h->p.qos = (int)p->qos;
+    h->p.receipt = topics_receipt_service(l->deployment, p->topic) != SIZE_MAX;
     h->p.envelope_len = p->envelope.len;
     h->p.topic = dup_bytes(p->topic, topic_len + 1);
     h->p.envelope = dup_bytes(p->envelope.data, p->envelope.len);

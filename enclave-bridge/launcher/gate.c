@@ -26,5 +26,6 @@ idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *
     d->sender = sender;
     d->epoch = h.epoch;
     d->sequence = h.sequence;
+    d->message_id = h.message_id;
     return replay_record_check(l, d);
 }

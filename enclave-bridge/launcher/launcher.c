@@ -518,6 +518,7 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     d->sender = probe.sender;
     d->epoch = probe.epoch;
     d->sequence = probe.sequence;
+    d->message_id = probe.message_id;
     d->topic = malloc(topic_len + 1);
     d->envelope = malloc(len);
     d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;

@@ -37,6 +37,7 @@
 #define LAUNCHER_QUEUE_BYTES_DEFAULT_MAX (64u * 1024u * 1024u)
 #define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
 #define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
+#define LAUNCHER_RECEIPT_QOS 1u /* receipts: at least once, like inputs */
 #define LAUNCHER_REPLAY_SAVE_MS 2000            /* the replay record is written at most this often while running */
 #define LAUNCHER_TIMEOUT_BYTES_PER_MS 4096      /* a delivery's envelope adds 1 ms per this many bytes to the event timeout */
 
@@ -108,6 +109,7 @@ typedef struct delivery {
     bool tracked;
     size_t sender;     /* index into the descriptor's services */
     uint64_t epoch, sequence;
+    idevs_msgid message_id;
     idevs_err refused; /* on the refused list: the status its on_done will carry */
     idevs_err done_status; /* on the awaiting list: the status of its Done */
     uint32_t refusal;      /* from its Done: 0, or 1 + the declared refusal code the logic refused it with */
@@ -121,9 +123,12 @@ typedef struct replay_epoch {
     idevs_replay window;
 } replay_epoch;
 
-/* One per declared service: its two highest epochs in which a delivery was done after being opened. */
+/* One per declared service: its two highest epochs in which a delivery was done after being opened, and the two
+ * latest message-id streams it numbered them in (docs/PROTOCOL.md section 9: a message id is a stream of 8 bytes
+ * and a number; `epoch` holds the stream, the window the numbers handled). */
 typedef struct replay_sender {
     replay_epoch cur, prev;
+    replay_epoch handled, handled_prev;
 } replay_sender;
 
 typedef struct replay_record {
@@ -289,9 +294,15 @@ void topics_free(idevs_launcher *l);
  * IDEVS_TOPIC_RESPONSE (a request's response topic, written by the service the request went to), with the
  * descriptor's copy of the topic in *own_copy and that service's index in *sender; IDEVS_TOPIC_OTHER otherwise. */
 idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, const char **own_copy, size_t *sender);
+/* The index of the service whose receipt topic this is; SIZE_MAX when none. */
+size_t topics_receipt_service(const idevs_deployment *d, const char *topic);
 /* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
  * IDEVS_ERR_EPOCH_FORGOTTEN (older than both epochs kept). Changes nothing. */
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);
+/* Whether d's message id is one the record notes as handled (a sender's retransmission): IDEVS_OK with
+ * *handled, or IDEVS_ERR_OUTSIDE_WINDOW when its number lies below the window of its stream (the sender broke the
+ * bound on what it keeps unreceipted: whether it was handled cannot be told). Changes nothing. */
+idevs_err replay_record_handled(const idevs_launcher *l, const delivery *d, bool *handled);
 /* The compartment ended d with status: notes it when status proves d was opened (authenticated); true when it
  * did (the record changed and must be written before d's outputs leave). */
 bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status);

@@ -4,7 +4,9 @@
  * recorded from the wire would be accepted a second time (docs/COMPARTMENT.md, "Replay across restarts").
  *
  * Per declared service, the two highest epochs in which a delivery was done, each with a sliding window over
- * sequence numbers (base/idevs_replay.h). Only outcomes that prove the envelope was opened move it (Done with
+ * sequence numbers (base/idevs_replay.h), and the two latest streams of its numbered message ids, each with a
+ * window over the numbers handled (proto/idevs_receipt.h): a message its sender sends again, sealed anew under
+ * another epoch and sequence but with the same id, is receipted again and not run again. Only outcomes that prove the envelope was opened move it (Done with
  * OK or an error of the logic): the header is read without keys, so a forged header must never advance it.
  *
  * The file <program uuid>.replay has two slots of SLOT_BYTES, each u32 (big-endian) length || an encoded
@@ -30,13 +32,15 @@
 #include <openssl/evp.h>
 
 #include "launcher_internal.h"
+#include "idevs_receipt.h"
 #include "replay_record.pb-c.h"
 
 #define RECORD_VERSION 2u
 #define RECORD_KEY_LABEL "idevs replay record v2"
 #define MAC_LEN IDEVS_SHA256_LEN
-#define SLOT_BYTES 32768u /* 64 senders of about 330 bytes each, and room */
+#define SLOT_BYTES 65536u /* 64 senders of about 630 bytes each (four windows), and room */
 #define FILE_BYTES (2u * SLOT_BYTES)
+#define OLD_SLOT_BYTES 32768u /* before message-id streams: read, then replaced by a file of the new size */
 
 static void file_name(const idevs_launcher *l, char name[IDEVS_UUID_STR_LEN + 8])
 {
@@ -83,20 +87,46 @@ idevs_err replay_record_check(const idevs_launcher *l, const delivery *d)
     return IDEVS_OK; /* between the two kept epochs: nothing of that epoch was ever done */
 }
 
-/* Statuses a compartment gives only after idevs_envelope_open() succeeded (compartment/serve.c, logic_host.c):
- * the envelope was authentic, so its clear header is too. Refusals of the envelope itself (decrypt, replay,
- * epoch, certificate, sender, malformed) are left out, and so is unknown_input, which can also come first. */
-static bool opened_first(idevs_err status)
+idevs_err replay_record_handled(const idevs_launcher *l, const delivery *d, bool *handled)
 {
-    switch (status) {
-    case IDEVS_OK:
-    case IDEVS_ERR_LOGIC:
-    case IDEVS_ERR_UNKNOWN_OUTPUT:
-    case IDEVS_ERR_UNKNOWN_REQUEST:
-        return true;
-    default:
-        return false;
+    *handled = false;
+    if (!d->tracked)
+        return IDEVS_OK;
+    const replay_sender *s = &l->replay.senders[d->sender];
+    uint64_t stream = idevs_msgid_stream(&d->message_id), number = idevs_msgid_number(&d->message_id);
+    const replay_epoch *w = s->handled.used && s->handled.epoch == stream         ? &s->handled
+                            : s->handled_prev.used && s->handled_prev.epoch == stream ? &s->handled_prev
+                                                                                    : NULL;
+    if (w == NULL || number == 0)
+        return IDEVS_OK; /* a stream not seen lately (or a new one): nothing of it was handled that the record knows */
+    idevs_err err = idevs_replay_check(&w->window, number);
+    if (err == IDEVS_ERR_REPLAY) {
+        *handled = true;
+        return IDEVS_OK;
     }
+    return err;
+}
+
+/* Notes d's message id as handled in its stream's window; a stream other than the two kept replaces the older. */
+static void note_handled(replay_sender *s, const idevs_msgid *id)
+{
+    uint64_t stream = idevs_msgid_stream(id), number = idevs_msgid_number(id);
+    if (number == 0)
+        return;
+    replay_epoch *w;
+    if (s->handled.used && s->handled.epoch == stream) {
+        w = &s->handled;
+    } else if (s->handled_prev.used && s->handled_prev.epoch == stream) {
+        w = &s->handled_prev;
+    } else {
+        if (s->handled.used)
+            s->handled_prev = s->handled;
+        s->handled.used = true;
+        s->handled.epoch = stream;
+        idevs_replay_init(&s->handled.window);
+        w = &s->handled;
+    }
+    (void)idevs_replay_accept(&w->window, number);
 }
 
 static void epoch_start(replay_epoch *e, uint64_t epoch)
@@ -108,7 +138,7 @@ static void epoch_start(replay_epoch *e, uint64_t epoch)
 
 bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
 {
-    if (!d->tracked || !opened_first(status))
+    if (!d->tracked || !idevs_bridge_done_handled(status))
         return false;
     replay_sender *s = &l->replay.senders[d->sender];
     replay_epoch *e;
@@ -125,9 +155,12 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
         epoch_start(&s->prev, d->epoch);
         e = &s->prev;
     } else {
-        return false; /* older than both: refused by the check from now on anyway */
+        note_handled(s, &d->message_id);
+        l->replay.dirty = true;
+        return true; /* older than both epochs, yet opened: its message id is handled all the same */
     }
     (void)idevs_replay_accept(&e->window, d->sequence);
+    note_handled(s, &d->message_id);
     l->replay.dirty = true;
     return true;
 }
@@ -165,13 +198,13 @@ static bool window_from(const Idevs__Launcher__V1__ReplayWindow *w, replay_epoch
 
 /* Parses one slot into senders (service_count entries, zeroed by the caller). NULL when it is good (with its
  * generation); otherwise what is wrong. */
-static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, replay_sender *senders,
-                              uint64_t *generation)
+static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size_t slot_bytes,
+                              replay_sender *senders, uint64_t *generation)
 {
     uint32_t len = get32(slot);
     if (len == 0)
         return "it is empty";
-    if (len > SLOT_BYTES - 4)
+    if (len > slot_bytes - 4)
         return "its length is out of range";
     Idevs__Launcher__V1__SealedReplayRecord *sealed =
         idevs__launcher__v1__sealed_replay_record__unpack(NULL, len, slot + 4);
@@ -210,7 +243,10 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, repl
             continue; /* a service a former descriptor declared */
         replay_sender *s = &senders[i];
         if (s->cur.used || !window_from(e->current, &s->cur) ||
-            (e->previous != NULL && (!window_from(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch)))
+            (e->previous != NULL && (!window_from(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch)) ||
+            (e->handled != NULL && !window_from(e->handled, &s->handled)) ||
+            (e->handled_previous != NULL && (e->handled == NULL || !window_from(e->handled_previous, &s->handled_prev) ||
+                                             s->handled_prev.epoch == s->handled.epoch)))
             bad = "it has an invalid sender entry";
     }
     if (bad == NULL)
@@ -250,7 +286,8 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     if (err == IDEVS_OK && data == NULL)
         return IDEVS_OK; /* the first start */
     const char *bad = NULL;
-    if (err == IDEVS_OK && len != FILE_BYTES) {
+    size_t slot_bytes = len == 2u * OLD_SLOT_BYTES ? OLD_SLOT_BYTES : SLOT_BYTES;
+    if (err == IDEVS_OK && len != 2u * slot_bytes) {
         bad = "it has another size (another format version)";
     } else if (err == IDEVS_OK) {
         size_t n = l->deployment->service_count;
@@ -265,10 +302,12 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
         uint64_t generation[2] = {0, 0};
         const char *slot_bad[2];
         for (int i = 0; i < 2; i++)
-            slot_bad[i] = parse_slot(l, data + (size_t)i * SLOT_BYTES, slot_senders[i], &generation[i]);
+            slot_bad[i] = parse_slot(l, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i], &generation[i]);
         int best = slot_bad[0] != NULL ? 1 : slot_bad[1] != NULL ? 0 : generation[1] > generation[0];
         /* An empty slot is one never written (the file's first write goes to the second). */
-        bool empty[2] = {get32(data) == 0, get32(data + SLOT_BYTES) == 0};
+        bool empty[2] = {get32(data) == 0, get32(data + slot_bytes) == 0};
+        if (slot_bytes != SLOT_BYTES)
+            r->dirty = true; /* written at once into a file of the new size */
         if (slot_bad[best] == NULL) {
             free(r->senders);
             r->senders = slot_senders[best];
@@ -338,7 +377,7 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
     size_t n = dep->service_count;
     Idevs__Launcher__V1__ReplaySender *senders = calloc(n > 0 ? n : 1, sizeof *senders);
     Idevs__Launcher__V1__ReplaySender **sender_ptrs = calloc(n > 0 ? n : 1, sizeof *sender_ptrs);
-    Idevs__Launcher__V1__ReplayWindow *windows = calloc(2 * (n > 0 ? n : 1), sizeof *windows);
+    Idevs__Launcher__V1__ReplayWindow *windows = calloc(4 * (n > 0 ? n : 1), sizeof *windows);
     idevs_err err = senders != NULL && sender_ptrs != NULL && windows != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
     Idevs__Launcher__V1__ReplayRecord rec = IDEVS__LAUNCHER__V1__REPLAY_RECORD__INIT;
     rec.version = RECORD_VERSION;
@@ -354,9 +393,13 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
         idevs__launcher__v1__replay_sender__init(e);
         e->uuid.data = (uint8_t *)dep->services[i].uuid.b;
         e->uuid.len = IDEVS_UUID_LEN;
-        const replay_epoch *epochs[2] = {&s->cur, s->prev.used ? &s->prev : NULL};
-        for (int k = 0; k < 2 && epochs[k] != NULL; k++) {
-            Idevs__Launcher__V1__ReplayWindow *w = &windows[2 * rec.n_senders + (size_t)k];
+        const replay_epoch *epochs[4] = {&s->cur, s->prev.used ? &s->prev : NULL,
+                                         s->handled.used ? &s->handled : NULL,
+                                         s->handled_prev.used ? &s->handled_prev : NULL};
+        for (int k = 0; k < 4; k++) {
+            if (epochs[k] == NULL)
+                continue;
+            Idevs__Launcher__V1__ReplayWindow *w = &windows[4 * rec.n_senders + (size_t)k];
             idevs__launcher__v1__replay_window__init(w);
             w->epoch = epochs[k]->epoch;
             w->top = epochs[k]->window.top;
@@ -364,8 +407,12 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
             w->bits = (uint64_t *)epochs[k]->window.bits;
             if (k == 0)
                 e->current = w;
-            else
+            else if (k == 1)
                 e->previous = w;
+            else if (k == 2)
+                e->handled = w;
+            else
+                e->handled_previous = w;
         }
         sender_ptrs[rec.n_senders++] = e;
     }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -432,6 +433,14 @@ static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge_
             return "a request with another QoS than declared";
         return envelope_problem(l, p, d->requests[i].to, true);
     }
+    size_t receipts = topics_receipt_service(d, p->topic);
+    if (receipts != SIZE_MAX) {
+        if (has_rt || p->correlation_data.len != 0 || p->delivery_id == 0)
+            return "a receipt with a response topic or correlation data, or for no delivery";
+        if (p->qos != LAUNCHER_RECEIPT_QOS)
+            return "a receipt with another QoS than 1";
+        return envelope_problem(l, p, receipts, false);
+    }
     return "a publication to a topic the deployment does not declare";
 }
 
@@ -531,8 +540,9 @@ static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, 
     bool recorded = replay_record_done(l, d, status);
     /* Its outputs leave only once the record that holds its input is on disk: released now, a broker killed
      * before the next write would accept the input again after its restart, and produce them a second time.
+     * A receipt it carries may name earlier deliveries of its turn, done but not written yet (dirty): it waits too.
      * Once one waits, the rest of the pass waits behind it, so that deliveries still end in order. */
-    if ((recorded && d->held != NULL) || l->awaiting_head != NULL) {
+    if (((recorded || l->replay.dirty) && d->held != NULL) || l->awaiting_head != NULL) {
         deliveries_await(l, d, status);
         return;
     }

@@ -1,5 +1,6 @@
 /* Topics: what each topic is for this launcher's process, and whether two processes can share a broker. The
  * plugin asks; the rules live here, next to the descriptor that declares the topics. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,15 @@ static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
         ADD(d->requests[i].topic);
         ADD(d->requests[i].response_topic);
     }
+    for (size_t i = 0; i < d->service_count; i++)
+        ADD(d->services[i].receipt_topic);
     ADD(l->certificate_topic);
     ADD(l->descriptor_topic);
 #undef ADD
     return n;
 }
 
-#define TOPICS_MAX (4u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u)
+#define TOPICS_MAX (5u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u)
 
 /* The role topic has in the descriptor, for a message; NULL when it has none. */
 static const char *declared_role(const idevs_deployment *d, const char *topic)
@@ -65,7 +68,25 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
             return IDEVS_ERR_CONFIG;
         }
     }
+    const idevs_deployment *d = l->deployment;
+    for (size_t i = 0; i < d->service_count; i++) {
+        const char *role = declared_role(d, d->services[i].receipt_topic);
+        if (role != NULL) {
+            snprintf(why, why_len, "%s: %s is '%s', where the plugin publishes the receipts to service '%s'",
+                     l->descriptor_path, role, d->services[i].receipt_topic, d->services[i].name);
+            return IDEVS_ERR_CONFIG;
+        }
+    }
     return IDEVS_OK;
+}
+
+/* The service whose receipt topic this is; SIZE_MAX when none. */
+size_t topics_receipt_service(const idevs_deployment *d, const char *topic)
+{
+    for (size_t i = 0; i < d->service_count; i++)
+        if (strcmp(d->services[i].receipt_topic, topic) == 0)
+            return i;
+    return SIZE_MAX;
 }
 
 void topics_free(idevs_launcher *l)
@@ -117,6 +138,11 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
             *own_copy = d->outputs[i].topic;
             return IDEVS_TOPIC_PROTECTED;
         }
+    size_t receipts = topics_receipt_service(d, topic);
+    if (receipts != SIZE_MAX) {
+        *own_copy = d->services[receipts].receipt_topic;
+        return IDEVS_TOPIC_PROTECTED;
+    }
     for (size_t i = 0; i < d->request_count; i++)
         if (strcmp(d->requests[i].topic, topic) == 0) {
             *own_copy = d->requests[i].topic;

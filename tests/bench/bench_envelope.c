@@ -76,7 +76,7 @@ static idevs_envelope_ctx *ctx_for(const idevs_identity *self, const idevs_ident
 
 static void seal(idevs_envelope_ctx *ctx, const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len)
 {
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, len, NULL, 0};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, len, NULL, 0, NULL};
     if (idevs_envelope_seal(ctx, &in, out, out_len, NULL) != IDEVS_OK)
         die("seal");
 }

@@ -22,6 +22,17 @@ void launch_record_on_event(void *arg, idevs_launcher_event event, const char *m
 void launch_record_on_publish(void *arg, const idevs_launcher_publish *p)
 {
     launch_record *r = arg;
+    if (strstr(p->topic, "/receipt/") != NULL) {
+        r->receipt_count++;
+        r->receipt_id = p->delivery_id;
+        snprintf(r->receipt_topic, sizeof r->receipt_topic, "%s", p->topic);
+        free(r->receipt_env);
+        r->receipt_env = malloc(p->envelope_len);
+        CU_ASSERT_FATAL(r->receipt_env != NULL);
+        memcpy(r->receipt_env, p->envelope, p->envelope_len);
+        r->receipt_len = p->envelope_len;
+        return;
+    }
     CU_ASSERT_FATAL(r->pub_count < LAUNCH_RECORD_MAX);
     size_t i = r->pub_count++;
     r->pub_id[i] = p->delivery_id;
@@ -66,6 +77,7 @@ void launch_record_clear(launch_record *r)
 {
     for (size_t i = 0; i < r->pub_count; i++)
         free(r->pub_env[i]);
+    free(r->receipt_env);
     memset(r, 0, sizeof *r);
 }
 

@@ -32,6 +32,12 @@ typedef struct launch_record {
     uint8_t pub_correlation[LAUNCH_RECORD_MAX][16];
     size_t pub_correlation_len[LAUNCH_RECORD_MAX];
     size_t pub_count;
+    /* receipts (publications on a receipt topic), kept apart from the outputs: how many, and the last one */
+    size_t receipt_count;
+    uint64_t receipt_id;
+    char receipt_topic[64];
+    uint8_t *receipt_env;
+    size_t receipt_len;
 } launch_record;
 
 /* The launcher's on_event (the first LAUNCH_EVENTS_MAX are kept); arg is the record. */

@@ -22,6 +22,7 @@
 #include "idevs_channel.h"
 #include "idevs_crypto.h"
 #include "idevs_envelope.h"
+#include "idevs_receipt.h"
 #include "idevs_logic.h"
 
 #define FRAME_WAIT_MS 10000 /* generous for sanitizer builds; a healthy child answers in milliseconds */
@@ -62,6 +63,12 @@ typedef struct child {
     idevs_identity *cert_id; /* the compartment's public keys and certificate chain, as services see them */
     int64_t started_ms;
     int their_end; /* the compartment's end of the channel when spawn() kept it (keep_compartment_end), else -1 */
+    /* receipts (Publish frames on a receipt topic), which expect() takes aside: how many, and the last one */
+    unsigned receipts;
+    uint64_t receipt_delivery;
+    char receipt_topic[128];
+    uint8_t *receipt;
+    size_t receipt_len;
 } child;
 
 static int64_t now_ms(void)
@@ -175,6 +182,8 @@ static int reap(child *c, int timeout_ms)
     if (c->their_end >= 0)
         close(c->their_end);
     c->their_end = -1;
+    free(c->receipt);
+    c->receipt = NULL;
     for (;;) {
         pid_t r = waitpid(c->pid, &status, WNOHANG);
         if (r == c->pid)
@@ -211,10 +220,30 @@ static void send_frame(child *c, Idevs__Bridge__V1__Frame *f)
 }
 
 /* The next frame, which must be of the given kind (NULL and a failure otherwise). */
+/* A receipt frame is taken aside (c->receipt): the tests of outputs need not know which turn carries it. */
+static bool took_receipt(child *c, Idevs__Bridge__V1__Frame *f)
+{
+    if (f->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH || strstr(f->publish->topic, "/receipt/") == NULL)
+        return false;
+    c->receipts++;
+    c->receipt_delivery = f->publish->delivery_id;
+    snprintf(c->receipt_topic, sizeof c->receipt_topic, "%s", f->publish->topic);
+    free(c->receipt);
+    c->receipt = malloc(f->publish->envelope.len);
+    CU_ASSERT_FATAL(c->receipt != NULL);
+    memcpy(c->receipt, f->publish->envelope.data, f->publish->envelope.len);
+    c->receipt_len = f->publish->envelope.len;
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    return true;
+}
+
+/* The next frame but receipts, which must be of the given kind (NULL and a failure otherwise). */
 static Idevs__Bridge__V1__Frame *expect(child *c, Idevs__Bridge__V1__Frame__BodyCase want)
 {
     Idevs__Bridge__V1__Frame *f = NULL;
-    idevs_err err = idevs_channel_recv(&c->ch, &f, FRAME_WAIT_MS);
+    idevs_err err;
+    while ((err = idevs_channel_recv(&c->ch, &f, FRAME_WAIT_MS)) == IDEVS_OK && took_receipt(c, f))
+        f = NULL;
     CU_ASSERT_EQUAL(err, IDEVS_OK);
     if (err != IDEVS_OK)
         return NULL;
@@ -412,7 +441,7 @@ static void echo_child_stop(echo_child *e)
 static void seal(idevs_envelope_ctx *ctx, const char *topic, const char *text, const idevs_msgid *prov, size_t n,
                  uint8_t **env, size_t *env_len, idevs_msgid *id)
 {
-    idevs_seal_input in = {&program, topic, (const uint8_t *)text, strlen(text), prov, n};
+    idevs_seal_input in = {&program, topic, (const uint8_t *)text, strlen(text), prov, n, NULL};
     CU_ASSERT_FATAL(idevs_envelope_seal(ctx, &in, env, env_len, id) == IDEVS_OK);
 }
 
@@ -665,6 +694,8 @@ static void hold_read(child *c, hold_state *s, int ends)
     while (ends > 0) {
         Idevs__Bridge__V1__Frame *f = NULL;
         CU_ASSERT_EQUAL_FATAL(idevs_channel_recv(&c->ch, &f, FRAME_WAIT_MS), IDEVS_OK);
+        if (took_receipt(c, f))
+            continue;
         switch (f->body_case) {
         case IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH: {
             const Idevs__Bridge__V1__Publish *p = f->publish;
@@ -1032,8 +1063,8 @@ static void hostile_link(const char *logic, int events, const char *fatal_has, i
         if (err != IDEVS_OK)
             break; /* closed: it ended */
         leaked |= frame_leaks(f);
-        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH)
-            published++;
+        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH && strstr(f->publish->topic, "/receipt/") == NULL)
+            published++; /* a receipt is the key holder's, not the logic's */
         if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_FATAL) {
             fatal_seen = fatal_has != NULL && strstr(f->fatal->reason, fatal_has) != NULL;
             if (!fatal_seen)
@@ -1841,8 +1872,95 @@ static CU_TestInfo channel_tests[] = {
     CU_TEST_INFO_NULL,
 };
 
+/* Sealed anew with the id it was first sent with (a sender's retransmission). */
+static void deliver_numbered(child *c, idevs_envelope_ctx *src, uint64_t delivery, const idevs_msgid *id,
+                             const char *text)
+{
+    idevs_seal_input in = {.recipient = &program, .topic = TOPIC_IN, .payload = (const uint8_t *)text,
+                           .payload_len = strlen(text), .message_id = id};
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    CU_ASSERT_FATAL(idevs_envelope_seal(src, &in, &env, &env_len, NULL) == IDEVS_OK);
+    deliver(c, delivery, TOPIC_IN, env, env_len, NULL);
+    free(env);
+}
+
+/* The last receipt, opened as the source: it came with delivery, on the source's receipt topic, naming ids. */
+static void expect_receipt(child *c, idevs_envelope_ctx *src, unsigned count, uint64_t delivery,
+                           const idevs_msgid *ids, size_t n)
+{
+    CU_ASSERT_EQUAL_FATAL(c->receipts, count);
+    CU_ASSERT_EQUAL(c->receipt_delivery, delivery);
+    CU_ASSERT_STRING_EQUAL(c->receipt_topic, "idevs/echo-test/receipt/source");
+    idevs_opened op;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(src, c->receipt_topic, c->receipt, c->receipt_len, &op), IDEVS_OK);
+    CU_ASSERT_TRUE(idevs_uuid_equal(&op.sender, &program));
+    idevs_msgid got[IDEVS_RECEIPT_IDS_MAX];
+    size_t got_n = 0;
+    CU_ASSERT_EQUAL(idevs_receipt_decode(op.payload, op.payload_len, got, &got_n), IDEVS_OK);
+    CU_ASSERT_EQUAL(got_n, n);
+    if (got_n != n)
+        fprintf(stderr, "\n    receipt %u names %zu ids, expected %zu\n", count, got_n, n);
+    for (size_t i = 0; i < n && i < got_n; i++)
+        CU_ASSERT_TRUE(idevs_uuid_equal(&got[i], &ids[i]));
+    idevs_opened_clear(&op);
+}
+
+/* A numbered message is receipted once handled; sent again (sealed anew, same id) it is receipted again and not
+ * run; one a logic refused is receipted too (it will not be run again); an unnumbered id is receipted, never
+ * taken for a copy. */
+static void test_receipts_and_copies(void)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, true);
+    const uint8_t stream[IDEVS_MSGID_STREAM_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
+    idevs_msgid first = idevs_msgid_numbered(stream, 1), second = idevs_msgid_numbered(stream, 2);
+
+    deliver_numbered(&c, src, 1, &first, "once");
+    expect_publish(&c, 1, snk, TOPIC_OUT, "once", &first, 1, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+    expect_receipt(&c, src, 1, 1, &first, 1);
+
+    deliver_numbered(&c, src, 2, &first, "once");
+    expect_done(&c, 2, IDEVS_ERR_ALREADY_DONE); /* no output before it: not run */
+    expect_receipt(&c, src, 2, 2, &first, 1);
+
+    deliver_numbered(&c, src, 3, &second, "fail:refused by the logic");
+    expect_done(&c, 3, IDEVS_ERR_LOGIC);
+    expect_receipt(&c, src, 3, 3, &second, 1);
+    deliver_numbered(&c, src, 4, &second, "fail:refused by the logic");
+    expect_done(&c, 4, IDEVS_ERR_ALREADY_DONE);
+    expect_receipt(&c, src, 4, 4, &second, 1);
+
+    /* Two in one turn: one receipt, for the last delivery, names both. */
+    idevs_msgid third = idevs_msgid_numbered(stream, 3), fourth = idevs_msgid_numbered(stream, 4);
+    deliver_numbered(&c, src, 5, &third, "a");
+    deliver_numbered(&c, src, 6, &fourth, "b");
+    expect_publish(&c, 5, snk, TOPIC_OUT, "a", &third, 1, NULL);
+    expect_done(&c, 5, IDEVS_OK);
+    expect_publish(&c, 6, snk, TOPIC_OUT, "b", &fourth, 1, NULL);
+    expect_done(&c, 6, IDEVS_OK);
+    idevs_msgid both[2] = {third, fourth};
+    if (c.receipts == 5) /* the two came in one turn; else each had its own */
+        expect_receipt(&c, src, 5, 6, both, 2);
+    else
+        expect_receipt(&c, src, 6, 6, &fourth, 1);
+
+    /* A random (unnumbered) id twice: each copy is a message of its own. */
+    idevs_msgid in_id;
+    deliver_text(&c, src, 7, TOPIC_IN, TOPIC_IN, "random", &in_id);
+    expect_publish(&c, 7, snk, TOPIC_OUT, "random", &in_id, 1, NULL);
+    expect_done(&c, 7, IDEVS_OK);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    party_free(src, p1);
+    party_free(snk, p2);
+}
+
 static CU_TestInfo tests[] = {
     {"events round trip with provenance", test_events_round_trip},
+    {"receipts: handled once, a copy sent again receipted and not run", test_receipts_and_copies},
     {"request and response, provenance back to the input", test_request_response},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
      test_outstanding_requests_hold_inputs},

@@ -84,7 +84,7 @@ static sealed seal_to(idevs_envelope_ctx *ctx, const idevs_identity *to, const c
                       size_t len)
 {
     sealed s = {0};
-    idevs_seal_input in = {idevs_identity_uuid(to), topic, payload, len, NULL, 0};
+    idevs_seal_input in = {idevs_identity_uuid(to), topic, payload, len, NULL, 0, NULL};
     idevs_err err = idevs_envelope_seal(ctx, &in, &s.buf, &s.len, &s.id);
     if (err != IDEVS_OK)
         fprintf(stderr, "seal: %s\n", idevs_err_name(err));
@@ -143,7 +143,7 @@ static void roundtrip(uint32_t suite, size_t size, size_t prov)
     for (size_t i = 0; i < prov; i++)
         memset(provenance[i].b, (int)i + 1, IDEVS_UUID_LEN);
     for (int round = 0; round < 3; round++) {
-        idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, size, prov ? provenance : NULL, prov};
+        idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, size, prov ? provenance : NULL, prov, NULL};
         uint8_t *buf = NULL;
         size_t len = 0;
         idevs_msgid id;
@@ -427,7 +427,7 @@ static void test_tampered_fields(void)
     memset(fake_digest, 0x5a, sizeof fake_digest);
     memset(prov_ids, 0x33, sizeof prov_ids);
     idevs_msgid prov = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}};
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"payload!", 8, &prov, 1};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"payload!", 8, &prov, 1, NULL};
     sealed first = {0}, second = {0};
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &first.buf, &first.len, NULL) == IDEVS_OK);
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &second.buf, &second.len, NULL) == IDEVS_OK);
@@ -884,7 +884,7 @@ static void test_truncated_oversized_garbage(void)
     idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL), *b = ctx_for(bob, policy, &now, NULL);
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     idevs_msgid prov[2] = {{{1}}, {{2}}};
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2, NULL};
     sealed s1 = {0}, s2 = {0};
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &s1.buf, &s1.len, NULL) == IDEVS_OK);
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &s2.buf, &s2.len, NULL) == IDEVS_OK);
@@ -955,7 +955,7 @@ static void test_seal_arguments(void)
     idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL), *b = ctx_for(bob, policy, &now, NULL);
     uint8_t *buf = NULL;
     size_t len = 0;
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"x", 1, NULL, 0};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL};
     CU_ASSERT_EQUAL(idevs_envelope_seal(a, &in, &buf, &len, NULL), IDEVS_ERR_UNKNOWN_RECIPIENT);
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     char topic[IDEVS_TOPIC_MAX + 2];
@@ -1077,7 +1077,7 @@ static void test_peek(void)
     idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL);
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     idevs_msgid prov[2] = {{{7}}, {{8}}};
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2, NULL};
     sealed first = {0}, second = {0};
     idevs_msgid first_id, second_id;
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &first.buf, &first.len, &first_id) == IDEVS_OK);

@@ -25,6 +25,7 @@
 #include "idevs_backend.h"
 #include "idevs_envelope.h"
 #include "idevs_file.h"
+#include "idevs_receipt.h"
 #include "idevs_launcher.h"
 #include "launch_record.h"
 
@@ -1329,7 +1330,7 @@ static void test_record_survives_launcher(void)
     struct stat st_;
     CU_ASSERT_FATAL(stat(path, &st_) == 0);
     CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
-    CU_ASSERT_EQUAL(st_.st_size, 2 * 32768); /* two slots, allocated at once */
+    CU_ASSERT_EQUAL(st_.st_size, 2 * 65536); /* two slots, allocated at once */
 
     idevs_launcher *b = launcher(&t->cfg);
     start(b);
@@ -1345,6 +1346,67 @@ static void test_record_survives_launcher(void)
     CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_NOTICE, "replay record"), 0);
     idevs_launcher_free(b);
     free(env);
+    rig_free(t);
+}
+
+/* The store's message sent again with the id it was first sent with: sealed anew, so no replay of its bytes. */
+static uint8_t *seal_numbered(party *p, const world *w, const char *payload, const idevs_msgid *id, size_t *len)
+{
+    idevs_seal_input in = {.recipient = &w->program, .topic = IN_TOPIC, .payload = (const uint8_t *)payload,
+                           .payload_len = strlen(payload), .message_id = id};
+    uint8_t *out = NULL;
+    CU_ASSERT_FATAL(idevs_envelope_seal(p->ctx, &in, &out, len, NULL) == IDEVS_OK);
+    return out;
+}
+
+/* The last receipt, opened by the store: it names exactly id. */
+static void expect_receipt_for(party *store, const launch_record *r, const idevs_msgid *id)
+{
+    CU_ASSERT_FATAL(r->receipt_env != NULL);
+    idevs_opened op;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(store->ctx, r->receipt_topic, r->receipt_env, r->receipt_len, &op),
+                          IDEVS_OK);
+    idevs_msgid ids[IDEVS_RECEIPT_IDS_MAX];
+    size_t n = 0;
+    CU_ASSERT_EQUAL(idevs_receipt_decode(op.payload, op.payload_len, ids, &n), IDEVS_OK);
+    CU_ASSERT(n == 1 && idevs_uuid_equal(&ids[0], id));
+    idevs_opened_clear(&op);
+}
+
+/* Receipts leave with the outputs, once the record holds the input; the record keeps the ids handled across a
+ * restart (a broker's), so a copy sent again afterwards is receipted and not run. */
+static void test_receipts_outlive_launcher(void)
+{
+    rig *t = echo_started();
+    const uint8_t stream[IDEVS_MSGID_STREAM_LEN] = {9, 8, 7, 6, 5, 4, 3, 2};
+    idevs_msgid sale = idevs_msgid_numbered(stream, 41);
+    size_t len = 0;
+    uint8_t *env = seal_numbered(&t->st, &t->w, "sale 41", &sale, &len);
+    uint64_t first = deliver_env(t->l, env, len);
+    free(env);
+    poll_until_done(t->l, &t->r, 1, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&t->r, first, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(t->r.pub_count, 1);
+    CU_ASSERT_EQUAL(t->r.receipt_count, 1);
+    CU_ASSERT_EQUAL(t->r.receipt_id, first);
+    CU_ASSERT_STRING_EQUAL(t->r.receipt_topic, "idevs/rewards/receipt/store");
+    expect_receipt_for(&t->st, &t->r, &sale);
+    /* Only the plugin publishes receipts: the topic is protected. */
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "idevs/rewards/receipt/store", NULL), IDEVS_TOPIC_PROTECTED);
+    rig_stop(t);
+
+    idevs_launcher *b = launcher(&t->cfg);
+    start(b);
+    env = seal_numbered(&t->st, &t->w, "sale 41", &sale, &len);
+    uint64_t again = deliver_env(b, env, len);
+    free(env);
+    poll_until_done(b, &t->r, 2, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, again, &times), IDEVS_ERR_ALREADY_DONE);
+    CU_ASSERT_EQUAL(t->r.pub_count, 1); /* not run again */
+    CU_ASSERT_EQUAL(t->r.receipt_count, 2);
+    expect_receipt_for(&t->st, &t->r, &sale);
+    idevs_launcher_free(b);
     rig_free(t);
 }
 
@@ -1436,9 +1498,9 @@ static void test_damaged_record_warns(void)
     FILE *f = fopen(path, "r+b");
     CU_ASSERT_FATAL(f != NULL);
     /* One write: generation 1, in the second slot (the first is still empty). A bit of it flipped. */
-    CU_ASSERT_FATAL(fseek(f, 32768 + 100, SEEK_SET) == 0);
+    CU_ASSERT_FATAL(fseek(f, 65536 + 100, SEEK_SET) == 0);
     int c = fgetc(f);
-    CU_ASSERT_FATAL(c != EOF && fseek(f, 32768 + 100, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
+    CU_ASSERT_FATAL(c != EOF && fseek(f, 65536 + 100, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
     CU_ASSERT_FATAL(fclose(f) == 0);
 
     idevs_launcher *b = launcher(&t->cfg);
@@ -1662,6 +1724,7 @@ static CU_TestInfo tests[] = {
      test_outstanding_requests_hold_inputs},
     {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
     {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
+    {"receipts: after the record, and a copy sent again after a restart is receipted, not run", test_receipts_outlive_launcher},
     {"replay: an output leaves only once the record holding its input is on disk", test_output_waits_for_record},
     {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
     {"stopped and continued (SIGSTOP, cgroup freeze, ptrace): same compartment, no restart",

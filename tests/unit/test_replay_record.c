@@ -11,9 +11,10 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "idevs_receipt.h"
 #include "launcher_internal.h"
 
-#define SLOT 32768
+#define SLOT 65536
 static char dir[] = "/tmp/idevs-replay-record.XXXXXX";
 static const char *descriptor =
     "{\"version\":1,\"process\":{\"name\":\"p\",\"uuid\":\"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\"logic\":\"l.so\"},"
@@ -174,6 +175,7 @@ static void test_read_back_and_slots(void)
     CU_ASSERT_EQUAL(replay_record_check(&g.l, &a), IDEVS_ERR_REPLAY);
     CU_ASSERT_EQUAL(replay_record_check(&g.l, &b), IDEVS_ERR_REPLAY);
     CU_ASSERT_EQUAL(g.warnings, 0);
+    CU_ASSERT_TRUE(replay_record_save(&g.l, REPLAY_SAVE_FINAL)); /* generation 2: the first slot */
     close_fixture(&g);
 
     /* The newer slot cut short (as by a crash during its write, when its outputs had not left): the record
@@ -242,11 +244,100 @@ static void test_when_synced(void)
     close_fixture(&f);
 }
 
+static delivery numbered(size_t sender, uint64_t epoch, uint64_t sequence, uint64_t stream, uint64_t number)
+{
+    delivery d = at(sender, epoch, sequence);
+    uint8_t s[IDEVS_MSGID_STREAM_LEN];
+    for (int i = 0; i < 8; i++)
+        s[i] = (uint8_t)(stream >> (56 - 8 * i));
+    d.message_id = idevs_msgid_numbered(s, number);
+    return d;
+}
+
+static bool handled(const fixture *f, const delivery *d)
+{
+    bool h = false;
+    CU_ASSERT_EQUAL(replay_record_handled(&f->l, d, &h), IDEVS_OK);
+    return h;
+}
+
+/* Message ids handled: noted by the same outcomes as epochs (already_done too), per stream, two streams per
+ * sender, read back by a second launcher; a file of the size before streams is read, then replaced. */
+static void test_handled_ids(void)
+{
+    remove_record();
+    fixture f;
+    open_fixture(&f);
+    delivery a = numbered(0, 100, 1, 0xa, 7);
+    CU_ASSERT_FALSE(handled(&f, &a));
+    CU_ASSERT_FALSE(replay_record_done(&f.l, &a, IDEVS_ERR_DECRYPT)); /* a forged copy notes nothing */
+    CU_ASSERT_FALSE(handled(&f, &a));
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &a, IDEVS_OK));
+    delivery copy = numbered(0, 100, 2, 0xa, 7); /* sent again: another sequence, the same id */
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &copy), IDEVS_OK);
+    CU_ASSERT_TRUE(handled(&f, &copy));
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &copy, IDEVS_ERR_ALREADY_DONE)); /* its sequence is noted */
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &copy), IDEVS_ERR_REPLAY);
+    delivery other_sender = numbered(1, 100, 1, 0xa, 7);
+    CU_ASSERT_FALSE(handled(&f, &other_sender));
+    delivery far = numbered(0, 100, 3, 0xa, 7 + IDEVS_REPLAY_WINDOW);
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &far, IDEVS_OK));
+    bool h = true;
+    CU_ASSERT_EQUAL(replay_record_handled(&f.l, &a, &h), IDEVS_ERR_OUTSIDE_WINDOW);
+    /* A second stream keeps the first; a third forgets the older. */
+    delivery b = numbered(0, 100, 4, 0xb, 1), c = numbered(0, 100, 5, 0xc, 1);
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &b, IDEVS_OK));
+    CU_ASSERT_TRUE(handled(&f, &far) && handled(&f, &b));
+    CU_ASSERT_TRUE(replay_record_save(&f.l, REPLAY_SAVE_FINAL));
+    close_fixture(&f);
+
+    fixture g;
+    open_fixture(&g);
+    CU_ASSERT_TRUE(handled(&g, &far));
+    CU_ASSERT_TRUE(handled(&g, &b));
+    CU_ASSERT_TRUE(replay_record_done(&g.l, &c, IDEVS_OK));
+    CU_ASSERT_TRUE(handled(&g, &c) && handled(&g, &b));
+    CU_ASSERT_FALSE(handled(&g, &far)); /* stream 0xa forgotten */
+    delivery unnumbered = numbered(0, 100, 6, 0xc, 0);
+    CU_ASSERT_TRUE(replay_record_done(&g.l, &unnumbered, IDEVS_OK));
+    CU_ASSERT_FALSE(handled(&g, &unnumbered));
+    CU_ASSERT_EQUAL(g.warnings, 0);
+    CU_ASSERT_TRUE(replay_record_save(&g.l, REPLAY_SAVE_FINAL)); /* generation 2: the first slot */
+    close_fixture(&g);
+
+    /* The former layout: two slots of 32 KiB. The current record, moved there, is read, and rewritten at the new
+     * size by the next save. */
+    char path[256];
+    fixture h1;
+    open_fixture(&h1);
+    record_path(&h1, path, sizeof path);
+    close_fixture(&h1);
+    int fd = open(path, O_RDWR);
+    CU_ASSERT_FATAL(fd >= 0);
+    static uint8_t file[2 * SLOT], old[SLOT];
+    CU_ASSERT_FATAL(pread(fd, file, sizeof file, 0) == (ssize_t)sizeof file);
+    memset(old, 0, sizeof old);
+    /* the newest slot (generation 2: the first) into the old first slot */
+    memcpy(old, file, SLOT / 2);
+    CU_ASSERT_FATAL(ftruncate(fd, 0) == 0 && pwrite(fd, old, SLOT, 0) == (ssize_t)SLOT);
+    close(fd);
+    fixture o;
+    open_fixture(&o);
+    CU_ASSERT_EQUAL(o.warnings, 0);
+    CU_ASSERT_TRUE(handled(&o, &c) && handled(&o, &b));
+    CU_ASSERT_TRUE(replay_record_save(&o.l, REPLAY_SAVE_FINAL));
+    struct stat st;
+    CU_ASSERT_FATAL(stat(path, &st) == 0);
+    CU_ASSERT_EQUAL(st.st_size, 2 * SLOT);
+    close_fixture(&o);
+}
+
 static CU_TestInfo tests[] = {
     {"what moves it and what it refuses; two epochs per sender", test_outcomes_and_epochs},
     {"read back; a slot cut short leaves the record before it; both damaged", test_read_back_and_slots},
     {"a file readable by others is not read, and replaced by a private one", test_another_program_and_mode},
     {"written for a release, synced when due or at stop", test_when_synced},
+    {"message ids handled: per stream, two streams, read back, the former file size", test_handled_ids},
     CU_TEST_INFO_NULL,
 };
 

@@ -223,7 +223,7 @@ static void test_vectors(void)
             free(ct);
 
             /* the library seals the same bytes */
-            idevs_seal_input in = {&h.recipient, topic, payload, plen, prov, h.provenance_count};
+            idevs_seal_input in = {&h.recipient, topic, payload, plen, prov, h.provenance_count, NULL};
             uint8_t *env = NULL;
             size_t env_len = 0;
             CU_ASSERT_FATAL(idevs_envelope_seal(sctx, &in, &env, &env_len, NULL) == IDEVS_OK);

@@ -228,7 +228,7 @@ int main(int argc, char **argv)
             size_t plen = m == 0 ? len1 : sizeof payload2;
             idevs_msgid prov[1];
             memcpy(prov[0].b, ids[0], 16);
-            idevs_seal_input in = {&recipient.uuid, TOPIC, payload, plen, m == 0 ? NULL : prov, (size_t)m};
+            idevs_seal_input in = {&recipient.uuid, TOPIC, payload, plen, m == 0 ? NULL : prov, (size_t)m, NULL};
             uint8_t *env = NULL;
             size_t env_len = 0;
             CHECK(idevs_envelope_seal(ctx, &in, &env, &env_len, NULL) == IDEVS_OK);
