@@ -62,6 +62,9 @@ typedef struct idevs_service_config {
     unsigned start_timeout_ms; /* idevs_service_start: connect, fetch and verify; default 10000 */
     unsigned session_expiry_s; /* MQTT 5 session expiry; 0: clean session each connect (default) */
     size_t dedupe_window;      /* message ids remembered to drop duplicates; default 4096 */
+    /* The outbox: a SQLite file (made 0600) holding what this service sent the process until its receipt comes;
+     * what it holds is sent again after a restart of the service. NULL: in memory, lost when the service stops. */
+    const char *outbox;
     void *cli_storage;         /* owned by idevs_service_cli_option(), released by idevs_service_cli_free() */
 } idevs_service_config;
 
@@ -90,6 +93,12 @@ typedef struct idevs_service_message {
 
 typedef void (*idevs_service_on_message)(idevs_service *svc, const idevs_service_message *msg, void *arg);
 
+/* The process handled a message this service sent (docs/PROTOCOL.md section 9): its id, and the key it was
+ * published with (NULL without one). Called once per message from idevs_service_run(), and again from
+ * idevs_service_publish_keyed() when a key that was receipted is published again. */
+typedef void (*idevs_service_on_receipt)(idevs_service *svc, const idevs_msgid *id, const char *key, void *arg);
+void idevs_service_set_on_receipt(idevs_service *svc, idevs_service_on_receipt on_receipt, void *arg);
+
 /* Loads the identity, the operator CA and the policy; connects to nothing. on_message may be NULL for a
  * service that only publishes. On failure why names the file or setting and the problem. */
 idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_message on_message, void *arg,
@@ -113,6 +122,18 @@ idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
  * compartment restart): nothing was sent; call idevs_service_run() and try again. */
 idevs_err idevs_service_publish(idevs_service *svc, const char *input, const void *payload, size_t len,
                                 idevs_msgid *message_id);
+
+/* publish() through the outbox under the application's own key (a sale id; at most 256 bytes of text): the first
+ * call adds the message; a later call with the same key (a restarted application that does not know whether it
+ * published) adds nothing and gives the same id, and calls on_receipt at once when it was receipted already. Every
+ * message, keyed or not, stays in the outbox and is sent again, sealed anew under its id, until the process
+ * receipts it: 5 s after it was sent, then 10, 20, 40 s, then every 60 s, and at once after a reconnection.
+ * IDEVS_ERR_IO when the outbox cannot be written (nothing was sent). */
+idevs_err idevs_service_publish_keyed(idevs_service *svc, const char *input, const char *key, const void *payload,
+                                      size_t len, idevs_msgid *message_id);
+
+/* Messages in the outbox that the process has not receipted yet. */
+size_t idevs_service_unreceipted(const idevs_service *svc);
 
 /* Answers a request received in on_message: sealed to the compartment, published on the request's response
  * topic at the request's declared QoS (requests[].qos) with its correlation data, and naming the request's
@@ -174,6 +195,8 @@ typedef struct idevs_service_stats {
     uint64_t rejected;     /* could not be opened (see rejected_by_reason) */
     uint64_t rejected_by_reason[IDEVS_ERR_COUNT];
     uint64_t reconnects;
+    uint64_t retransmitted; /* copies of messages sent again because no receipt came in time */
+    uint64_t receipted;     /* messages of this service the process receipted */
     uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */
     uint64_t held_dropped; /* envelopes that arrived before the compartment was verified and did not fit the
                             * holding queue (65536 envelopes, 32 MiB) */

@@ -67,11 +67,23 @@ static void hold(idevs_service *svc, const char *topic, const uint8_t *data, siz
     svc->held_bytes += len + corr_len + topic_len;
 }
 
-/* What a topic is for this service: an output or a request addressed to it, or nothing. */
+/* The process's receipts to this service: not messages for on_message (kind 0). */
+static bool is_receipt_topic(const idevs_service *svc, const char *topic)
+{
+    return strcmp(svc->deployment->services[svc->self_index].receipt_topic, topic) == 0;
+}
+
+/* What a topic is for this service: an output or a request addressed to it, its receipts, or nothing. */
 static bool classify(const idevs_service *svc, const char *topic, idevs_service_kind *kind, const char **name,
                      const char **response_topic)
 {
     const idevs_deployment *d = svc->deployment;
+    if (is_receipt_topic(svc, topic)) {
+        *kind = 0;
+        *name = NULL;
+        *response_topic = NULL;
+        return true;
+    }
     for (size_t i = 0; i < d->output_count; i++)
         if (d->outputs[i].to == svc->self_index && strcmp(d->outputs[i].topic, topic) == 0) {
             *kind = IDEVS_SERVICE_OUTPUT;
@@ -107,6 +119,11 @@ static void open_and_deliver(idevs_service *svc, const char *topic, const uint8_
         svc->stats.rejected++;
         if ((unsigned)err < IDEVS_ERR_COUNT)
             svc->stats.rejected_by_reason[err]++;
+        return;
+    }
+    if (kind == 0) { /* a receipt: idempotent, never deduplicated nor handed to on_message */
+        svc_outbox_receipt(svc, opened.payload, opened.payload_len);
+        idevs_opened_clear(&opened);
         return;
     }
     if (idevs_service_dedupe_seen(svc->dedupe, &opened.message_id)) {
@@ -184,7 +201,7 @@ void svc_on_publish_ack(idevs_service *svc, int reason_code)
 
 static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, const void *payload, size_t len,
                                   const idevs_msgid *provenance, size_t provenance_count, const uint8_t *corr,
-                                  size_t corr_len, idevs_msgid *message_id)
+                                  size_t corr_len, const idevs_msgid *message_id)
 {
     if (len > svc->deployment->max_payload)
         return IDEVS_ERR_TOO_LARGE;
@@ -197,11 +214,11 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
         .payload_len = len,
         .provenance = provenance,
         .provenance_count = provenance_count,
+        .message_id = message_id,
     };
     uint8_t *env = NULL;
     size_t env_len = 0;
-    idevs_msgid id;
-    idevs_err err = idevs_envelope_seal(svc->ctx, &in, &env, &env_len, &id);
+    idevs_err err = idevs_envelope_seal(svc->ctx, &in, &env, &env_len, NULL);
     if (err != IDEVS_OK)
         return err;
     mosquitto_property *props = NULL;
@@ -217,8 +234,6 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
     switch (rc) {
     case MOSQ_ERR_SUCCESS:
         svc->stats.published++;
-        if (message_id != NULL)
-            *message_id = id;
         return IDEVS_OK;
     case MOSQ_ERR_NOMEM:
         return IDEVS_ERR_NOMEM;
@@ -232,19 +247,56 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
     }
 }
 
-idevs_err idevs_service_publish(idevs_service *svc, const char *input, const void *payload, size_t len,
-                                idevs_msgid *message_id)
+/* The declared input of this service named input; NULL when there is none. */
+static const idevs_deployment_input *own_input(const idevs_service *svc, const char *input)
 {
-    if (svc == NULL || input == NULL || (payload == NULL && len > 0))
-        return IDEVS_ERR_INVALID_ARG;
-    if (!idevs_service_ready(svc))
-        return IDEVS_ERR_NOT_NOW;
     const idevs_deployment *d = svc->deployment;
     for (size_t i = 0; i < d->input_count; i++)
         if (d->inputs[i].from == svc->self_index && strcmp(d->inputs[i].name, input) == 0)
-            return seal_and_publish(svc, d->inputs[i].topic, SVC_INPUT_QOS, payload, len, NULL, 0, NULL, 0,
-                                    message_id);
-    return IDEVS_ERR_UNKNOWN_INPUT;
+            return &d->inputs[i];
+    return NULL;
+}
+
+idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,
+                         const idevs_msgid *id)
+{
+    const idevs_deployment_input *in = own_input(svc, input);
+    if (in == NULL)
+        return IDEVS_ERR_UNKNOWN_INPUT; /* a redeployment took it away: it waits in the outbox */
+    return seal_and_publish(svc, in->topic, SVC_INPUT_QOS, payload, len, NULL, 0, NULL, 0, id);
+}
+
+idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const idevs_msgid *request,
+                          const uint8_t *corr, size_t corr_len, const void *payload, size_t len, const idevs_msgid *id)
+{
+    const idevs_deployment_request *r = idevs_deployment_request_by_response_topic(svc->deployment, response_topic);
+    if (r == NULL || r->to != svc->self_index)
+        return IDEVS_ERR_UNKNOWN_REQUEST;
+    /* The descriptor gives the exchange one QoS, the request's: the answer travels at it too. */
+    return seal_and_publish(svc, r->response_topic, r->qos, payload, len, request, 1, corr, corr_len, id);
+}
+
+#define SVC_KEY_MAX 256
+
+idevs_err idevs_service_publish_keyed(idevs_service *svc, const char *input, const char *key, const void *payload,
+                                      size_t len, idevs_msgid *message_id)
+{
+    if (svc == NULL || input == NULL || (payload == NULL && len > 0) ||
+        (key != NULL && (key[0] == '\0' || strnlen(key, SVC_KEY_MAX + 1) > SVC_KEY_MAX)))
+        return IDEVS_ERR_INVALID_ARG;
+    if (!idevs_service_ready(svc))
+        return IDEVS_ERR_NOT_NOW;
+    if (own_input(svc, input) == NULL)
+        return IDEVS_ERR_UNKNOWN_INPUT;
+    if (len > svc->deployment->max_payload)
+        return IDEVS_ERR_TOO_LARGE;
+    return svc_outbox_add(svc, 0, input, key, payload, len, NULL, NULL, 0, message_id);
+}
+
+idevs_err idevs_service_publish(idevs_service *svc, const char *input, const void *payload, size_t len,
+                                idevs_msgid *message_id)
+{
+    return idevs_service_publish_keyed(svc, input, NULL, payload, len, message_id);
 }
 
 idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message *request, const void *payload,
@@ -263,7 +315,10 @@ idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message 
      * broker could swap, is how the compartment matches it to the request. */
     if (idevs_uuid_is_nil(&request->message_id))
         return IDEVS_ERR_INVALID_ARG;
-    /* The descriptor gives the exchange one QoS, the request's: the answer travels at it too. */
-    return seal_and_publish(svc, r->response_topic, r->qos, payload, len, &request->message_id, 1,
-                            request->correlation, request->correlation_len, NULL);
+    if (len > svc->deployment->max_payload)
+        return IDEVS_ERR_TOO_LARGE;
+    if (request->correlation_len > UINT16_MAX)
+        return IDEVS_ERR_INVALID_ARG;
+    return svc_outbox_add(svc, 1, r->response_topic, NULL, payload, len, &request->message_id, request->correlation,
+                          request->correlation_len, NULL);
 }

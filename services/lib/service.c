@@ -205,6 +205,8 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
         if (err != IDEVS_OK)
             idevs_fail(why, why_len, err, "cannot allocate the dedupe window of %zu ids", window);
     }
+    if (err == IDEVS_OK)
+        err = svc_outbox_open(svc, cfg->outbox, why, why_len);
     if (err == IDEVS_OK) {
         if (cfg->client_id != NULL) {
             svc->client_id = strdup(cfg->client_id);
@@ -577,12 +579,26 @@ idevs_err idevs_service_run(idevs_service *svc, int timeout_ms)
         svc_release_held(svc);
     if (svc->failure == IDEVS_OK)
         step(svc, timeout_ms);
+    svc_outbox_pump(svc);
     if (svc->failure != IDEVS_OK) {
         idevs_err err = svc->failure;
         svc->failure = IDEVS_OK;
         return err;
     }
     return IDEVS_OK;
+}
+
+void idevs_service_set_on_receipt(idevs_service *svc, idevs_service_on_receipt on_receipt, void *arg)
+{
+    if (svc == NULL)
+        return;
+    svc->on_receipt = on_receipt;
+    svc->on_receipt_arg = arg;
+}
+
+size_t idevs_service_unreceipted(const idevs_service *svc)
+{
+    return svc != NULL ? svc_outbox_unreceipted(svc) : 0;
 }
 
 bool idevs_service_ready(const idevs_service *svc)
@@ -650,6 +666,7 @@ void idevs_service_free(idevs_service *svc)
     free(svc->pending_cert);
     free(svc->pending_descriptor);
     idevs_service_dedupe_free(svc->dedupe);
+    svc_outbox_close(svc);
     idevs_cert_policy_free(svc->policy);
     idevs_identity_free(svc->self);
     free(svc->host);

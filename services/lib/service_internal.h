@@ -9,11 +9,14 @@
 #include <stdint.h>
 
 #include <mosquitto.h>
+#include <sqlite3.h>
 
 #include "idevs_cert.h"
 #include "idevs_deployment.h"
 #include "idevs_envelope.h"
 #include "idevs_identity.h"
+#include "idevs_receipt.h"
+#include "idevs_replay.h"
 #include "idevs_service.h"
 
 #define SVC_WHY_MAX 768
@@ -23,7 +26,15 @@
 #define SVC_DEDUPE_MAX (1u << 22)
 #define SVC_BACKOFF_MIN_MS 100u
 #define SVC_BACKOFF_MAX_MS 5000u
-#define SVC_STABLE_MS 10000u /* a connection that lasted this long resets the backoff when it ends */
+#define SVC_STABLE_MS 10000u
+#define SVC_OUTBOX_INFLIGHT IDEVS_REPLAY_WINDOW /* sent and not receipted, at most (docs/PROTOCOL.md 9.1) */
+
+/* One message of the outbox in flight: sent, not receipted, going again at next_ms. */
+typedef struct svc_outbox_entry {
+    uint64_t number;
+    uint64_t next_ms;
+    unsigned attempts;
+} svc_outbox_entry; /* a connection that lasted this long resets the backoff when it ends */
 
 /* ---- the dedupe window (dedupe.c): the last `capacity` message ids, O(1) lookup ---- */
 typedef struct idevs_service_dedupe idevs_service_dedupe;
@@ -120,6 +131,16 @@ struct idevs_service {
     idevs_err failure;
     char why[SVC_WHY_MAX];
 
+    /* the outbox (outbox.c): what was sent and is not receipted yet */
+    char *outbox_path;
+    sqlite3 *outbox_db;
+    uint8_t outbox_stream[IDEVS_MSGID_STREAM_LEN];
+    svc_outbox_entry outbox[SVC_OUTBOX_INFLIGHT]; /* by number */
+    size_t outbox_count;
+    uint64_t outbox_loaded;             /* the highest number taken into the in-flight set */
+    idevs_service_on_receipt on_receipt;
+    void *on_receipt_arg;
+
     idevs_service_stats stats;
 };
 
@@ -151,5 +172,29 @@ void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, siz
 void svc_release_held(idevs_service *svc);
 void svc_held_free(idevs_service *svc);
 void svc_on_publish_ack(idevs_service *svc, int reason_code);
+/* Seal and publish, with the outbox's numbered id: an input by its name; an answer on its response topic, naming
+ * its request. IDEVS_ERR_NOT_NOW while disconnected. */
+idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,
+                         const idevs_msgid *id);
+idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const idevs_msgid *request,
+                          const uint8_t *corr, size_t corr_len, const void *payload, size_t len, const idevs_msgid *id);
+
+/* outbox.c */
+/* Opens (path) or makes (in memory when path is NULL) the outbox and its stream. */
+idevs_err svc_outbox_open(idevs_service *svc, const char *path, char *why, size_t why_len);
+void svc_outbox_close(idevs_service *svc);
+/* Adds a message (kind 0: an input named target; 1: an answer on response topic target to request, with corr)
+ * and sends it when the window allows. With a key already in the outbox, adds nothing: *id is the one it has,
+ * and on_receipt runs at once when it was receipted. */
+idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const char *key, const void *payload,
+                         size_t len, const idevs_msgid *request, const uint8_t *corr, size_t corr_len,
+                         idevs_msgid *id);
+/* Sends what is due: new messages inside the window, copies of those not receipted in time. */
+void svc_outbox_pump(idevs_service *svc);
+/* After a new connection and verification: everything in flight goes again now. */
+void svc_outbox_resend_all(idevs_service *svc);
+/* A receipt's opened payload. */
+void svc_outbox_receipt(idevs_service *svc, const uint8_t *payload, size_t len);
+size_t svc_outbox_unreceipted(const idevs_service *svc);
 
 #endif

@@ -223,10 +223,16 @@ static idevs_err verify_pair(idevs_service *svc, candidate *c, char *why, size_t
 static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char ***out, int **out_qos, size_t *count)
 {
     size_t n = 0;
+    bool sends = false; /* inputs or answers: then its receipts too */
     for (size_t i = 0; i < d->output_count; i++)
         n += d->outputs[i].to == self;
-    for (size_t i = 0; i < d->request_count; i++)
+    for (size_t i = 0; i < d->request_count; i++) {
         n += d->requests[i].to == self;
+        sends |= d->requests[i].to == self;
+    }
+    for (size_t i = 0; i < d->input_count; i++)
+        sends |= d->inputs[i].from == self;
+    n += sends;
     char **subs = calloc(n > 0 ? n : 1, sizeof *subs); /* a service that only sends has none */
     int *qos = calloc(n > 0 ? n : 1, sizeof *qos);
     if (subs == NULL || qos == NULL) {
@@ -246,6 +252,10 @@ static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char *
             qos[k] = d->requests[i].qos;
             ok &= (subs[k++] = strdup(d->requests[i].topic)) != NULL;
         }
+    if (sends) {
+        qos[k] = 1;
+        ok &= (subs[k++] = strdup(d->services[self].receipt_topic)) != NULL;
+    }
     if (!ok) {
         svc_topics_free(subs, n);
         free(qos);
@@ -394,8 +404,11 @@ void svc_try_verify(idevs_service *svc)
         }
     }
     svc->ready = svc->conn == SVC_CONNECTED;
-    if (svc->ready)
+    if (svc->ready) {
         svc_release_held(svc);
+        /* A new connection or compartment: what was in flight may be lost, and goes again now. */
+        svc_outbox_resend_all(svc);
+    }
 }
 
 void svc_verified_free(idevs_service *svc)

@@ -18,8 +18,9 @@
 #include "store_seed.h"
 #include "targets.h"
 
-#define BATCH 100             /* sales published between two waits for the broker's acknowledgements */
+#define BATCH 100             /* sales published between two waits for their receipts */
 #define FLUSH_TIMEOUT_MS 30000
+#define RECEIPT_TIMEOUT_MS 60000 /* for the receipts of a batch: meanwhile the outbox sends again what is lost */
 
 static const char usage[] =
     "usage: store seed --db FILE [--customers N] [--sales N] [--seed S]\n"
@@ -31,8 +32,9 @@ static const char usage[] =
     "      items whose totals fall on both sides of 150.00, including 149.99, 150.00 and 150.01 exactly.\n"
     "      The same seed (default 1) gives the same data.\n"
     "run   publishes the sales not yet published, in order, to the input 'sales' of the process (default\n"
-    "      'rewards'; --process again for each further process), and marks each published once the broker\n"
-    "      acknowledged it for every process. Connection options before the first --process apply to every\n"
+    "      'rewards'; --process again for each further process), and marks each published once every process\n"
+    "      receipted it (it handled the sale; what is not receipted goes again, from the outbox kept beside\n"
+    "      the database, DB.PROCESS.outbox). Connection options before the first --process apply to every\n"
     "      process, those after one to that process only (its --policy, or even its broker). --count N publishes\n"
     "      at most N; --rate R publishes R per second (default 0: all at once). Prints one line per sale: id,\n"
     "      total, message id (with several processes: each process and its message id).\n"
@@ -92,19 +94,31 @@ static int cmd_seed(int argc, char **argv)
     return 0;
 }
 
-/* Where a sale stands with one process; MARKED once every process acknowledged it and it is marked published. */
-enum { NOT_SENT, SENT, ACKNOWLEDGED, MARKED };
+/* Where a sale stands with one process; RECEIPTED once the process receipted it (or did in an earlier run);
+ * MARKED once every process receipted it and it is marked published. */
+enum { NOT_SENT, SENT, RECEIPTED, MARKED };
 
 /* What one run publishes: the sales, and for each sale and process the envelope's message id and where the
- * sale stands (ACKNOWLEDGED from the start when the process acknowledged it in an earlier run). */
-typedef struct run {
+ * sale stands (RECEIPTED from the start when the process receipted it in an earlier run). */
+typedef struct run run;
+
+/* What a target's on_receipt needs: the run and which target it is. */
+typedef struct receipt_arg {
+    run *r;
+    size_t target;
+} receipt_arg;
+
+struct run {
     sqlite3 *db;
     store_sale *sales;
     size_t n, done;
     store_targets targets;
     char (*ids)[IDEVS_UUID_STR_LEN]; /* [sale * targets.count + target] */
     unsigned char *state;            /* likewise */
-} run;
+    receipt_arg receipt_args[STORE_TARGETS_MAX];
+    char outbox[STORE_TARGETS_MAX][4096]; /* each process's outbox file, beside the database */
+    int failed;                      /* a receipt could not be recorded */
+};
 
 /* Runs every process's network for up to timeout_ms. */
 static void run_all(run *r, int timeout_ms)
@@ -113,13 +127,40 @@ static void run_all(run *r, int timeout_ms)
         idevs_service_run(r->targets.t[k].svc, k == 0 ? timeout_ms : 0);
 }
 
-/* Publishes one sale to one process, waiting (and running the network) while its service is not ready. */
+/* A process receipted a sale (the key is its sale id): recorded as published to that process, for good. */
+static void on_receipt(idevs_service *svc, const idevs_msgid *id, const char *key, void *arg)
+{
+    (void)svc;
+    receipt_arg *a = arg;
+    run *r = a->r;
+    if (key == NULL)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        size_t slot = i * r->targets.count + a->target;
+        if (strcmp(r->sales[i].sale_id, key) != 0 || r->state[slot] != SENT)
+            continue;
+        char why[256] = "";
+        idevs_uuid_format(id, r->ids[slot]);
+        if (store_db_record_publication(r->db, key, r->targets.t[a->target].process, r->ids[slot], why,
+                                        sizeof why) != 0) {
+            fprintf(stderr, "store: %s: receipted by '%s' but not recorded: %s\n", key,
+                    r->targets.t[a->target].process, why);
+            r->failed = 1;
+            return;
+        }
+        r->state[slot] = RECEIPTED;
+        return;
+    }
+}
+
+/* Publishes one sale to one process under its sale id, waiting (and running the network) while its service is
+ * not ready. The outbox sends it again until the process receipts it, in this run or a later one. */
 static idevs_err publish_sale(idevs_service *svc, const store_sale *s, char id[IDEVS_UUID_STR_LEN])
 {
     int64_t deadline = app_now_ms() + FLUSH_TIMEOUT_MS;
     for (;;) {
         idevs_msgid mid;
-        idevs_err err = idevs_service_publish(svc, "sales", s->payload, s->payload_len, &mid);
+        idevs_err err = idevs_service_publish_keyed(svc, "sales", s->sale_id, s->payload, s->payload_len, &mid);
         if (err == IDEVS_OK)
             idevs_uuid_format(&mid, id);
         if (err != IDEVS_ERR_NOT_NOW || app_stopping || app_now_ms() > deadline)
@@ -130,7 +171,7 @@ static idevs_err publish_sale(idevs_service *svc, const store_sale *s, char id[I
     }
 }
 
-/* Publishes sale i to every process that has not acknowledged it in an earlier run. */
+/* Publishes sale i to every process that has not receipted it in an earlier run. */
 static int publish_to_all(run *r, size_t i)
 {
     char why[256] = "";
@@ -143,56 +184,53 @@ static int publish_to_all(run *r, size_t i)
             return -1;
         }
         if (before > 0) {
-            r->state[slot] = ACKNOWLEDGED;
+            r->state[slot] = RECEIPTED;
             continue;
         }
+        r->state[slot] = SENT; /* before: a key receipted in an earlier run is told at once */
         idevs_err err = publish_sale(t->svc, &r->sales[i], r->ids[slot]);
         if (err != IDEVS_OK) {
+            r->state[slot] = NOT_SENT;
             fprintf(stderr, "store: %s not published to '%s': %s\n", r->sales[i].sale_id, t->process,
                     idevs_strerror(err));
             return -1;
         }
-        r->state[slot] = SENT;
     }
     return 0;
 }
 
-/* Waits for each process's acknowledgements of what this run sent it and records them; then marks and prints
- * the sales of the batch that every process acknowledged. */
+/* Whether every sale of [from, to) that this run sent has its receipt. */
+static bool all_receipted(const run *r, size_t from, size_t to)
+{
+    for (size_t s = from * r->targets.count; s < to * r->targets.count; s++)
+        if (r->state[s] == SENT)
+            return false;
+    return true;
+}
+
+/* Waits for the receipts of what this run sent of [from, to) (the outbox sends again meanwhile what is lost);
+ * then marks and prints the sales of the batch that every process receipted. */
 static int settle(run *r, size_t from, size_t to)
 {
     size_t count = r->targets.count;
     int failed = 0;
     char why[256] = "";
-    for (size_t k = 0; k < count && from < to; k++) {
-        store_target *t = &r->targets.t[k];
-        idevs_err err = idevs_service_flush(t->svc, FLUSH_TIMEOUT_MS);
-        if (err != IDEVS_OK) {
-            fprintf(stderr, "store: the broker did not acknowledge sales %s to %s for '%s': %s\n",
-                    r->sales[from].sale_id, r->sales[to - 1].sale_id, t->process, idevs_strerror(err));
-            failed = 1;
-            continue;
-        }
-        for (size_t i = from; i < to; i++) {
-            size_t slot = i * count + k;
-            if (r->state[slot] != SENT)
-                continue;
-            if (store_db_record_publication(r->db, r->sales[i].sale_id, t->process, r->ids[slot], why,
-                                            sizeof why) != 0) {
-                fprintf(stderr, "store: %s: published to '%s' but not recorded: %s\n", r->sales[i].sale_id,
-                        t->process, why);
-                return -1;
-            }
-            r->state[slot] = ACKNOWLEDGED;
-        }
-    }
+    int64_t deadline = app_now_ms() + RECEIPT_TIMEOUT_MS;
+    while (!all_receipted(r, from, to) && !r->failed && app_now_ms() < deadline)
+        run_all(r, 50);
+    if (r->failed)
+        return -1;
+    for (size_t k = 0; k < count && !all_receipted(r, from, to); k++)
+        fprintf(stderr, "store: no receipt within %d s from '%s' for some of sales %s to %s: they stay in the "
+                "outbox, and go again at the next run\n", RECEIPT_TIMEOUT_MS / 1000, r->targets.t[k].process,
+                r->sales[from].sale_id, r->sales[to - 1].sale_id);
     for (size_t i = from; i < to; i++) {
-        size_t acknowledged = 0;
+        size_t receipted = 0;
         for (size_t k = 0; k < count; k++)
-            acknowledged += r->state[i * count + k] == ACKNOWLEDGED;
+            receipted += r->state[i * count + k] == RECEIPTED;
         if (r->state[i * count] == MARKED)
-            continue; /* by an earlier call for this batch, whose flush failed for another sale */
-        if (acknowledged < count) {
+            continue; /* by an earlier call for this batch */
+        if (receipted < count) {
             failed = 1;
             continue;
         }
@@ -282,10 +320,16 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "store: out of memory\n");
         goto out;
     }
-    for (size_t k = 0; k < r.targets.count; k++)
+    for (size_t k = 0; k < r.targets.count; k++) {
+        /* The outbox beside the database, one per process: what was sent and not receipted survives the store. */
+        snprintf(r.outbox[k], sizeof r.outbox[k], "%s.%s.outbox", db_path, r.targets.t[k].process);
+        r.targets.t[k].cfg.outbox = r.outbox[k];
         if (app_start_service("store", &r.targets.t[k].cfg, NULL, NULL, 8, &r.targets.t[k].svc,
                               "publishing %zu sales%s", r.n, rate == 0 ? " at once" : "") != IDEVS_OK)
             goto out;
+        r.receipt_args[k] = (receipt_arg){&r, k};
+        idevs_service_set_on_receipt(r.targets.t[k].svc, on_receipt, &r.receipt_args[k]);
+    }
 
     int64_t start = app_now_ms();
     size_t settled = 0, i = 0;

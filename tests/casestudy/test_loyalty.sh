@@ -92,8 +92,21 @@ equal "points totals --customer prints one customer's" \
 equal "a second store run finds nothing left to publish" "$(tail -n 1 "$work/store-again.log")" \
   "no unpublished sales in $work/store.sqlite"
 again="'S-000001', 'S-000002', 'S-000003'"
-sqlite3 "$work/store.sqlite" "UPDATE sales SET published_at = NULL WHERE sale_id IN ($again);
-  DELETE FROM publications WHERE sale_id IN ($again)"
+forget_three() {
+  sqlite3 "$work/store.sqlite" "UPDATE sales SET published_at = NULL WHERE sale_id IN ($again);
+    DELETE FROM publications WHERE sale_id IN ($again)"
+}
+# The store forgets it published three sales, its outbox does not: they were receipted, nothing goes again.
+first_ids=$(grep -E '^published S-00000[123] ' "$work/store.log" | awk '{print $6}')
+forget_three
+"$CS_STORE" run --db "$work/store.sqlite" "${store_loyalty_conn[@]}" >"$work/store-outbox.log" 2>&1
+equal "the store marks the three again from its outbox's receipts, with their first message ids" \
+  "$(grep '^published' "$work/store-outbox.log" | awk '{print $6}')" "$first_ids"
+sleep 1.5 # one more metrics interval
+equal "the compartment received nothing more" "$(counter received <(cs_counters))" "$sales"
+# Its outbox lost too: a new stream, new envelopes; points holds each sale once all the same.
+forget_three
+rm -f "$work/store.sqlite.loyalty.outbox" "$work/store.sqlite.loyalty.outbox-wal" "$work/store.sqlite.loyalty.outbox-shm"
 "$CS_STORE" run --db "$work/store.sqlite" "${store_loyalty_conn[@]}" >"$work/store-again.log" 2>&1
 equal "the store publishes three sales again" "$(grep -c '^published' "$work/store-again.log")" 3
 for _ in $(seq 100); do [ "$(grep -c '^already awarded' "$work/points.log")" -ge 3 ] && break; sleep 0.1; done
@@ -153,6 +166,7 @@ equal "points holds the expected totals of the second store" "$(totals_in "$work
 lost="'S-000004', 'S-000005'"
 sqlite3 "$work/store2.sqlite" "UPDATE sales SET published_at = NULL WHERE sale_id IN ($lost);
   DELETE FROM publications WHERE process = 'loyalty' AND sale_id IN ($lost)"
+rm -f "$work/store2.sqlite.loyalty.outbox" "$work/store2.sqlite.loyalty.outbox-wal" "$work/store2.sqlite.loyalty.outbox-shm"
 before=$(grep -E '^published S-00000[45] ' "$work/store2.log" | awk '{print $6}')
 "${fanout[@]}" >"$work/store2-again.log" 2>&1
 equal "a second run publishes the two sales again" "$(grep -c '^published' "$work/store2-again.log")" 2

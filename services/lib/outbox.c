@@ -1,0 +1,305 @@
+/* The outbox: what this service sent the process and the process has not receipted yet (docs/PROTOCOL.md
+ * section 9). Inputs and answers enter it before they are sealed; each is numbered in the outbox's stream, sent,
+ * and sent again (sealed anew, with the same id) until the process's receipt names it.
+ *
+ * One SQLite file (or memory): the table idevs_outbox holds a row per message, its payload until the receipt;
+ * idevs_outbox_meta the stream. WAL with synchronous=NORMAL: a message is in the file before publish() returns,
+ * which a crash of the service does not undo (a crash of the machine may undo the last ones). In memory: the
+ * rows sent and not receipted, at most IDEVS_REPLAY_WINDOW (9.1's bound: never a number that far above the
+ * lowest unreceipted one), each with when it goes again. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "idevs_receipt.h"
+#include "idevs_replay.h"
+#include "service_internal.h"
+
+#define OUTBOX_FIRST_RESEND_MS 5000u /* a receipt usually comes within milliseconds: this is a lost message */
+#define OUTBOX_RESEND_MAX_MS 60000u
+#define OUTBOX_LOAD_BATCH 256
+
+static const char schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS idevs_outbox_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);"
+    /* kind 0: an input (target: its name); 1: an answer (target: its request's name, with the request's id and
+     * correlation data). number AUTOINCREMENT: a number is never used twice, even after its row is gone. */
+    "CREATE TABLE IF NOT EXISTS idevs_outbox (number INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL,"
+    " target TEXT NOT NULL, key TEXT UNIQUE, payload BLOB, request_id BLOB, correlation BLOB,"
+    " receipted INTEGER NOT NULL DEFAULT 0);";
+
+static idevs_err db_fail(idevs_service *svc, char *why, size_t why_len, const char *what)
+{
+    return idevs_fail(why, why_len, IDEVS_ERR_IO, "outbox '%s': %s: %s", svc->outbox_path, what,
+                      svc->outbox_db != NULL ? sqlite3_errmsg(svc->outbox_db) : "cannot open");
+}
+
+idevs_err svc_outbox_open(idevs_service *svc, const char *path, char *why, size_t why_len)
+{
+    svc->outbox_path = strdup(path != NULL ? path : ":memory:");
+    if (svc->outbox_path == NULL)
+        return IDEVS_ERR_NOMEM;
+    if (path != NULL && idevs_service_private_file(path, why, why_len) < 0)
+        return IDEVS_ERR_IO;
+    if (sqlite3_open_v2(svc->outbox_path, &svc->outbox_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(svc->outbox_db, schema, NULL, NULL, NULL) != SQLITE_OK)
+        return db_fail(svc, why, why_len, "cannot set it up");
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(svc->outbox_db, "SELECT value FROM idevs_outbox_meta WHERE name = 'stream'", -1, &st,
+                           NULL) != SQLITE_OK)
+        return db_fail(svc, why, why_len, "cannot read its stream");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == IDEVS_MSGID_STREAM_LEN)
+        memcpy(svc->outbox_stream, sqlite3_column_blob(st, 0), IDEVS_MSGID_STREAM_LEN);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return IDEVS_OK;
+    /* A new outbox: a new stream, so that a receiver never takes its numbers for an older outbox's. */
+    if (idevs_random(svc->outbox_stream, IDEVS_MSGID_STREAM_LEN) != IDEVS_OK)
+        return idevs_fail(why, why_len, IDEVS_ERR_CRYPTO, "outbox '%s': no random stream", svc->outbox_path);
+    if (sqlite3_prepare_v2(svc->outbox_db, "INSERT INTO idevs_outbox_meta (name, value) VALUES ('stream', ?)", -1,
+                           &st, NULL) != SQLITE_OK)
+        return db_fail(svc, why, why_len, "cannot write its stream");
+    sqlite3_bind_blob(st, 1, svc->outbox_stream, IDEVS_MSGID_STREAM_LEN, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? IDEVS_OK : db_fail(svc, why, why_len, "cannot write its stream");
+}
+
+void svc_outbox_close(idevs_service *svc)
+{
+    if (svc->outbox_db != NULL)
+        sqlite3_close(svc->outbox_db);
+    svc->outbox_db = NULL;
+    free(svc->outbox_path);
+    svc->outbox_path = NULL;
+    svc->outbox_count = 0;
+}
+
+static idevs_msgid id_of(const idevs_service *svc, uint64_t number)
+{
+    return idevs_msgid_numbered(svc->outbox_stream, number);
+}
+
+/* The lowest number that may not be receipted: the first in flight, or the next to load. */
+static uint64_t lowest_open(const idevs_service *svc)
+{
+    return svc->outbox_count > 0 ? svc->outbox[0].number : svc->outbox_loaded + 1;
+}
+
+/* Loads into the in-flight set the next unreceipted rows, as far as 9.1's bound allows. */
+static void load_more(idevs_service *svc)
+{
+    while (svc->outbox_count < SVC_OUTBOX_INFLIGHT) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(svc->outbox_db,
+                               "SELECT number FROM idevs_outbox WHERE receipted = 0 AND number > ? ORDER BY number "
+                               "LIMIT ?",
+                               -1, &st, NULL) != SQLITE_OK)
+            return;
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)svc->outbox_loaded);
+        sqlite3_bind_int(st, 2, OUTBOX_LOAD_BATCH);
+        size_t got = 0;
+        bool full = false;
+        while (!full && sqlite3_step(st) == SQLITE_ROW) {
+            uint64_t number = (uint64_t)sqlite3_column_int64(st, 0);
+            if (number >= lowest_open(svc) + IDEVS_REPLAY_WINDOW || svc->outbox_count == SVC_OUTBOX_INFLIGHT) {
+                full = true;
+                break;
+            }
+            svc_outbox_entry *e = &svc->outbox[svc->outbox_count++];
+            e->number = number;
+            e->attempts = 0;
+            e->next_ms = 0;
+            svc->outbox_loaded = number;
+            got++;
+        }
+        sqlite3_finalize(st);
+        if (full || got < OUTBOX_LOAD_BATCH)
+            return;
+    }
+}
+
+/* Seals and publishes row `number` with its numbered id. */
+static idevs_err send_row(idevs_service *svc, uint64_t number)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(svc->outbox_db,
+                           "SELECT kind, target, payload, request_id, correlation FROM idevs_outbox WHERE number = ?",
+                           -1, &st, NULL) != SQLITE_OK)
+        return IDEVS_ERR_IO;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)number);
+    idevs_err err = IDEVS_ERR_IO;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        int kind = sqlite3_column_int(st, 0);
+        const char *target = (const char *)sqlite3_column_text(st, 1);
+        const void *payload = sqlite3_column_blob(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        idevs_msgid id = id_of(svc, number);
+        if (kind == 0) {
+            err = svc_send_input(svc, target, payload, len, &id);
+        } else {
+            idevs_msgid request;
+            const void *rid = sqlite3_column_blob(st, 3);
+            if (rid == NULL || sqlite3_column_bytes(st, 3) != IDEVS_UUID_LEN) {
+                err = IDEVS_ERR_IO;
+            } else {
+                memcpy(request.b, rid, IDEVS_UUID_LEN);
+                err = svc_send_answer(svc, target, &request, sqlite3_column_blob(st, 4),
+                                      (size_t)sqlite3_column_bytes(st, 4), payload, len, &id);
+            }
+        }
+    }
+    sqlite3_finalize(st);
+    return err;
+}
+
+static unsigned backoff_ms(unsigned attempts)
+{
+    uint64_t ms = (uint64_t)OUTBOX_FIRST_RESEND_MS << (attempts > 4 ? 4 : attempts - 1);
+    return ms > OUTBOX_RESEND_MAX_MS ? OUTBOX_RESEND_MAX_MS : (unsigned)ms;
+}
+
+void svc_outbox_pump(idevs_service *svc)
+{
+    if (svc->outbox_db == NULL || !idevs_service_ready(svc))
+        return;
+    load_more(svc);
+    uint64_t now = svc_now_ms();
+    for (size_t i = 0; i < svc->outbox_count; i++) {
+        svc_outbox_entry *e = &svc->outbox[i];
+        if (e->next_ms > now)
+            continue;
+        idevs_err err = send_row(svc, e->number);
+        if (err == IDEVS_ERR_NOT_NOW)
+            return; /* the connection went: all of it goes again once verified anew */
+        e->attempts++;
+        if (e->attempts > 1)
+            svc->stats.retransmitted++;
+        e->next_ms = now + backoff_ms(e->attempts);
+    }
+}
+
+void svc_outbox_resend_all(idevs_service *svc)
+{
+    for (size_t i = 0; i < svc->outbox_count; i++)
+        svc->outbox[i].next_ms = 0;
+}
+
+idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const char *key, const void *payload,
+                         size_t len, const idevs_msgid *request, const uint8_t *corr, size_t corr_len,
+                         idevs_msgid *id)
+{
+    if (key != NULL) {
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(svc->outbox_db, "SELECT number, receipted FROM idevs_outbox WHERE key = ?", -1, &st,
+                               NULL) != SQLITE_OK)
+            return IDEVS_ERR_IO;
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        uint64_t number = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        bool receipted = rc == SQLITE_ROW && sqlite3_column_int(st, 1) != 0;
+        sqlite3_finalize(st);
+        if (rc == SQLITE_ROW) {
+            /* Published before: nothing new. Receipted already: the application hears it (again) now. */
+            idevs_msgid known = id_of(svc, number);
+            if (id != NULL)
+                *id = known;
+            if (receipted && svc->on_receipt != NULL)
+                svc->on_receipt(svc, &known, key, svc->on_receipt_arg);
+            return IDEVS_OK;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(svc->outbox_db,
+                           "INSERT INTO idevs_outbox (kind, target, key, payload, request_id, correlation) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           -1, &st, NULL) != SQLITE_OK)
+        return IDEVS_ERR_IO;
+    sqlite3_bind_int(st, 1, kind);
+    sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
+    if (key != NULL)
+        sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, len > 0 ? payload : "", (int)len, SQLITE_STATIC);
+    if (request != NULL)
+        sqlite3_bind_blob(st, 5, request->b, IDEVS_UUID_LEN, SQLITE_STATIC);
+    if (corr_len > 0)
+        sqlite3_bind_blob(st, 6, corr, (int)corr_len, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return IDEVS_ERR_IO;
+    uint64_t number = (uint64_t)sqlite3_last_insert_rowid(svc->outbox_db);
+    if (id != NULL)
+        *id = id_of(svc, number);
+    svc_outbox_pump(svc);
+    return IDEVS_OK;
+}
+
+/* One id of a receipt: its row receipted (payload gone; unkeyed rows gone altogether), the application told. */
+static void receipted(idevs_service *svc, const idevs_msgid *id)
+{
+    if (memcmp(id->b, svc->outbox_stream, IDEVS_MSGID_STREAM_LEN) != 0)
+        return; /* another outbox's (one this service had before it lost its file) */
+    uint64_t number = idevs_msgid_number(id);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(svc->outbox_db, "SELECT key FROM idevs_outbox WHERE number = ? AND receipted = 0", -1,
+                           &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)number);
+    char *key = NULL;
+    bool open = sqlite3_step(st) == SQLITE_ROW;
+    if (open && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        key = strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    if (!open)
+        return; /* receipted before: a receipt sent again */
+    const char *sql = key != NULL ? "UPDATE idevs_outbox SET receipted = 1, payload = NULL, correlation = NULL "
+                                    "WHERE number = ?"
+                                  : "DELETE FROM idevs_outbox WHERE number = ?";
+    if (sqlite3_prepare_v2(svc->outbox_db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)number);
+        open = sqlite3_step(st) == SQLITE_DONE;
+        sqlite3_finalize(st);
+    }
+    for (size_t i = 0; i < svc->outbox_count; i++)
+        if (svc->outbox[i].number == number) {
+            memmove(&svc->outbox[i], &svc->outbox[i + 1], (svc->outbox_count - i - 1) * sizeof svc->outbox[0]);
+            svc->outbox_count--;
+            break;
+        }
+    svc->stats.receipted++;
+    if (svc->on_receipt != NULL)
+        svc->on_receipt(svc, id, key, svc->on_receipt_arg);
+    free(key);
+}
+
+void svc_outbox_receipt(idevs_service *svc, const uint8_t *payload, size_t len)
+{
+    static idevs_msgid ids[IDEVS_RECEIPT_IDS_MAX];
+    size_t n = 0;
+    if (idevs_receipt_decode(payload, len, ids, &n) != IDEVS_OK) {
+        svc->stats.rejected++;
+        svc->stats.rejected_by_reason[IDEVS_ERR_MALFORMED]++;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        receipted(svc, &ids[i]);
+    svc_outbox_pump(svc); /* room in the window: what waited goes now */
+}
+
+size_t svc_outbox_unreceipted(const idevs_service *svc)
+{
+    if (svc->outbox_db == NULL)
+        return 0;
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+    if (sqlite3_prepare_v2(svc->outbox_db, "SELECT count(*) FROM idevs_outbox WHERE receipted = 0", -1, &st, NULL) ==
+        SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = (size_t)sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    return n;
+}
