@@ -220,7 +220,7 @@ int idevs_service_private_file(const char *path, char *why, size_t why_len);
  *   --process NAME  --policy SETTING[=VALUE] (repeatable)  --tls-ca FILE  --tls-cert FILE  --tls-key FILE
  *   -u/--username USER  -P/--password PASS  --pki DIR --name NAME (shorthand: key DIR/NAME.key,
  *   cert DIR/NAME.crt, ca DIR/ca.crt; an explicit --key, --cert or --ca wins)  -k/--keepalive SECONDS
- *   -x/--session-expiry SECONDS  --start-timeout MS  --dedupe-window N
+ *   -x/--session-expiry SECONDS  --start-timeout MS  --dedupe-window N  --outbox FILE
  * Strings point into argv or into storage the config keeps until idevs_service_cli_free(). */
 int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, int *i, char *why, size_t why_len);
 

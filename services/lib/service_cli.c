@@ -31,7 +31,8 @@ const char idevs_service_cli_usage[] =
     "                           descriptor=FILE, program=UUID, allow-backend=NAME, allow-debug-insecure,\n"
     "                           nonce=HEX\n"
     "  --start-timeout MS       connect, fetch and verify within this time (default 10000)\n"
-    "  --dedupe-window N        message ids remembered to drop duplicates (default 4096)\n";
+    "  --dedupe-window N        message ids remembered to drop duplicates (default 4096)\n"
+    "  --outbox FILE            keep what is sent until it is receipted in this SQLite file (default: memory)\n";
 
 typedef struct cli_storage {
     const char **policy; /* NULL-terminated; the strings point into argv or the caller's list */
@@ -146,7 +147,7 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         {"-h", "--host"}, {"-p", "--port"}, {"-i", "--id"}, {"-k", "--keepalive"}, {"-x", "--session-expiry"},
         {"-u", "--username"}, {"-P", "--password"}, {NULL, "--tls-ca"}, {NULL, "--tls-cert"}, {NULL, "--tls-key"},
         {NULL, "--key"}, {NULL, "--cert"}, {NULL, "--ca"}, {NULL, "--pki"}, {NULL, "--name"}, {NULL, "--process"},
-        {NULL, "--policy"}, {NULL, "--start-timeout"}, {NULL, "--dedupe-window"},
+        {NULL, "--policy"}, {NULL, "--start-timeout"}, {NULL, "--dedupe-window"}, {NULL, "--outbox"},
     };
     const char *arg = argv[*i];
     const char *option = NULL;
@@ -226,6 +227,8 @@ int idevs_service_cli_option(idevs_service_config *cfg, int argc, char **argv, i
         if (!number_option(arg, value, 1, 1u << 22, "a whole number from 1 to 4194304", &n, why, why_len))
             return -1;
         cfg->dedupe_window = (size_t)n;
+    } else if (strcmp(option, "--outbox") == 0) {
+        cfg->outbox = value;
     }
     if (rc < 0)
         return -1;

@@ -89,6 +89,9 @@ FRAGMENT_DECLS = {
     "on_message": "static void on_message(idevs_service *s, const idevs_service_message *m, void *a)"
                   " { (void)s; (void)m; (void)a; }",
     "why": "static char why[256];",
+    "on_receipt": "static void on_receipt(idevs_service *s, const idevs_msgid *id, const char *key, void *a)"
+                  " { (void)s; (void)id; (void)key; (void)a; }",
+    "sale_id": "static const char *sale_id = \"S-000042\";",
     "sale_json": "static const char *sale_json = \"{}\";",
     "chain_der": "static const uint8_t *const *chain_der;",
     "chain_len": "static const size_t *chain_len;",
@@ -614,7 +617,7 @@ class Runner:
                 f.write(b.text)
             exe = os.path.join(d, "example")
             ok, out = self.compile(self.cflags() + ["-Wall", "-Wextra", "-Werror", src, "-o", exe] + self.libs +
-                                   ["-lmosquitto", "-lcjson", "-lprotobuf-c", "-lcrypto", "-luuid", "-lpthread"])
+                                   ["-lmosquitto", "-lsqlite3", "-lcjson", "-lprotobuf-c", "-lcrypto", "-luuid", "-lpthread"])
             if not ok:
                 return self.not_ok(b, "c program builds", out)
             if b.directive("run as taxi") is not None:

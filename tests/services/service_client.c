@@ -15,7 +15,13 @@
  *       a handful of times, never in a loop.
  *   service_client held
  *       no broker: envelopes with 64 KiB of correlation data each, arriving before the compartment is
- *       verified, are held within the 32 MiB limit, correlation data and topics counted. */
+ *       verified, are held within the 32 MiB limit, correlation data and topics counted.
+ *   service_client outbox-send N [OPTIONS with --outbox FILE]
+ *       publishes N messages under the keys k1..kN and stops at once, as a crashed service would, before any
+ *       receipt could be read: the outbox holds the N (whether they reached the broker or not).
+ *   service_client outbox-resume N [OPTIONS with the same --outbox FILE]
+ *       starts on that outbox: the N go again, and each is receipted once (on_receipt with its key); publishing
+ *       k1 again adds nothing and tells its receipt at once. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -228,6 +234,75 @@ static int reconnect(int argc, char **argv)
     return tap_status();
 }
 
+/* ---- outbox: what is not receipted survives the service and goes again ---- */
+
+static unsigned receipts_seen;
+static char receipt_keys[64][16];
+
+static void on_receipt(idevs_service *svc, const idevs_msgid *id, const char *key, void *arg)
+{
+    (void)svc;
+    (void)arg;
+    char hex[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(id, hex);
+    printf("# receipt %s %s\n", key != NULL ? key : "-", hex);
+    if (receipts_seen < 64)
+        snprintf(receipt_keys[receipts_seen], sizeof receipt_keys[0], "%s", key != NULL ? key : "-");
+    receipts_seen++;
+}
+
+static int outbox(int argc, char **argv, bool resume)
+{
+    long n = strtol(argv[2], NULL, 10);
+    idevs_service_config cfg;
+    idevs_service *svc;
+    idevs_err err;
+    if (n < 1 || n > 64 || !service_started(&cfg, argc, argv, 3, NULL, &svc, &err))
+        return 2;
+    if (err == IDEVS_OK && !resume) {
+        bool all = true;
+        for (long i = 1; i <= n; i++) {
+            char key[16], payload[32];
+            snprintf(key, sizeof key, "k%ld", i);
+            snprintf(payload, sizeof payload, "outbox %ld", i);
+            idevs_msgid id;
+            all &= idevs_service_publish_keyed(svc, "events", key, payload, strlen(payload), &id) == IDEVS_OK;
+            char hex[IDEVS_UUID_STR_LEN];
+            idevs_uuid_format(&id, hex);
+            printf("# sent %s %s\n", key, hex);
+        }
+        tap_check(all, "N keyed messages enter the outbox");
+        tap_check(idevs_service_unreceipted(svc) == (size_t)n, "... and none is receipted before the service stops");
+    } else if (err == IDEVS_OK) {
+        idevs_service_set_on_receipt(svc, on_receipt, NULL);
+        tap_check(idevs_service_unreceipted(svc) == (size_t)n, "the restarted service's outbox holds the N");
+        uint64_t end = svc_now_ms() + 20000;
+        while (idevs_service_unreceipted(svc) > 0 && svc_now_ms() < end)
+            idevs_service_run(svc, 50);
+        idevs_service_stats s;
+        idevs_service_get_stats(svc, &s);
+        tap_check(idevs_service_unreceipted(svc) == 0 && receipts_seen == (unsigned)n && s.receipted == (uint64_t)n,
+                  "... sent again, each receipted once");
+        bool keys = true;
+        for (long i = 1; i <= n && i <= 64; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%ld", i);
+            bool found = false;
+            for (unsigned k = 0; k < receipts_seen && k < 64; k++)
+                found |= strcmp(receipt_keys[k], key) == 0;
+            keys &= found;
+        }
+        tap_check(keys, "... on_receipt names every key");
+        idevs_msgid id;
+        err = idevs_service_publish_keyed(svc, "events", "k1", "other", 5, &id);
+        tap_check(err == IDEVS_OK && receipts_seen == (unsigned)n + 1 && idevs_service_unreceipted(svc) == 0,
+                  "publishing k1 again adds nothing and tells its receipt at once");
+    }
+    idevs_service_free(svc);
+    idevs_service_cli_free(&cfg);
+    return tap_status();
+}
+
 /* ---- held: the holding queue's byte limit counts everything it keeps ---- */
 
 static int held(void)
@@ -267,8 +342,12 @@ int main(int argc, char **argv)
         rc = reconnect(argc, argv);
     else if (argc == 2 && strcmp(argv[1], "held") == 0)
         rc = held();
+    else if (argc >= 3 && strcmp(argv[1], "outbox-send") == 0)
+        rc = outbox(argc, argv, false);
+    else if (argc >= 3 && strcmp(argv[1], "outbox-resume") == 0)
+        rc = outbox(argc, argv, true);
     else
         fprintf(stderr, "usage: service_client start EXPECTED_ERROR [OPTIONS] | duplicate ENVELOPE TOPIC [OPTIONS]"
-                        " | reconnect [OPTIONS] | held\n");
+                        " | reconnect [OPTIONS] | held | outbox-send N [OPTIONS] | outbox-resume N [OPTIONS]\n");
     return rc;
 }

@@ -225,6 +225,18 @@ client_checks() { # prefix, service_client arguments...
 client_checks "held" held
 client_checks "reconnect" reconnect "${sink[@]}" -i sink-reconnect
 
+# ---- the outbox: a service stopped before its receipts came sends again on its restart, handled once ----
+# -C 4: a fourth output (one of the three run twice) would show; -W ends the wait.
+background "$work/sub-outbox.out" "$work/sub-outbox.err" "$idevs_sub" "${sink[@]}" -i sink-outbox -C 4 -W 8
+sub_pid=$last_pid
+wait_subscribed sink-outbox "$out_topic"
+client_checks "outbox (sent)" outbox-send 3 "${store[@]}" -i store-outbox --outbox "$work/store.outbox"
+check "the outbox file is private" bash -c "[ \"\$(stat -c %a '$work/store.outbox')\" = 600 ]"
+client_checks "outbox (restarted)" outbox-resume 3 "${store[@]}" -i store-outbox --outbox "$work/store.outbox"
+wait_pid "$sub_pid"
+check "the sink gets each of the three once" bash -c \
+  "[ \"\$(sort '$work/sub-outbox.out' | tr '\n' ,)\" = 'outbox 1,outbox 2,outbox 3,' ]"
+
 # ---- reconnection: the broker restarts under a running subscriber ----
 background "$work/sub5.out" "$work/sub5.err" "$idevs_sub" "${sink[@]}" -i sink-restart -C 2 -W 50 -v
 sub_pid=$last_pid
