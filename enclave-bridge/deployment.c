@@ -312,7 +312,7 @@ static idevs_err parse_ca_digest(parser *p, const cJSON *root, idevs_deployment 
 
 static idevs_err parse_services(parser *p, const cJSON *root, idevs_deployment *d)
 {
-    static const char *const keys[] = {"name", "uuid", "certificate", NULL};
+    static const char *const keys[] = {"name", "uuid", "certificate", "receipts", NULL};
     const cJSON *e;
     size_t n;
     void *entries;
@@ -329,6 +329,10 @@ static idevs_err parse_services(parser *p, const cJSON *root, idevs_deployment *
             (err = get_uuid(p, e, path, &s->uuid)) != IDEVS_OK ||
             (err = get_string(p, e, path, "certificate", 4096, &s->certificate)) != IDEVS_OK)
             return err;
+        const cJSON *receipts;
+        if ((err = member(p, e, path, "receipts", true, cJSON_IsBool, "a boolean", &receipts)) != IDEVS_OK)
+            return err;
+        s->receipts = receipts != NULL && cJSON_IsTrue(receipts);
         for (size_t k = 0; k < i; k++) {
             if (strcmp(d->services[k].name, s->name) == 0) {
                 join(where, path, "name");
@@ -544,9 +548,12 @@ static char *retained_topic(const char *process, const char *what);
 static idevs_err receipt_topics(idevs_deployment *d)
 {
     for (size_t i = 0; i < d->service_count; i++) {
-        char what[sizeof "receipt/" + IDEVS_NAME_MAX];
-        snprintf(what, sizeof what, "receipt/%s", d->services[i].name);
+        char what[sizeof "receipt/from/" + IDEVS_NAME_MAX];
+        snprintf(what, sizeof what, "receipt/to/%s", d->services[i].name);
         if ((d->services[i].receipt_topic = retained_topic(d->name, what)) == NULL)
+            return IDEVS_ERR_NOMEM;
+        snprintf(what, sizeof what, "receipt/from/%s", d->services[i].name);
+        if ((d->services[i].receipt_from_topic = retained_topic(d->name, what)) == NULL)
             return IDEVS_ERR_NOMEM;
     }
     return IDEVS_OK;
@@ -723,6 +730,7 @@ void idevs_deployment_free(idevs_deployment *d)
     for (size_t i = 0; i < d->service_count; i++) {
         free(d->services[i].certificate);
         free(d->services[i].receipt_topic);
+        free(d->services[i].receipt_from_topic);
     }
     for (size_t i = 0; i < d->input_count; i++)
         free(d->inputs[i].topic);

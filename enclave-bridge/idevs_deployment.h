@@ -41,7 +41,10 @@ typedef struct idevs_deployment_service {
     char name[IDEVS_NAME_MAX + 1];
     idevs_uuid uuid;
     char *certificate; /* path as written (resolved against the descriptor's directory by the reader) */
-    char *receipt_topic; /* "idevs/<process>/receipt/<service>": the process's receipts to it (docs/PROTOCOL.md 9) */
+    bool receipts;            /* "receipts": true: receipts both ways with this service (docs/PROTOCOL.md 9) */
+    char *receipt_topic;      /* "idevs/<process>/receipt/to/<service>": the process's receipts to it */
+    char *receipt_from_topic; /* "idevs/<process>/receipt/from/<service>": its receipts to the process
+                               * (docs/PROTOCOL.md section 9) */
 } idevs_deployment_service;
 
 typedef struct idevs_deployment_input {

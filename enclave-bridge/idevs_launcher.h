@@ -114,6 +114,7 @@ typedef enum idevs_topic_kind {
     IDEVS_TOPIC_INPUT,     /* a declared input: services publish envelopes for the compartment */
     IDEVS_TOPIC_RESPONSE,  /* a request's response topic: its service answers there */
     IDEVS_TOPIC_PROTECTED, /* only the plugin publishes here */
+    IDEVS_TOPIC_RECEIPT,   /* a service's receipts for the outputs and requests it handled (PROTOCOL.md 9) */
 } idevs_topic_kind;
 
 /* *own_copy (may be NULL) receives the launcher's copy of the topic, valid as long as the launcher, or NULL. */
@@ -234,6 +235,11 @@ typedef struct idevs_launcher_stats {
                                     not be written (state_dir read-only or full): replayable after a broker crash */
     uint64_t timer_failed;       /* runs of the logic's timer whose emits the compartment dropped (emit bounds) */
     uint64_t held;               /* inputs the compartment held (max_outstanding_requests reached), sent again */
+    size_t outbox;               /* outputs and requests kept until their receiver's receipt */
+    uint64_t outbox_resent;      /* copies of them published again for want of a receipt */
+    uint64_t outbox_receipted;   /* of them receipted */
+    uint64_t outbox_expired;     /* given up unreceipted after 65 minutes (no receiver would open them) */
+    uint64_t outbox_unkept;      /* released without being kept: the outbox full or its file not written */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
     size_t in_flight;            /* sent to the current compartment and not done */

@@ -61,6 +61,7 @@ typedef struct idevs_metrics {
     uint64_t done_failed;       /* deliveries that ended in error (dropped envelope, logic error, given up) */
     uint64_t emitted;           /* outputs and requests handed to the broker */
     uint64_t receipts;          /* receipts handed to the broker */
+    uint64_t receipts_in;       /* services' receipts the compartment took */
     uint64_t publish_failed;    /* publications the broker refused */
     uint64_t guard_denied;      /* client writes refused on protected topics */
     uint64_t restarts;          /* compartment certifications after the first */
@@ -86,6 +87,7 @@ typedef struct idevs_delivery_note {
     size_t size;
     char client[IDEVS_CLIENT_LOG_MAX + 1];
     bool refusal_logged; /* the logic refused it with a code: idevs_rejections_refusal logged it */
+    bool receipt;        /* a service's receipt: counted apart from inputs and answers */
 } idevs_delivery_note;
 
 struct idevs_plugin;
@@ -187,6 +189,9 @@ bool idevs_rejections_init(idevs_process *proc, size_t queue_depth); /* logs why
 void idevs_rejections_free(idevs_process *proc);
 /* Remembers who sent delivery id, for idevs_rejections_done. topic must outlive it (the launcher's copy). */
 void idevs_rejections_note(idevs_process *proc, uint64_t id, const char *topic, const char *client, size_t size);
+/* Marks the noted delivery id as a service's receipt; whether one is (until its idevs_rejections_done). */
+void idevs_rejections_note_receipt(idevs_process *proc, uint64_t id);
+bool idevs_rejections_is_receipt(const idevs_process *proc, uint64_t id);
 /* Counts an envelope refused before the compartment, and logs it (rate-limited). */
 void idevs_rejections_refused(idevs_process *proc, idevs_err reason, const char *topic, const char *client,
                               size_t size);

@@ -38,6 +38,7 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "done/failed", m->done_failed);
     publish_counter(via, scope, "emitted", m->emitted);
     publish_counter(via, scope, "receipts", m->receipts);
+    publish_counter(via, scope, "receipts_in", m->receipts_in);
     publish_counter(via, scope, "publish_failed", m->publish_failed);
     publish_counter(via, scope, "guard_denied", m->guard_denied);
     publish_counter(via, scope, "restarts", f->restarts);
@@ -100,6 +101,7 @@ static void add(idevs_metrics *sum, const idevs_metrics *m)
     sum->done_failed += m->done_failed;
     sum->emitted += m->emitted;
     sum->receipts += m->receipts;
+    sum->receipts_in += m->receipts_in;
     sum->publish_failed += m->publish_failed;
     sum->guard_denied += m->guard_denied;
 }
@@ -135,7 +137,7 @@ void idevs_metrics_clear(idevs_process *proc)
 {
     /* Retained counters of a process that no longer runs would mislead: an empty retained message removes each
      * one the process could have published. */
-    static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts", "publish_failed",
+    static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts", "receipts_in", "publish_failed",
                                         "guard_denied", "restarts", "queue_depth", "in_flight",
                                         "released_unrecorded"};
     char topic[256] /* process names have at most 64 bytes */;

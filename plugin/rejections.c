@@ -69,7 +69,20 @@ void idevs_rejections_note(idevs_process *proc, uint64_t id, const char *topic, 
     n->topic = topic;
     n->size = size;
     n->refusal_logged = false;
+    n->receipt = false;
     idevs_rejections_copy_client(n->client, client);
+}
+
+void idevs_rejections_note_receipt(idevs_process *proc, uint64_t id)
+{
+    if (proc->note_count > 0 && proc->notes[id % proc->note_count].id == id)
+        proc->notes[id % proc->note_count].receipt = true;
+}
+
+bool idevs_rejections_is_receipt(const idevs_process *proc, uint64_t id)
+{
+    return proc->note_count > 0 && proc->notes[id % proc->note_count].id == id &&
+           proc->notes[id % proc->note_count].receipt;
 }
 
 /* Operational trouble is a warning (a logic that breaks its sandbox is); an envelope that fails its checks is

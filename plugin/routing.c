@@ -89,10 +89,14 @@ static void on_done(void *arg, uint64_t delivery_id, idevs_err status)
 {
     done_watch *w = arg;
     w->events++;
-    if (status == IDEVS_OK)
+    if (idevs_rejections_is_receipt(w->proc, delivery_id)) {
+        if (status == IDEVS_OK)
+            w->proc->metrics.receipts_in++; /* a failed one is counted by its reason below */
+    } else if (status == IDEVS_OK) {
         w->proc->metrics.done_ok++;
-    else
+    } else {
         w->proc->metrics.done_failed++;
+    }
     idevs_rejections_done(w->proc, delivery_id, status);
     if (w->wait_for != 0 && delivery_id == w->wait_for)
         w->done = true;
@@ -154,7 +158,9 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
     const char *client = msg->client != NULL ? mosquitto_client_id(msg->client) : NULL;
     if (kind == IDEVS_TOPIC_PROTECTED)
         return idevs_guard_refuse_message(proc, topic, client, msg->payloadlen);
-    proc->metrics.received++;
+    bool receipt = kind == IDEVS_TOPIC_RECEIPT; /* counted apart: receipts_in */
+    if (!receipt)
+        proc->metrics.received++;
     void *corr = NULL;
     uint16_t corr_len = 0;
     (void)mosquitto_property_read_binary(msg->properties, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
@@ -167,8 +173,11 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
         idevs_rejections_refused(proc, err, topic, client, msg->payloadlen);
         return MOSQ_ERR_SUCCESS; /* never consume: the publisher gets its normal acknowledgement */
     }
-    proc->metrics.routed++;
+    if (!receipt)
+        proc->metrics.routed++;
     idevs_rejections_note(proc, id, topic, client, msg->payloadlen);
+    if (receipt)
+        idevs_rejections_note_receipt(proc, id);
     idevs_routing_poll(proc, id);
     return MOSQ_ERR_SUCCESS;
 }

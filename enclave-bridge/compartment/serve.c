@@ -87,6 +87,7 @@ typedef struct batch_entry {
     uint64_t delivery_id;
     idevs_err status; /* IDEVS_OK: sent to the logic process, its answer to be collected */
     bool opened;      /* its envelope opened: service and id are authentic */
+    bool receipt;     /* a service's receipt: handled here, never run nor receipted */
     size_t service;
     idevs_msgid id;
 } batch_entry;
@@ -124,14 +125,54 @@ static bool handled_before(compartment *c, size_t service, const idevs_msgid *id
     return false;
 }
 
+/* A service's receipt (docs/PROTOCOL.md 9): opened, its ids handed to the launcher, which stops sending those
+ * outputs and requests again. */
+static idevs_err take_receipt(compartment *c, const Idevs__Bridge__V1__Deliver *dv, size_t service)
+{
+    idevs_opened opened;
+    memset(&opened, 0, sizeof opened);
+    idevs_err err = idevs_envelope_open(c->env, dv->topic, dv->envelope.data, dv->envelope.len, &opened);
+    if (err != IDEVS_OK)
+        return err;
+    static idevs_msgid ids[IDEVS_RECEIPT_IDS_MAX];
+    static ProtobufCBinaryData list[IDEVS_RECEIPT_IDS_MAX];
+    size_t n = 0;
+    if (!idevs_uuid_equal(&opened.sender, &c->dep->services[service].uuid))
+        err = IDEVS_ERR_SENDER_NOT_ALLOWED;
+    else
+        err = idevs_receipt_decode(opened.payload, opened.payload_len, ids, &n);
+    idevs_opened_clear(&opened);
+    if (err != IDEVS_OK)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        list[i].data = ids[i].b;
+        list[i].len = IDEVS_UUID_LEN;
+    }
+    Idevs__Bridge__V1__Receipted r = IDEVS__BRIDGE__V1__RECEIPTED__INIT;
+    r.service = (uint32_t)service;
+    r.n_message_ids = n;
+    r.message_ids = list;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RECEIPTED;
+    f.receipted = &r;
+    send_frame(c, &f);
+    return IDEVS_OK;
+}
+
 /* Opens and checks one delivery and sends it to the logic process; what it must be answered with is noted. */
 static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver *dv, batch_entry *b)
 {
     const idevs_deployment *d = c->dep;
     const idevs_deployment_input *in = idevs_deployment_input_by_topic(d, dv->topic);
     const idevs_deployment_request *rq = in == NULL ? idevs_deployment_request_by_response_topic(d, dv->topic) : NULL;
-    if (in == NULL && rq == NULL)
+    if (in == NULL && rq == NULL) {
+        for (size_t s = 0; s < d->service_count; s++)
+            if (strcmp(d->services[s].receipt_from_topic, dv->topic) == 0) {
+                b->receipt = true;
+                return take_receipt(c, dv, s);
+            }
         return IDEVS_ERR_UNKNOWN_INPUT;
+    }
     size_t service = in != NULL ? in->from : rq->to;
 
     idevs_opened opened;
@@ -178,7 +219,8 @@ static void publish_receipts(compartment *c, uint64_t last_delivery)
     for (size_t s = 0; s < d->service_count; s++) {
         size_t n = 0;
         for (size_t i = 0; i < batch_count; i++)
-            if (batch[i].opened && batch[i].service == s && idevs_bridge_done_handled(batch[i].status))
+            if (d->services[s].receipts && batch[i].opened && batch[i].service == s &&
+                idevs_bridge_done_handled(batch[i].status))
                 ids[n++] = batch[i].id;
         if (n == 0)
             continue;
@@ -220,7 +262,9 @@ static void finish_batch(compartment *c)
         if (i > 0)
             end_turn(c);
         uint32_t refusal = 0; /* the logic's code, checked by the link */
-        if (status == IDEVS_OK && (status = logic_link_collect(&c->link)) == IDEVS_OK) {
+        if (batch[i].receipt) {
+            /* taken at once: nothing of the logic's to collect */
+        } else if (status == IDEVS_OK && (status = logic_link_collect(&c->link)) == IDEVS_OK) {
             publish_tx(c, batch[i].delivery_id);
             logic_link_release(&c->link, true);
         } else if (status == IDEVS_ERR_LOGIC && batch[i].status == IDEVS_OK) {

@@ -182,6 +182,7 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     idevs_launcher *l = calloc(1, sizeof *l);
     if (l == NULL)
         return IDEVS_ERR_NOMEM;
+    l->outbox.dirfd = -1;
     l->cfg = *cfg;
     l->cfg.descriptor = l->cfg.host_program = l->cfg.logic = l->cfg.state_dir = l->cfg.run_as = NULL;
     l->cfg.operator_ca = NULL;
@@ -349,6 +350,8 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     /* Before the first delivery can be accepted; later starts keep the record in memory. */
     idevs_err err = replay_record_load(l, detail, sizeof detail);
     if (err == IDEVS_OK)
+        outbox_load(l);
+    if (err == IDEVS_OK)
         err = supervise_begin_start(l, detail, sizeof detail);
     if (err != IDEVS_OK) {
         l->blocking_start = false;
@@ -430,6 +433,7 @@ void idevs_launcher_free(idevs_launcher *l)
     if (l->replay.senders != NULL)
         replay_record_save(l, REPLAY_SAVE_FINAL);
     replay_record_free(l);
+    outbox_free(l);
     retransmits_free(l);
     certify_forget(l);
     if (l->backend != NULL) {
@@ -534,7 +538,9 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
         memcpy(d->correlation, correlation, correlation_len);
     d->correlation_len = correlation_len;
     d->id = l->next_id++;
-    d->response = idevs_launcher_topic_kind(l, d->topic, NULL) == IDEVS_TOPIC_RESPONSE;
+    idevs_topic_kind kind = idevs_launcher_topic_kind(l, d->topic, NULL);
+    d->response = kind == IDEVS_TOPIC_RESPONSE || kind == IDEVS_TOPIC_RECEIPT; /* they free room: never held */
+    d->receipt = kind == IDEVS_TOPIC_RECEIPT;
     deliveries_append(l, d);
     l->stats.delivered++;
     if (delivery_id != NULL)
@@ -603,6 +609,7 @@ void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out
         return;
     }
     *out = l->stats;
+    out->outbox = l->outbox.count;
     out->state = l->state;
     out->pid = l->have_child ? l->child.pid : 0;
     out->queue_depth = l->count + l->refused_count;

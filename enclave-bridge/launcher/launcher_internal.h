@@ -25,6 +25,7 @@
 #include "idevs_replay.h"
 #include "idevs_backend.h"
 #include "idevs_channel.h"
+#include "idevs_receipt.h"
 #include "idevs_deployment.h"
 #include "idevs_launcher.h"
 
@@ -110,10 +111,30 @@ typedef struct delivery {
     size_t sender;     /* index into the descriptor's services */
     uint64_t epoch, sequence;
     idevs_msgid message_id;
+    bool receipt;      /* a service's receipt: its id is no numbered message of the service's outbox */
     idevs_err refused; /* on the refused list: the status its on_done will carry */
     idevs_err done_status; /* on the awaiting list: the status of its Done */
     uint32_t refusal;      /* from its Done: 0, or 1 + the declared refusal code the logic refused it with */
 } delivery;
+
+/* ---- the outbox (outbox.c) ---- */
+
+typedef struct outbox_entry {
+    idevs_msgid id;
+    size_t service;      /* its receiver, whose receipt ends it */
+    int64_t created_ms;  /* wall clock */
+    int64_t next_ms;     /* monotonic: when it goes again */
+    unsigned attempts;
+} outbox_entry;
+
+typedef struct outbox {
+    int dirfd;           /* <state_dir>/outbox; -1 until loaded */
+    outbox_entry *entries;
+    size_t count, cap;
+    int64_t next_due_ms; /* the earliest next_ms: the polls before it scan nothing */
+    bool write_failing;  /* warned once */
+    int64_t expired_warned_ms;
+} outbox;
 
 /* ---- the replay record (replay_record.c) ---- */
 
@@ -223,6 +244,7 @@ struct idevs_launcher {
      * order, by the same pass of supervise_step that read their Done (so empty between passes) */
     delivery *awaiting_head, *awaiting_tail;
     replay_record replay;
+    outbox outbox;
     struct retransmits *retransmits; /* allocated at the first delivery with a client id */
     uint64_t next_id;
     size_t held_bytes;
@@ -265,6 +287,24 @@ void deliveries_refuse(idevs_launcher *l, delivery *d, idevs_err status);
 int deliveries_report_refused(idevs_launcher *l, const idevs_launcher_callbacks *cb);
 /* Appends d (unlinked, done with status) to the awaiting list, its held publications with it. */
 void deliveries_await(idevs_launcher *l, delivery *d, idevs_err status);
+
+/* outbox.c: outputs and requests kept in state_dir until their receiver's receipt (docs/PROTOCOL.md 9) */
+#define LAUNCHER_OUTBOX_MAX 65536u               /* kept at most; beyond, published without being kept (counted) */
+#define LAUNCHER_OUTBOX_FIRST_RESEND_MS 5000
+#define LAUNCHER_OUTBOX_RESEND_MAX_MS 60000
+#define LAUNCHER_OUTBOX_EXPIRE_MS (65 * 60 * 1000) /* a receiver refuses an epoch older than this anyway */
+#define LAUNCHER_OUTBOX_RESENDS_PER_POLL 256
+/* Reads what a former run kept (sent again at the next poll); called at the first start. */
+void outbox_load(idevs_launcher *l);
+void outbox_free(idevs_launcher *l);
+/* Keeps a publication about to be released, when its QoS asks for delivery (1, 2) and it is no receipt. */
+void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p);
+/* A service's receipt, opened by the compartment. */
+void outbox_receipted(idevs_launcher *l, const Idevs__Bridge__V1__Receipted *r);
+/* Publishes again what is due, through cb; forgets what is older than LAUNCHER_OUTBOX_EXPIRE_MS. */
+void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb);
+/* Whether p is a publication this process may make (the Publish frames' check, supervise.c). */
+const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p);
 
 /* replay_record.c */
 idevs_err replay_record_init(idevs_launcher *l);

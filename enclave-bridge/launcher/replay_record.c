@@ -155,12 +155,15 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
         epoch_start(&s->prev, d->epoch);
         e = &s->prev;
     } else {
+        if (d->receipt)
+            return false;
         note_handled(s, &d->message_id);
         l->replay.dirty = true;
         return true; /* older than both epochs, yet opened: its message id is handled all the same */
     }
     (void)idevs_replay_accept(&e->window, d->sequence);
-    note_handled(s, &d->message_id);
+    if (!d->receipt)
+        note_handled(s, &d->message_id);
     l->replay.dirty = true;
     return true;
 }

@@ -403,7 +403,7 @@ static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge
 }
 
 /* Checks a Publish against the deployment: a declared output, or a declared request with its response topic. */
-static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p)
+const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p)
 {
     if (!topic_ok(p->topic))
         return "a publication without a valid topic";
@@ -446,6 +446,7 @@ static const char *publish_problem(const idevs_launcher *l, const Idevs__Bridge_
 
 static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const idevs_launcher_publish *p)
 {
+    outbox_keep(l, p); /* before it leaves: kept until its receipt */
     l->stats.published++;
     if (cb != NULL && cb->on_publish != NULL)
         cb->on_publish(cb->arg, p);
@@ -453,7 +454,7 @@ static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const id
 
 static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, const idevs_launcher_callbacks *cb)
 {
-    const char *problem = publish_problem(l, p);
+    const char *problem = supervise_publish_problem(l, p);
     if (problem != NULL) {
         protocol_error(l, "it sent %s", problem);
         return;
@@ -652,6 +653,12 @@ static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, c
         if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it finished a delivery before it was ready"))
             handle_done(l, f->done, cb);
         return;
+    case IDEVS__BRIDGE__V1__FRAME__BODY_RECEIPTED:
+        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY && f->receipted->service < l->deployment->service_count &&
+                               f->receipted->n_message_ids <= IDEVS_RECEIPT_IDS_MAX,
+                        "it sent a receipt before it was ready, or for no declared service"))
+            outbox_receipted(l, f->receipted);
+        return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_HELD:
         if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it held a delivery before it was ready"))
             handle_held(l, f->held);
@@ -781,6 +788,7 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         work += read_frames(l, cb);
     /* Even when a frame of this pass ended the compartment: what it finished before is done. */
     release_awaiting(l, cb);
+    outbox_resend(l, cb);
     if (live(l)) {
         note_moved(l);
         int64_t now = launcher_now_ms();

@@ -26,15 +26,17 @@ static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
         ADD(d->requests[i].topic);
         ADD(d->requests[i].response_topic);
     }
-    for (size_t i = 0; i < d->service_count; i++)
+    for (size_t i = 0; i < d->service_count; i++) {
         ADD(d->services[i].receipt_topic);
+        ADD(d->services[i].receipt_from_topic);
+    }
     ADD(l->certificate_topic);
     ADD(l->descriptor_topic);
 #undef ADD
     return n;
 }
 
-#define TOPICS_MAX (5u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u)
+#define TOPICS_MAX (6u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u)
 
 /* The role topic has in the descriptor, for a message; NULL when it has none. */
 static const char *declared_role(const idevs_deployment *d, const char *topic)
@@ -70,11 +72,14 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
     }
     const idevs_deployment *d = l->deployment;
     for (size_t i = 0; i < d->service_count; i++) {
-        const char *role = declared_role(d, d->services[i].receipt_topic);
-        if (role != NULL) {
-            snprintf(why, why_len, "%s: %s is '%s', where the plugin publishes the receipts to service '%s'",
-                     l->descriptor_path, role, d->services[i].receipt_topic, d->services[i].name);
-            return IDEVS_ERR_CONFIG;
+        const char *receipts[2] = {d->services[i].receipt_topic, d->services[i].receipt_from_topic};
+        for (size_t k = 0; k < 2; k++) {
+            const char *role = declared_role(d, receipts[k]);
+            if (role != NULL) {
+                snprintf(why, why_len, "%s: %s is '%s', where receipts %s service '%s' travel", l->descriptor_path,
+                         role, receipts[k], k == 0 ? "to" : "from", d->services[i].name);
+                return IDEVS_ERR_CONFIG;
+            }
         }
     }
     return IDEVS_OK;
@@ -111,6 +116,12 @@ idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, c
         *sender = rq->to;
         return IDEVS_TOPIC_RESPONSE;
     }
+    for (size_t i = 0; i < d->service_count; i++)
+        if (strcmp(d->services[i].receipt_from_topic, topic) == 0) {
+            *own_copy = d->services[i].receipt_from_topic;
+            *sender = i;
+            return IDEVS_TOPIC_RECEIPT;
+        }
     return IDEVS_TOPIC_OTHER;
 }
 

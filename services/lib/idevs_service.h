@@ -197,6 +197,7 @@ typedef struct idevs_service_stats {
     uint64_t reconnects;
     uint64_t retransmitted; /* copies of messages sent again because no receipt came in time */
     uint64_t receipted;     /* messages of this service the process receipted */
+    uint64_t receipts_sent; /* receipts this service sent the process for outputs and requests it handled */
     uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */
     uint64_t held_dropped; /* envelopes that arrived before the compartment was verified and did not fit the
                             * holding queue (65536 envelopes, 32 MiB) */

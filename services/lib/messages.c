@@ -113,6 +113,11 @@ static void open_and_deliver(idevs_service *svc, const char *topic, const uint8_
     if (err == IDEVS_ERR_REPLAY) {
         svc->stats.duplicates++;
         svc->stats.rejected_by_reason[IDEVS_ERR_REPLAY]++;
+        /* The process sent the same envelope again: its receipt was lost. The clear id is not authenticated
+         * here, but a receipt only ever names an id this service did handle. */
+        idevs_envelope_header h;
+        if (kind != 0 && idevs_envelope_peek(data, len, &h) == IDEVS_OK && svc_seen_before(svc, &h.message_id))
+            svc_receipt_note(svc, &h.message_id);
         return;
     }
     if (err != IDEVS_OK) {
@@ -126,8 +131,9 @@ static void open_and_deliver(idevs_service *svc, const char *topic, const uint8_
         idevs_opened_clear(&opened);
         return;
     }
-    if (idevs_service_dedupe_seen(svc->dedupe, &opened.message_id)) {
+    if (svc_seen_before(svc, &opened.message_id)) {
         svc->stats.duplicates++;
+        svc_receipt_note(svc, &opened.message_id); /* handled before: receipted again */
         idevs_opened_clear(&opened);
         return;
     }
@@ -145,8 +151,12 @@ static void open_and_deliver(idevs_service *svc, const char *topic, const uint8_
         .correlation_len = kind == IDEVS_SERVICE_REQUEST ? corr_len : 0,
     };
     svc->stats.delivered++;
+    /* Noted before on_message runs: a message on_message publishes from (an answer) is not run twice should a
+     * copy arrive meanwhile. Receipted once on_message returned: what it stored is stored. */
+    svc_seen_note(svc, &opened.message_id);
     if (svc->on_message != NULL)
         svc->on_message(svc, &m, svc->arg);
+    svc_receipt_note(svc, &m.message_id);
     idevs_opened_clear(&opened);
 }
 
@@ -255,6 +265,12 @@ static const idevs_deployment_input *own_input(const idevs_service *svc, const c
         if (d->inputs[i].from == svc->self_index && strcmp(d->inputs[i].name, input) == 0)
             return &d->inputs[i];
     return NULL;
+}
+
+idevs_err svc_send_receipt(idevs_service *svc, const uint8_t *payload, size_t len)
+{
+    return seal_and_publish(svc, svc->deployment->services[svc->self_index].receipt_from_topic, 1, payload, len, NULL,
+                            0, NULL, 0, NULL);
 }
 
 idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,

@@ -26,7 +26,11 @@ static const char schema[] =
      * correlation data). number AUTOINCREMENT: a number is never used twice, even after its row is gone. */
     "CREATE TABLE IF NOT EXISTS idevs_outbox (number INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL,"
     " target TEXT NOT NULL, key TEXT UNIQUE, payload BLOB, request_id BLOB, correlation BLOB,"
-    " receipted INTEGER NOT NULL DEFAULT 0);";
+    " receipted INTEGER NOT NULL DEFAULT 0);"
+    /* The ids of outputs and requests handled, the last SVC_SEEN_KEEP of them: a copy the process sends again
+     * after this service restarted is receipted again, not handled again. */
+    "CREATE TABLE IF NOT EXISTS idevs_seen (id BLOB PRIMARY KEY) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS idevs_seen_order (n INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL);";
 
 static idevs_err db_fail(idevs_service *svc, char *why, size_t why_len, const char *what)
 {
@@ -191,6 +195,17 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
                          size_t len, const idevs_msgid *request, const uint8_t *corr, size_t corr_len,
                          idevs_msgid *id)
 {
+    if (!svc->deployment->services[svc->self_index].receipts) {
+        /* No receipts with this service's descriptor entry: sent once, kept nowhere (the old at-most-once). */
+        idevs_msgid fresh;
+        idevs_err err = idevs_random(fresh.b, sizeof fresh.b);
+        if (err == IDEVS_OK)
+            err = kind == 0 ? svc_send_input(svc, target, payload, len, &fresh)
+                            : svc_send_answer(svc, target, request, corr, corr_len, payload, len, &fresh);
+        if (err == IDEVS_OK && id != NULL)
+            *id = fresh;
+        return err;
+    }
     if (key != NULL) {
         sqlite3_stmt *st = NULL;
         if (sqlite3_prepare_v2(svc->outbox_db, "SELECT number, receipted FROM idevs_outbox WHERE key = ?", -1, &st,
@@ -302,4 +317,72 @@ size_t svc_outbox_unreceipted(const idevs_service *svc)
         sqlite3_finalize(st);
     }
     return n;
+}
+
+/* ---- what this service handled, and its receipts to the process ---- */
+
+bool svc_seen_before(idevs_service *svc, const idevs_msgid *id)
+{
+    if (idevs_service_dedupe_contains(svc->dedupe, id))
+        return true;
+    sqlite3_stmt *st = NULL;
+    bool seen = false;
+    if (sqlite3_prepare_v2(svc->outbox_db, "SELECT 1 FROM idevs_seen WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_blob(st, 1, id->b, IDEVS_UUID_LEN, SQLITE_STATIC);
+        seen = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+    }
+    return seen;
+}
+
+static void exec_id(sqlite3 *db, const char *sql, const idevs_msgid *id)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return;
+    if (id != NULL)
+        sqlite3_bind_blob(st, 1, id->b, IDEVS_UUID_LEN, SQLITE_STATIC);
+    (void)sqlite3_step(st);
+    sqlite3_finalize(st);
+}
+
+void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
+{
+    (void)idevs_service_dedupe_seen(svc->dedupe, id);
+    exec_id(svc->outbox_db, "INSERT OR IGNORE INTO idevs_seen (id) VALUES (?)", id);
+    exec_id(svc->outbox_db, "INSERT INTO idevs_seen_order (id) VALUES (?)", id);
+    if (++svc->seen_since_prune >= 1024) {
+        svc->seen_since_prune = 0;
+        exec_id(svc->outbox_db,
+                "DELETE FROM idevs_seen WHERE id IN (SELECT id FROM idevs_seen_order WHERE n <= "
+                "(SELECT max(n) FROM idevs_seen_order) - " SVC_SEEN_KEEP_TEXT ")", NULL);
+        exec_id(svc->outbox_db,
+                "DELETE FROM idevs_seen_order WHERE n <= (SELECT max(n) FROM idevs_seen_order) - " SVC_SEEN_KEEP_TEXT,
+                NULL);
+    }
+}
+
+void svc_receipt_note(idevs_service *svc, const idevs_msgid *id)
+{
+    if (!svc->deployment->services[svc->self_index].receipts)
+        return; /* its descriptor entry does not take part in receipts */
+    if (svc->receipt_count == IDEVS_RECEIPT_IDS_MAX)
+        svc_receipts_flush(svc);
+    svc->receipt_ids[svc->receipt_count++] = *id;
+}
+
+void svc_receipts_flush(idevs_service *svc)
+{
+    if (svc->receipt_count == 0 || !idevs_service_ready(svc))
+        return;
+    uint8_t *payload = NULL;
+    size_t len = 0;
+    idevs_err err = idevs_receipt_encode(svc->receipt_ids, svc->receipt_count, &payload, &len);
+    if (err == IDEVS_OK)
+        err = svc_send_receipt(svc, payload, len);
+    free(payload);
+    /* Sent, or not: a receipt that is lost makes the process send again, and that copy is receipted then. */
+    svc->receipt_count = 0;
+    if (err == IDEVS_OK)
+        svc->stats.receipts_sent++;
 }

@@ -580,6 +580,7 @@ idevs_err idevs_service_run(idevs_service *svc, int timeout_ms)
     if (svc->failure == IDEVS_OK)
         step(svc, timeout_ms);
     svc_outbox_pump(svc);
+    svc_receipts_flush(svc);
     if (svc->failure != IDEVS_OK) {
         idevs_err err = svc->failure;
         svc->failure = IDEVS_OK;
@@ -628,6 +629,7 @@ idevs_err idevs_service_flush(idevs_service *svc, int timeout_ms)
     if (!svc->started || svc->stopped)
         return IDEVS_ERR_NOT_NOW;
     uint64_t deadline = svc_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    svc_receipts_flush(svc); /* the receipts owed go with the rest */
     for (;;) {
         if (svc->stats.acknowledged + svc->stats.refused >= svc->stats.published)
             return IDEVS_OK;

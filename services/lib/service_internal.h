@@ -28,6 +28,7 @@
 #define SVC_BACKOFF_MAX_MS 5000u
 #define SVC_STABLE_MS 10000u
 #define SVC_OUTBOX_INFLIGHT IDEVS_REPLAY_WINDOW /* sent and not receipted, at most (docs/PROTOCOL.md 9.1) */
+#define SVC_SEEN_KEEP_TEXT "65536"              /* ids of outputs and requests handled, kept in the outbox file */
 
 /* One message of the outbox in flight: sent, not receipted, going again at next_ms. */
 typedef struct svc_outbox_entry {
@@ -140,6 +141,10 @@ struct idevs_service {
     uint64_t outbox_loaded;             /* the highest number taken into the in-flight set */
     idevs_service_on_receipt on_receipt;
     void *on_receipt_arg;
+    /* receipts this service owes the process, sent at the end of a run() */
+    idevs_msgid receipt_ids[IDEVS_RECEIPT_IDS_MAX];
+    size_t receipt_count;
+    unsigned seen_since_prune;
 
     idevs_service_stats stats;
 };
@@ -196,5 +201,14 @@ void svc_outbox_resend_all(idevs_service *svc);
 /* A receipt's opened payload. */
 void svc_outbox_receipt(idevs_service *svc, const uint8_t *payload, size_t len);
 size_t svc_outbox_unreceipted(const idevs_service *svc);
+/* Whether this service handled the output or request id before (the dedupe window, then the outbox file). */
+bool svc_seen_before(idevs_service *svc, const idevs_msgid *id);
+/* Notes it handled: in the window and the file (the last SVC_SEEN_KEEP_TEXT kept). */
+void svc_seen_note(idevs_service *svc, const idevs_msgid *id);
+/* A receipt owed for id; svc_receipts_flush() sends them, at most 1024 in one. */
+void svc_receipt_note(idevs_service *svc, const idevs_msgid *id);
+void svc_receipts_flush(idevs_service *svc);
+/* messages.c: seals a receipt payload to the process on this service's receipt topic. */
+idevs_err svc_send_receipt(idevs_service *svc, const uint8_t *payload, size_t len);
 
 #endif

@@ -232,6 +232,7 @@ static idevs_err subscriptions_of(const idevs_deployment *d, size_t self, char *
     }
     for (size_t i = 0; i < d->input_count; i++)
         sends |= d->inputs[i].from == self;
+    sends &= d->services[self].receipts;
     n += sends;
     char **subs = calloc(n > 0 ? n : 1, sizeof *subs); /* a service that only sends has none */
     int *qos = calloc(n > 0 ? n : 1, sizeof *qos);

@@ -24,7 +24,7 @@ write_descriptor() { # FILE [REQUEST_QOS]
 {"version": 1,
  "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
  "operator_ca_sha256": "$ca_sha",
- "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt"},
+ "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt", "receipts": true},
               {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt"}],
  "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
  "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],

@@ -22,7 +22,7 @@ void launch_record_on_event(void *arg, idevs_launcher_event event, const char *m
 void launch_record_on_publish(void *arg, const idevs_launcher_publish *p)
 {
     launch_record *r = arg;
-    if (strstr(p->topic, "/receipt/") != NULL) {
+    if (strstr(p->topic, "/receipt/to/") != NULL) {
         r->receipt_count++;
         r->receipt_id = p->delivery_id;
         snprintf(r->receipt_topic, sizeof r->receipt_topic, "%s", p->topic);

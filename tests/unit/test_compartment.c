@@ -101,7 +101,7 @@ static void make_descriptor(child *c, const char *config)
                      " \"process\": {\"name\": \"echo-test\", \"uuid\": \"%s\", \"logic\": \"idevs_logic_echo.so\","
                      " \"config\": %s},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
-                     " \"services\": [{\"name\": \"source\", \"uuid\": \"%s\", \"certificate\": \"source.crt\"},"
+                     " \"services\": [{\"name\": \"source\", \"uuid\": \"%s\", \"certificate\": \"source.crt\", \"receipts\": true},"
                      " {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\"},"
                      " {\"name\": \"oracle\", \"uuid\": \"%s\", \"certificate\": \"oracle.crt\"}],\n"
                      " \"inputs\": [{\"name\": \"events\", \"topic\": \"" TOPIC_IN "\", \"from\": \"source\"}],\n"
@@ -223,7 +223,7 @@ static void send_frame(child *c, Idevs__Bridge__V1__Frame *f)
 /* A receipt frame is taken aside (c->receipt): the tests of outputs need not know which turn carries it. */
 static bool took_receipt(child *c, Idevs__Bridge__V1__Frame *f)
 {
-    if (f->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH || strstr(f->publish->topic, "/receipt/") == NULL)
+    if (f->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH || strstr(f->publish->topic, "/receipt/to/") == NULL)
         return false;
     c->receipts++;
     c->receipt_delivery = f->publish->delivery_id;
@@ -1063,7 +1063,7 @@ static void hostile_link(const char *logic, int events, const char *fatal_has, i
         if (err != IDEVS_OK)
             break; /* closed: it ended */
         leaked |= frame_leaks(f);
-        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH && strstr(f->publish->topic, "/receipt/") == NULL)
+        if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH && strstr(f->publish->topic, "/receipt/to/") == NULL)
             published++; /* a receipt is the key holder's, not the logic's */
         if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_FATAL) {
             fatal_seen = fatal_has != NULL && strstr(f->fatal->reason, fatal_has) != NULL;
@@ -1891,7 +1891,7 @@ static void expect_receipt(child *c, idevs_envelope_ctx *src, unsigned count, ui
 {
     CU_ASSERT_EQUAL_FATAL(c->receipts, count);
     CU_ASSERT_EQUAL(c->receipt_delivery, delivery);
-    CU_ASSERT_STRING_EQUAL(c->receipt_topic, "idevs/echo-test/receipt/source");
+    CU_ASSERT_STRING_EQUAL(c->receipt_topic, "idevs/echo-test/receipt/to/source");
     idevs_opened op;
     CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(src, c->receipt_topic, c->receipt, c->receipt_len, &op), IDEVS_OK);
     CU_ASSERT_TRUE(idevs_uuid_equal(&op.sender, &program));

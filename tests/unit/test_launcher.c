@@ -75,7 +75,7 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
                      "{\"version\": 1,\n"
                      " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": {}},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
-                     " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\"},\n"
+                     " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\", \"receipts\": true},\n"
                      "              {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\"}],\n"
                      " \"inputs\": [{\"name\": \"events\", \"topic\": \"" IN_TOPIC "\", \"from\": \"store\"}],\n"
                      " \"outputs\": [{\"name\": \"out\", \"topic\": \"" OUT_TOPIC "\", \"to\": \"sink\", \"qos\": 1}],\n"
@@ -1390,10 +1390,10 @@ static void test_receipts_outlive_launcher(void)
     CU_ASSERT_EQUAL(t->r.pub_count, 1);
     CU_ASSERT_EQUAL(t->r.receipt_count, 1);
     CU_ASSERT_EQUAL(t->r.receipt_id, first);
-    CU_ASSERT_STRING_EQUAL(t->r.receipt_topic, "idevs/rewards/receipt/store");
+    CU_ASSERT_STRING_EQUAL(t->r.receipt_topic, "idevs/rewards/receipt/to/store");
     expect_receipt_for(&t->st, &t->r, &sale);
     /* Only the plugin publishes receipts: the topic is protected. */
-    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "idevs/rewards/receipt/store", NULL), IDEVS_TOPIC_PROTECTED);
+    CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, "idevs/rewards/receipt/to/store", NULL), IDEVS_TOPIC_PROTECTED);
     rig_stop(t);
 
     idevs_launcher *b = launcher(&t->cfg);

@@ -1,0 +1,290 @@
+/* The outbox: outputs and requests kept until their receiver's receipt (docs/PROTOCOL.md section 9), so that
+ * nothing the process released is lost between the broker and a service: not in the broker's queues, not with a
+ * service that was away without a session, not when the broker is killed.
+ *
+ * Each kept publication is the file outbox/<message id in hex> in the process's state directory: an OutboxEntry
+ * (replay_record.proto) holding the sealed envelope exactly as released, written (not synced, like the replay
+ * record) before the publication leaves. Without a receipt it is published again, the same bytes, 5 s later, then
+ * 10, 20, 40 s, then every 60 s, and at once after a broker restart; the receiver drops a copy it handled (by its
+ * replay window, or by the message id it keeps) and receipts it again. After 65 minutes no receiver would open it
+ * anyway (its key epoch is too old): it is given up, counted and warned about. The envelopes are sealed; the
+ * files hold nothing the host may not see. */
+#include <dirent.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "idevs_envelope.h"
+#include "idevs_file.h"
+#include "idevs_hex.h"
+#include "launcher_internal.h"
+#include "replay_record.pb-c.h"
+
+#define OUTBOX_DIR "outbox"
+#define ENTRY_VERSION 1u
+#define NAME_LEN (2 * IDEVS_UUID_LEN)
+#define ENTRY_MAX (IDEVS_CHANNEL_FRAME_MAX) /* an envelope and its topics */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void entry_name(const idevs_msgid *id, char name[NAME_LEN + 1])
+{
+    idevs_hex_encode(id->b, IDEVS_UUID_LEN, name);
+}
+
+static bool append(idevs_launcher *l, const idevs_msgid *id, size_t service, int64_t created_ms, int64_t next_ms)
+{
+    outbox *o = &l->outbox;
+    if (o->count == o->cap) {
+        size_t cap = o->cap == 0 ? 64 : o->cap * 2;
+        outbox_entry *grown = realloc(o->entries, cap * sizeof *grown);
+        if (grown == NULL)
+            return false;
+        o->entries = grown;
+        o->cap = cap;
+    }
+    o->entries[o->count++] = (outbox_entry){*id, service, created_ms, next_ms, 0};
+    if (o->count == 1 || next_ms < o->next_due_ms)
+        o->next_due_ms = next_ms;
+    return true;
+}
+
+/* The receiver of a publication of this process: the service its envelope is sealed to. */
+static bool receiver_of(const idevs_launcher *l, const uint8_t *env, size_t len, idevs_msgid *id, size_t *service)
+{
+    idevs_envelope_header h;
+    if (idevs_envelope_peek(env, len, &h) != IDEVS_OK)
+        return false;
+    for (size_t i = 0; i < l->deployment->service_count; i++)
+        if (idevs_uuid_equal(&h.recipient, &l->deployment->services[i].uuid)) {
+            *id = h.message_id;
+            *service = i;
+            return true;
+        }
+    return false;
+}
+
+static void unkept(idevs_launcher *l, const char *why)
+{
+    l->stats.outbox_unkept++;
+    if (l->outbox.write_failing)
+        return;
+    l->outbox.write_failing = true;
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
+                   "cannot keep its outputs until their receipts (%s): they leave all the same, and one lost on the "
+                   "way is not sent again", why);
+}
+
+void outbox_load(idevs_launcher *l)
+{
+    outbox *o = &l->outbox;
+    if (o->dirfd >= 0)
+        return;
+    if (mkdirat(l->state_dirfd, OUTBOX_DIR, 0700) != 0 && errno != EEXIST)
+        return unkept(l, strerror(errno));
+    o->dirfd = openat(l->state_dirfd, OUTBOX_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (o->dirfd < 0)
+        return unkept(l, strerror(errno));
+    int scan = dup(o->dirfd);
+    DIR *dir = scan >= 0 ? fdopendir(scan) : NULL;
+    if (dir == NULL) {
+        if (scan >= 0)
+            close(scan);
+        return;
+    }
+    size_t bad = 0;
+    for (struct dirent *e; (e = readdir(dir)) != NULL;) {
+        if (strlen(e->d_name) != NAME_LEN || e->d_name[0] == '.')
+            continue;
+        uint8_t *data = NULL;
+        size_t len = 0;
+        char why[256];
+        Idevs__Launcher__V1__OutboxEntry *k = NULL;
+        bool good = launcher_state_read(o->dirfd, e->d_name, 1, ENTRY_MAX, &data, &len, why, sizeof why) == IDEVS_OK &&
+                    data != NULL && (k = idevs__launcher__v1__outbox_entry__unpack(NULL, len, data)) != NULL &&
+                    k->version == ENTRY_VERSION && k->base.n_unknown_fields == 0;
+        idevs_msgid id;
+        size_t service = 0;
+        char name[NAME_LEN + 1];
+        if (good) {
+            /* What a former run of this process released, checked again as if it were released now. */
+            Idevs__Bridge__V1__Publish p = IDEVS__BRIDGE__V1__PUBLISH__INIT;
+            p.delivery_id = 1;
+            p.topic = k->topic;
+            p.envelope = k->envelope;
+            p.qos = k->qos;
+            p.response_topic = k->response_topic;
+            p.correlation_data = k->correlation;
+            good = supervise_publish_problem(l, &p) == NULL &&
+                   receiver_of(l, k->envelope.data, k->envelope.len, &id, &service);
+            if (good)
+                entry_name(&id, name);
+            good = good && strcmp(name, e->d_name) == 0 && append(l, &id, service, (int64_t)k->created_ms, 0);
+        }
+        if (k != NULL)
+            idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
+        free(data);
+        if (!good) {
+            unlinkat(o->dirfd, e->d_name, 0);
+            bad++;
+        }
+    }
+    closedir(dir);
+    if (bad > 0)
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "removed %zu unusable file(s) from its outbox", bad);
+    if (o->count > 0)
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE, "has %zu output(s) waiting for their receipts: sent again now",
+                       o->count);
+}
+
+void outbox_free(idevs_launcher *l)
+{
+    free(l->outbox.entries);
+    l->outbox.entries = NULL;
+    l->outbox.count = l->outbox.cap = 0;
+    if (l->outbox.dirfd >= 0)
+        close(l->outbox.dirfd);
+    l->outbox.dirfd = -1;
+}
+
+void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
+{
+    outbox *o = &l->outbox;
+    idevs_msgid id;
+    size_t service;
+    /* Receipts are not receipted; QoS 0 asks for no delivery; a service without receipts would never end it. */
+    if (p->receipt || p->qos == 0 || !receiver_of(l, p->envelope, p->envelope_len, &id, &service) ||
+        !l->deployment->services[service].receipts)
+        return;
+    if (o->dirfd < 0 || o->count >= LAUNCHER_OUTBOX_MAX)
+        return unkept(l, o->dirfd < 0 ? "no outbox directory" : "the outbox is full");
+    Idevs__Launcher__V1__OutboxEntry k = IDEVS__LAUNCHER__V1__OUTBOX_ENTRY__INIT;
+    k.version = ENTRY_VERSION;
+    k.topic = (char *)p->topic;
+    k.envelope.data = (uint8_t *)p->envelope;
+    k.envelope.len = p->envelope_len;
+    k.qos = (uint32_t)p->qos;
+    k.response_topic = (char *)(p->response_topic != NULL ? p->response_topic : "");
+    k.correlation.data = (uint8_t *)p->correlation;
+    k.correlation.len = p->correlation_len;
+    int64_t created = wall_ms();
+    k.created_ms = (uint64_t)created;
+    size_t len = idevs__launcher__v1__outbox_entry__get_packed_size(&k);
+    uint8_t *buf = malloc(len);
+    char name[NAME_LEN + 1];
+    entry_name(&id, name);
+    int fd = buf != NULL ? openat(o->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    bool ok = fd >= 0;
+    if (ok) {
+        idevs__launcher__v1__outbox_entry__pack(&k, buf);
+        ok = idevs_file_write_all(fd, buf, len) == IDEVS_OK;
+    }
+    int saved = errno;
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    if (!ok || !append(l, &id, service, created, launcher_now_ms() + LAUNCHER_OUTBOX_FIRST_RESEND_MS)) {
+        unlinkat(o->dirfd, name, 0);
+        return unkept(l, ok ? "out of memory" : strerror(saved));
+    }
+    o->write_failing = false;
+}
+
+static void forget(idevs_launcher *l, size_t i)
+{
+    outbox *o = &l->outbox;
+    char name[NAME_LEN + 1];
+    entry_name(&o->entries[i].id, name);
+    unlinkat(o->dirfd, name, 0);
+    o->entries[i] = o->entries[--o->count];
+}
+
+void outbox_receipted(idevs_launcher *l, const Idevs__Bridge__V1__Receipted *r)
+{
+    outbox *o = &l->outbox;
+    for (size_t k = 0; k < r->n_message_ids; k++) {
+        if (r->message_ids[k].len != IDEVS_UUID_LEN)
+            continue;
+        for (size_t i = 0; i < o->count; i++)
+            /* only its receiver's receipt ends it */
+            if (o->entries[i].service == r->service &&
+                memcmp(o->entries[i].id.b, r->message_ids[k].data, IDEVS_UUID_LEN) == 0) {
+                forget(l, i);
+                l->stats.outbox_receipted++;
+                break;
+            }
+    }
+}
+
+static unsigned backoff_ms(unsigned attempts)
+{
+    int64_t ms = (int64_t)LAUNCHER_OUTBOX_FIRST_RESEND_MS << (attempts > 4 ? 4 : attempts);
+    return ms > LAUNCHER_OUTBOX_RESEND_MAX_MS ? LAUNCHER_OUTBOX_RESEND_MAX_MS : (unsigned)ms;
+}
+
+void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+{
+    outbox *o = &l->outbox;
+    int64_t now = launcher_now_ms();
+    if (o->count == 0 || cb == NULL || cb->on_publish == NULL || now < o->next_due_ms)
+        return;
+    int64_t wall = wall_ms(), next_due = INT64_MAX;
+    unsigned sent = 0, expired = 0;
+    for (size_t i = 0; i < o->count && sent < LAUNCHER_OUTBOX_RESENDS_PER_POLL;) {
+        outbox_entry *e = &o->entries[i];
+        if (e->next_ms > now) {
+            next_due = e->next_ms < next_due ? e->next_ms : next_due;
+            i++;
+            continue;
+        }
+        if (wall - e->created_ms > LAUNCHER_OUTBOX_EXPIRE_MS) {
+            forget(l, i);
+            l->stats.outbox_expired++;
+            expired++;
+            continue;
+        }
+        char name[NAME_LEN + 1];
+        entry_name(&e->id, name);
+        uint8_t *data = NULL;
+        size_t len = 0;
+        char why[256];
+        Idevs__Launcher__V1__OutboxEntry *k = NULL;
+        if (launcher_state_read(o->dirfd, name, 1, ENTRY_MAX, &data, &len, why, sizeof why) == IDEVS_OK &&
+            data != NULL && (k = idevs__launcher__v1__outbox_entry__unpack(NULL, len, data)) != NULL) {
+            bool rt = k->response_topic != NULL && k->response_topic[0] != '\0';
+            idevs_launcher_publish pub = {
+                .delivery_id = 0, .topic = k->topic, .envelope = k->envelope.data, .envelope_len = k->envelope.len,
+                .qos = (int)k->qos, .response_topic = rt ? k->response_topic : NULL,
+                .correlation = rt ? k->correlation.data : NULL, .correlation_len = rt ? k->correlation.len : 0,
+            };
+            cb->on_publish(cb->arg, &pub);
+            l->stats.outbox_resent++;
+            sent++;
+        }
+        if (k != NULL)
+            idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
+        free(data);
+        e->attempts++;
+        e->next_ms = now + backoff_ms(e->attempts);
+        next_due = e->next_ms < next_due ? e->next_ms : next_due;
+        i++;
+    }
+    /* Stopped at the bound per poll: the rest is due at once. */
+    o->next_due_ms = sent >= LAUNCHER_OUTBOX_RESENDS_PER_POLL ? now : next_due;
+    if (expired > 0 && now - o->expired_warned_ms >= 60000) {
+        o->expired_warned_ms = now;
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
+                       "gave up %u output(s) that no receiver receipted within %d minutes (%llu in all)", expired,
+                       LAUNCHER_OUTBOX_EXPIRE_MS / 60000, (unsigned long long)l->stats.outbox_expired);
+    }
+}
