@@ -128,8 +128,12 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
  * its epoch, IDEVS_ERR_EPOCH_FORGOTTEN when its epoch is older than the two the record keeps (a compartment that
  * never restarted would refuse those as well, the last as epoch_expired). What the gate refuses
  * never costs the compartment anything; what it passes may still be forged, which only the compartment can
- * tell. Then IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting or this envelope would take the queue's
- * bytes over queue_bytes; IDEVS_ERR_NOT_NOW after stop.
+ * tell. Then the queue: IDEVS_ERR_REPLAY for a byte-for-byte copy of an envelope queued or in flight (a copy
+ * takes one slot at most), and IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting or this envelope would
+ * take the queue's bytes over queue_bytes; IDEVS_ERR_NOT_NOW after stop. Deliveries are queued in every state
+ * but STOPPED: while a compartment starts, or waits out its restart backoff, they wait for it.
+ * idevs_launcher_deliver_from() also bounds each client's and each sender's share (stats.client_share,
+ * stats.sender_share): IDEVS_ERR_QUEUE_CLIENT_SHARE, IDEVS_ERR_QUEUE_SENDER_SHARE, checked before the total.
  * Never blocks. *delivery_id (may be NULL) receives the id on_done will report. */
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
@@ -233,8 +237,13 @@ typedef struct idevs_launcher_stats {
                                     not be written (state_dir read-only or full): replayable after a broker crash */
     uint64_t timer_failed;       /* runs of the logic's timer whose emits the compartment dropped (emit bounds) */
     uint64_t held;               /* inputs the compartment held (max_outstanding_requests reached), sent again */
+    uint64_t queued_while_down;  /* deliveries accepted while no compartment was ready (starting, or restarting
+                                    after its backoff): they wait in the queue for the next one */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
+    size_t client_share;         /* of those, one MQTT client's at most: max(1, queue_limit / 2) */
+    size_t sender_share;         /* naming one sender, at most: max(1, queue_limit - queue_limit / 4), or
+                                    queue_limit when only one service sends to the process */
     size_t in_flight;            /* sent to the current compartment and not done */
     uint64_t last_certified_us;  /* spawn to certificate sent, last start */
     uint64_t last_ready_us;      /* spawn to Ready, last start */

@@ -271,7 +271,11 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
         err = IDEVS_ERR_IO;
         goto fail;
     }
+    if ((err = shares_init(l)) != IDEVS_OK)
+        goto fail;
     l->stats.queue_limit = l->queue_limit;
+    l->stats.client_share = l->shares.client_limit;
+    l->stats.sender_share = l->shares.sender_limit;
     *out = l;
     return IDEVS_OK;
 
@@ -431,6 +435,7 @@ void idevs_launcher_free(idevs_launcher *l)
         replay_record_save(l, REPLAY_SAVE_FINAL);
     replay_record_free(l);
     retransmits_free(l);
+    shares_free(l);
     certify_forget(l);
     if (l->backend != NULL) {
         idevs_backend_release_image(l->backend, &l->image);
@@ -469,6 +474,25 @@ static bool queued_copy(const idevs_launcher *l, const delivery *probe, const ui
     return false;
 }
 
+/* Whether the queue takes a delivery the gate passed: not a byte-for-byte copy of one queued or in flight (a
+ * copy of a real envelope takes one slot at most, counted as a replay; an envelope that only shares its clear
+ * header, which anyone can predict, is not refused for it: only the compartment can tell which is real), within
+ * its client's and its sender's shares (shares.c), then within the queue's count and bytes. */
+static idevs_err admit(const idevs_launcher *l, const char *client, const delivery *probe, const uint8_t *envelope,
+                       size_t len)
+{
+    if (probe->tracked && queued_copy(l, probe, envelope, len))
+        return IDEVS_ERR_REPLAY;
+    idevs_err err = shares_admit(l, client, probe);
+    if (err != IDEVS_OK)
+        return err;
+    if (l->count + l->refused_count >= l->queue_limit ||
+        (l->queue_bytes > 0 && len > l->queue_bytes_limit - (l->queue_bytes < l->queue_bytes_limit
+                                                                ? l->queue_bytes : l->queue_bytes_limit)))
+        return IDEVS_ERR_QUEUE_FULL;
+    return IDEVS_OK;
+}
+
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id)
 {
@@ -499,16 +523,14 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
         l->stats.duplicates++;
         return IDEVS_ERR_DUPLICATE;
     }
+    if (refused == IDEVS_OK)
+        refused = admit(l, client, &probe, envelope, len);
     if (refused != IDEVS_OK) {
         if (refused == IDEVS_ERR_REPLAY || refused == IDEVS_ERR_OUTSIDE_WINDOW ||
             refused == IDEVS_ERR_EPOCH_FORGOTTEN)
             l->stats.replays_refused++;
         return refused;
     }
-    if (l->count + l->refused_count >= l->queue_limit ||
-        (l->queue_bytes > 0 && len > l->queue_bytes_limit - (l->queue_bytes < l->queue_bytes_limit
-                                                                ? l->queue_bytes : l->queue_bytes_limit)))
-        return IDEVS_ERR_QUEUE_FULL;
     if (!retransmits_note(l, &probe, who))
         return IDEVS_ERR_NOMEM;
     delivery *d = calloc(1, sizeof *d);
@@ -521,7 +543,8 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     d->topic = malloc(topic_len + 1);
     d->envelope = malloc(len);
     d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;
-    if (d->topic == NULL || d->envelope == NULL || (correlation_len > 0 && d->correlation == NULL)) {
+    if (d->topic == NULL || d->envelope == NULL || (correlation_len > 0 && d->correlation == NULL) ||
+        !shares_take(l, client, d)) {
         delivery_free(d);
         return IDEVS_ERR_NOMEM;
     }
@@ -536,6 +559,8 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     d->response = idevs_launcher_topic_kind(l, d->topic, NULL) == IDEVS_TOPIC_RESPONSE;
     deliveries_append(l, d);
     l->stats.delivered++;
+    if (l->state != IDEVS_LAUNCHER_READY)
+        l->stats.queued_while_down++; /* held for the next compartment, never dropped for its absence */
     if (delivery_id != NULL)
         *delivery_id = d->id;
     if (l->state == IDEVS_LAUNCHER_READY) {
