@@ -418,7 +418,12 @@ void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
             wait_until(l, limit);
         }
     }
-    l->stats.abandoned += deliveries_clear(l);
+    size_t abandoned = deliveries_clear(l);
+    l->stats.abandoned += abandoned;
+    if (abandoned > 0) /* the one end of queued deliveries without their compartment: say so */
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "stopped with %zu deliver%s not done: dropped without output "
+                       "(%llu abandoned so far)", abandoned, abandoned == 1 ? "y" : "ies",
+                       (unsigned long long)l->stats.abandoned);
     l->stopping = false;
     l->state = IDEVS_LAUNCHER_STOPPED;
     replay_record_save(l, REPLAY_SAVE_FINAL);

@@ -950,6 +950,23 @@ static void test_backoff_holds_inputs(void)
     rig_free(t);
 }
 
+/* The launcher never gives up restarting; only a stop ends queued deliveries without their compartment, and it
+ * says so: a warning with how many, counted in abandoned. */
+static void test_stop_reports_abandoned(void)
+{
+    rig *t = echo_started();
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(t->l, &s);
+    CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0); /* nothing gets done */
+    deliver(t->l, &t->st, &t->w, "left behind 1");
+    deliver(t->l, &t->st, &t->w, "left behind 2");
+    idevs_launcher_stop(t->l, 200);
+    idevs_launcher_get_stats(t->l, &s);
+    CU_ASSERT_EQUAL(s.abandoned, 2);
+    CU_ASSERT(saw_event(&t->r, "stopped with 2 deliveries not done: dropped without output"));
+    rig_free(t);
+}
+
 /* The launcher's fd is enough to wait on: it becomes readable when the compartment answers. */
 static void test_fd_for_poll_integration(void)
 {
@@ -1826,6 +1843,7 @@ static CU_TestInfo tests[] = {
     {"queue shares: a flooding client keeps its share, others get in; copies take one slot", test_queue_shares},
     {"restart backoff: inputs wait in the queue, each done once when a compartment stays up",
      test_backoff_holds_inputs},
+    {"a stop with deliveries not done says how many it drops", test_stop_reports_abandoned},
     {"topics, the gate's sender check, conflicts, the reload check", test_topics_gate_conflicts_and_reload_check},
     {"the launcher fd signals work", test_fd_for_poll_integration},
     {"hostile logic is reported with its system call", test_hostile_logic_reported},
