@@ -241,9 +241,10 @@ typedef struct idevs_launcher_stats {
                                     after its backoff): they wait in the queue for the next one */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
-    size_t client_share;         /* of those, one MQTT client's at most: max(1, queue_limit / 2) */
-    size_t sender_share;         /* naming one sender, at most: max(1, queue_limit - queue_limit / 4), or
-                                    queue_limit when only one service sends to the process */
+    size_t client_share;         /* of those, one MQTT client's at most: max(1, queue_limit / 2) (and half the
+                                    queue's bytes) */
+    size_t sender_share;         /* naming one sender, at most: max(1, queue_limit - queue_limit / 4) (and three
+                                    quarters of the bytes), or queue_limit when only one service sends */
     size_t in_flight;            /* sent to the current compartment and not done */
     uint64_t last_certified_us;  /* spawn to certificate sent, last start */
     uint64_t last_ready_us;      /* spawn to Ready, last start */

@@ -488,7 +488,7 @@ static idevs_err admit(const idevs_launcher *l, const char *client, const delive
 {
     if (probe->tracked && queued_copy(l, probe, envelope, len))
         return IDEVS_ERR_REPLAY;
-    idevs_err err = shares_admit(l, client, probe);
+    idevs_err err = shares_admit(l, client, probe, len);
     if (err != IDEVS_OK)
         return err;
     if (l->count + l->refused_count >= l->queue_limit ||
@@ -549,7 +549,7 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     d->envelope = malloc(len);
     d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;
     if (d->topic == NULL || d->envelope == NULL || (correlation_len > 0 && d->correlation == NULL) ||
-        !shares_take(l, client, d)) {
+        !shares_take(l, client, d, len)) {
         delivery_free(d);
         return IDEVS_ERR_NOMEM;
     }

@@ -121,10 +121,12 @@ typedef struct delivery {
 typedef struct share_client share_client;
 
 typedef struct queue_shares {
-    size_t client_limit, sender_limit;
+    size_t client_limit, sender_limit;             /* deliveries */
+    size_t client_bytes_limit, sender_bytes_limit; /* envelope bytes */
     share_client **table; /* open addressing by a keyed hash of the client id; cap a power of two, or 0 */
     size_t cap, used;
     size_t *senders;      /* deliveries counted per declared service, in the descriptor's order */
+    size_t *sender_bytes; /* and their envelope bytes */
     uint64_t seed;
 } queue_shares;
 
@@ -290,11 +292,12 @@ idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *
 /* shares.c (its top comment gives the rule) */
 idevs_err shares_init(idevs_launcher *l); /* after queue_limit is known */
 void shares_free(idevs_launcher *l);
-/* IDEVS_OK, or why a delivery from client (NULL: none, bound by the total only) with probe's sender may not be
- * queued now: IDEVS_ERR_QUEUE_CLIENT_SHARE, IDEVS_ERR_QUEUE_SENDER_SHARE. Changes nothing. */
-idevs_err shares_admit(const idevs_launcher *l, const char *client, const delivery *probe);
-/* Counts d (accepted, tracking fields set) in its client's and sender's shares; false when out of memory. */
-bool shares_take(idevs_launcher *l, const char *client, delivery *d);
+/* IDEVS_OK, or why a delivery of len bytes from client (NULL: none, bound by the total only) with probe's sender
+ * may not be queued now: IDEVS_ERR_QUEUE_CLIENT_SHARE, IDEVS_ERR_QUEUE_SENDER_SHARE. Changes nothing. */
+idevs_err shares_admit(const idevs_launcher *l, const char *client, const delivery *probe, size_t len);
+/* Counts d (accepted, tracking fields set, its envelope len bytes) in its client's and sender's shares; false
+ * when out of memory. */
+bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len);
 /* Takes d out of the shares it counts in (deliveries_forget). */
 void shares_give_back(idevs_launcher *l, delivery *d);
 /* Forgets every count (deliveries_clear). */

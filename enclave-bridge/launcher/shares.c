@@ -2,12 +2,16 @@
  * tell a real envelope from a copy of its clear header on a body that does not open, so without shares one client
  * publishing such copies fills queue_depth and every service's envelopes after it are refused (queue_full). With
  * them, with Q = queue_depth:
- *   - a client (by its MQTT client id) holds at most max(1, Q/2) deliveries: a client alone gets half the queue,
- *     and whatever one client does, the other half stays for the others (queue_client_share);
+ *   - a client (by its MQTT client id) holds at most max(1, Q/2) deliveries and half the queue's bytes: a client
+ *     alone gets half the queue, and whatever one client does, the other half stays for the others
+ *     (queue_client_share);
  *   - when more than one service may send to the process, envelopes naming one sender hold at most
- *     max(1, Q - Q/4), whichever clients published them: a flood naming the store, from any number of client ids,
- *     leaves a quarter of the queue to the other senders (queue_sender_share). Within one sender the real client
- *     still has a quarter beside one flooding client (Q - Q/4 - Q/2).
+ *     max(1, Q - Q/4) deliveries and three quarters of the bytes, whichever clients published them: a flood naming
+ *     the store, from any number of client ids, leaves a quarter of the queue to the other senders
+ *     (queue_sender_share). Within one sender the real client still has a quarter beside one flooding client
+ *     (Q - Q/4 - Q/2).
+ * A client or sender holding nothing may always queue one envelope (up to max_payload): the total decides, as
+ * for an empty queue.
  * A share is fixed rather than shrinking with the number of clients queued: what a client may still queue then
  * never depends on what others did, and the guarantee above needs no eviction of accepted deliveries. Client ids
  * are the clients' choice: many ids together can still fill the queue (docs/OPERATOR.md, "Queue shares": give
@@ -28,6 +32,7 @@ struct share_client {
     char *id;
     uint64_t hash;
     size_t count; /* deliveries of this client not yet forgotten; the entry goes at 0 */
+    size_t bytes; /* their envelopes' bytes */
 };
 
 static uint64_t hash_id(const idevs_launcher *l, const char *id)
@@ -54,8 +59,13 @@ idevs_err shares_init(idevs_launcher *l)
         senders += sends;
     }
     s->sender_limit = senders > 1 ? (q - q / 4 > 0 ? q - q / 4 : 1) : q;
-    s->senders = calloc(l->deployment->service_count > 0 ? l->deployment->service_count : 1, sizeof *s->senders);
-    if (s->senders == NULL || RAND_bytes((unsigned char *)&s->seed, sizeof s->seed) != 1)
+    size_t b = l->queue_bytes_limit;
+    s->client_bytes_limit = b / 2;
+    s->sender_bytes_limit = senders > 1 ? b - b / 4 : b;
+    size_t n = l->deployment->service_count > 0 ? l->deployment->service_count : 1;
+    s->senders = calloc(n, sizeof *s->senders);
+    s->sender_bytes = calloc(n, sizeof *s->sender_bytes);
+    if (s->senders == NULL || s->sender_bytes == NULL || RAND_bytes((unsigned char *)&s->seed, sizeof s->seed) != 1)
         return IDEVS_ERR_NOMEM;
     return IDEVS_OK;
 }
@@ -65,8 +75,10 @@ void shares_free(idevs_launcher *l)
     shares_clear(l);
     free(l->shares.table);
     free(l->shares.senders);
+    free(l->shares.sender_bytes);
     l->shares.table = NULL;
     l->shares.senders = NULL;
+    l->shares.sender_bytes = NULL;
     l->shares.cap = 0;
 }
 
@@ -127,20 +139,27 @@ static void remove_at(queue_shares *s, size_t i)
     }
 }
 
-idevs_err shares_admit(const idevs_launcher *l, const char *client, const delivery *probe)
+/* Whether one more envelope of len bytes fits a share that holds count deliveries of bytes. */
+static bool over(size_t count, size_t bytes, size_t len, size_t count_limit, size_t bytes_limit)
 {
+    return count >= count_limit || (count > 0 && (bytes > bytes_limit || len > bytes_limit - bytes));
+}
+
+idevs_err shares_admit(const idevs_launcher *l, const char *client, const delivery *probe, size_t len)
+{
+    const queue_shares *s = &l->shares;
     if (client == NULL)
         return IDEVS_OK;
     share_client **at = slot_of(l, client, hash_id(l, client));
-    if (at != NULL && *at != NULL && (*at)->count >= l->shares.client_limit)
+    if (at != NULL && *at != NULL && over((*at)->count, (*at)->bytes, len, s->client_limit, s->client_bytes_limit))
         return IDEVS_ERR_QUEUE_CLIENT_SHARE;
     if (probe->tracked && probe->sender < l->deployment->service_count &&
-        l->shares.senders[probe->sender] >= l->shares.sender_limit)
+        over(s->senders[probe->sender], s->sender_bytes[probe->sender], len, s->sender_limit, s->sender_bytes_limit))
         return IDEVS_ERR_QUEUE_SENDER_SHARE;
     return IDEVS_OK;
 }
 
-bool shares_take(idevs_launcher *l, const char *client, delivery *d)
+bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len)
 {
     d->share_client = NULL;
     d->share_sender = false;
@@ -162,9 +181,11 @@ bool shares_take(idevs_launcher *l, const char *client, delivery *d)
         l->shares.used++;
     }
     (*at)->count++;
+    (*at)->bytes += len;
     d->share_client = *at;
     if (d->tracked && d->sender < l->deployment->service_count) {
         l->shares.senders[d->sender]++;
+        l->shares.sender_bytes[d->sender] += len;
         d->share_sender = true;
     }
     return true;
@@ -173,12 +194,18 @@ bool shares_take(idevs_launcher *l, const char *client, delivery *d)
 void shares_give_back(idevs_launcher *l, delivery *d)
 {
     queue_shares *s = &l->shares;
-    if (d->share_sender && s->senders[d->sender] > 0)
-        s->senders[d->sender]--;
+    size_t len = d->envelope_len;
+    if (d->share_sender) {
+        s->senders[d->sender] -= s->senders[d->sender] > 0;
+        s->sender_bytes[d->sender] -= len < s->sender_bytes[d->sender] ? len : s->sender_bytes[d->sender];
+    }
     d->share_sender = false;
     share_client *c = d->share_client;
     d->share_client = NULL;
-    if (c == NULL || --c->count > 0)
+    if (c == NULL)
+        return;
+    c->bytes -= len < c->bytes ? len : c->bytes;
+    if (--c->count > 0)
         return;
     for (size_t i = c->hash & (s->cap - 1);; i = (i + 1) & (s->cap - 1))
         if (s->table[i] == c) {
@@ -199,4 +226,6 @@ void shares_clear(idevs_launcher *l)
     s->used = 0;
     if (s->senders != NULL)
         memset(s->senders, 0, l->deployment->service_count * sizeof *s->senders);
+    if (s->sender_bytes != NULL)
+        memset(s->sender_bytes, 0, l->deployment->service_count * sizeof *s->sender_bytes);
 }

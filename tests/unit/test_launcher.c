@@ -609,6 +609,12 @@ static void test_other_measurement_gets_fresh_keys(void)
 }
 
 /* Seals a payload of n bytes ('q' repeated). */
+/* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
+static idevs_err deliver_as(idevs_launcher *l, const char *client, const uint8_t *env, size_t len, uint64_t *id)
+{
+    return idevs_launcher_deliver_from(l, client, IN_TOPIC, env, len, NULL, 0, id);
+}
+
 static uint8_t *seal_sized(party *p, const world *w, size_t n, size_t *len)
 {
     char *text = malloc(n + 1);
@@ -622,7 +628,7 @@ static uint8_t *seal_sized(party *p, const world *w, size_t n, size_t *len)
 
 /* The queue is bounded in envelope bytes as well as in count (queue_bytes): an envelope that would take the
  * deliveries not done over it is refused as queue full, an empty queue takes one whatever its size, and the
- * bytes of done deliveries are given back. */
+ * bytes of done deliveries are given back. Clients and senders share the bytes as they share the count. */
 static void test_queue_bytes_bound(void)
 {
     rig *t = rig_new(echo_path, 16, 2000, host_path);
@@ -647,6 +653,28 @@ static void test_queue_bytes_bound(void)
     CU_ASSERT_EQUAL(t->r.pub_count, 4);
     free(big);
     for (int i = 0; i < 4; i++)
+        free(env[i]);
+
+    /* Shared by clients (shares.c): one client holds half the bytes (4000), the envelopes naming store three
+     * quarters (6000); a client holding nothing may queue one envelope whatever its size. Stopped meanwhile, so
+     * that nothing drains between the calls. */
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(t->l, &s);
+    CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0);
+    for (int i = 0; i < 3; i++)
+        env[i] = seal_sized(&t->st, &t->w, 2700, &len[i]);
+    CU_ASSERT_FATAL(len[0] <= 4000 && len[0] * 2 > 4000 && len[0] * 2 <= 6000);
+    uint64_t ids[2] = {0};
+    CU_ASSERT_EQUAL(deliver_as(t->l, "client-1", env[0], len[0], &ids[0]), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "client-1", env[1], len[1], NULL), IDEVS_ERR_QUEUE_CLIENT_SHARE);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "client-2", env[1], len[1], &ids[1]), IDEVS_OK);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "client-3", env[2], len[2], NULL), IDEVS_ERR_QUEUE_SENDER_SHARE);
+    CU_ASSERT_FATAL(kill(s.pid, SIGCONT) == 0);
+    poll_until_done(t->l, &t->r, 6, 5000);
+    CU_ASSERT_EQUAL(deliver_as(t->l, "client-3", env[2], len[2], NULL), IDEVS_OK); /* given back */
+    poll_until_done(t->l, &t->r, 7, 5000);
+    CU_ASSERT_EQUAL(t->r.pub_count, 7);
+    for (int i = 0; i < 3; i++)
         free(env[i]);
     rig_free(t);
 }
@@ -774,12 +802,6 @@ static void test_queue_full_and_bad_deliveries(void)
     CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK);
     free(env);
     rig_free(t);
-}
-
-/* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
-static idevs_err deliver_as(idevs_launcher *l, const char *client, const uint8_t *env, size_t len, uint64_t *id)
-{
-    return idevs_launcher_deliver_from(l, client, IN_TOPIC, env, len, NULL, 0, id);
 }
 
 /* Seals payload as p on topic (an input or a response topic): what the gate reads is all that matters here. */
