@@ -469,16 +469,6 @@ void idevs_launcher_free(idevs_launcher *l)
 
 /* ---- deliveries and polling ---- */
 
-/* A delivery still queued (sent or not) with the same clear header and the same bytes as probe's envelope. */
-static bool queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len)
-{
-    for (const delivery *d = l->head; d != NULL; d = d->next)
-        if (d->tracked && d->sender == probe->sender && d->epoch == probe->epoch && d->sequence == probe->sequence &&
-            d->envelope_len == len && memcmp(d->envelope, envelope, len) == 0)
-            return true;
-    return false;
-}
-
 /* Whether the queue takes a delivery the gate passed: not a byte-for-byte copy of one queued or in flight (a
  * copy of a real envelope takes one slot at most, counted as a replay; an envelope that only shares its clear
  * header, which anyone can predict, is not refused for it: only the compartment can tell which is real), within
@@ -486,7 +476,7 @@ static bool queued_copy(const idevs_launcher *l, const delivery *probe, const ui
 static idevs_err admit(const idevs_launcher *l, const char *client, const delivery *probe, const uint8_t *envelope,
                        size_t len)
 {
-    if (probe->tracked && queued_copy(l, probe, envelope, len))
+    if (shares_queued_copy(l, probe, envelope, len))
         return IDEVS_ERR_REPLAY;
     idevs_err err = shares_admit(l, client, probe, len);
     if (err != IDEVS_OK)
@@ -524,7 +514,7 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     /* The client that delivered this envelope before, sending it again: done already (the record refuses it),
      * or still queued, byte for byte. */
     if ((refused == IDEVS_ERR_REPLAY || (refused == IDEVS_OK && probe.tracked)) && retransmits_by(l, &probe, who) &&
-        (refused == IDEVS_ERR_REPLAY || queued_copy(l, &probe, envelope, len))) {
+        (refused == IDEVS_ERR_REPLAY || shares_queued_copy(l, &probe, envelope, len))) {
         l->stats.duplicates++;
         return IDEVS_ERR_DUPLICATE;
     }

@@ -114,17 +114,24 @@ typedef struct delivery {
     uint32_t refusal;      /* from its Done: 0, or 1 + the declared refusal code the logic refused it with */
     struct share_client *share_client; /* the client whose share it counts in (shares.c); NULL: none */
     bool share_sender;                 /* it counts in its sender's share */
+    bool share_copy;                   /* it is in the index of queued clear headers */
 } delivery;
 
 /* ---- queue shares (shares.c) ---- */
 
 typedef struct share_client share_client;
 
+/* Open addressing by a keyed hash; cap a power of two, or 0. */
+typedef struct slot_table {
+    void **slot;
+    size_t cap, used;
+} slot_table;
+
 typedef struct queue_shares {
     size_t client_limit, sender_limit;             /* deliveries */
     size_t client_bytes_limit, sender_bytes_limit; /* envelope bytes */
-    share_client **table; /* open addressing by a keyed hash of the client id; cap a power of two, or 0 */
-    size_t cap, used;
+    slot_table clients;   /* share_client, by client id */
+    slot_table copies;    /* the tracked deliveries not yet forgotten, by (sender, epoch, sequence) */
     size_t *senders;      /* deliveries counted per declared service, in the descriptor's order */
     size_t *sender_bytes; /* and their envelope bytes */
     uint64_t seed;
@@ -295,8 +302,11 @@ void shares_free(idevs_launcher *l);
 /* IDEVS_OK, or why a delivery of len bytes from client (NULL: none, bound by the total only) with probe's sender
  * may not be queued now: IDEVS_ERR_QUEUE_CLIENT_SHARE, IDEVS_ERR_QUEUE_SENDER_SHARE. Changes nothing. */
 idevs_err shares_admit(const idevs_launcher *l, const char *client, const delivery *probe, size_t len);
-/* Counts d (accepted, tracking fields set, its envelope len bytes) in its client's and sender's shares; false
- * when out of memory. */
+/* A delivery not yet forgotten (queued, in flight, refused or awaiting its end) with probe's clear header and
+ * exactly these bytes. */
+bool shares_queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len);
+/* Counts d (accepted, tracking fields set, its envelope len bytes) in its client's and sender's shares and indexes
+ * its clear header; false when out of memory (then nothing changed). */
 bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len);
 /* Takes d out of the shares it counts in (deliveries_forget). */
 void shares_give_back(idevs_launcher *l, delivery *d);

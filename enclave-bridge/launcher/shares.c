@@ -20,7 +20,9 @@
  *
  * Counts are kept from acceptance until the delivery is forgotten (done, refused, given up, cleared), exactly as
  * the queue's count and bytes. Clients are kept by their id (compared whole, so that no chosen id can be counted
- * against another client), in an open-addressing table indexed by a keyed hash. */
+ * against another client), in an open-addressing table indexed by a keyed hash. A second such table finds the
+ * queued deliveries with a given clear header (sender, epoch, sequence), so that telling a copy of a queued
+ * envelope costs one lookup, not a walk of the queue, however long the queue is. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +37,76 @@ struct share_client {
     size_t bytes; /* their envelopes' bytes */
 };
 
+/* ---- open addressing, at most half full, deletion by moving entries back (no tombstones) ---- */
+
+typedef uint64_t (*entry_hash)(const idevs_launcher *l, const void *entry);
+
+/* Room for one more entry; false when out of memory (nothing changed). */
+static bool table_grow(const idevs_launcher *l, slot_table *t, entry_hash hash)
+{
+    if ((t->used + 1) * 2 <= t->cap)
+        return true;
+    size_t cap = t->cap > 0 ? t->cap * 2 : 64;
+    void **slot = calloc(cap, sizeof *slot);
+    if (slot == NULL)
+        return false;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->slot[i] == NULL)
+            continue;
+        size_t j = hash(l, t->slot[i]) & (cap - 1);
+        while (slot[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        slot[j] = t->slot[i];
+    }
+    free(t->slot);
+    t->slot = slot;
+    t->cap = cap;
+    return true;
+}
+
+/* After table_grow(). */
+static void table_insert(const idevs_launcher *l, slot_table *t, void *entry, entry_hash hash)
+{
+    size_t i = hash(l, entry) & (t->cap - 1);
+    while (t->slot[i] != NULL)
+        i = (i + 1) & (t->cap - 1);
+    t->slot[i] = entry;
+    t->used++;
+}
+
+static void table_remove(const idevs_launcher *l, slot_table *t, const void *entry, entry_hash hash)
+{
+    if (t->cap == 0)
+        return;
+    size_t i = hash(l, entry) & (t->cap - 1);
+    while (t->slot[i] != entry) {
+        if (t->slot[i] == NULL)
+            return; /* never happens: only what was inserted is removed */
+        i = (i + 1) & (t->cap - 1);
+    }
+    t->slot[i] = NULL;
+    t->used--;
+    for (size_t j = (i + 1) & (t->cap - 1); t->slot[j] != NULL; j = (j + 1) & (t->cap - 1)) {
+        size_t home = hash(l, t->slot[j]) & (t->cap - 1);
+        /* The entry at j moves to the hole at i unless its home lies after the hole, up to j (cyclically). */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            t->slot[i] = t->slot[j];
+            t->slot[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+/* ---- keys ---- */
+
+static uint64_t mix(uint64_t x) /* splitmix64's finaliser */
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
 static uint64_t hash_id(const idevs_launcher *l, const char *id)
 {
     uint64_t h = l->shares.seed; /* FNV-1a from a random start: only spreads the table, never decides identity */
@@ -42,6 +114,38 @@ static uint64_t hash_id(const idevs_launcher *l, const char *id)
         h = (h ^ *p) * 1099511628211ull;
     return h;
 }
+
+static uint64_t client_hash(const idevs_launcher *l, const void *entry)
+{
+    (void)l;
+    return ((const share_client *)entry)->hash;
+}
+
+static uint64_t header_hash(const idevs_launcher *l, const delivery *d)
+{
+    return mix(mix(mix(l->shares.seed ^ d->sender) ^ d->epoch) ^ d->sequence);
+}
+
+static uint64_t copy_hash(const idevs_launcher *l, const void *entry)
+{
+    return header_hash(l, entry);
+}
+
+/* The client's entry, or NULL. */
+static share_client *client_of(const idevs_launcher *l, const char *id, uint64_t h)
+{
+    const slot_table *t = &l->shares.clients;
+    if (t->cap == 0)
+        return NULL;
+    for (size_t i = h & (t->cap - 1); t->slot[i] != NULL; i = (i + 1) & (t->cap - 1)) {
+        share_client *c = t->slot[i];
+        if (c->hash == h && strcmp(c->id, id) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* ---- the shares ---- */
 
 idevs_err shares_init(idevs_launcher *l)
 {
@@ -72,71 +176,27 @@ idevs_err shares_init(idevs_launcher *l)
 
 void shares_free(idevs_launcher *l)
 {
-    shares_clear(l);
-    free(l->shares.table);
-    free(l->shares.senders);
-    free(l->shares.sender_bytes);
-    l->shares.table = NULL;
-    l->shares.senders = NULL;
-    l->shares.sender_bytes = NULL;
-    l->shares.cap = 0;
-}
-
-/* The slot of id in the table, or the empty slot where it would go; NULL when the table is empty. */
-static share_client **slot_of(const idevs_launcher *l, const char *id, uint64_t h)
-{
-    const queue_shares *s = &l->shares;
-    if (s->cap == 0)
-        return NULL;
-    for (size_t i = h & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
-        share_client **at = &s->table[i];
-        if (*at == NULL || ((*at)->hash == h && strcmp((*at)->id, id) == 0))
-            return at;
-    }
-}
-
-/* Room for one more client: at most half full, so that probing always ends at an empty slot. */
-static bool grow(idevs_launcher *l)
-{
     queue_shares *s = &l->shares;
-    if ((s->used + 1) * 2 <= s->cap)
-        return true;
-    size_t cap = s->cap > 0 ? s->cap * 2 : 64;
-    share_client **table = calloc(cap, sizeof *table);
-    if (table == NULL)
-        return false;
-    for (size_t i = 0; i < s->cap; i++) {
-        share_client *c = s->table[i];
-        if (c == NULL)
-            continue;
-        size_t j = c->hash & (cap - 1);
-        while (table[j] != NULL)
-            j = (j + 1) & (cap - 1);
-        table[j] = c;
-    }
-    free(s->table);
-    s->table = table;
-    s->cap = cap;
-    return true;
+    shares_clear(l);
+    free(s->clients.slot);
+    free(s->copies.slot);
+    free(s->senders);
+    free(s->sender_bytes);
+    memset(s, 0, sizeof *s);
 }
 
-/* Takes the entry at slot i out and moves later entries of its probe run back (no tombstones). */
-static void remove_at(queue_shares *s, size_t i)
+bool shares_queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len)
 {
-    free(s->table[i]->id);
-    free(s->table[i]);
-    s->table[i] = NULL;
-    s->used--;
-    for (size_t j = (i + 1) & (s->cap - 1); s->table[j] != NULL; j = (j + 1) & (s->cap - 1)) {
-        size_t home = s->table[j]->hash & (s->cap - 1);
-        /* The entry at j may move to the hole at i when its home is not between the hole and j (cyclically). */
-        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!stays) {
-            s->table[i] = s->table[j];
-            s->table[j] = NULL;
-            i = j;
-        }
+    const slot_table *t = &l->shares.copies;
+    if (!probe->tracked || t->cap == 0)
+        return false;
+    for (size_t i = header_hash(l, probe) & (t->cap - 1); t->slot[i] != NULL; i = (i + 1) & (t->cap - 1)) {
+        const delivery *d = t->slot[i];
+        if (d->sender == probe->sender && d->epoch == probe->epoch && d->sequence == probe->sequence &&
+            d->envelope_len == len && memcmp(d->envelope, envelope, len) == 0)
+            return true;
     }
+    return false;
 }
 
 /* Whether one more envelope of len bytes fits a share that holds count deliveries of bytes. */
@@ -150,8 +210,8 @@ idevs_err shares_admit(const idevs_launcher *l, const char *client, const delive
     const queue_shares *s = &l->shares;
     if (client == NULL)
         return IDEVS_OK;
-    share_client **at = slot_of(l, client, hash_id(l, client));
-    if (at != NULL && *at != NULL && over((*at)->count, (*at)->bytes, len, s->client_limit, s->client_bytes_limit))
+    const share_client *c = client_of(l, client, hash_id(l, client));
+    if (c != NULL && over(c->count, c->bytes, len, s->client_limit, s->client_bytes_limit))
         return IDEVS_ERR_QUEUE_CLIENT_SHARE;
     if (probe->tracked && probe->sender < l->deployment->service_count &&
         over(s->senders[probe->sender], s->sender_bytes[probe->sender], len, s->sender_limit, s->sender_bytes_limit))
@@ -161,31 +221,39 @@ idevs_err shares_admit(const idevs_launcher *l, const char *client, const delive
 
 bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len)
 {
+    queue_shares *s = &l->shares;
     d->share_client = NULL;
-    d->share_sender = false;
-    if (client == NULL)
-        return true;
-    uint64_t h = hash_id(l, client);
-    share_client **at = slot_of(l, client, h);
-    if (at == NULL || *at == NULL) {
-        if (!grow(l))
-            return false;
-        at = slot_of(l, client, h); /* the table may have moved */
-        share_client *c = calloc(1, sizeof *c);
-        if (c == NULL || (c->id = strdup(client)) == NULL) {
-            free(c);
-            return false;
+    d->share_sender = d->share_copy = false;
+    /* Everything that can fail first, so that a failure changes nothing. */
+    bool tracked = d->tracked && d->sender < l->deployment->service_count;
+    if (tracked && !table_grow(l, &s->copies, copy_hash))
+        return false;
+    share_client *c = NULL;
+    if (client != NULL) {
+        uint64_t h = hash_id(l, client);
+        if ((c = client_of(l, client, h)) == NULL) {
+            if (!table_grow(l, &s->clients, client_hash) || (c = calloc(1, sizeof *c)) == NULL)
+                return false;
+            if ((c->id = strdup(client)) == NULL) {
+                free(c);
+                return false;
+            }
+            c->hash = h;
+            table_insert(l, &s->clients, c, client_hash);
         }
-        c->hash = h;
-        *at = c;
-        l->shares.used++;
     }
-    (*at)->count++;
-    (*at)->bytes += len;
-    d->share_client = *at;
-    if (d->tracked && d->sender < l->deployment->service_count) {
-        l->shares.senders[d->sender]++;
-        l->shares.sender_bytes[d->sender] += len;
+    if (tracked) {
+        table_insert(l, &s->copies, d, copy_hash); /* its tracking fields and bytes never change while queued */
+        d->share_copy = true;
+    }
+    if (c == NULL)
+        return true; /* no client id: the total only */
+    c->count++;
+    c->bytes += len;
+    d->share_client = c;
+    if (tracked) {
+        s->senders[d->sender]++;
+        s->sender_bytes[d->sender] += len;
         d->share_sender = true;
     }
     return true;
@@ -195,35 +263,40 @@ void shares_give_back(idevs_launcher *l, delivery *d)
 {
     queue_shares *s = &l->shares;
     size_t len = d->envelope_len;
+    if (d->share_copy)
+        table_remove(l, &s->copies, d, copy_hash);
     if (d->share_sender) {
         s->senders[d->sender] -= s->senders[d->sender] > 0;
         s->sender_bytes[d->sender] -= len < s->sender_bytes[d->sender] ? len : s->sender_bytes[d->sender];
     }
-    d->share_sender = false;
     share_client *c = d->share_client;
     d->share_client = NULL;
+    d->share_sender = d->share_copy = false;
     if (c == NULL)
         return;
     c->bytes -= len < c->bytes ? len : c->bytes;
     if (--c->count > 0)
         return;
-    for (size_t i = c->hash & (s->cap - 1);; i = (i + 1) & (s->cap - 1))
-        if (s->table[i] == c) {
-            remove_at(s, i);
-            return;
-        }
+    table_remove(l, &s->clients, c, client_hash);
+    free(c->id);
+    free(c);
 }
 
 void shares_clear(idevs_launcher *l)
 {
     queue_shares *s = &l->shares;
-    for (size_t i = 0; i < s->cap; i++)
-        if (s->table[i] != NULL) {
-            free(s->table[i]->id);
-            free(s->table[i]);
-            s->table[i] = NULL;
+    for (size_t i = 0; i < s->clients.cap; i++) {
+        share_client *c = s->clients.slot[i];
+        if (c != NULL) {
+            free(c->id);
+            free(c);
         }
-    s->used = 0;
+    }
+    if (s->clients.slot != NULL)
+        memset(s->clients.slot, 0, s->clients.cap * sizeof *s->clients.slot);
+    if (s->copies.slot != NULL)
+        memset(s->copies.slot, 0, s->copies.cap * sizeof *s->copies.slot);
+    s->clients.used = s->copies.used = 0;
     if (s->senders != NULL)
         memset(s->senders, 0, l->deployment->service_count * sizeof *s->senders);
     if (s->sender_bytes != NULL)

@@ -908,6 +908,55 @@ static void test_queue_shares(void)
     rig_free(t);
 }
 
+/* Many clients at once (queue_depth 128: a client holds 64, store's envelopes 96): 90 clients with one envelope
+ * each are all queued, and a byte-for-byte copy of each is a replay; once all are done, every count is given
+ * back: one client gets exactly its 64 again. */
+#define MANY_CLIENTS 90
+static void test_queue_shares_many_clients(void)
+{
+    rig *t = rig_new(echo_path, 128, 5000, host_path);
+    rig_start(t, NULL);
+    idevs_launcher_stats s;
+    idevs_launcher_get_stats(t->l, &s);
+    CU_ASSERT_FATAL(s.client_share == 64 && s.sender_share == 96);
+    CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0);
+    uint8_t *env[MANY_CLIENTS];
+    size_t len[MANY_CLIENTS];
+    for (int i = 0; i < MANY_CLIENTS; i++) {
+        char client[32], text[32];
+        snprintf(client, sizeof client, "client-%d", i);
+        snprintf(text, sizeof text, "sale %d", i);
+        env[i] = seal(&t->st, &t->w, text, &len[i]);
+        CU_ASSERT_EQUAL(deliver_as(t->l, client, env[i], len[i], NULL), IDEVS_OK);
+    }
+    for (int i = 0; i < MANY_CLIENTS; i++)
+        CU_ASSERT_EQUAL(deliver_as(t->l, "copier", env[i], len[i], NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_FATAL(kill(s.pid, SIGCONT) == 0);
+    poll_until_done(t->l, &t->r, MANY_CLIENTS, 10000);
+    CU_ASSERT_EQUAL(t->r.pub_count, MANY_CLIENTS);
+    idevs_launcher_get_stats(t->l, &s);
+    CU_ASSERT_EQUAL(s.queue_depth, 0);
+    CU_ASSERT_FATAL(kill(s.pid, SIGSTOP) == 0);
+    size_t flen = 0;
+    uint8_t *forged = seal(&t->st, &t->w, "never sent as it is", &flen);
+    const uint8_t last_byte = forged[flen - 1];
+    size_t accepted = 0;
+    idevs_err last = IDEVS_OK;
+    for (int i = 1; i < 100 && last == IDEVS_OK; i++) {
+        forged[flen - 1] = (uint8_t)(last_byte ^ i); /* another body each time */
+        if ((last = deliver_as(t->l, "client-0", forged, flen, NULL)) == IDEVS_OK)
+            accepted++;
+    }
+    CU_ASSERT_EQUAL(accepted, 64);
+    CU_ASSERT_EQUAL(last, IDEVS_ERR_QUEUE_CLIENT_SHARE);
+    CU_ASSERT_FATAL(kill(s.pid, SIGCONT) == 0);
+    poll_until_done(t->l, &t->r, MANY_CLIENTS + 64, 10000);
+    for (int i = 0; i < MANY_CLIENTS; i++)
+        free(env[i]);
+    free(forged);
+    rig_free(t);
+}
+
 /* Inputs keep coming while the compartment crashes and waits out its restart backoff: each is queued, not
  * dropped (the queue has room), and once a compartment stays up, every input accepted is done exactly once, its
  * output out once. The echo logic aborts on "crash-until:T:..." until the wall clock reaches T, so every
@@ -1863,6 +1912,7 @@ static CU_TestInfo tests[] = {
     {"the queue is bounded in envelope bytes (queue_bytes)", test_queue_bytes_bound},
     {"queue full and refused deliveries", test_queue_full_and_bad_deliveries},
     {"queue shares: a flooding client keeps its share, others get in; copies take one slot", test_queue_shares},
+    {"queue shares: 90 clients at once, copies found, counts given back", test_queue_shares_many_clients},
     {"restart backoff: inputs wait in the queue, each done once when a compartment stays up",
      test_backoff_holds_inputs},
     {"a stop with deliveries not done says how many it drops", test_stop_reports_abandoned},
