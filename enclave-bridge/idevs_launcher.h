@@ -145,9 +145,11 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
  * (the same sender, epoch and sequence number in its clear header) among the last few thousand deliveries, is
  * refused with IDEVS_ERR_DUPLICATE, counted in stats.duplicates, not as a replay: while the first is queued
  * when its bytes are the same, afterwards when the replay record refuses it. The same envelope from another
- * client, or any client's copy once that client's delivery is forgotten, is IDEVS_ERR_REPLAY as before. Only
- * the name given to the refusal depends on the client id, which a client chooses: nothing is processed twice,
- * and no other client's envelope is refused for it. */
+ * client, or any client's copy once that client's delivery is forgotten, is IDEVS_ERR_REPLAY as before. Of a
+ * copy, only the name given to the refusal depends on the client id, which a client chooses: nothing is processed
+ * twice, and no other client's envelope is refused for it. The client id also names the share of the queue the
+ * delivery counts in (shares.c): a client over its share is refused with IDEVS_ERR_QUEUE_CLIENT_SHARE, and the
+ * envelopes naming one sender, whatever their clients, with IDEVS_ERR_QUEUE_SENDER_SHARE. */
 idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, const char *topic,
                                       const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                       size_t correlation_len, uint64_t *delivery_id);
