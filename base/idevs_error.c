@@ -69,6 +69,8 @@ static const struct err_text texts[] = {
     [IDEVS_ERR_BROKER] = {"broker", "the MQTT broker refused or dropped the connection, or refused a request"},
     [IDEVS_ERR_ALREADY_DONE] = {"already_done", "the message was handled already: it is receipted again, not run again"},
     [IDEVS_ERR_EPOCH_FORGOTTEN] = {"epoch_forgotten", "the key epoch is older than the two the replay record keeps (possibly done already)"},
+    [IDEVS_ERR_QUEUE_CLIENT_SHARE] = {"queue_client_share", "the publishing client already holds its share of the queue towards the compartment"},
+    [IDEVS_ERR_QUEUE_SENDER_SHARE] = {"queue_sender_share", "envelopes naming this sender already hold their share of the queue towards the compartment"},
 };
 
 _Static_assert(sizeof texts / sizeof texts[0] == IDEVS_ERR_COUNT, "every idevs_err needs a text");

@@ -73,6 +73,8 @@ typedef enum idevs_err {
     /* appended: codes travel in frames and are never renumbered */
     IDEVS_ERR_EPOCH_FORGOTTEN, /* the launcher's replay record: older than the two epochs it keeps */
     IDEVS_ERR_ALREADY_DONE,    /* a message sent again that was handled already: receipted again, not run */
+    IDEVS_ERR_QUEUE_CLIENT_SHARE, /* the launcher's queue: the publishing client holds its share already */
+    IDEVS_ERR_QUEUE_SENDER_SHARE, /* the launcher's queue: envelopes naming this sender hold their share already */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

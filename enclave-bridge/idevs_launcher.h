@@ -129,8 +129,12 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
  * its epoch, IDEVS_ERR_EPOCH_FORGOTTEN when its epoch is older than the two the record keeps (a compartment that
  * never restarted would refuse those as well, the last as epoch_expired). What the gate refuses
  * never costs the compartment anything; what it passes may still be forged, which only the compartment can
- * tell. Then IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting or this envelope would take the queue's
- * bytes over queue_bytes; IDEVS_ERR_NOT_NOW after stop.
+ * tell. Then the queue: IDEVS_ERR_REPLAY for a byte-for-byte copy of an envelope queued or in flight (a copy
+ * takes one slot at most), and IDEVS_ERR_QUEUE_FULL when queue_depth deliveries are waiting or this envelope would
+ * take the queue's bytes over queue_bytes; IDEVS_ERR_NOT_NOW after stop. Deliveries are queued in every state
+ * but STOPPED: while a compartment starts, or waits out its restart backoff, they wait for it.
+ * idevs_launcher_deliver_from() also bounds each client's and each sender's share (stats.client_share,
+ * stats.sender_share): IDEVS_ERR_QUEUE_CLIENT_SHARE, IDEVS_ERR_QUEUE_SENDER_SHARE, checked before the total.
  * Never blocks. *delivery_id (may be NULL) receives the id on_done will report. */
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
                                  const uint8_t *correlation, size_t correlation_len, uint64_t *delivery_id);
@@ -142,9 +146,11 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
  * (the same sender, epoch and sequence number in its clear header) among the last few thousand deliveries, is
  * refused with IDEVS_ERR_DUPLICATE, counted in stats.duplicates, not as a replay: while the first is queued
  * when its bytes are the same, afterwards when the replay record refuses it. The same envelope from another
- * client, or any client's copy once that client's delivery is forgotten, is IDEVS_ERR_REPLAY as before. Only
- * the name given to the refusal depends on the client id, which a client chooses: nothing is processed twice,
- * and no other client's envelope is refused for it. */
+ * client, or any client's copy once that client's delivery is forgotten, is IDEVS_ERR_REPLAY as before. Of a
+ * copy, only the name given to the refusal depends on the client id, which a client chooses: nothing is processed
+ * twice, and no other client's envelope is refused for it. The client id also names the share of the queue the
+ * delivery counts in (shares.c): a client over its share is refused with IDEVS_ERR_QUEUE_CLIENT_SHARE, and the
+ * envelopes naming one sender, whatever their clients, with IDEVS_ERR_QUEUE_SENDER_SHARE. */
 idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, const char *topic,
                                       const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                       size_t correlation_len, uint64_t *delivery_id);
@@ -240,8 +246,14 @@ typedef struct idevs_launcher_stats {
     uint64_t outbox_receipted;   /* of them receipted */
     uint64_t outbox_expired;     /* given up unreceipted after 65 minutes (no receiver would open them) */
     uint64_t outbox_unkept;      /* released without being kept: the outbox full or its file not written */
+    uint64_t queued_while_down;  /* deliveries accepted while no compartment was ready (starting, or restarting
+                                    after its backoff): they wait in the queue for the next one */
     size_t queue_depth;          /* deliveries accepted and not done */
     size_t queue_limit;
+    size_t client_share;         /* of those, one MQTT client's at most: max(1, queue_limit / 2) (and half the
+                                    queue's bytes) */
+    size_t sender_share;         /* naming one sender, at most: max(1, queue_limit - queue_limit / 4) (and three
+                                    quarters of the bytes), or queue_limit when only one service sends */
     size_t in_flight;            /* sent to the current compartment and not done */
     uint64_t last_certified_us;  /* spawn to certificate sent, last start */
     uint64_t last_ready_us;      /* spawn to Ready, last start */

@@ -13,7 +13,7 @@
 
 /* The launcher's figures that are published beside the plugin's own. */
 typedef struct launcher_figures {
-    uint64_t restarts, queue_depth, in_flight, released_unrecorded;
+    uint64_t restarts, queue_depth, in_flight, released_unrecorded, queued_while_down;
 } launcher_figures;
 
 static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
@@ -45,6 +45,7 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "queue_depth", f->queue_depth);
     publish_counter(via, scope, "in_flight", f->in_flight);
     publish_counter(via, scope, "released_unrecorded", f->released_unrecorded);
+    publish_counter(via, scope, "queued_while_down", f->queued_while_down);
 }
 
 /* refused/<code> of one process: the codes it counted. */
@@ -113,12 +114,13 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
     p->metrics_next = now + (time_t)p->cfg.metrics_interval_s;
     idevs_metrics sum;
     memset(&sum, 0, sizeof sum);
-    launcher_figures total = {0, 0, 0, 0};
+    launcher_figures total = {0, 0, 0, 0, 0};
     for (size_t i = 0; i < p->proc_count; i++) {
         idevs_process *proc = p->procs[i];
         idevs_launcher_stats st;
         idevs_launcher_get_stats(proc->launcher, &st);
-        launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded};
+        launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded,
+                              st.queued_while_down};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
         publish_refused(proc);
         add(&sum, &proc->metrics);
@@ -126,6 +128,7 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         total.queue_depth += f.queue_depth;
         total.in_flight += f.in_flight;
         total.released_unrecorded += f.released_unrecorded;
+        total.queued_while_down += f.queued_while_down;
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
@@ -139,7 +142,7 @@ void idevs_metrics_clear(idevs_process *proc)
      * one the process could have published. */
     static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts", "receipts_in", "publish_failed",
                                         "guard_denied", "restarts", "queue_depth", "in_flight",
-                                        "released_unrecorded"};
+                                        "released_unrecorded", "queued_while_down"};
     char topic[256] /* process names have at most 64 bytes */;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);

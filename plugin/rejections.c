@@ -91,6 +91,8 @@ static int level_for(idevs_err reason)
 {
     switch (reason) {
     case IDEVS_ERR_QUEUE_FULL:
+    case IDEVS_ERR_QUEUE_CLIENT_SHARE: /* a client, or the clients naming one sender, flooding: worth a look */
+    case IDEVS_ERR_QUEUE_SENDER_SHARE:
     case IDEVS_ERR_NOT_NOW:
     case IDEVS_ERR_NOMEM:
     case IDEVS_ERR_TIMEOUT:

@@ -138,6 +138,7 @@ void delivery_free(delivery *d)
 void deliveries_forget(idevs_launcher *l, delivery *d)
 {
     l->queue_bytes -= d->envelope_len < l->queue_bytes ? d->envelope_len : l->queue_bytes;
+    shares_give_back(l, d);
     delivery_free(d);
 }
 
@@ -273,5 +274,6 @@ size_t deliveries_clear(idevs_launcher *l)
     l->in_flight = 0;
     l->held_bytes = 0;
     l->queue_bytes = 0;
+    shares_clear(l);
     return n;
 }

@@ -272,7 +272,11 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
         err = IDEVS_ERR_IO;
         goto fail;
     }
+    if ((err = shares_init(l)) != IDEVS_OK)
+        goto fail;
     l->stats.queue_limit = l->queue_limit;
+    l->stats.client_share = l->shares.client_limit;
+    l->stats.sender_share = l->shares.sender_limit;
     *out = l;
     return IDEVS_OK;
 
@@ -417,7 +421,12 @@ void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
             wait_until(l, limit);
         }
     }
-    l->stats.abandoned += deliveries_clear(l);
+    size_t abandoned = deliveries_clear(l);
+    l->stats.abandoned += abandoned;
+    if (abandoned > 0) /* the one end of queued deliveries without their compartment: say so */
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "stopped with %zu deliver%s not done: dropped without output "
+                       "(%llu abandoned so far)", abandoned, abandoned == 1 ? "y" : "ies",
+                       (unsigned long long)l->stats.abandoned);
     l->stopping = false;
     l->state = IDEVS_LAUNCHER_STOPPED;
     replay_record_save(l, REPLAY_SAVE_FINAL);
@@ -435,6 +444,7 @@ void idevs_launcher_free(idevs_launcher *l)
     replay_record_free(l);
     outbox_free(l);
     retransmits_free(l);
+    shares_free(l);
     certify_forget(l);
     if (l->backend != NULL) {
         idevs_backend_release_image(l->backend, &l->image);
@@ -463,14 +473,23 @@ void idevs_launcher_free(idevs_launcher *l)
 
 /* ---- deliveries and polling ---- */
 
-/* A delivery still queued (sent or not) with the same clear header and the same bytes as probe's envelope. */
-static bool queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len)
+/* Whether the queue takes a delivery the gate passed: not a byte-for-byte copy of one queued or in flight (a
+ * copy of a real envelope takes one slot at most, counted as a replay; an envelope that only shares its clear
+ * header, which anyone can predict, is not refused for it: only the compartment can tell which is real), within
+ * its client's and its sender's shares (shares.c), then within the queue's count and bytes. */
+static idevs_err admit(const idevs_launcher *l, const char *client, const delivery *probe, const uint8_t *envelope,
+                       size_t len)
 {
-    for (const delivery *d = l->head; d != NULL; d = d->next)
-        if (d->tracked && d->sender == probe->sender && d->epoch == probe->epoch && d->sequence == probe->sequence &&
-            d->envelope_len == len && memcmp(d->envelope, envelope, len) == 0)
-            return true;
-    return false;
+    if (shares_queued_copy(l, probe, envelope, len))
+        return IDEVS_ERR_REPLAY;
+    idevs_err err = shares_admit(l, client, probe, len);
+    if (err != IDEVS_OK)
+        return err;
+    if (l->count + l->refused_count >= l->queue_limit ||
+        (l->queue_bytes > 0 && len > l->queue_bytes_limit - (l->queue_bytes < l->queue_bytes_limit
+                                                                ? l->queue_bytes : l->queue_bytes_limit)))
+        return IDEVS_ERR_QUEUE_FULL;
+    return IDEVS_OK;
 }
 
 idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len,
@@ -499,20 +518,18 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     /* The client that delivered this envelope before, sending it again: done already (the record refuses it),
      * or still queued, byte for byte. */
     if ((refused == IDEVS_ERR_REPLAY || (refused == IDEVS_OK && probe.tracked)) && retransmits_by(l, &probe, who) &&
-        (refused == IDEVS_ERR_REPLAY || queued_copy(l, &probe, envelope, len))) {
+        (refused == IDEVS_ERR_REPLAY || shares_queued_copy(l, &probe, envelope, len))) {
         l->stats.duplicates++;
         return IDEVS_ERR_DUPLICATE;
     }
+    if (refused == IDEVS_OK)
+        refused = admit(l, client, &probe, envelope, len);
     if (refused != IDEVS_OK) {
         if (refused == IDEVS_ERR_REPLAY || refused == IDEVS_ERR_OUTSIDE_WINDOW ||
             refused == IDEVS_ERR_EPOCH_FORGOTTEN)
             l->stats.replays_refused++;
         return refused;
     }
-    if (l->count + l->refused_count >= l->queue_limit ||
-        (l->queue_bytes > 0 && len > l->queue_bytes_limit - (l->queue_bytes < l->queue_bytes_limit
-                                                                ? l->queue_bytes : l->queue_bytes_limit)))
-        return IDEVS_ERR_QUEUE_FULL;
     if (!retransmits_note(l, &probe, who))
         return IDEVS_ERR_NOMEM;
     delivery *d = calloc(1, sizeof *d);
@@ -526,7 +543,8 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     d->topic = malloc(topic_len + 1);
     d->envelope = malloc(len);
     d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;
-    if (d->topic == NULL || d->envelope == NULL || (correlation_len > 0 && d->correlation == NULL)) {
+    if (d->topic == NULL || d->envelope == NULL || (correlation_len > 0 && d->correlation == NULL) ||
+        !shares_take(l, client, d, len)) {
         delivery_free(d);
         return IDEVS_ERR_NOMEM;
     }
@@ -543,6 +561,8 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     d->receipt = kind == IDEVS_TOPIC_RECEIPT;
     deliveries_append(l, d);
     l->stats.delivered++;
+    if (l->state != IDEVS_LAUNCHER_READY)
+        l->stats.queued_while_down++; /* held for the next compartment, never dropped for its absence */
     if (delivery_id != NULL)
         *delivery_id = d->id;
     if (l->state == IDEVS_LAUNCHER_READY) {

@@ -9,6 +9,7 @@
  *   authority.c       reading the attestation authority and the operator CA
  *   topics.c          what a topic is for the process; conflicts between processes of one broker
  *   gate.c            the keyless checks of an envelope before it is queued
+ *   shares.c          how much of the queue one client and one declared sender may hold
  *   retransmits.c     which client delivered which envelope, to tell its retransmissions from replays
  *   certify.c         Init, CertifyRequest -> Certified, Ready
  *   supervise.c       frames, exits, kills, restarts, timers, poll
@@ -115,6 +116,9 @@ typedef struct delivery {
     idevs_err refused; /* on the refused list: the status its on_done will carry */
     idevs_err done_status; /* on the awaiting list: the status of its Done */
     uint32_t refusal;      /* from its Done: 0, or 1 + the declared refusal code the logic refused it with */
+    struct share_client *share_client; /* the client whose share it counts in (shares.c); NULL: none */
+    bool share_sender;                 /* it counts in its sender's share */
+    bool share_copy;                   /* it is in the index of queued clear headers */
 } delivery;
 
 /* ---- the outbox (outbox.c) ---- */
@@ -135,6 +139,25 @@ typedef struct outbox {
     bool write_failing;  /* warned once */
     int64_t expired_warned_ms;
 } outbox;
+/* ---- queue shares (shares.c) ---- */
+
+typedef struct share_client share_client;
+
+/* Open addressing by a keyed hash; cap a power of two, or 0. */
+typedef struct slot_table {
+    void **slot;
+    size_t cap, used;
+} slot_table;
+
+typedef struct queue_shares {
+    size_t client_limit, sender_limit;             /* deliveries */
+    size_t client_bytes_limit, sender_bytes_limit; /* envelope bytes */
+    slot_table clients;   /* share_client, by client id */
+    slot_table copies;    /* the tracked deliveries not yet forgotten, by (sender, epoch, sequence) */
+    size_t *senders;      /* deliveries counted per declared service, in the descriptor's order */
+    size_t *sender_bytes; /* and their envelope bytes */
+    uint64_t seed;
+} queue_shares;
 
 /* ---- the replay record (replay_record.c) ---- */
 
@@ -246,6 +269,7 @@ struct idevs_launcher {
     replay_record replay;
     outbox outbox;
     struct retransmits *retransmits; /* allocated at the first delivery with a client id */
+    queue_shares shares;
     uint64_t next_id;
     size_t held_bytes;
 
@@ -315,6 +339,23 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len);
 /* gate.c: the keyless checks of idevs_launcher_deliver() (its comment lists them); on IDEVS_OK d's tracking
  * fields hold the sender (an index into the descriptor's services), epoch and sequence of the clear header. */
 idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len, delivery *d);
+
+/* shares.c (its top comment gives the rule) */
+idevs_err shares_init(idevs_launcher *l); /* after queue_limit is known */
+void shares_free(idevs_launcher *l);
+/* IDEVS_OK, or why a delivery of len bytes from client (NULL: none, bound by the total only) with probe's sender
+ * may not be queued now: IDEVS_ERR_QUEUE_CLIENT_SHARE, IDEVS_ERR_QUEUE_SENDER_SHARE. Changes nothing. */
+idevs_err shares_admit(const idevs_launcher *l, const char *client, const delivery *probe, size_t len);
+/* A delivery not yet forgotten (queued, in flight, refused or awaiting its end) with probe's clear header and
+ * exactly these bytes. */
+bool shares_queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len);
+/* Counts d (accepted, tracking fields set, its envelope len bytes) in its client's and sender's shares and indexes
+ * its clear header; false when out of memory (then nothing changed). */
+bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len);
+/* Takes d out of the shares it counts in (deliveries_forget). */
+void shares_give_back(idevs_launcher *l, delivery *d);
+/* Forgets every count (deliveries_clear). */
+void shares_clear(idevs_launcher *l);
 
 /* retransmits.c: who delivered the last LAUNCHER_RETRANSMIT_SLOTS tracked envelopes (a table indexed by sender,
  * epoch and sequence; a later one in the same slot replaces an earlier one). client is a client id's hash, never

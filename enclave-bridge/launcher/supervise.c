@@ -252,6 +252,18 @@ static void describe_status(char *out, size_t len, int status, bool known)
         snprintf(out, len, "ended with wait status 0x%x", (unsigned)status);
 }
 
+/* The launcher never stops restarting (the backoff stops growing at backoff_max_ms): what is queued waits for the
+ * next compartment, and inputs keep being queued meanwhile, up to the queue's bounds. The line says so, with how
+ * many wait, so that an operator reading it during a crash loop knows nothing queued was dropped. */
+static void announce_restart(idevs_launcher *l, unsigned delay)
+{
+    size_t waiting = l->count + l->refused_count;
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_RESTARTING,
+                   "restarting in %u ms; %zu queued deliver%s wait%s for it (queue %zu/%zu; inputs are queued "
+                   "meanwhile, beyond the queue refused as queue_full)",
+                   delay, waiting, waiting == 1 ? "y" : "ies", waiting == 1 ? "s" : "", waiting, l->queue_limit);
+}
+
 static void schedule_restart(idevs_launcher *l)
 {
     int64_t now = launcher_now_ms();
@@ -264,7 +276,7 @@ static void schedule_restart(idevs_launcher *l)
         l->backoff_ms = 1;
     l->state = IDEVS_LAUNCHER_BACKOFF;
     l->restart_at_ms = now + delay;
-    launcher_event(l, IDEVS_LAUNCHER_EVENT_RESTARTING, "restarting in %u ms", delay);
+    announce_restart(l, delay);
 }
 
 static void handle_reaped(idevs_launcher *l, int status, bool known, const idevs_launcher_callbacks *cb)

@@ -10,10 +10,14 @@
  *   "upper:<text>" emits <text> in upper case
  *   "refuse:<code>" emits, then refuses the event with idevs_refuse(<code>) and returns what it returned
  *                  (IDEVS_ERR_LOGIC for a code the descriptor declares, IDEVS_ERR_INVALID_ARG otherwise)
+ *   "crash-until:<ms>:<text>" aborts the logic process (the compartment ends) while the wall clock is before
+ *                  <ms> milliseconds since the epoch, and emits <text> after: every compartment started before
+ *                  then crashes on its first such event, so that the launcher restarts it with backoff
  *   anything else  is emitted unchanged to "out". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "idevs_logic.h"
 
@@ -55,6 +59,18 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     if (starts_with(m, "refuse:", &skip)) {
         idevs_err err = idevs_emit(lg, "out", m->payload, m->payload_len);
         return err == IDEVS_OK ? idevs_refuse(lg, (const char *)m->payload + skip) : err;
+    }
+    if (starts_with(m, "crash-until:", &skip)) {
+        char *end = NULL;
+        unsigned long long until = strtoull((const char *)m->payload + skip, &end, 10);
+        struct timespec now = {0, 0};
+        (void)timespec_get(&now, TIME_UTC); /* C11: the logic's one include directory brings no POSIX */
+        if ((unsigned long long)now.tv_sec * 1000u + (unsigned long long)now.tv_nsec / 1000000u < until)
+            abort();
+        if (end == NULL || *end != ':')
+            return IDEVS_ERR_INVALID_ARG;
+        end++;
+        return idevs_emit(lg, "out", end, m->payload_len - (size_t)((const uint8_t *)end - m->payload));
     }
     if (starts_with(m, "undeclared", &skip))
         return idevs_emit(lg, "not-declared", m->payload, m->payload_len);
