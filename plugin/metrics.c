@@ -14,6 +14,7 @@
 /* The launcher's figures that are published beside the plugin's own. */
 typedef struct launcher_figures {
     uint64_t restarts, queue_depth, in_flight, released_unrecorded, queued_while_down;
+    uint64_t outbox, outbox_resent, outbox_expired; /* outputs kept until their receipts (launcher/outbox.c) */
 } launcher_figures;
 
 static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
@@ -46,6 +47,9 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "in_flight", f->in_flight);
     publish_counter(via, scope, "released_unrecorded", f->released_unrecorded);
     publish_counter(via, scope, "queued_while_down", f->queued_while_down);
+    publish_counter(via, scope, "outbox", f->outbox);
+    publish_counter(via, scope, "outbox_resent", f->outbox_resent);
+    publish_counter(via, scope, "outbox_expired", f->outbox_expired);
 }
 
 /* refused/<code> of one process: the codes it counted. */
@@ -114,13 +118,14 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
     p->metrics_next = now + (time_t)p->cfg.metrics_interval_s;
     idevs_metrics sum;
     memset(&sum, 0, sizeof sum);
-    launcher_figures total = {0, 0, 0, 0, 0};
+    launcher_figures total;
+    memset(&total, 0, sizeof total);
     for (size_t i = 0; i < p->proc_count; i++) {
         idevs_process *proc = p->procs[i];
         idevs_launcher_stats st;
         idevs_launcher_get_stats(proc->launcher, &st);
         launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded,
-                              st.queued_while_down};
+                              st.queued_while_down, st.outbox, st.outbox_resent, st.outbox_expired};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
         publish_refused(proc);
         add(&sum, &proc->metrics);
@@ -129,6 +134,9 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         total.in_flight += f.in_flight;
         total.released_unrecorded += f.released_unrecorded;
         total.queued_while_down += f.queued_while_down;
+        total.outbox += f.outbox;
+        total.outbox_resent += f.outbox_resent;
+        total.outbox_expired += f.outbox_expired;
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
@@ -142,7 +150,8 @@ void idevs_metrics_clear(idevs_process *proc)
      * one the process could have published. */
     static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts", "receipts_in", "publish_failed",
                                         "guard_denied", "restarts", "queue_depth", "in_flight",
-                                        "released_unrecorded", "queued_while_down"};
+                                        "released_unrecorded", "queued_while_down", "outbox", "outbox_resent",
+                                        "outbox_expired"};
     char topic[256] /* process names have at most 64 bytes */;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);

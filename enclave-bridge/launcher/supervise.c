@@ -136,7 +136,10 @@ int64_t supervise_next_deadline(const idevs_launcher *l)
         return launcher_now_ms(); /* refused deliveries wait for a poll to be ended */
     int64_t at = state_deadline(l);
     int64_t save = l->state != IDEVS_LAUNCHER_STOPPED ? replay_record_deadline(l) : -1;
-    return save >= 0 && (at < 0 || save < at) ? save : at;
+    at = save >= 0 && (at < 0 || save < at) ? save : at;
+    /* the outbox's next copy: a poll must come then, traffic or not */
+    int64_t resend = l->outbox.count > 0 && l->state != IDEVS_LAUNCHER_STOPPED ? l->outbox.next_due_ms : -1;
+    return resend >= 0 && (at < 0 || resend < at) ? resend : at;
 }
 
 void supervise_arm_timer(idevs_launcher *l)

@@ -647,6 +647,11 @@ void idevs_service_stop(idevs_service *svc)
 {
     if (svc == NULL || svc->stopped)
         return;
+    /* The receipts owed, and those sent but still in the socket's queue, leave first (a second at most): else the
+     * process sends their messages again, and this service, when it comes back, receipts them then. */
+    if ((svc->receipt_count > 0 || svc->stats.published > svc->stats.acknowledged + svc->stats.refused) &&
+        idevs_service_ready(svc))
+        (void)idevs_service_flush(svc, 1000);
     svc->stopped = true;
     svc->ready = false;
     if (svc->mosq != NULL && svc->conn != SVC_DISCONNECTED) {

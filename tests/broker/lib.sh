@@ -19,13 +19,13 @@ ca_sha=$(openssl x509 -in "$pki/ca.crt" -outform DER | sha256sum | cut -d' ' -f1
 program=$(python3 -c 'import uuid; print(uuid.uuid4())')
 in_topic=idevs/echo/in/events out_topic=idevs/echo/out/out
 req_topic=idevs/echo/req/ask resp_topic=idevs/echo/resp/ask
-write_descriptor() { # FILE [REQUEST_QOS]
+write_descriptor() { # FILE [REQUEST_QOS] [SINK_RECEIPTS: true or false]
   cat >"$1" <<JSON
 {"version": 1,
  "process": {"name": "echo", "uuid": "$program", "logic": "$echo_logic", "config": {}},
  "operator_ca_sha256": "$ca_sha",
  "services": [{"name": "store", "uuid": "$(uuid_of "$pki/store.crt")", "certificate": "pki/store.crt", "receipts": true},
-              {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt"}],
+              {"name": "sink", "uuid": "$(uuid_of "$pki/sink.crt")", "certificate": "pki/sink.crt", "receipts": ${3:-false}}],
  "inputs": [{"name": "events", "topic": "$in_topic", "from": "store"}],
  "outputs": [{"name": "out", "topic": "$out_topic", "to": "sink", "qos": 1}],
  "requests": [{"name": "ask", "topic": "$req_topic", "response_topic": "$resp_topic",
