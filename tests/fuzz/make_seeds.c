@@ -1,0 +1,280 @@
+/* Writes the seed corpus of every fuzz target: DIR/<target>/<name>, one input a file. Seeds are valid inputs
+ * of each kind, so that fuzzing starts deep inside the code rather than at its first length check; this program
+ * checks that the code under test accepts each (or refuses it, where a seed is meant to be refused) before it
+ * writes it, so that a seed corpus that no longer reaches past the first check fails the build.
+ * Usage: make_seeds DIR (IDEVS_SOURCE_ROOT names the source tree, for the test vectors). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fuzz.h"
+#include "fuzz_world.h"
+#include "idevs_crypto.h"
+#include "idevs_deployment.h"
+#include "sale.h"
+
+#define CHECK(cond)                                                                                            \
+    do {                                                                                                       \
+        if (!(cond)) {                                                                                         \
+            fprintf(stderr, "make_seeds: %s:%d: %s\n", __FILE__, __LINE__, #cond);                           \
+            exit(1);                                                                                           \
+        }                                                                                                      \
+    } while (0)
+
+static const char *out_dir;
+
+static void put(const char *target, const char *name, const void *a, size_t a_len, const void *b, size_t b_len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", out_dir, target);
+    CHECK(mkdir(path, 0755) == 0 || errno == EEXIST);
+    snprintf(path, sizeof path, "%s/%s/%s", out_dir, target, name);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    CHECK(a_len == 0 || fwrite(a, 1, a_len, f) == a_len);
+    CHECK(b_len == 0 || fwrite(b, 1, b_len, f) == b_len);
+    CHECK(fclose(f) == 0);
+}
+
+static void put_text(const char *target, const char *name, const char *text)
+{
+    put(target, name, text, strlen(text), NULL, 0);
+}
+
+/* A chain in fuzz_cert_verify's format: the policy byte, then each certificate with a 2-byte length. */
+static idevs_cert_policy *service_policy, *compartment_policy;
+
+static void put_chain(const char *name, uint8_t policy, const uint8_t *const *der, const size_t *len, size_t n,
+                      idevs_err expected)
+{
+    char why[512];
+    idevs_err err = idevs_cert_verify(policy ? compartment_policy : service_policy, der, len, n, NULL, why, sizeof why);
+    if (err != expected)
+        fprintf(stderr, "make_seeds: chain %s: %s\n", name, err == IDEVS_OK ? "accepted" : why);
+    CHECK(err == expected);
+    uint8_t buf[1 + IDEVS_CHAIN_MAX * (2 + IDEVS_CERT_MAX)];
+    size_t at = 0;
+    buf[at++] = policy;
+    for (size_t i = 0; i < n; i++) {
+        CHECK(len[i] <= 0xffff && at + 2 + len[i] <= sizeof buf);
+        buf[at++] = (uint8_t)(len[i] >> 8);
+        buf[at++] = (uint8_t)len[i];
+        memcpy(buf + at, der[i], len[i]);
+        at += len[i];
+    }
+    put("cert_verify", name, buf, at, NULL, 0);
+}
+
+/* Opens s as fuzz_envelope_open does with these flags. */
+static idevs_err open_with(fuzz_world *w, uint8_t flags, const fuzz_sealed *s)
+{
+    idevs_envelope_options o;
+    fuzz_world_options(w, 1, &o);
+    idevs_envelope_ctx *ctx;
+    CHECK(idevs_envelope_ctx_new(w->recipient, w->policy, &o, &ctx) == IDEVS_OK);
+    if (flags & 1) {
+        size_t der_len;
+        const uint8_t *der = idevs_identity_chain_der(w->sender, 0, &der_len);
+        CHECK(idevs_envelope_add_peer(ctx, &der, &der_len, 1, NULL) == IDEVS_OK);
+    }
+    if (flags & 2)
+        CHECK(idevs_envelope_allow_sender(ctx, idevs_identity_uuid(w->recipient)) == IDEVS_OK);
+    idevs_opened out;
+    idevs_err err = idevs_envelope_open(ctx, w->topic, s->bytes, s->len, &out);
+    if (err == IDEVS_OK) {
+        CHECK(out.payload_len == s->payload_len && memcmp(out.payload, s->payload, s->payload_len) == 0);
+        idevs_opened_clear(&out);
+    }
+    idevs_envelope_ctx_free(ctx);
+    return err;
+}
+
+static void envelopes(fuzz_world *w)
+{
+    fuzz_sealed sealed[FUZZ_SEEDS_MAX];
+    size_t n = fuzz_world_seal(w, sealed);
+    for (size_t i = 0; i < n; i++) {
+        idevs_envelope_header h;
+        CHECK(idevs_envelope_peek(sealed[i].bytes, sealed[i].len, &h) == IDEVS_OK);
+        CHECK(open_with(w, i % 4 == 0 ? 0 : 1, &sealed[i]) == IDEVS_OK);
+        char name[32];
+        snprintf(name, sizeof name, "sealed-%02zu", i);
+        put("envelope_wire", name, sealed[i].bytes, sealed[i].len, NULL, 0);
+        /* flags: the first message of each epoch without the sender registered, the others with it */
+        uint8_t flags = (uint8_t)(i % 4 == 0 ? 0 : 1);
+        put("envelope_open", name, &flags, 1, sealed[i].bytes, sealed[i].len);
+    }
+    CHECK(open_with(w, 1, &sealed[0]) == IDEVS_OK);
+    CHECK(open_with(w, 0, &sealed[1]) == IDEVS_ERR_UNKNOWN_SENDER); /* a digest alone does not introduce */
+    CHECK(open_with(w, 3, &sealed[0]) == IDEVS_ERR_SENDER_NOT_ALLOWED);
+    uint8_t refused = 3;
+    put("envelope_open", "sender-not-allowed", &refused, 1, sealed[0].bytes, sealed[0].len);
+    fuzz_sealed_free(sealed, n);
+}
+
+/* The policies of fuzz_cert_verify: the world's CA; a compartment's also requires its evidence. */
+static idevs_cert_policy *policy_new(fuzz_world *w, int compartment)
+{
+    const unsigned char *p = w->ca_der;
+    X509 *ca = d2i_X509(NULL, &p, (long)w->ca_der_len);
+    idevs_cert_policy *policy = idevs_cert_policy_new();
+    CHECK(ca != NULL && policy != NULL && idevs_cert_policy_add_ca(policy, ca) == IDEVS_OK);
+    X509_free(ca);
+    if (compartment) {
+        CHECK(idevs_cert_policy_add_measurement(policy, w->measurement) == IDEVS_OK);
+        idevs_cert_policy_require_evidence(policy, true);
+        idevs_cert_policy_allow_process_backend_insecure(policy);
+        idevs_cert_policy_expect_descriptor(policy, w->descriptor);
+    }
+    return policy;
+}
+
+static void certificates(fuzz_world *w)
+{
+    service_policy = policy_new(w, 0);
+    compartment_policy = policy_new(w, 1);
+    const uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX];
+    der[0] = idevs_identity_chain_der(w->sender, 0, &len[0]);
+    put_chain("service", 0, der, len, 1, IDEVS_OK);
+    der[1] = w->ca_der;
+    len[1] = w->ca_der_len;
+    put_chain("service-with-ca", 0, der, len, 2, IDEVS_OK);
+    der[0] = idevs_identity_chain_der(w->recipient, 0, &len[0]);
+    put_chain("recipient", 0, der, len, 1, IDEVS_OK);
+
+    /* a compartment: an authority under the world's CA, and an attested leaf under it */
+    const unsigned char *p = w->ca_der;
+    X509 *ca = d2i_X509(NULL, &p, (long)w->ca_der_len), *authority_cert, *leaf;
+    CHECK(ca != NULL);
+    idevs_identity *authority, *compartment;
+    idevs_uuid u, program;
+    idevs_uuid_generate(&u);
+    idevs_uuid_generate(&program);
+    CHECK(idevs_identity_generate(&u, "seed-authority", &authority) == IDEVS_OK);
+    CHECK(idevs_cert_issue_authority(w->ca, ca, authority, 36500, &authority_cert) == IDEVS_OK);
+    CHECK(idevs_identity_generate(&program, "seed-compartment", &compartment) == IDEVS_OK);
+    idevs_evidence ev;
+    memset(&ev, 0, sizeof ev);
+    ev.backend = IDEVS_BACKEND_PROCESS;
+    memcpy(ev.measurement, w->measurement, sizeof ev.measurement);
+    ev.program_uuid = program;
+    memcpy(ev.descriptor_digest, w->descriptor, sizeof ev.descriptor_digest);
+    CHECK(idevs_key_binding(idevs_identity_sign_public(compartment), idevs_identity_kex_public(compartment),
+                            ev.key_binding) == IDEVS_OK);
+    ev.issued_at = (uint64_t)time(NULL);
+    ev.nonce_len = 16;
+    CHECK(idevs_random(ev.nonce, ev.nonce_len) == IDEVS_OK);
+    CHECK(idevs_cert_issue_compartment(authority, authority_cert, compartment, &ev, 36500u * 86400u, &leaf) ==
+          IDEVS_OK);
+    uint8_t *leaf_der, *authority_der;
+    size_t leaf_len, authority_len;
+    CHECK(idevs_cert_to_der(leaf, &leaf_der, &leaf_len) == IDEVS_OK);
+    CHECK(idevs_cert_to_der(authority_cert, &authority_der, &authority_len) == IDEVS_OK);
+    der[0] = leaf_der;
+    len[0] = leaf_len;
+    der[1] = authority_der;
+    len[1] = authority_len;
+    put_chain("compartment", 1, der, len, 2, IDEVS_OK);
+    put_chain("compartment-as-service", 0, der, len, 2, IDEVS_OK);
+    put_chain("compartment-without-authority", 1, der, len, 1, IDEVS_ERR_CERT_UNTRUSTED);
+    free(leaf_der);
+    free(authority_der);
+    X509_free(leaf);
+    X509_free(authority_cert);
+    X509_free(ca);
+    idevs_identity_free(authority);
+    idevs_identity_free(compartment);
+    idevs_cert_policy_free(service_policy);
+    idevs_cert_policy_free(compartment_policy);
+}
+
+static void put_descriptor(const char *name, const char *text)
+{
+    idevs_deployment *d;
+    char why[512];
+    if (idevs_deployment_parse((const uint8_t *)text, strlen(text), &d, why, sizeof why) != IDEVS_OK) {
+        fprintf(stderr, "make_seeds: descriptor %s: %s\n", name, why);
+        exit(1);
+    }
+    idevs_deployment_free(d);
+    put_text("deployment", name, text);
+}
+
+static void put_sale(const char *name, const char *text)
+{
+    sale_record r;
+    CHECK(sale_parse(text, strlen(text), &r) == IDEVS_OK);
+    sale_cleanse(&r);
+    put_text("sale", name, text);
+}
+
+static const char descriptor[] =
+    "{\n"
+    "  \"version\": 1,\n"
+    "  \"process\": { \"name\": \"rewards\", \"uuid\": \"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\n"
+    "    \"logic\": \"librewards.so\", \"config\": { \"threshold\": \"150.00\" } },\n"
+    "  \"operator_ca_sha256\": \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\",\n"
+    "  \"services\": [\n"
+    "    { \"name\": \"store\", \"uuid\": \"1b4e28ba-2fa1-41d2-883f-0016d3cca427\", \"certificate\": \"pki/store.crt\" },\n"
+    "    { \"name\": \"taxi\", \"uuid\": \"2c5f39cb-3ab2-42e3-994a-1127e4ddb538\", \"certificate\": \"pki/taxi.crt\" },\n"
+    "    { \"name\": \"messaging\", \"uuid\": \"3d6a4adc-4bc3-43f4-8a5b-2238f5eec649\",\n"
+    "      \"certificate\": \"pki/messaging.crt\" }\n"
+    "  ],\n"
+    "  \"inputs\": [ { \"name\": \"sales\", \"topic\": \"idevs/rewards/in/sales\", \"from\": \"store\" } ],\n"
+    "  \"outputs\": [ { \"name\": \"confirmation\", \"topic\": \"idevs/rewards/out/confirmation\", \"to\": \"messaging\",\n"
+    "                 \"qos\": 1 } ],\n"
+    "  \"requests\": [ { \"name\": \"ride\", \"topic\": \"idevs/rewards/req/ride\",\n"
+    "                  \"response_topic\": \"idevs/rewards/resp/ride\", \"to\": \"taxi\", \"qos\": 1 } ],\n"
+    "  \"limits\": { \"max_payload\": 65536, \"queue_depth\": 1024, \"event_timeout_ms\": 2000,\n"
+    "              \"max_outstanding_requests\": 4096 },\n"
+    "  \"refusals\": [ \"below_threshold\", \"no_phone\" ]\n"
+    "}\n";
+
+static const char descriptor_small[] =
+    "{\"version\":1,\"process\":{\"name\":\"loyalty\",\"uuid\":\"7a2d3b9f-5c8e-4f1b-8d40-3e6f9b2c8d51\","
+    "\"logic\":\"libloyalty.so\"},"
+    "\"operator_ca_sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+    "\"services\":[{\"name\":\"store\",\"uuid\":\"1b4e28ba-2fa1-41d2-883f-0016d3cca427\",\"certificate\":\"s.crt\"},"
+    "{\"name\":\"points\",\"uuid\":\"4e7b5bed-5cd4-44a5-9b6c-3349a6ffd75a\",\"certificate\":\"p.crt\"}],"
+    "\"inputs\":[{\"name\":\"sales\",\"topic\":\"idevs/loyalty/in/sales\",\"from\":\"store\"}],"
+    "\"outputs\":[{\"name\":\"award\",\"topic\":\"idevs/loyalty/out/award\",\"to\":\"points\",\"qos\":0}]}";
+
+static const char sale[] =
+    "{\"sale_id\": \"S-000042\", \"time\": \"2026-11-21T10:15:00Z\", \"customer\": {\"id\": \"C-0007\", \"name\": "
+    "\"Ana Lima\", \"phone\": \"+44 7700 900123\", \"address\": \"12 Harbour Street, Leith, Edinburgh EH6 6LA\"}, "
+    "\"items\": [{\"sku\": \"JKT-204\", \"name\": \"Rain jacket\", \"qty\": 1, \"price\": \"150.00\"}], "
+    "\"total\": \"150.00\"}";
+
+static const char sale_items[] =
+    "{\"sale_id\":\"S-1\",\"time\":\"2026-01-02T03:04:05Z\",\"customer\":{\"id\":\"C-1\",\"name\":"
+    "\"Jos\xc3\xa9 \xe5\xb1\xb1\xe7\x94\xb0 \xf0\x9f\x98\x80\",\"phone\":\"+1 555 0100\",\"address\":\"1 Main St\"},"
+    "\"items\":[{\"sku\":\"A-1\",\"name\":\"Tea\",\"qty\":3,\"price\":\"0.99\"},"
+    "{\"sku\":\"B-2\",\"name\":\"Cup\",\"qty\":1000,\"price\":\"12.50\"}],\"total\":\"12502.97\"}";
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: make_seeds DIR\n");
+        return 2;
+    }
+    out_dir = argv[1];
+    CHECK(mkdir(out_dir, 0755) == 0 || errno == EEXIST);
+    fuzz_world w;
+    fuzz_world_init(&w);
+    envelopes(&w);
+    certificates(&w);
+    fuzz_world_free(&w);
+
+    put_descriptor("rewards", descriptor);
+    put_descriptor("loyalty", descriptor_small);
+    put_sale("one-item", sale);
+    put_sale("two-items", sale_items);
+    put_text("utf8", "ascii", "Ana Lima, 12 Harbour Street");
+    put_text("utf8", "every-length", "a \xc3\xa9 \xe5\xb1\xb1 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf");
+    put_text("utf8", "ill-formed", "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe0\x80 \x80 \xf8");
+    return 0;
+}
