@@ -10,9 +10,12 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "fuzz.h"
 #include "fuzz_world.h"
 #include "idevs_crypto.h"
+#include "idevs_channel.h"
 #include "idevs_deployment.h"
 #include "sale.h"
 
@@ -132,6 +135,29 @@ static idevs_cert_policy *policy_new(fuzz_world *w, int compartment)
     return policy;
 }
 
+/* fuzz_cert_pem's input: the max byte, then the chain as PEM with the given line end, checked to read back. */
+static void put_pem(const char *name, uint8_t max, const uint8_t *const *der, const size_t *len, size_t n,
+                    const char *eol)
+{
+    static char pem[IDEVS_CHAIN_MAX * IDEVS_CHAIN_PEM_EACH_MAX];
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        at += (size_t)sprintf(pem + at, "-----BEGIN CERTIFICATE-----%s", eol);
+        for (size_t k = 0; k < len[i]; k += 48) {
+            size_t chunk = len[i] - k < 48 ? len[i] - k : 48;
+            at += (size_t)EVP_EncodeBlock((unsigned char *)pem + at, der[i] + k, (int)chunk);
+            at += (size_t)sprintf(pem + at, "%s", eol);
+        }
+        at += (size_t)sprintf(pem + at, "-----END CERTIFICATE-----%s", eol);
+    }
+    uint8_t *got[IDEVS_CHAIN_MAX];
+    size_t got_len[IDEVS_CHAIN_MAX], count;
+    CHECK(idevs_cert_read_chain_pem(pem, at, got, got_len, IDEVS_CHAIN_MAX, &count, NULL, 0) == IDEVS_OK);
+    CHECK(count == n);
+    idevs_cert_chain_free(got, count);
+    put("cert_pem", name, &max, 1, pem, at);
+}
+
 static void certificates(fuzz_world *w)
 {
     service_policy = policy_new(w, 0);
@@ -179,6 +205,9 @@ static void certificates(fuzz_world *w)
     der[1] = authority_der;
     len[1] = authority_len;
     put_chain("compartment", 1, der, len, 2, IDEVS_OK);
+    put_pem("compartment", 3, der, len, 2, "\n");
+    put_pem("compartment-crlf", 3, der, len, 2, "\r\n");
+    put_pem("leaf-only", 0, der, len, 1, "\n");
     put_chain("compartment-as-service", 0, der, len, 2, IDEVS_OK);
     put_chain("compartment-without-authority", 1, der, len, 1, IDEVS_ERR_CERT_UNTRUSTED);
     free(leaf_der);
@@ -255,6 +284,63 @@ static const char sale_items[] =
     "\"items\":[{\"sku\":\"A-1\",\"name\":\"Tea\",\"qty\":3,\"price\":\"0.99\"},"
     "{\"sku\":\"B-2\",\"name\":\"Cup\",\"qty\":1000,\"price\":\"12.50\"}],\"total\":\"12502.97\"}";
 
+/* Appends frame to buf in the channel's framing (a 4-byte big-endian length, then the frame). */
+static size_t frame_out(uint8_t *buf, size_t at, size_t cap, const Idevs__Bridge__V1__Frame *f)
+{
+    size_t len = idevs__bridge__v1__frame__get_packed_size(f);
+    CHECK(at + IDEVS_CHANNEL_HEADER + len <= cap);
+    buf[at] = (uint8_t)(len >> 24);
+    buf[at + 1] = (uint8_t)(len >> 16);
+    buf[at + 2] = (uint8_t)(len >> 8);
+    buf[at + 3] = (uint8_t)len;
+    CHECK(idevs__bridge__v1__frame__pack(f, buf + at + IDEVS_CHANNEL_HEADER) == len);
+    return at + IDEVS_CHANNEL_HEADER + len;
+}
+
+/* Streams of frames for fuzz_channel: the limit byte, then frames of the kinds each end reads. */
+static void frames(void)
+{
+    static uint8_t buf[16384];
+    uint8_t envelope[300];
+    memset(envelope, 0x42, sizeof envelope);
+    Idevs__Bridge__V1__Deliver deliver = IDEVS__BRIDGE__V1__DELIVER__INIT;
+    deliver.delivery_id = 7;
+    deliver.topic = "idevs/rewards/in/sales";
+    deliver.envelope.data = envelope;
+    deliver.envelope.len = sizeof envelope;
+    Idevs__Bridge__V1__Publish publish = IDEVS__BRIDGE__V1__PUBLISH__INIT;
+    publish.delivery_id = 7;
+    publish.topic = "idevs/rewards/req/ride";
+    publish.envelope.data = envelope;
+    publish.envelope.len = 100;
+    publish.qos = 1;
+    publish.response_topic = "idevs/rewards/resp/ride";
+    publish.correlation_data.data = envelope;
+    publish.correlation_data.len = 16;
+    Idevs__Bridge__V1__Done done = IDEVS__BRIDGE__V1__DONE__INIT;
+    done.delivery_id = 7;
+    Idevs__Bridge__V1__Shutdown shutdown = IDEVS__BRIDGE__V1__SHUTDOWN__INIT;
+    Idevs__Bridge__V1__Frame f[4] = {IDEVS__BRIDGE__V1__FRAME__INIT, IDEVS__BRIDGE__V1__FRAME__INIT,
+                                     IDEVS__BRIDGE__V1__FRAME__INIT, IDEVS__BRIDGE__V1__FRAME__INIT};
+    f[0].body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
+    f[0].deliver = &deliver;
+    f[1].body_case = IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH;
+    f[1].publish = &publish;
+    f[2].body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DONE;
+    f[2].done = &done;
+    f[3].body_case = IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN;
+    f[3].shutdown = &shutdown;
+    size_t at = 0;
+    buf[at++] = 0; /* the default limit */
+    for (size_t i = 0; i < 4; i++)
+        at = frame_out(buf, at, sizeof buf, &f[i]);
+    put("channel", "four-frames", buf, at, NULL, 0);
+    buf[0] = 8; /* a limit of 128 bytes: the Deliver frame is over it */
+    put("channel", "over-the-limit", buf, at, NULL, 0);
+    buf[0] = 0;
+    put("channel", "cut-short", buf, at - 1, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -273,6 +359,7 @@ int main(int argc, char **argv)
     put_descriptor("loyalty", descriptor_small);
     put_sale("one-item", sale);
     put_sale("two-items", sale_items);
+    frames();
     put_text("utf8", "ascii", "Ana Lima, 12 Harbour Street");
     put_text("utf8", "every-length", "a \xc3\xa9 \xe5\xb1\xb1 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf");
     put_text("utf8", "ill-formed", "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe0\x80 \x80 \xf8");
