@@ -2,7 +2,8 @@
  * directory named there (not recursively), through LLVMFuzzerTestOneInput once, in name order. A failed check
  * or a sanitizer report aborts with the file's name; otherwise it prints one ok line per argument and the last
  * line "N passed, 0 failed". An argument that does not exist, or names an empty directory, fails: a seed
- * corpus that silently vanished would make the test pass on nothing. */
+ * corpus that silently vanished would make the test pass on nothing. Arguments that start with '-' are
+ * libFuzzer's options (-runs=0): ignored, so that one command line replays in both kinds of build. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +113,11 @@ int main(int argc, char **argv)
     LLVMFuzzerInitialize(&argc, &argv);
     const char *name = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 : argv[0];
     int passed = 0, failed = 0;
+    int named = 0;
     for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            continue;
+        named++;
         long ran = run_path(argv[i]);
         if (ran < 0) {
             printf("not ok - %s: %s\n", name, argv[i]);
@@ -122,7 +127,7 @@ int main(int argc, char **argv)
             passed++;
         }
     }
-    if (argc < 2) {
+    if (named == 0) {
         printf("not ok - %s: no corpus named (usage: %s FILE|DIR...)\n", name, name);
         failed++;
     }
