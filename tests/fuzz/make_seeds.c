@@ -14,6 +14,7 @@
 
 #include "fuzz.h"
 #include "fuzz_world.h"
+#include "envelope_internal.h"
 #include "idevs_crypto.h"
 #include "idevs_channel.h"
 #include "idevs_deployment.h"
@@ -106,6 +107,8 @@ static void envelopes(fuzz_world *w)
         char name[32];
         snprintf(name, sizeof name, "sealed-%02zu", i);
         put("envelope_wire", name, sealed[i].bytes, sealed[i].len, NULL, 0);
+        uint8_t indent = (uint8_t)(i % 3 * 2);
+        put("inspect", name, &indent, 1, sealed[i].bytes, sealed[i].len);
         /* flags: the first message of each epoch without the sender registered, the others with it */
         uint8_t flags = (uint8_t)(i % 4 == 0 ? 0 : 1);
         put("envelope_open", name, &flags, 1, sealed[i].bytes, sealed[i].len);
@@ -133,6 +136,31 @@ static idevs_cert_policy *policy_new(fuzz_world *w, int compartment)
         idevs_cert_policy_expect_descriptor(policy, w->descriptor);
     }
     return policy;
+}
+
+/* An envelope for fuzz_inspect that carries a compartment's chain, evidence and all: encoded, not sealed (the
+ * inspector opens nothing). */
+static void inspect_with_chain(const uint8_t *const *der, const size_t *len, size_t n)
+{
+    idevs_env_header h;
+    memset(&h, 0x33, sizeof h);
+    h.version = 1;
+    h.suite = 2;
+    h.epoch = 1800000000000ull;
+    h.sequence = 1;
+    idevs_msgid provenance[3];
+    memset(provenance, 0x44, sizeof provenance);
+    h.provenance = provenance;
+    h.provenance_count = 3;
+    uint8_t *env, *ct;
+    size_t env_len;
+    CHECK(idevs_env_encode(&h, der, len, n, 40, &env, &env_len, &ct) == IDEVS_OK);
+    memset(ct, 0x55, 40);
+    idevs_envelope_header peeked;
+    CHECK(idevs_envelope_peek(env, env_len, &peeked) == IDEVS_OK && peeked.chain_count == n);
+    uint8_t indent = 4;
+    put("inspect", "compartment-chain", &indent, 1, env, env_len);
+    free(env);
 }
 
 /* fuzz_cert_pem's input: the max byte, then the chain as PEM with the given line end, checked to read back. */
@@ -205,6 +233,7 @@ static void certificates(fuzz_world *w)
     der[1] = authority_der;
     len[1] = authority_len;
     put_chain("compartment", 1, der, len, 2, IDEVS_OK);
+    inspect_with_chain(der, len, 2);
     put_pem("compartment", 3, der, len, 2, "\n");
     put_pem("compartment-crlf", 3, der, len, 2, "\r\n");
     put_pem("leaf-only", 0, der, len, 1, "\n");
@@ -331,13 +360,13 @@ static void frames(void)
     f[3].body_case = IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN;
     f[3].shutdown = &shutdown;
     size_t at = 0;
-    buf[at++] = 0; /* the default limit */
+    buf[at++] = 0xff; /* a limit of 16 KiB */
     for (size_t i = 0; i < 4; i++)
         at = frame_out(buf, at, sizeof buf, &f[i]);
     put("channel", "four-frames", buf, at, NULL, 0);
-    buf[0] = 8; /* a limit of 128 bytes: the Deliver frame is over it */
+    buf[0] = 3; /* a limit of 256 bytes: the Deliver frame is over it */
     put("channel", "over-the-limit", buf, at, NULL, 0);
-    buf[0] = 0;
+    buf[0] = 0xff;
     put("channel", "cut-short", buf, at - 1, NULL, 0);
 }
 
