@@ -12,10 +12,10 @@ const char *fuzz_input_name;
 
 _Noreturn void fuzz_fail(const char *file, int line, const char *cond)
 {
-    fprintf(stderr, "fuzz: %s:%d: check failed: %s%s%s\n", file, line, cond,
-            fuzz_input_name != NULL ? " (input " : "", fuzz_input_name != NULL ? fuzz_input_name : "");
     if (fuzz_input_name != NULL)
-        fputs(")\n", stderr);
+        fprintf(stderr, "fuzz: %s:%d: check failed: %s (input %s)\n", file, line, cond, fuzz_input_name);
+    else
+        fprintf(stderr, "fuzz: %s:%d: check failed: %s\n", file, line, cond);
     abort();
 }
 

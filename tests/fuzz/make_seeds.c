@@ -370,6 +370,20 @@ static void frames(void)
     put("channel", "cut-short", buf, at - 1, NULL, 0);
 }
 
+/* fuzz_gate's records (see there): done inputs and responses, a replay, a jump past the window, an epoch
+ * that replaces the older of two, and the refusals before the replay record. */
+static void gate_records(void)
+{
+    static const uint8_t flow[][5] = {
+        {0, 0, 1, 0, 1},  {0, 0, 1, 0, 1},  {0, 4, 1, 0, 2},  {0, 0, 1, 0, 2},  {1, 1, 7, 0, 1},
+        {0, 0, 1, 8, 0},  {0, 0, 1, 0, 3},  {0, 0, 2, 0, 1},  {0, 0, 3, 0, 1},  {0, 0, 1, 0, 9},
+        {2, 0, 1, 0, 1},  {3, 0, 1, 0, 1},  {4, 0, 1, 0, 5},  {8, 0, 1, 0, 5},  {0, 0, 1, 0, 0},
+        {1, 5, 7, 0, 2},  {1, 0, 7, 0, 2},  {0, 2, 2, 0, 2},  {0, 3, 2, 0, 2},  {9, 0, 7, 0, 3},
+    };
+    put("gate", "flow", flow, sizeof flow, NULL, 0);
+    put("gate", "one", flow[0], sizeof flow[0], NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -389,6 +403,7 @@ int main(int argc, char **argv)
     put_sale("one-item", sale);
     put_sale("two-items", sale_items);
     frames();
+    gate_records();
     put_text("utf8", "ascii", "Ana Lima, 12 Harbour Street");
     put_text("utf8", "every-length", "a \xc3\xa9 \xe5\xb1\xb1 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf");
     put_text("utf8", "ill-formed", "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe0\x80 \x80 \xf8");
