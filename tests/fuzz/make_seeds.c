@@ -48,9 +48,11 @@ static void put_text(const char *target, const char *name, const char *text)
     put(target, name, text, strlen(text), NULL, 0);
 }
 
-/* A chain in fuzz_cert_verify's format: the policy byte, then each certificate with a 2-byte length. */
+/* fuzz_cert_verify's two policies (policy_new below). */
 static idevs_cert_policy *service_policy, *compartment_policy;
 
+/* A chain in fuzz_cert_verify's format, the policy byte, then each certificate with a 2-byte length, once the
+ * policy gives it the expected answer. */
 static void put_chain(const char *name, uint8_t policy, const uint8_t *const *der, const size_t *len, size_t n,
                       idevs_err expected)
 {
