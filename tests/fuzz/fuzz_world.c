@@ -9,6 +9,7 @@
 #include "fuzz.h"
 #include "idevs_envelope_testing.h"
 #include "idevs_hex.h"
+#include "vector_random.h"
 
 #define WORLD_CHECK(cond)                                                                                      \
     do {                                                                                                       \
@@ -98,17 +99,9 @@ void fuzz_world_free(fuzz_world *w)
     memset(w, 0, sizeof *w);
 }
 
-static uint64_t fixed_clock(void *arg)
-{
-    return *(const uint64_t *)arg;
-}
-
 void fuzz_world_options(fuzz_world *w, uint32_t suite, idevs_envelope_options *o)
 {
-    idevs_envelope_options_default(o);
-    o->suite = suite;
-    o->clock_ms = fixed_clock;
-    o->clock_arg = &w->clock_ms;
+    vector_options(o, suite, &w->clock_ms);
 }
 
 /* Counts up: ephemeral keys and message ids that differ from each other and are the same at every run. */

@@ -5,6 +5,7 @@
  * "N passed, M failed", so that a seed corpus that no longer reaches past the first check fails a test. Without
  * --check (the build) it only warns: a parser whose rules changed on purpose must not break the build.
  * Usage: make_seeds [--check] DIR (IDEVS_SOURCE_ROOT names the source tree, for the test vectors). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -63,6 +65,33 @@ static void put(const char *target, const char *name, const void *a, size_t a_le
     CHECK(a_len == 0 || fwrite(a, 1, a_len, f) == a_len);
     CHECK(b_len == 0 || fwrite(b, 1, b_len, f) == b_len);
     CHECK(fclose(f) == 0);
+}
+
+/* Removes the seeds an earlier run wrote (DIR/<target>/<name>), so that a seed renamed or dropped here does
+ * not linger in the corpus. */
+static void clear_old_seeds(void)
+{
+    DIR *top = opendir(out_dir);
+    CHECK(top != NULL);
+    struct dirent *t;
+    while ((t = readdir(top)) != NULL) {
+        if (t->d_name[0] == '.')
+            continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", out_dir, t->d_name);
+        DIR *sub = opendir(path);
+        if (sub == NULL)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(sub)) != NULL) {
+            char file[4096 + 256];
+            snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+            if (e->d_name[0] != '.')
+                CHECK(unlink(file) == 0);
+        }
+        closedir(sub);
+    }
+    closedir(top);
 }
 
 static void put_text(const char *target, const char *name, const char *text)
@@ -288,23 +317,41 @@ static void put_descriptor(const char *name, const char *text)
     put_text("deployment", name, text);
 }
 
-/* A descriptor the parser must refuse: base with its first `from` replaced by `to`. Near-valid refusals give the
- * fuzzer the rules' edges to start from (and a parser that stopped refusing one fails here first). */
-static void put_descriptor_refused(const char *name, const char *base, const char *from, const char *to)
+/* A variant of a descriptor: base with its first `from` replaced by `to`, accepted or refused (IDEVS_ERR_CONFIG)
+ * as expected. Near-valid refusals give the fuzzer the rules' edges to start from. */
+static void put_descriptor_variant(const char *name, const char *base, const char *from, const char *to,
+                                   idevs_err expected)
 {
     const char *at = strstr(base, from);
     CHECK(at != NULL);
-    size_t head = (size_t)(at - base);
     char *text = malloc(strlen(base) + strlen(to) + 1);
     CHECK(text != NULL);
-    sprintf(text, "%.*s%s%s", (int)head, base, to, at + strlen(from));
+    sprintf(text, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
     idevs_deployment *d = NULL;
     char why[512];
     idevs_err err = idevs_deployment_parse((const uint8_t *)text, strlen(text), &d, why, sizeof why);
-    expect(err == IDEVS_ERR_CONFIG, "descriptor %s is refused", name);
+    expect(err == expected, "descriptor %s is %s", name, expected == IDEVS_OK ? "accepted" : "refused");
+    if (err != expected)
+        fprintf(stderr, "make_seeds: descriptor %s: %s\n", name, err == IDEVS_OK ? "accepted" : why);
     idevs_deployment_free(d);
     put_text("deployment", name, text);
     free(text);
+}
+
+/* The complete example of docs/DEPLOYMENT.md: its first json block. malloc'd. */
+static char *documented_descriptor(void)
+{
+    size_t len;
+    char *doc = fuzz_read_source_file("docs/DEPLOYMENT.md", &len);
+    char *begin = strstr(doc, "```json\n"), *end = begin != NULL ? strstr(begin + 8, "```") : NULL;
+    CHECK(begin != NULL && end != NULL);
+    begin += 8;
+    char *text = malloc((size_t)(end - begin) + 1);
+    CHECK(text != NULL);
+    memcpy(text, begin, (size_t)(end - begin));
+    text[end - begin] = '\0';
+    free(doc);
+    return text;
 }
 
 static void put_sale(const char *name, const char *text)
@@ -314,28 +361,6 @@ static void put_sale(const char *name, const char *text)
     sale_cleanse(&r);
     put_text("sale", name, text);
 }
-
-static const char descriptor[] =
-    "{\n"
-    "  \"version\": 1,\n"
-    "  \"process\": { \"name\": \"rewards\", \"uuid\": \"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\n"
-    "    \"logic\": \"librewards.so\", \"config\": { \"threshold\": \"150.00\" } },\n"
-    "  \"operator_ca_sha256\": \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\",\n"
-    "  \"services\": [\n"
-    "    { \"name\": \"store\", \"uuid\": \"1b4e28ba-2fa1-41d2-883f-0016d3cca427\", \"certificate\": \"pki/store.crt\" },\n"
-    "    { \"name\": \"taxi\", \"uuid\": \"2c5f39cb-3ab2-42e3-994a-1127e4ddb538\", \"certificate\": \"pki/taxi.crt\" },\n"
-    "    { \"name\": \"messaging\", \"uuid\": \"3d6a4adc-4bc3-43f4-8a5b-2238f5eec649\",\n"
-    "      \"certificate\": \"pki/messaging.crt\" }\n"
-    "  ],\n"
-    "  \"inputs\": [ { \"name\": \"sales\", \"topic\": \"idevs/rewards/in/sales\", \"from\": \"store\" } ],\n"
-    "  \"outputs\": [ { \"name\": \"confirmation\", \"topic\": \"idevs/rewards/out/confirmation\", \"to\": \"messaging\",\n"
-    "                 \"qos\": 1 } ],\n"
-    "  \"requests\": [ { \"name\": \"ride\", \"topic\": \"idevs/rewards/req/ride\",\n"
-    "                  \"response_topic\": \"idevs/rewards/resp/ride\", \"to\": \"taxi\", \"qos\": 1 } ],\n"
-    "  \"limits\": { \"max_payload\": 65536, \"queue_depth\": 1024, \"event_timeout_ms\": 2000,\n"
-    "              \"max_outstanding_requests\": 4096 },\n"
-    "  \"refusals\": [ \"below_threshold\", \"no_phone\" ]\n"
-    "}\n";
 
 static const char descriptor_small[] =
     "{\"version\":1,\"process\":{\"name\":\"loyalty\",\"uuid\":\"7a2d3b9f-5c8e-4f1b-8d40-3e6f9b2c8d51\","
@@ -438,20 +463,31 @@ int main(int argc, char **argv)
     }
     out_dir = argv[1 + check_mode];
     CHECK(mkdir(out_dir, 0755) == 0 || errno == EEXIST);
+    clear_old_seeds();
     fuzz_world w;
     fuzz_world_init(&w);
     envelopes(&w);
     certificates(&w);
     fuzz_world_free(&w);
 
-    put_descriptor("rewards", descriptor);
+    char *documented = documented_descriptor();
+    put_descriptor("documented", documented);
+    put_descriptor_variant("with-refusals", documented, "\"limits\": {",
+                           "\"refusals\": [\"below_threshold\", \"no_phone\"],\n  \"limits\": { "
+                           "\"max_outstanding_requests\": 4096,",
+                           IDEVS_OK);
+    free(documented);
     put_descriptor("loyalty", descriptor_small);
-    put_descriptor_refused("topic-twice", descriptor_small, "idevs/loyalty/out/award", "idevs/loyalty/in/sales");
-    put_descriptor_refused("topic-wildcard", descriptor_small, "idevs/loyalty/out/award", "idevs/loyalty/out/+");
-    put_descriptor_refused("topic-dollar", descriptor_small, "idevs/loyalty/in/sales", "$SYS/sales");
-    put_descriptor_refused("unknown-service", descriptor_small, "\"to\":\"points\"", "\"to\":\"taxi\"");
-    put_descriptor_refused("qos-3", descriptor_small, "\"qos\":0", "\"qos\":3");
-    put_descriptor_refused("name-twice", descriptor_small, "\"name\":\"points\"", "\"name\":\"store\"");
+    static const struct { const char *name, *from, *to; } refused[] = {
+        {"topic-twice", "idevs/loyalty/out/award", "idevs/loyalty/in/sales"},
+        {"topic-wildcard", "idevs/loyalty/out/award", "idevs/loyalty/out/+"},
+        {"topic-dollar", "idevs/loyalty/in/sales", "$SYS/sales"},
+        {"unknown-service", "\"to\":\"points\"", "\"to\":\"taxi\""},
+        {"qos-3", "\"qos\":0", "\"qos\":3"},
+        {"name-twice", "\"name\":\"points\"", "\"name\":\"store\""},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        put_descriptor_variant(refused[i].name, descriptor_small, refused[i].from, refused[i].to, IDEVS_ERR_CONFIG);
     put_sale("one-item", sale);
     put_sale("two-items", sale_items);
     frames();
