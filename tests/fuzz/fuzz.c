@@ -19,6 +19,12 @@ _Noreturn void fuzz_fail(const char *file, int line, const char *cond)
     abort();
 }
 
+_Noreturn void fuzz_setup_failed(const char *file, int line, const char *cond)
+{
+    fprintf(stderr, "fuzz: %s:%d: set-up failed: %s\n", file, line, cond);
+    exit(2);
+}
+
 int fuzz_all_zero(const void *buf, size_t len)
 {
     const unsigned char *p = buf;

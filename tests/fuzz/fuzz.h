@@ -21,6 +21,16 @@ _Noreturn void fuzz_fail(const char *file, int line, const char *cond);
             fuzz_fail(__FILE__, __LINE__, #cond);                                                              \
     } while (0)
 
+/* For set-up, not for inputs (the world, the seeds): a condition that must hold, else the program exits with
+ * the condition and its place. */
+_Noreturn void fuzz_setup_failed(const char *file, int line, const char *cond);
+
+#define FUZZ_SETUP(cond)                                                                                       \
+    do {                                                                                                       \
+        if (!(cond))                                                                                           \
+            fuzz_setup_failed(__FILE__, __LINE__, #cond);                                                      \
+    } while (0)
+
 /* Set-up a target needs before its first input (optional: a target that defines none gets the default). */
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

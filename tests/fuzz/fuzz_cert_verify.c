@@ -7,7 +7,6 @@
  * For every input: the result is a known code; a refusal has a sentence in why and leaves info zeroed; an
  * accepted chain gives info for the leaf (its digest is SHA-256 of the leaf's DER, its name valid) and, under
  * the compartment policy, the evidence the policy asked for; verifying again gives the same answer. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "fuzz.h"
@@ -24,8 +23,7 @@ static idevs_cert_policy *policy_new(void)
     const unsigned char *p = world.ca_der;
     X509 *ca = d2i_X509(NULL, &p, (long)world.ca_der_len);
     idevs_cert_policy *policy = idevs_cert_policy_new();
-    if (ca == NULL || policy == NULL || idevs_cert_policy_add_ca(policy, ca) != IDEVS_OK)
-        abort();
+    FUZZ_SETUP(ca != NULL && policy != NULL && idevs_cert_policy_add_ca(policy, ca) == IDEVS_OK);
     X509_free(ca);
     return policy;
 }
@@ -37,8 +35,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fuzz_world_init(&world);
     service_policy = policy_new();
     compartment_policy = policy_new();
-    if (idevs_cert_policy_add_measurement(compartment_policy, world.measurement) != IDEVS_OK)
-        abort();
+    FUZZ_SETUP(idevs_cert_policy_add_measurement(compartment_policy, world.measurement) == IDEVS_OK);
     idevs_cert_policy_require_evidence(compartment_policy, true);
     idevs_cert_policy_allow_process_backend_insecure(compartment_policy);
     idevs_cert_policy_expect_descriptor(compartment_policy, world.descriptor);

@@ -47,9 +47,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     char why[256];
-    if (idevs_deployment_parse((const uint8_t *)descriptor, sizeof descriptor - 1, &deployment, why, sizeof why) !=
-        IDEVS_OK)
-        abort();
+    FUZZ_SETUP(idevs_deployment_parse((const uint8_t *)descriptor, sizeof descriptor - 1, &deployment, why,
+                                      sizeof why) == IDEVS_OK);
     return 0;
 }
 

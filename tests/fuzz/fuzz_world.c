@@ -11,18 +11,10 @@
 #include "idevs_hex.h"
 #include "vector_random.h"
 
-#define WORLD_CHECK(cond)                                                                                      \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "fuzz world: %s:%d: %s\n", __FILE__, __LINE__, #cond);                           \
-            exit(2);                                                                                           \
-        }                                                                                                      \
-    } while (0)
-
 static const char *text(const cJSON *o, const char *name)
 {
     const cJSON *j = cJSON_GetObjectItem(o, name);
-    WORLD_CHECK(cJSON_IsString(j));
+    FUZZ_SETUP(cJSON_IsString(j));
     return j->valuestring;
 }
 
@@ -31,25 +23,25 @@ static uint8_t *hex_bytes(const cJSON *o, const char *name, size_t *len)
     const char *h = text(o, name);
     *len = strlen(h) / 2;
     uint8_t *b = malloc(*len + 1);
-    WORLD_CHECK(b != NULL && strlen(h) % 2 == 0 && idevs_hex_decode(h, b, *len));
+    FUZZ_SETUP(b != NULL && strlen(h) % 2 == 0 && idevs_hex_decode(h, b, *len));
     return b;
 }
 
 static idevs_identity *party(const cJSON *inputs, const char *which, uint8_t **der, size_t *der_len)
 {
     const cJSON *o = cJSON_GetObjectItem(inputs, which);
-    WORLD_CHECK(o != NULL);
+    FUZZ_SETUP(o != NULL);
     idevs_uuid u;
     uint8_t seed[32], kex[32];
-    WORLD_CHECK(idevs_uuid_parse(text(o, "uuid"), &u) == IDEVS_OK);
-    WORLD_CHECK(strlen(text(o, "ed25519_seed")) == 64 && idevs_hex_decode(text(o, "ed25519_seed"), seed, 32));
-    WORLD_CHECK(strlen(text(o, "x25519_private")) == 64 && idevs_hex_decode(text(o, "x25519_private"), kex, 32));
+    FUZZ_SETUP(idevs_uuid_parse(text(o, "uuid"), &u) == IDEVS_OK);
+    FUZZ_SETUP(strlen(text(o, "ed25519_seed")) == 64 && idevs_hex_decode(text(o, "ed25519_seed"), seed, 32));
+    FUZZ_SETUP(strlen(text(o, "x25519_private")) == 64 && idevs_hex_decode(text(o, "x25519_private"), kex, 32));
     idevs_identity *id;
-    WORLD_CHECK(idevs_identity_from_private(&u, text(o, "name"), seed, kex, &id) == IDEVS_OK);
+    FUZZ_SETUP(idevs_identity_from_private(&u, text(o, "name"), seed, kex, &id) == IDEVS_OK);
     size_t len;
     uint8_t *cert = hex_bytes(o, "certificate", &len);
     const uint8_t *chain[1] = {cert};
-    WORLD_CHECK(idevs_identity_set_chain(id, chain, &len, 1) == IDEVS_OK);
+    FUZZ_SETUP(idevs_identity_set_chain(id, chain, &len, 1) == IDEVS_OK);
     if (der != NULL) {
         *der = cert;
         *der_len = len;
@@ -66,23 +58,23 @@ void fuzz_world_init(fuzz_world *w)
     char *json = fuzz_read_source_file("tests/vectors/envelope-v1.json", &len);
     cJSON *root = cJSON_ParseWithLength(json, len);
     free(json);
-    WORLD_CHECK(root != NULL);
+    FUZZ_SETUP(root != NULL);
     const cJSON *inputs = cJSON_GetObjectItem(root, "inputs");
     w->ca = party(inputs, "ca", &w->ca_der, &w->ca_der_len);
     w->sender = party(inputs, "sender", NULL, NULL);
     w->recipient = party(inputs, "recipient", NULL, NULL);
-    WORLD_CHECK(strlen(text(inputs, "topic")) < sizeof w->topic);
+    FUZZ_SETUP(strlen(text(inputs, "topic")) < sizeof w->topic);
     strcpy(w->topic, text(inputs, "topic"));
     const cJSON *epoch = cJSON_GetObjectItem(inputs, "epoch");
-    WORLD_CHECK(cJSON_IsNumber(epoch));
+    FUZZ_SETUP(cJSON_IsNumber(epoch));
     w->clock_ms = (uint64_t)epoch->valuedouble;
     cJSON_Delete(root);
 
     const unsigned char *p = w->ca_der;
     X509 *ca = d2i_X509(NULL, &p, (long)w->ca_der_len);
-    WORLD_CHECK(ca != NULL);
-    WORLD_CHECK((w->policy = idevs_cert_policy_new()) != NULL);
-    WORLD_CHECK(idevs_cert_policy_add_ca(w->policy, ca) == IDEVS_OK);
+    FUZZ_SETUP(ca != NULL);
+    FUZZ_SETUP((w->policy = idevs_cert_policy_new()) != NULL);
+    FUZZ_SETUP(idevs_cert_policy_add_ca(w->policy, ca) == IDEVS_OK);
     X509_free(ca);
     idevs_cert_policy_set_time(w->policy, (time_t)(w->clock_ms / 1000));
     memset(w->measurement, 0x11, sizeof w->measurement);
@@ -122,10 +114,10 @@ size_t fuzz_world_seal(fuzz_world *w, fuzz_sealed out[FUZZ_SEEDS_MAX])
         idevs_envelope_options o;
         fuzz_world_options(w, suite, &o);
         idevs_envelope_ctx *ctx;
-        WORLD_CHECK(idevs_envelope_ctx_new(w->sender, w->policy, &o, &ctx) == IDEVS_OK);
+        FUZZ_SETUP(idevs_envelope_ctx_new(w->sender, w->policy, &o, &ctx) == IDEVS_OK);
         size_t der_len;
         const uint8_t *der = idevs_identity_chain_der(w->recipient, 0, &der_len);
-        WORLD_CHECK(idevs_envelope_add_peer(ctx, &der, &der_len, 1, NULL) == IDEVS_OK);
+        FUZZ_SETUP(idevs_envelope_add_peer(ctx, &der, &der_len, 1, NULL) == IDEVS_OK);
         uint32_t counter = suite * 1000u;
         idevs_envelope_testing_set_random(ctx, counting_random, &counter);
         static const char *const payloads[] = {"{\"sale_id\":\"S-000042\",\"total\":\"150.00\"}", "", NULL, "ok"};
@@ -145,7 +137,7 @@ size_t fuzz_world_seal(fuzz_world *w, fuzz_sealed out[FUZZ_SEEDS_MAX])
             idevs_seal_input in = {.recipient = idevs_identity_uuid(w->recipient), .topic = w->topic,
                                    .payload = s->payload, .payload_len = s->payload_len,
                                    .provenance = provenance, .provenance_count = i % 3};
-            WORLD_CHECK(idevs_envelope_seal(ctx, &in, &s->bytes, &s->len, &s->message_id) == IDEVS_OK);
+            FUZZ_SETUP(idevs_envelope_seal(ctx, &in, &s->bytes, &s->len, &s->message_id) == IDEVS_OK);
         }
         idevs_envelope_ctx_free(ctx);
     }

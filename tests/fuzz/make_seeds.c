@@ -26,14 +26,6 @@
 #include "idevs_deployment.h"
 #include "sale.h"
 
-#define CHECK(cond)                                                                                            \
-    do {                                                                                                       \
-        if (!(cond)) {                                                                                         \
-            fprintf(stderr, "make_seeds: %s:%d: %s\n", __FILE__, __LINE__, #cond);                           \
-            exit(1);                                                                                           \
-        }                                                                                                      \
-    } while (0)
-
 static const char *out_dir;
 static bool check_mode;
 static int passed, failed;
@@ -58,13 +50,13 @@ static void put(const char *target, const char *name, const void *a, size_t a_le
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", out_dir, target);
-    CHECK(mkdir(path, 0755) == 0 || errno == EEXIST);
+    FUZZ_SETUP(mkdir(path, 0755) == 0 || errno == EEXIST);
     snprintf(path, sizeof path, "%s/%s/%s", out_dir, target, name);
     FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    CHECK(a_len == 0 || fwrite(a, 1, a_len, f) == a_len);
-    CHECK(b_len == 0 || fwrite(b, 1, b_len, f) == b_len);
-    CHECK(fclose(f) == 0);
+    FUZZ_SETUP(f != NULL);
+    FUZZ_SETUP(a_len == 0 || fwrite(a, 1, a_len, f) == a_len);
+    FUZZ_SETUP(b_len == 0 || fwrite(b, 1, b_len, f) == b_len);
+    FUZZ_SETUP(fclose(f) == 0);
 }
 
 /* Removes the seeds an earlier run wrote (DIR/<target>/<name>), so that a seed renamed or dropped here does
@@ -72,7 +64,7 @@ static void put(const char *target, const char *name, const void *a, size_t a_le
 static void clear_old_seeds(void)
 {
     DIR *top = opendir(out_dir);
-    CHECK(top != NULL);
+    FUZZ_SETUP(top != NULL);
     struct dirent *t;
     while ((t = readdir(top)) != NULL) {
         if (t->d_name[0] == '.')
@@ -87,7 +79,7 @@ static void clear_old_seeds(void)
             char file[4096 + 256];
             snprintf(file, sizeof file, "%s/%s", path, e->d_name);
             if (e->d_name[0] != '.')
-                CHECK(unlink(file) == 0);
+                FUZZ_SETUP(unlink(file) == 0);
         }
         closedir(sub);
     }
@@ -116,7 +108,7 @@ static void put_chain(const char *name, uint8_t policy, const uint8_t *const *de
     size_t at = 0;
     buf[at++] = policy;
     for (size_t i = 0; i < n; i++) {
-        CHECK(len[i] <= 0xffff && at + 2 + len[i] <= sizeof buf);
+        FUZZ_SETUP(len[i] <= 0xffff && at + 2 + len[i] <= sizeof buf);
         buf[at++] = (uint8_t)(len[i] >> 8);
         buf[at++] = (uint8_t)len[i];
         memcpy(buf + at, der[i], len[i]);
@@ -131,14 +123,14 @@ static idevs_err open_with(fuzz_world *w, uint8_t flags, const fuzz_sealed *s)
     idevs_envelope_options o;
     fuzz_world_options(w, 1, &o);
     idevs_envelope_ctx *ctx;
-    CHECK(idevs_envelope_ctx_new(w->recipient, w->policy, &o, &ctx) == IDEVS_OK);
+    FUZZ_SETUP(idevs_envelope_ctx_new(w->recipient, w->policy, &o, &ctx) == IDEVS_OK);
     if (flags & 1) {
         size_t der_len;
         const uint8_t *der = idevs_identity_chain_der(w->sender, 0, &der_len);
-        CHECK(idevs_envelope_add_peer(ctx, &der, &der_len, 1, NULL) == IDEVS_OK);
+        FUZZ_SETUP(idevs_envelope_add_peer(ctx, &der, &der_len, 1, NULL) == IDEVS_OK);
     }
     if (flags & 2)
-        CHECK(idevs_envelope_allow_sender(ctx, idevs_identity_uuid(w->recipient)) == IDEVS_OK);
+        FUZZ_SETUP(idevs_envelope_allow_sender(ctx, idevs_identity_uuid(w->recipient)) == IDEVS_OK);
     idevs_opened out;
     idevs_err err = idevs_envelope_open(ctx, w->topic, s->bytes, s->len, &out);
     if (err == IDEVS_OK) {
@@ -182,10 +174,10 @@ static idevs_cert_policy *policy_new(fuzz_world *w, int compartment)
     const unsigned char *p = w->ca_der;
     X509 *ca = d2i_X509(NULL, &p, (long)w->ca_der_len);
     idevs_cert_policy *policy = idevs_cert_policy_new();
-    CHECK(ca != NULL && policy != NULL && idevs_cert_policy_add_ca(policy, ca) == IDEVS_OK);
+    FUZZ_SETUP(ca != NULL && policy != NULL && idevs_cert_policy_add_ca(policy, ca) == IDEVS_OK);
     X509_free(ca);
     if (compartment) {
-        CHECK(idevs_cert_policy_add_measurement(policy, w->measurement) == IDEVS_OK);
+        FUZZ_SETUP(idevs_cert_policy_add_measurement(policy, w->measurement) == IDEVS_OK);
         idevs_cert_policy_require_evidence(policy, true);
         idevs_cert_policy_allow_process_backend_insecure(policy);
         idevs_cert_policy_expect_descriptor(policy, w->descriptor);
@@ -209,7 +201,7 @@ static void inspect_with_chain(const uint8_t *const *der, const size_t *len, siz
     h.provenance_count = 3;
     uint8_t *env, *ct;
     size_t env_len;
-    CHECK(idevs_env_encode(&h, der, len, n, 40, &env, &env_len, &ct) == IDEVS_OK);
+    FUZZ_SETUP(idevs_env_encode(&h, der, len, n, 40, &env, &env_len, &ct) == IDEVS_OK);
     memset(ct, 0x55, 40);
     idevs_envelope_header peeked;
     expect(idevs_envelope_peek(env, env_len, &peeked) == IDEVS_OK && peeked.chain_count == n,
@@ -260,31 +252,31 @@ static void certificates(fuzz_world *w)
     /* a compartment: an authority under the world's CA, and an attested leaf under it */
     const unsigned char *p = w->ca_der;
     X509 *ca = d2i_X509(NULL, &p, (long)w->ca_der_len), *authority_cert, *leaf;
-    CHECK(ca != NULL);
+    FUZZ_SETUP(ca != NULL);
     idevs_identity *authority, *compartment;
     idevs_uuid u, program;
     idevs_uuid_generate(&u);
     idevs_uuid_generate(&program);
-    CHECK(idevs_identity_generate(&u, "seed-authority", &authority) == IDEVS_OK);
-    CHECK(idevs_cert_issue_authority(w->ca, ca, authority, 36500, &authority_cert) == IDEVS_OK);
-    CHECK(idevs_identity_generate(&program, "seed-compartment", &compartment) == IDEVS_OK);
+    FUZZ_SETUP(idevs_identity_generate(&u, "seed-authority", &authority) == IDEVS_OK);
+    FUZZ_SETUP(idevs_cert_issue_authority(w->ca, ca, authority, 36500, &authority_cert) == IDEVS_OK);
+    FUZZ_SETUP(idevs_identity_generate(&program, "seed-compartment", &compartment) == IDEVS_OK);
     idevs_evidence ev;
     memset(&ev, 0, sizeof ev);
     ev.backend = IDEVS_BACKEND_PROCESS;
     memcpy(ev.measurement, w->measurement, sizeof ev.measurement);
     ev.program_uuid = program;
     memcpy(ev.descriptor_digest, w->descriptor, sizeof ev.descriptor_digest);
-    CHECK(idevs_key_binding(idevs_identity_sign_public(compartment), idevs_identity_kex_public(compartment),
+    FUZZ_SETUP(idevs_key_binding(idevs_identity_sign_public(compartment), idevs_identity_kex_public(compartment),
                             ev.key_binding) == IDEVS_OK);
     ev.issued_at = (uint64_t)time(NULL);
     ev.nonce_len = 16;
-    CHECK(idevs_random(ev.nonce, ev.nonce_len) == IDEVS_OK);
-    CHECK(idevs_cert_issue_compartment(authority, authority_cert, compartment, &ev, 36500u * 86400u, &leaf) ==
+    FUZZ_SETUP(idevs_random(ev.nonce, ev.nonce_len) == IDEVS_OK);
+    FUZZ_SETUP(idevs_cert_issue_compartment(authority, authority_cert, compartment, &ev, 36500u * 86400u, &leaf) ==
           IDEVS_OK);
     uint8_t *leaf_der, *authority_der;
     size_t leaf_len, authority_len;
-    CHECK(idevs_cert_to_der(leaf, &leaf_der, &leaf_len) == IDEVS_OK);
-    CHECK(idevs_cert_to_der(authority_cert, &authority_der, &authority_len) == IDEVS_OK);
+    FUZZ_SETUP(idevs_cert_to_der(leaf, &leaf_der, &leaf_len) == IDEVS_OK);
+    FUZZ_SETUP(idevs_cert_to_der(authority_cert, &authority_der, &authority_len) == IDEVS_OK);
     der[0] = leaf_der;
     len[0] = leaf_len;
     der[1] = authority_der;
@@ -323,9 +315,9 @@ static void put_descriptor_variant(const char *name, const char *base, const cha
                                    idevs_err expected)
 {
     const char *at = strstr(base, from);
-    CHECK(at != NULL);
+    FUZZ_SETUP(at != NULL);
     char *text = malloc(strlen(base) + strlen(to) + 1);
-    CHECK(text != NULL);
+    FUZZ_SETUP(text != NULL);
     sprintf(text, "%.*s%s%s", (int)(at - base), base, to, at + strlen(from));
     idevs_deployment *d = NULL;
     char why[512];
@@ -344,10 +336,10 @@ static char *documented_descriptor(void)
     size_t len;
     char *doc = fuzz_read_source_file("docs/DEPLOYMENT.md", &len);
     char *begin = strstr(doc, "```json\n"), *end = begin != NULL ? strstr(begin + 8, "```") : NULL;
-    CHECK(begin != NULL && end != NULL);
+    FUZZ_SETUP(begin != NULL && end != NULL);
     begin += 8;
     char *text = malloc((size_t)(end - begin) + 1);
-    CHECK(text != NULL);
+    FUZZ_SETUP(text != NULL);
     memcpy(text, begin, (size_t)(end - begin));
     text[end - begin] = '\0';
     free(doc);
@@ -387,12 +379,12 @@ static const char sale_items[] =
 static size_t frame_out(uint8_t *buf, size_t at, size_t cap, const Idevs__Bridge__V1__Frame *f)
 {
     size_t len = idevs__bridge__v1__frame__get_packed_size(f);
-    CHECK(at + IDEVS_CHANNEL_HEADER + len <= cap);
+    FUZZ_SETUP(at + IDEVS_CHANNEL_HEADER + len <= cap);
     buf[at] = (uint8_t)(len >> 24);
     buf[at + 1] = (uint8_t)(len >> 16);
     buf[at + 2] = (uint8_t)(len >> 8);
     buf[at + 3] = (uint8_t)len;
-    CHECK(idevs__bridge__v1__frame__pack(f, buf + at + IDEVS_CHANNEL_HEADER) == len);
+    FUZZ_SETUP(idevs__bridge__v1__frame__pack(f, buf + at + IDEVS_CHANNEL_HEADER) == len);
     return at + IDEVS_CHANNEL_HEADER + len;
 }
 
@@ -462,7 +454,7 @@ int main(int argc, char **argv)
         return 2;
     }
     out_dir = argv[1 + check_mode];
-    CHECK(mkdir(out_dir, 0755) == 0 || errno == EEXIST);
+    FUZZ_SETUP(mkdir(out_dir, 0755) == 0 || errno == EEXIST);
     clear_old_seeds();
     fuzz_world w;
     fuzz_world_init(&w);
