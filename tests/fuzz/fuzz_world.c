@@ -1,3 +1,4 @@
+/* The fixed world of fuzz_world.h: the test vectors' parties, read from tests/vectors/envelope-v1.json. */
 #include "fuzz_world.h"
 
 #include <stdio.h>
