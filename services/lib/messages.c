@@ -172,14 +172,6 @@ void svc_release_held(idevs_service *svc)
     free(held);
 }
 
-void svc_on_publish_ack(idevs_service *svc, int reason_code)
-{
-    if (reason_code >= 0x80)
-        svc->stats.refused++;
-    else
-        svc->stats.acknowledged++;
-}
-
 /* ---- sending ---- */
 
 static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, const void *payload, size_t len,
@@ -210,13 +202,17 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
         free(env);
         return IDEVS_ERR_NOMEM;
     }
+    int mid = 0;
     int rc = env_len > INT32_MAX ? MOSQ_ERR_PAYLOAD_SIZE
-                                 : mosquitto_publish_v5(svc->mosq, NULL, topic, (int)env_len, env, qos, false, props);
+                                 : mosquitto_publish_v5(svc->mosq, &mid, topic, (int)env_len, env, qos, false, props);
     mosquitto_property_free_all(&props);
     free(env);
     switch (rc) {
     case MOSQ_ERR_SUCCESS:
         svc->stats.published++;
+        /* libmosquitto reports QoS 0 as written, QoS 1 and 2 when the broker answers: both by the packet id. */
+        if (svc_outstanding_add(svc, mid, &id) != IDEVS_OK)
+            svc->stats.untracked++;
         if (message_id != NULL)
             *message_id = id;
         return IDEVS_OK;

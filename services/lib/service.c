@@ -428,8 +428,8 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, 
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
 {
-    (void)mosq, (void)mid, (void)props;
-    svc_on_publish_ack(obj, reason);
+    (void)mosq, (void)props;
+    svc_on_publish_ack(obj, mid, reason);
 }
 
 static int clamp_ms(int64_t ms)
@@ -613,8 +613,14 @@ idevs_err idevs_service_flush(idevs_service *svc, int timeout_ms)
         return IDEVS_ERR_NOT_NOW;
     uint64_t deadline = svc_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     for (;;) {
-        if (svc->stats.acknowledged + svc->stats.refused >= svc->stats.published)
-            return IDEVS_OK;
+        if (svc->stats.acknowledged + svc->stats.refused >= svc->stats.published) {
+            if (svc->refused_unreported == 0)
+                return IDEVS_OK;
+            svc_set_why(svc, "%llu publication(s) not delivered; the last: %s",
+                        (unsigned long long)svc->refused_unreported, svc->last_refusal);
+            svc->refused_unreported = 0;
+            return IDEVS_ERR_BROKER;
+        }
         uint64_t now = svc_now_ms();
         if (now >= deadline)
             return IDEVS_ERR_TIMEOUT;
@@ -646,6 +652,7 @@ void idevs_service_free(idevs_service *svc)
     if (svc->mosq != NULL)
         mosquitto_destroy(svc->mosq);
     svc_held_free(svc);
+    svc_outstanding_free(svc);
     svc_verified_free(svc);
     free(svc->pending_cert);
     free(svc->pending_descriptor);

@@ -7,6 +7,7 @@
  *             [--process NAME [connection options]]...
  *
  * It prints sale ids, totals and message ids: never a name, phone number or address. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ static const char usage[] =
     "      The same seed (default 1) gives the same data.\n"
     "run   publishes the sales not yet published, in order, to the input 'sales' of the process (default\n"
     "      'rewards'; --process again for each further process), and marks each published once the broker\n"
-    "      acknowledged it for every process. Connection options before the first --process apply to every\n"
+    "      acknowledged it for every process (a sale the broker refuses, e.g. by an ACL, stays unpublished for\n"
+    "      the next run, and the run exits 1). Connection options before the first --process apply to every\n"
     "      process, those after one to that process only (its --policy, or even its broker). --count N publishes\n"
     "      at most N; --rate R publishes R per second (default 0: all at once). Prints one line per sale: id,\n"
     "      total, message id (with several processes: each process and its message id).\n"
@@ -92,19 +94,52 @@ static int cmd_seed(int argc, char **argv)
     return 0;
 }
 
-/* Where a sale stands with one process; MARKED once every process acknowledged it and it is marked published. */
-enum { NOT_SENT, SENT, ACKNOWLEDGED, MARKED };
+/* Where a sale stands with one process; MARKED once every process acknowledged it and it is marked published.
+ * ACCEPTED: the broker's PUBACK took it, not yet recorded; REFUSED: the PUBACK refused it (reason >= 0x80),
+ * so it stays unpublished and the next run publishes it again. */
+enum { NOT_SENT, SENT, ACKNOWLEDGED, MARKED, ACCEPTED, REFUSED };
 
 /* What one run publishes: the sales, and for each sale and process the envelope's message id and where the
  * sale stands (ACKNOWLEDGED from the start when the process acknowledged it in an earlier run). */
-typedef struct run {
+typedef struct run run;
+struct run {
     sqlite3 *db;
     store_sale *sales;
     size_t n, done;
     store_targets targets;
     char (*ids)[IDEVS_UUID_STR_LEN]; /* [sale * targets.count + target] */
     unsigned char *state;            /* likewise */
-} run;
+    size_t refused;                  /* publications the broker refused in this run */
+    struct outcome_arg {
+        run *r;
+        size_t k;
+    } outcome_args[STORE_TARGETS_MAX];
+};
+
+/* The broker's answer to one publication to process k (idevs_service_on_published). */
+static void on_published(idevs_service *svc, const idevs_msgid *message_id, idevs_err result, const char *why,
+                         void *arg)
+{
+    (void)svc;
+    const struct outcome_arg *a = arg;
+    run *r = a->r;
+    char id[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(message_id, id);
+    for (size_t i = 0; i < r->n; i++) {
+        size_t slot = i * r->targets.count + a->k;
+        if (r->state[slot] != SENT || strcmp(r->ids[slot], id) != 0)
+            continue;
+        if (result == IDEVS_OK) {
+            r->state[slot] = ACCEPTED;
+        } else {
+            r->state[slot] = REFUSED;
+            r->refused++;
+            fprintf(stderr, "store: %s not published to '%s': %s\n", r->sales[i].sale_id, r->targets.t[a->k].process,
+                    why);
+        }
+        return;
+    }
+}
 
 /* Runs every process's network for up to timeout_ms. */
 static void run_all(run *r, int timeout_ms)
@@ -157,8 +192,9 @@ static int publish_to_all(run *r, size_t i)
     return 0;
 }
 
-/* Waits for each process's acknowledgements of what this run sent it and records them; then marks and prints
- * the sales of the batch that every process acknowledged. */
+/* Waits for each process's acknowledgements of what this run sent it and records those the broker accepted;
+ * then marks and prints the sales of the batch that every process acknowledged. A sale the broker refused is
+ * reported (on_published) and left unpublished: not a reason to stop the run. -1 for any other failure. */
 static int settle(run *r, size_t from, size_t to)
 {
     size_t count = r->targets.count;
@@ -167,7 +203,7 @@ static int settle(run *r, size_t from, size_t to)
     for (size_t k = 0; k < count && from < to; k++) {
         store_target *t = &r->targets.t[k];
         idevs_err err = idevs_service_flush(t->svc, FLUSH_TIMEOUT_MS);
-        if (err != IDEVS_OK) {
+        if (err != IDEVS_OK && err != IDEVS_ERR_BROKER) { /* IDEVS_ERR_BROKER: refusals, told one by one */
             fprintf(stderr, "store: the broker did not acknowledge sales %s to %s for '%s': %s\n",
                     r->sales[from].sale_id, r->sales[to - 1].sale_id, t->process, idevs_strerror(err));
             failed = 1;
@@ -175,7 +211,7 @@ static int settle(run *r, size_t from, size_t to)
         }
         for (size_t i = from; i < to; i++) {
             size_t slot = i * count + k;
-            if (r->state[slot] != SENT)
+            if (r->state[slot] != ACCEPTED)
                 continue;
             if (store_db_record_publication(r->db, r->sales[i].sale_id, t->process, r->ids[slot], why,
                                             sizeof why) != 0) {
@@ -193,7 +229,10 @@ static int settle(run *r, size_t from, size_t to)
         if (r->state[i * count] == MARKED)
             continue; /* by an earlier call for this batch, whose flush failed for another sale */
         if (acknowledged < count) {
-            failed = 1;
+            bool refused = false;
+            for (size_t k = 0; k < count; k++)
+                refused |= r->state[i * count + k] == REFUSED;
+            failed |= !refused;
             continue;
         }
         if (store_db_mark_published(r->db, r->sales[i].sale_id, r->ids[i * count], why, sizeof why) != 0) {
@@ -282,10 +321,13 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "store: out of memory\n");
         goto out;
     }
-    for (size_t k = 0; k < r.targets.count; k++)
+    for (size_t k = 0; k < r.targets.count; k++) {
+        r.outcome_args[k] = (struct outcome_arg){.r = &r, .k = k};
         if (app_start_service("store", &r.targets.t[k].cfg, NULL, NULL, 8, &r.targets.t[k].svc,
                               "publishing %zu sales%s", r.n, rate == 0 ? " at once" : "") != IDEVS_OK)
             goto out;
+        idevs_service_set_on_published(r.targets.t[k].svc, on_published, &r.outcome_args[k]);
+    }
 
     int64_t start = app_now_ms();
     size_t settled = 0, i = 0;
@@ -314,6 +356,9 @@ static int cmd_run(int argc, char **argv)
     if (settled < i && settle(&r, settled, i) == 0)
         settled = i;
     rc = r.done == r.n ? 0 : 1;
+    if (r.refused > 0)
+        fprintf(stderr, "store: the broker refused %zu publication(s): %zu of %zu sales not marked published; the "
+                        "next run publishes them again\n", r.refused, r.n - r.done, r.n);
     if (app_stopping)
         fprintf(stderr, "store: interrupted after %zu of %zu sales\n", r.done, r.n);
 out:
