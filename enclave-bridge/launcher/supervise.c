@@ -135,7 +135,10 @@ int64_t supervise_next_deadline(const idevs_launcher *l)
         return launcher_now_ms(); /* refused deliveries wait for a poll to be ended */
     int64_t at = state_deadline(l);
     int64_t save = l->state != IDEVS_LAUNCHER_STOPPED ? replay_record_deadline(l) : -1;
-    return save >= 0 && (at < 0 || save < at) ? save : at;
+    at = save >= 0 && (at < 0 || save < at) ? save : at;
+    /* The certificate's renewal is due by the wall clock, which is looked at every CERTIFY_RENEW_CHECK_MS. */
+    int64_t renew = l->state == IDEVS_LAUNCHER_READY && l->renew_at != 0 ? l->renew_check_ms : -1;
+    return renew >= 0 && (at < 0 || renew < at) ? renew : at;
 }
 
 void supervise_arm_timer(idevs_launcher *l)
@@ -784,8 +787,10 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
             work++;
         }
     }
-    if (l->state == IDEVS_LAUNCHER_READY)
+    if (l->state == IDEVS_LAUNCHER_READY) {
+        work += certify_renew_if_due(l);
         supervise_send_queued(l);
+    }
     if (live(l)) {
         idevs_err err = supervise_flush(l, 0);
         if (err == IDEVS_ERR_CHANNEL_CLOSED) {

@@ -105,7 +105,8 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
 idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
 
 /* Seals payload to the compartment for the declared input `input` (whose "from" must be this service) and
- * publishes it at QoS 1 (the descriptor declares no QoS for inputs). IDEVS_ERR_UNKNOWN_INPUT for an input not
+ * publishes it at QoS 1 (IDEVS_ERR_CERT_EXPIRED, nothing sent, when the compartment's certificate is past its
+ * notAfter: the plugin renews it long before; idevs_service_last_error() says so) (the descriptor declares no QoS for inputs). IDEVS_ERR_UNKNOWN_INPUT for an input not
  * declared for this service; IDEVS_ERR_TOO_LARGE above the descriptor's limits.max_payload. Does not wait for
  * the broker's acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id.
  * IDEVS_ERR_NOT_NOW while the service is not ready (idevs_service_ready() false: the connection is being
@@ -194,6 +195,8 @@ typedef struct idevs_service_stats {
     uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */
     uint64_t untracked;    /* publications whose outcome on_published will not tell (no memory to remember
                             * them, or 65536 awaiting the broker): they still count in acknowledged or refused */
+    uint64_t epochs_started;  /* key epochs this service started towards the compartment (asymmetric work) */
+    uint64_t epochs_accepted; /* key epochs of the compartment this service accepted */
     uint64_t held_dropped; /* envelopes that arrived before the compartment was verified and did not fit the
                             * holding queue (65536 envelopes, 32 MiB) */
 } idevs_service_stats;

@@ -194,6 +194,9 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
     size_t env_len = 0;
     idevs_msgid id;
     idevs_err err = idevs_envelope_seal(svc->ctx, &in, &env, &env_len, &id);
+    if (err == IDEVS_ERR_CERT_EXPIRED)
+        svc_set_why(svc, "the compartment's certificate for process '%s' is past its notAfter: nothing is sealed "
+                    "to it until the plugin publishes a renewed one", svc->process);
     if (err != IDEVS_OK)
         return err;
     mosquitto_property *props = NULL;

@@ -694,8 +694,13 @@ void idevs_service_get_stats(const idevs_service *svc, idevs_service_stats *out)
 {
     if (out == NULL)
         return;
-    if (svc == NULL)
+    if (svc == NULL) {
         memset(out, 0, sizeof *out);
-    else
-        *out = svc->stats;
+        return;
+    }
+    *out = svc->stats;
+    idevs_envelope_stats es;
+    idevs_envelope_get_stats(svc->ctx, &es);
+    out->epochs_started = es.sending_epochs;
+    out->epochs_accepted = es.receiving_epochs;
 }
