@@ -16,6 +16,12 @@ env_tool=
 source "$(dirname "$0")/../broker/lib.sh"
 broker_no_leaks=1
 broker_ready_topic=idevs/echo/certificate
+if [ "$asan" -eq 1 ]; then
+  # libfaketime and the AddressSanitizer runtime preloaded together hang every program at its start (here even
+  # timeout(1)); the renewal runs under ASan in tests/unit/test_launcher.c and test_compartment.c.
+  echo "# skipped: the broker under libfaketime with an ASan-built plugin (the two preloads deadlock at start)"
+  finish
+fi
 faketime_lib=
 for f in /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 /usr/lib/*/faketime/libfaketime.so.1; do
   [ -e "$f" ] && { faketime_lib=$f; break; }
