@@ -92,6 +92,14 @@ idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *au
                                        const idevs_identity *subject, const idevs_evidence *evidence,
                                        unsigned validity_seconds, X509 **out);
 
+/* The same, renewing a certificate of the same keys: notBefore is not_before (the notBefore of the certificate
+ * it renews; 0: now, as idevs_cert_issue_compartment), notAfter now + validity_seconds. The keys have been
+ * certified since then: a verifier whose clock lags the issuer's never finds a renewal not yet valid.
+ * not_before in the future is IDEVS_ERR_INVALID_ARG. */
+idevs_err idevs_cert_renew_compartment(const idevs_identity *authority, X509 *authority_cert,
+                                       const idevs_identity *subject, const idevs_evidence *evidence,
+                                       unsigned validity_seconds, time_t not_before, X509 **out);
+
 /* DER of cert into a malloc'd buffer. */
 idevs_err idevs_cert_to_der(X509 *cert, uint8_t **der, size_t *len);
 

@@ -38,8 +38,10 @@ static idevs_err add_conf_ext(X509 *cert, X509V3_CTX *ctx, int nid, const char *
 }
 
 /* Builds and signs a certificate for subject. issuer_cert NULL means self-signed (the CA). */
+/* not_before 0: now, less NOT_BEFORE_SLACK. */
 static idevs_err build(enum kind kind, const idevs_identity *issuer, X509 *issuer_cert, const idevs_identity *subject,
-                       long validity_seconds, const uint8_t *evidence, size_t evidence_len, X509 **out)
+                       long validity_seconds, time_t not_before, const uint8_t *evidence, size_t evidence_len,
+                       X509 **out)
 {
     idevs_err err = IDEVS_ERR_NOMEM;
     X509 *cert = X509_new();
@@ -55,7 +57,8 @@ static idevs_err build(enum kind kind, const idevs_identity *issuer, X509 *issue
         X509_set_issuer_name(cert, issuer_cert != NULL ? X509_get_subject_name(issuer_cert) : name) != 1 ||
         X509_set_pubkey(cert, subject->sign) != 1)
         goto done;
-    if (ASN1_TIME_adj(X509_getm_notBefore(cert), now, 0, -NOT_BEFORE_SLACK) == NULL ||
+    if ((not_before != 0 ? ASN1_TIME_set(X509_getm_notBefore(cert), not_before)
+                         : ASN1_TIME_adj(X509_getm_notBefore(cert), now, 0, -NOT_BEFORE_SLACK)) == NULL ||
         ASN1_TIME_adj(X509_getm_notAfter(cert), now, 0, validity_seconds) == NULL)
         goto done;
     if ((err = set_serial(cert)) != IDEVS_OK)
@@ -137,7 +140,7 @@ idevs_err idevs_cert_issue_ca(const idevs_identity *ca, unsigned days, X509 **ou
     long secs = 0;
     if (!usable(ca) || out == NULL || days_to_seconds(days, &secs) != IDEVS_OK)
         return IDEVS_ERR_INVALID_ARG;
-    return build(KIND_CA, ca, NULL, ca, secs, NULL, 0, out);
+    return build(KIND_CA, ca, NULL, ca, secs, 0, NULL, 0, out);
 }
 
 /* An authority's or a service's certificate: both are issued by the operator CA, for a number of days. */
@@ -150,7 +153,7 @@ static idevs_err issue_under_ca(enum kind kind, const idevs_identity *ca, X509 *
     idevs_err err = check_issuer(ca, ca_cert);
     if (err != IDEVS_OK)
         return err;
-    return build(kind, ca, ca_cert, subject, secs, NULL, 0, out);
+    return build(kind, ca, ca_cert, subject, secs, 0, NULL, 0, out);
 }
 
 idevs_err idevs_cert_issue_authority(const idevs_identity *ca, X509 *ca_cert, const idevs_identity *authority,
@@ -169,8 +172,15 @@ idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *au
                                        const idevs_identity *subject, const idevs_evidence *evidence,
                                        unsigned validity_seconds, X509 **out)
 {
+    return idevs_cert_renew_compartment(authority, authority_cert, subject, evidence, validity_seconds, 0, out);
+}
+
+idevs_err idevs_cert_renew_compartment(const idevs_identity *authority, X509 *authority_cert,
+                                       const idevs_identity *subject, const idevs_evidence *evidence,
+                                       unsigned validity_seconds, time_t not_before, X509 **out)
+{
     if (subject == NULL || evidence == NULL || out == NULL || validity_seconds == 0 ||
-        validity_seconds > DAYS_MAX * 86400u)
+        validity_seconds > DAYS_MAX * 86400u || not_before < 0 || not_before > time(NULL))
         return IDEVS_ERR_INVALID_ARG;
     idevs_err err = check_issuer(authority, authority_cert);
     if (err != IDEVS_OK)
@@ -188,7 +198,8 @@ idevs_err idevs_cert_issue_compartment(const idevs_identity *authority, X509 *au
     size_t enc_len = 0;
     if ((err = certs_evidence_encode(evidence, &enc, &enc_len)) != IDEVS_OK)
         return err;
-    err = build(KIND_COMPARTMENT, authority, authority_cert, subject, (long)validity_seconds, enc, enc_len, out);
+    err = build(KIND_COMPARTMENT, authority, authority_cert, subject, (long)validity_seconds, not_before, enc, enc_len,
+                out);
     free(enc);
     return err;
 }

@@ -46,6 +46,7 @@ typedef enum idevs_launcher_event {
     IDEVS_LAUNCHER_EVENT_GIVEN_UP,      /* a delivery was given up after max_attempts */
     IDEVS_LAUNCHER_EVENT_NOTICE,        /* anything else the operator should know */
     IDEVS_LAUNCHER_EVENT_WARNING,       /* something the operator should act on (e.g. the replay record was lost) */
+    IDEVS_LAUNCHER_EVENT_RENEWED,       /* the running compartment's certificate was renewed: publish the new chain */
 } idevs_launcher_event;
 
 /* For the operator's log. message names the compartment and never holds keys or payloads. */
@@ -63,6 +64,9 @@ typedef struct idevs_launcher_config {
     X509 *authority_cert; /* a reference is taken */
     const char *run_as;   /* user for the compartment when the launcher runs as root; NULL: "nobody" */
     unsigned certificate_validity_s; /* default 7 days */
+    /* The running compartment's certificate is renewed (same keys, new evidence) this long after it was issued;
+     * 0: two thirds of certificate_validity_s. Must be below certificate_validity_s. */
+    unsigned certificate_renew_after_s;
     unsigned start_timeout_ms;       /* start to Ready; default 5000 */
     unsigned event_timeout_ms;       /* 0: the descriptor's limits.event_timeout_ms */
     size_t queue_depth;              /* deliveries accepted and not done; 0: the descriptor's limits.queue_depth */
@@ -224,6 +228,9 @@ typedef struct idevs_launcher_stats {
     uint64_t started;            /* compartments spawned */
     uint64_t restarts;           /* spawns after an unplanned end */
     uint64_t certified;          /* certificates issued */
+    uint64_t renewed;            /* of which renewals of a running compartment's certificate */
+    uint64_t renew_failed;       /* renewals that failed (tried again later; the current certificate stays) */
+    int64_t certificate_not_after; /* the current certificate's notAfter, seconds since 1970; 0 before one */
     uint64_t delivered;          /* deliveries accepted */
     uint64_t sent;               /* Deliver frames sent, re-sends included */
     uint64_t resent;             /* of which re-sends after a restart */

@@ -41,6 +41,8 @@ static const opt_spec specs[] = {
     UINT_OPT(queue_bytes, 65536, 4294967295u),
     UINT_OPT(metrics_interval_s, 0, 86400),
     UINT_OPT(log_interval_s, 1, 3600),
+    UINT_OPT(certificate_validity_s, 600, 31536000),
+    UINT_OPT(certificate_renew_after_s, 60, 31535999),
     { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
@@ -149,6 +151,13 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                                  specs[s].name);
             return false;
         }
+    unsigned validity = c->certificate_validity_s != 0 ? c->certificate_validity_s : 7u * 86400u;
+    if (c->certificate_renew_after_s >= validity) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_certificate_renew_after_s: %u s is not "
+                             "before the end of the certificate's validity (%u s): a certificate must be renewed "
+                             "before it expires", c->certificate_renew_after_s, validity);
+        return false;
+    }
     if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
         return false;

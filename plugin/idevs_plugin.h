@@ -49,6 +49,8 @@ typedef struct idevs_plugin_config {
     unsigned queue_bytes;        /* per process: envelope bytes queued at most; 0: the launcher's default */
     unsigned metrics_interval_s; /* 0: no $SYS counters; default 10 */
     unsigned log_interval_s;     /* at most one line per rejection reason and process per interval; default 10 */
+    unsigned certificate_validity_s;    /* each compartment certificate's; 0: the launcher's (7 days) */
+    unsigned certificate_renew_after_s; /* renewed this long after its issue; 0: two thirds of the validity */
     idevs_acl_others acl_others;
 } idevs_plugin_config;
 
@@ -65,6 +67,7 @@ typedef struct idevs_metrics {
     uint64_t publish_failed;    /* publications the broker refused */
     uint64_t guard_denied;      /* client writes refused on protected topics */
     uint64_t restarts;          /* compartment certifications after the first */
+    uint64_t certificate_renewals; /* certificates of a running compartment renewed and published */
     /* deliveries the logic refused with a declared code (idevs_refuse), by the code's index in the descriptor;
      * also counted in rejected[IDEVS_ERR_LOGIC] */
     uint64_t refused[IDEVS_LAUNCHER_REFUSALS_MAX];

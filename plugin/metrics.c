@@ -43,6 +43,7 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "publish_failed", m->publish_failed);
     publish_counter(via, scope, "guard_denied", m->guard_denied);
     publish_counter(via, scope, "restarts", f->restarts);
+    publish_counter(via, scope, "certificate_renewals", m->certificate_renewals);
     publish_counter(via, scope, "queue_depth", f->queue_depth);
     publish_counter(via, scope, "in_flight", f->in_flight);
     publish_counter(via, scope, "released_unrecorded", f->released_unrecorded);
@@ -109,6 +110,7 @@ static void add(idevs_metrics *sum, const idevs_metrics *m)
     sum->receipts_in += m->receipts_in;
     sum->publish_failed += m->publish_failed;
     sum->guard_denied += m->guard_denied;
+    sum->certificate_renewals += m->certificate_renewals;
 }
 
 void idevs_metrics_tick(idevs_plugin *p, time_t now)
@@ -148,10 +150,10 @@ void idevs_metrics_clear(idevs_process *proc)
 {
     /* Retained counters of a process that no longer runs would mislead: an empty retained message removes each
      * one the process could have published. */
-    static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts", "receipts_in", "publish_failed",
-                                        "guard_denied", "restarts", "queue_depth", "in_flight",
-                                        "released_unrecorded", "queued_while_down", "outbox", "outbox_resent",
-                                        "outbox_expired"};
+    static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts",
+                                        "receipts_in", "publish_failed", "guard_denied", "restarts",
+                                        "certificate_renewals", "queue_depth", "in_flight", "released_unrecorded",
+                                        "queued_while_down", "outbox", "outbox_resent", "outbox_expired"};
     char topic[256] /* process names have at most 64 bytes */;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);

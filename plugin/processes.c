@@ -26,6 +26,11 @@ static void on_event(void *arg, idevs_launcher_event event, const char *message)
     idevs_process *proc = arg;
     int level = MOSQ_LOG_NOTICE;
     switch (event) {
+    case IDEVS_LAUNCHER_EVENT_RENEWED:
+        /* Published retained as after a start; services verify it and switch to it (docs/CERTIFICATES.md). */
+        proc->certificate_stale = true;
+        proc->metrics.certificate_renewals++;
+        break;
     case IDEVS_LAUNCHER_EVENT_CERTIFIED:
         proc->certificate_stale = true;
         if (proc->certifications++ > 0)
@@ -103,6 +108,8 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
     lc.authority_cert = p->authority.cert;
     lc.start_timeout_ms = p->cfg.start_timeout_ms;
     lc.queue_bytes = p->cfg.queue_bytes;
+    lc.certificate_validity_s = p->cfg.certificate_validity_s;
+    lc.certificate_renew_after_s = p->cfg.certificate_renew_after_s;
     lc.on_event = on_event;
     lc.event_arg = proc;
     char why[1024] = "";

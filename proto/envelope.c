@@ -74,6 +74,35 @@ uint64_t idevs_env_now(const idevs_envelope_ctx *ctx)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static void chain_free(uint8_t **der, size_t *len, size_t *count)
+{
+    for (size_t i = 0; i < *count; i++) {
+        free(der[i]);
+        der[i] = NULL;
+        len[i] = 0;
+    }
+    *count = 0;
+}
+
+/* A copy of the identity's current chain. */
+static idevs_err copy_own_chain(const idevs_identity *self, uint8_t **der, size_t *len, size_t *count)
+{
+    size_t n = idevs_identity_chain_count(self);
+    *count = 0;
+    for (size_t i = 0; i < n && i < IDEVS_CHAIN_MAX; i++) {
+        size_t l = 0;
+        const uint8_t *d = idevs_identity_chain_der(self, i, &l);
+        if (d == NULL || (der[i] = malloc(l)) == NULL) {
+            chain_free(der, len, count);
+            return d == NULL ? IDEVS_ERR_INVALID_ARG : IDEVS_ERR_NOMEM;
+        }
+        memcpy(der[i], d, l);
+        len[i] = l;
+        *count = i + 1;
+    }
+    return IDEVS_OK;
+}
+
 idevs_err idevs_envelope_ctx_new(const idevs_identity *self, const idevs_cert_policy *policy,
                                  const idevs_envelope_options *opts, idevs_envelope_ctx **out)
 {
@@ -88,6 +117,8 @@ idevs_err idevs_envelope_ctx_new(const idevs_identity *self, const idevs_cert_po
     idevs_err err = normalize(opts, &ctx->opts);
     if (err == IDEVS_OK)
         err = idevs_identity_cert_digest(self, ctx->self_digest);
+    if (err == IDEVS_OK)
+        err = copy_own_chain(self, ctx->own_der, ctx->own_len, &ctx->own_count);
     if (err != IDEVS_OK) {
         free(ctx);
         return err;
@@ -105,6 +136,8 @@ void idevs_envelope_ctx_free(idevs_envelope_ctx *ctx)
     if (ctx == NULL)
         return;
     idevs_peers_free(&ctx->peers);
+    chain_free(ctx->own_der, ctx->own_len, &ctx->own_count);
+    chain_free(ctx->former_der, ctx->former_len, &ctx->former_count);
     free(ctx->allowed);
     idevs_cleanse(ctx, sizeof *ctx);
     free(ctx);
@@ -160,6 +193,41 @@ static void inherit(idevs_peer *fresh, const idevs_peer *old)
     fresh->send.epoch = old->send.epoch; /* inactive; the next sending epoch starts above it */
 }
 
+/* Whether a certificate certifies the keys a peer is known by. */
+static bool same_keys(const idevs_peer *p, const idevs_cert_info *ci)
+{
+    return memcmp(p->info.sign_pub, ci->sign_pub, sizeof ci->sign_pub) == 0 &&
+           memcmp(p->info.kex_pub, ci->kex_pub, sizeof ci->kex_pub) == 0;
+}
+
+/* Another verified certificate of a peer's keys: the later-expiring one becomes (or stays) the current one, the
+ * other is remembered as the former one. The epochs, the static DH value and the epoch floor stay. */
+static void renew_peer(idevs_peer *p, const idevs_cert_info *ci, uint64_t not_after)
+{
+    if (same_digest(p->info.cert_digest, ci->cert_digest)) {
+        p->info = *ci;
+        p->not_after_ms = not_after;
+    } else if (not_after >= p->not_after_ms) {
+        memcpy(p->former_digest, p->info.cert_digest, IDEVS_SHA256_LEN);
+        p->former_not_after_ms = p->not_after_ms;
+        p->has_former = true;
+        p->info = *ci;
+        p->not_after_ms = not_after;
+    } else {
+        memcpy(p->former_digest, ci->cert_digest, IDEVS_SHA256_LEN);
+        p->former_not_after_ms = not_after;
+        p->has_former = true;
+    }
+    p->info.evidence.hardware_report = NULL;
+    p->info.evidence.hardware_report_len = 0;
+}
+
+/* digest names the peer's former certificate, still valid at now. */
+static bool former_valid(const idevs_peer *p, const uint8_t digest[IDEVS_SHA256_LEN], uint64_t now)
+{
+    return p->has_former && same_digest(p->former_digest, digest) && now < p->former_not_after_ms;
+}
+
 static idevs_err verify_chain(const idevs_envelope_ctx *ctx, const uint8_t *const *der, const size_t *der_len,
                               size_t count, uint64_t now, idevs_cert_info *info, uint64_t *not_after)
 {
@@ -187,9 +255,8 @@ idevs_err idevs_envelope_add_peer(idevs_envelope_ctx *ctx, const uint8_t *const 
     ci.evidence.hardware_report = NULL;
     ci.evidence.hardware_report_len = 0;
     idevs_peer *old = idevs_peers_find(&ctx->peers, &ci.uuid);
-    if (old != NULL && same_digest(old->info.cert_digest, ci.cert_digest)) {
-        old->info = ci; /* same certificate, verified again: keep the epochs */
-        old->not_after_ms = not_after;
+    if (old != NULL && (same_digest(old->info.cert_digest, ci.cert_digest) || same_keys(old, &ci))) {
+        renew_peer(old, &ci, not_after); /* the same certificate verified again, or a renewal: keep the epochs */
     } else {
         if (old == NULL && idevs_peers_full(&ctx->peers))
             return IDEVS_ERR_PEER_LIMIT;
@@ -251,6 +318,32 @@ static bool sender_allowed(const idevs_envelope_ctx *ctx, const idevs_uuid *send
             hi = mid;
     }
     return false;
+}
+
+idevs_err idevs_envelope_self_renewed(idevs_envelope_ctx *ctx)
+{
+    if (ctx == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    uint8_t digest[IDEVS_SHA256_LEN];
+    idevs_err err = idevs_identity_cert_digest(ctx->self, digest);
+    if (err != IDEVS_OK)
+        return err;
+    if (same_digest(digest, ctx->self_digest))
+        return IDEVS_OK; /* the same certificate again */
+    uint8_t *der[IDEVS_CHAIN_MAX] = {NULL};
+    size_t len[IDEVS_CHAIN_MAX] = {0}, count = 0;
+    if ((err = copy_own_chain(ctx->self, der, len, &count)) != IDEVS_OK)
+        return err;
+    chain_free(ctx->former_der, ctx->former_len, &ctx->former_count);
+    memcpy(ctx->former_der, ctx->own_der, sizeof ctx->former_der);
+    memcpy(ctx->former_len, ctx->own_len, sizeof ctx->former_len);
+    ctx->former_count = ctx->own_count;
+    memcpy(ctx->former_digest, ctx->self_digest, IDEVS_SHA256_LEN);
+    memcpy(ctx->own_der, der, sizeof ctx->own_der);
+    memcpy(ctx->own_len, len, sizeof ctx->own_len);
+    ctx->own_count = count;
+    memcpy(ctx->self_digest, digest, IDEVS_SHA256_LEN);
+    return IDEVS_OK;
 }
 
 void idevs_envelope_rotate(idevs_envelope_ctx *ctx)
@@ -332,6 +425,7 @@ static idevs_err start_sending_epoch(idevs_envelope_ctx *ctx, idevs_peer *peer, 
         if (computed)
             cache_dh(peer, dh_s);
         idevs_send_epoch_clear(&peer->send);
+        memcpy(e.leaf_digest, ctx->self_digest, IDEVS_SHA256_LEN);
         e.active = true;
         peer->send = e;
         ctx->stats.sending_epochs++;
@@ -347,6 +441,10 @@ out:
 static bool sending_epoch_spent(const idevs_envelope_ctx *ctx, const idevs_send_epoch *e, uint64_t now)
 {
     if (!e->active || e->generation != ctx->rotation)
+        return true;
+    /* Begun under a certificate of ours that is neither the current nor the former one (renewed twice). */
+    if (!same_digest(e->leaf_digest, ctx->self_digest) &&
+        (ctx->former_count == 0 || !same_digest(e->leaf_digest, ctx->former_digest)))
         return true;
     if (now >= e->started_ms && now - e->started_ms >= ctx->opts.epoch_lifetime_ms)
         return true;
@@ -373,6 +471,9 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
         return IDEVS_ERR_UNKNOWN_RECIPIENT;
 
     uint64_t now = idevs_env_now(ctx);
+    /* Nothing is sealed to a certificate past its notAfter: the recipient's renewed one must come first. */
+    if (now >= peer->not_after_ms)
+        return IDEVS_ERR_CERT_EXPIRED;
     idevs_err err;
     if (sending_epoch_spent(ctx, &peer->send, now) && (err = start_sending_epoch(ctx, peer, now)) != IDEVS_OK)
         return err;
@@ -391,7 +492,7 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
     h.sequence = e->next_sequence;
     memcpy(h.ephemeral_key, e->e_pub, IDEVS_X25519_LEN);
     memcpy(h.epoch_signature, e->signature, IDEVS_ED25519_SIG_LEN);
-    memcpy(h.leaf_digest, ctx->self_digest, IDEVS_SHA256_LEN);
+    memcpy(h.leaf_digest, e->leaf_digest, IDEVS_SHA256_LEN);
     h.provenance = in->provenance;
     h.provenance_count = in->provenance_count;
 
@@ -402,11 +503,19 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
 
     const uint8_t *chain[IDEVS_CHAIN_MAX];
     size_t chain_len[IDEVS_CHAIN_MAX], chain_count = 0;
-    if (h.sequence == 1) {
-        chain_count = idevs_identity_chain_count(ctx->self);
-        for (size_t i = 0; i < chain_count; i++)
-            if ((chain[i] = idevs_identity_chain_der(ctx->self, i, &chain_len[i])) == NULL)
-                return IDEVS_ERR_INVALID_ARG;
+    if (!same_digest(e->leaf_digest, ctx->self_digest)) {
+        /* An epoch begun before our renewal: its certificate travels with each of its envelopes. */
+        chain_count = ctx->former_count;
+        for (size_t i = 0; i < chain_count; i++) {
+            chain[i] = ctx->former_der[i];
+            chain_len[i] = ctx->former_len[i];
+        }
+    } else if (h.sequence == 1) {
+        chain_count = ctx->own_count;
+        for (size_t i = 0; i < chain_count; i++) {
+            chain[i] = ctx->own_der[i];
+            chain_len[i] = ctx->own_len[i];
+        }
     }
     uint8_t *buf = NULL, *ct = NULL;
     size_t buf_len = 0;
@@ -476,6 +585,9 @@ static idevs_err accept_offer(idevs_envelope_ctx *ctx, const idevs_peer *keys, c
 typedef struct open_state {
     idevs_env_decoded d;
     idevs_peer *candidate;      /* a sender certificate from the chain, not yet installed */
+    idevs_cert_info renewal;    /* another certificate of a known sender's keys, from the chain, not yet installed */
+    uint64_t renewal_not_after;
+    bool have_renewal;
     idevs_recv_epoch fresh;     /* a new receiving epoch, not yet installed */
     bool have_fresh;
     uint8_t dh_s[IDEVS_X25519_LEN];
@@ -527,7 +639,8 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
     if (s->d.chain_count > 0) {
         if ((err = idevs_sha256(s->d.chain[0], s->d.chain_len[0], h->leaf_digest)) != IDEVS_OK)
             return err;
-        bool cached = peer != NULL && same_digest(peer->info.cert_digest, h->leaf_digest) && now < peer->not_after_ms;
+        bool cached = peer != NULL && ((same_digest(peer->info.cert_digest, h->leaf_digest) && now < peer->not_after_ms) ||
+                                       former_valid(peer, h->leaf_digest, now));
         if (!cached) {
             idevs_cert_info ci;
             uint64_t not_after = 0;
@@ -536,20 +649,32 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
                 return err;
             if (!idevs_uuid_equal(&ci.uuid, &h->sender))
                 return IDEVS_ERR_MALFORMED;
-            if (peer == NULL && idevs_peers_full(&ctx->peers))
-                return IDEVS_ERR_PEER_LIMIT;
-            if ((s->candidate = idevs_peer_new(&ci, not_after)) == NULL)
-                return IDEVS_ERR_NOMEM;
-            if (peer != NULL)
-                inherit(s->candidate, peer);
+            if (peer != NULL && same_keys(peer, &ci)) {
+                /* A renewal (or the certificate it renewed): the same keys, so the same epochs. */
+                s->renewal = ci;
+                s->renewal_not_after = not_after;
+                s->have_renewal = true;
+            } else {
+                if (peer == NULL && idevs_peers_full(&ctx->peers))
+                    return IDEVS_ERR_PEER_LIMIT;
+                if ((s->candidate = idevs_peer_new(&ci, not_after)) == NULL)
+                    return IDEVS_ERR_NOMEM;
+                if (peer != NULL)
+                    inherit(s->candidate, peer);
+            }
         }
     } else {
         if (peer == NULL)
             return IDEVS_ERR_UNKNOWN_SENDER;
-        if (!same_digest(peer->info.cert_digest, h->leaf_digest))
+        if (same_digest(peer->info.cert_digest, h->leaf_digest)) {
+            if (now >= peer->not_after_ms)
+                return IDEVS_ERR_CERT_EXPIRED;
+        } else if (peer->has_former && same_digest(peer->former_digest, h->leaf_digest)) {
+            if (now >= peer->former_not_after_ms)
+                return IDEVS_ERR_CERT_EXPIRED;
+        } else {
             return IDEVS_ERR_CERT_DIGEST_MISMATCH;
-        if (now >= peer->not_after_ms)
-            return IDEVS_ERR_CERT_EXPIRED;
+        }
     }
 
     /* 8. epoch. With a new certificate for a known sender, only a new offer above all its epochs is acceptable. */
@@ -604,6 +729,8 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
         peer = s->candidate; /* the table owns it now and freed the one it replaced */
         s->candidate = NULL;
     }
+    if (s->have_renewal)
+        renew_peer(peer, &s->renewal, s->renewal_not_after);
     if (s->have_fresh) {
         idevs_recv_epoch_clear(&peer->prev);
         if (peer->cur.active) {

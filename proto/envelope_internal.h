@@ -126,6 +126,7 @@ typedef struct idevs_send_epoch {
     uint32_t suite;
     uint8_t e_pub[IDEVS_X25519_LEN];
     uint8_t signature[IDEVS_ED25519_SIG_LEN];
+    uint8_t leaf_digest[IDEVS_SHA256_LEN]; /* our certificate its offer names: kept when ours is renewed */
     idevs_aead aead;
 } idevs_send_epoch;
 
@@ -146,6 +147,11 @@ typedef struct idevs_peer {
     bool has_dh_s;
     uint8_t dh_s[IDEVS_X25519_LEN]; /* X25519(own kex private, peer kex public), cached; cleansed on free */
     uint64_t epoch_floor;           /* offers must be above this (survives certificate replacement) */
+    /* The other certificate of the same keys after a renewal (the one renewed, or an older one a chain
+     * brought): envelopes of epochs begun under it still open until it expires. */
+    bool has_former;
+    uint8_t former_digest[IDEVS_SHA256_LEN];
+    uint64_t former_not_after_ms;
     idevs_send_epoch send;
     idevs_recv_epoch cur, prev;
 } idevs_peer;
@@ -177,6 +183,11 @@ struct idevs_envelope_ctx {
     const idevs_cert_policy *policy;
     idevs_envelope_options opts;
     uint8_t self_digest[IDEVS_SHA256_LEN];
+    /* Our chain before the last idevs_envelope_self_renewed(): carried by every envelope of a sending epoch
+     * begun under it (former_count 0: none). own_* is a copy of the current one, to become the former. */
+    uint8_t *own_der[IDEVS_CHAIN_MAX], *former_der[IDEVS_CHAIN_MAX];
+    size_t own_len[IDEVS_CHAIN_MAX], former_len[IDEVS_CHAIN_MAX], own_count, former_count;
+    uint8_t former_digest[IDEVS_SHA256_LEN];
     idevs_peer_table peers;
     idevs_uuid *allowed; /* sorted; NULL until the first allow_sender */
     size_t allowed_count, allowed_cap;

@@ -57,12 +57,20 @@ void idevs_envelope_ctx_free(idevs_envelope_ctx *ctx);
 
 /* Registers a peer from its DER chain (leaf first) after verifying it under the context's policy: needed
  * before sealing to it, optional before opening from it (a chain in the envelope registers the sender).
- * Re-adding a peer with a new certificate replaces it and resets its epochs. info may be NULL. */
+ * Re-adding a peer with a new certificate for other keys replaces it and resets its epochs. A new certificate
+ * for the same keys (a renewal) replaces the certificate and keeps the epochs; the former one still opens
+ * the envelopes of epochs begun under it until it expires. info may be NULL. */
 idevs_err idevs_envelope_add_peer(idevs_envelope_ctx *ctx, const uint8_t *const *der, const size_t *der_len,
                                   size_t count, idevs_cert_info *info);
 
 /* Restricts opening to the listed senders; until the first call, any sender the policy verifies is accepted. */
 idevs_err idevs_envelope_allow_sender(idevs_envelope_ctx *ctx, const idevs_uuid *sender);
+
+/* After the context's identity got a renewed chain for the same keys (idevs_identity_set_chain): sending
+ * epochs started from now on name the new certificate; those already running go on under the former one and
+ * carry its chain in every envelope, so that a receiver that knows only the new one can open them (a
+ * renewal comes days apart, an epoch lasts an hour). IDEVS_ERR_NOMEM changes nothing. */
+idevs_err idevs_envelope_self_renewed(idevs_envelope_ctx *ctx);
 
 /* Starts new sending epochs for every peer at the next seal (for key rotation on demand). */
 void idevs_envelope_rotate(idevs_envelope_ctx *ctx);

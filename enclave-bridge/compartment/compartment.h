@@ -152,6 +152,8 @@ int64_t cmp_monotonic_ms(void);
 /* handshake.c */
 void handshake_run(compartment *c);
 void handshake_clear(compartment *c);
+/* A renewed certificate for our keys while serving (Certified again): checked as at the start, then ours. */
+void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert);
 
 /* keys.c: the sealed-keys blob (docs/COMPARTMENT.md). */
 #define KEYS_SEALED_VERSION 1

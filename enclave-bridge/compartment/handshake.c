@@ -146,8 +146,8 @@ static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
         cmp_fatal(c, err, "cannot send CertifyRequest: %s", idevs_strerror(err));
 }
 
-/* Installs our chain after checking it certifies what this compartment is, then the envelope context. */
-static void certified(compartment *c, const Idevs__Bridge__V1__Certified *cert)
+/* Installs our chain after checking it certifies what this compartment is: at the start and at each renewal. */
+static void install_own_chain(compartment *c, const Idevs__Bridge__V1__Certified *cert)
 {
     if (cert->n_chain == 0 || cert->n_chain > IDEVS_CHAIN_MAX)
         cmp_fatal(c, IDEVS_ERR_CONFIG, "Certified: %zu certificates, expected 1 to %d", cert->n_chain,
@@ -186,7 +186,22 @@ static void certified(compartment *c, const Idevs__Bridge__V1__Certified *cert)
     idevs_cert_policy_free(self_policy);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "Certified: %s", why[0] != '\0' ? why : idevs_strerror(err));
+}
 
+void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert)
+{
+    /* The same checks as at the start; the keys must be ours, so the epochs under way go on. */
+    install_own_chain(c, cert);
+    idevs_err err = idevs_envelope_self_renewed(c->env);
+    if (err != IDEVS_OK)
+        cmp_fatal(c, err, "Certified (renewal): %s", idevs_strerror(err));
+}
+
+/* The envelope context, once our chain is installed, with every service as a peer. */
+static void certified(compartment *c, const Idevs__Bridge__V1__Certified *cert)
+{
+    install_own_chain(c, cert);
+    idevs_err err;
     idevs_envelope_options opts;
     idevs_envelope_options_default(&opts);
     opts.max_payload = c->dep->max_payload;

@@ -375,6 +375,11 @@ static int on_readable(compartment *c)
             on_deliver(c, f->deliver);
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED:
+            /* After the deliveries before it (finished above): what they sealed named the former certificate. */
+            handshake_renewed(c, f->certified);
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            break;
         case IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             drain(c);
@@ -382,7 +387,7 @@ static int on_readable(compartment *c)
             return CMP_EXIT_OK;
         default:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
-            cmp_fatal(c, IDEVS_ERR_FRAME, "frame from the launcher: not a Deliver or Shutdown");
+            cmp_fatal(c, IDEVS_ERR_FRAME, "frame from the launcher: not a Deliver, Certified or Shutdown");
         }
     }
 }

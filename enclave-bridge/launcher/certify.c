@@ -107,6 +107,96 @@ done:
     return err;
 }
 
+/* A certificate's notBefore or notAfter as seconds since 1970; 0 when it cannot be read. */
+static time_t cert_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+    return t != NULL && ASN1_TIME_to_tm(t, &tm) == 1 ? timegm(&tm) : 0;
+}
+
+/* Fresh evidence for the keys, and a certificate for them (not_before 0: now), DER in *der. On success the
+ * launcher remembers the keys, notBefore and notAfter, and when the renewal is due. */
+static idevs_err issue(idevs_launcher *l, const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN],
+                       const uint8_t kex_pub[IDEVS_X25519_LEN], time_t not_before, uint8_t **der, size_t *der_len,
+                       char *why, size_t why_len)
+{
+    uint8_t binding[IDEVS_SHA256_LEN];
+    idevs_evidence ev;
+    idevs_identity *subject = NULL;
+    X509 *cert = NULL;
+    idevs_err err;
+    *der = NULL;
+    *der_len = 0;
+    if ((err = idevs_key_binding(sign_pub, kex_pub, binding)) != IDEVS_OK) {
+        snprintf(why, why_len, "computing the key binding failed");
+        goto done;
+    }
+    /* New evidence each time: a new nonce and issue time, as for a start. */
+    if ((err = idevs_backend_evidence(l->backend, &l->image, &l->program, binding, &ev, why, why_len)) != IDEVS_OK)
+        goto done;
+    if ((err = idevs_identity_from_public(&l->program, l->name, sign_pub, kex_pub, &subject)) != IDEVS_OK) {
+        snprintf(why, why_len, "its public keys are not usable: %s", idevs_strerror(err));
+        goto done;
+    }
+    if ((err = idevs_cert_renew_compartment(l->authority, l->authority_cert, subject, &ev,
+                                            l->cfg.certificate_validity_s, not_before, &cert)) != IDEVS_OK) {
+        snprintf(why, why_len, "issuing its certificate failed: %s", idevs_strerror(err));
+        goto done;
+    }
+    if ((err = idevs_cert_to_der(cert, der, der_len)) != IDEVS_OK || *der_len > CERT_LEN_MAX) {
+        err = err != IDEVS_OK ? err : IDEVS_ERR_TOO_LARGE;
+        snprintf(why, why_len, "encoding its certificate failed");
+        free(*der);
+        *der = NULL;
+        goto done;
+    }
+    memcpy(l->certified_sign_pub, sign_pub, IDEVS_ED25519_PUB_LEN);
+    memcpy(l->certified_kex_pub, kex_pub, IDEVS_X25519_LEN);
+    l->cert_not_before = cert_time(X509_get0_notBefore(cert));
+    l->stats.certificate_not_after = (int64_t)cert_time(X509_get0_notAfter(cert));
+    l->renew_at = time(NULL) + (time_t)l->cfg.certificate_renew_after_s;
+    l->renew_check_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
+done:
+    X509_free(cert);
+    idevs_identity_free(subject);
+    return err;
+}
+
+/* Sends the chain of leaf der and the authority's certificate to the compartment and makes it the current one;
+ * takes der. */
+static idevs_err send_chain(idevs_launcher *l, uint8_t *der, size_t der_len, char *why, size_t why_len)
+{
+    uint8_t *authority = malloc(l->authority_der_len);
+    if (authority == NULL) {
+        free(der);
+        snprintf(why, why_len, "out of memory");
+        return IDEVS_ERR_NOMEM;
+    }
+    memcpy(authority, l->authority_der, l->authority_der_len);
+    ProtobufCBinaryData chain[2] = {{der_len, der}, {l->authority_der_len, l->authority_der}};
+    Idevs__Bridge__V1__Certified certified = IDEVS__BRIDGE__V1__CERTIFIED__INIT;
+    certified.n_chain = 2;
+    certified.chain = chain;
+    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
+    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED;
+    frame.certified = &certified;
+    idevs_err err = supervise_send(l, &frame);
+    if (err != IDEVS_OK) {
+        snprintf(why, why_len, "sending its certificate failed: %s", idevs_strerror(err));
+        free(der);
+        free(authority);
+        return err;
+    }
+    idevs_der_chain_clear(&l->chain);
+    l->chain.der[0] = der;
+    l->chain.len[0] = der_len;
+    l->chain.der[1] = authority;
+    l->chain.len[1] = l->authority_der_len;
+    l->chain.count = 2;
+    l->stats.certified++;
+    return IDEVS_OK;
+}
+
 idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
                                  size_t why_len)
 {
@@ -132,76 +222,61 @@ idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__Cer
             return err;
     }
 
-    uint8_t binding[IDEVS_SHA256_LEN];
-    idevs_evidence ev;
-    idevs_identity *subject = NULL;
-    X509 *cert = NULL;
-    uint8_t *der = NULL, *authority = NULL;
+    uint8_t *der = NULL;
     size_t der_len = 0;
-    if ((err = idevs_key_binding(req->sign_public.data, req->kex_public.data, binding)) != IDEVS_OK) {
-        snprintf(why, why_len, "computing the key binding failed");
-        goto done;
-    }
-    if ((err = idevs_backend_evidence(l->backend, &l->image, &l->program, binding, &ev, why, why_len)) != IDEVS_OK)
-        goto done;
-    if ((err = idevs_identity_from_public(&l->program, l->name, req->sign_public.data, req->kex_public.data,
-                                          &subject)) != IDEVS_OK) {
-        snprintf(why, why_len, "its public keys are not usable: %s", idevs_strerror(err));
-        goto done;
-    }
-    if ((err = idevs_cert_issue_compartment(l->authority, l->authority_cert, subject, &ev,
-                                            l->cfg.certificate_validity_s, &cert)) != IDEVS_OK) {
-        snprintf(why, why_len, "issuing its certificate failed: %s", idevs_strerror(err));
-        goto done;
-    }
-    if ((err = idevs_cert_to_der(cert, &der, &der_len)) != IDEVS_OK || der_len > CERT_LEN_MAX) {
-        err = err != IDEVS_OK ? err : IDEVS_ERR_TOO_LARGE;
-        snprintf(why, why_len, "encoding its certificate failed");
-        goto done;
-    }
-    authority = malloc(l->authority_der_len);
-    if (authority == NULL) {
-        err = IDEVS_ERR_NOMEM;
-        snprintf(why, why_len, "out of memory");
-        goto done;
-    }
-    memcpy(authority, l->authority_der, l->authority_der_len);
-
-    ProtobufCBinaryData chain[2] = {{der_len, der}, {l->authority_der_len, l->authority_der}};
-    Idevs__Bridge__V1__Certified certified = IDEVS__BRIDGE__V1__CERTIFIED__INIT;
-    certified.n_chain = 2;
-    certified.chain = chain;
-    Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
-    frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED;
-    frame.certified = &certified;
-    if ((err = supervise_send(l, &frame)) != IDEVS_OK) {
-        snprintf(why, why_len, "sending its certificate failed: %s", idevs_strerror(err));
-        goto done;
-    }
-    idevs_der_chain_clear(&l->chain);
-    l->chain.der[0] = der;
-    l->chain.len[0] = der_len;
-    l->chain.der[1] = authority;
-    l->chain.len[1] = l->authority_der_len;
-    l->chain.count = 2;
-    der = authority = NULL;
-    l->stats.certified++;
+    if ((err = issue(l, req->sign_public.data, req->kex_public.data, 0, &der, &der_len, why, why_len)) != IDEVS_OK)
+        return err;
+    if ((err = send_chain(l, der, der_len, why, why_len)) != IDEVS_OK)
+        return err;
     l->stats.last_keys_restored = req->keys_restored;
     if (l->blob_sent && !req->keys_restored)
         launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE,
                        "got fresh keys: the sealed keys in the state directory were made under another "
                        "measurement or are damaged, and were replaced");
-done:
-    free(der);
-    free(authority);
-    X509_free(cert);
-    idevs_identity_free(subject);
-    return err;
+    return IDEVS_OK;
+}
+
+int certify_renew_if_due(idevs_launcher *l)
+{
+    if (l->state != IDEVS_LAUNCHER_READY || l->renew_at == 0 || launcher_now_ms() < l->renew_check_ms)
+        return 0;
+    l->renew_check_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
+    time_t now = time(NULL);
+    if (now < l->renew_at)
+        return 0;
+    char why[256] = "";
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    int64_t old_not_after = l->stats.certificate_not_after;
+    idevs_err err = issue(l, l->certified_sign_pub, l->certified_kex_pub, l->cert_not_before, &der, &der_len, why,
+                          sizeof why);
+    if (err == IDEVS_OK)
+        err = send_chain(l, der, der_len, why, sizeof why);
+    if (err != IDEVS_OK) {
+        l->stats.certificate_not_after = old_not_after;
+        l->renew_at = now + CERTIFY_RENEW_RETRY_S;
+        l->stats.renew_failed++;
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
+                       "renewing its certificate (valid until %lld) failed, tried again in %d s: %s",
+                       (long long)old_not_after, CERTIFY_RENEW_RETRY_S, why);
+        return 1;
+    }
+    l->stats.renewed++;
+    char until[32] = "?";
+    time_t na = (time_t)l->stats.certificate_not_after;
+    struct tm tm;
+    if (gmtime_r(&na, &tm) != NULL)
+        strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_RENEWED,
+                   "certificate renewed for the same keys, valid until %s (renewal %llu); the next is due in %u s",
+                   until, (unsigned long long)l->stats.renewed, l->cfg.certificate_renew_after_s);
+    return 1;
 }
 
 void certify_forget(idevs_launcher *l)
 {
     idevs_der_chain_clear(&l->chain);
+    l->renew_at = 0; /* the next compartment gets its own certificate, and its own renewal */
 }
 
 char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)

@@ -179,6 +179,12 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
                                "and the attestation authority");
         return IDEVS_ERR_INVALID_ARG;
     }
+    unsigned validity = or_default(cfg->certificate_validity_s, DEFAULT_VALIDITY_S);
+    if (cfg->certificate_renew_after_s >= validity) {
+        snprintf(why, why_len, "the certificate's renewal (after %u s) must come before its end (%u s of validity)",
+                 cfg->certificate_renew_after_s, validity);
+        return IDEVS_ERR_INVALID_ARG;
+    }
     idevs_launcher *l = calloc(1, sizeof *l);
     if (l == NULL)
         return IDEVS_ERR_NOMEM;
@@ -188,6 +194,11 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     l->cfg.operator_ca = NULL;
     l->cfg.authority_cert = NULL;
     l->cfg.certificate_validity_s = or_default(cfg->certificate_validity_s, DEFAULT_VALIDITY_S);
+    /* Renewed at two thirds of the validity by default: a third is left for a failed renewal to be tried
+     * again, and for services to fetch the new certificate, long before any of them would refuse the old. */
+    l->cfg.certificate_renew_after_s = cfg->certificate_renew_after_s != 0
+                                           ? cfg->certificate_renew_after_s
+                                           : (unsigned)((uint64_t)l->cfg.certificate_validity_s * 2 / 3);
     l->cfg.start_timeout_ms = or_default(cfg->start_timeout_ms, DEFAULT_START_TIMEOUT_MS);
     l->cfg.max_in_flight = or_default(cfg->max_in_flight, DEFAULT_MAX_IN_FLIGHT);
     l->cfg.max_attempts = or_default(cfg->max_attempts, DEFAULT_MAX_ATTEMPTS);

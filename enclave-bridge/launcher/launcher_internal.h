@@ -275,6 +275,10 @@ struct idevs_launcher {
 
     /* the last certificate issued */
     idevs_der_chain chain; /* the compartment's leaf and the authority's certificate */
+    uint8_t certified_sign_pub[IDEVS_ED25519_PUB_LEN], certified_kex_pub[IDEVS_X25519_LEN]; /* its keys */
+    time_t cert_not_before;  /* its notBefore: a renewal keeps it */
+    time_t renew_at;         /* wall-clock second its renewal is due; 0: none (no compartment certified) */
+    int64_t renew_check_ms;  /* monotonic: when the wall clock is looked at again for it */
 
     idevs_launcher_stats stats;
 };
@@ -413,6 +417,13 @@ idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *s, char *w
 idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
                                  size_t why_len);
 void certify_forget(idevs_launcher *l);
+/* Renews the running compartment's certificate when its renewal is due (renew_at, by the wall clock): new
+ * evidence for the same keys, a certificate with the same notBefore and a later notAfter, sent to the
+ * compartment in a Certified frame, then IDEVS_LAUNCHER_EVENT_RENEWED. A failure is told and tried again
+ * after CERTIFY_RENEW_RETRY_S. 1 when it did something. */
+int certify_renew_if_due(idevs_launcher *l);
+#define CERTIFY_RENEW_CHECK_MS 5000 /* the wall clock is looked at this often: it may jump (NTP, suspend) */
+#define CERTIFY_RENEW_RETRY_S 60
 
 /* supervise.c */
 idevs_err supervise_send(idevs_launcher *l, const Idevs__Bridge__V1__Frame *frame);

@@ -139,7 +139,10 @@ int64_t supervise_next_deadline(const idevs_launcher *l)
     at = save >= 0 && (at < 0 || save < at) ? save : at;
     /* the outbox's next copy: a poll must come then, traffic or not */
     int64_t resend = l->outbox.count > 0 && l->state != IDEVS_LAUNCHER_STOPPED ? l->outbox.next_due_ms : -1;
-    return resend >= 0 && (at < 0 || resend < at) ? resend : at;
+    at = resend >= 0 && (at < 0 || resend < at) ? resend : at;
+    /* The certificate's renewal is due by the wall clock, which is looked at every CERTIFY_RENEW_CHECK_MS. */
+    int64_t renew = l->state == IDEVS_LAUNCHER_READY && l->renew_at != 0 ? l->renew_check_ms : -1;
+    return renew >= 0 && (at < 0 || renew < at) ? renew : at;
 }
 
 void supervise_arm_timer(idevs_launcher *l)
@@ -817,8 +820,10 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
             work++;
         }
     }
-    if (l->state == IDEVS_LAUNCHER_READY)
+    if (l->state == IDEVS_LAUNCHER_READY) {
+        work += certify_renew_if_due(l);
         supervise_send_queued(l);
+    }
     if (live(l)) {
         idevs_err err = supervise_flush(l, 0);
         if (err == IDEVS_ERR_CHANNEL_CLOSED) {

@@ -12,7 +12,7 @@ IDEVS_PACKAGES=(
   uuid-dev libcunit1-dev libcjson-dev libseccomp-dev libsqlite3-dev sqlite3
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
   python3 python3-cryptography python3-protobuf python3-pyasn1-modules
-  valgrind
+  valgrind faketime libfaketime
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

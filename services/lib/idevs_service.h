@@ -114,7 +114,8 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
 idevs_err idevs_service_start(idevs_service *svc, char *why, size_t why_len);
 
 /* Seals payload to the compartment for the declared input `input` (whose "from" must be this service) and
- * publishes it at QoS 1 (the descriptor declares no QoS for inputs). IDEVS_ERR_UNKNOWN_INPUT for an input not
+ * publishes it at QoS 1 (IDEVS_ERR_CERT_EXPIRED, nothing sent, when the compartment's certificate is past its
+ * notAfter: the plugin renews it long before; idevs_service_last_error() says so) (the descriptor declares no QoS for inputs). IDEVS_ERR_UNKNOWN_INPUT for an input not
  * declared for this service; IDEVS_ERR_TOO_LARGE above the descriptor's limits.max_payload. Does not wait for
  * the broker's acknowledgement: idevs_service_flush() does. *message_id (may be NULL) gets the new id.
  * IDEVS_ERR_NOT_NOW while the service is not ready (idevs_service_ready() false: the connection is being
@@ -166,8 +167,25 @@ bool idevs_service_want_write(const idevs_service *svc);
 /* The sentence describing the last failure reported by run() (a verification), "" when none. */
 const char *idevs_service_last_error(const idevs_service *svc);
 
-/* Runs until every publication so far is acknowledged by the broker, or timeout_ms (IDEVS_ERR_TIMEOUT). */
+/* Runs until the broker answered every publication so far, or timeout_ms (IDEVS_ERR_TIMEOUT). IDEVS_ERR_BROKER
+ * when it refused any of them since the previous flush (an MQTT 5 reason code of 0x80 or more, e.g. 0x87 not
+ * authorized by an ACL): idevs_service_last_error() says how many and the last reason; the on_published
+ * callback says which. A refused publication is not delivered: publish it again once the cause is fixed. */
 idevs_err idevs_service_flush(idevs_service *svc, int timeout_ms);
+
+/* The outcome of one publication (publish() or respond()), by the message id publish() gave: IDEVS_OK when
+ * the broker acknowledged it, IDEVS_ERR_BROKER when it refused it, with why such as "the broker refused the
+ * publication: 0x87 not authorized" ("" on success). Called from run() and flush(); refusals are also
+ * counted in stats.refused. */
+typedef void (*idevs_service_on_published)(idevs_service *svc, const idevs_msgid *message_id, idevs_err result,
+                                           const char *why, void *arg);
+
+/* Sets (NULL: clears) the callback for the publications made from now on. */
+void idevs_service_set_on_published(idevs_service *svc, idevs_service_on_published cb, void *arg);
+
+/* An MQTT 5 PUBACK or PUBREC reason code as an outcome: IDEVS_OK below 0x80, else IDEVS_ERR_BROKER with why
+ * naming the code and its MQTT name ("the broker refused the publication: 0x97 quota exceeded"). */
+idevs_err idevs_service_puback_result(int reason_code, char *why, size_t why_len);
 
 /* Disconnects; idevs_service_free() also does. */
 void idevs_service_stop(idevs_service *svc);
@@ -199,6 +217,10 @@ typedef struct idevs_service_stats {
     uint64_t receipted;     /* messages of this service the process receipted */
     uint64_t receipts_sent; /* receipts this service sent the process for outputs and requests it handled */
     uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */
+    uint64_t untracked;    /* publications whose outcome on_published will not tell (no memory to remember
+                            * them, or 65536 awaiting the broker): they still count in acknowledged or refused */
+    uint64_t epochs_started;  /* key epochs this service started towards the compartment (asymmetric work) */
+    uint64_t epochs_accepted; /* key epochs of the compartment this service accepted */
     uint64_t held_dropped; /* envelopes that arrived before the compartment was verified and did not fit the
                             * holding queue (65536 envelopes, 32 MiB) */
 } idevs_service_stats;

@@ -199,14 +199,6 @@ void svc_release_held(idevs_service *svc)
     free(held);
 }
 
-void svc_on_publish_ack(idevs_service *svc, int reason_code)
-{
-    if (reason_code >= 0x80)
-        svc->stats.refused++;
-    else
-        svc->stats.acknowledged++;
-}
-
 /* ---- sending ---- */
 
 static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, const void *payload, size_t len,
@@ -228,7 +220,11 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
     };
     uint8_t *env = NULL;
     size_t env_len = 0;
-    idevs_err err = idevs_envelope_seal(svc->ctx, &in, &env, &env_len, NULL);
+    idevs_msgid id;
+    idevs_err err = idevs_envelope_seal(svc->ctx, &in, &env, &env_len, &id);
+    if (err == IDEVS_ERR_CERT_EXPIRED)
+        svc_set_why(svc, "the compartment's certificate for process '%s' is past its notAfter: nothing is sealed "
+                    "to it until the plugin publishes a renewed one", svc->process);
     if (err != IDEVS_OK)
         return err;
     mosquitto_property *props = NULL;
@@ -237,13 +233,17 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
         free(env);
         return IDEVS_ERR_NOMEM;
     }
+    int mid = 0;
     int rc = env_len > INT32_MAX ? MOSQ_ERR_PAYLOAD_SIZE
-                                 : mosquitto_publish_v5(svc->mosq, NULL, topic, (int)env_len, env, qos, false, props);
+                                 : mosquitto_publish_v5(svc->mosq, &mid, topic, (int)env_len, env, qos, false, props);
     mosquitto_property_free_all(&props);
     free(env);
     switch (rc) {
     case MOSQ_ERR_SUCCESS:
         svc->stats.published++;
+        /* libmosquitto reports QoS 0 as written, QoS 1 and 2 when the broker answers: both by the packet id. */
+        if (svc_outstanding_add(svc, mid, &id) != IDEVS_OK)
+            svc->stats.untracked++;
         return IDEVS_OK;
     case MOSQ_ERR_NOMEM:
         return IDEVS_ERR_NOMEM;

@@ -430,8 +430,8 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int count, 
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
 {
-    (void)mosq, (void)mid, (void)props;
-    svc_on_publish_ack(obj, reason);
+    (void)mosq, (void)props;
+    svc_on_publish_ack(obj, mid, reason);
 }
 
 static int clamp_ms(int64_t ms)
@@ -631,8 +631,14 @@ idevs_err idevs_service_flush(idevs_service *svc, int timeout_ms)
     uint64_t deadline = svc_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     svc_receipts_flush(svc); /* the receipts owed go with the rest */
     for (;;) {
-        if (svc->stats.acknowledged + svc->stats.refused >= svc->stats.published)
-            return IDEVS_OK;
+        if (svc->stats.acknowledged + svc->stats.refused >= svc->stats.published) {
+            if (svc->refused_unreported == 0)
+                return IDEVS_OK;
+            svc_set_why(svc, "%llu publication(s) not delivered; the last: %s",
+                        (unsigned long long)svc->refused_unreported, svc->last_refusal);
+            svc->refused_unreported = 0;
+            return IDEVS_ERR_BROKER;
+        }
         uint64_t now = svc_now_ms();
         if (now >= deadline)
             return IDEVS_ERR_TIMEOUT;
@@ -669,6 +675,7 @@ void idevs_service_free(idevs_service *svc)
     if (svc->mosq != NULL)
         mosquitto_destroy(svc->mosq);
     svc_held_free(svc);
+    svc_outstanding_free(svc);
     svc_verified_free(svc);
     free(svc->pending_cert);
     free(svc->pending_descriptor);
@@ -711,8 +718,13 @@ void idevs_service_get_stats(const idevs_service *svc, idevs_service_stats *out)
 {
     if (out == NULL)
         return;
-    if (svc == NULL)
+    if (svc == NULL) {
         memset(out, 0, sizeof *out);
-    else
-        *out = svc->stats;
+        return;
+    }
+    *out = svc->stats;
+    idevs_envelope_stats es;
+    idevs_envelope_get_stats(svc->ctx, &es);
+    out->epochs_started = es.sending_epochs;
+    out->epochs_accepted = es.receiving_epochs;
 }

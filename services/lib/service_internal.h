@@ -26,7 +26,8 @@
 #define SVC_DEDUPE_MAX (1u << 22)
 #define SVC_BACKOFF_MIN_MS 100u
 #define SVC_BACKOFF_MAX_MS 5000u
-#define SVC_STABLE_MS 10000u
+#define SVC_STABLE_MS 10000u /* a connection that lasted this long resets the backoff when it ends */
+#define SVC_OUTSTANDING_MAX 65536u /* publications awaiting their PUBACK: MQTT has 65535 packet ids */
 #define SVC_OUTBOX_INFLIGHT IDEVS_REPLAY_WINDOW /* sent and not receipted, at most (docs/PROTOCOL.md 9.1) */
 #define SVC_SEEN_KEEP_TEXT "65536"              /* ids of outputs and requests handled, kept in the outbox file */
 
@@ -35,7 +36,7 @@ typedef struct svc_outbox_entry {
     uint64_t number;
     uint64_t next_ms;
     unsigned attempts;
-} svc_outbox_entry; /* a connection that lasted this long resets the backoff when it ends */
+} svc_outbox_entry;
 
 /* ---- the dedupe window (dedupe.c): the last `capacity` message ids, O(1) lookup ---- */
 typedef struct idevs_service_dedupe idevs_service_dedupe;
@@ -57,6 +58,12 @@ typedef struct svc_held {
     uint8_t *correlation;
     size_t correlation_len;
 } svc_held;
+
+/* a publication awaiting the broker's acknowledgement: its packet id and the envelope's message id */
+typedef struct svc_outstanding {
+    int mid;
+    idevs_msgid id;
+} svc_outstanding;
 
 /* MQTT QoS 0, 1 and 2: one SUBSCRIBE per QoS in use, as mosquitto_subscribe_multiple gives all its topics one. */
 #define SVC_QOS_COUNT 3
@@ -128,6 +135,15 @@ struct idevs_service {
     svc_held *held;                     /* held_cap entries, grown on demand up to SVC_HELD_MAX */
     size_t held_count, held_cap, held_bytes; /* held_bytes counts envelopes, correlation data and topics */
 
+    /* publications awaiting their PUBACK (kept only with an on_published callback), and refusals not yet
+     * reported by flush() */
+    idevs_service_on_published on_published;
+    void *on_published_arg;
+    svc_outstanding *outstanding;
+    size_t outstanding_count, outstanding_cap;
+    uint64_t refused_unreported;
+    char last_refusal[128];
+
     /* a failure to report from the next run() (verification of an update) and the last sentence */
     idevs_err failure;
     char why[SVC_WHY_MAX];
@@ -176,7 +192,6 @@ void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, siz
 /* Opens the envelopes held while the compartment was not verified yet; nothing before the start completed. */
 void svc_release_held(idevs_service *svc);
 void svc_held_free(idevs_service *svc);
-void svc_on_publish_ack(idevs_service *svc, int reason_code);
 /* Seal and publish, with the outbox's numbered id: an input by its name; an answer on its response topic, naming
  * its request. IDEVS_ERR_NOT_NOW while disconnected. */
 idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,
@@ -210,5 +225,12 @@ void svc_receipt_note(idevs_service *svc, const idevs_msgid *id);
 void svc_receipts_flush(idevs_service *svc);
 /* messages.c: seals a receipt payload to the process on this service's receipt topic. */
 idevs_err svc_send_receipt(idevs_service *svc, const uint8_t *payload, size_t len);
+
+/* puback.c */
+/* Remembers that packet mid carries envelope id, for the on_published callback (nothing without one). */
+idevs_err svc_outstanding_add(idevs_service *svc, int mid, const idevs_msgid *id);
+/* A PUBACK (or PUBREC) for packet mid: counted as acknowledged or refused, and told to on_published. */
+void svc_on_publish_ack(idevs_service *svc, int mid, int reason_code);
+void svc_outstanding_free(idevs_service *svc);
 
 #endif

@@ -317,8 +317,10 @@ static idevs_err install(idevs_service *svc, candidate *c)
     memcpy(cert_copy, svc->pending_cert, svc->pending_cert_len);
     if (same_descriptor) {
         if (!same_cert) {
-            /* The compartment restarted: its new certificate replaces the peer and resets the epochs, so the
-             * next envelope sealed to it starts a new epoch and carries this service's chain again. */
+            /* A renewal (the same keys, docs/CERTIFICATES.md "Renewal") replaces the certificate and keeps the
+             * epochs: nothing is held or sealed again. A compartment restarted with other keys replaces the
+             * peer and resets the epochs, so the next envelope sealed to it starts a new epoch and carries this
+             * service's chain again. */
             idevs_err err = idevs_envelope_add_peer(svc->ctx, (const uint8_t *const *)c->der, c->der_len, c->count,
                                                     NULL);
             if (err != IDEVS_OK) {

@@ -95,8 +95,9 @@ static int cmd_seed(int argc, char **argv)
 }
 
 /* Where a sale stands with one process; RECEIPTED once the process receipted it (or did in an earlier run);
- * MARKED once every process receipted it and it is marked published. */
-enum { NOT_SENT, SENT, RECEIPTED, MARKED };
+ * MARKED once every process receipted it and it is marked published. REFUSED: the broker's PUBACK refused it
+ * (reason >= 0x80): reported, not waited for; it stays unpublished, and in the outbox. */
+enum { NOT_SENT, SENT, RECEIPTED, MARKED, REFUSED };
 
 /* What one run publishes: the sales, and for each sale and process the envelope's message id and where the
  * sale stands (RECEIPTED from the start when the process receipted it in an earlier run). */
@@ -118,6 +119,7 @@ struct run {
     receipt_arg receipt_args[STORE_TARGETS_MAX];
     char outbox[STORE_TARGETS_MAX][4096]; /* each process's outbox file, beside the database */
     int failed;                      /* a receipt could not be recorded */
+    size_t refused;                  /* publications the broker refused in this run */
 };
 
 /* Runs every process's network for up to timeout_ms. */
@@ -149,6 +151,29 @@ static void on_receipt(idevs_service *svc, const idevs_msgid *id, const char *ke
             return;
         }
         r->state[slot] = RECEIPTED;
+        return;
+    }
+}
+
+/* The broker's answer to one publication to a process (idevs_service_on_published): a refusal is reported. */
+static void on_published(idevs_service *svc, const idevs_msgid *message_id, idevs_err result, const char *why,
+                         void *arg)
+{
+    (void)svc;
+    receipt_arg *a = arg;
+    run *r = a->r;
+    if (result == IDEVS_OK)
+        return;
+    char id[IDEVS_UUID_STR_LEN];
+    idevs_uuid_format(message_id, id);
+    for (size_t i = 0; i < r->n; i++) {
+        size_t slot = i * r->targets.count + a->target;
+        if (r->state[slot] != SENT || strcmp(r->ids[slot], id) != 0)
+            continue;
+        r->state[slot] = REFUSED;
+        r->refused++;
+        fprintf(stderr, "store: %s not published to '%s': %s\n", r->sales[i].sale_id,
+                r->targets.t[a->target].process, why);
         return;
     }
 }
@@ -231,7 +256,10 @@ static int settle(run *r, size_t from, size_t to)
         if (r->state[i * count] == MARKED)
             continue; /* by an earlier call for this batch */
         if (receipted < count) {
-            failed = 1;
+            bool refused = false; /* reported already; the run goes on with the other sales */
+            for (size_t k = 0; k < count; k++)
+                refused |= r->state[i * count + k] == REFUSED;
+            failed |= !refused;
             continue;
         }
         if (store_db_mark_published(r->db, r->sales[i].sale_id, r->ids[i * count], why, sizeof why) != 0) {
@@ -329,6 +357,7 @@ static int cmd_run(int argc, char **argv)
             goto out;
         r.receipt_args[k] = (receipt_arg){&r, k};
         idevs_service_set_on_receipt(r.targets.t[k].svc, on_receipt, &r.receipt_args[k]);
+        idevs_service_set_on_published(r.targets.t[k].svc, on_published, &r.receipt_args[k]);
     }
 
     int64_t start = app_now_ms();
@@ -358,6 +387,9 @@ static int cmd_run(int argc, char **argv)
     if (settled < i && settle(&r, settled, i) == 0)
         settled = i;
     rc = r.done == r.n ? 0 : 1;
+    if (r.refused > 0)
+        fprintf(stderr, "store: the broker refused %zu publication(s): %zu of %zu sales not marked published; the "
+                        "next run publishes them again\n", r.refused, r.n - r.done, r.n);
     if (app_stopping)
         fprintf(stderr, "store: interrupted after %zu of %zu sales\n", r.done, r.n);
 out:

@@ -154,9 +154,13 @@ static int run_service(idevs_service_config *cfg, sub_state *st, unsigned long t
     if (st->verbose) {
         idevs_service_stats stats;
         idevs_service_get_stats(svc, &stats);
-        fprintf(stderr, "idevs-sub: received %llu, delivered %llu, duplicates %llu, rejected %llu\n",
+        idevs_service_peer_info peer;
+        idevs_service_peer(svc, &peer);
+        fprintf(stderr, "idevs-sub: received %llu, delivered %llu, duplicates %llu, rejected %llu, certificates "
+                "verified %llu, key epochs accepted %llu\n",
                 (unsigned long long)stats.received, (unsigned long long)stats.delivered,
-                (unsigned long long)stats.duplicates, (unsigned long long)stats.rejected);
+                (unsigned long long)stats.duplicates, (unsigned long long)stats.rejected,
+                (unsigned long long)peer.certificates_verified, (unsigned long long)stats.epochs_accepted);
     }
     idevs_service_free(svc);
     return rc;

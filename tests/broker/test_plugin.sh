@@ -111,6 +111,9 @@ expect_refusal "a bad number stops the broker" "plugin_opt_poll_budget_ms: 'soon
   "$work/echo.json" "plugin_opt_poll_budget_ms soon"
 expect_refusal "a number out of range stops the broker" "plugin_opt_log_interval_s: '0' is not a whole number from 1 to 3600" \
   "$work/echo.json" "plugin_opt_log_interval_s 0"
+expect_refusal "a certificate renewal due after the certificate's end stops the broker" \
+  "plugin_opt_certificate_renew_after_s: 3600 s is not before the end of the certificate's validity (3600 s)" \
+  "$work/echo.json" "plugin_opt_certificate_validity_s 3600" "plugin_opt_certificate_renew_after_s 3600"
 expect_refusal "a bad acl_others stops the broker" "plugin_opt_acl_others: 'deny' is neither 'allow' nor 'defer'" \
   "$work/echo.json" -acl_others "plugin_opt_acl_others deny"
 # The guard never grants what another ACL source refuses: 'allow' beside an acl_file (or another plugin) stops

@@ -21,8 +21,15 @@
  *       receipt could be read: the outbox holds the N (whether they reached the broker or not).
  *   service_client outbox-resume N [OPTIONS with the same --outbox FILE]
  *       starts on that outbox: the N go again, and each is receipted once (on_receipt with its key); publishing
- *       k1 again adds nothing and tells its receipt at once. */
+ *       k1 again adds nothing and tells its receipt at once.
+ *   service_client renewal [OPTIONS]
+ *       starts (verified) as a publisher and stays connected, running the network between commands read from
+ *       stdin, one a line: "pub TEXT" publishes TEXT on input 'events' and waits for the broker's
+ *       acknowledgement ("published"); "wait-certificates N" runs until the service has verified N
+ *       certificates of the compartment, at most 30 s ("certificates N"); "stats" prints "certificates N
+ *       epochs_started N epochs_accepted N refused N". Each answer is one line, flushed. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <unistd.h>
@@ -273,6 +280,9 @@ static int outbox(int argc, char **argv, bool resume)
         }
         tap_check(all, "N keyed messages enter the outbox");
         tap_check(idevs_service_unreceipted(svc) == (size_t)n, "... and none is receipted before the service stops");
+        /* A crash: no stop, no flush, nothing more read (a clean stop would wait a second for what it sent). */
+        fflush(stdout);
+        _exit(tap_status());
     } else if (err == IDEVS_OK) {
         idevs_service_set_on_receipt(svc, on_receipt, NULL);
         tap_check(idevs_service_unreceipted(svc) == (size_t)n, "the restarted service's outbox holds the N");
@@ -331,6 +341,76 @@ static int held(void)
     return tap_status();
 }
 
+/* Runs the service until a line is readable on stdin, at most ms. */
+static void run_until_input(idevs_service *svc, int ms)
+{
+    struct pollfd p = {.fd = 0, .events = POLLIN};
+    for (int waited = 0; waited < ms; waited += 100) {
+        idevs_err err = idevs_service_run(svc, 0);
+        if (err != IDEVS_OK)
+            printf("# run: %s: %s\n", idevs_err_name(err), idevs_service_last_error(svc));
+        if (poll(&p, 1, 100) > 0)
+            return;
+    }
+}
+
+static int renewal(int argc, char **argv)
+{
+    idevs_service_config cfg;
+    idevs_service *svc;
+    idevs_err err;
+    if (!service_started(&cfg, argc, argv, 2, NULL, &svc, &err) || err != IDEVS_OK) {
+        fflush(stdout);
+        return 1;
+    }
+    printf("started\n");
+    fflush(stdout);
+    char line[512];
+    for (;;) {
+        run_until_input(svc, 1000);
+        struct pollfd p = {.fd = 0, .events = POLLIN};
+        if (poll(&p, 1, 0) <= 0)
+            continue;
+        if (fgets(line, sizeof line, stdin) == NULL)
+            break;
+        line[strcspn(line, "\n")] = '\0';
+        idevs_service_peer_info peer;
+        idevs_service_stats st;
+        if (strncmp(line, "pub ", 4) == 0) {
+            err = IDEVS_ERR_NOT_NOW;
+            for (int i = 0; i < 300 && err == IDEVS_ERR_NOT_NOW; i++)
+                if ((err = idevs_service_publish(svc, "events", line + 4, strlen(line + 4), NULL)) == IDEVS_ERR_NOT_NOW)
+                    idevs_service_run(svc, 100);
+            if (err == IDEVS_OK)
+                err = idevs_service_flush(svc, 10000);
+            if (err == IDEVS_OK)
+                printf("published\n");
+            else
+                printf("not published: %s: %s\n", idevs_err_name(err), idevs_service_last_error(svc));
+        } else if (strncmp(line, "wait-certificates ", 18) == 0) {
+            unsigned long want = strtoul(line + 18, NULL, 10);
+            idevs_service_peer(svc, &peer);
+            for (int i = 0; i < 300 && peer.certificates_verified < want; i++) {
+                idevs_service_run(svc, 100);
+                idevs_service_peer(svc, &peer);
+            }
+            printf("certificates %llu\n", (unsigned long long)peer.certificates_verified);
+        } else if (strcmp(line, "stats") == 0) {
+            idevs_service_peer(svc, &peer);
+            idevs_service_get_stats(svc, &st);
+            printf("certificates %llu epochs_started %llu epochs_accepted %llu refused %llu\n",
+                   (unsigned long long)peer.certificates_verified, (unsigned long long)st.epochs_started,
+                   (unsigned long long)st.epochs_accepted, (unsigned long long)st.refused);
+        } else {
+            printf("unknown command\n");
+        }
+        fflush(stdout);
+    }
+    idevs_service_free(svc);
+    idevs_service_cli_free(&cfg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 2;
@@ -346,8 +426,11 @@ int main(int argc, char **argv)
         rc = outbox(argc, argv, false);
     else if (argc >= 3 && strcmp(argv[1], "outbox-resume") == 0)
         rc = outbox(argc, argv, true);
+    else if (argc >= 2 && strcmp(argv[1], "renewal") == 0)
+        rc = renewal(argc, argv);
     else
         fprintf(stderr, "usage: service_client start EXPECTED_ERROR [OPTIONS] | duplicate ENVELOPE TOPIC [OPTIONS]"
-                        " | reconnect [OPTIONS] | held | outbox-send N [OPTIONS] | outbox-resume N [OPTIONS]\n");
+                        " | reconnect [OPTIONS] | held | outbox-send N [OPTIONS] | outbox-resume N [OPTIONS]"
+                        " | renewal [OPTIONS]\n");
     return rc;
 }

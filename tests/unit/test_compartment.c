@@ -298,6 +298,45 @@ static void send_init(child *c, const uint8_t key[32], const uint8_t *blob, size
     send_frame(c, &f);
 }
 
+/* Issues a certificate for the keys (not_before 0: now; else a renewal keeping it) with fresh evidence, makes
+ * it c->cert_id's chain (as services see it) and sends it in a Certified frame. */
+static void send_certified(child *c, const uint8_t sign_pub[32], const uint8_t kex_pub[32], time_t not_before)
+{
+    idevs_evidence ev;
+    memset(&ev, 0, sizeof ev);
+    ev.backend = IDEVS_BACKEND_PROCESS;
+    memcpy(ev.measurement, c->measurement, 32);
+    ev.program_uuid = program;
+    memcpy(ev.descriptor_digest, c->digest, 32);
+    CU_ASSERT_FATAL(idevs_key_binding(sign_pub, kex_pub, ev.key_binding) == IDEVS_OK);
+    ev.issued_at = (uint64_t)time(NULL);
+    ev.nonce_len = 16;
+    CU_ASSERT_FATAL(idevs_random(ev.nonce, ev.nonce_len) == IDEVS_OK);
+    idevs_identity_free(c->cert_id);
+    c->cert_id = NULL;
+    CU_ASSERT_FATAL(idevs_identity_from_public(&program, "echo-test", sign_pub, kex_pub, &c->cert_id) == IDEVS_OK);
+    X509 *x = NULL;
+    CU_ASSERT_FATAL(idevs_cert_renew_compartment(pki.authority, pki.authority_cert, c->cert_id, &ev, 3600,
+                                                 not_before, &x) == IDEVS_OK);
+    uint8_t *der[2] = {NULL, NULL};
+    size_t len[2];
+    CU_ASSERT_FATAL(idevs_cert_to_der(x, &der[0], &len[0]) == IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_cert_to_der(pki.authority_cert, &der[1], &len[1]) == IDEVS_OK);
+    X509_free(x);
+    CU_ASSERT_FATAL(idevs_identity_set_chain(c->cert_id, (const uint8_t *const *)der, len, 2) == IDEVS_OK);
+
+    Idevs__Bridge__V1__Certified cert = IDEVS__BRIDGE__V1__CERTIFIED__INIT;
+    ProtobufCBinaryData chain[2] = {{len[0], der[0]}, {len[1], der[1]}};
+    cert.n_chain = 2;
+    cert.chain = chain;
+    Idevs__Bridge__V1__Frame cf = IDEVS__BRIDGE__V1__FRAME__INIT;
+    cf.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED;
+    cf.certified = &cert;
+    send_frame(c, &cf);
+    free(der[0]);
+    free(der[1]);
+}
+
 /* Init, CertifyRequest, certificate issued by the fixture authority, Certified. */
 static bool certify(child *c, const uint8_t key[32], const uint8_t *blob, size_t blob_len)
 {
@@ -316,38 +355,7 @@ static bool certify(child *c, const uint8_t key[32], const uint8_t *blob, size_t
     c->restored = req->keys_restored;
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
 
-    idevs_evidence ev;
-    memset(&ev, 0, sizeof ev);
-    ev.backend = IDEVS_BACKEND_PROCESS;
-    memcpy(ev.measurement, c->measurement, 32);
-    ev.program_uuid = program;
-    memcpy(ev.descriptor_digest, c->digest, 32);
-    CU_ASSERT_FATAL(idevs_key_binding(c->sign_pub, c->kex_pub, ev.key_binding) == IDEVS_OK);
-    ev.issued_at = (uint64_t)time(NULL);
-    ev.nonce_len = 16;
-    CU_ASSERT_FATAL(idevs_random(ev.nonce, ev.nonce_len) == IDEVS_OK);
-    CU_ASSERT_FATAL(idevs_identity_from_public(&program, "echo-test", c->sign_pub, c->kex_pub, &c->cert_id) ==
-                    IDEVS_OK);
-    X509 *x = NULL;
-    CU_ASSERT_FATAL(idevs_cert_issue_compartment(pki.authority, pki.authority_cert, c->cert_id, &ev, 3600, &x) ==
-                    IDEVS_OK);
-    uint8_t *der[2] = {NULL, NULL};
-    size_t len[2];
-    CU_ASSERT_FATAL(idevs_cert_to_der(x, &der[0], &len[0]) == IDEVS_OK);
-    CU_ASSERT_FATAL(idevs_cert_to_der(pki.authority_cert, &der[1], &len[1]) == IDEVS_OK);
-    X509_free(x);
-    CU_ASSERT_FATAL(idevs_identity_set_chain(c->cert_id, (const uint8_t *const *)der, len, 2) == IDEVS_OK);
-
-    Idevs__Bridge__V1__Certified cert = IDEVS__BRIDGE__V1__CERTIFIED__INIT;
-    ProtobufCBinaryData chain[2] = {{len[0], der[0]}, {len[1], der[1]}};
-    cert.n_chain = 2;
-    cert.chain = chain;
-    Idevs__Bridge__V1__Frame cf = IDEVS__BRIDGE__V1__FRAME__INIT;
-    cf.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED;
-    cf.certified = &cert;
-    send_frame(c, &cf);
-    free(der[0]);
-    free(der[1]);
+    send_certified(c, c->sign_pub, c->kex_pub, 0);
     return true;
 }
 
@@ -1396,12 +1404,67 @@ static void test_bad_frames_while_serving(void)
     /* Init again while serving */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
     send_init(&c, sealing_key, NULL, 0);
-    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver or Shutdown");
+    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified or Shutdown");
 
     /* the launcher closes the channel without Shutdown */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
     shutdown(c.ch.fd, SHUT_WR);
     CU_ASSERT_EQUAL(exit_code(reap(&c, EXIT_WAIT_MS)), EXIT_CLOSED);
+}
+
+/* A renewed certificate while serving (the launcher's Certified again): for our keys, the compartment switches
+ * to it without a new key epoch, and a receiver that knows only the new certificate opens what it sealed in the
+ * epoch begun under the former one; for other keys, it refuses and ends. */
+static void test_renewal_while_serving(void)
+{
+    echo_child e;
+    echo_child_start(&e);
+    idevs_msgid in_id;
+    deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "before", &in_id);
+    expect_publish(&e.c, 1, e.snk, TOPIC_OUT, "before", &in_id, 1, NULL);
+    expect_done(&e.c, 1, IDEVS_OK);
+
+    const uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t len[IDEVS_CHAIN_MAX];
+    uint8_t former[IDEVS_SHA256_LEN], renewed[IDEVS_SHA256_LEN];
+    CU_ASSERT_FATAL(idevs_identity_cert_digest(e.c.cert_id, former) == IDEVS_OK);
+    send_certified(&e.c, e.c.sign_pub, e.c.kex_pub, time(NULL) - 120);
+    CU_ASSERT_FATAL(idevs_identity_cert_digest(e.c.cert_id, renewed) == IDEVS_OK);
+    CU_ASSERT_NOT_EQUAL(memcmp(former, renewed, sizeof former), 0);
+    /* The source takes the renewed certificate as a service does from the retained topic: epochs kept. */
+    size_t n = fixture_chain(e.c.cert_id, der, len);
+    CU_ASSERT_EQUAL(idevs_envelope_add_peer(e.src, der, len, n, NULL), IDEVS_OK);
+    /* A sink that starts now knows only the renewed certificate. */
+    idevs_cert_policy *p3;
+    idevs_envelope_ctx *late = service_ctx(&e.c, sink, &p3, false);
+
+    deliver_text(&e.c, e.src, 2, TOPIC_IN, TOPIC_IN, "after", &in_id);
+    Idevs__Bridge__V1__Frame *f = expect(&e.c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    idevs_opened op;
+    CU_ASSERT_EQUAL(idevs_envelope_open(e.snk, f->publish->topic, f->publish->envelope.data,
+                                        f->publish->envelope.len, &op), IDEVS_OK);
+    CU_ASSERT_TRUE(op.payload_len == 5 && memcmp(op.payload, "after", 5) == 0);
+    idevs_opened_clear(&op);
+    CU_ASSERT_EQUAL(idevs_envelope_open(late, f->publish->topic, f->publish->envelope.data,
+                                        f->publish->envelope.len, &op), IDEVS_OK);
+    idevs_opened_clear(&op);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    expect_done(&e.c, 2, IDEVS_OK);
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(e.src, &st);
+    CU_ASSERT_EQUAL(st.sending_epochs, 1);
+    idevs_envelope_get_stats(e.snk, &st);
+    CU_ASSERT_EQUAL(st.receiving_epochs, 1);
+    party_free(late, p3);
+
+    /* A certificate for keys that are not the compartment's. */
+    send_certified(&e.c, idevs_identity_sign_public(source), idevs_identity_kex_public(source), 0);
+    expect_fatal(&e.c, IDEVS_ERR_INVALID_ARG, "not for this compartment's keys");
+    idevs_envelope_ctx_free(e.src);
+    idevs_envelope_ctx_free(e.snk);
+    idevs_cert_policy_free(e.p1);
+    idevs_cert_policy_free(e.p2);
 }
 
 static void test_start_up_time(void)
@@ -1997,6 +2060,7 @@ static CU_TestInfo tests[] = {
     {"Init checks: descriptor, CA pin, certificate for other keys", test_init_checks},
     {"bad frames before Init", test_bad_frames_before_init},
     {"bad frames while serving", test_bad_frames_while_serving},
+    {"a renewed certificate while serving: same keys switch, other keys end it", test_renewal_while_serving},
     {"start-up time bound", test_start_up_time},
     {"stopped and continued (SIGSTOP) while waiting: same process serves on", test_stopped_sigstop},
     {"frozen and thawed (cgroup v2) while waiting: same process serves on", test_stopped_cgroup_freeze},

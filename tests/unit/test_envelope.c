@@ -862,6 +862,27 @@ static void test_sender_certificate_expired(void)
     idevs_envelope_ctx_free(b);
 }
 
+/* Nothing is sealed to a peer whose certificate is past its notAfter, not even in a running epoch. (A renewed
+ * certificate of the same keys: tests/unit/test_compartment.c and test_launcher.c.) */
+static void test_recipient_certificate_expired(void)
+{
+    uint64_t t0 = real_now_ms(), ta = t0;
+    idevs_envelope_ctx *a = ctx_for(alice, policy, &ta, NULL);
+    CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
+    sealed s1 = seal_msg(a, bob);
+    ta = t0 + 31ull * 24 * HOUR; /* fixture certificates last 30 days */
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"late", 4, NULL, 0, NULL};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL(idevs_envelope_seal(a, &in, &buf, &len, NULL), IDEVS_ERR_CERT_EXPIRED);
+    CU_ASSERT_PTR_NULL(buf);
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(a, &st);
+    CU_ASSERT_EQUAL(st.sealed, 1);
+    drop(&s1);
+    idevs_envelope_ctx_free(a);
+}
+
 /* ---- malformed input ---- */
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
@@ -1211,6 +1232,7 @@ static CU_TestInfo tests[] = {
     {"epoch conflict", test_epoch_conflict},
     {"compartment sender under compartment policies", test_compartment_sender},
     {"sender certificate expired at open time", test_sender_certificate_expired},
+    {"recipient certificate expired: nothing sealed to it", test_recipient_certificate_expired},
     {"truncated, oversized, garbage, unknown field", test_truncated_oversized_garbage},
     {"seal arguments and options", test_seal_arguments},
     {"peer limit", test_peer_limit},

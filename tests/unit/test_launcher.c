@@ -1054,12 +1054,14 @@ static void test_fd_for_poll_integration(void)
     size_t times = 0;
     CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
     /* Nothing in flight; only the fsync of the replay record, written into the kernel before the output left,
-     * is timed (within 2 s). Once it is done, nothing is. */
+     * is timed (within 2 s). Once it is done, only the look at the wall clock for the certificate's renewal
+     * is (every 5 s). */
     int64_t sync_in = idevs_launcher_next_timeout_ms(t->l);
     CU_ASSERT(sync_in >= 0 && sync_in <= 2000);
     poll(NULL, 0, (int)sync_in + 10);
     CU_ASSERT_EQUAL(idevs_launcher_poll(t->l, 0, &cb), IDEVS_OK);
-    CU_ASSERT_EQUAL(idevs_launcher_next_timeout_ms(t->l), -1);
+    int64_t renew_check_in = idevs_launcher_next_timeout_ms(t->l);
+    CU_ASSERT(renew_check_in >= 0 && renew_check_in <= 5000);
     rig_free(t);
 }
 
@@ -1252,6 +1254,76 @@ static size_t events_of_kind(const launch_record *r, idevs_launcher_event kind, 
     for (size_t i = 0; i < r->event_count; i++)
         n += r->event_kind[i] == (int)kind && strstr(r->events[i], needle) != NULL;
     return n;
+}
+
+/* The running compartment's certificate is renewed certificate_renew_after_s after its issue (here 1 s, looked at
+ * every 5 s): the same keys and notBefore, a later notAfter, new evidence, one RENEWED event; the store takes it
+ * as from the retained topic, and deliveries go on without a new key epoch. */
+static void test_certificate_renewal(void)
+{
+    rig *t = rig_new(echo_path, 16, 2000, host_path);
+    t->cfg.certificate_validity_s = 3600;
+    t->cfg.certificate_renew_after_s = 1;
+    idevs_cert_info first, renewed;
+    rig_start(t, &first);
+    size_t len = 0;
+    const uint8_t *der = idevs_launcher_chain_der(t->l, 0, &len);
+    const unsigned char *q = der;
+    X509 *before = d2i_X509(NULL, &q, (long)len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(before);
+    uint64_t id = deliver(t->l, &t->st, &t->w, "before");
+    poll_until_done(t->l, &t->r, 1, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
+
+    idevs_launcher_callbacks cb = launch_record_callbacks(&t->r);
+    int64_t end = launch_now_ms() + 15000;
+    while (events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_RENEWED, "renewed for the same keys") == 0 &&
+           launch_now_ms() < end)
+        CU_ASSERT_EQUAL_FATAL(idevs_launcher_poll(t->l, 500, &cb), IDEVS_OK);
+    CU_ASSERT_EQUAL(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_RENEWED, "renewed for the same keys"), 1);
+    idevs_launcher_stats st;
+    idevs_launcher_get_stats(t->l, &st);
+    CU_ASSERT_EQUAL(st.renewed, 1);
+    CU_ASSERT_EQUAL(st.certified, 2);
+    CU_ASSERT_EQUAL(st.restarts, 0);
+    der = idevs_launcher_chain_der(t->l, 0, &len);
+    q = der;
+    X509 *after = d2i_X509(NULL, &q, (long)len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(after);
+    CU_ASSERT_EQUAL(ASN1_TIME_compare(X509_get0_notBefore(before), X509_get0_notBefore(after)), 0);
+    CU_ASSERT(ASN1_TIME_compare(X509_get0_notAfter(before), X509_get0_notAfter(after)) < 0);
+    CU_ASSERT(st.certificate_not_after > (int64_t)time(NULL) + 3000 &&
+              st.certificate_not_after <= (int64_t)time(NULL) + 3600);
+    X509_free(before);
+    X509_free(after);
+
+    /* The store verifies the renewed chain as from the retained topic: same keys, new evidence. */
+    const uint8_t *chain[2];
+    size_t chain_len[2];
+    for (size_t i = 0; i < 2; i++)
+        chain[i] = idevs_launcher_chain_der(t->l, i, &chain_len[i]);
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_add_peer(t->st.ctx, chain, chain_len, 2, &renewed), IDEVS_OK);
+    CU_ASSERT_EQUAL(memcmp(renewed.sign_pub, first.sign_pub, 32), 0);
+    CU_ASSERT_EQUAL(memcmp(renewed.kex_pub, first.kex_pub, 32), 0);
+    CU_ASSERT_NOT_EQUAL(memcmp(renewed.cert_digest, first.cert_digest, 32), 0);
+    CU_ASSERT_NOT_EQUAL(memcmp(renewed.evidence.nonce, first.evidence.nonce, first.evidence.nonce_len), 0);
+
+    id = deliver(t->l, &t->st, &t->w, "after");
+    poll_until_done(t->l, &t->r, 2, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, id, &times), IDEVS_OK);
+    CU_ASSERT_FATAL(t->r.pub_count == 2);
+    for (size_t i = 0; i < 2; i++) {
+        char *got = open_output(&t->sk, &t->r, i);
+        CU_ASSERT(got != NULL && strcmp(got, i == 0 ? "before" : "after") == 0);
+        free(got);
+    }
+    idevs_envelope_stats es;
+    idevs_envelope_get_stats(t->st.ctx, &es);
+    CU_ASSERT_EQUAL(es.sending_epochs, 1);
+    idevs_envelope_get_stats(t->sk.ctx, &es);
+    CU_ASSERT_EQUAL(es.receiving_epochs, 1);
+    rig_free(t);
 }
 
 /* A Done with a refusal code the descriptor does not declare is a protocol error, whatever the compartment
@@ -1980,6 +2052,7 @@ static CU_TestInfo tests[] = {
     {"a stop with deliveries not done says how many it drops", test_stop_reports_abandoned},
     {"topics, the gate's sender check, conflicts, the reload check", test_topics_gate_conflicts_and_reload_check},
     {"the launcher fd signals work", test_fd_for_poll_integration},
+    {"the running compartment's certificate is renewed: same keys, no new epoch", test_certificate_renewal},
     {"hostile logic is reported with its system call", test_hostile_logic_reported},
     {"peer: garbage", test_peer_garbage},
     {"peer: oversized frame", test_peer_oversized},
