@@ -169,6 +169,9 @@ typedef struct idevs_launcher_publish {
     const uint8_t *correlation; /* NULL unless a request */
     size_t correlation_len;
     bool receipt;               /* a receipt to a service (docs/PROTOCOL.md 9.3), not an output or a request */
+    const uint8_t *kept;        /* to a service with receipts: what the compartment needs to seal it anew (the
+                                 * launcher's outbox keeps it); NULL otherwise. Not for the broker */
+    size_t kept_len;
 } idevs_launcher_publish;
 
 /* A delivery's publications come in order, then its on_done; when its Done moved the replay record, only once
@@ -253,6 +256,7 @@ typedef struct idevs_launcher_stats {
     uint64_t outbox_receipted;   /* of them receipted */
     uint64_t outbox_expired;     /* given up unreceipted after 65 minutes (no receiver would open them) */
     uint64_t outbox_unkept;      /* released without being kept: the outbox full or its file not written */
+    uint64_t outbox_resealed;    /* copies the compartment sealed anew: sealed first under a former certificate */
     uint64_t queued_while_down;  /* deliveries accepted while no compartment was ready (starting, or restarting
                                     after its backoff): they wait in the queue for the next one */
     size_t queue_depth;          /* deliveries accepted and not done */

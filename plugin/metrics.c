@@ -14,7 +14,7 @@
 /* The launcher's figures that are published beside the plugin's own. */
 typedef struct launcher_figures {
     uint64_t restarts, queue_depth, in_flight, released_unrecorded, queued_while_down;
-    uint64_t outbox, outbox_resent, outbox_expired; /* outputs kept until their receipts (launcher/outbox.c) */
+    uint64_t outbox, outbox_resent, outbox_expired, outbox_resealed; /* kept until receipted (launcher/outbox.c) */
 } launcher_figures;
 
 static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
@@ -51,6 +51,7 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "outbox", f->outbox);
     publish_counter(via, scope, "outbox_resent", f->outbox_resent);
     publish_counter(via, scope, "outbox_expired", f->outbox_expired);
+    publish_counter(via, scope, "outbox_resealed", f->outbox_resealed);
 }
 
 /* refused/<code> of one process: the codes it counted. */
@@ -127,7 +128,8 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         idevs_launcher_stats st;
         idevs_launcher_get_stats(proc->launcher, &st);
         launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded,
-                              st.queued_while_down, st.outbox, st.outbox_resent, st.outbox_expired};
+                              st.queued_while_down, st.outbox, st.outbox_resent, st.outbox_expired,
+                              st.outbox_resealed};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
         publish_refused(proc);
         add(&sum, &proc->metrics);
@@ -139,6 +141,7 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         total.outbox += f.outbox;
         total.outbox_resent += f.outbox_resent;
         total.outbox_expired += f.outbox_expired;
+        total.outbox_resealed += f.outbox_resealed;
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
@@ -153,7 +156,8 @@ void idevs_metrics_clear(idevs_process *proc)
     static const char *const names[] = {"received", "routed", "done/ok", "done/failed", "emitted", "receipts",
                                         "receipts_in", "publish_failed", "guard_denied", "restarts",
                                         "certificate_renewals", "queue_depth", "in_flight", "released_unrecorded",
-                                        "queued_while_down", "outbox", "outbox_resent", "outbox_expired"};
+                                        "queued_while_down", "outbox", "outbox_resent", "outbox_expired",
+                                        "outbox_resealed"};
     char topic[256] /* process names have at most 64 bytes */;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);

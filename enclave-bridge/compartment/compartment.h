@@ -62,6 +62,8 @@ typedef struct cmp_sealed {
     size_t index; /* into the deployment's outputs or requests */
     uint8_t *envelope;
     size_t envelope_len;
+    uint8_t *kept;     /* to a service with receipts: kept.c's blob for the launcher; NULL otherwise */
+    size_t kept_len;
     idevs_msgid message_id;
     /* for requests: what caused it, remembered for the response's provenance */
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
@@ -140,6 +142,7 @@ struct compartment {
     /* per deployment service: its latest two message-id streams, from Init (the launcher's record) and what
      * this compartment handled since (serve.c) */
     cmp_handled (*handled)[2];
+    uint8_t keep_key[32]; /* kept.c: derived from the sealing key at the handshake */
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
@@ -160,6 +163,19 @@ void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert)
 #define KEYS_SEALED_LEN (1 + 12 + 64 + 16)
 /* Restores the identity from blob when it opens under sealing_key for this program and measurement, else
  * generates fresh keys. *restored tells which. */
+/* AES-256-GCM, the one AEAD of the compartment's own secrets (the sealed keys, kept outputs). */
+#define KEYS_GCM_NONCE_LEN 12
+#define KEYS_GCM_TAG_LEN 16
+idevs_err keys_gcm(bool encrypt, const uint8_t key[32], const uint8_t nonce[KEYS_GCM_NONCE_LEN], const uint8_t *aad,
+                   size_t aad_len, const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[KEYS_GCM_TAG_LEN]);
+/* kept.c: outputs and requests to services with receipts, sealed to the compartment itself so that the launcher
+ * can keep them and have them sealed anew after a restart (a new certificate) without seeing them. */
+void kept_init(compartment *c, const uint8_t sealing_key[32]);
+idevs_err kept_seal(compartment *c, bool is_request, size_t index, const idevs_msgid *id, const idevs_msgid *prov,
+                    size_t prov_count, const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len);
+/* Seals the kept output anew (same id, same provenance, same receiver) and queues its Publish (delivery 0). */
+idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len);
+
 idevs_err keys_restore_or_generate(const uint8_t sealing_key[32], const idevs_uuid *program, const char *name,
                                    const uint8_t measurement[IDEVS_SHA256_LEN], const uint8_t *blob, size_t blob_len,
                                    idevs_identity **out, bool *restored);

@@ -13,8 +13,8 @@
 
 #include "compartment.h"
 
-#define NONCE_LEN 12
-#define TAG_LEN 16
+#define NONCE_LEN KEYS_GCM_NONCE_LEN
+#define TAG_LEN KEYS_GCM_TAG_LEN
 #define SECRET_LEN (IDEVS_ED25519_SEED_LEN + IDEVS_X25519_LEN)
 #define AAD_LABEL "idevs sealed keys v1"
 #define AAD_LABEL_LEN (sizeof AAD_LABEL - 1)
@@ -28,8 +28,8 @@ static void build_aad(uint8_t aad[AAD_LEN], const idevs_uuid *program, const uin
 }
 
 /* One AES-256-GCM operation: encrypt (tag written) or decrypt (tag checked). */
-static idevs_err gcm(bool encrypt, const uint8_t key[32], const uint8_t nonce[NONCE_LEN], const uint8_t *aad,
-                     size_t aad_len, const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[TAG_LEN])
+idevs_err keys_gcm(bool encrypt, const uint8_t key[32], const uint8_t nonce[KEYS_GCM_NONCE_LEN], const uint8_t *aad,
+                   size_t aad_len, const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[KEYS_GCM_TAG_LEN])
 {
     EVP_CIPHER *cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
     EVP_CIPHER_CTX *ctx = cipher != NULL ? EVP_CIPHER_CTX_new() : NULL;
@@ -59,7 +59,7 @@ static idevs_err unseal(const uint8_t sealing_key[32], const idevs_uuid *program
     uint8_t aad[AAD_LEN], tag[TAG_LEN];
     build_aad(aad, program, measurement);
     memcpy(tag, blob + 1 + NONCE_LEN + SECRET_LEN, TAG_LEN);
-    return gcm(false, sealing_key, blob + 1, aad, sizeof aad, blob + 1 + NONCE_LEN, SECRET_LEN, secret, tag);
+    return keys_gcm(false, sealing_key, blob + 1, aad, sizeof aad, blob + 1 + NONCE_LEN, SECRET_LEN, secret, tag);
 }
 
 idevs_err keys_restore_or_generate(const uint8_t sealing_key[32], const idevs_uuid *program, const char *name,
@@ -97,7 +97,7 @@ idevs_err keys_seal(const uint8_t sealing_key[32], const idevs_uuid *program,
         err = idevs_random(blob + 1, NONCE_LEN);
     if (err == IDEVS_OK) {
         build_aad(aad, program, measurement);
-        err = gcm(true, sealing_key, blob + 1, aad, sizeof aad, secret, SECRET_LEN, blob + 1 + NONCE_LEN,
+        err = keys_gcm(true, sealing_key, blob + 1, aad, sizeof aad, secret, SECRET_LEN, blob + 1 + NONCE_LEN,
                   blob + 1 + NONCE_LEN + SECRET_LEN);
     }
     idevs_cleanse(secret, sizeof secret);

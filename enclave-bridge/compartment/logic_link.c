@@ -204,6 +204,14 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
     idevs_err err = idevs_envelope_seal(k->c->env, &in, &s->envelope, &s->envelope_len, &s->message_id);
     if (err != IDEVS_OK)
         return err;
+    /* To a service with receipts, the launcher keeps it until the receipt: what it needs to be sealed anew. */
+    if (d->services[to].receipts &&
+        (err = kept_seal(k->c, is_request, index, &s->message_id, k->current->provenance, k->current->provenance_count,
+                         payload->data, payload->len, &s->kept, &s->kept_len)) != IDEVS_OK) {
+        free(s->envelope);
+        s->envelope = NULL;
+        return err;
+    }
     s->is_request = is_request;
     s->index = index;
     if (is_request) {
@@ -225,6 +233,8 @@ void logic_link_release(logic_link *k, bool committed)
             pending_remember(k, &k->tx[i]);
         free(k->tx[i].envelope);
         k->tx[i].envelope = NULL;
+        free(k->tx[i].kept);
+        k->tx[i].kept = NULL;
     }
     if (!committed && k->tx_count > 0) {
         idevs_envelope_stats st;

@@ -61,6 +61,8 @@ static void publish_tx(compartment *c, uint64_t delivery_id)
         pub.delivery_id = delivery_id;
         pub.envelope.data = s->envelope;
         pub.envelope.len = s->envelope_len;
+        pub.kept.data = s->kept;
+        pub.kept.len = s->kept_len;
         if (s->is_request) {
             const idevs_deployment_request *r = &d->requests[s->index];
             pub.topic = r->topic;
@@ -371,6 +373,15 @@ static int on_readable(compartment *c)
         if (f->body_case != IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER)
             finish_batch(c); /* a Shutdown comes after the deliveries before it */
         switch (f->body_case) {
+        case IDEVS__BRIDGE__V1__FRAME__BODY_RESEAL: {
+            /* A kept output the launcher could not deliver as first sealed. One that does not open is no kept
+             * output of this program (the launcher's state was damaged): dropped. */
+            idevs_err err = kept_reseal(c, f->reseal->kept.data, f->reseal->kept.len);
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            if (err == IDEVS_ERR_CHANNEL_CLOSED)
+                return CMP_EXIT_CLOSED;
+            break;
+        }
         case IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER:
             on_deliver(c, f->deliver);
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
@@ -387,7 +398,7 @@ static int on_readable(compartment *c)
             return CMP_EXIT_OK;
         default:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
-            cmp_fatal(c, IDEVS_ERR_FRAME, "frame from the launcher: not a Deliver, Certified or Shutdown");
+            cmp_fatal(c, IDEVS_ERR_FRAME, "frame from the launcher: not a Deliver, Certified, Reseal or Shutdown");
         }
     }
 }

@@ -105,6 +105,7 @@ static void held_free(held_publish *h)
     free((uint8_t *)h->p.envelope);
     free((char *)h->p.response_topic);
     free((uint8_t *)h->p.correlation);
+    free((uint8_t *)h->p.kept);
     free(h);
 }
 
@@ -154,7 +155,7 @@ idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1_
 {
     size_t topic_len = strlen(p->topic);
     size_t rt_len = p->response_topic != NULL ? strlen(p->response_topic) : 0;
-    size_t bytes = topic_len + p->envelope.len + rt_len + p->correlation_data.len + sizeof(held_publish);
+    size_t bytes = topic_len + p->envelope.len + rt_len + p->correlation_data.len + p->kept.len + sizeof(held_publish);
     if (d->held_count >= LAUNCHER_PUBLISH_MAX || bytes > LAUNCHER_HELD_BYTES_MAX - l->held_bytes)
         return IDEVS_ERR_TOO_LARGE;
     held_publish *h = calloc(1, sizeof *h);
@@ -172,6 +173,11 @@ idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1_
         h->p.correlation = dup_bytes(p->correlation_data.data, p->correlation_data.len);
         h->p.correlation_len = p->correlation_data.len;
         ok = ok && h->p.response_topic != NULL && h->p.correlation != NULL;
+    }
+    if (p->kept.len > 0) {
+        h->p.kept = dup_bytes(p->kept.data, p->kept.len);
+        h->p.kept_len = p->kept.len;
+        ok = ok && h->p.kept != NULL;
     }
     if (!ok) {
         held_free(h);

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "idevs_crypto.h"
 #include "idevs_envelope.h"
 #include "idevs_file.h"
 #include "idevs_hex.h"
@@ -57,6 +58,22 @@ static bool append(idevs_launcher *l, const idevs_msgid *id, size_t service, int
     if (o->count == 1 || next_ms < o->next_due_ms)
         o->next_due_ms = next_ms;
     return true;
+}
+
+/* SHA-256 of the compartment's current certificate (all zeros before the first). */
+static void current_cert(const idevs_launcher *l, uint8_t out[IDEVS_SHA256_LEN])
+{
+    memset(out, 0, IDEVS_SHA256_LEN);
+    if (l->chain.count > 0)
+        (void)idevs_sha256(l->chain.der[0], l->chain.len[0], out);
+}
+
+static outbox_entry *find(idevs_launcher *l, const idevs_msgid *id)
+{
+    for (size_t i = 0; i < l->outbox.count; i++)
+        if (idevs_uuid_equal(&l->outbox.entries[i].id, id))
+            return &l->outbox.entries[i];
+    return NULL;
 }
 
 /* The receiver of a publication of this process: the service its envelope is sealed to. */
@@ -104,8 +121,11 @@ void outbox_load(idevs_launcher *l)
     }
     size_t bad = 0;
     for (struct dirent *e; (e = readdir(dir)) != NULL;) {
-        if (strlen(e->d_name) != NAME_LEN || e->d_name[0] == '.')
+        if (strlen(e->d_name) != NAME_LEN || e->d_name[0] == '.') {
+            if (strlen(e->d_name) == NAME_LEN + 4 && strcmp(e->d_name + NAME_LEN, ".new") == 0)
+                unlinkat(o->dirfd, e->d_name, 0); /* a copy whose rename a crash cut short: the former one stays */
             continue;
+        }
         uint8_t *data = NULL;
         size_t len = 0;
         char why[256];
@@ -166,8 +186,12 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     if (p->receipt || p->qos == 0 || !receiver_of(l, p->envelope, p->envelope_len, &id, &service) ||
         !l->deployment->services[service].receipts)
         return;
-    if (o->dirfd < 0 || o->count >= LAUNCHER_OUTBOX_MAX)
+    /* A copy sealed anew (kept.c) replaces the one kept: its first release time stays. */
+    outbox_entry *known = find(l, &id);
+    if (o->dirfd < 0 || (known == NULL && o->count >= LAUNCHER_OUTBOX_MAX))
         return unkept(l, o->dirfd < 0 ? "no outbox directory" : "the outbox is full");
+    uint8_t digest[IDEVS_SHA256_LEN];
+    current_cert(l, digest);
     Idevs__Launcher__V1__OutboxEntry k = IDEVS__LAUNCHER__V1__OUTBOX_ENTRY__INIT;
     k.version = ENTRY_VERSION;
     k.topic = (char *)p->topic;
@@ -177,24 +201,40 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     k.response_topic = (char *)(p->response_topic != NULL ? p->response_topic : "");
     k.correlation.data = (uint8_t *)p->correlation;
     k.correlation.len = p->correlation_len;
-    int64_t created = wall_ms();
+    k.kept.data = (uint8_t *)p->kept;
+    k.kept.len = p->kept_len;
+    k.cert_digest.data = digest;
+    k.cert_digest.len = IDEVS_SHA256_LEN;
+    int64_t created = known != NULL ? known->created_ms : wall_ms();
     k.created_ms = (uint64_t)created;
     size_t len = idevs__launcher__v1__outbox_entry__get_packed_size(&k);
     uint8_t *buf = malloc(len);
     char name[NAME_LEN + 1];
     entry_name(&id, name);
-    int fd = buf != NULL ? openat(o->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    /* A new file each time, renamed into place: a copy sealed anew never leaves half a file. */
+    char tmp[NAME_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.new", name);
+    int fd = buf != NULL ? openat(o->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
     bool ok = fd >= 0;
     if (ok) {
         idevs__launcher__v1__outbox_entry__pack(&k, buf);
         ok = idevs_file_write_all(fd, buf, len) == IDEVS_OK;
     }
+    if (fd >= 0 && close(fd) != 0)
+        ok = false;
+    if (ok && renameat(o->dirfd, tmp, o->dirfd, name) != 0)
+        ok = false;
     int saved = errno;
-    if (fd >= 0)
-        close(fd);
     free(buf);
-    if (!ok || !append(l, &id, service, created, launcher_now_ms() + LAUNCHER_OUTBOX_FIRST_RESEND_MS)) {
-        unlinkat(o->dirfd, name, 0);
+    int64_t next = launcher_now_ms() + LAUNCHER_OUTBOX_FIRST_RESEND_MS;
+    if (ok && known != NULL) {
+        known->next_ms = next;
+        if (next < o->next_due_ms)
+            o->next_due_ms = next;
+    } else if (!ok || !append(l, &id, service, created, next)) {
+        unlinkat(o->dirfd, tmp, 0);
+        if (known == NULL)
+            unlinkat(o->dirfd, name, 0);
         return unkept(l, ok ? "out of memory" : strerror(saved));
     }
     o->write_failing = false;
@@ -261,6 +301,30 @@ void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         Idevs__Launcher__V1__OutboxEntry *k = NULL;
         if (launcher_state_read(o->dirfd, name, 1, ENTRY_MAX, &data, &len, why, sizeof why) == IDEVS_OK &&
             data != NULL && (k = idevs__launcher__v1__outbox_entry__unpack(NULL, len, data)) != NULL) {
+            uint8_t digest[IDEVS_SHA256_LEN];
+            current_cert(l, digest);
+            bool stale = k->cert_digest.len != IDEVS_SHA256_LEN || memcmp(k->cert_digest.data, digest, IDEVS_SHA256_LEN) != 0;
+            if (stale && k->kept.len > 0) {
+                /* Sealed under a former certificate of the compartment: a receiver that knows only the current one
+                 * cannot open it. The compartment seals it anew (a Publish of delivery 0, kept again above). */
+                if (l->state == IDEVS_LAUNCHER_READY) {
+                    Idevs__Bridge__V1__Reseal rs = IDEVS__BRIDGE__V1__RESEAL__INIT;
+                    rs.kept = k->kept;
+                    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+                    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RESEAL;
+                    f.reseal = &rs;
+                    if (supervise_send(l, &f) == IDEVS_OK)
+                        l->stats.outbox_resealed++;
+                }
+                idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
+                free(data);
+                e->attempts++;
+                e->next_ms = now + (l->state == IDEVS_LAUNCHER_READY ? backoff_ms(e->attempts) : 1000);
+                next_due = e->next_ms < next_due ? e->next_ms : next_due;
+                sent++;
+                i++;
+                continue;
+            }
             bool rt = k->response_topic != NULL && k->response_topic[0] != '\0';
             idevs_launcher_publish pub = {
                 .delivery_id = 0, .topic = k->topic, .envelope = k->envelope.data, .envelope_len = k->envelope.len,

@@ -429,6 +429,8 @@ const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Brid
         return "a publication whose envelope is empty or over the size limit";
     if (p->qos > 2)
         return "a publication with a QoS above 2";
+    if (p->kept.len > l->max_envelope)
+        return "a publication whose kept copy is over the size limit";
     const idevs_deployment *d = l->deployment;
     bool has_rt = p->response_topic != NULL && p->response_topic[0] != '\0';
     for (size_t i = 0; i < d->output_count; i++) {
@@ -483,6 +485,7 @@ static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *
             .delivery_id = 0, .topic = p->topic, .envelope = p->envelope.data, .envelope_len = p->envelope.len,
             .qos = (int)p->qos, .response_topic = rt ? p->response_topic : NULL,
             .correlation = rt ? p->correlation_data.data : NULL, .correlation_len = rt ? p->correlation_data.len : 0,
+            .kept = p->kept.len > 0 ? p->kept.data : NULL, .kept_len = p->kept.len,
         };
         emit(l, cb, &pub);
         return;

@@ -102,7 +102,7 @@ static void make_descriptor(child *c, const char *config)
                      " \"config\": %s},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
                      " \"services\": [{\"name\": \"source\", \"uuid\": \"%s\", \"certificate\": \"source.crt\", \"receipts\": true},"
-                     " {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\"},"
+                     " {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\", \"receipts\": true},"
                      " {\"name\": \"oracle\", \"uuid\": \"%s\", \"certificate\": \"oracle.crt\"}],\n"
                      " \"inputs\": [{\"name\": \"events\", \"topic\": \"" TOPIC_IN "\", \"from\": \"source\"}],\n"
                      " \"outputs\": [{\"name\": \"out\", \"topic\": \"" TOPIC_OUT "\", \"to\": \"sink\", \"qos\": 1}],\n"
@@ -1404,7 +1404,7 @@ static void test_bad_frames_while_serving(void)
     /* Init again while serving */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
     send_init(&c, sealing_key, NULL, 0);
-    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified or Shutdown");
+    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified, Reseal or Shutdown");
 
     /* the launcher closes the channel without Shutdown */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
@@ -1935,6 +1935,69 @@ static CU_TestInfo channel_tests[] = {
     CU_TEST_INFO_NULL,
 };
 
+static void send_reseal(child *c, const uint8_t *kept, size_t len)
+{
+    Idevs__Bridge__V1__Reseal rs = IDEVS__BRIDGE__V1__RESEAL__INIT;
+    rs.kept.data = (uint8_t *)kept;
+    rs.kept.len = len;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RESEAL;
+    f.reseal = &rs;
+    send_frame(c, &f);
+}
+
+/* An output to a service with receipts comes with its kept copy; Reseal gives the same message, sealed anew. */
+static void test_kept_reseal(void)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    idevs_cert_policy *p1, *p2;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, true);
+    idevs_msgid in_id;
+    deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "kept for later", &in_id);
+    Idevs__Bridge__V1__Frame *f = expect(&c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_FATAL(f->publish->kept.len > 0);
+    size_t kept_len = f->publish->kept.len;
+    uint8_t *kept = malloc(kept_len);
+    CU_ASSERT_FATAL(kept != NULL);
+    memcpy(kept, f->publish->kept.data, kept_len);
+    idevs_opened first;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(snk, TOPIC_OUT, f->publish->envelope.data, f->publish->envelope.len,
+                                              &first), IDEVS_OK);
+    CU_ASSERT(memmem(kept, kept_len, "kept for later", 14) == NULL); /* sealed: no plaintext in it */
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+
+    send_reseal(&c, kept, kept_len);
+    f = expect(&c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(f->publish->delivery_id, 0);
+    CU_ASSERT_STRING_EQUAL(f->publish->topic, TOPIC_OUT);
+    CU_ASSERT(f->publish->kept.len == kept_len && memcmp(f->publish->kept.data, kept, kept_len) == 0);
+    idevs_opened again;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(snk, TOPIC_OUT, f->publish->envelope.data, f->publish->envelope.len,
+                                              &again), IDEVS_OK);
+    CU_ASSERT(idevs_uuid_equal(&again.message_id, &first.message_id));
+    CU_ASSERT(again.sequence != first.sequence); /* sealed anew, not the same bytes */
+    CU_ASSERT(again.payload_len == 14 && memcmp(again.payload, "kept for later", 14) == 0);
+    CU_ASSERT(again.provenance_count == 1 && idevs_uuid_equal(&again.provenance[0], &in_id));
+    idevs_opened_clear(&again);
+    idevs_opened_clear(&first);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+
+    /* A damaged kept copy opens nothing: dropped, and the compartment goes on. */
+    kept[kept_len / 2] ^= 1;
+    send_reseal(&c, kept, kept_len);
+    deliver_text(&c, src, 2, TOPIC_IN, TOPIC_IN, "after", &in_id);
+    expect_publish(&c, 2, snk, TOPIC_OUT, "after", &in_id, 1, NULL);
+    expect_done(&c, 2, IDEVS_OK);
+    free(kept);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    party_free(src, p1);
+    party_free(snk, p2);
+}
+
 /* Sealed anew with the id it was first sent with (a sender's retransmission). */
 static void deliver_numbered(child *c, idevs_envelope_ctx *src, uint64_t delivery, const idevs_msgid *id,
                              const char *text)
@@ -2023,6 +2086,8 @@ static void test_receipts_and_copies(void)
 
 static CU_TestInfo tests[] = {
     {"events round trip with provenance", test_events_round_trip},
+    {"kept outputs: sealed anew on Reseal with the same id and provenance; a damaged one is dropped",
+     test_kept_reseal},
     {"receipts: handled once, a copy sent again receipted and not run", test_receipts_and_copies},
     {"request and response, provenance back to the input", test_request_response},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
