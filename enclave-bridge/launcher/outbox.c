@@ -211,9 +211,10 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     uint8_t *buf = malloc(len);
     char name[NAME_LEN + 1];
     entry_name(&id, name);
-    /* A new file each time, renamed into place: a copy sealed anew never leaves half a file. */
+    /* A copy sealed anew replaces its file by a rename, so that a crash never leaves half of one; a new entry
+     * is written in place (a file cut short is refused at the next load, and its output was not released). */
     char tmp[NAME_LEN + 8];
-    snprintf(tmp, sizeof tmp, "%s.new", name);
+    snprintf(tmp, sizeof tmp, known != NULL ? "%s.new" : "%s", name);
     int fd = buf != NULL ? openat(o->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
     bool ok = fd >= 0;
     if (ok) {
@@ -222,7 +223,7 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     }
     if (fd >= 0 && close(fd) != 0)
         ok = false;
-    if (ok && renameat(o->dirfd, tmp, o->dirfd, name) != 0)
+    if (ok && known != NULL && renameat(o->dirfd, tmp, o->dirfd, name) != 0)
         ok = false;
     int saved = errno;
     free(buf);

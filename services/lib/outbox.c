@@ -321,10 +321,18 @@ size_t svc_outbox_unreceipted(const idevs_service *svc)
 
 /* ---- what this service handled, and its receipts to the process ---- */
 
+/* Without receipts nothing is sent again on purpose: the window in memory is enough, as it always was. */
+static bool seen_kept(const idevs_service *svc)
+{
+    return svc->deployment->services[svc->self_index].receipts;
+}
+
 bool svc_seen_before(idevs_service *svc, const idevs_msgid *id)
 {
     if (idevs_service_dedupe_contains(svc->dedupe, id))
         return true;
+    if (!seen_kept(svc))
+        return false;
     sqlite3_stmt *st = NULL;
     bool seen = false;
     if (sqlite3_prepare_v2(svc->outbox_db, "SELECT 1 FROM idevs_seen WHERE id = ?", -1, &st, NULL) == SQLITE_OK) {
@@ -349,6 +357,8 @@ static void exec_id(sqlite3 *db, const char *sql, const idevs_msgid *id)
 void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
 {
     (void)idevs_service_dedupe_seen(svc->dedupe, id);
+    if (!seen_kept(svc))
+        return;
     exec_id(svc->outbox_db, "INSERT OR IGNORE INTO idevs_seen (id) VALUES (?)", id);
     exec_id(svc->outbox_db, "INSERT INTO idevs_seen_order (id) VALUES (?)", id);
     if (++svc->seen_since_prune >= 1024) {
