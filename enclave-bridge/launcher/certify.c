@@ -193,6 +193,8 @@ static idevs_err send_chain(idevs_launcher *l, uint8_t *der, size_t der_len, cha
     l->chain.der[1] = authority;
     l->chain.len[1] = l->authority_der_len;
     l->chain.count = 2;
+    if (idevs_sha256(der, der_len, l->cert_digest) != IDEVS_OK)
+        memset(l->cert_digest, 0, sizeof l->cert_digest); /* unlike any copy's: they are sealed anew */
     l->stats.certified++;
     return IDEVS_OK;
 }
@@ -276,6 +278,7 @@ int certify_renew_if_due(idevs_launcher *l)
 void certify_forget(idevs_launcher *l)
 {
     idevs_der_chain_clear(&l->chain);
+    memset(l->cert_digest, 0, sizeof l->cert_digest);
     l->renew_at = 0; /* the next compartment gets its own certificate, and its own renewal */
 }
 

@@ -275,6 +275,7 @@ struct idevs_launcher {
 
     /* the last certificate issued */
     idevs_der_chain chain; /* the compartment's leaf and the authority's certificate */
+    uint8_t cert_digest[IDEVS_SHA256_LEN]; /* SHA-256 of chain.der[0] (the outbox's copies name it); zeros without */
     uint8_t certified_sign_pub[IDEVS_ED25519_PUB_LEN], certified_kex_pub[IDEVS_X25519_LEN]; /* its keys */
     time_t cert_not_before;  /* its notBefore: a renewal keeps it */
     time_t renew_at;         /* wall-clock second its renewal is due; 0: none (no compartment certified) */

@@ -60,14 +60,6 @@ static bool append(idevs_launcher *l, const idevs_msgid *id, size_t service, int
     return true;
 }
 
-/* SHA-256 of the compartment's current certificate (all zeros before the first). */
-static void current_cert(const idevs_launcher *l, uint8_t out[IDEVS_SHA256_LEN])
-{
-    memset(out, 0, IDEVS_SHA256_LEN);
-    if (l->chain.count > 0)
-        (void)idevs_sha256(l->chain.der[0], l->chain.len[0], out);
-}
-
 static outbox_entry *find(idevs_launcher *l, const idevs_msgid *id)
 {
     for (size_t i = 0; i < l->outbox.count; i++)
@@ -190,8 +182,6 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     outbox_entry *known = find(l, &id);
     if (o->dirfd < 0 || (known == NULL && o->count >= LAUNCHER_OUTBOX_MAX))
         return unkept(l, o->dirfd < 0 ? "no outbox directory" : "the outbox is full");
-    uint8_t digest[IDEVS_SHA256_LEN];
-    current_cert(l, digest);
     Idevs__Launcher__V1__OutboxEntry k = IDEVS__LAUNCHER__V1__OUTBOX_ENTRY__INIT;
     k.version = ENTRY_VERSION;
     k.topic = (char *)p->topic;
@@ -203,7 +193,7 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     k.correlation.len = p->correlation_len;
     k.kept.data = (uint8_t *)p->kept;
     k.kept.len = p->kept_len;
-    k.cert_digest.data = digest;
+    k.cert_digest.data = l->cert_digest;
     k.cert_digest.len = IDEVS_SHA256_LEN;
     int64_t created = known != NULL ? known->created_ms : wall_ms();
     k.created_ms = (uint64_t)created;
@@ -273,6 +263,54 @@ static unsigned backoff_ms(unsigned attempts)
     return ms > LAUNCHER_OUTBOX_RESEND_MAX_MS ? LAUNCHER_OUTBOX_RESEND_MAX_MS : (unsigned)ms;
 }
 
+/* Sends entry e again: the same envelope, or, sealed under a former certificate of the compartment (a receiver
+ * that knows only the current one cannot open it), a Reseal of its kept copy, which the compartment answers with
+ * a Publish of delivery 0 that replaces the entry. Returns how long to wait before the next copy when it is not
+ * the backoff (1 s while no compartment is ready to seal anew), 0 for the backoff, -1 when its file cannot be read
+ * (nothing was sent). */
+static int resend_one(idevs_launcher *l, const idevs_launcher_callbacks *cb, const outbox_entry *e)
+{
+    char name[NAME_LEN + 1];
+    entry_name(&e->id, name);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    char why[256];
+    int wait = 0;
+    Idevs__Launcher__V1__OutboxEntry *k = NULL;
+    if (launcher_state_read(l->outbox.dirfd, name, 1, ENTRY_MAX, &data, &len, why, sizeof why) != IDEVS_OK ||
+        data == NULL || (k = idevs__launcher__v1__outbox_entry__unpack(NULL, len, data)) == NULL) {
+        free(data);
+        return -1;
+    }
+    bool stale = k->cert_digest.len != IDEVS_SHA256_LEN ||
+                 memcmp(k->cert_digest.data, l->cert_digest, IDEVS_SHA256_LEN) != 0;
+    if (stale && k->kept.len > 0) {
+        if (l->state == IDEVS_LAUNCHER_READY) {
+            Idevs__Bridge__V1__Reseal rs = IDEVS__BRIDGE__V1__RESEAL__INIT;
+            rs.kept = k->kept;
+            Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+            f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RESEAL;
+            f.reseal = &rs;
+            if (supervise_send(l, &f) == IDEVS_OK)
+                l->stats.outbox_resealed++;
+        } else {
+            wait = 1000;
+        }
+    } else {
+        bool rt = k->response_topic != NULL && k->response_topic[0] != '\0';
+        idevs_launcher_publish pub = {
+            .delivery_id = 0, .topic = k->topic, .envelope = k->envelope.data, .envelope_len = k->envelope.len,
+            .qos = (int)k->qos, .response_topic = rt ? k->response_topic : NULL,
+            .correlation = rt ? k->correlation.data : NULL, .correlation_len = rt ? k->correlation.len : 0,
+        };
+        cb->on_publish(cb->arg, &pub);
+        l->stats.outbox_resent++;
+    }
+    idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
+    free(data);
+    return wait;
+}
+
 void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb)
 {
     outbox *o = &l->outbox;
@@ -294,53 +332,11 @@ void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb)
             expired++;
             continue;
         }
-        char name[NAME_LEN + 1];
-        entry_name(&e->id, name);
-        uint8_t *data = NULL;
-        size_t len = 0;
-        char why[256];
-        Idevs__Launcher__V1__OutboxEntry *k = NULL;
-        if (launcher_state_read(o->dirfd, name, 1, ENTRY_MAX, &data, &len, why, sizeof why) == IDEVS_OK &&
-            data != NULL && (k = idevs__launcher__v1__outbox_entry__unpack(NULL, len, data)) != NULL) {
-            uint8_t digest[IDEVS_SHA256_LEN];
-            current_cert(l, digest);
-            bool stale = k->cert_digest.len != IDEVS_SHA256_LEN || memcmp(k->cert_digest.data, digest, IDEVS_SHA256_LEN) != 0;
-            if (stale && k->kept.len > 0) {
-                /* Sealed under a former certificate of the compartment: a receiver that knows only the current one
-                 * cannot open it. The compartment seals it anew (a Publish of delivery 0, kept again above). */
-                if (l->state == IDEVS_LAUNCHER_READY) {
-                    Idevs__Bridge__V1__Reseal rs = IDEVS__BRIDGE__V1__RESEAL__INIT;
-                    rs.kept = k->kept;
-                    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
-                    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RESEAL;
-                    f.reseal = &rs;
-                    if (supervise_send(l, &f) == IDEVS_OK)
-                        l->stats.outbox_resealed++;
-                }
-                idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
-                free(data);
-                e->attempts++;
-                e->next_ms = now + (l->state == IDEVS_LAUNCHER_READY ? backoff_ms(e->attempts) : 1000);
-                next_due = e->next_ms < next_due ? e->next_ms : next_due;
-                sent++;
-                i++;
-                continue;
-            }
-            bool rt = k->response_topic != NULL && k->response_topic[0] != '\0';
-            idevs_launcher_publish pub = {
-                .delivery_id = 0, .topic = k->topic, .envelope = k->envelope.data, .envelope_len = k->envelope.len,
-                .qos = (int)k->qos, .response_topic = rt ? k->response_topic : NULL,
-                .correlation = rt ? k->correlation.data : NULL, .correlation_len = rt ? k->correlation.len : 0,
-            };
-            cb->on_publish(cb->arg, &pub);
-            l->stats.outbox_resent++;
+        int wait = resend_one(l, cb, e);
+        if (wait >= 0)
             sent++;
-        }
-        if (k != NULL)
-            idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
-        free(data);
         e->attempts++;
-        e->next_ms = now + backoff_ms(e->attempts);
+        e->next_ms = now + (wait > 0 ? wait : (int64_t)backoff_ms(e->attempts));
         next_due = e->next_ms < next_due ? e->next_ms : next_due;
         i++;
     }
