@@ -14,6 +14,10 @@
 #define IDEVS_CHANNEL_HEADER 4
 #define IDEVS_CHANNEL_READ_CHUNK (64u * 1024u) /* the least one read asks for */
 #define IDEVS_CHANNEL_FRAME_MAX (20u * 1024u * 1024u) /* default limit; a channel may set a lower one */
+/* A request's correlation data, in a Publish frame and on the wire: its message id (16 bytes), then the token the
+ * compartment sealed for itself (compartment/request_state.c), always of this size. */
+#define IDEVS_REQUEST_STATE_PLAIN 1424
+#define IDEVS_REQUEST_CORRELATION_LEN (16u + 12u + IDEVS_REQUEST_STATE_PLAIN + 16u)
 
 typedef struct idevs_channel {
     int fd;

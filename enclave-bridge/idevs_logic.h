@@ -9,7 +9,9 @@
  * for that output, and records which input caused it (provenance).
  *
  * The logic never sees a key, a socket or a file: it runs inside the sandbox (no filesystem, no network; any
- * system call outside the allowlist kills the compartment). Its state lives in memory between events.
+ * system call outside the allowlist kills the compartment). Its state lives in memory between events, and is
+ * gone when the compartment restarts; what a request's answer needs travels with the request instead
+ * (idevs_request_with_state), sealed to the compartment itself.
  * Emissions are transactional: what a handler emits leaves only if the handler returns IDEVS_OK. A handler that
  * refuses its event may name why with idevs_refuse(), among the codes the descriptor declares.
  *
@@ -33,6 +35,7 @@
 
 #define IDEVS_LOGIC_ABI 1
 #define IDEVS_LOGIC_SYMBOL "idevs_logic_entry"
+#define IDEVS_REQUEST_STATE_MAX 256 /* bytes a request may carry for its answer (idevs_request_with_state) */
 
 typedef struct idevs_logic idevs_logic;
 
@@ -45,6 +48,11 @@ typedef struct idevs_message {
     const char *sender_name;    /* its name in the deployment descriptor */
     idevs_msgid message_id;
     idevs_msgid request_id;     /* for responses: the id idevs_request() gave the request; zero otherwise */
+    /* Added after the first release (new fields go at the end). For a response whose request_id is set: the state
+     * idevs_request_with_state() gave the request (NULL and 0 when it gave none), even when the compartment
+     * restarted in between; NULL and 0 otherwise. */
+    const uint8_t *request_state;
+    size_t request_state_len;
 } idevs_message;
 
 typedef idevs_err (*idevs_handler)(idevs_logic *lg, const idevs_message *msg, void *state);
@@ -61,6 +69,8 @@ typedef struct idevs_host_api {
     /* Added after the first release: new calls go at the end, so that logics built against an older header
      * keep working. */
     idevs_err (*refuse)(idevs_logic *lg, const char *code);
+    idevs_err (*request_with_state)(idevs_logic *lg, const char *request, const void *payload, size_t len,
+                                    const void *state, size_t state_len, idevs_msgid *request_id);
 } idevs_host_api;
 
 struct idevs_logic {
@@ -115,6 +125,20 @@ static inline idevs_err idevs_request(idevs_logic *lg, const char *request, cons
                                       idevs_msgid *request_id)
 {
     return lg->api->request(lg, request, payload, len, request_id);
+}
+
+/* idevs_request() with up to IDEVS_REQUEST_STATE_MAX bytes of state that come back with the answer
+ * (msg->request_state), so the response handler needs nothing the logic kept in memory: the answer still finds
+ * it after the compartment restarted (killed, crashed, or the broker restarted). The compartment seals the state
+ * to itself, under a key from its sealing key, into the request's MQTT correlation data, always padded to the same
+ * size: the service and the broker see an opaque token of fixed length, and only this compartment's
+ * measurement opens it. IDEVS_ERR_TOO_LARGE, and nothing is sent, past IDEVS_REQUEST_STATE_MAX. The state is
+ * personal data like any payload: the compartment cleanses its copies. */
+static inline idevs_err idevs_request_with_state(idevs_logic *lg, const char *request, const void *payload,
+                                                 size_t len, const void *state, size_t state_len,
+                                                 idevs_msgid *request_id)
+{
+    return lg->api->request_with_state(lg, request, payload, len, state, state_len, request_id);
 }
 
 /* Refuses the current event with a short reason code that the deployment descriptor declares ("refusals"):

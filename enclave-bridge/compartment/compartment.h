@@ -33,6 +33,7 @@
 #include "idevs_envelope.h"
 #include "idevs_identity.h"
 #include "idevs_logic.h"
+#include "idevs_logic.h"
 #include "idevs_replay.h"
 
 /* Descriptors. The launcher starts the host program with the channel on 3 and the logic file on 4. After the
@@ -68,7 +69,14 @@ typedef struct cmp_sealed {
     /* for requests: what caused it, remembered for the response's provenance */
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
     size_t provenance_count;
+    uint8_t *correlation; /* IDEVS_REQUEST_CORRELATION_LEN bytes: its id and sealed state (request_state.c) */
+    uint8_t *state;       /* the logic's state for the answer (cleansed when freed) */
+    size_t state_len;
 } cmp_sealed;
+
+/* Former runs' requests answered in this one, remembered (logic_link.c) so that each is matched once; a former
+ * run had at most limits.max_outstanding_requests of them outstanding (4,096 by default). */
+#define CMP_FORMER_MAX 4096
 
 /* A request waiting for its response. */
 typedef struct cmp_pending {
@@ -77,6 +85,8 @@ typedef struct cmp_pending {
     idevs_msgid id;
     idevs_msgid *provenance; /* the ids that caused the request */
     size_t provenance_count;
+    uint8_t *state; /* the logic's state for the answer (cleansed when forgotten) */
+    size_t state_len;
 } cmp_pending;
 
 typedef struct compartment compartment;
@@ -121,6 +131,10 @@ typedef struct logic_link {
      * more; inputs are held (serve.c) while it is full, and a request with no room left fails (queue_full) */
     cmp_pending *pending;
     size_t pending_cap, pending_used, pending_next;
+    /* former runs' requests this run matched by their token (request_state.c), so that each is matched once:
+     * a ring of CMP_FORMER_MAX ids, the oldest forgotten first */
+    idevs_msgid former[CMP_FORMER_MAX];
+    size_t former_count, former_next;
 } logic_link;
 
 struct compartment {
@@ -143,6 +157,8 @@ struct compartment {
      * this compartment handled since (serve.c) */
     cmp_handled (*handled)[2];
     uint8_t keep_key[32]; /* kept.c: derived from the sealing key at the handshake */
+    uint8_t request_key[32]; /* request_state.c: likewise */
+    uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
@@ -172,9 +188,34 @@ idevs_err keys_gcm(bool encrypt, const uint8_t key[32], const uint8_t nonce[KEYS
  * can keep them and have them sealed anew after a restart (a new certificate) without seeing them. */
 void kept_init(compartment *c, const uint8_t sealing_key[32]);
 idevs_err kept_seal(compartment *c, bool is_request, size_t index, const idevs_msgid *id, const idevs_msgid *prov,
-                    size_t prov_count, const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len);
+                    size_t prov_count, const uint8_t *payload, size_t len, const uint8_t *correlation,
+                    size_t correlation_len, uint8_t **out, size_t *out_len);
 /* Seals the kept output anew (same id, same provenance, same receiver) and queues its Publish (delivery 0). */
 idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len);
+
+/* HKDF-SHA256(ikm = sealing key, salt = "", info = label || program): a key of the compartment's own, which a
+ * compartment of the same program and measurement derives again after a restart. */
+idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32]);
+
+/* request_state.c: what a request's answer needs, sealed by the compartment to itself into the request's
+ * correlation data (IDEVS_REQUEST_CORRELATION_LEN bytes: its message id, then the token), so that an answer
+ * reaching a restarted compartment still finds its request. */
+typedef struct request_state {
+    idevs_msgid id; /* the request's message id */
+    idevs_msgid provenance[IDEVS_PROVENANCE_MAX - 1];
+    size_t provenance_count;
+    uint8_t state[IDEVS_REQUEST_STATE_MAX];
+    size_t state_len;
+} request_state;
+void request_state_init(compartment *c, const uint8_t sealing_key[32]);
+/* Writes the request's correlation data into out (IDEVS_REQUEST_CORRELATION_LEN bytes). */
+idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs,
+                             uint8_t out[IDEVS_REQUEST_CORRELATION_LEN]);
+/* An answer's correlation data, if it is a token this program sealed, in an earlier run of the compartment, for
+ * a request of index `request` whose id the answer's (authenticated) provenance names: true, with *out filled
+ * (the caller cleanses it). Anything else, false: the answer matches no request. */
+bool request_state_open(compartment *c, size_t request, const uint8_t *correlation, size_t correlation_len,
+                        const idevs_msgid *answer_provenance, size_t answer_provenance_count, request_state *out);
 
 idevs_err keys_restore_or_generate(const uint8_t sealing_key[32], const idevs_uuid *program, const char *name,
                                    const uint8_t measurement[IDEVS_SHA256_LEN], const uint8_t *blob, size_t blob_len,
@@ -230,7 +271,8 @@ void logic_link_setup(logic_link *k);
  * logic has no handler for it, the status (nothing was sent). At most CMP_EVENTS_MAX wait (logic_link_full).
  * logic_link_collect() reads the answers to the oldest event sent: on IDEVS_OK k->tx holds its sealed envelopes
  * to publish, then logic_link_release(k, true); on failure nothing is kept. */
-idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const idevs_opened *opened);
+idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const idevs_opened *opened,
+                           const uint8_t *correlation, size_t correlation_len);
 bool logic_link_full(const logic_link *k);
 idevs_err logic_link_collect(logic_link *k);
 /* A timer run: queued and collected at once (nothing else may be waiting). */

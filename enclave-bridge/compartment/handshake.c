@@ -121,6 +121,7 @@ static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "cannot create the compartment's keys: %s", idevs_strerror(err));
     kept_init(c, init->sealing_key.data);
+    request_state_init(c, init->sealing_key.data);
     uint8_t blob[KEYS_SEALED_LEN];
     err = keys_seal(init->sealing_key.data, &c->dep->program, c->measurement, c->self, blob);
     if (err != IDEVS_OK)

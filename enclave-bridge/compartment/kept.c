@@ -21,12 +21,7 @@
 
 void kept_init(compartment *c, const uint8_t sealing_key[32])
 {
-    uint8_t info[sizeof LABEL - 1 + IDEVS_UUID_LEN];
-    memcpy(info, LABEL, sizeof LABEL - 1);
-    memcpy(info + sizeof LABEL - 1, c->dep->program.b, IDEVS_UUID_LEN);
-    static const uint8_t no_salt[1] = {0};
-    if (idevs_hkdf_sha256(no_salt, 0, sealing_key, 32, info, sizeof info, c->keep_key, sizeof c->keep_key) !=
-        IDEVS_OK)
+    if (keys_derive(sealing_key, LABEL, &c->dep->program, c->keep_key) != IDEVS_OK)
         cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of kept outputs");
 }
 
@@ -37,7 +32,8 @@ static void aad_of(const compartment *c, uint8_t aad[sizeof LABEL - 1 + IDEVS_UU
 }
 
 idevs_err kept_seal(compartment *c, bool is_request, size_t index, const idevs_msgid *id, const idevs_msgid *prov,
-                    size_t prov_count, const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len)
+                    size_t prov_count, const uint8_t *payload, size_t len, const uint8_t *correlation,
+                    size_t correlation_len, uint8_t **out, size_t *out_len)
 {
     ProtobufCBinaryData list[IDEVS_PROVENANCE_MAX];
     if (prov_count > IDEVS_PROVENANCE_MAX)
@@ -51,6 +47,7 @@ idevs_err kept_seal(compartment *c, bool is_request, size_t index, const idevs_m
     k.n_provenance = prov_count;
     k.provenance = list;
     k.payload = (ProtobufCBinaryData){len, (uint8_t *)payload};
+    k.correlation = (ProtobufCBinaryData){correlation_len, (uint8_t *)correlation};
     size_t plain_len = idevs__bridge__v1__kept_output__get_packed_size(&k);
     if (plain_len > KEPT_MAX)
         return IDEVS_ERR_TOO_LARGE;
@@ -99,8 +96,12 @@ idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len)
     if (err != IDEVS_OK)
         return err;
     const idevs_deployment *d = c->dep;
+    /* A request's correlation data goes out again as it was first sent: its id, then its sealed state. */
     if (k == NULL || k->message_id.len != IDEVS_UUID_LEN || k->n_provenance > IDEVS_PROVENANCE_MAX ||
-        (k->is_request ? k->index >= d->request_count : k->index >= d->output_count)) {
+        (k->is_request ? k->index >= d->request_count : k->index >= d->output_count) ||
+        (k->is_request ? k->correlation.len != IDEVS_REQUEST_CORRELATION_LEN ||
+                             memcmp(k->correlation.data, k->message_id.data, IDEVS_UUID_LEN) != 0
+                       : k->correlation.len != 0)) {
         if (k != NULL)
             idevs__bridge__v1__kept_output__free_unpacked(k, NULL);
         return IDEVS_ERR_MALFORMED; /* authenticated, so only a former descriptor's: nothing to seal it to */
@@ -131,7 +132,7 @@ idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len)
         if (k->is_request) {
             pub.qos = (uint32_t)d->requests[k->index].qos;
             pub.response_topic = d->requests[k->index].response_topic;
-            pub.correlation_data = (ProtobufCBinaryData){IDEVS_UUID_LEN, id.b};
+            pub.correlation_data = k->correlation;
         } else {
             pub.qos = (uint32_t)d->outputs[k->index].qos;
         }

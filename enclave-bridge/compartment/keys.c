@@ -105,3 +105,15 @@ idevs_err keys_seal(const uint8_t sealing_key[32], const idevs_uuid *program,
         idevs_cleanse(blob, KEYS_SEALED_LEN);
     return err;
 }
+
+idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32])
+{
+    size_t label_len = strlen(label);
+    uint8_t info[64 + IDEVS_UUID_LEN];
+    if (label_len > 64)
+        return IDEVS_ERR_INVALID_ARG;
+    memcpy(info, label, label_len);
+    memcpy(info + label_len, program->b, IDEVS_UUID_LEN);
+    static const uint8_t no_salt[1] = {0};
+    return idevs_hkdf_sha256(no_salt, 0, sealing_key, 32, info, label_len + IDEVS_UUID_LEN, out, 32);
+}

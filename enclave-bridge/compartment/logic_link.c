@@ -15,6 +15,11 @@
  * Provenance: an output caused by an input names [the input's message id]; one caused by a response names
  * [the response's message id, then the ids that caused the request]; a timer's outputs name none.
  *
+ * Requests across restarts: each request's correlation data carries what its answer needs, sealed to ourselves
+ * (request_state.c). An answer that matches nothing in the table below but carries such a token from a former run
+ * of the compartment, naming a request of its own entry that its provenance names, is matched by the token: the
+ * table is lost with the process, the token is not.
+ *
  * Outstanding requests: each committed request is remembered until its response arrives, in a table of
  * limits.max_outstanding_requests slots that is never overrun: nothing is forgotten to make room. serve.c holds
  * inputs while the table is full (back-pressure on the launcher); a request the logic makes when no slot is left
@@ -141,6 +146,8 @@ static cmp_pending *pending_find(logic_link *k, size_t request, const idevs_msgi
 static void pending_forget(logic_link *k, cmp_pending *p)
 {
     free(p->provenance);
+    idevs_cleanse(p->state, p->state_len);
+    free(p->state);
     memset(p, 0, sizeof *p);
     k->pending_used--;
 }
@@ -162,10 +169,25 @@ static void pending_remember(logic_link *k, const cmp_sealed *s)
     if (s->provenance_count > 0)
         memcpy(p->provenance, s->provenance, s->provenance_count * sizeof(idevs_msgid));
     p->provenance_count = s->provenance_count;
+    p->state = s->state; /* taken over from the transaction */
+    p->state_len = s->state_len;
     p->request = s->index;
     p->id = s->message_id;
     p->used = true;
     k->pending_used++;
+}
+
+/* Whether a former run's request is answered for the first time in this run; it is remembered as answered. */
+static bool former_first_answer(logic_link *k, const idevs_msgid *id)
+{
+    for (size_t i = 0; i < k->former_count; i++)
+        if (memcmp(k->former[i].b, id->b, IDEVS_UUID_LEN) == 0)
+            return false;
+    k->former[k->former_next] = *id;
+    k->former_next = (k->former_next + 1) % CMP_FORMER_MAX;
+    if (k->former_count < CMP_FORMER_MAX)
+        k->former_count++;
+    return true;
 }
 
 bool logic_link_room_for_input(const logic_link *k, size_t ahead)
@@ -175,8 +197,45 @@ bool logic_link_room_for_input(const logic_link *k, size_t ahead)
 
 /* ---- the transaction ---- */
 
+static void sealed_free(cmp_sealed *s)
+{
+    free(s->envelope);
+    free(s->kept);
+    free(s->correlation);
+    idevs_cleanse(s->state, s->state_len);
+    free(s->state);
+    memset(s, 0, sizeof *s);
+}
+
+/* A request's own part: what caused it (for the provenance of what its response causes, with room for the
+ * response's id), the logic's state, and both sealed into its correlation data. */
+static idevs_err tx_request_state(logic_link *k, cmp_sealed *s, size_t index, const ProtobufCBinaryData *state)
+{
+    size_t n = k->current->provenance_count;
+    s->provenance_count = n < IDEVS_PROVENANCE_MAX ? n : IDEVS_PROVENANCE_MAX - 1;
+    memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
+    s->correlation = malloc(IDEVS_REQUEST_CORRELATION_LEN);
+    s->state = state->len > 0 ? malloc(state->len) : NULL;
+    if (s->correlation == NULL || (state->len > 0 && s->state == NULL))
+        return IDEVS_ERR_NOMEM;
+    if (state->len > 0)
+        memcpy(s->state, state->data, state->len);
+    s->state_len = state->len;
+    request_state rs;
+    memset(&rs, 0, sizeof rs);
+    rs.id = s->message_id;
+    memcpy(rs.provenance, s->provenance, s->provenance_count * sizeof(idevs_msgid));
+    rs.provenance_count = s->provenance_count;
+    memcpy(rs.state, state->data, state->len);
+    rs.state_len = state->len;
+    idevs_err err = request_state_seal(k->c, index, &rs, s->correlation);
+    idevs_cleanse(&rs, sizeof rs);
+    return err;
+}
+
 /* Seals one payload the logic emitted or requested, to the receiver the descriptor declares for it. */
-static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const ProtobufCBinaryData *payload)
+static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const ProtobufCBinaryData *payload,
+                         const ProtobufCBinaryData *state)
 {
     const idevs_deployment *d = k->c->dep;
     if (payload->len > d->max_payload)
@@ -202,24 +261,19 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
         .provenance_count = k->current->provenance_count,
     };
     idevs_err err = idevs_envelope_seal(k->c->env, &in, &s->envelope, &s->envelope_len, &s->message_id);
-    if (err != IDEVS_OK)
-        return err;
+    if (err == IDEVS_OK && is_request)
+        err = tx_request_state(k, s, index, state);
     /* To a service with receipts, the launcher keeps it until the receipt: what it needs to be sealed anew. */
-    if (d->services[to].receipts &&
-        (err = kept_seal(k->c, is_request, index, &s->message_id, k->current->provenance, k->current->provenance_count,
-                         payload->data, payload->len, &s->kept, &s->kept_len)) != IDEVS_OK) {
-        free(s->envelope);
-        s->envelope = NULL;
+    if (err == IDEVS_OK && d->services[to].receipts)
+        err = kept_seal(k->c, is_request, index, &s->message_id, k->current->provenance, k->current->provenance_count,
+                        payload->data, payload->len, s->correlation, is_request ? IDEVS_REQUEST_CORRELATION_LEN : 0,
+                        &s->kept, &s->kept_len);
+    if (err != IDEVS_OK) {
+        sealed_free(s);
         return err;
     }
     s->is_request = is_request;
     s->index = index;
-    if (is_request) {
-        /* What caused the request, for the provenance of what its response causes: room for the response's id. */
-        size_t n = k->current->provenance_count;
-        s->provenance_count = n < IDEVS_PROVENANCE_MAX ? n : IDEVS_PROVENANCE_MAX - 1;
-        memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
-    }
     k->tx_count++;
     k->tx_requests += is_request;
     k->tx_bytes += payload->len;
@@ -229,12 +283,12 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
 void logic_link_release(logic_link *k, bool committed)
 {
     for (size_t i = 0; i < k->tx_count; i++) {
-        if (committed && k->tx[i].is_request)
+        if (committed && k->tx[i].is_request) {
             pending_remember(k, &k->tx[i]);
-        free(k->tx[i].envelope);
-        k->tx[i].envelope = NULL;
-        free(k->tx[i].kept);
-        k->tx[i].kept = NULL;
+            k->tx[i].state = NULL; /* the table's now */
+            k->tx[i].state_len = 0;
+        }
+        sealed_free(&k->tx[i]);
     }
     if (!committed && k->tx_count > 0) {
         idevs_envelope_stats st;
@@ -320,7 +374,7 @@ idevs_err logic_link_collect(logic_link *k)
         case IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EMIT:
             if (f->logic_emit->output >= d->output_count)
                 violation(k, f, "an emit to an output the descriptor does not declare");
-            (void)tx_seal(k, false, f->logic_emit->output, &f->logic_emit->payload);
+            (void)tx_seal(k, false, f->logic_emit->output, &f->logic_emit->payload, &(ProtobufCBinaryData){0, NULL});
             /* The plaintext the logic emitted: protobuf-c's copy, cleansed before it is freed. */
             idevs_cleanse(f->logic_emit->payload.data, f->logic_emit->payload.len);
             break;
@@ -330,8 +384,13 @@ idevs_err logic_link_collect(logic_link *k)
             /* The runner refuses such a request itself; sent anyway, it would take a slot no answer frees. */
             if (!k->has_response[f->logic_request->request])
                 violation(k, f, "a request the logic registered no response handler for");
-            idevs_err err = tx_seal(k, true, f->logic_request->request, &f->logic_request->payload);
+            /* The runner refuses a larger state itself. */
+            if (f->logic_request->state.len > IDEVS_REQUEST_STATE_MAX)
+                violation(k, f, "a request's state over IDEVS_REQUEST_STATE_MAX");
+            idevs_err err =
+                tx_seal(k, true, f->logic_request->request, &f->logic_request->payload, &f->logic_request->state);
             idevs_cleanse(f->logic_request->payload.data, f->logic_request->payload.len);
+            idevs_cleanse(f->logic_request->state.data, f->logic_request->state.len);
             answer_request(k, err);
             break;
         }
@@ -363,7 +422,8 @@ idevs_err logic_link_collect(logic_link *k)
     return result;
 }
 
-idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const idevs_opened *opened)
+idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const idevs_opened *opened,
+                           const uint8_t *correlation, size_t correlation_len)
 {
     if (!(response ? k->has_response[index] : k->has_input[index]))
         return response ? IDEVS_ERR_UNKNOWN_REQUEST : IDEVS_ERR_UNKNOWN_INPUT;
@@ -376,6 +436,8 @@ idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const ide
     idevs_msgid request_id;
     memset(&request_id, 0, sizeof request_id);
     bool known = false;
+    request_state rs; /* the matched request's state, from the table or from a former run's token */
+    memset(&rs, 0, sizeof rs);
     if (response) {
         /* The response names the request's id in its provenance, which is authenticated. MQTT correlation
          * data is not: the broker could swap it between two answers, so it never decides which request an
@@ -391,7 +453,19 @@ idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const ide
             if (n > 0)
                 memcpy(&e.provenance[1], p->provenance, n * sizeof(idevs_msgid));
             e.provenance_count += n;
+            if (p->state_len > 0)
+                memcpy(rs.state, p->state, p->state_len);
+            rs.state_len = p->state_len;
             pending_forget(k, p);
+        } else if (request_state_open(k->c, index, correlation, correlation_len, opened->provenance,
+                                      opened->provenance_count, &rs) &&
+                   former_first_answer(k, &rs.id)) {
+            /* A former run's request: no slot of ours to free, the rest as from the table. */
+            request_id = rs.id;
+            known = true;
+            if (rs.provenance_count > 0)
+                memcpy(&e.provenance[1], rs.provenance, rs.provenance_count * sizeof(idevs_msgid));
+            e.provenance_count += rs.provenance_count;
         }
     }
     Idevs__Bridge__V1__LogicEvent ev = IDEVS__BRIDGE__V1__LOGIC_EVENT__INIT;
@@ -407,8 +481,11 @@ idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const ide
     if (known) {
         ev.request_id.data = request_id.b;
         ev.request_id.len = IDEVS_UUID_LEN;
+        ev.request_state.data = rs.state;
+        ev.request_state.len = rs.state_len;
     }
-    queue_event(k, &ev, &e);
+    queue_event(k, &ev, &e); /* packed into the link's buffer: rs is not needed after */
+    idevs_cleanse(&rs, sizeof rs);
     return IDEVS_OK;
 }
 

@@ -181,11 +181,11 @@ static idevs_err api_emit(idevs_logic *lg, const char *output, const void *paylo
     return IDEVS_OK;
 }
 
-static idevs_err api_request(idevs_logic *lg, const char *request, const void *payload, size_t len,
-                             idevs_msgid *request_id)
+static idevs_err api_request_with_state(idevs_logic *lg, const char *request, const void *payload, size_t len,
+                                        const void *state, size_t state_len, idevs_msgid *request_id)
 {
     runner *r = NULL;
-    idevs_err err = runner_for_call(lg, request != NULL, PHASE_HANDLER, &r);
+    idevs_err err = runner_for_call(lg, request != NULL && (state != NULL || state_len == 0), PHASE_HANDLER, &r);
     if (err != IDEVS_OK)
         return err;
     const idevs_deployment_request *rq = idevs_deployment_request_by_name(r->dep, request);
@@ -195,6 +195,8 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
      * outstanding slot for good, and enough of them would hold every input back. */
     if (r->response_handlers[rq - r->dep->requests] == NULL)
         return IDEVS_ERR_UNKNOWN_REQUEST;
+    if (state_len > IDEVS_REQUEST_STATE_MAX)
+        return IDEVS_ERR_TOO_LARGE;
     err = tx_check(r, payload, len);
     if (err != IDEVS_OK)
         return err;
@@ -202,6 +204,8 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
     req.request = (uint32_t)(rq - r->dep->requests);
     req.payload.data = (uint8_t *)payload;
     req.payload.len = len;
+    req.state.data = (uint8_t *)state;
+    req.state.len = state_len;
     req.seq = r->seq;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_REQUEST;
@@ -236,6 +240,12 @@ static idevs_err api_request(idevs_logic *lg, const char *request, const void *p
     return err < IDEVS_ERR_COUNT ? err : IDEVS_ERR_FRAME;
 }
 
+static idevs_err api_request(idevs_logic *lg, const char *request, const void *payload, size_t len,
+                             idevs_msgid *request_id)
+{
+    return api_request_with_state(lg, request, payload, len, NULL, 0, request_id);
+}
+
 static idevs_err api_refuse(idevs_logic *lg, const char *code)
 {
     runner *r = NULL;
@@ -256,6 +266,7 @@ static const idevs_host_api host_api = {
     .emit = api_emit,
     .request = api_request,
     .refuse = api_refuse,
+    .request_with_state = api_request_with_state,
 };
 
 /* ---- start-up ---- */
@@ -336,7 +347,8 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
         msg.sender_name = d->services[d->requests[ev->index].to].name;
     }
     if ((!timer && handler == NULL) || (timer && r->timer == NULL) || ev->sender.len > IDEVS_UUID_LEN ||
-        ev->message_id.len > IDEVS_UUID_LEN || ev->request_id.len > IDEVS_UUID_LEN)
+        ev->message_id.len > IDEVS_UUID_LEN || ev->request_id.len > IDEVS_UUID_LEN ||
+        ev->request_state.len > IDEVS_REQUEST_STATE_MAX || (ev->request_state.len > 0 && ev->request_id.len == 0))
         runner_fatal(r, IDEVS_ERR_FRAME, "an event the logic has no handler for");
     /* The payload is followed by a NUL not counted in payload_len (idevs_logic.h): protobuf-c's copy is not. */
     uint8_t *payload = malloc(ev->payload.len + 1);
@@ -354,6 +366,10 @@ static void run_event(runner *r, const Idevs__Bridge__V1__LogicEvent *ev)
         memcpy(msg.message_id.b, ev->message_id.data, ev->message_id.len);
     if (ev->request_id.len > 0)
         memcpy(msg.request_id.b, ev->request_id.data, ev->request_id.len);
+    if (ev->request_state.len > 0) {
+        msg.request_state = ev->request_state.data;
+        msg.request_state_len = ev->request_state.len;
+    }
 
     r->tx_count = r->tx_bytes = 0;
     r->tx_over = false;
@@ -425,6 +441,9 @@ void logic_runner_main(void)
             runner_fatal(r, err, "frame from the key holder: %s", idevs_strerror(err));
         if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_LOGIC_EVENT) {
             run_event(r, f->logic_event);
+            /* protobuf-c's copies of the opened payload and the request's state */
+            idevs_cleanse(f->logic_event->payload.data, f->logic_event->payload.len);
+            idevs_cleanse(f->logic_event->request_state.data, f->logic_event->request_state.len);
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             continue;
         }

@@ -68,8 +68,8 @@ static void publish_tx(compartment *c, uint64_t delivery_id)
             pub.topic = r->topic;
             pub.qos = (uint32_t)r->qos;
             pub.response_topic = r->response_topic;
-            pub.correlation_data.data = (uint8_t *)s->message_id.b;
-            pub.correlation_data.len = IDEVS_UUID_LEN;
+            pub.correlation_data.data = s->correlation;
+            pub.correlation_data.len = IDEVS_REQUEST_CORRELATION_LEN;
         } else {
             const idevs_deployment_output *o = &d->outputs[s->index];
             pub.topic = o->topic;
@@ -195,7 +195,7 @@ static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver
         return IDEVS_ERR_ALREADY_DONE;
     }
     size_t index = in != NULL ? (size_t)(in - d->inputs) : (size_t)(rq - d->requests);
-    err = logic_link_queue(&c->link, in == NULL, index, &opened);
+    err = logic_link_queue(&c->link, in == NULL, index, &opened, dv->correlation_data.data, dv->correlation_data.len);
     idevs_opened_clear(&opened);
     return err;
 }

@@ -1,26 +1,30 @@
 /* The rewards integration logic of docs/CASESTUDY.md, run in the compartment (enclave-bridge/idevs_logic.h).
  *
  *   input "sales"        a sale; a total of at least the threshold asks taxi for a ride (request "ride") with
- *                        only the pickup fields, and remembers request id -> first name, phone, booking ref
- *   response to "ride"   taxi's driver and ETA; the matching entry yields output "confirmation" to messaging
+ *                        only the pickup fields; the first name, phone, booking ref and the time travel with the
+ *                        request as its state (ride_state.h), sealed to the compartment, not to taxi
+ *   response to "ride"   taxi's driver and ETA; with the request's state, output "confirmation" to messaging
  *                        with only the phone number and the text
- *   timer                drops entries whose answer did not come within the time to live
+ *
+ * The logic keeps nothing between events: a ride requested before the compartment restarted is confirmed
+ * after it, like any other.
  *
  * Configuration (the descriptor's process.config; every key optional, no other key allowed):
  *   "threshold"          money text, default "150.00": a sale qualifies when total >= threshold
  *   "greeting"           the words after "Hi NAME, ", default "thanks for shopping with us!"
- *   "request_timeout_s"  whole seconds 1..86400, default 600: how long a ride request is remembered
+ *   "request_timeout_s"  whole seconds 1..86400, default 600: an answer later than this after its request is
+ *                        refused (unknown_ride)
  *
  * A malformed sale or response, an unknown request id and a response for another booking end the handler with
  * an error: nothing leaves (emissions are transactional), and the logic counts it. Each is refused with a code
  * the descriptor declares (make_descriptor: "refusals"), which the broker counts and logs without the payload:
  *   malformed_sale   not a sale of the store's format, or one out of its ranges (sale.h: quantities, sizes, a
  *                    total that is not the sum of its items)
- *   unknown_ride     an answer to no ride request this logic remembers (answered already, or expired)
+ *   unknown_ride     an answer to no ride request of this logic (answered already, or too late)
  *   malformed_ride   taxi's answer is not of its format
- *   wrong_booking    taxi's answer names another booking than the request it answers A response uses up its
- * entry whatever its outcome (the compartment gives a request's id to its first response only). Money is
- * integer cents, never floating point. */
+ *   wrong_booking    taxi's answer names another booking than the request it answers
+ * The compartment gives a request's id and state to its first response only (and, after a restart, to the first
+ * the new run gets). Money is integer cents, never floating point. */
 #include <string.h>
 #include <stdlib.h>
 #include <time.h>
@@ -30,10 +34,9 @@
 #include "idevs_logic.h"
 #include "money.h"
 #include "payloads.h"
-#include "pending.h"
+#include "ride_state.h"
 #include "sale.h"
 
-#define PENDING_CAPACITY 4096
 #define DEFAULT_THRESHOLD_CENTS 15000
 #define DEFAULT_GREETING "thanks for shopping with us!"
 #define DEFAULT_TIMEOUT_S 600
@@ -43,16 +46,16 @@ typedef struct rewards {
     int64_t threshold_cents;
     char greeting[REWARDS_GREETING_MAX + 1];
     int64_t ttl_ms;
-    pending_table pending;
     /* counters: what the logic refused or dropped */
     uint64_t sales, qualified, malformed_sales, malformed_responses, unknown_responses, mismatched_responses,
         confirmations;
 } rewards;
 
+/* The wall clock: a ride's time to live runs across compartment restarts. */
 static int64_t now_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -80,15 +83,14 @@ static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
     char out[REWARDS_OUT_MAX];
     idevs_err err = IDEVS_ERR_TOO_LARGE;
     size_t n = rewards_write_ride_request(&sale, out, sizeof out);
-    idevs_msgid id;
-    memset(&id, 0, sizeof id);
+    ride_state rs;
+    ride_state_make(&rs, &sale, now_ms());
     if (n > 0)
-        err = idevs_request(lg, "ride", out, n, &id);
-    if (err == IDEVS_OK && !pending_put(&r->pending, &id, sale.first_name, sale.phone, sale.sale_id, now_ms()))
-        err = IDEVS_ERR_LOGIC;
+        err = idevs_request_with_state(lg, "ride", out, n, &rs, sizeof rs, NULL);
     if (err == IDEVS_OK)
         r->qualified++;
     explicit_bzero(out, sizeof out);
+    ride_state_cleanse(&rs);
     sale_cleanse(&sale);
     return err;
 }
@@ -96,40 +98,33 @@ static idevs_err on_sale(idevs_logic *lg, const idevs_message *msg, void *state)
 static idevs_err on_ride(idevs_logic *lg, const idevs_message *msg, void *state)
 {
     rewards *r = state;
-    pending_entry *e = pending_find(&r->pending, &msg->request_id);
-    if (e == NULL) {
+    ride_state e;
+    if (!ride_state_read(msg->request_state, msg->request_state_len, &e) || !ride_state_alive(&e, now_ms(), r->ttl_ms)) {
+        ride_state_cleanse(&e);
         r->unknown_responses++;
         return refuse(lg, "unknown_ride");
     }
-    /* The compartment hands a request's id to its first response only: whatever happens below, this entry
-     * is used now, and its personal data goes when the handler ends. */
+    /* The compartment hands a request's state to its first response only: whatever happens below, it is used
+     * now, and its personal data goes when the handler ends. */
     rewards_ride ride;
     idevs_err err = rewards_parse_ride((const char *)msg->payload, msg->payload_len, &ride);
     if (err != IDEVS_OK) {
         r->malformed_responses++;
         err = refuse(lg, "malformed_ride");
-    } else if (strcmp(ride.booking_ref, e->booking_ref) != 0) {
+    } else if (strcmp(ride.booking_ref, e.booking_ref) != 0) {
         r->mismatched_responses++;
         err = refuse(lg, "wrong_booking");
     } else {
         char out[REWARDS_OUT_MAX];
-        size_t n = rewards_write_confirmation(e->phone, e->first_name, r->greeting, &ride, out, sizeof out);
+        size_t n = rewards_write_confirmation(e.phone, e.first_name, r->greeting, &ride, out, sizeof out);
         err = n > 0 ? idevs_emit(lg, "confirmation", out, n) : IDEVS_ERR_TOO_LARGE;
         if (err == IDEVS_OK)
             r->confirmations++;
         explicit_bzero(out, sizeof out);
     }
-    pending_remove(&r->pending, e);
+    ride_state_cleanse(&e);
     rewards_ride_cleanse(&ride);
     return err;
-}
-
-static idevs_err on_tick(idevs_logic *lg, void *state)
-{
-    (void)lg;
-    rewards *r = state;
-    pending_expire(&r->pending, now_ms(), r->ttl_ms);
-    return IDEVS_OK;
 }
 
 /* Reads the configuration strictly: known keys, each at most once, of the right type and range. */
@@ -176,16 +171,9 @@ static idevs_err setup(idevs_logic *lg, const char *config_json, void **state)
     idevs_err err = configure(r, config_json);
     if (err != IDEVS_OK)
         return err;
-    if (!pending_init(&r->pending, PENDING_CAPACITY))
-        return IDEVS_ERR_NOMEM;
-    /* a tenth of the time to live, between 100 ms and 10 s */
-    int64_t period = r->ttl_ms / 10;
-    period = period < 100 ? 100 : period > 10000 ? 10000 : period;
     err = idevs_on_input(lg, "sales", on_sale);
     if (err == IDEVS_OK)
         err = idevs_on_response(lg, "ride", on_ride);
-    if (err == IDEVS_OK)
-        err = idevs_on_timer(lg, (uint32_t)period, on_tick);
     return err;
 }
 
@@ -194,7 +182,6 @@ static void teardown(void *state)
     rewards *r = state;
     if (r == NULL)
         return;
-    pending_free(&r->pending);
     explicit_bzero(r, sizeof *r);
     free(r);
 }

@@ -5,6 +5,8 @@
  *   "ask:<text>"   requests "ask" with <text>; the response comes back as "answer:<response>" on "out"
  *                  (built with -DECHO_NO_RESPONSE_HANDLER: no response handler is registered, and a refused
  *                  request emits "request refused: <idevs_err number>" on "out" instead)
+ *   "ask-keep:<text>" requests "ask" with <text>, and <text> as the request's state: the response comes back as
+ *                  "answer:<response> for <state>" (idevs_request_with_state), after a restart too
  *   "fail"         emits, then returns an error: nothing may leave (transactions)
  *   "undeclared"   emits to an output the deployment does not declare and returns what emit() said
  *   "upper:<text>" emits <text> in upper case
@@ -40,6 +42,9 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     echo_state *st = state;
     size_t skip = 0;
     st->events++;
+    if (starts_with(m, "ask-keep:", &skip))
+        return idevs_request_with_state(lg, "ask", m->payload + skip, m->payload_len - skip, m->payload + skip,
+                                        m->payload_len - skip, NULL);
     if (starts_with(m, "ask:", &skip)) {
         idevs_msgid id;
         idevs_err err = idevs_request(lg, "ask", m->payload + skip, m->payload_len - skip, &id);
@@ -98,7 +103,13 @@ static idevs_err on_answer(idevs_logic *lg, const idevs_message *m, void *state)
     size_t n = m->payload_len < sizeof buf - sizeof prefix ? m->payload_len : sizeof buf - sizeof prefix;
     memcpy(buf, prefix, sizeof prefix - 1);
     memcpy(buf + sizeof prefix - 1, m->payload, n);
-    return idevs_emit(lg, "out", buf, sizeof prefix - 1 + n);
+    n += sizeof prefix - 1;
+    if (m->request_state_len > 0 && m->request_state_len < sizeof buf - n - 5) {
+        memcpy(buf + n, " for ", 5);
+        memcpy(buf + n + 5, m->request_state, m->request_state_len);
+        n += 5 + m->request_state_len;
+    }
+    return idevs_emit(lg, "out", buf, n);
 }
 
 static idevs_err on_tick(idevs_logic *lg, void *state)

@@ -44,8 +44,11 @@ void launch_record_on_publish(void *arg, const idevs_launcher_publish *p)
     snprintf(r->pub_response_topic[i], sizeof r->pub_response_topic[i], "%s",
              p->response_topic != NULL ? p->response_topic : "");
     r->pub_correlation_len[i] = p->correlation_len;
-    if (p->correlation != NULL && p->correlation_len <= 16)
+    if (p->correlation != NULL && p->correlation_len > 0) {
+        r->pub_correlation[i] = malloc(p->correlation_len);
+        CU_ASSERT_FATAL(r->pub_correlation[i] != NULL);
         memcpy(r->pub_correlation[i], p->correlation, p->correlation_len);
+    }
 }
 
 static void on_refused(void *arg, uint64_t id, size_t index, const char *code)
@@ -75,8 +78,10 @@ idevs_launcher_callbacks launch_record_callbacks(launch_record *r)
 
 void launch_record_clear(launch_record *r)
 {
-    for (size_t i = 0; i < r->pub_count; i++)
+    for (size_t i = 0; i < r->pub_count; i++) {
         free(r->pub_env[i]);
+        free(r->pub_correlation[i]);
+    }
     free(r->receipt_env);
     memset(r, 0, sizeof *r);
 }

@@ -29,7 +29,7 @@ typedef struct launch_record {
     size_t pub_len[LAUNCH_RECORD_MAX];
     char pub_topic[LAUNCH_RECORD_MAX][64];
     char pub_response_topic[LAUNCH_RECORD_MAX][64];
-    uint8_t pub_correlation[LAUNCH_RECORD_MAX][16];
+    uint8_t *pub_correlation[LAUNCH_RECORD_MAX]; /* a copy, NULL when none */
     size_t pub_correlation_len[LAUNCH_RECORD_MAX];
     size_t pub_count;
     /* receipts (publications on a receipt topic), kept apart from the outputs: how many, and the last one */

@@ -165,9 +165,16 @@ uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *tex
     uint8_t *env = NULL;
     size_t len = 0;
     CU_ASSERT_FATAL(idevs_envelope_seal(p->ctx, &in, &env, &len, message_id) == IDEVS_OK);
+    /* As a service answers: with the correlation data of the request it names, when the process sent one. */
+    const uint8_t *corr = prov != NULL ? prov->b : NULL;
+    size_t corr_len = prov != NULL ? IDEVS_UUID_LEN : 0;
+    for (size_t i = 0; prov != NULL && i < w->r.pub_count; i++)
+        if (w->r.pub_correlation_len[i] >= IDEVS_UUID_LEN && memcmp(w->r.pub_correlation[i], prov->b, IDEVS_UUID_LEN) == 0) {
+            corr = w->r.pub_correlation[i];
+            corr_len = w->r.pub_correlation_len[i];
+        }
     uint64_t id = 0;
-    CU_ASSERT_FATAL(idevs_launcher_deliver(w->l, topic, env, len, prov ? prov->b : NULL, prov ? 16 : 0, &id) ==
-                    IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_launcher_deliver(w->l, topic, env, len, corr, corr_len, &id) == IDEVS_OK);
     free(env);
     return id;
 }

@@ -73,8 +73,8 @@ void lw_free(lw_world *w);
 /* Each of the n configurations stops the start (the logic refuses it); each world is freed. */
 void lw_expect_refused(const lw_spec *spec, const char *const *configs, size_t n);
 
-/* Seals text from p on topic (with one provenance id, if any) and delivers it with that id as correlation
- * data, if any. Returns the delivery's id; *message_id (may be NULL) gets the envelope's. */
+/* Seals text from p on topic (with one provenance id, if any) and delivers it with the correlation data of the
+ * request that id names, as a service answers (that id alone when the process published no such request). Returns the delivery's id; *message_id (may be NULL) gets the envelope's. */
 uint64_t lw_deliver(lw_world *w, lw_party *p, const char *topic, const char *text, const idevs_msgid *prov,
                     idevs_msgid *message_id);
 

@@ -453,22 +453,27 @@ static void seal(idevs_envelope_ctx *ctx, const char *topic, const char *text, c
     CU_ASSERT_FATAL(idevs_envelope_seal(ctx, &in, env, env_len, id) == IDEVS_OK);
 }
 
-static void deliver(child *c, uint64_t id, const char *topic, const uint8_t *env, size_t env_len,
-                    const idevs_msgid *correlation)
+static void deliver_correlated(child *c, uint64_t id, const char *topic, const uint8_t *env, size_t env_len,
+                               const uint8_t *correlation, size_t correlation_len)
 {
     Idevs__Bridge__V1__Deliver d = IDEVS__BRIDGE__V1__DELIVER__INIT;
     d.delivery_id = id;
     d.topic = (char *)topic;
     d.envelope.data = (uint8_t *)env;
     d.envelope.len = env_len;
-    if (correlation != NULL) {
-        d.correlation_data.data = (uint8_t *)correlation->b;
-        d.correlation_data.len = IDEVS_UUID_LEN;
-    }
+    d.correlation_data.data = (uint8_t *)correlation;
+    d.correlation_data.len = correlation_len;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
     f.deliver = &d;
     send_frame(c, &f);
+}
+
+static void deliver(child *c, uint64_t id, const char *topic, const uint8_t *env, size_t env_len,
+                    const idevs_msgid *correlation)
+{
+    deliver_correlated(c, id, topic, env, env_len, correlation != NULL ? correlation->b : NULL,
+                       correlation != NULL ? IDEVS_UUID_LEN : 0);
 }
 
 /* Seals text from svc on topic and delivers it on deliver_topic. */
@@ -501,6 +506,8 @@ static void expect_done(child *c, uint64_t id, idevs_err status)
 }
 
 /* The next Publish; opens it as the sink (or oracle) and checks payload and provenance. */
+static uint8_t last_correlation[IDEVS_REQUEST_CORRELATION_LEN]; /* of the last request expect_publish read */
+
 static void expect_publish(child *c, uint64_t delivery_id, idevs_envelope_ctx *receiver, const char *topic,
                            const char *text, const idevs_msgid *prov, size_t prov_count, idevs_opened *out)
 {
@@ -522,8 +529,9 @@ static void expect_publish(child *c, uint64_t delivery_id, idevs_envelope_ctx *r
     if (strcmp(topic, TOPIC_REQ) == 0) {
         CU_ASSERT_STRING_EQUAL(p->response_topic, TOPIC_RESP);
         CU_ASSERT_EQUAL(p->qos, 2);
-        CU_ASSERT_EQUAL_FATAL(p->correlation_data.len, 16);
+        CU_ASSERT_EQUAL_FATAL(p->correlation_data.len, IDEVS_REQUEST_CORRELATION_LEN);
         CU_ASSERT_EQUAL(memcmp(p->correlation_data.data, op.message_id.b, 16), 0);
+        memcpy(last_correlation, p->correlation_data.data, IDEVS_REQUEST_CORRELATION_LEN);
     } else {
         CU_ASSERT_EQUAL(p->qos, 1);
         CU_ASSERT_EQUAL(p->correlation_data.len, 0);
@@ -679,6 +687,118 @@ static void test_request_response(void)
     idevs_cert_policy_free(p1);
     idevs_cert_policy_free(p2);
     idevs_cert_policy_free(p3);
+}
+
+/* A request's correlation data carries its state, sealed by the compartment to itself: a compartment started
+ * anew (same program, measurement and sealing key) matches the answer to a former run's request with it, once;
+ * a token altered, of another program's, for a request the answer does not name, or of this run's own requests
+ * matches nothing. */
+static void test_request_state_across_restart(void)
+{
+    child c;
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    idevs_cert_policy *p1, *p2, *p3;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, false),
+                       *orc = service_ctx(&c, oracle, &p3, false);
+    idevs_msgid in_id[3], resp_id;
+    idevs_opened req[3];
+    uint8_t corr[3][IDEVS_REQUEST_CORRELATION_LEN];
+    static const char *const asks[3] = {"ask-keep:how far?", "ask-keep:and back?", "ask-keep:and then?"};
+    for (int i = 0; i < 3; i++) {
+        deliver_text(&c, src, 1 + i, TOPIC_IN, TOPIC_IN, asks[i], &in_id[i]);
+        expect_publish(&c, 1 + i, orc, TOPIC_REQ, asks[i] + 9, &in_id[i], 1, &req[i]);
+        expect_done(&c, 1 + i, IDEVS_OK);
+        memcpy(corr[i], last_correlation, sizeof corr[i]);
+    }
+    /* The same length whatever the state: the token says nothing of it. */
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    /* In this run, the table matches request 2; a second answer to it, with its token, finds nothing. */
+    seal(orc, TOPIC_RESP, "3 km", &req[2].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 4, TOPIC_RESP, env, env_len, corr[2], sizeof corr[2]);
+    free(env);
+    idevs_msgid prov[2] = {resp_id, in_id[2]};
+    expect_publish(&c, 4, snk, TOPIC_OUT, "answer:3 km for and then?", prov, 2, NULL);
+    expect_done(&c, 4, IDEVS_OK);
+    seal(orc, TOPIC_RESP, "3 km again", &req[2].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 5, TOPIC_RESP, env, env_len, corr[2], sizeof corr[2]);
+    free(env);
+    expect_publish(&c, 5, snk, TOPIC_OUT, "answer:3 km again", &resp_id, 1, NULL);
+    expect_done(&c, 5, IDEVS_OK);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    party_free(src, p1);
+    party_free(snk, p2);
+    party_free(orc, p3);
+
+    /* A new run: request 0 is matched by its token, with its provenance and state; once. */
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    src = service_ctx(&c, source, &p1, false);
+    snk = service_ctx(&c, sink, &p2, false);
+    orc = service_ctx(&c, oracle, &p3, false);
+    seal(orc, TOPIC_RESP, "12 km", &req[0].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
+    free(env);
+    prov[0] = resp_id;
+    prov[1] = in_id[0];
+    expect_publish(&c, 1, snk, TOPIC_OUT, "answer:12 km for how far?", prov, 2, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+    seal(orc, TOPIC_RESP, "12 km again", &req[0].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 2, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
+    free(env);
+    expect_publish(&c, 2, snk, TOPIC_OUT, "answer:12 km again", &resp_id, 1, NULL);
+    expect_done(&c, 2, IDEVS_OK);
+    /* Request 1's token: altered (one bit of the ciphertext), cut short, or with an answer naming request 0. */
+    uint8_t bad[IDEVS_REQUEST_CORRELATION_LEN];
+    memcpy(bad, corr[1], sizeof bad);
+    bad[IDEVS_UUID_LEN + 40] ^= 1;
+    seal(orc, TOPIC_RESP, "altered", &req[1].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 3, TOPIC_RESP, env, env_len, bad, sizeof bad);
+    free(env);
+    expect_publish(&c, 3, snk, TOPIC_OUT, "answer:altered", &resp_id, 1, NULL);
+    expect_done(&c, 3, IDEVS_OK);
+    seal(orc, TOPIC_RESP, "short", &req[1].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 4, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1] - 1);
+    free(env);
+    expect_publish(&c, 4, snk, TOPIC_OUT, "answer:short", &resp_id, 1, NULL);
+    expect_done(&c, 4, IDEVS_OK);
+    seal(orc, TOPIC_RESP, "not named", &req[2].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 5, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1]);
+    free(env);
+    expect_publish(&c, 5, snk, TOPIC_OUT, "answer:not named", &resp_id, 1, NULL);
+    expect_done(&c, 5, IDEVS_OK);
+    /* Then the real answer to request 1 is matched. */
+    seal(orc, TOPIC_RESP, "home", &req[1].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 6, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1]);
+    free(env);
+    prov[0] = resp_id;
+    prov[1] = in_id[1];
+    expect_publish(&c, 6, snk, TOPIC_OUT, "answer:home for and back?", prov, 2, NULL);
+    expect_done(&c, 6, IDEVS_OK);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    party_free(src, p1);
+    party_free(snk, p2);
+    party_free(orc, p3);
+
+    /* Another sealing key (another measurement's): the token does not open. */
+    uint8_t saved[32];
+    memcpy(saved, sealing_key, sizeof saved);
+    sealing_key[0] ^= 0xff;
+    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    memcpy(sealing_key, saved, sizeof saved);
+    src = service_ctx(&c, source, &p1, false);
+    snk = service_ctx(&c, sink, &p2, false);
+    orc = service_ctx(&c, oracle, &p3, false);
+    seal(orc, TOPIC_RESP, "elsewhere", &req[0].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
+    free(env);
+    expect_publish(&c, 1, snk, TOPIC_OUT, "answer:elsewhere", &resp_id, 1, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    party_free(src, p1);
+    party_free(snk, p2);
+    party_free(orc, p3);
+    for (int i = 0; i < 3; i++)
+        idevs_opened_clear(&req[i]);
 }
 
 /* ---- outstanding requests: back-pressure ---- */
@@ -2090,6 +2210,7 @@ static CU_TestInfo tests[] = {
      test_kept_reseal},
     {"receipts: handled once, a copy sent again receipted and not run", test_receipts_and_copies},
     {"request and response, provenance back to the input", test_request_response},
+    {"request state: a former run's request answered once after a restart; altered, foreign or unnamed tokens match nothing", test_request_state_across_restart},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
      test_outstanding_requests_hold_inputs},
     {"a request without a response handler is refused (unknown_request) and holds no slot",

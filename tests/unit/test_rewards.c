@@ -1,13 +1,14 @@
 /* The rewards integration logic (services/rewards/, docs/CASESTUDY.md).
  *
  * First its parts, directly: the decimal money module (every accepted and refused form, the boundary), the
- * bounded table of pending rides, the strict sale reader (services/sale) and the payload reader and writer. Then
+ * state a ride request carries for its answer, the strict sale reader (services/sale) and the payload reader and writer. Then
  * the real librewards.so in a real compartment (logic_world.h) with fixture identities for store, taxi and
  * messaging: sales on both sides of 150.00, the ride request taxi opens, taxi's answer, the
  * confirmation messaging opens, and every refusal (malformed sale, unknown or mismatched response, expiry).
  *
  * The compartment and the logic come from the environment meson gives the unit tests (IDEVS_COMPARTMENT,
  * IDEVS_REWARDS_LOGIC). */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,10 +17,11 @@
 
 #include "fixtures.h"
 #include "harness.h"
+#include "idevs_channel.h"
 #include "logic_world.h"
 #include "money.h"
 #include "payloads.h"
-#include "pending.h"
+#include "ride_state.h"
 #include "sale.h"
 #include "sale_cases.h"
 
@@ -140,17 +142,7 @@ static void test_money_format_and_arithmetic(void)
     }
 }
 
-/* ---- the pending table ---- */
-
-static idevs_msgid id_of(unsigned n)
-{
-    idevs_msgid id;
-    memset(&id, 0, sizeof id);
-    id.b[0] = 0xa5;
-    id.b[14] = (uint8_t)(n >> 8);
-    id.b[15] = (uint8_t)n;
-    return id;
-}
+/* ---- the state a ride request carries ---- */
 
 static bool all_zero(const void *p, size_t n)
 {
@@ -161,78 +153,39 @@ static bool all_zero(const void *p, size_t n)
     return true;
 }
 
-static void test_pending_bounded(void)
+static void test_ride_state(void)
 {
-    pending_table t;
-    CU_ASSERT_FALSE(pending_init(&t, 0));
-    CU_ASSERT_TRUE_FATAL(pending_init(&t, 3));
-    for (unsigned i = 1; i <= 3; i++) {
-        idevs_msgid id = id_of(i);
-        CU_ASSERT_TRUE(pending_put(&t, &id, "Ana", "+44 7700 900123", "S-1", 1000 + i));
-    }
-    CU_ASSERT_EQUAL(t.count, 3);
-    CU_ASSERT_EQUAL(t.dropped_full, 0);
-    idevs_msgid four = id_of(4), one = id_of(1), two = id_of(2);
-    CU_ASSERT_TRUE(pending_put(&t, &four, "Bo", "+44 7700 900124", "S-4", 1004));
-    CU_ASSERT_EQUAL(t.count, 3);
-    CU_ASSERT_EQUAL(t.dropped_full, 1);
-    CU_ASSERT_PTR_NULL(pending_find(&t, &one)); /* the oldest went */
-    pending_entry *e = pending_find(&t, &four);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
-    CU_ASSERT_STRING_EQUAL(e->first_name, "Bo");
-    CU_ASSERT_STRING_EQUAL(e->phone, "+44 7700 900124");
-    CU_ASSERT_STRING_EQUAL(e->booking_ref, "S-4");
-    /* a removed entry is cleansed at once and leaves room */
-    pending_entry *e2 = pending_find(&t, &two);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(e2);
-    pending_remove(&t, e2);
-    CU_ASSERT_TRUE(all_zero(e2, sizeof *e2));
-    CU_ASSERT_PTR_NULL(pending_find(&t, &two));
-    CU_ASSERT_EQUAL(t.count, 2);
-    idevs_msgid five = id_of(5);
-    CU_ASSERT_TRUE(pending_put(&t, &five, "Cy", "+44 7700 900125", "S-5", 1005));
-    CU_ASSERT_EQUAL(t.count, 3);
-    CU_ASSERT_EQUAL(t.dropped_full, 1); /* the hole made the room, nobody was dropped */
-    /* what is refused */
-    idevs_msgid zero;
-    memset(&zero, 0, sizeof zero);
-    char long_name[PENDING_FIRST_NAME_MAX + 2];
-    memset(long_name, 'x', sizeof long_name - 1);
-    long_name[sizeof long_name - 1] = '\0';
-    CU_ASSERT_FALSE(pending_put(&t, &zero, "Ana", "1", "S", 1));
-    CU_ASSERT_FALSE(pending_put(&t, &one, long_name, "1", "S", 1));
-    long_name[PENDING_FIRST_NAME_MAX] = '\0';
-    CU_ASSERT_TRUE(pending_put(&t, &one, long_name, "1", "S", 1006));
-    CU_ASSERT_PTR_NULL(pending_find(&t, &zero));
-    pending_free(&t);
-    CU_ASSERT_PTR_NULL(t.slots);
-}
-
-static void test_pending_expiry(void)
-{
-    pending_table t;
-    CU_ASSERT_TRUE_FATAL(pending_init(&t, 4096));
-    for (unsigned i = 1; i <= 5000; i++) {
-        idevs_msgid id = id_of(i);
-        CU_ASSERT_TRUE(pending_put(&t, &id, "Ana", "+44 7700 900123", "S-1", (int64_t)i * 100));
-    }
-    CU_ASSERT_EQUAL(t.count, 4096);
-    CU_ASSERT_EQUAL(t.dropped_full, 5000 - 4096);
-    /* ten minutes and a millisecond after entry 4900 was made: entries 905..4900 are too old, the last 100 stay */
-    int64_t now = 4900 * 100 + 600001;
-    size_t dropped = pending_expire(&t, now, 600000);
-    CU_ASSERT_EQUAL(dropped, 4096 - 100);
-    CU_ASSERT_EQUAL(t.count, 100);
-    CU_ASSERT_EQUAL(t.expired, 4096 - 100);
-    idevs_msgid old = id_of(4900), young = id_of(4901);
-    CU_ASSERT_PTR_NULL(pending_find(&t, &old));
-    CU_ASSERT_PTR_NOT_NULL(pending_find(&t, &young));
-    CU_ASSERT_EQUAL(pending_expire(&t, now, 600000), 0);
-    CU_ASSERT_EQUAL(pending_expire(&t, now + 10000000, 600000), 100);
-    CU_ASSERT_EQUAL(t.count, 0);
-    /* every slot is cleansed: no phone number is left anywhere */
-    CU_ASSERT_TRUE(all_zero(t.slots, t.capacity * sizeof *t.slots));
-    pending_free(&t);
+    sale_record sale;
+    CU_ASSERT_EQUAL_FATAL(sale_parse(SALE_CASES_EXAMPLE, strlen(SALE_CASES_EXAMPLE), &sale), IDEVS_OK);
+    ride_state rs, back;
+    ride_state_make(&rs, &sale, 1000);
+    sale_cleanse(&sale);
+    CU_ASSERT_TRUE_FATAL(ride_state_read((const uint8_t *)&rs, sizeof rs, &back));
+    CU_ASSERT_STRING_EQUAL(back.first_name, rs.first_name);
+    CU_ASSERT_STRING_EQUAL(back.phone, rs.phone);
+    CU_ASSERT_STRING_EQUAL(back.booking_ref, rs.booking_ref);
+    CU_ASSERT_EQUAL(back.asked_ms, 1000);
+    /* the time to live, and a clock set back */
+    CU_ASSERT_TRUE(ride_state_alive(&rs, 1000 + 600000, 600000));
+    CU_ASSERT_FALSE(ride_state_alive(&rs, 1000 + 600001, 600000));
+    CU_ASSERT_TRUE(ride_state_alive(&rs, 0, 600000));
+    /* refused: another size, no state, a text that runs past its field, no booking reference; the copy is
+     * cleansed */
+    uint8_t bytes[sizeof rs + 1];
+    memcpy(bytes, &rs, sizeof rs);
+    CU_ASSERT_FALSE(ride_state_read(bytes, sizeof rs - 1, &back));
+    CU_ASSERT_FALSE(ride_state_read(bytes, sizeof rs + 1, &back));
+    CU_ASSERT_FALSE(ride_state_read(NULL, 0, &back));
+    CU_ASSERT_TRUE(all_zero(&back, sizeof back));
+    ride_state bad = rs;
+    memset(bad.phone, '7', sizeof bad.phone);
+    CU_ASSERT_FALSE(ride_state_read((const uint8_t *)&bad, sizeof bad, &back));
+    CU_ASSERT_TRUE(all_zero(&back, sizeof back));
+    bad = rs;
+    bad.booking_ref[0] = '\0';
+    CU_ASSERT_FALSE(ride_state_read((const uint8_t *)&bad, sizeof bad, &back));
+    ride_state_cleanse(&rs);
+    CU_ASSERT_TRUE(all_zero(&rs, sizeof rs));
 }
 
 /* ---- payloads ---- */
@@ -396,7 +349,7 @@ static void test_logic_boundary_and_round_trip(void)
         CU_ASSERT_EQUAL_FATAL(w.r.pub_count, before + 1);
         CU_ASSERT_STRING_EQUAL(w.r.pub_topic[before], TOPIC_RIDE);
         CU_ASSERT_STRING_EQUAL(w.r.pub_response_topic[before], TOPIC_RIDE_RESP);
-        CU_ASSERT_EQUAL(w.r.pub_correlation_len[before], 16);
+        CU_ASSERT_EQUAL(w.r.pub_correlation_len[before], IDEVS_REQUEST_CORRELATION_LEN); /* its id, sealed state */
         /* only taxi can open it */
         idevs_opened o;
         memset(&o, 0, sizeof o);
@@ -589,10 +542,45 @@ static void test_logic_expiry(void)
     lw_world w;
     CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{\"request_timeout_s\": 1}"), IDEVS_OK);
     idevs_msgid request_id = ride_requested(&w, SALE_CASES_EXAMPLE);
-    lw_poll_for(&w, 1600); /* the timer (every 100 ms here) drops it after 1 s */
+    lw_poll_for(&w, 1600); /* an answer after the time to live (1 s) is too late */
     uint64_t d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
     CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "unknown_ride");
     CU_ASSERT_EQUAL(w.r.pub_count, 1);
+    lw_free(&w);
+}
+
+/* The compartment killed (-9) between a ride request and taxi's answer: the restarted compartment matches the
+ * answer with the state the request carried, and the customer gets the confirmation; a second answer to the same
+ * request in the new run finds nothing. */
+static void test_logic_answer_after_restart(void)
+{
+    lw_world w;
+    CU_ASSERT_EQUAL_FATAL(lw_start(&w, &suite.spec, "{}"), IDEVS_OK);
+    idevs_msgid request_id = ride_requested(&w, SALE_CASES_EXAMPLE);
+    idevs_launcher_stats st;
+    idevs_launcher_get_stats(w.l, &st);
+    pid_t first = st.pid;
+    CU_ASSERT_FATAL(first > 0 && kill(first, SIGKILL) == 0);
+    for (int i = 0; i < 100 && (st.pid == first || st.pid <= 0 || st.state != IDEVS_LAUNCHER_READY); i++) {
+        lw_poll_for(&w, 50);
+        idevs_launcher_get_stats(w.l, &st);
+    }
+    CU_ASSERT_FATAL(st.pid != first && st.restarts == 1);
+    uint64_t d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_OK);
+    CU_ASSERT_EQUAL_FATAL(w.r.pub_count, 2);
+    idevs_opened o;
+    char *conf = lw_open_pub(&w, &w.party[MESSAGING], 1, &o);
+    CU_ASSERT_STRING_EQUAL(conf, EXAMPLE_CONFIRMATION);
+    /* provenance as without the restart: the answer, then the sale that caused the request */
+    CU_ASSERT_EQUAL(o.provenance_count, 2);
+    free(conf);
+    idevs_opened_clear(&o);
+    d = lw_deliver(&w, &w.party[TAXI], TOPIC_RIDE_RESP, EXAMPLE_RIDE_RESPONSE, &request_id, NULL);
+    CU_ASSERT_EQUAL(lw_wait_done(&w, d), IDEVS_ERR_LOGIC);
+    CU_ASSERT_STRING_EQUAL(lw_done_refusal(&w, d), "unknown_ride");
+    CU_ASSERT_EQUAL(w.r.pub_count, 2);
     lw_free(&w);
 }
 
@@ -612,8 +600,7 @@ static CU_TestInfo parts[] = {
     {"money: every accepted form, and the boundary in cents", test_money_accepted},
     {"money: every refused form", test_money_refused},
     {"money: formatting and checked arithmetic", test_money_format_and_arithmetic},
-    {"pending: bounded, oldest dropped and counted, removal cleanses", test_pending_bounded},
-    {"pending: expiry after the time to live, nothing left behind", test_pending_expiry},
+    {"ride state: read back, refused unless whole and terminated, cleansed; its time to live", test_ride_state},
     {"payloads: the case study's example, to the byte", test_payload_example},
     {"payloads: quotes and backslashes survive as JSON", test_payload_escaping},
     {"payloads: every malformed sale and response is refused", test_payload_refusals},
@@ -625,6 +612,7 @@ static CU_TestInfo logic[] = {
     {"malformed sales and unknown or wrong responses: an error, nothing leaves", test_logic_refusals},
     {"configuration: threshold and greeting; bad settings stop the start", test_logic_config},
     {"a request not answered within its time to live is forgotten", test_logic_expiry},
+    {"a ride asked before the compartment was killed is confirmed after it, once", test_logic_answer_after_restart},
     CU_TEST_INFO_NULL,
 };
 
