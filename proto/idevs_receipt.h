@@ -17,6 +17,11 @@
 #include "idevs_uuid.h"
 
 #define IDEVS_RECEIPT_IDS_MAX 1024u  /* ids in one receipt */
+/* How long a sender waits for a receipt before it sends a message again: a receipt usually comes within
+ * milliseconds, so a message not receipted after the first wait was lost; then the wait doubles, up to the
+ * most. Both outboxes (the launcher's and the service library's) follow it. */
+#define IDEVS_RESEND_FIRST_MS 5000u
+#define IDEVS_RESEND_MAX_MS 60000u
 #define IDEVS_MSGID_STREAM_LEN 8u
 
 /* The id of message `number` (1 or more) of stream. */
@@ -24,6 +29,9 @@ idevs_msgid idevs_msgid_numbered(const uint8_t stream[IDEVS_MSGID_STREAM_LEN], u
 /* The stream (as a big-endian u64) and the number of an id. */
 uint64_t idevs_msgid_stream(const idevs_msgid *id);
 uint64_t idevs_msgid_number(const idevs_msgid *id);
+
+/* The wait after the sends-th copy of a message (1 or more) before the next: 5 s, 10 s, 20 s, 40 s, then 60 s. */
+uint32_t idevs_resend_delay_ms(unsigned sends);
 
 /* Encodes a Receipt of ids[0..count) (1..IDEVS_RECEIPT_IDS_MAX) into a malloc'd *out. */
 idevs_err idevs_receipt_encode(const idevs_msgid *ids, size_t count, uint8_t **out, size_t *out_len);

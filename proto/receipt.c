@@ -82,3 +82,10 @@ idevs_err idevs_receipt_decode(const uint8_t *data, size_t len, idevs_msgid *ids
     idevs__v1__receipt__free_unpacked(r, NULL);
     return err;
 }
+
+uint32_t idevs_resend_delay_ms(unsigned sends)
+{
+    unsigned doublings = sends <= 1 ? 0 : sends - 1 > 4 ? 4 : sends - 1;
+    uint64_t ms = (uint64_t)IDEVS_RESEND_FIRST_MS << doublings;
+    return ms > IDEVS_RESEND_MAX_MS ? IDEVS_RESEND_MAX_MS : (uint32_t)ms;
+}

@@ -319,8 +319,6 @@ void deliveries_await(idevs_launcher *l, delivery *d, idevs_err status);
 
 /* outbox.c: outputs and requests kept in state_dir until their receiver's receipt (docs/PROTOCOL.md 9) */
 #define LAUNCHER_OUTBOX_MAX 65536u               /* kept at most; beyond, published without being kept (counted) */
-#define LAUNCHER_OUTBOX_FIRST_RESEND_MS 5000
-#define LAUNCHER_OUTBOX_RESEND_MAX_MS 60000
 #define LAUNCHER_OUTBOX_EXPIRE_MS (65 * 60 * 1000) /* a receiver refuses an epoch older than this anyway */
 #define LAUNCHER_OUTBOX_RESENDS_PER_POLL 256
 /* Reads what a former run kept (sent again at the next poll); called at the first start. */

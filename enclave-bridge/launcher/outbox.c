@@ -217,7 +217,7 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
         ok = false;
     int saved = errno;
     free(buf);
-    int64_t next = launcher_now_ms() + LAUNCHER_OUTBOX_FIRST_RESEND_MS;
+    int64_t next = launcher_now_ms() + idevs_resend_delay_ms(1);
     if (ok && known != NULL) {
         known->next_ms = next;
         if (next < o->next_due_ms)
@@ -255,12 +255,6 @@ void outbox_receipted(idevs_launcher *l, const Idevs__Bridge__V1__Receipted *r)
                 break;
             }
     }
-}
-
-static unsigned backoff_ms(unsigned attempts)
-{
-    int64_t ms = (int64_t)LAUNCHER_OUTBOX_FIRST_RESEND_MS << (attempts > 4 ? 4 : attempts);
-    return ms > LAUNCHER_OUTBOX_RESEND_MAX_MS ? LAUNCHER_OUTBOX_RESEND_MAX_MS : (unsigned)ms;
 }
 
 /* Sends entry e again: the same envelope, or, sealed under a former certificate of the compartment (a receiver
@@ -336,7 +330,7 @@ void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         if (wait >= 0)
             sent++;
         e->attempts++;
-        e->next_ms = now + (wait > 0 ? wait : (int64_t)backoff_ms(e->attempts));
+        e->next_ms = now + (wait > 0 ? wait : (int64_t)idevs_resend_delay_ms(e->attempts + 1)); /* sent once more */
         next_due = e->next_ms < next_due ? e->next_ms : next_due;
         i++;
     }

@@ -14,8 +14,6 @@
 #include "idevs_replay.h"
 #include "service_internal.h"
 
-#define OUTBOX_FIRST_RESEND_MS 5000u /* a receipt usually comes within milliseconds: this is a lost message */
-#define OUTBOX_RESEND_MAX_MS 60000u
 #define OUTBOX_LOAD_BATCH 256
 
 static const char schema[] =
@@ -159,12 +157,6 @@ static idevs_err send_row(idevs_service *svc, uint64_t number)
     return err;
 }
 
-static unsigned backoff_ms(unsigned attempts)
-{
-    uint64_t ms = (uint64_t)OUTBOX_FIRST_RESEND_MS << (attempts > 4 ? 4 : attempts - 1);
-    return ms > OUTBOX_RESEND_MAX_MS ? OUTBOX_RESEND_MAX_MS : (unsigned)ms;
-}
-
 void svc_outbox_pump(idevs_service *svc)
 {
     if (svc->outbox_db == NULL || !idevs_service_ready(svc))
@@ -181,7 +173,7 @@ void svc_outbox_pump(idevs_service *svc)
         e->attempts++;
         if (e->attempts > 1)
             svc->stats.retransmitted++;
-        e->next_ms = now + backoff_ms(e->attempts);
+        e->next_ms = now + idevs_resend_delay_ms(e->attempts);
     }
 }
 

@@ -79,10 +79,20 @@ static void test_malformed(void)
     CU_ASSERT_EQUAL(idevs_receipt_decode(NULL, 1, NULL, NULL), IDEVS_ERR_INVALID_ARG);
 }
 
+/* The one resend schedule of both outboxes: 5 s after the first copy, doubling, at most 60 s. */
+static void test_resend_schedule(void)
+{
+    static const uint32_t want[] = {5000, 5000, 10000, 20000, 40000, 60000, 60000};
+    for (unsigned sends = 0; sends < sizeof want / sizeof want[0]; sends++)
+        CU_ASSERT_EQUAL(idevs_resend_delay_ms(sends), want[sends]);
+    CU_ASSERT_EQUAL(idevs_resend_delay_ms(1000000), IDEVS_RESEND_MAX_MS);
+}
+
 static CU_TestInfo tests[] = {
     {"numbered ids: stream then number, big-endian", test_numbered_ids},
     {"a receipt of 1, 2 and 1024 ids round trips, 18 bytes an id", test_round_trip},
     {"malformed receipts: empty, cut, short id, unknown field, junk, 1025 ids", test_malformed},
+    {"resend schedule: 5 s, doubling, at most 60 s", test_resend_schedule},
     CU_TEST_INFO_NULL,
 };
 
