@@ -226,7 +226,8 @@ static idevs_err tx_request_state(logic_link *k, cmp_sealed *s, size_t index, co
     rs.id = s->message_id;
     memcpy(rs.provenance, s->provenance, s->provenance_count * sizeof(idevs_msgid));
     rs.provenance_count = s->provenance_count;
-    memcpy(rs.state, state->data, state->len);
+    if (state->len > 0)
+        memcpy(rs.state, state->data, state->len);
     rs.state_len = state->len;
     idevs_err err = request_state_seal(k->c, index, &rs, s->correlation);
     idevs_cleanse(&rs, sizeof rs);
