@@ -232,8 +232,6 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
         bad = "it belongs to another program";
     else if (bad == NULL && rec->n_senders > IDEVS_DEPLOYMENT_MAX_ENTRIES)
         bad = "it names too many senders";
-    else if (bad == NULL && rec->generation == UINT64_MAX)
-        bad = "its generation is the last one"; /* no write could follow it as the newer */
     const idevs_deployment *dep = l->deployment;
     for (size_t k = 0; bad == NULL && k < rec->n_senders; k++) {
         const Idevs__Launcher__V1__ReplaySender *e = rec->senders[k];
@@ -318,6 +316,10 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
             r->senders = slot_senders[best];
             r->generation = generation[best];
             r->newest_slot = best;
+            /* A count near its end (only a forged file has one) starts again at 1, in a fresh file: a write of
+             * a generation that wrapped would never be read as the newer. */
+            if (r->generation >= UINT64_C(1) << 63)
+                r->replace = true;
             free(slot_senders[1 - best]);
             free(data);
             if (slot_bad[1 - best] != NULL && !empty[1 - best])
@@ -477,7 +479,8 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
     if (r->dirty) {
         static uint8_t slot[SLOT_BYTES]; /* the broker's one thread; nothing secret in it */
         size_t slot_len = 0;
-        uint64_t generation = r->generation + 1;
+        bool fresh = r->replace; /* a fresh file counts from 1 again, its first write into the second slot */
+        uint64_t generation = fresh ? 1 : r->generation + 1;
         err = encode_slot(l, generation, slot, &slot_len);
         if (err == IDEVS_OK && r->fd < 0) {
             if ((r->fd = open_for_writing(l, name)) < 0) {
@@ -488,7 +491,7 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
             }
         }
         /* into the slot the newer record does not occupy (the first write of a file: the second) */
-        int to = 1 - r->newest_slot;
+        int to = fresh ? 1 : 1 - r->newest_slot;
         if (err == IDEVS_OK) {
             ssize_t n = pwrite(r->fd, slot, slot_len, (off_t)to * SLOT_BYTES);
             if (n < 0 || (size_t)n != slot_len) {

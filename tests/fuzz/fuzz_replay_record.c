@@ -10,8 +10,7 @@
  *             3  the rest is two ReplayRecords (u16 length of the first), sealed into the two slots;
  *   bit 3: the former slot size (32 KiB, before message-id streams) instead of 64 KiB (modes 1 to 3).
  * A second reader written here from the documents says what each slot holds: nothing (a length of 0, never
- * written), a record (its HMAC right, version 2, this program, a generation below 2^64 - 1 (a write must be able to
- * follow it), each declared sender once with a current window,
+ * written), a record (its HMAC right, version 2, this program, each declared sender once with a current window,
  * a previous one of an older epoch, handled streams only with a latest one and two different ones, windows of
  * IDEVS_REPLAY_WORDS words, no unknown field), or damage. For every input:
  *   - the load succeeds (a bad file never stops a launcher) and holds the good slot of the higher generation
@@ -174,8 +173,8 @@ static slot_kind read_slot(const uint8_t *slot, size_t slot_bytes, replay_sender
     rec = idevs__launcher__v1__replay_record__unpack(NULL, sealed->record.len, sealed->record.data);
     if (rec == NULL || rec->base.n_unknown_fields != 0 || rec->version != 2 || rec->program.len != IDEVS_UUID_LEN ||
         memcmp(rec->program.data, deployment->program.b, IDEVS_UUID_LEN) != 0 ||
-        rec->n_senders > IDEVS_DEPLOYMENT_MAX_ENTRIES || rec->generation == UINT64_MAX)
-        goto out; /* (a generation no write could follow as the newer) */
+        rec->n_senders > IDEVS_DEPLOYMENT_MAX_ENTRIES)
+        goto out;
     for (size_t k = 0; k < rec->n_senders; k++) {
         const Idevs__Launcher__V1__ReplaySender *e = rec->senders[k];
         if (e->base.n_unknown_fields != 0 || e->uuid.len != IDEVS_UUID_LEN)
