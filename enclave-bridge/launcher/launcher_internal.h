@@ -183,6 +183,8 @@ typedef struct replay_record {
     bool unsynced;          /* written since the last fdatasync: in the kernel, not yet known to be on disk */
     int fd;                 /* the file, open for writing in place; -1 until the first write (or after a failure) */
     uint64_t generation;    /* of the newest slot written or read */
+    int newest_slot;        /* the slot that holds it (0 before any): the next write goes to the other */
+    bool replace;           /* the file was unusable: the next write makes a fresh one, both slots empty */
     bool save_failing;      /* the last write failed (warned once) */
     int64_t next_save_ms;
     uint64_t saves;

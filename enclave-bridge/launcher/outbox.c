@@ -320,7 +320,8 @@ void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb)
             i++;
             continue;
         }
-        if (wall - e->created_ms > LAUNCHER_OUTBOX_EXPIRE_MS) {
+        /* (not wall - created_ms: a file's time, which a damaged file may hold near -2^63, would overflow) */
+        if (e->created_ms < wall - LAUNCHER_OUTBOX_EXPIRE_MS) {
             forget(l, i);
             l->stats.outbox_expired++;
             expired++;

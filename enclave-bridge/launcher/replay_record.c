@@ -315,6 +315,11 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
             free(r->senders);
             r->senders = slot_senders[best];
             r->generation = generation[best];
+            r->newest_slot = best;
+            /* A count near its end (only a forged file has one) starts again at 1, in a fresh file: a write of
+             * a generation that wrapped would never be read as the newer. */
+            if (r->generation >= UINT64_C(1) << 63)
+                r->replace = true;
             free(slot_senders[1 - best]);
             free(data);
             if (slot_bad[1 - best] != NULL && !empty[1 - best])
@@ -332,8 +337,10 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
         bad = problem[0] != '\0' ? problem : idevs_strerror(err);
     }
     free(data);
-    /* Start empty, and write at the next save so that the loss is reported once. */
+    /* Start empty, and write at the next save, into a fresh file, so that the loss is reported once: a slot of
+     * the unusable file left beside the first write would be reported again at the next start. */
     r->dirty = true;
+    r->replace = true;
     launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
                    "starts with an empty replay record: '%s' is unusable: %s. Envelopes it recorded as done may be "
                    "accepted once more while their key epochs are still accepted", name, bad);
@@ -341,20 +348,20 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
 }
 
 /* The record's file, open for writing: the one there when it is a private regular file of ours of the right
- * size; otherwise a fresh one in its place, allocated (both slots) and its directory entry synced. -1 with
- * errno when it cannot be had. */
+ * size (and not to be replaced); otherwise a fresh one in its place, allocated (both slots) and its directory
+ * entry synced. -1 with errno when it cannot be had. */
 static int open_for_writing(const idevs_launcher *l, const char *name)
 {
     int fd = openat(l->state_dirfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     struct stat st;
-    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+    if (fd >= 0 && !l->replay.replace && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
         (st.st_mode & (S_IRWXG | S_IRWXO)) == 0 && st.st_size == (off_t)FILE_BYTES)
         return fd;
     if (fd >= 0)
         close(fd);
     else if (errno != ENOENT && errno != ELOOP)
         return -1; /* EACCES, EROFS ...: the caller says so */
-    /* Absent, or not fit (a symlink, another owner or mode, an older format): replaced by a fresh one. */
+    /* Absent, or not fit (a symlink, another owner or mode, an older format, unusable): replaced by a fresh one. */
     if (unlinkat(l->state_dirfd, name, 0) != 0 && errno != ENOENT)
         return -1;
     fd = openat(l->state_dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -472,14 +479,21 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
     if (r->dirty) {
         static uint8_t slot[SLOT_BYTES]; /* the broker's one thread; nothing secret in it */
         size_t slot_len = 0;
-        uint64_t generation = r->generation + 1;
+        bool fresh = r->replace; /* a fresh file counts from 1 again, its first write into the second slot */
+        uint64_t generation = fresh ? 1 : r->generation + 1;
         err = encode_slot(l, generation, slot, &slot_len);
-        if (err == IDEVS_OK && r->fd < 0 && (r->fd = open_for_writing(l, name)) < 0) {
-            err = IDEVS_ERR_IO;
-            write_errno = errno;
+        if (err == IDEVS_OK && r->fd < 0) {
+            if ((r->fd = open_for_writing(l, name)) < 0) {
+                err = IDEVS_ERR_IO;
+                write_errno = errno;
+            } else {
+                r->replace = false;
+            }
         }
+        /* into the slot the newer record does not occupy (the first write of a file: the second) */
+        int to = fresh ? 1 : 1 - r->newest_slot;
         if (err == IDEVS_OK) {
-            ssize_t n = pwrite(r->fd, slot, slot_len, (off_t)(generation % 2) * SLOT_BYTES);
+            ssize_t n = pwrite(r->fd, slot, slot_len, (off_t)to * SLOT_BYTES);
             if (n < 0 || (size_t)n != slot_len) {
                 err = IDEVS_ERR_IO;
                 write_errno = n < 0 ? errno : EIO;
@@ -487,6 +501,7 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
         }
         if (err == IDEVS_OK) {
             r->generation = generation;
+            r->newest_slot = to;
             r->dirty = false;
             r->unsynced = true;
             l->stats.replay_saves++;

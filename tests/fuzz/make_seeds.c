@@ -7,6 +7,7 @@
  * Usage: make_seeds [--check] DIR (IDEVS_SOURCE_ROOT names the source tree, for the test vectors). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,6 +25,12 @@
 #include "idevs_crypto.h"
 #include "idevs_channel.h"
 #include "idevs_deployment.h"
+#include "idevs_hex.h"
+#include "idevs_plugin.h"
+#include "idevs_receipt.h"
+#include "launcher_internal.h"
+#include "payloads.h"
+#include "replay_record.pb-c.h"
 #include "sale.h"
 
 static const char *out_dir;
@@ -446,6 +453,455 @@ static void gate_records(void)
     put("gate", "one", flow[0], sizeof flow[0], NULL, 0);
 }
 
+/* ---- plugin_options: lines "KEY VALUE" (fuzz_plugin_options.c) ---- */
+
+/* The broker's log, which idevs_plugin_config_parse writes to: kept, to say why a seed was not what it was
+ * written for. */
+static char plugin_log[1024];
+
+void mosquitto_log_printf(int level, const char *fmt, ...)
+{
+    (void)level;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(plugin_log, sizeof plugin_log, fmt, ap);
+    va_end(ap);
+}
+
+static void put_options(const char *name, const char *text, bool accepted)
+{
+    static char buf[1 << 14];
+    static struct mosquitto_opt opts[512];
+    FUZZ_SETUP(strlen(text) < sizeof buf);
+    strcpy(buf, text);
+    int n = 0;
+    for (char *line = strtok(buf, "\n"); line != NULL && n < 512; line = strtok(NULL, "\n")) {
+        char *space = strchr(line, ' ');
+        if (space != NULL)
+            *space = '\0';
+        opts[n].key = line;
+        opts[n++].value = space != NULL ? space + 1 : line + strlen(line);
+    }
+    static idevs_plugin p;
+    memset(&p, 0, sizeof p);
+    plugin_log[0] = '\0';
+    bool ok = idevs_plugin_config_parse(&p, opts, n);
+    expect(ok == accepted, "options %s are %s", name, accepted ? "accepted" : "refused");
+    if (ok != accepted)
+        fprintf(stderr, "make_seeds: options %s: %s\n", name, ok ? "accepted" : plugin_log);
+    idevs_plugin_config_free(&p);
+    put_text("plugin_options", name, text);
+}
+
+#define OPTIONS_BASE                                                                                           \
+    "descriptor /etc/idevs/echo.json\nauthority_key /etc/idevs/pki/authority.key\n"                           \
+    "authority_cert /etc/idevs/pki/authority.crt\noperator_ca /etc/idevs/pki/ca.crt\nstate_dir /var/lib/idevs\n"
+
+static void plugin_options(void)
+{
+    /* docs/OPERATOR.md's example */
+    put_options("documented", OPTIONS_BASE "compartment /usr/local/libexec/idevs/idevs-compartment\n"
+                "acl_others allow\nmetrics_interval_s 10\n", true);
+    put_options("every-option", OPTIONS_BASE "descriptor /etc/idevs/echo2.json\ndescriptor_dir /etc/idevs/d\n"
+                "compartment /c\nstart_timeout_ms 600000\npoll_budget_ms 0\nqueue_bytes 4294967295\n"
+                "metrics_interval_s 86400\nlog_interval_s 1\ncertificate_validity_s 600\n"
+                "certificate_renew_after_s 599\nacl_others defer\n", true);
+    put_options("descriptor-dir", "descriptor_dir /etc/idevs/d\nauthority_key k\nauthority_cert c\noperator_ca ca\n"
+                "state_dir s\nstart_timeout_ms 100\nqueue_bytes 65536\ncertificate_renew_after_s 60\n", true);
+    static const struct { const char *name, *extra; } refused[] = {
+        {"unknown", "descriptors /etc/idevs/echo.json\n"},
+        {"twice", "state_dir /tmp\n"},
+        {"empty", "compartment\n"},
+        {"below", "start_timeout_ms 99\n"},
+        {"above", "poll_budget_ms 101\n"},
+        {"not-a-number", "queue_bytes 64k\n"},
+        {"over-32-bits", "queue_bytes 4294967296\n"},
+        {"signed", "log_interval_s +5\n"},
+        {"acl", "acl_others deny\n"},
+        {"renew-after-validity", "certificate_validity_s 3600\ncertificate_renew_after_s 3600\n"},
+        {"renew-after-default", "certificate_renew_after_s 604800\n"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char text[1024];
+        snprintf(text, sizeof text, "%s%s", OPTIONS_BASE, refused[i].extra);
+        put_options(refused[i].name, text, false);
+    }
+    put_options("missing", "descriptor /etc/idevs/echo.json\nauthority_key k\nauthority_cert c\nstate_dir s\n", false);
+    put_options("no-descriptor", "authority_key k\nauthority_cert c\noperator_ca ca\nstate_dir s\n", false);
+    static char many[1 << 14];
+    size_t at = (size_t)snprintf(many, sizeof many, "%s", OPTIONS_BASE);
+    for (unsigned i = 1; i <= IDEVS_PROCESSES_MAX; i++)
+        at += (size_t)snprintf(many + at, sizeof many - at, "descriptor d%u\n", i);
+    put_options("257-descriptors", many, false);
+}
+
+/* ---- receipt: a Receipt payload (fuzz_receipt.c) ---- */
+
+static void put_receipt(const char *name, const uint8_t *bytes, size_t len, idevs_err expected)
+{
+    static idevs_msgid ids[IDEVS_RECEIPT_IDS_MAX];
+    size_t count;
+    expect(idevs_receipt_decode(bytes, len, ids, &count) == expected, "receipt %s is %s", name,
+           expected == IDEVS_OK ? "accepted" : "refused");
+    put("receipt", name, bytes, len, NULL, 0);
+}
+
+static void receipts(void)
+{
+    static idevs_msgid ids[IDEVS_RECEIPT_IDS_MAX];
+    const uint8_t stream[IDEVS_MSGID_STREAM_LEN] = {0x5e, 0x11, 0x3a, 0x07, 0x9c, 0x42, 0xd0, 0x1b};
+    for (size_t i = 0; i < IDEVS_RECEIPT_IDS_MAX; i++)
+        ids[i] = idevs_msgid_numbered(stream, i + 1);
+    static const size_t counts[] = {1, 3, IDEVS_RECEIPT_IDS_MAX};
+    uint8_t *enc;
+    size_t len;
+    for (size_t c = 0; c < 3; c++) {
+        FUZZ_SETUP(idevs_receipt_encode(ids, counts[c], &enc, &len) == IDEVS_OK);
+        char name[32];
+        snprintf(name, sizeof name, "ids-%zu", counts[c]);
+        put_receipt(name, enc, len, IDEVS_OK);
+        if (c == 1) {
+            uint8_t near[128];
+            memcpy(near, enc, len);
+            near[1] = 15; /* an id of 15 bytes, then a stray byte */
+            put_receipt("short-id", near, len, IDEVS_ERR_MALFORMED);
+            memcpy(near, enc, len);
+            near[len] = 0x10; /* field 2, a varint: an unknown field */
+            near[len + 1] = 0x01;
+            put_receipt("unknown-field", near, len + 2, IDEVS_ERR_MALFORMED);
+            static const uint8_t overlong[] = {0x8a, 0x00, 0x90, 0x00, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+                                               15, 16};
+            put_receipt("overlong-varints", overlong, sizeof overlong, IDEVS_OK);
+        }
+        if (c == 2) { /* one id more than a receipt holds */
+            uint8_t *more = malloc(len + 18);
+            FUZZ_SETUP(more != NULL);
+            memcpy(more, enc, len);
+            memcpy(more + len, enc, 18);
+            put_receipt("ids-1025", more, len + 18, IDEVS_ERR_MALFORMED);
+            free(more);
+        }
+        free(enc);
+    }
+    put_receipt("empty", NULL, 0, IDEVS_ERR_MALFORMED);
+}
+
+/* ---- rewards_payloads: a ride response, or a sale (fuzz_rewards_payloads.c) ---- */
+
+static void put_ride(const char *name, const char *text, idevs_err expected)
+{
+    rewards_ride r;
+    expect(rewards_parse_ride(text, strlen(text), &r) == expected, "ride %s is %s", name,
+           expected == IDEVS_OK ? "accepted" : "refused");
+    rewards_ride_cleanse(&r);
+    put_text("rewards_payloads", name, text);
+}
+
+static void rides(void)
+{
+    /* docs/CASESTUDY.md's */
+    put_ride("documented", "{ \"booking_ref\": \"S-000042\", \"driver\": \"Sam Okafor\", \"vehicle\": "
+             "\"Blue Skoda Octavia SK21 XYZ\",\n  \"eta_minutes\": 7 }", IDEVS_OK);
+    put_ride("escapes", "{\"booking_ref\":\"a.b_c-9\",\"driver\":\"Jos\\u00e9 \\\"JJ\\\" \\\\ \xe5\xb1\xb1\","
+             "\"vehicle\":\"\xf0\x9f\x9a\x95\",\"eta_minutes\":1440}", IDEVS_OK);
+    put_ride("eta-over", "{\"booking_ref\":\"B-1\",\"driver\":\"D\",\"vehicle\":\"V\",\"eta_minutes\":1441}",
+             IDEVS_ERR_MALFORMED);
+    put_ride("eta-fraction", "{\"booking_ref\":\"B-1\",\"driver\":\"D\",\"vehicle\":\"V\",\"eta_minutes\":2.5}",
+             IDEVS_ERR_MALFORMED);
+    put_ride("extra-key", "{\"booking_ref\":\"B-1\",\"driver\":\"D\",\"vehicle\":\"V\",\"eta_minutes\":2,\"x\":1}",
+             IDEVS_ERR_MALFORMED);
+    put_ride("key-twice", "{\"booking_ref\":\"B-1\",\"driver\":\"D\",\"driver\":\"V\",\"eta_minutes\":2}",
+             IDEVS_ERR_MALFORMED);
+    put_ride("control", "{\"booking_ref\":\"B-1\",\"driver\":\"D\\u0085\",\"vehicle\":\"V\",\"eta_minutes\":2}",
+             IDEVS_ERR_MALFORMED);
+    put_ride("bad-ref", "{\"booking_ref\":\"B 1\",\"driver\":\"D\",\"vehicle\":\"V\",\"eta_minutes\":2}",
+             IDEVS_ERR_MALFORMED);
+}
+
+/* ---- replay_record: the launcher's record (fuzz_replay_record.c) ---- */
+
+/* fuzz_replay_record's descriptor and fixed sealing secret */
+static const char replay_descriptor[] =
+    "{\"version\":1,\"process\":{\"name\":\"p\",\"uuid\":\"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\"logic\":\"l.so\"},"
+    "\"operator_ca_sha256\":\"0000000000000000000000000000000000000000000000000000000000000000\","
+    "\"services\":[{\"name\":\"store\",\"uuid\":\"1b4e28ba-2fa1-41d2-883f-0016d3cca427\",\"certificate\":\"s.crt\"},"
+    "{\"name\":\"shop\",\"uuid\":\"2c5f39cb-3ab2-42e3-994a-1127e4ddb538\",\"certificate\":\"t.crt\"},"
+    "{\"name\":\"taxi\",\"uuid\":\"3d6a4adc-4bc3-43f4-8a5b-2238f5eec649\",\"certificate\":\"x.crt\","
+    "\"receipts\":true}],"
+    "\"inputs\":[{\"name\":\"sales\",\"topic\":\"idevs/p/in/sales\",\"from\":\"store\"},"
+    "{\"name\":\"orders\",\"topic\":\"idevs/p/in/orders\",\"from\":\"shop\"},"
+    "{\"name\":\"rides\",\"topic\":\"idevs/p/in/rides\",\"from\":\"taxi\"}]}";
+
+static int seed_warnings;
+
+static void seed_event(void *arg, idevs_launcher_event event, const char *line)
+{
+    (void)arg;
+    (void)line;
+    if (event == IDEVS_LAUNCHER_EVENT_WARNING)
+        seed_warnings++;
+}
+
+/* A launcher with the record loaded from dirfd. */
+static void replay_fixture(idevs_launcher *l, idevs_deployment *d, int dirfd)
+{
+    memset(l, 0, sizeof *l);
+    l->deployment = d;
+    l->program = d->program;
+    idevs_uuid_format(&l->program, l->program_str);
+    snprintf(l->name, sizeof l->name, "p");
+    l->cfg.on_event = seed_event;
+    l->state_dirfd = dirfd;
+    char why[256];
+    FUZZ_SETUP(replay_record_init(l) == IDEVS_OK && replay_record_load(l, why, sizeof why) == IDEVS_OK);
+}
+
+static void done(idevs_launcher *l, size_t sender, uint64_t epoch, uint64_t sequence, uint64_t stream, uint64_t n)
+{
+    delivery d;
+    memset(&d, 0, sizeof d);
+    d.tracked = true;
+    d.sender = sender;
+    d.epoch = epoch;
+    d.sequence = sequence;
+    uint8_t s[IDEVS_MSGID_STREAM_LEN];
+    for (int i = 0; i < 8; i++)
+        s[i] = (uint8_t)(stream >> (56 - 8 * i));
+    d.message_id = idevs_msgid_numbered(s, n);
+    FUZZ_SETUP(replay_record_done(l, &d, IDEVS_OK));
+}
+
+/* The ReplayRecord of a slot (its SealedReplayRecord's record), unpacked; NULL when the slot holds none. */
+static Idevs__Launcher__V1__ReplayRecord *slot_record(const uint8_t *slot)
+{
+    uint32_t len = (uint32_t)slot[0] << 24 | (uint32_t)slot[1] << 16 | (uint32_t)slot[2] << 8 | slot[3];
+    if (len == 0)
+        return NULL;
+    Idevs__Launcher__V1__SealedReplayRecord *sealed =
+        idevs__launcher__v1__sealed_replay_record__unpack(NULL, len, slot + 4);
+    FUZZ_SETUP(sealed != NULL);
+    Idevs__Launcher__V1__ReplayRecord *rec =
+        idevs__launcher__v1__replay_record__unpack(NULL, sealed->record.len, sealed->record.data);
+    idevs__launcher__v1__sealed_replay_record__free_unpacked(sealed, NULL);
+    return rec;
+}
+
+/* mode byte || the packed record */
+static void put_record(const char *name, uint8_t mode, const Idevs__Launcher__V1__ReplayRecord *rec)
+{
+    size_t len = idevs__launcher__v1__replay_record__get_packed_size(rec);
+    uint8_t *buf = malloc(len + 1);
+    FUZZ_SETUP(buf != NULL);
+    buf[0] = mode;
+    idevs__launcher__v1__replay_record__pack(rec, buf + 1);
+    put("replay_record", name, buf, len + 1, NULL, 0);
+    free(buf);
+}
+
+static uint8_t *read_all(int dirfd, const char *name, size_t *len)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    FUZZ_SETUP(fd >= 0);
+    struct stat st;
+    FUZZ_SETUP(fstat(fd, &st) == 0);
+    uint8_t *data = malloc((size_t)st.st_size);
+    FUZZ_SETUP(data != NULL && read(fd, data, (size_t)st.st_size) == st.st_size);
+    close(fd);
+    *len = (size_t)st.st_size;
+    return data;
+}
+
+static void replay_records(void)
+{
+    idevs_deployment *d;
+    char why[256];
+    FUZZ_SETUP(idevs_deployment_parse((const uint8_t *)replay_descriptor, strlen(replay_descriptor), &d, why,
+                                      sizeof why) == IDEVS_OK);
+    char dir[] = "/tmp/idevs-seeds-replay.XXXXXX";
+    FUZZ_SETUP(mkdtemp(dir) != NULL);
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    FUZZ_SETUP(dirfd >= 0);
+    uint8_t secret[IDEVS_SEALING_SECRET_LEN];
+    for (size_t i = 0; i < sizeof secret; i++)
+        secret[i] = (uint8_t)(0xa0 + i);
+    int fd = openat(dirfd, "sealing.key", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FUZZ_SETUP(fd >= 0 && write(fd, secret, sizeof secret) == (ssize_t)sizeof secret && close(fd) == 0);
+
+    /* generation 1 (the second slot): store in two epochs, taxi with two streams of handled ids */
+    idevs_launcher l;
+    replay_fixture(&l, d, dirfd);
+    done(&l, 0, 1800000000000ull, 5, 0x1111, 1);
+    done(&l, 0, 1800000000000ull, 7, 0x1111, 2);
+    done(&l, 0, 1800000600000ull, 1, 0x1111, 3);
+    done(&l, 2, 1800000000000ull, 2000, 0x2222, 1);
+    done(&l, 2, 1800000000000ull, 2001, 0x3333, 1);
+    FUZZ_SETUP(replay_record_save(&l, REPLAY_SAVE_RELEASE));
+    /* generation 2 (the first slot): shop too */
+    done(&l, 1, 42, 1, 0x4444, 9);
+    FUZZ_SETUP(replay_record_save(&l, REPLAY_SAVE_RELEASE));
+    replay_record_free(&l);
+    char file[IDEVS_UUID_STR_LEN + 8];
+    snprintf(file, sizeof file, "%s.replay", l.program_str);
+
+    seed_warnings = 0;
+    replay_fixture(&l, d, dirfd);
+    expect(seed_warnings == 0 && l.replay.generation == 2 && l.replay.senders[1].cur.used,
+           "the replay record written reads back, its newer slot");
+    replay_record_free(&l);
+
+    size_t len;
+    uint8_t *image = read_all(dirfd, file, &len);
+    FUZZ_SETUP(len == 2 * 65536);
+    uint8_t mode = 0;
+    put("replay_record", "file", &mode, 1, image, len);
+    /* both slots as they are, then each alone */
+    uint32_t used[2];
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *s = image + i * 65536;
+        used[i] = 4 + ((uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 | (uint32_t)s[2] << 8 | s[3]);
+    }
+    uint8_t *slots = malloc(3 + used[0] + used[1]);
+    FUZZ_SETUP(slots != NULL);
+    slots[0] = 1;
+    slots[1] = (uint8_t)(used[0] >> 8);
+    slots[2] = (uint8_t)used[0];
+    memcpy(slots + 3, image, used[0]);
+    memcpy(slots + 3 + used[0], image + 65536, used[1]);
+    put("replay_record", "slots", slots, 3 + used[0] + used[1], NULL, 0);
+    slots[3 + 40] ^= 1; /* the newer slot damaged: the older is read */
+    put("replay_record", "slots-newer-damaged", slots, 3 + used[0] + used[1], NULL, 0);
+    free(slots);
+
+    /* the records themselves, for the target to seal */
+    Idevs__Launcher__V1__ReplayRecord *newer = slot_record(image), *older = slot_record(image + 65536);
+    expect(newer != NULL && older != NULL && newer->generation == 2 && older->generation == 1 &&
+           newer->n_senders == 3, "the replay record's slots decode");
+    put_record("record", 2, newer);
+    put_record("record-second-slot", 6, older);
+    put_record("record-former-size", 10, newer);
+    size_t a = idevs__launcher__v1__replay_record__get_packed_size(newer);
+    size_t b = idevs__launcher__v1__replay_record__get_packed_size(older);
+    uint8_t *two = malloc(3 + a + b);
+    FUZZ_SETUP(two != NULL);
+    two[0] = 3;
+    two[1] = (uint8_t)(a >> 8);
+    two[2] = (uint8_t)a;
+    idevs__launcher__v1__replay_record__pack(newer, two + 3);
+    idevs__launcher__v1__replay_record__pack(older, two + 3 + a);
+    put("replay_record", "two-records", two, 3 + a + b, NULL, 0);
+    free(two);
+    /* near-valid: each of the rules behind the HMAC */
+    newer->version = 1;
+    put_record("version-1", 2, newer);
+    newer->version = 2;
+    newer->program.data[0] ^= 1;
+    put_record("other-program", 2, newer);
+    newer->program.data[0] ^= 1;
+    Idevs__Launcher__V1__ReplaySender *store = newer->senders[0];
+    uint64_t prev = store->previous->epoch;
+    store->previous->epoch = store->current->epoch;
+    put_record("previous-not-older", 2, newer);
+    store->previous->epoch = prev;
+    store->current->n_bits--;
+    put_record("short-window", 2, newer);
+    store->current->n_bits++;
+    Idevs__Launcher__V1__ReplaySender *taxi = newer->senders[2];
+    Idevs__Launcher__V1__ReplayWindow *handled = taxi->handled;
+    taxi->handled = NULL;
+    put_record("handled-previous-alone", 2, newer);
+    taxi->handled = handled;
+    Idevs__Launcher__V1__ReplaySender *shop = newer->senders[1];
+    newer->senders[1] = newer->senders[0];
+    put_record("sender-twice", 2, newer);
+    newer->senders[1] = shop;
+    idevs__launcher__v1__replay_record__free_unpacked(older, NULL);
+    idevs__launcher__v1__replay_record__free_unpacked(newer, NULL);
+    free(image);
+    unlinkat(dirfd, file, 0);
+    unlinkat(dirfd, "sealing.key", 0);
+    close(dirfd);
+    rmdir(dir);
+    idevs_deployment_free(d);
+}
+
+/* ---- launcher_outbox: one outbox file (fuzz_launcher_outbox.c) ---- */
+
+static const char outbox_program[] = "6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40";
+static const char *const outbox_services[2] = {"1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+                                               "2c5f39cb-3ab2-42e3-994a-1127e4ddb538"};
+
+/* flags || an OutboxEntry of an envelope from the program to service `to`, numbered n. */
+static void put_entry(const char *name, uint8_t flags, const char *topic, size_t to, uint32_t qos, bool request,
+                      uint64_t created_ms, bool kept, bool stale)
+{
+    idevs_env_header h;
+    memset(&h, 0, sizeof h);
+    h.version = 1;
+    h.suite = 1;
+    FUZZ_SETUP(idevs_uuid_parse(outbox_program, &h.sender) == IDEVS_OK &&
+               idevs_uuid_parse(outbox_services[to], &h.recipient) == IDEVS_OK);
+    static const uint8_t stream[IDEVS_MSGID_STREAM_LEN] = {0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18};
+    h.message_id = idevs_msgid_numbered(stream, 7);
+    h.epoch = 1800000000000ull;
+    h.sequence = 3;
+    uint8_t *env, *ct;
+    size_t env_len;
+    FUZZ_SETUP(idevs_env_encode(&h, NULL, NULL, 0, 48, &env, &env_len, &ct) == IDEVS_OK);
+    memset(ct, 0x5c, 48);
+    idevs_envelope_header peeked;
+    expect(idevs_envelope_peek(env, env_len, &peeked) == IDEVS_OK, "outbox entry %s's envelope passes the peek",
+           name);
+    uint8_t copy[64], digest[IDEVS_SHA256_LEN];
+    memset(copy, 0x6b, sizeof copy);
+    memset(digest, stale ? 0x99 : 0, sizeof digest);
+    Idevs__Launcher__V1__OutboxEntry k = IDEVS__LAUNCHER__V1__OUTBOX_ENTRY__INIT;
+    k.version = 1;
+    k.topic = (char *)topic;
+    k.envelope.data = env;
+    k.envelope.len = env_len;
+    k.qos = qos;
+    k.response_topic = request ? "idevs/p/resp/ride" : "";
+    if (request) {
+        k.correlation.data = h.message_id.b;
+        k.correlation.len = IDEVS_UUID_LEN;
+    }
+    k.created_ms = created_ms;
+    if (kept) {
+        k.kept.data = copy;
+        k.kept.len = sizeof copy;
+    }
+    k.cert_digest.data = digest;
+    k.cert_digest.len = sizeof digest;
+    size_t len = idevs__launcher__v1__outbox_entry__get_packed_size(&k);
+    uint8_t *buf = malloc(len);
+    FUZZ_SETUP(buf != NULL);
+    idevs__launcher__v1__outbox_entry__pack(&k, buf);
+    put("launcher_outbox", name, &flags, 1, buf, len);
+    free(buf);
+    free(env);
+}
+
+static void outbox_entries(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000;
+    put_entry("output", 1, "idevs/p/out/note", 0, 1, false, now, true, false);
+    put_entry("output-qos-2", 3, "idevs/p/out/tick", 1, 2, false, now, false, false);
+    put_entry("request", 1, "idevs/p/req/ride", 1, 1, true, now, true, false);
+    put_entry("receipt", 1, "idevs/p/receipt/to/store", 0, 1, false, now, false, false);
+    put_entry("stale-with-copy", 1, "idevs/p/out/note", 0, 1, false, now, true, true);
+    put_entry("stale-without-copy", 1, "idevs/p/out/note", 0, 1, false, now, false, true);
+    put_entry("expired", 1, "idevs/p/out/note", 0, 1, false, now - 66 * 60 * 1000, false, false);
+    put_entry("created-far-ahead", 1, "idevs/p/out/note", 0, 1, false, UINT64_MAX - 5, false, false);
+    /* refused */
+    put_entry("other-name", 0, "idevs/p/out/note", 0, 1, false, now, false, false);
+    put_entry("other-qos", 1, "idevs/p/out/note", 0, 2, false, now, false, false);
+    put_entry("other-receiver", 1, "idevs/p/out/note", 1, 1, false, now, false, false);
+    put_entry("request-as-output", 1, "idevs/p/out/tick", 1, 2, true, now, false, false);
+    put_entry("undeclared-topic", 1, "idevs/p/out/other", 0, 1, false, now, false, false);
+}
+
 int main(int argc, char **argv)
 {
     check_mode = argc == 3 && strcmp(argv[1], "--check") == 0;
@@ -487,6 +943,13 @@ int main(int argc, char **argv)
     put_text("utf8", "ascii", "Ana Lima, 12 Harbour Street");
     put_text("utf8", "every-length", "a \xc3\xa9 \xe5\xb1\xb1 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf \xed\x9f\xbf");
     put_text("utf8", "ill-formed", "\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80 \xe0\x80 \x80 \xf8");
+    plugin_options();
+    receipts();
+    rides();
+    put_text("rewards_payloads", "sale", sale);
+    put_text("rewards_payloads", "sale-items", sale_items);
+    replay_records();
+    outbox_entries();
     if (check_mode) {
         printf("%d passed, %d failed\n", passed, failed);
         return failed == 0 ? 0 : 1;

@@ -196,7 +196,15 @@ static void test_read_back_and_slots(void)
     CU_ASSERT_EQUAL(k.warnings, 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(k.last, "starts with an empty replay record"));
     CU_ASSERT_EQUAL(replay_record_check(&k.l, &a), IDEVS_OK);
+    /* Its next write makes a fresh file: the next start reads it without a warning about the damaged slots. */
+    CU_ASSERT_TRUE(replay_record_done(&k.l, &b, IDEVS_OK));
+    CU_ASSERT_TRUE(replay_record_save(&k.l, REPLAY_SAVE_RELEASE));
     close_fixture(&k);
+    fixture m;
+    open_fixture(&m);
+    CU_ASSERT_EQUAL(m.warnings, 0);
+    CU_ASSERT_EQUAL(replay_record_check(&m.l, &b), IDEVS_ERR_REPLAY);
+    close_fixture(&m);
 }
 
 static void test_another_program_and_mode(void)
