@@ -31,6 +31,7 @@
 #include "idevs_channel.h"
 #include "idevs_deployment.h"
 #include "idevs_envelope.h"
+#include "idevs_handled.h"
 #include "idevs_identity.h"
 #include "idevs_logic.h"
 #include "idevs_logic.h"
@@ -91,13 +92,6 @@ typedef struct cmp_pending {
 
 typedef struct compartment compartment;
 
-/* The numbers of one message-id stream of a service that were handled (proto/idevs_receipt.h). */
-typedef struct cmp_handled {
-    bool used;
-    uint64_t stream;
-    idevs_replay window;
-} cmp_handled;
-
 /* An event the logic process has been sent: what it is answered with must carry seq; its outputs name provenance. */
 typedef struct cmp_event {
     uint64_t seq;
@@ -155,7 +149,7 @@ struct compartment {
     bool inputs_held; /* Held sent, Resumed not yet: every input is held (serve.c) */
     /* per deployment service: its latest two message-id streams, from Init (the launcher's record) and what
      * this compartment handled since (serve.c) */
-    cmp_handled (*handled)[2];
+    idevs_handled *handled;
     uint8_t keep_key[32]; /* kept.c: derived from the sealing key at the handshake */
     uint8_t request_key[32]; /* request_state.c: likewise */
     uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */

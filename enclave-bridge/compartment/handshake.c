@@ -248,14 +248,16 @@ static void load_handled(compartment *c, const Idevs__Bridge__V1__Init *init)
         const Idevs__Bridge__V1__HandledWindow *h = init->handled[i];
         if (h->service >= n || h->n_bits != IDEVS_REPLAY_WORDS)
             cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.handled[%zu]: no such service, or a window of another size", i);
-        cmp_handled *w = c->handled[h->service];
-        int k = w[0].used ? 1 : 0;
-        if (w[1].used || (k == 1 && w[0].stream == h->stream))
-            cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.handled[%zu]: more than two streams, or one twice, for a service", i);
-        w[k].used = true;
-        w[k].stream = h->stream;
-        w[k].window.top = h->top;
-        memcpy(w[k].window.bits, h->bits, sizeof w[k].window.bits);
+        idevs_handled *w = &c->handled[h->service];
+        idevs_handled_stream *s = w->latest.used ? &w->previous : &w->latest;
+        if (w->previous.used)
+            cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.handled[%zu]: more than two streams for a service", i);
+        s->used = true;
+        s->stream = h->stream;
+        s->window.top = h->top;
+        memcpy(s->window.bits, h->bits, sizeof s->window.bits);
+        if (!idevs_handled_valid(w))
+            cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.handled[%zu]: a stream twice for a service", i);
     }
 }
 

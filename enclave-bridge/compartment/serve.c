@@ -97,33 +97,15 @@ typedef struct batch_entry {
 static batch_entry batch[CMP_EVENTS_MAX];
 static size_t batch_count;
 
-/* The window of a service's message-id stream; with make, a stream not among the two kept replaces the older. */
-static cmp_handled *handled_window(compartment *c, size_t service, uint64_t stream, bool make)
-{
-    cmp_handled *w = c->handled[service];
-    for (int k = 0; k < 2; k++)
-        if (w[k].used && w[k].stream == stream)
-            return &w[k];
-    if (!make)
-        return NULL;
-    if (w[0].used)
-        w[1] = w[0];
-    w[0].used = true;
-    w[0].stream = stream;
-    idevs_replay_init(&w[0].window);
-    return &w[0];
-}
-
-/* Whether the message was handled already (a copy its sender sent again); otherwise notes it as handled. */
+/* Whether the message was handled already (a copy its sender sent again); otherwise notes it as handled (the rule:
+ * idevs_handled.h). One too far below its stream's window is handled: the sender broke the bound of
+ * PROTOCOL.md 9.1, and the launcher's record, which the compartment's windows started from, refuses such a copy
+ * before it gets here. */
 static bool handled_before(compartment *c, size_t service, const idevs_msgid *id)
 {
-    uint64_t stream = idevs_msgid_stream(id), number = idevs_msgid_number(id);
-    if (number == 0)
-        return false; /* not a numbered id: the sender does not send again */
-    cmp_handled *w = handled_window(c, service, stream, false);
-    if (w != NULL && idevs_replay_check(&w->window, number) == IDEVS_ERR_REPLAY)
+    if (idevs_handled_check(&c->handled[service], id) == IDEVS_ERR_REPLAY)
         return true;
-    (void)idevs_replay_accept(&handled_window(c, service, stream, true)->window, number);
+    idevs_handled_note(&c->handled[service], id);
     return false;
 }
 

@@ -81,12 +81,13 @@ idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, c
     Idevs__Bridge__V1__HandledWindow handled[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES], *handled_ptrs[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES];
     init.handled = handled_ptrs;
     for (size_t i = 0; i < l->deployment->service_count && i < IDEVS_DEPLOYMENT_MAX_ENTRIES; i++) {
-        const replay_epoch *w[2] = {&l->replay.senders[i].handled, &l->replay.senders[i].handled_prev};
+        const idevs_handled_stream *w[2] = {&l->replay.senders[i].handled.latest,
+                                            &l->replay.senders[i].handled.previous};
         for (int k = 0; k < 2 && w[k]->used; k++) {
             Idevs__Bridge__V1__HandledWindow *h = &handled[init.n_handled];
             idevs__bridge__v1__handled_window__init(h);
             h->service = (uint32_t)i;
-            h->stream = w[k]->epoch;
+            h->stream = w[k]->stream;
             h->top = w[k]->window.top;
             h->n_bits = IDEVS_REPLAY_WORDS;
             h->bits = (uint64_t *)w[k]->window.bits;

@@ -28,6 +28,7 @@
 #include "idevs_channel.h"
 #include "idevs_receipt.h"
 #include "idevs_deployment.h"
+#include "idevs_handled.h"
 #include "idevs_launcher.h"
 
 #define IDEVS_SEALING_SECRET_LEN 32
@@ -167,12 +168,11 @@ typedef struct replay_epoch {
     idevs_replay window;
 } replay_epoch;
 
-/* One per declared service: its two highest epochs in which a delivery was done after being opened, and the two
- * latest message-id streams it numbered them in (docs/PROTOCOL.md section 9: a message id is a stream of 8 bytes
- * and a number; `epoch` holds the stream, the window the numbers handled). */
+/* One per declared service: its two highest epochs in which a delivery was done after being opened, and the
+ * numbered message ids it handled (docs/PROTOCOL.md section 9, the rule in idevs_handled.h). */
 typedef struct replay_sender {
     replay_epoch cur, prev;
-    replay_epoch handled, handled_prev;
+    idevs_handled handled;
 } replay_sender;
 
 typedef struct replay_record {

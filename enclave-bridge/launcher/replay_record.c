@@ -92,41 +92,12 @@ idevs_err replay_record_handled(const idevs_launcher *l, const delivery *d, bool
     *handled = false;
     if (!d->tracked)
         return IDEVS_OK;
-    const replay_sender *s = &l->replay.senders[d->sender];
-    uint64_t stream = idevs_msgid_stream(&d->message_id), number = idevs_msgid_number(&d->message_id);
-    const replay_epoch *w = s->handled.used && s->handled.epoch == stream         ? &s->handled
-                            : s->handled_prev.used && s->handled_prev.epoch == stream ? &s->handled_prev
-                                                                                    : NULL;
-    if (w == NULL || number == 0)
-        return IDEVS_OK; /* a stream not seen lately (or a new one): nothing of it was handled that the record knows */
-    idevs_err err = idevs_replay_check(&w->window, number);
+    idevs_err err = idevs_handled_check(&l->replay.senders[d->sender].handled, &d->message_id);
     if (err == IDEVS_ERR_REPLAY) {
         *handled = true;
         return IDEVS_OK;
     }
     return err;
-}
-
-/* Notes d's message id as handled in its stream's window; a stream other than the two kept replaces the older. */
-static void note_handled(replay_sender *s, const idevs_msgid *id)
-{
-    uint64_t stream = idevs_msgid_stream(id), number = idevs_msgid_number(id);
-    if (number == 0)
-        return;
-    replay_epoch *w;
-    if (s->handled.used && s->handled.epoch == stream) {
-        w = &s->handled;
-    } else if (s->handled_prev.used && s->handled_prev.epoch == stream) {
-        w = &s->handled_prev;
-    } else {
-        if (s->handled.used)
-            s->handled_prev = s->handled;
-        s->handled.used = true;
-        s->handled.epoch = stream;
-        idevs_replay_init(&s->handled.window);
-        w = &s->handled;
-    }
-    (void)idevs_replay_accept(&w->window, number);
 }
 
 static void epoch_start(replay_epoch *e, uint64_t epoch)
@@ -157,13 +128,13 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
     } else {
         if (d->receipt)
             return false;
-        note_handled(s, &d->message_id);
+        idevs_handled_note(&s->handled, &d->message_id);
         l->replay.dirty = true;
         return true; /* older than both epochs, yet opened: its message id is handled all the same */
     }
     (void)idevs_replay_accept(&e->window, d->sequence);
     if (!d->receipt)
-        note_handled(s, &d->message_id);
+        idevs_handled_note(&s->handled, &d->message_id);
     l->replay.dirty = true;
     return true;
 }
@@ -196,6 +167,15 @@ static bool window_from(const Idevs__Launcher__V1__ReplayWindow *w, replay_epoch
     e->epoch = w->epoch;
     e->window.top = w->top;
     memcpy(e->window.bits, w->bits, sizeof e->window.bits);
+    return true;
+}
+
+static bool handled_from(const Idevs__Launcher__V1__ReplayWindow *w, idevs_handled_stream *s)
+{
+    replay_epoch e;
+    if (!window_from(w, &e))
+        return false;
+    *s = (idevs_handled_stream){.used = true, .stream = e.epoch, .window = e.window};
     return true;
 }
 
@@ -247,9 +227,10 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
         replay_sender *s = &senders[i];
         if (s->cur.used || !window_from(e->current, &s->cur) ||
             (e->previous != NULL && (!window_from(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch)) ||
-            (e->handled != NULL && !window_from(e->handled, &s->handled)) ||
-            (e->handled_previous != NULL && (e->handled == NULL || !window_from(e->handled_previous, &s->handled_prev) ||
-                                             s->handled_prev.epoch == s->handled.epoch)))
+            (e->handled != NULL && !handled_from(e->handled, &s->handled.latest)) ||
+            (e->handled_previous != NULL && (e->handled == NULL ||
+                                             !handled_from(e->handled_previous, &s->handled.previous) ||
+                                             !idevs_handled_valid(&s->handled))))
             bad = "it has an invalid sender entry";
     }
     if (bad == NULL)
@@ -403,18 +384,21 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
         idevs__launcher__v1__replay_sender__init(e);
         e->uuid.data = (uint8_t *)dep->services[i].uuid.b;
         e->uuid.len = IDEVS_UUID_LEN;
-        const replay_epoch *epochs[4] = {&s->cur, s->prev.used ? &s->prev : NULL,
-                                         s->handled.used ? &s->handled : NULL,
-                                         s->handled_prev.used ? &s->handled_prev : NULL};
+        /* The handled streams are written as windows too, the stream in the epoch field. */
+        const idevs_replay *windows_of[4] = {&s->cur.window, s->prev.used ? &s->prev.window : NULL,
+                                             s->handled.latest.used ? &s->handled.latest.window : NULL,
+                                             s->handled.previous.used ? &s->handled.previous.window : NULL};
+        const uint64_t numbers_of[4] = {s->cur.epoch, s->prev.epoch, s->handled.latest.stream,
+                                        s->handled.previous.stream};
         for (int k = 0; k < 4; k++) {
-            if (epochs[k] == NULL)
+            if (windows_of[k] == NULL)
                 continue;
             Idevs__Launcher__V1__ReplayWindow *w = &windows[4 * rec.n_senders + (size_t)k];
             idevs__launcher__v1__replay_window__init(w);
-            w->epoch = epochs[k]->epoch;
-            w->top = epochs[k]->window.top;
+            w->epoch = numbers_of[k];
+            w->top = windows_of[k]->top;
             w->n_bits = IDEVS_REPLAY_WORDS;
-            w->bits = (uint64_t *)epochs[k]->window.bits;
+            w->bits = (uint64_t *)windows_of[k]->bits;
             if (k == 0)
                 e->current = w;
             else if (k == 1)

@@ -189,11 +189,14 @@ static slot_kind read_slot(const uint8_t *slot, size_t slot_bytes, replay_sender
             goto out; /* a sender twice, or without its current window */
         if (e->previous != NULL && (!window_ok(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch))
             goto out;
-        if (e->handled != NULL && !window_ok(e->handled, &s->handled))
+        replay_epoch latest = {0}, previous = {0}; /* streams of handled ids, the stream in the epoch field */
+        if (e->handled != NULL && !window_ok(e->handled, &latest))
             goto out;
-        if (e->handled_previous != NULL && (e->handled == NULL || !window_ok(e->handled_previous, &s->handled_prev) ||
-                                            s->handled_prev.epoch == s->handled.epoch))
+        if (e->handled_previous != NULL && (e->handled == NULL || !window_ok(e->handled_previous, &previous) ||
+                                            previous.epoch == latest.epoch))
             goto out;
+        s->handled.latest = (idevs_handled_stream){latest.used, latest.epoch, latest.window};
+        s->handled.previous = (idevs_handled_stream){previous.used, previous.epoch, previous.window};
     }
     *generation = rec->generation;
     kind = SLOT_GOOD;
@@ -212,11 +215,18 @@ static bool epoch_same(const replay_epoch *a, const replay_epoch *b)
                         memcmp(a->window.bits, b->window.bits, sizeof a->window.bits) == 0);
 }
 
+static bool stream_same(const idevs_handled_stream *a, const idevs_handled_stream *b)
+{
+    replay_epoch x = {a->used, a->stream, a->window}, y = {b->used, b->stream, b->window};
+    return epoch_same(&x, &y);
+}
+
 static bool senders_same(const replay_sender *a, const replay_sender *b)
 {
     for (size_t i = 0; i < deployment->service_count; i++)
         if (!epoch_same(&a[i].cur, &b[i].cur) || !epoch_same(&a[i].prev, &b[i].prev) ||
-            !epoch_same(&a[i].handled, &b[i].handled) || !epoch_same(&a[i].handled_prev, &b[i].handled_prev))
+            !stream_same(&a[i].handled.latest, &b[i].handled.latest) ||
+            !stream_same(&a[i].handled.previous, &b[i].handled.previous))
             return false;
     return true;
 }
@@ -226,8 +236,9 @@ static void bounds_ok(const replay_sender *senders)
     for (size_t i = 0; i < deployment->service_count; i++) {
         const replay_sender *s = &senders[i];
         FUZZ_CHECK(!s->prev.used || (s->cur.used && s->prev.epoch < s->cur.epoch));
-        FUZZ_CHECK(!s->handled_prev.used || (s->handled.used && s->handled_prev.epoch != s->handled.epoch));
-        FUZZ_CHECK(s->cur.used || (!s->handled.used && !s->prev.used));
+        FUZZ_CHECK(!s->handled.previous.used ||
+                   (s->handled.latest.used && s->handled.previous.stream != s->handled.latest.stream));
+        FUZZ_CHECK(s->cur.used || (!s->handled.latest.used && !s->prev.used));
     }
 }
 
