@@ -86,10 +86,12 @@ static idevs_msgid id_of(const idevs_service *svc, uint64_t number)
     return idevs_msgid_numbered(svc->outbox_stream, number);
 }
 
-/* The lowest number that may not be receipted: the first in flight, or the next to load. */
-static uint64_t lowest_open(const idevs_service *svc)
+/* The lowest number that may not be receipted, when `next` is the next unreceipted row to load: the first in
+ * flight, or with none in flight `next` itself (every row below it is receipted). Not outbox_loaded + 1: after a
+ * restart that is 1, and a stream past its 1024th message would never send again. */
+static uint64_t lowest_open(const idevs_service *svc, uint64_t next)
 {
-    return svc->outbox_count > 0 ? svc->outbox[0].number : svc->outbox_loaded + 1;
+    return svc->outbox_count > 0 ? svc->outbox[0].number : next;
 }
 
 /* Loads into the in-flight set the next unreceipted rows, as far as 9.1's bound allows. */
@@ -108,7 +110,7 @@ static void load_more(idevs_service *svc)
         bool full = false;
         while (!full && sqlite3_step(st) == SQLITE_ROW) {
             uint64_t number = (uint64_t)sqlite3_column_int64(st, 0);
-            if (number >= lowest_open(svc) + IDEVS_REPLAY_WINDOW || svc->outbox_count == SVC_OUTBOX_INFLIGHT) {
+            if (number >= lowest_open(svc, number) + IDEVS_REPLAY_WINDOW || svc->outbox_count == SVC_OUTBOX_INFLIGHT) {
                 full = true;
                 break;
             }

@@ -236,6 +236,18 @@ client_checks "outbox (restarted)" outbox-resume 3 "${store[@]}" -i store-outbox
 wait_pid "$sub_pid"
 check "the sink gets each of the three once" bash -c \
   "[ \"\$(sort '$work/sub-outbox.out' | tr '\n' ,)\" = 'outbox 1,outbox 2,outbox 3,' ]"
+# An outbox whose numbers went past 1024 (they never restart: the stream's numbers are never reused): a restarted
+# service still sends what it holds. (It sent nothing again, whatever the receipts, while it took 1 for the lowest
+# number not receipted.)
+client_checks "outbox past number 1024 (sent)" outbox-send 3 "${store[@]}" -i store-outbox2 --outbox "$work/store2.outbox"
+python3 - "$work/store2.outbox" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE idevs_outbox SET number = number + 2000")
+db.execute("UPDATE sqlite_sequence SET seq = seq + 2000 WHERE name = 'idevs_outbox'")
+db.commit()
+PY
+client_checks "outbox past number 1024 (restarted)" outbox-resume 3 "${store[@]}" -i store-outbox2 --outbox "$work/store2.outbox"
 
 # ---- reconnection: the broker restarts under a running subscriber ----
 background "$work/sub5.out" "$work/sub5.err" "$idevs_sub" "${sink[@]}" -i sink-restart -C 2 -W 50 -v
