@@ -161,6 +161,8 @@ static idevs_err send_row(idevs_service *svc, uint64_t number)
     return err;
 }
 
+static void seen_write(idevs_service *svc, const idevs_msgid *id);
+
 static unsigned backoff_ms(unsigned attempts)
 {
     uint64_t ms = (uint64_t)OUTBOX_FIRST_RESEND_MS << (attempts > 4 ? 4 : attempts - 1);
@@ -228,12 +230,21 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
             return IDEVS_OK;
         }
     }
+    /* An answer and its request's id as handled enter the file together: a service killed before has not
+     * handled the request (its copy is handled again: answered, from what on_message stored), one killed after
+     * has its answer to send (a copy is receipted again, not answered twice). */
+    bool answer = kind == 1 && request != NULL;
+    if (answer && sqlite3_exec(svc->outbox_db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return IDEVS_ERR_IO;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(svc->outbox_db,
                            "INSERT INTO idevs_outbox (kind, target, key, payload, request_id, correlation) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != SQLITE_OK) {
+        if (answer)
+            sqlite3_exec(svc->outbox_db, "ROLLBACK", NULL, NULL, NULL);
         return IDEVS_ERR_IO;
+    }
     sqlite3_bind_int(st, 1, kind);
     sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
     if (key != NULL)
@@ -245,9 +256,17 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
         sqlite3_bind_blob(st, 6, corr, (int)corr_len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
+    uint64_t number = (uint64_t)sqlite3_last_insert_rowid(svc->outbox_db);
+    if (answer) {
+        if (rc == SQLITE_DONE)
+            seen_write(svc, request);
+        if (rc != SQLITE_DONE || sqlite3_exec(svc->outbox_db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_exec(svc->outbox_db, "ROLLBACK", NULL, NULL, NULL);
+            return IDEVS_ERR_IO;
+        }
+    }
     if (rc != SQLITE_DONE)
         return IDEVS_ERR_IO;
-    uint64_t number = (uint64_t)sqlite3_last_insert_rowid(svc->outbox_db);
     if (id != NULL)
         *id = id_of(svc, number);
     svc_outbox_pump(svc);
@@ -356,12 +375,17 @@ static void exec_id(sqlite3 *db, const char *sql, const idevs_msgid *id)
     sqlite3_finalize(st);
 }
 
-void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
+void svc_seen_remember(idevs_service *svc, const idevs_msgid *id)
 {
     (void)idevs_service_dedupe_seen(svc->dedupe, id);
-    if (!seen_kept(svc))
-        return;
+}
+
+/* Keeps id in the file, once (a second note of the same id changes nothing). */
+static void seen_write(idevs_service *svc, const idevs_msgid *id)
+{
     exec_id(svc->outbox_db, "INSERT OR IGNORE INTO idevs_seen (id) VALUES (?)", id);
+    if (sqlite3_changes(svc->outbox_db) == 0)
+        return; /* kept already: with its answer, or by an earlier note */
     exec_id(svc->outbox_db, "INSERT INTO idevs_seen_order (id) VALUES (?)", id);
     if (++svc->seen_since_prune >= 1024) {
         svc->seen_since_prune = 0;
@@ -372,6 +396,13 @@ void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
                 "DELETE FROM idevs_seen_order WHERE n <= (SELECT max(n) FROM idevs_seen_order) - " SVC_SEEN_KEEP_TEXT,
                 NULL);
     }
+}
+
+void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
+{
+    svc_seen_remember(svc, id);
+    if (seen_kept(svc))
+        seen_write(svc, id);
 }
 
 void svc_receipt_note(idevs_service *svc, const idevs_msgid *id)
