@@ -57,8 +57,10 @@ idevs_err svc_outbox_open(idevs_service *svc, const char *path, char *why, size_
     if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == IDEVS_MSGID_STREAM_LEN)
         memcpy(svc->outbox_stream, sqlite3_column_blob(st, 0), IDEVS_MSGID_STREAM_LEN);
     sqlite3_finalize(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
+        svc->stats.unreceipted_at_start = svc_outbox_unreceipted(svc);
         return IDEVS_OK;
+    }
     /* A new outbox: a new stream, so that a receiver never takes its numbers for an older outbox's. */
     if (idevs_random(svc->outbox_stream, IDEVS_MSGID_STREAM_LEN) != IDEVS_OK)
         return idevs_fail(why, why_len, IDEVS_ERR_CRYPTO, "outbox '%s': no random stream", svc->outbox_path);
