@@ -185,12 +185,32 @@ void app_provenance(const idevs_service_message *msg, char out[APP_PROVENANCE_LE
     }
 }
 
+void app_report_copies(const char *prog, const char *process, idevs_service *svc, idevs_service_stats *last,
+                       int force)
+{
+    idevs_service_stats s;
+    idevs_service_get_stats(svc, &s);
+    if (!force && s.retransmitted == last->retransmitted && s.unreceipted_at_start == last->unreceipted_at_start &&
+        s.duplicates == last->duplicates && s.reconnects == last->reconnects)
+        return;
+    *last = s;
+    fprintf(stderr, "%s%s%s%s: copies: %llu sent again, %llu unreceipted at start, %llu duplicates, %llu receipted, "
+            "%llu receipts sent, %llu reconnects\n", prog, process != NULL ? " to '" : "", process != NULL ? process : "",
+            process != NULL ? "'" : "", (unsigned long long)s.retransmitted,
+            (unsigned long long)s.unreceipted_at_start, (unsigned long long)s.duplicates,
+            (unsigned long long)s.receipted, (unsigned long long)s.receipts_sent, (unsigned long long)s.reconnects);
+    fflush(stderr);
+}
+
 void app_run(const char *prog, idevs_service *svc, const unsigned long long *handled, unsigned long long count,
              unsigned long long timeout_s)
 {
     int64_t deadline = timeout_s > 0 ? app_now_ms() + (int64_t)timeout_s * 1000 : 0;
+    idevs_service_stats last;
+    memset(&last, 0, sizeof last);
     while (!app_stopping && (count == 0 || *handled < count) && (deadline == 0 || app_now_ms() < deadline)) {
         idevs_err err = idevs_service_run(svc, 100);
+        app_report_copies(prog, NULL, svc, &last, 0);
         if (err == IDEVS_ERR_NOT_NOW)
             break;
         if (err != IDEVS_OK)

@@ -67,6 +67,16 @@ idevs_err app_start_service(const char *prog, const idevs_service_config *cfg, i
 void app_run(const char *prog, idevs_service *svc, const unsigned long long *handled, unsigned long long count,
              unsigned long long timeout_s);
 
+/* Prints on stderr, when one of the counts of copies changed since *last (or force), the service's running counts:
+ *   PROG[ to 'PROCESS']: copies: N sent again, N unreceipted at start, N duplicates, N receipted, N receipts sent,
+ *   N reconnects
+ * (idevs_service_stats: retransmitted, unreceipted_at_start, duplicates, receipted, receipts_sent, reconnects),
+ * and keeps them in *last (zeroed by the caller first). A changed count is printed at once, so that a service
+ * killed at any moment has already said what it sent again and what it dropped (tests/casestudy/test_chaos.sh adds
+ * up these lines); a run without faults prints none but the last. process may be NULL. */
+void app_report_copies(const char *prog, const char *process, idevs_service *svc, idevs_service_stats *last,
+                       int force);
+
 /* A program with commands (store seed|run, points run|totals): argv[1] names one of commands[0..n); --help or
  * help prints usage and the connection options. The command's exit status, 0 after help, 2 for anything else
  * (usage on stderr). */

@@ -47,6 +47,9 @@ int app_receiver_main(const app_receiver *r, int argc, char **argv)
     app_run(r->prog, svc, &state.handled, opt.count, opt.timeout_s);
     if (r->answers)
         idevs_service_flush(svc, 5000);
+    idevs_service_stats last;
+    memset(&last, 0, sizeof last);
+    app_report_copies(r->prog, NULL, svc, &last, 1);
     printf("%s: %llu %s, %llu %s, %llu %s, %llu refused\n", r->prog, state.handled, r->labels[0], state.done,
            r->labels[1], state.repeated, r->labels[2], state.refused);
     rc = 0;

@@ -214,6 +214,8 @@ typedef struct idevs_service_stats {
     uint64_t rejected_by_reason[IDEVS_ERR_COUNT];
     uint64_t reconnects;
     uint64_t retransmitted; /* copies of messages sent again because no receipt came in time */
+    uint64_t unreceipted_at_start; /* messages the outbox file held unreceipted when this service opened it: sent
+                                    * again now (all but those a stop caught between keeping and sending) */
     uint64_t receipted;     /* messages of this service the process receipted */
     uint64_t receipts_sent; /* receipts this service sent the process for outputs and requests it handled */
     uint64_t refused;      /* publications the broker refused (MQTT 5 reason code >= 128, e.g. not authorized) */

@@ -151,11 +151,15 @@ static void open_and_deliver(idevs_service *svc, const char *topic, const uint8_
         .correlation_len = kind == IDEVS_SERVICE_REQUEST ? corr_len : 0,
     };
     svc->stats.delivered++;
-    /* Noted before on_message runs: a message on_message publishes from (an answer) is not run twice should a
-     * copy arrive meanwhile. Receipted once on_message returned: what it stored is stored. */
-    svc_seen_note(svc, &opened.message_id);
+    /* Noted in memory before on_message runs: a message on_message publishes from (an answer) is not run twice
+     * should a copy arrive meanwhile. Noted in the file (an answer's request with the answer) and receipted once
+     * on_message returned: what it stored is stored. Noted in the file first, a service killed while on_message
+     * ran would take the copy the process sends again for handled, and what on_message had not done yet (an
+     * answer) would never be done. */
+    svc_seen_remember(svc, &opened.message_id);
     if (svc->on_message != NULL)
         svc->on_message(svc, &m, svc->arg);
+    svc_seen_note(svc, &opened.message_id);
     svc_receipt_note(svc, &m.message_id);
     idevs_opened_clear(&opened);
 }

@@ -55,8 +55,10 @@ idevs_err svc_outbox_open(idevs_service *svc, const char *path, char *why, size_
     if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == IDEVS_MSGID_STREAM_LEN)
         memcpy(svc->outbox_stream, sqlite3_column_blob(st, 0), IDEVS_MSGID_STREAM_LEN);
     sqlite3_finalize(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
+        svc->stats.unreceipted_at_start = svc_outbox_unreceipted(svc);
         return IDEVS_OK;
+    }
     /* A new outbox: a new stream, so that a receiver never takes its numbers for an older outbox's. */
     if (idevs_random(svc->outbox_stream, IDEVS_MSGID_STREAM_LEN) != IDEVS_OK)
         return idevs_fail(why, why_len, IDEVS_ERR_CRYPTO, "outbox '%s': no random stream", svc->outbox_path);
@@ -84,10 +86,12 @@ static idevs_msgid id_of(const idevs_service *svc, uint64_t number)
     return idevs_msgid_numbered(svc->outbox_stream, number);
 }
 
-/* The lowest number that may not be receipted: the first in flight, or the next to load. */
-static uint64_t lowest_open(const idevs_service *svc)
+/* The lowest number that may not be receipted, when `next` is the next unreceipted row to load: the first in
+ * flight, or with none in flight `next` itself (every row below it is receipted). Not outbox_loaded + 1: after a
+ * restart that is 1, and a stream past its 1024th message would never send again. */
+static uint64_t lowest_open(const idevs_service *svc, uint64_t next)
 {
-    return svc->outbox_count > 0 ? svc->outbox[0].number : svc->outbox_loaded + 1;
+    return svc->outbox_count > 0 ? svc->outbox[0].number : next;
 }
 
 /* Loads into the in-flight set the next unreceipted rows, as far as 9.1's bound allows. */
@@ -106,7 +110,7 @@ static void load_more(idevs_service *svc)
         bool full = false;
         while (!full && sqlite3_step(st) == SQLITE_ROW) {
             uint64_t number = (uint64_t)sqlite3_column_int64(st, 0);
-            if (number >= lowest_open(svc) + IDEVS_REPLAY_WINDOW || svc->outbox_count == SVC_OUTBOX_INFLIGHT) {
+            if (number >= lowest_open(svc, number) + IDEVS_REPLAY_WINDOW || svc->outbox_count == SVC_OUTBOX_INFLIGHT) {
                 full = true;
                 break;
             }
@@ -156,6 +160,8 @@ static idevs_err send_row(idevs_service *svc, uint64_t number)
     sqlite3_finalize(st);
     return err;
 }
+
+static void seen_write(idevs_service *svc, const idevs_msgid *id);
 
 void svc_outbox_pump(idevs_service *svc)
 {
@@ -218,12 +224,21 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
             return IDEVS_OK;
         }
     }
+    /* An answer and its request's id as handled enter the file together: a service killed before has not
+     * handled the request (its copy is handled again: answered, from what on_message stored), one killed after
+     * has its answer to send (a copy is receipted again, not answered twice). */
+    bool answer = kind == 1 && request != NULL;
+    if (answer && sqlite3_exec(svc->outbox_db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return IDEVS_ERR_IO;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(svc->outbox_db,
                            "INSERT INTO idevs_outbox (kind, target, key, payload, request_id, correlation) "
                            "VALUES (?, ?, ?, ?, ?, ?)",
-                           -1, &st, NULL) != SQLITE_OK)
+                           -1, &st, NULL) != SQLITE_OK) {
+        if (answer)
+            sqlite3_exec(svc->outbox_db, "ROLLBACK", NULL, NULL, NULL);
         return IDEVS_ERR_IO;
+    }
     sqlite3_bind_int(st, 1, kind);
     sqlite3_bind_text(st, 2, target, -1, SQLITE_STATIC);
     if (key != NULL)
@@ -235,9 +250,17 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
         sqlite3_bind_blob(st, 6, corr, (int)corr_len, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
+    uint64_t number = (uint64_t)sqlite3_last_insert_rowid(svc->outbox_db);
+    if (answer) {
+        if (rc == SQLITE_DONE)
+            seen_write(svc, request);
+        if (rc != SQLITE_DONE || sqlite3_exec(svc->outbox_db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_exec(svc->outbox_db, "ROLLBACK", NULL, NULL, NULL);
+            return IDEVS_ERR_IO;
+        }
+    }
     if (rc != SQLITE_DONE)
         return IDEVS_ERR_IO;
-    uint64_t number = (uint64_t)sqlite3_last_insert_rowid(svc->outbox_db);
     if (id != NULL)
         *id = id_of(svc, number);
     svc_outbox_pump(svc);
@@ -346,12 +369,17 @@ static void exec_id(sqlite3 *db, const char *sql, const idevs_msgid *id)
     sqlite3_finalize(st);
 }
 
-void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
+void svc_seen_remember(idevs_service *svc, const idevs_msgid *id)
 {
     (void)idevs_service_dedupe_seen(svc->dedupe, id);
-    if (!seen_kept(svc))
-        return;
+}
+
+/* Keeps id in the file, once (a second note of the same id changes nothing). */
+static void seen_write(idevs_service *svc, const idevs_msgid *id)
+{
     exec_id(svc->outbox_db, "INSERT OR IGNORE INTO idevs_seen (id) VALUES (?)", id);
+    if (sqlite3_changes(svc->outbox_db) == 0)
+        return; /* kept already: with its answer, or by an earlier note */
     exec_id(svc->outbox_db, "INSERT INTO idevs_seen_order (id) VALUES (?)", id);
     if (++svc->seen_since_prune >= 1024) {
         svc->seen_since_prune = 0;
@@ -362,6 +390,13 @@ void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
                 "DELETE FROM idevs_seen_order WHERE n <= (SELECT max(n) FROM idevs_seen_order) - " SVC_SEEN_KEEP_TEXT,
                 NULL);
     }
+}
+
+void svc_seen_note(idevs_service *svc, const idevs_msgid *id)
+{
+    svc_seen_remember(svc, id);
+    if (seen_kept(svc))
+        seen_write(svc, id);
 }
 
 void svc_receipt_note(idevs_service *svc, const idevs_msgid *id)

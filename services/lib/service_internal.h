@@ -218,7 +218,10 @@ void svc_outbox_receipt(idevs_service *svc, const uint8_t *payload, size_t len);
 size_t svc_outbox_unreceipted(const idevs_service *svc);
 /* Whether this service handled the output or request id before (the dedupe window, then the outbox file). */
 bool svc_seen_before(idevs_service *svc, const idevs_msgid *id);
-/* Notes it handled: in the window and the file (the last SVC_SEEN_KEEP_TEXT kept). */
+/* Notes it is being handled, in the window in memory only: a copy that arrives while on_message runs is not run. */
+void svc_seen_remember(idevs_service *svc, const idevs_msgid *id);
+/* Notes it handled: in the window and the file (the last SVC_SEEN_KEEP_TEXT kept), once on_message returned (an
+ * answer notes its request in the file with itself, svc_outbox_add). */
 void svc_seen_note(idevs_service *svc, const idevs_msgid *id);
 /* A receipt owed for id; svc_receipts_flush() sends them, at most 1024 in one. */
 void svc_receipt_note(idevs_service *svc, const idevs_msgid *id);

@@ -120,13 +120,16 @@ struct run {
     char outbox[STORE_TARGETS_MAX][4096]; /* each process's outbox file, beside the database */
     int failed;                      /* a receipt could not be recorded */
     size_t refused;                  /* publications the broker refused in this run */
+    idevs_service_stats copies[STORE_TARGETS_MAX]; /* each process's counts of copies last printed */
 };
 
 /* Runs every process's network for up to timeout_ms. */
 static void run_all(run *r, int timeout_ms)
 {
-    for (size_t k = 0; k < r->targets.count; k++)
+    for (size_t k = 0; k < r->targets.count; k++) {
         idevs_service_run(r->targets.t[k].svc, k == 0 ? timeout_ms : 0);
+        app_report_copies("store", r->targets.t[k].process, r->targets.t[k].svc, &r->copies[k], 0);
+    }
 }
 
 /* A process receipted a sale (the key is its sale id): recorded as published to that process, for good. */
@@ -387,6 +390,8 @@ static int cmd_run(int argc, char **argv)
     if (settled < i && settle(&r, settled, i) == 0)
         settled = i;
     rc = r.done == r.n ? 0 : 1;
+    for (size_t k = 0; k < r.targets.count; k++)
+        app_report_copies("store", r.targets.t[k].process, r.targets.t[k].svc, &r.copies[k], 1);
     if (r.refused > 0)
         fprintf(stderr, "store: the broker refused %zu publication(s): %zu of %zu sales not marked published; the "
                         "next run publishes them again\n", r.refused, r.n - r.done, r.n);

@@ -8,34 +8,15 @@ broker's log and persistence file, and WORK/counters.txt ("name value" lines). P
 """
 import os
 import re
-import sqlite3
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "lib"))
 import leak_search  # noqa: E402  (the same search scripts/demo prints)
+from run_checks import Checks, cents  # noqa: E402
 
 work, sales = sys.argv[1], int(sys.argv[2])
-failed = 0
-
-
-def check(what, cond, detail=""):
-    global failed
-    print(("ok - " if cond else "not ok - ") + what)
-    if not cond:
-        failed += 1
-        if detail:
-            print("    " + str(detail)[:2000])
-
-
-def db(name):
-    return sqlite3.connect(f"file:{work}/{name}.sqlite?mode=ro", uri=True)
-
-
-def cents(text):
-    whole, frac = text.split(".")
-    assert len(frac) == 2
-    return int(whole) * 100 + int(frac)
-
+checks = Checks(work)
+check, db = checks.check, checks.db
 
 store = db("store")
 sale_rows = store.execute(
@@ -99,4 +80,4 @@ check("the broker's counters add up (sales and responses in, requests and confir
 check("nothing was rejected", not any(v for k, v in counters.items() if k.startswith("rejected")),
       {k: v for k, v in counters.items() if k.startswith("rejected")})
 
-sys.exit(1 if failed else 0)
+sys.exit(checks.status())

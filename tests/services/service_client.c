@@ -22,6 +22,13 @@
  *   service_client outbox-resume N [OPTIONS with the same --outbox FILE]
  *       starts on that outbox: the N go again, and each is receipted once (on_receipt with its key); publishing
  *       k1 again adds nothing and tells its receipt at once.
+ *   service_client answer-crash FILE [OPTIONS with --outbox FILE2]
+ *       starts (verified) and, at the first request, appends "effect" to FILE (what a service stores) and ends at
+ *       once inside on_message, before it answers: a service killed between its effect and its answer.
+ *   service_client answer-resume [OPTIONS with the same --outbox FILE2]
+ *       starts on that outbox and answers every request "answered again"; the process's copy of the request the
+ *       crash left unanswered must be answered (not taken for handled), and the answer's output ("answer:...")
+ *       must come back, within 20 s.
  *   service_client renewal [OPTIONS]
  *       starts (verified) as a publisher and stays connected, running the network between commands read from
  *       stdin, one a line: "pub TEXT" publishes TEXT on input 'events' and waits for the broker's
@@ -313,6 +320,78 @@ static int outbox(int argc, char **argv, bool resume)
     return tap_status();
 }
 
+/* ---- answers: a service killed between its effect and its answer answers the copy ---- */
+
+static const char *effect_file;
+static unsigned answered, answers_back;
+
+static void on_request_crash(idevs_service *svc, const idevs_service_message *m, void *arg)
+{
+    (void)svc;
+    (void)arg;
+    if (m->kind != IDEVS_SERVICE_REQUEST)
+        return;
+    FILE *f = fopen(effect_file, "a");
+    if (f != NULL) {
+        fputs("effect\n", f);
+        fclose(f);
+    }
+    printf("# request handled, effect stored; killed before the answer\n");
+    fflush(stdout);
+    _exit(0);
+}
+
+static void on_request_answer(idevs_service *svc, const idevs_service_message *m, void *arg)
+{
+    (void)arg;
+    if (m->kind == IDEVS_SERVICE_REQUEST) {
+        answered += idevs_service_respond(svc, m, "answered again", 14) == IDEVS_OK;
+    } else if (m->payload_len >= 7 && memcmp(m->payload, "answer:", 7) == 0) {
+        answers_back++;
+    }
+}
+
+static int answer_crash(int argc, char **argv)
+{
+    effect_file = argv[2];
+    idevs_service_config cfg;
+    idevs_service *svc;
+    idevs_err err;
+    if (!service_started(&cfg, argc, argv, 3, on_request_crash, &svc, &err))
+        return 2;
+    printf("ready\n");
+    fflush(stdout);
+    uint64_t end = svc_now_ms() + 20000;
+    while (err == IDEVS_OK && svc_now_ms() < end)
+        idevs_service_run(svc, 50);
+    tap_check(false, "a request arrives"); /* on_request_crash ends the program before */
+    idevs_service_free(svc);
+    idevs_service_cli_free(&cfg);
+    return tap_status();
+}
+
+static int answer_resume(int argc, char **argv)
+{
+    idevs_service_config cfg;
+    idevs_service *svc;
+    idevs_err err;
+    if (!service_started(&cfg, argc, argv, 2, on_request_answer, &svc, &err))
+        return 2;
+    uint64_t end = svc_now_ms() + 20000;
+    while (err == IDEVS_OK && answers_back == 0 && svc_now_ms() < end)
+        idevs_service_run(svc, 50);
+    idevs_service_stats s;
+    idevs_service_get_stats(svc, &s);
+    printf("# answered %u, answers back %u, duplicates %llu\n", answered, answers_back,
+           (unsigned long long)s.duplicates);
+    tap_check(answered == 1 && s.duplicates == 0, "the copy of the request the crash left unanswered is answered");
+    tap_check(answers_back == 1, "... and the process's output for that answer comes back");
+    idevs_service_flush(svc, 2000);
+    idevs_service_free(svc);
+    idevs_service_cli_free(&cfg);
+    return tap_status();
+}
+
 /* ---- held: the holding queue's byte limit counts everything it keeps ---- */
 
 static int held(void)
@@ -428,9 +507,13 @@ int main(int argc, char **argv)
         rc = outbox(argc, argv, true);
     else if (argc >= 2 && strcmp(argv[1], "renewal") == 0)
         rc = renewal(argc, argv);
+    else if (argc >= 3 && strcmp(argv[1], "answer-crash") == 0)
+        rc = answer_crash(argc, argv);
+    else if (argc >= 2 && strcmp(argv[1], "answer-resume") == 0)
+        rc = answer_resume(argc, argv);
     else
         fprintf(stderr, "usage: service_client start EXPECTED_ERROR [OPTIONS] | duplicate ENVELOPE TOPIC [OPTIONS]"
                         " | reconnect [OPTIONS] | held | outbox-send N [OPTIONS] | outbox-resume N [OPTIONS]"
-                        " | renewal [OPTIONS]\n");
+                        " | renewal [OPTIONS] | answer-crash FILE [OPTIONS] | answer-resume [OPTIONS]\n");
     return rc;
 }
