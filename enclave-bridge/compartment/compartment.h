@@ -152,6 +152,7 @@ struct compartment {
     idevs_handled *handled;
     uint8_t keep_key[32]; /* kept.c: derived from the sealing key at the handshake */
     uint8_t request_key[32]; /* request_state.c: likewise */
+    uint8_t output_id_key[32]; /* logic_link.c: the ids of outputs and requests (keys_output_id); likewise */
     uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */
 };
 
@@ -190,6 +191,10 @@ idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len);
 /* HKDF-SHA256(ikm = sealing key, salt = "", info = label || program): a key of the compartment's own, which a
  * compartment of the same program and measurement derives again after a restart. */
 idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32]);
+/* The message id of the index-th envelope an event's handler sealed, the event being the message `cause`:
+ * HKDF-SHA256(ikm = key, salt = "", info = cause || u32 index), 16 bytes. An input run again (its compartment died
+ * before the launcher recorded it) yields the same ids, so its receivers handle its outputs once. */
+idevs_err keys_output_id(const uint8_t key[32], const idevs_msgid *cause, uint32_t index, idevs_msgid *out);
 
 /* request_state.c: what a request's answer needs, sealed by the compartment to itself into the request's
  * correlation data (IDEVS_REQUEST_CORRELATION_LEN bytes: its message id, then the token), so that an answer

@@ -122,6 +122,8 @@ static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
         cmp_fatal(c, err, "cannot create the compartment's keys: %s", idevs_strerror(err));
     kept_init(c, init->sealing_key.data);
     request_state_init(c, init->sealing_key.data);
+    if (keys_derive(init->sealing_key.data, "idevs output id v1", &c->dep->program, c->output_id_key) != IDEVS_OK)
+        cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of output ids");
     uint8_t blob[KEYS_SEALED_LEN];
     err = keys_seal(init->sealing_key.data, &c->dep->program, c->measurement, c->self, blob);
     if (err != IDEVS_OK)

@@ -15,6 +15,10 @@
  * Provenance: an output caused by an input names [the input's message id]; one caused by a response names
  * [the response's message id, then the ids that caused the request]; a timer's outputs name none.
  *
+ * Message ids: the n-th envelope of an event caused by a message gets keys_output_id(that message's id, n), so
+ * an input run again after its compartment died (before the launcher recorded it done) sends the same ids as the
+ * first run, and its receivers handle each once; a timer's envelopes get random ids.
+ *
  * Requests across restarts: each request's correlation data carries what its answer needs, sealed to ourselves
  * (request_state.c). An answer that matches nothing in the table below but carries such a token from a former run
  * of the compartment, naming a request of its own entry that its provenance names, is matched by the token: the
@@ -261,7 +265,16 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
         .provenance = k->current->provenance,
         .provenance_count = k->current->provenance_count,
     };
-    idevs_err err = idevs_envelope_seal(k->c->env, &in, &s->envelope, &s->envelope_len, &s->message_id);
+    /* An event caused by a message (an input, a response) gives its envelopes ids derived from that message's: run
+     * again, it sends the same ids. A timer's are random. */
+    idevs_msgid derived;
+    idevs_err err = IDEVS_OK;
+    if (k->current->provenance_count > 0) {
+        err = keys_output_id(k->c->output_id_key, &k->current->provenance[0], (uint32_t)k->tx_count, &derived);
+        in.message_id = &derived;
+    }
+    if (err == IDEVS_OK)
+        err = idevs_envelope_seal(k->c->env, &in, &s->envelope, &s->envelope_len, &s->message_id);
     if (err == IDEVS_OK && is_request)
         err = tx_request_state(k, s, index, state);
     /* To a service with receipts, the launcher keeps it until the receipt: what it needs to be sealed anew. */

@@ -91,6 +91,7 @@ idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t ma
 typedef struct held_publish {
     struct held_publish *next;
     idevs_launcher_publish p; /* topic, envelope, response topic and correlation owned (malloc'd) */
+    bool kept;                /* in the outbox already (written before the record that releases it) */
 } held_publish;
 
 typedef struct delivery {

@@ -465,9 +465,10 @@ const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Brid
     return "a publication to a topic the deployment does not declare";
 }
 
-static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const idevs_launcher_publish *p)
+static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const idevs_launcher_publish *p, bool kept)
 {
-    outbox_keep(l, p); /* before it leaves: kept until its receipt */
+    if (!kept)
+        outbox_keep(l, p); /* before it leaves: kept until its receipt */
     l->stats.published++;
     if (cb != NULL && cb->on_publish != NULL)
         cb->on_publish(cb->arg, p);
@@ -488,7 +489,7 @@ static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *
             .correlation = rt ? p->correlation_data.data : NULL, .correlation_len = rt ? p->correlation_data.len : 0,
             .kept = p->kept.len > 0 ? p->kept.data : NULL, .kept_len = p->kept.len,
         };
-        emit(l, cb, &pub);
+        emit(l, cb, &pub, false);
         return;
     }
     delivery *d = deliveries_find_sent(l, p->delivery_id);
@@ -528,7 +529,7 @@ _Static_assert(IDEVS_LAUNCHER_REFUSALS_MAX == IDEVS_DEPLOYMENT_MAX_REFUSALS, "th
 static void finish_delivery(idevs_launcher *l, delivery *d, idevs_err status, const idevs_launcher_callbacks *cb)
 {
     for (held_publish *h = d->held; h != NULL; h = h->next)
-        emit(l, cb, &h->p);
+        emit(l, cb, &h->p, h->kept);
     uint64_t id = d->id;
     uint32_t refusal = d->refusal;
     deliveries_forget(l, d);
@@ -580,6 +581,15 @@ static void release_awaiting(idevs_launcher *l, const idevs_launcher_callbacks *
 {
     if (l->awaiting_head == NULL)
         return;
+    /* Their outputs to services with receipts go into the outbox before the record says their inputs are done: a
+     * broker killed between the two then has the outputs to send again and runs the inputs again, which makes
+     * the same outputs with the same message ids (compartment/logic_link.c), handled once by their receivers.
+     * The other order would lose them: inputs done, outputs nowhere. */
+    for (delivery *d = l->awaiting_head; d != NULL; d = d->next)
+        for (held_publish *h = d->held; h != NULL; h = h->next) {
+            outbox_keep(l, &h->p);
+            h->kept = true;
+        }
     bool durable = replay_record_save(l, REPLAY_SAVE_RELEASE);
     delivery *d = l->awaiting_head;
     l->awaiting_head = l->awaiting_tail = NULL; /* detached first: the callbacks may deliver */

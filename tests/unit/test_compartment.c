@@ -801,6 +801,59 @@ static void test_request_state_across_restart(void)
         idevs_opened_clear(&req[i]);
 }
 
+/* An input run again by a new compartment (the first died before the launcher recorded it done) gets outputs with
+ * the same message ids, so that their receivers handle them once; another input's differ. */
+static void test_output_ids_follow_their_input(void)
+{
+    child c;
+    idevs_msgid first_ids[2], in_id;
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    uint8_t blob[sizeof c.sealed];
+    size_t blob_len = 0;
+    for (int run = 0; run < 2; run++) {
+        if (run == 0) {
+            CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+            memcpy(blob, c.sealed, c.sealed_len);
+            blob_len = c.sealed_len;
+        } else { /* the same keys, from the sealed blob: the input still opens */
+            memset(&c, 0, sizeof c);
+            make_descriptor(&c, "{}");
+            make_measurement(&c, "echo");
+            spawn(&c, "echo");
+            CU_ASSERT_TRUE_FATAL(certify(&c, sealing_key, blob, blob_len) && expect_ready(&c));
+            CU_ASSERT_TRUE(c.restored);
+        }
+        idevs_cert_policy *p1, *p2;
+        idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, false);
+        if (run == 0)
+            seal(src, TOPIC_IN, "same input", NULL, 0, &env, &env_len, &in_id);
+        deliver(&c, 1, TOPIC_IN, env, env_len, NULL);
+        idevs_opened o;
+        expect_publish(&c, 1, snk, TOPIC_OUT, "same input", &in_id, 1, &o);
+        expect_done(&c, 1, IDEVS_OK);
+        if (run == 0)
+            first_ids[0] = o.message_id;
+        else
+            CU_ASSERT_EQUAL(memcmp(o.message_id.b, first_ids[0].b, IDEVS_UUID_LEN), 0);
+        idevs_opened_clear(&o);
+        idevs_msgid other_id;
+        deliver_text(&c, src, 2, TOPIC_IN, TOPIC_IN, "another input", &other_id);
+        expect_publish(&c, 2, snk, TOPIC_OUT, "another input", &other_id, 1, &o);
+        expect_done(&c, 2, IDEVS_OK);
+        CU_ASSERT_NOT_EQUAL(memcmp(o.message_id.b, first_ids[0].b, IDEVS_UUID_LEN), 0);
+        if (run == 0)
+            first_ids[1] = o.message_id;
+        else
+            CU_ASSERT_NOT_EQUAL(memcmp(o.message_id.b, first_ids[1].b, IDEVS_UUID_LEN), 0); /* a new input */
+        idevs_opened_clear(&o);
+        CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+        party_free(src, p1);
+        party_free(snk, p2);
+    }
+    free(env);
+}
+
 /* ---- outstanding requests: back-pressure ---- */
 
 #define HOLD_INPUTS 10
@@ -2210,6 +2263,7 @@ static CU_TestInfo tests[] = {
      test_kept_reseal},
     {"receipts: handled once, a copy sent again receipted and not run", test_receipts_and_copies},
     {"request and response, provenance back to the input", test_request_response},
+    {"an input run again by a new compartment: its outputs keep their message ids", test_output_ids_follow_their_input},
     {"request state: a former run's request answered once after a restart; altered, foreign or unnamed tokens match nothing", test_request_state_across_restart},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
      test_outstanding_requests_hold_inputs},
