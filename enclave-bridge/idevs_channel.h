@@ -9,15 +9,20 @@
 #include <stdint.h>
 
 #include "bridge.pb-c.h"
+#include "idevs_envelope.h"
 #include "idevs_error.h"
 
 #define IDEVS_CHANNEL_HEADER 4
 #define IDEVS_CHANNEL_READ_CHUNK (64u * 1024u) /* the least one read asks for */
 #define IDEVS_CHANNEL_FRAME_MAX (20u * 1024u * 1024u) /* default limit; a channel may set a lower one */
 /* A request's correlation data, in a Publish frame and on the wire: its message id (16 bytes), then the token the
- * compartment sealed for itself (compartment/request_state.c), always of this size. */
-#define IDEVS_REQUEST_STATE_PLAIN 1424
-#define IDEVS_REQUEST_CORRELATION_LEN (16u + 12u + IDEVS_REQUEST_STATE_PLAIN + 16u)
+ * compartment sealed for itself (compartment/request_state.c). Its size depends only on the number of ids in the
+ * request envelope's provenance, which its clear header shows anyway: never on the logic's state. */
+#define IDEVS_REQUEST_STATE_IDS(prov_count) \
+    ((size_t)(prov_count) < IDEVS_PROVENANCE_MAX - 1 ? (size_t)(prov_count) : (size_t)IDEVS_PROVENANCE_MAX - 1)
+#define IDEVS_REQUEST_STATE_PLAIN(prov_count) (288u + 18u * IDEVS_REQUEST_STATE_IDS(prov_count))
+#define IDEVS_REQUEST_CORRELATION_LEN(prov_count) (16u + 12u + IDEVS_REQUEST_STATE_PLAIN(prov_count) + 16u)
+#define IDEVS_REQUEST_CORRELATION_MAX IDEVS_REQUEST_CORRELATION_LEN(IDEVS_PROVENANCE_MAX)
 
 typedef struct idevs_channel {
     int fd;

@@ -70,7 +70,8 @@ typedef struct cmp_sealed {
     /* for requests: what caused it, remembered for the response's provenance */
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
     size_t provenance_count;
-    uint8_t *correlation; /* IDEVS_REQUEST_CORRELATION_LEN bytes: its id and sealed state (request_state.c) */
+    uint8_t *correlation; /* its id and sealed state (request_state.c) */
+    size_t correlation_len; /* IDEVS_REQUEST_CORRELATION_LEN of its provenance */
     uint8_t *state;       /* the logic's state for the answer (cleansed when freed) */
     size_t state_len;
 } cmp_sealed;
@@ -197,7 +198,7 @@ idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const id
 idevs_err keys_output_id(const uint8_t key[32], const idevs_msgid *cause, uint32_t index, idevs_msgid *out);
 
 /* request_state.c: what a request's answer needs, sealed by the compartment to itself into the request's
- * correlation data (IDEVS_REQUEST_CORRELATION_LEN bytes: its message id, then the token), so that an answer
+ * correlation data (IDEVS_REQUEST_CORRELATION_LEN(ids) bytes: its message id, then the token), so that an answer
  * reaching a restarted compartment still finds its request. */
 typedef struct request_state {
     idevs_msgid id; /* the request's message id */
@@ -207,9 +208,8 @@ typedef struct request_state {
     size_t state_len;
 } request_state;
 void request_state_init(compartment *c, const uint8_t sealing_key[32]);
-/* Writes the request's correlation data into out (IDEVS_REQUEST_CORRELATION_LEN bytes). */
-idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs,
-                             uint8_t out[IDEVS_REQUEST_CORRELATION_LEN]);
+/* Writes the request's correlation data into out: IDEVS_REQUEST_CORRELATION_LEN(rs->provenance_count) bytes. */
+idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs, uint8_t *out);
 /* An answer's correlation data, if it is a token this program sealed, in an earlier run of the compartment, for
  * a request of index `request` whose id the answer's (authenticated) provenance names: true, with *out filled
  * (the caller cleanses it). Anything else, false: the answer matches no request. */

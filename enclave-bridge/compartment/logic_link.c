@@ -218,7 +218,8 @@ static idevs_err tx_request_state(logic_link *k, cmp_sealed *s, size_t index, co
     size_t n = k->current->provenance_count;
     s->provenance_count = n < IDEVS_PROVENANCE_MAX ? n : IDEVS_PROVENANCE_MAX - 1;
     memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
-    s->correlation = malloc(IDEVS_REQUEST_CORRELATION_LEN);
+    s->correlation_len = IDEVS_REQUEST_CORRELATION_LEN(s->provenance_count);
+    s->correlation = malloc(s->correlation_len);
     s->state = state->len > 0 ? malloc(state->len) : NULL;
     if (s->correlation == NULL || (state->len > 0 && s->state == NULL))
         return IDEVS_ERR_NOMEM;
@@ -280,7 +281,7 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
     /* To a service with receipts, the launcher keeps it until the receipt: what it needs to be sealed anew. */
     if (err == IDEVS_OK && d->services[to].receipts)
         err = kept_seal(k->c, is_request, index, &s->message_id, k->current->provenance, k->current->provenance_count,
-                        payload->data, payload->len, s->correlation, is_request ? IDEVS_REQUEST_CORRELATION_LEN : 0,
+                        payload->data, payload->len, s->correlation, is_request ? s->correlation_len : 0,
                         &s->kept, &s->kept_len);
     if (err != IDEVS_OK) {
         sealed_free(s);

@@ -6,11 +6,12 @@
  *
  *   correlation = message id (16) || nonce (12, random) || AES-256-GCM(request_key, nonce, aad, padded) || tag (16)
  *   aad         = "idevs request state v1" || program (16) || message id (16)
- *   padded      = u16 big-endian n || RequestState (n bytes, bridge.proto) || zeros, IDEVS_REQUEST_STATE_PLAIN bytes
+ *   padded      = u16 big-endian n || RequestState (n bytes, bridge.proto) || zeros:
+ *                 IDEVS_REQUEST_STATE_PLAIN(k) = 288 + 18 k bytes, k the ids of provenance it holds
  *   request_key = HKDF-SHA256(ikm = sealing key, salt = "", info = "idevs request state v1" || program)
  *
- * Always the same size, whatever the state and provenance: its length tells the broker and the service nothing the
- * logic chose. Only a compartment of the same program and measurement opens it (the sealing key comes from the
+ * Its size depends only on k, which the request envelope's clear provenance shows anyway, never on the state: its
+ * length tells the broker and the service nothing the logic chose. Only a compartment of the same program and measurement opens it (the sealing key comes from the
  * measurement). The run id inside tells this run's requests, which the table of outstanding requests matches
  * (logic_link.c), from a former run's, which only the token can. */
 #include <string.h>
@@ -23,12 +24,13 @@
 #define AAD_LEN (sizeof LABEL - 1 + IDEVS_UUID_LEN + IDEVS_UUID_LEN)
 #define TOKEN_OFF IDEVS_UUID_LEN
 #define CIPHER_OFF (TOKEN_OFF + KEYS_GCM_NONCE_LEN)
-#define TAG_OFF (CIPHER_OFF + IDEVS_REQUEST_STATE_PLAIN)
+#define PLAIN_MAX IDEVS_REQUEST_STATE_PLAIN(IDEVS_PROVENANCE_MAX)
 
-_Static_assert(TAG_OFF + KEYS_GCM_TAG_LEN == IDEVS_REQUEST_CORRELATION_LEN, "the correlation layout");
-/* The largest RequestState: request index, run, 63 provenance ids, the state; each with its tag and length. */
-_Static_assert(2 + 6 + 18 + (IDEVS_PROVENANCE_MAX - 1) * 18 + 3 + IDEVS_REQUEST_STATE_MAX <= IDEVS_REQUEST_STATE_PLAIN,
-               "room for the largest request state");
+_Static_assert(CIPHER_OFF + IDEVS_REQUEST_STATE_PLAIN(0) + KEYS_GCM_TAG_LEN == IDEVS_REQUEST_CORRELATION_LEN(0),
+               "the correlation layout");
+/* The largest RequestState of k ids: the length prefix, request index, run, the state, each with its tag and
+ * length, then 18 bytes an id. */
+_Static_assert(2 + 6 + 18 + 3 + IDEVS_REQUEST_STATE_MAX <= IDEVS_REQUEST_STATE_PLAIN(0), "room for the state");
 
 void request_state_init(compartment *c, const uint8_t sealing_key[32])
 {
@@ -44,8 +46,7 @@ static void aad_of(const compartment *c, const uint8_t id[IDEVS_UUID_LEN], uint8
     memcpy(aad + sizeof LABEL - 1 + IDEVS_UUID_LEN, id, IDEVS_UUID_LEN);
 }
 
-idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs,
-                             uint8_t out[IDEVS_REQUEST_CORRELATION_LEN])
+idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs, uint8_t *out)
 {
     if (rs->provenance_count > IDEVS_PROVENANCE_MAX - 1 || rs->state_len > IDEVS_REQUEST_STATE_MAX)
         return IDEVS_ERR_INVALID_ARG;
@@ -58,11 +59,12 @@ idevs_err request_state_seal(compartment *c, size_t request, const request_state
     m.n_provenance = rs->provenance_count;
     m.provenance = list;
     m.state = (ProtobufCBinaryData){rs->state_len, (uint8_t *)rs->state};
-    size_t n = idevs__bridge__v1__request_state__get_packed_size(&m);
-    if (n > IDEVS_REQUEST_STATE_PLAIN - 2)
+    size_t n = idevs__bridge__v1__request_state__get_packed_size(&m),
+           plain_len = IDEVS_REQUEST_STATE_PLAIN(rs->provenance_count);
+    if (n > plain_len - 2)
         return IDEVS_ERR_TOO_LARGE; /* cannot be, by the assertion above */
-    uint8_t plain[IDEVS_REQUEST_STATE_PLAIN];
-    memset(plain, 0, sizeof plain);
+    uint8_t plain[PLAIN_MAX];
+    memset(plain, 0, plain_len);
     plain[0] = (uint8_t)(n >> 8);
     plain[1] = (uint8_t)n;
     idevs__bridge__v1__request_state__pack(&m, plain + 2);
@@ -71,9 +73,9 @@ idevs_err request_state_seal(compartment *c, size_t request, const request_state
     aad_of(c, rs->id.b, aad);
     idevs_err err = idevs_random(out + TOKEN_OFF, KEYS_GCM_NONCE_LEN);
     if (err == IDEVS_OK)
-        err = keys_gcm(true, c->request_key, out + TOKEN_OFF, aad, sizeof aad, plain, sizeof plain, out + CIPHER_OFF,
-                       out + TAG_OFF);
-    idevs_cleanse(plain, sizeof plain);
+        err = keys_gcm(true, c->request_key, out + TOKEN_OFF, aad, sizeof aad, plain, plain_len, out + CIPHER_OFF,
+                       out + CIPHER_OFF + plain_len);
+    idevs_cleanse(plain, plain_len);
     return err;
 }
 
@@ -81,26 +83,31 @@ bool request_state_open(compartment *c, size_t request, const uint8_t *correlati
                         const idevs_msgid *answer_provenance, size_t answer_provenance_count, request_state *out)
 {
     memset(out, 0, sizeof *out);
-    if (correlation == NULL || correlation_len != IDEVS_REQUEST_CORRELATION_LEN)
+    /* Its size says how many ids of provenance it holds: k, within bounds and exact. */
+    if (correlation == NULL || correlation_len < IDEVS_REQUEST_CORRELATION_LEN(0) ||
+        correlation_len > IDEVS_REQUEST_CORRELATION_MAX ||
+        (correlation_len - IDEVS_REQUEST_CORRELATION_LEN(0)) % 18 != 0)
         return false;
+    size_t ids = (correlation_len - IDEVS_REQUEST_CORRELATION_LEN(0)) / 18,
+           plain_len = IDEVS_REQUEST_STATE_PLAIN(ids);
     /* The request the answer names in its authenticated provenance, and only that one. */
     bool named = false;
     for (size_t i = 0; !named && i < answer_provenance_count; i++)
         named = memcmp(answer_provenance[i].b, correlation, IDEVS_UUID_LEN) == 0;
     if (!named)
         return false;
-    uint8_t aad[AAD_LEN], plain[IDEVS_REQUEST_STATE_PLAIN], tag[KEYS_GCM_TAG_LEN];
+    uint8_t aad[AAD_LEN], plain[PLAIN_MAX], tag[KEYS_GCM_TAG_LEN];
     aad_of(c, correlation, aad);
-    memcpy(tag, correlation + TAG_OFF, sizeof tag);
+    memcpy(tag, correlation + CIPHER_OFF + plain_len, sizeof tag);
     bool ok = keys_gcm(false, c->request_key, correlation + TOKEN_OFF, aad, sizeof aad, correlation + CIPHER_OFF,
-                       sizeof plain, plain, tag) == IDEVS_OK;
+                       plain_len, plain, tag) == IDEVS_OK;
     size_t n = ok ? (size_t)plain[0] << 8 | plain[1] : 0;
     Idevs__Bridge__V1__RequestState *m =
-        ok && n <= sizeof plain - 2 ? idevs__bridge__v1__request_state__unpack(NULL, n, plain + 2) : NULL;
-    idevs_cleanse(plain, sizeof plain);
+        ok && n <= plain_len - 2 ? idevs__bridge__v1__request_state__unpack(NULL, n, plain + 2) : NULL;
+    idevs_cleanse(plain, plain_len);
     /* Authenticated, so written by this program; still read as strictly as anything else. */
     ok = m != NULL && m->request == request && m->run.len == sizeof c->run &&
-         m->n_provenance <= IDEVS_PROVENANCE_MAX - 1 && m->state.len <= IDEVS_REQUEST_STATE_MAX &&
+         m->n_provenance == ids && m->state.len <= IDEVS_REQUEST_STATE_MAX &&
          memcmp(m->run.data, c->run, sizeof c->run) != 0; /* this run's requests: the table's to match */
     for (size_t i = 0; ok && i < m->n_provenance; i++) {
         ok = m->provenance[i].len == IDEVS_UUID_LEN;

@@ -69,7 +69,7 @@ static void publish_tx(compartment *c, uint64_t delivery_id)
             pub.qos = (uint32_t)r->qos;
             pub.response_topic = r->response_topic;
             pub.correlation_data.data = s->correlation;
-            pub.correlation_data.len = IDEVS_REQUEST_CORRELATION_LEN;
+            pub.correlation_data.len = s->correlation_len;
         } else {
             const idevs_deployment_output *o = &d->outputs[s->index];
             pub.topic = o->topic;

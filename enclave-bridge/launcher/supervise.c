@@ -403,7 +403,7 @@ static bool topic_ok(const char *t)
 
 /* The envelope itself, without a key: from this process, to the receiver the deployment declares for the topic,
  * and for a request, carrying its own message id, then a sealed token, as correlation data (of the one size a
- * request's correlation data has, IDEVS_REQUEST_CORRELATION_LEN). Only the key holder can write one; a
+ * request's correlation data has for its provenance, IDEVS_REQUEST_CORRELATION_LEN). Only the key holder can write one; a
  * logic that wrote raw bytes would fail here. */
 static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, size_t to,
                                     bool request)
@@ -415,7 +415,7 @@ static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge
         return "a publication sealed by someone else than this process";
     if (!idevs_uuid_equal(&h.recipient, &l->deployment->services[to].uuid))
         return "a publication sealed to another receiver than its topic's";
-    if (request && (p->correlation_data.len != IDEVS_REQUEST_CORRELATION_LEN ||
+    if (request && (p->correlation_data.len != IDEVS_REQUEST_CORRELATION_LEN(h.provenance_count) ||
                     memcmp(p->correlation_data.data, h.message_id.b, IDEVS_UUID_LEN) != 0))
         return "a request whose correlation data is not its message id and sealed state";
     return NULL;

@@ -506,7 +506,8 @@ static void expect_done(child *c, uint64_t id, idevs_err status)
 }
 
 /* The next Publish; opens it as the sink (or oracle) and checks payload and provenance. */
-static uint8_t last_correlation[IDEVS_REQUEST_CORRELATION_LEN]; /* of the last request expect_publish read */
+static uint8_t last_correlation[IDEVS_REQUEST_CORRELATION_MAX]; /* of the last request expect_publish read */
+static size_t last_correlation_len;
 
 static void expect_publish(child *c, uint64_t delivery_id, idevs_envelope_ctx *receiver, const char *topic,
                            const char *text, const idevs_msgid *prov, size_t prov_count, idevs_opened *out)
@@ -529,9 +530,10 @@ static void expect_publish(child *c, uint64_t delivery_id, idevs_envelope_ctx *r
     if (strcmp(topic, TOPIC_REQ) == 0) {
         CU_ASSERT_STRING_EQUAL(p->response_topic, TOPIC_RESP);
         CU_ASSERT_EQUAL(p->qos, 2);
-        CU_ASSERT_EQUAL_FATAL(p->correlation_data.len, IDEVS_REQUEST_CORRELATION_LEN);
+        CU_ASSERT_EQUAL_FATAL(p->correlation_data.len, IDEVS_REQUEST_CORRELATION_LEN(op.provenance_count));
         CU_ASSERT_EQUAL(memcmp(p->correlation_data.data, op.message_id.b, 16), 0);
-        memcpy(last_correlation, p->correlation_data.data, IDEVS_REQUEST_CORRELATION_LEN);
+        memcpy(last_correlation, p->correlation_data.data, p->correlation_data.len);
+        last_correlation_len = p->correlation_data.len;
     } else {
         CU_ASSERT_EQUAL(p->qos, 1);
         CU_ASSERT_EQUAL(p->correlation_data.len, 0);
@@ -702,12 +704,13 @@ static void test_request_state_across_restart(void)
                        *orc = service_ctx(&c, oracle, &p3, false);
     idevs_msgid in_id[3], resp_id;
     idevs_opened req[3];
-    uint8_t corr[3][IDEVS_REQUEST_CORRELATION_LEN];
+    uint8_t corr[3][IDEVS_REQUEST_CORRELATION_LEN(1)];
     static const char *const asks[3] = {"ask-keep:how far?", "ask-keep:and back?", "ask-keep:and then?"};
     for (int i = 0; i < 3; i++) {
         deliver_text(&c, src, 1 + i, TOPIC_IN, TOPIC_IN, asks[i], &in_id[i]);
         expect_publish(&c, 1 + i, orc, TOPIC_REQ, asks[i] + 9, &in_id[i], 1, &req[i]);
         expect_done(&c, 1 + i, IDEVS_OK);
+        CU_ASSERT_EQUAL_FATAL(last_correlation_len, sizeof corr[i]); /* one cause, whatever the state */
         memcpy(corr[i], last_correlation, sizeof corr[i]);
     }
     /* The same length whatever the state: the token says nothing of it. */
@@ -748,7 +751,7 @@ static void test_request_state_across_restart(void)
     expect_publish(&c, 2, snk, TOPIC_OUT, "answer:12 km again", &resp_id, 1, NULL);
     expect_done(&c, 2, IDEVS_OK);
     /* Request 1's token: altered (one bit of the ciphertext), cut short, or with an answer naming request 0. */
-    uint8_t bad[IDEVS_REQUEST_CORRELATION_LEN];
+    uint8_t bad[IDEVS_REQUEST_CORRELATION_LEN(1)];
     memcpy(bad, corr[1], sizeof bad);
     bad[IDEVS_UUID_LEN + 40] ^= 1;
     seal(orc, TOPIC_RESP, "altered", &req[1].message_id, 1, &env, &env_len, &resp_id);
