@@ -98,6 +98,7 @@ typedef struct cmp_event {
     uint64_t seq;
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
     size_t provenance_count;
+    idevs_uuid sender; /* of the message that caused it (provenance[0]); none for a timer */
 } cmp_event;
 
 /* The key holder's side of the link to the logic process (logic_link.c). */
@@ -192,10 +193,13 @@ idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len);
 /* HKDF-SHA256(ikm = sealing key, salt = "", info = label || program): a key of the compartment's own, which a
  * compartment of the same program and measurement derives again after a restart. */
 idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32]);
-/* The message id of the index-th envelope an event's handler sealed, the event being the message `cause`:
- * HKDF-SHA256(ikm = key, salt = "", info = cause || u32 index), 16 bytes. An input run again (its compartment died
- * before the launcher recorded it) yields the same ids, so its receivers handle its outputs once. */
-idevs_err keys_output_id(const uint8_t key[32], const idevs_msgid *cause, uint32_t index, idevs_msgid *out);
+/* The message id of the index-th envelope an event's handler sealed, the event being the message `cause` that
+ * `sender` sealed: HKDF-SHA256(ikm = key, salt = "", info = sender || cause || u32 index), 16 bytes. An input run
+ * again (its compartment died before the launcher recorded it) yields the same ids, so its receivers handle its
+ * outputs once. The sender is in it so that a service that copies another's message id (ids travel in clear) into
+ * its own message makes other ids, and cannot have that service's outputs taken for copies of its own. */
+idevs_err keys_output_id(const uint8_t key[32], const idevs_uuid *sender, const idevs_msgid *cause, uint32_t index,
+                         idevs_msgid *out);
 
 /* request_state.c: what a request's answer needs, sealed by the compartment to itself into the request's
  * correlation data (IDEVS_REQUEST_CORRELATION_LEN(ids) bytes: its message id, then the token), so that an answer

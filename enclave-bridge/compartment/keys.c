@@ -106,14 +106,16 @@ idevs_err keys_seal(const uint8_t sealing_key[32], const idevs_uuid *program,
     return err;
 }
 
-idevs_err keys_output_id(const uint8_t key[32], const idevs_msgid *cause, uint32_t index, idevs_msgid *out)
+idevs_err keys_output_id(const uint8_t key[32], const idevs_uuid *sender, const idevs_msgid *cause, uint32_t index,
+                         idevs_msgid *out)
 {
-    uint8_t info[IDEVS_UUID_LEN + 4];
-    memcpy(info, cause->b, IDEVS_UUID_LEN);
-    info[IDEVS_UUID_LEN] = (uint8_t)(index >> 24);
-    info[IDEVS_UUID_LEN + 1] = (uint8_t)(index >> 16);
-    info[IDEVS_UUID_LEN + 2] = (uint8_t)(index >> 8);
-    info[IDEVS_UUID_LEN + 3] = (uint8_t)index;
+    uint8_t info[2 * IDEVS_UUID_LEN + 4];
+    memcpy(info, sender->b, IDEVS_UUID_LEN);
+    memcpy(info + IDEVS_UUID_LEN, cause->b, IDEVS_UUID_LEN);
+    info[2 * IDEVS_UUID_LEN] = (uint8_t)(index >> 24);
+    info[2 * IDEVS_UUID_LEN + 1] = (uint8_t)(index >> 16);
+    info[2 * IDEVS_UUID_LEN + 2] = (uint8_t)(index >> 8);
+    info[2 * IDEVS_UUID_LEN + 3] = (uint8_t)index;
     static const uint8_t no_salt[1] = {0};
     return idevs_hkdf_sha256(no_salt, 0, key, 32, info, sizeof info, out->b, IDEVS_UUID_LEN);
 }

@@ -15,7 +15,7 @@
  * Provenance: an output caused by an input names [the input's message id]; one caused by a response names
  * [the response's message id, then the ids that caused the request]; a timer's outputs name none.
  *
- * Message ids: the n-th envelope of an event caused by a message gets keys_output_id(that message's id, n), so
+ * Message ids: the n-th envelope of an event caused by a message gets keys_output_id(its sender, its id, n), so
  * an input run again after its compartment died (before the launcher recorded it done) sends the same ids as the
  * first run, and its receivers handle each once; a timer's envelopes get random ids.
  *
@@ -271,7 +271,8 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
     idevs_msgid derived;
     idevs_err err = IDEVS_OK;
     if (k->current->provenance_count > 0) {
-        err = keys_output_id(k->c->output_id_key, &k->current->provenance[0], (uint32_t)k->tx_count, &derived);
+        err = keys_output_id(k->c->output_id_key, &k->current->sender, &k->current->provenance[0],
+                             (uint32_t)k->tx_count, &derived);
         in.message_id = &derived;
     }
     if (err == IDEVS_OK)
@@ -448,6 +449,7 @@ idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const ide
     memset(&e, 0, sizeof e);
     e.provenance[0] = opened->message_id;
     e.provenance_count = 1;
+    e.sender = opened->sender;
     idevs_msgid request_id;
     memset(&request_id, 0, sizeof request_id);
     bool known = false;

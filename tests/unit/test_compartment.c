@@ -680,6 +680,18 @@ static void test_request_response(void)
     deliver_text(&c, src, 5, TOPIC_RESP, TOPIC_RESP, "forged answer", &in_id);
     expect_done(&c, 5, IDEVS_ERR_SENDER_NOT_ALLOWED);
 
+    /* The oracle copies the source's message id into an answer of its own (ids travel in clear): what that causes
+     * gets other ids than what the source's message caused, so it cannot pass for a copy of it. */
+    idevs_seal_input copied = {&program, TOPIC_RESP, (const uint8_t *)"copied", 6, NULL, 0, &in_id};
+    CU_ASSERT_FATAL(idevs_envelope_seal(orc, &copied, &env, &env_len, NULL) == IDEVS_OK);
+    deliver(&c, 6, TOPIC_RESP, env, env_len, NULL);
+    free(env);
+    idevs_opened out;
+    expect_publish(&c, 6, snk, TOPIC_OUT, "answer:copied", &in_id, 1, &out);
+    expect_done(&c, 6, IDEVS_OK);
+    CU_ASSERT_NOT_EQUAL(memcmp(out.message_id.b, req2.message_id.b, IDEVS_UUID_LEN), 0);
+    idevs_opened_clear(&out);
+
     idevs_opened_clear(&req);
     idevs_opened_clear(&req2);
     CU_ASSERT_EQUAL(shutdown_child(&c), 0);
