@@ -27,8 +27,9 @@ idevs_err idevs_env_decode(const uint8_t *data, size_t len, idevs_env_decoded *o
     if (m->base.n_unknown_fields != 0)
         goto malformed;
     if (m->version != IDEVS_ENVELOPE_VERSION) {
+        bool old = m->version == IDEVS_ENVELOPE_VERSION_OLD; /* read before m is freed */
         idevs_env_decoded_free(out);
-        return m->version == IDEVS_ENVELOPE_VERSION_OLD ? IDEVS_ERR_OLD_VERSION : IDEVS_ERR_VERSION;
+        return old ? IDEVS_ERR_OLD_VERSION : IDEVS_ERR_VERSION;
     }
     if (!idevs_env_suite_valid(m->suite)) {
         idevs_env_decoded_free(out);
