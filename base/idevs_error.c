@@ -71,6 +71,8 @@ static const struct err_text texts[] = {
     [IDEVS_ERR_EPOCH_FORGOTTEN] = {"epoch_forgotten", "the key epoch is older than the two the replay record keeps (possibly done already)"},
     [IDEVS_ERR_QUEUE_CLIENT_SHARE] = {"queue_client_share", "the publishing client already holds its share of the queue towards the compartment"},
     [IDEVS_ERR_QUEUE_SENDER_SHARE] = {"queue_sender_share", "envelopes naming this sender already hold their share of the queue towards the compartment"},
+    [IDEVS_ERR_OLD_VERSION] = {"old_version", "the envelope is of format version 1, which is no longer accepted: its sender must be upgraded to version 2"},
+    [IDEVS_ERR_PADDING] = {"padding", "the opened plaintext's framing or padding is invalid (provenance count, payload length or a non-zero padding byte)"},
 };
 
 _Static_assert(sizeof texts / sizeof texts[0] == IDEVS_ERR_COUNT, "every idevs_err needs a text");

@@ -75,6 +75,8 @@ typedef enum idevs_err {
     IDEVS_ERR_ALREADY_DONE,    /* a message sent again that was handled already: receipted again, not run */
     IDEVS_ERR_QUEUE_CLIENT_SHARE, /* the launcher's queue: the publishing client holds its share already */
     IDEVS_ERR_QUEUE_SENDER_SHARE, /* the launcher's queue: envelopes naming this sender hold their share already */
+    IDEVS_ERR_OLD_VERSION,        /* an envelope of format version 1: refused, never opened (no downgrade) */
+    IDEVS_ERR_PADDING,            /* an opened plaintext whose framing or padding is wrong (a broken sender) */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

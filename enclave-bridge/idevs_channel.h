@@ -17,7 +17,7 @@
 #define IDEVS_CHANNEL_FRAME_MAX (20u * 1024u * 1024u) /* default limit; a channel may set a lower one */
 /* A request's correlation data, in a Publish frame and on the wire: its message id (16 bytes), then the token the
  * compartment sealed for itself (compartment/request_state.c). Its size depends only on the number of ids in the
- * request envelope's provenance, which its clear header shows anyway: never on the logic's state. */
+ * request envelope's provenance (which the broker learns from this length alone): never on the logic's state. */
 #define IDEVS_REQUEST_STATE_IDS(prov_count) \
     ((size_t)(prov_count) < IDEVS_PROVENANCE_MAX - 1 ? (size_t)(prov_count) : (size_t)IDEVS_PROVENANCE_MAX - 1)
 #define IDEVS_REQUEST_STATE_PLAIN(prov_count) (288u + 18u * IDEVS_REQUEST_STATE_IDS(prov_count))

@@ -181,15 +181,10 @@ static bool same_digest(const uint8_t a[IDEVS_SHA256_LEN], const uint8_t b[IDEVS
     return idevs_ct_equal(a, b, IDEVS_SHA256_LEN);
 }
 
-/* What a replaced peer hands on to the peer replacing it: epoch numbers only go up. */
+/* What a replaced peer hands on to the peer replacing it: epoch numbers only go up, for every instance. */
 static void inherit(idevs_peer *fresh, const idevs_peer *old)
 {
-    uint64_t floor = old->epoch_floor;
-    if (old->cur.active && old->cur.epoch > floor)
-        floor = old->cur.epoch;
-    if (old->prev.active && old->prev.epoch > floor)
-        floor = old->prev.epoch;
-    fresh->epoch_floor = floor;
+    fresh->epoch_floor = idevs_peer_epoch_high(old);
     fresh->send.epoch = old->send.epoch; /* inactive; the next sending epoch starts above it */
 }
 
@@ -414,8 +409,8 @@ static idevs_err start_sending_epoch(idevs_envelope_ctx *ctx, idevs_peer *peer, 
     err = static_dh(ctx, peer, dh_s, &computed);
     if (err != IDEVS_OK)
         goto out;
-    idevs_env_offer(offer, e.suite, idevs_identity_uuid(ctx->self), &peer->info.uuid, e.epoch, e.e_pub,
-                    peer->info.kex_pub, ctx->self_digest);
+    idevs_env_offer(offer, e.suite, ctx->opts.instance, idevs_identity_uuid(ctx->self), &peer->info.uuid, e.epoch,
+                    e.e_pub, peer->info.kex_pub, ctx->self_digest);
     err = idevs_ed25519_sign(idevs_identity_sign_key(ctx->self), offer, sizeof offer, e.signature);
     if (err == IDEVS_OK)
         err = idevs_env_derive(dh_e, dh_s, offer, key, base_nonce);
@@ -466,6 +461,11 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
     if ((in->payload == NULL && in->payload_len > 0) || in->provenance_count > IDEVS_PROVENANCE_MAX ||
         (in->provenance == NULL && in->provenance_count > 0))
         return IDEVS_ERR_INVALID_ARG;
+    /* max_payload <= 16 MiB, so the framed length cannot overflow */
+    size_t plain_len = 0;
+    if (!idevs_env_padded_len(IDEVS_FRAME_FIXED + in->provenance_count * IDEVS_UUID_LEN + in->payload_len, in->pad,
+                              &plain_len))
+        return IDEVS_ERR_INVALID_ARG;
     idevs_peer *peer = idevs_peers_find(&ctx->peers, in->recipient);
     if (peer == NULL)
         return IDEVS_ERR_UNKNOWN_RECIPIENT;
@@ -482,6 +482,7 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
     idevs_env_header h;
     h.version = IDEVS_ENVELOPE_VERSION;
     h.suite = e->suite;
+    h.instance = ctx->opts.instance;
     h.sender = *idevs_identity_uuid(ctx->self);
     h.recipient = peer->info.uuid;
     if (in->message_id != NULL)
@@ -493,8 +494,6 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
     memcpy(h.ephemeral_key, e->e_pub, IDEVS_X25519_LEN);
     memcpy(h.epoch_signature, e->signature, IDEVS_ED25519_SIG_LEN);
     memcpy(h.leaf_digest, e->leaf_digest, IDEVS_SHA256_LEN);
-    h.provenance = in->provenance;
-    h.provenance_count = in->provenance_count;
 
     uint8_t aad[IDEVS_AAD_MAX];
     size_t aad_len = idevs_env_aad(aad, sizeof aad, &h, in->topic, topic_len);
@@ -519,12 +518,14 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
     }
     uint8_t *buf = NULL, *ct = NULL;
     size_t buf_len = 0;
-    err = idevs_env_encode(&h, chain, chain_len, chain_count, in->payload_len + IDEVS_AEAD_TAG_LEN, &buf, &buf_len,
-                           &ct);
+    err = idevs_env_encode(&h, chain, chain_len, chain_count, plain_len + IDEVS_AEAD_TAG_LEN, &buf, &buf_len, &ct);
     if (err != IDEVS_OK)
         return err;
-    err = idevs_aead_seal(&e->aead, h.sequence, aad, aad_len, in->payload, in->payload_len, ct);
+    /* The plaintext is framed in the output and encrypted in place: no other copy of it to cleanse. */
+    idevs_env_frame(ct, plain_len, in->provenance, in->provenance_count, in->payload, in->payload_len);
+    err = idevs_aead_seal(&e->aead, h.sequence, aad, aad_len, ct, plain_len, ct);
     if (err != IDEVS_OK) {
+        idevs_cleanse(buf, buf_len);
         free(buf);
         return err;
     }
@@ -556,7 +557,7 @@ static idevs_err accept_offer(idevs_envelope_ctx *ctx, const idevs_peer *keys, c
     if (h->epoch > now && h->epoch - now > ctx->opts.max_clock_skew_ms)
         return IDEVS_ERR_EPOCH_FUTURE;
     uint8_t offer[IDEVS_OFFER_LEN], dh_e[IDEVS_X25519_LEN], key[IDEVS_KEY_LEN], base_nonce[IDEVS_NONCE_LEN];
-    idevs_env_offer(offer, h->suite, &h->sender, &h->recipient, h->epoch, h->ephemeral_key,
+    idevs_env_offer(offer, h->suite, h->instance, &h->sender, &h->recipient, h->epoch, h->ephemeral_key,
                     idevs_identity_kex_public(ctx->self), h->leaf_digest);
     if (idevs_ed25519_verify(keys->info.sign_pub, offer, sizeof offer, h->epoch_signature) != IDEVS_OK)
         return IDEVS_ERR_EPOCH_SIGNATURE;
@@ -592,8 +593,10 @@ typedef struct open_state {
     bool have_fresh;
     uint8_t dh_s[IDEVS_X25519_LEN];
     bool dh_computed;
-    uint8_t *payload;
-    size_t payload_len;
+    uint8_t *payload;   /* the plaintext, then (unframed) the payload at its start */
+    size_t payload_len; /* the bytes of payload to cleanse: the whole plaintext until unframed */
+    idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
+    size_t provenance_count;
 } open_state;
 
 static void open_state_clear(open_state *s)
@@ -624,7 +627,7 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
     if (err != IDEVS_OK)
         return err;
     idevs_env_header *h = &s->d.h;
-    if (s->d.ciphertext_len - IDEVS_AEAD_TAG_LEN > ctx->opts.max_payload)
+    if (s->d.ciphertext_len - IDEVS_AEAD_TAG_LEN > ctx->opts.max_payload + IDEVS_FRAME_MAX_EXTRA)
         return IDEVS_ERR_TOO_LARGE;
     /* 5. recipient */
     if (!idevs_uuid_equal(&h->recipient, idevs_identity_uuid(ctx->self)))
@@ -677,25 +680,31 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
         }
     }
 
-    /* 8. epoch. With a new certificate for a known sender, only a new offer above all its epochs is acceptable. */
-    const idevs_peer *known = s->candidate != NULL ? s->candidate : peer; /* keys and epoch floor to use */
+    /* 8. epoch, among those of the sender's instance (section 5a). With a new certificate for a known sender, only
+     * a new offer above all its epochs is acceptable. */
+    idevs_peer *known = s->candidate != NULL ? s->candidate : peer; /* keys and epoch floor to use */
+    idevs_instance_epochs *slot = idevs_peer_instance(known, h->instance);
+    const idevs_instance_epochs *old = s->candidate != NULL && peer != NULL ? idevs_peer_instance(peer, h->instance)
+                                                                            : NULL;
+    /* Room for a new instance now, so that installing its epoch below cannot fail (nor move slot, taken after). */
+    if (slot == NULL && (err = idevs_peer_instance_reserve(known)) != IDEVS_OK)
+        return err;
     idevs_recv_epoch *e = NULL;
-    if (s->candidate == NULL && peer->cur.active && h->epoch == peer->cur.epoch) {
-        if (!same_offer(&peer->cur, h))
+    if (s->candidate == NULL && slot != NULL && h->epoch == slot->cur.epoch) {
+        if (!same_offer(&slot->cur, h))
             return IDEVS_ERR_EPOCH_CONFLICT;
-        e = &peer->cur;
-    } else if (s->candidate == NULL && peer->prev.active && h->epoch == peer->prev.epoch) {
-        if (!same_offer(&peer->prev, h))
+        e = &slot->cur;
+    } else if (s->candidate == NULL && slot != NULL && slot->prev.active && h->epoch == slot->prev.epoch) {
+        if (!same_offer(&slot->prev, h))
             return IDEVS_ERR_EPOCH_CONFLICT;
-        if (now >= peer->prev.replaced_ms && now - peer->prev.replaced_ms >= ctx->opts.grace_ms)
+        if (now >= slot->prev.replaced_ms && now - slot->prev.replaced_ms >= ctx->opts.grace_ms)
             return IDEVS_ERR_EPOCH_EXPIRED;
-        e = &peer->prev;
-    } else if (s->candidate != NULL && peer != NULL &&
-               ((peer->cur.active && h->epoch == peer->cur.epoch) ||
-                (peer->prev.active && h->epoch == peer->prev.epoch))) {
+        e = &slot->prev;
+    } else if (old != NULL && (h->epoch == old->cur.epoch || (old->prev.active && h->epoch == old->prev.epoch))) {
         return IDEVS_ERR_EPOCH_CONFLICT; /* same epoch number offered under another certificate */
-    } else if ((known->cur.active && h->epoch < known->cur.epoch) ||
-               (known->epoch_floor != 0 && h->epoch <= known->epoch_floor)) {
+    } else if ((slot != NULL && h->epoch < slot->cur.epoch) ||
+               (known->epoch_floor != 0 && h->epoch <= known->epoch_floor) ||
+               (slot == NULL && known->instance_floor != 0 && h->epoch <= known->instance_floor)) {
         return IDEVS_ERR_EPOCH_EXPIRED;
     } else {
         err = accept_offer(ctx, known, h, now, &s->fresh, s->dh_s, &s->dh_computed);
@@ -720,9 +729,17 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
     if ((err = idevs_aead_open(&e->aead, h->sequence, aad, aad_len, s->d.ciphertext, s->d.ciphertext_len,
                                s->payload)) != IDEVS_OK)
         return err;
+
+    /* 11. framing and padding; the payload moves to the start of the buffer, the rest is zeroed */
+    size_t plain_len = s->payload_len;
+    if ((err = idevs_env_unframe(s->payload, plain_len, ctx->opts.max_payload, s->provenance, &s->provenance_count,
+                                 &s->payload_len)) != IDEVS_OK) {
+        s->payload_len = plain_len; /* zeroed already; cleansed again on the way out */
+        return err;
+    }
     s->payload[s->payload_len] = 0;
 
-    /* 11. only now change state */
+    /* 12. only now change state (nothing below fails but the insertion of a new peer, before any other change) */
     if (s->candidate != NULL) {
         if ((err = idevs_peers_put(&ctx->peers, s->candidate)) != IDEVS_OK)
             return err;
@@ -732,15 +749,17 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
     if (s->have_renewal)
         renew_peer(peer, &s->renewal, s->renewal_not_after);
     if (s->have_fresh) {
-        idevs_recv_epoch_clear(&peer->prev);
-        if (peer->cur.active) {
-            peer->prev = peer->cur;
-            peer->prev.replaced_ms = now;
+        if (slot == NULL)
+            slot = idevs_peer_instance_add(peer, h->instance); /* reserved above: never NULL */
+        idevs_recv_epoch_clear(&slot->prev);
+        if (slot->cur.active) {
+            slot->prev = slot->cur;
+            slot->prev.replaced_ms = now;
         }
-        peer->cur = s->fresh;
+        slot->cur = s->fresh;
         memset(&s->fresh, 0, sizeof s->fresh);
         s->have_fresh = false;
-        e = &peer->cur;
+        e = &slot->cur;
         ctx->stats.receiving_epochs++;
     }
     if (s->dh_computed && !peer->has_dh_s)
@@ -748,11 +767,12 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
     (void)idevs_replay_accept(&e->window, h->sequence);
 
     out->sender = h->sender;
+    out->instance = h->instance;
     out->message_id = h->message_id;
     out->epoch = h->epoch;
     out->sequence = h->sequence;
-    memcpy(out->provenance, h->provenance, h->provenance_count * sizeof h->provenance[0]);
-    out->provenance_count = h->provenance_count;
+    memcpy(out->provenance, s->provenance, s->provenance_count * sizeof s->provenance[0]);
+    out->provenance_count = s->provenance_count;
     out->payload = s->payload;
     out->payload_len = s->payload_len;
     s->payload = NULL;

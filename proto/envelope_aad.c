@@ -1,4 +1,5 @@
-/* The byte strings of docs/PROTOCOL.md sections 3 and 4: the epoch offer and the additional data. */
+/* The byte strings of docs/PROTOCOL.md sections 3 and 4: the epoch offer and the additional data (version 2:
+ * both name the sender's instance; the provenance is sealed in the plaintext instead). */
 #include <string.h>
 
 #include "envelope_internal.h"
@@ -30,13 +31,14 @@ static uint8_t *put(uint8_t *p, const void *src, size_t len)
     return p + len;
 }
 
-void idevs_env_offer(uint8_t out[IDEVS_OFFER_LEN], uint32_t suite, const idevs_uuid *sender,
+void idevs_env_offer(uint8_t out[IDEVS_OFFER_LEN], uint32_t suite, uint32_t instance, const idevs_uuid *sender,
                      const idevs_uuid *recipient, uint64_t epoch, const uint8_t e_pub[IDEVS_X25519_LEN],
                      const uint8_t recipient_kex_pub[IDEVS_X25519_LEN], const uint8_t leaf_digest[IDEVS_SHA256_LEN])
 {
     uint8_t *p = out;
     p = put(p, IDEVS_OFFER_LABEL, IDEVS_OFFER_LABEL_LEN);
     p = put_u32(p, suite);
+    p = put_u32(p, instance);
     p = put(p, sender->b, IDEVS_UUID_LEN);
     p = put(p, recipient->b, IDEVS_UUID_LEN);
     p = put_u64(p, epoch);
@@ -61,16 +63,16 @@ bool idevs_env_topic_valid(const char *topic, size_t *len)
 
 size_t idevs_env_aad(uint8_t *out, size_t cap, const idevs_env_header *h, const char *topic, size_t topic_len)
 {
-    if (topic_len > IDEVS_TOPIC_MAX || h->provenance_count > IDEVS_PROVENANCE_MAX ||
-        (h->provenance_count > 0 && h->provenance == NULL))
+    if (topic_len > IDEVS_TOPIC_MAX)
         return 0;
-    size_t need = IDEVS_AAD_FIXED_LEN + topic_len + h->provenance_count * IDEVS_UUID_LEN;
+    size_t need = IDEVS_AAD_FIXED_LEN + topic_len;
     if (need > cap)
         return 0;
     uint8_t *p = out;
     p = put(p, IDEVS_AAD_LABEL, IDEVS_AAD_LABEL_LEN);
     p = put_u32(p, h->version);
     p = put_u32(p, h->suite);
+    p = put_u32(p, h->instance);
     p = put(p, h->sender.b, IDEVS_UUID_LEN);
     p = put(p, h->recipient.b, IDEVS_UUID_LEN);
     p = put(p, h->message_id.b, IDEVS_UUID_LEN);
@@ -81,8 +83,5 @@ size_t idevs_env_aad(uint8_t *out, size_t cap, const idevs_env_header *h, const 
     p = put(p, h->leaf_digest, IDEVS_SHA256_LEN);
     p = put_u16(p, (uint16_t)topic_len);
     p = put(p, topic, topic_len);
-    p = put_u16(p, (uint16_t)h->provenance_count);
-    for (size_t i = 0; i < h->provenance_count; i++)
-        p = put(p, h->provenance[i].b, IDEVS_UUID_LEN);
     return (size_t)(p - out);
 }

@@ -17,26 +17,31 @@
 #include "idevs_envelope_testing.h"
 #include "idevs_replay.h"
 
-#define IDEVS_OFFER_LABEL "idevs epoch v1"
+#define IDEVS_OFFER_LABEL "idevs epoch v2"
 #define IDEVS_OFFER_LABEL_LEN 14
-#define IDEVS_AAD_LABEL "idevs envelope v1"
+#define IDEVS_AAD_LABEL "idevs envelope v2"
 #define IDEVS_AAD_LABEL_LEN 17
-#define IDEVS_KDF_LABEL "idevs epoch keys v1"
+#define IDEVS_KDF_LABEL "idevs epoch keys v2"
 #define IDEVS_KDF_LABEL_LEN 19
 
 #define IDEVS_KEY_LEN 32
 #define IDEVS_NONCE_LEN 12
 #define IDEVS_OKM_LEN (IDEVS_KEY_LEN + IDEVS_NONCE_LEN)
-#define IDEVS_OFFER_LEN (IDEVS_OFFER_LABEL_LEN + 4 + 2 * IDEVS_UUID_LEN + 8 + 3 * 32)
+#define IDEVS_OFFER_LEN (IDEVS_OFFER_LABEL_LEN + 4 + 4 + 2 * IDEVS_UUID_LEN + 8 + 3 * 32)
 #define IDEVS_AAD_FIXED_LEN                                                                                    \
-    (IDEVS_AAD_LABEL_LEN + 4 + 4 + 3 * IDEVS_UUID_LEN + 8 + 8 + IDEVS_X25519_LEN + IDEVS_ED25519_SIG_LEN +  \
-     IDEVS_SHA256_LEN + 2 + 2)
-#define IDEVS_AAD_MAX (IDEVS_AAD_FIXED_LEN + IDEVS_TOPIC_MAX + IDEVS_PROVENANCE_MAX * IDEVS_UUID_LEN)
-#define IDEVS_ENVELOPE_HEADROOM 4096 /* bytes of an envelope besides payload, tag and certificates */
+    (IDEVS_AAD_LABEL_LEN + 4 + 4 + 4 + 3 * IDEVS_UUID_LEN + 8 + 8 + IDEVS_X25519_LEN + IDEVS_ED25519_SIG_LEN + \
+     IDEVS_SHA256_LEN + 2)
+#define IDEVS_AAD_MAX (IDEVS_AAD_FIXED_LEN + IDEVS_TOPIC_MAX)
+/* Bytes of an envelope besides payload, tag and certificates: its clear header, and inside the ciphertext the
+ * framing, the provenance and the padding (at most IDEVS_PAD_BLOCK_MAX - 1). */
+#define IDEVS_ENVELOPE_HEADROOM 8192
+/* The framing of section 4, step 4: u8(n) || n ids || u32(len(p)) || p. */
+#define IDEVS_FRAME_FIXED 5
+#define IDEVS_FRAME_MAX_EXTRA (IDEVS_FRAME_FIXED + IDEVS_PROVENANCE_MAX * IDEVS_UUID_LEN + IDEVS_PAD_BLOCK_MAX - 1)
 
 /* ---- envelope_aad.c: the byte strings of sections 3 and 4 ---- */
 
-void idevs_env_offer(uint8_t out[IDEVS_OFFER_LEN], uint32_t suite, const idevs_uuid *sender,
+void idevs_env_offer(uint8_t out[IDEVS_OFFER_LEN], uint32_t suite, uint32_t instance, const idevs_uuid *sender,
                      const idevs_uuid *recipient, uint64_t epoch, const uint8_t e_pub[IDEVS_X25519_LEN],
                      const uint8_t recipient_kex_pub[IDEVS_X25519_LEN], const uint8_t leaf_digest[IDEVS_SHA256_LEN]);
 
@@ -46,16 +51,29 @@ typedef struct idevs_env_header {
     uint8_t ephemeral_key[IDEVS_X25519_LEN];
     uint8_t epoch_signature[IDEVS_ED25519_SIG_LEN];
     uint8_t leaf_digest[IDEVS_SHA256_LEN]; /* H(sender's leaf DER), carried or computed from the chain */
-    const idevs_msgid *provenance;
-    size_t provenance_count;
 } idevs_env_header;
 
 /* Topic rules of section 4: 1..IDEVS_TOPIC_MAX bytes, no '+' or '#', no NUL inside. *len receives its length. */
 bool idevs_env_topic_valid(const char *topic, size_t *len);
 
 /* Writes aad into out (cap bytes, at least IDEVS_AAD_MAX suffices) and returns its length; 0 when it does not
- * fit or the counts exceed their limits. */
+ * fit or the topic is too long. */
 size_t idevs_env_aad(uint8_t *out, size_t cap, const idevs_env_header *h, const char *topic, size_t topic_len);
+
+/* ---- envelope_padding.c: the plaintext's framing and padding (section 4, step 4 and 4.1) ---- */
+
+/* The plaintext length for a framed length under a padding rule; false for an unknown rule or an overflow. */
+bool idevs_env_padded_len(size_t framed, uint32_t pad, size_t *out);
+
+/* Writes the framed, zero-padded plaintext (plain_len bytes, from idevs_env_padded_len) into out. */
+void idevs_env_frame(uint8_t *out, size_t plain_len, const idevs_msgid *provenance, size_t provenance_count,
+                     const uint8_t *payload, size_t payload_len);
+
+/* Checks the framing and padding of an opened plaintext of plain_len bytes in buf (IDEVS_ERR_PADDING, or
+ * IDEVS_ERR_TOO_LARGE for a payload over max_payload), copies the provenance out, moves the payload to the start
+ * of buf and zeroes the rest of buf. On failure buf is zeroed whole. */
+idevs_err idevs_env_unframe(uint8_t *buf, size_t plain_len, size_t max_payload, idevs_msgid *provenance,
+                            size_t *provenance_count, size_t *payload_len);
 
 /* ---- envelope_keys.c: key schedule and AEAD ---- */
 
@@ -99,7 +117,6 @@ idevs_err idevs_aead_open(idevs_aead *a, uint64_t sequence, const uint8_t *aad, 
 typedef struct idevs_env_decoded {
     Idevs__V1__Envelope *msg;
     idevs_env_header h;                          /* leaf_digest filled only when the digest was carried */
-    idevs_msgid provenance[IDEVS_PROVENANCE_MAX]; /* h.provenance points here */
     const uint8_t *chain[IDEVS_CHAIN_MAX];        /* into msg */
     size_t chain_len[IDEVS_CHAIN_MAX];
     size_t chain_count;                          /* 0 when the digest was carried */
@@ -141,6 +158,14 @@ typedef struct idevs_recv_epoch {
     idevs_replay window;
 } idevs_recv_epoch;
 
+/* The receiving epochs of one instance of a peer (docs/PROTOCOL.md section 5a). */
+typedef struct idevs_instance_epochs {
+    uint32_t instance;
+    idevs_recv_epoch cur, prev; /* cur is active in every kept instance */
+} idevs_instance_epochs;
+
+#define IDEVS_INSTANCES_MAX 64 /* per peer; the one whose current epoch is the oldest is evicted first */
+
 typedef struct idevs_peer {
     idevs_cert_info info;
     uint64_t not_after_ms; /* earliest notAfter of the verified chain */
@@ -153,7 +178,9 @@ typedef struct idevs_peer {
     uint8_t former_digest[IDEVS_SHA256_LEN];
     uint64_t former_not_after_ms;
     idevs_send_epoch send;
-    idevs_recv_epoch cur, prev;
+    idevs_instance_epochs *instances; /* instance_count of them, in no order */
+    size_t instance_count, instance_cap;
+    uint64_t instance_floor; /* an instance without epochs offers above this: the newest epoch evicted */
 } idevs_peer;
 
 typedef struct idevs_peer_table {
@@ -172,6 +199,15 @@ idevs_peer *idevs_peer_new(const idevs_cert_info *info, uint64_t not_after_ms);
 void idevs_peer_free(idevs_peer *p);
 void idevs_send_epoch_clear(idevs_send_epoch *e);
 void idevs_recv_epoch_clear(idevs_recv_epoch *e);
+/* The epochs of the peer's instance, NULL when it has none. */
+idevs_instance_epochs *idevs_peer_instance(const idevs_peer *p, uint32_t instance);
+/* Room for one more instance (allocated ahead, so that installing an epoch cannot fail); changes nothing else. */
+idevs_err idevs_peer_instance_reserve(idevs_peer *p);
+/* A new instance's empty epochs. At IDEVS_INSTANCES_MAX the instance whose current epoch is the oldest (then the
+ * lowest instance number) is forgotten first and instance_floor raised to its epoch. Needs a reservation. */
+idevs_instance_epochs *idevs_peer_instance_add(idevs_peer *p, uint32_t instance);
+/* The highest epoch number the peer's instances have, or its floors: what a replacing certificate must exceed. */
+uint64_t idevs_peer_epoch_high(const idevs_peer *p);
 
 /* The earliest notAfter among the DER certificates, in ms since 1970. */
 idevs_err idevs_env_chain_not_after(const uint8_t *const *der, const size_t *der_len, size_t count, uint64_t *out);

@@ -1,5 +1,6 @@
 /* The peer table: per known identity its verified certificate info, the validity of that verification, the
- * cached static Diffie-Hellman value and the sending and receiving epochs. Sorted by UUID for lookups in
+ * cached static Diffie-Hellman value, the sending epoch and the receiving epochs of each of its instances (at
+ * most IDEVS_INSTANCES_MAX, docs/PROTOCOL.md section 5a). Sorted by UUID for lookups in
  * O(log n); insertions are rare (one per new peer). */
 #include <stdlib.h>
 #include <string.h>
@@ -39,10 +40,74 @@ void idevs_peer_free(idevs_peer *p)
     if (p == NULL)
         return;
     idevs_send_epoch_clear(&p->send);
-    idevs_recv_epoch_clear(&p->cur);
-    idevs_recv_epoch_clear(&p->prev);
+    for (size_t i = 0; i < p->instance_count; i++) {
+        idevs_recv_epoch_clear(&p->instances[i].cur);
+        idevs_recv_epoch_clear(&p->instances[i].prev);
+    }
+    free(p->instances);
     idevs_cleanse(p, sizeof *p);
     free(p);
+}
+
+idevs_instance_epochs *idevs_peer_instance(const idevs_peer *p, uint32_t instance)
+{
+    for (size_t i = 0; i < p->instance_count; i++)
+        if (p->instances[i].instance == instance)
+            return &p->instances[i];
+    return NULL;
+}
+
+idevs_err idevs_peer_instance_reserve(idevs_peer *p)
+{
+    if (p->instance_count < p->instance_cap || p->instance_cap == IDEVS_INSTANCES_MAX)
+        return IDEVS_OK;
+    size_t cap = p->instance_cap == 0 ? 1 : p->instance_cap * 2;
+    if (cap > IDEVS_INSTANCES_MAX)
+        cap = IDEVS_INSTANCES_MAX;
+    idevs_instance_epochs *n = realloc(p->instances, cap * sizeof *n);
+    if (n == NULL)
+        return IDEVS_ERR_NOMEM;
+    p->instances = n;
+    p->instance_cap = cap;
+    return IDEVS_OK;
+}
+
+idevs_instance_epochs *idevs_peer_instance_add(idevs_peer *p, uint32_t instance)
+{
+    idevs_instance_epochs *slot;
+    if (p->instance_count == IDEVS_INSTANCES_MAX) {
+        /* Evicting forgets windows: the floor keeps the evicted epochs from opening again with empty ones. */
+        slot = &p->instances[0];
+        for (size_t i = 1; i < p->instance_count; i++) {
+            const idevs_instance_epochs *c = &p->instances[i];
+            if (c->cur.epoch < slot->cur.epoch || (c->cur.epoch == slot->cur.epoch && c->instance < slot->instance))
+                slot = &p->instances[i];
+        }
+        if (slot->cur.epoch > p->instance_floor)
+            p->instance_floor = slot->cur.epoch;
+        idevs_recv_epoch_clear(&slot->cur);
+        idevs_recv_epoch_clear(&slot->prev);
+    } else {
+        if (p->instance_count >= p->instance_cap)
+            return NULL; /* not reserved */
+        slot = &p->instances[p->instance_count++];
+    }
+    memset(slot, 0, sizeof *slot);
+    slot->instance = instance;
+    return slot;
+}
+
+uint64_t idevs_peer_epoch_high(const idevs_peer *p)
+{
+    uint64_t high = p->epoch_floor > p->instance_floor ? p->epoch_floor : p->instance_floor;
+    for (size_t i = 0; i < p->instance_count; i++) {
+        const idevs_instance_epochs *s = &p->instances[i];
+        if (s->cur.active && s->cur.epoch > high)
+            high = s->cur.epoch;
+        if (s->prev.active && s->prev.epoch > high)
+            high = s->prev.epoch;
+    }
+    return high;
 }
 
 void idevs_peers_init(idevs_peer_table *t, size_t max)

@@ -1,11 +1,13 @@
-/* Bounded decoding and encoding of idevs.v1.Envelope with the generated protobuf-c code, and the field checks
- * of docs/PROTOCOL.md section 5, steps 2 to 4. The caller bounds the input size (step 1) before decoding. */
+/* Bounded decoding and encoding of idevs.v1.Envelope (format version 2) with the generated protobuf-c code, and
+ * the field checks of docs/PROTOCOL.md section 5, steps 2 to 4. The caller bounds the input size (step 1) before
+ * decoding. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "envelope_internal.h"
 
 #define CIPHERTEXT_KEY 0x6a /* field 13, wire type 2 (length-delimited) */
+#define INSTANCE_KEY 0x70   /* field 14, wire type 0 (varint) */
 
 static bool has_len(const ProtobufCBinaryData *b, size_t len)
 {
@@ -25,8 +27,9 @@ idevs_err idevs_env_decode(const uint8_t *data, size_t len, idevs_env_decoded *o
     if (m->base.n_unknown_fields != 0)
         goto malformed;
     if (m->version != IDEVS_ENVELOPE_VERSION) {
+        bool old = m->version == IDEVS_ENVELOPE_VERSION_OLD; /* read before m is freed */
         idevs_env_decoded_free(out);
-        return IDEVS_ERR_VERSION;
+        return old ? IDEVS_ERR_OLD_VERSION : IDEVS_ERR_VERSION;
     }
     if (!idevs_env_suite_valid(m->suite)) {
         idevs_env_decoded_free(out);
@@ -53,19 +56,16 @@ idevs_err idevs_env_decode(const uint8_t *data, size_t len, idevs_env_decoded *o
             goto malformed;
         memcpy(out->h.leaf_digest, m->sender_cert_digest.data, IDEVS_SHA256_LEN);
     }
-    if (m->n_provenance > IDEVS_PROVENANCE_MAX)
+    /* Version 2 seals the provenance; a clear one would be an unauthenticated leftover. */
+    if (m->n_provenance != 0)
         goto malformed;
-    for (size_t i = 0; i < m->n_provenance; i++) {
-        if (!has_len(&m->provenance[i], IDEVS_UUID_LEN))
-            goto malformed;
-        memcpy(out->provenance[i].b, m->provenance[i].data, IDEVS_UUID_LEN);
-    }
-    if (m->ciphertext.len < IDEVS_AEAD_TAG_LEN || m->ciphertext.data == NULL)
+    if (m->ciphertext.len < IDEVS_AEAD_TAG_LEN + IDEVS_FRAME_FIXED || m->ciphertext.data == NULL)
         goto malformed;
 
     idevs_env_header *h = &out->h;
     h->version = m->version;
     h->suite = m->suite;
+    h->instance = m->instance;
     memcpy(h->sender.b, m->sender.data, IDEVS_UUID_LEN);
     memcpy(h->recipient.b, m->recipient.data, IDEVS_UUID_LEN);
     memcpy(h->message_id.b, m->message_id.data, IDEVS_UUID_LEN);
@@ -73,8 +73,6 @@ idevs_err idevs_env_decode(const uint8_t *data, size_t len, idevs_env_decoded *o
     h->sequence = m->sequence;
     memcpy(h->ephemeral_key, m->ephemeral_key.data, IDEVS_X25519_LEN);
     memcpy(h->epoch_signature, m->epoch_signature.data, IDEVS_ED25519_SIG_LEN);
-    h->provenance = out->provenance;
-    h->provenance_count = m->n_provenance;
     out->ciphertext = m->ciphertext.data;
     out->ciphertext_len = m->ciphertext.len;
     return IDEVS_OK;
@@ -110,13 +108,13 @@ idevs_err idevs_envelope_peek(const uint8_t *data, size_t len, idevs_envelope_he
         return err;
     out->version = d.h.version;
     out->suite = d.h.suite;
+    out->instance = d.h.instance;
     out->sender = d.h.sender;
     out->recipient = d.h.recipient;
     out->message_id = d.h.message_id;
     out->epoch = d.h.epoch;
     out->sequence = d.h.sequence;
     out->chain_count = d.chain_count;
-    out->provenance_count = d.h.provenance_count;
     out->ciphertext_len = d.ciphertext_len;
     idevs_env_decoded_free(&d);
     return IDEVS_OK;
@@ -145,8 +143,8 @@ static uint8_t *put_varint(uint8_t *p, size_t v)
 idevs_err idevs_env_encode(const idevs_env_header *h, const uint8_t *const *chain, const size_t *chain_len,
                            size_t chain_count, size_t ct_len, uint8_t **out, size_t *out_len, uint8_t **ct)
 {
-    ProtobufCBinaryData chain_bd[IDEVS_CHAIN_MAX], prov_bd[IDEVS_PROVENANCE_MAX];
-    if (chain_count > IDEVS_CHAIN_MAX || h->provenance_count > IDEVS_PROVENANCE_MAX || ct_len < IDEVS_AEAD_TAG_LEN)
+    ProtobufCBinaryData chain_bd[IDEVS_CHAIN_MAX];
+    if (chain_count > IDEVS_CHAIN_MAX || ct_len < IDEVS_AEAD_TAG_LEN)
         return IDEVS_ERR_INVALID_ARG;
 
     Idevs__V1__Envelope m = IDEVS__V1__ENVELOPE__INIT;
@@ -167,14 +165,11 @@ idevs_err idevs_env_encode(const idevs_env_header *h, const uint8_t *const *chai
     } else {
         m.sender_cert_digest = (ProtobufCBinaryData){IDEVS_SHA256_LEN, (uint8_t *)h->leaf_digest};
     }
-    for (size_t i = 0; i < h->provenance_count; i++)
-        prov_bd[i] = (ProtobufCBinaryData){IDEVS_UUID_LEN, (uint8_t *)h->provenance[i].b};
-    m.n_provenance = h->provenance_count;
-    m.provenance = h->provenance_count > 0 ? prov_bd : NULL;
-    /* ciphertext is left empty (proto3 omits it) and appended by hand as the last field, in field-number order
-     * exactly as protobuf-c would write it, so that the AEAD can encrypt straight into the output. */
+    /* ciphertext and instance are left empty (proto3 omits them) and appended by hand, in field-number order
+     * exactly as protobuf-c would write them, so that the AEAD can encrypt straight into the output. */
     size_t head = idevs__v1__envelope__get_packed_size(&m);
-    size_t total = head + 1 + varint_len(ct_len) + ct_len;
+    size_t tail = h->instance != 0 ? 1 + varint_len(h->instance) : 0;
+    size_t total = head + 1 + varint_len(ct_len) + ct_len + tail;
     if (total < ct_len)
         return IDEVS_ERR_TOO_LARGE;
     uint8_t *buf = malloc(total);
@@ -188,6 +183,11 @@ idevs_err idevs_env_encode(const idevs_env_header *h, const uint8_t *const *chai
     *p++ = CIPHERTEXT_KEY;
     p = put_varint(p, ct_len);
     *ct = p;
+    if (h->instance != 0) {
+        p += ct_len;
+        *p++ = INSTANCE_KEY;
+        (void)put_varint(p, h->instance);
+    }
     *out = buf;
     *out_len = total;
     return IDEVS_OK;

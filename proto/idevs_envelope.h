@@ -15,7 +15,8 @@
 #include "idevs_identity.h"
 #include "idevs_uuid.h"
 
-#define IDEVS_ENVELOPE_VERSION 1
+#define IDEVS_ENVELOPE_VERSION 2
+#define IDEVS_ENVELOPE_VERSION_OLD 1 /* refused with IDEVS_ERR_OLD_VERSION */
 #define IDEVS_SUITE_X25519_AES256GCM 1
 #define IDEVS_SUITE_X25519_CHACHA20POLY1305 2
 
@@ -24,6 +25,13 @@
 #define IDEVS_PAYLOAD_MAX_DEFAULT (256u * 1024u)
 #define IDEVS_PAYLOAD_MAX_LIMIT (16u * 1024u * 1024u)
 #define IDEVS_AEAD_TAG_LEN 16
+
+/* Padding rules (docs/PROTOCOL.md section 4.1): the sealed plaintext (provenance and payload, framed) is padded
+ * to a size class. A value from IDEVS_PAD_BLOCK_MIN to IDEVS_PAD_BLOCK_MAX is a block size. */
+#define IDEVS_PAD_POW2 0u  /* 64 bytes, powers of two up to 4 KiB, then multiples of 4 KiB: the default */
+#define IDEVS_PAD_NONE 1u
+#define IDEVS_PAD_BLOCK_MIN 16u
+#define IDEVS_PAD_BLOCK_MAX 4096u
 
 typedef struct idevs_envelope_options {
     uint32_t suite;              /* for sealing; opening accepts both suites. Default AES-256-GCM */
@@ -34,6 +42,9 @@ typedef struct idevs_envelope_options {
     uint64_t max_clock_skew_ms;  /* offers from further in the future are refused (default 5 min) */
     size_t max_payload;          /* plaintext bytes (default IDEVS_PAYLOAD_MAX_DEFAULT, at most _LIMIT) */
     size_t max_peers;            /* known peers (default 1024) */
+    /* This sender's instance number (docs/PROTOCOL.md section 5a; default 0): several running copies of one
+     * identity seal concurrently under different numbers, never the same one at once. */
+    uint32_t instance;
     /* Clock in ms since 1970; NULL means CLOCK_REALTIME. Tests pass their own to move time. */
     uint64_t (*clock_ms)(void *arg);
     void *clock_arg;
@@ -85,6 +96,7 @@ typedef struct idevs_seal_input {
     /* NULL: a new id (16 random bytes). Otherwise this id: a message sent again keeps the id it was first sent
      * with, so that its receiver can tell it handled it already (docs/PROTOCOL.md section 9). */
     const idevs_msgid *message_id;
+    uint32_t pad; /* IDEVS_PAD_POW2 (0, the default), IDEVS_PAD_NONE or a block size; others IDEVS_ERR_INVALID_ARG */
 } idevs_seal_input;
 
 /* Seals in->payload for in->recipient on in->topic. *out is malloc'd (free() it); *message_id, if not NULL,
@@ -94,10 +106,11 @@ idevs_err idevs_envelope_seal(idevs_envelope_ctx *ctx, const idevs_seal_input *i
 
 typedef struct idevs_opened {
     idevs_uuid sender;
+    uint32_t instance;
     idevs_msgid message_id;
     uint64_t epoch;
     uint64_t sequence;
-    idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
+    idevs_msgid provenance[IDEVS_PROVENANCE_MAX]; /* from the plaintext: authenticated, never in the clear */
     size_t provenance_count;
     uint8_t *payload; /* malloc'd, payload_len bytes plus a NUL not counted; release with idevs_opened_clear */
     size_t payload_len;
@@ -118,25 +131,27 @@ void idevs_opened_clear(idevs_opened *opened);
 #define IDEVS_ENVELOPE_CLEAR_FIELDS \
     uint32_t version;               \
     uint32_t suite;                 \
+    uint32_t instance;              \
     idevs_uuid sender;              \
     idevs_uuid recipient;           \
     idevs_msgid message_id;         \
     uint64_t epoch;                 \
     uint64_t sequence;
 
-/* The clear header of an envelope, as idevs_envelope_peek() decodes it. */
+/* The clear header of an envelope, as idevs_envelope_peek() decodes it: what routing and replay protection need.
+ * Provenance is not in it (version 2 seals it with the payload). */
 typedef struct idevs_envelope_header {
     IDEVS_ENVELOPE_CLEAR_FIELDS
     size_t chain_count;      /* certificates carried; 0 when the sender's certificate digest is carried instead */
-    size_t provenance_count;
-    size_t ciphertext_len;   /* payload plus the 16-byte tag */
+    size_t ciphertext_len;   /* padded plaintext (provenance and payload) plus the 16-byte tag */
 } idevs_envelope_header;
 
 /* Checks an envelope's structure without any key (docs/PROTOCOL.md section 5, steps 1 to 4): size at most
  * idevs_envelope_max_size() for IDEVS_PAYLOAD_MAX_LIMIT (IDEVS_ERR_TOO_LARGE, before decoding), protobuf without
- * unknown fields (IDEVS_ERR_MALFORMED), version (IDEVS_ERR_VERSION), suite (IDEVS_ERR_SUITE), field sizes
- * (IDEVS_ERR_MALFORMED). On success fills *out; otherwise *out is zeroed. Authenticates nothing: an envelope that
- * passes may still be forged, and only idevs_envelope_open() decides. For relays that drop obvious junk early. */
+ * unknown fields (IDEVS_ERR_MALFORMED), version (IDEVS_ERR_OLD_VERSION for 1, else IDEVS_ERR_VERSION), suite
+ * (IDEVS_ERR_SUITE), field sizes (IDEVS_ERR_MALFORMED). On success fills *out; otherwise *out is zeroed.
+ * Authenticates nothing: an envelope that passes may still be forged, and only idevs_envelope_open() decides. For
+ * relays that drop obvious junk early. */
 idevs_err idevs_envelope_peek(const uint8_t *data, size_t len, idevs_envelope_header *out);
 
 typedef struct idevs_envelope_stats {

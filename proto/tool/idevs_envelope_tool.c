@@ -1,6 +1,7 @@
 /* idevs-envelope: seal, open and inspect idevs envelopes held in files, for service developers and auditors.
  *
- *   idevs-envelope seal --key K --cert C --ca CA --to PEER.crt --topic T [--provenance HEX]... [POLICY] [--in F] [--out F]
+ *   idevs-envelope seal --key K --cert C --ca CA --to PEER.crt --topic T [--provenance HEX]... [--pad RULE] [POLICY]
+ *                       [--in F] [--out F]
  *   idevs-envelope open --key K --cert C --ca CA --topic T [--from PEER.crt]... [POLICY] [--in F] [--out F]
  *   idevs-envelope inspect [--in F]
  *
@@ -25,7 +26,7 @@ enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static const char usage[] =
     "usage: idevs-envelope seal --key KEY --cert CERT --ca CA --to PEER_CERT --topic TOPIC\n"
-    "                           [--provenance HEX]... [POLICY...] [--in FILE] [--out FILE]\n"
+    "                           [--provenance HEX]... [--pad pow2|none|BLOCK] [POLICY...] [--in FILE] [--out FILE]\n"
     "       idevs-envelope open --key KEY --cert CERT --ca CA --topic TOPIC [--from PEER_CERT]...\n"
     "                           [POLICY...] [--in FILE] [--out FILE]\n"
     "       idevs-envelope inspect [--in FILE]\n"
@@ -41,6 +42,7 @@ struct options {
     size_t from_count;
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
     size_t provenance_count;
+    uint32_t pad;
     idevs_cert_policy *policy;
     bool has_ca;
 };
@@ -187,6 +189,19 @@ static int parse_options(int argc, char **argv, struct options *o)
             o->in = value;
         } else if (strcmp(name, "out") == 0) {
             o->out = value;
+        } else if (strcmp(name, "pad") == 0) {
+            /* docs/PROTOCOL.md section 4.1: pow2 (the default), none, or a block size of 16 to 4096 bytes */
+            char *end = NULL;
+            unsigned long block = strtoul(value, &end, 10);
+            if (strcmp(value, "pow2") == 0)
+                o->pad = IDEVS_PAD_POW2;
+            else if (strcmp(value, "none") == 0)
+                o->pad = IDEVS_PAD_NONE;
+            else if (end != value && *end == '\0' && block >= IDEVS_PAD_BLOCK_MIN && block <= IDEVS_PAD_BLOCK_MAX)
+                o->pad = (uint32_t)block;
+            else
+                return usage_error("--pad takes pow2, none or a block size of %u to %u bytes", IDEVS_PAD_BLOCK_MIN,
+                                   IDEVS_PAD_BLOCK_MAX);
         } else if (strcmp(name, "provenance") == 0) {
             if (o->provenance_count == IDEVS_PROVENANCE_MAX || !idevs_hex_decode(value, o->provenance[o->provenance_count].b, IDEVS_UUID_LEN))
                 return usage_error("--provenance takes a message id of 32 hex digits, at most %d times",
@@ -247,7 +262,7 @@ static int cmd_seal(const struct options *o)
         idevs_msgid id;
         idevs_seal_input in = {.recipient = &peer.uuid, .topic = o->topic, .payload = payload,
                                .payload_len = payload_len, .provenance = o->provenance,
-                               .provenance_count = o->provenance_count};
+                               .provenance_count = o->provenance_count, .pad = o->pad};
         idevs_err err = idevs_envelope_seal(ctx, &in, &env, &env_len, &id);
         if (err != IDEVS_OK) {
             rc = fail("cannot seal (%s): %s", idevs_err_name(err), idevs_strerror(err));
@@ -291,9 +306,10 @@ static int cmd_open(const struct options *o)
             char sender[IDEVS_UUID_STR_LEN], id_hex[2 * IDEVS_UUID_LEN + 1];
             idevs_uuid_format(&opened.sender, sender);
             idevs_hex_encode(opened.message_id.b, IDEVS_UUID_LEN, id_hex);
-            fprintf(stderr, "opened %zu bytes from %s, message id %s, epoch %" PRIu64 " sequence %" PRIu64
-                    ", %zu provenance id(s)\n",
-                    opened.payload_len, sender, id_hex, opened.epoch, opened.sequence, opened.provenance_count);
+            fprintf(stderr, "opened %zu bytes from %s (instance %" PRIu32 "), message id %s, epoch %" PRIu64
+                    " sequence %" PRIu64 ", %zu provenance id(s)\n",
+                    opened.payload_len, sender, opened.instance, id_hex, opened.epoch, opened.sequence,
+                    opened.provenance_count);
             idevs_opened_clear(&opened);
         }
     }

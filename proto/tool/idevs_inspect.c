@@ -145,6 +145,7 @@ idevs_err idevs_inspect_envelope(FILE *f, const uint8_t *data, size_t len, unsig
     fprintf(f, "\n%s  epoch      %" PRIu64 " (", pad, env->epoch);
     print_time_ms(f, env->epoch);
     fprintf(f, ")\n%s  sequence   %" PRIu64 "\n", pad, env->sequence);
+    fprintf(f, "%s  instance   %" PRIu32 "\n", pad, env->instance);
     fprintf(f, "%s  ephemeral  ", pad);
     hex(f, env->ephemeral_key.data, env->ephemeral_key.len);
     fputc('\n', f);
@@ -157,13 +158,18 @@ idevs_err idevs_inspect_envelope(FILE *f, const uint8_t *data, size_t len, unsig
         hex(f, env->sender_cert_digest.data, env->sender_cert_digest.len);
         fputc('\n', f);
     }
-    fprintf(f, "%s  provenance: %zu input(s)\n", pad, env->n_provenance);
+    /* Version 2 seals the provenance; only a version 1 envelope (refused by receivers) shows it in the clear. */
+    if (env->n_provenance == 0)
+        fprintf(f, "%s  provenance: sealed in the ciphertext\n", pad);
+    else
+        fprintf(f, "%s  provenance in the clear (version 1): %zu input(s)\n", pad, env->n_provenance);
     for (size_t i = 0; i < env->n_provenance; i++) {
         fprintf(f, "%s    ", pad);
         hex(f, env->provenance[i].data, env->provenance[i].len);
         fputc('\n', f);
     }
-    fprintf(f, "%s  ciphertext: %zu bytes (payload %zu bytes + 16-byte tag), unreadable without the recipient's key\n",
+    fprintf(f, "%s  ciphertext: %zu bytes (provenance, payload and padding: %zu bytes + 16-byte tag), unreadable "
+               "without the recipient's key\n",
             pad, env->ciphertext.len,
             env->ciphertext.len >= IDEVS_AEAD_TAG_LEN ? env->ciphertext.len - IDEVS_AEAD_TAG_LEN : 0);
     idevs__v1__envelope__free_unpacked(env, NULL);

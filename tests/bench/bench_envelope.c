@@ -1,9 +1,11 @@
-/* Envelope cost per message, for payloads of 64 B, 256 B, 1 KiB and 16 KiB:
+/* Envelope cost per message, for payloads of 64 B, 256 B, 1 KiB, 4 KiB and 16 KiB, with the default padding
+ * (pow2, docs/PROTOCOL.md section 4.1) and without (none), and what the padding costs in bytes:
  *   seal, open, seal+open   steady state (inside an epoch: one AEAD, encoding, decoding)
  *   first seal, first open  the first message of an epoch (X25519 key generation and agreements, Ed25519
  *                           signature; on the receiver Ed25519 verification, agreements and chain verification)
  *   raw aead                AES-256-GCM encrypt + decrypt of the same payload through EVP, for comparison
- * Each row runs for about 0.3 s. Prints a table, then one machine-readable line per payload size. */
+ *   envelope, padding       the steady-state envelope's length, and the bytes of padding in it
+ * Each row runs for about 0.3 s. Prints a table per rule, then one machine-readable line per rule and size. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +65,7 @@ static void add_peer(idevs_envelope_ctx *ctx, const idevs_identity *peer)
 
 static idevs_identity *alice, *bob;
 static idevs_cert_policy *policy;
+static uint32_t pad_rule; /* IDEVS_PAD_POW2 or IDEVS_PAD_NONE, for every seal */
 
 static idevs_envelope_ctx *ctx_for(const idevs_identity *self, const idevs_identity *peer)
 {
@@ -76,7 +79,7 @@ static idevs_envelope_ctx *ctx_for(const idevs_identity *self, const idevs_ident
 
 static void seal(idevs_envelope_ctx *ctx, const uint8_t *payload, size_t len, uint8_t **out, size_t *out_len)
 {
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, len, NULL, 0, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, len, NULL, 0, NULL, pad_rule};
     if (idevs_envelope_seal(ctx, &in, out, out_len, NULL) != IDEVS_OK)
         die("seal");
 }
@@ -91,6 +94,7 @@ static void open_one(idevs_envelope_ctx *ctx, const uint8_t *buf, size_t len)
 
 struct row {
     double seal, open, both, first_seal, first_open, aead;
+    size_t envelope, padding;
 };
 
 static void bench_size(size_t size, struct row *r)
@@ -105,6 +109,16 @@ static void bench_size(size_t size, struct row *r)
     /* warm up: the epoch starts here */
     seal(a, payload, size, &bufs[0], &lens[0]);
     open_one(b, bufs[0], lens[0]);
+    free(bufs[0]);
+    /* a steady-state envelope (the certificate digest, not the chain): its length, and the padding in it (the
+     * framing is 5 bytes with no provenance) */
+    seal(a, payload, size, &bufs[0], &lens[0]);
+    open_one(b, bufs[0], lens[0]);
+    idevs_envelope_header h;
+    if (idevs_envelope_peek(bufs[0], lens[0], &h) != IDEVS_OK)
+        die("peek");
+    r->envelope = lens[0];
+    r->padding = h.ciphertext_len - IDEVS_AEAD_TAG_LEN - 5 - size;
     free(bufs[0]);
 
     /* seal, then open, in batches: only the measured half is timed */
@@ -216,23 +230,39 @@ int main(void)
     if (policy == NULL || idevs_cert_policy_add_ca(policy, ca_cert) != IDEVS_OK)
         die("policy");
 
-    const size_t sizes[] = {64, 256, 1024, 16384};
-    struct row rows[4];
-    for (int i = 0; i < 4; i++)
-        bench_size(sizes[i], &rows[i]);
+#define SIZES 5
+    const size_t sizes[SIZES] = {64, 256, 1024, 4096, 16384};
+    const uint32_t rules[2] = {IDEVS_PAD_POW2, IDEVS_PAD_NONE};
+    const char *rule_names[2] = {"pow2", "none"};
+    struct row rows[2][SIZES];
+    for (int p = 0; p < 2; p++) {
+        pad_rule = rules[p];
+        for (int i = 0; i < SIZES; i++)
+            bench_size(sizes[i], &rows[p][i]);
+    }
 
-    printf("envelope cost per message (ns), suite 1 (AES-256-GCM)\n");
-    printf("%8s %10s %10s %10s %12s %12s %10s %10s\n", "payload", "seal", "open", "seal+open", "first seal",
-           "first open", "raw aead", "overhead");
-    for (int i = 0; i < 4; i++)
-        printf("%8zu %10.0f %10.0f %10.0f %12.0f %12.0f %10.0f %10.0f\n", sizes[i], rows[i].seal, rows[i].open,
-               rows[i].both, rows[i].first_seal, rows[i].first_open, rows[i].aead, rows[i].both - rows[i].aead);
-    printf("(raw aead: EVP AES-256-GCM encrypt + decrypt with a 200-byte AAD; overhead: seal+open - raw aead)\n");
-    for (int i = 0; i < 4; i++)
-        printf("bench_envelope payload=%zu seal_ns=%.0f open_ns=%.0f seal_open_ns=%.0f first_seal_ns=%.0f "
-               "first_open_ns=%.0f raw_aead_ns=%.0f\n",
-               sizes[i], rows[i].seal, rows[i].open, rows[i].both, rows[i].first_seal, rows[i].first_open,
-               rows[i].aead);
+    for (int p = 0; p < 2; p++) {
+        printf("envelope cost per message (ns), suite 1 (AES-256-GCM), envelope format %d, padding %s%s\n",
+               IDEVS_ENVELOPE_VERSION, rule_names[p], p == 0 ? " (the default)" : "");
+        printf("%8s %10s %10s %10s %12s %12s %10s %10s %9s %8s\n", "payload", "seal", "open", "seal+open",
+               "first seal", "first open", "raw aead", "overhead", "envelope", "padding");
+        for (int i = 0; i < SIZES; i++) {
+            const struct row *r = &rows[p][i];
+            printf("%8zu %10.0f %10.0f %10.0f %12.0f %12.0f %10.0f %10.0f %9zu %8zu\n", sizes[i], r->seal, r->open,
+                   r->both, r->first_seal, r->first_open, r->aead, r->both - r->aead, r->envelope, r->padding);
+        }
+    }
+    printf("(raw aead: EVP AES-256-GCM encrypt + decrypt of the payload alone with a 200-byte AAD; overhead: "
+           "seal+open - raw aead;\n envelope: bytes of a steady-state envelope, no provenance; padding: bytes of it "
+           "that are padding)\n");
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < SIZES; i++) {
+            const struct row *r = &rows[p][i];
+            printf("bench_envelope pad=%s payload=%zu seal_ns=%.0f open_ns=%.0f seal_open_ns=%.0f first_seal_ns=%.0f "
+                   "first_open_ns=%.0f raw_aead_ns=%.0f envelope_bytes=%zu padding_bytes=%zu\n",
+                   rule_names[p], sizes[i], r->seal, r->open, r->both, r->first_seal, r->first_open, r->aead,
+                   r->envelope, r->padding);
+        }
     idevs_identity_free(alice);
     idevs_identity_free(bob);
     idevs_identity_free(ca);

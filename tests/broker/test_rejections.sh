@@ -48,10 +48,12 @@ python3 - "$work/forged.env" <<'PY'
 import sys
 b = bytearray(open(sys.argv[1], 'rb').read()); b[-1] ^= 0x01; open(sys.argv[1], 'wb').write(b)
 PY
-# wrong version: the first field, version (08 01), set to 2
+# wrong version: the first field, version (08 02), set to 3; and to 1, the old format, refused as old_version
 cp "$work/good1.env" "$work/version.env"
-check "a sealed envelope starts with version 1 (08 01)" test "$(head -c 2 "$work/version.env" | od -An -tx1 | tr -d ' ')" = 0801
-printf '\x08\x02' | dd of="$work/version.env" conv=notrunc status=none
+check "a sealed envelope starts with version 2 (08 02)" test "$(head -c 2 "$work/version.env" | od -An -tx1 | tr -d ' ')" = 0802
+printf '\x08\x03' | dd of="$work/version.env" conv=notrunc status=none
+cp "$work/good1.env" "$work/old.env"
+printf '\x08\x01' | dd of="$work/old.env" conv=notrunc status=none
 # malformed: 300 pseudo-random bytes, the same every run
 openssl enc -aes-128-ctr -K 000102030405060708090a0b0c0d0e0f -iv 0 -nosalt -in /dev/zero 2>/dev/null | head -c 300 >"$work/malformed.env"
 check "the malformed input is not an envelope" bash -c "! '$env_tool' inspect --in '$work/malformed.env'"
@@ -66,6 +68,7 @@ send_file "$work/good1.env" idevs-store &&
   send_file "$work/misaddressed.env" idevs-misaddresser &&
   send_file "$work/good4.env" idevs-store &&
   send_file "$work/version.env" idevs-versioner &&
+  send_file "$work/old.env" idevs-oldie &&
   send_file "$work/good5.env" idevs-store &&
   send_file "$work/undeclared.env" idevs-sink-as-store &&
   send_file "$work/good6.env" idevs-store &&
@@ -95,13 +98,14 @@ line_for "malformed: dropped by the plugin, logged as malformed" idevs-junk "$wo
 line_for "misaddressed: dropped by the plugin, logged as wrong_recipient" idevs-misaddresser "$work/misaddressed.env" \
   "the plugin" wrong_recipient
 line_for "wrong version: dropped by the plugin, logged as version" idevs-versioner "$work/version.env" "the plugin" version
+line_for "version 1: dropped by the plugin, logged as old_version" idevs-oldie "$work/old.env" "the plugin" old_version
 line_for "an undeclared sender: dropped by the plugin, logged as sender_not_allowed" idevs-sink-as-store \
   "$work/undeclared.env" "the plugin" sender_not_allowed
 line_for "a logic error: logged as logic" idevs-failer "$work/fail.env" "the compartment \(delivery [0-9]+\)" logic
 check "no payload appears in the log" bash -c "! grep -aE 'good-[0-9]|forged|undeclared sender' '$log'"
 
 counters "$work/c1"
-equal "received counts every input on the input topic" "$(counter received "$work/c1")" 14
+equal "received counts every input on the input topic" "$(counter received "$work/c1")" 15
 equal "routed counts those that reached the compartment (7 good, forged, fail, and the replay unless the plugin refused it)" \
   "$(counter routed "$work/c1")" $((10 - replay_by_plugin))
 equal "rejected/decrypt counts the forged input" "$(counter rejected/decrypt "$work/c1")" 1
@@ -109,6 +113,7 @@ equal "rejected/replay counts the replayed input" "$(counter rejected/replay "$w
 equal "rejected/malformed counts the malformed input" "$(counter rejected/malformed "$work/c1")" 1
 equal "rejected/wrong_recipient counts the misaddressed input" "$(counter rejected/wrong_recipient "$work/c1")" 1
 equal "rejected/version counts the wrong version" "$(counter rejected/version "$work/c1")" 1
+equal "rejected/old_version counts the version 1 envelope" "$(counter rejected/old_version "$work/c1")" 1
 equal "rejected/sender_not_allowed counts the undeclared sender" "$(counter rejected/sender_not_allowed "$work/c1")" 1
 equal "rejected/logic counts the logic error" "$(counter rejected/logic "$work/c1")" 1
 equal "a reason never seen is not published" "$(counter rejected/queue_full "$work/c1")" absent
@@ -183,9 +188,9 @@ check "... and verifies against the operator CA under the descriptor" \
 check "the log says the compartment was killed by a signal" grep -q "idevs: .*killed by signal 9" "$log"
 
 counters "$work/c2"
-# 14 + 30 malformed + 20 replays + the duplicate + ask + its answer + 50; replays and duplicate never reach the
+# 15 + 30 malformed + 20 replays + the duplicate + ask + its answer + 50; replays and duplicate never reach the
 # compartment
-equal "received after everything" "$(counter received "$work/c2")" 117
+equal "received after everything" "$(counter received "$work/c2")" 118
 equal "routed after everything" "$(counter routed "$work/c2")" $((62 - replay_by_plugin))
 equal "emitted: 7 + the request + the answer + 50" "$(counter emitted "$work/c2")" 59
 equal "done/ok and done/failed after everything" "$(counter done/ok "$work/c2") $(counter done/failed "$work/c2")" \
@@ -229,7 +234,7 @@ check "after kill -9, the captured envelope published again gives no output; a f
 counters "$work/c3"
 equal "rejected/replay counts the captured envelope published again" "$(counter rejected/replay "$work/c3")" 22
 equal "received and routed: both inputs arrived, only the fresh one was routed" \
-  "$(counter received "$work/c3") $(counter routed "$work/c3")" "120 $((64 - replay_by_plugin))"
+  "$(counter received "$work/c3") $(counter routed "$work/c3")" "121 $((64 - replay_by_plugin))"
 equal "restarts counts both kills" "$(counter restarts "$work/c3")" 2
 last_pid=$(pgrep -P "$broker_pid")
 

@@ -20,9 +20,7 @@ static void same_fields(const idevs_env_decoded *a, const idevs_env_decoded *b)
     FUZZ_CHECK(a->h.epoch == b->h.epoch && a->h.sequence == b->h.sequence);
     FUZZ_CHECK(memcmp(a->h.ephemeral_key, b->h.ephemeral_key, sizeof a->h.ephemeral_key) == 0);
     FUZZ_CHECK(memcmp(a->h.epoch_signature, b->h.epoch_signature, sizeof a->h.epoch_signature) == 0);
-    FUZZ_CHECK(a->h.provenance_count == b->h.provenance_count);
-    FUZZ_CHECK(a->h.provenance_count == 0 ||
-               memcmp(a->provenance, b->provenance, a->h.provenance_count * sizeof a->provenance[0]) == 0);
+    FUZZ_CHECK(a->h.instance == b->h.instance);
     FUZZ_CHECK(a->chain_count == b->chain_count);
     if (a->chain_count == 0)
         FUZZ_CHECK(memcmp(a->h.leaf_digest, b->h.leaf_digest, sizeof a->h.leaf_digest) == 0);
@@ -52,13 +50,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
 
     FUZZ_CHECK(d.chain_count <= IDEVS_CHAIN_MAX);
-    FUZZ_CHECK(d.h.provenance_count <= IDEVS_PROVENANCE_MAX && d.h.provenance == d.provenance);
     FUZZ_CHECK(d.ciphertext_len >= IDEVS_AEAD_TAG_LEN && d.ciphertext_len <= size);
     for (size_t i = 0; i < d.chain_count; i++)
         FUZZ_CHECK(d.chain_len[i] >= 1 && d.chain_len[i] <= IDEVS_CERT_MAX);
     FUZZ_CHECK(peeked.version == d.h.version && peeked.suite == d.h.suite && peeked.epoch == d.h.epoch &&
                peeked.sequence == d.h.sequence && peeked.chain_count == d.chain_count &&
-               peeked.provenance_count == d.h.provenance_count && peeked.ciphertext_len == d.ciphertext_len);
+               peeked.instance == d.h.instance && peeked.ciphertext_len == d.ciphertext_len);
 
     uint8_t *again, *ct;
     size_t again_len;

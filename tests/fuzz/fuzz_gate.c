@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         idevs_env_header h;
         memset(&h, 0, sizeof h);
-        h.version = 1;
+        h.version = IDEVS_ENVELOPE_VERSION;
         h.suite = 1;
         h.sender = deployment->services[sender].uuid;
         h.recipient = deployment->program;
@@ -140,8 +140,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h.sequence = sequence;
         uint8_t *env, *ct;
         size_t env_len;
-        FUZZ_CHECK(idevs_env_encode(&h, NULL, NULL, 0, IDEVS_AEAD_TAG_LEN, &env, &env_len, &ct) == IDEVS_OK);
-        memset(ct, 0, IDEVS_AEAD_TAG_LEN);
+        FUZZ_CHECK(idevs_env_encode(&h, NULL, NULL, 0, IDEVS_AEAD_TAG_LEN + IDEVS_FRAME_FIXED, &env, &env_len, &ct) ==
+                   IDEVS_OK);
+        memset(ct, 0, IDEVS_AEAD_TAG_LEN + IDEVS_FRAME_FIXED);
 
         delivery d;
         memset(&d, 0, sizeof d);

@@ -198,14 +198,11 @@ static void inspect_with_chain(const uint8_t *const *der, const size_t *len, siz
 {
     idevs_env_header h;
     memset(&h, 0x33, sizeof h);
-    h.version = 1;
+    h.version = IDEVS_ENVELOPE_VERSION;
     h.suite = 2;
+    h.instance = 0;
     h.epoch = 1800000000000ull;
     h.sequence = 1;
-    idevs_msgid provenance[3];
-    memset(provenance, 0x44, sizeof provenance);
-    h.provenance = provenance;
-    h.provenance_count = 3;
     uint8_t *env, *ct;
     size_t env_len;
     FUZZ_SETUP(idevs_env_encode(&h, der, len, n, 40, &env, &env_len, &ct) == IDEVS_OK);
@@ -836,7 +833,7 @@ static void put_entry(const char *name, uint8_t flags, const char *topic, size_t
 {
     idevs_env_header h;
     memset(&h, 0, sizeof h);
-    h.version = 1;
+    h.version = IDEVS_ENVELOPE_VERSION;
     h.suite = 1;
     FUZZ_SETUP(idevs_uuid_parse(outbox_program, &h.sender) == IDEVS_OK &&
                idevs_uuid_parse(outbox_services[to], &h.recipient) == IDEVS_OK);
@@ -867,7 +864,7 @@ static void put_entry(const char *name, uint8_t flags, const char *topic, size_t
     memset(correlation + IDEVS_UUID_LEN, 0x3c, sizeof correlation - IDEVS_UUID_LEN);
     if (request) {
         k.correlation.data = correlation;
-        k.correlation.len = IDEVS_REQUEST_CORRELATION_LEN(h.provenance_count);
+        k.correlation.len = IDEVS_REQUEST_CORRELATION_LEN(0);
     }
     k.created_ms = created_ms;
     if (kept) {

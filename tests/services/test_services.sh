@@ -65,11 +65,12 @@ wait_subscribed inspector "$out_topic"
 "$idevs_pub" "${store[@]}" -t events -m "$secret" >"$work/pub0.out" 2>&1 || not_ok "idevs-pub publishes for inspection" "$work/pub0.out"
 wait_pid "$last_pid"
 check "idevs-sub --inspect ends after -C 2 envelopes" test "$?" -eq 0
-check "... prints version, suite, sender, recipient, message id, epoch, sequence, provenance" bash -c \
-  "grep -q 'version 1, suite 1' '$work/inspect.out' && grep -q '  sender ' '$work/inspect.out' &&
+check "... prints version, suite, sender, recipient, message id, epoch, sequence, instance, provenance sealed" bash -c \
+  "grep -q 'version 2, suite 1' '$work/inspect.out' && grep -q '  sender ' '$work/inspect.out' &&
    grep -q '  recipient ' '$work/inspect.out' && grep -q 'message id ' '$work/inspect.out' &&
    grep -q 'epoch ' '$work/inspect.out' && grep -q 'sequence   1' '$work/inspect.out' &&
-   grep -q 'provenance: 1 input' '$work/inspect.out'"
+   grep -q 'instance   0' '$work/inspect.out' && grep -q 'provenance: sealed in the ciphertext' '$work/inspect.out' &&
+   ! grep -q 'provenance in the clear' '$work/inspect.out'"
 check "... the input carries the store's chain (subject and uuid)" grep -q "uuid        $(uuid_of "$pki/store.crt")" "$work/inspect.out"
 check "... the output carries the compartment's chain and evidence: backend, program, measurement, descriptor" bash -c \
   "grep -q 'evidence: backend process' '$work/inspect.out' && grep -q 'program $program' '$work/inspect.out' &&

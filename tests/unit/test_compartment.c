@@ -449,7 +449,7 @@ static void echo_child_stop(echo_child *e)
 static void seal(idevs_envelope_ctx *ctx, const char *topic, const char *text, const idevs_msgid *prov, size_t n,
                  uint8_t **env, size_t *env_len, idevs_msgid *id)
 {
-    idevs_seal_input in = {&program, topic, (const uint8_t *)text, strlen(text), prov, n, NULL};
+    idevs_seal_input in = {&program, topic, (const uint8_t *)text, strlen(text), prov, n, NULL, IDEVS_PAD_POW2};
     CU_ASSERT_FATAL(idevs_envelope_seal(ctx, &in, env, env_len, id) == IDEVS_OK);
 }
 
@@ -682,7 +682,7 @@ static void test_request_response(void)
 
     /* The oracle copies the source's message id into an answer of its own (ids travel in clear): what that causes
      * gets other ids than what the source's message caused, so it cannot pass for a copy of it. */
-    idevs_seal_input copied = {&program, TOPIC_RESP, (const uint8_t *)"copied", 6, NULL, 0, &in_id};
+    idevs_seal_input copied = {&program, TOPIC_RESP, (const uint8_t *)"copied", 6, NULL, 0, &in_id, IDEVS_PAD_POW2};
     CU_ASSERT_FATAL(idevs_envelope_seal(orc, &copied, &env, &env_len, NULL) == IDEVS_OK);
     deliver(&c, 6, TOPIC_RESP, env, env_len, NULL);
     free(env);

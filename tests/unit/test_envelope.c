@@ -84,7 +84,7 @@ static sealed seal_to(idevs_envelope_ctx *ctx, const idevs_identity *to, const c
                       size_t len)
 {
     sealed s = {0};
-    idevs_seal_input in = {idevs_identity_uuid(to), topic, payload, len, NULL, 0, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(to), topic, payload, len, NULL, 0, NULL, IDEVS_PAD_POW2};
     idevs_err err = idevs_envelope_seal(ctx, &in, &s.buf, &s.len, &s.id);
     if (err != IDEVS_OK)
         fprintf(stderr, "seal: %s\n", idevs_err_name(err));
@@ -143,7 +143,8 @@ static void roundtrip(uint32_t suite, size_t size, size_t prov)
     for (size_t i = 0; i < prov; i++)
         memset(provenance[i].b, (int)i + 1, IDEVS_UUID_LEN);
     for (int round = 0; round < 3; round++) {
-        idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, size, prov ? provenance : NULL, prov, NULL};
+        idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, payload, size, prov ? provenance : NULL, prov, NULL,
+                               IDEVS_PAD_POW2};
         uint8_t *buf = NULL;
         size_t len = 0;
         idevs_msgid id;
@@ -348,7 +349,9 @@ static uint8_t carol_uuid[16], fake_digest[32];
 static ProtobufCBinaryData prov_arr[2];
 static uint8_t prov_ids[2][16];
 
-static void m_version(Idevs__V1__Envelope *m) { m->version = 2; }
+static void m_version(Idevs__V1__Envelope *m) { m->version = 3; }
+static void m_version1(Idevs__V1__Envelope *m) { m->version = 1; }
+static void m_instance(Idevs__V1__Envelope *m) { m->instance = 1; }
 static void m_version0(Idevs__V1__Envelope *m) { m->version = 0; }
 static void m_suite3(Idevs__V1__Envelope *m) { m->suite = 3; }
 static void m_suite_swap(Idevs__V1__Envelope *m) { m->suite = m->suite == 1 ? 2 : 1; }
@@ -373,16 +376,11 @@ static void m_prov_add(Idevs__V1__Envelope *m)
     prov_arr[0] = (ProtobufCBinaryData){16, prov_ids[0]};
     swap_array(&m->n_provenance, &m->provenance, 1, prov_arr);
 }
-static void m_prov_add_second(Idevs__V1__Envelope *m)
-{
-    prov_arr[0] = m->provenance[0];
-    prov_arr[1] = (ProtobufCBinaryData){16, prov_ids[1]};
-    swap_array(&m->n_provenance, &m->provenance, 2, prov_arr);
-}
-static void m_prov_remove(Idevs__V1__Envelope *m) { swap_array(&m->n_provenance, &m->provenance, 0, NULL); }
-static void m_prov_change(Idevs__V1__Envelope *m) { m->provenance[0].data[5] ^= 1; }
-static void m_prov_short(Idevs__V1__Envelope *m) { m->provenance[0].len = 8; }
 static void m_ciphertext(Idevs__V1__Envelope *m) { m->ciphertext.data[0] ^= 1; }
+/* the sealed provenance (the first plaintext bytes) and the padding (the last ones before the tag) */
+static void m_sealed_prov(Idevs__V1__Envelope *m) { m->ciphertext.data[3] ^= 1; }
+static void m_sealed_padding(Idevs__V1__Envelope *m) { m->ciphertext.data[m->ciphertext.len - 17] ^= 1; }
+static void m_ct_no_frame(Idevs__V1__Envelope *m) { m->ciphertext.len = 20; }
 static void m_tag(Idevs__V1__Envelope *m) { m->ciphertext.data[m->ciphertext.len - 1] ^= 0x80; }
 static void m_ct_short(Idevs__V1__Envelope *m) { m->ciphertext.len = 15; }
 
@@ -394,8 +392,10 @@ struct tamper_case {
 };
 
 static const struct tamper_case tamper_cases[] = {
-    {"version 2", m_version, IDEVS_ERR_VERSION, IDEVS_ERR_VERSION},
+    {"version 3", m_version, IDEVS_ERR_VERSION, IDEVS_ERR_VERSION},
     {"version 0", m_version0, IDEVS_ERR_VERSION, IDEVS_ERR_VERSION},
+    {"version 1", m_version1, IDEVS_ERR_OLD_VERSION, IDEVS_ERR_OLD_VERSION},
+    {"instance 1", m_instance, IDEVS_ERR_EPOCH_SIGNATURE, IDEVS_ERR_EPOCH_SIGNATURE},
     {"suite 3", m_suite3, IDEVS_ERR_SUITE, IDEVS_ERR_SUITE},
     {"other suite", m_suite_swap, IDEVS_ERR_EPOCH_SIGNATURE, IDEVS_ERR_EPOCH_CONFLICT},
     {"unknown sender", m_sender, IDEVS_ERR_MALFORMED, IDEVS_ERR_UNKNOWN_SENDER},
@@ -409,13 +409,13 @@ static const struct tamper_case tamper_cases[] = {
     {"sequence 0", m_sequence0, IDEVS_ERR_MALFORMED, IDEVS_ERR_MALFORMED},
     {"ephemeral key", m_ephemeral, IDEVS_ERR_EPOCH_SIGNATURE, IDEVS_ERR_EPOCH_CONFLICT},
     {"epoch signature", m_signature, IDEVS_ERR_EPOCH_SIGNATURE, IDEVS_ERR_EPOCH_CONFLICT},
-    {"provenance added", m_prov_add_second, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
-    {"provenance removed", m_prov_remove, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
-    {"provenance changed", m_prov_change, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
-    {"provenance id 8 bytes", m_prov_short, IDEVS_ERR_MALFORMED, IDEVS_ERR_MALFORMED},
+    {"clear provenance added", m_prov_add, IDEVS_ERR_MALFORMED, IDEVS_ERR_MALFORMED},
+    {"sealed provenance", m_sealed_prov, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
+    {"sealed padding", m_sealed_padding, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
     {"ciphertext", m_ciphertext, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
     {"tag", m_tag, IDEVS_ERR_DECRYPT, IDEVS_ERR_DECRYPT},
     {"ciphertext shorter than a tag", m_ct_short, IDEVS_ERR_MALFORMED, IDEVS_ERR_MALFORMED},
+    {"ciphertext shorter than a tag and the framing", m_ct_no_frame, IDEVS_ERR_MALFORMED, IDEVS_ERR_MALFORMED},
 };
 
 static void test_tampered_fields(void)
@@ -427,7 +427,8 @@ static void test_tampered_fields(void)
     memset(fake_digest, 0x5a, sizeof fake_digest);
     memset(prov_ids, 0x33, sizeof prov_ids);
     idevs_msgid prov = {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}};
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"payload!", 8, &prov, 1, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"payload!", 8, &prov, 1, NULL,
+                           IDEVS_PAD_POW2};
     sealed first = {0}, second = {0};
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &first.buf, &first.len, NULL) == IDEVS_OK);
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &second.buf, &second.len, NULL) == IDEVS_OK);
@@ -472,7 +473,6 @@ static void test_tampered_fields(void)
         {"chain signature byte", m_chain_sig, IDEVS_ERR_CERT_UNTRUSTED},
         {"chain body byte", m_chain_body, IDEVS_ERR_COUNT /* any certificate error */},
         {"chain and digest both", m_chain_plus_digest, IDEVS_ERR_MALFORMED},
-        {"provenance added to an empty list", m_prov_add, IDEVS_ERR_COUNT},
     };
     for (size_t i = 0; i < sizeof chain_cases / sizeof chain_cases[0]; i++) {
         idevs_envelope_ctx *b = ctx_for(bob, policy, &now, NULL);
@@ -483,8 +483,6 @@ static void test_tampered_fields(void)
         CU_ASSERT(got != IDEVS_OK);
         if (chain_cases[i].fn == m_chain_body)
             CU_ASSERT(got >= IDEVS_ERR_CERT_MALFORMED && got <= IDEVS_ERR_CERT_NOT_YET_VALID);
-        if (chain_cases[i].fn == m_prov_add) /* replaces the one entry by another */
-            CU_ASSERT_EQUAL(got, IDEVS_ERR_DECRYPT);
         drop(&t);
         CU_ASSERT_EQUAL(open_msg(b, &first), IDEVS_OK);
         idevs_envelope_ctx_free(b);
@@ -517,7 +515,7 @@ static void test_forged_epoch_signature(void)
     CU_ASSERT_FATAL(m != NULL);
     uint8_t offer[IDEVS_OFFER_LEN], digest[32], sig[64];
     CU_ASSERT_FATAL(idevs_identity_cert_digest(alice, digest) == IDEVS_OK);
-    idevs_env_offer(offer, m->suite, idevs_identity_uuid(alice), idevs_identity_uuid(bob), m->epoch,
+    idevs_env_offer(offer, m->suite, m->instance, idevs_identity_uuid(alice), idevs_identity_uuid(bob), m->epoch,
                     m->ephemeral_key.data, idevs_identity_kex_public(bob), digest);
     /* the genuine signature is over exactly this offer */
     CU_ASSERT(idevs_ed25519_verify(idevs_identity_sign_public(alice), offer, sizeof offer, m->epoch_signature.data) ==
@@ -871,7 +869,7 @@ static void test_recipient_certificate_expired(void)
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     sealed s1 = seal_msg(a, bob);
     ta = t0 + 31ull * 24 * HOUR; /* fixture certificates last 30 days */
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"late", 4, NULL, 0, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"late", 4, NULL, 0, NULL, IDEVS_PAD_POW2};
     uint8_t *buf = NULL;
     size_t len = 0;
     CU_ASSERT_EQUAL(idevs_envelope_seal(a, &in, &buf, &len, NULL), IDEVS_ERR_CERT_EXPIRED);
@@ -905,7 +903,8 @@ static void test_truncated_oversized_garbage(void)
     idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL), *b = ctx_for(bob, policy, &now, NULL);
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     idevs_msgid prov[2] = {{{1}}, {{2}}};
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2, NULL,
+                           IDEVS_PAD_POW2};
     sealed s1 = {0}, s2 = {0};
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &s1.buf, &s1.len, NULL) == IDEVS_OK);
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &s2.buf, &s2.len, NULL) == IDEVS_OK);
@@ -932,11 +931,11 @@ static void test_truncated_oversized_garbage(void)
     idevs_envelope_ctx *b_small = ctx_for(bob, policy, &now, &small);
     CU_ASSERT_EQUAL(open_msg(b_small, &s1), IDEVS_ERR_TOO_LARGE);
     idevs_envelope_ctx_free(b_small);
-    /* unknown field appended (field 14, varint 1) */
+    /* unknown field appended (field 15, varint 1) */
     uint8_t *ext = malloc(s2.len + 2);
     CU_ASSERT_FATAL(ext != NULL);
     memcpy(ext, s2.buf, s2.len);
-    ext[s2.len] = 0x70, ext[s2.len + 1] = 0x01;
+    ext[s2.len] = 0x78, ext[s2.len + 1] = 0x01;
     CU_ASSERT_EQUAL(open_raw(b, ext, s2.len + 2), IDEVS_ERR_MALFORMED);
     /* and a large unknown field number */
     ext[s2.len] = 0xf8, ext[s2.len + 1] = 0x01;
@@ -976,7 +975,7 @@ static void test_seal_arguments(void)
     idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL), *b = ctx_for(bob, policy, &now, NULL);
     uint8_t *buf = NULL;
     size_t len = 0;
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"x", 1, NULL, 0, NULL, IDEVS_PAD_POW2};
     CU_ASSERT_EQUAL(idevs_envelope_seal(a, &in, &buf, &len, NULL), IDEVS_ERR_UNKNOWN_RECIPIENT);
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     char topic[IDEVS_TOPIC_MAX + 2];
@@ -1098,7 +1097,8 @@ static void test_peek(void)
     idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL);
     CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
     idevs_msgid prov[2] = {{{7}}, {{8}}};
-    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2, NULL};
+    idevs_seal_input in = {idevs_identity_uuid(bob), TOPIC, (const uint8_t *)"0123456789", 10, prov, 2, NULL,
+                           IDEVS_PAD_POW2};
     sealed first = {0}, second = {0};
     idevs_msgid first_id, second_id;
     CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &first.buf, &first.len, &first_id) == IDEVS_OK);
@@ -1117,8 +1117,9 @@ static void test_peek(void)
     size_t der_len[IDEVS_CHAIN_MAX];
     CU_ASSERT(h.chain_count > 0);
     CU_ASSERT_EQUAL(h.chain_count, fixture_chain(alice, der, der_len));
-    CU_ASSERT_EQUAL(h.provenance_count, 2);
-    CU_ASSERT_EQUAL(h.ciphertext_len, 10 + IDEVS_AEAD_TAG_LEN);
+    CU_ASSERT_EQUAL(h.instance, 0);
+    /* 5 + 2 x 16 + 10 bytes framed, padded to 64: the clear header shows neither the provenance nor the length */
+    CU_ASSERT_EQUAL(h.ciphertext_len, 64 + IDEVS_AEAD_TAG_LEN);
     uint64_t epoch = h.epoch;
     CU_ASSERT_EQUAL_FATAL(idevs_envelope_peek(second.buf, second.len, &h), IDEVS_OK);
     CU_ASSERT_EQUAL(h.sequence, 2);
@@ -1132,12 +1133,13 @@ static void test_peek(void)
         mutator fn;
         idevs_err want;
     } cases[] = {
-        {"version 2", m_version, IDEVS_ERR_VERSION},
+        {"version 3", m_version, IDEVS_ERR_VERSION},
         {"version 0", m_version0, IDEVS_ERR_VERSION},
+        {"version 1", m_version1, IDEVS_ERR_OLD_VERSION},
         {"suite 3", m_suite3, IDEVS_ERR_SUITE},
         {"sender 15 bytes", m_sender_short, IDEVS_ERR_MALFORMED},
         {"sequence 0", m_sequence0, IDEVS_ERR_MALFORMED},
-        {"provenance id 8 bytes", m_prov_short, IDEVS_ERR_MALFORMED},
+        {"clear provenance", m_prov_add, IDEVS_ERR_MALFORMED},
         {"ciphertext shorter than a tag", m_ct_short, IDEVS_ERR_MALFORMED},
         {"chain and digest both", m_chain_plus_digest, IDEVS_ERR_MALFORMED},
     };
@@ -1178,7 +1180,7 @@ static void test_peek(void)
     uint8_t *ext = malloc(second.len + 2);
     CU_ASSERT_FATAL(ext != NULL);
     memcpy(ext, second.buf, second.len);
-    ext[second.len] = 0x70, ext[second.len + 1] = 0x01;
+    ext[second.len] = 0x78, ext[second.len + 1] = 0x01; /* field 15 */
     CU_ASSERT_EQUAL(idevs_envelope_peek(ext, second.len + 2, &h), IDEVS_ERR_MALFORMED);
     free(ext);
     /* garbage never passes */
@@ -1214,6 +1216,327 @@ static void test_peek(void)
     idevs_envelope_ctx_free(a);
 }
 
+
+/* ---- version 2: padding and sealed provenance (PROTOCOL.md section 4, step 4, and 4.1) ---- */
+
+/* The pow2 class of a framed length, written from the table of section 4.1. */
+static size_t pow2_class(size_t framed)
+{
+    if (framed > 4096)
+        return (framed + 4095) / 4096 * 4096;
+    size_t l = 64;
+    while (l < framed)
+        l *= 2;
+    return l;
+}
+
+static sealed seal_padded(idevs_envelope_ctx *a, const void *payload, size_t len, const idevs_msgid *prov,
+                          size_t prov_count, uint32_t pad)
+{
+    sealed s = {0};
+    idevs_seal_input in = {.recipient = idevs_identity_uuid(bob), .topic = TOPIC, .payload = payload,
+                           .payload_len = len, .provenance = prov, .provenance_count = prov_count, .pad = pad};
+    CU_ASSERT_FATAL(idevs_envelope_seal(a, &in, &s.buf, &s.len, &s.id) == IDEVS_OK);
+    return s;
+}
+
+/* An envelope's length depends only on the size class of its framed plaintext: payloads and provenance lists of
+ * one class give envelopes of one length, and the receiver gets each back exactly. */
+static void test_padding_classes(void)
+{
+    uint64_t now = real_now_ms();
+    idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL), *b = ctx_for(bob, policy, &now, NULL);
+    CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
+    static uint8_t payload[20000];
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 7 + 1);
+    idevs_msgid prov[3] = {{{1}}, {{2}}, {{3}}};
+    sealed first = seal_padded(a, payload, 1, NULL, 0, IDEVS_PAD_POW2); /* carries the chain */
+    CU_ASSERT_EQUAL(open_msg(b, &first), IDEVS_OK);
+    drop(&first);
+
+    static const size_t sizes[] = {0, 1, 10, 59, 60, 123, 124, 1000, 2043, 4091, 4092, 8187, 8188, 16384, 20000};
+    size_t length_of_class[8] = {0}; /* envelope length per class below 4 KiB: 64 << i */
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        for (size_t k = 0; k <= 3; k += 3) {
+            size_t framed = 5 + 16 * k + sizes[i], cls = pow2_class(framed);
+            sealed s = seal_padded(a, payload, sizes[i], k ? prov : NULL, k, IDEVS_PAD_POW2);
+            idevs_envelope_header h;
+            CU_ASSERT_FATAL(idevs_envelope_peek(s.buf, s.len, &h) == IDEVS_OK);
+            CU_ASSERT_EQUAL(h.ciphertext_len, cls + IDEVS_AEAD_TAG_LEN);
+            for (size_t c = 0; c < 7; c++)
+                if (cls == (size_t)64 << c) {
+                    if (length_of_class[c] == 0)
+                        length_of_class[c] = s.len;
+                    CU_ASSERT_EQUAL(s.len, length_of_class[c]);
+                }
+            idevs_opened o;
+            CU_ASSERT_FATAL(idevs_envelope_open(b, TOPIC, s.buf, s.len, &o) == IDEVS_OK);
+            CU_ASSERT_EQUAL(o.payload_len, sizes[i]);
+            CU_ASSERT(sizes[i] == 0 || memcmp(o.payload, payload, sizes[i]) == 0);
+            CU_ASSERT_EQUAL(o.payload[o.payload_len], 0);
+            CU_ASSERT_EQUAL(o.provenance_count, k);
+            CU_ASSERT(k == 0 || memcmp(o.provenance, prov, sizeof prov) == 0);
+            idevs_opened_clear(&o);
+            drop(&s);
+        }
+    /* the other rules: none (the framed length), a block size; an unknown rule seals nothing */
+    sealed s = seal_padded(a, payload, 100, prov, 1, IDEVS_PAD_NONE);
+    idevs_envelope_header h;
+    CU_ASSERT(idevs_envelope_peek(s.buf, s.len, &h) == IDEVS_OK && h.ciphertext_len == 5 + 16 + 100 + 16);
+    CU_ASSERT_EQUAL(open_msg(b, &s), IDEVS_OK);
+    drop(&s);
+    s = seal_padded(a, payload, 100, prov, 1, 256);
+    CU_ASSERT(idevs_envelope_peek(s.buf, s.len, &h) == IDEVS_OK && h.ciphertext_len == 256 + 16);
+    CU_ASSERT_EQUAL(open_msg(b, &s), IDEVS_OK);
+    drop(&s);
+    s = seal_padded(a, payload, 4000, NULL, 0, 4096);
+    CU_ASSERT(idevs_envelope_peek(s.buf, s.len, &h) == IDEVS_OK && h.ciphertext_len == 4096 + 16);
+    CU_ASSERT_EQUAL(open_msg(b, &s), IDEVS_OK);
+    drop(&s);
+    static const uint32_t bad_rules[] = {2, 15, 4097, 65536};
+    for (size_t i = 0; i < sizeof bad_rules / sizeof bad_rules[0]; i++) {
+        idevs_seal_input in = {.recipient = idevs_identity_uuid(bob), .topic = TOPIC, .payload = payload,
+                               .payload_len = 10, .pad = bad_rules[i]};
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        CU_ASSERT_EQUAL(idevs_envelope_seal(a, &in, &out, &out_len, NULL), IDEVS_ERR_INVALID_ARG);
+        CU_ASSERT(out == NULL);
+    }
+    idevs_envelope_ctx_free(a);
+    idevs_envelope_ctx_free(b);
+}
+
+/* Seals plain (a plaintext framed by hand) as a's next message to bob, on a's current epoch: what a sender with
+ * the key but broken framing would send. */
+static sealed seal_plaintext(idevs_envelope_ctx *a, const uint8_t *plain, size_t plain_len)
+{
+    idevs_peer *peer = idevs_peers_find(&a->peers, idevs_identity_uuid(bob));
+    CU_ASSERT_FATAL(peer != NULL && peer->send.active);
+    idevs_send_epoch *e = &peer->send;
+    idevs_env_header h;
+    memset(&h, 0, sizeof h);
+    h.version = IDEVS_ENVELOPE_VERSION;
+    h.suite = e->suite;
+    h.sender = *idevs_identity_uuid(alice);
+    h.recipient = *idevs_identity_uuid(bob);
+    h.message_id.b[0] = 0x42;
+    h.message_id.b[15] = (uint8_t)e->next_sequence;
+    h.epoch = e->epoch;
+    h.sequence = e->next_sequence++;
+    memcpy(h.ephemeral_key, e->e_pub, sizeof h.ephemeral_key);
+    memcpy(h.epoch_signature, e->signature, sizeof h.epoch_signature);
+    memcpy(h.leaf_digest, e->leaf_digest, sizeof h.leaf_digest);
+    uint8_t aad[IDEVS_AAD_MAX];
+    size_t aad_len = idevs_env_aad(aad, sizeof aad, &h, TOPIC, strlen(TOPIC));
+    CU_ASSERT_FATAL(aad_len > 0);
+    sealed s = {0};
+    uint8_t *ct = NULL;
+    CU_ASSERT_FATAL(idevs_env_encode(&h, NULL, NULL, 0, plain_len + IDEVS_AEAD_TAG_LEN, &s.buf, &s.len, &ct) ==
+                    IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_aead_seal(&e->aead, h.sequence, aad, aad_len, plain, plain_len, ct) == IDEVS_OK);
+    return s;
+}
+
+/* Framing by hand, from section 4 step 4: a right one opens with its provenance; each wrong one is refused as
+ * padding (or too_large), counted, and changes nothing. */
+static void test_padding_refused(void)
+{
+    uint64_t now = real_now_ms();
+    idevs_envelope_options small;
+    idevs_envelope_options_default(&small);
+    small.max_payload = 100;
+    idevs_envelope_ctx *a = ctx_for(alice, policy, &now, NULL), *b = ctx_for(bob, policy, &now, &small);
+    CU_ASSERT_FATAL(add_peer(a, bob) == IDEVS_OK);
+    sealed first = seal_msg(a, bob);
+    CU_ASSERT_FATAL(open_msg(b, &first) == IDEVS_OK);
+    drop(&first);
+
+    uint8_t good[64] = {1}; /* one id, "hi", zeros */
+    memset(good + 1, 0xab, 16);
+    good[20] = 2;
+    good[21] = 'h', good[22] = 'i';
+    sealed s = seal_plaintext(a, good, sizeof good);
+    idevs_opened o;
+    CU_ASSERT_FATAL(idevs_envelope_open(b, TOPIC, s.buf, s.len, &o) == IDEVS_OK);
+    CU_ASSERT(o.payload_len == 2 && memcmp(o.payload, "hi", 3) == 0);
+    CU_ASSERT(o.provenance_count == 1 && o.provenance[0].b[0] == 0xab && o.provenance[0].b[15] == 0xab);
+    idevs_opened_clear(&o);
+    drop(&s);
+    s = seal_plaintext(a, good, 23); /* no padding at all (the rule none) */
+    CU_ASSERT_EQUAL(open_msg(b, &s), IDEVS_OK);
+    drop(&s);
+
+    struct {
+        const char *what;
+        size_t at, len;
+        uint8_t value;
+        idevs_err want;
+    } cases[] = {
+        {"the last padding byte not zero", 63, 64, 1, IDEVS_ERR_PADDING},
+        {"the first padding byte not zero", 23, 64, 0x80, IDEVS_ERR_PADDING},
+        {"65 ids", 0, 64, 65, IDEVS_ERR_PADDING},
+        {"more ids than the plaintext holds", 0, 64, 4, IDEVS_ERR_PADDING},
+        {"a payload length past the end", 20, 64, 44, IDEVS_ERR_PADDING},
+        {"a payload length of 2^32 - 1", 17, 64, 0xff, IDEVS_ERR_PADDING},
+        {"the payload length cut off", 0, 20, 1, IDEVS_ERR_PADDING},
+        {"a payload over the receiver's limit", 20, 64, 101, IDEVS_ERR_TOO_LARGE},
+    };
+    uint8_t plain[300];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(plain, 0, sizeof plain);
+        memcpy(plain, good, sizeof good);
+        if (cases[i].want == IDEVS_ERR_TOO_LARGE) /* 101 bytes of payload, framed right */
+            cases[i].len = 5 + 16 + 101;
+        if (cases[i].at == 17) /* the four length bytes all 0xff */
+            memset(plain + 17, 0xff, 4);
+        else
+            plain[cases[i].at] = cases[i].value;
+        s = seal_plaintext(a, plain, cases[i].len);
+        idevs_err got = open_msg(b, &s);
+        if (got != cases[i].want)
+            fprintf(stderr, "\n    %s: got %s, want %s", cases[i].what, idevs_err_name(got),
+                    idevs_err_name(cases[i].want));
+        CU_ASSERT_EQUAL(got, cases[i].want);
+        drop(&s);
+    }
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.rejected[IDEVS_ERR_PADDING], 7);
+    CU_ASSERT_EQUAL(st.rejected[IDEVS_ERR_TOO_LARGE], 1);
+    CU_ASSERT_EQUAL(st.opened, 3);
+    /* a refused plaintext marked nothing: the sequence numbers it used are still free, and later ones open */
+    s = seal_plaintext(a, good, sizeof good);
+    CU_ASSERT_EQUAL(open_msg(b, &s), IDEVS_OK);
+    drop(&s);
+    idevs_envelope_ctx_free(a);
+    idevs_envelope_ctx_free(b);
+}
+
+/* ---- instances (PROTOCOL.md section 5a) ---- */
+
+static idevs_envelope_ctx *ctx_instance(const idevs_identity *id, uint64_t *clock, uint32_t instance)
+{
+    idevs_envelope_options o;
+    idevs_envelope_options_default(&o);
+    o.instance = instance;
+    idevs_envelope_ctx *ctx = ctx_for(id, policy, clock, &o);
+    CU_ASSERT_FATAL(add_peer(ctx, bob) == IDEVS_OK);
+    return ctx;
+}
+
+static idevs_err open_instance(idevs_envelope_ctx *b, const sealed *s, uint32_t want_instance)
+{
+    idevs_opened o;
+    idevs_err err = idevs_envelope_open(b, TOPIC, s->buf, s->len, &o);
+    if (err == IDEVS_OK) {
+        CU_ASSERT_EQUAL(o.instance, want_instance);
+        idevs_opened_clear(&o);
+    }
+    return err;
+}
+
+/* Two instances of one identity, with the same epoch numbers, interleaved: each has its own epochs and windows, a
+ * replay of either is refused, a new epoch of one leaves the other's alone. */
+static void test_instances_interleaved(void)
+{
+    uint64_t now = real_now_ms();
+    idevs_envelope_ctx *a1 = ctx_instance(alice, &now, 1), *a2 = ctx_instance(alice, &now, 2);
+    idevs_envelope_ctx *b = ctx_for(bob, policy, &now, NULL);
+    sealed m[6];
+    for (int i = 0; i < 4; i++)
+        m[i] = seal_msg(i % 2 ? a2 : a1, bob);
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(open_instance(b, &m[i], i % 2 ? 2 : 1), IDEVS_OK);
+    idevs_envelope_header h1, h2;
+    CU_ASSERT(idevs_envelope_peek(m[0].buf, m[0].len, &h1) == IDEVS_OK && h1.instance == 1);
+    CU_ASSERT(idevs_envelope_peek(m[1].buf, m[1].len, &h2) == IDEVS_OK && h2.instance == 2);
+    CU_ASSERT(h1.epoch == h2.epoch && h1.sequence == h2.sequence); /* the same numbers, told apart by instance */
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(open_instance(b, &m[i], 0), IDEVS_ERR_REPLAY);
+    /* instance 2 starts a new epoch; instance 1's current one still opens, and so does its replaced one */
+    now += 1000;
+    idevs_envelope_rotate(a2);
+    m[4] = seal_msg(a2, bob);
+    CU_ASSERT_EQUAL(open_instance(b, &m[4], 2), IDEVS_OK);
+    m[5] = seal_msg(a1, bob);
+    CU_ASSERT_EQUAL(open_instance(b, &m[5], 1), IDEVS_OK);
+    sealed late = seal_msg(a2, bob);
+    CU_ASSERT_EQUAL(open_instance(b, &late, 2), IDEVS_OK);
+    drop(&late);
+    /* an envelope of instance 1 told it is of instance 2 names instance 2's previous epoch number with another
+     * offer: refused */
+    Idevs__V1__Envelope *pm = idevs__v1__envelope__unpack(NULL, m[5].len, m[5].buf);
+    CU_ASSERT_FATAL(pm != NULL);
+    pm->instance = 2;
+    size_t n = idevs__v1__envelope__get_packed_size(pm);
+    uint8_t *buf = malloc(n);
+    CU_ASSERT_FATAL(buf != NULL);
+    idevs__v1__envelope__pack(pm, buf);
+    idevs__v1__envelope__free_unpacked(pm, NULL);
+    CU_ASSERT_EQUAL(open_raw(b, buf, n), IDEVS_ERR_EPOCH_CONFLICT);
+    free(buf);
+    for (int i = 0; i < 6; i++)
+        drop(&m[i]);
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.opened, 7);
+    CU_ASSERT_EQUAL(st.receiving_epochs, 3);
+    idevs_envelope_ctx_free(a1);
+    idevs_envelope_ctx_free(a2);
+    idevs_envelope_ctx_free(b);
+}
+
+/* At most 64 instances per sender: a 65th that opens evicts the one whose current epoch is the oldest; that
+ * instance's envelopes of the evicted epoch are refused from then on (the instance floor), its next epoch opens. */
+static void test_instances_evicted(void)
+{
+    enum { N = IDEVS_INSTANCES_MAX + 1 };
+    uint64_t t0 = real_now_ms(), now = t0;
+    idevs_envelope_ctx *b = ctx_for(bob, policy, &now, NULL);
+    idevs_envelope_ctx *a[N];
+    sealed first[N];
+    for (int i = 0; i < N; i++) {
+        now = t0 + (uint64_t)i; /* instance 100 + i's epoch is t0 + i */
+        a[i] = ctx_instance(alice, &now, 100u + (uint32_t)i);
+        first[i] = seal_msg(a[i], bob);
+        CU_ASSERT_EQUAL(open_instance(b, &first[i], 100u + (uint32_t)i), IDEVS_OK);
+    }
+    idevs_peer *p = idevs_peers_find(&b->peers, idevs_identity_uuid(alice));
+    CU_ASSERT_FATAL(p != NULL);
+    CU_ASSERT_EQUAL(p->instance_count, IDEVS_INSTANCES_MAX);
+    CU_ASSERT(idevs_peer_instance(p, 100) == NULL && idevs_peer_instance(p, 101) != NULL);
+    CU_ASSERT_EQUAL(p->instance_floor, t0);
+    /* the evicted instance: its epoch's envelopes, new or replayed, are refused; the others go on */
+    sealed again = seal_msg(a[0], bob);
+    CU_ASSERT_EQUAL(open_instance(b, &again, 100), IDEVS_ERR_EPOCH_EXPIRED);
+    CU_ASSERT_EQUAL(open_instance(b, &first[0], 100), IDEVS_ERR_EPOCH_EXPIRED);
+    drop(&again);
+    again = seal_msg(a[1], bob);
+    CU_ASSERT_EQUAL(open_instance(b, &again, 101), IDEVS_OK);
+    CU_ASSERT_EQUAL(open_instance(b, &first[1], 101), IDEVS_ERR_REPLAY);
+    drop(&again);
+    /* its next epoch is above the floor: it comes back, evicting the next oldest (instance 101, epoch t0 + 1) */
+    now = t0 + 1000;
+    idevs_envelope_rotate(a[0]);
+    again = seal_msg(a[0], bob);
+    CU_ASSERT_EQUAL(open_instance(b, &again, 100), IDEVS_OK);
+    drop(&again);
+    CU_ASSERT(idevs_peer_instance(p, 100) != NULL && idevs_peer_instance(p, 101) == NULL);
+    CU_ASSERT_EQUAL(p->instance_floor, t0 + 1);
+    CU_ASSERT_EQUAL(p->instance_count, IDEVS_INSTANCES_MAX);
+    /* a forgery from a new instance evicts nothing */
+    sealed forged = tampered(&first[2], m_instance);
+    CU_ASSERT(open_instance(b, &forged, 1) != IDEVS_OK);
+    drop(&forged);
+    CU_ASSERT(idevs_peer_instance(p, 102) != NULL);
+    for (int i = 0; i < N; i++) {
+        drop(&first[i]);
+        idevs_envelope_ctx_free(a[i]);
+    }
+    idevs_envelope_ctx_free(b);
+}
+
 static CU_TestInfo tests[] = {
     {"round trips, both suites, 0 B to max payload", test_roundtrip_sizes},
     {"multiple peers", test_multiple_peers},
@@ -1238,6 +1561,10 @@ static CU_TestInfo tests[] = {
     {"peer limit", test_peer_limit},
     {"statistics per reason", test_stats_per_reason},
     {"peek: the header without keys, structural faults", test_peek},
+    {"padding: the length shows only the size class", test_padding_classes},
+    {"padding and framing refused: padding, too_large", test_padding_refused},
+    {"instances: interleaved, own epochs and windows, replays refused", test_instances_interleaved},
+    {"instances: at most 64, the oldest evicted, its epoch not opened again", test_instances_evicted},
     CU_TEST_INFO_NULL,
 };
 

@@ -22,6 +22,7 @@
 
 #include "fixtures.h"
 #include "harness.h"
+#include "idevs.pb-c.h"
 #include "idevs_backend.h"
 #include "idevs_envelope.h"
 #include "idevs_file.h"
@@ -609,22 +610,24 @@ static void test_other_measurement_gets_fresh_keys(void)
     rig_free(t);
 }
 
-/* Seals a payload of n bytes ('q' repeated). */
 /* idevs_launcher_deliver_from() on the input topic, as MQTT client `client`. */
 static idevs_err deliver_as(idevs_launcher *l, const char *client, const uint8_t *env, size_t len, uint64_t *id)
 {
     return idevs_launcher_deliver_from(l, client, IN_TOPIC, env, len, NULL, 0, id);
 }
 
+/* Seals a payload of n bytes ('q' repeated), unpadded (IDEVS_PAD_NONE), so that envelope sizes follow n closely. */
 static uint8_t *seal_sized(party *p, const world *w, size_t n, size_t *len)
 {
-    char *text = malloc(n + 1);
+    uint8_t *text = malloc(n);
     CU_ASSERT_FATAL(text != NULL);
     memset(text, 'q', n);
-    text[n] = '\0';
-    uint8_t *env = seal(p, w, text, len);
+    idevs_seal_input in = {.recipient = &w->program, .topic = IN_TOPIC, .payload = text, .payload_len = n,
+                           .pad = IDEVS_PAD_NONE};
+    uint8_t *out = NULL;
+    CU_ASSERT_FATAL(idevs_envelope_seal(p->ctx, &in, &out, len, NULL) == IDEVS_OK);
     free(text);
-    return env;
+    return out;
 }
 
 /* The queue is bounded in envelope bytes as well as in count (queue_bytes): an envelope that would take the
@@ -742,6 +745,20 @@ static void test_topics_gate_conflicts_and_reload_check(void)
     uint8_t *env = seal(&t->sk, &t->w, "from the wrong service", &len);
     CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_SENDER_NOT_ALLOWED);
     CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, OUT_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
+    free(env);
+    /* ... and one from the declared sender naming instance 1: refused until the replay record keeps instances
+     * (PROTOCOL.md section 5a). The gate has no key: the instance is changed after sealing. */
+    env = seal(&t->st, &t->w, "from instance 1", &len);
+    Idevs__V1__Envelope *pm = idevs__v1__envelope__unpack(NULL, len, env);
+    CU_ASSERT_FATAL(pm != NULL);
+    pm->instance = 1;
+    uint8_t *other = malloc(idevs__v1__envelope__get_packed_size(pm));
+    CU_ASSERT_FATAL(other != NULL);
+    size_t other_len = idevs__v1__envelope__pack(pm, other);
+    idevs__v1__envelope__free_unpacked(pm, NULL);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, other, other_len, NULL, 0, NULL), IDEVS_ERR_MALFORMED);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK); /* as sealed */
+    free(other);
     free(env);
 
     /* The descriptor file: unchanged, changed, then a FIFO in its place. */

@@ -1,5 +1,6 @@
-/* The committed test vectors (tests/vectors/envelope-v1.json, docs/PROTOCOL.md section 7): every intermediate
- * value recomputed from the inputs, deterministic sealing compared byte for byte, committed envelopes opened. */
+/* The committed test vectors (tests/vectors/envelope-v2.json, docs/PROTOCOL.md section 7): every intermediate
+ * value recomputed from the inputs, deterministic sealing compared byte for byte, committed envelopes opened; and
+ * the version 1 vectors' envelopes (envelope-v1.json) refused as old_version. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,26 +13,34 @@
 #include "idevs_envelope_testing.h"
 #include "vector_random.h"
 
-#define VECTORS "../vectors/envelope-v1.json"
+#define VECTORS "../vectors/envelope-v2.json"
+#define VECTORS_V1 "../vectors/envelope-v1.json"
 
-static cJSON *root;
+static cJSON *root, *root_v1;
 
-static int load(void)
+static cJSON *load_file(const char *path)
 {
-    FILE *f = fopen(VECTORS, "rb");
+    FILE *f = fopen(path, "rb");
     if (f == NULL)
-        return 1;
+        return NULL;
     static char text[1 << 20];
     size_t n = fread(text, 1, sizeof text - 1, f);
     fclose(f);
     text[n] = 0;
-    root = cJSON_Parse(text);
-    return root == NULL;
+    return cJSON_Parse(text);
+}
+
+static int load(void)
+{
+    root = load_file(VECTORS);
+    root_v1 = load_file(VECTORS_V1);
+    return root == NULL || root_v1 == NULL;
 }
 
 static int unload(void)
 {
     cJSON_Delete(root);
+    cJSON_Delete(root_v1);
     return 0;
 }
 
@@ -138,8 +147,9 @@ static void test_vectors(void)
         CU_ASSERT_FATAL(idevs_x25519_from_private(e_priv, &e, e_pub) == IDEVS_OK);
         expect(ex, "ephemeral_public", e_pub, 32);
         expect(ex, "sender_cert_digest", digest, 32);
-        idevs_env_offer(offer, suite, idevs_identity_uuid(sender.id), idevs_identity_uuid(recipient.id), epoch, e_pub,
-                        idevs_identity_kex_public(recipient.id), digest);
+        CU_ASSERT_EQUAL(cJSON_GetObjectItem(inputs, "instance")->valuedouble, 0);
+        idevs_env_offer(offer, suite, 0, idevs_identity_uuid(sender.id), idevs_identity_uuid(recipient.id), epoch,
+                        e_pub, idevs_identity_kex_public(recipient.id), digest);
         expect(ex, "offer", offer, sizeof offer);
         CU_ASSERT(idevs_ed25519_sign(idevs_identity_sign_key(sender.id), offer, sizeof offer, sig) == IDEVS_OK);
         expect(ex, "epoch_signature", sig, 64);
@@ -189,7 +199,7 @@ static void test_vectors(void)
             const cJSON *mx = cJSON_GetObjectItem(m, "expected");
             idevs_env_header h;
             memset(&h, 0, sizeof h);
-            h.version = 1;
+            h.version = IDEVS_ENVELOPE_VERSION;
             h.suite = suite;
             h.sender = *idevs_identity_uuid(sender.id);
             h.recipient = *idevs_identity_uuid(recipient.id);
@@ -201,29 +211,41 @@ static void test_vectors(void)
             memcpy(h.epoch_signature, sig, 64);
             memcpy(h.leaf_digest, digest, 32);
             idevs_msgid prov[IDEVS_PROVENANCE_MAX];
+            size_t prov_count = 0;
             const cJSON *jp = cJSON_GetObjectItem(m, "provenance"), *id;
             cJSON_ArrayForEach(id, jp)
             {
-                CU_ASSERT_FATAL(h.provenance_count < IDEVS_PROVENANCE_MAX);
-                CU_ASSERT_FATAL(harness_unhex(id->valuestring, prov[h.provenance_count].b, 16) == 16);
-                h.provenance_count++;
+                CU_ASSERT_FATAL(prov_count < IDEVS_PROVENANCE_MAX);
+                CU_ASSERT_FATAL(harness_unhex(id->valuestring, prov[prov_count].b, 16) == 16);
+                prov_count++;
             }
-            h.provenance = prov;
+            const cJSON *jpad = cJSON_GetObjectItem(m, "pad");
+            uint32_t pad = 2; /* no rule: idevs_env_padded_len refuses it */
+            if (cJSON_IsString(jpad))
+                pad = strcmp(jpad->valuestring, "pow2") == 0 ? IDEVS_PAD_POW2
+                      : strcmp(jpad->valuestring, "none") == 0 ? IDEVS_PAD_NONE
+                                                                : 2;
+            else if (cJSON_IsNumber(jpad))
+                pad = (uint32_t)jpad->valuedouble;
             uint8_t aad[IDEVS_AAD_MAX], nonce[12];
             size_t aad_len = idevs_env_aad(aad, sizeof aad, &h, topic, strlen(topic));
             expect(mx, "aad", aad, aad_len);
             idevs_env_nonce(base_nonce, h.sequence, nonce);
             expect(mx, "nonce", nonce, 12);
-            size_t plen = 0;
+            size_t plen = 0, plain_len = 0;
             uint8_t *payload = bytes(m, "payload", &plen);
-            uint8_t *ct = malloc(plen + 16);
-            CU_ASSERT_FATAL(ct != NULL);
-            CU_ASSERT(idevs_aead_seal(&enc, h.sequence, aad, aad_len, payload, plen, ct) == IDEVS_OK);
-            expect(mx, "ciphertext", ct, plen + 16);
+            CU_ASSERT_FATAL(idevs_env_padded_len(5 + 16 * prov_count + plen, pad, &plain_len));
+            uint8_t *plain = malloc(plain_len), *ct = malloc(plain_len + 16);
+            CU_ASSERT_FATAL(plain != NULL && ct != NULL);
+            idevs_env_frame(plain, plain_len, prov, prov_count, payload, plen);
+            expect(mx, "plaintext", plain, plain_len);
+            CU_ASSERT(idevs_aead_seal(&enc, h.sequence, aad, aad_len, plain, plain_len, ct) == IDEVS_OK);
+            expect(mx, "ciphertext", ct, plain_len + 16);
+            free(plain);
             free(ct);
 
             /* the library seals the same bytes */
-            idevs_seal_input in = {&h.recipient, topic, payload, plen, prov, h.provenance_count, NULL};
+            idevs_seal_input in = {&h.recipient, topic, payload, plen, prov, prov_count, NULL, pad};
             uint8_t *env = NULL;
             size_t env_len = 0;
             CU_ASSERT_FATAL(idevs_envelope_seal(sctx, &in, &env, &env_len, NULL) == IDEVS_OK);
@@ -235,7 +257,8 @@ static void test_vectors(void)
             idevs_opened out;
             CU_ASSERT_EQUAL(idevs_envelope_open(rctx, topic, committed, clen, &out), IDEVS_OK);
             CU_ASSERT(out.payload_len == plen && memcmp(out.payload, payload, plen) == 0);
-            CU_ASSERT_EQUAL(out.provenance_count, h.provenance_count);
+            CU_ASSERT(out.provenance_count == prov_count &&
+                      memcmp(out.provenance, prov, prov_count * sizeof prov[0]) == 0);
             CU_ASSERT(memcmp(out.message_id.b, h.message_id.b, 16) == 0);
             CU_ASSERT_EQUAL(out.sequence, h.sequence);
             CU_ASSERT_EQUAL(out.epoch, epoch);
@@ -245,7 +268,7 @@ static void test_vectors(void)
             free(payload);
             mi++;
         }
-        CU_ASSERT(mi >= 3);
+        CU_ASSERT(mi >= 4);
         idevs_aead_free(&enc);
         idevs_envelope_ctx_free(sctx);
         idevs_envelope_ctx_free(rctx);
@@ -257,8 +280,50 @@ static void test_vectors(void)
     party_free(&recipient);
 }
 
+/* Every envelope of the version 1 vectors, genuine and from the same parties, is refused by the peek and by a
+ * receiver that knows the sender, as old_version, before any key is used. */
+static void test_v1_refused(void)
+{
+    struct party recipient;
+    cJSON *v2 = root;
+    root = root_v1;
+    party("recipient", &recipient);
+    root = v2;
+    idevs_cert_policy *policy = idevs_cert_policy_new();
+    CU_ASSERT_FATAL(policy != NULL);
+    idevs_envelope_ctx *rctx = NULL;
+    CU_ASSERT_FATAL(idevs_envelope_ctx_new(recipient.id, policy, NULL, &rctx) == IDEVS_OK);
+    const char *topic = str(cJSON_GetObjectItem(root_v1, "inputs"), "topic");
+    size_t refused = 0;
+    const cJSON *v, *m;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(root_v1, "vectors"))
+    {
+        cJSON_ArrayForEach(m, cJSON_GetObjectItem(v, "messages"))
+        {
+            size_t len = 0;
+            uint8_t *env = bytes(cJSON_GetObjectItem(m, "expected"), "envelope", &len);
+            idevs_envelope_header h;
+            CU_ASSERT_EQUAL(idevs_envelope_peek(env, len, &h), IDEVS_ERR_OLD_VERSION);
+            idevs_opened out;
+            CU_ASSERT_EQUAL(idevs_envelope_open(rctx, topic, env, len, &out), IDEVS_ERR_OLD_VERSION);
+            CU_ASSERT(out.payload == NULL);
+            refused++;
+            free(env);
+        }
+    }
+    CU_ASSERT_EQUAL(refused, 4);
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(rctx, &st);
+    CU_ASSERT_EQUAL(st.rejected[IDEVS_ERR_OLD_VERSION], 4);
+    CU_ASSERT_EQUAL(st.opened, 0);
+    idevs_envelope_ctx_free(rctx);
+    idevs_cert_policy_free(policy);
+    party_free(&recipient);
+}
+
 static CU_TestInfo tests[] = {
-    {"envelope-v1.json: intermediates, sealing, opening", test_vectors},
+    {"envelope-v2.json: intermediates, sealing, opening", test_vectors},
+    {"envelope-v1.json: every version 1 envelope refused as old_version", test_v1_refused},
     CU_TEST_INFO_NULL,
 };
 

@@ -3,7 +3,7 @@
 # checks the fields it shows against the vector file. Usage: check_protoc_decode.sh [SOURCE_ROOT]
 # Prints "ok - ..." or "not ok - ..." per check and a final "N passed, M failed" line.
 root=${1:-.}
-vectors="$root/tests/vectors/envelope-v1.json"
+vectors="$root/tests/vectors/envelope-v2.json"
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT INT TERM
 pass=0
@@ -26,18 +26,18 @@ if ! command -v protoc >/dev/null 2>&1; then
     exit 1
 fi
 
-# For each vector message: suite, sequence, number of provenance ids, carries, epoch, envelope hex
+# For each vector message: suite, sequence, carries, epoch, envelope hex
 perl -MJSON::PP -e '
     local $/; open my $f, "<", $ARGV[0] or die; my $j = decode_json(<$f>);
     my $epoch = $j->{inputs}{epoch};
     for my $v (@{$j->{vectors}}) { for my $m (@{$v->{messages}}) {
-        printf "%d %d %d %s %.0f %s\n", $v->{suite}, $m->{sequence}, scalar @{$m->{provenance}}, $m->{carries},
+        printf "%d %d %s %.0f %s\n", $v->{suite}, $m->{sequence}, $m->{carries},
             $epoch, $m->{expected}{envelope};
     } }' "$vectors" >"$tmp/list" 2>"$tmp/err"
 check "the vector file parses and lists messages" test -s "$tmp/list"
 
 i=0
-while read -r suite seq nprov carries epoch envhex; do
+while read -r suite seq carries epoch envhex; do
     i=$((i + 1))
     printf '%s' "$envhex" | perl -ne 'print pack("H*", $_)' >"$tmp/env$i.bin"
     name="vector message $i (suite $suite, sequence $seq)"
@@ -51,14 +51,16 @@ while read -r suite seq nprov carries epoch envhex; do
         continue
     fi
     t="$tmp/env$i.txt"
-    check "$name: version 1" grep -qx 'version: 1' "$t"
+    check "$name: version 2" grep -qx 'version: 2' "$t"
     check "$name: suite $suite" grep -qx "suite: $suite" "$t"
     check "$name: epoch $epoch" grep -qx "epoch: $epoch" "$t"
     check "$name: sequence $seq" grep -qx "sequence: $seq" "$t"
     for f in sender recipient message_id ephemeral_key epoch_signature ciphertext; do
         check "$name: has $f" grep -q "^$f: " "$t"
     done
-    check "$name: $nprov provenance ids" test "$(grep -c '^provenance: ' "$t")" -eq "$nprov"
+    # version 2 seals the provenance: no clear provenance field, and instance 0 (omitted)
+    check "$name: no clear provenance" test "$(grep -c '^provenance: ' "$t")" -eq 0
+    check "$name: instance 0" test "$(grep -c '^instance: ' "$t")" -eq 0
     if [ "$carries" = chain ]; then
         check "$name: carries the chain" grep -q '^sender_chain: ' "$t"
         check "$name: no digest" test "$(grep -c '^sender_cert_digest: ' "$t")" -eq 0
@@ -77,7 +79,7 @@ while read -r suite seq nprov carries epoch envhex; do
         fail=$((fail + 1))
     fi
 done <"$tmp/list"
-check "four vector messages" test "$i" -eq 4
+check "six vector messages" test "$i" -eq 6
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

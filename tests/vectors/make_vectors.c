@@ -1,4 +1,4 @@
-/* Writes tests/vectors/envelope-v1.json: fixed inputs and every intermediate and final value of sealing them
+/* Writes tests/vectors/envelope-v2.json: fixed inputs and every intermediate and final value of sealing them
  * (docs/PROTOCOL.md section 7). Usage: make_vectors OUT.json [EXISTING.json]
  * With EXISTING.json, the CA, sender and recipient certificates are taken from it, so that regenerating
  * gives the same file; without it, new certificates valid for 100 years are issued (their serial numbers and
@@ -166,27 +166,29 @@ int main(int argc, char **argv)
 
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "description",
-                            "idevs envelope protocol v1 test vectors: docs/PROTOCOL.md section 7 describes every field");
+                            "idevs envelope protocol v2 test vectors: docs/PROTOCOL.md section 7 describes every field");
     cJSON *inputs = cJSON_AddObjectToObject(root, "inputs");
     cJSON_AddItemToObject(inputs, "ca", party_json(&ca));
     cJSON_AddItemToObject(inputs, "sender", party_json(&sender));
     cJSON_AddItemToObject(inputs, "recipient", party_json(&recipient));
     cJSON_AddStringToObject(inputs, "topic", TOPIC);
     cJSON_AddNumberToObject(inputs, "epoch", (double)EPOCH_MS);
+    cJSON_AddNumberToObject(inputs, "instance", 0);
     cJSON *vectors = cJSON_AddArrayToObject(root, "vectors");
 
     uint8_t sender_digest[32];
     CHECK(idevs_identity_cert_digest(sender.id, sender_digest) == IDEVS_OK);
     for (uint32_t suite = 1; suite <= 2; suite++) {
-        uint8_t e_priv[32], ids[2][16], payload1[64], payload2[300];
+        uint8_t e_priv[32], ids[3][16], payload1[64], payload2[300];
         fill(e_priv, 32, (uint8_t)(0xe0 + suite));
         fill(ids[0], 16, (uint8_t)(0x80 + 16 * suite));
         fill(ids[1], 16, (uint8_t)(0xa0 + 16 * suite));
+        fill(ids[2], 16, (uint8_t)(0xc0 + 16 * suite));
         const char *text = "{\"customer\":\"Ada\",\"total\":\"151.00\"}";
         size_t len1 = strlen(text);
         memcpy(payload1, text, len1);
         fill(payload2, sizeof payload2, (uint8_t)suite);
-        vector_queue q = {{e_priv, ids[0], ids[1]}, {32, 16, 16}, 3, 0};
+        vector_queue q = {{e_priv, ids[0], ids[1], ids[2]}, {32, 16, 16, 16}, 4, 0};
         uint64_t clock = EPOCH_MS;
         idevs_envelope_options o;
         vector_options(&o, suite, &clock);
@@ -204,7 +206,7 @@ int main(int argc, char **argv)
         EVP_PKEY_free(e);
         CHECK(idevs_x25519(idevs_identity_kex_key(sender.id), idevs_identity_kex_public(recipient.id), dh_s) ==
               IDEVS_OK);
-        idevs_env_offer(offer, suite, &sender.uuid, &recipient.uuid, EPOCH_MS, e_pub,
+        idevs_env_offer(offer, suite, 0, &sender.uuid, &recipient.uuid, EPOCH_MS, e_pub,
                         idevs_identity_kex_public(recipient.id), sender_digest);
         CHECK(idevs_ed25519_sign(idevs_identity_sign_key(sender.id), offer, sizeof offer, sig) == IDEVS_OK);
         CHECK(idevs_env_derive(dh_e, dh_s, offer, key, base_nonce) == IDEVS_OK);
@@ -223,22 +225,30 @@ int main(int argc, char **argv)
         add_hex(ex, "base_nonce", base_nonce, 12);
         cJSON *msgs = cJSON_AddArrayToObject(v, "messages");
 
-        for (int m = 0; m < 2; m++) {
-            const uint8_t *payload = m == 0 ? payload1 : payload2;
-            size_t plen = m == 0 ? len1 : sizeof payload2;
-            idevs_msgid prov[1];
+        /* message 1: no provenance, pow2; 2: one id, pow2 over 256; 3: two ids, a block size of 48 */
+        for (int m = 0; m < 3; m++) {
+            const uint8_t *payload = m == 0 ? payload1 : m == 1 ? payload2 : (const uint8_t *)"ok";
+            size_t plen = m == 0 ? len1 : m == 1 ? sizeof payload2 : 2;
+            uint32_t pad = m == 2 ? 48 : IDEVS_PAD_POW2;
+            idevs_msgid prov[2];
             memcpy(prov[0].b, ids[0], 16);
-            idevs_seal_input in = {&recipient.uuid, TOPIC, payload, plen, m == 0 ? NULL : prov, (size_t)m, NULL};
+            memcpy(prov[1].b, ids[1], 16);
+            idevs_seal_input in = {&recipient.uuid, TOPIC, payload, plen, m == 0 ? NULL : prov, (size_t)m, NULL, pad};
+            size_t plain_len = 0;
+            CHECK(idevs_env_padded_len(5 + 16 * (size_t)m + plen, pad, &plain_len));
+            uint8_t plain[512];
+            CHECK(plain_len <= sizeof plain);
+            idevs_env_frame(plain, plain_len, prov, (size_t)m, payload, plen);
             uint8_t *env = NULL;
             size_t env_len = 0;
             CHECK(idevs_envelope_seal(ctx, &in, &env, &env_len, NULL) == IDEVS_OK);
             Idevs__V1__Envelope *pm = idevs__v1__envelope__unpack(NULL, env_len, env);
-            CHECK(pm != NULL && pm->sequence == (uint64_t)m + 1 && pm->ciphertext.len == plen + 16);
+            CHECK(pm != NULL && pm->sequence == (uint64_t)m + 1 && pm->ciphertext.len == plain_len + 16);
             CHECK(memcmp(pm->epoch_signature.data, sig, 64) == 0);
 
             idevs_env_header h;
             memset(&h, 0, sizeof h);
-            h.version = 1;
+            h.version = IDEVS_ENVELOPE_VERSION;
             h.suite = suite;
             h.sender = sender.uuid;
             h.recipient = recipient.uuid;
@@ -248,8 +258,6 @@ int main(int argc, char **argv)
             memcpy(h.ephemeral_key, e_pub, 32);
             memcpy(h.epoch_signature, sig, 64);
             memcpy(h.leaf_digest, sender_digest, 32);
-            h.provenance = prov;
-            h.provenance_count = (size_t)m;
             uint8_t aad[IDEVS_AAD_MAX], nonce[12];
             size_t aad_len = idevs_env_aad(aad, sizeof aad, &h, TOPIC, strlen(TOPIC));
             CHECK(aad_len > 0);
@@ -265,8 +273,13 @@ int main(int argc, char **argv)
                 free(s);
             }
             add_hex(jm, "payload", payload, plen);
+            if (pad == IDEVS_PAD_POW2)
+                cJSON_AddStringToObject(jm, "pad", "pow2");
+            else
+                cJSON_AddNumberToObject(jm, "pad", pad);
             cJSON_AddStringToObject(jm, "carries", m == 0 ? "chain" : "digest");
             cJSON *jx = cJSON_AddObjectToObject(jm, "expected");
+            add_hex(jx, "plaintext", plain, plain_len);
             add_hex(jx, "aad", aad, aad_len);
             add_hex(jx, "nonce", nonce, 12);
             add_hex(jx, "ciphertext", pm->ciphertext.data, pm->ciphertext.len);
