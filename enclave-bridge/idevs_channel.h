@@ -20,9 +20,22 @@
  * request envelope's provenance (which the broker learns from this length alone): never on the logic's state. */
 #define IDEVS_REQUEST_STATE_IDS(prov_count) \
     ((size_t)(prov_count) < IDEVS_PROVENANCE_MAX - 1 ? (size_t)(prov_count) : (size_t)IDEVS_PROVENANCE_MAX - 1)
-#define IDEVS_REQUEST_STATE_PLAIN(prov_count) (288u + 18u * IDEVS_REQUEST_STATE_IDS(prov_count))
+#define IDEVS_REQUEST_STATE_ID_BYTES 18u /* one provenance id in the token: protobuf tag, length, 16 bytes */
+#define IDEVS_REQUEST_STATE_PLAIN(prov_count) (288u + IDEVS_REQUEST_STATE_ID_BYTES * IDEVS_REQUEST_STATE_IDS(prov_count))
 #define IDEVS_REQUEST_CORRELATION_LEN(prov_count) (16u + 12u + IDEVS_REQUEST_STATE_PLAIN(prov_count) + 16u)
 #define IDEVS_REQUEST_CORRELATION_MAX IDEVS_REQUEST_CORRELATION_LEN(IDEVS_PROVENANCE_MAX)
+
+/* Whether len is the size of a request's correlation data, IDEVS_REQUEST_CORRELATION_LEN of some provenance count;
+ * *ids (may be NULL) gets the number of provenance ids its token holds. */
+static inline bool idevs_request_correlation_len_ok(size_t len, size_t *ids)
+{
+    size_t least = IDEVS_REQUEST_CORRELATION_LEN(0);
+    if (len < least || len > IDEVS_REQUEST_CORRELATION_MAX || (len - least) % IDEVS_REQUEST_STATE_ID_BYTES != 0)
+        return false;
+    if (ids != NULL)
+        *ids = (len - least) / IDEVS_REQUEST_STATE_ID_BYTES;
+    return true;
+}
 
 typedef struct idevs_channel {
     int fd;

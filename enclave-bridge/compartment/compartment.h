@@ -212,8 +212,9 @@ typedef struct request_state {
     size_t state_len;
 } request_state;
 void request_state_init(compartment *c, const uint8_t sealing_key[32]);
-/* Writes the request's correlation data into out: IDEVS_REQUEST_CORRELATION_LEN(rs->provenance_count) bytes. */
-idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs, uint8_t *out);
+/* Writes the correlation data of the sealed request s (its message id, provenance and state) into out:
+ * IDEVS_REQUEST_CORRELATION_LEN(s->provenance_count) bytes. */
+idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s, uint8_t *out);
 /* An answer's correlation data, if it is a token this program sealed, in an earlier run of the compartment, for
  * a request of index `request` whose id the answer's (authenticated) provenance names: true, with *out filled
  * (the caller cleanses it). Anything else, false: the answer matches no request. */

@@ -226,17 +226,7 @@ static idevs_err tx_request_state(logic_link *k, cmp_sealed *s, size_t index, co
     if (state->len > 0)
         memcpy(s->state, state->data, state->len);
     s->state_len = state->len;
-    request_state rs;
-    memset(&rs, 0, sizeof rs);
-    rs.id = s->message_id;
-    memcpy(rs.provenance, s->provenance, s->provenance_count * sizeof(idevs_msgid));
-    rs.provenance_count = s->provenance_count;
-    if (state->len > 0)
-        memcpy(rs.state, state->data, state->len);
-    rs.state_len = state->len;
-    idevs_err err = request_state_seal(k->c, index, &rs, s->correlation);
-    idevs_cleanse(&rs, sizeof rs);
-    return err;
+    return request_state_seal(k->c, index, s, s->correlation);
 }
 
 /* Seals one payload the logic emitted or requested, to the receiver the descriptor declares for it. */

@@ -46,21 +46,21 @@ static void aad_of(const compartment *c, const uint8_t id[IDEVS_UUID_LEN], uint8
     memcpy(aad + sizeof LABEL - 1 + IDEVS_UUID_LEN, id, IDEVS_UUID_LEN);
 }
 
-idevs_err request_state_seal(compartment *c, size_t request, const request_state *rs, uint8_t *out)
+idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s, uint8_t *out)
 {
-    if (rs->provenance_count > IDEVS_PROVENANCE_MAX - 1 || rs->state_len > IDEVS_REQUEST_STATE_MAX)
+    if (s->provenance_count > IDEVS_PROVENANCE_MAX - 1 || s->state_len > IDEVS_REQUEST_STATE_MAX)
         return IDEVS_ERR_INVALID_ARG;
     ProtobufCBinaryData list[IDEVS_PROVENANCE_MAX - 1];
-    for (size_t i = 0; i < rs->provenance_count; i++)
-        list[i] = (ProtobufCBinaryData){IDEVS_UUID_LEN, (uint8_t *)rs->provenance[i].b};
+    for (size_t i = 0; i < s->provenance_count; i++)
+        list[i] = (ProtobufCBinaryData){IDEVS_UUID_LEN, (uint8_t *)s->provenance[i].b};
     Idevs__Bridge__V1__RequestState m = IDEVS__BRIDGE__V1__REQUEST_STATE__INIT;
     m.request = (uint32_t)request;
     m.run = (ProtobufCBinaryData){sizeof c->run, c->run};
-    m.n_provenance = rs->provenance_count;
+    m.n_provenance = s->provenance_count;
     m.provenance = list;
-    m.state = (ProtobufCBinaryData){rs->state_len, (uint8_t *)rs->state};
+    m.state = (ProtobufCBinaryData){s->state_len, (uint8_t *)s->state};
     size_t n = idevs__bridge__v1__request_state__get_packed_size(&m),
-           plain_len = IDEVS_REQUEST_STATE_PLAIN(rs->provenance_count);
+           plain_len = IDEVS_REQUEST_STATE_PLAIN(s->provenance_count);
     if (n > plain_len - 2)
         return IDEVS_ERR_TOO_LARGE; /* cannot be, by the assertion above */
     uint8_t plain[PLAIN_MAX];
@@ -68,9 +68,9 @@ idevs_err request_state_seal(compartment *c, size_t request, const request_state
     plain[0] = (uint8_t)(n >> 8);
     plain[1] = (uint8_t)n;
     idevs__bridge__v1__request_state__pack(&m, plain + 2);
-    memcpy(out, rs->id.b, IDEVS_UUID_LEN);
+    memcpy(out, s->message_id.b, IDEVS_UUID_LEN);
     uint8_t aad[AAD_LEN];
-    aad_of(c, rs->id.b, aad);
+    aad_of(c, s->message_id.b, aad);
     idevs_err err = idevs_random(out + TOKEN_OFF, KEYS_GCM_NONCE_LEN);
     if (err == IDEVS_OK)
         err = keys_gcm(true, c->request_key, out + TOKEN_OFF, aad, sizeof aad, plain, plain_len, out + CIPHER_OFF,
@@ -83,13 +83,11 @@ bool request_state_open(compartment *c, size_t request, const uint8_t *correlati
                         const idevs_msgid *answer_provenance, size_t answer_provenance_count, request_state *out)
 {
     memset(out, 0, sizeof *out);
-    /* Its size says how many ids of provenance it holds: k, within bounds and exact. */
-    if (correlation == NULL || correlation_len < IDEVS_REQUEST_CORRELATION_LEN(0) ||
-        correlation_len > IDEVS_REQUEST_CORRELATION_MAX ||
-        (correlation_len - IDEVS_REQUEST_CORRELATION_LEN(0)) % 18 != 0)
+    /* Its size says how many ids of provenance it holds. */
+    size_t ids = 0;
+    if (correlation == NULL || !idevs_request_correlation_len_ok(correlation_len, &ids))
         return false;
-    size_t ids = (correlation_len - IDEVS_REQUEST_CORRELATION_LEN(0)) / 18,
-           plain_len = IDEVS_REQUEST_STATE_PLAIN(ids);
+    size_t plain_len = IDEVS_REQUEST_STATE_PLAIN(ids);
     /* The request the answer names in its authenticated provenance, and only that one. */
     bool named = false;
     for (size_t i = 0; !named && i < answer_provenance_count; i++)
