@@ -21,7 +21,8 @@
 #define IDEVS_REQUEST_STATE_IDS(prov_count) \
     ((size_t)(prov_count) < IDEVS_PROVENANCE_MAX - 1 ? (size_t)(prov_count) : (size_t)IDEVS_PROVENANCE_MAX - 1)
 #define IDEVS_REQUEST_STATE_ID_BYTES 18u /* one provenance id in the token: protobuf tag, length, 16 bytes */
-#define IDEVS_REQUEST_STATE_PLAIN(prov_count) (288u + IDEVS_REQUEST_STATE_ID_BYTES * IDEVS_REQUEST_STATE_IDS(prov_count))
+#define IDEVS_REQUEST_STATE_PLAIN(prov_count) \
+    (288u + IDEVS_REQUEST_STATE_ID_BYTES * IDEVS_REQUEST_STATE_IDS(prov_count))
 #define IDEVS_REQUEST_CORRELATION_LEN(prov_count) (16u + 12u + IDEVS_REQUEST_STATE_PLAIN(prov_count) + 16u)
 #define IDEVS_REQUEST_CORRELATION_MAX IDEVS_REQUEST_CORRELATION_LEN(IDEVS_PROVENANCE_MAX)
 

@@ -10,9 +10,9 @@
  *                 IDEVS_REQUEST_STATE_PLAIN(k) = 288 + 18 k bytes, k the ids of provenance it holds
  *   request_key = HKDF-SHA256(ikm = sealing key, salt = "", info = "idevs request state v1" || program)
  *
- * Its size depends only on k, which the request envelope's clear provenance shows anyway, never on the state: its
- * length tells the broker and the service nothing the logic chose. Only a compartment of the same program and measurement opens it (the sealing key comes from the
- * measurement). The run id inside tells this run's requests, which the table of outstanding requests matches
+ * Its size depends only on k, never on the state: its length tells the broker and the service nothing the logic
+ * chose (it does show k, which envelope version 2 otherwise seals: docs/PROTOCOL.md 8.3). Only a compartment of the
+ * same program and measurement opens it (the sealing key comes from the measurement). The run id inside tells this run's requests, which the table of outstanding requests matches
  * (logic_link.c), from a former run's, which only the token can. */
 #include <string.h>
 

@@ -404,8 +404,8 @@ static bool topic_ok(const char *t)
 /* The envelope itself, without a key: from this process, to the receiver the deployment declares for the topic,
  * and for a request, carrying its own message id, then a sealed token, as correlation data (of a size a request's
  * correlation data has, idevs_request_correlation_len_ok: the provenance count itself is sealed in the envelope,
- * PROTOCOL.md version 2, so any of them is a size a request can have). Only the key holder can write one; a logic that wrote raw bytes
- * would fail here. */
+ * PROTOCOL.md version 2, so any of them is a size a request can have). Only the key holder can write one; a logic
+ * that wrote raw bytes would fail here. */
 static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, size_t to,
                                     bool request)
 {
