@@ -218,6 +218,30 @@ static idevs_err get_qos(parser *p, const cJSON *obj, const char *path, int *qos
     return err;
 }
 
+/* "pad" (docs/DEPLOYMENT.md): "pow2" (the default), "none", or a block size in bytes. */
+static idevs_err get_pad(parser *p, const cJSON *obj, const char *path, uint32_t *pad)
+{
+    *pad = IDEVS_PAD_POW2;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "pad");
+    if (v == NULL)
+        return IDEVS_OK;
+    char where[PATH_MAX_LEN];
+    join(where, path, "pad");
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "pow2") == 0)
+        return IDEVS_OK;
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "none") == 0) {
+        *pad = IDEVS_PAD_NONE;
+        return IDEVS_OK;
+    }
+    if (!cJSON_IsNumber(v))
+        return fail(p, where, "must be \"pow2\", \"none\" or a block size of %u to %u bytes", IDEVS_PAD_BLOCK_MIN,
+                    IDEVS_PAD_BLOCK_MAX);
+    double d = IDEVS_PAD_POW2;
+    idevs_err err = get_uint(p, obj, path, "pad", IDEVS_PAD_BLOCK_MIN, IDEVS_PAD_BLOCK_MAX, &d);
+    *pad = (uint32_t)d;
+    return err;
+}
+
 /* The service a from/to names. */
 static idevs_err get_service_ref(parser *p, const idevs_deployment *d, const cJSON *obj, const char *path,
                                  const char *key, size_t *index)
@@ -406,7 +430,7 @@ static const char *request_name(const idevs_deployment *d, size_t i) { return d-
 
 static idevs_err parse_inputs(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
 {
-    static const char *const keys[] = {"name", "topic", "from", NULL};
+    static const char *const keys[] = {"name", "topic", "from", "pad", NULL};
     const cJSON *e;
     size_t n;
     void *entries;
@@ -418,7 +442,8 @@ static idevs_err parse_inputs(parser *p, const cJSON *root, idevs_deployment *d,
         d->input_count = i + 1; /* so that free() sees what was filled */
         if ((err = get_entry_name(p, e, "inputs", i, keys, input_name, d, in->name, path)) == IDEVS_OK &&
             (err = get_topic(p, e, path, "topic", &in->topic)) == IDEVS_OK &&
-            (err = get_service_ref(p, d, e, path, "from", &in->from)) == IDEVS_OK)
+            (err = get_service_ref(p, d, e, path, "from", &in->from)) == IDEVS_OK &&
+            (err = get_pad(p, e, path, &in->pad)) == IDEVS_OK)
             err = claim_topic(p, topics, path, "topic", in->topic);
     }
     return err;
@@ -426,7 +451,7 @@ static idevs_err parse_inputs(parser *p, const cJSON *root, idevs_deployment *d,
 
 static idevs_err parse_outputs(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
 {
-    static const char *const keys[] = {"name", "topic", "to", "qos", NULL};
+    static const char *const keys[] = {"name", "topic", "to", "qos", "pad", NULL};
     const cJSON *e;
     size_t n;
     void *entries;
@@ -439,7 +464,8 @@ static idevs_err parse_outputs(parser *p, const cJSON *root, idevs_deployment *d
         if ((err = get_entry_name(p, e, "outputs", i, keys, output_name, d, out->name, path)) == IDEVS_OK &&
             (err = get_topic(p, e, path, "topic", &out->topic)) == IDEVS_OK &&
             (err = get_service_ref(p, d, e, path, "to", &out->to)) == IDEVS_OK &&
-            (err = get_qos(p, e, path, &out->qos)) == IDEVS_OK)
+            (err = get_qos(p, e, path, &out->qos)) == IDEVS_OK &&
+            (err = get_pad(p, e, path, &out->pad)) == IDEVS_OK)
             err = claim_topic(p, topics, path, "topic", out->topic);
     }
     return err;
@@ -447,7 +473,7 @@ static idevs_err parse_outputs(parser *p, const cJSON *root, idevs_deployment *d
 
 static idevs_err parse_requests(parser *p, const cJSON *root, idevs_deployment *d, topic_set *topics)
 {
-    static const char *const keys[] = {"name", "topic", "response_topic", "to", "qos", NULL};
+    static const char *const keys[] = {"name", "topic", "response_topic", "to", "qos", "pad", NULL};
     const cJSON *e;
     size_t n;
     void *entries;
@@ -462,6 +488,7 @@ static idevs_err parse_requests(parser *p, const cJSON *root, idevs_deployment *
             (err = get_topic(p, e, path, "response_topic", &r->response_topic)) == IDEVS_OK &&
             (err = get_service_ref(p, d, e, path, "to", &r->to)) == IDEVS_OK &&
             (err = get_qos(p, e, path, &r->qos)) == IDEVS_OK &&
+            (err = get_pad(p, e, path, &r->pad)) == IDEVS_OK &&
             (err = claim_topic(p, topics, path, "topic", r->topic)) == IDEVS_OK)
             err = claim_topic(p, topics, path, "response_topic", r->response_topic);
     }

@@ -50,14 +50,16 @@ typedef struct idevs_deployment_service {
 typedef struct idevs_deployment_input {
     char name[IDEVS_NAME_MAX + 1];
     char *topic;
-    size_t from; /* index into services */
+    size_t from;  /* index into services */
+    uint32_t pad; /* "pad": IDEVS_PAD_POW2 (default), IDEVS_PAD_NONE or a block size (idevs_envelope.h) */
 } idevs_deployment_input;
 
 typedef struct idevs_deployment_output {
     char name[IDEVS_NAME_MAX + 1];
     char *topic;
     size_t to; /* index into services */
-    int qos;   /* 0..2, default 1 */
+    int qos;      /* 0..2, default 1 */
+    uint32_t pad; /* as an input's */
 } idevs_deployment_output;
 
 typedef struct idevs_deployment_request {
@@ -66,6 +68,7 @@ typedef struct idevs_deployment_request {
     char *response_topic;
     size_t to; /* index into services */
     int qos;
+    uint32_t pad; /* the request's and its answers' (as an input's) */
 } idevs_deployment_request;
 
 typedef struct idevs_deployment {
@@ -96,7 +99,8 @@ typedef struct idevs_deployment {
  * sentence naming the field as a JSON path and the problem, e.g. "outputs[1].to: no service named 'taxi'".
  * Checks: version; names [A-Za-z0-9._-] 1..64 and unique per kind; UUIDs; topics non-empty, at most
  * IDEVS_TOPIC_MAX bytes, without wildcards, distinct across inputs, outputs, requests and response topics,
- * and not under "$"; from/to naming declared services; qos 0..2; limits in range; refusals at most
+ * and not under "$"; from/to naming declared services; qos 0..2; pad "pow2", "none" or 16..4096; limits in range;
+ * refusals at most
  * IDEVS_DEPLOYMENT_MAX_REFUSALS distinct codes of 1..IDEVS_REFUSAL_CODE_MAX of [a-z0-9_]; no unknown keys. */
 idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deployment **out, char *why, size_t why_len);
 

@@ -116,9 +116,10 @@ idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len)
     }
     size_t to = k->is_request ? d->requests[k->index].to : d->outputs[k->index].to;
     const char *topic = k->is_request ? d->requests[k->index].topic : d->outputs[k->index].topic;
+    uint32_t pad = k->is_request ? d->requests[k->index].pad : d->outputs[k->index].pad;
     idevs_seal_input in = {.recipient = &d->services[to].uuid, .topic = topic, .payload = k->payload.data,
                            .payload_len = k->payload.len, .provenance = prov, .provenance_count = k->n_provenance,
-                           .message_id = &id};
+                           .message_id = &id, .pad = pad};
     uint8_t *env = NULL;
     size_t env_len = 0;
     if (err == IDEVS_OK)

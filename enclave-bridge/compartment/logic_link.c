@@ -255,6 +255,7 @@ static idevs_err tx_seal(logic_link *k, bool is_request, size_t index, const Pro
         .payload_len = payload->len,
         .provenance = k->current->provenance,
         .provenance_count = k->current->provenance_count,
+        .pad = is_request ? d->requests[index].pad : d->outputs[index].pad,
     };
     /* An event caused by a message (an input, a response) gives its envelopes ids derived from that message's: run
      * again, it sends the same ids. A timer's are random. */

@@ -205,9 +205,9 @@ void svc_release_held(idevs_service *svc)
 
 /* ---- sending ---- */
 
-static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, const void *payload, size_t len,
-                                  const idevs_msgid *provenance, size_t provenance_count, const uint8_t *corr,
-                                  size_t corr_len, const idevs_msgid *message_id)
+static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, uint32_t pad, const void *payload,
+                                  size_t len, const idevs_msgid *provenance, size_t provenance_count,
+                                  const uint8_t *corr, size_t corr_len, const idevs_msgid *message_id)
 {
     if (len > svc->deployment->max_payload)
         return IDEVS_ERR_TOO_LARGE;
@@ -221,6 +221,7 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
         .provenance = provenance,
         .provenance_count = provenance_count,
         .message_id = message_id,
+        .pad = pad,
     };
     uint8_t *env = NULL;
     size_t env_len = 0;
@@ -273,8 +274,8 @@ static const idevs_deployment_input *own_input(const idevs_service *svc, const c
 
 idevs_err svc_send_receipt(idevs_service *svc, const uint8_t *payload, size_t len)
 {
-    return seal_and_publish(svc, svc->deployment->services[svc->self_index].receipt_from_topic, 1, payload, len, NULL,
-                            0, NULL, 0, NULL);
+    return seal_and_publish(svc, svc->deployment->services[svc->self_index].receipt_from_topic, 1, IDEVS_PAD_POW2,
+                            payload, len, NULL, 0, NULL, 0, NULL);
 }
 
 idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,
@@ -283,7 +284,7 @@ idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payl
     const idevs_deployment_input *in = own_input(svc, input);
     if (in == NULL)
         return IDEVS_ERR_UNKNOWN_INPUT; /* a redeployment took it away: it waits in the outbox */
-    return seal_and_publish(svc, in->topic, SVC_INPUT_QOS, payload, len, NULL, 0, NULL, 0, id);
+    return seal_and_publish(svc, in->topic, SVC_INPUT_QOS, in->pad, payload, len, NULL, 0, NULL, 0, id);
 }
 
 idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const idevs_msgid *request,
@@ -293,7 +294,7 @@ idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const 
     if (r == NULL || r->to != svc->self_index)
         return IDEVS_ERR_UNKNOWN_REQUEST;
     /* The descriptor gives the exchange one QoS, the request's: the answer travels at it too. */
-    return seal_and_publish(svc, r->response_topic, r->qos, payload, len, request, 1, corr, corr_len, id);
+    return seal_and_publish(svc, r->response_topic, r->qos, r->pad, payload, len, request, 1, corr, corr_len, id);
 }
 
 #define SVC_KEY_MAX 256

@@ -28,8 +28,11 @@ if ! { "$ca_tool" service "$pki" stranger && "$ca_tool" init "$other" --name ano
        "$ca_tool" service "$other" sink; } >"$work/pki.log" 2>&1; then
   bail "make the PKI" "$work/pki.log"
 fi
-# The request at QoS 2 (the output at 1).
+# The request at QoS 2 (the output at 1). Padding chosen per entry: the input in blocks of 128 bytes (sealed by the
+# library), the output not at all (by the compartment), the request and its answers in blocks of 4096.
 write_descriptor "$work/echo.json" 2
+sed -i -e 's|"from": "store"}|"from": "store", "pad": 128}|' -e 's|"to": "sink", "qos": 1}|"to": "sink", "qos": 1, "pad": "none"}|' \
+  -e 's|"qos": 2}|"qos": 2, "pad": 4096}|' "$work/echo.json"
 port=$(free_port)
 conf=$work/broker.conf
 cat >"$conf" <<CONF
@@ -76,6 +79,9 @@ check "... the output carries the compartment's chain and evidence: backend, pro
   "grep -q 'evidence: backend process' '$work/inspect.out' && grep -q 'program $program' '$work/inspect.out' &&
    grep -Eq 'measurement [0-9a-f]{64}' '$work/inspect.out' &&
    grep -q \"descriptor  \$(sha256sum '$work/echo.json' | cut -d' ' -f1)\" '$work/inspect.out'"
+# 'inspect-me...' is 37 bytes: the input's plaintext is 1 + 4 + 37 bytes, padded to 128; the output's 1 + 16 + 4 + 37.
+check "... the input padded to the descriptor's block of 128, the output not padded" bash -c \
+  "grep -q 'ciphertext: 144 bytes' '$work/inspect.out' && grep -q 'ciphertext: 74 bytes' '$work/inspect.out'"
 check "... and never the plaintext" bash -c "! grep -aq -e 'inspect-me' -e 'Ana Lima' -e '7700 900' '$work/inspect.out'"
 
 # ---- idevs-pub -> compartment -> idevs-sub prints exactly the payload ----
@@ -203,6 +209,12 @@ check "... the broker sends it the request at QoS 2" \
   grep -Eq "Sending PUBLISH to sink-respond \(d0, q2, r0, m[0-9]+, '$req_topic'" "$work/broker.log"
 check "... and it publishes the answer at the request's QoS 2" \
   grep -Eq "Received PUBLISH from sink-respond \(d0, q2, r0, m[0-9]+, 'idevs/echo/resp/ask'" "$work/broker.log"
+# At least 4096 bytes and less than 4096 more: one block, and the clear header and chain.
+padded_4096() { # the broker's log line start, topic
+  grep -Eq "$1 \(d0, q2, r0, m[0-9]+, '$2', \.\.\. \((4[0-9]{3}|5[0-9]{3}) bytes\)\)\$" "$work/broker.log"
+}
+check "the request padded to the descriptor's block of 4096" padded_4096 "Sending PUBLISH to sink-respond" "$req_topic"
+check "... and so is the library's answer" padded_4096 "Received PUBLISH from sink-respond" "$resp_topic"
 check "inputs, which the descriptor gives no QoS, are published at QoS 1" \
   grep -Eq "Received PUBLISH from [^ ]+ \(d0, q1, r0, m[0-9]+, '$in_topic'" "$work/broker.log"
 

@@ -85,6 +85,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 }
 
 static const char *limits_extra = ""; /* more limits for the next start(), e.g. ", \"max_outstanding_requests\": 4" */
+static const char *output_pad = "";   /* the output's "pad" member for the next start(), e.g. ", \"pad\": 256" */
+static const char *request_pad = "";  /* the request's */
 
 /* The test deployment: source -> events -> out -> sink; request ask -> oracle. */
 static void make_descriptor(child *c, const char *config)
@@ -105,12 +107,12 @@ static void make_descriptor(child *c, const char *config)
                      " {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\", \"receipts\": true},"
                      " {\"name\": \"oracle\", \"uuid\": \"%s\", \"certificate\": \"oracle.crt\"}],\n"
                      " \"inputs\": [{\"name\": \"events\", \"topic\": \"" TOPIC_IN "\", \"from\": \"source\"}],\n"
-                     " \"outputs\": [{\"name\": \"out\", \"topic\": \"" TOPIC_OUT "\", \"to\": \"sink\", \"qos\": 1}],\n"
+                     " \"outputs\": [{\"name\": \"out\", \"topic\": \"" TOPIC_OUT "\", \"to\": \"sink\", \"qos\": 1%s}],\n"
                      " \"requests\": [{\"name\": \"ask\", \"topic\": \"" TOPIC_REQ "\", \"response_topic\": \"" TOPIC_RESP
-                     "\", \"to\": \"oracle\", \"qos\": 2}],\n"
+                     "\", \"to\": \"oracle\", \"qos\": 2%s}],\n"
                      " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000%s}}\n",
-                     prog, config, ca_hex, src, snk, orc, limits_extra);
+                     prog, config, ca_hex, src, snk, orc, output_pad, request_pad, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof c->descriptor);
     c->descriptor_len = (size_t)n;
     CU_ASSERT_FATAL(idevs_sha256(c->descriptor, c->descriptor_len, c->digest) == IDEVS_OK);
@@ -2186,6 +2188,59 @@ static void test_kept_reseal(void)
     party_free(snk, p2);
 }
 
+/* The size an envelope's ciphertext shows: its padded plaintext and tag. */
+static size_t ciphertext_len(const ProtobufCBinaryData *envelope)
+{
+    idevs_envelope_header h;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_peek(envelope->data, envelope->len, &h), IDEVS_OK);
+    return h.ciphertext_len;
+}
+
+/* The descriptor's "pad" of an output and of a request is what the compartment seals them with, also when it seals
+ * a kept output anew; the output's plaintext is 1 + 16 + 4 + 6 bytes (one id, "sale 1"), the request's 1 + 16 + 4 +
+ * 8 ("how far?"). */
+static void test_pad_from_descriptor(void)
+{
+    child c;
+    output_pad = ", \"pad\": 256";
+    request_pad = ", \"pad\": \"none\"";
+    bool started = start(&c, "echo", NULL);
+    output_pad = request_pad = "";
+    CU_ASSERT_TRUE_FATAL(started);
+    idevs_cert_policy *p1, *p2, *p3;
+    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, true),
+                       *orc = service_ctx(&c, oracle, &p3, false);
+    idevs_msgid in_id;
+    deliver_text(&c, src, 1, TOPIC_IN, TOPIC_IN, "sale 1", &in_id);
+    Idevs__Bridge__V1__Frame *f = expect(&c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(ciphertext_len(&f->publish->envelope), 256 + IDEVS_AEAD_TAG_LEN);
+    size_t kept_len = f->publish->kept.len;
+    uint8_t *kept = malloc(kept_len);
+    CU_ASSERT_FATAL(kept != NULL);
+    memcpy(kept, f->publish->kept.data, kept_len);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    expect_done(&c, 1, IDEVS_OK);
+    send_reseal(&c, kept, kept_len);
+    free(kept);
+    f = expect(&c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(ciphertext_len(&f->publish->envelope), 256 + IDEVS_AEAD_TAG_LEN);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+
+    deliver_text(&c, src, 2, TOPIC_IN, TOPIC_IN, "ask:how far?", &in_id);
+    f = expect(&c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_STRING_EQUAL(f->publish->topic, TOPIC_REQ);
+    CU_ASSERT_EQUAL(ciphertext_len(&f->publish->envelope), 1 + 16 + 4 + 8 + IDEVS_AEAD_TAG_LEN);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    expect_done(&c, 2, IDEVS_OK);
+    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
+    party_free(src, p1);
+    party_free(snk, p2);
+    party_free(orc, p3);
+}
+
 /* Sealed anew with the id it was first sent with (a sender's retransmission). */
 static void deliver_numbered(child *c, idevs_envelope_ctx *src, uint64_t delivery, const idevs_msgid *id,
                              const char *text)
@@ -2278,6 +2333,7 @@ static CU_TestInfo tests[] = {
      test_kept_reseal},
     {"receipts: handled once, a copy sent again receipted and not run", test_receipts_and_copies},
     {"request and response, provenance back to the input", test_request_response},
+    {"pad of an output and a request from the descriptor, also when sealed anew", test_pad_from_descriptor},
     {"an input run again by a new compartment: its outputs keep their message ids", test_output_ids_follow_their_input},
     {"request state: a former run's request answered once after a restart; altered, foreign or unnamed tokens match nothing", test_request_state_across_restart},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",

@@ -104,21 +104,28 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(d->queue_depth, 1024);
     CU_ASSERT_EQUAL(d->event_timeout_ms, 2000);
     CU_ASSERT_EQUAL(d->max_outstanding_requests, 4096);
+    CU_ASSERT_EQUAL(d->outputs[0].pad, IDEVS_PAD_POW2);
     idevs_deployment_free(d);
+}
+
+/* text with the first occurrence of from replaced by to; malloc'd. */
+static char *replaced(const char *text, const char *from, const char *to)
+{
+    const char *at = strstr(text, from);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    size_t head = (size_t)(at - text), from_len = strlen(from), to_len = strlen(to);
+    char *out = malloc(strlen(text) - from_len + to_len + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    memcpy(out, text, head);
+    memcpy(out + head, to, to_len);
+    strcpy(out + head + to_len, at + from_len);
+    return out;
 }
 
 /* Replaces the first occurrence of from in the example by to, parses, and checks the error names path. */
 static void expect_error(const char *from, const char *to, const char *why_part)
 {
-    const char *at = strstr(example, from);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
-    size_t head = (size_t)(at - example), from_len = strlen(from), to_len = strlen(to);
-    size_t len = strlen(example) - from_len + to_len;
-    char *text = malloc(len + 1);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    memcpy(text, example, head);
-    memcpy(text + head, to, to_len);
-    strcpy(text + head + to_len, at + from_len);
+    char *text = replaced(example, from, to);
     idevs_deployment *d = (idevs_deployment *)1;
     char why[256];
     idevs_err err = parse_text(text, &d, why, sizeof why);
@@ -193,6 +200,34 @@ static void test_references_and_topics(void)
                                          "    { \"name\": \"sales\"",
                  "inputs[1].name: 'sales' is already the name of inputs[0]");
     expect_error("\"response_topic\": \"idevs/rewards/resp/ride\",", "", "requests[0].response_topic: missing");
+}
+
+/* "pad" per input, output and request: a name or a block size; anything else names the entry. */
+static void test_pad(void)
+{
+    char *a = replaced(example, "\"from\": \"store\"", "\"from\": \"store\", \"pad\": \"none\"");
+    char *b = replaced(a, "\"to\": \"messaging\", \"qos\": 1", "\"to\": \"messaging\", \"qos\": 1, \"pad\": 256");
+    char *c = replaced(b, "\"to\": \"taxi\", \"qos\": 1", "\"to\": \"taxi\", \"qos\": 1, \"pad\": \"pow2\"");
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(c, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(d->inputs[0].pad, IDEVS_PAD_NONE);
+    CU_ASSERT_EQUAL(d->outputs[0].pad, 256);
+    CU_ASSERT_EQUAL(d->requests[0].pad, IDEVS_PAD_POW2);
+    idevs_deployment_free(d);
+    free(a);
+    free(b);
+    free(c);
+    const char *out = "\"to\": \"messaging\", \"qos\": 1";
+    expect_error(out, "\"to\": \"messaging\", \"pad\": \"pow3\"",
+                 "outputs[0].pad: must be \"pow2\", \"none\" or a block size of 16 to 4096 bytes");
+    expect_error(out, "\"to\": \"messaging\", \"pad\": true", "outputs[0].pad: must be \"pow2\"");
+    expect_error(out, "\"to\": \"messaging\", \"pad\": 8", "outputs[0].pad: 8 is out of range: 16 to 4096");
+    expect_error(out, "\"to\": \"messaging\", \"pad\": 1", "outputs[0].pad: 1 is out of range");
+    expect_error(out, "\"to\": \"messaging\", \"pad\": 4097", "outputs[0].pad: 4097 is out of range");
+    expect_error(out, "\"to\": \"messaging\", \"pad\": 64.5", "outputs[0].pad: must be a whole number");
+    expect_error("\"from\": \"store\"", "\"from\": \"store\", \"pad\": \"\"", "inputs[0].pad: must be");
+    expect_error("\"to\": \"taxi\"", "\"to\": \"taxi\", \"pad\": 0", "requests[0].pad: 0 is out of range");
 }
 
 static void test_limits(void)
@@ -311,6 +346,7 @@ static CU_TestInfo tests[] = {
     {"syntax, types, unknown and duplicate keys", test_syntax_and_structure},
     {"names and UUIDs", test_names_and_uuids},
     {"service references and topics", test_references_and_topics},
+    {"padding per input, output and request", test_pad},
     {"limits", test_limits},
     {"refusal codes", test_refusals},
     {"size, NUL bytes, arguments", test_size_and_bytes},
