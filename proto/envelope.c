@@ -195,32 +195,61 @@ static bool same_keys(const idevs_peer *p, const idevs_cert_info *ci)
            memcmp(p->info.kex_pub, ci->kex_pub, sizeof ci->kex_pub) == 0;
 }
 
-/* Another verified certificate of a peer's keys: the later-expiring one becomes (or stays) the current one, the
- * other is remembered as the former one. The epochs, the static DH value and the epoch floor stay. */
+/* The other certificate of p's keys with this digest; NULL when none. */
+static idevs_same_keys_cert *other_cert(idevs_peer *p, const uint8_t digest[IDEVS_SHA256_LEN])
+{
+    for (size_t i = 0; i < p->other_count; i++)
+        if (same_digest(p->others[i].digest, digest))
+            return &p->others[i];
+    return NULL;
+}
+
+/* Remembers a certificate of p's keys among the others: a known one takes the later notAfter; when all slots are
+ * taken, the one expiring first gives way (among equals, the first remembered), unless it expires after this one. */
+static void remember_other(idevs_peer *p, const uint8_t digest[IDEVS_SHA256_LEN], uint64_t not_after)
+{
+    idevs_same_keys_cert *slot = other_cert(p, digest);
+    if (slot == NULL && p->other_count < IDEVS_SAME_KEYS_MAX)
+        slot = &p->others[p->other_count++];
+    if (slot == NULL) {
+        slot = &p->others[0];
+        for (size_t i = 1; i < p->other_count; i++)
+            if (p->others[i].not_after_ms < slot->not_after_ms)
+                slot = &p->others[i];
+        if (slot->not_after_ms > not_after)
+            return;
+    }
+    memcpy(slot->digest, digest, IDEVS_SHA256_LEN);
+    slot->not_after_ms = not_after;
+}
+
+/* Another verified certificate of a peer's keys (a renewal, another instance's): the later-expiring one becomes (or
+ * stays) the current one, the other is remembered among the others. The epochs, the static DH value and the epoch
+ * floor stay. */
 static void renew_peer(idevs_peer *p, const idevs_cert_info *ci, uint64_t not_after)
 {
     if (same_digest(p->info.cert_digest, ci->cert_digest)) {
         p->info = *ci;
         p->not_after_ms = not_after;
     } else if (not_after >= p->not_after_ms) {
-        memcpy(p->former_digest, p->info.cert_digest, IDEVS_SHA256_LEN);
-        p->former_not_after_ms = p->not_after_ms;
-        p->has_former = true;
+        remember_other(p, p->info.cert_digest, p->not_after_ms);
+        idevs_same_keys_cert *was = other_cert(p, ci->cert_digest);
+        if (was != NULL) /* the new current one is no longer an other */
+            *was = p->others[--p->other_count];
         p->info = *ci;
         p->not_after_ms = not_after;
     } else {
-        memcpy(p->former_digest, ci->cert_digest, IDEVS_SHA256_LEN);
-        p->former_not_after_ms = not_after;
-        p->has_former = true;
+        remember_other(p, ci->cert_digest, not_after);
     }
     p->info.evidence.hardware_report = NULL;
     p->info.evidence.hardware_report_len = 0;
 }
 
-/* digest names the peer's former certificate, still valid at now. */
-static bool former_valid(const idevs_peer *p, const uint8_t digest[IDEVS_SHA256_LEN], uint64_t now)
+/* digest names another certificate of the peer's keys, still valid at now. */
+static bool other_valid(idevs_peer *p, const uint8_t digest[IDEVS_SHA256_LEN], uint64_t now)
 {
-    return p->has_former && same_digest(p->former_digest, digest) && now < p->former_not_after_ms;
+    const idevs_same_keys_cert *o = other_cert(p, digest);
+    return o != NULL && now < o->not_after_ms;
 }
 
 static idevs_err verify_chain(const idevs_envelope_ctx *ctx, const uint8_t *const *der, const size_t *der_len,
@@ -643,7 +672,7 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
         if ((err = idevs_sha256(s->d.chain[0], s->d.chain_len[0], h->leaf_digest)) != IDEVS_OK)
             return err;
         bool cached = peer != NULL && ((same_digest(peer->info.cert_digest, h->leaf_digest) && now < peer->not_after_ms) ||
-                                       former_valid(peer, h->leaf_digest, now));
+                                       other_valid(peer, h->leaf_digest, now));
         if (!cached) {
             idevs_cert_info ci;
             uint64_t not_after = 0;
@@ -672,8 +701,8 @@ static idevs_err open_envelope(idevs_envelope_ctx *ctx, const char *topic, const
         if (same_digest(peer->info.cert_digest, h->leaf_digest)) {
             if (now >= peer->not_after_ms)
                 return IDEVS_ERR_CERT_EXPIRED;
-        } else if (peer->has_former && same_digest(peer->former_digest, h->leaf_digest)) {
-            if (now >= peer->former_not_after_ms)
+        } else if (other_cert(peer, h->leaf_digest) != NULL) {
+            if (!other_valid(peer, h->leaf_digest, now))
                 return IDEVS_ERR_CERT_EXPIRED;
         } else {
             return IDEVS_ERR_CERT_DIGEST_MISMATCH;

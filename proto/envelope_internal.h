@@ -166,17 +166,24 @@ typedef struct idevs_instance_epochs {
 
 #define IDEVS_INSTANCES_MAX 64 /* per peer; the one whose current epoch is the oldest is evicted first */
 
+#define IDEVS_SAME_KEYS_MAX 64 /* other certificates of a peer's keys kept: one per instance */
+
+typedef struct idevs_same_keys_cert {
+    uint8_t digest[IDEVS_SHA256_LEN];
+    uint64_t not_after_ms;
+} idevs_same_keys_cert;
+
 typedef struct idevs_peer {
     idevs_cert_info info;
     uint64_t not_after_ms; /* earliest notAfter of the verified chain */
     bool has_dh_s;
     uint8_t dh_s[IDEVS_X25519_LEN]; /* X25519(own kex private, peer kex public), cached; cleansed on free */
     uint64_t epoch_floor;           /* offers must be above this (survives certificate replacement) */
-    /* The other certificate of the same keys after a renewal (the one renewed, or an older one a chain
-     * brought): envelopes of epochs begun under it still open until it expires. */
-    bool has_former;
-    uint8_t former_digest[IDEVS_SHA256_LEN];
-    uint64_t former_not_after_ms;
+    /* The other certificates of the same keys (docs/PROTOCOL.md 5, step 7): the one a renewal replaced, an older
+     * one a chain brought, another instance's (each instance has its own evidence). Envelopes naming one open
+     * until it expires. At most IDEVS_SAME_KEYS_MAX; beyond, the one expiring first is forgotten. */
+    idevs_same_keys_cert others[IDEVS_SAME_KEYS_MAX];
+    size_t other_count;
     idevs_send_epoch send;
     idevs_instance_epochs *instances; /* instance_count of them, in no order */
     size_t instance_count, instance_cap;

@@ -69,8 +69,9 @@ void idevs_envelope_ctx_free(idevs_envelope_ctx *ctx);
 /* Registers a peer from its DER chain (leaf first) after verifying it under the context's policy: needed
  * before sealing to it, optional before opening from it (a chain in the envelope registers the sender).
  * Re-adding a peer with a new certificate for other keys replaces it and resets its epochs. A new certificate
- * for the same keys (a renewal) replaces the certificate and keeps the epochs; the former one still opens
- * the envelopes of epochs begun under it until it expires. info may be NULL. */
+ * for the same keys (a renewal, or another instance's certificate) keeps the epochs: the later-expiring one is the
+ * peer's certificate, and the others (up to 64) still open the envelopes naming them until they expire. info may
+ * be NULL. */
 idevs_err idevs_envelope_add_peer(idevs_envelope_ctx *ctx, const uint8_t *const *der, const size_t *der_len,
                                   size_t count, idevs_cert_info *info);
 

@@ -64,17 +64,30 @@ void fixture_pki_free(fixture_pki *pki)
     memset(pki, 0, sizeof *pki);
 }
 
-idevs_identity *fixture_service(fixture_pki *pki, const char *name)
+static idevs_identity *certified_service(fixture_pki *pki, idevs_identity *id)
 {
-    idevs_uuid u;
-    idevs_identity *id = NULL;
     X509 *cert = NULL;
-    idevs_uuid_generate(&u);
-    CHECK(idevs_identity_generate(&u, name, &id) == IDEVS_OK);
     CHECK(idevs_cert_issue_service(pki->ca, pki->ca_cert, id, FIXTURE_DAYS, &cert) == IDEVS_OK);
     set_chain(id, cert, NULL);
     X509_free(cert);
     return id;
+}
+
+idevs_identity *fixture_service(fixture_pki *pki, const char *name)
+{
+    idevs_uuid u;
+    idevs_identity *id = NULL;
+    idevs_uuid_generate(&u);
+    CHECK(idevs_identity_generate(&u, name, &id) == IDEVS_OK);
+    return certified_service(pki, id);
+}
+
+idevs_identity *fixture_service_keys(fixture_pki *pki, const char *name, const idevs_uuid *uuid,
+                                     const uint8_t sign_seed[32], const uint8_t kex_private[32])
+{
+    idevs_identity *id = NULL;
+    CHECK(idevs_identity_from_private(uuid, name, sign_seed, kex_private, &id) == IDEVS_OK);
+    return certified_service(pki, id);
 }
 
 idevs_identity *fixture_compartment(fixture_pki *pki, const char *name, const idevs_uuid *program,

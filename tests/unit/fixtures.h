@@ -29,6 +29,11 @@ void fixture_pki_free(fixture_pki *pki);
  * its chain is [leaf]. Free with idevs_identity_free. */
 idevs_identity *fixture_service(fixture_pki *pki, const char *name);
 
+/* A service identity of the given UUID and private keys (instances of one identity share them), with its own
+ * 30-day certificate issued by the CA: two calls with the same keys give two certificates of the same keys. */
+idevs_identity *fixture_service_keys(fixture_pki *pki, const char *name, const idevs_uuid *uuid,
+                                     const uint8_t sign_seed[32], const uint8_t kex_private[32]);
+
 /* An attested compartment: generated keys, evidence (backend process, the given program, measurement,
  * descriptor digest and flags, a fresh 16-byte nonce, issued now), certificate valid validity_seconds,
  * signed by the authority; its chain is [leaf, authority]. The identity's UUID is *program (the SAN uuid of

@@ -1487,6 +1487,60 @@ static void test_instances_interleaved(void)
     idevs_envelope_ctx_free(b);
 }
 
+/* Instances of one identity, each with its own certificate of the same keys (its own evidence): each one's chain is
+ * taken as another certificate of the known keys, so the epochs stay, and each one's envelopes naming only its
+ * certificate's digest open. At most IDEVS_SAME_KEYS_MAX others are kept besides the current one: beyond, the one
+ * expiring first (among equals, the first remembered) is forgotten, and its digest alone no longer opens. */
+static void test_instances_own_certificates(void)
+{
+    enum { N = IDEVS_SAME_KEYS_MAX + 2 };
+    uint8_t seed[32], kex[32];
+    CU_ASSERT_FATAL(idevs_random(seed, sizeof seed) == IDEVS_OK && idevs_random(kex, sizeof kex) == IDEVS_OK);
+    idevs_uuid uuid;
+    idevs_uuid_generate(&uuid);
+    uint64_t t0 = real_now_ms(), now = t0;
+    idevs_envelope_ctx *b = ctx_for(bob, policy, &now, NULL);
+    idevs_identity *id[N];
+    idevs_envelope_ctx *a[N];
+    for (int i = 0; i < N; i++) {
+        id[i] = fixture_service_keys(&pki, "pool", &uuid, seed, kex);
+        a[i] = ctx_instance(id[i], &now, (uint32_t)i);
+    }
+    /* three instances: chains first, then digests only, interleaved; instance i's epoch is t0 + i */
+    for (int round = 0; round < 2; round++)
+        for (uint32_t i = 0; i < 3; i++) {
+            now = t0 + (round == 0 ? i : 2);
+            sealed m = seal_msg(a[i], bob);
+            idevs_envelope_header h;
+            CU_ASSERT_FATAL(idevs_envelope_peek(m.buf, m.len, &h) == IDEVS_OK);
+            CU_ASSERT_EQUAL(h.chain_count > 0, round == 0);
+            CU_ASSERT_EQUAL(open_instance(b, &m, i), IDEVS_OK);
+            drop(&m);
+        }
+    /* the others (the 65th and 66th instances evict instances 0 and 1, whose epochs are the oldest); the first
+     * instance's certificate is the first remembered of equals, so it is the one forgotten */
+    for (uint32_t i = 3; i < N; i++) {
+        now = t0 + i;
+        sealed m = seal_msg(a[i], bob);
+        CU_ASSERT_EQUAL(open_instance(b, &m, i), IDEVS_OK);
+        drop(&m);
+    }
+    sealed m = seal_msg(a[0], bob);
+    CU_ASSERT_EQUAL(open_instance(b, &m, 0), IDEVS_ERR_CERT_DIGEST_MISMATCH);
+    drop(&m);
+    m = seal_msg(a[2], bob);
+    CU_ASSERT_EQUAL(open_instance(b, &m, 2), IDEVS_OK);
+    drop(&m);
+    idevs_envelope_stats st;
+    idevs_envelope_get_stats(b, &st);
+    CU_ASSERT_EQUAL(st.receiving_epochs, N); /* one offer verified per instance: a new certificate kept them */
+    for (int i = 0; i < N; i++) {
+        idevs_envelope_ctx_free(a[i]);
+        idevs_identity_free(id[i]);
+    }
+    idevs_envelope_ctx_free(b);
+}
+
 /* At most 64 instances per sender: a 65th that opens evicts the one whose current epoch is the oldest; that
  * instance's envelopes of the evicted epoch are refused from then on (the instance floor), its next epoch opens. */
 static void test_instances_evicted(void)
@@ -1565,6 +1619,7 @@ static CU_TestInfo tests[] = {
     {"padding and framing refused: padding, too_large", test_padding_refused},
     {"instances: interleaved, own epochs and windows, replays refused", test_instances_interleaved},
     {"instances: at most 64, the oldest evicted, its epoch not opened again", test_instances_evicted},
+    {"instances: each its own certificate of the same keys, at most 64 others kept", test_instances_own_certificates},
     CU_TEST_INFO_NULL,
 };
 
