@@ -5,7 +5,7 @@
 # stopping a pid come from scripts/lib/broker.sh.
 #
 #   cs_init BUILD_DIR WORK_DIR
-#   cs_make_pki; cs_write_descriptor; cs_start_broker; cs_start_tap
+#   cs_make_pki; cs_write_descriptor; cs_start_broker; cs_start_tap [STREAMS_DIR]
 #   cs_start_service taxi ...; cs_start_service messaging ...
 #   "$CS_STORE" run --db ... $(cs_conn store)
 #   cs_stop_all
@@ -127,12 +127,16 @@ cs_wait_certificate() { # FILE
   return 1
 }
 
-# Starts the recording relay in front of the broker; services connect to CS_TAP_PORT.
-cs_start_tap() {
+# Starts the recording relay in front of the broker; services connect to CS_TAP_PORT. With STREAMS_DIR, it
+# also keeps each connection's two directions apart there (tap.py).
+cs_start_tap() { # [STREAMS_DIR]
   CS_TAP_PORT=$(cs_free_port)
   : >"$CS_WORK/traffic.bin"
+  [ -z "${1:-}" ] || mkdir -p "$1" || return 1
   # bash unsets a coproc's NAME_PID when it ends: keep the pid in a variable of our own.
-  coproc TAP_PROC { exec python3 "$IDEVS_ROOT/scripts/lib/tap.py" "$CS_TAP_PORT" "$CS_PORT" "$CS_WORK/traffic.bin" 900; }
+  coproc TAP_PROC {
+    exec python3 "$IDEVS_ROOT/scripts/lib/tap.py" "$CS_TAP_PORT" "$CS_PORT" "$CS_WORK/traffic.bin" 900 ${1:+"$1"}
+  }
   CS_TAP_PID=$TAP_PROC_PID
   local line
   read -r -t 10 line <&"${TAP_PROC[0]}" && [ "$line" = ready ]
