@@ -632,6 +632,8 @@ idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deploym
     idevs_deployment *d = calloc(1, sizeof *d);
     if (d == NULL)
         return IDEVS_ERR_NOMEM;
+    d->instances = 1;
+    d->partitions = 64;
     idevs_err err = idevs_sha256(bytes, len, d->digest);
     if (err != IDEVS_OK) {
         free(d);

@@ -74,6 +74,8 @@ typedef struct idevs_deployment_request {
 typedef struct idevs_deployment {
     char name[IDEVS_NAME_MAX + 1]; /* process.name */
     idevs_uuid program;            /* process.uuid */
+    uint32_t instances;            /* process.instances: compartments on one broker, 1..64, default 1 */
+    uint32_t partitions;           /* process.partitions: 1..65536, default 64 */
     char *logic;                   /* process.logic, as written */
     char *config_json;             /* process.config re-serialized ("{}" when absent) */
     uint8_t operator_ca_sha256[IDEVS_SHA256_LEN];

@@ -43,8 +43,9 @@ void certify_secrets_clear(certify_secrets *s)
     s->blob_len = 0;
 }
 
-idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, char *why, size_t why_len)
+idevs_err certify_send_init(launcher_instance *c, const certify_secrets *secrets, char *why, size_t why_len)
 {
+    idevs_launcher *l = c->l;
     idevs_err err = IDEVS_OK;
     Idevs__Bridge__V1__ServiceCertificate *svc = calloc(l->service_count ? l->service_count : 1, sizeof *svc);
     Idevs__Bridge__V1__ServiceCertificate **svcp = calloc(l->service_count ? l->service_count : 1, sizeof *svcp);
@@ -78,6 +79,7 @@ idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, c
     init.measurement.data = l->image.measurement;
     init.measurement.len = IDEVS_SHA256_LEN;
     init.now_ms = realtime_ms();
+    init.instance = c->number;
     Idevs__Bridge__V1__HandledWindow handled[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES], *handled_ptrs[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES];
     init.handled = handled_ptrs;
     for (size_t i = 0; i < l->deployment->service_count && i < IDEVS_DEPLOYMENT_MAX_ENTRIES; i++) {
@@ -97,10 +99,10 @@ idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *secrets, c
     Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
     frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_INIT;
     frame.init = &init;
-    err = supervise_send(l, &frame);
+    err = supervise_send(c, &frame);
     if (err != IDEVS_OK)
         snprintf(why, why_len, "sending Init failed: %s", idevs_strerror(err));
-    l->blob_sent = secrets->blob_len > 0;
+    c->blob_sent = secrets->blob_len > 0;
 done:
     free(svc);
     free(svcp);
@@ -117,10 +119,11 @@ static time_t cert_time(const ASN1_TIME *t)
 
 /* Fresh evidence for the keys, and a certificate for them (not_before 0: now), DER in *der. On success the
  * launcher remembers the keys, notBefore and notAfter, and when the renewal is due. */
-static idevs_err issue(idevs_launcher *l, const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN],
+static idevs_err issue(launcher_instance *c, const uint8_t sign_pub[IDEVS_ED25519_PUB_LEN],
                        const uint8_t kex_pub[IDEVS_X25519_LEN], time_t not_before, uint8_t **der, size_t *der_len,
                        char *why, size_t why_len)
 {
+    idevs_launcher *l = c->l;
     uint8_t binding[IDEVS_SHA256_LEN];
     idevs_evidence ev;
     idevs_identity *subject = NULL;
@@ -151,12 +154,13 @@ static idevs_err issue(idevs_launcher *l, const uint8_t sign_pub[IDEVS_ED25519_P
         *der = NULL;
         goto done;
     }
-    memcpy(l->certified_sign_pub, sign_pub, IDEVS_ED25519_PUB_LEN);
-    memcpy(l->certified_kex_pub, kex_pub, IDEVS_X25519_LEN);
-    l->cert_not_before = cert_time(X509_get0_notBefore(cert));
-    l->stats.certificate_not_after = (int64_t)cert_time(X509_get0_notAfter(cert));
-    l->renew_at = time(NULL) + (time_t)l->cfg.certificate_renew_after_s;
-    l->renew_check_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
+    memcpy(c->certified_sign_pub, sign_pub, IDEVS_ED25519_PUB_LEN);
+    memcpy(c->certified_kex_pub, kex_pub, IDEVS_X25519_LEN);
+    c->cert_not_before = cert_time(X509_get0_notBefore(cert));
+    c->certificate_not_after = (int64_t)cert_time(X509_get0_notAfter(cert));
+    l->stats.certificate_not_after = c->certificate_not_after;
+    c->renew_at = time(NULL) + (time_t)l->cfg.certificate_renew_after_s;
+    c->renew_check_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
 done:
     X509_free(cert);
     idevs_identity_free(subject);
@@ -165,8 +169,9 @@ done:
 
 /* Sends the chain of leaf der and the authority's certificate to the compartment and makes it the current one;
  * takes der. */
-static idevs_err send_chain(idevs_launcher *l, uint8_t *der, size_t der_len, char *why, size_t why_len)
+static idevs_err send_chain(launcher_instance *c, uint8_t *der, size_t der_len, char *why, size_t why_len)
 {
+    idevs_launcher *l = c->l;
     uint8_t *authority = malloc(l->authority_der_len);
     if (authority == NULL) {
         free(der);
@@ -181,28 +186,29 @@ static idevs_err send_chain(idevs_launcher *l, uint8_t *der, size_t der_len, cha
     Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
     frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED;
     frame.certified = &certified;
-    idevs_err err = supervise_send(l, &frame);
+    idevs_err err = supervise_send(c, &frame);
     if (err != IDEVS_OK) {
         snprintf(why, why_len, "sending its certificate failed: %s", idevs_strerror(err));
         free(der);
         free(authority);
         return err;
     }
-    idevs_der_chain_clear(&l->chain);
-    l->chain.der[0] = der;
-    l->chain.len[0] = der_len;
-    l->chain.der[1] = authority;
-    l->chain.len[1] = l->authority_der_len;
-    l->chain.count = 2;
-    if (idevs_sha256(der, der_len, l->cert_digest) != IDEVS_OK)
-        memset(l->cert_digest, 0, sizeof l->cert_digest); /* unlike any copy's: they are sealed anew */
+    idevs_der_chain_clear(&c->chain);
+    c->chain.der[0] = der;
+    c->chain.len[0] = der_len;
+    c->chain.der[1] = authority;
+    c->chain.len[1] = l->authority_der_len;
+    c->chain.count = 2;
+    if (idevs_sha256(der, der_len, c->cert_digest) != IDEVS_OK)
+        memset(c->cert_digest, 0, sizeof c->cert_digest); /* unlike any copy's: they are sealed anew */
     l->stats.certified++;
     return IDEVS_OK;
 }
 
-idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
+idevs_err certify_handle_request(launcher_instance *c, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
                                  size_t why_len)
 {
+    idevs_launcher *l = c->l;
     if (req->sign_public.len != IDEVS_ED25519_PUB_LEN || req->kex_public.len != IDEVS_X25519_LEN ||
         req->sign_public.data == NULL || req->kex_public.data == NULL) {
         snprintf(why, why_len, "its certificate request has public keys of the wrong size");
@@ -218,46 +224,58 @@ idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__Cer
      * blob stays as it is (the compartment's new one only differs by its nonce), so a full or read-only state
      * directory never stops a compartment whose keys are intact from starting again. */
     idevs_err err = IDEVS_OK;
-    if (!(l->blob_sent && req->keys_restored)) {
+    if (!(c->blob_sent && req->keys_restored)) {
         err = launcher_blob_write(l->state_dirfd, &l->program, req->sealed_keys.data, req->sealed_keys.len, why,
                                   why_len);
         if (err != IDEVS_OK)
             return err;
     }
 
+    /* Every instance holds the process's keys (from the same sealed blob): one with others would be another
+     * identity under the same program UUID, which receivers would take for a replacement of the process. */
+    for (size_t i = 0; i < l->instance_count; i++) {
+        const launcher_instance *o = &l->instances[i];
+        if (o != c && o->chain.count > 0 &&
+            (memcmp(o->certified_sign_pub, req->sign_public.data, IDEVS_ED25519_PUB_LEN) != 0 ||
+             memcmp(o->certified_kex_pub, req->kex_public.data, IDEVS_X25519_LEN) != 0)) {
+            snprintf(why, why_len, "its keys are not those of instance %u, which runs", o->number);
+            return IDEVS_ERR_KEY_BINDING_MISMATCH;
+        }
+    }
     uint8_t *der = NULL;
     size_t der_len = 0;
-    if ((err = issue(l, req->sign_public.data, req->kex_public.data, 0, &der, &der_len, why, why_len)) != IDEVS_OK)
+    if ((err = issue(c, req->sign_public.data, req->kex_public.data, 0, &der, &der_len, why, why_len)) != IDEVS_OK)
         return err;
-    if ((err = send_chain(l, der, der_len, why, why_len)) != IDEVS_OK)
+    if ((err = send_chain(c, der, der_len, why, why_len)) != IDEVS_OK)
         return err;
     l->stats.last_keys_restored = req->keys_restored;
-    if (l->blob_sent && !req->keys_restored)
+    if (c->blob_sent && !req->keys_restored)
         launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE,
                        "got fresh keys: the sealed keys in the state directory were made under another "
                        "measurement or are damaged, and were replaced");
     return IDEVS_OK;
 }
 
-int certify_renew_if_due(idevs_launcher *l)
+int certify_renew_if_due(launcher_instance *c)
 {
-    if (l->state != IDEVS_LAUNCHER_READY || l->renew_at == 0 || launcher_now_ms() < l->renew_check_ms)
+    idevs_launcher *l = c->l;
+    if (c->state != IDEVS_LAUNCHER_READY || c->renew_at == 0 || launcher_now_ms() < c->renew_check_ms)
         return 0;
-    l->renew_check_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
+    c->renew_check_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
     time_t now = time(NULL);
-    if (now < l->renew_at)
+    if (now < c->renew_at)
         return 0;
     char why[256] = "";
     uint8_t *der = NULL;
     size_t der_len = 0;
-    int64_t old_not_after = l->stats.certificate_not_after;
-    idevs_err err = issue(l, l->certified_sign_pub, l->certified_kex_pub, l->cert_not_before, &der, &der_len, why,
+    int64_t old_not_after = c->certificate_not_after;
+    idevs_err err = issue(c, c->certified_sign_pub, c->certified_kex_pub, c->cert_not_before, &der, &der_len, why,
                           sizeof why);
     if (err == IDEVS_OK)
-        err = send_chain(l, der, der_len, why, sizeof why);
+        err = send_chain(c, der, der_len, why, sizeof why);
     if (err != IDEVS_OK) {
-        l->stats.certificate_not_after = old_not_after;
-        l->renew_at = now + CERTIFY_RENEW_RETRY_S;
+        c->certificate_not_after = old_not_after;
+        c->renew_at = now + CERTIFY_RENEW_RETRY_S;
         l->stats.renew_failed++;
         launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
                        "renewing its certificate (valid until %lld) failed, tried again in %d s: %s",
@@ -266,36 +284,36 @@ int certify_renew_if_due(idevs_launcher *l)
     }
     l->stats.renewed++;
     char until[32] = "?";
-    time_t na = (time_t)l->stats.certificate_not_after;
+    time_t na = (time_t)c->certificate_not_after;
     struct tm tm;
     if (gmtime_r(&na, &tm) != NULL)
         strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
     launcher_event(l, IDEVS_LAUNCHER_EVENT_RENEWED,
-                   "certificate renewed for the same keys, valid until %s (renewal %llu); the next is due in %u s",
-                   until, (unsigned long long)l->stats.renewed, l->cfg.certificate_renew_after_s);
+                   "%scertificate renewed for the same keys, valid until %s (renewal %llu); the next is due in %u s",
+                   pool_label(c), until, (unsigned long long)l->stats.renewed, l->cfg.certificate_renew_after_s);
     return 1;
 }
 
-void certify_forget(idevs_launcher *l)
+void certify_forget(launcher_instance *c)
 {
-    idevs_der_chain_clear(&l->chain);
-    memset(l->cert_digest, 0, sizeof l->cert_digest);
-    l->renew_at = 0; /* the next compartment gets its own certificate, and its own renewal */
+    idevs_der_chain_clear(&c->chain);
+    memset(c->cert_digest, 0, sizeof c->cert_digest);
+    c->renew_at = 0; /* the next compartment gets its own certificate, and its own renewal */
 }
 
-char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)
+static char *chain_pem(const idevs_der_chain *chain, size_t *len)
 {
     if (len != NULL)
         *len = 0;
-    if (l == NULL || len == NULL || l->chain.count == 0)
+    if (chain == NULL || len == NULL || chain->count == 0)
         return NULL;
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL)
         return NULL;
     bool ok = true;
-    for (size_t i = 0; ok && i < l->chain.count; i++) {
-        const unsigned char *q = l->chain.der[i];
-        X509 *x = l->chain.len[i] <= LONG_MAX ? d2i_X509(NULL, &q, (long)l->chain.len[i]) : NULL;
+    for (size_t i = 0; ok && i < chain->count; i++) {
+        const unsigned char *q = chain->der[i];
+        X509 *x = chain->len[i] <= LONG_MAX ? d2i_X509(NULL, &q, (long)chain->len[i]) : NULL;
         ok = x != NULL && PEM_write_bio_X509(bio, x) == 1;
         X509_free(x);
     }
@@ -309,4 +327,17 @@ char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)
     BIO_free(bio);
     ERR_clear_error();
     return copy;
+}
+
+char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)
+{
+    for (size_t i = 0; l != NULL && i < l->instance_count; i++)
+        if (l->instances[i].chain.count > 0)
+            return chain_pem(&l->instances[i].chain, len);
+    return chain_pem(NULL, len);
+}
+
+char *idevs_launcher_instance_chain_pem(const idevs_launcher *l, size_t instance, size_t *len)
+{
+    return chain_pem(l != NULL && instance < l->instance_count ? &l->instances[instance].chain : NULL, len);
 }

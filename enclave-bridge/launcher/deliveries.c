@@ -1,5 +1,5 @@
-/* The delivery queue: accepted envelopes, oldest first, the ones sent to the current compartment forming a
- * prefix. Publications a delivery causes are held back until its Done, so that a compartment dying halfway
+/* The delivery queues, one per instance: accepted envelopes, oldest first, the ones sent to its current
+ * compartment forming a prefix. Publications a delivery causes are held back until its Done, so that a compartment dying halfway
  * through a delivery leaves no partial output behind: the delivery is sent again, and only the attempt that
  * finishes is handed to the caller, once the replay record that covers its input is on disk (supervise.c,
  * release_awaiting). */
@@ -9,91 +9,99 @@
 
 #include "launcher_internal.h"
 
-void deliveries_append(idevs_launcher *l, delivery *d)
+void deliveries_append(launcher_instance *c, delivery *d)
 {
-    d->prev = l->tail;
+    d->at = c;
+    d->prev = c->tail;
     d->next = NULL;
-    if (l->tail != NULL)
-        l->tail->next = d;
+    if (c->tail != NULL)
+        c->tail->next = d;
     else
-        l->head = d;
-    l->tail = d;
-    if (l->next_send == NULL)
-        l->next_send = d;
-    l->count++;
+        c->head = d;
+    c->tail = d;
+    if (c->next_send == NULL)
+        c->next_send = d;
+    c->count++;
+    c->l->count++;
 }
 
 /* Links d (not in the queue) in before at (NULL: at the tail). */
-static void insert_before(idevs_launcher *l, delivery *d, delivery *at)
+static void insert_before(launcher_instance *c, delivery *d, delivery *at)
 {
     if (at == NULL) {
-        delivery *keep = l->next_send;
-        deliveries_append(l, d);
+        delivery *keep = c->next_send;
+        deliveries_append(c, d);
         if (keep != NULL)
-            l->next_send = keep;
+            c->next_send = keep;
         return;
     }
+    d->at = c;
     d->next = at;
     d->prev = at->prev;
     if (at->prev != NULL)
         at->prev->next = d;
     else
-        l->head = d;
+        c->head = d;
     at->prev = d;
-    l->count++;
+    c->count++;
+    c->l->count++;
 }
 
-void deliveries_hold_back(idevs_launcher *l, delivery *d)
+void deliveries_hold_back(delivery *d)
 {
-    delivery_drop_held(l, d);
-    deliveries_unlink(l, d);
+    launcher_instance *c = d->at;
+    delivery_drop_held(c->l, d);
+    deliveries_unlink(d);
     d->sent = false;
     d->held_back = true;
     if (d->sends > 0)
         d->sends--; /* sending it again is no re-send */
-    delivery *at = l->next_send;
+    delivery *at = c->next_send;
     while (at != NULL && at->held_back)
         at = at->next;
-    insert_before(l, d, at);
-    if (l->next_send == at)
-        l->next_send = d;
+    insert_before(c, d, at);
+    if (c->next_send == at)
+        c->next_send = d;
 }
 
-delivery *deliveries_response_first(idevs_launcher *l)
+delivery *deliveries_response_first(launcher_instance *c)
 {
-    delivery *at = l->next_send, *r = at;
+    delivery *at = c->next_send, *r = at;
     while (r != NULL && !r->response)
         r = r->next;
     if (r == NULL || r == at)
         return r;
-    deliveries_unlink(l, r); /* unsent, and not next_send: nothing else moves */
-    insert_before(l, r, at);
-    l->next_send = r;
+    deliveries_unlink(r); /* unsent, and not next_send: nothing else moves */
+    insert_before(c, r, at);
+    c->next_send = r;
     return r;
 }
 
-void deliveries_unlink(idevs_launcher *l, delivery *d)
+void deliveries_unlink(delivery *d)
 {
-    if (l->next_send == d)
-        l->next_send = d->next;
+    launcher_instance *c = d->at;
+    if (c->next_send == d)
+        c->next_send = d->next;
     if (d->prev != NULL)
         d->prev->next = d->next;
     else
-        l->head = d->next;
+        c->head = d->next;
     if (d->next != NULL)
         d->next->prev = d->prev;
     else
-        l->tail = d->prev;
+        c->tail = d->prev;
     d->prev = d->next = NULL;
-    l->count--;
+    d->at = NULL;
+    c->count--;
+    c->l->count--;
     if (d->sent)
-        l->in_flight--;
-    l->held_bytes -= d->held_bytes;
+        c->in_flight--;
+    c->l->held_bytes -= d->held_bytes;
 }
 
-delivery *deliveries_find_sent(idevs_launcher *l, uint64_t id)
+delivery *deliveries_find_sent(launcher_instance *c, uint64_t id)
 {
-    for (delivery *d = l->head; d != NULL && d->sent; d = d->next)
+    for (delivery *d = c->head; d != NULL && d->sent; d = d->next)
         if (d->id == id)
             return d;
     return NULL;
@@ -163,6 +171,7 @@ idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1_
         return IDEVS_ERR_NOMEM;
     h->p.delivery_id = d->id;
     h->p.qos = (int)p->qos;
+    memcpy(h->cert_digest, d->at->cert_digest, IDEVS_SHA256_LEN); /* d is in flight on its instance */
     h->p.receipt = topics_receipt_service(l->deployment, p->topic) != SIZE_MAX;
     h->p.envelope_len = p->envelope.len;
     h->p.topic = dup_bytes(p->topic, topic_len + 1);
@@ -194,15 +203,15 @@ idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1_
     return IDEVS_OK;
 }
 
-void deliveries_rewind(idevs_launcher *l)
+void deliveries_rewind(launcher_instance *c)
 {
-    for (delivery *d = l->head; d != NULL && d->sent; d = d->next) {
+    for (delivery *d = c->head; d != NULL && d->sent; d = d->next) {
         d->sent = false;
-        delivery_drop_held(l, d);
+        delivery_drop_held(c->l, d);
     }
-    l->in_flight = 0;
-    l->inputs_held = false; /* the next compartment starts with no request outstanding */
-    l->next_send = l->head;
+    c->in_flight = 0;
+    c->inputs_held = false; /* the next compartment starts with no request outstanding */
+    c->next_send = c->head;
 }
 
 /* Appends d (unlinked) to a list linked through next: the refused or the awaiting deliveries. */
@@ -270,14 +279,17 @@ size_t deliveries_clear(idevs_launcher *l)
     }
     l->refused_tail = NULL;
     l->refused_count = 0;
-    while (l->head != NULL) {
-        delivery *d = l->head;
-        deliveries_unlink(l, d);
-        delivery_free(d);
-        n++;
+    for (size_t i = 0; i < l->instance_count; i++) {
+        launcher_instance *c = &l->instances[i];
+        while (c->head != NULL) {
+            delivery *d = c->head;
+            deliveries_unlink(d);
+            delivery_free(d);
+            n++;
+        }
+        c->next_send = NULL;
+        c->in_flight = 0;
     }
-    l->next_send = NULL;
-    l->in_flight = 0;
     l->held_bytes = 0;
     l->queue_bytes = 0;
     shares_clear(l);

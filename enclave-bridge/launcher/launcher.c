@@ -210,12 +210,9 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     l->cfg.exit_grace_ms = or_default(cfg->exit_grace_ms, DEFAULT_EXIT_GRACE_MS);
     l->authority = cfg->authority;
     l->state_dirfd = l->epfd = l->timerfd = -1;
-    l->child.pidfd = -1;
     l->image.host_fd = l->image.logic_fd = -1;
     l->timer_armed_ms = -1;
     l->next_id = 1;
-    l->backoff_ms = l->cfg.backoff_initial_ms;
-    l->state = IDEVS_LAUNCHER_STOPPED;
     snprintf(l->name, sizeof l->name, "?");
     snprintf(l->program_str, sizeof l->program_str, "?");
 
@@ -225,6 +222,20 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
         goto fail;
     snprintf(l->name, sizeof l->name, "%s", l->deployment->name);
     l->program = l->deployment->program;
+    l->instance_count = l->deployment->instances > 0 ? l->deployment->instances : 1;
+    if ((l->instances = calloc(l->instance_count, sizeof *l->instances)) == NULL) {
+        l->instance_count = 0;
+        err = IDEVS_ERR_NOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < l->instance_count; i++) {
+        launcher_instance *c = &l->instances[i];
+        c->l = l;
+        c->number = (uint32_t)i;
+        c->child.pidfd = -1;
+        c->backoff_ms = l->cfg.backoff_initial_ms;
+        c->state = IDEVS_LAUNCHER_STOPPED;
+    }
     idevs_uuid_format(&l->program, l->program_str);
     if ((l->descriptor_path = strdup(cfg->descriptor)) == NULL ||
         (l->host_program_path = strdup(cfg->host_program)) == NULL) {
@@ -314,24 +325,23 @@ static void wait_until(idevs_launcher *l, int64_t limit)
 }
 
 /* Last resort of the blocking calls: the child was sent SIGKILL and has not been reaped within the limit. */
-static void reap_blocking(idevs_launcher *l)
+static void reap_blocking(launcher_instance *c)
 {
-    if (!l->have_child)
-        return;
-    supervise_kill(l, IDEVS_ERR_TIMEOUT, "it did not exit");
-    (void)supervise_try_reap(l, NULL);
-    if (l->have_child) {
-        while (waitpid(l->child.pid, NULL, 0) < 0 && errno == EINTR) {
-        }
-        supervise_close_channel(l);
-        if (l->child.pidfd >= 0)
-            close(l->child.pidfd);
-        l->child.pidfd = -1;
-        l->child.pid = 0;
-        l->have_child = false;
-        l->stats.pid = 0;
+    if (c->have_child) {
+        supervise_kill(c, IDEVS_ERR_TIMEOUT, "it did not exit");
+        (void)supervise_try_reap(c, NULL);
     }
-    l->state = IDEVS_LAUNCHER_STOPPED;
+    if (c->have_child) {
+        while (waitpid(c->child.pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        supervise_close_channel(c);
+        if (c->child.pidfd >= 0)
+            close(c->child.pidfd);
+        c->child.pidfd = -1;
+        c->child.pid = 0;
+        c->have_child = false;
+    }
+    c->state = IDEVS_LAUNCHER_STOPPED;
 }
 
 /* The start failed and the program ended by itself, before it was certified, without a Fatal frame to say
@@ -347,6 +357,35 @@ static void not_a_compartment(const idevs_launcher *l, char *out, size_t out_len
                  "of this build?", l->host_program_path);
 }
 
+/* Starts instance c and waits until it is ready or stopped, at most start_timeout_ms. *spawned: whether a
+ * compartment was started at all (else detail says why not). */
+static idevs_err start_blocking(launcher_instance *c, char *detail, size_t detail_len, bool *spawned)
+{
+    idevs_launcher *l = c->l;
+    idevs_err err = supervise_begin_start(c, detail, detail_len);
+    *spawned = err == IDEVS_OK;
+    if (err != IDEVS_OK)
+        return err;
+    int64_t limit = launcher_now_ms() + l->cfg.start_timeout_ms + l->cfg.exit_grace_ms + REAP_HARD_LIMIT_MS;
+    while (c->state != IDEVS_LAUNCHER_READY && c->state != IDEVS_LAUNCHER_STOPPED) {
+        if (supervise_step(l, NULL) > 0)
+            continue;
+        if (c->state == IDEVS_LAUNCHER_READY || c->state == IDEVS_LAUNCHER_STOPPED)
+            break;
+        if (launcher_now_ms() >= limit) {
+            reap_blocking(c);
+            break;
+        }
+        wait_until(l, limit);
+    }
+    if (c->state == IDEVS_LAUNCHER_READY)
+        return IDEVS_OK;
+    snprintf(detail, detail_len, "%.200s", c->exit_note); /* empty: it said nothing */
+    return c->exit_err != IDEVS_OK ? c->exit_err : IDEVS_ERR_SPAWN;
+}
+
+static void stop_all(idevs_launcher *l, unsigned timeout_ms);
+
 idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
 {
     char sink[8];
@@ -354,7 +393,7 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     why[0] = '\0';
     if (l == NULL)
         return IDEVS_ERR_INVALID_ARG;
-    if (l->state != IDEVS_LAUNCHER_STOPPED) {
+    if (l->started) {
         snprintf(why, why_len, "compartment '%s' (program %s) is already started", l->name, l->program_str);
         return IDEVS_ERR_NOT_NOW;
     }
@@ -366,80 +405,85 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     idevs_err err = replay_record_load(l, detail, sizeof detail);
     if (err == IDEVS_OK)
         outbox_load(l);
-    if (err == IDEVS_OK)
-        err = supervise_begin_start(l, detail, sizeof detail);
-    if (err != IDEVS_OK) {
-        l->blocking_start = false;
+    /* The first instance makes or restores the keys and leaves them sealed in the state directory; the others
+     * start after it, from that blob, so that every instance holds the same keys. */
+    bool spawned = false;
+    for (size_t i = 0; err == IDEVS_OK && i < l->instance_count; i++)
+        err = start_blocking(&l->instances[i], detail, sizeof detail, &spawned);
+    l->blocking_start = false;
+    if (err == IDEVS_OK) {
+        l->started = true;
+        supervise_arm_timer(l);
+        return IDEVS_OK;
+    }
+    if (!spawned) {
         snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "could not be started: %.200s", detail);
         snprintf(why, why_len, "compartment '%s' (program %s) could not be started: %s", l->name, l->program_str,
                  detail);
         launcher_event(l, IDEVS_LAUNCHER_EVENT_START_FAILED, "could not be started: %s", detail);
-        return err;
+    } else {
+        char hint[PATH_MAX + 200] = "";
+        if (l->stats.certified == certified_before && detail[0] == '\0')
+            not_a_compartment(l, hint, sizeof hint);
+        snprintf(why, why_len, "compartment '%s' (program %s) %s%s", l->name, l->program_str, l->stats.last_exit,
+                 hint);
     }
-    int64_t limit = launcher_now_ms() + l->cfg.start_timeout_ms + l->cfg.exit_grace_ms + REAP_HARD_LIMIT_MS;
-    while (l->state != IDEVS_LAUNCHER_READY && l->state != IDEVS_LAUNCHER_STOPPED) {
-        if (supervise_step(l, NULL) > 0)
-            continue;
-        if (l->state == IDEVS_LAUNCHER_READY || l->state == IDEVS_LAUNCHER_STOPPED)
-            break;
-        if (launcher_now_ms() >= limit) {
-            reap_blocking(l);
-            break;
-        }
-        wait_until(l, limit);
-    }
-    l->blocking_start = false;
+    stop_all(l, l->cfg.exit_grace_ms); /* the instances already started end with it */
     supervise_arm_timer(l);
-    if (l->state == IDEVS_LAUNCHER_READY)
-        return IDEVS_OK;
-    char hint[PATH_MAX + 200] = "";
-    if (l->stats.certified == certified_before && l->exit_note[0] == '\0')
-        not_a_compartment(l, hint, sizeof hint);
-    snprintf(why, why_len, "compartment '%s' (program %s) %s%s", l->name, l->program_str, l->stats.last_exit, hint);
-    return l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_SPAWN;
+    return err;
 }
 
-void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
+/* Asks every running instance to shut down and waits, at most timeout_ms, until every one is reaped. */
+static void stop_all(idevs_launcher *l, unsigned timeout_ms)
 {
-    if (l == NULL || l->state == IDEVS_LAUNCHER_STOPPED)
-        return;
     l->stopping = true;
-    if (l->state == IDEVS_LAUNCHER_BACKOFF) {
-        l->state = IDEVS_LAUNCHER_STOPPED;
-    } else {
-        if (l->state != IDEVS_LAUNCHER_EXITING && l->have_channel) {
+    for (size_t i = 0; i < l->instance_count; i++) {
+        launcher_instance *c = &l->instances[i];
+        if (c->state == IDEVS_LAUNCHER_BACKOFF || c->state == IDEVS_LAUNCHER_STOPPED) {
+            c->state = IDEVS_LAUNCHER_STOPPED;
+            continue;
+        }
+        if (c->state != IDEVS_LAUNCHER_EXITING && c->have_channel) {
             Idevs__Bridge__V1__Shutdown shutdown = IDEVS__BRIDGE__V1__SHUTDOWN__INIT;
             Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
             frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN;
             frame.shutdown = &shutdown;
-            if (supervise_send(l, &frame) == IDEVS_OK)
-                (void)supervise_flush(l, (int)timeout_ms);
+            if (supervise_send(c, &frame) == IDEVS_OK)
+                (void)supervise_flush(c, (int)timeout_ms);
         }
-        if (l->state != IDEVS_LAUNCHER_EXITING) {
-            l->state = IDEVS_LAUNCHER_EXITING;
-            l->exit_deadline_ms = launcher_now_ms() + timeout_ms;
-        }
-        int64_t limit = launcher_now_ms() + timeout_ms + REAP_HARD_LIMIT_MS;
-        while (l->state != IDEVS_LAUNCHER_STOPPED) {
-            if (supervise_step(l, NULL) > 0)
-                continue;
-            if (l->state == IDEVS_LAUNCHER_STOPPED)
-                break;
-            if (launcher_now_ms() >= limit) {
-                reap_blocking(l);
-                break;
-            }
-            wait_until(l, limit);
+        if (c->state != IDEVS_LAUNCHER_EXITING) {
+            c->state = IDEVS_LAUNCHER_EXITING;
+            c->exit_deadline_ms = launcher_now_ms() + timeout_ms;
         }
     }
+    int64_t limit = launcher_now_ms() + timeout_ms + REAP_HARD_LIMIT_MS;
+    while (!pool_all_stopped(l)) {
+        if (supervise_step(l, NULL) > 0)
+            continue;
+        if (pool_all_stopped(l))
+            break;
+        if (launcher_now_ms() >= limit) {
+            for (size_t i = 0; i < l->instance_count; i++)
+                reap_blocking(&l->instances[i]);
+            break;
+        }
+        wait_until(l, limit);
+    }
+    l->stopping = false;
+}
+
+void idevs_launcher_stop(idevs_launcher *l, unsigned timeout_ms)
+{
+    if (l == NULL || !l->started)
+        return;
+    stop_all(l, timeout_ms);
     size_t abandoned = deliveries_clear(l);
     l->stats.abandoned += abandoned;
     if (abandoned > 0) /* the one end of queued deliveries without their compartment: say so */
         launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "stopped with %zu deliver%s not done: dropped without output "
                        "(%llu abandoned so far)", abandoned, abandoned == 1 ? "y" : "ies",
                        (unsigned long long)l->stats.abandoned);
-    l->stopping = false;
-    l->state = IDEVS_LAUNCHER_STOPPED;
+    l->started = false;
     replay_record_save(l, REPLAY_SAVE_FINAL);
     supervise_arm_timer(l);
 }
@@ -456,7 +500,10 @@ void idevs_launcher_free(idevs_launcher *l)
     outbox_free(l);
     retransmits_free(l);
     shares_free(l);
-    certify_forget(l);
+    for (size_t i = 0; i < l->instance_count; i++)
+        certify_forget(&l->instances[i]);
+    free(l->instances);
+    pool_free(l);
     if (l->backend != NULL) {
         idevs_backend_release_image(l->backend, &l->image);
         idevs_backend_free(l->backend);
@@ -513,9 +560,17 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
                                       const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                       size_t correlation_len, uint64_t *delivery_id)
 {
+    return idevs_launcher_deliver_partitioned(l, client, topic, envelope, len, correlation, correlation_len, -1,
+                                              delivery_id);
+}
+
+idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *client, const char *topic,
+                                             const uint8_t *envelope, size_t len, const uint8_t *correlation,
+                                             size_t correlation_len, int64_t partition, uint64_t *delivery_id)
+{
     if (l == NULL || topic == NULL || envelope == NULL || len == 0 || (correlation == NULL && correlation_len > 0))
         return IDEVS_ERR_INVALID_ARG;
-    if (l->state == IDEVS_LAUNCHER_STOPPED || l->stopping)
+    if (!l->started || l->stopping)
         return IDEVS_ERR_NOT_NOW;
     size_t topic_len = strnlen(topic, IDEVS_TOPIC_MAX + 1);
     if (topic_len == 0 || topic_len > IDEVS_TOPIC_MAX)
@@ -570,15 +625,16 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
     idevs_topic_kind kind = idevs_launcher_topic_kind(l, d->topic, NULL);
     d->response = kind == IDEVS_TOPIC_RESPONSE || kind == IDEVS_TOPIC_RECEIPT; /* they free room: never held */
     d->receipt = kind == IDEVS_TOPIC_RECEIPT;
-    deliveries_append(l, d);
+    launcher_instance *c = pool_choose(l, d, partition);
+    deliveries_append(c, d);
     l->stats.delivered++;
-    if (l->state != IDEVS_LAUNCHER_READY)
+    if (c->state != IDEVS_LAUNCHER_READY)
         l->stats.queued_while_down++; /* held for the next compartment, never dropped for its absence */
     if (delivery_id != NULL)
         *delivery_id = d->id;
-    if (l->state == IDEVS_LAUNCHER_READY) {
-        supervise_send_queued(l);
-        supervise_update_channel_events(l);
+    if (c->state == IDEVS_LAUNCHER_READY) {
+        supervise_send_queued(c);
+        supervise_update_channel_events(c);
         supervise_arm_timer(l);
     }
     return IDEVS_OK;
@@ -588,13 +644,13 @@ idevs_err idevs_launcher_poll(idevs_launcher *l, int timeout_ms, const idevs_lau
 {
     if (l == NULL)
         return IDEVS_ERR_INVALID_ARG;
-    if (l->state == IDEVS_LAUNCHER_STOPPED)
+    if (!l->started)
         return IDEVS_ERR_NOT_NOW;
     int64_t limit = timeout_ms < 0 ? -1 : launcher_now_ms() + timeout_ms;
     for (;;) {
         int work = supervise_step(l, cb);
         supervise_arm_timer(l);
-        if (work > 0 || l->state == IDEVS_LAUNCHER_STOPPED)
+        if (work > 0 || !l->started)
             return IDEVS_OK;
         int64_t now = launcher_now_ms();
         if (limit >= 0 && now >= limit)
@@ -614,8 +670,12 @@ int idevs_launcher_fd(const idevs_launcher *l)
 
 bool idevs_launcher_transferring(const idevs_launcher *l)
 {
-    return l != NULL && l->have_channel && l->in_flight > 0 &&
-           (idevs_channel_pending(&l->ch) || l->ch.in_len > l->ch.in_off);
+    for (size_t i = 0; l != NULL && i < l->instance_count; i++) {
+        const launcher_instance *c = &l->instances[i];
+        if (c->have_channel && c->in_flight > 0 && (idevs_channel_pending(&c->ch) || c->ch.in_len > c->ch.in_off))
+            return true;
+    }
+    return false;
 }
 
 int idevs_launcher_next_timeout_ms(const idevs_launcher *l)
@@ -641,11 +701,20 @@ void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out
     }
     *out = l->stats;
     out->outbox = l->outbox.count;
-    out->state = l->state;
-    out->pid = l->have_child ? l->child.pid : 0;
+    out->state = pool_state(l);
+    out->pid = 0;
+    out->in_flight = 0;
+    out->instances = l->instance_count;
+    out->instances_ready = 0;
+    for (size_t i = 0; i < l->instance_count; i++) {
+        const launcher_instance *c = &l->instances[i];
+        if (out->pid == 0 && c->have_child)
+            out->pid = c->child.pid;
+        out->in_flight += c->in_flight;
+        out->instances_ready += c->state == IDEVS_LAUNCHER_READY;
+    }
     out->queue_depth = l->count + l->refused_count;
     out->queue_limit = l->queue_limit;
-    out->in_flight = l->in_flight;
 }
 
 const uint8_t *idevs_launcher_measurement(const idevs_launcher *l)
@@ -713,12 +782,39 @@ idevs_err idevs_launcher_descriptor_changed(const idevs_launcher *l, bool *chang
     return IDEVS_OK;
 }
 
+/* The instance whose chain stands for the process where one is asked for: the first that has one. */
+static const launcher_instance *chain_holder(const idevs_launcher *l)
+{
+    for (size_t i = 0; l != NULL && i < l->instance_count; i++)
+        if (l->instances[i].chain.count > 0)
+            return &l->instances[i];
+    return NULL;
+}
+
 size_t idevs_launcher_chain_count(const idevs_launcher *l)
 {
-    return l != NULL ? l->chain.count : 0;
+    const launcher_instance *c = chain_holder(l);
+    return c != NULL ? c->chain.count : 0;
 }
 
 const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, size_t *len)
 {
-    return idevs_der_chain_at(l != NULL ? &l->chain : NULL, index, len);
+    const launcher_instance *c = chain_holder(l);
+    return idevs_der_chain_at(c != NULL ? &c->chain : NULL, index, len);
+}
+
+size_t idevs_launcher_instance_count(const idevs_launcher *l)
+{
+    return l != NULL ? l->instance_count : 0;
+}
+
+size_t idevs_launcher_instance_chain_count(const idevs_launcher *l, size_t instance)
+{
+    return l != NULL && instance < l->instance_count ? l->instances[instance].chain.count : 0;
+}
+
+const uint8_t *idevs_launcher_instance_chain_der(const idevs_launcher *l, size_t instance, size_t index, size_t *len)
+{
+    bool ok = l != NULL && instance < l->instance_count;
+    return idevs_der_chain_at(ok ? &l->instances[instance].chain : NULL, index, len);
 }

@@ -13,6 +13,7 @@
  *   retransmits.c     which client delivered which envelope, to tell its retransmissions from replays
  *   certify.c         Init, CertifyRequest -> Certified, Ready
  *   supervise.c       frames, exits, kills, restarts, timers, poll
+ *   pool.c            which instance of the pool takes a delivery
  *   launcher.c        configuration, start, stop, deliver, stats */
 #ifndef IDEVS_LAUNCHER_INTERNAL_H
 #define IDEVS_LAUNCHER_INTERNAL_H
@@ -92,10 +93,12 @@ typedef struct held_publish {
     struct held_publish *next;
     idevs_launcher_publish p; /* topic, envelope, response topic and correlation owned (malloc'd) */
     bool kept;                /* in the outbox already (written before the record that releases it) */
+    uint8_t cert_digest[IDEVS_SHA256_LEN]; /* of the certificate its instance sealed it under (the outbox's) */
 } held_publish;
 
 typedef struct delivery {
     struct delivery *prev, *next;
+    struct launcher_instance *at; /* the instance whose queue holds it; NULL off every queue */
     uint64_t id;
     char *topic;
     uint8_t *envelope;
@@ -198,6 +201,49 @@ typedef struct service_chain {
     idevs_der_chain chain;
 } service_chain;
 
+/* One compartment of the process's pool: its child, channel and state, its queue, and its certificate. Every
+ * instance runs the same measured image with the same keys; each has its own evidence (docs/SCALING.md). */
+typedef struct launcher_instance {
+    struct idevs_launcher *l;
+    uint32_t number;        /* 0 .. instance_count - 1: its envelope instance (docs/PROTOCOL.md 5a) */
+    idevs_launcher_state state;
+    idevs_child child;
+    bool have_child;
+    idevs_channel ch;
+    bool have_channel;
+    bool blob_sent;         /* Init carried sealed keys */
+    bool kill_sent;
+    bool killed_by_us;
+    bool abnormal;          /* the exit was not asked for */
+    idevs_err exit_err;     /* why deliveries of the dead compartment failed, for giving up */
+    char exit_note[512];    /* what the compartment said (Fatal) or why it was killed */
+    int64_t spawn_us;
+    int64_t start_deadline_ms;
+    int64_t exit_deadline_ms;
+    int64_t restart_at_ms;
+    int64_t ready_at_ms;
+    int64_t progress_ms;    /* last Done, or when the oldest in-flight delivery was sent */
+    unsigned backoff_ms;
+    uint32_t epoll_channel_events;
+    uint64_t channel_moved; /* the channel's byte counter when last seen: a change is progress */
+
+    /* its deliveries, oldest first; the sent ones form a prefix */
+    delivery *head, *tail, *next_send;
+    size_t count, in_flight;
+    /* Held, no Resumed yet: the compartment's table of outstanding requests is full; only responses are sent,
+     * each moved ahead of the waiting inputs (supervise_send_queued) */
+    bool inputs_held;
+
+    /* the last certificate issued to it */
+    idevs_der_chain chain; /* the compartment's leaf and the authority's certificate */
+    uint8_t cert_digest[IDEVS_SHA256_LEN]; /* SHA-256 of chain.der[0] (the outbox's copies name it); zeros without */
+    uint8_t certified_sign_pub[IDEVS_ED25519_PUB_LEN], certified_kex_pub[IDEVS_X25519_LEN]; /* its keys */
+    time_t cert_not_before;  /* its notBefore: a renewal keeps it */
+    time_t renew_at;         /* wall-clock second its renewal is due; 0: none (no compartment certified) */
+    int64_t renew_check_ms;  /* monotonic: when the wall clock is looked at again for it */
+    int64_t certificate_not_after;
+} launcher_instance;
+
 struct idevs_launcher {
     idevs_launcher_config cfg; /* the caller's strings are not kept: see the copies below */
     char name[IDEVS_NAME_MAX + 1];
@@ -227,42 +273,21 @@ struct idevs_launcher {
      * count and bytes both bound what a flood of envelopes that pass the keyless gate can take. */
     size_t queue_bytes, queue_bytes_limit;
     unsigned event_timeout_ms;
-    uint64_t channel_moved; /* the channel's byte counter when last seen: a change is progress */
 
-    /* the running compartment */
-    idevs_launcher_state state;
-    idevs_child child;
-    bool have_child;
-    idevs_channel ch;
-    bool have_channel;
-    bool blob_sent;         /* Init carried sealed keys */
+    /* the compartments: process.instances of them (docs/SCALING.md), each with its own queue */
+    launcher_instance *instances;
+    size_t instance_count;
+    bool started;           /* idevs_launcher_start() succeeded once and stop() has not run since */
     bool blocking_start;    /* idevs_launcher_start() is running: no automatic restart */
     bool stopping;          /* idevs_launcher_stop() is running: an exit is planned */
-    bool kill_sent;
-    bool killed_by_us;
-    bool abnormal;          /* the exit was not asked for */
-    idevs_err exit_err;     /* why deliveries of the dead compartment failed, for giving up */
-    char exit_note[512];    /* what the compartment said (Fatal) or why it was killed */
-    int64_t spawn_us;
-    int64_t start_deadline_ms;
-    int64_t exit_deadline_ms;
-    int64_t restart_at_ms;
-    int64_t ready_at_ms;
-    int64_t progress_ms;    /* last Done, or when the oldest in-flight delivery was sent */
     int64_t timer_warned_ms; /* the last warning about a dropped timer run */
-    unsigned backoff_ms;
-    uint32_t epoll_channel_events;
+    size_t count;           /* deliveries queued over all instances (not refused ones) */
+    struct pool_route *routes; /* pool.c: requests and the instance that made them; NULL until one */
 
     int epfd;
     int timerfd;
     int64_t timer_armed_ms;
 
-    /* deliveries, oldest first; the sent ones form a prefix */
-    delivery *head, *tail, *next_send;
-    size_t count, in_flight;
-    /* Held, no Resumed yet: the compartment's table of outstanding requests is full; only responses are sent,
-     * each moved ahead of the waiting inputs (supervise_send_queued) */
-    bool inputs_held;
     /* taken off the queue before a send because the replay record refuses them; reported by the next poll */
     delivery *refused_head, *refused_tail;
     size_t refused_count;
@@ -276,14 +301,6 @@ struct idevs_launcher {
     uint64_t next_id;
     size_t held_bytes;
 
-    /* the last certificate issued */
-    idevs_der_chain chain; /* the compartment's leaf and the authority's certificate */
-    uint8_t cert_digest[IDEVS_SHA256_LEN]; /* SHA-256 of chain.der[0] (the outbox's copies name it); zeros without */
-    uint8_t certified_sign_pub[IDEVS_ED25519_PUB_LEN], certified_kex_pub[IDEVS_X25519_LEN]; /* its keys */
-    time_t cert_not_before;  /* its notBefore: a renewal keeps it */
-    time_t renew_at;         /* wall-clock second its renewal is due; 0: none (no compartment certified) */
-    int64_t renew_check_ms;  /* monotonic: when the wall clock is looked at again for it */
-
     idevs_launcher_stats stats;
 };
 
@@ -296,9 +313,9 @@ void launcher_event(idevs_launcher *l, idevs_launcher_event event, const char *f
     __attribute__((format(printf, 3, 4)));
 
 /* deliveries.c */
-delivery *deliveries_find_sent(idevs_launcher *l, uint64_t id);
-void deliveries_append(idevs_launcher *l, delivery *d);
-void deliveries_unlink(idevs_launcher *l, delivery *d);
+delivery *deliveries_find_sent(launcher_instance *c, uint64_t id);
+void deliveries_append(launcher_instance *c, delivery *d);
+void deliveries_unlink(delivery *d);
 /* Frees a delivery that was accepted (queued or refused) and takes its envelope off the queue's bytes. */
 void deliveries_forget(idevs_launcher *l, delivery *d);
 void delivery_free(delivery *d);
@@ -306,11 +323,11 @@ void delivery_drop_held(idevs_launcher *l, delivery *d);
 idevs_err delivery_hold(idevs_launcher *l, delivery *d, const Idevs__Bridge__V1__Publish *p);
 /* The compartment held d (sent, nothing published): unsent again, after the deliveries held before it and before
  * every other unsent one, so that it is sent again first and inputs keep their order. */
-void deliveries_hold_back(idevs_launcher *l, delivery *d);
+void deliveries_hold_back(delivery *d);
 /* The first unsent response after next_send (an input), moved in front of it; NULL if there is none. */
-delivery *deliveries_response_first(idevs_launcher *l);
-/* Marks every delivery unsent (the compartment died) and discards what it had published. */
-void deliveries_rewind(idevs_launcher *l);
+delivery *deliveries_response_first(launcher_instance *c);
+/* Marks every delivery of c unsent (its compartment died) and discards what it had published. */
+void deliveries_rewind(launcher_instance *c);
 /* Frees every delivery, refused and awaiting ones included; returns how many there were. */
 size_t deliveries_clear(idevs_launcher *l);
 /* Moves d (unlinked, not sent) to the refused list, to be ended with status by the next poll. */
@@ -328,13 +345,15 @@ void deliveries_await(idevs_launcher *l, delivery *d, idevs_err status);
 void outbox_load(idevs_launcher *l);
 void outbox_free(idevs_launcher *l);
 /* Keeps a publication about to be released, when its QoS asks for delivery (1, 2) and it is no receipt. */
-void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p);
+void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p, const uint8_t cert_digest[IDEVS_SHA256_LEN]);
 /* A service's receipt, opened by the compartment. */
 void outbox_receipted(idevs_launcher *l, const Idevs__Bridge__V1__Receipted *r);
 /* Publishes again what is due, through cb; forgets what is older than LAUNCHER_OUTBOX_EXPIRE_MS. */
 void outbox_resend(idevs_launcher *l, const idevs_launcher_callbacks *cb);
 /* Whether p is a publication this process may make (the Publish frames' check, supervise.c). */
-const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p);
+/* instance: the publishing instance's number, whose envelopes must say it; -1: any (a kept copy). */
+const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p,
+                                      int64_t instance);
 
 /* replay_record.c */
 idevs_err replay_record_init(idevs_launcher *l);
@@ -415,39 +434,56 @@ typedef struct certify_secrets {
 /* Before spawning: the sealing key and the sealed keys, so that a bad state directory starts nothing. */
 idevs_err certify_prepare(idevs_launcher *l, certify_secrets *s, char *why, size_t why_len);
 void certify_secrets_clear(certify_secrets *s);
-idevs_err certify_send_init(idevs_launcher *l, const certify_secrets *s, char *why, size_t why_len);
-idevs_err certify_handle_request(idevs_launcher *l, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
+idevs_err certify_send_init(launcher_instance *c, const certify_secrets *s, char *why, size_t why_len);
+idevs_err certify_handle_request(launcher_instance *c, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
                                  size_t why_len);
-void certify_forget(idevs_launcher *l);
-/* Renews the running compartment's certificate when its renewal is due (renew_at, by the wall clock): new
+void certify_forget(launcher_instance *c);
+/* Renews a running compartment's certificate when its renewal is due (renew_at, by the wall clock): new
  * evidence for the same keys, a certificate with the same notBefore and a later notAfter, sent to the
  * compartment in a Certified frame, then IDEVS_LAUNCHER_EVENT_RENEWED. A failure is told and tried again
  * after CERTIFY_RENEW_RETRY_S. 1 when it did something. */
-int certify_renew_if_due(idevs_launcher *l);
+int certify_renew_if_due(launcher_instance *c);
 #define CERTIFY_RENEW_CHECK_MS 5000 /* the wall clock is looked at this often: it may jump (NTP, suspend) */
 #define CERTIFY_RENEW_RETRY_S 60
 
-/* supervise.c */
-idevs_err supervise_send(idevs_launcher *l, const Idevs__Bridge__V1__Frame *frame);
-idevs_err supervise_flush(idevs_launcher *l, int timeout_ms);
+/* supervise.c: one compartment (an instance), and the launcher's pass over all of them */
+idevs_err supervise_send(launcher_instance *c, const Idevs__Bridge__V1__Frame *frame);
+idevs_err supervise_flush(launcher_instance *c, int timeout_ms);
 /* Spawns and sends Init; on failure why says why and nothing runs. */
-idevs_err supervise_begin_start(idevs_launcher *l, char *why, size_t why_len);
-/* One round of non-blocking work; returns how many things happened. */
+idevs_err supervise_begin_start(launcher_instance *c, char *why, size_t why_len);
+/* One round of non-blocking work over every instance; returns how many things happened. */
 int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb);
-/* Sends queued deliveries while the window allows. */
-void supervise_send_queued(idevs_launcher *l);
+/* Sends c's queued deliveries while the window allows. */
+void supervise_send_queued(launcher_instance *c);
 /* Waits for the launcher's fds up to wait_ms. */
 void supervise_wait(idevs_launcher *l, int wait_ms);
 void supervise_arm_timer(idevs_launcher *l);
 int64_t supervise_next_deadline(const idevs_launcher *l);
 /* Kills the compartment now (SIGKILL) and records why. */
-void supervise_kill(idevs_launcher *l, idevs_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void supervise_kill(launcher_instance *c, idevs_err err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The compartment is going away (Fatal, end of stream, Shutdown): SIGKILL after exit_grace_ms. */
-void supervise_expect_exit(idevs_launcher *l, idevs_err err, unsigned grace_ms);
+void supervise_expect_exit(launcher_instance *c, idevs_err err, unsigned grace_ms);
 /* Reaps if the child has exited; true when it was reaped (state changed). */
-bool supervise_try_reap(idevs_launcher *l, const idevs_launcher_callbacks *cb);
-void supervise_close_channel(idevs_launcher *l);
+bool supervise_try_reap(launcher_instance *c, const idevs_launcher_callbacks *cb);
+void supervise_close_channel(launcher_instance *c);
 /* Watches the channel for writability while bytes wait to be written. */
-void supervise_update_channel_events(idevs_launcher *l);
+void supervise_update_channel_events(launcher_instance *c);
+/* Whether c runs a compartment (starting, certifying or ready). */
+bool supervise_live(const launcher_instance *c);
+
+/* pool.c: which instance takes a delivery, and the launcher-wide state made of its instances' */
+/* The instance a new delivery goes to: a response to its request's instance, a copy of a queued message to its
+ * first's, an input with a partition to the partition's instance, anything else to the least loaded ready one. */
+launcher_instance *pool_choose(idevs_launcher *l, const delivery *d, int64_t partition);
+/* Notes that c published a request (its message id), for pool_choose. */
+void pool_note_request(idevs_launcher *l, const launcher_instance *c, const uint8_t id[IDEVS_UUID_LEN]);
+void pool_free(idevs_launcher *l);
+/* A ready instance, the least loaded; NULL when none is ready. */
+launcher_instance *pool_ready(idevs_launcher *l);
+/* The launcher's state as one: READY when an instance is; else the first instance's. */
+idevs_launcher_state pool_state(const idevs_launcher *l);
+bool pool_all_stopped(const idevs_launcher *l);
+/* "instance N: " before what the log says of one compartment of a pool; "" for a process of one. */
+const char *pool_label(const launcher_instance *c);
 
 #endif

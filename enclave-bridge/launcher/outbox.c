@@ -137,7 +137,7 @@ void outbox_load(idevs_launcher *l)
             p.qos = k->qos;
             p.response_topic = k->response_topic;
             p.correlation_data = k->correlation;
-            good = supervise_publish_problem(l, &p) == NULL &&
+            good = supervise_publish_problem(l, &p, -1) == NULL &&
                    receiver_of(l, k->envelope.data, k->envelope.len, &id, &service);
             if (good)
                 entry_name(&id, name);
@@ -169,7 +169,7 @@ void outbox_free(idevs_launcher *l)
     l->outbox.dirfd = -1;
 }
 
-void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
+void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p, const uint8_t cert_digest[IDEVS_SHA256_LEN])
 {
     outbox *o = &l->outbox;
     idevs_msgid id;
@@ -193,7 +193,7 @@ void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p)
     k.correlation.len = p->correlation_len;
     k.kept.data = (uint8_t *)p->kept;
     k.kept.len = p->kept_len;
-    k.cert_digest.data = l->cert_digest;
+    k.cert_digest.data = (uint8_t *)cert_digest;
     k.cert_digest.len = IDEVS_SHA256_LEN;
     int64_t created = known != NULL ? known->created_ms : wall_ms();
     k.created_ms = (uint64_t)created;
@@ -257,6 +257,15 @@ void outbox_receipted(idevs_launcher *l, const Idevs__Bridge__V1__Receipted *r)
     }
 }
 
+/* Whether digest names the certificate an instance holds now (receivers know it, or learn it from its chain). */
+static bool current_certificate(const idevs_launcher *l, const uint8_t digest[IDEVS_SHA256_LEN])
+{
+    for (size_t i = 0; i < l->instance_count; i++)
+        if (memcmp(l->instances[i].cert_digest, digest, IDEVS_SHA256_LEN) == 0)
+            return true;
+    return false;
+}
+
 /* Sends entry e again: the same envelope, or, sealed under a former certificate of the compartment (a receiver
  * that knows only the current one cannot open it), a Reseal of its kept copy, which the compartment answers with
  * a Publish of delivery 0 that replaces the entry. Returns how long to wait before the next copy when it is not
@@ -276,16 +285,16 @@ static int resend_one(idevs_launcher *l, const idevs_launcher_callbacks *cb, con
         free(data);
         return -1;
     }
-    bool stale = k->cert_digest.len != IDEVS_SHA256_LEN ||
-                 memcmp(k->cert_digest.data, l->cert_digest, IDEVS_SHA256_LEN) != 0;
+    bool stale = k->cert_digest.len != IDEVS_SHA256_LEN || !current_certificate(l, k->cert_digest.data);
+    launcher_instance *c = pool_ready(l);
     if (stale && k->kept.len > 0) {
-        if (l->state == IDEVS_LAUNCHER_READY) {
+        if (c != NULL) {
             Idevs__Bridge__V1__Reseal rs = IDEVS__BRIDGE__V1__RESEAL__INIT;
             rs.kept = k->kept;
             Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
             f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_RESEAL;
             f.reseal = &rs;
-            if (supervise_send(l, &f) == IDEVS_OK)
+            if (supervise_send(c, &f) == IDEVS_OK)
                 l->stats.outbox_resealed++;
         } else {
             wait = 1000;

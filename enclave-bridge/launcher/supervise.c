@@ -36,26 +36,26 @@ int64_t launcher_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static bool live(const idevs_launcher *l)
+bool supervise_live(const launcher_instance *c)
 {
-    return l->state == IDEVS_LAUNCHER_STARTING || l->state == IDEVS_LAUNCHER_CERTIFYING ||
-           l->state == IDEVS_LAUNCHER_READY;
+    return c->state == IDEVS_LAUNCHER_STARTING || c->state == IDEVS_LAUNCHER_CERTIFYING ||
+           c->state == IDEVS_LAUNCHER_READY;
 }
 
-idevs_err supervise_send(idevs_launcher *l, const Idevs__Bridge__V1__Frame *frame)
+idevs_err supervise_send(launcher_instance *c, const Idevs__Bridge__V1__Frame *frame)
 {
-    if (!l->have_channel)
+    if (!c->have_channel)
         return IDEVS_ERR_CHANNEL_CLOSED;
-    return idevs_channel_send(&l->ch, frame, 0);
+    return idevs_channel_send(&c->ch, frame, 0);
 }
 
-idevs_err supervise_flush(idevs_launcher *l, int timeout_ms)
+idevs_err supervise_flush(launcher_instance *c, int timeout_ms)
 {
-    if (!l->have_channel)
+    if (!c->have_channel)
         return IDEVS_ERR_CHANNEL_CLOSED;
-    if (!idevs_channel_pending(&l->ch))
+    if (!idevs_channel_pending(&c->ch))
         return IDEVS_OK;
-    return idevs_channel_flush(&l->ch, timeout_ms);
+    return idevs_channel_flush(&c->ch, timeout_ms);
 }
 
 /* ---- the epoll set and the timer ---- */
@@ -66,83 +66,99 @@ static void ep_ctl(idevs_launcher *l, int op, int fd, uint32_t events)
     epoll_ctl(l->epfd, op, fd, &ev);
 }
 
-void supervise_update_channel_events(idevs_launcher *l)
+void supervise_update_channel_events(launcher_instance *c)
 {
-    if (!l->have_channel)
+    idevs_launcher *l = c->l;
+    if (!c->have_channel)
         return;
-    uint32_t want = EPOLLIN | (idevs_channel_pending(&l->ch) ? EPOLLOUT : 0u);
-    if (want != l->epoll_channel_events) {
-        ep_ctl(l, EPOLL_CTL_MOD, l->ch.fd, want);
-        l->epoll_channel_events = want;
+    uint32_t want = EPOLLIN | (idevs_channel_pending(&c->ch) ? EPOLLOUT : 0u);
+    if (want != c->epoll_channel_events) {
+        ep_ctl(l, EPOLL_CTL_MOD, c->ch.fd, want);
+        c->epoll_channel_events = want;
     }
 }
 
-void supervise_close_channel(idevs_launcher *l)
+void supervise_close_channel(launcher_instance *c)
 {
-    if (!l->have_channel)
+    idevs_launcher *l = c->l;
+    if (!c->have_channel)
         return;
-    ep_ctl(l, EPOLL_CTL_DEL, l->ch.fd, 0);
-    idevs_channel_close(&l->ch); /* cleanses its buffers */
-    l->have_channel = false;
-    l->epoll_channel_events = 0;
+    ep_ctl(l, EPOLL_CTL_DEL, c->ch.fd, 0);
+    idevs_channel_close(&c->ch); /* cleanses its buffers */
+    c->have_channel = false;
+    c->epoll_channel_events = 0;
 }
 
-static void close_child(idevs_launcher *l)
+static void close_child(launcher_instance *c)
 {
-    if (l->child.pidfd >= 0) {
-        ep_ctl(l, EPOLL_CTL_DEL, l->child.pidfd, 0);
-        close(l->child.pidfd);
+    idevs_launcher *l = c->l;
+    if (c->child.pidfd >= 0) {
+        ep_ctl(l, EPOLL_CTL_DEL, c->child.pidfd, 0);
+        close(c->child.pidfd);
     }
-    l->child.pidfd = -1;
-    l->child.pid = 0;
-    l->have_child = false;
-    l->stats.pid = 0;
+    c->child.pidfd = -1;
+    c->child.pid = 0;
+    c->have_child = false;
 }
 
 /* How long the compartment may go without progress on its oldest delivery: the deployment's event timeout, plus
  * 1 ms per LAUNCHER_TIMEOUT_BYTES_PER_MS of that delivery's envelope. A large envelope is opened, copied to the
  * logic process and back and sealed inside the compartment, where the launcher sees no byte move; on a busy
  * host that takes longer than the timeout a small event needs (16 MiB: 4 s more). */
-static uint32_t event_timeout_now(const idevs_launcher *l)
+static uint32_t event_timeout_now(const launcher_instance *c)
 {
-    size_t extra = l->head != NULL ? l->head->envelope_len / LAUNCHER_TIMEOUT_BYTES_PER_MS : 0;
+    const idevs_launcher *l = c->l;
+    size_t extra = c->head != NULL ? c->head->envelope_len / LAUNCHER_TIMEOUT_BYTES_PER_MS : 0;
     return l->event_timeout_ms + (uint32_t)(extra < 600000 ? extra : 600000);
 }
 
-static int64_t state_deadline(const idevs_launcher *l)
+static int64_t state_deadline(const launcher_instance *c)
 {
-    switch (l->state) {
+    switch (c->state) {
     case IDEVS_LAUNCHER_STARTING:
     case IDEVS_LAUNCHER_CERTIFYING:
-        return l->start_deadline_ms;
+        return c->start_deadline_ms;
     case IDEVS_LAUNCHER_READY:
-        return l->in_flight > 0 ? l->progress_ms + event_timeout_now(l) : -1;
+        return c->in_flight > 0 ? c->progress_ms + event_timeout_now(c) : -1;
     case IDEVS_LAUNCHER_EXITING: {
-        int64_t poll_reap = l->child.pidfd < 0 ? launcher_now_ms() + REAP_POLL_MS : -1;
-        if (l->kill_sent)
+        int64_t poll_reap = c->child.pidfd < 0 ? launcher_now_ms() + REAP_POLL_MS : -1;
+        if (c->kill_sent)
             return poll_reap;
-        return poll_reap >= 0 && poll_reap < l->exit_deadline_ms ? poll_reap : l->exit_deadline_ms;
+        return poll_reap >= 0 && poll_reap < c->exit_deadline_ms ? poll_reap : c->exit_deadline_ms;
     }
     case IDEVS_LAUNCHER_BACKOFF:
-        return l->restart_at_ms;
+        return c->restart_at_ms;
     default:
         return -1;
     }
+}
+
+static int64_t earlier(int64_t at, int64_t other)
+{
+    return other >= 0 && (at < 0 || other < at) ? other : at;
 }
 
 int64_t supervise_next_deadline(const idevs_launcher *l)
 {
     if (l->refused_count > 0 && !l->stopping)
         return launcher_now_ms(); /* refused deliveries wait for a poll to be ended */
-    int64_t at = state_deadline(l);
-    int64_t save = l->state != IDEVS_LAUNCHER_STOPPED ? replay_record_deadline(l) : -1;
-    at = save >= 0 && (at < 0 || save < at) ? save : at;
-    /* the outbox's next copy: a poll must come then, traffic or not */
-    int64_t resend = l->outbox.count > 0 && l->state != IDEVS_LAUNCHER_STOPPED ? l->outbox.next_due_ms : -1;
-    at = resend >= 0 && (at < 0 || resend < at) ? resend : at;
-    /* The certificate's renewal is due by the wall clock, which is looked at every CERTIFY_RENEW_CHECK_MS. */
-    int64_t renew = l->state == IDEVS_LAUNCHER_READY && l->renew_at != 0 ? l->renew_check_ms : -1;
-    return renew >= 0 && (at < 0 || renew < at) ? renew : at;
+    int64_t at = -1;
+    bool running = false;
+    for (size_t i = 0; i < l->instance_count; i++) {
+        const launcher_instance *c = &l->instances[i];
+        at = earlier(at, state_deadline(c));
+        running = running || c->state != IDEVS_LAUNCHER_STOPPED;
+        /* The certificate's renewal is due by the wall clock, which is looked at every CERTIFY_RENEW_CHECK_MS. */
+        if (c->state == IDEVS_LAUNCHER_READY && c->renew_at != 0)
+            at = earlier(at, c->renew_check_ms);
+    }
+    if (running) {
+        at = earlier(at, replay_record_deadline(l));
+        /* the outbox's next copy: a poll must come then, traffic or not */
+        if (l->outbox.count > 0)
+            at = earlier(at, l->outbox.next_due_ms);
+    }
+    return at;
 }
 
 void supervise_arm_timer(idevs_launcher *l)
@@ -178,71 +194,74 @@ void supervise_wait(idevs_launcher *l, int wait_ms)
 
 /* ---- ends ---- */
 
-static void note(idevs_launcher *l, const char *fmt, va_list ap)
+static void note(launcher_instance *c, const char *fmt, va_list ap)
 {
-    if (l->exit_note[0] != '\0')
+    if (c->exit_note[0] != '\0')
         return; /* the first explanation is the one that matters */
-    vsnprintf(l->exit_note, sizeof l->exit_note, fmt, ap);
+    vsnprintf(c->exit_note, sizeof c->exit_note, fmt, ap);
 }
 
-static void signal_child(idevs_launcher *l, int sig)
+static void signal_child(launcher_instance *c, int sig)
 {
-    if (!l->have_child)
+    if (!c->have_child)
         return;
-    if (l->child.pidfd >= 0) {
-        if (syscall(SYS_pidfd_send_signal, l->child.pidfd, sig, NULL, 0) == 0 || errno == ESRCH)
+    if (c->child.pidfd >= 0) {
+        if (syscall(SYS_pidfd_send_signal, c->child.pidfd, sig, NULL, 0) == 0 || errno == ESRCH)
             return;
     }
-    kill(l->child.pid, sig); /* unreaped: the pid is still ours */
+    kill(c->child.pid, sig); /* unreaped: the pid is still ours */
 }
 
-void supervise_kill(idevs_launcher *l, idevs_err err, const char *fmt, ...)
+void supervise_kill(launcher_instance *c, idevs_err err, const char *fmt, ...)
 {
-    if (!l->have_child)
+    idevs_launcher *l = c->l;
+    if (!c->have_child)
         return;
     va_list ap;
     va_start(ap, fmt);
-    note(l, fmt, ap);
+    note(c, fmt, ap);
     va_end(ap);
-    if (!l->kill_sent) {
-        signal_child(l, SIGKILL);
-        l->kill_sent = true;
-        l->killed_by_us = true;
+    if (!c->kill_sent) {
+        signal_child(c, SIGKILL);
+        c->kill_sent = true;
+        c->killed_by_us = true;
         l->stats.killed++;
     }
-    if (l->exit_err == IDEVS_OK)
-        l->exit_err = err;
+    if (c->exit_err == IDEVS_OK)
+        c->exit_err = err;
     if (!l->stopping)
-        l->abnormal = true;
-    supervise_close_channel(l);
-    l->state = IDEVS_LAUNCHER_EXITING;
-    l->exit_deadline_ms = launcher_now_ms();
+        c->abnormal = true;
+    supervise_close_channel(c);
+    c->state = IDEVS_LAUNCHER_EXITING;
+    c->exit_deadline_ms = launcher_now_ms();
 }
 
-void supervise_expect_exit(idevs_launcher *l, idevs_err err, unsigned grace_ms)
+void supervise_expect_exit(launcher_instance *c, idevs_err err, unsigned grace_ms)
 {
-    if (l->exit_err == IDEVS_OK)
-        l->exit_err = err;
+    idevs_launcher *l = c->l;
+    if (c->exit_err == IDEVS_OK)
+        c->exit_err = err;
     if (!l->stopping) {
-        l->abnormal = true;
-        supervise_close_channel(l);
+        c->abnormal = true;
+        supervise_close_channel(c);
     }
-    if (l->state != IDEVS_LAUNCHER_EXITING) {
-        l->state = IDEVS_LAUNCHER_EXITING;
-        l->exit_deadline_ms = launcher_now_ms() + grace_ms;
+    if (c->state != IDEVS_LAUNCHER_EXITING) {
+        c->state = IDEVS_LAUNCHER_EXITING;
+        c->exit_deadline_ms = launcher_now_ms() + grace_ms;
     }
 }
 
-static void protocol_error(idevs_launcher *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void protocol_error(idevs_launcher *l, const char *fmt, ...)
+static void protocol_error(launcher_instance *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void protocol_error(launcher_instance *c, const char *fmt, ...)
 {
+    idevs_launcher *l = c->l;
     l->stats.protocol_errors++;
     va_list ap;
     va_start(ap, fmt);
     char what[256];
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    supervise_kill(l, IDEVS_ERR_FRAME, "%s", what);
+    supervise_kill(c, IDEVS_ERR_FRAME, "%s", what);
 }
 
 static void describe_status(char *out, size_t len, int status, bool known)
@@ -261,56 +280,60 @@ static void describe_status(char *out, size_t len, int status, bool known)
 /* The launcher never stops restarting (the backoff stops growing at backoff_max_ms): what is queued waits for the
  * next compartment, and inputs keep being queued meanwhile, up to the queue's bounds. The line says so, with how
  * many wait, so that an operator reading it during a crash loop knows nothing queued was dropped. */
-static void announce_restart(idevs_launcher *l, unsigned delay)
+static void announce_restart(launcher_instance *c, unsigned delay)
 {
-    size_t waiting = l->count + l->refused_count;
+    idevs_launcher *l = c->l;
+    size_t waiting = c->count, queued = l->count + l->refused_count;
     launcher_event(l, IDEVS_LAUNCHER_EVENT_RESTARTING,
-                   "restarting in %u ms; %zu queued deliver%s wait%s for it (queue %zu/%zu; inputs are queued "
-                   "meanwhile, beyond the queue refused as queue_full)",
-                   delay, waiting, waiting == 1 ? "y" : "ies", waiting == 1 ? "s" : "", waiting, l->queue_limit);
+                   "%srestarting in %u ms; %zu queued deliver%s wait%s for it (queue %zu/%zu; inputs are queued "
+                   "meanwhile, beyond the queue refused as queue_full)", pool_label(c), delay, waiting,
+                   waiting == 1 ? "y" : "ies", waiting == 1 ? "s" : "", queued, l->queue_limit);
 }
 
-static void schedule_restart(idevs_launcher *l)
+static void schedule_restart(launcher_instance *c)
 {
+    idevs_launcher *l = c->l;
     int64_t now = launcher_now_ms();
-    if (l->ready_at_ms > 0 && now - l->ready_at_ms >= (int64_t)l->cfg.stable_after_ms)
-        l->backoff_ms = l->cfg.backoff_initial_ms;
-    l->ready_at_ms = 0;
-    unsigned delay = l->backoff_ms;
-    l->backoff_ms = l->backoff_ms > l->cfg.backoff_max_ms / 2 ? l->cfg.backoff_max_ms : l->backoff_ms * 2;
-    if (l->backoff_ms == 0)
-        l->backoff_ms = 1;
-    l->state = IDEVS_LAUNCHER_BACKOFF;
-    l->restart_at_ms = now + delay;
-    announce_restart(l, delay);
+    if (c->ready_at_ms > 0 && now - c->ready_at_ms >= (int64_t)l->cfg.stable_after_ms)
+        c->backoff_ms = l->cfg.backoff_initial_ms;
+    c->ready_at_ms = 0;
+    unsigned delay = c->backoff_ms;
+    c->backoff_ms = c->backoff_ms > l->cfg.backoff_max_ms / 2 ? l->cfg.backoff_max_ms : c->backoff_ms * 2;
+    if (c->backoff_ms == 0)
+        c->backoff_ms = 1;
+    c->state = IDEVS_LAUNCHER_BACKOFF;
+    c->restart_at_ms = now + delay;
+    announce_restart(c, delay);
 }
 
-static void handle_reaped(idevs_launcher *l, int status, bool known, const idevs_launcher_callbacks *cb)
+static void handle_reaped(launcher_instance *c, int status, bool known, const idevs_launcher_callbacks *cb)
 {
+    idevs_launcher *l = c->l;
     char how[128];
-    if (l->killed_by_us && known && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+    if (c->killed_by_us && known && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
         snprintf(how, sizeof how, "was killed by the launcher");
     else
         describe_status(how, sizeof how, status, known);
-    if (l->exit_note[0] != '\0')
-        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%.100s: %.150s", how, l->exit_note);
+    if (c->exit_note[0] != '\0')
+        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%s%.100s: %.150s", pool_label(c), how,
+                 c->exit_note);
     else
-        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%s", how);
-    supervise_close_channel(l);
-    close_child(l);
-    bool planned = l->stopping && !l->abnormal;
+        snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%s%s", pool_label(c), how);
+    supervise_close_channel(c);
+    close_child(c);
+    bool planned = l->stopping && !c->abnormal;
     if (!planned)
-        launcher_event(l, l->killed_by_us ? IDEVS_LAUNCHER_EVENT_KILLED : IDEVS_LAUNCHER_EVENT_EXITED, "%s",
+        launcher_event(l, c->killed_by_us ? IDEVS_LAUNCHER_EVENT_KILLED : IDEVS_LAUNCHER_EVENT_EXITED, "%s",
                        l->stats.last_exit);
 
     /* The oldest unfinished delivery was being processed when the compartment died: count it against it. */
-    if (!planned && l->in_flight > 0 && l->head != NULL && l->head->sent)
-        l->head->attempts++;
-    deliveries_rewind(l);
-    idevs_err failure = l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_CHANNEL_CLOSED;
-    while (l->head != NULL && l->head->attempts >= l->cfg.max_attempts) {
-        delivery *d = l->head;
-        deliveries_unlink(l, d);
+    if (!planned && c->in_flight > 0 && c->head != NULL && c->head->sent)
+        c->head->attempts++;
+    deliveries_rewind(c);
+    idevs_err failure = c->exit_err != IDEVS_OK ? c->exit_err : IDEVS_ERR_CHANNEL_CLOSED;
+    while (c->head != NULL && c->head->attempts >= l->cfg.max_attempts) {
+        delivery *d = c->head;
+        deliveries_unlink(d);
         l->stats.given_up++;
         l->stats.done++;
         launcher_event(l, IDEVS_LAUNCHER_EVENT_GIVEN_UP,
@@ -323,62 +346,62 @@ static void handle_reaped(idevs_launcher *l, int status, bool known, const idevs
     }
 
     if (l->stopping || l->blocking_start) {
-        l->state = IDEVS_LAUNCHER_STOPPED;
+        c->state = IDEVS_LAUNCHER_STOPPED;
         return;
     }
-    schedule_restart(l);
+    schedule_restart(c);
 }
 
-bool supervise_try_reap(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+bool supervise_try_reap(launcher_instance *c, const idevs_launcher_callbacks *cb)
 {
-    if (!l->have_child)
+    if (!c->have_child)
         return false;
     int status = 0;
-    pid_t r = waitpid(l->child.pid, &status, WNOHANG);
+    pid_t r = waitpid(c->child.pid, &status, WNOHANG);
     if (r == 0 || (r < 0 && errno == EINTR))
         return false;
-    handle_reaped(l, status, r == l->child.pid, cb);
+    handle_reaped(c, status, r == c->child.pid, cb);
     return true;
 }
 
 /* ---- starting ---- */
 
-idevs_err supervise_begin_start(idevs_launcher *l, char *why, size_t why_len)
+idevs_err supervise_begin_start(launcher_instance *c, char *why, size_t why_len)
 {
-    l->kill_sent = l->killed_by_us = l->abnormal = false;
-    l->exit_err = IDEVS_OK;
-    l->exit_note[0] = '\0';
-    l->ready_at_ms = 0;
-    l->spawn_us = launcher_now_us();
+    idevs_launcher *l = c->l;
+    c->kill_sent = c->killed_by_us = c->abnormal = false;
+    c->exit_err = IDEVS_OK;
+    c->exit_note[0] = '\0';
+    c->ready_at_ms = 0;
+    c->spawn_us = launcher_now_us();
     certify_secrets secrets;
     idevs_err err = certify_prepare(l, &secrets, why, why_len);
     if (err != IDEVS_OK)
         return err;
-    err = idevs_backend_launch(l->backend, &l->image, &l->child, why, why_len);
+    err = idevs_backend_launch(l->backend, &l->image, &c->child, why, why_len);
     if (err != IDEVS_OK) {
         certify_secrets_clear(&secrets);
         return err;
     }
-    l->have_child = true;
+    c->have_child = true;
     l->stats.started++;
-    l->stats.pid = l->child.pid;
-    idevs_channel_init(&l->ch, l->child.channel_fd, 0);
-    l->have_channel = true;
-    l->epoll_channel_events = EPOLLIN;
-    ep_ctl(l, EPOLL_CTL_ADD, l->ch.fd, EPOLLIN);
-    if (l->child.pidfd >= 0)
-        ep_ctl(l, EPOLL_CTL_ADD, l->child.pidfd, EPOLLIN);
-    l->state = IDEVS_LAUNCHER_STARTING;
-    l->start_deadline_ms = launcher_now_ms() + l->cfg.start_timeout_ms;
+    idevs_channel_init(&c->ch, c->child.channel_fd, 0);
+    c->have_channel = true;
+    c->epoll_channel_events = EPOLLIN;
+    ep_ctl(l, EPOLL_CTL_ADD, c->ch.fd, EPOLLIN);
+    if (c->child.pidfd >= 0)
+        ep_ctl(l, EPOLL_CTL_ADD, c->child.pidfd, EPOLLIN);
+    c->state = IDEVS_LAUNCHER_STARTING;
+    c->start_deadline_ms = launcher_now_ms() + l->cfg.start_timeout_ms;
     char init_why[256] = "";
-    err = certify_send_init(l, &secrets, init_why, sizeof init_why);
+    err = certify_send_init(c, &secrets, init_why, sizeof init_why);
     certify_secrets_clear(&secrets);
     if (err == IDEVS_ERR_CHANNEL_CLOSED)
         /* The program closed its end before reading Init (it is ending by itself): its exit says more than the
          * failed send, and how it exited is reported as for one that did not answer Init. */
-        supervise_expect_exit(l, err, l->cfg.exit_grace_ms);
+        supervise_expect_exit(c, err, l->cfg.exit_grace_ms);
     else if (err != IDEVS_OK)
-        supervise_kill(l, err, "%s", init_why); /* reaped and reported by the caller's loop */
+        supervise_kill(c, err, "%s", init_why); /* reaped and reported by the caller's loop */
     return IDEVS_OK;
 }
 
@@ -407,13 +430,15 @@ static bool topic_ok(const char *t)
  * PROTOCOL.md version 2, so any of them is a size a request can have). Only the key holder can write one; a logic
  * that wrote raw bytes would fail here. */
 static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, size_t to,
-                                    bool request)
+                                    bool request, int64_t instance)
 {
     idevs_envelope_header h;
     if (idevs_envelope_peek(p->envelope.data, p->envelope.len, &h) != IDEVS_OK)
         return "a publication that is not a well-formed envelope";
     if (!idevs_uuid_equal(&h.sender, &l->program))
         return "a publication sealed by someone else than this process";
+    if (instance >= 0 && h.instance != (uint64_t)instance) /* two instances must never share epoch numbers */
+        return "a publication sealed as another instance than its own";
     if (!idevs_uuid_equal(&h.recipient, &l->deployment->services[to].uuid))
         return "a publication sealed to another receiver than its topic's";
     if (request && (!idevs_request_correlation_len_ok(p->correlation_data.len, NULL) ||
@@ -423,7 +448,7 @@ static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge
 }
 
 /* Checks a Publish against the deployment: a declared output, or a declared request with its response topic. */
-const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p)
+const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, int64_t instance)
 {
     if (!topic_ok(p->topic))
         return "a publication without a valid topic";
@@ -442,7 +467,7 @@ const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Brid
             return "a publication to an output with a response topic or correlation data";
         if ((int)p->qos != d->outputs[i].qos)
             return "a publication with another QoS than its output declares";
-        return envelope_problem(l, p, d->outputs[i].to, false);
+        return envelope_problem(l, p, d->outputs[i].to, false, instance);
     }
     for (size_t i = 0; i < d->request_count; i++) {
         if (strcmp(d->requests[i].topic, p->topic) != 0)
@@ -453,7 +478,7 @@ const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Brid
             return "a request without valid correlation data";
         if ((int)p->qos != d->requests[i].qos)
             return "a request with another QoS than declared";
-        return envelope_problem(l, p, d->requests[i].to, true);
+        return envelope_problem(l, p, d->requests[i].to, true, instance);
     }
     size_t receipts = topics_receipt_service(d, p->topic);
     if (receipts != SIZE_MAX) {
@@ -461,27 +486,31 @@ const char *supervise_publish_problem(const idevs_launcher *l, const Idevs__Brid
             return "a receipt with a response topic or correlation data, or for no delivery";
         if (p->qos != LAUNCHER_RECEIPT_QOS)
             return "a receipt with another QoS than 1";
-        return envelope_problem(l, p, receipts, false);
+        return envelope_problem(l, p, receipts, false, instance);
     }
     return "a publication to a topic the deployment does not declare";
 }
 
-static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const idevs_launcher_publish *p, bool kept)
+static void emit(idevs_launcher *l, const idevs_launcher_callbacks *cb, const idevs_launcher_publish *p, bool kept,
+                 const uint8_t cert_digest[IDEVS_SHA256_LEN])
 {
     if (!kept)
-        outbox_keep(l, p); /* before it leaves: kept until its receipt */
+        outbox_keep(l, p, cert_digest); /* before it leaves: kept until its receipt */
     l->stats.published++;
     if (cb != NULL && cb->on_publish != NULL)
         cb->on_publish(cb->arg, p);
 }
 
-static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, const idevs_launcher_callbacks *cb)
+static void handle_publish(launcher_instance *c, const Idevs__Bridge__V1__Publish *p, const idevs_launcher_callbacks *cb)
 {
-    const char *problem = supervise_publish_problem(l, p);
+    idevs_launcher *l = c->l;
+    const char *problem = supervise_publish_problem(l, p, c->number);
     if (problem != NULL) {
-        protocol_error(l, "it sent %s", problem);
+        protocol_error(c, "it sent %s", problem);
         return;
     }
+    if (p->response_topic != NULL && p->response_topic[0] != '\0') /* a request: its answer comes back here */
+        pool_note_request(l, c, p->correlation_data.data);
     if (p->delivery_id == 0) { /* the logic's timer: nothing to hold it for */
         bool rt = p->response_topic != NULL && p->response_topic[0] != '\0';
         idevs_launcher_publish pub = {
@@ -490,21 +519,21 @@ static void handle_publish(idevs_launcher *l, const Idevs__Bridge__V1__Publish *
             .correlation = rt ? p->correlation_data.data : NULL, .correlation_len = rt ? p->correlation_data.len : 0,
             .kept = p->kept.len > 0 ? p->kept.data : NULL, .kept_len = p->kept.len,
         };
-        emit(l, cb, &pub, false);
+        emit(l, cb, &pub, false, c->cert_digest);
         return;
     }
-    delivery *d = deliveries_find_sent(l, p->delivery_id);
+    delivery *d = deliveries_find_sent(c, p->delivery_id);
     if (d == NULL) {
-        protocol_error(l, "it published for delivery %llu, which is not in progress",
+        protocol_error(c, "it published for delivery %llu, which is not in progress",
                        (unsigned long long)p->delivery_id);
         return;
     }
     idevs_err err = delivery_hold(l, d, p);
     if (err == IDEVS_ERR_TOO_LARGE)
-        protocol_error(l, "delivery %llu caused more than %u publications or %u bytes", (unsigned long long)d->id,
+        protocol_error(c, "delivery %llu caused more than %u publications or %u bytes", (unsigned long long)d->id,
                        LAUNCHER_PUBLISH_MAX, LAUNCHER_HELD_BYTES_MAX);
     else if (err != IDEVS_OK)
-        supervise_kill(l, err, "holding a publication failed: %s", idevs_strerror(err));
+        supervise_kill(c, err, "holding a publication failed: %s", idevs_strerror(err));
 }
 
 #define TIMER_WARN_INTERVAL_MS 60000
@@ -530,7 +559,7 @@ _Static_assert(IDEVS_LAUNCHER_REFUSALS_MAX == IDEVS_DEPLOYMENT_MAX_REFUSALS, "th
 static void finish_delivery(idevs_launcher *l, delivery *d, idevs_err status, const idevs_launcher_callbacks *cb)
 {
     for (held_publish *h = d->held; h != NULL; h = h->next)
-        emit(l, cb, &h->p, h->kept);
+        emit(l, cb, &h->p, h->kept, h->cert_digest);
     uint64_t id = d->id;
     uint32_t refusal = d->refusal;
     deliveries_forget(l, d);
@@ -541,26 +570,27 @@ static void finish_delivery(idevs_launcher *l, delivery *d, idevs_err status, co
         cb->on_done(cb->arg, id, status);
 }
 
-static void handle_done(idevs_launcher *l, const Idevs__Bridge__V1__Done *done, const idevs_launcher_callbacks *cb)
+static void handle_done(launcher_instance *c, const Idevs__Bridge__V1__Done *done, const idevs_launcher_callbacks *cb)
 {
+    idevs_launcher *l = c->l;
     if (done->delivery_id == 0) {
         timer_failed(l, done->status);
         return;
     }
-    delivery *d = deliveries_find_sent(l, done->delivery_id);
+    delivery *d = deliveries_find_sent(c, done->delivery_id);
     if (d == NULL) {
-        protocol_error(l, "it finished delivery %llu, which is not in progress", (unsigned long long)done->delivery_id);
+        protocol_error(c, "it finished delivery %llu, which is not in progress", (unsigned long long)done->delivery_id);
         return;
     }
     /* A refusal code is one the descriptor declares, for a delivery the logic refused; checked again here. */
     if (done->refusal > l->deployment->refusal_count || (done->refusal != 0 && done->status != IDEVS_ERR_LOGIC)) {
-        protocol_error(l, "it finished delivery %llu with refusal code %u, which the descriptor does not declare "
+        protocol_error(c, "it finished delivery %llu with refusal code %u, which the descriptor does not declare "
                        "for that status", (unsigned long long)done->delivery_id, done->refusal);
         return;
     }
     d->refusal = done->refusal;
-    deliveries_unlink(l, d);
-    l->progress_ms = launcher_now_ms();
+    deliveries_unlink(d);
+    c->progress_ms = launcher_now_ms();
     idevs_err status = done->status < (uint32_t)IDEVS_ERR_COUNT ? (idevs_err)done->status : IDEVS_ERR_LOGIC;
     bool recorded = replay_record_done(l, d, status);
     /* Its outputs leave only once the record that holds its input is on disk: released now, a broker killed
@@ -588,7 +618,7 @@ static void release_awaiting(idevs_launcher *l, const idevs_launcher_callbacks *
      * The other order would lose them: inputs done, outputs nowhere. */
     for (delivery *d = l->awaiting_head; d != NULL; d = d->next)
         for (held_publish *h = d->held; h != NULL; h = h->next) {
-            outbox_keep(l, &h->p);
+            outbox_keep(l, &h->p, h->cert_digest);
             h->kept = true;
         }
     bool durable = replay_record_save(l, REPLAY_SAVE_RELEASE);
@@ -605,46 +635,49 @@ static void release_awaiting(idevs_launcher *l, const idevs_launcher_callbacks *
 }
 
 /* The compartment did not run an input (its table of outstanding requests is full): it waits for Resumed. */
-static void handle_held(idevs_launcher *l, const Idevs__Bridge__V1__Held *held)
+static void handle_held(launcher_instance *c, const Idevs__Bridge__V1__Held *held)
 {
-    delivery *d = deliveries_find_sent(l, held->delivery_id);
+    idevs_launcher *l = c->l;
+    delivery *d = deliveries_find_sent(c, held->delivery_id);
     if (d == NULL || d->response) {
-        protocol_error(l, "it held delivery %llu, which is not an input in progress",
+        protocol_error(c, "it held delivery %llu, which is not an input in progress",
                        (unsigned long long)held->delivery_id);
         return;
     }
-    deliveries_hold_back(l, d);
-    l->inputs_held = true;
-    l->progress_ms = launcher_now_ms();
+    deliveries_hold_back(d);
+    c->inputs_held = true;
+    c->progress_ms = launcher_now_ms();
     l->stats.held++;
 }
 
-static void handle_ready(idevs_launcher *l, const Idevs__Bridge__V1__Ready *ready)
+static void handle_ready(launcher_instance *c, const Idevs__Bridge__V1__Ready *ready)
 {
-    l->inputs_held = false;
+    idevs_launcher *l = c->l;
+    c->inputs_held = false;
     int64_t now_us = launcher_now_us();
-    l->stats.last_ready_us = (uint64_t)(now_us - l->spawn_us);
-    l->state = IDEVS_LAUNCHER_READY;
-    l->ready_at_ms = launcher_now_ms();
-    l->progress_ms = l->ready_at_ms;
+    l->stats.last_ready_us = (uint64_t)(now_us - c->spawn_us);
+    c->state = IDEVS_LAUNCHER_READY;
+    c->ready_at_ms = launcher_now_ms();
+    c->progress_ms = c->ready_at_ms;
     char logic[IDEVS_NAME_MAX + 1];
     sanitize(logic, sizeof logic, ready->logic_name);
-    launcher_event(l, IDEVS_LAUNCHER_EVENT_CERTIFIED, "certified in %.1f ms, ready in %.1f ms (logic '%s', %s)",
-                   (double)l->stats.last_certified_us / 1000.0, (double)l->stats.last_ready_us / 1000.0, logic,
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_CERTIFIED, "%scertified in %.1f ms, ready in %.1f ms (logic '%s', %s)",
+                   pool_label(c), (double)l->stats.last_certified_us / 1000.0, (double)l->stats.last_ready_us / 1000.0, logic,
                    l->stats.last_keys_restored ? "keys restored" : "fresh keys");
 }
 
 /* Whether a frame is allowed in the launcher's state; when it is not, the compartment broke the protocol, and
  * complaint says how. */
-static bool allowed_now(idevs_launcher *l, bool allowed, const char *complaint)
+static bool allowed_now(launcher_instance *c, bool allowed, const char *complaint)
 {
     if (!allowed)
-        protocol_error(l, "%s", complaint);
+        protocol_error(c, "%s", complaint);
     return allowed;
 }
 
-static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, const idevs_launcher_callbacks *cb)
+static void handle_frame(launcher_instance *c, const Idevs__Bridge__V1__Frame *f, const idevs_launcher_callbacks *cb)
 {
+    idevs_launcher *l = c->l;
     switch (f->body_case) {
     case IDEVS__BRIDGE__V1__FRAME__BODY_FATAL: {
         char reason[LAUNCHER_REASON_MAX + 1];
@@ -652,116 +685,118 @@ static void handle_frame(idevs_launcher *l, const Idevs__Bridge__V1__Frame *f, c
         idevs_err status = f->fatal->status > 0 && f->fatal->status < (uint32_t)IDEVS_ERR_COUNT
                                ? (idevs_err)f->fatal->status
                                : IDEVS_ERR_LOGIC;
-        if (l->exit_note[0] == '\0')
-            snprintf(l->exit_note, sizeof l->exit_note, "%s", reason[0] != '\0' ? reason : idevs_strerror(status));
-        supervise_expect_exit(l, status, l->cfg.exit_grace_ms);
+        if (c->exit_note[0] == '\0')
+            snprintf(c->exit_note, sizeof c->exit_note, "%s", reason[0] != '\0' ? reason : idevs_strerror(status));
+        supervise_expect_exit(c, status, l->cfg.exit_grace_ms);
         return;
     }
     case IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFY_REQUEST: {
-        if (!allowed_now(l, l->state == IDEVS_LAUNCHER_STARTING, "it sent a second certificate request"))
+        if (!allowed_now(c, c->state == IDEVS_LAUNCHER_STARTING, "it sent a second certificate request"))
             return;
         char why[256] = "";
-        idevs_err err = certify_handle_request(l, f->certify_request, why, sizeof why);
+        idevs_err err = certify_handle_request(c, f->certify_request, why, sizeof why);
         if (err == IDEVS_ERR_FRAME) {
-            protocol_error(l, "%s", why);
+            protocol_error(c, "%s", why);
             return;
         }
         if (err != IDEVS_OK) {
-            supervise_kill(l, err, "certification failed: %s", why);
+            supervise_kill(c, err, "certification failed: %s", why);
             return;
         }
-        l->stats.last_certified_us = (uint64_t)(launcher_now_us() - l->spawn_us);
-        l->state = IDEVS_LAUNCHER_CERTIFYING;
+        l->stats.last_certified_us = (uint64_t)(launcher_now_us() - c->spawn_us);
+        c->state = IDEVS_LAUNCHER_CERTIFYING;
         return;
     }
     case IDEVS__BRIDGE__V1__FRAME__BODY_READY:
-        if (allowed_now(l, l->state == IDEVS_LAUNCHER_CERTIFYING, "it said Ready before it was certified"))
-            handle_ready(l, f->ready);
+        if (allowed_now(c, c->state == IDEVS_LAUNCHER_CERTIFYING, "it said Ready before it was certified"))
+            handle_ready(c, f->ready);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH:
-        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it published before it was ready"))
-            handle_publish(l, f->publish, cb);
+        if (allowed_now(c, c->state == IDEVS_LAUNCHER_READY, "it published before it was ready"))
+            handle_publish(c, f->publish, cb);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_DONE:
-        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it finished a delivery before it was ready"))
-            handle_done(l, f->done, cb);
+        if (allowed_now(c, c->state == IDEVS_LAUNCHER_READY, "it finished a delivery before it was ready"))
+            handle_done(c, f->done, cb);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_RECEIPTED:
-        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY && f->receipted->service < l->deployment->service_count &&
+        if (allowed_now(c, c->state == IDEVS_LAUNCHER_READY && f->receipted->service < l->deployment->service_count &&
                                f->receipted->n_message_ids <= IDEVS_RECEIPT_IDS_MAX,
                         "it sent a receipt before it was ready, or for no declared service"))
             outbox_receipted(l, f->receipted);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_HELD:
-        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY, "it held a delivery before it was ready"))
-            handle_held(l, f->held);
+        if (allowed_now(c, c->state == IDEVS_LAUNCHER_READY, "it held a delivery before it was ready"))
+            handle_held(c, f->held);
         return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_RESUMED:
-        if (allowed_now(l, l->state == IDEVS_LAUNCHER_READY && l->inputs_held, "it resumed inputs it had not held"))
-            l->inputs_held = false;
+        if (allowed_now(c, c->state == IDEVS_LAUNCHER_READY && c->inputs_held, "it resumed inputs it had not held"))
+            c->inputs_held = false;
         return;
     default:
-        protocol_error(l, "it sent a frame only the launcher may send (%d)", (int)f->body_case);
+        protocol_error(c, "it sent a frame only the launcher may send (%d)", (int)f->body_case);
         return;
     }
 }
 
 /* Reads and handles every whole frame there is. */
-static int read_frames(idevs_launcher *l, const idevs_launcher_callbacks *cb)
+static int read_frames(launcher_instance *c, const idevs_launcher_callbacks *cb)
 {
+    idevs_launcher *l = c->l;
     int work = 0;
-    while (l->have_channel && live(l)) {
+    while (c->have_channel && supervise_live(c)) {
         Idevs__Bridge__V1__Frame *f = NULL;
-        idevs_err err = idevs_channel_recv(&l->ch, &f, 0);
+        idevs_err err = idevs_channel_recv(&c->ch, &f, 0);
         if (err == IDEVS_ERR_TIMEOUT)
             break;
         work++;
         if (err == IDEVS_ERR_CHANNEL_CLOSED) {
-            supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+            supervise_expect_exit(c, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
             break;
         }
         if (err == IDEVS_ERR_FRAME) {
-            protocol_error(l, "it sent a malformed, oversized or truncated frame");
+            protocol_error(c, "it sent a malformed, oversized or truncated frame");
             break;
         }
         if (err != IDEVS_OK) {
-            supervise_kill(l, err, "reading its channel failed: %s", idevs_strerror(err));
+            supervise_kill(c, err, "reading its channel failed: %s", idevs_strerror(err));
             break;
         }
-        handle_frame(l, f, cb);
+        handle_frame(c, f, cb);
         idevs__bridge__v1__frame__free_unpacked(f, NULL);
     }
     return work;
 }
 
 /* During a stop: what the compartment still sends is read and dropped, so that it never blocks writing. */
-static void drain(idevs_launcher *l)
+static void drain(launcher_instance *c)
 {
-    while (l->have_channel) {
+    while (c->have_channel) {
         Idevs__Bridge__V1__Frame *f = NULL;
-        idevs_err err = idevs_channel_recv(&l->ch, &f, 0);
+        idevs_err err = idevs_channel_recv(&c->ch, &f, 0);
         if (err == IDEVS_ERR_TIMEOUT)
             return;
         if (err != IDEVS_OK) {
-            supervise_close_channel(l);
+            supervise_close_channel(c);
             return;
         }
         idevs__bridge__v1__frame__free_unpacked(f, NULL);
     }
 }
 
-void supervise_send_queued(idevs_launcher *l)
+void supervise_send_queued(launcher_instance *c)
 {
-    while (l->state == IDEVS_LAUNCHER_READY && l->next_send != NULL && l->in_flight < l->cfg.max_in_flight) {
-        delivery *d = l->next_send;
+    idevs_launcher *l = c->l;
+    while (c->state == IDEVS_LAUNCHER_READY && c->next_send != NULL && c->in_flight < l->cfg.max_in_flight) {
+        delivery *d = c->next_send;
         /* Inputs held: only responses go, each taken ahead of the waiting inputs (a walk past them). */
-        if (l->inputs_held && !d->response && (d = deliveries_response_first(l)) == NULL)
+        if (c->inputs_held && !d->response && (d = deliveries_response_first(c)) == NULL)
             break;
         /* A copy of an envelope done since this one was queued (a duplicate, or a re-send after a restart whose
          * first copy finished): the new compartment's empty window would accept it again. */
         idevs_err replay = replay_record_check(l, d);
         if (replay != IDEVS_OK) {
-            deliveries_unlink(l, d); /* moves next_send on */
+            deliveries_unlink(d); /* moves next_send on */
             deliveries_refuse(l, d, replay);
             l->stats.replays_refused++;
             continue;
@@ -777,39 +812,94 @@ void supervise_send_queued(idevs_launcher *l)
         frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
         frame.deliver = &del;
         /* Queued only: the Deliver frames of this pass leave together, in one send, below. */
-        idevs_err err = l->have_channel ? idevs_channel_queue(&l->ch, &frame) : IDEVS_ERR_CHANNEL_CLOSED;
+        idevs_err err = c->have_channel ? idevs_channel_queue(&c->ch, &frame) : IDEVS_ERR_CHANNEL_CLOSED;
         if (err == IDEVS_ERR_QUEUE_FULL)
             break; /* the channel's send buffer is full: later */
         if (err == IDEVS_ERR_CHANNEL_CLOSED) {
-            supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+            supervise_expect_exit(c, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
             break;
         }
         if (err != IDEVS_OK) {
-            supervise_kill(l, err, "sending a delivery failed: %s", idevs_strerror(err));
+            supervise_kill(c, err, "sending a delivery failed: %s", idevs_strerror(err));
             break;
         }
-        if (l->in_flight == 0)
-            l->progress_ms = launcher_now_ms();
+        if (c->in_flight == 0)
+            c->progress_ms = launcher_now_ms();
         d->sent = true;
         d->held_back = false;
         if (d->sends++ > 0)
             l->stats.resent++;
-        l->in_flight++;
-        l->next_send = d->next;
+        c->in_flight++;
+        c->next_send = d->next;
         l->stats.sent++;
     }
-    if (live(l) && supervise_flush(l, 0) == IDEVS_ERR_CHANNEL_CLOSED)
-        supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+    if (supervise_live(c) && supervise_flush(c, 0) == IDEVS_ERR_CHANNEL_CLOSED)
+        supervise_expect_exit(c, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
 }
 
 /* Bytes moved over the channel since the last look are progress: a large frame in transit is not a hung
  * compartment (a compartment that neither reads nor writes moves none). */
-static void note_moved(idevs_launcher *l)
+static void note_moved(launcher_instance *c)
 {
-    if (l->have_channel && l->ch.moved != l->channel_moved) {
-        l->channel_moved = l->ch.moved;
-        l->progress_ms = launcher_now_ms();
+    if (c->have_channel && c->ch.moved != c->channel_moved) {
+        c->channel_moved = c->ch.moved;
+        c->progress_ms = launcher_now_ms();
     }
+}
+
+/* One instance's share of a pass: its deadlines, sends, flush, exit and restart. */
+static int step_instance(launcher_instance *c, const idevs_launcher_callbacks *cb)
+{
+    idevs_launcher *l = c->l;
+    int work = 0;
+    if (supervise_live(c)) {
+        note_moved(c);
+        int64_t now = launcher_now_ms();
+        if (c->state != IDEVS_LAUNCHER_READY && now >= c->start_deadline_ms) {
+            supervise_kill(c, IDEVS_ERR_TIMEOUT, "not ready within %u ms of its start",
+                           l->cfg.start_timeout_ms);
+            work++;
+        } else if (c->state == IDEVS_LAUNCHER_READY && c->in_flight > 0 && now >= state_deadline(c)) {
+            supervise_kill(c, IDEVS_ERR_TIMEOUT, "delivery %llu not answered within %u ms",
+                           (unsigned long long)c->head->id, event_timeout_now(c));
+            work++;
+        }
+    }
+    if (c->state == IDEVS_LAUNCHER_READY) {
+        work += certify_renew_if_due(c);
+        supervise_send_queued(c);
+    }
+    if (supervise_live(c)) {
+        idevs_err err = supervise_flush(c, 0);
+        if (err == IDEVS_ERR_CHANNEL_CLOSED) {
+            supervise_expect_exit(c, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
+            work++;
+        }
+        note_moved(c);
+    }
+    if (c->state == IDEVS_LAUNCHER_EXITING) {
+        drain(c);
+        if (supervise_try_reap(c, cb)) {
+            work++;
+        } else if (!c->kill_sent && launcher_now_ms() >= c->exit_deadline_ms) {
+            supervise_kill(c, c->exit_err != IDEVS_OK ? c->exit_err : IDEVS_ERR_TIMEOUT,
+                           "it did not exit within %u ms", l->cfg.exit_grace_ms);
+            work++;
+        }
+    }
+    if (c->state == IDEVS_LAUNCHER_BACKOFF && launcher_now_ms() >= c->restart_at_ms) {
+        char why[256] = "";
+        l->stats.restarts++;
+        if (supervise_begin_start(c, why, sizeof why) != IDEVS_OK) {
+            snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "%scould not be started: %.200s",
+                     pool_label(c), why);
+            launcher_event(l, IDEVS_LAUNCHER_EVENT_START_FAILED, "%scould not be started: %s", pool_label(c), why);
+            schedule_restart(c);
+        }
+        work++;
+    }
+    supervise_update_channel_events(c);
+    return work;
 }
 
 int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
@@ -817,61 +907,21 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
     int work = 0;
     if (cb != NULL) /* without callbacks (a blocking start or stop) they stay, and stop() abandons them */
         work += deliveries_report_refused(l, cb);
-    if (live(l))
-        work += read_frames(l, cb);
-    /* Even when a frame of this pass ended the compartment: what it finished before is done. */
+    bool running = false;
+    for (size_t i = 0; i < l->instance_count; i++)
+        if (supervise_live(&l->instances[i]))
+            work += read_frames(&l->instances[i], cb);
+    /* Even when a frame of this pass ended a compartment: what it finished before is done. */
     release_awaiting(l, cb);
     outbox_resend(l, cb);
-    if (live(l)) {
-        note_moved(l);
-        int64_t now = launcher_now_ms();
-        if (l->state != IDEVS_LAUNCHER_READY && now >= l->start_deadline_ms) {
-            supervise_kill(l, IDEVS_ERR_TIMEOUT, "not ready within %u ms of its start",
-                           l->cfg.start_timeout_ms);
-            work++;
-        } else if (l->state == IDEVS_LAUNCHER_READY && l->in_flight > 0 && now >= state_deadline(l)) {
-            supervise_kill(l, IDEVS_ERR_TIMEOUT, "delivery %llu not answered within %u ms",
-                           (unsigned long long)l->head->id, event_timeout_now(l));
-            work++;
-        }
-    }
-    if (l->state == IDEVS_LAUNCHER_READY) {
-        work += certify_renew_if_due(l);
-        supervise_send_queued(l);
-    }
-    if (live(l)) {
-        idevs_err err = supervise_flush(l, 0);
-        if (err == IDEVS_ERR_CHANNEL_CLOSED) {
-            supervise_expect_exit(l, IDEVS_ERR_CHANNEL_CLOSED, l->cfg.exit_grace_ms);
-            work++;
-        }
-        note_moved(l);
-    }
-    if (l->state == IDEVS_LAUNCHER_EXITING) {
-        drain(l);
-        if (supervise_try_reap(l, cb)) {
-            work++;
-        } else if (!l->kill_sent && launcher_now_ms() >= l->exit_deadline_ms) {
-            supervise_kill(l, l->exit_err != IDEVS_OK ? l->exit_err : IDEVS_ERR_TIMEOUT,
-                           "it did not exit within %u ms", l->cfg.exit_grace_ms);
-            work++;
-        }
-    }
-    if (l->state == IDEVS_LAUNCHER_BACKOFF && launcher_now_ms() >= l->restart_at_ms) {
-        char why[256] = "";
-        l->stats.restarts++;
-        if (supervise_begin_start(l, why, sizeof why) != IDEVS_OK) {
-            snprintf(l->stats.last_exit, sizeof l->stats.last_exit, "could not be started: %.200s", why);
-            launcher_event(l, IDEVS_LAUNCHER_EVENT_START_FAILED, "could not be started: %s", why);
-            schedule_restart(l);
-        }
-        work++;
+    for (size_t i = 0; i < l->instance_count; i++) {
+        work += step_instance(&l->instances[i], cb);
+        running = running || l->instances[i].state != IDEVS_LAUNCHER_STOPPED;
     }
     /* What no output waits for (a Done without publications) is written at most every LAUNCHER_REPLAY_SAVE_MS:
      * replayed after a broker crash, such an input publishes nothing again. The same write syncs what
      * release_awaiting() wrote into the kernel only. stop() writes the rest. */
-    if (l->state != IDEVS_LAUNCHER_STOPPED)
+    if (running)
         (void)replay_record_save(l, REPLAY_SAVE_DUE);
-    supervise_update_channel_events(l);
     return work;
 }

@@ -56,6 +56,7 @@ static int state_fd = -1, outfd = -1;
 
 typedef struct fixture {
     idevs_launcher l;
+    launcher_instance inst; /* one, never certified: its certificate digest is zeros */
     int warnings;
     char last[1024];
     int published;
@@ -143,6 +144,9 @@ static void open_fixture(fixture *f)
     f->l.cfg.event_arg = f;
     f->l.state_dirfd = state_fd;
     f->l.max_envelope = MAX_ENVELOPE;
+    f->inst.l = &f->l;
+    f->l.instances = &f->inst;
+    f->l.instance_count = 1;
     f->l.outbox.dirfd = -1;
     outbox_load(&f->l);
     FUZZ_CHECK(f->l.outbox.dirfd >= 0);
@@ -315,7 +319,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 .correlation = f->correlation_len > 0 ? f->correlation : NULL, .correlation_len = f->correlation_len,
                 .receipt = receipt, .kept = k->kept.len > 0 ? k->kept.data : NULL, .kept_len = k->kept.len,
             };
-            outbox_keep(&f->l, &pub);
+            outbox_keep(&f->l, &pub, f->inst.cert_digest);
             FUZZ_CHECK(f->warnings == 0 && absent(leftover));
             open_fixture(g);
             FUZZ_CHECK(g->warnings == 0 && g->l.outbox.count == 1);

@@ -1,0 +1,115 @@
+/* The pool: which of a process's instances takes a delivery (docs/SCALING.md), and the launcher's state made of
+ * theirs. Every instance holds the same keys, so any of them can open any envelope; the choice is about order
+ * (one partition's inputs on one instance, in order), about copies (never run beside their first), and about
+ * load. */
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "launcher_internal.h"
+
+#define POOL_ROUTES 4096u /* requests remembered with their instance: a forgotten one's answer goes to any */
+
+typedef struct pool_route {
+    uint8_t id[IDEVS_UUID_LEN];
+    uint32_t instance;
+    bool used;
+} pool_route;
+
+static size_t route_slot(const uint8_t id[IDEVS_UUID_LEN])
+{
+    uint32_t h;
+    memcpy(&h, id, sizeof h); /* request ids are the compartment's HKDF output or random: already uniform */
+    return h & (POOL_ROUTES - 1);
+}
+
+void pool_note_request(idevs_launcher *l, const launcher_instance *c, const uint8_t id[IDEVS_UUID_LEN])
+{
+    if (l->instance_count == 1)
+        return;
+    if (l->routes == NULL && (l->routes = calloc(POOL_ROUTES, sizeof *l->routes)) == NULL)
+        return; /* without the table, answers go to the least loaded instance, which opens them as well */
+    pool_route *r = &l->routes[route_slot(id)];
+    memcpy(r->id, id, IDEVS_UUID_LEN);
+    r->instance = c->number;
+    r->used = true;
+}
+
+void pool_free(idevs_launcher *l)
+{
+    free(l->routes);
+    l->routes = NULL;
+}
+
+static launcher_instance *least_loaded(idevs_launcher *l, bool ready_only)
+{
+    launcher_instance *best = NULL;
+    for (size_t i = 0; i < l->instance_count; i++) {
+        launcher_instance *c = &l->instances[i];
+        if (ready_only && c->state != IDEVS_LAUNCHER_READY)
+            continue;
+        if (best == NULL || c->count < best->count)
+            best = c;
+    }
+    return best;
+}
+
+launcher_instance *pool_ready(idevs_launcher *l)
+{
+    return least_loaded(l, true);
+}
+
+/* The instance whose queue holds a numbered message of d's sender with d's id. */
+static launcher_instance *holder_of_copy(idevs_launcher *l, const delivery *d)
+{
+    if (!d->tracked || d->receipt)
+        return NULL;
+    for (size_t i = 0; i < l->instance_count; i++)
+        for (const delivery *q = l->instances[i].head; q != NULL; q = q->next)
+            if (q->tracked && !q->receipt && q->sender == d->sender && idevs_uuid_equal(&q->message_id, &d->message_id))
+                return &l->instances[i];
+    return NULL;
+}
+
+launcher_instance *pool_choose(idevs_launcher *l, const delivery *d, int64_t partition)
+{
+    if (l->instance_count == 1)
+        return &l->instances[0];
+    if (d->response && !d->receipt && d->correlation_len >= IDEVS_UUID_LEN && l->routes != NULL) {
+        const pool_route *r = &l->routes[route_slot(d->correlation)];
+        if (r->used && memcmp(r->id, d->correlation, IDEVS_UUID_LEN) == 0 && r->instance < l->instance_count)
+            return &l->instances[r->instance];
+    }
+    launcher_instance *c = holder_of_copy(l, d);
+    if (c != NULL)
+        return c;
+    if (partition >= 0)
+        return &l->instances[(uint64_t)partition % l->instance_count];
+    c = least_loaded(l, true);
+    return c != NULL ? c : least_loaded(l, false);
+}
+
+idevs_launcher_state pool_state(const idevs_launcher *l)
+{
+    for (size_t i = 0; i < l->instance_count; i++)
+        if (l->instances[i].state == IDEVS_LAUNCHER_READY)
+            return IDEVS_LAUNCHER_READY;
+    return l->instance_count > 0 ? l->instances[0].state : IDEVS_LAUNCHER_STOPPED;
+}
+
+bool pool_all_stopped(const idevs_launcher *l)
+{
+    for (size_t i = 0; i < l->instance_count; i++)
+        if (l->instances[i].state != IDEVS_LAUNCHER_STOPPED)
+            return false;
+    return true;
+}
+
+const char *pool_label(const launcher_instance *c)
+{
+    static char label[32]; /* the launcher is single-threaded; each use is printed before the next */
+    if (c->l->instance_count == 1)
+        return "";
+    snprintf(label, sizeof label, "instance %u: ", c->number);
+    return label;
+}
