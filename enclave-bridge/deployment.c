@@ -800,3 +800,24 @@ char *idevs_deployment_descriptor_topic(const char *process)
 {
     return retained_topic(process, "descriptor");
 }
+
+char *idevs_deployment_instance_certificate_topic(const char *process, uint32_t instance)
+{
+    char what[sizeof "instance/4294967295/certificate"];
+    snprintf(what, sizeof what, "instance/%u/certificate", instance);
+    return retained_topic(process, what);
+}
+
+/* (placeholder until the partkey branch: same signature) */
+bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out)
+{
+    if (text == NULL || text[0] == '\0' || (text[0] == '0' && text[1] != '\0'))
+        return false;
+    uint64_t v = 0;
+    for (const char *c = text; *c != '\0'; c++) {
+        if (*c < '0' || *c > '9' || (v = v * 10 + (uint64_t)(*c - '0')) >= d->partitions)
+            return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}

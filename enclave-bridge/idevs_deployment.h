@@ -119,6 +119,9 @@ idevs_err idevs_deployment_load(const char *path, idevs_deployment **out, uint8_
  * fetch them: "idevs/<process>/certificate" and "idevs/<process>/descriptor". malloc'd; NULL when out of memory. */
 char *idevs_deployment_certificate_topic(const char *process);
 char *idevs_deployment_descriptor_topic(const char *process);
+/* Where the plugin publishes, retained, instance n's own chain (docs/SCALING.md):
+ * "idevs/<process>/instance/<n>/certificate". malloc'd; NULL when out of memory. */
+char *idevs_deployment_instance_certificate_topic(const char *process, uint32_t instance);
 
 /* Lookups; NULL when absent. */
 const idevs_deployment_input *idevs_deployment_input_by_topic(const idevs_deployment *d, const char *topic);
@@ -129,6 +132,8 @@ const idevs_deployment_request *idevs_deployment_request_by_response_topic(const
 
 /* The index of a declared refusal code; -1 when the descriptor does not declare it. */
 int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code);
+
+bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out);
 
 void idevs_deployment_free(idevs_deployment *d);
 

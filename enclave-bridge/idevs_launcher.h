@@ -159,15 +159,16 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
                                       const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                       size_t correlation_len, uint64_t *delivery_id);
 
-/* idevs_launcher_deliver_from() with the input's partition (0 .. the descriptor's partitions - 1, from the
- * message's idevs-partition property; -1: none). With several instances (process.instances, docs/SCALING.md) it
- * chooses the instance: partition p goes to instance p mod instances, even while that one restarts (its inputs
- * wait for it, in order); a response to the instance whose request it answers; an envelope whose (sender,
- * message id) is queued already to the instance that has it, so that a copy is never run beside its first; the
- * rest to the least loaded ready instance. */
+/* idevs_launcher_deliver_from() with the input's partition: the text of its idevs-partition property (NULL: none;
+ * one that is not a partition of the descriptor, e.g. after a redeployment changed process.partitions, is
+ * counted in stats.partition_ignored and the input goes on without one). With several instances
+ * (process.instances, docs/SCALING.md) it chooses the instance: partition p goes to instance p mod instances, even
+ * while that one restarts (its inputs wait for it, in order); a response to the instance whose request it answers;
+ * an envelope whose (sender, message id) is queued already to the instance that has it, so that a copy is never
+ * run beside its first; the rest to the least loaded ready instance. */
 idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *client, const char *topic,
                                              const uint8_t *envelope, size_t len, const uint8_t *correlation,
-                                             size_t correlation_len, int64_t partition, uint64_t *delivery_id);
+                                             size_t correlation_len, const char *partition, uint64_t *delivery_id);
 
 typedef struct idevs_launcher_publish {
     uint64_t delivery_id;   /* the delivery that caused it; 0 for the logic's timer */
@@ -277,6 +278,7 @@ typedef struct idevs_launcher_stats {
                                     quarters of the bytes), or queue_limit when only one service sends */
     size_t in_flight;            /* sent to the current compartments and not done */
     size_t instances;            /* compartments of the pool (process.instances) */
+    uint64_t partition_ignored;  /* idevs-partition values that name no partition of the descriptor */
     size_t instances_ready;      /* of them ready now */
     uint64_t last_certified_us;  /* spawn to certificate sent, last start */
     uint64_t last_ready_us;      /* spawn to Ready, last start */
@@ -324,6 +326,7 @@ char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len);
  * (malloc'd), for idevs/<process>/instance/<n>/certificate. The functions above give the first instance's that
  * has one: any instance's chain certifies the process's keys. */
 size_t idevs_launcher_instance_count(const idevs_launcher *l);
+const char *idevs_launcher_instance_certificate_topic(const idevs_launcher *l, size_t instance);
 size_t idevs_launcher_instance_chain_count(const idevs_launcher *l, size_t instance);
 const uint8_t *idevs_launcher_instance_chain_der(const idevs_launcher *l, size_t instance, size_t index, size_t *len);
 char *idevs_launcher_instance_chain_pem(const idevs_launcher *l, size_t instance, size_t *len);

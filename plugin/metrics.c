@@ -15,6 +15,7 @@
 typedef struct launcher_figures {
     uint64_t restarts, queue_depth, in_flight, released_unrecorded, queued_while_down;
     uint64_t outbox, outbox_resent, outbox_expired, outbox_resealed; /* kept until receipted (launcher/outbox.c) */
+    uint64_t instances, instances_ready, partition_ignored; /* the pool (docs/SCALING.md) */
 } launcher_figures;
 
 static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
@@ -52,6 +53,9 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "outbox_resent", f->outbox_resent);
     publish_counter(via, scope, "outbox_expired", f->outbox_expired);
     publish_counter(via, scope, "outbox_resealed", f->outbox_resealed);
+    publish_counter(via, scope, "instances", f->instances);
+    publish_counter(via, scope, "instances_ready", f->instances_ready);
+    publish_counter(via, scope, "partition_ignored", f->partition_ignored);
 }
 
 /* refused/<code> of one process: the codes it counted. */
@@ -129,7 +133,7 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         idevs_launcher_get_stats(proc->launcher, &st);
         launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded,
                               st.queued_while_down, st.outbox, st.outbox_resent, st.outbox_expired,
-                              st.outbox_resealed};
+                              st.outbox_resealed, st.instances, st.instances_ready, st.partition_ignored};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
         publish_refused(proc);
         add(&sum, &proc->metrics);
@@ -142,6 +146,9 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         total.outbox_resent += f.outbox_resent;
         total.outbox_expired += f.outbox_expired;
         total.outbox_resealed += f.outbox_resealed;
+        total.instances += f.instances;
+        total.instances_ready += f.instances_ready;
+        total.partition_ignored += f.partition_ignored;
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);

@@ -61,9 +61,19 @@ void idevs_process_publish_certificate(idevs_process *proc)
                              idevs_process_name(proc));
         return; /* stays stale: tried again after the next poll */
     }
-    if (idevs_routing_publish(proc, idevs_launcher_certificate_topic(proc->launcher), pem, len, 1, true, NULL))
-        proc->certificate_stale = false;
+    bool published = idevs_routing_publish(proc, idevs_launcher_certificate_topic(proc->launcher), pem, len, 1, true,
+                                           NULL);
     free(pem);
+    /* Each instance's own chain (its own evidence) on its own topic: a verifier may check any of them. */
+    for (size_t i = 0; published && i < idevs_launcher_instance_count(proc->launcher); i++) {
+        if ((pem = idevs_launcher_instance_chain_pem(proc->launcher, i, &len)) == NULL)
+            continue; /* not certified yet (restarting): published with the next certification */
+        published = idevs_routing_publish(proc, idevs_launcher_instance_certificate_topic(proc->launcher, i), pem,
+                                          len, 1, true, NULL);
+        free(pem);
+    }
+    if (published)
+        proc->certificate_stale = false;
 }
 
 static bool publish_descriptor(idevs_process *proc)

@@ -143,6 +143,25 @@ void idevs_routing_poll(idevs_process *proc, uint64_t wait_for)
 
 /* ---- MOSQ_EVT_MESSAGE ---- */
 
+/* The value of the message's idevs-partition user property (docs/PROTOCOL.md, "Partitions"), the first one;
+ * NULL when none. The broker's allocator's: mosquitto_free() it. */
+static char *partition_of(const mosquitto_property *props)
+{
+    char *name = NULL, *value = NULL;
+    const mosquitto_property *at = mosquitto_property_read_string_pair(props, MQTT_PROP_USER_PROPERTY, &name, &value,
+                                                                       false);
+    while (at != NULL) {
+        bool found = strcmp(name, "idevs-partition") == 0;
+        mosquitto_free(name);
+        if (found)
+            return value;
+        mosquitto_free(value);
+        name = value = NULL;
+        at = mosquitto_property_read_string_pair(at, MQTT_PROP_USER_PROPERTY, &name, &value, true);
+    }
+    return NULL;
+}
+
 int idevs_routing_on_message(int event, void *event_data, void *userdata)
 {
     (void)event;
@@ -164,11 +183,14 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
     void *corr = NULL;
     uint16_t corr_len = 0;
     (void)mosquitto_property_read_binary(msg->properties, MQTT_PROP_CORRELATION_DATA, &corr, &corr_len, false);
+    char *partition = partition_of(msg->properties);
     uint64_t id = 0;
     idevs_err err = proc->retiring ? IDEVS_ERR_NOT_NOW
-                                   : idevs_launcher_deliver_from(proc->launcher, client, topic, msg->payload,
-                                                                 msg->payloadlen, corr, corr_len, &id);
+                                   : idevs_launcher_deliver_partitioned(proc->launcher, client, topic, msg->payload,
+                                                                        msg->payloadlen, corr, corr_len, partition,
+                                                                        &id);
     mosquitto_free(corr); /* allocated by the broker's allocator */
+    mosquitto_free(partition);
     if (err != IDEVS_OK) {
         idevs_rejections_refused(proc, err, topic, client, msg->payloadlen);
         return MOSQ_ERR_SUCCESS; /* never consume: the publisher gets its normal acknowledgement */

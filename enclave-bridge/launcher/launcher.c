@@ -560,13 +560,14 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
                                       const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                       size_t correlation_len, uint64_t *delivery_id)
 {
-    return idevs_launcher_deliver_partitioned(l, client, topic, envelope, len, correlation, correlation_len, -1,
+    return idevs_launcher_deliver_partitioned(l, client, topic, envelope, len, correlation, correlation_len, NULL,
                                               delivery_id);
 }
 
 idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *client, const char *topic,
                                              const uint8_t *envelope, size_t len, const uint8_t *correlation,
-                                             size_t correlation_len, int64_t partition, uint64_t *delivery_id)
+                                             size_t correlation_len, const char *partition_text,
+                                             uint64_t *delivery_id)
 {
     if (l == NULL || topic == NULL || envelope == NULL || len == 0 || (correlation == NULL && correlation_len > 0))
         return IDEVS_ERR_INVALID_ARG;
@@ -625,7 +626,11 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
     idevs_topic_kind kind = idevs_launcher_topic_kind(l, d->topic, NULL);
     d->response = kind == IDEVS_TOPIC_RESPONSE || kind == IDEVS_TOPIC_RECEIPT; /* they free room: never held */
     d->receipt = kind == IDEVS_TOPIC_RECEIPT;
-    launcher_instance *c = pool_choose(l, d, partition);
+    uint32_t p = 0;
+    bool keyed = partition_text != NULL && idevs_deployment_partition_parse(l->deployment, partition_text, &p);
+    if (partition_text != NULL && !keyed)
+        l->stats.partition_ignored++;
+    launcher_instance *c = pool_choose(l, d, keyed ? (int64_t)p : -1);
     deliveries_append(c, d);
     l->stats.delivered++;
     if (c->state != IDEVS_LAUNCHER_READY)
@@ -801,6 +806,11 @@ const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, s
 {
     const launcher_instance *c = chain_holder(l);
     return idevs_der_chain_at(c != NULL ? &c->chain : NULL, index, len);
+}
+
+const char *idevs_launcher_instance_certificate_topic(const idevs_launcher *l, size_t instance)
+{
+    return l != NULL && instance < l->instance_count ? l->instance_topics[instance] : NULL;
 }
 
 size_t idevs_launcher_instance_count(const idevs_launcher *l)

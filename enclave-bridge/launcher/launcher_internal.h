@@ -253,6 +253,7 @@ struct idevs_launcher {
     char *host_program_path; /* as configured, for messages */
     char *certificate_topic; /* idevs/<process>/certificate */
     char *descriptor_topic;  /* idevs/<process>/descriptor */
+    char **instance_topics;  /* idevs/<process>/instance/<n>/certificate, one per instance */
     idevs_deployment *deployment;
     uint8_t *descriptor;
     size_t descriptor_len;

@@ -32,11 +32,13 @@ static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
     }
     ADD(l->certificate_topic);
     ADD(l->descriptor_topic);
+    for (size_t i = 0; i < l->instance_count; i++)
+        ADD(l->instance_topics[i]);
 #undef ADD
     return n;
 }
 
-#define TOPICS_MAX (6u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u)
+#define TOPICS_MAX (7u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u) /* instances: at most as many as entries */
 
 /* The role topic has in the descriptor, for a message; NULL when it has none. */
 static const char *declared_role(const idevs_deployment *d, const char *topic)
@@ -60,13 +62,19 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
     l->descriptor_topic = idevs_deployment_descriptor_topic(l->name);
     if (l->certificate_topic == NULL || l->descriptor_topic == NULL)
         return IDEVS_ERR_NOMEM;
-    /* The descriptor's own topics must leave these two to the plugin. */
+    if ((l->instance_topics = calloc(l->instance_count, sizeof *l->instance_topics)) == NULL)
+        return IDEVS_ERR_NOMEM;
+    for (size_t i = 0; i < l->instance_count; i++)
+        if ((l->instance_topics[i] = idevs_deployment_instance_certificate_topic(l->name, (uint32_t)i)) == NULL)
+            return IDEVS_ERR_NOMEM;
+    /* The descriptor's own topics must leave these to the plugin. */
     const char *mine[] = {l->certificate_topic, l->descriptor_topic};
-    for (size_t k = 0; k < 2; k++) {
-        const char *role = declared_role(l->deployment, mine[k]);
+    for (size_t k = 0; k < 2 + l->instance_count; k++) {
+        const char *topic = k < 2 ? mine[k] : l->instance_topics[k - 2];
+        const char *role = declared_role(l->deployment, topic);
         if (role != NULL) {
             snprintf(why, why_len, "%s: %s is '%s', where the plugin publishes the %s", l->descriptor_path, role,
-                     mine[k], k == 0 ? "certificate" : "descriptor");
+                     topic, k == 1 ? "descriptor" : k == 0 ? "certificate" : "certificate of an instance");
             return IDEVS_ERR_CONFIG;
         }
     }
@@ -100,6 +108,10 @@ void topics_free(idevs_launcher *l)
     l->certificate_topic = NULL;
     free(l->descriptor_topic);
     l->descriptor_topic = NULL;
+    for (size_t i = 0; l->instance_topics != NULL && i < l->instance_count; i++)
+        free(l->instance_topics[i]);
+    free(l->instance_topics);
+    l->instance_topics = NULL;
 }
 
 idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, const char **own_copy, size_t *sender)
@@ -142,6 +154,11 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
     for (size_t k = 0; k < 2; k++)
         if (strcmp(topic, mine[k]) == 0) {
             *own_copy = mine[k];
+            return IDEVS_TOPIC_PROTECTED;
+        }
+    for (size_t i = 0; i < l->instance_count; i++)
+        if (strcmp(topic, l->instance_topics[i]) == 0) {
+            *own_copy = l->instance_topics[i];
             return IDEVS_TOPIC_PROTECTED;
         }
     for (size_t i = 0; i < d->output_count; i++)
