@@ -327,6 +327,8 @@ char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len);
  * has one: any instance's chain certifies the process's keys. */
 size_t idevs_launcher_instance_count(const idevs_launcher *l);
 const char *idevs_launcher_instance_certificate_topic(const idevs_launcher *l, size_t instance);
+/* Instance n's compartment's pid; 0 when none runs. */
+pid_t idevs_launcher_instance_pid(const idevs_launcher *l, size_t instance);
 size_t idevs_launcher_instance_chain_count(const idevs_launcher *l, size_t instance);
 const uint8_t *idevs_launcher_instance_chain_der(const idevs_launcher *l, size_t instance, size_t index, size_t *len);
 char *idevs_launcher_instance_chain_pem(const idevs_launcher *l, size_t instance, size_t *len);

@@ -172,7 +172,8 @@ static idevs_err begin_delivery(compartment *c, const Idevs__Bridge__V1__Deliver
     b->opened = true;
     b->service = service;
     b->id = opened.message_id;
-    if (handled_before(c, service, &opened.message_id)) {
+    bool copy = handled_before(c, service, &opened.message_id); /* noted either way */
+    if (copy || dv->handled) {
         idevs_opened_clear(&opened);
         return IDEVS_ERR_ALREADY_DONE;
     }

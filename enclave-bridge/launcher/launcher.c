@@ -813,6 +813,13 @@ const char *idevs_launcher_instance_certificate_topic(const idevs_launcher *l, s
     return l != NULL && instance < l->instance_count ? l->instance_topics[instance] : NULL;
 }
 
+pid_t idevs_launcher_instance_pid(const idevs_launcher *l, size_t instance)
+{
+    return l != NULL && instance < l->instance_count && l->instances[instance].have_child
+               ? l->instances[instance].child.pid
+               : 0;
+}
+
 size_t idevs_launcher_instance_count(const idevs_launcher *l)
 {
     return l != NULL ? l->instance_count : 0;

@@ -808,6 +808,11 @@ void supervise_send_queued(launcher_instance *c)
         del.envelope.len = d->envelope_len;
         del.correlation_data.data = d->correlation;
         del.correlation_data.len = d->correlation_len;
+        /* In a pool, another instance may have run a copy of it: its table of handled ids does not know that. */
+        bool handled = false;
+        if (l->instance_count > 1 && d->tracked && !d->receipt)
+            (void)replay_record_handled(l, d, &handled);
+        del.handled = handled;
         Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
         frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_DELIVER;
         frame.deliver = &del;

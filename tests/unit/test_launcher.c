@@ -57,6 +57,7 @@ static void hex(const uint8_t *b, size_t n, char *out)
 /* Writes the deployment descriptor of the test process: input "events" from store, output "out" to sink,
  * request "ask" to sink. logic is written as given (absolute). */
 static const char *limits_extra = ""; /* more limits for the next world_init(), e.g. ", \"max_outstanding_requests\": 4" */
+static const char *process_extra = ""; /* more of process for the next world_init(), e.g. ", \"instances\": 3" */
 
 static void write_descriptor(world *w, const char *logic, unsigned queue_depth, unsigned event_timeout_ms)
 {
@@ -74,7 +75,7 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
     char text[4096];
     int n = snprintf(text, sizeof text,
                      "{\"version\": 1,\n"
-                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": {}},\n"
+                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": {}%s},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
                      " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\", \"receipts\": true},\n"
                      "              {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\"}],\n"
@@ -84,7 +85,8 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
                      " \"to\": \"sink\", \"qos\": 1}],\n"
                      " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u%s}}\n",
-                     program, logic, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms, limits_extra);
+                     program, logic, process_extra, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms,
+                     limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
     launch_write_file(w->descriptor, text, (size_t)n);
 }
@@ -1771,6 +1773,130 @@ static void test_receipts_outlive_launcher(void)
     rig_free(t);
 }
 
+/* ---- a pool of instances (docs/SCALING.md) ---- */
+
+static uint64_t deliver_partition(idevs_launcher *l, const uint8_t *env, size_t len, const char *partition)
+{
+    uint64_t id = 0;
+    CU_ASSERT_FATAL(idevs_launcher_deliver_partitioned(l, NULL, IN_TOPIC, env, len, NULL, 0, partition, &id) ==
+                    IDEVS_OK);
+    return id;
+}
+
+/* The instance publication i says it was sealed by (its clear header). */
+static uint32_t instance_of(const launch_record *r, size_t i)
+{
+    idevs_envelope_header h;
+    CU_ASSERT_FATAL(idevs_envelope_peek(r->pub_env[i], r->pub_len[i], &h) == IDEVS_OK);
+    return h.instance;
+}
+
+/* Sends n inputs "p<k>" with partition k mod 6, k from first; returns nothing, the record counts. */
+static void deliver_partitioned_run(rig *t, unsigned first, unsigned n)
+{
+    for (unsigned k = first; k < first + n; k++) {
+        char payload[16], partition[8];
+        snprintf(payload, sizeof payload, "p%u", k);
+        snprintf(partition, sizeof partition, "%u", k % 6);
+        size_t len = 0;
+        uint8_t *env = seal(&t->st, &t->w, payload, &len);
+        deliver_partition(t->l, env, len, partition);
+        free(env);
+    }
+}
+
+/* The outputs from the from-th on: the sink opens each (learning each instance's certificate from the chain its
+ * first envelope carries), and the instance that sealed it is its partition's (k mod 6 mod 3); each payload once
+ * (seen: over the test). */
+static void expect_partitioned_outputs(rig *t, size_t from, size_t total, bool seen[64])
+{
+    CU_ASSERT_EQUAL_FATAL(t->r.pub_count, total);
+    for (size_t i = from; i < t->r.pub_count; i++) {
+        char *payload = open_output(&t->sk, &t->r, i);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(payload);
+        unsigned k = (unsigned)strtoul(payload + 1, NULL, 10);
+        CU_ASSERT_FATAL(k < 64);
+        CU_ASSERT_FALSE(seen[k]);
+        seen[k] = true;
+        CU_ASSERT_EQUAL(instance_of(&t->r, i), k % 6 % 3);
+        free(payload);
+    }
+}
+
+/* Three instances: each its own certificate (its own evidence) of the same keys; an input goes to its
+ * partition's instance and a receiver opens what each sends; a copy of a message another instance ran is
+ * receipted and not run; a killed instance's inputs wait for its restart and lose nothing, while the others go
+ * on; a partition the descriptor does not have is ignored and counted. */
+static void test_pool(void)
+{
+    process_extra = ", \"instances\": 3";
+    rig *t = rig_new(echo_path, 256, 2000, host_path);
+    process_extra = "";
+    rig_start(t, NULL);
+    idevs_launcher_stats st;
+    idevs_launcher_get_stats(t->l, &st);
+    CU_ASSERT(st.instances == 3 && st.instances_ready == 3 && st.certified == 3);
+    CU_ASSERT_EQUAL(idevs_launcher_instance_count(t->l), 3);
+    uint8_t digest[3][32];
+    for (size_t i = 0; i < 3; i++) {
+        size_t len = 0;
+        CU_ASSERT_EQUAL_FATAL(idevs_launcher_instance_chain_count(t->l, i), 2);
+        const uint8_t *der = idevs_launcher_instance_chain_der(t->l, i, 0, &len);
+        CU_ASSERT_FATAL(der != NULL && idevs_sha256(der, len, digest[i]) == IDEVS_OK);
+        CU_ASSERT(idevs_launcher_instance_pid(t->l, i) > 0);
+        char want[64];
+        snprintf(want, sizeof want, "idevs/rewards/instance/%zu/certificate", i);
+        CU_ASSERT_STRING_EQUAL(idevs_launcher_instance_certificate_topic(t->l, i), want);
+        CU_ASSERT_EQUAL(idevs_launcher_topic_kind(t->l, want, NULL), IDEVS_TOPIC_PROTECTED);
+    }
+    CU_ASSERT(memcmp(digest[0], digest[1], 32) != 0 && memcmp(digest[1], digest[2], 32) != 0);
+
+    bool seen[64] = {false};
+    deliver_partitioned_run(t, 0, 12);
+    poll_until_done(t->l, &t->r, 12, 10000);
+    CU_ASSERT_EQUAL(t->r.done_count, 12);
+    expect_partitioned_outputs(t, 0, 12, seen);
+
+    /* a numbered message run by partition 0's instance, then a copy (sealed anew) on partition 1's */
+    const uint8_t stream[IDEVS_MSGID_STREAM_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
+    idevs_msgid sale = idevs_msgid_numbered(stream, 7);
+    size_t len = 0;
+    uint8_t *env = seal_numbered(&t->st, &t->w, "p60", &sale, &len);
+    deliver_partition(t->l, env, len, "0");
+    free(env);
+    poll_until_done(t->l, &t->r, 13, 5000);
+    env = seal_numbered(&t->st, &t->w, "p60", &sale, &len);
+    uint64_t copy = deliver_partition(t->l, env, len, "1");
+    free(env);
+    poll_until_done(t->l, &t->r, 14, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&t->r, copy, &times), IDEVS_ERR_ALREADY_DONE);
+    CU_ASSERT_EQUAL(t->r.pub_count, 13);
+
+    /* instance 1 killed: partitions 1 and 4 wait for it, 2 and 5 go on */
+    pid_t victim = idevs_launcher_instance_pid(t->l, 1);
+    CU_ASSERT_FATAL(victim > 0 && kill(victim, SIGKILL) == 0);
+    deliver_partitioned_run(t, 20, 12);
+    poll_until_done(t->l, &t->r, 26, 15000);
+    CU_ASSERT_EQUAL(t->r.done_count, 26);
+    idevs_launcher_get_stats(t->l, &st);
+    CU_ASSERT(st.restarts >= 1 && st.instances_ready == 3);
+    CU_ASSERT_NOT_EQUAL(idevs_launcher_instance_pid(t->l, 1), victim);
+    for (size_t i = 0; i < t->r.done_count; i++)
+        CU_ASSERT(t->r.done_status[i] == IDEVS_OK || t->r.done_id[i] == copy);
+    /* outputs: 12 + the numbered one + 12; the numbered one is partition 0's (p60: 60 mod 6 = 0) */
+    expect_partitioned_outputs(t, 12, 25, seen);
+
+    /* a partition the descriptor (64 partitions) does not have */
+    env = seal(&t->st, &t->w, "p61", &len);
+    deliver_partition(t->l, env, len, "64");
+    free(env);
+    poll_until_done(t->l, &t->r, 27, 5000);
+    idevs_launcher_get_stats(t->l, &st);
+    CU_ASSERT_EQUAL(st.partition_ignored, 1);
+    rig_free(t);
+}
+
 /* The replay record as it is on disk when an output leaves: what a broker killed right then restarts with. */
 static char record_on_disk[PATH_MAX + 64], record_at_output[PATH_MAX + 64];
 
@@ -2061,6 +2187,7 @@ static CU_TestInfo tests[] = {
     {"round trip, unprivileged child, private state files, clean stop", test_round_trip_and_private_files},
     {"a group-readable sealing.key is refused", test_sealing_key_must_be_private},
     {"kill -9 mid-stream: same keys, nothing lost, nothing twice", test_kill9_keeps_identity_loses_nothing},
+    {"a pool of 3: own certificates of the same keys, partitions, a copy across instances, one killed", test_pool},
     {"another measurement gets fresh keys and cannot unseal", test_other_measurement_gets_fresh_keys},
     {"a hung compartment is killed after the event timeout", test_hung_compartment_killed},
     {"the queue is bounded in envelope bytes (queue_bytes)", test_queue_bytes_bound},
