@@ -1,7 +1,8 @@
 /* A small integration logic for tests and benchmarks, with nothing of the case study in it.
  *
  * Declared names it uses: input "events", output "out", request "ask" (optional), and a timer when the
- * configuration says {"timer_ms": N}. For each event payload:
+ * configuration says {"timer_ms": N}. With {"spin_us": N} every event first computes for N microseconds (a logic
+ * with real work, for tests/bench/bench_scale.sh). For each event payload:
  *   "ask:<text>"   requests "ask" with <text>; the response comes back as "answer:<response>" on "out"
  *                  (built with -DECHO_NO_RESPONSE_HANDLER: no response handler is registered, and a refused
  *                  request emits "request refused: <idevs_err number>" on "out" instead)
@@ -26,7 +27,24 @@
 typedef struct echo_state {
     unsigned long ticks;
     unsigned long events;
+    unsigned long spin_us;
 } echo_state;
+
+static unsigned long long now_us(void)
+{
+    struct timespec t = {0, 0};
+    (void)timespec_get(&t, TIME_UTC); /* C11: the logic's one include directory brings no POSIX */
+    return (unsigned long long)t.tv_sec * 1000000u + (unsigned long long)t.tv_nsec / 1000u;
+}
+
+/* Work of spin_us microseconds of CPU time as the wall clock sees it (an idle core: as much CPU). */
+static void spin(unsigned long us)
+{
+    volatile unsigned long sink = 0;
+    for (unsigned long long end = now_us() + us; now_us() < end;)
+        for (int i = 0; i < 256; i++)
+            sink += (unsigned long)i;
+}
 
 static int starts_with(const idevs_message *m, const char *prefix, size_t *skip)
 {
@@ -42,6 +60,8 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     echo_state *st = state;
     size_t skip = 0;
     st->events++;
+    if (st->spin_us > 0)
+        spin(st->spin_us);
     if (starts_with(m, "ask-keep:", &skip))
         return idevs_request_with_state(lg, "ask", m->payload + skip, m->payload_len - skip, m->payload + skip,
                                         m->payload_len - skip, NULL);
@@ -137,6 +157,9 @@ static idevs_err setup(idevs_logic *lg, const char *config_json, void **state)
 #else
     (void)on_answer;
 #endif
+    const char *spin_at = strstr(config_json, "\"spin_us\":");
+    if (spin_at != NULL)
+        st->spin_us = strtoul(spin_at + strlen("\"spin_us\":"), NULL, 10);
     const char *t = strstr(config_json, "\"timer_ms\":");
     if (t != NULL)
         return idevs_on_timer(lg, (uint32_t)strtoul(t + strlen("\"timer_ms\":"), NULL, 10), on_tick);
