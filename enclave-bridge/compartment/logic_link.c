@@ -218,7 +218,7 @@ static idevs_err tx_request_state(logic_link *k, cmp_sealed *s, size_t index, co
     size_t n = k->current->provenance_count;
     s->provenance_count = n < IDEVS_PROVENANCE_MAX ? n : IDEVS_PROVENANCE_MAX - 1;
     memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
-    s->correlation_len = IDEVS_REQUEST_CORRELATION_LEN(s->provenance_count);
+    s->correlation_len = IDEVS_REQUEST_CORRELATION_LEN;
     s->correlation = malloc(s->correlation_len);
     s->state = state->len > 0 ? malloc(state->len) : NULL;
     if (s->correlation == NULL || (state->len > 0 && s->state == NULL))

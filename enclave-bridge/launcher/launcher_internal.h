@@ -39,6 +39,7 @@
  * always one envelope of max_payload). */
 #define LAUNCHER_QUEUE_BYTES_DEFAULT_MAX (64u * 1024u * 1024u)
 #define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
+_Static_assert(IDEVS_REQUEST_CORRELATION_LEN <= LAUNCHER_CORRELATION_MAX, "a request's fits MQTT's");
 #define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
 #define LAUNCHER_RECEIPT_QOS 1u /* receipts: at least once, like inputs */
 #define LAUNCHER_REPLAY_SAVE_MS 2000            /* the replay record is written at most this often while running */

@@ -859,12 +859,12 @@ static void put_entry(const char *name, uint8_t flags, const char *topic, size_t
     k.qos = qos;
     k.response_topic = request ? "idevs/p/resp/ride" : "";
     /* A request's correlation data: its message id, then the compartment's token (opaque here). */
-    static uint8_t correlation[IDEVS_REQUEST_CORRELATION_MAX];
+    static uint8_t correlation[IDEVS_REQUEST_CORRELATION_LEN];
     memcpy(correlation, h.message_id.b, IDEVS_UUID_LEN);
     memset(correlation + IDEVS_UUID_LEN, 0x3c, sizeof correlation - IDEVS_UUID_LEN);
     if (request) {
         k.correlation.data = correlation;
-        k.correlation.len = IDEVS_REQUEST_CORRELATION_LEN(0);
+        k.correlation.len = sizeof correlation;
     }
     k.created_ms = created_ms;
     if (kept) {
