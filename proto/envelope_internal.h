@@ -164,8 +164,6 @@ typedef struct idevs_instance_epochs {
     idevs_recv_epoch cur, prev; /* cur is active in every kept instance */
 } idevs_instance_epochs;
 
-#define IDEVS_INSTANCES_MAX 64 /* per peer; the one whose current epoch is the oldest is evicted first */
-
 typedef struct idevs_peer {
     idevs_cert_info info;
     uint64_t not_after_ms; /* earliest notAfter of the verified chain */
