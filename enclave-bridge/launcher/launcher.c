@@ -548,6 +548,7 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
         return IDEVS_ERR_NOMEM;
     d->tracked = probe.tracked;
     d->sender = probe.sender;
+    d->instance = probe.instance;
     d->epoch = probe.epoch;
     d->sequence = probe.sequence;
     d->message_id = probe.message_id;
