@@ -139,6 +139,7 @@ struct compartment {
     uint8_t *descriptor; /* the descriptor's bytes from Init, for the logic process */
     size_t descriptor_len;
     uint8_t measurement[IDEVS_SHA256_LEN];
+    uint32_t instance; /* Init.instance: the envelope sender instance of what it seals (docs/PROTOCOL.md 5a) */
     idevs_identity *self;
     X509 *operator_ca;
     idevs_cert_policy *policy; /* towards services: the operator CA, no evidence */

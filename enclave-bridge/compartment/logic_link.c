@@ -129,7 +129,8 @@ void logic_link_setup(logic_link *k)
     size_t n = strnlen(r->logic_name != NULL ? r->logic_name : "", sizeof k->logic_name - 1);
     for (size_t i = 0; i < n; i++)
         k->logic_name[i] = r->logic_name[i] >= 0x20 && r->logic_name[i] <= 0x7e ? r->logic_name[i] : '?';
-    k->timer_period_ms = r->timer_period_ms;
+    /* Only instance 0 runs the timer: the pool's instances share one logic, whose timer must run once. */
+    k->timer_period_ms = k->c->instance == 0 ? r->timer_period_ms : 0;
     if (k->timer_period_ms != 0)
         k->timer_next_ms = cmp_monotonic_ms() + k->timer_period_ms;
     idevs__bridge__v1__frame__free_unpacked(f, NULL);

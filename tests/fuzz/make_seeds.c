@@ -982,6 +982,8 @@ int main(int argc, char **argv)
                            IDEVS_OK);
     free(documented);
     put_descriptor("loyalty", descriptor_small);
+    put_descriptor_variant("instances-and-partitions", descriptor_small, "\"logic\":\"libloyalty.so\"",
+                           "\"logic\":\"libloyalty.so\",\"instances\":4,\"partitions\":65536", IDEVS_OK);
     static const struct { const char *name, *from, *to; } refused[] = {
         {"topic-twice", "idevs/loyalty/out/award", "idevs/loyalty/in/sales"},
         {"topic-wildcard", "idevs/loyalty/out/award", "idevs/loyalty/out/+"},
@@ -989,6 +991,8 @@ int main(int argc, char **argv)
         {"unknown-service", "\"to\":\"points\"", "\"to\":\"taxi\""},
         {"qos-3", "\"qos\":0", "\"qos\":3"},
         {"name-twice", "\"name\":\"points\"", "\"name\":\"store\""},
+        {"instances-65", "\"logic\":\"libloyalty.so\"", "\"logic\":\"libloyalty.so\",\"instances\":65"},
+        {"partitions-0", "\"logic\":\"libloyalty.so\"", "\"logic\":\"libloyalty.so\",\"partitions\":0"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
         put_descriptor_variant(refused[i].name, descriptor_small, refused[i].from, refused[i].to, IDEVS_ERR_CONFIG);

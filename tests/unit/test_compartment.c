@@ -87,6 +87,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 static const char *limits_extra = ""; /* more limits for the next start(), e.g. ", \"max_outstanding_requests\": 4" */
 static const char *output_pad = "";   /* the output's "pad" member for the next start(), e.g. ", \"pad\": 256" */
 static const char *request_pad = "";  /* the request's */
+static const char *process_extra = ""; /* more of "process" for the next start(), e.g. ", \"instances\": 4" */
+static uint32_t init_instance;         /* Init.instance of the next send_init() */
 
 /* The test deployment: source -> events -> out -> sink; request ask -> oracle. */
 static void make_descriptor(child *c, const char *config)
@@ -101,7 +103,7 @@ static void make_descriptor(child *c, const char *config)
     int n = snprintf(c->descriptor, sizeof c->descriptor,
                      "{\"version\": 1,\n"
                      " \"process\": {\"name\": \"echo-test\", \"uuid\": \"%s\", \"logic\": \"idevs_logic_echo.so\","
-                     " \"config\": %s},\n"
+                     " \"config\": %s%s},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
                      " \"services\": [{\"name\": \"source\", \"uuid\": \"%s\", \"certificate\": \"source.crt\", \"receipts\": true},"
                      " {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\", \"receipts\": true},"
@@ -112,7 +114,7 @@ static void make_descriptor(child *c, const char *config)
                      "\", \"to\": \"oracle\", \"qos\": 2%s}],\n"
                      " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000%s}}\n",
-                     prog, config, ca_hex, src, snk, orc, output_pad, request_pad, limits_extra);
+                     prog, config, process_extra, ca_hex, src, snk, orc, output_pad, request_pad, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof c->descriptor);
     c->descriptor_len = (size_t)n;
     CU_ASSERT_FATAL(idevs_sha256(c->descriptor, c->descriptor_len, c->digest) == IDEVS_OK);
@@ -294,6 +296,7 @@ static void send_init(child *c, const uint8_t key[32], const uint8_t *blob, size
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     init.now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    init.instance = init_instance;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_INIT;
     f.init = &init;
@@ -1607,6 +1610,81 @@ static void test_init_checks(void)
     idevs_identity_free(impostor);
 }
 
+/* An echo_child of instance `instance` of a descriptor with `instances` (process.instances). */
+static void echo_instance_start(echo_child *e, const char *config, uint32_t instance, const char *instances)
+{
+    char extra[64];
+    snprintf(extra, sizeof extra, ", \"instances\": %s", instances);
+    process_extra = extra;
+    init_instance = instance;
+    bool started = start(&e->c, "echo", config);
+    process_extra = "";
+    init_instance = 0;
+    CU_ASSERT_TRUE_FATAL(started);
+    e->src = service_ctx(&e->c, source, &e->p1, false);
+    e->snk = service_ctx(&e->c, sink, &e->p2, true);
+}
+
+/* Instance 3 of 4 seals under instance 3: its clear header says so, and the sink opens it. */
+static void test_instance_seals(void)
+{
+    echo_child e;
+    echo_instance_start(&e, "{}", 3, "4");
+    idevs_msgid in_id;
+    deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "from instance 3", &in_id);
+    Idevs__Bridge__V1__Frame *f = expect(&e.c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    const ProtobufCBinaryData *env = &f->publish->envelope;
+    idevs_envelope_header h;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_peek(env->data, env->len, &h), IDEVS_OK);
+    CU_ASSERT_EQUAL(h.instance, 3);
+    CU_ASSERT_TRUE(idevs_uuid_equal(&h.sender, &program));
+    idevs_opened op;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(e.snk, f->publish->topic, env->data, env->len, &op), IDEVS_OK);
+    CU_ASSERT_EQUAL(op.instance, 3);
+    CU_ASSERT_EQUAL(op.payload_len, strlen("from instance 3"));
+    idevs_opened_clear(&op);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    expect_done(&e.c, 1, IDEVS_OK);
+    echo_child_stop(&e);
+}
+
+/* Init.instance must be below process.instances: 4 of 4, or 1 of the default 1, is refused at Init. */
+static void test_instance_out_of_range(void)
+{
+    const char *instances[] = {"4", "1"};
+    const uint32_t instance[] = {4, 1};
+    for (size_t i = 0; i < 2; i++) {
+        child c;
+        memset(&c, 0, sizeof c);
+        char extra[64];
+        snprintf(extra, sizeof extra, ", \"instances\": %s", instances[i]);
+        process_extra = extra;
+        make_descriptor(&c, "{}");
+        process_extra = "";
+        make_measurement(&c, "echo");
+        spawn(&c, "echo");
+        init_instance = instance[i];
+        send_init(&c, sealing_key, NULL, 0);
+        init_instance = 0;
+        expect_fatal(&c, IDEVS_ERR_CONFIG, "Init.instance");
+    }
+}
+
+/* The logic's timer runs on instance 0 only: instance 1's first output is its input's, however long it waited. */
+static void test_timer_instance_0_only(void)
+{
+    echo_child e;
+    echo_instance_start(&e, "{\"timer_ms\":20}", 1, "2");
+    struct timespec ts = {0, 200 * 1000 * 1000}; /* ten periods */
+    nanosleep(&ts, NULL);
+    idevs_msgid in_id;
+    deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "no tick before me", &in_id);
+    expect_publish(&e.c, 1, e.snk, TOPIC_OUT, "no tick before me", &in_id, 1, NULL);
+    expect_done(&e.c, 1, IDEVS_OK);
+    echo_child_stop(&e);
+}
+
 /* Writes raw bytes on the launcher's end of the channel. */
 static void write_raw(child *c, const void *data, size_t len)
 {
@@ -2430,6 +2508,9 @@ static CU_TestInfo tests[] = {
     {"idevs_refuse: declared codes in Done, undeclared ones refused", test_refusal_codes},
     {"a failing handler publishes nothing", test_transaction_dropped_on_error},
     {"timer", test_timer},
+    {"instance 3 of 4: outputs sealed under instance 3", test_instance_seals},
+    {"an Init.instance not below process.instances is refused", test_instance_out_of_range},
+    {"the timer runs on instance 0 only", test_timer_instance_0_only},
     {"split: a raw Publish frame on the link", test_link_raw_publish},
     {"split: raw frames on every other descriptor", test_link_raw_fds},
     {"split: process_vm_readv of the key holder", test_link_vmread},
