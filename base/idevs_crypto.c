@@ -29,6 +29,18 @@ idevs_err idevs_sha256(const void *data, size_t len, uint8_t out[IDEVS_SHA256_LE
     return IDEVS_OK;
 }
 
+idevs_err idevs_sha256_parts(const void *const *parts, const size_t *lens, size_t n, uint8_t out[IDEVS_SHA256_LEN])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = lens[i] == 0 || (parts[i] != NULL && EVP_DigestUpdate(md, parts[i], lens[i]) == 1);
+    unsigned int out_len = 0;
+    ok = ok && EVP_DigestFinal_ex(md, out, &out_len) == 1 && out_len == IDEVS_SHA256_LEN;
+    EVP_MD_CTX_free(md);
+    return ok ? IDEVS_OK : IDEVS_ERR_CRYPTO;
+}
+
 idevs_err idevs_sha256_file(const char *path, uint8_t out[IDEVS_SHA256_LEN])
 {
     /* Opened by the one bounded file reader's rule (idevs_file.h): a regular file, a FIFO refused at once. */

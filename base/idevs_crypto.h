@@ -22,6 +22,9 @@ idevs_err idevs_random(uint8_t *buf, size_t len);
 
 idevs_err idevs_sha256(const void *data, size_t len, uint8_t out[IDEVS_SHA256_LEN]);
 
+/* SHA-256 of the n parts one after the other, as if concatenated (a part of length 0 may be NULL). */
+idevs_err idevs_sha256_parts(const void *const *parts, const size_t *lens, size_t n, uint8_t out[IDEVS_SHA256_LEN]);
+
 /* SHA-256 of a file's contents, streamed; IDEVS_ERR_IO when it cannot be read or is not a regular file
  * (opened as idevs_file_open does: a FIFO is refused without waiting). */
 idevs_err idevs_sha256_file(const char *path, uint8_t out[IDEVS_SHA256_LEN]);

@@ -71,7 +71,7 @@ typedef enum idevs_err {
     /* services */
     IDEVS_ERR_BROKER,
     /* appended: codes travel in frames and are never renumbered */
-    IDEVS_ERR_EPOCH_FORGOTTEN, /* the launcher's replay record: older than the two epochs it keeps */
+    IDEVS_ERR_EPOCH_FORGOTTEN, /* the launcher's replay record: older than the epochs it keeps of the instance */
     IDEVS_ERR_ALREADY_DONE,    /* a message sent again that was handled already: receipted again, not run */
     IDEVS_ERR_QUEUE_CLIENT_SHARE, /* the launcher's queue: the publishing client holds its share already */
     IDEVS_ERR_QUEUE_SENDER_SHARE, /* the launcher's queue: envelopes naming this sender hold their share already */

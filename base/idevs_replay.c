@@ -63,3 +63,8 @@ idevs_err idevs_replay_accept(idevs_replay *w, uint64_t seq)
     w->bits[pos >> 6] |= (uint64_t)1 << (pos & 63u);
     return IDEVS_OK;
 }
+
+bool idevs_instance_older(uint64_t epoch, uint32_t instance, uint64_t than_epoch, uint32_t than_instance)
+{
+    return epoch < than_epoch || (epoch == than_epoch && instance < than_instance);
+}

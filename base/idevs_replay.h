@@ -10,6 +10,7 @@
 #ifndef IDEVS_REPLAY_H
 #define IDEVS_REPLAY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "idevs_error.h"
@@ -32,5 +33,15 @@ idevs_err idevs_replay_check(const idevs_replay *w, uint64_t seq);
 /* Checks seq as above and, only when acceptable, marks it (sliding the window forward for a new highest
  * number, which forgets numbers that fall out of it). Returns the check's result. */
 idevs_err idevs_replay_accept(idevs_replay *w, uint64_t seq);
+
+/* A receiver keeps windows per (sender, instance), at most IDEVS_INSTANCES_MAX instances per sender (docs/PROTOCOL.md
+ * section 5a): for one more, the instance whose current epoch is the oldest is forgotten, and the sender's
+ * instance floor raised to that epoch. The envelope library (proto/envelope_peers.c) and the launcher's replay
+ * record (enclave-bridge/launcher/replay_record.c) both keep instances by this rule. */
+#define IDEVS_INSTANCES_MAX 64
+
+/* Whether the instance (epoch, instance) is forgotten before (than_epoch, than_instance): the lower current
+ * epoch, among equals the lower instance number. */
+bool idevs_instance_older(uint64_t epoch, uint32_t instance, uint64_t than_epoch, uint32_t than_instance);
 
 #endif

@@ -30,6 +30,7 @@
 #define MAX_OUTSTANDING_MAX 65536u
 #define EVENT_TIMEOUT_MIN_MS 10u
 #define EVENT_TIMEOUT_MAX_MS 600000u
+#define DEFAULT_PARTITIONS 64u
 
 typedef struct parser {
     char *why;
@@ -304,8 +305,9 @@ static idevs_err get_entries(parser *p, const cJSON *root, const char *key, bool
 
 static idevs_err parse_process(parser *p, const cJSON *root, idevs_deployment *d)
 {
-    static const char *const keys[] = {"name", "uuid", "logic", "config", NULL};
+    static const char *const keys[] = {"name", "uuid", "logic", "config", "instances", "partitions", NULL};
     const cJSON *proc, *config;
+    double instances = 1, partitions = DEFAULT_PARTITIONS;
     idevs_err err = member(p, root, "", "process", false, cJSON_IsObject, "an object", &proc);
     if (err == IDEVS_OK)
         err = check_keys(p, proc, "process", keys);
@@ -317,8 +319,14 @@ static idevs_err parse_process(parser *p, const cJSON *root, idevs_deployment *d
         err = get_string(p, proc, "process", "logic", 4096, &d->logic);
     if (err == IDEVS_OK)
         err = member(p, proc, "process", "config", true, cJSON_IsObject, "an object", &config);
+    if (err == IDEVS_OK)
+        err = get_uint(p, proc, "process", "instances", 1, IDEVS_DEPLOYMENT_MAX_INSTANCES, &instances);
+    if (err == IDEVS_OK)
+        err = get_uint(p, proc, "process", "partitions", 1, IDEVS_DEPLOYMENT_MAX_PARTITIONS, &partitions);
     if (err != IDEVS_OK)
         return err;
+    d->instances = (uint32_t)instances;
+    d->partitions = (uint32_t)partitions;
     d->config_json = config != NULL ? cJSON_PrintUnformatted(config) : strdup("{}");
     return d->config_json != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
 }
@@ -559,6 +567,42 @@ static idevs_err parse_refusals(parser *p, const cJSON *root, idevs_deployment *
     return IDEVS_OK;
 }
 
+#define PARTITION_LABEL "idevs partition v1"
+
+uint32_t idevs_deployment_partition(const idevs_deployment *d, const void *key, size_t len)
+{
+    if (d == NULL || d->partitions == 0 || (key == NULL && len > 0))
+        return 0;
+    const void *parts[] = {PARTITION_LABEL, d->program.b, key};
+    const size_t lens[] = {strlen(PARTITION_LABEL), IDEVS_UUID_LEN, len};
+    uint8_t h[IDEVS_SHA256_LEN];
+    /* A failed hash (out of memory) gives partition 0: a partition only steers, it never decides delivery. */
+    if (idevs_sha256_parts(parts, lens, 3, h) != IDEVS_OK)
+        return 0;
+    uint32_t v = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | (uint32_t)h[3];
+    return v % d->partitions;
+}
+
+bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out)
+{
+    if (d == NULL || text == NULL || out == NULL)
+        return false;
+    size_t n = strlen(text);
+    /* At most 5 digits (65535); one spelling per number, so that no two texts name the same partition. */
+    if (n == 0 || n > 5 || (n > 1 && text[0] == '0'))
+        return false;
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+        v = v * 10 + (uint32_t)(text[i] - '0');
+    }
+    if (v >= d->partitions)
+        return false;
+    *out = v;
+    return true;
+}
+
 int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code)
 {
     if (d == NULL || code == NULL)
@@ -632,8 +676,6 @@ idevs_err idevs_deployment_parse(const uint8_t *bytes, size_t len, idevs_deploym
     idevs_deployment *d = calloc(1, sizeof *d);
     if (d == NULL)
         return IDEVS_ERR_NOMEM;
-    d->instances = 1;
-    d->partitions = 64;
     idevs_err err = idevs_sha256(bytes, len, d->digest);
     if (err != IDEVS_OK) {
         free(d);
@@ -806,18 +848,4 @@ char *idevs_deployment_instance_certificate_topic(const char *process, uint32_t 
     char what[sizeof "instance/4294967295/certificate"];
     snprintf(what, sizeof what, "instance/%u/certificate", instance);
     return retained_topic(process, what);
-}
-
-/* (placeholder until the partkey branch: same signature) */
-bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out)
-{
-    if (text == NULL || text[0] == '\0' || (text[0] == '0' && text[1] != '\0'))
-        return false;
-    uint64_t v = 0;
-    for (const char *c = text; *c != '\0'; c++) {
-        if (*c < '0' || *c > '9' || (v = v * 10 + (uint64_t)(*c - '0')) >= d->partitions)
-            return false;
-    }
-    *out = (uint32_t)v;
-    return true;
 }

@@ -16,26 +16,16 @@
 #define IDEVS_CHANNEL_READ_CHUNK (64u * 1024u) /* the least one read asks for */
 #define IDEVS_CHANNEL_FRAME_MAX (20u * 1024u * 1024u) /* default limit; a channel may set a lower one */
 /* A request's correlation data, in a Publish frame and on the wire: its message id (16 bytes), then the token the
- * compartment sealed for itself (compartment/request_state.c). Its size depends only on the number of ids in the
- * request envelope's provenance (which the broker learns from this length alone): never on the logic's state. */
-#define IDEVS_REQUEST_STATE_IDS(prov_count) \
-    ((size_t)(prov_count) < IDEVS_PROVENANCE_MAX - 1 ? (size_t)(prov_count) : (size_t)IDEVS_PROVENANCE_MAX - 1)
-#define IDEVS_REQUEST_STATE_ID_BYTES 18u /* one provenance id in the token: protobuf tag, length, 16 bytes */
-#define IDEVS_REQUEST_STATE_PLAIN(prov_count) \
-    (288u + IDEVS_REQUEST_STATE_ID_BYTES * IDEVS_REQUEST_STATE_IDS(prov_count))
-#define IDEVS_REQUEST_CORRELATION_LEN(prov_count) (16u + 12u + IDEVS_REQUEST_STATE_PLAIN(prov_count) + 16u)
-#define IDEVS_REQUEST_CORRELATION_MAX IDEVS_REQUEST_CORRELATION_LEN(IDEVS_PROVENANCE_MAX)
+ * compartment sealed for itself (compartment/request_state.c). Every request's has this one size, its plaintext
+ * padded to the largest (63 ids of provenance and IDEVS_REQUEST_STATE_MAX bytes of state): the length is in the
+ * clear, so it shows neither the provenance count (which envelope version 2 seals) nor the logic's state. */
+#define IDEVS_REQUEST_STATE_PLAIN (288u + 18u * (IDEVS_PROVENANCE_MAX - 1u)) /* 18 bytes an id: tag, length, 16 */
+#define IDEVS_REQUEST_CORRELATION_LEN (16u + 12u + IDEVS_REQUEST_STATE_PLAIN + 16u)
 
-/* Whether len is the size of a request's correlation data, IDEVS_REQUEST_CORRELATION_LEN of some provenance count;
- * *ids (may be NULL) gets the number of provenance ids its token holds. */
-static inline bool idevs_request_correlation_len_ok(size_t len, size_t *ids)
+/* Whether len is the size of a request's correlation data: IDEVS_REQUEST_CORRELATION_LEN, no other. */
+static inline bool idevs_request_correlation_len_ok(size_t len)
 {
-    size_t least = IDEVS_REQUEST_CORRELATION_LEN(0);
-    if (len < least || len > IDEVS_REQUEST_CORRELATION_MAX || (len - least) % IDEVS_REQUEST_STATE_ID_BYTES != 0)
-        return false;
-    if (ids != NULL)
-        *ids = (len - least) / IDEVS_REQUEST_STATE_ID_BYTES;
-    return true;
+    return len == IDEVS_REQUEST_CORRELATION_LEN;
 }
 
 typedef struct idevs_channel {

@@ -5,7 +5,8 @@
  *
  *   {
  *     "version": 1,
- *     "process": { "name": "rewards", "uuid": "…", "logic": "librewards.so", "config": { … } },
+ *     "process": { "name": "rewards", "uuid": "…", "logic": "librewards.so", "config": { … },
+ *                  "instances": 1, "partitions": 64 },
  *     "operator_ca_sha256": "<64 hex digits: SHA-256 of the operator CA certificate's DER>",
  *     "services": [ { "name": "store", "uuid": "…", "certificate": "pki/store.crt" }, … ],
  *     "inputs":   [ { "name": "sales", "topic": "idevs/rewards/in/sales", "from": "store" } ],
@@ -23,6 +24,7 @@
 #ifndef IDEVS_DEPLOYMENT_H
 #define IDEVS_DEPLOYMENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +38,10 @@
 #define IDEVS_DEPLOYMENT_MAX_ENTRIES 64 /* services, inputs, outputs, requests: each */
 #define IDEVS_DEPLOYMENT_MAX_REFUSALS 16 /* refusal codes a logic may give (idevs_refuse) */
 #define IDEVS_REFUSAL_CODE_MAX 32        /* bytes of one, of [a-z0-9_] */
+#define IDEVS_DEPLOYMENT_MAX_INSTANCES 64      /* process.instances: compartments of the process on one broker */
+#define IDEVS_DEPLOYMENT_MAX_PARTITIONS 65536u /* process.partitions */
+/* The MQTT v5 user property that carries an input's partition, in decimal (docs/PROTOCOL.md 8.5). */
+#define IDEVS_PARTITION_PROPERTY "idevs-partition"
 
 typedef struct idevs_deployment_service {
     char name[IDEVS_NAME_MAX + 1];
@@ -74,10 +80,10 @@ typedef struct idevs_deployment_request {
 typedef struct idevs_deployment {
     char name[IDEVS_NAME_MAX + 1]; /* process.name */
     idevs_uuid program;            /* process.uuid */
-    uint32_t instances;            /* process.instances: compartments on one broker, 1..64, default 1 */
-    uint32_t partitions;           /* process.partitions: 1..65536, default 64 */
     char *logic;                   /* process.logic, as written */
     char *config_json;             /* process.config re-serialized ("{}" when absent) */
+    uint32_t instances;            /* process.instances: 1..64, default 1 */
+    uint32_t partitions;           /* process.partitions: 1..65536, default 64 */
     uint8_t operator_ca_sha256[IDEVS_SHA256_LEN];
     uint8_t digest[IDEVS_SHA256_LEN]; /* SHA-256 of the descriptor's bytes */
     idevs_deployment_service *services;
@@ -130,10 +136,17 @@ const idevs_deployment_request *idevs_deployment_request_by_name(const idevs_dep
 const idevs_deployment_request *idevs_deployment_request_by_response_topic(const idevs_deployment *d,
                                                                            const char *topic);
 
+/* The partition of an input sent with a partition key (docs/PROTOCOL.md 8.5): the first 4 bytes, big-endian, of
+ * SHA-256("idevs partition v1" || program UUID || key), modulo d->partitions. The same key always gives the
+ * same partition of a descriptor, so the broker can keep one key's inputs on one instance. */
+uint32_t idevs_deployment_partition(const idevs_deployment *d, const void *key, size_t len);
+
+/* Reads the idevs-partition property's value: decimal, no sign, no leading zero (but "0"), below d->partitions.
+ * false for anything else (the property is not authenticated: a bad one is as if absent). */
+bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out);
+
 /* The index of a declared refusal code; -1 when the descriptor does not declare it. */
 int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code);
-
-bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out);
 
 void idevs_deployment_free(idevs_deployment *d);
 

@@ -129,8 +129,9 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
  * max_payload (IDEVS_ERR_TOO_LARGE), the structure, version and suite (IDEVS_ERR_MALFORMED, _VERSION, _SUITE),
  * the recipient is this process (IDEVS_ERR_WRONG_RECIPIENT), the sender is the service the descriptor declares
  * for that topic (IDEVS_ERR_SENDER_NOT_ALLOWED), and the replay record: IDEVS_ERR_REPLAY when it has its
- * (sender, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW when its sequence number is below the window of
- * its epoch, IDEVS_ERR_EPOCH_FORGOTTEN when its epoch is older than the two the record keeps (a compartment that
+ * (sender, instance, epoch, sequence) as done, IDEVS_ERR_OUTSIDE_WINDOW when its sequence number is below the
+ * window of its epoch, IDEVS_ERR_EPOCH_FORGOTTEN when its epoch is older than the two the record keeps for that
+ * instance, or, for an instance it keeps nothing of, at or below the sender's instance floor (a compartment that
  * never restarted would refuse those as well, the last as epoch_expired). What the gate refuses
  * never costs the compartment anything; what it passes may still be forged, which only the compartment can
  * tell. Then the queue: IDEVS_ERR_REPLAY for a byte-for-byte copy of an envelope queued or in flight (a copy
@@ -147,9 +148,9 @@ idevs_err idevs_launcher_deliver(idevs_launcher *l, const char *topic, const uin
  * then this is idevs_launcher_deliver()). A client may hand the same envelope over twice without any attack:
  * Mosquitto 2.0.11 passes a QoS 2 PUBLISH retransmitted with DUP (its PUBREC was lost) to the plugins again,
  * and a QoS 1 one comes again after a reconnection. Such a copy, from the client that delivered the envelope
- * (the same sender, epoch and sequence number in its clear header) among the last few thousand deliveries, is
- * refused with IDEVS_ERR_DUPLICATE, counted in stats.duplicates, not as a replay: while the first is queued
- * when its bytes are the same, afterwards when the replay record refuses it. The same envelope from another
+ * (the same sender, instance, epoch and sequence number in its clear header) among the last few thousand
+ * deliveries, is refused with IDEVS_ERR_DUPLICATE, counted in stats.duplicates, not as a replay: while the first
+ * is queued when its bytes are the same, afterwards when the replay record refuses it. The same envelope from another
  * client, or any client's copy once that client's delivery is forgotten, is IDEVS_ERR_REPLAY as before. Of a
  * copy, only the name given to the refusal depends on the client id, which a client chooses: nothing is processed
  * twice, and no other client's envelope is refused for it. The client id also names the share of the queue the

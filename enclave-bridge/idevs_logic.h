@@ -102,7 +102,8 @@ static inline idevs_err idevs_on_response(idevs_logic *lg, const char *request, 
     return lg->api->on_response(lg, request, handler);
 }
 
-/* Calls handler every period_ms milliseconds (at least 10); only during setup(). */
+/* Calls handler every period_ms milliseconds (at least 10); only during setup(). When the process runs as
+ * several instances (process.instances), only instance 0 calls it: the timer runs once, not once per instance. */
 static inline idevs_err idevs_on_timer(idevs_logic *lg, uint32_t period_ms, idevs_timer_handler handler)
 {
     return lg->api->on_timer(lg, period_ms, handler);
@@ -130,9 +131,9 @@ static inline idevs_err idevs_request(idevs_logic *lg, const char *request, cons
 /* idevs_request() with up to IDEVS_REQUEST_STATE_MAX bytes of state that come back with the answer
  * (msg->request_state), so the response handler needs nothing the logic kept in memory: the answer still finds
  * it after the compartment restarted (killed, crashed, or the broker restarted). The compartment seals the state
- * to itself, under a key from its sealing key, into the request's MQTT correlation data, padded to a size that
- * depends only on the request's provenance, never on the state: the service and the broker see an opaque token
- * that tells nothing of it, and only this compartment's measurement opens it. IDEVS_ERR_TOO_LARGE, and nothing is
+ * to itself, under a key from its sealing key, into the request's MQTT correlation data, padded to one size for
+ * every request (IDEVS_REQUEST_CORRELATION_LEN): the service and the broker see an opaque token that tells nothing
+ * of it, and only this compartment's measurement opens it. IDEVS_ERR_TOO_LARGE, and nothing is
  * sent, past IDEVS_REQUEST_STATE_MAX. The state is personal data like any payload: the compartment cleanses its
  * copies. */
 static inline idevs_err idevs_request_with_state(idevs_logic *lg, const char *request, const void *payload,

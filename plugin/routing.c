@@ -151,7 +151,7 @@ static char *partition_of(const mosquitto_property *props)
     const mosquitto_property *at = mosquitto_property_read_string_pair(props, MQTT_PROP_USER_PROPERTY, &name, &value,
                                                                        false);
     while (at != NULL) {
-        bool found = strcmp(name, "idevs-partition") == 0;
+        bool found = strcmp(name, IDEVS_PARTITION_PROPERTY) == 0;
         mosquitto_free(name);
         if (found)
             return value;

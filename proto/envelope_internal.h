@@ -164,9 +164,7 @@ typedef struct idevs_instance_epochs {
     idevs_recv_epoch cur, prev; /* cur is active in every kept instance */
 } idevs_instance_epochs;
 
-#define IDEVS_INSTANCES_MAX 64 /* per peer; the one whose current epoch is the oldest is evicted first */
-
-#define IDEVS_SAME_KEYS_MAX 64 /* other certificates of a peer's keys kept: one per instance */
+#define IDEVS_SAME_KEYS_MAX IDEVS_INSTANCES_MAX /* other certificates of a peer's keys kept: one per instance */
 
 typedef struct idevs_same_keys_cert {
     uint8_t digest[IDEVS_SHA256_LEN];

@@ -1,7 +1,7 @@
 /* The peer table: per known identity its verified certificate info, the validity of that verification, the
  * cached static Diffie-Hellman value, the sending epoch and the receiving epochs of each of its instances (at
- * most IDEVS_INSTANCES_MAX, docs/PROTOCOL.md section 5a). Sorted by UUID for lookups in
- * O(log n); insertions are rare (one per new peer). */
+ * most IDEVS_INSTANCES_MAX, docs/PROTOCOL.md section 5a; the rule in base/idevs_replay.h). Sorted by UUID for
+ * lookups in O(log n); insertions are rare (one per new peer). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -80,7 +80,7 @@ idevs_instance_epochs *idevs_peer_instance_add(idevs_peer *p, uint32_t instance)
         slot = &p->instances[0];
         for (size_t i = 1; i < p->instance_count; i++) {
             const idevs_instance_epochs *c = &p->instances[i];
-            if (c->cur.epoch < slot->cur.epoch || (c->cur.epoch == slot->cur.epoch && c->instance < slot->instance))
+            if (idevs_instance_older(c->cur.epoch, c->instance, slot->cur.epoch, slot->instance))
                 slot = &p->instances[i];
         }
         if (slot->cur.epoch > p->instance_floor)

@@ -71,7 +71,7 @@ typedef struct cmp_sealed {
     idevs_msgid provenance[IDEVS_PROVENANCE_MAX];
     size_t provenance_count;
     uint8_t *correlation; /* its id and sealed state (request_state.c) */
-    size_t correlation_len; /* IDEVS_REQUEST_CORRELATION_LEN of its provenance */
+    size_t correlation_len; /* IDEVS_REQUEST_CORRELATION_LEN */
     uint8_t *state;       /* the logic's state for the answer (cleansed when freed) */
     size_t state_len;
 } cmp_sealed;
@@ -139,6 +139,7 @@ struct compartment {
     uint8_t *descriptor; /* the descriptor's bytes from Init, for the logic process */
     size_t descriptor_len;
     uint8_t measurement[IDEVS_SHA256_LEN];
+    uint32_t instance; /* Init.instance: the envelope sender instance of what it seals (docs/PROTOCOL.md 5a) */
     idevs_identity *self;
     X509 *operator_ca;
     idevs_cert_policy *policy; /* towards services: the operator CA, no evidence */
@@ -202,7 +203,7 @@ idevs_err keys_output_id(const uint8_t key[32], const idevs_uuid *sender, const 
                          idevs_msgid *out);
 
 /* request_state.c: what a request's answer needs, sealed by the compartment to itself into the request's
- * correlation data (IDEVS_REQUEST_CORRELATION_LEN(ids) bytes: its message id, then the token), so that an answer
+ * correlation data (IDEVS_REQUEST_CORRELATION_LEN bytes: its message id, then the token), so that an answer
  * reaching a restarted compartment still finds its request. */
 typedef struct request_state {
     idevs_msgid id; /* the request's message id */
@@ -213,7 +214,7 @@ typedef struct request_state {
 } request_state;
 void request_state_init(compartment *c, const uint8_t sealing_key[32]);
 /* Writes the correlation data of the sealed request s (its message id, provenance and state) into out:
- * IDEVS_REQUEST_CORRELATION_LEN(s->provenance_count) bytes. */
+ * IDEVS_REQUEST_CORRELATION_LEN bytes, whatever its provenance and state. */
 idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s, uint8_t *out);
 /* An answer's correlation data, if it is a token this program sealed, in an earlier run of the compartment, for
  * a request of index `request` whose id the answer's (authenticated) provenance names: true, with *out filled

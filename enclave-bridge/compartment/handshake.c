@@ -209,6 +209,8 @@ static void certified(compartment *c, const Idevs__Bridge__V1__Certified *cert)
     idevs_envelope_options opts;
     idevs_envelope_options_default(&opts);
     opts.max_payload = c->dep->max_payload;
+    /* Instances share the keys: their own instance numbers keep their epochs apart at every receiver. */
+    opts.instance = c->instance;
     if ((err = idevs_envelope_ctx_new(c->self, c->policy, &opts, &c->env)) != IDEVS_OK)
         cmp_fatal(c, err, "cannot create the envelope context: %s", idevs_strerror(err));
     for (size_t k = 0; k < c->dep->service_count; k++) {
@@ -280,6 +282,10 @@ void handshake_run(compartment *c)
         cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.measurement: %zu bytes, expected %d", init->measurement.len,
                   IDEVS_SHA256_LEN);
     memcpy(c->measurement, init->measurement.data, IDEVS_SHA256_LEN);
+    if (init->instance >= c->dep->instances)
+        cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.instance: %u, but the descriptor's process.instances is %u (0 to %u)",
+                  init->instance, c->dep->instances, c->dep->instances - 1);
+    c->instance = init->instance;
     if (init->now_ms != 0) {
         uint64_t now = realtime_ms();
         uint64_t skew = now > init->now_ms ? now - init->now_ms : init->now_ms - now;

@@ -99,7 +99,7 @@ idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len)
     /* A request's correlation data goes out again as it was first sent: its id, then its sealed state. */
     if (k == NULL || k->message_id.len != IDEVS_UUID_LEN || k->n_provenance > IDEVS_PROVENANCE_MAX ||
         (k->is_request ? k->index >= d->request_count : k->index >= d->output_count) ||
-        (k->is_request ? k->correlation.len != IDEVS_REQUEST_CORRELATION_LEN(k->n_provenance) ||
+        (k->is_request ? !idevs_request_correlation_len_ok(k->correlation.len) ||
                              memcmp(k->correlation.data, k->message_id.data, IDEVS_UUID_LEN) != 0
                        : k->correlation.len != 0)) {
         if (k != NULL)

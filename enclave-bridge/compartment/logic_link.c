@@ -129,7 +129,8 @@ void logic_link_setup(logic_link *k)
     size_t n = strnlen(r->logic_name != NULL ? r->logic_name : "", sizeof k->logic_name - 1);
     for (size_t i = 0; i < n; i++)
         k->logic_name[i] = r->logic_name[i] >= 0x20 && r->logic_name[i] <= 0x7e ? r->logic_name[i] : '?';
-    k->timer_period_ms = r->timer_period_ms;
+    /* Only instance 0 runs the timer: the pool's instances share one logic, whose timer must run once. */
+    k->timer_period_ms = k->c->instance == 0 ? r->timer_period_ms : 0;
     if (k->timer_period_ms != 0)
         k->timer_next_ms = cmp_monotonic_ms() + k->timer_period_ms;
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
@@ -218,7 +219,7 @@ static idevs_err tx_request_state(logic_link *k, cmp_sealed *s, size_t index, co
     size_t n = k->current->provenance_count;
     s->provenance_count = n < IDEVS_PROVENANCE_MAX ? n : IDEVS_PROVENANCE_MAX - 1;
     memcpy(s->provenance, k->current->provenance, s->provenance_count * sizeof(idevs_msgid));
-    s->correlation_len = IDEVS_REQUEST_CORRELATION_LEN(s->provenance_count);
+    s->correlation_len = IDEVS_REQUEST_CORRELATION_LEN;
     s->correlation = malloc(s->correlation_len);
     s->state = state->len > 0 ? malloc(state->len) : NULL;
     if (s->correlation == NULL || (state->len > 0 && s->state == NULL))

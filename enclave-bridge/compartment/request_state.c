@@ -7,13 +7,14 @@
  *   correlation = message id (16) || nonce (12, random) || AES-256-GCM(request_key, nonce, aad, padded) || tag (16)
  *   aad         = "idevs request state v1" || program (16) || message id (16)
  *   padded      = u16 big-endian n || RequestState (n bytes, bridge.proto) || zeros:
- *                 IDEVS_REQUEST_STATE_PLAIN(k) = 288 + 18 k bytes, k the ids of provenance it holds
+ *                 IDEVS_REQUEST_STATE_PLAIN = 288 + 18 * 63 = 1,422 bytes, room for the largest (63 ids, full state)
  *   request_key = HKDF-SHA256(ikm = sealing key, salt = "", info = "idevs request state v1" || program)
  *
- * Its size depends only on k, never on the state: its length tells the broker and the service nothing the logic
- * chose (it does show k, which envelope version 2 otherwise seals: docs/PROTOCOL.md 8.3). Only a compartment of the
- * same program and measurement opens it (the sealing key comes from the measurement). The run id inside tells this run's requests, which the table of outstanding requests matches
- * (logic_link.c), from a former run's, which only the token can. */
+ * So every token is IDEVS_REQUEST_CORRELATION_LEN = 1,466 bytes: its length, in the clear, tells the broker and the
+ * service neither the logic's state nor how many ids caused the request (which envelope version 2 seals:
+ * docs/PROTOCOL.md 8.3). Only a compartment of the same program and measurement opens it (the sealing key comes
+ * from the measurement). The run id inside tells this run's requests, which the table of outstanding requests
+ * matches (logic_link.c), from a former run's, which only the token can. */
 #include <string.h>
 
 #include "bridge.pb-c.h"
@@ -24,13 +25,15 @@
 #define AAD_LEN (sizeof LABEL - 1 + IDEVS_UUID_LEN + IDEVS_UUID_LEN)
 #define TOKEN_OFF IDEVS_UUID_LEN
 #define CIPHER_OFF (TOKEN_OFF + KEYS_GCM_NONCE_LEN)
-#define PLAIN_MAX IDEVS_REQUEST_STATE_PLAIN(IDEVS_PROVENANCE_MAX)
+#define IDS_MAX (IDEVS_PROVENANCE_MAX - 1) /* a response's provenance adds its own id to them */
 
-_Static_assert(CIPHER_OFF + IDEVS_REQUEST_STATE_PLAIN(0) + KEYS_GCM_TAG_LEN == IDEVS_REQUEST_CORRELATION_LEN(0),
+_Static_assert(CIPHER_OFF + IDEVS_REQUEST_STATE_PLAIN + KEYS_GCM_TAG_LEN == IDEVS_REQUEST_CORRELATION_LEN,
                "the correlation layout");
-/* The largest RequestState of k ids: the length prefix, request index, run, the state, each with its tag and
- * length, then 18 bytes an id. */
-_Static_assert(2 + 6 + 18 + 3 + IDEVS_REQUEST_STATE_MAX <= IDEVS_REQUEST_STATE_PLAIN(0), "room for the state");
+_Static_assert(IDEVS_REQUEST_CORRELATION_LEN == 1466, "the size docs/PROTOCOL.md 8.3 states");
+/* The largest RequestState: the length prefix, request index, run, the state, each with its tag and length, then
+ * 18 bytes an id. */
+_Static_assert(2 + 6 + 18 + 3 + IDEVS_REQUEST_STATE_MAX + 18 * IDS_MAX <= IDEVS_REQUEST_STATE_PLAIN,
+               "room for the largest");
 
 void request_state_init(compartment *c, const uint8_t sealing_key[32])
 {
@@ -48,9 +51,9 @@ static void aad_of(const compartment *c, const uint8_t id[IDEVS_UUID_LEN], uint8
 
 idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s, uint8_t *out)
 {
-    if (s->provenance_count > IDEVS_PROVENANCE_MAX - 1 || s->state_len > IDEVS_REQUEST_STATE_MAX)
+    if (s->provenance_count > IDS_MAX || s->state_len > IDEVS_REQUEST_STATE_MAX)
         return IDEVS_ERR_INVALID_ARG;
-    ProtobufCBinaryData list[IDEVS_PROVENANCE_MAX - 1];
+    ProtobufCBinaryData list[IDS_MAX];
     for (size_t i = 0; i < s->provenance_count; i++)
         list[i] = (ProtobufCBinaryData){IDEVS_UUID_LEN, (uint8_t *)s->provenance[i].b};
     Idevs__Bridge__V1__RequestState m = IDEVS__BRIDGE__V1__REQUEST_STATE__INIT;
@@ -59,12 +62,11 @@ idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s
     m.n_provenance = s->provenance_count;
     m.provenance = list;
     m.state = (ProtobufCBinaryData){s->state_len, (uint8_t *)s->state};
-    size_t n = idevs__bridge__v1__request_state__get_packed_size(&m),
-           plain_len = IDEVS_REQUEST_STATE_PLAIN(s->provenance_count);
-    if (n > plain_len - 2)
+    size_t n = idevs__bridge__v1__request_state__get_packed_size(&m);
+    if (n > IDEVS_REQUEST_STATE_PLAIN - 2)
         return IDEVS_ERR_TOO_LARGE; /* cannot be, by the assertion above */
-    uint8_t plain[PLAIN_MAX];
-    memset(plain, 0, plain_len);
+    uint8_t plain[IDEVS_REQUEST_STATE_PLAIN];
+    memset(plain, 0, sizeof plain);
     plain[0] = (uint8_t)(n >> 8);
     plain[1] = (uint8_t)n;
     idevs__bridge__v1__request_state__pack(&m, plain + 2);
@@ -73,9 +75,9 @@ idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s
     aad_of(c, s->message_id.b, aad);
     idevs_err err = idevs_random(out + TOKEN_OFF, KEYS_GCM_NONCE_LEN);
     if (err == IDEVS_OK)
-        err = keys_gcm(true, c->request_key, out + TOKEN_OFF, aad, sizeof aad, plain, plain_len, out + CIPHER_OFF,
-                       out + CIPHER_OFF + plain_len);
-    idevs_cleanse(plain, plain_len);
+        err = keys_gcm(true, c->request_key, out + TOKEN_OFF, aad, sizeof aad, plain, sizeof plain, out + CIPHER_OFF,
+                       out + CIPHER_OFF + sizeof plain);
+    idevs_cleanse(plain, sizeof plain);
     return err;
 }
 
@@ -83,29 +85,27 @@ bool request_state_open(compartment *c, size_t request, const uint8_t *correlati
                         const idevs_msgid *answer_provenance, size_t answer_provenance_count, request_state *out)
 {
     memset(out, 0, sizeof *out);
-    /* Its size says how many ids of provenance it holds. */
-    size_t ids = 0;
-    if (correlation == NULL || !idevs_request_correlation_len_ok(correlation_len, &ids))
+    if (correlation == NULL || !idevs_request_correlation_len_ok(correlation_len))
         return false;
-    size_t plain_len = IDEVS_REQUEST_STATE_PLAIN(ids);
     /* The request the answer names in its authenticated provenance, and only that one. */
     bool named = false;
     for (size_t i = 0; !named && i < answer_provenance_count; i++)
         named = memcmp(answer_provenance[i].b, correlation, IDEVS_UUID_LEN) == 0;
     if (!named)
         return false;
-    uint8_t aad[AAD_LEN], plain[PLAIN_MAX], tag[KEYS_GCM_TAG_LEN];
+    uint8_t aad[AAD_LEN], plain[IDEVS_REQUEST_STATE_PLAIN], tag[KEYS_GCM_TAG_LEN];
     aad_of(c, correlation, aad);
-    memcpy(tag, correlation + CIPHER_OFF + plain_len, sizeof tag);
+    memcpy(tag, correlation + CIPHER_OFF + sizeof plain, sizeof tag);
     bool ok = keys_gcm(false, c->request_key, correlation + TOKEN_OFF, aad, sizeof aad, correlation + CIPHER_OFF,
-                       plain_len, plain, tag) == IDEVS_OK;
+                       sizeof plain, plain, tag) == IDEVS_OK;
     size_t n = ok ? (size_t)plain[0] << 8 | plain[1] : 0;
     Idevs__Bridge__V1__RequestState *m =
-        ok && n <= plain_len - 2 ? idevs__bridge__v1__request_state__unpack(NULL, n, plain + 2) : NULL;
-    idevs_cleanse(plain, plain_len);
-    /* Authenticated, so written by this program; still read as strictly as anything else. */
+        ok && n <= sizeof plain - 2 ? idevs__bridge__v1__request_state__unpack(NULL, n, plain + 2) : NULL;
+    idevs_cleanse(plain, sizeof plain);
+    /* Authenticated, so written by this program; still read as strictly as anything else. The number of ids is
+     * the RequestState's own: the length no longer says it. */
     ok = m != NULL && m->request == request && m->run.len == sizeof c->run &&
-         m->n_provenance == ids && m->state.len <= IDEVS_REQUEST_STATE_MAX &&
+         m->n_provenance <= IDS_MAX && m->state.len <= IDEVS_REQUEST_STATE_MAX &&
          memcmp(m->run.data, c->run, sizeof c->run) != 0; /* this run's requests: the table's to match */
     for (size_t i = 0; ok && i < m->n_provenance; i++) {
         ok = m->provenance[i].len == IDEVS_UUID_LEN;

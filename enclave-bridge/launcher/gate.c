@@ -18,16 +18,13 @@ idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *
     idevs_err err = idevs_envelope_peek(envelope, len, &h);
     if (err != IDEVS_OK)
         return err;
-    /* The replay record keeps (sender, epoch, sequence), not yet per instance (PROTOCOL.md section 5a): two
-     * instances could share an epoch number, so only instance 0 gets in until it does. */
-    if (h.instance != 0)
-        return IDEVS_ERR_MALFORMED;
     if (!idevs_uuid_equal(&h.recipient, &l->program))
         return IDEVS_ERR_WRONG_RECIPIENT;
     if (!idevs_uuid_equal(&h.sender, &l->deployment->services[sender].uuid))
         return IDEVS_ERR_SENDER_NOT_ALLOWED;
     d->tracked = true;
     d->sender = sender;
+    d->instance = h.instance;
     d->epoch = h.epoch;
     d->sequence = h.sequence;
     d->message_id = h.message_id;

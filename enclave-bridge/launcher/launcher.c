@@ -604,6 +604,7 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
         return IDEVS_ERR_NOMEM;
     d->tracked = probe.tracked;
     d->sender = probe.sender;
+    d->instance = probe.instance;
     d->epoch = probe.epoch;
     d->sequence = probe.sequence;
     d->message_id = probe.message_id;

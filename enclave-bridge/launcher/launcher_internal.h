@@ -40,6 +40,7 @@
  * always one envelope of max_payload). */
 #define LAUNCHER_QUEUE_BYTES_DEFAULT_MAX (64u * 1024u * 1024u)
 #define LAUNCHER_CORRELATION_MAX 65535          /* MQTT correlation data */
+_Static_assert(IDEVS_REQUEST_CORRELATION_LEN <= LAUNCHER_CORRELATION_MAX, "a request's fits MQTT's");
 #define LAUNCHER_REASON_MAX 200                 /* characters of a compartment's Fatal reason kept */
 #define LAUNCHER_RECEIPT_QOS 1u /* receipts: at least once, like inputs */
 #define LAUNCHER_REPLAY_SAVE_MS 2000            /* the replay record is written at most this often while running */
@@ -115,6 +116,7 @@ typedef struct delivery {
     /* Its clear header, when it names a declared sender: what the replay record notes once it is done. */
     bool tracked;
     size_t sender;     /* index into the descriptor's services */
+    uint32_t instance; /* the sender's instance (docs/PROTOCOL.md section 5a) */
     uint64_t epoch, sequence;
     idevs_msgid message_id;
     bool receipt;      /* a service's receipt: its id is no numbered message of the service's outbox */
@@ -158,7 +160,7 @@ typedef struct queue_shares {
     size_t client_limit, sender_limit;             /* deliveries */
     size_t client_bytes_limit, sender_bytes_limit; /* envelope bytes */
     slot_table clients;   /* share_client, by client id */
-    slot_table copies;    /* the tracked deliveries not yet forgotten, by (sender, epoch, sequence) */
+    slot_table copies;    /* the tracked deliveries not yet forgotten, by (sender, instance, epoch, sequence) */
     size_t *senders;      /* deliveries counted per declared service, in the descriptor's order */
     size_t *sender_bytes; /* and their envelope bytes */
     uint64_t seed;
@@ -172,10 +174,18 @@ typedef struct replay_epoch {
     idevs_replay window;
 } replay_epoch;
 
-/* One per declared service: its two highest epochs in which a delivery was done after being opened, and the
- * numbered message ids it handled (docs/PROTOCOL.md section 9, the rule in idevs_handled.h). */
+/* One per instance of a sender: its two highest epochs in which a delivery was done after being opened. */
+typedef struct replay_instance {
+    uint32_t instance;
+    replay_epoch cur, prev; /* cur is used in every kept instance */
+} replay_instance;
+
+/* One per declared service: its instances (at most IDEVS_INSTANCES_MAX, the rule in idevs_replay.h), and the
+ * numbered message ids it handled, across its instances (docs/PROTOCOL.md section 9, idevs_handled.h). */
 typedef struct replay_sender {
-    replay_epoch cur, prev;
+    replay_instance instances[IDEVS_INSTANCES_MAX]; /* instance_count of them, in no order */
+    size_t instance_count;
+    uint64_t instance_floor; /* an instance kept nothing of is refused at or below it: the newest epoch evicted */
     idevs_handled handled;
 } replay_sender;
 
@@ -362,6 +372,9 @@ void replay_record_free(idevs_launcher *l);
 /* At the first start: derives the file's key and reads the file. A missing, damaged or foreign file leaves the
  * record empty (with an event); only a sealing key that cannot be had fails. */
 idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len);
+/* The size of each of the record file's two slots for a descriptor of this many services: room for every
+ * instance of every one of them. */
+size_t replay_record_slot_bytes(size_t services);
 /* gate.c: the keyless checks of idevs_launcher_deliver() (its comment lists them); on IDEVS_OK d's tracking
  * fields hold the sender (an index into the descriptor's services), epoch and sequence of the clear header. */
 idevs_err gate_check(const idevs_launcher *l, const char *topic, const uint8_t *envelope, size_t len, delivery *d);
@@ -390,7 +403,7 @@ void shares_clear(idevs_launcher *l);
 uint64_t retransmits_client(const char *client_id); /* 0 for NULL */
 /* Notes that client delivered d (tracked); false when out of memory (then nothing is noted). */
 bool retransmits_note(idevs_launcher *l, const delivery *d, uint64_t client);
-/* True when client delivered the envelope with d's sender, epoch and sequence (still noted). */
+/* True when client delivered the envelope with d's sender, instance, epoch and sequence (still noted). */
 bool retransmits_by(const idevs_launcher *l, const delivery *d, uint64_t client);
 void retransmits_free(idevs_launcher *l);
 
@@ -404,7 +417,8 @@ idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, c
 /* The index of the service whose receipt topic this is; SIZE_MAX when none. */
 size_t topics_receipt_service(const idevs_deployment *d, const char *topic);
 /* IDEVS_OK, or why d must not be delivered: IDEVS_ERR_REPLAY (done already), IDEVS_ERR_OUTSIDE_WINDOW,
- * IDEVS_ERR_EPOCH_FORGOTTEN (older than both epochs kept). Changes nothing. */
+ * IDEVS_ERR_EPOCH_FORGOTTEN (older than both epochs kept of its instance, or, for an instance the record keeps
+ * nothing of, at or below its sender's instance floor). Changes nothing. */
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d);
 /* Whether d's message id is one the record notes as handled (a sender's retransmission): IDEVS_OK with
  * *handled, or IDEVS_ERR_OUTSIDE_WINDOW when its number lies below the window of its stream (the sender broke the

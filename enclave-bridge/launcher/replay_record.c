@@ -3,21 +3,23 @@
  * broker. A restarted compartment has its keys back but empty replay windows; without this record an envelope
  * recorded from the wire would be accepted a second time (docs/COMPARTMENT.md, "Replay across restarts").
  *
- * Per declared service, the two highest epochs in which a delivery was done, each with a sliding window over
- * sequence numbers (base/idevs_replay.h), and the two latest streams of its numbered message ids, each with a
- * window over the numbers handled (proto/idevs_receipt.h): a message its sender sends again, sealed anew under
- * another epoch and sequence but with the same id, is receipted again and not run again. Only outcomes that prove the envelope was opened move it (Done with
+ * Per declared service and instance of it (at most IDEVS_INSTANCES_MAX, evicted and floored by the rule of
+ * base/idevs_replay.h, as the envelope library does), the two highest epochs in which a delivery was done, each
+ * with a sliding window over sequence numbers (base/idevs_replay.h); per service, the two latest streams of its
+ * numbered message ids, each with a window over the numbers handled (proto/idevs_receipt.h): a message its
+ * sender sends again, sealed anew under another epoch and sequence (or by another instance) but with the same
+ * id, is receipted again and not run again. Only outcomes that prove the envelope was opened move it (Done with
  * OK or an error of the logic): the header is read without keys, so a forged header must never advance it.
  *
- * The file <program uuid>.replay has two slots of SLOT_BYTES, each u32 (big-endian) length || an encoded
- * SealedReplayRecord (replay_record.proto): a ReplayRecord and its HMAC-SHA256 under
+ * The file <program uuid>.replay has two slots of replay_record_slot_bytes(services), each u32 (big-endian)
+ * length || an encoded SealedReplayRecord (replay_record.proto): a ReplayRecord and its HMAC-SHA256 under
  *   key = HKDF-SHA256(ikm = sealing secret (sealing.c), salt = "", info = "idevs replay record v2" || program).
  * A write goes, in place, to the slot the newer record does not occupy: it costs a pwrite (no new file, no
  * rename), and a write cut short by a crash leaves the other slot, the record before it, intact. Reading takes
  * the valid slot with the higher generation. Outputs leave after the pwrite (a crash of the broker cannot undo
  * it); fdatasync follows at most every LAUNCHER_REPLAY_SAVE_MS (a crash of the machine may undo what is not yet
  * synced). The file is made once, private, with both slots allocated, so a full file system does not stop it.
- * It holds no secret and no payload: service UUIDs, epoch numbers and sequence numbers, which travel in clear.
+ * It holds no secret and no payload: service UUIDs, instance, epoch and sequence numbers, which travel in clear.
  * It is not bound to the measurement: what a former version of the program did was done all the same (and with
  * fresh keys after a new measurement, its envelopes no longer open anyway). */
 #include <errno.h>
@@ -35,12 +37,29 @@
 #include "idevs_receipt.h"
 #include "replay_record.pb-c.h"
 
-#define RECORD_VERSION 2u
+#define RECORD_VERSION 3u
+#define RECORD_VERSION_SENDERS 2u /* one epoch pair per sender: read as its instance 0, then written anew */
 #define RECORD_KEY_LABEL "idevs replay record v2"
 #define MAC_LEN IDEVS_SHA256_LEN
-#define SLOT_BYTES 65536u /* 64 senders of about 630 bytes each (four windows), and room */
-#define FILE_BYTES (2u * SLOT_BYTES)
-#define OLD_SLOT_BYTES 32768u /* before message-id streams: read, then replaced by a file of the new size */
+
+/* Encoded sizes at most: a window (tag, length, epoch, top, packed bits), an instance (tag, length, number, two
+ * windows), a sender (tag, length, uuid, two handled windows, its instances, floor), the rest (version,
+ * program, generation, the sealing's MAC and lengths, the slot's u32). */
+#define WINDOW_MAX (3u + 9u + 9u + 3u + 8u * IDEVS_REPLAY_WORDS)
+#define INSTANCE_MAX (3u + 6u + 2u * WINDOW_MAX)
+#define SENDER_MAX (4u + 18u + 2u * WINDOW_MAX + IDEVS_INSTANCES_MAX * INSTANCE_MAX + 9u)
+#define RECORD_REST 256u
+#define SLOT_UNIT 4096u /* every version's slot is a multiple (32 KiB, 64 KiB before instances) */
+
+size_t replay_record_slot_bytes(size_t services)
+{
+    size_t bytes = RECORD_REST + services * SENDER_MAX;
+    return (bytes + SLOT_UNIT - 1) / SLOT_UNIT * SLOT_UNIT;
+}
+
+/* A file of two slots of whole SLOT_UNITs, up to the largest a descriptor can need, is read (of a former version
+ * or descriptor too); a write then makes one of this descriptor's size. */
+#define FILE_MAX (2u * replay_record_slot_bytes(IDEVS_DEPLOYMENT_MAX_ENTRIES))
 
 static void file_name(const idevs_launcher *l, char name[IDEVS_UUID_STR_LEN + 8])
 {
@@ -67,12 +86,29 @@ void replay_record_free(idevs_launcher *l)
 
 /* ---- deliveries ---- */
 
+static replay_instance *instance_of(replay_sender *s, uint32_t instance)
+{
+    for (size_t i = 0; i < s->instance_count; i++)
+        if (s->instances[i].instance == instance)
+            return &s->instances[i];
+    return NULL;
+}
+
+/* Whether an instance the record keeps nothing of sends an epoch its evicted ones may have used. */
+static bool below_floor(const replay_sender *s, uint64_t epoch)
+{
+    return s->instance_floor != 0 && epoch <= s->instance_floor;
+}
+
 idevs_err replay_record_check(const idevs_launcher *l, const delivery *d)
 {
     if (!d->tracked)
         return IDEVS_OK;
-    const replay_sender *s = &l->replay.senders[d->sender];
-    if (!s->cur.used || d->epoch > s->cur.epoch)
+    replay_sender *sender = &l->replay.senders[d->sender];
+    const replay_instance *s = instance_of(sender, d->instance);
+    if (s == NULL)
+        return below_floor(sender, d->epoch) ? IDEVS_ERR_EPOCH_FORGOTTEN : IDEVS_OK;
+    if (d->epoch > s->cur.epoch)
         return IDEVS_OK;
     if (d->epoch == s->cur.epoch)
         return idevs_replay_check(&s->cur.window, d->sequence);
@@ -107,13 +143,38 @@ static void epoch_start(replay_epoch *e, uint64_t epoch)
     idevs_replay_init(&e->window);
 }
 
+/* A new instance's empty epochs; at IDEVS_INSTANCES_MAX, in place of the oldest (idevs_replay.h). */
+static replay_instance *instance_add(replay_sender *s, uint32_t instance)
+{
+    replay_instance *slot = &s->instances[0];
+    if (s->instance_count < IDEVS_INSTANCES_MAX) {
+        slot = &s->instances[s->instance_count++];
+    } else {
+        for (size_t i = 1; i < s->instance_count; i++) {
+            const replay_instance *c = &s->instances[i];
+            if (idevs_instance_older(c->cur.epoch, c->instance, slot->cur.epoch, slot->instance))
+                slot = &s->instances[i];
+        }
+        if (slot->cur.epoch > s->instance_floor)
+            s->instance_floor = slot->cur.epoch;
+    }
+    memset(slot, 0, sizeof *slot);
+    slot->instance = instance;
+    return slot;
+}
+
 bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
 {
     if (!d->tracked || !idevs_bridge_done_handled(status))
         return false;
-    replay_sender *s = &l->replay.senders[d->sender];
+    replay_sender *sender = &l->replay.senders[d->sender];
+    replay_instance *s = instance_of(sender, d->instance);
+    if (s == NULL && !below_floor(sender, d->epoch))
+        s = instance_add(sender, d->instance);
     replay_epoch *e;
-    if (!s->cur.used || d->epoch > s->cur.epoch) {
+    if (s == NULL) {
+        e = NULL; /* of an evicted instance, yet opened */
+    } else if (!s->cur.used || d->epoch > s->cur.epoch) {
         if (s->cur.used)
             s->prev = s->cur;
         epoch_start(&s->cur, d->epoch);
@@ -126,15 +187,14 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
         epoch_start(&s->prev, d->epoch);
         e = &s->prev;
     } else {
-        if (d->receipt)
-            return false;
-        idevs_handled_note(&s->handled, &d->message_id);
-        l->replay.dirty = true;
-        return true; /* older than both epochs, yet opened: its message id is handled all the same */
+        e = NULL; /* older than both epochs, yet opened */
     }
-    (void)idevs_replay_accept(&e->window, d->sequence);
-    if (!d->receipt)
-        idevs_handled_note(&s->handled, &d->message_id);
+    if (e == NULL && d->receipt)
+        return false;
+    if (e != NULL)
+        (void)idevs_replay_accept(&e->window, d->sequence);
+    if (!d->receipt) /* its message id is handled all the same */
+        idevs_handled_note(&sender->handled, &d->message_id);
     l->replay.dirty = true;
     return true;
 }
@@ -179,10 +239,47 @@ static bool handled_from(const Idevs__Launcher__V1__ReplayWindow *w, idevs_handl
     return true;
 }
 
+/* One instance's epochs: a current window, and a previous one of an older epoch. */
+static bool epochs_from(const Idevs__Launcher__V1__ReplayWindow *current,
+                        const Idevs__Launcher__V1__ReplayWindow *previous, replay_instance *in)
+{
+    return window_from(current, &in->cur) &&
+           (previous == NULL || (window_from(previous, &in->prev) && in->prev.epoch < in->cur.epoch));
+}
+
+/* One sender's entry into s (zeroed): in version 2 one epoch pair, its instance 0; since version 3 its
+ * instances, each once, at most IDEVS_INSTANCES_MAX. */
+static bool sender_from(const Idevs__Launcher__V1__ReplaySender *e, uint32_t version, replay_sender *s)
+{
+    if (version == RECORD_VERSION_SENDERS) {
+        if (e->n_instances != 0 || e->instance_floor != 0 || !epochs_from(e->current, e->previous, &s->instances[0]))
+            return false;
+        s->instance_count = 1;
+    } else {
+        if (e->current != NULL || e->previous != NULL || e->n_instances == 0 ||
+            e->n_instances > IDEVS_INSTANCES_MAX)
+            return false;
+        for (size_t k = 0; k < e->n_instances; k++) {
+            const Idevs__Launcher__V1__ReplayInstance *in = e->instances[k];
+            if (in->base.n_unknown_fields != 0 || instance_of(s, in->instance) != NULL)
+                return false;
+            s->instances[k].instance = in->instance;
+            if (!epochs_from(in->current, in->previous, &s->instances[k]))
+                return false;
+            s->instance_count = k + 1;
+        }
+        s->instance_floor = e->instance_floor;
+    }
+    return (e->handled == NULL || handled_from(e->handled, &s->handled.latest)) &&
+           (e->handled_previous == NULL || (e->handled != NULL &&
+                                            handled_from(e->handled_previous, &s->handled.previous) &&
+                                            idevs_handled_valid(&s->handled)));
+}
+
 /* Parses one slot into senders (service_count entries, zeroed by the caller). NULL when it is good (with its
  * generation); otherwise what is wrong. */
 static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size_t slot_bytes,
-                              replay_sender *senders, uint64_t *generation)
+                              replay_sender *senders, uint64_t *generation, uint32_t *version)
 {
     uint32_t len = get32(slot);
     if (len == 0)
@@ -205,7 +302,7 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
         bad == NULL ? idevs__launcher__v1__replay_record__unpack(NULL, sealed->record.len, sealed->record.data) : NULL;
     if (bad == NULL && (rec == NULL || rec->base.n_unknown_fields != 0))
         bad = "its record cannot be decoded";
-    else if (bad == NULL && rec->version != RECORD_VERSION)
+    else if (bad == NULL && rec->version != RECORD_VERSION && rec->version != RECORD_VERSION_SENDERS)
         bad = "it has another format version";
     else if (bad == NULL && (rec->program.len != IDEVS_UUID_LEN || memcmp(rec->program.data, l->program.b,
                                                                              IDEVS_UUID_LEN) != 0))
@@ -224,17 +321,13 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
             i++;
         if (i == dep->service_count)
             continue; /* a service a former descriptor declared */
-        replay_sender *s = &senders[i];
-        if (s->cur.used || !window_from(e->current, &s->cur) ||
-            (e->previous != NULL && (!window_from(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch)) ||
-            (e->handled != NULL && !handled_from(e->handled, &s->handled.latest)) ||
-            (e->handled_previous != NULL && (e->handled == NULL ||
-                                             !handled_from(e->handled_previous, &s->handled.previous) ||
-                                             !idevs_handled_valid(&s->handled))))
+        if (senders[i].instance_count != 0 || !sender_from(e, rec->version, &senders[i]))
             bad = "it has an invalid sender entry";
     }
-    if (bad == NULL)
+    if (bad == NULL) {
         *generation = rec->generation;
+        *version = rec->version;
+    }
     if (rec != NULL)
         idevs__launcher__v1__replay_record__free_unpacked(rec, NULL);
     idevs__launcher__v1__sealed_replay_record__free_unpacked(sealed, NULL);
@@ -266,13 +359,13 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     file_name(l, name);
     uint8_t *data = NULL;
     size_t len = 0;
-    err = launcher_state_read(l->state_dirfd, name, 0, FILE_BYTES, &data, &len, problem, sizeof problem);
+    err = launcher_state_read(l->state_dirfd, name, 0, FILE_MAX, &data, &len, problem, sizeof problem);
     if (err == IDEVS_OK && data == NULL)
         return IDEVS_OK; /* the first start */
     const char *bad = NULL;
-    size_t slot_bytes = len == 2u * OLD_SLOT_BYTES ? OLD_SLOT_BYTES : SLOT_BYTES;
-    if (err == IDEVS_OK && len != 2u * slot_bytes) {
-        bad = "it has another size (another format version)";
+    size_t slot_bytes = len / 2;
+    if (err == IDEVS_OK && (len % 2 != 0 || slot_bytes == 0 || slot_bytes % SLOT_UNIT != 0)) {
+        bad = "it has another size (not two slots of whole 4 KiB)";
     } else if (err == IDEVS_OK) {
         size_t n = l->deployment->service_count;
         replay_sender *slot_senders[2] = {calloc(n > 0 ? n : 1, sizeof(replay_sender)),
@@ -284,15 +377,17 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
             return IDEVS_ERR_NOMEM;
         }
         uint64_t generation[2] = {0, 0};
+        uint32_t version[2] = {0, 0};
         const char *slot_bad[2];
         for (int i = 0; i < 2; i++)
-            slot_bad[i] = parse_slot(l, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i], &generation[i]);
+            slot_bad[i] = parse_slot(l, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i], &generation[i],
+                                     &version[i]);
         int best = slot_bad[0] != NULL ? 1 : slot_bad[1] != NULL ? 0 : generation[1] > generation[0];
         /* An empty slot is one never written (the file's first write goes to the second). */
         bool empty[2] = {get32(data) == 0, get32(data + slot_bytes) == 0};
-        if (slot_bytes != SLOT_BYTES)
-            r->dirty = true; /* written at once into a file of the new size */
         if (slot_bad[best] == NULL) {
+            if (slot_bytes != replay_record_slot_bytes(n) || version[best] != RECORD_VERSION)
+                r->dirty = true; /* written at once, in this format, into a file of this descriptor's size */
             free(r->senders);
             r->senders = slot_senders[best];
             r->generation = generation[best];
@@ -333,10 +428,11 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
  * entry synced. -1 with errno when it cannot be had. */
 static int open_for_writing(const idevs_launcher *l, const char *name)
 {
+    size_t file_bytes = 2u * replay_record_slot_bytes(l->deployment->service_count);
     int fd = openat(l->state_dirfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     struct stat st;
     if (fd >= 0 && !l->replay.replace && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-        (st.st_mode & (S_IRWXG | S_IRWXO)) == 0 && st.st_size == (off_t)FILE_BYTES)
+        (st.st_mode & (S_IRWXG | S_IRWXO)) == 0 && st.st_size == (off_t)file_bytes)
         return fd;
     if (fd >= 0)
         close(fd);
@@ -348,7 +444,7 @@ static int open_for_writing(const idevs_launcher *l, const char *name)
     fd = openat(l->state_dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    int e = posix_fallocate(fd, 0, (off_t)FILE_BYTES); /* both slots' blocks now: a full disk later is no matter */
+    int e = posix_fallocate(fd, 0, (off_t)file_bytes); /* both slots' blocks now: a full disk later is no matter */
     if (e == 0 && (fsync(fd) != 0 || fsync(l->state_dirfd) != 0))
         e = errno;
     if (e != 0) {
@@ -360,53 +456,65 @@ static int open_for_writing(const idevs_launcher *l, const char *name)
     return fd;
 }
 
+/* w, pointing into window: the handled streams are written as windows too, the stream in the epoch field. */
+static Idevs__Launcher__V1__ReplayWindow *put_window(Idevs__Launcher__V1__ReplayWindow *w, uint64_t number,
+                                                     const idevs_replay *window)
+{
+    idevs__launcher__v1__replay_window__init(w);
+    w->epoch = number;
+    w->top = window->top;
+    w->n_bits = IDEVS_REPLAY_WORDS;
+    w->bits = (uint64_t *)window->bits;
+    return w;
+}
+
+#define SENDER_WINDOWS (2u + 2u * IDEVS_INSTANCES_MAX)
+
 /* Encodes the record with the next generation into slot (u32 length || SealedReplayRecord). */
-static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8_t *slot, size_t *slot_len)
+static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8_t *slot, size_t slot_bytes,
+                             size_t *slot_len)
 {
     const replay_record *r = &l->replay;
     const idevs_deployment *dep = l->deployment;
-    size_t n = dep->service_count;
-    Idevs__Launcher__V1__ReplaySender *senders = calloc(n > 0 ? n : 1, sizeof *senders);
-    Idevs__Launcher__V1__ReplaySender **sender_ptrs = calloc(n > 0 ? n : 1, sizeof *sender_ptrs);
-    Idevs__Launcher__V1__ReplayWindow *windows = calloc(4 * (n > 0 ? n : 1), sizeof *windows);
-    idevs_err err = senders != NULL && sender_ptrs != NULL && windows != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
+    size_t n = dep->service_count > 0 ? dep->service_count : 1;
+    Idevs__Launcher__V1__ReplaySender *senders = calloc(n, sizeof *senders);
+    Idevs__Launcher__V1__ReplaySender **sender_ptrs = calloc(n, sizeof *sender_ptrs);
+    Idevs__Launcher__V1__ReplayInstance *instances = calloc(n * IDEVS_INSTANCES_MAX, sizeof *instances);
+    Idevs__Launcher__V1__ReplayInstance **instance_ptrs = calloc(n * IDEVS_INSTANCES_MAX, sizeof *instance_ptrs);
+    Idevs__Launcher__V1__ReplayWindow *windows = calloc(n * SENDER_WINDOWS, sizeof *windows);
+    idevs_err err = senders != NULL && sender_ptrs != NULL && instances != NULL && instance_ptrs != NULL &&
+                    windows != NULL ? IDEVS_OK : IDEVS_ERR_NOMEM;
     Idevs__Launcher__V1__ReplayRecord rec = IDEVS__LAUNCHER__V1__REPLAY_RECORD__INIT;
     rec.version = RECORD_VERSION;
     rec.program.data = (uint8_t *)l->program.b;
     rec.program.len = IDEVS_UUID_LEN;
     rec.generation = generation;
     rec.senders = sender_ptrs;
-    for (size_t i = 0; err == IDEVS_OK && i < n; i++) {
+    for (size_t i = 0; err == IDEVS_OK && i < dep->service_count; i++) {
         const replay_sender *s = &r->senders[i];
-        if (!s->cur.used)
+        if (s->instance_count == 0)
             continue;
-        Idevs__Launcher__V1__ReplaySender *e = &senders[rec.n_senders];
+        size_t at = rec.n_senders;
+        Idevs__Launcher__V1__ReplaySender *e = &senders[at];
+        Idevs__Launcher__V1__ReplayWindow *w = &windows[at * SENDER_WINDOWS];
         idevs__launcher__v1__replay_sender__init(e);
         e->uuid.data = (uint8_t *)dep->services[i].uuid.b;
         e->uuid.len = IDEVS_UUID_LEN;
-        /* The handled streams are written as windows too, the stream in the epoch field. */
-        const idevs_replay *windows_of[4] = {&s->cur.window, s->prev.used ? &s->prev.window : NULL,
-                                             s->handled.latest.used ? &s->handled.latest.window : NULL,
-                                             s->handled.previous.used ? &s->handled.previous.window : NULL};
-        const uint64_t numbers_of[4] = {s->cur.epoch, s->prev.epoch, s->handled.latest.stream,
-                                        s->handled.previous.stream};
-        for (int k = 0; k < 4; k++) {
-            if (windows_of[k] == NULL)
-                continue;
-            Idevs__Launcher__V1__ReplayWindow *w = &windows[4 * rec.n_senders + (size_t)k];
-            idevs__launcher__v1__replay_window__init(w);
-            w->epoch = numbers_of[k];
-            w->top = windows_of[k]->top;
-            w->n_bits = IDEVS_REPLAY_WORDS;
-            w->bits = (uint64_t *)windows_of[k]->bits;
-            if (k == 0)
-                e->current = w;
-            else if (k == 1)
-                e->previous = w;
-            else if (k == 2)
-                e->handled = w;
-            else
-                e->handled_previous = w;
+        e->instance_floor = s->instance_floor;
+        if (s->handled.latest.used)
+            e->handled = put_window(w++, s->handled.latest.stream, &s->handled.latest.window);
+        if (s->handled.previous.used)
+            e->handled_previous = put_window(w++, s->handled.previous.stream, &s->handled.previous.window);
+        e->instances = &instance_ptrs[at * IDEVS_INSTANCES_MAX];
+        for (size_t k = 0; k < s->instance_count; k++) {
+            const replay_instance *in = &s->instances[k];
+            Idevs__Launcher__V1__ReplayInstance *out = &instances[at * IDEVS_INSTANCES_MAX + k];
+            idevs__launcher__v1__replay_instance__init(out);
+            out->instance = in->instance;
+            out->current = put_window(w++, in->cur.epoch, &in->cur.window);
+            if (in->prev.used)
+                out->previous = put_window(w++, in->prev.epoch, &in->prev.window);
+            e->instances[e->n_instances++] = out;
         }
         sender_ptrs[rec.n_senders++] = e;
     }
@@ -426,8 +534,8 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
         sealed.mac.data = tag;
         sealed.mac.len = MAC_LEN;
         size_t len = idevs__launcher__v1__sealed_replay_record__get_packed_size(&sealed);
-        if (len > SLOT_BYTES - 4) {
-            err = IDEVS_ERR_TOO_LARGE; /* cannot happen within IDEVS_DEPLOYMENT_MAX_ENTRIES senders */
+        if (len > slot_bytes - 4) {
+            err = IDEVS_ERR_TOO_LARGE; /* cannot happen: the slot's size is that of the most it keeps */
         } else {
             slot[0] = (uint8_t)(len >> 24);
             slot[1] = (uint8_t)(len >> 16);
@@ -439,6 +547,8 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
     }
     free(record);
     free(windows);
+    free(instance_ptrs);
+    free(instances);
     free(sender_ptrs);
     free(senders);
     return err;
@@ -461,11 +571,11 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
     idevs_err err = IDEVS_OK;
     int write_errno = 0;
     if (r->dirty) {
-        static uint8_t slot[SLOT_BYTES]; /* the broker's one thread; nothing secret in it */
-        size_t slot_len = 0;
+        size_t slot_len = 0, slot_bytes = replay_record_slot_bytes(l->deployment->service_count);
+        uint8_t *slot = malloc(slot_bytes);
         bool fresh = r->replace; /* a fresh file counts from 1 again, its first write into the second slot */
         uint64_t generation = fresh ? 1 : r->generation + 1;
-        err = encode_slot(l, generation, slot, &slot_len);
+        err = slot != NULL ? encode_slot(l, generation, slot, slot_bytes, &slot_len) : IDEVS_ERR_NOMEM;
         if (err == IDEVS_OK && r->fd < 0) {
             if ((r->fd = open_for_writing(l, name)) < 0) {
                 err = IDEVS_ERR_IO;
@@ -477,12 +587,13 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
         /* into the slot the newer record does not occupy (the first write of a file: the second) */
         int to = fresh ? 1 : 1 - r->newest_slot;
         if (err == IDEVS_OK) {
-            ssize_t n = pwrite(r->fd, slot, slot_len, (off_t)to * SLOT_BYTES);
+            ssize_t n = pwrite(r->fd, slot, slot_len, (off_t)((size_t)to * slot_bytes));
             if (n < 0 || (size_t)n != slot_len) {
                 err = IDEVS_ERR_IO;
                 write_errno = n < 0 ? errno : EIO;
             }
         }
+        free(slot);
         if (err == IDEVS_OK) {
             r->generation = generation;
             r->newest_slot = to;

@@ -21,8 +21,8 @@
  * Counts are kept from acceptance until the delivery is forgotten (done, refused, given up, cleared), exactly as
  * the queue's count and bytes. Clients are kept by their id (compared whole, so that no chosen id can be counted
  * against another client), in an open-addressing table indexed by a keyed hash. A second such table finds the
- * queued deliveries with a given clear header (sender, epoch, sequence), so that telling a copy of a queued
- * envelope costs one lookup, not a walk of the queue, however long the queue is. */
+ * queued deliveries with a given clear header (sender, instance, epoch, sequence), so that telling a copy of a
+ * queued envelope costs one lookup, not a walk of the queue, however long the queue is. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,7 +123,7 @@ static uint64_t client_hash(const idevs_launcher *l, const void *entry)
 
 static uint64_t header_hash(const idevs_launcher *l, const delivery *d)
 {
-    return mix(mix(mix(l->shares.seed ^ d->sender) ^ d->epoch) ^ d->sequence);
+    return mix(mix(mix(mix(l->shares.seed ^ d->sender) ^ d->instance) ^ d->epoch) ^ d->sequence);
 }
 
 static uint64_t copy_hash(const idevs_launcher *l, const void *entry)
@@ -192,7 +192,8 @@ bool shares_queued_copy(const idevs_launcher *l, const delivery *probe, const ui
         return false;
     for (size_t i = header_hash(l, probe) & (t->cap - 1); t->slot[i] != NULL; i = (i + 1) & (t->cap - 1)) {
         const delivery *d = t->slot[i];
-        if (d->sender == probe->sender && d->epoch == probe->epoch && d->sequence == probe->sequence &&
+        if (d->sender == probe->sender && d->instance == probe->instance && d->epoch == probe->epoch &&
+            d->sequence == probe->sequence &&
             d->envelope_len == len && memcmp(d->envelope, envelope, len) == 0)
             return true;
     }

@@ -425,10 +425,9 @@ static bool topic_ok(const char *t)
 }
 
 /* The envelope itself, without a key: from this process, to the receiver the deployment declares for the topic,
- * and for a request, carrying its own message id, then a sealed token, as correlation data (of a size a request's
- * correlation data has, idevs_request_correlation_len_ok: the provenance count itself is sealed in the envelope,
- * PROTOCOL.md version 2, so any of them is a size a request can have). Only the key holder can write one; a logic
- * that wrote raw bytes would fail here. */
+ * and for a request, carrying its own message id, then a sealed token, as correlation data (of the one size every
+ * request's has, idevs_request_correlation_len_ok). Only the key holder can write one; a logic that wrote raw
+ * bytes would fail here. */
 static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge__V1__Publish *p, size_t to,
                                     bool request, int64_t instance)
 {
@@ -441,7 +440,7 @@ static const char *envelope_problem(const idevs_launcher *l, const Idevs__Bridge
         return "a publication sealed as another instance than its own";
     if (!idevs_uuid_equal(&h.recipient, &l->deployment->services[to].uuid))
         return "a publication sealed to another receiver than its topic's";
-    if (request && (!idevs_request_correlation_len_ok(p->correlation_data.len, NULL) ||
+    if (request && (!idevs_request_correlation_len_ok(p->correlation_data.len) ||
                     memcmp(p->correlation_data.data, h.message_id.b, IDEVS_UUID_LEN) != 0))
         return "a request whose correlation data is not its message id and sealed state";
     return NULL;

@@ -133,6 +133,22 @@ idevs_err idevs_service_publish(idevs_service *svc, const char *input, const voi
 idevs_err idevs_service_publish_keyed(idevs_service *svc, const char *input, const char *key, const void *payload,
                                       size_t len, idevs_msgid *message_id);
 
+/* What idevs_service_publish_with() takes besides the input and the payload; every field may be zero. */
+typedef struct idevs_publish_options {
+    const char *key; /* idempotency key, as publish_keyed()'s; NULL: none */
+    /* The partition key (any bytes, e.g. a customer id; NULL: none, partition_key_len 0): inputs of the same key
+     * go to the same instance of the process while it is up, so they are handled in order. Only its partition
+     * (docs/PROTOCOL.md 8.5) leaves the service, in the MQTT 5 user property idevs-partition, and only that
+     * number is stored in the outbox: a message sent again carries the same partition. The partition is not
+     * authenticated, and an onlooker sees it: inputs of one key are linkable by it. */
+    const void *partition_key;
+    size_t partition_key_len;
+} idevs_publish_options;
+
+/* publish_keyed() with options (opts NULL: none); publish() and publish_keyed() are this call. */
+idevs_err idevs_service_publish_with(idevs_service *svc, const char *input, const idevs_publish_options *opts,
+                                     const void *payload, size_t len, idevs_msgid *message_id);
+
 /* Messages in the outbox that the process has not receipted yet. */
 size_t idevs_service_unreceipted(const idevs_service *svc);
 

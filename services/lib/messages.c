@@ -2,6 +2,7 @@
  * topic; answers on the request's response topic with the request's id in their provenance. Received
  * envelopes are held until the compartment is verified, then opened (only the compartment may send),
  * deduplicated by message id and handed to on_message. Payloads are cleansed after use and never logged. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -205,9 +206,28 @@ void svc_release_held(idevs_service *svc)
 
 /* ---- sending ---- */
 
+/* The MQTT 5 properties of a publication: its correlation data, and an input's partition in decimal. A partition
+ * past a redeployment's smaller process.partitions is left out: the broker would read it as none anyway. */
+static idevs_err publish_properties(const idevs_service *svc, const uint8_t *corr, size_t corr_len,
+                                    int32_t partition, mosquitto_property **props)
+{
+    if (corr_len > 0 &&
+        mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, corr, (uint16_t)corr_len) != MOSQ_ERR_SUCCESS)
+        return IDEVS_ERR_NOMEM;
+    if (partition >= 0 && (uint32_t)partition < svc->deployment->partitions) {
+        char text[16];
+        snprintf(text, sizeof text, "%d", (int)partition);
+        if (mosquitto_property_add_string_pair(props, MQTT_PROP_USER_PROPERTY, IDEVS_PARTITION_PROPERTY, text) !=
+            MOSQ_ERR_SUCCESS)
+            return IDEVS_ERR_NOMEM;
+    }
+    return IDEVS_OK;
+}
+
 static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos, uint32_t pad, const void *payload,
                                   size_t len, const idevs_msgid *provenance, size_t provenance_count,
-                                  const uint8_t *corr, size_t corr_len, const idevs_msgid *message_id)
+                                  const uint8_t *corr, size_t corr_len, int32_t partition,
+                                  const idevs_msgid *message_id)
 {
     if (len > svc->deployment->max_payload)
         return IDEVS_ERR_TOO_LARGE;
@@ -233,8 +253,8 @@ static idevs_err seal_and_publish(idevs_service *svc, const char *topic, int qos
     if (err != IDEVS_OK)
         return err;
     mosquitto_property *props = NULL;
-    if (corr_len > 0 &&
-        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr, (uint16_t)corr_len) != MOSQ_ERR_SUCCESS) {
+    if (publish_properties(svc, corr, corr_len, partition, &props) != IDEVS_OK) {
+        mosquitto_property_free_all(&props);
         free(env);
         return IDEVS_ERR_NOMEM;
     }
@@ -275,16 +295,16 @@ static const idevs_deployment_input *own_input(const idevs_service *svc, const c
 idevs_err svc_send_receipt(idevs_service *svc, const uint8_t *payload, size_t len)
 {
     return seal_and_publish(svc, svc->deployment->services[svc->self_index].receipt_from_topic, 1, IDEVS_PAD_POW2,
-                            payload, len, NULL, 0, NULL, 0, NULL);
+                            payload, len, NULL, 0, NULL, 0, SVC_NO_PARTITION, NULL);
 }
 
-idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,
+idevs_err svc_send_input(idevs_service *svc, const char *input, int32_t partition, const void *payload, size_t len,
                          const idevs_msgid *id)
 {
     const idevs_deployment_input *in = own_input(svc, input);
     if (in == NULL)
         return IDEVS_ERR_UNKNOWN_INPUT; /* a redeployment took it away: it waits in the outbox */
-    return seal_and_publish(svc, in->topic, SVC_INPUT_QOS, in->pad, payload, len, NULL, 0, NULL, 0, id);
+    return seal_and_publish(svc, in->topic, SVC_INPUT_QOS, in->pad, payload, len, NULL, 0, NULL, 0, partition, id);
 }
 
 idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const idevs_msgid *request,
@@ -294,16 +314,22 @@ idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const 
     if (r == NULL || r->to != svc->self_index)
         return IDEVS_ERR_UNKNOWN_REQUEST;
     /* The descriptor gives the exchange one QoS, the request's: the answer travels at it too. */
-    return seal_and_publish(svc, r->response_topic, r->qos, r->pad, payload, len, request, 1, corr, corr_len, id);
+    return seal_and_publish(svc, r->response_topic, r->qos, r->pad, payload, len, request, 1, corr, corr_len,
+                            SVC_NO_PARTITION, id);
 }
 
 #define SVC_KEY_MAX 256
 
-idevs_err idevs_service_publish_keyed(idevs_service *svc, const char *input, const char *key, const void *payload,
-                                      size_t len, idevs_msgid *message_id)
+idevs_err idevs_service_publish_with(idevs_service *svc, const char *input, const idevs_publish_options *opts,
+                                     const void *payload, size_t len, idevs_msgid *message_id)
 {
+    static const idevs_publish_options none = {0};
+    if (opts == NULL)
+        opts = &none;
+    const char *key = opts->key;
     if (svc == NULL || input == NULL || (payload == NULL && len > 0) ||
-        (key != NULL && (key[0] == '\0' || strnlen(key, SVC_KEY_MAX + 1) > SVC_KEY_MAX)))
+        (key != NULL && (key[0] == '\0' || strnlen(key, SVC_KEY_MAX + 1) > SVC_KEY_MAX)) ||
+        (opts->partition_key == NULL && opts->partition_key_len > 0))
         return IDEVS_ERR_INVALID_ARG;
     if (!idevs_service_ready(svc))
         return IDEVS_ERR_NOT_NOW;
@@ -311,13 +337,25 @@ idevs_err idevs_service_publish_keyed(idevs_service *svc, const char *input, con
         return IDEVS_ERR_UNKNOWN_INPUT;
     if (len > svc->deployment->max_payload)
         return IDEVS_ERR_TOO_LARGE;
-    return svc_outbox_add(svc, 0, input, key, payload, len, NULL, NULL, 0, message_id);
+    /* The key may be customer data: only its partition is kept and sent. */
+    int32_t partition = opts->partition_key == NULL
+                            ? SVC_NO_PARTITION
+                            : (int32_t)idevs_deployment_partition(svc->deployment, opts->partition_key,
+                                                                  opts->partition_key_len);
+    return svc_outbox_add(svc, 0, input, key, partition, payload, len, NULL, NULL, 0, message_id);
+}
+
+idevs_err idevs_service_publish_keyed(idevs_service *svc, const char *input, const char *key, const void *payload,
+                                      size_t len, idevs_msgid *message_id)
+{
+    const idevs_publish_options opts = {.key = key};
+    return idevs_service_publish_with(svc, input, &opts, payload, len, message_id);
 }
 
 idevs_err idevs_service_publish(idevs_service *svc, const char *input, const void *payload, size_t len,
                                 idevs_msgid *message_id)
 {
-    return idevs_service_publish_keyed(svc, input, NULL, payload, len, message_id);
+    return idevs_service_publish_with(svc, input, NULL, payload, len, message_id);
 }
 
 idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message *request, const void *payload,
@@ -340,6 +378,6 @@ idevs_err idevs_service_respond(idevs_service *svc, const idevs_service_message 
         return IDEVS_ERR_TOO_LARGE;
     if (request->correlation_len > UINT16_MAX)
         return IDEVS_ERR_INVALID_ARG;
-    return svc_outbox_add(svc, 1, r->response_topic, NULL, payload, len, &request->message_id, request->correlation,
-                          request->correlation_len, NULL);
+    return svc_outbox_add(svc, 1, r->response_topic, NULL, SVC_NO_PARTITION, payload, len, &request->message_id,
+                          request->correlation, request->correlation_len, NULL);
 }

@@ -2,7 +2,8 @@
  * section 9). Inputs and answers enter it before they are sealed; each is numbered in the outbox's stream, sent,
  * and sent again (sealed anew, with the same id) until the process's receipt names it.
  *
- * One SQLite file (or memory): the table idevs_outbox holds a row per message, its payload until the receipt;
+ * One SQLite file (or memory): the table idevs_outbox holds a row per message, its payload until the receipt, and
+ * an input's partition (never its partition key, which may be customer data);
  * idevs_outbox_meta the stream. WAL with synchronous=NORMAL: a message is in the file before publish() returns,
  * which a crash of the service does not undo (a crash of the machine may undo the last ones). In memory: the
  * rows sent and not receipted, at most IDEVS_REPLAY_WINDOW (9.1's bound: never a number that far above the
@@ -21,7 +22,8 @@ static const char schema[] =
     "PRAGMA synchronous=NORMAL;"
     "CREATE TABLE IF NOT EXISTS idevs_outbox_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);"
     /* kind 0: an input (target: its name); 1: an answer (target: its request's name, with the request's id and
-     * correlation data). number AUTOINCREMENT: a number is never used twice, even after its row is gone. */
+     * correlation data). number AUTOINCREMENT: a number is never used twice, even after its row is gone. The
+     * column partition_number comes after (add_partition_column). */
     "CREATE TABLE IF NOT EXISTS idevs_outbox (number INTEGER PRIMARY KEY AUTOINCREMENT, kind INTEGER NOT NULL,"
     " target TEXT NOT NULL, key TEXT UNIQUE, payload BLOB, request_id BLOB, correlation BLOB,"
     " receipted INTEGER NOT NULL DEFAULT 0);"
@@ -29,6 +31,23 @@ static const char schema[] =
      * after this service restarted is receipted again, not handled again. */
     "CREATE TABLE IF NOT EXISTS idevs_seen (id BLOB PRIMARY KEY) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS idevs_seen_order (n INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL);";
+
+/* The column of an input's partition (NULL: none), added by ALTER TABLE so that a file made before it had one
+ * gets it too: one definition for new and old files. */
+static bool has_partition_column(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    bool has = sqlite3_prepare_v2(db, "SELECT partition_number FROM idevs_outbox LIMIT 0", -1, &st, NULL) == SQLITE_OK;
+    sqlite3_finalize(st);
+    return has;
+}
+
+static int add_partition_column(sqlite3 *db)
+{
+    if (has_partition_column(db))
+        return SQLITE_OK;
+    return sqlite3_exec(db, "ALTER TABLE idevs_outbox ADD COLUMN partition_number INTEGER", NULL, NULL, NULL);
+}
 
 static idevs_err db_fail(idevs_service *svc, char *why, size_t why_len, const char *what)
 {
@@ -45,7 +64,8 @@ idevs_err svc_outbox_open(idevs_service *svc, const char *path, char *why, size_
         return IDEVS_ERR_IO;
     if (sqlite3_open_v2(svc->outbox_path, &svc->outbox_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
             SQLITE_OK ||
-        sqlite3_exec(svc->outbox_db, schema, NULL, NULL, NULL) != SQLITE_OK)
+        sqlite3_exec(svc->outbox_db, schema, NULL, NULL, NULL) != SQLITE_OK ||
+        add_partition_column(svc->outbox_db) != SQLITE_OK)
         return db_fail(svc, why, why_len, "cannot set it up");
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(svc->outbox_db, "SELECT value FROM idevs_outbox_meta WHERE name = 'stream'", -1, &st,
@@ -132,7 +152,8 @@ static idevs_err send_row(idevs_service *svc, uint64_t number)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(svc->outbox_db,
-                           "SELECT kind, target, payload, request_id, correlation FROM idevs_outbox WHERE number = ?",
+                           "SELECT kind, target, payload, request_id, correlation, partition_number FROM idevs_outbox "
+                           "WHERE number = ?",
                            -1, &st, NULL) != SQLITE_OK)
         return IDEVS_ERR_IO;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)number);
@@ -144,7 +165,8 @@ static idevs_err send_row(idevs_service *svc, uint64_t number)
         size_t len = (size_t)sqlite3_column_bytes(st, 2);
         idevs_msgid id = id_of(svc, number);
         if (kind == 0) {
-            err = svc_send_input(svc, target, payload, len, &id);
+            int32_t partition = sqlite3_column_type(st, 5) == SQLITE_NULL ? SVC_NO_PARTITION : sqlite3_column_int(st, 5);
+            err = svc_send_input(svc, target, partition, payload, len, &id);
         } else {
             idevs_msgid request;
             const void *rid = sqlite3_column_blob(st, 3);
@@ -189,16 +211,16 @@ void svc_outbox_resend_all(idevs_service *svc)
         svc->outbox[i].next_ms = 0;
 }
 
-idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const char *key, const void *payload,
-                         size_t len, const idevs_msgid *request, const uint8_t *corr, size_t corr_len,
-                         idevs_msgid *id)
+idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const char *key, int32_t partition,
+                         const void *payload, size_t len, const idevs_msgid *request, const uint8_t *corr,
+                         size_t corr_len, idevs_msgid *id)
 {
     if (!svc->deployment->services[svc->self_index].receipts) {
         /* No receipts with this service's descriptor entry: sent once, kept nowhere (the old at-most-once). */
         idevs_msgid fresh;
         idevs_err err = idevs_random(fresh.b, sizeof fresh.b);
         if (err == IDEVS_OK)
-            err = kind == 0 ? svc_send_input(svc, target, payload, len, &fresh)
+            err = kind == 0 ? svc_send_input(svc, target, partition, payload, len, &fresh)
                             : svc_send_answer(svc, target, request, corr, corr_len, payload, len, &fresh);
         if (err == IDEVS_OK && id != NULL)
             *id = fresh;
@@ -232,8 +254,8 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
         return IDEVS_ERR_IO;
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(svc->outbox_db,
-                           "INSERT INTO idevs_outbox (kind, target, key, payload, request_id, correlation) "
-                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           "INSERT INTO idevs_outbox (kind, target, key, payload, request_id, correlation, "
+                           "partition_number) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            -1, &st, NULL) != SQLITE_OK) {
         if (answer)
             sqlite3_exec(svc->outbox_db, "ROLLBACK", NULL, NULL, NULL);
@@ -248,6 +270,8 @@ idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const
         sqlite3_bind_blob(st, 5, request->b, IDEVS_UUID_LEN, SQLITE_STATIC);
     if (corr_len > 0)
         sqlite3_bind_blob(st, 6, corr, (int)corr_len, SQLITE_STATIC);
+    if (partition != SVC_NO_PARTITION)
+        sqlite3_bind_int(st, 7, partition);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     uint64_t number = (uint64_t)sqlite3_last_insert_rowid(svc->outbox_db);

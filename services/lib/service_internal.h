@@ -192,9 +192,11 @@ void svc_receive(idevs_service *svc, const char *topic, const uint8_t *data, siz
 /* Opens the envelopes held while the compartment was not verified yet; nothing before the start completed. */
 void svc_release_held(idevs_service *svc);
 void svc_held_free(idevs_service *svc);
-/* Seal and publish, with the outbox's numbered id: an input by its name; an answer on its response topic, naming
- * its request. IDEVS_ERR_NOT_NOW while disconnected. */
-idevs_err svc_send_input(idevs_service *svc, const char *input, const void *payload, size_t len,
+/* An input's partition (docs/PROTOCOL.md 8.5), or none. */
+#define SVC_NO_PARTITION (-1)
+/* Seal and publish, with the outbox's numbered id: an input by its name, with its partition (or SVC_NO_PARTITION);
+ * an answer on its response topic, naming its request. IDEVS_ERR_NOT_NOW while disconnected. */
+idevs_err svc_send_input(idevs_service *svc, const char *input, int32_t partition, const void *payload, size_t len,
                          const idevs_msgid *id);
 idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const idevs_msgid *request,
                           const uint8_t *corr, size_t corr_len, const void *payload, size_t len, const idevs_msgid *id);
@@ -203,12 +205,12 @@ idevs_err svc_send_answer(idevs_service *svc, const char *response_topic, const 
 /* Opens (path) or makes (in memory when path is NULL) the outbox and its stream. */
 idevs_err svc_outbox_open(idevs_service *svc, const char *path, char *why, size_t why_len);
 void svc_outbox_close(idevs_service *svc);
-/* Adds a message (kind 0: an input named target; 1: an answer on response topic target to request, with corr)
- * and sends it when the window allows. With a key already in the outbox, adds nothing: *id is the one it has,
- * and on_receipt runs at once when it was receipted. */
-idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const char *key, const void *payload,
-                         size_t len, const idevs_msgid *request, const uint8_t *corr, size_t corr_len,
-                         idevs_msgid *id);
+/* Adds a message (kind 0: an input named target, with its partition or SVC_NO_PARTITION; 1: an answer on response
+ * topic target to request, with corr) and sends it when the window allows. With a key already in the outbox, adds
+ * nothing: *id is the one it has, and on_receipt runs at once when it was receipted. */
+idevs_err svc_outbox_add(idevs_service *svc, int kind, const char *target, const char *key, int32_t partition,
+                         const void *payload, size_t len, const idevs_msgid *request, const uint8_t *corr,
+                         size_t corr_len, idevs_msgid *id);
 /* Sends what is due: new messages inside the window, copies of those not receipted in time. */
 void svc_outbox_pump(idevs_service *svc);
 /* After a new connection and verification: everything in flight goes again now. */

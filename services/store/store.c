@@ -37,7 +37,8 @@ static const char usage[] =
     "      the database, DB.PROCESS.outbox). Connection options before the first --process apply to every\n"
     "      process, those after one to that process only (its --policy, or even its broker). --count N publishes\n"
     "      at most N; --rate R publishes R per second (default 0: all at once). Prints one line per sale: id,\n"
-    "      total, message id (with several processes: each process and its message id).\n"
+    "      total, message id (with several processes: each process and its message id). Each sale's customer id\n"
+    "      is its partition key: one customer's sales reach one instance of the process, in order.\n"
     "\n";
 
 static int bad_usage(const char *fmt, const char *arg)
@@ -182,13 +183,15 @@ static void on_published(idevs_service *svc, const idevs_msgid *message_id, idev
 }
 
 /* Publishes one sale to one process under its sale id, waiting (and running the network) while its service is
- * not ready. The outbox sends it again until the process receipts it, in this run or a later one. */
+ * not ready. The outbox sends it again until the process receipts it, in this run or a later one. The customer
+ * id is its partition key: a customer's sales reach one instance of the process, in order. */
 static idevs_err publish_sale(idevs_service *svc, const store_sale *s, char id[IDEVS_UUID_STR_LEN])
 {
     int64_t deadline = app_now_ms() + FLUSH_TIMEOUT_MS;
+    const idevs_publish_options opts = {s->sale_id, s->customer_id, strlen(s->customer_id)};
     for (;;) {
         idevs_msgid mid;
-        idevs_err err = idevs_service_publish_keyed(svc, "sales", s->sale_id, s->payload, s->payload_len, &mid);
+        idevs_err err = idevs_service_publish_with(svc, "sales", &opts, s->payload, s->payload_len, &mid);
         if (err == IDEVS_OK)
             idevs_uuid_format(&mid, id);
         if (err != IDEVS_ERR_NOT_NOW || app_stopping || app_now_ms() > deadline)

@@ -214,6 +214,7 @@ int store_db_unpublished(sqlite3 *db, size_t max, store_sale **out, size_t *coun
         store_sale *s = &(*out)[*count];
         memset(s, 0, sizeof *s);
         snprintf(s->sale_id, sizeof s->sale_id, "%s", col(sales, 0));
+        snprintf(s->customer_id, sizeof s->customer_id, "%s", col(sales, 3));
         snprintf(s->total, sizeof s->total, "%s", col(sales, 2));
         (*count)++;
         int64_t total = 0, sum = 0;

@@ -18,9 +18,10 @@ void store_db_close(sqlite3 *db);
 /* Writes the generated data set in one transaction. Refuses (-1, why) a database that already has customers. */
 int store_db_seed(sqlite3 *db, const seed_data *d, char *why, size_t why_len);
 
-/* One sale ready to publish: its payload (docs/CASESTUDY.md, malloc'd JSON) and total. */
+/* One sale ready to publish: its payload (docs/CASESTUDY.md, malloc'd JSON), customer and total. */
 typedef struct store_sale {
     char sale_id[32];
+    char customer_id[32]; /* its partition key: one customer's sales stay in order on one instance */
     char total[32];
     char *payload;
     size_t payload_len;

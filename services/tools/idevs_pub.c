@@ -30,6 +30,8 @@ static const char usage[] =
     "  -m, --message TEXT       publish TEXT\n"
     "  -f, --file FILE          publish the contents of FILE (- for stdin)\n"
     "  -l, --stdin-line         publish each line of stdin as its own envelope (blank lines are skipped)\n"
+    "  --partition-key TEXT     keep the messages with the others of this key on one instance of the process\n"
+    "                           (their partition, not TEXT, is sent: docs/PROTOCOL.md 8.5)\n"
     "  -v, --verbose            print \"INPUT MESSAGE_ID\" for each publication\n"
     "  -W, --wait SECONDS       how long to wait for readiness and acknowledgements (default 10)\n"
     "  --help                   this text\n";
@@ -98,6 +100,7 @@ static int read_file(const char *path, uint8_t **data, size_t *len)
 typedef struct pub_state {
     idevs_service *svc;
     const char *input;
+    idevs_publish_options opts;
     bool verbose;
     uint64_t deadline_ms;
 } pub_state;
@@ -114,7 +117,7 @@ static int publish_one(pub_state *st, const uint8_t *payload, size_t len)
 {
     for (;;) {
         idevs_msgid id;
-        idevs_err err = idevs_service_publish(st->svc, st->input, payload, len, &id);
+        idevs_err err = idevs_service_publish_with(st->svc, st->input, &st->opts, payload, len, &id);
         if (err == IDEVS_OK) {
             if (st->verbose) {
                 char text[2 * IDEVS_UUID_LEN + 1];
@@ -137,7 +140,7 @@ static int publish_one(pub_state *st, const uint8_t *payload, size_t len)
 
 /* idevs-pub's own options. */
 typedef struct pub_options {
-    const char *input, *message, *file;
+    const char *input, *message, *file, *partition_key;
     bool lines, verbose;
     unsigned long wait_s;
 } pub_options;
@@ -156,6 +159,8 @@ static int pub_option(void *opts, int argc, char **argv, int *i)
         o->message = argv[++*i];
     } else if (*i + 1 < argc && (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0)) {
         o->file = argv[++*i];
+    } else if (*i + 1 < argc && strcmp(a, "--partition-key") == 0) {
+        o->partition_key = argv[++*i];
     } else if (*i + 1 < argc && (strcmp(a, "-W") == 0 || strcmp(a, "--wait") == 0)) {
         char *end;
         errno = 0;
@@ -203,7 +208,8 @@ int main(int argc, char **argv)
         free(data);
         return EXIT_FAILED;
     }
-    pub_state st = {svc, o.input, o.verbose, now_ms() + o.wait_s * 1000u};
+    pub_state st = {svc, o.input, {NULL, o.partition_key, o.partition_key != NULL ? strlen(o.partition_key) : 0},
+                    o.verbose, now_ms() + o.wait_s * 1000u};
     if (o.message != NULL) {
         rc = publish_one(&st, (const uint8_t *)o.message, strlen(o.message));
     } else if (o.file != NULL) {

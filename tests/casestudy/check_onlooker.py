@@ -9,6 +9,7 @@ taxi's and messaging's databases say which sale each envelope carried. Prints "o
 the last line "N passed, M failed".
 """
 import glob
+import hashlib
 import json
 import os
 import sqlite3
@@ -145,15 +146,25 @@ def counted(values):
     return ", ".join(f"{v} x {sum(1 for w in values if w == v)}" for v in sorted(set(values)))
 
 
+PARTITION = b"idevs-partition"  # docs/PROTOCOL.md 8.5: an input's partition, in the clear by design
+
+
+def partition_of(e):
+    """The idevs-partition user property's value of a publication, or None."""
+    return next((v[1] for k, v in e["props"] if k == 0x26 and v[0] == PARTITION), None)
+
+
 def same_within_shape(tap, what, envelopes):
     """One envelope length and one PUBLISH length per size class and header shape (which fields, of which sizes:
-    a certificate chain or a digest)."""
+    a certificate chain or a digest). The PUBLISH length is counted without the partition's digits, which show
+    no more than the partition itself does."""
     shapes = {}
     for e in envelopes:
         shape = tuple(sorted((n, len(v[0]) if isinstance(v[0], bytes) else v[0])
                              for n, v in e["fields"].items()))
+        digits = len(partition_of(e) or b"")
         shapes.setdefault(shape, set()).add(("chain" if 10 in e["fields"] else "digest", len(e["payload"]),
-                                             len(e["packet"])))
+                                             len(e["packet"]) - digits))
     tap.report(all(len(v) == 1 for v in shapes.values()),
                f"{what}: one envelope length and one PUBLISH length per size class and header shape (" +
                "; ".join(f"with the sender's {k}: {a} and {b} bytes" for v in shapes.values() for k, a, b in sorted(v))
@@ -223,6 +234,20 @@ def main(work):
                    "what the databases hold), each padded to the length seen",
                    [f"{len(framed)} of {len(es)} found in the databases"])
 
+    # The partition (section 8.5): each sale carries its customer's, so one customer's sales are linkable by it,
+    # and one of process.partitions buckets is all it shows; nothing the process or the other services send has one.
+    partitions = json.load(open(f"{work}/rewards.json"))["process"].get("partitions", 64)
+    customer = {uuid.UUID(m).bytes: c for m, c in db["store"].execute("SELECT message_id, customer_id FROM sales")}
+    wrong = [(e["id"].hex(), partition_of(e)) for e in sales
+             if partition_of(e) != str(customer_partition(process, customer.get(e["id"], ""), partitions)).encode()]
+    buckets = {partition_of(e) for e in sales}
+    tap.report(not wrong and len(customer) == len(sales),
+               f"every sale carries idevs-partition, its customer's partition: {len(buckets)} of {partitions} buckets "
+               f"for {len(set(customer.values()))} customers", wrong[:5])
+    others = sorted({e["topic"] for e in envelopes if e not in by_topic.get("idevs/rewards/in/sales", [])
+                     and partition_of(e) is not None})
+    tap.report(not others, "no other publication carries a partition", others)
+
     lengths = [len(dict(e["props"]).get(0x09, b"")) for e in requests]
     tap.report(len(set(lengths)) == 1 and lengths[0] > 16,
                f"the ride requests' correlation data are all one length ({counted(lengths)} bytes)")
@@ -253,6 +278,12 @@ def main(work):
                f"none of {len(secrets)} names, phone numbers, addresses, ids, amounts, items, drivers and vehicles "
                f"in the {len(seen)} bytes captured (of {len(everything)})", found[:10])
     return tap.finish()
+
+
+def customer_partition(program, key, partitions):
+    """docs/PROTOCOL.md 8.5, written from the document."""
+    h = hashlib.sha256(b"idevs partition v1" + program + key.encode()).digest()
+    return int.from_bytes(h[:4], "big") % partitions
 
 
 def compact(value):

@@ -2,8 +2,9 @@
 # An onlooker's view of the case study (issue 12, envelope v2): the run of test_casestudy.sh with 200 sales,
 # every byte the services and the broker exchanged captured, then check_onlooker.py shows from the capture
 # alone, with no key, that ride requests and confirmations are each one length though their plaintexts are not,
-# that no clear field or MQTT property of what the process sent names an input, and that no customer data
-# travels in clear; check_run.py that the receivers still got one booking and one confirmation per qualifying
+# that no clear field or MQTT property of what the process sent names an input, that no customer data travels
+# in clear, and that each sale's partition (its customer's, docs/PROTOCOL.md 8.5) is all the store adds;
+# check_run.py that the receivers still got one booking and one confirmation per qualifying
 # sale.
 # The capture is the recording relay's (scripts/lib/tap.py), each connection's two directions kept apart:
 # every service reaches the broker through it (the compartment talks to the plugin over a socket pair, not the

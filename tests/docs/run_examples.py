@@ -92,6 +92,7 @@ FRAGMENT_DECLS = {
     "on_receipt": "static void on_receipt(idevs_service *s, const idevs_msgid *id, const char *key, void *a)"
                   " { (void)s; (void)id; (void)key; (void)a; }",
     "sale_id": "static const char *sale_id = \"S-000042\";",
+    "customer_id": "static const char *customer_id = \"C-0007\";",
     "sale_json": "static const char *sale_json = \"{}\";",
     "chain_der": "static const uint8_t *const *chain_der;",
     "chain_len": "static const size_t *chain_len;",

@@ -2,9 +2,12 @@
  * service from a retained topic before it verifies the compartment. For every input:
  *   - a refusal is IDEVS_ERR_CONFIG (or NOMEM) with a sentence in why, and no descriptor;
  *   - an accepted descriptor keeps every documented rule: names valid, from/to naming a declared service,
- *     qos 0..2, limits in range, topics without wildcards, not under "$", distinct, and found again by the
- *     lookups; its digest is the SHA-256 of the bytes;
+ *     qos 0..2, limits, instances and partitions in range, topics without wildcards, not under "$", distinct,
+ *     and found again by the lookups; its digest is the SHA-256 of the bytes; the partition of any key (the
+ *     input's bytes) is below its partitions and reads back from its decimal text;
+ *   - a partition text (the input's first bytes) is accepted only in its one decimal spelling;
  *   - parsing is a function of the bytes: the same input parses the same way twice. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +22,24 @@ static void topic_ok(const char *t)
     FUZZ_CHECK(strchr(t, '+') == NULL && strchr(t, '#') == NULL);
 }
 
+/* The partition of the bytes as a key, and the bytes (at most 15 of them) as a property's value. */
+static void check_partitions(const idevs_deployment *d, const uint8_t *data, size_t size)
+{
+    char text[16];
+    uint32_t part = idevs_deployment_partition(d, data, size), back = UINT32_MAX;
+    FUZZ_CHECK(part < d->partitions);
+    snprintf(text, sizeof text, "%u", part);
+    FUZZ_CHECK(idevs_deployment_partition_parse(d, text, &back) && back == part);
+    size_t n = size < sizeof text - 1 ? size : sizeof text - 1;
+    memcpy(text, data, n);
+    text[n] = '\0';
+    if (idevs_deployment_partition_parse(d, text, &back)) {
+        char again[16];
+        snprintf(again, sizeof again, "%u", back);
+        FUZZ_CHECK(back < d->partitions && strcmp(again, text) == 0);
+    }
+}
+
 static void check_accepted(const idevs_deployment *d, const uint8_t *data, size_t size)
 {
     uint8_t digest[IDEVS_SHA256_LEN];
@@ -28,6 +49,9 @@ static void check_accepted(const idevs_deployment *d, const uint8_t *data, size_
                d->output_count <= IDEVS_DEPLOYMENT_MAX_ENTRIES && d->request_count <= IDEVS_DEPLOYMENT_MAX_ENTRIES);
     FUZZ_CHECK(d->max_payload >= 1 && d->max_payload <= IDEVS_PAYLOAD_MAX_LIMIT);
     FUZZ_CHECK(d->max_outstanding_requests <= 65536 && d->refusal_count <= IDEVS_DEPLOYMENT_MAX_REFUSALS);
+    FUZZ_CHECK(d->instances >= 1 && d->instances <= IDEVS_DEPLOYMENT_MAX_INSTANCES);
+    FUZZ_CHECK(d->partitions >= 1 && d->partitions <= IDEVS_DEPLOYMENT_MAX_PARTITIONS);
+    check_partitions(d, data, size);
     for (size_t i = 0; i < d->service_count; i++) {
         FUZZ_CHECK(idevs_name_valid(d->services[i].name));
         for (size_t j = 0; j < i; j++)

@@ -4,13 +4,17 @@
  * restarts. The input is a sequence of 5-byte records, each one envelope through the gate and, when it passes,
  * a Done from the compartment:
  *   byte 0: bits 0-1 the topic (the input's, the request's response topic, an output's, another), bit 2 a
- *           recipient other than the program, bit 3 the other declared service as sender
- *   byte 1: the Done's status (one of eight: those that prove the envelope was opened, and refusals)
+ *           recipient other than the program, bit 3 the other declared service as sender, bits 4-7 the low bits
+ *           of the sender's instance
+ *   byte 1: bits 0-2 the Done's status (one of eight: those that prove the envelope was opened, and refusals),
+ *           bits 3-7 the high bits of the instance (0 to 511)
  *   byte 2: the epoch; bytes 3-4: the sequence number (big-endian)
  * The gate's first refusals are checked exactly (topic, structure, recipient, sender, in that order), and the
- * replay record against a model written from its description: per sender, the two highest epochs in which a
- * delivery was done (with a status that proves it was opened), each with a window of IDEVS_REPLAY_WINDOW
- * sequence numbers; older epochs are forgotten (refused). */
+ * replay record against a model written from its description (docs/PROTOCOL.md section 5a): per (sender,
+ * instance), the two highest epochs in which a delivery was done (with a status that proves it was opened),
+ * each with a window of IDEVS_REPLAY_WINDOW sequence numbers; older epochs are forgotten (refused); at most 64
+ * instances a sender, a 65th evicting the one of the oldest current epoch (then the lowest number), whose
+ * epoch raises the sender's floor, at or below which an instance not kept is refused. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,19 +56,74 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* The model: every (sender, epoch, sequence) done, with a status that proves the envelope was opened. */
+/* The model: every (sender, instance, epoch, sequence) done, with a status that proves the envelope was opened,
+ * under the life of its instance (a new one each time the instance is kept again after an eviction); per sender
+ * the lives kept and the floor. */
 typedef struct done_entry {
-    size_t sender;
+    size_t life;
     uint64_t epoch, sequence;
 } done_entry;
 
-static idevs_err model_check(const done_entry *done, size_t n, size_t sender, uint64_t epoch, uint64_t sequence)
+typedef struct kept {
+    uint32_t instance;
+    size_t life;
+    uint64_t cur; /* the highest epoch done in this life */
+} kept;
+
+typedef struct model {
+    done_entry done[RECORDS_MAX];
+    size_t n_done, lives;
+    kept kept[2][64];
+    size_t n_kept[2];
+    uint64_t floor[2];
+} model;
+
+/* The instance as kept, or NULL. */
+static kept *kept_of(model *m, size_t sender, uint32_t instance)
 {
+    for (size_t i = 0; i < m->n_kept[sender]; i++)
+        if (m->kept[sender][i].instance == instance)
+            return &m->kept[sender][i];
+    return NULL;
+}
+
+static void model_done(model *m, size_t sender, uint32_t instance, uint64_t epoch, uint64_t sequence)
+{
+    kept *k = kept_of(m, sender, instance);
+    if (k == NULL && m->floor[sender] != 0 && epoch <= m->floor[sender])
+        return; /* an evicted instance's epoch: nothing kept */
+    if (k == NULL) {
+        k = &m->kept[sender][m->n_kept[sender]];
+        if (m->n_kept[sender] == 64) {
+            k = &m->kept[sender][0];
+            for (size_t i = 1; i < 64; i++) {
+                kept *c = &m->kept[sender][i];
+                if (c->cur < k->cur || (c->cur == k->cur && c->instance < k->instance))
+                    k = c;
+            }
+            m->floor[sender] = k->cur > m->floor[sender] ? k->cur : m->floor[sender];
+        } else {
+            m->n_kept[sender]++;
+        }
+        *k = (kept){instance, m->lives++, epoch};
+    }
+    k->cur = epoch > k->cur ? epoch : k->cur;
+    m->done[m->n_done++] = (done_entry){k->life, epoch, sequence};
+}
+
+static idevs_err model_check(model *m, size_t sender, uint32_t instance, uint64_t epoch, uint64_t sequence)
+{
+    const kept *k = kept_of(m, sender, instance);
+    size_t life = k != NULL ? k->life : SIZE_MAX;
+    if (life == SIZE_MAX)
+        return m->floor[sender] != 0 && epoch <= m->floor[sender] ? IDEVS_ERR_EPOCH_FORGOTTEN : IDEVS_OK;
+    const done_entry *done = m->done;
+    size_t n = m->n_done;
     bool any = false;
     uint64_t cur = 0, prev = 0;
     bool have_prev = false;
     for (size_t i = 0; i < n; i++) {
-        if (done[i].sender != sender)
+        if (done[i].life != life)
             continue;
         uint64_t e = done[i].epoch;
         if (!any || e > cur) {
@@ -86,7 +145,7 @@ static idevs_err model_check(const done_entry *done, size_t n, size_t sender, ui
     uint64_t top = 0;
     bool seen = false;
     for (size_t i = 0; i < n; i++)
-        if (done[i].sender == sender && done[i].epoch == epoch) {
+        if (done[i].life == life && done[i].epoch == epoch) {
             top = done[i].sequence > top ? done[i].sequence : top;
             seen = seen || done[i].sequence == sequence;
         }
@@ -106,22 +165,22 @@ static bool opens(idevs_err status)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     idevs_launcher *l = calloc(1, sizeof *l);
-    done_entry *done = malloc(RECORDS_MAX * sizeof *done);
-    if (l == NULL || done == NULL) {
+    model *m = calloc(1, sizeof *m);
+    if (l == NULL || m == NULL) {
         free(l);
-        free(done);
+        free(m);
         return 0;
     }
     l->deployment = deployment;
     l->program = deployment->program;
     l->max_envelope = 4096;
     FUZZ_CHECK(replay_record_init(l) == IDEVS_OK);
-    size_t n_done = 0;
     for (size_t at = 0; at + RECORD <= size && at / RECORD < RECORDS_MAX; at += RECORD) {
         const uint8_t *r = data + at;
         unsigned topic = r[0] & 3u;
         bool wrong_recipient = r[0] & 4u, other_sender = r[0] & 8u;
         idevs_err status = statuses[r[1] & 7u];
+        uint32_t instance = (uint32_t)(r[0] >> 4) | (uint32_t)(r[1] >> 3) << 4;
         uint64_t epoch = r[2], sequence = (uint64_t)r[3] << 8 | r[4];
         size_t sender = topic < 2 ? topic_sender[topic] : 0;
         if (other_sender)
@@ -133,6 +192,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         h.suite = 1;
         h.sender = deployment->services[sender].uuid;
         h.recipient = deployment->program;
+        h.instance = instance;
         if (wrong_recipient)
             h.recipient.b[15] ^= 1;
         memcpy(h.message_id.b, r, RECORD);
@@ -158,18 +218,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         else if (other_sender)
             expected = IDEVS_ERR_SENDER_NOT_ALLOWED;
         else
-            expected = model_check(done, n_done, sender, epoch, sequence);
+            expected = model_check(m, sender, instance, epoch, sequence);
         FUZZ_CHECK(err == expected);
         if (err != IDEVS_OK)
             continue;
-        FUZZ_CHECK(d.tracked && d.sender == sender && d.epoch == epoch && d.sequence == sequence);
+        FUZZ_CHECK(d.tracked && d.sender == sender && d.instance == instance && d.epoch == epoch &&
+                   d.sequence == sequence);
         bool changed = replay_record_done(l, &d, status);
         FUZZ_CHECK(changed == opens(status));
         if (changed)
-            done[n_done++] = (done_entry){sender, epoch, sequence};
+            model_done(m, sender, instance, epoch, sequence);
     }
     replay_record_free(l);
     free(l);
-    free(done);
+    free(m);
     return 0;
 }

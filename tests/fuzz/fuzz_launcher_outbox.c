@@ -8,7 +8,7 @@
  * the rest is the file. A second reader written here from the documents says whether the entry is good: an
  * OutboxEntry of version 1 without unknown fields, no larger than a frame, whose publication the process may
  * release (a declared output at its QoS, without response topic or correlation data; a declared request at its
- * QoS with its response topic and correlation data of IDEVS_REQUEST_CORRELATION_LEN(its provenance) bytes that begin with its
+ * QoS with its response topic and correlation data of IDEVS_REQUEST_CORRELATION_LEN bytes that begin with its
  * message id; a receipt topic at QoS 1; the envelope
  * 1..max_envelope bytes, well-formed, from this process to the topic's receiver; the kept copy within
  * max_envelope), named after that message id. For every input:
@@ -154,15 +154,6 @@ static void open_fixture(fixture *f)
 
 /* ---- the second reader ---- */
 
-/* A request's correlation data has the length of some provenance count (sealed in the envelope, version 2). */
-static bool correlation_len_valid(size_t len)
-{
-    for (size_t k = 0; k < IDEVS_PROVENANCE_MAX; k++)
-        if (len == IDEVS_REQUEST_CORRELATION_LEN(k))
-            return true;
-    return false;
-}
-
 static bool envelope_to(const ProtobufCBinaryData *env, size_t to, idevs_envelope_header *h)
 {
     return env->len >= 1 && env->len <= MAX_ENVELOPE && idevs_envelope_peek(env->data, env->len, h) == IDEVS_OK &&
@@ -194,7 +185,7 @@ static bool releasable(const Idevs__Launcher__V1__OutboxEntry *k, idevs_msgid *i
             continue;
         *to = r->to;
         if (!has_rt || strcmp(k->response_topic, r->response_topic) != 0 || (int)k->qos != r->qos ||
-            !envelope_to(&k->envelope, r->to, &h) || !correlation_len_valid(k->correlation.len) ||
+            !envelope_to(&k->envelope, r->to, &h) || k->correlation.len != IDEVS_REQUEST_CORRELATION_LEN ||
             memcmp(k->correlation.data, h.message_id.b, IDEVS_UUID_LEN) != 0)
             return false;
         *id = h.message_id;

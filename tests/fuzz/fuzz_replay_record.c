@@ -8,17 +8,18 @@
  *             2  the rest is a ReplayRecord, which the target seals (its HMAC under the documented key) into
  *                the slot of bit 2, the other left empty;
  *             3  the rest is two ReplayRecords (u16 length of the first), sealed into the two slots;
- *   bit 3: the former slot size (32 KiB, before message-id streams) instead of 64 KiB (modes 1 to 3).
+ *   bit 3: the former slot size (64 KiB, of version 2) instead of this descriptor's (modes 1 to 3).
  * A second reader written here from the documents says what each slot holds: nothing (a length of 0, never
- * written), a record (its HMAC right, version 2, this program, each declared sender once with a current window,
- * a previous one of an older epoch, handled streams only with a latest one and two different ones, windows of
- * IDEVS_REPLAY_WORDS words, no unknown field), or damage. For every input:
+ * written), a record (its HMAC right, version 3 or 2, this program, each declared sender once: in version 3
+ * with 1 to 64 instances, each number once, in version 2 with one epoch pair, its instance 0; each instance
+ * with a current window and maybe a previous one of an older epoch; handled streams only with a latest one and
+ * two different ones, windows of IDEVS_REPLAY_WORDS words, no unknown field), or damage. For every input:
  *   - the load succeeds (a bad file never stops a launcher) and holds the good slot of the higher generation
  *     (the first on a tie), sender by sender, window by window; without one, it starts empty;
  *   - a file not good in either slot (one that is not right under the HMAC among them) gives the warning
  *     "starts with an empty replay record"; one good slot beside a written bad one "reads one slot"; else none;
- *   - a loaded record is within its bounds: a previous epoch only with a current one and older than it, a
- *     previous handled stream only with a latest one, and another one;
+ *   - a loaded record is within its bounds: at most 64 instances a sender, each number once, a previous epoch
+ *     older than the current one, a previous handled stream only with a latest one, and another one;
  *   - what loaded is written again (into a file of the present size) and loads again the same, without a
  *     warning. */
 #include <errno.h>
@@ -38,8 +39,8 @@
 #include "launcher_internal.h"
 #include "replay_record.pb-c.h"
 
-#define SLOT 65536u
-#define OLD_SLOT 32768u
+#define OLD_SLOT 65536u /* version 2's */
+#define SLOT_MAX 65536u  /* OLD_SLOT, and this descriptor's (three services), at most */
 
 /* Three services; the record may also name others (a former descriptor's), which are skipped. */
 static const char descriptor[] =
@@ -147,6 +148,18 @@ static bool window_ok(const Idevs__Launcher__V1__ReplayWindow *w, replay_epoch *
     return true;
 }
 
+static bool instance_ok(uint32_t number, const Idevs__Launcher__V1__ReplayWindow *current,
+                        const Idevs__Launcher__V1__ReplayWindow *previous, replay_sender *s)
+{
+    for (size_t k = 0; k < s->instance_count; k++)
+        if (s->instances[k].instance == number)
+            return false;
+    replay_instance *in = &s->instances[s->instance_count++];
+    in->instance = number;
+    return window_ok(current, &in->cur) &&
+           (previous == NULL || (window_ok(previous, &in->prev) && in->prev.epoch < in->cur.epoch));
+}
+
 typedef enum slot_kind { SLOT_EMPTY, SLOT_GOOD, SLOT_BAD } slot_kind;
 
 /* What a slot holds; a good one's senders (service_count, zeroed by the caller) and generation. */
@@ -171,7 +184,8 @@ static slot_kind read_slot(const uint8_t *slot, size_t slot_bytes, replay_sender
         mac_len != sizeof mac || memcmp(mac, sealed->mac.data, sizeof mac) != 0)
         goto out;
     rec = idevs__launcher__v1__replay_record__unpack(NULL, sealed->record.len, sealed->record.data);
-    if (rec == NULL || rec->base.n_unknown_fields != 0 || rec->version != 2 || rec->program.len != IDEVS_UUID_LEN ||
+    if (rec == NULL || rec->base.n_unknown_fields != 0 || (rec->version != 2 && rec->version != 3) ||
+        rec->program.len != IDEVS_UUID_LEN ||
         memcmp(rec->program.data, deployment->program.b, IDEVS_UUID_LEN) != 0 ||
         rec->n_senders > IDEVS_DEPLOYMENT_MAX_ENTRIES)
         goto out;
@@ -185,10 +199,20 @@ static slot_kind read_slot(const uint8_t *slot, size_t slot_bytes, replay_sender
         if (i == deployment->service_count)
             continue;
         replay_sender *s = &senders[i];
-        if (s->cur.used || !window_ok(e->current, &s->cur))
-            goto out; /* a sender twice, or without its current window */
-        if (e->previous != NULL && (!window_ok(e->previous, &s->prev) || s->prev.epoch >= s->cur.epoch))
+        if (s->instance_count != 0)
+            goto out; /* a sender twice */
+        if (rec->version == 2 && (e->n_instances != 0 || e->instance_floor != 0 ||
+                                  !instance_ok(0, e->current, e->previous, s)))
             goto out;
+        if (rec->version == 3 && (e->current != NULL || e->previous != NULL || e->n_instances == 0 ||
+                                  e->n_instances > 64))
+            goto out;
+        for (size_t k = 0; rec->version == 3 && k < e->n_instances; k++) {
+            const Idevs__Launcher__V1__ReplayInstance *in = e->instances[k];
+            if (in->base.n_unknown_fields != 0 || !instance_ok(in->instance, in->current, in->previous, s))
+                goto out;
+        }
+        s->instance_floor = e->instance_floor;
         replay_epoch latest = {0}, previous = {0}; /* streams of handled ids, the stream in the epoch field */
         if (e->handled != NULL && !window_ok(e->handled, &latest))
             goto out;
@@ -223,11 +247,17 @@ static bool stream_same(const idevs_handled_stream *a, const idevs_handled_strea
 
 static bool senders_same(const replay_sender *a, const replay_sender *b)
 {
-    for (size_t i = 0; i < deployment->service_count; i++)
-        if (!epoch_same(&a[i].cur, &b[i].cur) || !epoch_same(&a[i].prev, &b[i].prev) ||
+    for (size_t i = 0; i < deployment->service_count; i++) {
+        if (a[i].instance_count != b[i].instance_count || a[i].instance_floor != b[i].instance_floor ||
             !stream_same(&a[i].handled.latest, &b[i].handled.latest) ||
             !stream_same(&a[i].handled.previous, &b[i].handled.previous))
             return false;
+        for (size_t k = 0; k < a[i].instance_count; k++) {
+            const replay_instance *x = &a[i].instances[k], *y = &b[i].instances[k];
+            if (x->instance != y->instance || !epoch_same(&x->cur, &y->cur) || !epoch_same(&x->prev, &y->prev))
+                return false;
+        }
+    }
     return true;
 }
 
@@ -235,10 +265,16 @@ static void bounds_ok(const replay_sender *senders)
 {
     for (size_t i = 0; i < deployment->service_count; i++) {
         const replay_sender *s = &senders[i];
-        FUZZ_CHECK(!s->prev.used || (s->cur.used && s->prev.epoch < s->cur.epoch));
+        FUZZ_CHECK(s->instance_count <= IDEVS_INSTANCES_MAX);
+        for (size_t k = 0; k < s->instance_count; k++) {
+            const replay_instance *in = &s->instances[k];
+            FUZZ_CHECK(in->cur.used && (!in->prev.used || in->prev.epoch < in->cur.epoch));
+            for (size_t j = 0; j < k; j++)
+                FUZZ_CHECK(s->instances[j].instance != in->instance);
+        }
         FUZZ_CHECK(!s->handled.previous.used ||
                    (s->handled.latest.used && s->handled.previous.stream != s->handled.latest.stream));
-        FUZZ_CHECK(s->cur.used || (!s->handled.latest.used && !s->prev.used));
+        FUZZ_CHECK(s->instance_count > 0 || (!s->handled.latest.used && s->instance_floor == 0));
     }
 }
 
@@ -279,14 +315,16 @@ static void write_file(const uint8_t *bytes, size_t len)
     FUZZ_SETUP(close(fd) == 0);
 }
 
-static uint8_t image[2 * SLOT];
+static uint8_t image[2 * SLOT_MAX];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1 || size > 4 * SLOT)
+    if (size < 1 || size > 4 * SLOT_MAX)
         return 0;
     unsigned mode = data[0] & 3u;
-    size_t slot_bytes = data[0] & 8u ? OLD_SLOT : SLOT;
+    size_t slot = replay_record_slot_bytes(deployment->service_count);
+    FUZZ_SETUP(slot <= SLOT_MAX);
+    size_t slot_bytes = data[0] & 8u ? OLD_SLOT : slot;
     const uint8_t *body = data + 1;
     size_t body_len = size - 1;
     const uint8_t *file_bytes = image;
@@ -294,7 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (mode == 0) {
         file_bytes = body;
         file_len = body_len;
-        slot_bytes = body_len == 2 * OLD_SLOT ? OLD_SLOT : SLOT;
+        slot_bytes = body_len / 2; /* two slots of whole 4 KiB are read, whatever their size */
     } else {
         memset(image, 0, sizeof image);
         const uint8_t *part[2] = {body, NULL};
@@ -330,7 +368,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_SETUP(expect[0] != NULL && expect[1] != NULL);
     slot_kind kind[2] = {SLOT_BAD, SLOT_BAD};
     uint64_t generation[2] = {0, 0};
-    if (file_len == 2 * slot_bytes)
+    if (file_len == 2 * slot_bytes && slot_bytes > 0 && slot_bytes % 4096 == 0)
         for (int i = 0; i < 2; i++)
             kind[i] = read_slot(file_bytes + i * slot_bytes, slot_bytes, expect[i], &generation[i]);
     int best = kind[0] != SLOT_GOOD ? (kind[1] == SLOT_GOOD ? 1 : -1)
@@ -360,7 +398,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     f->l.replay.dirty = true;
     FUZZ_CHECK(replay_record_save(&f->l, REPLAY_SAVE_RELEASE));
     struct stat st;
-    FUZZ_CHECK(fstatat(state_fd, file, &st, 0) == 0 && st.st_size == 2 * SLOT && (st.st_mode & 0777) == 0600);
+    FUZZ_CHECK(fstatat(state_fd, file, &st, 0) == 0 && st.st_size == (off_t)(2 * slot) && (st.st_mode & 0777) == 0600);
     open_fixture(g);
     FUZZ_CHECK(g->warnings == 0);
     FUZZ_CHECK(senders_same(g->l.replay.senders, f->l.replay.senders));

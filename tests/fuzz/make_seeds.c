@@ -437,7 +437,7 @@ static void frames(void)
 }
 
 /* fuzz_gate's records (see there): done inputs and responses, a replay, a jump past the window, an epoch
- * that replaces the older of two, and the refusals before the replay record. */
+ * that replaces the older of two, the refusals before the replay record, and instances up to an eviction. */
 static void gate_records(void)
 {
     static const uint8_t flow[][5] = {
@@ -448,6 +448,23 @@ static void gate_records(void)
     };
     put("gate", "flow", flow, sizeof flow, NULL, 0);
     put("gate", "one", flow[0], sizeof flow[0], NULL, 0);
+    /* Instances: 0 and 1 at the same epoch and sequence, each done and replayed; then 64 more at later epochs,
+     * the 65th evicting instance 0, whose epoch is then refused and its next taken. */
+    uint8_t many[(4 + 64 + 2) * 5];
+    size_t n = 0;
+    const uint8_t two[4][5] = {{0x00, 0, 1, 0, 1}, {0x10, 0, 1, 0, 1}, {0x00, 0, 1, 0, 1}, {0x10, 0, 1, 0, 1}};
+    memcpy(many, two, sizeof two);
+    n = sizeof two;
+    for (unsigned i = 2; i < 66; i++, n += 5) {
+        many[n] = (uint8_t)((i & 15u) << 4);
+        many[n + 1] = (uint8_t)((i >> 4) << 3);
+        many[n + 2] = 2;
+        many[n + 3] = 0;
+        many[n + 4] = 1;
+    }
+    const uint8_t after[2][5] = {{0x00, 0, 1, 0, 2}, {0x00, 0, 3, 0, 1}};
+    memcpy(many + n, after, sizeof after);
+    put("gate", "instances", many, sizeof many, NULL, 0);
 }
 
 /* ---- plugin_options: lines "KEY VALUE" (fuzz_plugin_options.c) ---- */
@@ -653,12 +670,14 @@ static void replay_fixture(idevs_launcher *l, idevs_deployment *d, int dirfd)
     FUZZ_SETUP(replay_record_init(l) == IDEVS_OK && replay_record_load(l, why, sizeof why) == IDEVS_OK);
 }
 
-static void done(idevs_launcher *l, size_t sender, uint64_t epoch, uint64_t sequence, uint64_t stream, uint64_t n)
+static void done(idevs_launcher *l, size_t sender, uint32_t instance, uint64_t epoch, uint64_t sequence,
+                 uint64_t stream, uint64_t n)
 {
     delivery d;
     memset(&d, 0, sizeof d);
     d.tracked = true;
     d.sender = sender;
+    d.instance = instance;
     d.epoch = epoch;
     d.sequence = sequence;
     uint8_t s[IDEVS_MSGID_STREAM_LEN];
@@ -724,17 +743,19 @@ static void replay_records(void)
     int fd = openat(dirfd, "sealing.key", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     FUZZ_SETUP(fd >= 0 && write(fd, secret, sizeof secret) == (ssize_t)sizeof secret && close(fd) == 0);
 
-    /* generation 1 (the second slot): store in two epochs, taxi with two streams of handled ids */
+    /* generation 1 (the second slot): store in two epochs and a second instance, taxi with two streams of
+     * handled ids */
     idevs_launcher l;
     replay_fixture(&l, d, dirfd);
-    done(&l, 0, 1800000000000ull, 5, 0x1111, 1);
-    done(&l, 0, 1800000000000ull, 7, 0x1111, 2);
-    done(&l, 0, 1800000600000ull, 1, 0x1111, 3);
-    done(&l, 2, 1800000000000ull, 2000, 0x2222, 1);
-    done(&l, 2, 1800000000000ull, 2001, 0x3333, 1);
+    done(&l, 0, 0, 1800000000000ull, 5, 0x1111, 1);
+    done(&l, 0, 0, 1800000000000ull, 7, 0x1111, 2);
+    done(&l, 0, 0, 1800000600000ull, 1, 0x1111, 3);
+    done(&l, 0, 7, 1800000600000ull, 1, 0x1111, 4);
+    done(&l, 2, 0, 1800000000000ull, 2000, 0x2222, 1);
+    done(&l, 2, 0, 1800000000000ull, 2001, 0x3333, 1);
     FUZZ_SETUP(replay_record_save(&l, REPLAY_SAVE_RELEASE));
     /* generation 2 (the first slot): shop too */
-    done(&l, 1, 42, 1, 0x4444, 9);
+    done(&l, 1, 0, 42, 1, 0x4444, 9);
     FUZZ_SETUP(replay_record_save(&l, REPLAY_SAVE_RELEASE));
     replay_record_free(&l);
     char file[IDEVS_UUID_STR_LEN + 8];
@@ -742,19 +763,21 @@ static void replay_records(void)
 
     seed_warnings = 0;
     replay_fixture(&l, d, dirfd);
-    expect(seed_warnings == 0 && l.replay.generation == 2 && l.replay.senders[1].cur.used,
+    expect(seed_warnings == 0 && l.replay.generation == 2 && l.replay.senders[1].instance_count == 1 &&
+           l.replay.senders[0].instance_count == 2,
            "the replay record written reads back, its newer slot");
     replay_record_free(&l);
 
     size_t len;
     uint8_t *image = read_all(dirfd, file, &len);
-    FUZZ_SETUP(len == 2 * 65536);
+    size_t slot = replay_record_slot_bytes(d->service_count);
+    FUZZ_SETUP(len == 2 * slot);
     uint8_t mode = 0;
     put("replay_record", "file", &mode, 1, image, len);
     /* both slots as they are, then each alone */
     uint32_t used[2];
     for (int i = 0; i < 2; i++) {
-        const uint8_t *s = image + i * 65536;
+        const uint8_t *s = image + i * slot;
         used[i] = 4 + ((uint32_t)s[0] << 24 | (uint32_t)s[1] << 16 | (uint32_t)s[2] << 8 | s[3]);
     }
     uint8_t *slots = malloc(3 + used[0] + used[1]);
@@ -763,14 +786,14 @@ static void replay_records(void)
     slots[1] = (uint8_t)(used[0] >> 8);
     slots[2] = (uint8_t)used[0];
     memcpy(slots + 3, image, used[0]);
-    memcpy(slots + 3 + used[0], image + 65536, used[1]);
+    memcpy(slots + 3 + used[0], image + slot, used[1]);
     put("replay_record", "slots", slots, 3 + used[0] + used[1], NULL, 0);
     slots[3 + 40] ^= 1; /* the newer slot damaged: the older is read */
     put("replay_record", "slots-newer-damaged", slots, 3 + used[0] + used[1], NULL, 0);
     free(slots);
 
     /* the records themselves, for the target to seal */
-    Idevs__Launcher__V1__ReplayRecord *newer = slot_record(image), *older = slot_record(image + 65536);
+    Idevs__Launcher__V1__ReplayRecord *newer = slot_record(image), *older = slot_record(image + slot);
     expect(newer != NULL && older != NULL && newer->generation == 2 && older->generation == 1 &&
            newer->n_senders == 3, "the replay record's slots decode");
     put_record("record", 2, newer);
@@ -790,18 +813,50 @@ static void replay_records(void)
     /* near-valid: each of the rules behind the HMAC */
     newer->version = 1;
     put_record("version-1", 2, newer);
-    newer->version = 2;
+    newer->version = 3;
     newer->program.data[0] ^= 1;
     put_record("other-program", 2, newer);
     newer->program.data[0] ^= 1;
     Idevs__Launcher__V1__ReplaySender *store = newer->senders[0];
-    uint64_t prev = store->previous->epoch;
-    store->previous->epoch = store->current->epoch;
+    Idevs__Launcher__V1__ReplayInstance *first = store->instances[0];
+    uint64_t prev = first->previous->epoch;
+    first->previous->epoch = first->current->epoch;
     put_record("previous-not-older", 2, newer);
-    store->previous->epoch = prev;
-    store->current->n_bits--;
+    first->previous->epoch = prev;
+    first->current->n_bits--;
     put_record("short-window", 2, newer);
-    store->current->n_bits++;
+    first->current->n_bits++;
+    uint32_t number = store->instances[1]->instance;
+    store->instances[1]->instance = first->instance;
+    put_record("instance-twice", 2, newer);
+    store->instances[1]->instance = number;
+    store->current = first->current;
+    put_record("version-3-with-current", 2, newer);
+    store->current = NULL;
+    /* the former version: each sender's epochs as its instance 0, in a slot of its size (64 KiB) */
+    Idevs__Launcher__V1__ReplayInstance **instances[3];
+    size_t n_instances[3];
+    newer->version = 2;
+    for (size_t k = 0; k < newer->n_senders; k++) {
+        Idevs__Launcher__V1__ReplaySender *e = newer->senders[k];
+        instances[k] = e->instances;
+        n_instances[k] = e->n_instances;
+        e->current = e->instances[0]->current;
+        e->previous = e->instances[0]->previous;
+        e->n_instances = 0;
+        e->instances = NULL;
+    }
+    put_record("version-2", 10, newer);
+    store->instances = instances[0];
+    store->n_instances = 1;
+    put_record("version-2-with-instances", 10, newer);
+    for (size_t k = 0; k < newer->n_senders; k++) {
+        Idevs__Launcher__V1__ReplaySender *e = newer->senders[k];
+        e->current = e->previous = NULL;
+        e->instances = instances[k];
+        e->n_instances = n_instances[k];
+    }
+    newer->version = 3;
     Idevs__Launcher__V1__ReplaySender *taxi = newer->senders[2];
     Idevs__Launcher__V1__ReplayWindow *handled = taxi->handled;
     taxi->handled = NULL;
@@ -859,12 +914,12 @@ static void put_entry(const char *name, uint8_t flags, const char *topic, size_t
     k.qos = qos;
     k.response_topic = request ? "idevs/p/resp/ride" : "";
     /* A request's correlation data: its message id, then the compartment's token (opaque here). */
-    static uint8_t correlation[IDEVS_REQUEST_CORRELATION_MAX];
+    static uint8_t correlation[IDEVS_REQUEST_CORRELATION_LEN];
     memcpy(correlation, h.message_id.b, IDEVS_UUID_LEN);
     memset(correlation + IDEVS_UUID_LEN, 0x3c, sizeof correlation - IDEVS_UUID_LEN);
     if (request) {
         k.correlation.data = correlation;
-        k.correlation.len = IDEVS_REQUEST_CORRELATION_LEN(0);
+        k.correlation.len = sizeof correlation;
     }
     k.created_ms = created_ms;
     if (kept) {
@@ -927,6 +982,8 @@ int main(int argc, char **argv)
                            IDEVS_OK);
     free(documented);
     put_descriptor("loyalty", descriptor_small);
+    put_descriptor_variant("instances-and-partitions", descriptor_small, "\"logic\":\"libloyalty.so\"",
+                           "\"logic\":\"libloyalty.so\",\"instances\":4,\"partitions\":65536", IDEVS_OK);
     static const struct { const char *name, *from, *to; } refused[] = {
         {"topic-twice", "idevs/loyalty/out/award", "idevs/loyalty/in/sales"},
         {"topic-wildcard", "idevs/loyalty/out/award", "idevs/loyalty/out/+"},
@@ -934,6 +991,8 @@ int main(int argc, char **argv)
         {"unknown-service", "\"to\":\"points\"", "\"to\":\"taxi\""},
         {"qos-3", "\"qos\":0", "\"qos\":3"},
         {"name-twice", "\"name\":\"points\"", "\"name\":\"store\""},
+        {"instances-65", "\"logic\":\"libloyalty.so\"", "\"logic\":\"libloyalty.so\",\"instances\":65"},
+        {"partitions-0", "\"logic\":\"libloyalty.so\"", "\"logic\":\"libloyalty.so\",\"partitions\":0"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
         put_descriptor_variant(refused[i].name, descriptor_small, refused[i].from, refused[i].to, IDEVS_ERR_CONFIG);

@@ -299,15 +299,17 @@ def check_vectors(path, pb2, v1_path=None):
             provenance = [h(p) for p in msg["provenance"]]
             env, values = seal(pb2, sender, recipient, topic, h(msg["payload"]), provenance,
                                case["suite"], epoch, e_priv, h(msg["message_id"]), msg["sequence"],
-                               msg["carries"] == "chain", msg["pad"], inputs["instance"])
-            label = f"suite {case['suite']} seq {msg['sequence']}"
+                               msg["carries"] == "chain", msg["pad"], case["instance"])
+            label = f"suite {case['suite']} instance {case['instance']} seq {msg['sequence']}"
             for field in ("offer", "epoch_signature", "dh_e", "dh_s", "key", "base_nonce"):
                 check(f"{label} {field}", values[field], h(expected[field]))
             for field in ("plaintext", "aad", "nonce", "ciphertext"):
                 check(f"{label} {field}", values[field], h(msg["expected"][field]))
             check(f"{label} envelope bytes", env, h(msg["expected"]["envelope"]))
-            payload, got_provenance, _ = open_envelope(pb2, recipient, topic, h(msg["expected"]["envelope"]), sender)
+            payload, got_provenance, opened = open_envelope(pb2, recipient, topic, h(msg["expected"]["envelope"]),
+                                                            sender)
             check(f"{label} opens to the payload", payload, h(msg["payload"]))
+            check(f"{label} opens as its instance", u32(opened.instance), u32(case["instance"]))
             check(f"{label} opens to the provenance", b"".join(got_provenance), b"".join(provenance))
     if v1_path is not None:
         with open(v1_path) as f:

@@ -7,7 +7,8 @@
  *                  (built with -DECHO_NO_RESPONSE_HANDLER: no response handler is registered, and a refused
  *                  request emits "request refused: <idevs_err number>" on "out" instead)
  *   "ask-keep:<text>" requests "ask" with <text>, and <text> as the request's state: the response comes back as
- *                  "answer:<response> for <state>" (idevs_request_with_state), after a restart too
+ *                  "answer:<response> for <state>" (idevs_request_with_state), after a restart too; a response
+ *                  "ask-keep:<text>" asks again the same way (its request has one more id of provenance)
  *   "fail"         emits, then returns an error: nothing may leave (transactions)
  *   "undeclared"   emits to an output the deployment does not declare and returns what emit() said
  *   "upper:<text>" emits <text> in upper case
@@ -55,6 +56,12 @@ static int starts_with(const idevs_message *m, const char *prefix, size_t *skip)
     return 1;
 }
 
+static idevs_err ask_keep(idevs_logic *lg, const idevs_message *m, size_t skip)
+{
+    return idevs_request_with_state(lg, "ask", m->payload + skip, m->payload_len - skip, m->payload + skip,
+                                    m->payload_len - skip, NULL);
+}
+
 static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
 {
     echo_state *st = state;
@@ -63,8 +70,7 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
     if (st->spin_us > 0)
         spin(st->spin_us);
     if (starts_with(m, "ask-keep:", &skip))
-        return idevs_request_with_state(lg, "ask", m->payload + skip, m->payload_len - skip, m->payload + skip,
-                                        m->payload_len - skip, NULL);
+        return ask_keep(lg, m, skip);
     if (starts_with(m, "ask:", &skip)) {
         idevs_msgid id;
         idevs_err err = idevs_request(lg, "ask", m->payload + skip, m->payload_len - skip, &id);
@@ -118,6 +124,9 @@ static idevs_err on_event(idevs_logic *lg, const idevs_message *m, void *state)
 static idevs_err on_answer(idevs_logic *lg, const idevs_message *m, void *state)
 {
     (void)state;
+    size_t skip = 0;
+    if (starts_with(m, "ask-keep:", &skip))
+        return ask_keep(lg, m, skip);
     char buf[512];
     static const char prefix[] = "answer:";
     size_t n = m->payload_len < sizeof buf - sizeof prefix ? m->payload_len : sizeof buf - sizeof prefix;

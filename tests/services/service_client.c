@@ -16,9 +16,10 @@
  *   service_client held
  *       no broker: envelopes with 64 KiB of correlation data each, arriving before the compartment is
  *       verified, are held within the 32 MiB limit, correlation data and topics counted.
- *   service_client outbox-send N [OPTIONS with --outbox FILE]
- *       publishes N messages under the keys k1..kN and stops at once, as a crashed service would, before any
- *       receipt could be read: the outbox holds the N (whether they reached the broker or not).
+ *   service_client outbox-send N [--partition-key KEY] [OPTIONS with --outbox FILE]
+ *       publishes N messages under the keys k1..kN (with the partition key KEY, if given) and stops at once, as a
+ *       crashed service would, before any receipt could be read: the outbox holds the N (whether they reached the
+ *       broker or not).
  *   service_client outbox-resume N [OPTIONS with the same --outbox FILE]
  *       starts on that outbox: the N go again, and each is receipted once (on_receipt with its key); publishing
  *       k1 again adds nothing and tells its receipt at once.
@@ -271,7 +272,14 @@ static int outbox(int argc, char **argv, bool resume)
     idevs_service_config cfg;
     idevs_service *svc;
     idevs_err err;
-    if (n < 1 || n > 64 || !service_started(&cfg, argc, argv, 3, NULL, &svc, &err))
+    idevs_publish_options opts = {0};
+    int first = 3;
+    if (!resume && argc > 4 && strcmp(argv[3], "--partition-key") == 0) {
+        opts.partition_key = argv[4];
+        opts.partition_key_len = strlen(argv[4]);
+        first = 5;
+    }
+    if (n < 1 || n > 64 || !service_started(&cfg, argc, argv, first, NULL, &svc, &err))
         return 2;
     if (err == IDEVS_OK && !resume) {
         bool all = true;
@@ -280,7 +288,8 @@ static int outbox(int argc, char **argv, bool resume)
             snprintf(key, sizeof key, "k%ld", i);
             snprintf(payload, sizeof payload, "outbox %ld", i);
             idevs_msgid id;
-            all &= idevs_service_publish_keyed(svc, "events", key, payload, strlen(payload), &id) == IDEVS_OK;
+            opts.key = key;
+            all &= idevs_service_publish_with(svc, "events", &opts, payload, strlen(payload), &id) == IDEVS_OK;
             char hex[IDEVS_UUID_STR_LEN];
             idevs_uuid_format(&id, hex);
             printf("# sent %s %s\n", key, hex);

@@ -8,7 +8,9 @@
 #   compartment before it receives again; on a broker where anyone may write the retained topics (as through a
 #   bridge), a certificate with anything but its chain, or a descriptor with control characters, is refused
 #   and the sentence saying why holds no control character; the holding queue's byte limit counts correlation
-#   data; a broker that drops every connection gets a few attempts with a growing backoff, not a loop.
+#   data; a broker that drops every connection gets a few attempts with a growing backoff, not a loop; an input
+#   published with a partition key carries its partition (idevs-partition), one without none, and a message
+#   sent again from the outbox the same one; an outbox file of the schema before partitions still opens.
 #   test_services.sh PLUGIN.so IDEVS_CA IDEVS_COMPARTMENT ECHO_LOGIC.so IDEVS_PUB IDEVS_SUB SERVICE_CLIENT
 set -u
 plugin=$1 ca_tool=$2 compartment=$3 echo_logic=$4 idevs_pub=$5 idevs_sub=$6 service_client=$7
@@ -31,7 +33,8 @@ fi
 # The request at QoS 2 (the output at 1). Padding chosen per entry: the input in blocks of 128 bytes (sealed by the
 # library), the output not at all (by the compartment), the request and its answers in blocks of 4096.
 write_descriptor "$work/echo.json" 2
-sed -i -e 's|"from": "store"}|"from": "store", "pad": 128}|' -e 's|"to": "sink", "qos": 1}|"to": "sink", "qos": 1, "pad": "none"}|' \
+# 1000 partitions (not the default 64): the library takes the number from the descriptor.
+sed -i -e 's|"from": "store"}|"from": "store", "pad": 128}|' -e 's|"config": {}}|"config": {}, "partitions": 1000}|' -e 's|"to": "sink", "qos": 1}|"to": "sink", "qos": 1, "pad": "none"}|' \
   -e 's|"qos": 2}|"qos": 2, "pad": 4096}|' "$work/echo.json"
 port=$(free_port)
 conf=$work/broker.conf
@@ -118,6 +121,31 @@ check "idevs-pub refuses an input this service does not send (unknown_input)" ba
 free=$(free_port)
 check "no broker listening: idevs-pub says the broker refused the connection, not a file error" bash -c \
   "! '$idevs_pub' --pki '$pki' --name store -p $free --process echo --policy allow-process-backend-insecure -t events -m x 2>'$work/e' && grep -q 'cannot connect to the broker at 127.0.0.1:$free: Connection refused (broker)' '$work/e' && ! grep -q 'file' '$work/e'"
+
+# ---- partitions (docs/PROTOCOL.md 8.5): idevs-pub --partition-key ----
+# The partition of key $1, computed here apart from the library: SHA-256 of the label, program UUID and key.
+partition_of() {
+  python3 -c 'import hashlib, sys, uuid
+h = hashlib.sha256(b"idevs partition v1" + uuid.UUID(sys.argv[1]).bytes + sys.argv[2].encode()).digest()
+print(int.from_bytes(h[:4], "big") % 1000)' "$program" "$1"
+}
+# capture_properties FILE COUNT: the user properties of the next COUNT inputs, "[key:value]" a line.
+capture_properties() {
+  local id=cap-$(basename "$1")
+  background "$1" "$1.err" mosquitto_sub -V 5 -h 127.0.0.1 -p "$port" -i "$id" -q 1 -t "$in_topic" -C "$2" -W 20 \
+    -F '[%P]'
+  wait_subscribed "$id" "$in_topic"
+}
+capture_properties "$work/props.out" 2
+cap_pid=$last_pid
+"$idevs_pub" "${store[@]}" -t events --partition-key C-0001 -m 'keyed' >"$work/pub-part.out" 2>&1
+check "idevs-pub --partition-key publishes" test "$?" -eq 0
+"$idevs_pub" "${store[@]}" -t events -m 'not keyed' >>"$work/pub-part.out" 2>&1
+wait_pid "$cap_pid"
+check "an input with a partition key carries idevs-partition, its partition of 1000" \
+  test "$(sed -n 1p "$work/props.out")" = "[idevs-partition:$(partition_of C-0001)]"
+check "... one without a partition key carries no user property" test "$(sed -n 2p "$work/props.out")" = "[]"
+check "... and the key itself is nowhere in what the broker saw" bash -c "! grep -aq 'C-0001' '$work/broker.log'"
 
 # ---- refusals: the library does not start ----
 zero=0000000000000000000000000000000000000000000000000000000000000000
@@ -243,9 +271,20 @@ client_checks "reconnect" reconnect "${sink[@]}" -i sink-reconnect
 background "$work/sub-outbox.out" "$work/sub-outbox.err" "$idevs_sub" "${sink[@]}" -i sink-outbox -C 4 -W 8
 sub_pid=$last_pid
 wait_subscribed sink-outbox "$out_topic"
-client_checks "outbox (sent)" outbox-send 3 "${store[@]}" -i store-outbox --outbox "$work/store.outbox"
+client_checks "outbox (sent)" outbox-send 3 --partition-key C-0042 "${store[@]}" -i store-outbox \
+  --outbox "$work/store.outbox"
 check "the outbox file is private" bash -c "[ \"\$(stat -c %a '$work/store.outbox')\" = 600 ]"
+kept=$(python3 -c "import sqlite3, sys
+print(*sqlite3.connect(sys.argv[1]).execute('SELECT DISTINCT partition_number FROM idevs_outbox'))" "$work/store.outbox")
+check "... and holds the partition, not the partition key" bash -c \
+  "[ '$kept' = '($(partition_of C-0042),)' ] && ! grep -aq 'C-0042' '$work/store.outbox'"
+capture_properties "$work/props-again.out" 3
+cap_pid=$last_pid
 client_checks "outbox (restarted)" outbox-resume 3 "${store[@]}" -i store-outbox --outbox "$work/store.outbox"
+wait_pid "$cap_pid"
+check "the three sent again from the outbox carry the partition they were first sent with" bash -c \
+  "[ \"\$(sort -u '$work/props-again.out')\" = '[idevs-partition:$(partition_of C-0042)]' ] &&
+   [ \"\$(wc -l <'$work/props-again.out')\" -eq 3 ]"
 wait_pid "$sub_pid"
 check "the sink gets each of the three once" bash -c \
   "[ \"\$(sort '$work/sub-outbox.out' | tr '\n' ,)\" = 'outbox 1,outbox 2,outbox 3,' ]"
@@ -261,6 +300,21 @@ db.execute("UPDATE sqlite_sequence SET seq = seq + 2000 WHERE name = 'idevs_outb
 db.commit()
 PY
 client_checks "outbox past number 1024 (restarted)" outbox-resume 3 "${store[@]}" -i store-outbox2 --outbox "$work/store2.outbox"
+# An outbox file made before partitions (no partition_number column): it opens, gains the column, and what it
+# holds goes again, without a partition.
+client_checks "outbox of the former schema (sent)" outbox-send 2 "${store[@]}" -i store-outbox3 \
+  --outbox "$work/store3.outbox"
+python3 - "$work/store3.outbox" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("ALTER TABLE idevs_outbox DROP COLUMN partition_number")
+db.commit()
+PY
+columns() { python3 -c "import sqlite3, sys; print(' '.join(r[1] for r in sqlite3.connect(sys.argv[1]).execute('PRAGMA table_info(idevs_outbox)')))" "$1"; }
+check "... the file has the former schema" bash -c "! grep -qw partition_number <<<'$(columns "$work/store3.outbox")'"
+client_checks "outbox of the former schema (restarted)" outbox-resume 2 "${store[@]}" -i store-outbox3 \
+  --outbox "$work/store3.outbox"
+check "... and gained the partition column" grep -qw partition_number <<<"$(columns "$work/store3.outbox")"
 
 # ---- reconnection: the broker restarts under a running subscriber ----
 background "$work/sub5.out" "$work/sub5.err" "$idevs_sub" "${sink[@]}" -i sink-restart -C 2 -W 50 -v

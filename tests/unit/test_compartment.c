@@ -87,6 +87,8 @@ static void hex(const uint8_t *b, size_t n, char *out)
 static const char *limits_extra = ""; /* more limits for the next start(), e.g. ", \"max_outstanding_requests\": 4" */
 static const char *output_pad = "";   /* the output's "pad" member for the next start(), e.g. ", \"pad\": 256" */
 static const char *request_pad = "";  /* the request's */
+static const char *process_extra = ""; /* more of "process" for the next start(), e.g. ", \"instances\": 4" */
+static uint32_t init_instance;         /* Init.instance of the next send_init() */
 
 /* The test deployment: source -> events -> out -> sink; request ask -> oracle. */
 static void make_descriptor(child *c, const char *config)
@@ -101,7 +103,7 @@ static void make_descriptor(child *c, const char *config)
     int n = snprintf(c->descriptor, sizeof c->descriptor,
                      "{\"version\": 1,\n"
                      " \"process\": {\"name\": \"echo-test\", \"uuid\": \"%s\", \"logic\": \"idevs_logic_echo.so\","
-                     " \"config\": %s},\n"
+                     " \"config\": %s%s},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
                      " \"services\": [{\"name\": \"source\", \"uuid\": \"%s\", \"certificate\": \"source.crt\", \"receipts\": true},"
                      " {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\", \"receipts\": true},"
@@ -112,7 +114,7 @@ static void make_descriptor(child *c, const char *config)
                      "\", \"to\": \"oracle\", \"qos\": 2%s}],\n"
                      " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": 64, \"event_timeout_ms\": 2000%s}}\n",
-                     prog, config, ca_hex, src, snk, orc, output_pad, request_pad, limits_extra);
+                     prog, config, process_extra, ca_hex, src, snk, orc, output_pad, request_pad, limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof c->descriptor);
     c->descriptor_len = (size_t)n;
     CU_ASSERT_FATAL(idevs_sha256(c->descriptor, c->descriptor_len, c->digest) == IDEVS_OK);
@@ -294,6 +296,7 @@ static void send_init(child *c, const uint8_t key[32], const uint8_t *blob, size
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     init.now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    init.instance = init_instance;
     Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
     f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_INIT;
     f.init = &init;
@@ -448,6 +451,29 @@ static void echo_child_stop(echo_child *e)
     idevs_cert_policy_free(e->p2);
 }
 
+/* A child of the echo logic that asks the oracle: the source, the sink and the oracle, each with its policy. */
+typedef struct asking_child {
+    child c;
+    idevs_cert_policy *p1, *p2, *p3;
+    idevs_envelope_ctx *src, *snk, *orc;
+} asking_child;
+
+static void asking_child_start(asking_child *a)
+{
+    CU_ASSERT_TRUE_FATAL(start(&a->c, "echo", NULL));
+    a->src = service_ctx(&a->c, source, &a->p1, false);
+    a->snk = service_ctx(&a->c, sink, &a->p2, false);
+    a->orc = service_ctx(&a->c, oracle, &a->p3, false);
+}
+
+static void asking_child_stop(asking_child *a)
+{
+    CU_ASSERT_EQUAL(shutdown_child(&a->c), 0);
+    party_free(a->src, a->p1);
+    party_free(a->snk, a->p2);
+    party_free(a->orc, a->p3);
+}
+
 static void seal(idevs_envelope_ctx *ctx, const char *topic, const char *text, const idevs_msgid *prov, size_t n,
                  uint8_t **env, size_t *env_len, idevs_msgid *id)
 {
@@ -508,7 +534,7 @@ static void expect_done(child *c, uint64_t id, idevs_err status)
 }
 
 /* The next Publish; opens it as the sink (or oracle) and checks payload and provenance. */
-static uint8_t last_correlation[IDEVS_REQUEST_CORRELATION_MAX]; /* of the last request expect_publish read */
+static uint8_t last_correlation[IDEVS_REQUEST_CORRELATION_LEN]; /* of the last request expect_publish read */
 static size_t last_correlation_len;
 
 static void expect_publish(child *c, uint64_t delivery_id, idevs_envelope_ctx *receiver, const char *topic,
@@ -532,7 +558,7 @@ static void expect_publish(child *c, uint64_t delivery_id, idevs_envelope_ctx *r
     if (strcmp(topic, TOPIC_REQ) == 0) {
         CU_ASSERT_STRING_EQUAL(p->response_topic, TOPIC_RESP);
         CU_ASSERT_EQUAL(p->qos, 2);
-        CU_ASSERT_EQUAL_FATAL(p->correlation_data.len, IDEVS_REQUEST_CORRELATION_LEN(op.provenance_count));
+        CU_ASSERT_EQUAL_FATAL(p->correlation_data.len, IDEVS_REQUEST_CORRELATION_LEN); /* whatever k and state */
         CU_ASSERT_EQUAL(memcmp(p->correlation_data.data, op.message_id.b, 16), 0);
         memcpy(last_correlation, p->correlation_data.data, p->correlation_data.len);
         last_correlation_len = p->correlation_data.len;
@@ -711,111 +737,172 @@ static void test_request_response(void)
  * matches nothing. */
 static void test_request_state_across_restart(void)
 {
-    child c;
-    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
-    idevs_cert_policy *p1, *p2, *p3;
-    idevs_envelope_ctx *src = service_ctx(&c, source, &p1, false), *snk = service_ctx(&c, sink, &p2, false),
-                       *orc = service_ctx(&c, oracle, &p3, false);
+    asking_child a;
+    asking_child_start(&a);
     idevs_msgid in_id[3], resp_id;
     idevs_opened req[3];
-    uint8_t corr[3][IDEVS_REQUEST_CORRELATION_LEN(1)];
+    uint8_t corr[3][IDEVS_REQUEST_CORRELATION_LEN];
     static const char *const asks[3] = {"ask-keep:how far?", "ask-keep:and back?", "ask-keep:and then?"};
     for (int i = 0; i < 3; i++) {
-        deliver_text(&c, src, 1 + i, TOPIC_IN, TOPIC_IN, asks[i], &in_id[i]);
-        expect_publish(&c, 1 + i, orc, TOPIC_REQ, asks[i] + 9, &in_id[i], 1, &req[i]);
-        expect_done(&c, 1 + i, IDEVS_OK);
-        CU_ASSERT_EQUAL_FATAL(last_correlation_len, sizeof corr[i]); /* one cause, whatever the state */
+        deliver_text(&a.c, a.src, 1 + i, TOPIC_IN, TOPIC_IN, asks[i], &in_id[i]);
+        expect_publish(&a.c, 1 + i, a.orc, TOPIC_REQ, asks[i] + 9, &in_id[i], 1, &req[i]);
+        expect_done(&a.c, 1 + i, IDEVS_OK);
+        CU_ASSERT_EQUAL_FATAL(last_correlation_len, sizeof corr[i]);
         memcpy(corr[i], last_correlation, sizeof corr[i]);
     }
-    /* The same length whatever the state: the token says nothing of it. */
     uint8_t *env = NULL;
     size_t env_len = 0;
     /* In this run, the table matches request 2; a second answer to it, with its token, finds nothing. */
-    seal(orc, TOPIC_RESP, "3 km", &req[2].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 4, TOPIC_RESP, env, env_len, corr[2], sizeof corr[2]);
+    seal(a.orc, TOPIC_RESP, "3 km", &req[2].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 4, TOPIC_RESP, env, env_len, corr[2], sizeof corr[2]);
     free(env);
     idevs_msgid prov[2] = {resp_id, in_id[2]};
-    expect_publish(&c, 4, snk, TOPIC_OUT, "answer:3 km for and then?", prov, 2, NULL);
-    expect_done(&c, 4, IDEVS_OK);
-    seal(orc, TOPIC_RESP, "3 km again", &req[2].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 5, TOPIC_RESP, env, env_len, corr[2], sizeof corr[2]);
+    expect_publish(&a.c, 4, a.snk, TOPIC_OUT, "answer:3 km for and then?", prov, 2, NULL);
+    expect_done(&a.c, 4, IDEVS_OK);
+    seal(a.orc, TOPIC_RESP, "3 km again", &req[2].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 5, TOPIC_RESP, env, env_len, corr[2], sizeof corr[2]);
     free(env);
-    expect_publish(&c, 5, snk, TOPIC_OUT, "answer:3 km again", &resp_id, 1, NULL);
-    expect_done(&c, 5, IDEVS_OK);
-    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    party_free(src, p1);
-    party_free(snk, p2);
-    party_free(orc, p3);
+    expect_publish(&a.c, 5, a.snk, TOPIC_OUT, "answer:3 km again", &resp_id, 1, NULL);
+    expect_done(&a.c, 5, IDEVS_OK);
+    asking_child_stop(&a);
 
     /* A new run: request 0 is matched by its token, with its provenance and state; once. */
-    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
-    src = service_ctx(&c, source, &p1, false);
-    snk = service_ctx(&c, sink, &p2, false);
-    orc = service_ctx(&c, oracle, &p3, false);
-    seal(orc, TOPIC_RESP, "12 km", &req[0].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
+    asking_child_start(&a);
+    seal(a.orc, TOPIC_RESP, "12 km", &req[0].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
     free(env);
     prov[0] = resp_id;
     prov[1] = in_id[0];
-    expect_publish(&c, 1, snk, TOPIC_OUT, "answer:12 km for how far?", prov, 2, NULL);
-    expect_done(&c, 1, IDEVS_OK);
-    seal(orc, TOPIC_RESP, "12 km again", &req[0].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 2, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
+    expect_publish(&a.c, 1, a.snk, TOPIC_OUT, "answer:12 km for how far?", prov, 2, NULL);
+    expect_done(&a.c, 1, IDEVS_OK);
+    seal(a.orc, TOPIC_RESP, "12 km again", &req[0].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 2, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
     free(env);
-    expect_publish(&c, 2, snk, TOPIC_OUT, "answer:12 km again", &resp_id, 1, NULL);
-    expect_done(&c, 2, IDEVS_OK);
+    expect_publish(&a.c, 2, a.snk, TOPIC_OUT, "answer:12 km again", &resp_id, 1, NULL);
+    expect_done(&a.c, 2, IDEVS_OK);
     /* Request 1's token: altered (one bit of the ciphertext), cut short, or with an answer naming request 0. */
-    uint8_t bad[IDEVS_REQUEST_CORRELATION_LEN(1)];
+    uint8_t bad[IDEVS_REQUEST_CORRELATION_LEN];
     memcpy(bad, corr[1], sizeof bad);
     bad[IDEVS_UUID_LEN + 40] ^= 1;
-    seal(orc, TOPIC_RESP, "altered", &req[1].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 3, TOPIC_RESP, env, env_len, bad, sizeof bad);
+    seal(a.orc, TOPIC_RESP, "altered", &req[1].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 3, TOPIC_RESP, env, env_len, bad, sizeof bad);
     free(env);
-    expect_publish(&c, 3, snk, TOPIC_OUT, "answer:altered", &resp_id, 1, NULL);
-    expect_done(&c, 3, IDEVS_OK);
-    seal(orc, TOPIC_RESP, "short", &req[1].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 4, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1] - 1);
+    expect_publish(&a.c, 3, a.snk, TOPIC_OUT, "answer:altered", &resp_id, 1, NULL);
+    expect_done(&a.c, 3, IDEVS_OK);
+    seal(a.orc, TOPIC_RESP, "short", &req[1].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 4, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1] - 1);
     free(env);
-    expect_publish(&c, 4, snk, TOPIC_OUT, "answer:short", &resp_id, 1, NULL);
-    expect_done(&c, 4, IDEVS_OK);
-    seal(orc, TOPIC_RESP, "not named", &req[2].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 5, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1]);
+    expect_publish(&a.c, 4, a.snk, TOPIC_OUT, "answer:short", &resp_id, 1, NULL);
+    expect_done(&a.c, 4, IDEVS_OK);
+    seal(a.orc, TOPIC_RESP, "not named", &req[2].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 5, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1]);
     free(env);
-    expect_publish(&c, 5, snk, TOPIC_OUT, "answer:not named", &resp_id, 1, NULL);
-    expect_done(&c, 5, IDEVS_OK);
+    expect_publish(&a.c, 5, a.snk, TOPIC_OUT, "answer:not named", &resp_id, 1, NULL);
+    expect_done(&a.c, 5, IDEVS_OK);
     /* Then the real answer to request 1 is matched. */
-    seal(orc, TOPIC_RESP, "home", &req[1].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 6, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1]);
+    seal(a.orc, TOPIC_RESP, "home", &req[1].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 6, TOPIC_RESP, env, env_len, corr[1], sizeof corr[1]);
     free(env);
     prov[0] = resp_id;
     prov[1] = in_id[1];
-    expect_publish(&c, 6, snk, TOPIC_OUT, "answer:home for and back?", prov, 2, NULL);
-    expect_done(&c, 6, IDEVS_OK);
-    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    party_free(src, p1);
-    party_free(snk, p2);
-    party_free(orc, p3);
+    expect_publish(&a.c, 6, a.snk, TOPIC_OUT, "answer:home for and back?", prov, 2, NULL);
+    expect_done(&a.c, 6, IDEVS_OK);
+    asking_child_stop(&a);
 
     /* Another sealing key (another measurement's): the token does not open. */
     uint8_t saved[32];
     memcpy(saved, sealing_key, sizeof saved);
     sealing_key[0] ^= 0xff;
-    CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
+    asking_child_start(&a);
     memcpy(sealing_key, saved, sizeof saved);
-    src = service_ctx(&c, source, &p1, false);
-    snk = service_ctx(&c, sink, &p2, false);
-    orc = service_ctx(&c, oracle, &p3, false);
-    seal(orc, TOPIC_RESP, "elsewhere", &req[0].message_id, 1, &env, &env_len, &resp_id);
-    deliver_correlated(&c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
+    seal(a.orc, TOPIC_RESP, "elsewhere", &req[0].message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
     free(env);
-    expect_publish(&c, 1, snk, TOPIC_OUT, "answer:elsewhere", &resp_id, 1, NULL);
-    expect_done(&c, 1, IDEVS_OK);
-    CU_ASSERT_EQUAL(shutdown_child(&c), 0);
-    party_free(src, p1);
-    party_free(snk, p2);
-    party_free(orc, p3);
+    expect_publish(&a.c, 1, a.snk, TOPIC_OUT, "answer:elsewhere", &resp_id, 1, NULL);
+    expect_done(&a.c, 1, IDEVS_OK);
+    asking_child_stop(&a);
     for (int i = 0; i < 3; i++)
         idevs_opened_clear(&req[i]);
+}
+
+/* Answers asking again: requests of 1 to 64 ids of provenance (the token keeps 63) and 0 to 256 bytes of state,
+ * each with correlation data of the one length, so that its length shows neither. After a restart, a token with
+ * 63 ids and one with the largest state open whole (the count is the sealed RequestState's); the same token one
+ * byte longer, or as long as one id fewer would once have made it, matches nothing. */
+static void test_request_state_one_size(void)
+{
+    for (size_t len = 0; len <= 65535; len++)
+        if (idevs_request_correlation_len_ok(len) != (len == IDEVS_REQUEST_CORRELATION_LEN))
+            CU_FAIL_FATAL("a request's correlation data has exactly one length");
+    asking_child a;
+    asking_child_start(&a);
+    char full[9 + IDEVS_REQUEST_STATE_MAX + 1] = "ask-keep:", text[sizeof full] = "ask-keep:";
+    memset(full + 9, 'a', IDEVS_REQUEST_STATE_MAX);
+    full[sizeof full - 1] = '\0';
+    idevs_msgid prov[IDEVS_PROVENANCE_MAX], in_id, resp_id;
+    deliver_text(&a.c, a.src, 1, TOPIC_IN, TOPIC_IN, full, &in_id);
+    prov[0] = in_id;
+    idevs_opened first, req;
+    expect_publish(&a.c, 1, a.orc, TOPIC_REQ, full + 9, prov, 1, &first);
+    expect_done(&a.c, 1, IDEVS_OK);
+    uint8_t first_corr[IDEVS_REQUEST_CORRELATION_LEN], corr[IDEVS_REQUEST_CORRELATION_LEN + 1];
+    memcpy(first_corr, last_correlation, sizeof first_corr);
+    const idevs_msgid *asked = &first.message_id;
+    size_t n = 1;
+    uint8_t *env = NULL;
+    size_t env_len = 0;
+    for (uint64_t hop = 2; hop <= IDEVS_PROVENANCE_MAX + 1; hop++) {
+        size_t len = (size_t)((hop - 2) * 97) % (IDEVS_REQUEST_STATE_MAX + 1); /* from 0 */
+        memset(text + 9, 'a' + (int)(hop % 26), len);
+        text[9 + len] = '\0';
+        seal(a.orc, TOPIC_RESP, text, asked, 1, &env, &env_len, &resp_id);
+        deliver(&a.c, hop, TOPIC_RESP, env, env_len, asked);
+        free(env);
+        memmove(prov + 1, prov, (IDEVS_PROVENANCE_MAX - 1) * sizeof *prov);
+        prov[0] = resp_id;
+        n += n < IDEVS_PROVENANCE_MAX;
+        if (hop > 2)
+            idevs_opened_clear(&req);
+        expect_publish(&a.c, hop, a.orc, TOPIC_REQ, text + 9, prov, n, &req);
+        expect_done(&a.c, hop, IDEVS_OK);
+        CU_ASSERT_EQUAL(last_correlation_len, sizeof first_corr);
+        asked = &req.message_id;
+    }
+    memcpy(corr, last_correlation, IDEVS_REQUEST_CORRELATION_LEN);
+    asking_child_stop(&a);
+
+    /* A new run: only the token can match them. */
+    asking_child_start(&a);
+    corr[IDEVS_REQUEST_CORRELATION_LEN] = 0;
+    const size_t wrong[2] = {IDEVS_REQUEST_CORRELATION_LEN + 1, IDEVS_REQUEST_CORRELATION_LEN - 18};
+    for (size_t i = 0; i < 2; i++) {
+        seal(a.orc, TOPIC_RESP, "wrong length", &req.message_id, 1, &env, &env_len, &resp_id);
+        deliver_correlated(&a.c, 1 + i, TOPIC_RESP, env, env_len, corr, wrong[i]);
+        free(env);
+        expect_publish(&a.c, 1 + i, a.snk, TOPIC_OUT, "answer:wrong length", &resp_id, 1, NULL);
+        expect_done(&a.c, 1 + i, IDEVS_OK);
+    }
+    /* 63 ids from the token, after the answer's own. */
+    seal(a.orc, TOPIC_RESP, "end", &req.message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 3, TOPIC_RESP, env, env_len, corr, IDEVS_REQUEST_CORRELATION_LEN);
+    free(env);
+    char want[sizeof full + 16];
+    snprintf(want, sizeof want, "answer:end for %s", text + 9);
+    memmove(prov + 1, prov, (IDEVS_PROVENANCE_MAX - 1) * sizeof *prov);
+    prov[0] = resp_id;
+    expect_publish(&a.c, 3, a.snk, TOPIC_OUT, want, prov, IDEVS_PROVENANCE_MAX, NULL);
+    expect_done(&a.c, 3, IDEVS_OK);
+    /* One id and the largest state. */
+    seal(a.orc, TOPIC_RESP, "first", &first.message_id, 1, &env, &env_len, &resp_id);
+    deliver_correlated(&a.c, 4, TOPIC_RESP, env, env_len, first_corr, sizeof first_corr);
+    free(env);
+    snprintf(want, sizeof want, "answer:first for %s", full + 9);
+    idevs_msgid two[2] = {resp_id, in_id};
+    expect_publish(&a.c, 4, a.snk, TOPIC_OUT, want, two, 2, NULL);
+    expect_done(&a.c, 4, IDEVS_OK);
+    asking_child_stop(&a);
+    idevs_opened_clear(&first);
+    idevs_opened_clear(&req);
 }
 
 /* An input run again by a new compartment (the first died before the launcher recorded it done) gets outputs with
@@ -1521,6 +1608,81 @@ static void test_init_checks(void)
     send_frame(&c, &cf);
     expect_fatal(&c, IDEVS_ERR_INVALID_ARG, "Certified");
     idevs_identity_free(impostor);
+}
+
+/* An echo_child of instance `instance` of a descriptor with `instances` (process.instances). */
+static void echo_instance_start(echo_child *e, const char *config, uint32_t instance, const char *instances)
+{
+    char extra[64];
+    snprintf(extra, sizeof extra, ", \"instances\": %s", instances);
+    process_extra = extra;
+    init_instance = instance;
+    bool started = start(&e->c, "echo", config);
+    process_extra = "";
+    init_instance = 0;
+    CU_ASSERT_TRUE_FATAL(started);
+    e->src = service_ctx(&e->c, source, &e->p1, false);
+    e->snk = service_ctx(&e->c, sink, &e->p2, true);
+}
+
+/* Instance 3 of 4 seals under instance 3: its clear header says so, and the sink opens it. */
+static void test_instance_seals(void)
+{
+    echo_child e;
+    echo_instance_start(&e, "{}", 3, "4");
+    idevs_msgid in_id;
+    deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "from instance 3", &in_id);
+    Idevs__Bridge__V1__Frame *f = expect(&e.c, IDEVS__BRIDGE__V1__FRAME__BODY_PUBLISH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    const ProtobufCBinaryData *env = &f->publish->envelope;
+    idevs_envelope_header h;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_peek(env->data, env->len, &h), IDEVS_OK);
+    CU_ASSERT_EQUAL(h.instance, 3);
+    CU_ASSERT_TRUE(idevs_uuid_equal(&h.sender, &program));
+    idevs_opened op;
+    CU_ASSERT_EQUAL_FATAL(idevs_envelope_open(e.snk, f->publish->topic, env->data, env->len, &op), IDEVS_OK);
+    CU_ASSERT_EQUAL(op.instance, 3);
+    CU_ASSERT_EQUAL(op.payload_len, strlen("from instance 3"));
+    idevs_opened_clear(&op);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    expect_done(&e.c, 1, IDEVS_OK);
+    echo_child_stop(&e);
+}
+
+/* Init.instance must be below process.instances: 4 of 4, or 1 of the default 1, is refused at Init. */
+static void test_instance_out_of_range(void)
+{
+    const char *instances[] = {"4", "1"};
+    const uint32_t instance[] = {4, 1};
+    for (size_t i = 0; i < 2; i++) {
+        child c;
+        memset(&c, 0, sizeof c);
+        char extra[64];
+        snprintf(extra, sizeof extra, ", \"instances\": %s", instances[i]);
+        process_extra = extra;
+        make_descriptor(&c, "{}");
+        process_extra = "";
+        make_measurement(&c, "echo");
+        spawn(&c, "echo");
+        init_instance = instance[i];
+        send_init(&c, sealing_key, NULL, 0);
+        init_instance = 0;
+        expect_fatal(&c, IDEVS_ERR_CONFIG, "Init.instance");
+    }
+}
+
+/* The logic's timer runs on instance 0 only: instance 1's first output is its input's, however long it waited. */
+static void test_timer_instance_0_only(void)
+{
+    echo_child e;
+    echo_instance_start(&e, "{\"timer_ms\":20}", 1, "2");
+    struct timespec ts = {0, 200 * 1000 * 1000}; /* ten periods */
+    nanosleep(&ts, NULL);
+    idevs_msgid in_id;
+    deliver_text(&e.c, e.src, 1, TOPIC_IN, TOPIC_IN, "no tick before me", &in_id);
+    expect_publish(&e.c, 1, e.snk, TOPIC_OUT, "no tick before me", &in_id, 1, NULL);
+    expect_done(&e.c, 1, IDEVS_OK);
+    echo_child_stop(&e);
 }
 
 /* Writes raw bytes on the launcher's end of the channel. */
@@ -2336,6 +2498,8 @@ static CU_TestInfo tests[] = {
     {"pad of an output and a request from the descriptor, also when sealed anew", test_pad_from_descriptor},
     {"an input run again by a new compartment: its outputs keep their message ids", test_output_ids_follow_their_input},
     {"request state: a former run's request answered once after a restart; altered, foreign or unnamed tokens match nothing", test_request_state_across_restart},
+    {"request state: one length of correlation data for every provenance count and state; any other matches nothing",
+     test_request_state_one_size},
     {"max_outstanding_requests 4: the fifth input waits; every answer reaches its request, each input runs once",
      test_outstanding_requests_hold_inputs},
     {"a request without a response handler is refused (unknown_request) and holds no slot",
@@ -2344,6 +2508,9 @@ static CU_TestInfo tests[] = {
     {"idevs_refuse: declared codes in Done, undeclared ones refused", test_refusal_codes},
     {"a failing handler publishes nothing", test_transaction_dropped_on_error},
     {"timer", test_timer},
+    {"instance 3 of 4: outputs sealed under instance 3", test_instance_seals},
+    {"an Init.instance not below process.instances is refused", test_instance_out_of_range},
+    {"the timer runs on instance 0 only", test_timer_instance_0_only},
     {"split: a raw Publish frame on the link", test_link_raw_publish},
     {"split: raw frames on every other descriptor", test_link_raw_fds},
     {"split: process_vm_readv of the key holder", test_link_vmread},

@@ -20,6 +20,19 @@ static void test_sha256_abc(void)
     CU_ASSERT(memcmp(want, got, 32) == 0);
 }
 
+/* In parts: "a", nothing (NULL), "bc" hash as "abc". */
+static void test_sha256_parts(void)
+{
+    uint8_t want[32], got[32];
+    unhex_exact("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", want, 32);
+    const void *parts[] = {"a", NULL, "bc"};
+    const size_t lens[] = {1, 0, 2};
+    CU_ASSERT_EQUAL(idevs_sha256_parts(parts, lens, 3, got), IDEVS_OK);
+    CU_ASSERT(memcmp(want, got, 32) == 0);
+    const size_t bad[] = {1, 1, 2}; /* a NULL part with a length */
+    CU_ASSERT_EQUAL(idevs_sha256_parts(parts, bad, 3, got), IDEVS_ERR_CRYPTO);
+}
+
 static void test_hkdf_rfc5869_case1(void)
 {
     uint8_t ikm[22], salt[13], info[10], want[42], got[42];
@@ -158,6 +171,7 @@ static CU_TestInfo crypto_tests[] = {
     {"hex decoding and encoding", test_hex},
     {"SHA-256 of a file, and of a missing one", test_sha256_file},
     {"SHA-256 of 'abc' (FIPS 180-2)", test_sha256_abc},
+    {"SHA-256 of 'abc' in parts", test_sha256_parts},
     {"HKDF-SHA256, RFC 5869 case 1", test_hkdf_rfc5869_case1},
     {"HKDF-SHA256, RFC 5869 case 3, NULL salt and info", test_hkdf_rfc5869_case3_null_salt},
     {"X25519, RFC 7748 section 6.1", test_x25519_rfc7748},

@@ -105,6 +105,8 @@ static void test_defaults(void)
     CU_ASSERT_EQUAL(d->event_timeout_ms, 2000);
     CU_ASSERT_EQUAL(d->max_outstanding_requests, 4096);
     CU_ASSERT_EQUAL(d->outputs[0].pad, IDEVS_PAD_POW2);
+    CU_ASSERT_EQUAL(d->instances, 1);
+    CU_ASSERT_EQUAL(d->partitions, 64);
     idevs_deployment_free(d);
 }
 
@@ -243,6 +245,112 @@ static void test_limits(void)
                  "limits.max_outstanding_requests: 65537 is out of range: 1 to 65536");
 }
 
+/* process.instances and process.partitions: values and their bounds, errors naming the path. */
+static void test_instances_and_partitions(void)
+{
+    const char *logic = "\"logic\": \"librewards.so\",";
+    char *text = replaced(example, logic, "\"logic\": \"librewards.so\", \"instances\": 64, \"partitions\": 65536,");
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(text, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(d->instances, 64);
+    CU_ASSERT_EQUAL(d->partitions, 65536);
+    idevs_deployment_free(d);
+    free(text);
+    expect_error(logic, "\"logic\": \"librewards.so\", \"instances\": 65,",
+                 "process.instances: 65 is out of range: 1 to 64");
+    expect_error(logic, "\"logic\": \"librewards.so\", \"instances\": 0,",
+                 "process.instances: 0 is out of range: 1 to 64");
+    expect_error(logic, "\"logic\": \"librewards.so\", \"instances\": 2.5,", "process.instances: must be a whole number");
+    expect_error(logic, "\"logic\": \"librewards.so\", \"instances\": \"4\",",
+                 "process.instances: must be a number, not a string");
+    expect_error(logic, "\"logic\": \"librewards.so\", \"partitions\": 0,",
+                 "process.partitions: 0 is out of range: 1 to 65536");
+    expect_error(logic, "\"logic\": \"librewards.so\", \"partitions\": 65537,",
+                 "process.partitions: 65537 is out of range: 1 to 65536");
+    expect_error(logic, "\"logic\": \"librewards.so\", \"partitions\": 4, \"partitions\": 4,",
+                 "process: key 'partitions' appears twice");
+}
+
+/* The example with process.partitions set to n. */
+static idevs_deployment *with_partitions(const char *n)
+{
+    char to[128];
+    snprintf(to, sizeof to, "\"logic\": \"librewards.so\", \"partitions\": %s,", n);
+    char *text = replaced(example, "\"logic\": \"librewards.so\",", to);
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(text, &d, why, sizeof why), IDEVS_OK);
+    free(text);
+    return d;
+}
+
+/* docs/PROTOCOL.md 8.5's vector: program 6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40 (the example's), key "C-0001":
+ * SHA-256 begins de a6 0b dd, 3735423965, so partition 29 of 64 and 3037 of 65536. */
+static void test_partition(void)
+{
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(example, &d, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_deployment_partition(d, "C-0001", 6), 29);
+    CU_ASSERT_EQUAL(idevs_deployment_partition(d, "C-0001", 6), 29); /* the same key, the same partition */
+    CU_ASSERT_EQUAL(idevs_deployment_partition(d, "C-0002", 6), 50);
+    CU_ASSERT_EQUAL(idevs_deployment_partition(d, NULL, 0), 60); /* an empty key is a key too */
+    idevs_deployment_free(d);
+    d = with_partitions("65536");
+    CU_ASSERT_EQUAL(idevs_deployment_partition(d, "C-0001", 6), 3037);
+    idevs_deployment_free(d);
+    d = with_partitions("1");
+    CU_ASSERT_EQUAL(idevs_deployment_partition(d, "C-0001", 6), 0);
+    idevs_deployment_free(d);
+    /* Another program, other partitions: the program UUID is in the hash (of 32 keys, a few may agree). */
+    idevs_deployment *e = with_partitions("65536");
+    char *text = replaced(example, "\"logic\": \"librewards.so\",",
+                          "\"logic\": \"librewards.so\", \"partitions\": 65536,");
+    char *other = replaced(text, "6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40", "6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c41");
+    CU_ASSERT_EQUAL_FATAL(parse_text(other, &d, why, sizeof why), IDEVS_OK);
+    unsigned same = 0;
+    for (int i = 0; i < 32; i++) {
+        char key[16];
+        int n = snprintf(key, sizeof key, "C-%04d", i);
+        same += idevs_deployment_partition(d, key, (size_t)n) == idevs_deployment_partition(e, key, (size_t)n);
+    }
+    CU_ASSERT(same < 4);
+    idevs_deployment_free(d);
+    idevs_deployment_free(e);
+    free(text);
+    free(other);
+}
+
+/* The property's value: decimal, one spelling per number, below process.partitions. */
+static void test_partition_parse(void)
+{
+    idevs_deployment *d = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(parse_text(example, &d, why, sizeof why), IDEVS_OK);
+    uint32_t v = 99;
+    CU_ASSERT_TRUE(idevs_deployment_partition_parse(d, "0", &v));
+    CU_ASSERT_EQUAL(v, 0);
+    CU_ASSERT_TRUE(idevs_deployment_partition_parse(d, "63", &v));
+    CU_ASSERT_EQUAL(v, 63);
+    const char *bad[] = {"64", "", "00", "07", "+1", "-1", " 1", "1 ", "1a", "0x1", "1e1", "100000", "4294967296",
+                         "18446744073709551617"};
+    v = 7;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CU_ASSERT_FALSE(idevs_deployment_partition_parse(d, bad[i], &v));
+        CU_ASSERT_EQUAL(v, 7); /* left as it was */
+    }
+    CU_ASSERT_FALSE(idevs_deployment_partition_parse(d, NULL, &v));
+    CU_ASSERT_FALSE(idevs_deployment_partition_parse(NULL, "1", &v));
+    idevs_deployment_free(d);
+    d = with_partitions("65536");
+    CU_ASSERT_TRUE(idevs_deployment_partition_parse(d, "65535", &v));
+    CU_ASSERT_EQUAL(v, 65535);
+    CU_ASSERT_FALSE(idevs_deployment_partition_parse(d, "65536", &v));
+    CU_ASSERT_FALSE(idevs_deployment_partition_parse(d, "99999", &v));
+    idevs_deployment_free(d);
+}
+
 /* The example with a "refusals" member before its limits. */
 static void refusals_error(const char *refusals, const char *why_part)
 {
@@ -348,6 +456,9 @@ static CU_TestInfo tests[] = {
     {"service references and topics", test_references_and_topics},
     {"padding per input, output and request", test_pad},
     {"limits", test_limits},
+    {"process.instances and process.partitions", test_instances_and_partitions},
+    {"the partition of a key: docs/PROTOCOL.md's vector", test_partition},
+    {"the idevs-partition property's value", test_partition_parse},
     {"refusal codes", test_refusals},
     {"size, NUL bytes, arguments", test_size_and_bytes},
     {"loading from a file", test_load},

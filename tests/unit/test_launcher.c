@@ -748,20 +748,6 @@ static void test_topics_gate_conflicts_and_reload_check(void)
     CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_SENDER_NOT_ALLOWED);
     CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, OUT_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_UNKNOWN_INPUT);
     free(env);
-    /* ... and one from the declared sender naming instance 1: refused until the replay record keeps instances
-     * (PROTOCOL.md section 5a). The gate has no key: the instance is changed after sealing. */
-    env = seal(&t->st, &t->w, "from instance 1", &len);
-    Idevs__V1__Envelope *pm = idevs__v1__envelope__unpack(NULL, len, env);
-    CU_ASSERT_FATAL(pm != NULL);
-    pm->instance = 1;
-    uint8_t *other = malloc(idevs__v1__envelope__get_packed_size(pm));
-    CU_ASSERT_FATAL(other != NULL);
-    size_t other_len = idevs__v1__envelope__pack(pm, other);
-    idevs__v1__envelope__free_unpacked(pm, NULL);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, other, other_len, NULL, 0, NULL), IDEVS_ERR_MALFORMED);
-    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK); /* as sealed */
-    free(other);
-    free(env);
 
     /* The descriptor file: unchanged, changed, then a FIFO in its place. */
     bool changed = true;
@@ -1676,6 +1662,45 @@ static void test_forged_header_does_not_advance(void)
     rig_free(t);
 }
 
+/* Instances (PROTOCOL.md section 5a): an envelope of the store's instance 1 passes the gate and is run beside
+ * instance 0's of the same sequence number; the record refuses a copy of either, also after a restart. */
+static void test_record_instances(void)
+{
+    rig *t = echo_started();
+    party one;
+    idevs_envelope_options o;
+    idevs_envelope_options_default(&o);
+    o.instance = 1;
+    one.policy = fixture_compartment_policy(&pki, idevs_launcher_measurement(t->l),
+                                            idevs_launcher_descriptor_digest(t->l));
+    CU_ASSERT_FATAL(idevs_envelope_ctx_new(store, one.policy, &o, &one.ctx) == IDEVS_OK);
+    party_meet(&one, t->l, NULL);
+    size_t len0 = 0, len1 = 0;
+    uint8_t *env0 = seal(&t->st, &t->w, "from instance 0", &len0);
+    uint8_t *env1 = seal(&one, &t->w, "from instance 1", &len1);
+    idevs_envelope_header h;
+    CU_ASSERT_FATAL(idevs_envelope_peek(env1, len1, &h) == IDEVS_OK);
+    CU_ASSERT_EQUAL(h.instance, 1);
+    CU_ASSERT_EQUAL(h.sequence, 1);
+    uint64_t a = deliver_env(t->l, env0, len0), b = deliver_env(t->l, env1, len1);
+    poll_until_done(t->l, &t->r, 2, 5000);
+    size_t times = 0;
+    CU_ASSERT_EQUAL(done_status_of(&t->r, a, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, b, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(t->l, IN_TOPIC, env1, len1, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    rig_stop(t);
+
+    idevs_launcher *l = launcher(&t->cfg);
+    start(l);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env1, len1, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(l, IN_TOPIC, env0, len0, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_free(l);
+    free(env0);
+    free(env1);
+    party_free(&one);
+    rig_free(t);
+}
+
 /* Like a broker restart: the record is written when the launcher stops, private, and a new launcher on the same
  * state directory refuses what the old one had done. */
 static void test_record_survives_launcher(void)
@@ -1693,7 +1718,7 @@ static void test_record_survives_launcher(void)
     struct stat st_;
     CU_ASSERT_FATAL(stat(path, &st_) == 0);
     CU_ASSERT_EQUAL(st_.st_mode & 0777, 0600);
-    CU_ASSERT_EQUAL(st_.st_size, 2 * 65536); /* two slots, allocated at once */
+    CU_ASSERT(st_.st_size > 0 && st_.st_size % 8192 == 0); /* two slots of whole pages, allocated at once */
 
     idevs_launcher *b = launcher(&t->cfg);
     start(b);
@@ -1985,9 +2010,11 @@ static void test_damaged_record_warns(void)
     FILE *f = fopen(path, "r+b");
     CU_ASSERT_FATAL(f != NULL);
     /* One write: generation 1, in the second slot (the first is still empty). A bit of it flipped. */
-    CU_ASSERT_FATAL(fseek(f, 65536 + 100, SEEK_SET) == 0);
+    CU_ASSERT_FATAL(fseek(f, 0, SEEK_END) == 0);
+    long second = ftell(f) / 2;
+    CU_ASSERT_FATAL(fseek(f, second + 100, SEEK_SET) == 0);
     int c = fgetc(f);
-    CU_ASSERT_FATAL(c != EOF && fseek(f, 65536 + 100, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
+    CU_ASSERT_FATAL(c != EOF && fseek(f, second + 100, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF);
     CU_ASSERT_FATAL(fclose(f) == 0);
 
     idevs_launcher *b = launcher(&t->cfg);
@@ -2212,6 +2239,8 @@ static CU_TestInfo tests[] = {
     {"peer: garbage mid-stream, restarts, one Done", test_peer_garbage_midstream},
     {"replay: refused after kill -9, fresh envelopes pass", test_replay_refused_after_kill},
     {"replay: an epoch older than the two kept is epoch_forgotten", test_replay_epoch_forgotten},
+    {"replay: instances: instance 1 passes the gate, each instance's copy refused, also after a restart",
+     test_record_instances},
     {"a client's retransmission is a duplicate, not a replay", test_retransmission_is_not_a_replay},
     {"replay: in flight at a kill, done once; a copy in flight is refused", test_in_flight_redelivered_once},
     {"max_outstanding_requests 4: inputs wait in the launcher, every answer reaches its request, each input once",

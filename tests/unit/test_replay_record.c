@@ -1,20 +1,25 @@
 /* The launcher's replay record (enclave-bridge/launcher/replay_record.c) on its own, with real files in a
  * temporary state directory and a parsed descriptor: what it refuses after a delivery was done, which outcomes
- * move it, two epochs kept per sender, the file read back by a second launcher, the two slots (a write cut short
- * leaves the record before it), a damaged file, and when it is synced. The launcher around it is tested in
- * test_launcher.c ("replay: ..."). */
+ * move it, two epochs kept per (sender, instance), at most IDEVS_INSTANCES_MAX instances a sender and the
+ * instance floor, the file read back by a second launcher, the two slots (a write cut short leaves the record
+ * before it), a damaged file, a record of version 2 (read as instance 0), and when it is synced. The launcher
+ * around it is tested in test_launcher.c ("replay: ..."). */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "harness.h"
 #include "idevs_receipt.h"
 #include "launcher_internal.h"
+#include "replay_record.pb-c.h"
 
-#define SLOT 65536
+#define SLOT replay_record_slot_bytes(2) /* the descriptor's two services */
 static char dir[] = "/tmp/idevs-replay-record.XXXXXX";
 static const char *descriptor =
     "{\"version\":1,\"process\":{\"name\":\"p\",\"uuid\":\"6f1c2a8e-4b7d-4e0a-9c3f-2d5e8a1b7c40\",\"logic\":\"l.so\"},"
@@ -165,7 +170,7 @@ static void test_read_back_and_slots(void)
     record_path(&f, path, sizeof path);
     struct stat st;
     CU_ASSERT_FATAL(stat(path, &st) == 0);
-    CU_ASSERT_EQUAL(st.st_size, 2 * SLOT);
+    CU_ASSERT_EQUAL(st.st_size, (off_t)(2 * SLOT));
     CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
     close_fixture(&f);
 
@@ -190,7 +195,7 @@ static void test_read_back_and_slots(void)
     close_fixture(&h);
 
     /* Both slots damaged: an empty record, one warning that says why. */
-    tear(path, SLOT);
+    tear(path, (off_t)SLOT);
     fixture k;
     open_fixture(&k);
     CU_ASSERT_EQUAL(k.warnings, 1);
@@ -313,8 +318,8 @@ static void test_handled_ids(void)
     CU_ASSERT_TRUE(replay_record_save(&g.l, REPLAY_SAVE_FINAL)); /* generation 2: the first slot */
     close_fixture(&g);
 
-    /* The former layout: two slots of 32 KiB. The current record, moved there, is read, and rewritten at the new
-     * size by the next save. */
+    /* Two slots of another size (32 KiB, as before message-id streams): the current record, moved there, is
+     * read, and rewritten at this descriptor's size by the next save. */
     char path[256];
     fixture h1;
     open_fixture(&h1);
@@ -322,12 +327,12 @@ static void test_handled_ids(void)
     close_fixture(&h1);
     int fd = open(path, O_RDWR);
     CU_ASSERT_FATAL(fd >= 0);
-    static uint8_t file[2 * SLOT], old[SLOT];
-    CU_ASSERT_FATAL(pread(fd, file, sizeof file, 0) == (ssize_t)sizeof file);
-    memset(old, 0, sizeof old);
+    enum { OLD_SLOT = 32768 };
+    static uint8_t file[2 * OLD_SLOT];
+    CU_ASSERT_FATAL(pread(fd, file, OLD_SLOT, 0) == (ssize_t)OLD_SLOT);
     /* the newest slot (generation 2: the first) into the old first slot */
-    memcpy(old, file, SLOT / 2);
-    CU_ASSERT_FATAL(ftruncate(fd, 0) == 0 && pwrite(fd, old, SLOT, 0) == (ssize_t)SLOT);
+    memset(file + OLD_SLOT, 0, OLD_SLOT);
+    CU_ASSERT_FATAL(ftruncate(fd, 0) == 0 && pwrite(fd, file, sizeof file, 0) == (ssize_t)sizeof file);
     close(fd);
     fixture o;
     open_fixture(&o);
@@ -336,8 +341,192 @@ static void test_handled_ids(void)
     CU_ASSERT_TRUE(replay_record_save(&o.l, REPLAY_SAVE_FINAL));
     struct stat st;
     CU_ASSERT_FATAL(stat(path, &st) == 0);
-    CU_ASSERT_EQUAL(st.st_size, 2 * SLOT);
+    CU_ASSERT_EQUAL(st.st_size, (off_t)(2 * SLOT));
     close_fixture(&o);
+}
+
+static delivery of(size_t sender, uint32_t instance, uint64_t epoch, uint64_t sequence)
+{
+    delivery d = at(sender, epoch, sequence);
+    d.instance = instance;
+    return d;
+}
+
+/* Windows per (sender, instance): the same epoch and sequence from two instances are two envelopes; message
+ * ids stay per sender. At IDEVS_INSTANCES_MAX the instance of the oldest current epoch is forgotten and the
+ * floor keeps its epochs out; all of it read back by another launcher. */
+static void test_instances(void)
+{
+    remove_record();
+    fixture f;
+    open_fixture(&f);
+    delivery a = numbered(0, 100, 5, 0xa, 1), b = a;
+    b.instance = 1;
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &a, IDEVS_OK));
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &b), IDEVS_OK);
+    CU_ASSERT_TRUE(handled(&f, &b)); /* the same message id from another instance: handled already */
+    b.message_id = numbered(0, 100, 5, 0xa, 2).message_id;
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &b, IDEVS_OK));
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &a), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &b), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(f.l.replay.senders[0].instance_count, 2);
+
+    /* 64 instances (0 and 1 at epoch 100, 2 to 63 at later ones); a 65th evicts instance 0 (the lowest number
+     * of the oldest epoch) and raises the floor to 100. */
+    for (uint32_t i = 2; i < IDEVS_INSTANCES_MAX; i++) {
+        delivery d = of(0, i, 200 + i, 1);
+        CU_ASSERT_TRUE(replay_record_done(&f.l, &d, IDEVS_OK));
+    }
+    CU_ASSERT_EQUAL(f.l.replay.senders[0].instance_count, IDEVS_INSTANCES_MAX);
+    CU_ASSERT_EQUAL(f.l.replay.senders[0].instance_floor, 0);
+    delivery newest = of(0, 1000, 900, 1);
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &newest, IDEVS_OK));
+    CU_ASSERT_EQUAL(f.l.replay.senders[0].instance_count, IDEVS_INSTANCES_MAX);
+    CU_ASSERT_EQUAL(f.l.replay.senders[0].instance_floor, 100);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &a), IDEVS_ERR_EPOCH_FORGOTTEN); /* its windows are gone */
+    delivery a_older = of(0, 0, 99, 1);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &a_older), IDEVS_ERR_EPOCH_FORGOTTEN);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &b), IDEVS_ERR_REPLAY); /* instance 1 is kept */
+    delivery a_next = of(0, 0, 101, 1);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &a_next), IDEVS_OK);
+    /* An instance of the other sender is not held to this sender's floor. */
+    delivery other = of(1, 0, 100, 5);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &other), IDEVS_OK);
+    /* Evicted, yet opened (it was let in before the eviction): its id is noted, its epochs stay forgotten. */
+    delivery late = numbered(0, 100, 6, 0xa, 3);
+    CU_ASSERT_TRUE(replay_record_done(&f.l, &late, IDEVS_OK));
+    CU_ASSERT_TRUE(handled(&f, &late));
+    CU_ASSERT_EQUAL(f.l.replay.senders[0].instance_floor, 100);
+    CU_ASSERT_EQUAL(replay_record_check(&f.l, &late), IDEVS_ERR_EPOCH_FORGOTTEN);
+    CU_ASSERT_TRUE(replay_record_save(&f.l, REPLAY_SAVE_FINAL));
+    close_fixture(&f);
+
+    /* A restart: every instance's windows and the floor are read back. */
+    fixture g;
+    open_fixture(&g);
+    CU_ASSERT_EQUAL(g.warnings, 0);
+    CU_ASSERT_EQUAL(g.l.replay.senders[0].instance_count, IDEVS_INSTANCES_MAX);
+    CU_ASSERT_EQUAL(g.l.replay.senders[0].instance_floor, 100);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &a), IDEVS_ERR_EPOCH_FORGOTTEN);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &b), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &newest), IDEVS_ERR_REPLAY);
+    for (uint32_t i = 2; i < IDEVS_INSTANCES_MAX; i++) {
+        delivery d = of(0, i, 200 + i, 1), d2 = of(0, i, 200 + i, 2);
+        CU_ASSERT_EQUAL(replay_record_check(&g.l, &d), IDEVS_ERR_REPLAY);
+        CU_ASSERT_EQUAL(replay_record_check(&g.l, &d2), IDEVS_OK);
+    }
+    CU_ASSERT_TRUE(handled(&g, &late));
+    /* The evicted instance's next epoch is taken, evicting instance 1 (epoch 100) in its turn. */
+    CU_ASSERT_TRUE(replay_record_done(&g.l, &a_next, IDEVS_OK));
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &a_next), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &b), IDEVS_ERR_EPOCH_FORGOTTEN);
+    close_fixture(&g);
+}
+
+/* The most a record keeps (every service with IDEVS_INSTANCES_MAX instances of the longest numbers, two epochs
+ * each, two handled streams) fits the slot replay_record_slot_bytes() gives, and reads back. */
+static void test_fullest_fits(void)
+{
+    remove_record();
+    fixture f;
+    open_fixture(&f);
+    for (size_t s = 0; s < 2; s++)
+        for (uint32_t i = 0; i < IDEVS_INSTANCES_MAX; i++)
+            for (uint64_t e = 1; e <= 2; e++) {
+                delivery d = numbered(s, UINT64_MAX - 4 + e, UINT64_MAX - i, 0xf0 + e, UINT64_MAX - i);
+                d.instance = UINT32_MAX - i;
+                CU_ASSERT_TRUE(replay_record_done(&f.l, &d, IDEVS_OK));
+            }
+    CU_ASSERT_EQUAL(f.l.replay.senders[1].instance_count, IDEVS_INSTANCES_MAX);
+    CU_ASSERT_TRUE(f.l.replay.senders[1].instances[0].prev.used);
+    CU_ASSERT_TRUE(f.l.replay.senders[1].handled.previous.used);
+    CU_ASSERT_TRUE(replay_record_save(&f.l, REPLAY_SAVE_FINAL));
+    char path[256];
+    record_path(&f, path, sizeof path);
+    close_fixture(&f);
+    int fd = open(path, O_RDONLY);
+    uint8_t len[4];
+    CU_ASSERT_FATAL(fd >= 0 && pread(fd, len, 4, (off_t)SLOT) == 4);
+    close(fd);
+    size_t used = 4 + ((size_t)len[0] << 24 | (size_t)len[1] << 16 | (size_t)len[2] << 8 | len[3]);
+    CU_ASSERT(used <= SLOT && SLOT - used < 2 * 4096); /* room, and not much more */
+    fixture g;
+    open_fixture(&g);
+    CU_ASSERT_EQUAL(g.warnings, 0);
+    CU_ASSERT_EQUAL(g.l.replay.senders[0].instance_count, IDEVS_INSTANCES_MAX);
+    delivery last = of(1, UINT32_MAX - 63, UINT64_MAX - 2, UINT64_MAX - 63);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &last), IDEVS_ERR_REPLAY);
+    close_fixture(&g);
+}
+
+/* A record of version 2 (one epoch pair per sender, before instances), as that version wrote it: read as each
+ * sender's instance 0, without a warning, and written at once as version 3 in a file of this size. */
+static void test_version_2(void)
+{
+    remove_record();
+    fixture f;
+    open_fixture(&f); /* derives the key */
+    char path[256];
+    record_path(&f, path, sizeof path);
+    idevs_replay window;
+    idevs_replay_init(&window);
+    CU_ASSERT_EQUAL(idevs_replay_accept(&window, 5), IDEVS_OK);
+    Idevs__Launcher__V1__ReplayWindow cur = IDEVS__LAUNCHER__V1__REPLAY_WINDOW__INIT;
+    cur.epoch = 100;
+    cur.top = window.top;
+    cur.n_bits = IDEVS_REPLAY_WORDS;
+    cur.bits = window.bits;
+    Idevs__Launcher__V1__ReplaySender sender = IDEVS__LAUNCHER__V1__REPLAY_SENDER__INIT;
+    sender.uuid.data = f.l.deployment->services[0].uuid.b;
+    sender.uuid.len = IDEVS_UUID_LEN;
+    sender.current = &cur;
+    Idevs__Launcher__V1__ReplaySender *senders[1] = {&sender};
+    Idevs__Launcher__V1__ReplayRecord rec = IDEVS__LAUNCHER__V1__REPLAY_RECORD__INIT;
+    rec.version = 2;
+    rec.program.data = f.l.program.b;
+    rec.program.len = IDEVS_UUID_LEN;
+    rec.generation = 4;
+    rec.n_senders = 1;
+    rec.senders = senders;
+    uint8_t packed[1024], mac[IDEVS_SHA256_LEN];
+    size_t packed_len = idevs__launcher__v1__replay_record__pack(&rec, packed), mac_len = 0;
+    CU_ASSERT_FATAL(EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, f.l.replay.key, sizeof f.l.replay.key, packed,
+                              packed_len, mac, sizeof mac, &mac_len) != NULL);
+    Idevs__Launcher__V1__SealedReplayRecord sealed = IDEVS__LAUNCHER__V1__SEALED_REPLAY_RECORD__INIT;
+    sealed.record.data = packed;
+    sealed.record.len = packed_len;
+    sealed.mac.data = mac;
+    sealed.mac.len = sizeof mac;
+    enum { V2_SLOT = 65536 };
+    static uint8_t file[2 * V2_SLOT];
+    memset(file, 0, sizeof file);
+    size_t len = idevs__launcher__v1__sealed_replay_record__pack(&sealed, file + 4);
+    file[2] = (uint8_t)(len >> 8);
+    file[3] = (uint8_t)len;
+    close_fixture(&f);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CU_ASSERT_FATAL(fd >= 0 && write(fd, file, sizeof file) == (ssize_t)sizeof file);
+    close(fd);
+
+    fixture g;
+    open_fixture(&g);
+    CU_ASSERT_EQUAL(g.warnings, 0);
+    delivery done = of(0, 0, 100, 5), other_instance = of(0, 1, 100, 5), next = of(0, 0, 100, 6);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &done), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &other_instance), IDEVS_OK);
+    CU_ASSERT_EQUAL(replay_record_check(&g.l, &next), IDEVS_OK);
+    CU_ASSERT_TRUE(g.l.replay.dirty); /* written again at once, as version 3 */
+    CU_ASSERT_TRUE(replay_record_save(&g.l, REPLAY_SAVE_FINAL));
+    struct stat st;
+    CU_ASSERT_FATAL(stat(path, &st) == 0);
+    CU_ASSERT_EQUAL(st.st_size, (off_t)(2 * SLOT));
+    close_fixture(&g);
+    fixture h;
+    open_fixture(&h);
+    CU_ASSERT_EQUAL(h.warnings, 0);
+    CU_ASSERT_FALSE(h.l.replay.dirty);
+    CU_ASSERT_EQUAL(replay_record_check(&h.l, &done), IDEVS_ERR_REPLAY);
+    close_fixture(&h);
 }
 
 static CU_TestInfo tests[] = {
@@ -346,6 +535,9 @@ static CU_TestInfo tests[] = {
     {"a file readable by others is not read, and replaced by a private one", test_another_program_and_mode},
     {"written for a release, synced when due or at stop", test_when_synced},
     {"message ids handled: per stream, two streams, read back, the former file size", test_handled_ids},
+    {"instances: windows per instance, 64 kept, the oldest evicted and floored, read back", test_instances},
+    {"the fullest record fits its slot", test_fullest_fits},
+    {"a record of version 2 is read as instance 0 and written again as version 3", test_version_2},
     CU_TEST_INFO_NULL,
 };
 

@@ -349,7 +349,7 @@ static void test_logic_boundary_and_round_trip(void)
         CU_ASSERT_EQUAL_FATAL(w.r.pub_count, before + 1);
         CU_ASSERT_STRING_EQUAL(w.r.pub_topic[before], TOPIC_RIDE);
         CU_ASSERT_STRING_EQUAL(w.r.pub_response_topic[before], TOPIC_RIDE_RESP);
-        CU_ASSERT_EQUAL(w.r.pub_correlation_len[before], IDEVS_REQUEST_CORRELATION_LEN(1)); /* its id, sealed state */
+        CU_ASSERT_EQUAL(w.r.pub_correlation_len[before], IDEVS_REQUEST_CORRELATION_LEN); /* its id, sealed state */
         /* only taxi can open it */
         idevs_opened o;
         memset(&o, 0, sizeof o);

@@ -135,10 +135,15 @@ static void test_vectors(void)
 
     const cJSON *vectors = cJSON_GetObjectItem(root, "vectors"), *v;
     int count = 0;
+    bool five_byte_instance = false; /* field 14 as a varint of the largest length a u32 has */
     cJSON_ArrayForEach(v, vectors)
     {
         count++;
         uint32_t suite = (uint32_t)cJSON_GetObjectItem(v, "suite")->valuedouble;
+        const cJSON *ji = cJSON_GetObjectItem(v, "instance");
+        CU_ASSERT_FATAL(cJSON_IsNumber(ji));
+        uint32_t instance = (uint32_t)ji->valuedouble;
+        five_byte_instance |= instance >= 1u << 28;
         const cJSON *ex = cJSON_GetObjectItem(v, "expected");
         uint8_t e_priv[32], e_pub[32], dh_e[32], dh_e2[32], dh_s[32], dh_s2[32], offer[IDEVS_OFFER_LEN], sig[64];
         uint8_t key[32], base_nonce[12];
@@ -147,9 +152,8 @@ static void test_vectors(void)
         CU_ASSERT_FATAL(idevs_x25519_from_private(e_priv, &e, e_pub) == IDEVS_OK);
         expect(ex, "ephemeral_public", e_pub, 32);
         expect(ex, "sender_cert_digest", digest, 32);
-        CU_ASSERT_EQUAL(cJSON_GetObjectItem(inputs, "instance")->valuedouble, 0);
-        idevs_env_offer(offer, suite, 0, idevs_identity_uuid(sender.id), idevs_identity_uuid(recipient.id), epoch,
-                        e_pub, idevs_identity_kex_public(recipient.id), digest);
+        idevs_env_offer(offer, suite, instance, idevs_identity_uuid(sender.id), idevs_identity_uuid(recipient.id),
+                        epoch, e_pub, idevs_identity_kex_public(recipient.id), digest);
         expect(ex, "offer", offer, sizeof offer);
         CU_ASSERT(idevs_ed25519_sign(idevs_identity_sign_key(sender.id), offer, sizeof offer, sig) == IDEVS_OK);
         expect(ex, "epoch_signature", sig, 64);
@@ -176,6 +180,7 @@ static void test_vectors(void)
         uint64_t clock = epoch;
         idevs_envelope_options o;
         vector_options(&o, suite, &clock);
+        o.instance = instance;
         idevs_envelope_ctx *sctx = NULL, *rctx = NULL;
         CU_ASSERT_FATAL(idevs_envelope_ctx_new(sender.id, policy, &o, &sctx) == IDEVS_OK);
         CU_ASSERT_FATAL(idevs_envelope_ctx_new(recipient.id, policy, &o, &rctx) == IDEVS_OK);
@@ -201,6 +206,7 @@ static void test_vectors(void)
             memset(&h, 0, sizeof h);
             h.version = IDEVS_ENVELOPE_VERSION;
             h.suite = suite;
+            h.instance = instance;
             h.sender = *idevs_identity_uuid(sender.id);
             h.recipient = *idevs_identity_uuid(recipient.id);
             fixed(m, "message_id", h.message_id.b, 16);
@@ -262,6 +268,7 @@ static void test_vectors(void)
             CU_ASSERT(memcmp(out.message_id.b, h.message_id.b, 16) == 0);
             CU_ASSERT_EQUAL(out.sequence, h.sequence);
             CU_ASSERT_EQUAL(out.epoch, epoch);
+            CU_ASSERT_EQUAL(out.instance, instance);
             CU_ASSERT_EQUAL(strcmp(str(m, "carries"), mi == 1 ? "chain" : "digest"), 0);
             idevs_opened_clear(&out);
             free(committed);
@@ -273,7 +280,8 @@ static void test_vectors(void)
         idevs_envelope_ctx_free(sctx);
         idevs_envelope_ctx_free(rctx);
     }
-    CU_ASSERT_EQUAL(count, 2);
+    CU_ASSERT_EQUAL(count, 4); /* each suite as instance 0, then as instances 7 and 4,000,000,000 */
+    CU_ASSERT(five_byte_instance);
     idevs_cert_policy_free(policy);
     party_free(&ca);
     party_free(&sender);

@@ -26,21 +26,21 @@ if ! command -v protoc >/dev/null 2>&1; then
     exit 1
 fi
 
-# For each vector message: suite, sequence, carries, epoch, envelope hex
+# For each vector message: suite, instance, sequence, carries, epoch, envelope hex
 perl -MJSON::PP -e '
     local $/; open my $f, "<", $ARGV[0] or die; my $j = decode_json(<$f>);
     my $epoch = $j->{inputs}{epoch};
     for my $v (@{$j->{vectors}}) { for my $m (@{$v->{messages}}) {
-        printf "%d %d %s %.0f %s\n", $v->{suite}, $m->{sequence}, $m->{carries},
+        printf "%d %.0f %d %s %.0f %s\n", $v->{suite}, $v->{instance}, $m->{sequence}, $m->{carries},
             $epoch, $m->{expected}{envelope};
     } }' "$vectors" >"$tmp/list" 2>"$tmp/err"
 check "the vector file parses and lists messages" test -s "$tmp/list"
 
 i=0
-while read -r suite seq carries epoch envhex; do
+while read -r suite instance seq carries epoch envhex; do
     i=$((i + 1))
     printf '%s' "$envhex" | perl -ne 'print pack("H*", $_)' >"$tmp/env$i.bin"
-    name="vector message $i (suite $suite, sequence $seq)"
+    name="vector message $i (suite $suite, instance $instance, sequence $seq)"
     if protoc --decode=idevs.v1.Envelope --proto_path="$root/proto" "$root/proto/idevs.proto" \
         <"$tmp/env$i.bin" >"$tmp/env$i.txt" 2>"$tmp/env$i.err"; then
         echo "ok - $name: protoc decodes it"
@@ -58,9 +58,13 @@ while read -r suite seq carries epoch envhex; do
     for f in sender recipient message_id ephemeral_key epoch_signature ciphertext; do
         check "$name: has $f" grep -q "^$f: " "$t"
     done
-    # version 2 seals the provenance: no clear provenance field, and instance 0 (omitted)
+    # version 2 seals the provenance: no clear provenance field; instance 0 is omitted (proto3)
     check "$name: no clear provenance" test "$(grep -c '^provenance: ' "$t")" -eq 0
-    check "$name: instance 0" test "$(grep -c '^instance: ' "$t")" -eq 0
+    if [ "$instance" = 0 ]; then
+        check "$name: instance 0, omitted" test "$(grep -c '^instance: ' "$t")" -eq 0
+    else
+        check "$name: instance $instance" grep -qx "instance: $instance" "$t"
+    fi
     if [ "$carries" = chain ]; then
         check "$name: carries the chain" grep -q '^sender_chain: ' "$t"
         check "$name: no digest" test "$(grep -c '^sender_cert_digest: ' "$t")" -eq 0
@@ -79,7 +83,7 @@ while read -r suite seq carries epoch envhex; do
         fail=$((fail + 1))
     fi
 done <"$tmp/list"
-check "six vector messages" test "$i" -eq 6
+check "twelve vector messages" test "$i" -eq 12
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

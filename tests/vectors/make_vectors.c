@@ -173,25 +173,33 @@ int main(int argc, char **argv)
     cJSON_AddItemToObject(inputs, "recipient", party_json(&recipient));
     cJSON_AddStringToObject(inputs, "topic", TOPIC);
     cJSON_AddNumberToObject(inputs, "epoch", (double)EPOCH_MS);
-    cJSON_AddNumberToObject(inputs, "instance", 0);
     cJSON *vectors = cJSON_AddArrayToObject(root, "vectors");
 
     uint8_t sender_digest[32];
     CHECK(idevs_identity_cert_digest(sender.id, sender_digest) == IDEVS_OK);
-    for (uint32_t suite = 1; suite <= 2; suite++) {
+    /* Each suite as instance 0; then instances other than 0, in the offer, the aad and field 14: 7 (a one-byte
+     * varint) and 4,000,000,000 (five bytes). seed makes each vector's ephemeral key, ids and payload its own. */
+    static const struct {
+        uint32_t suite, instance;
+        uint8_t seed;
+    } cases[] = {{1, 0, 1}, {2, 0, 2}, {1, 7, 3}, {2, 4000000000u, 4}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        uint32_t suite = cases[c].suite, instance = cases[c].instance;
+        uint8_t seed = cases[c].seed;
         uint8_t e_priv[32], ids[3][16], payload1[64], payload2[300];
-        fill(e_priv, 32, (uint8_t)(0xe0 + suite));
-        fill(ids[0], 16, (uint8_t)(0x80 + 16 * suite));
-        fill(ids[1], 16, (uint8_t)(0xa0 + 16 * suite));
-        fill(ids[2], 16, (uint8_t)(0xc0 + 16 * suite));
+        fill(e_priv, 32, (uint8_t)(0xe0 + seed));
+        fill(ids[0], 16, (uint8_t)(0x80 + 16 * seed));
+        fill(ids[1], 16, (uint8_t)(0xa0 + 16 * seed));
+        fill(ids[2], 16, (uint8_t)(0xc0 + 16 * seed));
         const char *text = "{\"customer\":\"Ada\",\"total\":\"151.00\"}";
         size_t len1 = strlen(text);
         memcpy(payload1, text, len1);
-        fill(payload2, sizeof payload2, (uint8_t)suite);
+        fill(payload2, sizeof payload2, seed);
         vector_queue q = {{e_priv, ids[0], ids[1], ids[2]}, {32, 16, 16, 16}, 4, 0};
         uint64_t clock = EPOCH_MS;
         idevs_envelope_options o;
         vector_options(&o, suite, &clock);
+        o.instance = instance;
         idevs_envelope_ctx *ctx = NULL;
         CHECK(idevs_envelope_ctx_new(sender.id, policy, &o, &ctx) == IDEVS_OK);
         idevs_envelope_testing_set_random(ctx, vector_from_queue, &q);
@@ -206,13 +214,14 @@ int main(int argc, char **argv)
         EVP_PKEY_free(e);
         CHECK(idevs_x25519(idevs_identity_kex_key(sender.id), idevs_identity_kex_public(recipient.id), dh_s) ==
               IDEVS_OK);
-        idevs_env_offer(offer, suite, 0, &sender.uuid, &recipient.uuid, EPOCH_MS, e_pub,
+        idevs_env_offer(offer, suite, instance, &sender.uuid, &recipient.uuid, EPOCH_MS, e_pub,
                         idevs_identity_kex_public(recipient.id), sender_digest);
         CHECK(idevs_ed25519_sign(idevs_identity_sign_key(sender.id), offer, sizeof offer, sig) == IDEVS_OK);
         CHECK(idevs_env_derive(dh_e, dh_s, offer, key, base_nonce) == IDEVS_OK);
 
         cJSON *v = cJSON_CreateObject();
         cJSON_AddNumberToObject(v, "suite", suite);
+        cJSON_AddNumberToObject(v, "instance", instance);
         add_hex(v, "ephemeral_private", e_priv, 32);
         cJSON *ex = cJSON_AddObjectToObject(v, "expected");
         add_hex(ex, "ephemeral_public", e_pub, 32);
@@ -243,13 +252,15 @@ int main(int argc, char **argv)
             size_t env_len = 0;
             CHECK(idevs_envelope_seal(ctx, &in, &env, &env_len, NULL) == IDEVS_OK);
             Idevs__V1__Envelope *pm = idevs__v1__envelope__unpack(NULL, env_len, env);
-            CHECK(pm != NULL && pm->sequence == (uint64_t)m + 1 && pm->ciphertext.len == plain_len + 16);
+            CHECK(pm != NULL && pm->sequence == (uint64_t)m + 1 && pm->instance == instance &&
+                  pm->ciphertext.len == plain_len + 16);
             CHECK(memcmp(pm->epoch_signature.data, sig, 64) == 0);
 
             idevs_env_header h;
             memset(&h, 0, sizeof h);
             h.version = IDEVS_ENVELOPE_VERSION;
             h.suite = suite;
+            h.instance = instance;
             h.sender = sender.uuid;
             h.recipient = recipient.uuid;
             memcpy(h.message_id.b, ids[m], 16);
