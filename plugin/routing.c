@@ -11,6 +11,7 @@
 
 #include <mqtt_protocol.h>
 
+#include "idevs_deployment.h"
 #include "idevs_plugin.h"
 
 static int64_t now_us(void)
