@@ -399,7 +399,6 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     }
     char detail[256] = "";
     uint64_t certified_before = l->stats.certified;
-    l->blocking_start = true;
     l->stopping = false;
     /* Before the first delivery can be accepted; later starts keep the record in memory. */
     idevs_err err = replay_record_load(l, detail, sizeof detail);
@@ -408,9 +407,11 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     /* The first instance makes or restores the keys and leaves them sealed in the state directory; the others
      * start after it, from that blob, so that every instance holds the same keys. */
     bool spawned = false;
-    for (size_t i = 0; err == IDEVS_OK && i < l->instance_count; i++)
+    for (size_t i = 0; err == IDEVS_OK && i < l->instance_count; i++) {
+        l->blocking_start = &l->instances[i];
         err = start_blocking(&l->instances[i], detail, sizeof detail, &spawned);
-    l->blocking_start = false;
+    }
+    l->blocking_start = NULL;
     if (err == IDEVS_OK) {
         l->started = true;
         supervise_arm_timer(l);

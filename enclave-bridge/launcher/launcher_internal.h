@@ -289,7 +289,8 @@ struct idevs_launcher {
     launcher_instance *instances;
     size_t instance_count;
     bool started;           /* idevs_launcher_start() succeeded once and stop() has not run since */
-    bool blocking_start;    /* idevs_launcher_start() is running: no automatic restart */
+    launcher_instance *blocking_start; /* the instance idevs_launcher_start() is starting: no automatic restart
+                                        * for it (one started before it restarts as usual) */
     bool stopping;          /* idevs_launcher_stop() is running: an exit is planned */
     int64_t timer_warned_ms; /* the last warning about a dropped timer run */
     size_t count;           /* deliveries queued over all instances (not refused ones) */

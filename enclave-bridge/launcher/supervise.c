@@ -345,7 +345,7 @@ static void handle_reaped(launcher_instance *c, int status, bool known, const id
             cb->on_done(cb->arg, id, failure);
     }
 
-    if (l->stopping || l->blocking_start) {
+    if (l->stopping || l->blocking_start == c) {
         c->state = IDEVS_LAUNCHER_STOPPED;
         return;
     }
