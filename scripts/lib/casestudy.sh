@@ -61,10 +61,11 @@ cs_with() { # PROCESS COMMAND...
   CS_PROCESS=$1 CS_LOGIC=$CS_BUILD/services/$1/lib$1.so CS_DESCRIPTOR=$CS_WORK/$1.json "${@:2}"
 }
 
-# The process's deployment descriptor (docs/DEPLOYMENT.md) for this PKI and build.
+# The process's deployment descriptor (docs/DEPLOYMENT.md) for this PKI and build; with CS_INSTANCES set, the
+# process runs as a pool of that many compartments (process.instances).
 cs_write_descriptor() {
   "$IDEVS_ROOT/services/$CS_PROCESS/make_descriptor" --pki "$CS_PKI" --logic "$CS_LOGIC" --ca-tool "$CS_CA" \
-    --out "$CS_DESCRIPTOR"
+    --out "$CS_DESCRIPTOR" ${CS_INSTANCES:+--instances "$CS_INSTANCES"}
 }
 
 # What the services pin: the measurement of exactly this host program, logic and descriptor.

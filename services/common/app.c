@@ -190,6 +190,19 @@ void app_report_copies(const char *prog, const char *process, idevs_service *svc
 {
     idevs_service_stats s;
     idevs_service_get_stats(svc, &s);
+    if (s.rejected != last->rejected || (force && s.rejected > 0)) {
+        fprintf(stderr, "%s%s%s%s: refused: %llu envelopes could not be opened (", prog, process != NULL ? " to '" : "",
+                process != NULL ? process : "", process != NULL ? "'" : "", (unsigned long long)s.rejected);
+        const char *sep = "";
+        for (size_t i = 0; i < IDEVS_ERR_COUNT; i++)
+            if (i != IDEVS_ERR_REPLAY && s.rejected_by_reason[i] > 0) { /* replays are counted as duplicates */
+                fprintf(stderr, "%s%s %llu", sep, idevs_err_name((idevs_err)i),
+                        (unsigned long long)s.rejected_by_reason[i]);
+                sep = ", ";
+            }
+        fprintf(stderr, ")\n");
+        last->rejected = s.rejected;
+    }
     if (!force && s.retransmitted == last->retransmitted && s.unreceipted_at_start == last->unreceipted_at_start &&
         s.duplicates == last->duplicates && s.reconnects == last->reconnects)
         return;

@@ -77,8 +77,14 @@ md_program() { # PROGRAM OUT
 
 md_own_option() { return 1; } # replaced by a caller with options of its own
 
-# Reads the command line into pki, out, logic, program, queue_depth and ca_tool (the caller sets their defaults):
-# PKI_DIR or --pki DIR, --out FILE, --logic FILE, --program UUID, --queue-depth N, --ca-tool PATH.
+# process.instances and process.partitions: absent unless given, so that a descriptor written without them stays
+# byte for byte what it was (its digest is part of the measurement).
+instances= partitions=
+
+# Reads the command line into pki, out, logic, program, queue_depth and ca_tool (the caller sets their defaults),
+# instances and partitions: PKI_DIR or --pki DIR, --out FILE, --logic FILE, --program UUID, --queue-depth N,
+# --ca-tool PATH, --instances N, --partitions P. Sets md_pool to the text that follows process.config: empty, or
+# the instances and partitions given.
 md_parse_args() { # "$@"
   while [ $# -gt 0 ]; do
     case $1 in -h|--help) usage; exit 0 ;; esac
@@ -91,6 +97,8 @@ md_parse_args() { # "$@"
       --program) program=$2 ;;
       --queue-depth) queue_depth=$2 ;;
       --ca-tool) ca_tool=$2 ;;
+      --instances) instances=$2 ;;
+      --partitions) partitions=$2 ;;
       *) md_own_option "$1" "$2" || { echo "$md_prog: unknown option $1" >&2; usage >&2; exit 2; } ;;
     esac
     shift 2
@@ -100,6 +108,16 @@ md_parse_args() { # "$@"
   [[ $queue_depth =~ ^[1-9][0-9]{0,6}$ ]] && [ "$queue_depth" -le 1048576 ] ||
     die "--queue-depth: '$queue_depth' is not 1 to 1048576"
   case $logic in *'"'*|*'\'*) die "--logic: must not contain \" or \\" ;; esac
+  md_pool=
+  if [ -n "$instances" ]; then
+    [[ $instances =~ ^[1-9][0-9]?$ ]] && [ "$instances" -le 64 ] || die "--instances: '$instances' is not 1 to 64"
+    md_pool+=", \"instances\": $instances"
+  fi
+  if [ -n "$partitions" ]; then
+    [[ $partitions =~ ^[1-9][0-9]{0,4}$ ]] && [ "$partitions" -le 65536 ] ||
+      die "--partitions: '$partitions' is not 1 to 65536"
+    md_pool+=", \"partitions\": $partitions"
+  fi
 }
 
 # After md_parse_args: ca_tool found, pki absolute and holding the services' certificates, ca_sha the CA

@@ -73,7 +73,9 @@ void app_run(const char *prog, idevs_service *svc, const unsigned long long *han
  * (idevs_service_stats: retransmitted, unreceipted_at_start, duplicates, receipted, receipts_sent, reconnects),
  * and keeps them in *last (zeroed by the caller first). A changed count is printed at once, so that a service
  * killed at any moment has already said what it sent again and what it dropped (tests/casestudy/test_chaos.sh adds
- * up these lines); a run without faults prints none but the last. process may be NULL. */
+ * up these lines); a run without faults prints none but the last. process may be NULL. Likewise, when envelopes
+ * could not be opened (idevs_service_stats.rejected), a line that names why (none in a healthy run):
+ *   PROG[ to 'PROCESS']: refused: N envelopes could not be opened (REASON N, ...) */
 void app_report_copies(const char *prog, const char *process, idevs_service *svc, idevs_service_stats *last,
                        int force);
 

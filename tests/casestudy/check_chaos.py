@@ -31,7 +31,7 @@ import glob
 import re
 import sys
 
-from run_checks import Checks, cents
+from run_checks import Checks, cents, service_counts
 
 work, sales = sys.argv[1], int(sys.argv[2])
 checks = Checks(work)
@@ -92,31 +92,7 @@ if missing_c:
 check("no answer is refused as unknown_ride: every answer found its request, whatever restarted",
       unknown_ride == 0, unknown_ride)
 
-# ---- the services' counts: the last "copies:" line of each run of each service, summed ----
-COPIES = re.compile(r"^(\w+)(?: to '\w+')?: copies: (.*)$")
-
-
-def service_counts(name):
-    total, last, runs = {}, None, 0
-    for line in open(f"{work}/{name}.log", errors="replace"):
-        if line.startswith("=== started"):
-            runs += 1
-            if last:
-                for k, v in last.items():
-                    total[k] = total.get(k, 0) + v
-            last = None
-            continue
-        m = COPIES.match(line)
-        if m:
-            last = {k: int(v) for v, k in re.findall(r"(\d+) ([a-z_ ]+?)(?:,|$)", m.group(2))}
-    if last:
-        for k, v in last.items():
-            total[k] = total.get(k, 0) + v
-    total["runs"] = runs
-    return total
-
-
-services = {n: service_counts(n) for n in ("store", "taxi", "messaging")}
+services = {n: service_counts(work, n) for n in ("store", "taxi", "messaging")}
 chaos = {}
 for line in open(f"{work}/chaos.txt"):
     parts = line.split()

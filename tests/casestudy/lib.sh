@@ -48,6 +48,9 @@ ct_points_table() { # STORE_DB [CUSTOMER]
 # the rewards compartment, the store (SALES sales), taxi and messaging over the recording relay (its streams
 # kept apart in STREAMS_DIR when given), until every qualifying sale is booked and confirmed; then everything is
 # stopped, leaving in $work the databases, the traffic, the broker's log, persistence file and counters.
+# A test may set CT_STORE_RATE (the store's --rate, default 0: all at once) and define ct_during_store (run in the
+# background while the store publishes, e.g. a fault; waited for) and ct_before_stop (run while everything is
+# still up, after the counters were read).
 ct_casestudy() { # BUILD_DIR SALES [STREAMS_DIR]
   local build=$1 sales=$2
   cs_init "$build" "$work" || bail "the case study's programs are built"
@@ -81,12 +84,16 @@ ct_casestudy() { # BUILD_DIR SALES [STREAMS_DIR]
       not_ok "$name verifies the compartment and subscribes" "$work/$name.log"
   done
 
-  if timeout 120 "$CS_STORE" run --db "$work/store.sqlite" --rate 0 "${store_conn[@]}" >"$work/store.log" 2>&1
+  local during=
+  if declare -F ct_during_store >/dev/null; then ct_during_store & during=$!; fi
+  if timeout 120 "$CS_STORE" run --db "$work/store.sqlite" --rate "${CT_STORE_RATE:-0}" "${store_conn[@]}" \
+       >"$work/store.log" 2>&1
   then
     ok "the store verifies the compartment and publishes its $sales sales"
   else
     not_ok "the store verifies the compartment and publishes its sales" "$work/store.log"
   fi
+  [ -z "$during" ] || wait "$during"
   qualifying=$(sqlite3 -readonly "$work/store.sqlite" \
     "SELECT count(*) FROM sales WHERE CAST(replace(total, '.', '') AS INTEGER) >= 15000")
   got=$(cs_wait_for "$work/taxi.sqlite" "SELECT count(*) FROM bookings" "$qualifying" 60)
@@ -97,6 +104,7 @@ ct_casestudy() { # BUILD_DIR SALES [STREAMS_DIR]
     not_ok "messaging queued $qualifying confirmations (got '$got')" "$work/messaging.log"
   sleep 1.5 # one more metrics interval, so the counters include the last deliveries
   cs_counters >"$work/counters.txt"
+  if declare -F ct_before_stop >/dev/null; then ct_before_stop; fi
 
   ct_private_dbs store taxi messaging
 

@@ -1,5 +1,6 @@
 """What check_run.py and check_chaos.py share: "ok - ..." / "not ok - ..." lines counted, the run's SQLite
-databases opened read-only, and amounts read as integer cents."""
+databases opened read-only, amounts read as integer cents, and the services' counts of copies."""
+import re
 import sqlite3
 
 
@@ -29,3 +30,28 @@ def cents(text):
     whole, frac = text.split(".")
     assert len(frac) == 2
     return int(whole) * 100 + int(frac)
+
+
+COPIES = re.compile(r"^(\w+)(?: to '\w+')?: copies: (.*)$")
+
+
+def service_counts(work, name):
+    """The last "copies:" line of each run of a service (WORK/NAME.log, runs begun by "=== started" lines),
+    summed, and the number of runs."""
+    total, last, runs = {}, None, 0
+    for line in open(f"{work}/{name}.log", errors="replace"):
+        if line.startswith("=== started"):
+            runs += 1
+            if last:
+                for k, v in last.items():
+                    total[k] = total.get(k, 0) + v
+            last = None
+            continue
+        m = COPIES.match(line)
+        if m:
+            last = {k: int(v) for v, k in re.findall(r"(\d+) ([a-z_ ]+?)(?:,|$)", m.group(2))}
+    if last:
+        for k, v in last.items():
+            total[k] = total.get(k, 0) + v
+    total["runs"] = runs
+    return total
