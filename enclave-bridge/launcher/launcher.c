@@ -609,6 +609,9 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
     d->epoch = probe.epoch;
     d->sequence = probe.sequence;
     d->message_id = probe.message_id;
+    idevs_topic_kind kind = idevs_launcher_topic_kind(l, topic, NULL);
+    d->response = kind == IDEVS_TOPIC_RESPONSE || kind == IDEVS_TOPIC_RECEIPT; /* they free room: never held */
+    d->receipt = kind == IDEVS_TOPIC_RECEIPT;
     d->topic = malloc(topic_len + 1);
     d->envelope = malloc(len);
     d->correlation = correlation_len > 0 ? malloc(correlation_len) : NULL;
@@ -625,9 +628,6 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
         memcpy(d->correlation, correlation, correlation_len);
     d->correlation_len = correlation_len;
     d->id = l->next_id++;
-    idevs_topic_kind kind = idevs_launcher_topic_kind(l, d->topic, NULL);
-    d->response = kind == IDEVS_TOPIC_RESPONSE || kind == IDEVS_TOPIC_RECEIPT; /* they free room: never held */
-    d->receipt = kind == IDEVS_TOPIC_RECEIPT;
     uint32_t p = 0;
     bool keyed = partition_text != NULL && idevs_deployment_partition_parse(l->deployment, partition_text, &p);
     if (partition_text != NULL && !keyed)

@@ -126,6 +126,7 @@ typedef struct delivery {
     struct share_client *share_client; /* the client whose share it counts in (shares.c); NULL: none */
     bool share_sender;                 /* it counts in its sender's share */
     bool share_copy;                   /* it is in the index of queued clear headers */
+    bool share_id;                     /* it is in the index by message id */
 } delivery;
 
 /* ---- the outbox (outbox.c) ---- */
@@ -161,6 +162,7 @@ typedef struct queue_shares {
     size_t client_bytes_limit, sender_bytes_limit; /* envelope bytes */
     slot_table clients;   /* share_client, by client id */
     slot_table copies;    /* the tracked deliveries not yet forgotten, by (sender, instance, epoch, sequence) */
+    slot_table ids;       /* with several instances, the same by (sender, message id): where a copy goes (pool.c) */
     size_t *senders;      /* deliveries counted per declared service, in the descriptor's order */
     size_t *sender_bytes; /* and their envelope bytes */
     uint64_t seed;
@@ -389,6 +391,9 @@ idevs_err shares_admit(const idevs_launcher *l, const char *client, const delive
 /* A delivery not yet forgotten (queued, in flight, refused or awaiting its end) with probe's clear header and
  * exactly these bytes. */
 bool shares_queued_copy(const idevs_launcher *l, const delivery *probe, const uint8_t *envelope, size_t len);
+/* A delivery on an instance's queue (queued or in flight) whose sender and message id are probe's; NULL when none
+ * (kept only with several instances). */
+const delivery *shares_queued_id(const idevs_launcher *l, const delivery *probe);
 /* Counts d (accepted, tracking fields set, its envelope len bytes) in its client's and sender's shares and indexes
  * its clear header; false when out of memory (then nothing changed). */
 bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len);

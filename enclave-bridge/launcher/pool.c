@@ -59,18 +59,6 @@ launcher_instance *pool_ready(idevs_launcher *l)
     return least_loaded(l, true);
 }
 
-/* The instance whose queue holds a numbered message of d's sender with d's id. */
-static launcher_instance *holder_of_copy(idevs_launcher *l, const delivery *d)
-{
-    if (!d->tracked || d->receipt)
-        return NULL;
-    for (size_t i = 0; i < l->instance_count; i++)
-        for (const delivery *q = l->instances[i].head; q != NULL; q = q->next)
-            if (q->tracked && !q->receipt && q->sender == d->sender && idevs_uuid_equal(&q->message_id, &d->message_id))
-                return &l->instances[i];
-    return NULL;
-}
-
 launcher_instance *pool_choose(idevs_launcher *l, const delivery *d, int64_t partition)
 {
     if (l->instance_count == 1)
@@ -80,9 +68,10 @@ launcher_instance *pool_choose(idevs_launcher *l, const delivery *d, int64_t par
         if (r->used && memcmp(r->id, d->correlation, IDEVS_UUID_LEN) == 0 && r->instance < l->instance_count)
             return &l->instances[r->instance];
     }
-    launcher_instance *c = holder_of_copy(l, d);
-    if (c != NULL)
-        return c;
+    const delivery *first = shares_queued_id(l, d); /* a copy goes where its first waits or runs */
+    if (first != NULL)
+        return first->at;
+    launcher_instance *c;
     if (partition >= 0)
         return &l->instances[(uint64_t)partition % l->instance_count];
     c = least_loaded(l, true);

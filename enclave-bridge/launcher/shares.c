@@ -131,6 +131,19 @@ static uint64_t copy_hash(const idevs_launcher *l, const void *entry)
     return header_hash(l, entry);
 }
 
+static uint64_t message_id_hash(const idevs_launcher *l, const delivery *d)
+{
+    uint64_t lo, hi;
+    memcpy(&lo, d->message_id.b, sizeof lo);
+    memcpy(&hi, d->message_id.b + sizeof lo, sizeof hi);
+    return mix(mix(mix(l->shares.seed ^ d->sender) ^ lo) ^ hi);
+}
+
+static uint64_t id_hash(const idevs_launcher *l, const void *entry)
+{
+    return message_id_hash(l, entry);
+}
+
 /* The client's entry, or NULL. */
 static share_client *client_of(const idevs_launcher *l, const char *id, uint64_t h)
 {
@@ -180,6 +193,7 @@ void shares_free(idevs_launcher *l)
     shares_clear(l);
     free(s->clients.slot);
     free(s->copies.slot);
+    free(s->ids.slot);
     free(s->senders);
     free(s->sender_bytes);
     memset(s, 0, sizeof *s);
@@ -198,6 +212,19 @@ bool shares_queued_copy(const idevs_launcher *l, const delivery *probe, const ui
             return true;
     }
     return false;
+}
+
+const delivery *shares_queued_id(const idevs_launcher *l, const delivery *probe)
+{
+    const slot_table *t = &l->shares.ids;
+    if (!probe->tracked || probe->receipt || t->cap == 0)
+        return NULL;
+    for (size_t i = message_id_hash(l, probe) & (t->cap - 1); t->slot[i] != NULL; i = (i + 1) & (t->cap - 1)) {
+        const delivery *d = t->slot[i];
+        if (d->at != NULL && d->sender == probe->sender && idevs_uuid_equal(&d->message_id, &probe->message_id))
+            return d;
+    }
+    return NULL;
 }
 
 /* Whether one more envelope of len bytes fits a share that holds count deliveries of bytes. */
@@ -224,10 +251,11 @@ bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len)
 {
     queue_shares *s = &l->shares;
     d->share_client = NULL;
-    d->share_sender = d->share_copy = false;
+    d->share_sender = d->share_copy = d->share_id = false;
     /* Everything that can fail first, so that a failure changes nothing. */
     bool tracked = d->tracked && d->sender < l->deployment->service_count;
-    if (tracked && !table_grow(l, &s->copies, copy_hash))
+    bool by_id = tracked && !d->receipt && l->instance_count > 1;
+    if ((tracked && !table_grow(l, &s->copies, copy_hash)) || (by_id && !table_grow(l, &s->ids, id_hash)))
         return false;
     share_client *c = NULL;
     if (client != NULL) {
@@ -246,6 +274,10 @@ bool shares_take(idevs_launcher *l, const char *client, delivery *d, size_t len)
     if (tracked) {
         table_insert(l, &s->copies, d, copy_hash); /* its tracking fields and bytes never change while queued */
         d->share_copy = true;
+    }
+    if (by_id) {
+        table_insert(l, &s->ids, d, id_hash);
+        d->share_id = true;
     }
     if (c == NULL)
         return true; /* no client id: the total only */
@@ -266,13 +298,15 @@ void shares_give_back(idevs_launcher *l, delivery *d)
     size_t len = d->envelope_len;
     if (d->share_copy)
         table_remove(l, &s->copies, d, copy_hash);
+    if (d->share_id)
+        table_remove(l, &s->ids, d, id_hash);
     if (d->share_sender) {
         s->senders[d->sender] -= s->senders[d->sender] > 0;
         s->sender_bytes[d->sender] -= len < s->sender_bytes[d->sender] ? len : s->sender_bytes[d->sender];
     }
     share_client *c = d->share_client;
     d->share_client = NULL;
-    d->share_sender = d->share_copy = false;
+    d->share_sender = d->share_copy = d->share_id = false;
     if (c == NULL)
         return;
     c->bytes -= len < c->bytes ? len : c->bytes;
@@ -297,7 +331,9 @@ void shares_clear(idevs_launcher *l)
         memset(s->clients.slot, 0, s->clients.cap * sizeof *s->clients.slot);
     if (s->copies.slot != NULL)
         memset(s->copies.slot, 0, s->copies.cap * sizeof *s->copies.slot);
-    s->clients.used = s->copies.used = 0;
+    if (s->ids.slot != NULL)
+        memset(s->ids.slot, 0, s->ids.cap * sizeof *s->ids.slot);
+    s->clients.used = s->copies.used = s->ids.used = 0;
     if (s->senders != NULL)
         memset(s->senders, 0, l->deployment->service_count * sizeof *s->senders);
     if (s->sender_bytes != NULL)

@@ -1912,11 +1912,24 @@ static void test_pool(void)
     /* outputs: 12 + the numbered one + 12; the numbered one is partition 0's (p60: 60 mod 6 = 0) */
     expect_partitioned_outputs(t, 12, 25, seen);
 
+    /* a copy delivered while its first still waits: it follows the first to its instance, and runs not */
+    idevs_msgid sale2 = idevs_msgid_numbered(stream, 8);
+    env = seal_numbered(&t->st, &t->w, "p54", &sale2, &len);
+    uint64_t first2 = deliver_partition(t->l, env, len, "0");
+    free(env);
+    env = seal_numbered(&t->st, &t->w, "p54", &sale2, &len);
+    uint64_t copy2 = deliver_partition(t->l, env, len, "1");
+    free(env);
+    poll_until_done(t->l, &t->r, 28, 5000);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, first2, &times), IDEVS_OK);
+    CU_ASSERT_EQUAL(done_status_of(&t->r, copy2, &times), IDEVS_ERR_ALREADY_DONE);
+    expect_partitioned_outputs(t, 25, 26, seen);
+
     /* a partition the descriptor (64 partitions) does not have */
     env = seal(&t->st, &t->w, "p61", &len);
     deliver_partition(t->l, env, len, "64");
     free(env);
-    poll_until_done(t->l, &t->r, 27, 5000);
+    poll_until_done(t->l, &t->r, 29, 5000);
     idevs_launcher_get_stats(t->l, &st);
     CU_ASSERT_EQUAL(st.partition_ignored, 1);
     rig_free(t);
