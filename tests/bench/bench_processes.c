@@ -16,15 +16,19 @@
  * Latency: both brokers at one fixed total rate, half of the one process's median peak, spread round robin;
  * input published (before sealing) -> output opened at the sink, p50 and p99 over all messages, and the worst
  * process's p99.
+ * Partitions: with --partitions P, every input carries the idevs-partition user property (docs/PROTOCOL.md 8.5),
+ * message number mod P, so that a process of several instances (process.instances) gets its inputs spread by
+ * partition rather than to its least loaded instance (tests/bench/bench_scale.sh compares the two).
  *
  *   bench_processes --store-key K --store-cert C --sink-key K --sink-cert C --ca CA --one-port P --one-pid PID
  *                   --many-port Q --many-pid PID --processes N [--messages M] [--window W] [--rounds R]
- *                   [--seconds S] [--latency-messages L] [--payload-bytes B]
+ *                   [--seconds S] [--latency-messages L] [--payload-bytes B] [--partitions P]
  *   Rounds: R (7), but no new one after S seconds (30) once 3 are done, and latency over at most L messages
  *   (4000) or 4 s of them, so that a loaded machine does not make the run endless.
  *   CA: the operator CA; the compartments' chains are verified under it, with the process backend allowed.
  *
- * The processes are found by their retained certificates (idevs/<name>/certificate); each takes input on
+ * The processes are found by their retained certificates (idevs/<name>/certificate, and each instance's on
+ * idevs/<name>/instance/<n>/certificate: an instance's envelopes name its own); each takes input on
  * idevs/<name>/in/events and emits on idevs/<name>/out/out. Run by tests/bench/bench_processes.sh, which starts
  * the brokers. Prints figures and, last, one line "result key=value..." for the script; asserts nothing. */
 #include <dirent.h>
@@ -36,9 +40,11 @@
 #include <unistd.h>
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 
 #include "bench_common.h"
 #include "idevs_cert.h"
+#include "idevs_deployment.h"
 #include "idevs_envelope.h"
 #include "idevs_identity.h"
 
@@ -77,6 +83,7 @@ typedef struct side {
 static idevs_cert_policy *policy;
 static idevs_identity *store_id, *sink_id;
 static unsigned payload_bytes = 256;
+static unsigned partitions; /* --partitions: 0, no partition property */
 
 /* ---- /proc: CPU time of a process and of its children ---- */
 
@@ -129,13 +136,25 @@ static uint64_t descendants_cpu_ticks(int pid, int depth)
 
 /* ---- the clients ---- */
 
-/* idevs/<name>/certificate: registers (or renews) the compartment's chain with both contexts. */
+/* Whether rest, what follows a process's name in a certificate topic, is "/certificate" or
+ * "/instance/<n>/certificate". */
+static bool certificate_topic_rest(const char *rest)
+{
+    int used = 0;
+    unsigned instance;
+    return strcmp(rest, "/certificate") == 0 ||
+           (sscanf(rest, "/instance/%u/certificate%n", &instance, &used) == 1 && used > 0 && rest[used] == '\0');
+}
+
+/* idevs/<name>/certificate or an instance's: registers (or renews) the chain with both contexts. A fresh receiver
+ * needs every instance's: after the first message of an epoch, an instance's envelopes carry only the digest of
+ * its own certificate. */
 static void on_certificate(side *s, const struct mosquitto_message *msg)
 {
     if (strncmp(msg->topic, "idevs/", 6) != 0)
         return;
     const char *name = msg->topic + 6, *end = strchr(name, '/');
-    if (end == NULL || strcmp(end, "/certificate") != 0 || (size_t)(end - name) >= sizeof s->procs[0].name)
+    if (end == NULL || !certificate_topic_rest(end) || (size_t)(end - name) >= sizeof s->procs[0].name)
         return;
     size_t name_len = (size_t)(end - name);
     uint8_t *der[IDEVS_CHAIN_MAX];
@@ -245,7 +264,9 @@ static bool side_start(side *s)
     if ((s->sink = bench_client(id, s->port, s, on_message)) == NULL)
         return false;
     mosquitto_subscribe_callback_set(s->sink, on_subscribe);
-    if (mosquitto_subscribe(s->store, NULL, "idevs/+/certificate", 1) != MOSQ_ERR_SUCCESS ||
+    /* The instances' first: their retained chains then arrive before the process counts as found. */
+    if (mosquitto_subscribe(s->store, NULL, "idevs/+/instance/+/certificate", 1) != MOSQ_ERR_SUCCESS ||
+        mosquitto_subscribe(s->store, NULL, "idevs/+/certificate", 1) != MOSQ_ERR_SUCCESS ||
         !side_turn_until(s, &s->n, s->want, 15)) {
         fprintf(stderr, "bench: %s: %u of %u certificates arrived\n", s->label, s->n, s->want);
         return false;
@@ -268,6 +289,20 @@ static void side_free(side *s)
     free(s->rtt);
 }
 
+/* The MQTT 5 properties of message number: its partition, number mod --partitions, in decimal (NULL: none). */
+static mosquitto_property *partition_property(unsigned number)
+{
+    mosquitto_property *props = NULL;
+    if (partitions == 0)
+        return NULL;
+    char text[16];
+    snprintf(text, sizeof text, "%u", number % partitions);
+    if (mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, IDEVS_PARTITION_PROPERTY, text) !=
+        MOSQ_ERR_SUCCESS)
+        fprintf(stderr, "bench: cannot add the partition property\n"); /* then unkeyed, as the counters show */
+    return props;
+}
+
 /* Seals message number `published` to process number % n and publishes it at QoS 1. */
 static bool publish_next(side *s)
 {
@@ -283,8 +318,10 @@ static bool publish_next(side *s)
     uint8_t *env = NULL;
     size_t env_len = 0;
     idevs_err err = idevs_envelope_seal(s->seal_ctx, &in, &env, &env_len, NULL);
-    int rc = err == IDEVS_OK ? mosquitto_publish_v5(s->store, NULL, p->in_topic, (int)env_len, env, 1, false, NULL)
+    mosquitto_property *props = err == IDEVS_OK ? partition_property(number) : NULL;
+    int rc = err == IDEVS_OK ? mosquitto_publish_v5(s->store, NULL, p->in_topic, (int)env_len, env, 1, false, props)
                              : MOSQ_ERR_INVAL;
+    mosquitto_property_free_all(&props);
     free(env);
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "bench: %s: cannot seal or publish: %s\n", s->label,
@@ -361,7 +398,7 @@ static int usage(const char *why)
     fprintf(stderr, "bench_processes: %s\nusage: bench_processes --store-key K --store-cert C --sink-key K "
                     "--sink-cert C --ca CA --one-port P --one-pid PID --many-port Q --many-pid PID --processes N "
                     "[--messages M] [--window W] [--rounds R] [--seconds S] [--latency-messages L] "
-                    "[--payload-bytes B]\n",
+                    "[--payload-bytes B] [--partitions P]\n",
             why);
     return 2;
 }
@@ -405,7 +442,8 @@ static int parse(int argc, char **argv, options *o)
                {"--rounds", NULL, &o->rounds, 1, ROUNDS_MAX},
                {"--seconds", NULL, &o->seconds, 1, 3600},
                {"--latency-messages", NULL, &o->latency_messages, 100, MESSAGES_MAX},
-               {"--payload-bytes", NULL, &payload_bytes, 16, PAYLOAD_MAX}};
+               {"--payload-bytes", NULL, &payload_bytes, 16, PAYLOAD_MAX},
+               {"--partitions", NULL, &partitions, 0, IDEVS_DEPLOYMENT_MAX_PARTITIONS}};
     for (int i = 1; i < argc; i += 2) {
         size_t k = 0;
         while (k < sizeof opt / sizeof opt[0] && strcmp(argv[i], opt[k].name) != 0)
@@ -538,12 +576,12 @@ int main(int argc, char **argv)
     double cpu_one = us_per_message(one_use.broker, one_use.messages),
            cpu_many = us_per_message(many_use.broker, many_use.messages),
            comp_one = us_per_message(one_use.compartments, one_use.messages),
-           comp_many = us_per_message(many_use.compartments, many_use.messages);
+           comp_many = us_per_message(many_use.compartments, many_use.messages),
+           client_one = (double)one_use.client_us / (double)one_use.messages,
+           client_many = (double)many_use.client_us / (double)many_use.messages;
     printf("  CPU per message: broker one %.1f us, %u processes %.1f us; compartments one %.1f us, %u processes "
            "%.1f us; this client %.1f us, %.1f us\n",
-           cpu_one, many.n, cpu_many, comp_one, many.n, comp_many,
-           (double)one_use.client_us / (double)one_use.messages,
-           (double)many_use.client_us / (double)many_use.messages);
+           cpu_one, many.n, cpu_many, comp_one, many.n, comp_many, client_one, client_many);
 
     /* At most LATENCY_SECONDS of messages a broker, so that a loaded machine's low rates do not stretch it. */
     unsigned rate = (unsigned)(one_med / 2) > 0 ? (unsigned)(one_med / 2) : 1;
@@ -570,9 +608,9 @@ int main(int argc, char **argv)
                many.n, took, (double)count / rate);
     printf("result processes=%u one_rate=%.0f many_rate=%.0f ratio=%.3f latency_rate=%u p50_ms=%.3f p99_ms=%.3f "
            "worst_p99_ms=%.3f one_p50_ms=%.3f one_p99_ms=%.3f cpu_us=%.1f one_cpu_us=%.1f comp_cpu_us=%.1f "
-           "one_comp_cpu_us=%.1f queueing=%d\n",
+           "one_comp_cpu_us=%.1f client_cpu_us=%.1f one_client_cpu_us=%.1f queueing=%d\n",
            many.n, one_med, many_med, ratio_med, rate, lm.p50_ms, lm.p99_ms, lm.worst_p99_ms, lo.p50_ms, lo.p99_ms,
-           cpu_many, cpu_one, comp_many, comp_one, queueing);
+           cpu_many, cpu_one, comp_many, comp_one, client_many, client_one, queueing);
     rc = 0;
 out:
     for (int i = 0; i < 2; i++)

@@ -24,44 +24,11 @@
 # Build the release tree first: meson setup build-release -Dbuildtype=release && ninja -C build-release
 build=$(cd "${1:?usage: bench_processes.sh BUILD_DIR [bench_processes options]}" && pwd) || exit 2
 shift
-plugin=$build/plugin/mosquitto_idevs.so
-ca_tool=$build/certs/tool/idevs-ca
-env_tool=$build/proto/tool/idevs-envelope
-compartment=$build/enclave-bridge/compartment/idevs-compartment
-echo_logic=$build/tests/logic/idevs_logic_echo.so
-bench=$build/tests/bench/bench_processes
-for f in "$plugin" "$ca_tool" "$compartment" "$echo_logic" "$bench"; do
-  [ -e "$f" ] || { echo "bench_processes: $f is not built" >&2; exit 1; }
-done
+bench_name=bench_processes
 configurations=${IDEVS_BENCH_PROCESSES:-1 2 4 8 16}
-# lib.sh: the PKI (store, sink), the echo descriptor, mosquitto.conf files, brokers started and stopped by pid;
-# its EXIT trap stops the broker and every pid in bg_pids.
-source "$(dirname "$0")/../broker/lib.sh"
-trap 'exit 130' INT TERM
-
-# One descriptor per process, from lib.sh's echo descriptor: its own name, program UUID and topics, and a queue
-# deep enough for the whole window.
-descriptor() { # NAME FILE
-  sed -e "s/\"name\": \"echo\"/\"name\": \"$1\"/" -e "s|idevs/echo/|idevs/$1/|g" \
-    -e "s/$program/$(cat /proc/sys/kernel/random/uuid)/" -e 's/"queue_depth": [0-9]*/"queue_depth": 1024/' \
-    "$work/echo.json" >"$2"
-}
-# The same broker settings on both: no per-message logging, deep queues, no Nagle delay, counters every second.
-common=("log_type error" "log_type warning" "max_queued_messages 100000" "set_tcp_nodelay true"
-  "plugin_opt_metrics_interval_s 1")
-# broker NAME DESCRIPTOR...: writes WORK/NAME.conf (state in WORK/state-NAME/<process>/) and starts it.
-broker() {
-  local name=$1 first=$2 d extra=(); shift 2
-  for d in "$@"; do extra+=("plugin_opt_descriptor $d"); done
-  mkdir -m 700 "$work/state-$name"
-  write_conf "$work/$name.conf" "$first" -state_dir "plugin_opt_state_dir $work/state-$name" "${extra[@]}" \
-    "${common[@]}"
-  sed -i '/^log_type all$/d' "$work/$name.conf"
-  start_broker "$work/$name.conf" && return 0
-  echo "bench_processes: the broker with $(($# + 1)) process(es) does not start:" >&2
-  tail -n 20 "$work/$name.conf.out" "$work/$name.conf.log" >&2
-  return 1
-}
+# The brokers, their descriptors and bench_processes's run; lib.sh's EXIT trap stops the broker and every pid in
+# bg_pids.
+source "$(dirname "$0")/bench_brokers.sh"
 
 # tree PID: "PROCESSES PSS_KB USS_KB" summed over PID and its descendants (a compartment: its key holder and
 # its logic process).
@@ -87,18 +54,6 @@ compartments() {
 }
 # uss PID: the unique set of one process, KB.
 uss() { awk '/^Private_(Clean|Dirty):/ {u += $2} END {print u + 0}' "/proc/$1/smaps_rollup"; }
-# totals: the many broker's counters summed over its processes, at their next publication.
-# shellcheck disable=SC2016 # the topic is literal
-totals() {
-  sleep 1.2
-  sub -t '$SYS/broker/idevs/totals/#' -v -W 1 2>/dev/null | sed 's|^\$SYS/broker/idevs/totals/||' |
-    awk '$1 == "received" || $1 == "done/ok" || $1 == "emitted" || $1 ~ /^rejected\// {v[$1] = $2}
-         END {for (k in v) printf "%s%s %s", (n++ ? ", " : ""), k, v[k]; print ""}'
-}
-# read_result LINE: its "key=value" words into the associative array row.
-declare -A row=()
-read_result() { local w; row=(); for w in $1; do [[ $w == *=* ]] && row[${w%%=*}]=${w#*=}; done; }
-
 descriptor one "$work/one.json"
 for k in $(seq 16); do descriptor "p$k" "$work/p$k.json"; done
 broker one "$work/one.json" || exit 1
@@ -113,21 +68,13 @@ for n in $configurations; do
   descs=()
   for k in $(seq 2 "$n"); do descs+=("$work/p$k.json"); done
   broker "n$n" "$work/p1.json" "${descs[@]}" || exit 1
-  out=$(timeout 150 "$bench" --store-key "$pki/store.key" --store-cert "$pki/store.crt" --sink-key "$pki/sink.key" \
-    --sink-cert "$pki/sink.crt" --ca "$pki/ca.crt" --one-port "$one_port" --one-pid "$one_pid" \
-    --many-port "$port" --many-pid "$broker_pid" --processes "$n" "$@")
-  status=$?
-  grep -v '^result ' <<<"$out"
-  result=$(grep '^result ' <<<"$out")
-  if [ "$status" -ne 0 ] || [ -z "$result" ]; then
-    echo "bench_processes: the run with $n process(es) failed" >&2
-    exit 1
-  fi
+  run_bench "$one_pid" "$one_port" "$broker_pid" "$port" --processes "$n" "$@" ||
+    { echo "bench_processes: the run with $n process(es) failed" >&2; exit 1; }
   read -r count procs pss uss_avg < <(compartments "$broker_pid")
   broker_uss=$(uss "$broker_pid")
   echo "  memory: $count compartment(s) of $procs process(es) each; each compartment PSS $pss KB, unique" \
     "$uss_avg KB; broker unique $broker_uss KB (the one-process broker: $(uss "$one_pid") KB)"
-  echo "  totals of the $n-process broker: $(totals)"
+  echo "  totals of the $n-process broker: $(totals '^(received|done/ok|emitted|rejected/.*)$')"
   results+=("$result compartments=$count pss_kb=$pss uss_kb=$uss_avg broker_uss_kb=$broker_uss")
   stop_broker
 done
