@@ -849,3 +849,8 @@ char *idevs_deployment_instance_certificate_topic(const char *process, uint32_t 
     snprintf(what, sizeof what, "instance/%u/certificate", instance);
     return retained_topic(process, what);
 }
+
+char *idevs_deployment_instance_certificate_filter(const char *process)
+{
+    return retained_topic(process, "instance/+/certificate");
+}

@@ -128,6 +128,8 @@ char *idevs_deployment_descriptor_topic(const char *process);
 /* Where the plugin publishes, retained, instance n's own chain (docs/SCALING.md):
  * "idevs/<process>/instance/<n>/certificate". malloc'd; NULL when out of memory. */
 char *idevs_deployment_instance_certificate_topic(const char *process, uint32_t instance);
+/* The subscription that matches every instance's: "idevs/<process>/instance/+/certificate". malloc'd. */
+char *idevs_deployment_instance_certificate_filter(const char *process);
 
 /* Lookups; NULL when absent. */
 const idevs_deployment_input *idevs_deployment_input_by_topic(const idevs_deployment *d, const char *topic);

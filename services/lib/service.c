@@ -185,8 +185,9 @@ idevs_err idevs_service_new(const idevs_service_config *cfg, idevs_service_on_me
     svc->password = dup_opt(cfg->password, &ok);
     svc->certificate_topic = idevs_deployment_certificate_topic(cfg->process);
     svc->descriptor_topic = idevs_deployment_descriptor_topic(cfg->process);
+    svc->instances_filter = idevs_deployment_instance_certificate_filter(cfg->process);
     idevs_err err = IDEVS_OK;
-    if (!ok || svc->certificate_topic == NULL || svc->descriptor_topic == NULL)
+    if (!ok || svc->certificate_topic == NULL || svc->descriptor_topic == NULL || svc->instances_filter == NULL)
         err = IDEVS_ERR_NOMEM;
 
     if (err == IDEVS_OK) {
@@ -304,7 +305,7 @@ idevs_err svc_subscribe(idevs_service *svc, char *const *already, const int *alr
     if (svc->conn != SVC_CONNECTED)
         return IDEVS_OK;
     bool fresh = already == NULL;
-    char **topics = calloc(svc->subscription_count + 2, sizeof *topics);
+    char **topics = calloc(svc->subscription_count + 3, sizeof *topics);
     size_t n = 0, first[SVC_QOS_COUNT + 1] = {0};
     bool ok = topics != NULL;
     /* Grouped by QoS, so that an output or request declared at QoS 2 is not received at QoS 1. */
@@ -313,6 +314,7 @@ idevs_err svc_subscribe(idevs_service *svc, char *const *already, const int *alr
         if (fresh && q == SVC_RETAINED_QOS) {
             ok &= (topics[n++] = strdup(svc->certificate_topic)) != NULL;
             ok &= (topics[n++] = strdup(svc->descriptor_topic)) != NULL;
+            ok &= (topics[n++] = strdup(svc->instances_filter)) != NULL; /* after them: verified by then */
         }
         for (size_t i = 0; ok && i < svc->subscription_count; i++)
             if (svc->subscription_qos[i] == q &&
@@ -394,6 +396,11 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     }
     if (strcmp(msg->topic, svc->descriptor_topic) == 0) {
         svc_on_retained(svc, false, data, len);
+        return;
+    }
+    bool instance = false;
+    if (mosquitto_topic_matches_sub(svc->instances_filter, msg->topic, &instance) == MOSQ_ERR_SUCCESS && instance) {
+        svc_on_instance_certificate(svc, data, len);
         return;
     }
     void *corr = NULL;
@@ -694,6 +701,7 @@ void idevs_service_free(idevs_service *svc)
     free_string(svc->password, true);
     free(svc->certificate_topic);
     free(svc->descriptor_topic);
+    free(svc->instances_filter);
     idevs_cleanse(svc, sizeof *svc);
     free(svc);
     mosquitto_lib_cleanup();

@@ -85,6 +85,7 @@ struct idevs_service {
     int port;
     unsigned keepalive_s, start_timeout_ms, session_expiry_s;
     char *certificate_topic, *descriptor_topic;
+    char *instances_filter; /* idevs/<process>/instance/+/certificate: each instance's own certificate */
     idevs_service_on_message on_message;
     void *arg;
 
@@ -179,6 +180,10 @@ void svc_topics_free(char **topics, size_t count);
 idevs_err svc_policy_setup(idevs_service *svc, const char *const *settings, char *why, size_t why_len);
 /* A retained message on the certificate or descriptor topic. */
 void svc_on_retained(idevs_service *svc, bool certificate, const uint8_t *data, size_t len);
+/* An instance's retained certificate (a process run as a pool, docs/SCALING.md): once the process is verified, its
+ * chain is added as another certificate of the process's keys when it verifies under the same policy, so that
+ * envelopes of an instance whose epoch began before this service came open too. Anything else is ignored. */
+void svc_on_instance_certificate(idevs_service *svc, const uint8_t *data, size_t len);
 /* Verifies the latest certificate and descriptor when both arrived; installs them on success, sets
  * svc->failure and svc->why otherwise. */
 void svc_try_verify(idevs_service *svc);

@@ -280,6 +280,28 @@ static void unsubscribe_gone(idevs_service *svc, char **old, size_t old_count)
     }
 }
 
+void svc_on_instance_certificate(idevs_service *svc, const uint8_t *data, size_t len)
+{
+    if (svc->ctx == NULL || svc->deployment == NULL || len == 0 || len > SVC_CERT_PEM_MAX)
+        return; /* verified first through the process's own topic; an instance's then adds to it */
+    uint8_t *der[IDEVS_CHAIN_MAX];
+    size_t der_len[IDEVS_CHAIN_MAX], count = 0;
+    char inner[256];
+    if (idevs_cert_read_chain_pem((const char *)data, len, der, der_len, IDEVS_CHAIN_MAX, &count, inner,
+                                  sizeof inner) != IDEVS_OK)
+        return;
+    idevs_cert_info info;
+    /* The same policy as the process's certificate (measurement, descriptor digest, backend); the same keys, or
+     * add_peer would take it for a replacement of the process: such a chain is ignored. */
+    if (idevs_cert_verify(svc->policy, (const uint8_t *const *)der, der_len, count, &info, inner, sizeof inner) ==
+            IDEVS_OK &&
+        idevs_uuid_equal(&info.uuid, &svc->deployment->program) &&
+        memcmp(info.sign_pub, svc->peer.sign_pub, sizeof info.sign_pub) == 0 &&
+        memcmp(info.kex_pub, svc->peer.kex_pub, sizeof info.kex_pub) == 0)
+        (void)idevs_envelope_add_peer(svc->ctx, (const uint8_t *const *)der, der_len, count, NULL);
+    idevs_cert_chain_free(der, count);
+}
+
 static idevs_err new_context(idevs_service *svc, const candidate *c, idevs_envelope_ctx **out)
 {
     idevs_envelope_options opts;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A process run as a pool of two instances (docs/SCALING.md) and a service that comes after both instances began
+# their epochs with it: the library learns each instance's own certificate from
+# idevs/<process>/instance/<n>/certificate, so it opens what either instance sends, although by then their
+# envelopes name their certificates by digest only. A service there from the start learns them from the chains
+# the epochs' first envelopes carry.
+#   test_instances.sh PLUGIN.so IDEVS_CA IDEVS_COMPARTMENT ECHO_LOGIC.so IDEVS_PUB IDEVS_SUB
+set -u
+plugin=$1 ca_tool=$2 compartment=$3 echo_logic=$4 idevs_pub=$5 idevs_sub=$6
+env_tool= # (lib.sh's seal is not used here)
+source "$(dirname "$0")/../broker/lib.sh"
+broker_no_leaks=1
+# Ready once the second instance is certified: the first is before it.
+broker_ready_topic=idevs/echo/instance/1/certificate
+
+sed -i 's|"config": {}|"config": {}, "instances": 2|' "$work/echo.json"
+port=$(free_port)
+conf=$work/broker.conf
+cat >"$conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+log_dest file $work/broker.log
+log_type all
+plugin $plugin
+plugin_opt_descriptor $work/echo.json
+plugin_opt_authority_key $pki/authority.key
+plugin_opt_authority_cert $pki/authority.crt
+plugin_opt_operator_ca $pki/ca.crt
+plugin_opt_state_dir $work/state
+plugin_opt_compartment $compartment
+plugin_opt_acl_others allow
+CONF
+if start_broker "$conf"; then ok "the broker starts a pool of two instances"; else
+  bail "the broker starts a pool of two instances" "$work/broker.log" "$conf.out"
+fi
+common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
+store=(--pki "$pki" --name store "${common[@]}")
+sink=(--pki "$pki" --name sink "${common[@]}")
+wait_subscribed() { wait_for_regex "$work/broker.log" "^[0-9]+: $1 [0-2] $2\$" 200; }
+
+# A partition key for each instance: the partition (docs/PROTOCOL.md 8.5) mod 2.
+read -r key0 key1 < <(python3 - "$program" <<'PY'
+import hashlib, sys, uuid
+program = uuid.UUID(sys.argv[1]).bytes
+keys = {}
+for n in range(1000):
+    key = f"customer-{n}".encode()
+    p = int.from_bytes(hashlib.sha256(b"idevs partition v1" + program + key).digest()[:4], "big") % 64
+    keys.setdefault(p % 2, key.decode())
+print(keys[0], keys[1])
+PY
+)
+
+publish_both() { # WORD: one input to each instance
+  local k
+  for k in "$key0" "$key1"; do
+    "$idevs_pub" "${store[@]}" -t events -m "$1 $k" --partition-key "$k" >>"$work/pub.out" 2>&1 ||
+      not_ok "idevs-pub publishes '$1 $k'" "$work/pub.out"
+  done
+}
+
+background "$work/first.out" "$work/first.err" "$idevs_sub" "${sink[@]}" -i sink-first -C 2 -W 30
+first_pid=$last_pid
+wait_subscribed sink-first idevs/echo/out/out || not_ok "the first sink subscribes" "$work/first.err"
+publish_both first
+wait_pid "$first_pid"
+check "a sink there from the start receives both instances' outputs" bash -c \
+  "grep -qx 'first $key0' '$work/first.out' && grep -qx 'first $key1' '$work/first.out'"
+
+background "$work/later.out" "$work/later.err" "$idevs_sub" "${sink[@]}" -i sink-later -C 2 -W 30
+later_pid=$last_pid
+wait_subscribed sink-later idevs/echo/out/out || not_ok "the later sink subscribes" "$work/later.err"
+publish_both later
+wait_pid "$later_pid"
+check "a sink that came after both epochs began opens both instances' outputs" bash -c \
+  "grep -qx 'later $key0' '$work/later.out' && grep -qx 'later $key1' '$work/later.out'"
+check "... and refused none of them" bash -c "! grep -q 'refused' '$work/later.err'"
+check "both instances' certificates are retained, and differ" bash -c \
+  "timeout 5 mosquitto_sub -p $port -t idevs/echo/instance/0/certificate -C 1 >'$work/i0.pem' &&
+   timeout 5 mosquitto_sub -p $port -t idevs/echo/instance/1/certificate -C 1 >'$work/i1.pem' &&
+   [ -s '$work/i0.pem' ] && ! cmp -s '$work/i0.pem' '$work/i1.pem'"
+stop_broker
+finish
