@@ -14,29 +14,15 @@ broker_no_leaks=1
 broker_ready_topic=idevs/echo/instance/1/certificate
 
 sed -i 's|"config": {}|"config": {}, "instances": 2|' "$work/echo.json"
-port=$(free_port)
 conf=$work/broker.conf
-cat >"$conf" <<CONF
-listener $port 127.0.0.1
-allow_anonymous true
-log_dest file $work/broker.log
-log_type all
-plugin $plugin
-plugin_opt_descriptor $work/echo.json
-plugin_opt_authority_key $pki/authority.key
-plugin_opt_authority_cert $pki/authority.crt
-plugin_opt_operator_ca $pki/ca.crt
-plugin_opt_state_dir $work/state
-plugin_opt_compartment $compartment
-plugin_opt_acl_others allow
-CONF
+write_conf "$conf" "$work/echo.json"
 if start_broker "$conf"; then ok "the broker starts a pool of two instances"; else
-  bail "the broker starts a pool of two instances" "$work/broker.log" "$conf.out"
+  bail "the broker starts a pool of two instances" "$conf.log" "$conf.out"
 fi
 common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
 store=(--pki "$pki" --name store "${common[@]}")
 sink=(--pki "$pki" --name sink "${common[@]}")
-wait_subscribed() { wait_for_regex "$work/broker.log" "^[0-9]+: $1 [0-2] $2\$" 200; }
+wait_subscribed() { wait_for_regex "$conf.log" "^[0-9]+: $1 [0-2] $2\$" 200; }
 
 # A partition key for each instance: the partition (docs/PROTOCOL.md 8.5) mod 2.
 read -r key0 key1 < <(python3 - "$program" <<'PY'
@@ -59,21 +45,18 @@ publish_both() { # WORD: one input to each instance
   done
 }
 
-background "$work/first.out" "$work/first.err" "$idevs_sub" "${sink[@]}" -i sink-first -C 2 -W 30
-first_pid=$last_pid
-wait_subscribed sink-first idevs/echo/out/out || not_ok "the first sink subscribes" "$work/first.err"
-publish_both first
-wait_pid "$first_pid"
-check "a sink there from the start receives both instances' outputs" bash -c \
-  "grep -qx 'first $key0' '$work/first.out' && grep -qx 'first $key1' '$work/first.out'"
+# A sink NAME that subscribes, then one input to each instance with WORD; its output in WORK/NAME.out.
+sink_run() { # NAME WORD
+  background "$work/$1.out" "$work/$1.err" "$idevs_sub" "${sink[@]}" -i "sink-$1" -C 2 -W 30
+  local pid=$last_pid
+  wait_subscribed "sink-$1" idevs/echo/out/out || not_ok "the sink $1 subscribes" "$work/$1.err"
+  publish_both "$2"
+  wait_pid "$pid"
+  grep -qx "$2 $key0" "$work/$1.out" && grep -qx "$2 $key1" "$work/$1.out"
+}
 
-background "$work/later.out" "$work/later.err" "$idevs_sub" "${sink[@]}" -i sink-later -C 2 -W 30
-later_pid=$last_pid
-wait_subscribed sink-later idevs/echo/out/out || not_ok "the later sink subscribes" "$work/later.err"
-publish_both later
-wait_pid "$later_pid"
-check "a sink that came after both epochs began opens both instances' outputs" bash -c \
-  "grep -qx 'later $key0' '$work/later.out' && grep -qx 'later $key1' '$work/later.out'"
+check "a sink there from the start receives both instances' outputs" sink_run first first
+check "a sink that came after both epochs began opens both instances' outputs" sink_run later later
 check "... and refused none of them" bash -c "! grep -q 'refused' '$work/later.err'"
 check "both instances' certificates are retained, and differ" bash -c \
   "timeout 5 mosquitto_sub -p $port -t idevs/echo/instance/0/certificate -C 1 >'$work/i0.pem' &&
