@@ -280,6 +280,8 @@ typedef struct idevs_launcher_stats {
     size_t in_flight;            /* sent to the current compartments and not done */
     size_t instances;            /* compartments of the pool (process.instances) */
     uint64_t partition_ignored;  /* idevs-partition values that name no partition of the descriptor */
+    uint64_t timer_moves;        /* times the logic's timer moved to another instance of the pool and back */
+    uint64_t timer_dropped;      /* timer runs of an instance that did not hold the timer then, not published */
     size_t instances_ready;      /* of them ready now */
     uint64_t last_certified_us;  /* spawn to certificate sent, last start */
     uint64_t last_ready_us;      /* spawn to Ready, last start */

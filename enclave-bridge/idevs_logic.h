@@ -103,7 +103,8 @@ static inline idevs_err idevs_on_response(idevs_logic *lg, const char *request, 
 }
 
 /* Calls handler every period_ms milliseconds (at least 10); only during setup(). When the process runs as
- * several instances (process.instances), only instance 0 calls it: the timer runs once, not once per instance. */
+ * several instances (process.instances), one of them calls it at a time (instance 0, or another while instance 0
+ * restarts): the timer runs once, not once per instance. */
 static inline idevs_err idevs_on_timer(idevs_logic *lg, uint32_t period_ms, idevs_timer_handler handler)
 {
     return lg->api->on_timer(lg, period_ms, handler);

@@ -110,7 +110,8 @@ typedef struct logic_link {
     bool *has_input;       /* per declared input: the logic registered a handler */
     bool *has_response;    /* per declared request */
     uint64_t seq;          /* of the last event sent */
-    uint32_t timer_period_ms; /* 0: no timer */
+    uint32_t timer_period_ms; /* 0: no timer (or not this instance's turn: TimerRole) */
+    uint32_t timer_asked_ms;  /* what the logic asked for in LogicReady; 0: none */
     int64_t timer_next_ms;    /* CLOCK_MONOTONIC */
     /* events sent to the logic process and not answered yet, oldest first: a ring */
     cmp_event queued[CMP_EVENTS_MAX];
@@ -282,6 +283,8 @@ bool logic_link_full(const logic_link *k);
 idevs_err logic_link_collect(logic_link *k);
 /* A timer run: queued and collected at once (nothing else may be waiting). */
 idevs_err logic_link_run_timer(logic_link *k);
+/* Whether this instance runs the logic's timer (TimerRole; instance 0 does from its start), if it asked for one. */
+void logic_link_timer_role(logic_link *k, bool run);
 /* Whether an input may run now, with `ahead` events queued before it each assumed to make at most one request:
  * room in the pending table (always, when the logic declares no requests). */
 bool logic_link_room_for_input(const logic_link *k, size_t ahead);

@@ -129,10 +129,10 @@ void logic_link_setup(logic_link *k)
     size_t n = strnlen(r->logic_name != NULL ? r->logic_name : "", sizeof k->logic_name - 1);
     for (size_t i = 0; i < n; i++)
         k->logic_name[i] = r->logic_name[i] >= 0x20 && r->logic_name[i] <= 0x7e ? r->logic_name[i] : '?';
-    /* Only instance 0 runs the timer: the pool's instances share one logic, whose timer must run once. */
-    k->timer_period_ms = k->c->instance == 0 ? r->timer_period_ms : 0;
-    if (k->timer_period_ms != 0)
-        k->timer_next_ms = cmp_monotonic_ms() + k->timer_period_ms;
+    /* Only one instance runs the timer: the pool's instances share one logic, whose timer must run once.
+     * Instance 0 from its start; another when the launcher hands it the role (TimerRole). */
+    k->timer_asked_ms = r->timer_period_ms;
+    logic_link_timer_role(k, k->c->instance == 0);
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
 }
 
@@ -496,6 +496,14 @@ idevs_err logic_link_queue(logic_link *k, bool response, size_t index, const ide
     queue_event(k, &ev, &e); /* packed into the link's buffer: rs is not needed after */
     idevs_cleanse(&rs, sizeof rs);
     return IDEVS_OK;
+}
+
+void logic_link_timer_role(logic_link *k, bool run)
+{
+    uint32_t period = run ? k->timer_asked_ms : 0;
+    if (period != 0 && k->timer_period_ms == 0)
+        k->timer_next_ms = cmp_monotonic_ms() + period;
+    k->timer_period_ms = period;
 }
 
 idevs_err logic_link_run_timer(logic_link *k)

@@ -374,6 +374,10 @@ static int on_readable(compartment *c)
             handshake_renewed(c, f->certified);
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_TIMER_ROLE:
+            logic_link_timer_role(&c->link, f->timer_role->run);
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            break;
         case IDEVS__BRIDGE__V1__FRAME__BODY_SHUTDOWN:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             drain(c);
@@ -381,7 +385,8 @@ static int on_readable(compartment *c)
             return CMP_EXIT_OK;
         default:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
-            cmp_fatal(c, IDEVS_ERR_FRAME, "frame from the launcher: not a Deliver, Certified, Reseal or Shutdown");
+            cmp_fatal(c, IDEVS_ERR_FRAME,
+                      "frame from the launcher: not a Deliver, Certified, Reseal, TimerRole or Shutdown");
         }
     }
 }

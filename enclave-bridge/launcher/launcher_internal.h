@@ -297,6 +297,7 @@ struct idevs_launcher {
     int64_t timer_warned_ms; /* the last warning about a dropped timer run */
     size_t count;           /* deliveries queued over all instances (not refused ones) */
     struct pool_route *routes; /* pool.c: requests and the instance that made them; NULL until one */
+    launcher_instance *timer_holder; /* the instance whose timer runs count (pool.c); NULL: none ready */
 
     int epfd;
     int timerfd;
@@ -501,6 +502,11 @@ void pool_note_request(idevs_launcher *l, const launcher_instance *c, const uint
 void pool_free(idevs_launcher *l);
 /* A ready instance, the least loaded; NULL when none is ready. */
 launcher_instance *pool_ready(idevs_launcher *l);
+/* Gives the logic's timer to instance 0 when it is ready, else to the lowest-numbered ready instance, telling the
+ * instances that lose or gain it (TimerRole). */
+void pool_assign_timer(idevs_launcher *l);
+/* Whether what c's timer emits counts now: its instance holds the timer. */
+bool pool_timer_holder(const idevs_launcher *l, const launcher_instance *c);
 /* The launcher's state as one: READY when an instance is; else the first instance's. */
 idevs_launcher_state pool_state(const idevs_launcher *l);
 bool pool_all_stopped(const idevs_launcher *l);

@@ -78,6 +78,42 @@ launcher_instance *pool_choose(idevs_launcher *l, const delivery *d, int64_t par
     return c != NULL ? c : least_loaded(l, false);
 }
 
+static void send_timer_role(launcher_instance *c, bool run)
+{
+    Idevs__Bridge__V1__TimerRole role = IDEVS__BRIDGE__V1__TIMER_ROLE__INIT;
+    role.run = run;
+    Idevs__Bridge__V1__Frame f = IDEVS__BRIDGE__V1__FRAME__INIT;
+    f.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_TIMER_ROLE;
+    f.timer_role = &role;
+    (void)supervise_send(c, &f); /* a closed channel: that instance is ending, and loses the role anyway */
+}
+
+void pool_assign_timer(idevs_launcher *l)
+{
+    if (l->instance_count == 1)
+        return;
+    launcher_instance *want = NULL;
+    for (size_t i = 0; want == NULL && i < l->instance_count; i++)
+        if (l->instances[i].state == IDEVS_LAUNCHER_READY)
+            want = &l->instances[i];
+    if (want == l->timer_holder)
+        return;
+    launcher_instance *was = l->timer_holder;
+    /* Instance 0 runs the timer from its start and never loses it while ready: only others are told. */
+    if (was != NULL && was->number != 0 && was->state == IDEVS_LAUNCHER_READY)
+        send_timer_role(was, false);
+    if (want != NULL && want->number != 0)
+        send_timer_role(want, true);
+    l->timer_holder = want;
+    if (was != NULL && want != NULL)
+        l->stats.timer_moves++;
+}
+
+bool pool_timer_holder(const idevs_launcher *l, const launcher_instance *c)
+{
+    return l->instance_count == 1 || l->timer_holder == c;
+}
+
 idevs_launcher_state pool_state(const idevs_launcher *l)
 {
     for (size_t i = 0; i < l->instance_count; i++)

@@ -510,6 +510,10 @@ static void handle_publish(launcher_instance *c, const Idevs__Bridge__V1__Publis
     }
     if (p->response_topic != NULL && p->response_topic[0] != '\0') /* a request: its answer comes back here */
         pool_note_request(l, c, p->correlation_data.data);
+    if (p->delivery_id == 0 && !pool_timer_holder(l, c)) {
+        l->stats.timer_dropped++; /* a run of an instance that lost the timer (or has not got it yet) */
+        return;
+    }
     if (p->delivery_id == 0) { /* the logic's timer: nothing to hold it for */
         bool rt = p->response_topic != NULL && p->response_topic[0] != '\0';
         idevs_launcher_publish pub = {
@@ -573,7 +577,8 @@ static void handle_done(launcher_instance *c, const Idevs__Bridge__V1__Done *don
 {
     idevs_launcher *l = c->l;
     if (done->delivery_id == 0) {
-        timer_failed(l, done->status);
+        if (pool_timer_holder(l, c))
+            timer_failed(l, done->status);
         return;
     }
     delivery *d = deliveries_find_sent(c, done->delivery_id);
@@ -922,6 +927,7 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
         work += step_instance(&l->instances[i], cb);
         running = running || l->instances[i].state != IDEVS_LAUNCHER_STOPPED;
     }
+    pool_assign_timer(l);
     /* What no output waits for (a Done without publications) is written at most every LAUNCHER_REPLAY_SAVE_MS:
      * replayed after a broker crash, such an input publishes nothing again. The same write syncs what
      * release_awaiting() wrote into the kernel only. stop() writes the rest. */

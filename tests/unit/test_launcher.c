@@ -58,6 +58,7 @@ static void hex(const uint8_t *b, size_t n, char *out)
  * request "ask" to sink. logic is written as given (absolute). */
 static const char *limits_extra = ""; /* more limits for the next world_init(), e.g. ", \"max_outstanding_requests\": 4" */
 static const char *process_extra = ""; /* more of process for the next world_init(), e.g. ", \"instances\": 3" */
+static const char *process_config = "{}"; /* process.config for the next world_init() */
 
 static void write_descriptor(world *w, const char *logic, unsigned queue_depth, unsigned event_timeout_ms)
 {
@@ -75,7 +76,7 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
     char text[4096];
     int n = snprintf(text, sizeof text,
                      "{\"version\": 1,\n"
-                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": {}%s},\n"
+                     " \"process\": {\"name\": \"rewards\", \"uuid\": \"%s\", \"logic\": \"%s\", \"config\": %s%s},\n"
                      " \"operator_ca_sha256\": \"%s\",\n"
                      " \"services\": [{\"name\": \"store\", \"uuid\": \"%s\", \"certificate\": \"store.crt\", \"receipts\": true},\n"
                      "              {\"name\": \"sink\", \"uuid\": \"%s\", \"certificate\": \"sink.crt\"}],\n"
@@ -85,7 +86,7 @@ static void write_descriptor(world *w, const char *logic, unsigned queue_depth, 
                      " \"to\": \"sink\", \"qos\": 1}],\n"
                      " \"refusals\": [\"not_a_sale\", \"amount_out_of_range\"],\n"
                      " \"limits\": {\"max_payload\": 65536, \"queue_depth\": %u, \"event_timeout_ms\": %u%s}}\n",
-                     program, logic, process_extra, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms,
+                     program, logic, process_config, process_extra, ca_hex, store_u, sink_u, queue_depth, event_timeout_ms,
                      limits_extra);
     CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof text);
     launch_write_file(w->descriptor, text, (size_t)n);
@@ -1935,6 +1936,60 @@ static void test_pool(void)
     rig_free(t);
 }
 
+/* Polls for ms milliseconds. */
+static void poll_for(rig *t, int ms)
+{
+    idevs_launcher_callbacks cb = launch_record_callbacks(&t->r);
+    int64_t end = launch_now_ms() + ms;
+    while (launch_now_ms() < end)
+        CU_ASSERT_FATAL(idevs_launcher_poll(t->l, 20, &cb) == IDEVS_OK);
+}
+
+/* How many publications from the from-th on came from instance n. */
+static size_t ticks_of(const rig *t, size_t from, uint32_t n)
+{
+    size_t count = 0;
+    for (size_t i = from; i < t->r.pub_count; i++)
+        count += instance_of(&t->r, i) == n;
+    return count;
+}
+
+/* The logic's timer runs on one instance of a pool: instance 0; while instance 0 restarts, instance 1; then 0
+ * again, and nothing instance 1's timer emits after the handover is published. */
+static void test_pool_timer(void)
+{
+    process_extra = ", \"instances\": 2";
+    process_config = "{\"timer_ms\": 50}";
+    rig *t = rig_new(echo_path, 64, 2000, host_path);
+    process_extra = "";
+    process_config = "{}";
+    t->cfg.backoff_initial_ms = 1500; /* instance 0's restart waits: instance 1 holds the timer meanwhile */
+    rig_start(t, NULL);
+    poll_for(t, 500);
+    size_t before = t->r.pub_count;
+    CU_ASSERT(before >= 3 && ticks_of(t, 0, 1) == 0);
+
+    pid_t victim = idevs_launcher_instance_pid(t->l, 0);
+    CU_ASSERT_FATAL(victim > 0 && kill(victim, SIGKILL) == 0);
+    poll_for(t, 1000);
+    CU_ASSERT(ticks_of(t, before, 1) >= 3); /* instance 1 took the timer over */
+
+    idevs_launcher_stats st;
+    int64_t end = launch_now_ms() + 5000;
+    do {
+        poll_for(t, 50);
+        idevs_launcher_get_stats(t->l, &st);
+    } while ((st.instances_ready < 2 || idevs_launcher_instance_pid(t->l, 0) == victim) && launch_now_ms() < end);
+    CU_ASSERT_FATAL(st.instances_ready == 2);
+    poll_for(t, 100); /* the pass that saw instance 0 ready may still have published instance 1's last run */
+    size_t back = t->r.pub_count;
+    poll_for(t, 500);
+    CU_ASSERT(ticks_of(t, back, 0) >= 3 && ticks_of(t, back, 1) == 0);
+    idevs_launcher_get_stats(t->l, &st);
+    CU_ASSERT(st.timer_moves >= 2);
+    rig_free(t);
+}
+
 /* The replay record as it is on disk when an output leaves: what a broker killed right then restarts with. */
 static char record_on_disk[PATH_MAX + 64], record_at_output[PATH_MAX + 64];
 
@@ -2228,6 +2283,7 @@ static CU_TestInfo tests[] = {
     {"a group-readable sealing.key is refused", test_sealing_key_must_be_private},
     {"kill -9 mid-stream: same keys, nothing lost, nothing twice", test_kill9_keeps_identity_loses_nothing},
     {"a pool of 3: own certificates of the same keys, partitions, a copy across instances, one killed", test_pool},
+    {"a pool's timer: instance 0's, another's while it restarts, then 0's again", test_pool_timer},
     {"another measurement gets fresh keys and cannot unseal", test_other_measurement_gets_fresh_keys},
     {"a hung compartment is killed after the event timeout", test_hung_compartment_killed},
     {"the queue is bounded in envelope bytes (queue_bytes)", test_queue_bytes_bound},
