@@ -331,10 +331,8 @@ static char *chain_pem(const idevs_der_chain *chain, size_t *len)
 
 char *idevs_launcher_chain_pem(const idevs_launcher *l, size_t *len)
 {
-    for (size_t i = 0; l != NULL && i < l->instance_count; i++)
-        if (l->instances[i].chain.count > 0)
-            return chain_pem(&l->instances[i].chain, len);
-    return chain_pem(NULL, len);
+    const launcher_instance *c = pool_chain_holder(l);
+    return chain_pem(c != NULL ? &c->chain : NULL, len);
 }
 
 char *idevs_launcher_instance_chain_pem(const idevs_launcher *l, size_t instance, size_t *len)

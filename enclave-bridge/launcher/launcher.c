@@ -789,24 +789,15 @@ idevs_err idevs_launcher_descriptor_changed(const idevs_launcher *l, bool *chang
     return IDEVS_OK;
 }
 
-/* The instance whose chain stands for the process where one is asked for: the first that has one. */
-static const launcher_instance *chain_holder(const idevs_launcher *l)
-{
-    for (size_t i = 0; l != NULL && i < l->instance_count; i++)
-        if (l->instances[i].chain.count > 0)
-            return &l->instances[i];
-    return NULL;
-}
-
 size_t idevs_launcher_chain_count(const idevs_launcher *l)
 {
-    const launcher_instance *c = chain_holder(l);
+    const launcher_instance *c = pool_chain_holder(l);
     return c != NULL ? c->chain.count : 0;
 }
 
 const uint8_t *idevs_launcher_chain_der(const idevs_launcher *l, size_t index, size_t *len)
 {
-    const launcher_instance *c = chain_holder(l);
+    const launcher_instance *c = pool_chain_holder(l);
     return idevs_der_chain_at(c != NULL ? &c->chain : NULL, index, len);
 }
 

@@ -510,6 +510,9 @@ bool pool_timer_holder(const idevs_launcher *l, const launcher_instance *c);
 /* The launcher's state as one: READY when an instance is; else the first instance's. */
 idevs_launcher_state pool_state(const idevs_launcher *l);
 bool pool_all_stopped(const idevs_launcher *l);
+/* The instance whose chain stands for the process where one chain is asked for (the retained
+ * idevs/<process>/certificate): the first that has one; NULL when none has. */
+const launcher_instance *pool_chain_holder(const idevs_launcher *l);
 /* "instance N: " before what the log says of one compartment of a pool; "" for a process of one. */
 const char *pool_label(const launcher_instance *c);
 

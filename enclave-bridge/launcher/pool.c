@@ -122,6 +122,14 @@ idevs_launcher_state pool_state(const idevs_launcher *l)
     return l->instance_count > 0 ? l->instances[0].state : IDEVS_LAUNCHER_STOPPED;
 }
 
+const launcher_instance *pool_chain_holder(const idevs_launcher *l)
+{
+    for (size_t i = 0; l != NULL && i < l->instance_count; i++)
+        if (l->instances[i].chain.count > 0)
+            return &l->instances[i];
+    return NULL;
+}
+
 bool pool_all_stopped(const idevs_launcher *l)
 {
     for (size_t i = 0; i < l->instance_count; i++)
