@@ -96,20 +96,20 @@ scale_topology() { # hub|chain NAME...
 # restart_timeout says), so the brokers others bridge to start first: the hub before its leaves, a chain from its
 # end. In a cycle, the rest start in the order given.
 scale_start() { # NAME...
-  local todo=("$@") rest name
-  while [ ${#todo[@]} -gt 0 ]; do
+  local pending=("$@") rest name
+  while [ ${#pending[@]} -gt 0 ]; do
     rest=()
-    for name in "${todo[@]}"; do
-      if scale_waits_for "$name" "${todo[@]}"; then rest+=("$name"); else scale_start_one "$name" || return 1; fi
+    for name in "${pending[@]}"; do
+      if scale_waits_for "$name" "${pending[@]}"; then rest+=("$name"); else scale_start_one "$name" || return 1; fi
     done
-    if [ ${#rest[@]} -eq ${#todo[@]} ]; then # a cycle
+    if [ ${#rest[@]} -eq ${#pending[@]} ]; then # a cycle
       scale_start_one "${rest[0]}" || return 1
       rest=("${rest[@]:1}")
     fi
-    todo=("${rest[@]}")
+    pending=("${rest[@]}")
   done
 }
-# scale_waits_for NAME TODO...: NAME bridges to a broker of TODO other than itself.
+# scale_waits_for NAME PENDING...: NAME bridges to a broker of PENDING other than itself.
 scale_waits_for() {
   local name=$1 b from to _; shift
   for b in "${scale_bridges[@]}"; do
