@@ -10,16 +10,17 @@
 
 _Static_assert(sizeof KEY_BINDING_LABEL - 1 == 20, "the key binding label is 20 bytes");
 _Static_assert((int)IDEVS_BACKEND_PROCESS == (int)IDEVS__V1__BACKEND__BACKEND_PROCESS &&
-                   (int)IDEVS_BACKEND_CHERI == (int)IDEVS__V1__BACKEND__BACKEND_CHERI,
+                   (int)IDEVS_BACKEND_TPM == (int)IDEVS__V1__BACKEND__BACKEND_TPM,
                "idevs_backend values equal idevs.v1.Backend");
 
 static const char *const backend_names[] = {
     [IDEVS_BACKEND_PROCESS] = "process", [IDEVS_BACKEND_SGX] = "sgx",     [IDEVS_BACKEND_TDX] = "tdx",
     [IDEVS_BACKEND_SEV_SNP] = "sev-snp", [IDEVS_BACKEND_NITRO] = "nitro", [IDEVS_BACKEND_CHERI] = "cheri",
+    [IDEVS_BACKEND_TPM] = "tpm",
 };
 
 #define BACKEND_MIN IDEVS_BACKEND_PROCESS
-#define BACKEND_MAX IDEVS_BACKEND_CHERI
+#define BACKEND_MAX IDEVS_BACKEND_TPM
 
 const char *idevs_backend_name(idevs_backend backend)
 {

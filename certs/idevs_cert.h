@@ -35,6 +35,7 @@ typedef enum idevs_backend {
     IDEVS_BACKEND_SEV_SNP = 4,
     IDEVS_BACKEND_NITRO = 5,
     IDEVS_BACKEND_CHERI = 6,
+    IDEVS_BACKEND_TPM = 7,
 } idevs_backend;
 
 /* "process", "sgx", ...; NULL for an unknown value. */

@@ -317,7 +317,7 @@ static void test_evidence_missing_on_service(void)
 static void test_backend_names(void)
 {
     idevs_backend b;
-    for (int i = IDEVS_BACKEND_PROCESS; i <= IDEVS_BACKEND_CHERI; i++) {
+    for (int i = IDEVS_BACKEND_PROCESS; i <= IDEVS_BACKEND_TPM; i++) {
         const char *n = idevs_backend_name((idevs_backend)i);
         CU_ASSERT_PTR_NOT_NULL_FATAL(n);
         CU_ASSERT_EQUAL(idevs_backend_parse(n, &b), IDEVS_OK);
