@@ -583,24 +583,73 @@ uint32_t idevs_deployment_partition(const idevs_deployment *d, const void *key, 
     return v % d->partitions;
 }
 
-bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out)
+/* One spelling per number (no leading zero but "0", at most 5 digits), so that no two texts name the same
+ * partition. */
+static bool partition_number(const char *text, size_t len, uint32_t limit, uint32_t *out)
 {
-    if (d == NULL || text == NULL || out == NULL)
-        return false;
-    size_t n = strlen(text);
-    /* At most 5 digits (65535); one spelling per number, so that no two texts name the same partition. */
-    if (n == 0 || n > 5 || (n > 1 && text[0] == '0'))
+    if (len == 0 || len > 5 || (len > 1 && text[0] == '0'))
         return false;
     uint32_t v = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < len; i++) {
         if (text[i] < '0' || text[i] > '9')
             return false;
         v = v * 10 + (uint32_t)(text[i] - '0');
     }
-    if (v >= d->partitions)
+    if (v >= limit)
         return false;
     *out = v;
     return true;
+}
+
+bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out)
+{
+    if (d == NULL || text == NULL || out == NULL)
+        return false;
+    return partition_number(text, strlen(text), d->partitions, out);
+}
+
+uint32_t idevs_deployment_partition_of_id(const idevs_deployment *d, const uint8_t id[16])
+{
+    uint32_t v = (uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3];
+    return v % d->partitions;
+}
+
+bool idevs_deployment_partition_set_parse(const idevs_deployment *d, const char *text, uint8_t *bits, char *why,
+                                          size_t why_len)
+{
+    if (d == NULL || text == NULL || bits == NULL)
+        return false;
+    size_t bytes = (d->partitions + 7) / 8;
+    memset(bits, 0, bytes);
+    if (strcmp(text, "none") == 0)
+        return true;
+    if (strcmp(text, "all") == 0) {
+        for (uint32_t p = 0; p < d->partitions; p++)
+            bits[p / 8] |= (uint8_t)(1u << (p % 8));
+        return true;
+    }
+    const char *at = text;
+    for (;;) {
+        size_t len = strcspn(at, ",");
+        const char *dash = memchr(at, '-', len);
+        uint32_t lo = 0, hi = 0;
+        bool ok = dash == NULL ? partition_number(at, len, d->partitions, &lo)
+                               : partition_number(at, (size_t)(dash - at), d->partitions, &lo) &&
+                                     partition_number(dash + 1, len - (size_t)(dash - at) - 1, d->partitions, &hi) &&
+                                     lo <= hi;
+        if (dash == NULL)
+            hi = lo;
+        if (!ok) {
+            snprintf(why, why_len, "'%.*s' is not a partition or range of partitions from 0 to %u (\"all\", "
+                     "\"none\", or e.g. \"0-31,40\")", (int)(len > 32 ? 32 : len), at, d->partitions - 1);
+            return false;
+        }
+        for (uint32_t p = lo; p <= hi; p++)
+            bits[p / 8] |= (uint8_t)(1u << (p % 8));
+        if (at[len] == '\0')
+            return true;
+        at += len + 1;
+    }
 }
 
 int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code)

@@ -147,6 +147,18 @@ uint32_t idevs_deployment_partition(const idevs_deployment *d, const void *key, 
  * false for anything else (the property is not authenticated: a bad one is as if absent). */
 bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out);
 
+/* The partition of an input sent without a partition key, and of a request's answer, when several brokers share
+ * a process's partitions (docs/SCALING.md): the first 4 bytes, big-endian, of the message id (of the input, or of
+ * the request the answer names in its correlation data) modulo d->partitions. Message ids are random or HKDF
+ * output, so they spread evenly; every copy of a message has its id, so every copy has one owner. */
+uint32_t idevs_deployment_partition_of_id(const idevs_deployment *d, const uint8_t id[16]);
+
+/* Reads a set of partitions: "all", "none", or comma-separated numbers and ranges ("0-31,48,50-63"), each below
+ * d->partitions. bits receives one bit per partition (bit p of byte p / 8), (d->partitions + 7) / 8 bytes. On
+ * failure why says which part is wrong. */
+bool idevs_deployment_partition_set_parse(const idevs_deployment *d, const char *text, uint8_t *bits, char *why,
+                                          size_t why_len);
+
 /* The index of a declared refusal code; -1 when the descriptor does not declare it. */
 int idevs_deployment_refusal_index(const idevs_deployment *d, const char *code);
 

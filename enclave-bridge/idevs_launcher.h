@@ -79,6 +79,9 @@ typedef struct idevs_launcher_config {
     unsigned backoff_max_ms;         /* default 30000 */
     unsigned stable_after_ms;        /* a compartment ready this long resets the backoff; default 10000 */
     unsigned exit_grace_ms;          /* after Fatal, end of stream or Shutdown, before SIGKILL; default 200 */
+    /* Several brokers serving one process (docs/SCALING.md): this broker's instances are numbered instance_base
+     * .. instance_base + process.instances - 1 in what they seal, apart from every other broker's. Default 0. */
+    uint32_t instance_base;
     idevs_launcher_event_fn on_event;
     void *event_arg;
 } idevs_launcher_config;
@@ -170,6 +173,14 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
 idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *client, const char *topic,
                                              const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                              size_t correlation_len, const char *partition, uint64_t *delivery_id);
+
+/* Several brokers serving one process (docs/SCALING.md): the partitions this broker routes, as
+ * idevs_deployment_partition_set_parse() reads them ("all", "none", "0-31,40"); NULL: all (the default). Inputs of
+ * the others are refused with IDEVS_ERR_NOT_OWNER (stats.not_owner): an input by its idevs-partition, or else by
+ * its message id's partition (idevs_deployment_partition_of_id), an answer by its request's id; receipts are
+ * taken everywhere. The broker that owns partition 0 runs the logic's timer. May be called again at any time
+ * (RELOAD); IDEVS_ERR_CONFIG with why for a set that is not one of the descriptor's. */
+idevs_err idevs_launcher_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len);
 
 typedef struct idevs_launcher_publish {
     uint64_t delivery_id;   /* the delivery that caused it; 0 for the logic's timer */
@@ -280,6 +291,7 @@ typedef struct idevs_launcher_stats {
     size_t in_flight;            /* sent to the current compartments and not done */
     size_t instances;            /* compartments of the pool (process.instances) */
     uint64_t partition_ignored;  /* idevs-partition values that name no partition of the descriptor */
+    uint64_t not_owner;          /* inputs and answers of partitions another broker owns: not routed here */
     uint64_t timer_moves;        /* times the logic's timer moved to another instance of the pool and back */
     uint64_t timer_dropped;      /* timer runs of an instance that did not hold the timer then, not published */
     size_t instances_ready;      /* of them ready now */

@@ -14,14 +14,14 @@
 #define IDEVS_COMPARTMENT_DEFAULT "/usr/local/libexec/idevs/idevs-compartment"
 #endif
 
-typedef enum opt_kind { OPT_PATH, OPT_PATHS, OPT_UINT, OPT_ACL } opt_kind;
+typedef enum opt_kind { OPT_PATH, OPT_LIST, OPT_UINT, OPT_ACL } opt_kind;
 
 typedef struct opt_spec {
     const char *name;
     opt_kind kind;
     bool required;
     size_t offset; /* into idevs_plugin_config */
-    unsigned min, max;
+    unsigned min, max; /* OPT_UINT: the range; OPT_LIST: min is the most lines */
 } opt_spec;
 
 #define STR_OPT(n, req) { #n, OPT_PATH, req, offsetof(idevs_plugin_config, n), 0, 0 }
@@ -29,7 +29,7 @@ typedef struct opt_spec {
 
 static const opt_spec specs[] = {
     /* One line per process; plugin_opt_descriptor_dir adds those of a directory. At least one of the two. */
-    { "descriptor", OPT_PATHS, false, offsetof(idevs_plugin_config, descriptors), 0, 0 },
+    { "descriptor", OPT_LIST, false, offsetof(idevs_plugin_config, descriptors), IDEVS_PROCESSES_MAX, 0 },
     STR_OPT(descriptor_dir, false),
     STR_OPT(authority_key, true),
     STR_OPT(authority_cert, true),
@@ -44,6 +44,11 @@ static const opt_spec specs[] = {
     UINT_OPT(certificate_validity_s, 600, 31536000),
     UINT_OPT(certificate_renew_after_s, 60, 31535999),
     { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
+    /* Several brokers (docs/SCALING.md). A multiple of 64 per broker keeps their instances apart. */
+    UINT_OPT(instance_base, 0, 4294967232u),
+    STR_OPT(ownership, false),
+    { "peer_user", OPT_LIST, false, offsetof(idevs_plugin_config, peer_users), 64, 0 },
+    { "peer_bridge", OPT_LIST, false, offsetof(idevs_plugin_config, peer_bridges), 64, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -80,7 +85,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
             mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: unknown option", key);
             return false;
         }
-        if (seen[s] && specs[s].kind != OPT_PATHS) {
+        if (seen[s] && specs[s].kind != OPT_LIST) {
             mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: given twice", key);
             return false;
         }
@@ -97,25 +102,26 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                 return false;
             }
             break;
-        case OPT_PATHS: {
+        case OPT_LIST: {
+            idevs_text_list *list = field;
             if (value[0] == '\0') {
                 mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: must not be empty", key);
                 return false;
             }
-            if (c->descriptor_count >= IDEVS_PROCESSES_MAX) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: more than %u processes",
-                                     key, IDEVS_PROCESSES_MAX);
+            if (list->count >= specs[s].min) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: more than %u lines", key,
+                                     specs[s].min);
                 return false;
             }
-            char **grown = realloc(c->descriptors, (c->descriptor_count + 1) * sizeof *grown);
-            if (grown == NULL || (grown[c->descriptor_count] = strdup(value)) == NULL) {
+            char **grown = realloc(list->items, (list->count + 1) * sizeof *grown);
+            if (grown == NULL || (grown[list->count] = strdup(value)) == NULL) {
                 if (grown != NULL)
-                    c->descriptors = grown;
+                    list->items = grown;
                 mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
                 return false;
             }
-            c->descriptors = grown;
-            c->descriptor_count++;
+            list->items = grown;
+            list->count++;
             break;
         }
         case OPT_UINT:
@@ -140,7 +146,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
             break;
         }
     }
-    if (c->descriptor_count == 0 && c->descriptor_dir == NULL) {
+    if (c->descriptors.count == 0 && c->descriptor_dir == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_descriptor: missing (required): one "
                              "line per integration process, or plugin_opt_descriptor_dir");
         return false;
@@ -197,6 +203,8 @@ bool idevs_plugin_config_load(idevs_plugin *p)
         return false;
     if (c->descriptor_dir != NULL && !check_file("descriptor_dir", c->descriptor_dir, true))
         return false;
+    if (c->ownership != NULL && !check_file("ownership", c->ownership, false))
+        return false;
     static const char *const parts[] = {"authority_key", "authority_cert", "operator_ca"};
     int failed = 0;
     char why[768] = "";
@@ -212,9 +220,13 @@ bool idevs_plugin_config_load(idevs_plugin *p)
 void idevs_plugin_config_free(idevs_plugin *p)
 {
     idevs_plugin_config *c = &p->cfg;
-    for (size_t i = 0; i < c->descriptor_count; i++)
-        free(c->descriptors[i]);
-    free(c->descriptors);
+    idevs_text_list *lists[] = {&c->descriptors, &c->peer_users, &c->peer_bridges};
+    for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
+        for (size_t i = 0; i < lists[k]->count; i++)
+            free(lists[k]->items[i]);
+        free(lists[k]->items);
+    }
+    free(c->ownership);
     free(c->descriptor_dir);
     free(c->authority_key);
     free(c->authority_cert);

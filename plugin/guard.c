@@ -8,6 +8,13 @@
  * The plugin's own publications are queued without a client and are checked by neither. Reads and
  * subscriptions are never refused here: receivers must be able to subscribe.
  *
+ * Peers (docs/SCALING.md): when several brokers serve a process, their plugins' publications reach this broker
+ * through Mosquitto's bridges, and pass both places when they come from a peer: a client whose user name is a
+ * plugin_opt_peer_user (a peer's bridge; the broker's password_file must authenticate that name: a client id
+ * proves nothing), or one of this broker's own bridges named by plugin_opt_peer_bridge (a connection the broker
+ * opened itself, which has no address: a client that takes the bridge's id has one). The process's certificate and
+ * descriptor topics stay this broker's own: every broker publishes them, for the same keys and descriptor.
+ *
  * For every other topic the guard never grants what another ACL source would refuse: it answers "allowed" only
  * when it is the broker's only ACL source (acl_sources.h: read from the broker's configuration file at start and
  * on every RELOAD), and "defer" otherwise. plugin_opt_acl_others, when given, must agree with what the file
@@ -66,6 +73,26 @@ bool idevs_guard_decide(idevs_plugin *p, bool reload)
     return true;
 }
 
+static bool listed(const idevs_text_list *list, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < list->count; i++)
+        if (strcmp(list->items[i], name) == 0)
+            return true;
+    return false;
+}
+
+bool idevs_guard_peer_may_publish(const idevs_process *proc, const char *topic, struct mosquitto *client)
+{
+    const idevs_plugin_config *c = &proc->plugin->cfg;
+    if (client == NULL || (c->peer_users.count == 0 && c->peer_bridges.count == 0) ||
+        strcmp(topic, idevs_launcher_certificate_topic(proc->launcher)) == 0 ||
+        strcmp(topic, idevs_launcher_descriptor_topic(proc->launcher)) == 0)
+        return false;
+    if (listed(&c->peer_users, mosquitto_client_username(client)))
+        return true;
+    return mosquitto_client_address(client) == NULL && listed(&c->peer_bridges, mosquitto_client_id(client));
+}
+
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
 {
     (void)event;
@@ -75,6 +102,8 @@ int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
         idevs_topic_kind kind;
         const char *topic = NULL;
         idevs_process *proc = idevs_processes_find(p, ed->topic, &kind, &topic);
+        if (proc != NULL && kind == IDEVS_TOPIC_PROTECTED && idevs_guard_peer_may_publish(proc, topic, ed->client))
+            return MOSQ_ERR_SUCCESS;
         if (proc != NULL && kind == IDEVS_TOPIC_PROTECTED) {
             proc->metrics.guard_denied++;
             const char *id = ed->client != NULL ? mosquitto_client_id(ed->client) : NULL;

@@ -35,9 +35,14 @@ typedef enum idevs_acl_others {
     IDEVS_ACL_OTHERS_DEFER, /* ... left to the broker's other ACL sources (acl_file, another plugin) */
 } idevs_acl_others;
 
+/* The values of an option that may be given on several lines, in order. */
+typedef struct idevs_text_list {
+    char **items;
+    size_t count;
+} idevs_text_list;
+
 typedef struct idevs_plugin_config {
-    char **descriptors;      /* plugin_opt_descriptor lines, in order: one process each */
-    size_t descriptor_count;
+    idevs_text_list descriptors; /* plugin_opt_descriptor lines, in order: one process each */
     char *descriptor_dir;    /* plugin_opt_descriptor_dir: every *.json in it is a process; rescanned on RELOAD */
     char *authority_key;
     char *authority_cert;
@@ -52,6 +57,11 @@ typedef struct idevs_plugin_config {
     unsigned certificate_validity_s;    /* each compartment certificate's; 0: the launcher's (7 days) */
     unsigned certificate_renew_after_s; /* renewed this long after its issue; 0: two thirds of the validity */
     idevs_acl_others acl_others;
+    /* Several brokers serving the same processes (docs/SCALING.md): */
+    unsigned instance_base;      /* the first instance number of this broker's pools; default 0 */
+    char *ownership;             /* a file: which partitions of each process this broker routes; read on RELOAD */
+    idevs_text_list peer_users;  /* user names of peer brokers' bridges, which may publish a process's outputs */
+    idevs_text_list peer_bridges;/* client ids of this broker's own bridges (local_clientid), likewise */
 } idevs_plugin_config;
 
 /* Counters (metrics.c), per process. Only ever touched from the broker's thread. */
@@ -66,6 +76,7 @@ typedef struct idevs_metrics {
     uint64_t receipts_in;       /* services' receipts the compartment took */
     uint64_t publish_failed;    /* publications the broker refused */
     uint64_t guard_denied;      /* client writes refused on protected topics */
+    uint64_t from_peers;        /* peer brokers' publications on protected topics, let through (guard.c) */
     uint64_t restarts;          /* compartment certifications after the first */
     uint64_t certificate_renewals; /* certificates of a running compartment renewed and published */
     /* deliveries the logic refused with a declared code (idevs_refuse), by the code's index in the descriptor;
@@ -177,6 +188,10 @@ bool idevs_routing_publish(idevs_process *proc, const char *topic, const void *p
 /* reload.c: MOSQ_EVT_RELOAD */
 int idevs_reload_on_reload(int event, void *event_data, void *userdata);
 
+/* ownership.c: reads plugin_opt_ownership's line for proc and gives it to its launcher; logs why not (an error
+ * at start, a warning on reload, when what was in force stays). True without the option. */
+bool idevs_ownership_apply(idevs_process *proc, bool reload);
+
 /* guard.c */
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata);
 /* Decides the answer for topics no process protects from the broker's ACL sources and plugin_opt_acl_others,
@@ -186,6 +201,9 @@ bool idevs_guard_decide(idevs_plugin *p, bool reload);
 /* A client's message on a protected topic reached MESSAGE: an ACL source before idevs granted it. Counts,
  * warns (once per process) and says to drop it. */
 int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client, size_t size);
+/* A peer broker's publication on proc's protected topic (its outputs, requests, instance certificates), which
+ * passes the guard; never on the process's certificate or descriptor topic. */
+bool idevs_guard_peer_may_publish(const idevs_process *proc, const char *topic, struct mosquitto *client);
 
 /* rejections.c */
 bool idevs_rejections_init(idevs_process *proc, size_t queue_depth); /* logs why not */

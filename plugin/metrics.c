@@ -43,6 +43,7 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "receipts_in", m->receipts_in);
     publish_counter(via, scope, "publish_failed", m->publish_failed);
     publish_counter(via, scope, "guard_denied", m->guard_denied);
+    publish_counter(via, scope, "from_peers", m->from_peers);
     publish_counter(via, scope, "restarts", f->restarts);
     publish_counter(via, scope, "certificate_renewals", m->certificate_renewals);
     publish_counter(via, scope, "queue_depth", f->queue_depth);
@@ -115,6 +116,7 @@ static void add(idevs_metrics *sum, const idevs_metrics *m)
     sum->receipts_in += m->receipts_in;
     sum->publish_failed += m->publish_failed;
     sum->guard_denied += m->guard_denied;
+    sum->from_peers += m->from_peers;
     sum->certificate_renewals += m->certificate_renewals;
 }
 

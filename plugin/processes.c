@@ -120,6 +120,7 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
     lc.queue_bytes = p->cfg.queue_bytes;
     lc.certificate_validity_s = p->cfg.certificate_validity_s;
     lc.certificate_renew_after_s = p->cfg.certificate_renew_after_s;
+    lc.instance_base = p->cfg.instance_base;
     lc.on_event = on_event;
     lc.event_arg = proc;
     char why[1024] = "";
@@ -136,6 +137,10 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "%s: %s: the process name '%s' is reserved (its "
                              "counters would mix with the totals under $SYS/broker/idevs/%s/)",
                              option, descriptor, IDEVS_METRICS_TOTALS, IDEVS_METRICS_TOTALS);
+        process_free(proc);
+        return NULL;
+    }
+    if (!idevs_ownership_apply(proc, false)) {
         process_free(proc);
         return NULL;
     }
@@ -297,10 +302,10 @@ bool idevs_processes_start(idevs_plugin *p)
     }
     /* Every descriptor is read and checked against the others before any compartment starts. */
     bool ok = true;
-    size_t total = p->cfg.descriptor_count + dir_count;
+    size_t total = p->cfg.descriptors.count + dir_count;
     for (size_t i = 0; ok && i < total; i++) {
-        bool from_dir = i >= p->cfg.descriptor_count;
-        const char *path = from_dir ? dir_paths[i - p->cfg.descriptor_count] : p->cfg.descriptors[i];
+        bool from_dir = i >= p->cfg.descriptors.count;
+        const char *path = from_dir ? dir_paths[i - p->cfg.descriptors.count] : p->cfg.descriptors.items[i];
         idevs_process *proc = process_prepare(p, path, from_dir);
         ok = proc != NULL && fits(p, proc) && append(p, proc);
         if (!ok)

@@ -104,6 +104,8 @@ static int level_for(idevs_err reason)
     case IDEVS_ERR_DUPLICATE:
     case IDEVS_ERR_ALREADY_DONE: /* a sender's own retransmission: receipted again */
         return MOSQ_LOG_INFO;
+    case IDEVS_ERR_NOT_OWNER: /* another broker's input: the normal case when several serve a process */
+        return MOSQ_LOG_DEBUG;
     default:
         return MOSQ_LOG_NOTICE;
     }

@@ -1,5 +1,6 @@
 /* RELOAD (SIGHUP). Mosquitto 2.0.11 does not give a plugin its options again on reload, so plugin_opt_* lines,
- * plugin_opt_descriptor ones included, are fixed at start. The directory of plugin_opt_descriptor_dir is read
+ * plugin_opt_descriptor ones included, are fixed at start; the file of plugin_opt_ownership is read again (ownership.c).
+ * The directory of plugin_opt_descriptor_dir is read
  * again: a new descriptor file starts a new process, a removed one retires its process (no new input; stopped
  * once its queue is empty, its retained topics cleared). A changed descriptor of a running process keeps the
  * measured version running and is warned about: deploying it changes the measurement, and so the certificate
@@ -109,6 +110,7 @@ int idevs_reload_on_reload(int event, void *event_data, void *userdata)
         if (p->procs[i]->retiring)
             continue;
         check_changed(p->procs[i]);
+        (void)idevs_ownership_apply(p->procs[i], true);
         republish(p->procs[i]);
     }
     if (p->cfg.descriptor_dir != NULL)

@@ -141,6 +141,7 @@ struct compartment {
     size_t descriptor_len;
     uint8_t measurement[IDEVS_SHA256_LEN];
     uint32_t instance; /* Init.instance: the envelope sender instance of what it seals (docs/PROTOCOL.md 5a) */
+    bool timer_first;  /* runs the logic's timer from its start (until a TimerRole says otherwise) */
     idevs_identity *self;
     X509 *operator_ca;
     idevs_cert_policy *policy; /* towards services: the operator CA, no evidence */

@@ -282,10 +282,13 @@ void handshake_run(compartment *c)
         cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.measurement: %zu bytes, expected %d", init->measurement.len,
                   IDEVS_SHA256_LEN);
     memcpy(c->measurement, init->measurement.data, IDEVS_SHA256_LEN);
-    if (init->instance >= c->dep->instances)
-        cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.instance: %u, but the descriptor's process.instances is %u (0 to %u)",
-                  init->instance, c->dep->instances, c->dep->instances - 1);
+    if (init->instance < init->instance_base || init->instance - init->instance_base >= c->dep->instances)
+        cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.instance: %u, but the descriptor's process.instances is %u (%u to %u)",
+                  init->instance, c->dep->instances, init->instance_base,
+                  init->instance_base + (c->dep->instances - 1));
     c->instance = init->instance;
+    /* The first instance of this broker's pool runs the timer from its start, unless another broker does. */
+    c->timer_first = init->instance == init->instance_base && !init->timer_elsewhere;
     if (init->now_ms != 0) {
         uint64_t now = realtime_ms();
         uint64_t skew = now > init->now_ms ? now - init->now_ms : init->now_ms - now;

@@ -130,9 +130,9 @@ void logic_link_setup(logic_link *k)
     for (size_t i = 0; i < n; i++)
         k->logic_name[i] = r->logic_name[i] >= 0x20 && r->logic_name[i] <= 0x7e ? r->logic_name[i] : '?';
     /* Only one instance runs the timer: the pool's instances share one logic, whose timer must run once.
-     * Instance 0 from its start; another when the launcher hands it the role (TimerRole). */
+     * The pool's first from its start (Init); another when the launcher hands it the role (TimerRole). */
     k->timer_asked_ms = r->timer_period_ms;
-    logic_link_timer_role(k, k->c->instance == 0);
+    logic_link_timer_role(k, k->c->timer_first);
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
 }
 

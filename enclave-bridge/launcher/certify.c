@@ -80,6 +80,9 @@ idevs_err certify_send_init(launcher_instance *c, const certify_secrets *secrets
     init.measurement.len = IDEVS_SHA256_LEN;
     init.now_ms = realtime_ms();
     init.instance = c->number;
+    init.instance_base = l->cfg.instance_base;
+    init.timer_elsewhere = !l->runs_timer;
+    c->timer_on = c->index == 0 && l->runs_timer; /* what the compartment does from its start */
     Idevs__Bridge__V1__HandledWindow handled[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES], *handled_ptrs[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES];
     init.handled = handled_ptrs;
     for (size_t i = 0; i < l->deployment->service_count && i < IDEVS_DEPLOYMENT_MAX_ENTRIES; i++) {

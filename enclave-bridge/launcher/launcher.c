@@ -223,6 +223,13 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     snprintf(l->name, sizeof l->name, "%s", l->deployment->name);
     l->program = l->deployment->program;
     l->instance_count = l->deployment->instances > 0 ? l->deployment->instances : 1;
+    l->runs_timer = true; /* until idevs_launcher_set_owned() says another broker owns partition 0 */
+    if (cfg->instance_base > UINT32_MAX - l->instance_count) {
+        snprintf(why, why_len, "instance base %u: the instances would be numbered beyond %u", cfg->instance_base,
+                 UINT32_MAX);
+        err = IDEVS_ERR_CONFIG;
+        goto fail;
+    }
     if ((l->instances = calloc(l->instance_count, sizeof *l->instances)) == NULL) {
         l->instance_count = 0;
         err = IDEVS_ERR_NOMEM;
@@ -231,7 +238,8 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
     for (size_t i = 0; i < l->instance_count; i++) {
         launcher_instance *c = &l->instances[i];
         c->l = l;
-        c->number = (uint32_t)i;
+        c->index = (uint32_t)i;
+        c->number = cfg->instance_base + (uint32_t)i;
         c->child.pidfd = -1;
         c->backoff_ms = l->cfg.backoff_initial_ms;
         c->state = IDEVS_LAUNCHER_STOPPED;
@@ -565,6 +573,33 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
                                               delivery_id);
 }
 
+/* Whether this broker routes a delivery when several share the process (docs/SCALING.md): an input by its
+ * partition (its idevs-partition, or else its message id's), an answer by its request's id (the first bytes of its
+ * correlation data), so that every copy of a message has the same one owner. Receipts go to every broker: each
+ * launcher clears its own kept outputs. An envelope the gate could not read is left to the gate's refusal. */
+static bool owned_here(const idevs_launcher *l, const char *topic, const uint8_t *correlation, size_t correlation_len,
+                       int64_t keyed, const delivery *probe, idevs_err gate)
+{
+    idevs_topic_kind kind = idevs_launcher_topic_kind(l, topic, NULL);
+    if (kind == IDEVS_TOPIC_RECEIPT)
+        return true;
+    if (kind == IDEVS_TOPIC_RESPONSE && correlation_len >= IDEVS_UUID_LEN)
+        return pool_owns(l, idevs_deployment_partition_of_id(l->deployment, correlation));
+    if (kind == IDEVS_TOPIC_INPUT && keyed >= 0)
+        return pool_owns(l, (uint32_t)keyed);
+    if (gate == IDEVS_ERR_UNKNOWN_INPUT || gate == IDEVS_ERR_TOO_LARGE || gate == IDEVS_ERR_MALFORMED ||
+        gate == IDEVS_ERR_OLD_VERSION || gate == IDEVS_ERR_VERSION || gate == IDEVS_ERR_SUITE)
+        return true;
+    return pool_owns(l, idevs_deployment_partition_of_id(l->deployment, probe->message_id.b));
+}
+
+idevs_err idevs_launcher_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len)
+{
+    if (l == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    return pool_set_owned(l, partitions, why, why_len);
+}
+
 idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *client, const char *topic,
                                              const uint8_t *envelope, size_t len, const uint8_t *correlation,
                                              size_t correlation_len, const char *partition_text,
@@ -583,6 +618,13 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
     memset(&probe, 0, sizeof probe);
     uint64_t who = retransmits_client(client);
     idevs_err refused = gate_check(l, topic, envelope, len, &probe);
+    uint32_t p = 0;
+    bool keyed = partition_text != NULL && idevs_deployment_partition_parse(l->deployment, partition_text, &p);
+    if (l->owned != NULL && !owned_here(l, topic, correlation, correlation_len, keyed ? (int64_t)p : -1, &probe,
+                                        refused)) {
+        l->stats.not_owner++;
+        return IDEVS_ERR_NOT_OWNER;
+    }
     /* The client that delivered this envelope before, sending it again: done already (the record refuses it),
      * or still queued, byte for byte. */
     if ((refused == IDEVS_ERR_REPLAY || (refused == IDEVS_OK && probe.tracked)) && retransmits_by(l, &probe, who) &&
@@ -628,8 +670,6 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
         memcpy(d->correlation, correlation, correlation_len);
     d->correlation_len = correlation_len;
     d->id = l->next_id++;
-    uint32_t p = 0;
-    bool keyed = partition_text != NULL && idevs_deployment_partition_parse(l->deployment, partition_text, &p);
     if (partition_text != NULL && !keyed)
         l->stats.partition_ignored++;
     launcher_instance *c = pool_choose(l, d, keyed ? (int64_t)p : -1);

@@ -217,7 +217,9 @@ typedef struct service_chain {
  * instance runs the same measured image with the same keys; each has its own evidence (docs/SCALING.md). */
 typedef struct launcher_instance {
     struct idevs_launcher *l;
-    uint32_t number;        /* 0 .. instance_count - 1: its envelope instance (docs/PROTOCOL.md 5a) */
+    uint32_t index;         /* 0 .. instance_count - 1: its place in the pool */
+    uint32_t number;        /* cfg.instance_base + index: its envelope instance (docs/PROTOCOL.md 5a) */
+    bool timer_on;          /* what its compartment was last told: it runs the logic's timer (Init, TimerRole) */
     idevs_launcher_state state;
     idevs_child child;
     bool have_child;
@@ -266,6 +268,7 @@ struct idevs_launcher {
     char *certificate_topic; /* idevs/<process>/certificate */
     char *descriptor_topic;  /* idevs/<process>/descriptor */
     char **instance_topics;  /* idevs/<process>/instance/<n>/certificate, one per instance */
+    char *instance_filter;   /* idevs/<process>/instance/+/certificate: any broker's instances */
     idevs_deployment *deployment;
     uint8_t *descriptor;
     size_t descriptor_len;
@@ -298,6 +301,10 @@ struct idevs_launcher {
     size_t count;           /* deliveries queued over all instances (not refused ones) */
     struct pool_route *routes; /* pool.c: requests and the instance that made them; NULL until one */
     launcher_instance *timer_holder; /* the instance whose timer runs count (pool.c); NULL: none ready */
+    /* Several brokers (docs/SCALING.md): the partitions this broker routes, a bit each (NULL: all), and whether it
+     * runs the logic's timer (it owns partition 0). */
+    uint8_t *owned;
+    bool runs_timer;
 
     int epfd;
     int timerfd;
@@ -497,6 +504,9 @@ bool supervise_live(const launcher_instance *c);
 /* The instance a new delivery goes to: a response to its request's instance, a copy of a queued message to its
  * first's, an input with a partition to the partition's instance, anything else to the least loaded ready one. */
 launcher_instance *pool_choose(idevs_launcher *l, const delivery *d, int64_t partition);
+/* The partitions this broker owns (idevs_launcher_set_owned); whether it owns one. */
+idevs_err pool_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len);
+bool pool_owns(const idevs_launcher *l, uint32_t partition);
 /* Notes that c published a request (its message id), for pool_choose. */
 void pool_note_request(idevs_launcher *l, const launcher_instance *c, const uint8_t id[IDEVS_UUID_LEN]);
 void pool_free(idevs_launcher *l);

@@ -31,7 +31,7 @@ void pool_note_request(idevs_launcher *l, const launcher_instance *c, const uint
         return; /* without the table, answers go to the least loaded instance, which opens them as well */
     pool_route *r = &l->routes[route_slot(id)];
     memcpy(r->id, id, IDEVS_UUID_LEN);
-    r->instance = c->number;
+    r->instance = c->index;
     r->used = true;
 }
 
@@ -39,6 +39,8 @@ void pool_free(idevs_launcher *l)
 {
     free(l->routes);
     l->routes = NULL;
+    free(l->owned);
+    l->owned = NULL;
 }
 
 static launcher_instance *least_loaded(idevs_launcher *l, bool ready_only)
@@ -90,28 +92,56 @@ static void send_timer_role(launcher_instance *c, bool run)
 
 void pool_assign_timer(idevs_launcher *l)
 {
-    if (l->instance_count == 1)
-        return;
+    /* The first ready instance holds the timer when this broker runs it (it owns partition 0, or owns all). Each
+     * compartment is told only a change from what it believes: the first starts with the timer, the others
+     * without (Init), and a TimerRole frame moves it. */
     launcher_instance *want = NULL;
-    for (size_t i = 0; want == NULL && i < l->instance_count; i++)
+    for (size_t i = 0; l->runs_timer && want == NULL && i < l->instance_count; i++)
         if (l->instances[i].state == IDEVS_LAUNCHER_READY)
             want = &l->instances[i];
+    for (size_t i = 0; i < l->instance_count; i++) {
+        launcher_instance *c = &l->instances[i];
+        bool should = c == want;
+        if (c->state == IDEVS_LAUNCHER_READY && c->timer_on != should) {
+            send_timer_role(c, should);
+            c->timer_on = should;
+        }
+    }
     if (want == l->timer_holder)
         return;
-    launcher_instance *was = l->timer_holder;
-    /* Instance 0 runs the timer from its start and never loses it while ready: only others are told. */
-    if (was != NULL && was->number != 0 && was->state == IDEVS_LAUNCHER_READY)
-        send_timer_role(was, false);
-    if (want != NULL && want->number != 0)
-        send_timer_role(want, true);
-    l->timer_holder = want;
-    if (was != NULL && want != NULL)
+    if (l->timer_holder != NULL && want != NULL)
         l->stats.timer_moves++;
+    l->timer_holder = want;
 }
 
 bool pool_timer_holder(const idevs_launcher *l, const launcher_instance *c)
 {
-    return l->instance_count == 1 || l->timer_holder == c;
+    return (l->instance_count == 1 && l->runs_timer) || l->timer_holder == c;
+}
+
+idevs_err pool_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len)
+{
+    const idevs_deployment *d = l->deployment;
+    size_t bytes = (d->partitions + 7) / 8;
+    uint8_t *bits = NULL;
+    if (partitions != NULL) {
+        if ((bits = malloc(bytes)) == NULL)
+            return IDEVS_ERR_NOMEM;
+        if (!idevs_deployment_partition_set_parse(d, partitions, bits, why, why_len)) {
+            free(bits);
+            return IDEVS_ERR_CONFIG;
+        }
+    }
+    free(l->owned);
+    l->owned = bits;
+    l->runs_timer = pool_owns(l, 0);
+    pool_assign_timer(l);
+    return IDEVS_OK;
+}
+
+bool pool_owns(const idevs_launcher *l, uint32_t partition)
+{
+    return l->owned == NULL || (l->owned[partition / 8] >> (partition % 8) & 1u) != 0;
 }
 
 idevs_launcher_state pool_state(const idevs_launcher *l)

@@ -60,12 +60,13 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
 {
     l->certificate_topic = idevs_deployment_certificate_topic(l->name);
     l->descriptor_topic = idevs_deployment_descriptor_topic(l->name);
-    if (l->certificate_topic == NULL || l->descriptor_topic == NULL)
+    l->instance_filter = idevs_deployment_instance_certificate_filter(l->name);
+    if (l->certificate_topic == NULL || l->descriptor_topic == NULL || l->instance_filter == NULL)
         return IDEVS_ERR_NOMEM;
     if ((l->instance_topics = calloc(l->instance_count, sizeof *l->instance_topics)) == NULL)
         return IDEVS_ERR_NOMEM;
     for (size_t i = 0; i < l->instance_count; i++)
-        if ((l->instance_topics[i] = idevs_deployment_instance_certificate_topic(l->name, (uint32_t)i)) == NULL)
+        if ((l->instance_topics[i] = idevs_deployment_instance_certificate_topic(l->name, l->instances[i].number)) == NULL)
             return IDEVS_ERR_NOMEM;
     /* The descriptor's own topics must leave these to the plugin. */
     const char *mine[] = {l->certificate_topic, l->descriptor_topic};
@@ -108,6 +109,8 @@ void topics_free(idevs_launcher *l)
     l->certificate_topic = NULL;
     free(l->descriptor_topic);
     l->descriptor_topic = NULL;
+    free(l->instance_filter);
+    l->instance_filter = NULL;
     for (size_t i = 0; l->instance_topics != NULL && i < l->instance_count; i++)
         free(l->instance_topics[i]);
     free(l->instance_topics);
@@ -137,6 +140,18 @@ idevs_topic_kind topics_incoming(const idevs_deployment *d, const char *topic, c
     return IDEVS_TOPIC_OTHER;
 }
 
+/* idevs/<process>/instance/<one level>/certificate, the filter's topics. */
+static bool instance_certificate_topic(const idevs_launcher *l, const char *topic)
+{
+    const char *plus = strchr(l->instance_filter, '+');
+    size_t head = (size_t)(plus - l->instance_filter), tail = strlen(plus + 1), len = strlen(topic);
+    if (len <= head + tail || strncmp(topic, l->instance_filter, head) != 0 ||
+        strcmp(topic + len - tail, plus + 1) != 0)
+        return false;
+    return memchr(topic + head, '/', len - head - tail) == NULL && memchr(topic + head, '+', len - head - tail) == NULL &&
+           memchr(topic + head, '#', len - head - tail) == NULL;
+}
+
 idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *topic, const char **own_copy)
 {
     const char *sink;
@@ -161,6 +176,11 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
             *own_copy = l->instance_topics[i];
             return IDEVS_TOPIC_PROTECTED;
         }
+    /* Every instance's, this broker's or another's (docs/SCALING.md): only plugins publish there. */
+    if (instance_certificate_topic(l, topic)) {
+        *own_copy = l->instance_filter;
+        return IDEVS_TOPIC_PROTECTED;
+    }
     for (size_t i = 0; i < d->output_count; i++)
         if (strcmp(d->outputs[i].topic, topic) == 0) {
             *own_copy = d->outputs[i].topic;

@@ -43,21 +43,23 @@ void mosquitto_log_printf(int level, const char *fmt, ...)
 }
 
 /* The options as docs/OPERATOR.md's table has them, with where each lands in idevs_plugin_config. */
-typedef enum kind { K_PATH, K_PATHS, K_UINT, K_ACL } kind;
+typedef enum kind { K_PATH, K_LIST, K_UINT, K_ACL } kind;
 typedef struct option {
     const char *name;
     kind kind;
     size_t offset;
     /* from the table */
     bool documented, required;
-    unsigned long min, max, fallback; /* bounds and default of a number (K_UINT) */
+    unsigned long min, max, fallback; /* bounds and default of a number (K_UINT); max: most lines (K_LIST) */
     bool has_fallback;
 } option;
 
 #define PATH(n) { #n, K_PATH, offsetof(idevs_plugin_config, n), false, false, 0, 0, 0, false }
 #define UINT(n) { #n, K_UINT, offsetof(idevs_plugin_config, n), false, false, 0, 0, 0, false }
 static option options[] = {
-    { "descriptor", K_PATHS, offsetof(idevs_plugin_config, descriptors), false, false, 0, 0, 0, false },
+#define LIST(n, field, most) { #n, K_LIST, offsetof(idevs_plugin_config, field), false, false, 0, most, 0, false }
+    LIST(descriptor, descriptors, IDEVS_PROCESSES_MAX), LIST(peer_user, peer_users, 64),
+    LIST(peer_bridge, peer_bridges, 64), PATH(ownership), UINT(instance_base),
     PATH(descriptor_dir), PATH(authority_key), PATH(authority_cert), PATH(operator_ca), PATH(state_dir),
     PATH(compartment), UINT(start_timeout_ms), UINT(poll_budget_ms), UINT(queue_bytes), UINT(metrics_interval_s),
     UINT(log_interval_s), UINT(certificate_validity_s), UINT(certificate_renew_after_s),
@@ -167,7 +169,7 @@ static verdict model(const struct mosquitto_opt *opts, size_t n)
 {
     verdict v = {false, NULL, ""};
     bool seen[OPTION_COUNT] = {false};
-    size_t descriptors = 0;
+    size_t lines[OPTION_COUNT] = {0};
     const char *validity = NULL, *renew = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *key = opts[i].key, *value = opts[i].value;
@@ -178,17 +180,17 @@ static verdict model(const struct mosquitto_opt *opts, size_t n)
             return v;
         }
         size_t s = (size_t)(o - options);
-        if (seen[s] && o->kind != K_PATHS) {
+        if (seen[s] && o->kind != K_LIST) {
             snprintf(v.problem, sizeof v.problem, "twice");
             return v;
         }
         seen[s] = true;
-        if ((o->kind == K_PATH || o->kind == K_PATHS) && value[0] == '\0') {
+        if ((o->kind == K_PATH || o->kind == K_LIST) && value[0] == '\0') {
             snprintf(v.problem, sizeof v.problem, "empty");
             return v;
         }
-        if (o->kind == K_PATHS && ++descriptors > IDEVS_PROCESSES_MAX) {
-            snprintf(v.problem, sizeof v.problem, "more than %u processes", IDEVS_PROCESSES_MAX);
+        if (o->kind == K_LIST && ++lines[s] > o->max) {
+            snprintf(v.problem, sizeof v.problem, "more than %lu lines", o->max);
             return v;
         }
         if (o->kind == K_UINT && !whole_number(value, o->min, o->max)) {
@@ -205,7 +207,7 @@ static verdict model(const struct mosquitto_opt *opts, size_t n)
             renew = value;
     }
     snprintf(v.problem, sizeof v.problem, "missing");
-    if (descriptors == 0 && !seen[option_named("descriptor_dir") - options]) {
+    if (lines[option_named("descriptor") - options] == 0 && !seen[option_named("descriptor_dir") - options]) {
         v.key = "descriptor";
         return v;
     }
@@ -246,14 +248,17 @@ static void check_accepted(const idevs_plugin_config *c, const struct mosquitto_
             else
                 FUZZ_CHECK(*(char *const *)field == NULL);
             break;
-        case K_PATHS:
+        case K_LIST: {
+            const idevs_text_list *list = field;
+            d = 0;
             for (size_t i = 0; i < n; i++)
-                if (strcmp(opts[i].key, "descriptor") == 0) {
-                    FUZZ_CHECK(d < c->descriptor_count && strcmp(c->descriptors[d], opts[i].value) == 0);
+                if (strcmp(opts[i].key, o->name) == 0) {
+                    FUZZ_CHECK(d < list->count && strcmp(list->items[d], opts[i].value) == 0);
                     d++;
                 }
-            FUZZ_CHECK(d == c->descriptor_count && d <= IDEVS_PROCESSES_MAX);
+            FUZZ_CHECK(d == list->count && d <= o->max);
             break;
+        }
         case K_UINT: {
             unsigned got = *(const unsigned *)field;
             if (last != NULL)

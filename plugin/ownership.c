@@ -1,0 +1,79 @@
+/* Ownership: which partitions of each process this broker routes when several brokers serve it
+ * (plugin_opt_ownership, docs/SCALING.md). The file has one line per process, "NAME PARTITIONS", PARTITIONS as
+ * idevs_deployment_partition_set_parse() reads it ("all", "none", "0-31,40"); '#' starts a comment. A process the
+ * file does not name routes all its partitions. Read at each process's start, where a bad file stops the broker,
+ * and again on RELOAD, where a bad file keeps what was in force: that is how partitions move between brokers. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idevs_plugin.h"
+
+#define LINE_MAX_LEN 4096
+
+/* The set the file gives proc, into set (set_len bytes): "" when the file does not name it. False, with why
+ * naming the file and line, when the file cannot be read or a line is not "NAME PARTITIONS". */
+static bool lookup(const char *path, const char *name, char *set, size_t set_len, char *why, size_t why_len)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL) {
+        snprintf(why, why_len, "'%s': %s", path, strerror(errno));
+        return false;
+    }
+    set[0] = '\0';
+    char line[LINE_MAX_LEN];
+    bool ok = true;
+    for (unsigned n = 1; ok && fgets(line, sizeof line, f) != NULL; n++) {
+        size_t len = strlen(line);
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            snprintf(why, why_len, "%s:%u: longer than %d bytes", path, n, LINE_MAX_LEN - 2);
+            ok = false;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash != NULL)
+            *hash = '\0';
+        char *save = NULL, *proc = strtok_r(line, " \t\r\n", &save);
+        if (proc == NULL)
+            continue;
+        char *parts = strtok_r(NULL, " \t\r\n", &save), *extra = strtok_r(NULL, " \t\r\n", &save);
+        if (parts == NULL || extra != NULL) {
+            snprintf(why, why_len, "%s:%u: expected 'PROCESS PARTITIONS' (e.g. 'rewards 0-31')", path, n);
+            ok = false;
+        } else if (strcmp(proc, name) == 0) {
+            if (set[0] != '\0') {
+                snprintf(why, why_len, "%s:%u: '%s' is named twice", path, n, name);
+                ok = false;
+            } else {
+                snprintf(set, set_len, "%s", parts);
+            }
+        }
+    }
+    fclose(f);
+    return ok;
+}
+
+bool idevs_ownership_apply(idevs_process *proc, bool reload)
+{
+    const char *path = proc->plugin->cfg.ownership;
+    if (path == NULL)
+        return true;
+    char set[LINE_MAX_LEN] = "", why[LINE_MAX_LEN + 256] = "";
+    int level = reload ? MOSQ_LOG_WARNING : MOSQ_LOG_ERR;
+    const char *keep = reload ? "; the partitions routed stay as they were" : "";
+    if (!lookup(path, idevs_process_name(proc), set, sizeof set, why, sizeof why)) {
+        mosquitto_log_printf(level, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_ownership: %s%s", why, keep);
+        return false;
+    }
+    idevs_err err = idevs_launcher_set_owned(proc->launcher, set[0] != '\0' ? set : NULL, why, sizeof why);
+    if (err != IDEVS_OK) {
+        mosquitto_log_printf(level, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_ownership: %s: '%s': %s%s", path,
+                             idevs_process_name(proc), err == IDEVS_ERR_CONFIG ? why : idevs_strerror(err), keep);
+        return false;
+    }
+    mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': routes partitions %s%s",
+                         idevs_process_name(proc), set[0] != '\0' ? set : "all",
+                         set[0] != '\0' ? "" : " (the ownership file does not name it)");
+    return true;
+}

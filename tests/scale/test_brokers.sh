@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The case study through three brokers (docs/SCALING.md, "A hub with leaf brokers"): a hub and two leaves, each
+# leaf bridged to the hub with MQTT v5, every broker loading mosquitto_idevs.so for the same rewards descriptor
+# (a pool of 2 compartments each), owning a third of its 64 partitions (plugin_opt_ownership), with its own
+# instance numbers (plugin_opt_instance_base) and its own state directory. The hub lets the leaves' bridges
+# through its guard by their authenticated user names (plugin_opt_peer_user, password_file), each leaf its own
+# bridge (plugin_opt_peer_bridge). The store is a client of leaf a, the taxi service of leaf b, messaging of the
+# hub. While the store publishes 200 sales at 40 a second, one compartment of leaf b is killed with SIGKILL, then
+# leaf b itself (the taxi service loses its broker), which starts again 2 s later.
+# Checks: every qualifying sale booked and confirmed exactly once, nothing else; each broker routed sales and
+# refused others' as not_owner; the hub let its peers' publications through; no service refused an envelope.
+#   test_brokers.sh BUILD_DIR [SALES]
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+IDEVS_ROOT=$(cd "$here/../.." && pwd)
+build=$(cd "$1" && pwd) sales=${2:-200}
+source "$here/lib.sh"
+source "$IDEVS_ROOT/scripts/lib/casestudy.sh"
+need_tools sqlite3 mosquitto_passwd
+
+cs_init "$build" "$work/cs" || bail "the case study's programs are built"
+cs_make_pki || bail "the operator makes the PKI"
+"$CS_STORE" seed --db "$work/store.sqlite" --sales "$sales" >"$work/seed.log" 2>&1 || bail "the store seeds" "$work/seed.log"
+CS_INSTANCES=2 cs_write_descriptor 2>"$work/descriptor.err" || bail "the descriptor is written" "$work/descriptor.err"
+
+# Each broker: the plugin with the case study's PKI and descriptor, its own instances and partitions.
+declare -A base=([a]=0 [b]=64 [hub]=128) owns=([a]=0-20 [b]=21-41 [hub]=42-63)
+for name in hub a b; do
+  mkdir -p "$work/$name"
+  echo "rewards ${owns[$name]}" >"$work/$name/ownership"
+  extra=(-authority_key -authority_cert -operator_ca
+         "plugin_opt_authority_key $CS_PKI/authority.key" "plugin_opt_authority_cert $CS_PKI/authority.crt"
+         "plugin_opt_operator_ca $CS_PKI/ca.crt" "plugin_opt_compartment $CS_COMPARTMENT"
+         "plugin_opt_instance_base ${base[$name]}" "plugin_opt_ownership $work/$name/ownership"
+         "plugin_opt_metrics_interval_s 1" "set_tcp_nodelay true")
+  if [ "$name" = hub ]; then
+    mosquitto_passwd -b -c "$work/hub/passwd" bridge-a secret-a >/dev/null 2>&1 &&
+      mosquitto_passwd -b "$work/hub/passwd" bridge-b secret-b >/dev/null 2>&1 || bail "the hub's password file"
+    extra+=("password_file $work/hub/passwd" "plugin_opt_peer_user bridge-a" "plugin_opt_peer_user bridge-b")
+  else
+    extra+=("plugin_opt_peer_bridge local-$name-hub")
+  fi
+  scale_descriptor=$CS_DESCRIPTOR scale_conf "$name" "${extra[@]}"
+done
+# What crosses: the process's inputs, outputs, requests and their answers, receipts and instance certificates;
+# not its certificate and descriptor topics, which every broker publishes for itself.
+scale_topics=()
+for t in in out req resp receipt instance; do scale_topics+=("idevs/rewards/$t/# both 1"); done
+for leaf in a b; do
+  saved=("${scale_bridge_options[@]}")
+  scale_bridge_options+=("remote_username bridge-$leaf" "remote_password secret-$leaf")
+  scale_bridge "$leaf" hub
+  scale_bridge_options=("${saved[@]}")
+done
+own_work "$work"
+
+# One key pair for the process on every broker: the leaves start from the hub's sealed keys and sealing secret.
+scale_start hub || bail "the hub starts" "$work/hub/mosquitto.conf.log"
+wait_for_text "$work/hub/mosquitto.conf.log" "'rewards': compartment certified" 150 ||
+  bail "the hub's compartments are certified" "$work/hub/mosquitto.conf.log"
+for leaf in a b; do
+  mkdir -p -m 700 "$work/$leaf/state/rewards"
+  cp -p "$work/hub/state/rewards/"{sealing.key,*.sealed} "$work/$leaf/state/rewards/"
+done
+own_work "$work"
+scale_start a b || bail "the leaves start" "$work/a/mosquitto.conf.log" "$work/b/mosquitto.conf.log"
+scale_wait_bridges || bail "both bridges are up" "$work/hub/mosquitto.conf.log"
+ok "three brokers run the process, each leaf bridged to the hub"
+for name in hub a b; do
+  grep -q "'rewards': routes partitions ${owns[$name]}\$" "$work/$name/mosquitto.conf.log" &&
+    ok "$name routes partitions ${owns[$name]} of rewards" ||
+    not_ok "$name routes partitions ${owns[$name]}" "$work/$name/mosquitto.conf.log"
+done
+
+conn() { CS_PORT=${scale_port[$1]} cs_conn "$2"; } # BROKER SERVICE
+mapfile -t taxi_conn < <(conn b taxi)
+mapfile -t messaging_conn < <(conn hub messaging)
+mapfile -t store_conn < <(conn a store)
+cs_start_service taxi "$CS_TAXI" --db "$work/taxi.sqlite" "${taxi_conn[@]}"
+taxi_pid=${CS_SERVICE_PIDS[-1]}
+cs_start_service messaging "$CS_MESSAGING" --db "$work/messaging.sqlite" "${messaging_conn[@]}"
+for name in taxi messaging; do
+  wait_for_regex "$CS_WORK/$name.log" '^verified' 150 && ok "$name verifies the compartment and subscribes" ||
+    not_ok "$name verifies the compartment and subscribes" "$CS_WORK/$name.log"
+done
+
+# During the run: a compartment of leaf b, then leaf b itself, killed; leaf b started again.
+(
+  sleep 1
+  victim=$(pgrep -P "${scale_pid[b]}" -x -f idevs-compartment | head -1)
+  [ -n "$victim" ] && kill -9 "$victim" && echo "killed compartment $victim" >"$work/kills.txt"
+  sleep 1.5
+  kill -9 "${scale_pid[b]}" && echo "killed broker b ${scale_pid[b]}" >>"$work/kills.txt"
+) &
+killer=$!
+timeout 180 "$CS_STORE" run --db "$work/store.sqlite" --rate 40 "${store_conn[@]}" >"$CS_WORK/store.log" 2>&1 &
+store_pid=$!
+bg_pids+=("$store_pid")
+wait "$killer"
+sleep 2
+scale_pid[b]= # killed above; reaped by start_broker's shell
+scale_start_one b && ok "leaf b starts again after its kill -9" || not_ok "leaf b starts again" "$work/b/mosquitto.conf.log"
+grep -c killed "$work/kills.txt" 2>/dev/null | grep -qx 2 && ok "a compartment of leaf b, then leaf b, were killed with SIGKILL mid-run" ||
+  not_ok "a compartment of leaf b, then leaf b, were killed mid-run" "$work/kills.txt"
+wait_pid "$store_pid" 1800 >/dev/null && ok "the store publishes its $sales sales" || not_ok "the store publishes its sales" "$CS_WORK/store.log"
+
+qualifying=$(sqlite3 -readonly "$work/store.sqlite" \
+  "SELECT count(*) FROM sales WHERE CAST(replace(total, '.', '') AS INTEGER) >= 15000")
+got=$(cs_wait_for "$work/taxi.sqlite" "SELECT count(*) FROM bookings" "$qualifying" 90)
+equal "taxi booked the $qualifying qualifying sales" "$got" "$qualifying"
+got=$(cs_wait_for "$work/messaging.sqlite" "SELECT count(*) FROM outbox" "$qualifying" 60)
+equal "messaging queued $qualifying confirmations" "$got" "$qualifying"
+sleep 3 # the last receipts, and one more metrics interval
+
+for name in hub a b; do
+  CS_PORT=${scale_port[$name]} cs_counters >"$work/$name.counters"
+done
+python3 - "$work" "$qualifying" >"$work/check.out" 2>&1 <<'PY'
+import re, sqlite3, sys
+work, qualifying = sys.argv[1], int(sys.argv[2])
+passed = failed = 0
+def check(what, cond, detail=""):
+    global passed, failed
+    print(("ok - " if cond else "not ok - ") + what + ("" if cond else f": {detail}"))
+    passed, failed = passed + bool(cond), failed + (not cond)
+db = lambda n: sqlite3.connect(f"file:{work}/{n}.sqlite?mode=ro", uri=True)
+sales = {r[0] for r in db("store").execute(
+    "SELECT sale_id FROM sales WHERE CAST(replace(total, '.', '') AS INTEGER) >= 15000")}
+refs = [r[0] for r in db("taxi").execute("SELECT booking_ref FROM bookings")]
+check("every qualifying sale has exactly one booking, no other sale has one",
+      sorted(refs) == sorted(sales), f"{len(refs)} bookings, {len(sales)} qualifying")
+texts = [r[0] for r in db("messaging").execute("SELECT text FROM outbox")]
+per = [ref for t in texts for ref in re.findall(r"S-\d+", t)]
+check("every qualifying sale has exactly one confirmation, no other sale has one",
+      sorted(per) == sorted(sales), f"{len(per)} confirmations")
+undone = db("store").execute("SELECT count(*) FROM sales WHERE receipted_at IS NULL").fetchone()[0] \
+    if "receipted_at" in [c[1] for c in db("store").execute("PRAGMA table_info(sales)")] else 0
+counters = {}
+for name in ("hub", "a", "b"):
+    counters[name] = dict(l.split(" ", 1) for l in open(f"{work}/{name}.counters").read().split("\n") if " " in l)
+for name in ("hub", "a", "b"):
+    c = counters[name]
+    check(f"{name} routed sales of its own partitions", int(c.get("routed", "0")) > 0, c.get("routed"))
+    check(f"{name} refused the other brokers' sales as not_owner", int(c.get("rejected/not_owner", "0")) > 0, c)
+    check(f"{name}'s compartments sent outputs", int(c.get("emitted", "0")) > 0, c.get("emitted"))
+check("the hub let its peers' outputs, receipts and certificates through its guard",
+      int(counters["hub"].get("from_peers", "0")) > 0, counters["hub"].get("from_peers"))
+check("leaf b let what its bridge brought in through its guard", int(counters["b"].get("from_peers", "0")) > 0,
+      counters["b"].get("from_peers"))
+print(f"{passed} passed, {failed} failed")
+PY
+count_tap "run" "$work/check.out"
+refusals=$(grep -h ': refused: ' "$CS_WORK/taxi.log" "$CS_WORK/messaging.log" "$CS_WORK/store.log")
+[ -z "$refusals" ] && ok "no service refused an envelope of any broker's instances" ||
+  { echo "$refusals" >"$work/refusals.txt"; not_ok "no service refused an envelope" "$work/refusals.txt"; }
+cs_stop_all
+for name in a b hub; do scale_stop "$name"; done
+finish
