@@ -182,6 +182,14 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
  * (RELOAD); IDEVS_ERR_CONFIG with why for a set that is not one of the descriptor's. */
 idevs_err idevs_launcher_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len);
 
+/* Moving partitions (docs/SCALING.md): takes over what another broker's launcher of this process kept in its
+ * state directory (that process's: <state_dir>/<process name>, reachable from here, e.g. copied), so that this
+ * broker can route the partitions that broker owned with nothing done twice and nothing lost: merges its replay
+ * record (authenticated by that directory's sealing secret) into this one, which is written at once, and copies
+ * its kept outputs into this outbox, published again from here until receipted. Call before giving this broker
+ * the partitions (idevs_launcher_set_owned). Taking the same directory again changes nothing. */
+idevs_err idevs_launcher_adopt(idevs_launcher *l, const char *state_dir, char *why, size_t why_len);
+
 typedef struct idevs_launcher_publish {
     uint64_t delivery_id;   /* the delivery that caused it; 0 for the logic's timer */
     const char *topic;      /* a declared output or request topic */

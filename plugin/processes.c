@@ -163,6 +163,8 @@ static bool process_start(idevs_process *proc)
                              why[0] != '\0' ? why : idevs_strerror(err));
         return false;
     }
+    if (!idevs_ownership_apply(proc, false)) /* again, now that it runs: what it adopts */
+        return false;
     if (!publish_descriptor(proc))
         return false;
     idevs_process_publish_certificate(proc);

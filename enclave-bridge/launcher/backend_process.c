@@ -83,7 +83,7 @@ static idevs_err process_sealing_key(void *state, const idevs_image *image, uint
 {
     process_backend *pb = state;
     uint8_t secret[IDEVS_SEALING_SECRET_LEN];
-    idevs_err err = launcher_sealing_secret(pb->state_dirfd, secret, why, why_len);
+    idevs_err err = launcher_sealing_secret(pb->state_dirfd, true, secret, why, why_len);
     if (err != IDEVS_OK)
         return err;
     err = launcher_sealing_key(secret, image->measurement, key);

@@ -593,6 +593,35 @@ static bool owned_here(const idevs_launcher *l, const char *topic, const uint8_t
     return pool_owns(l, idevs_deployment_partition_of_id(l->deployment, probe->message_id.b));
 }
 
+idevs_err idevs_launcher_adopt(idevs_launcher *l, const char *state_dir, char *why, size_t why_len)
+{
+    if (l == NULL || state_dir == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (!l->started)
+        return idevs_fail(why, why_len, IDEVS_ERR_NOT_NOW, "the process is not started");
+    int dirfd = -1;
+    char problem[512] = "";
+    idevs_err err = launcher_state_dir_open(state_dir, &dirfd, problem, sizeof problem);
+    if (err != IDEVS_OK)
+        return idevs_fail(why, why_len, err, "'%s': %s", state_dir, problem);
+    struct stat theirs, ours;
+    if (fstat(dirfd, &theirs) != 0 || fstat(l->state_dirfd, &ours) != 0 ||
+        (theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)) {
+        close(dirfd);
+        return idevs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "'%s' is this broker's own state directory", state_dir);
+    }
+    size_t taken = 0;
+    err = replay_record_adopt(l, dirfd, problem, sizeof problem);
+    if (err == IDEVS_OK)
+        err = outbox_adopt(l, dirfd, &taken, problem, sizeof problem);
+    close(dirfd);
+    if (err != IDEVS_OK)
+        return idevs_fail(why, why_len, err, "'%s': %s", state_dir, problem);
+    launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE, "adopted the replay record and %zu kept output(s) of '%s'", taken,
+                   state_dir);
+    return IDEVS_OK;
+}
+
 idevs_err idevs_launcher_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len)
 {
     if (l == NULL)

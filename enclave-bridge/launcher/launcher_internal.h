@@ -73,7 +73,9 @@ idevs_err launcher_spawn(const launcher_spawn_spec *spec, idevs_child *out, char
 
 /* sealing.c */
 idevs_err launcher_state_dir_open(const char *path, int *dirfd, char *why, size_t why_len);
-idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why, size_t why_len);
+/* The sealing secret of the state directory dirfd; made (random, 0600) when there is none and create is set. */
+idevs_err launcher_sealing_secret(int dirfd, bool create, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                                 size_t why_len);
 idevs_err launcher_sealing_key(const uint8_t secret[IDEVS_SEALING_SECRET_LEN],
                                const uint8_t measurement[IDEVS_SHA256_LEN], uint8_t key[IDEVS_SEALING_KEY_LEN]);
 idevs_err launcher_blob_read(int dirfd, const idevs_uuid *program, uint8_t **blob, size_t *len, char *why,
@@ -365,6 +367,9 @@ void deliveries_await(idevs_launcher *l, delivery *d, idevs_err status);
 #define LAUNCHER_OUTBOX_RESENDS_PER_POLL 256
 /* Reads what a former run kept (sent again at the next poll); called at the first start. */
 void outbox_load(idevs_launcher *l);
+/* Takes the kept outputs of another launcher of this program, from its state directory: each one this outbox
+ * lacks is copied into it and published again from here until its receipt (*taken of them). */
+idevs_err outbox_adopt(idevs_launcher *l, int state_dirfd, size_t *taken, char *why, size_t why_len);
 void outbox_free(idevs_launcher *l);
 /* Keeps a publication about to be released, when its QoS asks for delivery (1, 2) and it is no receipt. */
 void outbox_keep(idevs_launcher *l, const idevs_launcher_publish *p, const uint8_t cert_digest[IDEVS_SHA256_LEN]);
@@ -450,6 +455,9 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status);
  * True when the file covers everything done (written now, or nothing new). */
 typedef enum replay_save { REPLAY_SAVE_DUE, REPLAY_SAVE_RELEASE, REPLAY_SAVE_FINAL } replay_save;
 bool replay_record_save(idevs_launcher *l, replay_save when);
+/* Merges the replay record of another launcher of this program, in the state directory dirfd (authenticated by
+ * that directory's sealing secret), into this one and writes it: what either did is done for both. */
+idevs_err replay_record_adopt(idevs_launcher *l, int dirfd, char *why, size_t why_len);
 /* When the next write is due; -1 when none. */
 int64_t replay_record_deadline(const idevs_launcher *l);
 

@@ -94,40 +94,38 @@ static void unkept(idevs_launcher *l, const char *why)
                    "way is not sent again", why);
 }
 
-void outbox_load(idevs_launcher *l)
+/* Reads the entries of the outbox directory dirfd: this process's own (into is -1), checked as if released now,
+ * the unusable ones removed; or another broker's (into is this outbox's directory), each one this outbox lacks
+ * copied into it, the source left as it is. Returns the number of entries taken, *bad the number refused. */
+static size_t load_dir(idevs_launcher *l, int dirfd, int into, size_t *bad)
 {
     outbox *o = &l->outbox;
-    if (o->dirfd >= 0)
-        return;
-    if (mkdirat(l->state_dirfd, OUTBOX_DIR, 0700) != 0 && errno != EEXIST)
-        return unkept(l, strerror(errno));
-    o->dirfd = openat(l->state_dirfd, OUTBOX_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (o->dirfd < 0)
-        return unkept(l, strerror(errno));
-    int scan = dup(o->dirfd);
+    size_t taken = 0;
+    *bad = 0;
+    int scan = dup(dirfd);
     DIR *dir = scan >= 0 ? fdopendir(scan) : NULL;
     if (dir == NULL) {
         if (scan >= 0)
             close(scan);
-        return;
+        return 0;
     }
-    size_t bad = 0;
     for (struct dirent *e; (e = readdir(dir)) != NULL;) {
         if (strlen(e->d_name) != NAME_LEN || e->d_name[0] == '.') {
-            if (strlen(e->d_name) == NAME_LEN + 4 && strcmp(e->d_name + NAME_LEN, ".new") == 0)
-                unlinkat(o->dirfd, e->d_name, 0); /* a copy whose rename a crash cut short: the former one stays */
+            if (into < 0 && strlen(e->d_name) == NAME_LEN + 4 && strcmp(e->d_name + NAME_LEN, ".new") == 0)
+                unlinkat(dirfd, e->d_name, 0); /* a copy whose rename a crash cut short: the former one stays */
             continue;
         }
         uint8_t *data = NULL;
         size_t len = 0;
         char why[256];
         Idevs__Launcher__V1__OutboxEntry *k = NULL;
-        bool good = launcher_state_read(o->dirfd, e->d_name, 1, ENTRY_MAX, &data, &len, why, sizeof why) == IDEVS_OK &&
+        bool good = launcher_state_read(dirfd, e->d_name, 1, ENTRY_MAX, &data, &len, why, sizeof why) == IDEVS_OK &&
                     data != NULL && (k = idevs__launcher__v1__outbox_entry__unpack(NULL, len, data)) != NULL &&
                     k->version == ENTRY_VERSION && k->base.n_unknown_fields == 0;
         idevs_msgid id;
         size_t service = 0;
         char name[NAME_LEN + 1];
+        bool known = false;
         if (good) {
             /* What a former run of this process released, checked again as if it were released now. */
             Idevs__Bridge__V1__Publish p = IDEVS__BRIDGE__V1__PUBLISH__INIT;
@@ -141,22 +139,69 @@ void outbox_load(idevs_launcher *l)
                    receiver_of(l, k->envelope.data, k->envelope.len, &id, &service);
             if (good)
                 entry_name(&id, name);
-            good = good && strcmp(name, e->d_name) == 0 && append(l, &id, service, (int64_t)k->created_ms, 0);
+            good = good && strcmp(name, e->d_name) == 0;
+            known = good && into >= 0 && find(l, &id) != NULL;
+            if (good && !known && into >= 0) {
+                int fd = openat(into, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+                good = fd >= 0 && idevs_file_write_all(fd, data, len) == IDEVS_OK;
+                if (fd >= 0 && close(fd) != 0)
+                    good = false;
+                if (!good && fd >= 0)
+                    unlinkat(into, name, 0);
+            }
+            good = good && (known || o->count >= LAUNCHER_OUTBOX_MAX ? known : append(l, &id, service,
+                                                                                     (int64_t)k->created_ms, 0));
         }
         if (k != NULL)
             idevs__launcher__v1__outbox_entry__free_unpacked(k, NULL);
         free(data);
+        if (good && !known)
+            taken++;
         if (!good) {
-            unlinkat(o->dirfd, e->d_name, 0);
-            bad++;
+            if (into < 0)
+                unlinkat(dirfd, e->d_name, 0);
+            (*bad)++;
         }
     }
     closedir(dir);
+    return taken;
+}
+
+void outbox_load(idevs_launcher *l)
+{
+    outbox *o = &l->outbox;
+    if (o->dirfd >= 0)
+        return;
+    if (mkdirat(l->state_dirfd, OUTBOX_DIR, 0700) != 0 && errno != EEXIST)
+        return unkept(l, strerror(errno));
+    o->dirfd = openat(l->state_dirfd, OUTBOX_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (o->dirfd < 0)
+        return unkept(l, strerror(errno));
+    size_t bad = 0;
+    (void)load_dir(l, o->dirfd, -1, &bad);
     if (bad > 0)
         launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "removed %zu unusable file(s) from its outbox", bad);
     if (o->count > 0)
         launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE, "has %zu output(s) waiting for their receipts: sent again now",
                        o->count);
+}
+
+idevs_err outbox_adopt(idevs_launcher *l, int state_dirfd, size_t *taken, char *why, size_t why_len)
+{
+    outbox *o = &l->outbox;
+    *taken = 0;
+    if (o->dirfd < 0)
+        return idevs_fail(why, why_len, IDEVS_ERR_NOT_NOW, "this broker's outbox is not open");
+    int dirfd = openat(state_dirfd, OUTBOX_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dirfd < 0)
+        return errno == ENOENT ? IDEVS_OK : idevs_fail(why, why_len, IDEVS_ERR_IO, "its outbox: %s", strerror(errno));
+    size_t bad = 0;
+    *taken = load_dir(l, dirfd, o->dirfd, &bad);
+    close(dirfd);
+    if (bad > 0)
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING, "left %zu unusable or surplus file(s) of the adopted outbox",
+                       bad);
+    return IDEVS_OK; /* what was taken is due at once: published again from here */
 }
 
 void outbox_free(idevs_launcher *l)

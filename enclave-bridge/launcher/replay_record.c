@@ -202,11 +202,10 @@ bool replay_record_done(idevs_launcher *l, const delivery *d, idevs_err status)
 
 /* ---- the file ---- */
 
-static idevs_err mac(const idevs_launcher *l, const uint8_t *data, size_t len, uint8_t out[MAC_LEN])
+static idevs_err mac(const uint8_t key[MAC_LEN], const uint8_t *data, size_t len, uint8_t out[MAC_LEN])
 {
     size_t out_len = 0;
-    unsigned char *r = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, l->replay.key, sizeof l->replay.key, data, len,
-                                 out, MAC_LEN, &out_len);
+    unsigned char *r = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, MAC_LEN, data, len, out, MAC_LEN, &out_len);
     if (r == NULL || out_len != MAC_LEN) {
         ERR_clear_error();
         return IDEVS_ERR_CRYPTO;
@@ -278,8 +277,8 @@ static bool sender_from(const Idevs__Launcher__V1__ReplaySender *e, uint32_t ver
 
 /* Parses one slot into senders (service_count entries, zeroed by the caller). NULL when it is good (with its
  * generation); otherwise what is wrong. */
-static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size_t slot_bytes,
-                              replay_sender *senders, uint64_t *generation, uint32_t *version)
+static const char *parse_slot(const idevs_launcher *l, const uint8_t key[MAC_LEN], const uint8_t *slot,
+                              size_t slot_bytes, replay_sender *senders, uint64_t *generation, uint32_t *version)
 {
     uint32_t len = get32(slot);
     if (len == 0)
@@ -294,7 +293,7 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
     uint8_t expect[MAC_LEN];
     if (sealed->base.n_unknown_fields != 0 || sealed->mac.len != MAC_LEN)
         bad = "it is not a replay record";
-    else if (mac(l, sealed->record.data, sealed->record.len, expect) != IDEVS_OK)
+    else if (mac(key, sealed->record.data, sealed->record.len, expect) != IDEVS_OK)
         bad = "its authentication code cannot be computed";
     else if (!idevs_ct_equal(expect, sealed->mac.data, MAC_LEN))
         bad = "its authentication code does not match (damaged, or written under another sealing secret)";
@@ -334,25 +333,34 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
     return bad;
 }
 
-idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
+/* The key that authenticates the record of the state directory dirfd: from its sealing secret (created when
+ * absent and create is set). */
+static idevs_err record_key(const idevs_launcher *l, int dirfd, bool create, uint8_t key[MAC_LEN], char *why,
+                            size_t why_len)
 {
-    replay_record *r = &l->replay;
-    if (r->loaded)
-        return IDEVS_OK;
     uint8_t secret[IDEVS_SEALING_SECRET_LEN];
-    idevs_err err = launcher_sealing_secret(l->state_dirfd, secret, why, why_len);
+    idevs_err err = launcher_sealing_secret(dirfd, create, secret, why, why_len);
     if (err != IDEVS_OK)
         return err;
     uint8_t info[sizeof RECORD_KEY_LABEL - 1 + IDEVS_UUID_LEN];
     memcpy(info, RECORD_KEY_LABEL, sizeof RECORD_KEY_LABEL - 1);
     memcpy(info + sizeof RECORD_KEY_LABEL - 1, l->program.b, IDEVS_UUID_LEN);
     static const uint8_t no_salt[1] = {0};
-    err = idevs_hkdf_sha256(no_salt, 0, secret, sizeof secret, info, sizeof info, r->key, sizeof r->key);
+    err = idevs_hkdf_sha256(no_salt, 0, secret, sizeof secret, info, sizeof info, key, MAC_LEN);
     idevs_cleanse(secret, sizeof secret);
-    if (err != IDEVS_OK) {
+    if (err != IDEVS_OK)
         snprintf(why, why_len, "deriving the replay record's key failed");
+    return err;
+}
+
+idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
+{
+    replay_record *r = &l->replay;
+    if (r->loaded)
+        return IDEVS_OK;
+    idevs_err err = record_key(l, l->state_dirfd, true, r->key, why, why_len);
+    if (err != IDEVS_OK)
         return err;
-    }
     r->loaded = true;
 
     char name[IDEVS_UUID_STR_LEN + 8], problem[256] = "";
@@ -380,8 +388,8 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
         uint32_t version[2] = {0, 0};
         const char *slot_bad[2];
         for (int i = 0; i < 2; i++)
-            slot_bad[i] = parse_slot(l, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i], &generation[i],
-                                     &version[i]);
+            slot_bad[i] = parse_slot(l, r->key, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i],
+                                     &generation[i], &version[i]);
         int best = slot_bad[0] != NULL ? 1 : slot_bad[1] != NULL ? 0 : generation[1] > generation[0];
         /* An empty slot is one never written (the file's first write goes to the second). */
         bool empty[2] = {get32(data) == 0, get32(data + slot_bytes) == 0};
@@ -525,7 +533,7 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
         err = IDEVS_ERR_NOMEM;
     if (err == IDEVS_OK) {
         idevs__launcher__v1__replay_record__pack(&rec, record);
-        err = mac(l, record, record_len, tag);
+        err = mac(l->replay.key, record, record_len, tag);
     }
     if (err == IDEVS_OK) {
         Idevs__Launcher__V1__SealedReplayRecord sealed = IDEVS__LAUNCHER__V1__SEALED_REPLAY_RECORD__INIT;
@@ -635,4 +643,100 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
 int64_t replay_record_deadline(const idevs_launcher *l)
 {
     return l->replay.loaded && (l->replay.dirty || l->replay.unsynced) ? l->replay.next_save_ms : -1;
+}
+
+/* ---- another broker's record (docs/SCALING.md, "Moving partitions") ---- */
+
+/* Marks every number of window w as done in this record, as deliveries of (sender, instance, epoch) would. */
+static void merge_window(idevs_launcher *l, size_t sender, uint32_t instance, uint64_t epoch, const idevs_replay *w)
+{
+    delivery probe;
+    memset(&probe, 0, sizeof probe);
+    probe.tracked = true;
+    probe.receipt = true; /* the message ids are merged apart, from the handled windows */
+    probe.sender = sender;
+    probe.instance = instance;
+    probe.epoch = epoch;
+    uint64_t low = w->top >= IDEVS_REPLAY_WINDOW ? w->top - IDEVS_REPLAY_WINDOW + 1 : 1;
+    for (uint64_t s = low; w->top != 0 && s <= w->top; s++)
+        if (w->bits[(s % IDEVS_REPLAY_WINDOW) / 64] >> (s % 64) & 1u) {
+            probe.sequence = s;
+            (void)replay_record_done(l, &probe, IDEVS_OK);
+        }
+}
+
+static void merge_handled(idevs_handled *into, const idevs_handled_stream *h)
+{
+    if (!h->used)
+        return;
+    uint8_t stream[IDEVS_MSGID_STREAM_LEN];
+    for (size_t i = 0; i < IDEVS_MSGID_STREAM_LEN; i++)
+        stream[i] = (uint8_t)(h->stream >> (8 * (IDEVS_MSGID_STREAM_LEN - 1 - i)));
+    const idevs_replay *w = &h->window;
+    uint64_t low = w->top >= IDEVS_REPLAY_WINDOW ? w->top - IDEVS_REPLAY_WINDOW + 1 : 1;
+    for (uint64_t n = low; w->top != 0 && n <= w->top; n++)
+        if (w->bits[(n % IDEVS_REPLAY_WINDOW) / 64] >> (n % 64) & 1u) {
+            idevs_msgid id = idevs_msgid_numbered(stream, n);
+            idevs_handled_note(into, &id);
+        }
+}
+
+idevs_err replay_record_adopt(idevs_launcher *l, int dirfd, char *why, size_t why_len)
+{
+    uint8_t key[MAC_LEN];
+    idevs_err err = record_key(l, dirfd, false, key, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    char name[IDEVS_UUID_STR_LEN + 8], problem[256] = "";
+    file_name(l, name);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    err = launcher_state_read(dirfd, name, 0, FILE_MAX, &data, &len, problem, sizeof problem);
+    if (err != IDEVS_OK || data == NULL) {
+        idevs_cleanse(key, sizeof key);
+        free(data);
+        snprintf(why, why_len, "its replay record '%s': %s", name, err != IDEVS_OK ? problem : "there is none");
+        return err != IDEVS_OK ? err : IDEVS_ERR_IO;
+    }
+    size_t n = l->deployment->service_count, slot_bytes = len / 2;
+    replay_sender *slot[2] = {calloc(n > 0 ? n : 1, sizeof(replay_sender)), calloc(n > 0 ? n : 1, sizeof(replay_sender))};
+    const char *bad[2] = {"it has another size", "it has another size"};
+    uint64_t generation[2] = {0, 0};
+    uint32_t version[2] = {0, 0};
+    if (slot[0] != NULL && slot[1] != NULL && len % 2 == 0 && slot_bytes > 0 && slot_bytes % SLOT_UNIT == 0)
+        for (int i = 0; i < 2; i++)
+            bad[i] = parse_slot(l, key, data + (size_t)i * slot_bytes, slot_bytes, slot[i], &generation[i], &version[i]);
+    idevs_cleanse(key, sizeof key);
+    free(data);
+    int best = bad[0] != NULL ? 1 : bad[1] != NULL ? 0 : generation[1] > generation[0];
+    if (slot[0] == NULL || slot[1] == NULL || bad[best] != NULL) {
+        snprintf(why, why_len, "its replay record '%s' is unusable: %s", name,
+                 slot[0] == NULL || slot[1] == NULL ? "out of memory" : bad[best]);
+        free(slot[0]);
+        free(slot[1]);
+        return slot[0] == NULL || slot[1] == NULL ? IDEVS_ERR_NOMEM : IDEVS_ERR_INVALID_ARG;
+    }
+    /* In the order deliveries would have come: older epochs first, ascending numbers. */
+    for (size_t i = 0; i < n; i++) {
+        const replay_sender *s = &slot[best][i];
+        for (size_t k = 0; k < s->instance_count; k++) {
+            const replay_instance *in = &s->instances[k];
+            if (in->prev.used)
+                merge_window(l, i, in->instance, in->prev.epoch, &in->prev.window);
+            if (in->cur.used)
+                merge_window(l, i, in->instance, in->cur.epoch, &in->cur.window);
+        }
+        if (s->instance_floor > l->replay.senders[i].instance_floor)
+            l->replay.senders[i].instance_floor = s->instance_floor;
+        merge_handled(&l->replay.senders[i].handled, &s->handled.previous);
+        merge_handled(&l->replay.senders[i].handled, &s->handled.latest);
+    }
+    free(slot[0]);
+    free(slot[1]);
+    l->replay.dirty = true;
+    if (!replay_record_save(l, REPLAY_SAVE_FINAL)) {
+        snprintf(why, why_len, "the merged replay record cannot be written to this broker's state directory");
+        return IDEVS_ERR_IO;
+    }
+    return IDEVS_OK;
 }

@@ -106,7 +106,8 @@ static idevs_err read_private(int dirfd, const char *name, size_t min, size_t ma
     return idevs_file_read(dirfd, name, &rules, data, len, why, why_len);
 }
 
-idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why, size_t why_len)
+idevs_err launcher_sealing_secret(int dirfd, bool create, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                                 size_t why_len)
 {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -114,6 +115,8 @@ idevs_err launcher_sealing_secret(int dirfd, uint8_t secret[IDEVS_SEALING_SECRET
                                  why, why_len);
     if (err != IDEVS_OK)
         return err == IDEVS_ERR_NOMEM ? err : IDEVS_ERR_KEY_FILE;
+    if (data == NULL && !create)
+        return idevs_fail(why, why_len, IDEVS_ERR_KEY_FILE, "there is no sealing secret '%s'", SECRET_FILE);
     if (data == NULL) {
         uint8_t fresh[IDEVS_SEALING_SECRET_LEN];
         err = idevs_random(fresh, sizeof fresh);

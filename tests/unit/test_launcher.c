@@ -1738,6 +1738,82 @@ static void test_record_survives_launcher(void)
     rig_free(t);
 }
 
+/* Moving partitions (docs/SCALING.md): a launcher with a state directory of its own (another host's sealing
+ * secret) adopts the directory of one that handled an envelope, and refuses that envelope as done; its own
+ * directory, a missing one and a damaged record are refused with a reason, and change nothing. */
+static void test_record_adopted(void)
+{
+    rig *t = echo_started();
+    size_t len = 0;
+    uint8_t *env = seal(&t->st, &t->w, "done by the first broker", &len);
+    deliver_env(t->l, env, len);
+    poll_until_done(t->l, &t->r, 1, 5000);
+    CU_ASSERT_EQUAL(t->r.done_status[0], IDEVS_OK);
+    rig_stop(t);
+
+    char other[] = "/tmp/idevs-adopt-XXXXXX";
+    CU_ASSERT_FATAL(mkdtemp(other) != NULL);
+    idevs_launcher_config cfg = t->cfg;
+    cfg.state_dir = other;
+    idevs_launcher *b = launcher(&cfg);
+    char why[1024] = "";
+    CU_ASSERT_EQUAL(idevs_launcher_adopt(b, t->w.state, why, sizeof why), IDEVS_ERR_NOT_NOW); /* not started */
+    start(b);
+    CU_ASSERT_EQUAL(idevs_launcher_adopt(b, other, why, sizeof why), IDEVS_ERR_INVALID_ARG);
+    CU_ASSERT(strstr(why, "own state directory") != NULL);
+    CU_ASSERT_NOT_EQUAL(idevs_launcher_adopt(b, "/nonexistent/idevs", why, sizeof why), IDEVS_OK);
+
+    /* A damaged record (one byte of each slot flipped) is refused: the HMAC under the first's sealing secret. */
+    char path[PATH_MAX + 64], saved[PATH_MAX + 80];
+    replay_file(&t->w, path, sizeof path);
+    snprintf(saved, sizeof saved, "%s.saved", path);
+    FILE *in = fopen(path, "rb"), *out = fopen(saved, "wb");
+    CU_ASSERT_FATAL(in != NULL && out != NULL);
+    uint8_t buf[4096];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, in)) > 0;)
+        CU_ASSERT(fwrite(buf, 1, n, out) == n);
+    fclose(in);
+    fclose(out);
+    struct stat st_;
+    CU_ASSERT_FATAL(stat(path, &st_) == 0);
+    int fd = open(path, O_RDWR);
+    CU_ASSERT_FATAL(fd >= 0);
+    for (off_t slot = 0; slot < 2; slot++) {
+        uint8_t byte = 0;
+        off_t at = slot * (st_.st_size / 2) + 40;
+        CU_ASSERT(pread(fd, &byte, 1, at) == 1);
+        byte ^= 0x01;
+        CU_ASSERT(pwrite(fd, &byte, 1, at) == 1);
+    }
+    close(fd);
+    CU_ASSERT_EQUAL(idevs_launcher_adopt(b, t->w.state, why, sizeof why), IDEVS_ERR_INVALID_ARG);
+    CU_ASSERT(strstr(why, "authentication code") != NULL);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_OK); /* nothing merged */
+    poll_until_done(b, &t->r, 2, 5000);
+    CU_ASSERT_EQUAL_FATAL(chmod(saved, 0600), 0);
+    CU_ASSERT_EQUAL_FATAL(rename(saved, path), 0);
+
+    /* The first broker's record merged in: its envelope is done here too, and stays so after a restart. */
+    idevs_launcher_free(b);
+    b = launcher(&cfg);
+    start(b);
+    why[0] = '\0';
+    CU_ASSERT_EQUAL(idevs_launcher_adopt(b, t->w.state, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    CU_ASSERT_EQUAL(idevs_launcher_adopt(b, t->w.state, why, sizeof why), IDEVS_OK); /* again: the same */
+    CU_ASSERT(events_of_kind(&t->r, IDEVS_LAUNCHER_EVENT_NOTICE, "adopted the replay record") >= 1);
+    idevs_launcher_free(b);
+    b = launcher(&cfg);
+    start(b);
+    CU_ASSERT_EQUAL(idevs_launcher_deliver(b, IN_TOPIC, env, len, NULL, 0, NULL), IDEVS_ERR_REPLAY);
+    idevs_launcher_free(b);
+    char cmd[sizeof other + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", other);
+    CU_ASSERT(system(cmd) == 0);
+    free(env);
+    rig_free(t);
+}
+
 /* The store's message sent again with the id it was first sent with: sealed anew, so no replay of its bytes. */
 static uint8_t *seal_numbered(party *p, const world *w, const char *payload, const idevs_msgid *id, size_t *len)
 {
@@ -2316,6 +2392,7 @@ static CU_TestInfo tests[] = {
      test_outstanding_requests_hold_inputs},
     {"replay: a forged high sequence number moves nothing", test_forged_header_does_not_advance},
     {"replay: the record outlives the launcher (broker restart)", test_record_survives_launcher},
+    {"replay: another broker's record adopted (moving partitions)", test_record_adopted},
     {"receipts: after the record, and a copy sent again after a restart is receipted, not run", test_receipts_outlive_launcher},
     {"replay: an output leaves only once the record holding its input is on disk", test_output_waits_for_record},
     {"replay: a damaged record file warns and starts empty", test_damaged_record_warns},
