@@ -16,7 +16,7 @@ expect_refusal "a partition beyond the descriptor's stops the broker, naming the
   "plugin_opt_ownership $work/bad-range"
 printf '# owners\no1\n' >"$work/bad-line"
 expect_refusal "a line without partitions stops the broker, naming the file and line" \
-  "$work/bad-line:2: expected 'PROCESS PARTITIONS'" "$work/procs/o1.json" "plugin_opt_ownership $work/bad-line"
+  "$work/bad-line:2: expected 'PROCESS PARTITIONS [adopt DIRECTORY]'" "$work/procs/o1.json" "plugin_opt_ownership $work/bad-line"
 expect_refusal "a missing ownership file stops the broker" "plugin_opt_ownership: '$work/nothing'" \
   "$work/procs/o1.json" "plugin_opt_ownership $work/nothing"
 expect_refusal "an instance base beyond the range stops the broker" \

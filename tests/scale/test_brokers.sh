@@ -25,35 +25,44 @@ cs_make_pki || bail "the operator makes the PKI"
 "$CS_STORE" seed --db "$work/store.sqlite" --sales "$sales" >"$work/seed.log" 2>&1 || bail "the store seeds" "$work/seed.log"
 CS_INSTANCES=2 cs_write_descriptor 2>"$work/descriptor.err" || bail "the descriptor is written" "$work/descriptor.err"
 
-# Each broker: the plugin with the case study's PKI and descriptor, its own instances and partitions.
-declare -A base=([a]=0 [b]=64 [hub]=128) owns=([a]=0-20 [b]=21-41 [hub]=42-63)
+# Each broker's configuration is docs/SCALING.md's, as written there ("A hub with leaf brokers"), with this run's
+# paths and ports: the hub's block, and the leaf block for a and, with b for a, for b.
+declare -A owns=([a]=0-20 [b]=21-41 [hub]=42-63)
+doc=$IDEVS_ROOT/docs/SCALING.md
+extract() { python3 "$IDEVS_ROOT/tests/docs/run_examples.py" --extract "$doc" "$1"; }
+extract "hub configuration" >"$work/hub.block" && extract "leaf configuration" >"$work/leaf.block" &&
+  grep -q '^plugin_opt_peer_user bridge-b$' "$work/hub.block" && grep -q '^connection a-hub$' "$work/leaf.block" ||
+  bail "docs/SCALING.md has the hub's and the leaves' configuration blocks"
 for name in hub a b; do
-  mkdir -p "$work/$name"
+  mkdir -p "$work/$name" && mkdir -p -m 700 "$work/$name/state"
   echo "rewards ${owns[$name]}" >"$work/$name/ownership"
-  extra=(-authority_key -authority_cert -operator_ca
-         "plugin_opt_authority_key $CS_PKI/authority.key" "plugin_opt_authority_cert $CS_PKI/authority.crt"
-         "plugin_opt_operator_ca $CS_PKI/ca.crt"
-         "plugin_opt_instance_base ${base[$name]}" "plugin_opt_ownership $work/$name/ownership"
-         "plugin_opt_metrics_interval_s 1" "set_tcp_nodelay true")
-  if [ "$name" = hub ]; then
-    mosquitto_passwd -b -c "$work/hub/passwd" bridge-a secret-a >/dev/null 2>&1 &&
-      mosquitto_passwd -b "$work/hub/passwd" bridge-b secret-b >/dev/null 2>&1 || bail "the hub's password file"
-    extra+=("password_file $work/hub/passwd" "plugin_opt_peer_user bridge-a" "plugin_opt_peer_user bridge-b")
-  else
-    extra+=("plugin_opt_peer_bridge local-$name-hub")
-  fi
-  scale_descriptor=$CS_DESCRIPTOR scale_conf "$name" "${extra[@]}"
+  scale_port[$name]=$(free_port)
 done
-# What crosses: the process's inputs, outputs, requests and their answers, receipts and instance certificates;
-# not its certificate and descriptor topics, which every broker publishes for itself.
-scale_topics=()
-for t in in out req resp receipt instance; do scale_topics+=("idevs/rewards/$t/# both 1"); done
+for name in hub a b; do
+  block=$work/leaf.block base=0
+  [ "$name" = hub ] && block=$work/hub.block
+  [ "$name" = b ] && base=64
+  sed -e "s|^listener 1883\$|listener ${scale_port[$name]} 127.0.0.1|" \
+      -e "s|/usr/local/lib/x86_64-linux-gnu/mosquitto/mosquitto_idevs.so|$plugin|" \
+      -e "s|/usr/local/libexec/idevs/idevs-compartment|$compartment|" \
+      -e "s|/etc/idevs/rewards.json|$CS_DESCRIPTOR|; s|/etc/idevs/pki/|$CS_PKI/|" \
+      -e "s|^plugin_opt_state_dir /var/lib/idevs\$|plugin_opt_state_dir $work/$name/state|" \
+      -e "s|/etc/idevs/[a-z]*\.owners|$work/$name/ownership|; s|/etc/mosquitto/peers.passwd|$work/hub/passwd|" \
+      -e "s|^address hub.example:1883\$|address 127.0.0.1:${scale_port[hub]}|" \
+      -e "s|^plugin_opt_instance_base 0\$|plugin_opt_instance_base $base|" \
+      -e "/^plugin_opt_peer_bridge\|^connection\|_clientid\|_username\|^remote_password/s/\ba\b/$name/g" \
+      -e "/^remote_password/s/SECRET-A/secret-$name/" \
+      "$block" >"$work/$name/mosquitto.conf"
+  printf 'log_dest file %s\nlog_type all\nplugin_opt_metrics_interval_s 1\n' "$work/$name/mosquitto.conf.log" \
+    >>"$work/$name/mosquitto.conf"
+done
 for leaf in a b; do
-  saved=("${scale_bridge_options[@]}")
-  scale_bridge_options+=("remote_username bridge-$leaf" "remote_password secret-$leaf")
-  scale_bridge "$leaf" hub
-  scale_bridge_options=("${saved[@]}")
+  grep -q "^remote_username bridge-$leaf\$" "$work/$leaf/mosquitto.conf" ||
+    bail "leaf $leaf's configuration names its own bridge user" "$work/$leaf/mosquitto.conf"
+  scale_bridges+=("$leaf hub bridge-$leaf-hub $(grep -c '^topic .* both ' "$work/$leaf/mosquitto.conf")")
 done
+mosquitto_passwd -b -c "$work/hub/passwd" bridge-a secret-a >/dev/null 2>&1 &&
+  mosquitto_passwd -b "$work/hub/passwd" bridge-b secret-b >/dev/null 2>&1 || bail "the hub's password file"
 own_work "$work"
 
 # One key pair for the process on every broker: the leaves start from the hub's sealed keys and sealing secret.
