@@ -4,7 +4,8 @@
 IDEVS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Everything idevs needs to build, test and run on Debian 12. python3-cryptography and python3-protobuf serve
-# the independent interoperability test only (with python3-pyasn1-modules).
+# the independent interoperability test only (with python3-pyasn1-modules); haproxy the load balancer in front of
+# several brokers (tests/scale/test_brokers.sh).
 IDEVS_PACKAGES=(
   meson ninja-build pkg-config gcc libc6-dev
   libssl-dev openssl
@@ -13,6 +14,7 @@ IDEVS_PACKAGES=(
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
   python3 python3-cryptography python3-protobuf python3-pyasn1-modules
   valgrind faketime libfaketime
+  haproxy
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -32,6 +34,9 @@ ensure_packages() {
   # Debian starts the packaged broker as a system service; idevs runs its own brokers on free ports.
   if [[ " ${missing[*]} " == *" mosquitto "* ]] && command -v systemctl >/dev/null 2>&1; then
     "${sudo[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null 2>&1; then
+    "${sudo[@]}" systemctl disable --now haproxy >/dev/null 2>&1 || true
   fi
 }
 

@@ -11,14 +11,17 @@
 # Checks: every qualifying sale booked and confirmed exactly once, nothing else; each broker routed sales and
 # refused others' as not_owner; the hub adopted b's replay record and took b's partitions; the peers' publications
 # passed the guards; no service refused an envelope.
-#   test_brokers.sh BUILD_DIR [SALES]
+# With "balancer" (docs/SCALING.md, "Brokers behind a load balancer"), the same three brokers behind haproxy,
+# and every service connects through it, to whichever broker it picks: those on leaf b connect again when it dies.
+#   test_brokers.sh BUILD_DIR [hub|balancer] [SALES]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 IDEVS_ROOT=$(cd "$here/../.." && pwd)
-build=$(cd "$1" && pwd) sales=${2:-200}
+build=$(cd "$1" && pwd) mode=${2:-hub} sales=${3:-200}
 source "$here/lib.sh"
 source "$IDEVS_ROOT/scripts/lib/casestudy.sh"
 need_tools sqlite3 mosquitto_passwd
+[ "$mode" = hub ] || need_tools haproxy
 
 cs_init "$build" "$work/cs" || bail "the case study's programs are built"
 cs_make_pki || bail "the operator makes the PKI"
@@ -84,6 +87,21 @@ for name in hub a b; do
 done
 
 conn() { CS_PORT=${scale_port[$1]} cs_conn "$2"; } # BROKER SERVICE
+if [ "$mode" = balancer ]; then
+  # docs/SCALING.md's haproxy configuration, with this run's ports; every service connects through it.
+  extract "balancer configuration" >"$work/haproxy.block" || bail "docs/SCALING.md has the balancer configuration"
+  scale_port[lb]=$(free_port)
+  sed -e "s|^  bind :1883\$|  bind 127.0.0.1:${scale_port[lb]}|" \
+      -e "s|^  server \([a-z]*\) \1.example:1883 |  server \1 127.0.0.1:PORT_\1 |" "$work/haproxy.block" >"$work/haproxy.cfg"
+  for name in hub a b; do sed -i "s|PORT_$name |${scale_port[$name]} |" "$work/haproxy.cfg"; done
+  grep -q "^  server b 127.0.0.1:${scale_port[b]} " "$work/haproxy.cfg" || bail "the balancer has the three brokers" "$work/haproxy.cfg"
+  haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+  bg_pids+=($!)
+  for _ in $(seq 50); do mosquitto_sub -h 127.0.0.1 -p "${scale_port[lb]}" -t none -W 1 -E >/dev/null 2>&1 && break; sleep 0.1; done
+  mosquitto_sub -h 127.0.0.1 -p "${scale_port[lb]}" -t none -W 1 -E >/dev/null 2>&1 &&
+    ok "haproxy balances connections over the three brokers" || bail "haproxy runs" "$work/haproxy.log"
+  conn() { CS_PORT=${scale_port[lb]} cs_conn "$2"; }
+fi
 mapfile -t taxi_conn < <(conn hub taxi)
 mapfile -t messaging_conn < <(conn a messaging)
 mapfile -t store_conn < <(conn a store)
@@ -121,6 +139,12 @@ grep -c killed "$work/kills.txt" 2>/dev/null | grep -qx 2 && ok "a compartment o
   not_ok "a compartment of leaf b, then leaf b, were killed mid-run" "$work/kills.txt"
 wait_pid "$store_pid" 1800 >/dev/null && ok "the store publishes its $sales sales" || not_ok "the store publishes its sales" "$CS_WORK/store.log"
 
+if [ "$mode" = balancer ]; then
+  # A service the balancer had put on leaf b (its client connection in b's log) goes on through another broker.
+  on_b=$(grep -E 'New client connected from 127.0.0.1:[0-9]+ as ' "$work/b/mosquitto.conf.log" | grep -vc ' as bridge-')
+  [ "$on_b" -gt 0 ] && ok "the balancer had put $on_b service connection(s) on leaf b before it was killed" ||
+    not_ok "the balancer put a service on leaf b" "$work/b/mosquitto.conf.log"
+fi
 qualifying=$(sqlite3 -readonly "$work/store.sqlite" \
   "SELECT count(*) FROM sales WHERE CAST(replace(total, '.', '') AS INTEGER) >= 15000")
 got=$(cs_wait_for "$work/taxi.sqlite" "SELECT count(*) FROM bookings" "$qualifying" 90)
