@@ -34,7 +34,7 @@ common=("log_type error" "log_type warning" "max_queued_messages 100000" "set_tc
 broker() { # NAME DESCRIPTOR...: state in WORK/state-NAME/<process>/
   local name=$1 first=$2 d extra=(); shift 2
   for d in "$@"; do extra+=("plugin_opt_descriptor $d"); done
-  mkdir -m 700 "$work/state-$name"
+  mkdir -p -m 700 "$work/state-$name"
   write_conf "$work/$name.conf" "$first" -state_dir "plugin_opt_state_dir $work/state-$name" "${extra[@]}" \
     "${common[@]}"
   sed -i '/^log_type all$/d' "$work/$name.conf"

@@ -16,17 +16,22 @@
 # another load on the machine) held them back. Each compartment's part of their CPU over a run shows how evenly
 # the instances were loaded.
 #
+# Then two brokers (docs/SCALING.md, "Several brokers"): the process as one instance on each of two brokers, x and
+# y, y bridged to x with MQTT v5 (y's bridge authenticated as a peer of x), each owning half of the 64 partitions;
+# the store and the sink are clients of x, so y's half crosses the bridge twice (input in, output back). Keyed
+# inputs only (unkeyed ones are spread by message id the same way). Against the same 1-instance broker.
+#
 # Plain Mosquitto is not beside it: bench_processes seals every input to the compartment's certificate and
 # opens what it emits, so it has nothing to drive on a broker without the plugin; the baseline is the plugin
-# with one instance, in the same run. 1 against 2 bridged brokers is not measured: a process's partitions over
-# several brokers is not built yet (docs/SCALING.md, "Several brokers").
+# with one instance, in the same run.
 #
 # Each configuration: 5 rounds of 4000 messages a broker, none started after 20 s once 3 are done; then 4 s of
 # latency. About 3 minutes on a 2-core machine.
 #
 #   meson test -C build-release --benchmark scale -v
 #   tests/bench/bench_scale.sh BUILD_DIR [bench_processes options: --rounds R --messages M --window W ...]
-#   IDEVS_BENCH_SCALE="1 2" IDEVS_BENCH_SPIN_US=500 tests/bench/bench_scale.sh BUILD_DIR   (other configurations)
+#   IDEVS_BENCH_SCALE="1 2" IDEVS_BENCH_SPIN_US=500 tests/bench/bench_scale.sh BUILD_DIR   (other configurations;
+#   IDEVS_BENCH_BRIDGED=0: not the two brokers)
 #   IDEVS_BENCH_POLL_BUDGET_MS=0 tests/bench/bench_scale.sh BUILD_DIR   (plugin_opt_poll_budget_ms on both brokers:
 #   how long the broker's thread waits for a compartment's outputs, docs/OPERATOR.md; default 2)
 # Build the release tree first: meson setup build-release -Dbuildtype=release && ninja -C build-release
@@ -89,6 +94,52 @@ for k in $configurations; do
   done
   stop_broker
 done
+
+# Two bridged brokers, one instance each, half of the partitions each.
+if [ "${IDEVS_BENCH_BRIDGED:-1}" = 1 ]; then
+  descriptor bridged "$work/bridged.json" "$(fields 1)"
+  mosquitto_passwd -b -c "$work/peers.passwd" bridge-y secret-y >/dev/null 2>&1 || exit 1
+  echo "bridged 0-31" >"$work/x.owners"
+  echo "bridged 32-63" >"$work/y.owners"
+  saved=("${common[@]}")
+  common+=("password_file $work/peers.passwd" "plugin_opt_ownership $work/x.owners" "plugin_opt_peer_user bridge-y")
+  broker x "$work/bridged.json" || exit 1
+  x_pid=$broker_pid x_port=$port
+  bg_pids+=("$x_pid")
+  # One key pair on both: y starts from x's sealed keys and sealing secret.
+  mkdir -p -m 700 "$work/state-y/bridged"
+  cp -p "$work/state-x/bridged/"{sealing.key,*.sealed} "$work/state-y/bridged/"
+  own_work "$work"
+  common=("${saved[@]}" "plugin_opt_ownership $work/y.owners" "plugin_opt_instance_base 64"
+          "plugin_opt_peer_bridge local-y-x" "connection y-x" "address 127.0.0.1:$x_port" "remote_clientid bridge-y-x"
+          "local_clientid local-y-x" "remote_username bridge-y" "remote_password secret-y"
+          "bridge_protocol_version mqttv50" "cleansession false" "notifications false")
+  for t in in out req resp receipt instance; do common+=("topic idevs/bridged/$t/# both 1"); done
+  broker y "$work/bridged.json" || exit 1
+  y_pid=$broker_pid
+  bg_pids+=("$y_pid")
+  common=("${saved[@]}")
+  # The bridge is up once y's instance certificate, which y's plugin retains, is on x.
+  for _ in $(seq 100); do
+    timeout 2 mosquitto_sub -p "$x_port" -t idevs/bridged/instance/64/certificate -C 1 -W 1 2>/dev/null |
+      grep -q 'BEGIN CERTIFICATE' && break
+    sleep 0.2
+  done
+  echo
+  echo "== 2 bridged brokers, 1 instance each, inputs keyed"
+  read -ra before_y < <(ticks "$y_pid")
+  port=$x_port
+  run_bench "$base_pid" "$base_port" "$x_pid" "$x_port" --processes 1 --rounds 5 --seconds 20 \
+    --partitions "$partitions" "$@" || { echo "bench_scale: the run with two bridged brokers failed" >&2; exit 1; }
+  echo "  broker y with its compartment: $(( ($(ticks "$y_pid") - before_y) * 10 )) ms of CPU over the run" \
+    "(not in the columns below, which count x)"
+  echo "  totals of broker x: $(totals '^(received|routed|rejected/not_owner|done/ok|from_peers)$')"
+  results+=("$result instances=2br inputs=keyed")
+  broker_pid=$y_pid
+  stop_broker
+  broker_pid=$x_pid
+  stop_broker
+fi
 load_end=$(load)
 
 echo
@@ -120,8 +171,7 @@ done
 [ -z "$queueing_seen" ] || echo "* did not keep up with that latency rate: mostly queueing"
 echo "plain Mosquitto: not run (bench_processes seals to the compartment and opens its outputs: nothing to drive on"
 echo "  a broker without the plugin); the plugin with 1 instance, in the same rounds, is the baseline"
-echo "1 against 2 bridged brokers: not measured yet (a process's partitions over several brokers is not built:"
-echo "  docs/SCALING.md, \"Several brokers\")"
+echo "2br: two bridged brokers of 1 instance each, half of the partitions each; the store and the sink on x"
 echo "load average at the start $load_start, at the end $load_end"
 broker_pid=$base_pid
 stop_broker
@@ -129,3 +179,5 @@ bg_pids=()
 for k in $configurations; do
   if [ "$k" -gt 1 ]; then echo "instances=$k speedup=${speedup[$k-unkeyed]} keyed_speedup=${speedup[$k-keyed]}"; fi
 done
+[ -z "${speedup[2br-keyed]:-}" ] || echo "brokers=2 speedup=${speedup[2br-keyed]}"
+

@@ -195,6 +195,13 @@ check("leaf a let what its bridge brought in through its guard", int(counters["a
 print(f"{passed} passed, {failed} failed")
 PY
 count_tap "run" "$work/check.out"
+# No loop: each sale the store published on a crossed to the hub once and never came back to a (no-local).
+count_log() { grep -cE "Received PUBLISH from $2 \\(.*'idevs/rewards/in/sales'" "$work/$1/mosquitto.conf.log"; }
+from_store=$(count_log a 'store-[0-9]+') at_hub=$(count_log hub bridge-a-hub) back=$(count_log a local-a-hub)
+[ "$from_store" -ge "$sales" ] && [ "$at_hub" = "$from_store" ] && [ "$back" = 0 ] &&
+  ok "no bridge loop: the $from_store sale publications on a reached the hub once each, and none came back to a" ||
+  { echo "store to a $from_store, a to the hub $at_hub, back to a $back" >"$work/loop.txt"
+    not_ok "no bridge loop: each sale crossed to the hub once and none came back" "$work/loop.txt"; }
 refusals=$(grep -h ': refused: ' "$CS_WORK/taxi.log" "$CS_WORK/messaging.log" "$CS_WORK/store.log")
 [ -z "$refusals" ] && ok "no service refused an envelope of any broker's instances" ||
   { echo "$refusals" >"$work/refusals.txt"; not_ok "no service refused an envelope" "$work/refusals.txt"; }
