@@ -95,7 +95,7 @@ static void print_total(void *arg, const char *customer_id, int64_t pts, int64_t
 static int cmd_totals(int argc, char **argv)
 {
     const char *db_path = NULL, *customer = NULL;
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--db") == 0 && v != NULL)
             db_path = v;
@@ -105,7 +105,6 @@ static int cmd_totals(int argc, char **argv)
             fprintf(stderr, "points: unknown option or missing value: %s\n\n%s", a, usage);
             return 2;
         }
-        i++;
     }
     if (db_path == NULL) {
         fprintf(stderr, "points: totals needs --db FILE\n\n%s", usage);

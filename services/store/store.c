@@ -53,7 +53,7 @@ static int cmd_seed(int argc, char **argv)
 {
     const char *db_path = NULL;
     unsigned long long customers = 40, sales = 60, seed = 1;
-    for (int i = 2; i < argc; i++) {
+    for (int i = 2; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--db") == 0 && v != NULL)
             db_path = v;
@@ -68,7 +68,6 @@ static int cmd_seed(int argc, char **argv)
                 return bad_usage("--seed: '%s' is not a whole number", v);
         } else
             return bad_usage("unknown option or missing value: %s", a);
-        i++;
     }
     if (db_path == NULL)
         return bad_usage("%s needs --db FILE", "seed");

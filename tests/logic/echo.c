@@ -44,7 +44,7 @@ static void spin(unsigned long us)
     volatile unsigned long sink = 0;
     for (unsigned long long end = now_us() + us; now_us() < end;)
         for (int i = 0; i < 256; i++)
-            sink += (unsigned long)i;
+            sink = sink + (unsigned long)i; /* a volatile store the compiler keeps */
 }
 
 static int starts_with(const idevs_message *m, const char *prefix, size_t *skip)
