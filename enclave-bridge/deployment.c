@@ -610,8 +610,7 @@ bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *tex
 
 uint32_t idevs_deployment_partition_of_id(const idevs_deployment *d, const uint8_t id[16])
 {
-    uint32_t v = (uint32_t)id[0] << 24 | (uint32_t)id[1] << 16 | (uint32_t)id[2] << 8 | id[3];
-    return v % d->partitions;
+    return idevs_deployment_partition(d, id, 16);
 }
 
 bool idevs_deployment_partition_set_parse(const idevs_deployment *d, const char *text, uint8_t *bits, char *why,

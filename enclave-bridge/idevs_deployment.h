@@ -147,10 +147,11 @@ uint32_t idevs_deployment_partition(const idevs_deployment *d, const void *key, 
  * false for anything else (the property is not authenticated: a bad one is as if absent). */
 bool idevs_deployment_partition_parse(const idevs_deployment *d, const char *text, uint32_t *out);
 
-/* The partition of an input sent without a partition key, and of a request's answer, when several brokers share
- * a process's partitions (docs/SCALING.md): the first 4 bytes, big-endian, of the message id (of the input, or of
- * the request the answer names in its correlation data) modulo d->partitions. Message ids are random or HKDF
- * output, so they spread evenly; every copy of a message has its id, so every copy has one owner. */
+/* The partition that decides which of several brokers owns a message (docs/SCALING.md): the partition its
+ * message id would give as a partition key, idevs_deployment_partition(d, id, 16). The id is in the envelope's
+ * authenticated clear header, so every copy of a message, however its idevs-partition property was changed, has
+ * the one owner whose replay record refuses the copies; hashing the whole id spreads numbered ids (a fixed
+ * stream, then a counter) as evenly as random ones. */
 uint32_t idevs_deployment_partition_of_id(const idevs_deployment *d, const uint8_t id[16]);
 
 /* Reads a set of partitions: "all", "none", or comma-separated numbers and ranges ("0-31,48,50-63"), each below

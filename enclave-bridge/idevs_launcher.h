@@ -175,10 +175,10 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
                                              size_t correlation_len, const char *partition, uint64_t *delivery_id);
 
 /* Several brokers serving one process (docs/SCALING.md): the partitions this broker routes, as
- * idevs_deployment_partition_set_parse() reads them ("all", "none", "0-31,40"); NULL: all (the default). Inputs of
- * the others are refused with IDEVS_ERR_NOT_OWNER (stats.not_owner): an input by its idevs-partition, or else by
- * its message id's partition (idevs_deployment_partition_of_id), an answer by its request's id; receipts are
- * taken everywhere. The broker that owns partition 0 runs the logic's timer. May be called again at any time
+ * idevs_deployment_partition_set_parse() reads them ("all", "none", "0-31,40"); NULL: all (the default). Inputs and
+ * answers of the others are refused with IDEVS_ERR_NOT_OWNER (stats.not_owner), by their message id's partition
+ * (idevs_deployment_partition_of_id; the idevs-partition property chooses only among this broker's instances);
+ * receipts are taken everywhere. The broker that owns partition 0 runs the logic's timer. May be called again at any time
  * (RELOAD); IDEVS_ERR_CONFIG with why for a set that is not one of the descriptor's. */
 idevs_err idevs_launcher_set_owned(idevs_launcher *l, const char *partitions, char *why, size_t why_len);
 

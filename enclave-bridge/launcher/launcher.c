@@ -573,20 +573,16 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
                                               delivery_id);
 }
 
-/* Whether this broker routes a delivery when several share the process (docs/SCALING.md): an input by its
- * partition (its idevs-partition, or else its message id's), an answer by its request's id (the first bytes of its
- * correlation data), so that every copy of a message has the same one owner. Receipts go to every broker: each
- * launcher clears its own kept outputs. An envelope the gate could not read is left to the gate's refusal. */
-static bool owned_here(const idevs_launcher *l, const char *topic, const uint8_t *correlation, size_t correlation_len,
-                       int64_t keyed, const delivery *probe, idevs_err gate)
+/* Whether this broker routes a delivery when several share the process (docs/SCALING.md): an input or an answer
+ * by its message id's partition, never by its idevs-partition property, which anyone who can publish may change:
+ * a copy with another value would otherwise run on a second broker, whose replay record never saw the first. The
+ * id is in the authenticated clear header: every copy has it, so every copy has the one owner. Receipts go to
+ * every broker: each launcher clears its own kept outputs. An envelope the gate could not read is left to the
+ * gate's refusal. */
+static bool owned_here(const idevs_launcher *l, const char *topic, const delivery *probe, idevs_err gate)
 {
-    idevs_topic_kind kind = idevs_launcher_topic_kind(l, topic, NULL);
-    if (kind == IDEVS_TOPIC_RECEIPT)
+    if (idevs_launcher_topic_kind(l, topic, NULL) == IDEVS_TOPIC_RECEIPT)
         return true;
-    if (kind == IDEVS_TOPIC_RESPONSE && correlation_len >= IDEVS_UUID_LEN)
-        return pool_owns(l, idevs_deployment_partition_of_id(l->deployment, correlation));
-    if (kind == IDEVS_TOPIC_INPUT && keyed >= 0)
-        return pool_owns(l, (uint32_t)keyed);
     if (gate == IDEVS_ERR_UNKNOWN_INPUT || gate == IDEVS_ERR_TOO_LARGE || gate == IDEVS_ERR_MALFORMED ||
         gate == IDEVS_ERR_OLD_VERSION || gate == IDEVS_ERR_VERSION || gate == IDEVS_ERR_SUITE)
         return true;
@@ -649,8 +645,7 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
     idevs_err refused = gate_check(l, topic, envelope, len, &probe);
     uint32_t p = 0;
     bool keyed = partition_text != NULL && idevs_deployment_partition_parse(l->deployment, partition_text, &p);
-    if (l->owned != NULL && !owned_here(l, topic, correlation, correlation_len, keyed ? (int64_t)p : -1, &probe,
-                                        refused)) {
+    if (l->owned != NULL && !owned_here(l, topic, &probe, refused)) {
         l->stats.not_owner++;
         return IDEVS_ERR_NOT_OWNER;
     }
