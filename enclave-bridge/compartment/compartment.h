@@ -154,7 +154,7 @@ struct compartment {
     /* per deployment service: its latest two message-id streams, from Init (the launcher's record) and what
      * this compartment handled since (serve.c) */
     idevs_handled *handled;
-    uint8_t keep_key[32]; /* kept.c: derived from the sealing key at the handshake */
+    uint8_t keep_key[32]; /* kept.c: derived from the process's keys (keys_derive) once it holds them */
     uint8_t request_key[32]; /* request_state.c: likewise */
     uint8_t output_id_key[32]; /* logic_link.c: the ids of outputs and requests (keys_output_id); likewise */
     uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */
@@ -185,16 +185,19 @@ idevs_err keys_gcm(bool encrypt, const uint8_t key[32], const uint8_t nonce[KEYS
                    size_t aad_len, const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[KEYS_GCM_TAG_LEN]);
 /* kept.c: outputs and requests to services with receipts, sealed to the compartment itself so that the launcher
  * can keep them and have them sealed anew after a restart (a new certificate) without seeing them. */
-void kept_init(compartment *c, const uint8_t sealing_key[32]);
+void kept_init(compartment *c);
 idevs_err kept_seal(compartment *c, bool is_request, size_t index, const idevs_msgid *id, const idevs_msgid *prov,
                     size_t prov_count, const uint8_t *payload, size_t len, const uint8_t *correlation,
                     size_t correlation_len, uint8_t **out, size_t *out_len);
 /* Seals the kept output anew (same id, same provenance, same receiver) and queues its Publish (delivery 0). */
 idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len);
 
-/* HKDF-SHA256(ikm = sealing key, salt = "", info = label || program): a key of the compartment's own, which a
- * compartment of the same program and measurement derives again after a restart. */
-idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32]);
+/* HKDF-SHA256(ikm = Ed25519 seed || X25519 private of self, salt = "", info = label || program): a key of the
+ * process's own, which every instance that holds the process's keys derives alike, after a restart and on
+ * another host (docs/SCALING.md). The one owner of that rule. */
+idevs_err keys_derive(const idevs_identity *self, const char *label, const idevs_uuid *program, uint8_t out[32]);
+/* The keys of kept outputs, request state and output ids from c->self (keys_derive); a failure is fatal. */
+void keys_derive_own(compartment *c);
 /* The message id of the index-th envelope an event's handler sealed, the event being the message `cause` that
  * `sender` sealed: HKDF-SHA256(ikm = key, salt = "", info = sender || cause || u32 index), 16 bytes. An input run
  * again (its compartment died before the launcher recorded it) yields the same ids, so its receivers handle its
@@ -213,7 +216,7 @@ typedef struct request_state {
     uint8_t state[IDEVS_REQUEST_STATE_MAX];
     size_t state_len;
 } request_state;
-void request_state_init(compartment *c, const uint8_t sealing_key[32]);
+void request_state_init(compartment *c);
 /* Writes the correlation data of the sealed request s (its message id, provenance and state) into out:
  * IDEVS_REQUEST_CORRELATION_LEN bytes, whatever its provenance and state. */
 idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s, uint8_t *out);

@@ -120,10 +120,7 @@ static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
                                              init->sealed_keys.data, init->sealed_keys.len, &c->self, &restored);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "cannot create the compartment's keys: %s", idevs_strerror(err));
-    kept_init(c, init->sealing_key.data);
-    request_state_init(c, init->sealing_key.data);
-    if (keys_derive(init->sealing_key.data, "idevs output id v1", &c->dep->program, c->output_id_key) != IDEVS_OK)
-        cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of output ids");
+    keys_derive_own(c);
     uint8_t blob[KEYS_SEALED_LEN];
     err = keys_seal(init->sealing_key.data, &c->dep->program, c->measurement, c->self, blob);
     if (err != IDEVS_OK)
