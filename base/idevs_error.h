@@ -77,6 +77,7 @@ typedef enum idevs_err {
     IDEVS_ERR_QUEUE_SENDER_SHARE, /* the launcher's queue: envelopes naming this sender hold their share already */
     IDEVS_ERR_OLD_VERSION,        /* an envelope of format version 1: refused, never opened (no downgrade) */
     IDEVS_ERR_PADDING,            /* an opened plaintext whose framing or padding is wrong (a broken sender) */
+    IDEVS_ERR_JOINING,            /* the launcher's process is joining: no instance here holds its keys yet */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

@@ -14,7 +14,7 @@
 #define IDEVS_COMPARTMENT_DEFAULT "/usr/local/libexec/idevs/idevs-compartment"
 #endif
 
-typedef enum opt_kind { OPT_PATH, OPT_PATHS, OPT_UINT, OPT_ACL } opt_kind;
+typedef enum opt_kind { OPT_PATH, OPT_PATHS, OPT_UINT, OPT_ACL, OPT_JOIN } opt_kind;
 
 typedef struct opt_spec {
     const char *name;
@@ -44,6 +44,8 @@ static const opt_spec specs[] = {
     UINT_OPT(certificate_validity_s, 600, 31536000),
     UINT_OPT(certificate_renew_after_s, 60, 31535999),
     { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
+    /* One line per process that joins a running one on another broker; the name is checked at the start. */
+    { "join", OPT_JOIN, false, offsetof(idevs_plugin_config, joins), 0, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -80,7 +82,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
             mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: unknown option", key);
             return false;
         }
-        if (seen[s] && specs[s].kind != OPT_PATHS) {
+        if (seen[s] && specs[s].kind != OPT_PATHS && specs[s].kind != OPT_JOIN) {
             mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: given twice", key);
             return false;
         }
@@ -126,6 +128,28 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                 return false;
             }
             break;
+        case OPT_JOIN: {
+            for (size_t j = 0; j < c->join_count; j++)
+                if (strcmp(c->joins[j], value) == 0) {
+                    mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s %s: given twice", key,
+                                         value);
+                    return false;
+                }
+            if (value[0] == '\0' || c->join_count >= IDEVS_PROCESSES_MAX) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: %s", key,
+                                     value[0] == '\0' ? "must name a process" : "more lines than processes");
+                return false;
+            }
+            char **grown = realloc(c->joins, (c->join_count + 1) * sizeof *grown);
+            if (grown != NULL)
+                c->joins = grown;
+            if (grown == NULL || (c->joins[c->join_count] = strdup(value)) == NULL) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
+                return false;
+            }
+            c->join_count++;
+            break;
+        }
         case OPT_ACL:
             if (strcmp(value, "allow") == 0)
                 c->acl_others = IDEVS_ACL_OTHERS_ALLOW;
@@ -221,6 +245,9 @@ void idevs_plugin_config_free(idevs_plugin *p)
     free(c->operator_ca);
     free(c->state_dir);
     free(c->compartment);
+    for (size_t i = 0; i < c->join_count; i++)
+        free(c->joins[i]);
+    free(c->joins);
     memset(c, 0, sizeof *c);
     idevs_launcher_authority_clear(&p->authority);
 }

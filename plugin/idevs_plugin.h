@@ -52,6 +52,8 @@ typedef struct idevs_plugin_config {
     unsigned certificate_validity_s;    /* each compartment certificate's; 0: the launcher's (7 days) */
     unsigned certificate_renew_after_s; /* renewed this long after its issue; 0: two thirds of the validity */
     idevs_acl_others acl_others;
+    char **joins;            /* plugin_opt_join lines: processes that join a running one (docs/SCALING.md) */
+    size_t join_count;
 } idevs_plugin_config;
 
 /* Counters (metrics.c), per process. Only ever touched from the broker's thread. */

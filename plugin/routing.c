@@ -176,6 +176,10 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
     if (proc == NULL)
         return MOSQ_ERR_SUCCESS;
     const char *client = msg->client != NULL ? mosquitto_client_id(msg->client) : NULL;
+    if (kind == IDEVS_TOPIC_JOIN) { /* another broker's plugin: the compartments check it (docs/SCALING.md) */
+        (void)idevs_launcher_join_message(proc->launcher, msg->topic, msg->payload, msg->payloadlen);
+        return MOSQ_ERR_SUCCESS;
+    }
     if (kind == IDEVS_TOPIC_PROTECTED)
         return idevs_guard_refuse_message(proc, topic, client, msg->payloadlen);
     bool receipt = kind == IDEVS_TOPIC_RECEIPT; /* counted apart: receipts_in */

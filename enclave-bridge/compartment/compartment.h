@@ -16,6 +16,7 @@
  *   logic_link.c        key holder: the link to the logic process; sealing, transactions, provenance, requests
  *   logic_runner.c      logic process: loading the logic, its handler registry, the host API, its event loop
  *   serve.c             key holder: the event loop: Deliver, timers, Shutdown
+ *   join.c              key holder: joining (the process's keys from another instance) and granting them
  * docs/COMPARTMENT.md describes the life of a compartment and the sandbox. */
 #ifndef IDEVS_COMPARTMENT_H
 #define IDEVS_COMPARTMENT_H
@@ -158,6 +159,8 @@ struct compartment {
     uint8_t request_key[32]; /* request_state.c: likewise */
     uint8_t output_id_key[32]; /* logic_link.c: the ids of outputs and requests (keys_output_id); likewise */
     uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */
+    idevs_backend backend;   /* of its own certificate's evidence: another instance must have the same (join.c) */
+    bool joining;            /* Init.join and no sealed keys opened: certified for temporary keys, waiting (join.c) */
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
@@ -170,6 +173,9 @@ int64_t cmp_monotonic_ms(void);
 /* handshake.c */
 void handshake_run(compartment *c);
 void handshake_clear(compartment *c);
+/* Checks that cert certifies exactly this compartment (keys, program, measurement, descriptor) and installs it;
+ * notes its backend. Fatal otherwise. */
+void handshake_install_chain(compartment *c, const Idevs__Bridge__V1__Certified *cert);
 /* A renewed certificate for our keys while serving (Certified again): checked as at the start, then ours. */
 void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert);
 
@@ -233,6 +239,14 @@ idevs_err keys_restore_or_generate(const uint8_t sealing_key[32], const idevs_uu
 idevs_err keys_seal(const uint8_t sealing_key[32], const idevs_uuid *program,
                     const uint8_t measurement[IDEVS_SHA256_LEN], const idevs_identity *id,
                     uint8_t blob[KEYS_SEALED_LEN]);
+
+/* join.c (docs/SCALING.md, "Several brokers") */
+#define JOIN_FRESH_S 600 /* a joiner's evidence must have been issued at most this long ago */
+/* Joiner: waits for a JoinOffer whose keys it takes (refusing the others with a JoinAnswer), renewed
+ * certificates of its temporary keys and Shutdown; returns with c->self the process's keys. */
+void join_wait(compartment *c);
+/* Grantor: checks a joiner's request and answers with a JoinAnswer (a JoinGrant, or why not). */
+void join_check(compartment *c, const Idevs__Bridge__V1__JoinCheck *jc);
 
 /* sandbox.c */
 /* No new privileges, not dumpable, no core files, resource limits (no new processes), every descriptor but 0-4
