@@ -18,7 +18,7 @@
 
 idevs_err join_init(idevs_launcher *l)
 {
-    size_t n = strlen("idevs/") + strlen(l->name) + strlen("/join/grant/") + 1;
+    size_t n = strlen("idevs/") + strlen(l->name) + strlen("/join/request") + 1; /* the longer of the two */
     l->join_request_topic = malloc(n);
     l->join_grant_prefix = malloc(n);
     if (l->join_request_topic == NULL || l->join_grant_prefix == NULL)
