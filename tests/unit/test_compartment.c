@@ -1773,7 +1773,7 @@ static void test_bad_frames_while_serving(void)
     /* Init again while serving */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
     send_init(&c, sealing_key, NULL, 0);
-    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified, Reseal, TimerRole or Shutdown");
+    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified, Reseal, TimerRole, JoinCheck, JoinOffer or Shutdown");
 
     /* the launcher closes the channel without Shutdown */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
