@@ -129,15 +129,19 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
             }
             break;
         case OPT_JOIN: {
+            if (value[0] == '\0') {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: must not be empty", key);
+                return false;
+            }
             for (size_t j = 0; j < c->join_count; j++)
                 if (strcmp(c->joins[j], value) == 0) {
-                    mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s %s: given twice", key,
+                    mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' given twice", key,
                                          value);
                     return false;
                 }
-            if (value[0] == '\0' || c->join_count >= IDEVS_PROCESSES_MAX) {
-                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: %s", key,
-                                     value[0] == '\0' ? "must name a process" : "more lines than processes");
+            if (c->join_count >= IDEVS_PROCESSES_MAX) {
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: more than %u processes",
+                                     key, IDEVS_PROCESSES_MAX);
                 return false;
             }
             char **grown = realloc(c->joins, (c->join_count + 1) * sizeof *grown);

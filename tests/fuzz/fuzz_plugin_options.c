@@ -43,7 +43,7 @@ void mosquitto_log_printf(int level, const char *fmt, ...)
 }
 
 /* The options as docs/OPERATOR.md's table has them, with where each lands in idevs_plugin_config. */
-typedef enum kind { K_PATH, K_PATHS, K_UINT, K_ACL } kind;
+typedef enum kind { K_PATH, K_PATHS, K_UINT, K_ACL, K_JOIN } kind;
 typedef struct option {
     const char *name;
     kind kind;
@@ -62,6 +62,7 @@ static option options[] = {
     PATH(compartment), UINT(start_timeout_ms), UINT(poll_budget_ms), UINT(queue_bytes), UINT(metrics_interval_s),
     UINT(log_interval_s), UINT(certificate_validity_s), UINT(certificate_renew_after_s),
     { "acl_others", K_ACL, offsetof(idevs_plugin_config, acl_others), false, false, 0, 0, 0, false },
+    { "join", K_JOIN, offsetof(idevs_plugin_config, joins), false, false, 0, 0, 0, false },
 };
 #define OPTION_COUNT (sizeof options / sizeof options[0])
 
@@ -178,12 +179,27 @@ static verdict model(const struct mosquitto_opt *opts, size_t n)
             return v;
         }
         size_t s = (size_t)(o - options);
-        if (seen[s] && o->kind != K_PATHS) {
+        if (seen[s] && o->kind != K_PATHS && o->kind != K_JOIN) {
             snprintf(v.problem, sizeof v.problem, "twice");
             return v;
         }
+        if (o->kind == K_JOIN) { /* repeatable, each name once */
+            size_t names = 0;
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(opts[j].key, "join") == 0 && value[0] != '\0') {
+                    names++;
+                    if (strcmp(opts[j].value, value) == 0) {
+                        snprintf(v.problem, sizeof v.problem, "twice");
+                        return v;
+                    }
+                }
+            if (value[0] != '\0' && names >= IDEVS_PROCESSES_MAX) {
+                snprintf(v.problem, sizeof v.problem, "more than %u processes", IDEVS_PROCESSES_MAX);
+                return v;
+            }
+        }
         seen[s] = true;
-        if ((o->kind == K_PATH || o->kind == K_PATHS) && value[0] == '\0') {
+        if ((o->kind == K_PATH || o->kind == K_PATHS || o->kind == K_JOIN) && value[0] == '\0') {
             snprintf(v.problem, sizeof v.problem, "empty");
             return v;
         }
@@ -262,6 +278,16 @@ static void check_accepted(const idevs_plugin_config *c, const struct mosquitto_
                 FUZZ_CHECK(got == o->fallback);
             else /* the launcher's default, or one computed from another option */
                 FUZZ_CHECK(got == 0);
+            break;
+        }
+        case K_JOIN: {
+            size_t j = 0;
+            for (size_t i = 0; i < n; i++)
+                if (strcmp(opts[i].key, "join") == 0) {
+                    FUZZ_CHECK(j < c->join_count && strcmp(c->joins[j], opts[i].value) == 0);
+                    j++;
+                }
+            FUZZ_CHECK(j == c->join_count && j <= IDEVS_PROCESSES_MAX);
             break;
         }
         case K_ACL:
