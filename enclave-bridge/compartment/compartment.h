@@ -161,6 +161,7 @@ struct compartment {
     uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */
     idevs_backend backend;   /* of its own certificate's evidence: another instance must have the same (join.c) */
     bool joining;            /* Init.join and no sealed keys opened: certified for temporary keys, waiting (join.c) */
+    uint8_t join_sealing_key[32]; /* while joining: Init.sealing_key, to seal the keys granted; cleansed after */
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
@@ -171,7 +172,10 @@ void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...) __attribu
 int64_t cmp_monotonic_ms(void);
 
 /* handshake.c */
+/* Init, the keys, CertifyRequest, Certified; a joiner (c->joining) returns certified for temporary keys only. */
 void handshake_run(compartment *c);
+/* A joiner, in its sandbox: waits for the process's keys (join_wait), seals them, and is certified for them. */
+void handshake_join(compartment *c);
 void handshake_clear(compartment *c);
 /* Checks that cert certifies exactly this compartment (keys, program, measurement, descriptor) and installs it;
  * notes its backend. Fatal otherwise. */

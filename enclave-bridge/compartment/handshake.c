@@ -313,26 +313,35 @@ void handshake_run(compartment *c)
     check_services(c, init);
     load_handled(c, init);
     certify_request(c, init);
-    uint8_t sealing_key[32];
-    memcpy(sealing_key, init->sealing_key.data, sizeof sealing_key); /* length checked by certify_request */
+    if (c->joining) /* kept for sealing the keys it will be granted (handshake_join), then cleansed */
+        memcpy(c->join_sealing_key, init->sealing_key.data, sizeof c->join_sealing_key);
     /* The channel cleansed its buffer; cleanse protobuf-c's copy of the sealing key and blob too. */
     idevs_cleanse(f->init->sealing_key.data, f->init->sealing_key.len);
     idevs_cleanse(f->init->sealed_keys.data, f->init->sealed_keys.len);
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
 
+    f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED, "Certified");
     if (c->joining) {
-        /* Certified for the temporary keys, then the process's keys from another instance (join.c), sealed under
-         * this host's sealing key so that the next start restores them, and certified as any instance's. */
-        f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED, "Certified");
+        /* Certified for the temporary keys only: the rest comes in handshake_join, inside the sandbox. */
         handshake_install_chain(c, f->certified);
         idevs__bridge__v1__frame__free_unpacked(f, NULL);
-        join_wait(c);
-        c->joining = false;
-        send_certify_request(c, sealing_key, false);
+        return;
     }
-    idevs_cleanse(sealing_key, sizeof sealing_key);
+    certified(c, f->certified);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    handshake_clear(c);
+}
 
-    f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED, "Certified");
+void handshake_join(compartment *c)
+{
+    /* The process's keys from another instance (join.c), sealed under this host's sealing key so that the next
+     * start restores them, and certified as any instance's. Grants come from other hosts: they are read here,
+     * in the sandbox. */
+    join_wait(c);
+    c->joining = false;
+    send_certify_request(c, c->join_sealing_key, false);
+    idevs_cleanse(c->join_sealing_key, sizeof c->join_sealing_key);
+    Idevs__Bridge__V1__Frame *f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED, "Certified");
     certified(c, f->certified);
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
     handshake_clear(c);

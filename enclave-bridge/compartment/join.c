@@ -333,6 +333,7 @@ void join_wait(compartment *c)
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             idevs_identity_free(c->self);
             c->self = NULL;
+            idevs_cleanse(c->join_sealing_key, sizeof c->join_sealing_key);
             _exit(CMP_EXIT_OK);
         default:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
