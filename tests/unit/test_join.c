@@ -111,8 +111,8 @@ typedef struct joiner {
     join_pubs pubs;
 } joiner;
 
-/* A launcher of descriptor with its own state directory (in dir, named name), configured to join, started. */
-static void joiner_start(joiner *b, const char *dir, const char *name, const char *descriptor)
+/* A launcher of descriptor with its own state directory (in dir, named name), configured to join (or not), started. */
+static void launcher_start(joiner *b, const char *dir, const char *name, const char *descriptor, bool join)
 {
     memset(b, 0, sizeof *b);
     b->pubs.r = &b->r;
@@ -129,7 +129,7 @@ static void joiner_start(joiner *b, const char *dir, const char *name, const cha
     cfg.authority_cert = suite.pki.authority_cert;
     cfg.on_event = launch_record_on_event;
     cfg.event_arg = &b->r;
-    cfg.join = true;
+    cfg.join = join;
     char why[512] = "";
     idevs_err err = idevs_launcher_new(&cfg, &b->l, why, sizeof why);
     if (err == IDEVS_OK)
@@ -137,6 +137,11 @@ static void joiner_start(joiner *b, const char *dir, const char *name, const cha
     if (err != IDEVS_OK)
         fprintf(stderr, "\n    joiner: %s (%s)\n", idevs_strerror(err), why);
     CU_ASSERT_FATAL(err == IDEVS_OK);
+}
+
+static void joiner_start(joiner *b, const char *dir, const char *name, const char *descriptor)
+{
+    launcher_start(b, dir, name, descriptor, true);
 }
 
 static void joiner_free(joiner *b)
@@ -468,6 +473,68 @@ static void test_join_forged_grants(void)
     lw_free(&a);
 }
 
+/* Both hosts run a pool of two: B's first instance joins, then its second starts from the keys it sealed. */
+static void test_join_pool(void)
+{
+    lw_world a; /* for its directory, certificates and parties: its own process is left alone */
+    CU_ASSERT_EQUAL_FATAL(lw_start(&a, &suite.spec, "{}"), IDEVS_OK);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    char path[256], why[256];
+    CU_ASSERT_FATAL(idevs_deployment_read_file(a.descriptor, &bytes, &n, why, sizeof why) == IDEVS_OK);
+    char *text = strndup((const char *)bytes, n), *at = strstr(text, "\"config\": {}");
+    CU_ASSERT_FATAL(at != NULL);
+    char pooled[8192];
+    snprintf(pooled, sizeof pooled, "%.*s\"config\": {}, \"instances\": 2%s", (int)(at - text), text,
+             at + strlen("\"config\": {}"));
+    snprintf(path, sizeof path, "%s/pool.json", a.dir);
+    launch_write_file(path, pooled, strlen(pooled));
+    free(text);
+    free(bytes);
+    joiner p, q;
+    launcher_start(&p, a.dir, "state-p", path, false);
+    CU_ASSERT_EQUAL(idevs_launcher_instance_chain_count(p.l, 1), 2);
+    joiner_start(&q, a.dir, "state-q", path);
+    CU_ASSERT_EQUAL(idevs_launcher_instance_pid(q.l, 1), 0); /* the second waits for the keys */
+    poll_until(q.l, &q.pubs, &q.pubs.requests, 0);
+    CU_ASSERT_EQUAL_FATAL(idevs_launcher_join_message(p.l, REQUEST_TOPIC, q.pubs.request, q.pubs.request_len),
+                          IDEVS_OK);
+    poll_until(p.l, &p.pubs, &p.pubs.grants, 0);
+    CU_ASSERT_EQUAL(idevs_launcher_join_message(q.l, p.pubs.grant_topic, p.pubs.grant, p.pubs.grant_len), IDEVS_OK);
+    idevs_launcher_callbacks cb = {on_publish, on_done, &q.pubs, NULL};
+    idevs_launcher_stats st;
+    int64_t end = launch_now_ms() + 10000;
+    do {
+        CU_ASSERT_FATAL(idevs_launcher_poll(q.l, 20, &cb) == IDEVS_OK);
+        idevs_launcher_get_stats(q.l, &st);
+    } while (st.instances_ready < 2 && launch_now_ms() < end);
+    CU_ASSERT_EQUAL_FATAL(st.instances_ready, 2);
+    CU_ASSERT_EQUAL(st.joined, 1);
+    /* every instance of both hosts: one key pair */
+    idevs_cert_policy *pol = fixture_compartment_policy(&suite.pki, idevs_launcher_measurement(p.l),
+                                                        idevs_launcher_descriptor_digest(p.l));
+    uint8_t first[32];
+    idevs_launcher *ls[2] = {p.l, q.l};
+    for (size_t k = 0; k < 4; k++) {
+        const uint8_t *der[2];
+        size_t len[2];
+        CU_ASSERT_FATAL(idevs_launcher_instance_chain_count(ls[k / 2], k % 2) == 2);
+        for (size_t i = 0; i < 2; i++)
+            der[i] = idevs_launcher_instance_chain_der(ls[k / 2], k % 2, i, &len[i]);
+        idevs_cert_info info;
+        uint8_t b[32];
+        CU_ASSERT_FATAL(idevs_cert_verify(pol, der, len, 2, &info, NULL, 0) == IDEVS_OK);
+        CU_ASSERT_FATAL(idevs_key_binding(info.sign_pub, info.kex_pub, b) == IDEVS_OK);
+        if (k == 0)
+            memcpy(first, b, 32);
+        CU_ASSERT_EQUAL(memcmp(first, b, 32), 0);
+    }
+    idevs_cert_policy_free(pol);
+    joiner_free(&q);
+    joiner_free(&p);
+    lw_free(&a);
+}
+
 /* ---- suite ---- */
 
 static int suite_init(void)
@@ -485,6 +552,8 @@ static CU_TestInfo tests[] = {
     {"a joiner of another measurement gets no grant and waits on", test_join_other_measurement},
     {"forged grants (other keys, a flipped byte, another joiner's) are refused; the true one is taken",
      test_join_forged_grants},
+    {"pools of two on both hosts: the joiner's second instance starts from the keys its first was granted",
+     test_join_pool},
     CU_TEST_INFO_NULL,
 };
 
