@@ -74,6 +74,7 @@ static const struct err_text texts[] = {
     [IDEVS_ERR_OLD_VERSION] = {"old_version", "the envelope is of format version 1, which is no longer accepted: its sender must be upgraded to version 2"},
     [IDEVS_ERR_PADDING] = {"padding", "the opened plaintext's framing or padding is invalid (provenance count, payload length or a non-zero padding byte)"},
     [IDEVS_ERR_NOT_OWNER] = {"not_owner", "the input's partition is owned by another broker serving this process"},
+    [IDEVS_ERR_JOINING] = {"joining", "this host's compartment is joining the process and holds none of its keys yet: nothing is routed to it"},
 };
 
 _Static_assert(sizeof texts / sizeof texts[0] == IDEVS_ERR_COUNT, "every idevs_err needs a text");

@@ -78,6 +78,7 @@ typedef enum idevs_err {
     IDEVS_ERR_OLD_VERSION,        /* an envelope of format version 1: refused, never opened (no downgrade) */
     IDEVS_ERR_PADDING,            /* an opened plaintext whose framing or padding is wrong (a broken sender) */
     IDEVS_ERR_NOT_OWNER,          /* an input of a partition another broker owns (docs/SCALING.md): not routed here */
+    IDEVS_ERR_JOINING,            /* the launcher's process is joining: no instance here holds its keys yet */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

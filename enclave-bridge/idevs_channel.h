@@ -22,6 +22,10 @@
 #define IDEVS_REQUEST_STATE_PLAIN (288u + 18u * (IDEVS_PROVENANCE_MAX - 1u)) /* 18 bytes an id: tag, length, 16 */
 #define IDEVS_REQUEST_CORRELATION_LEN (16u + 12u + IDEVS_REQUEST_STATE_PLAIN + 16u)
 
+/* The most bytes a JoinRequest or JoinGrant (bridge.proto; docs/SCALING.md) may take: a chain of four 8 KiB
+ * certificates (IDEVS_CHAIN_MAX, IDEVS_CERT_MAX) and the rest. Both ends refuse a longer one unread. */
+#define IDEVS_JOIN_MESSAGE_MAX 40960u
+
 /* Whether len is the size of a request's correlation data: IDEVS_REQUEST_CORRELATION_LEN, no other. */
 static inline bool idevs_request_correlation_len_ok(size_t len)
 {

@@ -84,6 +84,10 @@ typedef struct idevs_launcher_config {
     uint32_t instance_base;
     idevs_launcher_event_fn on_event;
     void *event_arg;
+    /* Join (docs/SCALING.md, "Several brokers"): when the state directory holds no sealed keys the compartment
+     * can open, it does not make fresh keys but gets the process's from a running instance on another host, over
+     * idevs/<process>/join/ (idevs_launcher_join_message()); until then inputs are refused (IDEVS_ERR_JOINING). */
+    bool join;
 } idevs_launcher_config;
 
 void idevs_launcher_config_default(idevs_launcher_config *cfg);
@@ -113,6 +117,10 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
  * killed by signal 31 (SIGSYS): system call openat (257) outside the sandbox allowlist". */
 idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len);
 
+/* Sets config.join after idevs_launcher_new() (a caller that knows the process by the name new() read), before
+ * idevs_launcher_start(); IDEVS_ERR_NOT_NOW once started. */
+idevs_err idevs_launcher_set_join(idevs_launcher *l, bool join);
+
 /* What a topic is for this launcher's process. The plugin routes INPUT and RESPONSE topics to
  * idevs_launcher_deliver() and lets no client write on PROTECTED ones (outputs, requests, and the certificate and
  * descriptor topics, where only the plugin publishes). */
@@ -122,6 +130,8 @@ typedef enum idevs_topic_kind {
     IDEVS_TOPIC_RESPONSE,  /* a request's response topic: its service answers there */
     IDEVS_TOPIC_PROTECTED, /* only the plugin publishes here */
     IDEVS_TOPIC_RECEIPT,   /* a service's receipts for the outputs and requests it handled (PROTOCOL.md 9) */
+    IDEVS_TOPIC_JOIN,      /* idevs/<process>/join/request and .../join/grant/<64 hex>: only plugins publish here;
+                            * their messages go to idevs_launcher_join_message() */
 } idevs_topic_kind;
 
 /* *own_copy (may be NULL) receives the launcher's copy of the topic, valid as long as the launcher, or NULL. */
@@ -190,6 +200,20 @@ idevs_err idevs_launcher_set_owned(idevs_launcher *l, const char *partitions, ch
  * the partitions (idevs_launcher_set_owned). Taking the same directory again changes nothing. */
 idevs_err idevs_launcher_adopt(idevs_launcher *l, const char *state_dir, char *why, size_t why_len);
 
+/* A message on the process's join topics (IDEVS_TOPIC_JOIN), as another broker's plugin published it:
+ *   - a JoinRequest (idevs/<process>/join/request), when this launcher holds the keys, goes to one ready
+ *     instance, which checks the joiner and answers; the next poll publishes the grant (through on_publish) on
+ *     idevs/<process>/join/grant/<hex of the joiner's key binding>. One check at a time: IDEVS_ERR_NOT_NOW while
+ *     one is under way or no instance is ready (the joiner asks again), IDEVS_ERR_JOINING when this launcher
+ *     holds no keys itself;
+ *   - a JoinGrant, when this launcher is joining and the topic names its joining compartment's key binding, goes
+ *     to that compartment, which takes the first valid one (IDEVS_ERR_WRONG_RECIPIENT for another binding,
+ *     IDEVS_ERR_NOT_NOW when nothing here is joining).
+ * IDEVS_ERR_TOO_LARGE above IDEVS_JOIN_MESSAGE_MAX bytes (idevs_channel.h), IDEVS_ERR_UNKNOWN_INPUT on another
+ * topic. Every message not passed on is counted in stats.join_ignored. The compartments verify everything; the
+ * launcher reads nothing of the message. */
+idevs_err idevs_launcher_join_message(idevs_launcher *l, const char *topic, const uint8_t *payload, size_t len);
+
 typedef struct idevs_launcher_publish {
     uint64_t delivery_id;   /* the delivery that caused it; 0 for the logic's timer */
     const char *topic;      /* a declared output or request topic */
@@ -254,6 +278,7 @@ typedef enum idevs_launcher_state {
     IDEVS_LAUNCHER_READY,
     IDEVS_LAUNCHER_EXITING,    /* ending; to be reaped */
     IDEVS_LAUNCHER_BACKOFF,    /* waiting to restart */
+    IDEVS_LAUNCHER_JOINING,    /* certified for temporary keys; waiting for the process's (config.join) */
 } idevs_launcher_state;
 
 typedef struct idevs_launcher_stats {
@@ -307,6 +332,15 @@ typedef struct idevs_launcher_stats {
     uint64_t last_ready_us;      /* spawn to Ready, last start */
     bool last_keys_restored;     /* the last compartment got its keys back from the sealed blob */
     char last_exit[256];         /* how the last compartment ended; "" if none did */
+    /* Joining (docs/SCALING.md, "Several brokers") */
+    bool join_waiting;           /* a compartment here waits for the process's keys: inputs are refused */
+    uint64_t join_requests;      /* JoinRequests published while waiting */
+    uint64_t joined;             /* times a compartment here took the process's keys from a grant */
+    uint64_t join_grants_refused;/* grants a joining compartment here refused (forged, another measurement) */
+    uint64_t joins_granted;      /* joiners an instance here checked and granted the keys to */
+    uint64_t joins_refused;      /* joiners an instance here refused (another measurement, stale evidence, ...) */
+    uint64_t join_ignored;       /* join messages not passed on (idevs_launcher_join_message()) */
+    uint64_t joining_refused;    /* inputs refused with IDEVS_ERR_JOINING */
 } idevs_launcher_stats;
 
 void idevs_launcher_get_stats(const idevs_launcher *l, idevs_launcher_stats *out);

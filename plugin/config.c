@@ -49,6 +49,8 @@ static const opt_spec specs[] = {
     STR_OPT(ownership, false),
     { "peer_user", OPT_LIST, false, offsetof(idevs_plugin_config, peer_users), 64, 0 },
     { "peer_bridge", OPT_LIST, false, offsetof(idevs_plugin_config, peer_bridges), 64, 0 },
+    /* One line per process that joins a running one on another broker; the name is checked at the start. */
+    { "join", OPT_LIST, false, offsetof(idevs_plugin_config, joins), IDEVS_PROCESSES_MAX, 0 },
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -108,6 +110,12 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                 mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: must not be empty", key);
                 return false;
             }
+            for (size_t j = 0; j < list->count; j++)
+                if (strcmp(list->items[j], value) == 0) {
+                    mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: '%s' given twice", key,
+                                         value);
+                    return false;
+                }
             if (list->count >= specs[s].min) {
                 mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: more than %u lines", key,
                                      specs[s].min);
@@ -220,7 +228,7 @@ bool idevs_plugin_config_load(idevs_plugin *p)
 void idevs_plugin_config_free(idevs_plugin *p)
 {
     idevs_plugin_config *c = &p->cfg;
-    idevs_text_list *lists[] = {&c->descriptors, &c->peer_users, &c->peer_bridges};
+    idevs_text_list *lists[] = {&c->descriptors, &c->peer_users, &c->peer_bridges, &c->joins};
     for (size_t k = 0; k < sizeof lists / sizeof lists[0]; k++) {
         for (size_t i = 0; i < lists[k]->count; i++)
             free(lists[k]->items[i]);

@@ -84,7 +84,7 @@ static bool listed(const idevs_text_list *list, const char *name)
 bool idevs_guard_peer_may_publish(const idevs_process *proc, const char *topic, struct mosquitto *client)
 {
     const idevs_plugin_config *c = &proc->plugin->cfg;
-    if (client == NULL || (c->peer_users.count == 0 && c->peer_bridges.count == 0) ||
+    if (client == NULL || topic == NULL || (c->peer_users.count == 0 && c->peer_bridges.count == 0) ||
         strcmp(topic, idevs_launcher_certificate_topic(proc->launcher)) == 0 ||
         strcmp(topic, idevs_launcher_descriptor_topic(proc->launcher)) == 0)
         return false;
@@ -102,9 +102,12 @@ int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)
         idevs_topic_kind kind;
         const char *topic = NULL;
         idevs_process *proc = idevs_processes_find(p, ed->topic, &kind, &topic);
-        if (proc != NULL && kind == IDEVS_TOPIC_PROTECTED && idevs_guard_peer_may_publish(proc, topic, ed->client))
+        bool protected = kind == IDEVS_TOPIC_PROTECTED || kind == IDEVS_TOPIC_JOIN;
+        if (proc != NULL && protected && idevs_guard_peer_may_publish(proc, ed->topic, ed->client))
             return MOSQ_ERR_SUCCESS;
-        if (proc != NULL && kind == IDEVS_TOPIC_PROTECTED) {
+        if (proc != NULL && protected) {
+            if (topic == NULL) /* a grant's topic: no copy that outlives the event, for the log */
+                topic = IDEVS_JOIN_GRANT_LOG;
             proc->metrics.guard_denied++;
             const char *id = ed->client != NULL ? mosquitto_client_id(ed->client) : NULL;
             if (idevs_rejections_guard_hold(proc, topic, id, ed->payloadlen))

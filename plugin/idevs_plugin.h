@@ -62,6 +62,7 @@ typedef struct idevs_plugin_config {
     char *ownership;             /* a file: which partitions of each process this broker routes; read on RELOAD */
     idevs_text_list peer_users;  /* user names of peer brokers' bridges, which may publish a process's outputs */
     idevs_text_list peer_bridges;/* client ids of this broker's own bridges (local_clientid), likewise */
+    idevs_text_list joins;       /* plugin_opt_join lines: processes that join a running one (docs/SCALING.md) */
 } idevs_plugin_config;
 
 /* Counters (metrics.c), per process. Only ever touched from the broker's thread. */
@@ -204,6 +205,8 @@ int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const cha
 /* A peer broker's publication on proc's protected topic (its outputs, requests, instance certificates), which
  * passes the guard; never on the process's certificate or descriptor topic. */
 bool idevs_guard_peer_may_publish(const idevs_process *proc, const char *topic, struct mosquitto *client);
+/* How the log names a join grant's topic, which has no copy that outlives the message. */
+#define IDEVS_JOIN_GRANT_LOG "a join grant topic (idevs/<process>/join/grant/...)"
 
 /* rejections.c */
 bool idevs_rejections_init(idevs_process *proc, size_t queue_depth); /* logs why not */

@@ -16,6 +16,7 @@ typedef struct launcher_figures {
     uint64_t restarts, queue_depth, in_flight, released_unrecorded, queued_while_down;
     uint64_t outbox, outbox_resent, outbox_expired, outbox_resealed; /* kept until receipted (launcher/outbox.c) */
     uint64_t instances, instances_ready, partition_ignored; /* the pool (docs/SCALING.md) */
+    uint64_t join_waiting, joined, joins_granted, joins_refused, join_grants_refused; /* joining (SCALING.md) */
 } launcher_figures;
 
 static void publish_counter(idevs_process *via, const char *scope, const char *name, uint64_t value)
@@ -57,6 +58,11 @@ static void publish_all(idevs_process *via, const char *scope, const idevs_metri
     publish_counter(via, scope, "instances", f->instances);
     publish_counter(via, scope, "instances_ready", f->instances_ready);
     publish_counter(via, scope, "partition_ignored", f->partition_ignored);
+    publish_counter(via, scope, "join_waiting", f->join_waiting);
+    publish_counter(via, scope, "joined", f->joined);
+    publish_counter(via, scope, "joins_granted", f->joins_granted);
+    publish_counter(via, scope, "joins_refused", f->joins_refused);
+    publish_counter(via, scope, "join_grants_refused", f->join_grants_refused);
 }
 
 /* refused/<code> of one process: the codes it counted. */
@@ -135,7 +141,9 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         idevs_launcher_get_stats(proc->launcher, &st);
         launcher_figures f = {st.restarts, st.queue_depth, st.in_flight, st.released_unrecorded,
                               st.queued_while_down, st.outbox, st.outbox_resent, st.outbox_expired,
-                              st.outbox_resealed, st.instances, st.instances_ready, st.partition_ignored};
+                              st.outbox_resealed, st.instances, st.instances_ready, st.partition_ignored,
+                              st.join_waiting, st.joined, st.joins_granted, st.joins_refused,
+                              st.join_grants_refused};
         publish_all(proc, idevs_process_name(proc), &proc->metrics, &f);
         publish_refused(proc);
         add(&sum, &proc->metrics);
@@ -151,6 +159,11 @@ void idevs_metrics_tick(idevs_plugin *p, time_t now)
         total.instances += f.instances;
         total.instances_ready += f.instances_ready;
         total.partition_ignored += f.partition_ignored;
+        total.join_waiting += f.join_waiting;
+        total.joined += f.joined;
+        total.joins_granted += f.joins_granted;
+        total.joins_refused += f.joins_refused;
+        total.join_grants_refused += f.join_grants_refused;
     }
     /* Publication failures of the totals are counted against the first process: somewhere to count them. */
     publish_all(p->procs[0], IDEVS_METRICS_TOTALS, &sum, &total);
@@ -166,7 +179,9 @@ void idevs_metrics_clear(idevs_process *proc)
                                         "receipts_in", "publish_failed", "guard_denied", "restarts",
                                         "certificate_renewals", "queue_depth", "in_flight", "released_unrecorded",
                                         "queued_while_down", "outbox", "outbox_resent", "outbox_expired",
-                                        "outbox_resealed"};
+                                        "outbox_resealed",
+                                        "join_waiting", "joined", "joins_granted", "joins_refused",
+                                        "join_grants_refused"};
     char topic[256] /* process names have at most 64 bytes */;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         snprintf(topic, sizeof topic, "$SYS/broker/idevs/%s/%s", idevs_process_name(proc), names[i]);

@@ -56,6 +56,8 @@ void idevs_process_publish_certificate(idevs_process *proc)
 {
     size_t len = 0;
     char *pem = idevs_launcher_chain_pem(proc->launcher, &len);
+    if (pem == NULL && idevs_launcher_chain_count(proc->launcher) == 0)
+        return; /* joining: no instance holds the process's keys yet; stays stale until one does */
     if (pem == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "'%s': cannot encode the compartment's certificate chain",
                              idevs_process_name(proc));
@@ -133,6 +135,9 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
         return NULL;
     }
     snprintf(proc->name, sizeof proc->name, "%s", idevs_launcher_name(proc->launcher));
+    for (size_t i = 0; i < p->cfg.joins.count; i++)
+        if (strcmp(p->cfg.joins.items[i], proc->name) == 0)
+            (void)idevs_launcher_set_join(proc->launcher, true); /* not started yet: cannot fail */
     if (strcmp(proc->name, IDEVS_METRICS_TOTALS) == 0) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "%s: %s: the process name '%s' is reserved (its "
                              "counters would mix with the totals under $SYS/broker/idevs/%s/)",
@@ -167,6 +172,14 @@ static bool process_start(idevs_process *proc)
         return false;
     if (!publish_descriptor(proc))
         return false;
+    idevs_launcher_stats st;
+    idevs_launcher_get_stats(proc->launcher, &st);
+    if (st.join_waiting) {
+        /* Its certificate is published once it holds the process's keys (the launcher's CERTIFIED event). */
+        mosquitto_log_printf(MOSQ_LOG_NOTICE, IDEVS_PLUGIN_LOG_PREFIX "'%s': joining: waiting for the process's keys "
+                             "from a running instance; inputs are refused until then", idevs_process_name(proc));
+        return true;
+    }
     idevs_process_publish_certificate(proc);
     if (proc->certificate_stale) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "'%s': cannot publish the certificate",
@@ -314,6 +327,16 @@ bool idevs_processes_start(idevs_plugin *p)
             process_free(proc);
     }
     idevs_processes_free_paths(dir_paths, dir_count);
+    for (size_t j = 0; ok && j < p->cfg.joins.count; j++) {
+        bool known = false;
+        for (size_t i = 0; i < p->proc_count && !known; i++)
+            known = strcmp(p->procs[i]->name, p->cfg.joins.items[j]) == 0;
+        if (!known) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_join %s: no process of that name "
+                                 "among the descriptors", p->cfg.joins.items[j]);
+            ok = false;
+        }
+    }
     for (size_t i = 0; ok && i < p->proc_count; i++)
         ok = process_start(p->procs[i]);
     if (ok && p->proc_count == 0)

@@ -176,12 +176,16 @@ int idevs_routing_on_message(int event, void *event_data, void *userdata)
     if (proc == NULL)
         return MOSQ_ERR_SUCCESS;
     const char *client = msg->client != NULL ? mosquitto_client_id(msg->client) : NULL;
-    if (kind == IDEVS_TOPIC_PROTECTED && idevs_guard_peer_may_publish(proc, topic, msg->client)) {
+    bool protected = kind == IDEVS_TOPIC_PROTECTED || kind == IDEVS_TOPIC_JOIN;
+    if (protected && idevs_guard_peer_may_publish(proc, msg->topic, msg->client)) {
         proc->metrics.from_peers++;
+        /* Another broker's plugin asking for or granting the keys: the compartments check it (docs/SCALING.md). */
+        if (kind == IDEVS_TOPIC_JOIN)
+            (void)idevs_launcher_join_message(proc->launcher, msg->topic, msg->payload, msg->payloadlen);
         return MOSQ_ERR_SUCCESS;
     }
-    if (kind == IDEVS_TOPIC_PROTECTED)
-        return idevs_guard_refuse_message(proc, topic, client, msg->payloadlen);
+    if (protected) /* a grant's topic names a joiner: the launcher keeps no copy of it, and the log outlives msg */
+        return idevs_guard_refuse_message(proc, topic != NULL ? topic : IDEVS_JOIN_GRANT_LOG, client, msg->payloadlen);
     bool receipt = kind == IDEVS_TOPIC_RECEIPT; /* counted apart: receipts_in */
     if (!receipt)
         proc->metrics.received++;

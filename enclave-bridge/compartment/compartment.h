@@ -16,6 +16,7 @@
  *   logic_link.c        key holder: the link to the logic process; sealing, transactions, provenance, requests
  *   logic_runner.c      logic process: loading the logic, its handler registry, the host API, its event loop
  *   serve.c             key holder: the event loop: Deliver, timers, Shutdown
+ *   join.c              key holder: joining (the process's keys from another instance) and granting them
  * docs/COMPARTMENT.md describes the life of a compartment and the sandbox. */
 #ifndef IDEVS_COMPARTMENT_H
 #define IDEVS_COMPARTMENT_H
@@ -155,10 +156,13 @@ struct compartment {
     /* per deployment service: its latest two message-id streams, from Init (the launcher's record) and what
      * this compartment handled since (serve.c) */
     idevs_handled *handled;
-    uint8_t keep_key[32]; /* kept.c: derived from the sealing key at the handshake */
+    uint8_t keep_key[32]; /* kept.c: derived from the process's keys (keys_derive) once it holds them */
     uint8_t request_key[32]; /* request_state.c: likewise */
     uint8_t output_id_key[32]; /* logic_link.c: the ids of outputs and requests (keys_output_id); likewise */
     uint8_t run[16];         /* request_state.c: random, this run's: tells a former run's requests */
+    idevs_backend backend;   /* of its own certificate's evidence: another instance must have the same (join.c) */
+    bool joining;            /* Init.join and no sealed keys opened: certified for temporary keys, waiting (join.c) */
+    uint8_t join_sealing_key[32]; /* while joining: Init.sealing_key, to seal the keys granted; cleansed after */
 };
 
 /* main.c: a Fatal frame on ch (sent and flushed within CMP_FATAL_FLUSH_MS), for either process. */
@@ -169,8 +173,14 @@ void cmp_fatal(compartment *c, idevs_err status, const char *fmt, ...) __attribu
 int64_t cmp_monotonic_ms(void);
 
 /* handshake.c */
+/* Init, the keys, CertifyRequest, Certified; a joiner (c->joining) returns certified for temporary keys only. */
 void handshake_run(compartment *c);
+/* A joiner, in its sandbox: waits for the process's keys (join_wait), seals them, and is certified for them. */
+void handshake_join(compartment *c);
 void handshake_clear(compartment *c);
+/* Checks that cert certifies exactly this compartment (keys, program, measurement, descriptor) and installs it;
+ * notes its backend. Fatal otherwise. */
+void handshake_install_chain(compartment *c, const Idevs__Bridge__V1__Certified *cert);
 /* A renewed certificate for our keys while serving (Certified again): checked as at the start, then ours. */
 void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert);
 
@@ -186,16 +196,19 @@ idevs_err keys_gcm(bool encrypt, const uint8_t key[32], const uint8_t nonce[KEYS
                    size_t aad_len, const uint8_t *in, size_t len, uint8_t *out, uint8_t tag[KEYS_GCM_TAG_LEN]);
 /* kept.c: outputs and requests to services with receipts, sealed to the compartment itself so that the launcher
  * can keep them and have them sealed anew after a restart (a new certificate) without seeing them. */
-void kept_init(compartment *c, const uint8_t sealing_key[32]);
+void kept_init(compartment *c);
 idevs_err kept_seal(compartment *c, bool is_request, size_t index, const idevs_msgid *id, const idevs_msgid *prov,
                     size_t prov_count, const uint8_t *payload, size_t len, const uint8_t *correlation,
                     size_t correlation_len, uint8_t **out, size_t *out_len);
 /* Seals the kept output anew (same id, same provenance, same receiver) and queues its Publish (delivery 0). */
 idevs_err kept_reseal(compartment *c, const uint8_t *kept, size_t len);
 
-/* HKDF-SHA256(ikm = sealing key, salt = "", info = label || program): a key of the compartment's own, which a
- * compartment of the same program and measurement derives again after a restart. */
-idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32]);
+/* HKDF-SHA256(ikm = Ed25519 seed || X25519 private of self, salt = "", info = label || program): a key of the
+ * process's own, which every instance that holds the process's keys derives alike, after a restart and on
+ * another host (docs/SCALING.md). The one owner of that rule. */
+idevs_err keys_derive(const idevs_identity *self, const char *label, const idevs_uuid *program, uint8_t out[32]);
+/* The keys of kept outputs, request state and output ids from c->self (keys_derive); a failure is fatal. */
+void keys_derive_own(compartment *c);
 /* The message id of the index-th envelope an event's handler sealed, the event being the message `cause` that
  * `sender` sealed: HKDF-SHA256(ikm = key, salt = "", info = sender || cause || u32 index), 16 bytes. An input run
  * again (its compartment died before the launcher recorded it) yields the same ids, so its receivers handle its
@@ -214,7 +227,7 @@ typedef struct request_state {
     uint8_t state[IDEVS_REQUEST_STATE_MAX];
     size_t state_len;
 } request_state;
-void request_state_init(compartment *c, const uint8_t sealing_key[32]);
+void request_state_init(compartment *c);
 /* Writes the correlation data of the sealed request s (its message id, provenance and state) into out:
  * IDEVS_REQUEST_CORRELATION_LEN bytes, whatever its provenance and state. */
 idevs_err request_state_seal(compartment *c, size_t request, const cmp_sealed *s, uint8_t *out);
@@ -231,6 +244,14 @@ idevs_err keys_restore_or_generate(const uint8_t sealing_key[32], const idevs_uu
 idevs_err keys_seal(const uint8_t sealing_key[32], const idevs_uuid *program,
                     const uint8_t measurement[IDEVS_SHA256_LEN], const idevs_identity *id,
                     uint8_t blob[KEYS_SEALED_LEN]);
+
+/* join.c (docs/SCALING.md, "Several brokers") */
+#define JOIN_FRESH_S 600 /* a joiner's evidence must have been issued at most this long ago */
+/* Joiner: waits for a JoinOffer whose keys it takes (refusing the others with a JoinAnswer), renewed
+ * certificates of its temporary keys and Shutdown; returns with c->self the process's keys. */
+void join_wait(compartment *c);
+/* Grantor: checks a joiner's request and answers with a JoinAnswer (a JoinGrant, or why not). */
+void join_check(compartment *c, const Idevs__Bridge__V1__JoinCheck *jc);
 
 /* sandbox.c */
 /* No new privileges, not dumpable, no core files, resource limits (no new processes), every descriptor but 0-4

@@ -23,6 +23,11 @@ static Idevs__Bridge__V1__Frame *receive(compartment *c, Idevs__Bridge__V1__Fram
         _exit(CMP_EXIT_CLOSED);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "waiting for %s: %s", what, idevs_strerror(err));
+    if (f->body_case == IDEVS__BRIDGE__V1__FRAME__BODY_JOIN_OFFER && want == IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED) {
+        /* Another grant, sent before the launcher knew the first was taken: the first valid one wins. */
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+        return receive(c, want, what);
+    }
     if (f->body_case != want) {
         idevs__bridge__v1__frame__free_unpacked(f, NULL);
         cmp_fatal(c, IDEVS_ERR_FRAME, "expected %s, got another frame", what);
@@ -110,6 +115,8 @@ static void check_services(compartment *c, const Idevs__Bridge__V1__Init *init)
             cmp_fatal(c, IDEVS_ERR_CONFIG, "Init.services: no certificate for service '%s'", d->services[k].name);
 }
 
+static void send_certify_request(compartment *c, const uint8_t sealing_key[32], bool restored);
+
 /* Restores or creates the keys and asks the launcher to certify them. */
 static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
 {
@@ -120,23 +127,31 @@ static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
                                              init->sealed_keys.data, init->sealed_keys.len, &c->self, &restored);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "cannot create the compartment's keys: %s", idevs_strerror(err));
-    kept_init(c, init->sealing_key.data);
-    request_state_init(c, init->sealing_key.data);
-    if (keys_derive(init->sealing_key.data, "idevs output id v1", &c->dep->program, c->output_id_key) != IDEVS_OK)
-        cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of output ids");
+    /* A joiner's fresh keys are temporary: nothing is derived from them, nothing sealed to keep. */
+    c->joining = init->join && !restored;
+    send_certify_request(c, init->sealing_key.data, restored);
+}
+
+static void send_certify_request(compartment *c, const uint8_t sealing_key[32], bool restored)
+{
+    idevs_err err;
     uint8_t blob[KEYS_SEALED_LEN];
-    err = keys_seal(init->sealing_key.data, &c->dep->program, c->measurement, c->self, blob);
-    if (err != IDEVS_OK)
-        cmp_fatal(c, err, "cannot seal the compartment's keys: %s", idevs_strerror(err));
+    if (!c->joining) {
+        keys_derive_own(c);
+        err = keys_seal(sealing_key, &c->dep->program, c->measurement, c->self, blob);
+        if (err != IDEVS_OK)
+            cmp_fatal(c, err, "cannot seal the compartment's keys: %s", idevs_strerror(err));
+    }
 
     Idevs__Bridge__V1__CertifyRequest req = IDEVS__BRIDGE__V1__CERTIFY_REQUEST__INIT;
     req.sign_public.data = (uint8_t *)idevs_identity_sign_public(c->self);
     req.sign_public.len = IDEVS_ED25519_PUB_LEN;
     req.kex_public.data = (uint8_t *)idevs_identity_kex_public(c->self);
     req.kex_public.len = IDEVS_X25519_LEN;
-    req.sealed_keys.data = blob;
-    req.sealed_keys.len = sizeof blob;
+    req.sealed_keys.data = c->joining ? NULL : blob;
+    req.sealed_keys.len = c->joining ? 0 : sizeof blob;
     req.keys_restored = restored;
+    req.joining = c->joining;
     Idevs__Bridge__V1__Frame frame = IDEVS__BRIDGE__V1__FRAME__INIT;
     frame.body_case = IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFY_REQUEST;
     frame.certify_request = &req;
@@ -151,7 +166,7 @@ static void certify_request(compartment *c, const Idevs__Bridge__V1__Init *init)
 }
 
 /* Installs our chain after checking it certifies what this compartment is: at the start and at each renewal. */
-static void install_own_chain(compartment *c, const Idevs__Bridge__V1__Certified *cert)
+void handshake_install_chain(compartment *c, const Idevs__Bridge__V1__Certified *cert)
 {
     if (cert->n_chain == 0 || cert->n_chain > IDEVS_CHAIN_MAX)
         cmp_fatal(c, IDEVS_ERR_CONFIG, "Certified: %zu certificates, expected 1 to %d", cert->n_chain,
@@ -190,12 +205,13 @@ static void install_own_chain(compartment *c, const Idevs__Bridge__V1__Certified
     idevs_cert_policy_free(self_policy);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "Certified: %s", why[0] != '\0' ? why : idevs_strerror(err));
+    c->backend = info.evidence.backend;
 }
 
 void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert)
 {
     /* The same checks as at the start; the keys must be ours, so the epochs under way go on. */
-    install_own_chain(c, cert);
+    handshake_install_chain(c, cert);
     idevs_err err = idevs_envelope_self_renewed(c->env);
     if (err != IDEVS_OK)
         cmp_fatal(c, err, "Certified (renewal): %s", idevs_strerror(err));
@@ -204,7 +220,7 @@ void handshake_renewed(compartment *c, const Idevs__Bridge__V1__Certified *cert)
 /* The envelope context, once our chain is installed, with every service as a peer. */
 static void certified(compartment *c, const Idevs__Bridge__V1__Certified *cert)
 {
-    install_own_chain(c, cert);
+    handshake_install_chain(c, cert);
     idevs_err err;
     idevs_envelope_options opts;
     idevs_envelope_options_default(&opts);
@@ -300,12 +316,35 @@ void handshake_run(compartment *c)
     check_services(c, init);
     load_handled(c, init);
     certify_request(c, init);
+    if (c->joining) /* kept for sealing the keys it will be granted (handshake_join), then cleansed */
+        memcpy(c->join_sealing_key, init->sealing_key.data, sizeof c->join_sealing_key);
     /* The channel cleansed its buffer; cleanse protobuf-c's copy of the sealing key and blob too. */
     idevs_cleanse(f->init->sealing_key.data, f->init->sealing_key.len);
     idevs_cleanse(f->init->sealed_keys.data, f->init->sealed_keys.len);
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
 
     f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED, "Certified");
+    if (c->joining) {
+        /* Certified for the temporary keys only: the rest comes in handshake_join, inside the sandbox. */
+        handshake_install_chain(c, f->certified);
+        idevs__bridge__v1__frame__free_unpacked(f, NULL);
+        return;
+    }
+    certified(c, f->certified);
+    idevs__bridge__v1__frame__free_unpacked(f, NULL);
+    handshake_clear(c);
+}
+
+void handshake_join(compartment *c)
+{
+    /* The process's keys from another instance (join.c), sealed under this host's sealing key so that the next
+     * start restores them, and certified as any instance's. Grants come from other hosts: they are read here,
+     * in the sandbox. */
+    join_wait(c);
+    c->joining = false;
+    send_certify_request(c, c->join_sealing_key, false);
+    idevs_cleanse(c->join_sealing_key, sizeof c->join_sealing_key);
+    Idevs__Bridge__V1__Frame *f = receive(c, IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFIED, "Certified");
     certified(c, f->certified);
     idevs__bridge__v1__frame__free_unpacked(f, NULL);
     handshake_clear(c);

@@ -5,10 +5,10 @@
  * provenance, under the current certificate and epoch.
  *
  *   blob = nonce (12, random) || AES-256-GCM(keep_key, nonce, aad = "idevs kept v1" || program, KeptOutput) || tag
- *   keep_key = HKDF-SHA256(ikm = sealing key, salt = "", info = "idevs kept v1" || program)
+ *   keep_key = HKDF-SHA256(ikm = Ed25519 seed || X25519 private, salt = "", info = "idevs kept v1" || program)
  *
- * The sealing key comes from the measurement (launcher/sealing.c): a compartment of the same program and
- * measurement opens what a former one kept; the launcher, which holds the blob, cannot read it. */
+ * The key comes from the process's private keys (keys_derive): any instance holding them, on this host or one
+ * that joined (join.c), opens what another kept; the launcher, which holds the blob, cannot read it. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,9 +19,9 @@
 #define LABEL "idevs kept v1"
 #define KEPT_MAX (IDEVS_CHANNEL_FRAME_MAX / 2)
 
-void kept_init(compartment *c, const uint8_t sealing_key[32])
+void kept_init(compartment *c)
 {
-    if (keys_derive(sealing_key, LABEL, &c->dep->program, c->keep_key) != IDEVS_OK)
+    if (keys_derive(c->self, LABEL, &c->dep->program, c->keep_key) != IDEVS_OK)
         cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of kept outputs");
 }
 

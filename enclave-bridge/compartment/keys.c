@@ -120,14 +120,33 @@ idevs_err keys_output_id(const uint8_t key[32], const idevs_uuid *sender, const 
     return idevs_hkdf_sha256(no_salt, 0, key, 32, info, sizeof info, out->b, IDEVS_UUID_LEN);
 }
 
-idevs_err keys_derive(const uint8_t sealing_key[32], const char *label, const idevs_uuid *program, uint8_t out[32])
+idevs_err keys_derive(const idevs_identity *self, const char *label, const idevs_uuid *program, uint8_t out[32])
 {
     size_t label_len = strlen(label);
-    uint8_t info[64 + IDEVS_UUID_LEN];
-    if (label_len > 64)
+    uint8_t info[64 + IDEVS_UUID_LEN], secret[SECRET_LEN];
+    size_t sign_len = IDEVS_ED25519_SEED_LEN, kex_len = IDEVS_X25519_LEN;
+    if (label_len > 64 || self == NULL)
         return IDEVS_ERR_INVALID_ARG;
     memcpy(info, label, label_len);
     memcpy(info + label_len, program->b, IDEVS_UUID_LEN);
-    static const uint8_t no_salt[1] = {0};
-    return idevs_hkdf_sha256(no_salt, 0, sealing_key, 32, info, label_len + IDEVS_UUID_LEN, out, 32);
+    /* The process's private keys, not the host's sealing key: every instance on every host that holds them
+     * derives the same key (docs/SCALING.md, "Several brokers"). */
+    idevs_err err = IDEVS_ERR_CRYPTO;
+    if (EVP_PKEY_get_raw_private_key(idevs_identity_sign_key(self), secret, &sign_len) == 1 &&
+        sign_len == IDEVS_ED25519_SEED_LEN &&
+        EVP_PKEY_get_raw_private_key(idevs_identity_kex_key(self), secret + IDEVS_ED25519_SEED_LEN, &kex_len) == 1 &&
+        kex_len == IDEVS_X25519_LEN) {
+        static const uint8_t no_salt[1] = {0};
+        err = idevs_hkdf_sha256(no_salt, 0, secret, sizeof secret, info, label_len + IDEVS_UUID_LEN, out, 32);
+    }
+    idevs_cleanse(secret, sizeof secret);
+    return err;
+}
+
+void keys_derive_own(compartment *c)
+{
+    kept_init(c);
+    request_state_init(c);
+    if (keys_derive(c->self, "idevs output id v1", &c->dep->program, c->output_id_key) != IDEVS_OK)
+        cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of output ids");
 }

@@ -8,8 +8,9 @@
  *      the child on 4;
  *   2. key holder: harden (no new privileges, not dumpable, no core, limits, no other descriptors); Init: check
  *      the descriptor against the operator CA and the service certificates; restore or create the keys;
- *      CertifyRequest; Certified: the envelope context;
- *   3. key holder: its sandbox (Landlock with no file, its seccomp filter);
+ *      CertifyRequest; Certified: the envelope context (a joiner: certified for temporary keys only);
+ *   3. key holder: its sandbox (Landlock with no file, its seccomp filter); a joiner waits there for the
+ *      process's keys from another instance, then is certified for them (handshake_join, join.c);
  *   4. the descriptor to the logic process, which hardens itself, enters its sandbox, loads the logic, enters
  *      its final filter and runs setup(); its LogicReady; Ready to the launcher; serve deliveries and timers
  *      until Shutdown. */
@@ -143,6 +144,8 @@ int main(int argc, char **argv)
     sandbox_set_channel(&c->ch);
     if (sandbox_enter_key_holder(why, sizeof why) != IDEVS_OK)
         cmp_fatal(c, IDEVS_ERR_SANDBOX, "%s", why);
+    if (c->joining)
+        handshake_join(c);
     logic_link_setup(&c->link);
 
     Idevs__Bridge__V1__Ready ready = IDEVS__BRIDGE__V1__READY__INIT;

@@ -8,12 +8,12 @@
  *   aad         = "idevs request state v1" || program (16) || message id (16)
  *   padded      = u16 big-endian n || RequestState (n bytes, bridge.proto) || zeros:
  *                 IDEVS_REQUEST_STATE_PLAIN = 288 + 18 * 63 = 1,422 bytes, room for the largest (63 ids, full state)
- *   request_key = HKDF-SHA256(ikm = sealing key, salt = "", info = "idevs request state v1" || program)
+ *   request_key = HKDF-SHA256(ikm = Ed25519 seed || X25519 private, salt = "", info = "idevs request state v1" || program)
  *
  * So every token is IDEVS_REQUEST_CORRELATION_LEN = 1,466 bytes: its length, in the clear, tells the broker and the
  * service neither the logic's state nor how many ids caused the request (which envelope version 2 seals:
- * docs/PROTOCOL.md 8.3). Only a compartment of the same program and measurement opens it (the sealing key comes
- * from the measurement). The run id inside tells this run's requests, which the table of outstanding requests
+ * docs/PROTOCOL.md 8.3). Only a compartment holding the process's keys opens it (keys_derive): an instance of any
+ * host, so that the owner of the request's partition opens it wherever it runs. The run id inside tells this run's requests, which the table of outstanding requests
  * matches (logic_link.c), from a former run's, which only the token can. */
 #include <string.h>
 
@@ -35,9 +35,9 @@ _Static_assert(IDEVS_REQUEST_CORRELATION_LEN == 1466, "the size docs/PROTOCOL.md
 _Static_assert(2 + 6 + 18 + 3 + IDEVS_REQUEST_STATE_MAX + 18 * IDS_MAX <= IDEVS_REQUEST_STATE_PLAIN,
                "room for the largest");
 
-void request_state_init(compartment *c, const uint8_t sealing_key[32])
+void request_state_init(compartment *c)
 {
-    if (keys_derive(sealing_key, LABEL, &c->dep->program, c->request_key) != IDEVS_OK ||
+    if (keys_derive(c->self, LABEL, &c->dep->program, c->request_key) != IDEVS_OK ||
         idevs_random(c->run, sizeof c->run) != IDEVS_OK)
         cmp_fatal(c, IDEVS_ERR_CRYPTO, "cannot derive the key of request state");
 }

@@ -374,6 +374,14 @@ static int on_readable(compartment *c)
             handshake_renewed(c, f->certified);
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_JOIN_CHECK:
+            join_check(c, f->join_check);
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            break;
+        case IDEVS__BRIDGE__V1__FRAME__BODY_JOIN_OFFER:
+            /* A grant that came after the one this compartment took (or to one that never joined): ignored. */
+            idevs__bridge__v1__frame__free_unpacked(f, NULL);
+            break;
         case IDEVS__BRIDGE__V1__FRAME__BODY_TIMER_ROLE:
             logic_link_timer_role(&c->link, f->timer_role->run);
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
@@ -386,7 +394,8 @@ static int on_readable(compartment *c)
         default:
             idevs__bridge__v1__frame__free_unpacked(f, NULL);
             cmp_fatal(c, IDEVS_ERR_FRAME,
-                      "frame from the launcher: not a Deliver, Certified, Reseal, TimerRole or Shutdown");
+                      "frame from the launcher: not a Deliver, Certified, Reseal, TimerRole, JoinCheck, JoinOffer or "
+                      "Shutdown");
         }
     }
 }

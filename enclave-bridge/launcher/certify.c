@@ -83,6 +83,7 @@ idevs_err certify_send_init(launcher_instance *c, const certify_secrets *secrets
     init.instance_base = l->cfg.instance_base;
     init.timer_elsewhere = !l->runs_timer;
     c->timer_on = c->index == 0 && l->runs_timer; /* what the compartment does from its start */
+    init.join = l->cfg.join;
     Idevs__Bridge__V1__HandledWindow handled[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES], *handled_ptrs[2 * IDEVS_DEPLOYMENT_MAX_ENTRIES];
     init.handled = handled_ptrs;
     for (size_t i = 0; i < l->deployment->service_count && i < IDEVS_DEPLOYMENT_MAX_ENTRIES; i++) {
@@ -208,6 +209,54 @@ static idevs_err send_chain(launcher_instance *c, uint8_t *der, size_t der_len, 
     return IDEVS_OK;
 }
 
+/* The chain just sent becomes the joiner's temporary one: never the process's, so never published as it. */
+static void keep_as_join_chain(launcher_instance *c)
+{
+    idevs_der_chain_clear(&c->join_chain);
+    c->join_chain = c->chain;
+    memset(&c->chain, 0, sizeof c->chain);
+    memset(c->cert_digest, 0, sizeof c->cert_digest);
+    c->renew_at = 0; /* certify_join_renew's business */
+    c->join_renew_ms = launcher_now_ms() + JOIN_RENEW_MS;
+}
+
+static idevs_err certify_joiner(launcher_instance *c, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
+                                size_t why_len)
+{
+    if (!c->l->cfg.join || req->sealed_keys.len != 0 || req->keys_restored) {
+        snprintf(why, why_len, "it asked to join, which this launcher did not start it for, or with sealed keys");
+        return IDEVS_ERR_FRAME;
+    }
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    idevs_err err = issue(c, req->sign_public.data, req->kex_public.data, 0, &der, &der_len, why, why_len);
+    if (err == IDEVS_OK)
+        err = send_chain(c, der, der_len, why, why_len);
+    if (err == IDEVS_OK)
+        keep_as_join_chain(c);
+    return err;
+}
+
+idevs_err certify_join_renew(launcher_instance *c, char *why, size_t why_len)
+{
+    /* The same temporary keys, new evidence; send_chain makes it c->chain for a moment, and it moves back. */
+    idevs_der_chain kept = c->join_chain;
+    memset(&c->join_chain, 0, sizeof c->join_chain);
+    uint8_t *der = NULL;
+    size_t der_len = 0;
+    idevs_err err = issue(c, c->certified_sign_pub, c->certified_kex_pub, 0, &der, &der_len, why, why_len);
+    if (err == IDEVS_OK)
+        err = send_chain(c, der, der_len, why, why_len);
+    if (err == IDEVS_OK) {
+        idevs_der_chain_clear(&kept);
+        keep_as_join_chain(c);
+    } else {
+        c->join_chain = kept;
+        c->join_renew_ms = launcher_now_ms() + CERTIFY_RENEW_CHECK_MS;
+    }
+    return err;
+}
+
 idevs_err certify_handle_request(launcher_instance *c, const Idevs__Bridge__V1__CertifyRequest *req, char *why,
                                  size_t why_len)
 {
@@ -217,6 +266,8 @@ idevs_err certify_handle_request(launcher_instance *c, const Idevs__Bridge__V1__
         snprintf(why, why_len, "its certificate request has public keys of the wrong size");
         return IDEVS_ERR_FRAME;
     }
+    if (req->joining) /* temporary keys: nothing to persist, no other instance to agree with (join.c) */
+        return certify_joiner(c, req, why, why_len);
     if (req->sealed_keys.len == 0 || req->sealed_keys.len > IDEVS_SEALED_BLOB_MAX) {
         snprintf(why, why_len, "its certificate request has sealed keys of %zu bytes, not 1..%u",
                  req->sealed_keys.len, IDEVS_SEALED_BLOB_MAX);
@@ -252,7 +303,7 @@ idevs_err certify_handle_request(launcher_instance *c, const Idevs__Bridge__V1__
     if ((err = send_chain(c, der, der_len, why, why_len)) != IDEVS_OK)
         return err;
     l->stats.last_keys_restored = req->keys_restored;
-    if (c->blob_sent && !req->keys_restored)
+    if (c->blob_sent && !req->keys_restored && c->state != IDEVS_LAUNCHER_JOINING)
         launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE,
                        "got fresh keys: the sealed keys in the state directory were made under another "
                        "measurement or are damaged, and were replaced");
@@ -300,6 +351,7 @@ int certify_renew_if_due(launcher_instance *c)
 void certify_forget(launcher_instance *c)
 {
     idevs_der_chain_clear(&c->chain);
+    idevs_der_chain_clear(&c->join_chain);
     memset(c->cert_digest, 0, sizeof c->cert_digest);
     c->renew_at = 0; /* the next compartment gets its own certificate, and its own renewal */
 }

@@ -375,10 +375,13 @@ static idevs_err start_blocking(launcher_instance *c, char *detail, size_t detai
     if (err != IDEVS_OK)
         return err;
     int64_t limit = launcher_now_ms() + l->cfg.start_timeout_ms + l->cfg.exit_grace_ms + REAP_HARD_LIMIT_MS;
-    while (c->state != IDEVS_LAUNCHER_READY && c->state != IDEVS_LAUNCHER_STOPPED) {
+    /* A joiner is started once certified for its temporary keys: its grant comes through polls (join.c). */
+    while (c->state != IDEVS_LAUNCHER_READY && c->state != IDEVS_LAUNCHER_STOPPED &&
+           c->state != IDEVS_LAUNCHER_JOINING) {
         if (supervise_step(l, NULL) > 0)
             continue;
-        if (c->state == IDEVS_LAUNCHER_READY || c->state == IDEVS_LAUNCHER_STOPPED)
+        if (c->state == IDEVS_LAUNCHER_READY || c->state == IDEVS_LAUNCHER_STOPPED ||
+            c->state == IDEVS_LAUNCHER_JOINING)
             break;
         if (launcher_now_ms() >= limit) {
             reap_blocking(c);
@@ -386,7 +389,7 @@ static idevs_err start_blocking(launcher_instance *c, char *detail, size_t detai
         }
         wait_until(l, limit);
     }
-    if (c->state == IDEVS_LAUNCHER_READY)
+    if (c->state == IDEVS_LAUNCHER_READY || c->state == IDEVS_LAUNCHER_JOINING)
         return IDEVS_OK;
     snprintf(detail, detail_len, "%.200s", c->exit_note); /* empty: it said nothing */
     return c->exit_err != IDEVS_OK ? c->exit_err : IDEVS_ERR_SPAWN;
@@ -415,7 +418,8 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
     /* The first instance makes or restores the keys and leaves them sealed in the state directory; the others
      * start after it, from that blob, so that every instance holds the same keys. */
     bool spawned = false;
-    for (size_t i = 0; err == IDEVS_OK && i < l->instance_count; i++) {
+    /* A joiner: the others start once it holds the keys and has sealed them here (join.c). */
+    for (size_t i = 0; err == IDEVS_OK && i < l->instance_count && !l->joining; i++) {
         l->blocking_start = &l->instances[i];
         err = start_blocking(&l->instances[i], detail, sizeof detail, &spawned);
     }
@@ -634,6 +638,10 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
         return IDEVS_ERR_INVALID_ARG;
     if (!l->started || l->stopping)
         return IDEVS_ERR_NOT_NOW;
+    if (l->joining) { /* no compartment here holds the process's keys: nothing is routed (join.c) */
+        l->stats.joining_refused++;
+        return IDEVS_ERR_JOINING;
+    }
     size_t topic_len = strnlen(topic, IDEVS_TOPIC_MAX + 1);
     if (topic_len == 0 || topic_len > IDEVS_TOPIC_MAX)
         return IDEVS_ERR_INVALID_ARG;

@@ -14,6 +14,7 @@
  *   certify.c         Init, CertifyRequest -> Certified, Ready
  *   supervise.c       frames, exits, kills, restarts, timers, poll
  *   pool.c            which instance of the pool takes a delivery
+ *   join.c            joining another host's process: requests, checks, grants (docs/SCALING.md)
  *   launcher.c        configuration, start, stop, deliver, stats */
 #ifndef IDEVS_LAUNCHER_INTERNAL_H
 #define IDEVS_LAUNCHER_INTERNAL_H
@@ -258,6 +259,10 @@ typedef struct launcher_instance {
     time_t renew_at;         /* wall-clock second its renewal is due; 0: none (no compartment certified) */
     int64_t renew_check_ms;  /* monotonic: when the wall clock is looked at again for it */
     int64_t certificate_not_after;
+    /* Joining (join.c): the certificate of its temporary keys (published in JoinRequests, never as the process's;
+     * certified_*_pub are those keys meanwhile) and when it is certified anew for fresh evidence (monotonic). */
+    idevs_der_chain join_chain;
+    int64_t join_renew_ms;
 } launcher_instance;
 
 struct idevs_launcher {
@@ -326,6 +331,15 @@ struct idevs_launcher {
     size_t held_bytes;
 
     idevs_launcher_stats stats;
+
+    /* joining (join.c) */
+    char *join_request_topic; /* idevs/<process>/join/request */
+    char *join_grant_prefix;  /* idevs/<process>/join/grant/ */
+    bool joining;             /* an instance is certified for temporary keys and none holds the process's */
+    bool join_others;         /* the other instances start once the joiner holds the keys */
+    int64_t join_check_ms;    /* monotonic: when a JoinCheck was sent whose answer is not read yet; 0: none */
+    int64_t join_next_ms;     /* monotonic: the next JoinRequest */
+    unsigned join_backoff_ms;
 };
 
 /* time */
@@ -483,6 +497,25 @@ int certify_renew_if_due(launcher_instance *c);
 #define CERTIFY_RENEW_CHECK_MS 5000 /* the wall clock is looked at this often: it may jump (NTP, suspend) */
 #define CERTIFY_RENEW_RETRY_S 60
 
+/* certify.c: certifies a joining instance's temporary keys again (fresh evidence for its JoinRequests). */
+idevs_err certify_join_renew(launcher_instance *c, char *why, size_t why_len);
+
+/* join.c */
+#define JOIN_RETRY_FIRST_MS 2000u   /* a JoinRequest again after this, doubling ... */
+#define JOIN_RETRY_MAX_MS 30000u    /* ... up to this */
+#define JOIN_CHECK_MS 10000         /* one JoinCheck at a time, unless its answer is this late (its instance died) */
+#define JOIN_RENEW_MS (300 * 1000)  /* the temporary keys certified anew: a grantor wants evidence of 600 s at most */
+idevs_err join_init(idevs_launcher *l); /* the topics */
+void join_free(idevs_launcher *l);
+/* c's CertifyRequest was for temporary keys (joining) or for the process's keys after a join. */
+void join_began(launcher_instance *c, bool temporary);
+/* The JoinRequests due and the renewals of temporary certificates; 1 when it did something. */
+int join_step(idevs_launcher *l, const idevs_launcher_callbacks *cb);
+int64_t join_deadline(const idevs_launcher *l);
+void join_answer(launcher_instance *c, const Idevs__Bridge__V1__JoinAnswer *a, const idevs_launcher_callbacks *cb);
+/* The joiner is ready with the process's keys: the other instances start (from the sealed blob it left). */
+void join_done(launcher_instance *c);
+
 /* supervise.c: one compartment (an instance), and the launcher's pass over all of them */
 idevs_err supervise_send(launcher_instance *c, const Idevs__Bridge__V1__Frame *frame);
 idevs_err supervise_flush(launcher_instance *c, int timeout_ms);
@@ -505,6 +538,8 @@ bool supervise_try_reap(launcher_instance *c, const idevs_launcher_callbacks *cb
 void supervise_close_channel(launcher_instance *c);
 /* Watches the channel for writability while bytes wait to be written. */
 void supervise_update_channel_events(launcher_instance *c);
+/* The compartment's words for the log: printable ASCII only, at most LAUNCHER_REASON_MAX characters. */
+void supervise_sanitize(char *out, size_t out_len, const char *in);
 /* Whether c runs a compartment (starting, certifying or ready). */
 bool supervise_live(const launcher_instance *c);
 

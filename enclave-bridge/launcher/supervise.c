@@ -39,7 +39,7 @@ int64_t launcher_now_us(void)
 bool supervise_live(const launcher_instance *c)
 {
     return c->state == IDEVS_LAUNCHER_STARTING || c->state == IDEVS_LAUNCHER_CERTIFYING ||
-           c->state == IDEVS_LAUNCHER_READY;
+           c->state == IDEVS_LAUNCHER_READY || c->state == IDEVS_LAUNCHER_JOINING;
 }
 
 idevs_err supervise_send(launcher_instance *c, const Idevs__Bridge__V1__Frame *frame)
@@ -154,6 +154,7 @@ int64_t supervise_next_deadline(const idevs_launcher *l)
     }
     if (running) {
         at = earlier(at, replay_record_deadline(l));
+        at = earlier(at, join_deadline(l));
         /* the outbox's next copy: a poll must come then, traffic or not */
         if (l->outbox.count > 0)
             at = earlier(at, l->outbox.next_due_ms);
@@ -408,7 +409,7 @@ idevs_err supervise_begin_start(launcher_instance *c, char *why, size_t why_len)
 /* ---- frames ---- */
 
 /* The compartment's Fatal reason, for the log: printable ASCII only, bounded. */
-static void sanitize(char *out, size_t out_len, const char *in)
+void supervise_sanitize(char *out, size_t out_len, const char *in)
 {
     size_t j = 0;
     for (size_t i = 0; in != NULL && in[i] != '\0' && j + 1 < out_len && i < LAUNCHER_REASON_MAX; i++)
@@ -663,8 +664,9 @@ static void handle_ready(launcher_instance *c, const Idevs__Bridge__V1__Ready *r
     c->state = IDEVS_LAUNCHER_READY;
     c->ready_at_ms = launcher_now_ms();
     c->progress_ms = c->ready_at_ms;
+    join_done(c);
     char logic[IDEVS_NAME_MAX + 1];
-    sanitize(logic, sizeof logic, ready->logic_name);
+    supervise_sanitize(logic, sizeof logic, ready->logic_name);
     launcher_event(l, IDEVS_LAUNCHER_EVENT_CERTIFIED, "%scertified in %.1f ms, ready in %.1f ms (logic '%s', %s)",
                    pool_label(c), (double)l->stats.last_certified_us / 1000.0, (double)l->stats.last_ready_us / 1000.0, logic,
                    l->stats.last_keys_restored ? "keys restored" : "fresh keys");
@@ -685,7 +687,7 @@ static void handle_frame(launcher_instance *c, const Idevs__Bridge__V1__Frame *f
     switch (f->body_case) {
     case IDEVS__BRIDGE__V1__FRAME__BODY_FATAL: {
         char reason[LAUNCHER_REASON_MAX + 1];
-        sanitize(reason, sizeof reason, f->fatal->reason);
+        supervise_sanitize(reason, sizeof reason, f->fatal->reason);
         idevs_err status = f->fatal->status > 0 && f->fatal->status < (uint32_t)IDEVS_ERR_COUNT
                                ? (idevs_err)f->fatal->status
                                : IDEVS_ERR_LOGIC;
@@ -695,7 +697,10 @@ static void handle_frame(launcher_instance *c, const Idevs__Bridge__V1__Frame *f
         return;
     }
     case IDEVS__BRIDGE__V1__FRAME__BODY_CERTIFY_REQUEST: {
-        if (!allowed_now(c, c->state == IDEVS_LAUNCHER_STARTING, "it sent a second certificate request"))
+        /* A joiner asks twice: for its temporary keys, then for the process's keys it was granted. */
+        if (!allowed_now(c, c->state == IDEVS_LAUNCHER_STARTING ||
+                                (c->state == IDEVS_LAUNCHER_JOINING && !f->certify_request->joining),
+                         "it sent a second certificate request"))
             return;
         char why[256] = "";
         idevs_err err = certify_handle_request(c, f->certify_request, why, sizeof why);
@@ -708,9 +713,16 @@ static void handle_frame(launcher_instance *c, const Idevs__Bridge__V1__Frame *f
             return;
         }
         l->stats.last_certified_us = (uint64_t)(launcher_now_us() - c->spawn_us);
-        c->state = IDEVS_LAUNCHER_CERTIFYING;
+        join_began(c, f->certify_request->joining); /* before the state changes */
+        c->state = f->certify_request->joining ? IDEVS_LAUNCHER_JOINING : IDEVS_LAUNCHER_CERTIFYING;
         return;
     }
+    case IDEVS__BRIDGE__V1__FRAME__BODY_JOIN_ANSWER:
+        if (allowed_now(c, f->join_answer->as_joiner ? c->state == IDEVS_LAUNCHER_JOINING
+                                                     : c->state == IDEVS_LAUNCHER_READY,
+                        "it answered a join it was not asked about"))
+            join_answer(c, f->join_answer, cb);
+        return;
     case IDEVS__BRIDGE__V1__FRAME__BODY_READY:
         if (allowed_now(c, c->state == IDEVS_LAUNCHER_CERTIFYING, "it said Ready before it was certified"))
             handle_ready(c, f->ready);
@@ -864,7 +876,7 @@ static int step_instance(launcher_instance *c, const idevs_launcher_callbacks *c
     if (supervise_live(c)) {
         note_moved(c);
         int64_t now = launcher_now_ms();
-        if (c->state != IDEVS_LAUNCHER_READY && now >= c->start_deadline_ms) {
+        if (c->state != IDEVS_LAUNCHER_READY && c->state != IDEVS_LAUNCHER_JOINING && now >= c->start_deadline_ms) {
             supervise_kill(c, IDEVS_ERR_TIMEOUT, "not ready within %u ms of its start",
                            l->cfg.start_timeout_ms);
             work++;
@@ -923,6 +935,8 @@ int supervise_step(idevs_launcher *l, const idevs_launcher_callbacks *cb)
     /* Even when a frame of this pass ended a compartment: what it finished before is done. */
     release_awaiting(l, cb);
     outbox_resend(l, cb);
+    if (cb != NULL)
+        work += join_step(l, cb);
     for (size_t i = 0; i < l->instance_count; i++) {
         work += step_instance(&l->instances[i], cb);
         running = running || l->instances[i].state != IDEVS_LAUNCHER_STOPPED;

@@ -7,6 +7,8 @@
 
 #include "launcher_internal.h"
 
+static bool join_topic(const idevs_launcher *l, const char *topic);
+
 /* Every topic the process uses, for conflict checks: fills up to max, returns how many there are. */
 static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
 {
@@ -34,11 +36,12 @@ static size_t all_topics(const idevs_launcher *l, const char **out, size_t max)
     ADD(l->descriptor_topic);
     for (size_t i = 0; i < l->instance_count; i++)
         ADD(l->instance_topics[i]);
+    ADD(l->join_request_topic);
 #undef ADD
     return n;
 }
 
-#define TOPICS_MAX (7u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 2u) /* instances: at most as many as entries */
+#define TOPICS_MAX (7u * IDEVS_DEPLOYMENT_MAX_ENTRIES + 3u) /* instances: at most as many as entries */
 
 /* The role topic has in the descriptor, for a message; NULL when it has none. */
 static const char *declared_role(const idevs_deployment *d, const char *topic)
@@ -61,7 +64,8 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
     l->certificate_topic = idevs_deployment_certificate_topic(l->name);
     l->descriptor_topic = idevs_deployment_descriptor_topic(l->name);
     l->instance_filter = idevs_deployment_instance_certificate_filter(l->name);
-    if (l->certificate_topic == NULL || l->descriptor_topic == NULL || l->instance_filter == NULL)
+    if (l->certificate_topic == NULL || l->descriptor_topic == NULL || l->instance_filter == NULL ||
+        join_init(l) != IDEVS_OK)
         return IDEVS_ERR_NOMEM;
     if ((l->instance_topics = calloc(l->instance_count, sizeof *l->instance_topics)) == NULL)
         return IDEVS_ERR_NOMEM;
@@ -79,6 +83,24 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
             return IDEVS_ERR_CONFIG;
         }
     }
+    /* idevs/<process>/join/...: the process's name is unique on a broker, so only its own descriptor can. */
+    const idevs_deployment *dd = l->deployment;
+    const char *declared[4 * IDEVS_DEPLOYMENT_MAX_ENTRIES];
+    size_t nd = 0;
+    for (size_t i = 0; i < dd->input_count; i++)
+        declared[nd++] = dd->inputs[i].topic;
+    for (size_t i = 0; i < dd->output_count; i++)
+        declared[nd++] = dd->outputs[i].topic;
+    for (size_t i = 0; i < dd->request_count; i++) {
+        declared[nd++] = dd->requests[i].topic;
+        declared[nd++] = dd->requests[i].response_topic;
+    }
+    for (size_t i = 0; i < nd; i++)
+        if (join_topic(l, declared[i])) {
+            snprintf(why, why_len, "%s: '%s' is a join topic of the process, where only plugins publish",
+                     l->descriptor_path, declared[i]);
+            return IDEVS_ERR_CONFIG;
+        }
     const idevs_deployment *d = l->deployment;
     for (size_t i = 0; i < d->service_count; i++) {
         const char *receipts[2] = {d->services[i].receipt_topic, d->services[i].receipt_from_topic};
@@ -94,6 +116,20 @@ idevs_err topics_init(idevs_launcher *l, char *why, size_t why_len)
     return IDEVS_OK;
 }
 
+/* idevs/<process>/join/request, or idevs/<process>/join/grant/ and 64 lowercase hex digits. */
+static bool join_topic(const idevs_launcher *l, const char *topic)
+{
+    if (strcmp(topic, l->join_request_topic) == 0)
+        return true;
+    size_t n = strlen(l->join_grant_prefix);
+    if (strncmp(topic, l->join_grant_prefix, n) != 0 || strlen(topic + n) != 2 * IDEVS_SHA256_LEN)
+        return false;
+    for (const char *p = topic + n; *p != '\0'; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
 /* The service whose receipt topic this is; SIZE_MAX when none. */
 size_t topics_receipt_service(const idevs_deployment *d, const char *topic)
 {
@@ -105,6 +141,7 @@ size_t topics_receipt_service(const idevs_deployment *d, const char *topic)
 
 void topics_free(idevs_launcher *l)
 {
+    join_free(l);
     free(l->certificate_topic);
     l->certificate_topic = NULL;
     free(l->descriptor_topic);
@@ -165,6 +202,10 @@ idevs_topic_kind idevs_launcher_topic_kind(const idevs_launcher *l, const char *
     idevs_topic_kind incoming = topics_incoming(d, topic, own_copy, &sender);
     if (incoming != IDEVS_TOPIC_OTHER)
         return incoming;
+    if (join_topic(l, topic)) {
+        *own_copy = strcmp(topic, l->join_request_topic) == 0 ? l->join_request_topic : NULL;
+        return IDEVS_TOPIC_JOIN;
+    }
     const char *mine[] = {l->certificate_topic, l->descriptor_topic};
     for (size_t k = 0; k < 2; k++)
         if (strcmp(topic, mine[k]) == 0) {

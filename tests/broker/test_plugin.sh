@@ -102,6 +102,10 @@ expect_refusal "an unknown plugin_opt stops the broker" "plugin_opt_colour: unkn
   "plugin_opt_colour blue"
 expect_refusal "an option given twice stops the broker" "plugin_opt_poll_budget_ms: given twice" "$work/echo.json" \
   "plugin_opt_poll_budget_ms 1" "plugin_opt_poll_budget_ms 2"
+expect_refusal "plugin_opt_join naming no process stops the broker, naming the line" \
+  "plugin_opt_join rewards: no process of that name among the descriptors" "$work/echo.json" "plugin_opt_join rewards"
+expect_refusal "plugin_opt_join twice for one process stops the broker" "plugin_opt_join: 'echo' given twice" \
+  "$work/echo.json" "plugin_opt_join echo" "plugin_opt_join echo"
 expect_refusal "a missing descriptor option stops the broker" "plugin_opt_descriptor: missing (required)" ""
 expect_refusal "a missing authority key option stops the broker" "plugin_opt_authority_key: missing (required)" \
   "$work/echo.json" -authority_key

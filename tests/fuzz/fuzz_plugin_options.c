@@ -64,6 +64,7 @@ static option options[] = {
     PATH(compartment), UINT(start_timeout_ms), UINT(poll_budget_ms), UINT(queue_bytes), UINT(metrics_interval_s),
     UINT(log_interval_s), UINT(certificate_validity_s), UINT(certificate_renew_after_s),
     { "acl_others", K_ACL, offsetof(idevs_plugin_config, acl_others), false, false, 0, 0, 0, false },
+    LIST(join, joins, IDEVS_PROCESSES_MAX),
 };
 #define OPTION_COUNT (sizeof options / sizeof options[0])
 
@@ -184,6 +185,12 @@ static verdict model(const struct mosquitto_opt *opts, size_t n)
             snprintf(v.problem, sizeof v.problem, "twice");
             return v;
         }
+        if (o->kind == K_LIST && value[0] != '\0') /* repeatable, each value once */
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(opts[j].key, key) == 0 && strcmp(opts[j].value, value) == 0) {
+                    snprintf(v.problem, sizeof v.problem, "twice");
+                    return v;
+                }
         seen[s] = true;
         if ((o->kind == K_PATH || o->kind == K_LIST) && value[0] == '\0') {
             snprintf(v.problem, sizeof v.problem, "empty");

@@ -68,16 +68,17 @@ mosquitto_passwd -b -c "$work/hub/passwd" bridge-a secret-a >/dev/null 2>&1 &&
   mosquitto_passwd -b "$work/hub/passwd" bridge-b secret-b >/dev/null 2>&1 || bail "the hub's password file"
 own_work "$work"
 
-# One key pair for the process on every broker: the leaves start from the hub's sealed keys and sealing secret.
+# One key pair for the process on every broker: the hub makes it, each leaf joins (plugin_opt_join).
 scale_start hub || bail "the hub starts" "$work/hub/mosquitto.conf.log"
 wait_for_text "$work/hub/mosquitto.conf.log" "'rewards': compartment certified" 150 ||
   bail "the hub's compartments are certified" "$work/hub/mosquitto.conf.log"
-for leaf in a b; do
-  mkdir -p -m 700 "$work/$leaf/state/rewards"
-  cp -p "$work/hub/state/rewards/"{sealing.key,*.sealed} "$work/$leaf/state/rewards/"
-done
-own_work "$work"
 scale_start a b || bail "the leaves start" "$work/a/mosquitto.conf.log" "$work/b/mosquitto.conf.log"
+for leaf in a b; do
+  wait_for_text "$work/$leaf/mosquitto.conf.log" "joined; keys granted by an instance certified" 300 &&
+    wait_for_text "$work/$leaf/mosquitto.conf.log" "(logic 'rewards', keys restored)" 150 &&
+    ok "leaf $leaf joins: the process's keys granted over the bridge" ||
+    bail "leaf $leaf joins" "$work/$leaf/mosquitto.conf.log" "$work/hub/mosquitto.conf.log"
+done
 scale_wait_bridges || bail "both bridges are up" "$work/hub/mosquitto.conf.log"
 ok "three brokers run the process, each leaf bridged to the hub"
 for name in hub a b; do

@@ -120,6 +120,8 @@ idevs_err lw_start(lw_world *w, const lw_spec *spec, const char *config)
     cfg.authority = spec->pki->authority;
     cfg.authority_cert = spec->pki->authority_cert;
     cfg.max_attempts = 1;
+    cfg.on_event = launch_record_on_event; /* into w->r: what the operator's log would say */
+    cfg.event_arg = &w->r;
     char why[512] = "";
     idevs_err err = idevs_launcher_new(&cfg, &w->l, why, sizeof why);
     if (err != IDEVS_OK)

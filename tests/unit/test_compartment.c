@@ -466,6 +466,23 @@ static void asking_child_start(asking_child *a)
     a->orc = service_ctx(&a->c, oracle, &a->p3, false);
 }
 
+/* The same child started again with the keys its former run sealed, as a restarted compartment gets them back
+ * (request state and kept outputs are sealed under keys derived from them). */
+static void asking_child_restart(asking_child *a)
+{
+    uint8_t blob[sizeof a->c.sealed];
+    size_t blob_len = a->c.sealed_len;
+    memcpy(blob, a->c.sealed, blob_len);
+    memset(&a->c, 0, sizeof a->c);
+    make_descriptor(&a->c, "{}");
+    make_measurement(&a->c, "echo");
+    spawn(&a->c, "echo");
+    CU_ASSERT_TRUE_FATAL(certify(&a->c, sealing_key, blob, blob_len) && expect_ready(&a->c));
+    a->src = service_ctx(&a->c, source, &a->p1, false);
+    a->snk = service_ctx(&a->c, sink, &a->p2, false);
+    a->orc = service_ctx(&a->c, oracle, &a->p3, false);
+}
+
 static void asking_child_stop(asking_child *a)
 {
     CU_ASSERT_EQUAL(shutdown_child(&a->c), 0);
@@ -766,8 +783,8 @@ static void test_request_state_across_restart(void)
     expect_done(&a.c, 5, IDEVS_OK);
     asking_child_stop(&a);
 
-    /* A new run: request 0 is matched by its token, with its provenance and state; once. */
-    asking_child_start(&a);
+    /* A new run with the same keys: request 0 is matched by its token, with its provenance and state; once. */
+    asking_child_restart(&a);
     seal(a.orc, TOPIC_RESP, "12 km", &req[0].message_id, 1, &env, &env_len, &resp_id);
     deliver_correlated(&a.c, 1, TOPIC_RESP, env, env_len, corr[0], sizeof corr[0]);
     free(env);
@@ -809,7 +826,7 @@ static void test_request_state_across_restart(void)
     expect_done(&a.c, 6, IDEVS_OK);
     asking_child_stop(&a);
 
-    /* Another sealing key (another measurement's): the token does not open. */
+    /* Another sealing key (another measurement's): the blob does not open, fresh keys, the token does not open. */
     uint8_t saved[32];
     memcpy(saved, sealing_key, sizeof saved);
     sealing_key[0] ^= 0xff;
@@ -872,7 +889,7 @@ static void test_request_state_one_size(void)
     asking_child_stop(&a);
 
     /* A new run: only the token can match them. */
-    asking_child_start(&a);
+    asking_child_restart(&a);
     corr[IDEVS_REQUEST_CORRELATION_LEN] = 0;
     const size_t wrong[2] = {IDEVS_REQUEST_CORRELATION_LEN + 1, IDEVS_REQUEST_CORRELATION_LEN - 18};
     for (size_t i = 0; i < 2; i++) {
@@ -1756,7 +1773,7 @@ static void test_bad_frames_while_serving(void)
     /* Init again while serving */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
     send_init(&c, sealing_key, NULL, 0);
-    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified, Reseal, TimerRole or Shutdown");
+    expect_fatal(&c, IDEVS_ERR_FRAME, "not a Deliver, Certified, Reseal, TimerRole, JoinCheck, JoinOffer or Shutdown");
 
     /* the launcher closes the channel without Shutdown */
     CU_ASSERT_TRUE_FATAL(start(&c, "echo", NULL));
