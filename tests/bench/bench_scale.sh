@@ -106,21 +106,18 @@ if [ "${IDEVS_BENCH_BRIDGED:-1}" = 1 ]; then
   broker x "$work/bridged.json" || exit 1
   x_pid=$broker_pid x_port=$port
   bg_pids+=("$x_pid")
-  # One key pair on both: y starts from x's sealed keys and sealing secret.
-  mkdir -p -m 700 "$work/state-y/bridged"
-  cp -p "$work/state-x/bridged/"{sealing.key,*.sealed} "$work/state-y/bridged/"
-  own_work "$work"
-  common=("${saved[@]}" "plugin_opt_ownership $work/y.owners" "plugin_opt_instance_base 64"
+  # One key pair on both: y joins (docs/SCALING.md, "Joining").
+  common=("${saved[@]}" "plugin_opt_ownership $work/y.owners" "plugin_opt_instance_base 64" "plugin_opt_join bridged"
           "plugin_opt_peer_bridge local-y-x" "connection y-x" "address 127.0.0.1:$x_port" "remote_clientid bridge-y-x"
           "local_clientid local-y-x" "remote_username bridge-y" "remote_password secret-y"
           "bridge_protocol_version mqttv50" "cleansession false" "notifications false")
-  for t in in out req resp receipt instance; do common+=("topic idevs/bridged/$t/# both 1"); done
+  for t in in out req resp receipt instance join; do common+=("topic idevs/bridged/$t/# both 1"); done
   broker y "$work/bridged.json" || exit 1
   y_pid=$broker_pid
   bg_pids+=("$y_pid")
   common=("${saved[@]}")
-  # The bridge is up once y's instance certificate, which y's plugin retains, is on x.
-  for _ in $(seq 100); do
+  # y has joined and the bridge is up once y's instance certificate, which y's plugin retains, is on x.
+  for _ in $(seq 150); do
     timeout 2 mosquitto_sub -p "$x_port" -t idevs/bridged/instance/64/certificate -C 1 -W 1 2>/dev/null |
       grep -q 'BEGIN CERTIFICATE' && break
     sleep 0.2
