@@ -10,8 +10,9 @@
  *   sealing_key  a key only this measurement on this host obtains, under which the compartment keeps its
  *                private keys across restarts.
  *
- * `process` (backend_process.c) is the one implementation: a sandboxed Linux process started from sealed
- * memfds. Its evidence is signed by the launcher, so the broker host is part of the trusted base.
+ * `process` (backend_process.c): a sandboxed Linux process started from sealed memfds. Its evidence is signed by
+ * the launcher, so the broker host is part of the trusted base. `tpm` (backend_tpm.c): the same process, with a
+ * TPM 2.0 quote of the boot PCRs and of a register the launcher extends with each certification.
  *
  * measurement = SHA-256("idevs measurement v2" || SHA-256(host program) || SHA-256(logic)
  *                       || SHA-256(descriptor bytes))
@@ -81,6 +82,25 @@ typedef struct idevs_process_backend_options {
 
 idevs_err idevs_backend_process_new(const idevs_process_backend_options *opts, idevs_backend_impl **out, char *why,
                                     size_t why_len);
+
+/* ---- the tpm backend (backend_tpm.c, docs/BACKENDS.md "tpm") ---- */
+
+#define IDEVS_TPM_PCR_DEFAULT 15 /* the register: docs/BACKENDS.md says why this one */
+
+typedef struct idevs_tpm_backend_options {
+    const char *state_dir;     /* as the process backend's: sealing.key, sealed blobs */
+    const char *tpm_state_dir; /* holds tpm/ (the AK, its certificate, the event log), shared by a broker's
+                                * processes; NULL: state_dir */
+    const char *run_as;        /* as the process backend's */
+    const char *tcti;          /* "device:/dev/tpmrm0", "swtpm:path=/run/swtpm.sock", ... */
+    unsigned pcr;              /* the register, one of 8-15 */
+} idevs_tpm_backend_options;
+
+/* Refuses without an AK certificate (enrollment not done) or when the TPM does not load the AK. */
+idevs_err idevs_backend_tpm_new(const idevs_tpm_backend_options *opts, idevs_backend_impl **out, char *why,
+                                size_t why_len);
+/* The register rule: 8-15 (16 and 23 are resettable at locality 0, 0-7 are the boot PCRs). */
+idevs_err idevs_tpm_pcr_check(unsigned pcr, char *why, size_t why_len);
 
 /* ---- any backend ---- */
 

@@ -86,6 +86,8 @@ idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t ma
                               char *why, size_t why_len);
 /* Replaces name atomically: temporary file 0600, fsync, rename, fsync of the directory. On IDEVS_ERR_IO errno
  * says why (EROFS, EACCES, ENOSPC, ...). */
+idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len, char *why,
+                               size_t why_len);
 
 
 /* ---- deliveries ---- */

@@ -13,6 +13,7 @@ IDEVS_PACKAGES=(
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
   python3 python3-cryptography python3-protobuf python3-pyasn1-modules
   valgrind faketime libfaketime
+  swtpm swtpm-tools tpm2-tools libtss2-dev
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
