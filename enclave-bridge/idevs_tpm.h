@@ -6,7 +6,7 @@
  *   ak.pub   the attestation key's TPM2B_PUBLIC, marshalled (ECC P-256, restricted signing key, under the SRK)
  *   ak.priv  its TPM2B_PRIVATE, marshalled: wrapped by the TPM, usable only inside it
  *   ak.der   the AK certificate the operator issued (DER), installed by idevs_tpm_enroll_install()
- *   events   the launcher's event log since boot (backend_tpm.c) */
+ *   events.pcr<N>  the launcher's event log of register PCR N since boot (tpm_log.c) */
 #ifndef IDEVS_TPM_H
 #define IDEVS_TPM_H
 

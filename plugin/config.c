@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "idevs_backend.h"
 #include "idevs_plugin.h"
 
 #ifndef IDEVS_COMPARTMENT_DEFAULT
@@ -44,6 +45,9 @@ static const opt_spec specs[] = {
     UINT_OPT(certificate_validity_s, 600, 31536000),
     UINT_OPT(certificate_renew_after_s, 60, 31535999),
     { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
+    STR_OPT(backend, false),
+    STR_OPT(tpm_tcti, false),
+    UINT_OPT(tpm_pcr, 0, 23),
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -57,6 +61,37 @@ static bool parse_uint(const char *text, unsigned min, unsigned max, unsigned *o
     if (errno != 0 || *end != '\0' || v < min || v > max)
         return false;
     *out = (unsigned)v;
+    return true;
+}
+
+/* plugin_opt_backend and the tpm options that go with it. */
+static bool backend_options(idevs_plugin_config *c)
+{
+    bool tpm = c->backend != NULL && strcmp(c->backend, "tpm") == 0;
+    if (c->backend != NULL && !tpm && strcmp(c->backend, "process") != 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_backend: '%s' is neither 'process' "
+                             "nor 'tpm'", c->backend);
+        return false;
+    }
+    if (!tpm && (c->tpm_tcti != NULL || c->tpm_pcr != 0)) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: only with plugin_opt_backend tpm",
+                             c->tpm_tcti != NULL ? "tpm_tcti" : "tpm_pcr");
+        return false;
+    }
+    if (!tpm)
+        return true;
+    if (c->tpm_tcti == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_tpm_tcti: missing (required with "
+                             "plugin_opt_backend tpm), e.g. device:/dev/tpmrm0");
+        return false;
+    }
+    char why[256] = "";
+    if (c->tpm_pcr == 0)
+        c->tpm_pcr = IDEVS_TPM_PCR_DEFAULT;
+    else if (idevs_tpm_pcr_check(c->tpm_pcr, why, sizeof why) != IDEVS_OK) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_tpm_pcr: %s", why);
+        return false;
+    }
     return true;
 }
 
@@ -158,6 +193,8 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                              "before it expires", c->certificate_renew_after_s, validity);
         return false;
     }
+    if (!backend_options(c))
+        return false;
     if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
         return false;
@@ -197,6 +234,17 @@ bool idevs_plugin_config_load(idevs_plugin *p)
         return false;
     if (c->descriptor_dir != NULL && !check_file("descriptor_dir", c->descriptor_dir, true))
         return false;
+    if (c->backend != NULL && strcmp(c->backend, "tpm") == 0) {
+        /* The TPM answers, the host is enrolled and the AK loads: said once, here, not by every process. */
+        idevs_tpm_backend_options topts = {.state_dir = c->state_dir, .tcti = c->tpm_tcti, .pcr = c->tpm_pcr};
+        idevs_backend_impl *probe = NULL;
+        char twhy[1024] = "";
+        if (idevs_backend_tpm_new(&topts, &probe, twhy, sizeof twhy) != IDEVS_OK) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_backend tpm: %s", twhy);
+            return false;
+        }
+        idevs_backend_free(probe);
+    }
     static const char *const parts[] = {"authority_key", "authority_cert", "operator_ca"};
     int failed = 0;
     char why[768] = "";
@@ -221,6 +269,8 @@ void idevs_plugin_config_free(idevs_plugin *p)
     free(c->operator_ca);
     free(c->state_dir);
     free(c->compartment);
+    free(c->backend);
+    free(c->tpm_tcti);
     memset(c, 0, sizeof *c);
     idevs_launcher_authority_clear(&p->authority);
 }

@@ -52,6 +52,9 @@ typedef struct idevs_plugin_config {
     unsigned certificate_validity_s;    /* each compartment certificate's; 0: the launcher's (7 days) */
     unsigned certificate_renew_after_s; /* renewed this long after its issue; 0: two thirds of the validity */
     idevs_acl_others acl_others;
+    char *backend;               /* plugin_opt_backend: "process" (default) or "tpm" */
+    char *tpm_tcti;              /* plugin_opt_tpm_tcti: required with backend tpm */
+    unsigned tpm_pcr;            /* plugin_opt_tpm_pcr: the tpm backend's register; default 15 */
 } idevs_plugin_config;
 
 /* Counters (metrics.c), per process. Only ever touched from the broker's thread. */

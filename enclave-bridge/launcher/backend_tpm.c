@@ -281,7 +281,7 @@ static idevs_err tpm_evidence(void *state, const idevs_image *image, const idevs
     selection(tb->pcr, &sel);
     if ((err = tpm_open(tb->tcti, &t, why, why_len)) != IDEVS_OK)
         return err;
-    if ((err = tpm_log_open(tb->dirfd, &logfd, &log, why, why_len)) == IDEVS_OK &&
+    if ((err = tpm_log_open(tb->dirfd, tb->pcr, &logfd, &log, why, why_len)) == IDEVS_OK &&
         (err = record_event(tb, &t, logfd, &log, event, why, why_len)) == IDEVS_OK &&
         (err = tpm_srk(&t, &srk, why, why_len)) == IDEVS_OK &&
         (err = tpm_ak_load(&t, tb->dirfd, srk, &ak, NULL, why, why_len)) == IDEVS_OK &&

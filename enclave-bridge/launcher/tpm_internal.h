@@ -16,7 +16,7 @@
 #define TPM_AK_PUB "ak.pub"
 #define TPM_AK_PRIV "ak.priv"
 #define TPM_AK_CERT "ak.der"
-#define TPM_EVENTS "events"
+#define TPM_EVENTS "events.pcr%u" /* one log per register */
 #define TPM_BOOT_PCRS 8 /* PCRs 0-7: firmware, boot loader, Secure Boot policy */
 
 typedef struct tpm_conn {
@@ -64,8 +64,9 @@ typedef struct tpm_log {
 idevs_err tpm_event_digest(const uint8_t event[TPM_EVENT_LEN], uint8_t digest[IDEVS_SHA256_LEN]);
 /* The register after the first n events, from zero. */
 idevs_err tpm_log_replay(const tpm_log *log, size_t n, uint8_t pcr[IDEVS_SHA256_LEN]);
-/* Opens (creating) and locks the log file of dirfd and reads it; *fd stays open and locked until tpm_log_close. */
-idevs_err tpm_log_open(int dirfd, int *fd, tpm_log *log, char *why, size_t why_len);
+/* Opens (creating) and locks the log of register pcr in dirfd and reads it; *fd stays open and locked until
+ * tpm_log_close. */
+idevs_err tpm_log_open(int dirfd, unsigned pcr, int *fd, tpm_log *log, char *why, size_t why_len);
 /* Keeps the longest prefix of the log that replays to pcr (a log of an earlier boot against a zero register:
  * none; an event appended whose extend was lost: all but it); none replays: IDEVS_ERR_IO. */
 idevs_err tpm_log_reconcile(int fd, tpm_log *log, const uint8_t pcr[IDEVS_SHA256_LEN], unsigned pcr_index,

@@ -1,6 +1,6 @@
 /* The tpm backend's event log: every certification the launcher extended into its register since boot, as
  * fixed records of measurement (32) || program UUID (16) || descriptor digest (32) || key binding (32), oldest
- * first, in <state dir>/tpm/events. A verifier replays it from a zero register (certs/tpm.proto, TpmEvent).
+ * first, in <state dir>/tpm/events.pcr<N> (one log per register). A verifier replays it from a zero register (certs/tpm.proto, TpmEvent).
  *
  * An event is written and synced before its extend, so a crash between the two leaves one event too many,
  * never one too few. At each use the log is reconciled with the register: the longest prefix that replays to
@@ -45,18 +45,20 @@ idevs_err tpm_log_replay(const tpm_log *log, size_t n, uint8_t pcr[IDEVS_SHA256_
     return IDEVS_OK;
 }
 
-idevs_err tpm_log_open(int dirfd, int *fd_out, tpm_log *log, char *why, size_t why_len)
+idevs_err tpm_log_open(int dirfd, unsigned pcr, int *fd_out, tpm_log *log, char *why, size_t why_len)
 {
     log->events = NULL;
     log->count = 0;
     *fd_out = -1;
-    int fd = openat(dirfd, TPM_EVENTS, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    char name[32];
+    snprintf(name, sizeof name, TPM_EVENTS, pcr);
+    int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
-        return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot open the TPM event log '%s': %s", TPM_EVENTS,
+        return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot open the TPM event log '%s': %s", name,
                           strerror(errno));
     struct stat st;
     if (flock(fd, LOCK_EX) != 0 || fstat(fd, &st) != 0) {
-        idevs_err err = idevs_fail(why, why_len, IDEVS_ERR_IO, "TPM event log '%s': %s", TPM_EVENTS, strerror(errno));
+        idevs_err err = idevs_fail(why, why_len, IDEVS_ERR_IO, "TPM event log '%s': %s", name, strerror(errno));
         close(fd);
         return err;
     }
@@ -65,7 +67,7 @@ idevs_err tpm_log_open(int dirfd, int *fd_out, tpm_log *log, char *why, size_t w
         close(fd);
         return idevs_fail(why, why_len, IDEVS_ERR_MALFORMED,
                           "the TPM event log '%s' is not a private file of ours of whole events (%lld bytes)",
-                          TPM_EVENTS, (long long)st.st_size);
+                          name, (long long)st.st_size);
     }
     size_t n = (size_t)st.st_size / TPM_EVENT_LEN;
     log->events = calloc(n + 1, TPM_EVENT_LEN);
@@ -77,7 +79,7 @@ idevs_err tpm_log_open(int dirfd, int *fd_out, tpm_log *log, char *why, size_t w
         free(log->events);
         log->events = NULL;
         close(fd);
-        return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot read the TPM event log '%s'", TPM_EVENTS);
+        return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot read the TPM event log '%s'", name);
     }
     log->count = n;
     *fd_out = fd;
@@ -96,16 +98,16 @@ idevs_err tpm_log_reconcile(int fd, tpm_log *log, const uint8_t pcr[IDEVS_SHA256
             continue;
         if (n != log->count) {
             if (ftruncate(fd, (off_t)(n * TPM_EVENT_LEN)) != 0 || fdatasync(fd) != 0)
-                return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot shorten the TPM event log '%s': %s",
-                                  TPM_EVENTS, strerror(errno));
+                return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot shorten the TPM event log of PCR %u: %s",
+                                  pcr_index, strerror(errno));
             log->count = n;
         }
         return IDEVS_OK;
     }
     return idevs_fail(why, why_len, IDEVS_ERR_IO,
                       "PCR %u holds a value the TPM event log does not replay to: another program extends it, or "
-                      "the log '%s' was lost; choose another register (plugin_opt_tpm_pcr) or reboot",
-                      pcr_index, TPM_EVENTS);
+                      "the log '" TPM_EVENTS "' was lost; choose another register (plugin_opt_tpm_pcr) or reboot",
+                      pcr_index, pcr_index);
 }
 
 idevs_err tpm_log_append(int fd, tpm_log *log, const uint8_t event[TPM_EVENT_LEN], char *why, size_t why_len)
@@ -116,8 +118,7 @@ idevs_err tpm_log_append(int fd, tpm_log *log, const uint8_t event[TPM_EVENT_LEN
                           "report carries: no more until the host reboots (docs/BACKENDS.md, \"tpm\")",
                           TPM_EVENTS_MAX);
     if (pwrite(fd, event, TPM_EVENT_LEN, (off_t)(log->count * TPM_EVENT_LEN)) != TPM_EVENT_LEN || fdatasync(fd) != 0)
-        return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot append to the TPM event log '%s': %s", TPM_EVENTS,
-                          strerror(errno));
+        return idevs_fail(why, why_len, IDEVS_ERR_IO, "cannot append to the TPM event log: %s", strerror(errno));
     memcpy(log->events[log->count], event, TPM_EVENT_LEN);
     log->count++;
     return IDEVS_OK;

@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def proto(work):
+    os.makedirs(work, exist_ok=True)
     if not os.path.exists(os.path.join(work, "tpm_pb2.py")):
         subprocess.run(["protoc", "--proto_path=" + os.path.join(ROOT, "certs"), "--python_out=" + work, "tpm.proto"],
                        check=True)
@@ -93,6 +94,7 @@ def check(resp_path, secret_path):
 
 
 def ca(work):
+    os.makedirs(work, exist_ok=True)
     key_path = os.path.join(work, "akca.key")
     if os.path.exists(key_path):
         key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
