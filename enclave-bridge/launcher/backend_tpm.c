@@ -1,5 +1,6 @@
-/* The `tpm` backend: the process backend's sandboxed process (measure, launch and, for now, its sealing key are
- * the process backend's, which this one wraps), with evidence from a TPM 2.0: each certification of new keys is
+/* The `tpm` backend: the process backend's sandboxed process (measure and launch are the process backend's,
+ * which this one wraps), a sealing secret the TPM keeps under the boot PCRs (tpm_seal.c), and evidence from a
+ * TPM 2.0: each certification of new keys is
  * extended into a register PCR and appended to the event log (tpm_log.c), then the AK quotes the boot PCRs 0-7
  * and the register with qualifying data = key binding || evidence nonce. The report (certs/tpm.proto,
  * TpmReport) goes into the evidence; docs/BACKENDS.md, "tpm", says what this adds and what it does not. */
@@ -20,8 +21,9 @@
 #define QUOTE_TRIES 3 /* a PCR that changed between read and quote: read and quote again */
 
 typedef struct tpm_backend {
-    idevs_backend_impl *process; /* measure, launch, sealing key, release */
-    int dirfd;                   /* <state dir>/tpm */
+    idevs_backend_impl *process; /* measure, launch, release */
+    int dirfd;                   /* <state dir>/tpm: the host's AK, its certificate, the event logs */
+    int state_dirfd;             /* the process's state directory: sealing.tpm */
     char *tcti;
     unsigned pcr;
     uint8_t *ak_cert; /* DER */
@@ -43,11 +45,22 @@ static idevs_err tpm_launch(void *state, const idevs_image *image, idevs_child *
     return idevs_backend_launch(tb->process, image, out, why, why_len);
 }
 
+/* The rule of every backend, from a secret the TPM unseals only on this boot configuration (tpm_seal.c). */
 static idevs_err tpm_sealing_key(void *state, const idevs_image *image, uint8_t key[IDEVS_SEALING_KEY_LEN],
                                  char *why, size_t why_len)
 {
     tpm_backend *tb = state;
-    return idevs_backend_sealing_key(tb->process, image, key, why, why_len);
+    uint8_t secret[IDEVS_SEALING_SECRET_LEN];
+    idevs_err err = tpm_sealing_secret(tb->tcti, tb->state_dirfd, secret, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    err = launcher_sealing_key(secret, image->measurement, key);
+    idevs_cleanse(secret, sizeof secret);
+    if (err != IDEVS_OK) {
+        idevs_cleanse(key, IDEVS_SEALING_KEY_LEN);
+        snprintf(why, why_len, "deriving the sealing key failed");
+    }
+    return err;
 }
 
 static void tpm_release_image(void *state, idevs_image *image)
@@ -64,6 +77,8 @@ static void tpm_free(void *state)
     idevs_backend_free(tb->process);
     if (tb->dirfd >= 0)
         close(tb->dirfd);
+    if (tb->state_dirfd >= 0)
+        close(tb->state_dirfd);
     free(tb->tcti);
     free(tb->ak_cert);
     free(tb->report);
@@ -351,7 +366,7 @@ idevs_err idevs_backend_tpm_new(const idevs_tpm_backend_options *opts, idevs_bac
     tpm_backend *tb = calloc(1, sizeof *tb);
     if (tb == NULL)
         return IDEVS_ERR_NOMEM;
-    tb->dirfd = -1;
+    tb->dirfd = tb->state_dirfd = -1;
     tb->pcr = opts->pcr;
     const char *tpm_state = opts->tpm_state_dir != NULL ? opts->tpm_state_dir : opts->state_dir;
     idevs_process_backend_options popts = {.state_dir = opts->state_dir, .run_as = opts->run_as};
@@ -361,6 +376,8 @@ idevs_err idevs_backend_tpm_new(const idevs_tpm_backend_options *opts, idevs_bac
         err = IDEVS_ERR_NOMEM;
     if (err == IDEVS_OK)
         err = idevs_backend_process_new(&popts, &tb->process, why, why_len);
+    if (err == IDEVS_OK)
+        err = launcher_state_dir_open(opts->state_dir, &tb->state_dirfd, why, why_len);
     if (err == IDEVS_OK)
         err = tpm_dir_open(tpm_state, false, &tb->dirfd, why, why_len);
     if (err == IDEVS_OK)

@@ -12,6 +12,7 @@
 #include "idevs_crypto.h"
 #include "idevs_error.h"
 #include "idevs_tpm.h"
+#include "launcher_internal.h"
 
 #define TPM_AK_PUB "ak.pub"
 #define TPM_AK_PRIV "ak.priv"
@@ -47,6 +48,13 @@ idevs_err tpm_ak_load(tpm_conn *t, int dirfd, ESYS_TR srk, ESYS_TR *ak, TPM2B_PU
 struct evp_pkey_st;
 idevs_err tpm_public_to_pkey(const TPM2B_PUBLIC *pub, struct evp_pkey_st **out);
 void tpm_flush(tpm_conn *t, ESYS_TR *handle);
+
+/* ---- the sealing secret (tpm_seal.c) ---- */
+#define TPM_SEALED_SECRET "sealing.tpm"
+/* Unseals dirfd's sealing.tpm (the boot PCRs 0-7 must be as when it was sealed: else IDEVS_ERR_UNSEAL, saying so),
+ * or, when there is none, makes a fresh secret and seals it to the PCRs as they are. */
+idevs_err tpm_sealing_secret(const char *tcti, int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                             size_t why_len);
 
 /* ---- the event log (tpm_log.c): fixed records of TPM_EVENT_LEN bytes, oldest first ---- */
 #define TPM_EVENT_LEN (IDEVS_SHA256_LEN + 16 + IDEVS_SHA256_LEN + IDEVS_SHA256_LEN)

@@ -3,7 +3,8 @@
 # directory): the configuration refused without enrollment and with bad tpm options (each naming its option),
 # then the host enrolled with idevs-tpm (the operator's side by tpm2_makecredential and a throwaway AK CA,
 # tests/tpm/tpm_operator.py), the echo process certified with a TPM report, a round trip with services that
-# allow backend tpm, and a broker restart that restores the keys without a new event in the register's log.
+# allow backend tpm, and a broker restart that restores the keys (sealing secret unsealed by the TPM) without a
+# new event in the register's log.
 #   test_tpm.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER IDEVS_TPM
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6 tpm_tool=$7
 here=$(cd "$(dirname "$0")" && pwd)
@@ -97,6 +98,9 @@ if start_broker "$work/tpm.conf"; then ok "the broker starts again"; else bail "
 fetch_chain "$work/chain2.pem"
 check "a new certificate is retained" grep -q 'BEGIN CERTIFICATE' "$work/chain2.pem"
 equal "the log still holds one event: the keys came back" "$(stat -c %s "$work/state/tpm/events.pcr15")" 112
+check "... unsealed with the TPM's sealing secret (keys restored)" grep -q "keys restored" "$work/tpm.conf.log"
+check "the sealing secret is sealed by the TPM, not a plain file" test -s "$work/state/echo/sealing.tpm" -a \
+  ! -e "$work/state/echo/sealing.key"
 stop_broker
 sanitizer_check "$work/tpm.conf"
 finish

@@ -7,7 +7,8 @@
  * the backend refusing to start unenrolled and with PCR 16, 23 or 7, the evidence's report (quote signature by
  * the AK, TPM_GENERATED, quote type, qualifying data, PCR digest, the log replaying to the register), one event
  * per distinct key binding, a reboot (the log starts again), a register extended behind the launcher's back
- * (refused), the bound on events per boot, and the sizes (report, compartment certificate) at that bound. */
+ * (refused), the bound on events per boot, the sizes (report, compartment certificate) at that bound, and the
+ * sealing secret kept by the TPM under PCRs 0-7. */
 #include <fcntl.h>
 #include <stdarg.h>
 #include <sys/wait.h>
@@ -437,6 +438,39 @@ static void test_bound(void)
     run_close(&r);
 }
 
+/* The sealing key: the same while the boot PCRs are; after PCR 0 changes the secret does not unseal (a clear
+ * error), and removing sealing.tpm starts over with another key (the compartment's keys are then fresh). */
+static void test_sealing(void)
+{
+    run r;
+    run_open(&r, 15);
+    char why[1024] = "", path[800];
+    uint8_t k1[IDEVS_SEALING_KEY_LEN], k2[IDEVS_SEALING_KEY_LEN], k3[IDEVS_SEALING_KEY_LEN];
+    idevs_err err = idevs_backend_sealing_key(r.b, &r.image, k1, why, sizeof why);
+    if (err != IDEVS_OK)
+        fprintf(stderr, "sealing key: %s\n", why);
+    CU_ASSERT_FATAL(err == IDEVS_OK);
+    CU_ASSERT_FATAL(idevs_backend_sealing_key(r.b, &r.image, k2, why, sizeof why) == IDEVS_OK);
+    CU_ASSERT_EQUAL(memcmp(k1, k2, sizeof k1), 0);
+    snprintf(path, sizeof path, "%s/sealing.tpm", state);
+    CU_ASSERT_EQUAL(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/sealing.key", state);
+    CU_ASSERT_NOT_EQUAL(access(path, F_OK), 0); /* no plain secret */
+    /* Another boot chain: PCR 0 extended. */
+    CU_ASSERT_FATAL(sh("tpm2_pcrextend -T '%s' 0:sha256=%064d >/dev/null 2>&1", tcti, 1) == 0);
+    CU_ASSERT_EQUAL(idevs_backend_sealing_key(r.b, &r.image, k2, why, sizeof why), IDEVS_ERR_UNSEAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "PCRs 0-7 changed"));
+    snprintf(path, sizeof path, "%s/sealing.tpm", state);
+    CU_ASSERT_FATAL(unlink(path) == 0);
+    CU_ASSERT_FATAL(idevs_backend_sealing_key(r.b, &r.image, k3, why, sizeof why) == IDEVS_OK);
+    CU_ASSERT_NOT_EQUAL(memcmp(k1, k3, sizeof k1), 0);
+    /* Booted as before again: the secret sealed under the other chain does not unseal now. */
+    CU_ASSERT_FATAL(sh(SWTPM " reboot %s/tpm >/dev/null", dir) == 0);
+    CU_ASSERT_EQUAL(idevs_backend_sealing_key(r.b, &r.image, k2, why, sizeof why), IDEVS_ERR_UNSEAL);
+    CU_ASSERT_FATAL(unlink(path) == 0);
+    run_close(&r);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -446,6 +480,7 @@ int main(void)
         {"enrollment, then evidence a verifier accepts; one event per key binding", test_evidence},
         {"reboot: the log starts again; an extend behind its back is refused", test_reboot},
         {"bound: events per boot, report and certificate sizes", test_bound},
+        {"sealing: the same key on the same boot chain, none after PCR 0 changed", test_sealing},
         CU_TEST_INFO_NULL,
     };
     return harness_run_suite("backend_tpm", init, clean, tests);
