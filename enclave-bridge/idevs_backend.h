@@ -67,6 +67,9 @@ typedef struct idevs_backend_ops {
                           const uint8_t key_binding[IDEVS_SHA256_LEN], idevs_evidence *ev, char *why, size_t why_len);
     idevs_err (*sealing_key)(void *state, const idevs_image *image, uint8_t key[IDEVS_SEALING_KEY_LEN], char *why,
                              size_t why_len);
+    /* Optional: the secret the launcher's own state (the replay record's HMAC key) derives from. NULL: the
+     * state directory's sealing.key, as the process backend's sealing key. */
+    idevs_err (*state_secret)(void *state, uint8_t secret[32], char *why, size_t why_len);
     void (*release_image)(void *state, idevs_image *image);
     void (*free)(void *state);
 } idevs_backend_ops;

@@ -87,3 +87,11 @@ void idevs_backend_free(idevs_backend_impl *b)
     b->ops->free(b->state);
     free(b);
 }
+
+idevs_err launcher_state_secret(idevs_launcher *l, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                                size_t why_len)
+{
+    if (l->backend != NULL && l->backend->ops->state_secret != NULL)
+        return l->backend->ops->state_secret(l->backend->state, secret, why, why_len);
+    return launcher_sealing_secret(l->state_dirfd, secret, why, why_len);
+}

@@ -63,6 +63,12 @@ static idevs_err tpm_sealing_key(void *state, const idevs_image *image, uint8_t 
     return err;
 }
 
+static idevs_err tpm_state_secret(void *state, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why, size_t why_len)
+{
+    tpm_backend *tb = state;
+    return tpm_sealing_secret(tb->tcti, tb->state_dirfd, secret, why, why_len);
+}
+
 static void tpm_release_image(void *state, idevs_image *image)
 {
     tpm_backend *tb = state;
@@ -322,6 +328,7 @@ static const idevs_backend_ops tpm_ops = {
     .launch = tpm_launch,
     .evidence = tpm_evidence,
     .sealing_key = tpm_sealing_key,
+    .state_secret = tpm_state_secret,
     .release_image = tpm_release_image,
     .free = tpm_free,
 };

@@ -54,6 +54,10 @@ struct idevs_backend_impl {
 };
 
 idevs_backend_impl *launcher_backend_wrap(const idevs_backend_ops *ops, void *state);
+/* The secret the replay record's key derives from: the backend's state_secret, or sealing.key of the state
+ * directory (a backend without one, or no backend yet). */
+idevs_err launcher_state_secret(idevs_launcher *l, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                                size_t why_len);
 
 /* image.c: copies path into a sealed memfd (F_SEAL_WRITE|GROW|SHRINK|SEAL) and hashes the memfd. */
 idevs_err launcher_seal_file(const char *path, const char *label, bool executable, int *fd,

@@ -13,7 +13,7 @@
  *
  * The file <program uuid>.replay has two slots of replay_record_slot_bytes(services), each u32 (big-endian)
  * length || an encoded SealedReplayRecord (replay_record.proto): a ReplayRecord and its HMAC-SHA256 under
- *   key = HKDF-SHA256(ikm = sealing secret (sealing.c), salt = "", info = "idevs replay record v2" || program).
+ *   key = HKDF-SHA256(ikm = sealing secret (sealing.c; the tpm backend's: tpm_seal.c), salt = "", info = "idevs replay record v2" || program).
  * A write goes, in place, to the slot the newer record does not occupy: it costs a pwrite (no new file, no
  * rename), and a write cut short by a crash leaves the other slot, the record before it, intact. Reading takes
  * the valid slot with the higher generation. Outputs leave after the pwrite (a crash of the broker cannot undo
@@ -340,7 +340,7 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     if (r->loaded)
         return IDEVS_OK;
     uint8_t secret[IDEVS_SEALING_SECRET_LEN];
-    idevs_err err = launcher_sealing_secret(l->state_dirfd, secret, why, why_len);
+    idevs_err err = launcher_state_secret(l, secret, why, why_len);
     if (err != IDEVS_OK)
         return err;
     uint8_t info[sizeof RECORD_KEY_LABEL - 1 + IDEVS_UUID_LEN];
