@@ -216,10 +216,10 @@ idevs_err tpm_public_to_pkey(const TPM2B_PUBLIC *pub, EVP_PKEY **out)
     EVP_PKEY_CTX *ctx = NULL;
     BIGNUM *n = NULL, *e = NULL;
     const char *type = NULL;
+    uint8_t point[65]; /* the builder keeps a pointer to it until OSSL_PARAM_BLD_to_param */
     bool ok = bld != NULL;
     if (ok && p->type == TPM2_ALG_ECC && p->parameters.eccDetail.curveID == TPM2_ECC_NIST_P256 &&
         p->unique.ecc.x.size == 32 && p->unique.ecc.y.size == 32) {
-        uint8_t point[65];
         point[0] = 0x04; /* uncompressed */
         memcpy(point + 1, p->unique.ecc.x.buffer, 32);
         memcpy(point + 33, p->unique.ecc.y.buffer, 32);
