@@ -20,6 +20,7 @@
 #ifndef IDEVS_BACKEND_H
 #define IDEVS_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -70,6 +71,11 @@ typedef struct idevs_backend_ops {
     /* Optional: the secret the launcher's own state (the replay record's HMAC key) derives from. NULL: the
      * state directory's sealing.key, as the process backend's sealing key. */
     idevs_err (*state_secret)(void *state, uint8_t secret[32], char *why, size_t why_len);
+    /* Optional: a counter outside the state directory that only goes up, for the replay record (tpm: an NV
+     * counter per program). Reads it (*created: it did not exist and was made now) and, when advance_to is
+     * above it, advances it to advance_to; *value is its value then. NULL: no rollback detection. */
+    idevs_err (*rollback_counter)(void *state, const idevs_uuid *program, uint64_t advance_to, uint64_t *value,
+                                  bool *created, char *why, size_t why_len);
     void (*release_image)(void *state, idevs_image *image);
     void (*free)(void *state);
 } idevs_backend_ops;

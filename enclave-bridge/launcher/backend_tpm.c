@@ -69,6 +69,13 @@ static idevs_err tpm_state_secret(void *state, uint8_t secret[IDEVS_SEALING_SECR
     return tpm_sealing_secret(tb->tcti, tb->state_dirfd, secret, why, why_len);
 }
 
+static idevs_err tpm_rollback_counter(void *state, const idevs_uuid *program, uint64_t advance_to, uint64_t *value,
+                                      bool *created, char *why, size_t why_len)
+{
+    tpm_backend *tb = state;
+    return tpm_counter(tb->tcti, program, advance_to, value, created, why, why_len);
+}
+
 static void tpm_release_image(void *state, idevs_image *image)
 {
     tpm_backend *tb = state;
@@ -329,6 +336,7 @@ static const idevs_backend_ops tpm_ops = {
     .evidence = tpm_evidence,
     .sealing_key = tpm_sealing_key,
     .state_secret = tpm_state_secret,
+    .rollback_counter = tpm_rollback_counter,
     .release_image = tpm_release_image,
     .free = tpm_free,
 };

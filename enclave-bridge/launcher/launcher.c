@@ -418,7 +418,7 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
         snprintf(why, why_len, "compartment '%s' (program %s) is already started", l->name, l->program_str);
         return IDEVS_ERR_NOT_NOW;
     }
-    char detail[256] = "";
+    char detail[768] = "";
     uint64_t certified_before = l->stats.certified;
     l->stopping = false;
     /* Before the first delivery can be accepted; later starts keep the record in memory. */

@@ -56,6 +56,9 @@ struct idevs_backend_impl {
 idevs_backend_impl *launcher_backend_wrap(const idevs_backend_ops *ops, void *state);
 /* The secret the replay record's key derives from: the backend's state_secret, or sealing.key of the state
  * directory (a backend without one, or no backend yet). */
+/* The backend's rollback counter (see idevs_backend_ops); *has false (and IDEVS_OK) when it keeps none. */
+idevs_err launcher_rollback_counter(idevs_launcher *l, uint64_t advance_to, bool *has, uint64_t *value,
+                                    bool *created, char *why, size_t why_len);
 idevs_err launcher_state_secret(idevs_launcher *l, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
                                 size_t why_len);
 
@@ -210,6 +213,10 @@ typedef struct replay_record {
     bool save_failing;      /* the last write failed (warned once) */
     int64_t next_save_ms;
     uint64_t saves;
+    /* With a backend's rollback counter: the value the records carry (the counter's, plus one until the next
+     * sync advances the counter to it); 0 without. */
+    uint64_t counter;
+    bool counter_failing;   /* advancing the counter failed (warned once) */
 } replay_record;
 
 /* ---- the launcher ---- */

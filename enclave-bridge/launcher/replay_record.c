@@ -36,6 +36,7 @@
 #include "launcher_internal.h"
 #include "idevs_receipt.h"
 #include "replay_record.pb-c.h"
+#include "tpm_internal.h"
 
 #define RECORD_VERSION 3u
 #define RECORD_VERSION_SENDERS 2u /* one epoch pair per sender: read as its instance 0, then written anew */
@@ -279,7 +280,7 @@ static bool sender_from(const Idevs__Launcher__V1__ReplaySender *e, uint32_t ver
 /* Parses one slot into senders (service_count entries, zeroed by the caller). NULL when it is good (with its
  * generation); otherwise what is wrong. */
 static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size_t slot_bytes,
-                              replay_sender *senders, uint64_t *generation, uint32_t *version)
+                              replay_sender *senders, uint64_t *generation, uint32_t *version, uint64_t *counter)
 {
     uint32_t len = get32(slot);
     if (len == 0)
@@ -327,11 +328,60 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t *slot, size
     if (bad == NULL) {
         *generation = rec->generation;
         *version = rec->version;
+        *counter = rec->counter;
     }
     if (rec != NULL)
         idevs__launcher__v1__replay_record__free_unpacked(rec, NULL);
     idevs__launcher__v1__sealed_replay_record__free_unpacked(sealed, NULL);
     return bad;
+}
+
+/* The NV index of the tpm backend's counter, for messages (0 with another backend). */
+static uint32_t counter_index(const idevs_launcher *l)
+{
+    return l->backend != NULL && idevs_backend_kind(l->backend) == IDEVS_BACKEND_TPM ? tpm_counter_index(&l->program) : 0;
+}
+
+/* Whether one slot of the file holds a record of ours (its authentication code matches). */
+static bool usable(const idevs_launcher *l, const uint8_t *data, size_t len)
+{
+    size_t slot_bytes = len / 2, n = l->deployment->service_count;
+    if (len % 2 != 0 || slot_bytes == 0 || slot_bytes % SLOT_UNIT != 0)
+        return false;
+    bool any = false;
+    for (int i = 0; i < 2 && !any; i++) {
+        replay_sender *senders = calloc(n > 0 ? n : 1, sizeof *senders);
+        uint64_t generation, counter;
+        uint32_t version;
+        any = senders != NULL && parse_slot(l, data + (size_t)i * slot_bytes, slot_bytes, senders, &generation,
+                                            &version, &counter) == NULL;
+        free(senders);
+    }
+    return any;
+}
+
+/* After a sync: the counter goes up to what the synced record carries, and later records carry one more. A
+ * failure is warned about once; the records written meanwhile stay acceptable (at or above the counter). */
+static void advance_counter(idevs_launcher *l)
+{
+    replay_record *r = &l->replay;
+    if (r->counter == 0)
+        return;
+    bool has = false, created = false;
+    uint64_t value = 0;
+    char why[512] = "";
+    if (launcher_rollback_counter(l, r->counter, &has, &value, &created, why, sizeof why) == IDEVS_OK &&
+        value >= r->counter) {
+        r->counter = value + 1;
+        if (r->counter_failing)
+            launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE, "advances its replay counter again");
+        r->counter_failing = false;
+    } else if (!r->counter_failing) {
+        r->counter_failing = true;
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
+                       "cannot advance its replay counter (%s): until it can, an older copy of the replay record "
+                       "would not be told from the current one", why);
+    }
 }
 
 idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
@@ -353,13 +403,26 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
         snprintf(why, why_len, "deriving the replay record's key failed");
         return err;
     }
-    r->loaded = true;
-
+    bool has_counter = false, created = false;
+    uint64_t nv = 0;
+    if ((err = launcher_rollback_counter(l, 0, &has_counter, &nv, &created, why, why_len)) != IDEVS_OK)
+        return err;
     char name[IDEVS_UUID_STR_LEN + 8], problem[256] = "";
     file_name(l, name);
     uint8_t *data = NULL;
     size_t len = 0;
     err = launcher_state_read(l->state_dirfd, name, 0, FILE_MAX, &data, &len, problem, sizeof problem);
+    /* A counter that was there already has seen records: none, or none usable, is a file removed or spoilt. */
+    if (has_counter && !created && (err != IDEVS_OK || data == NULL || !usable(l, data, len))) {
+        free(data);
+        return idevs_fail(why, why_len, IDEVS_ERR_REPLAY,
+                          "its replay record '%s' is %s, but the TPM's replay counter 0x%08x says records were "
+                          "written: refused, since envelopes done before would be accepted again; docs/BACKENDS.md, "
+                          "\"The NV counter\", says how to recover", name, data == NULL ? "missing" : "unusable",
+                          counter_index(l));
+    }
+    r->counter = has_counter ? nv + 1 : 0;
+    r->loaded = true;
     if (err == IDEVS_OK && data == NULL)
         return IDEVS_OK; /* the first start */
     const char *bad = NULL;
@@ -376,16 +439,28 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
             free(data);
             return IDEVS_ERR_NOMEM;
         }
-        uint64_t generation[2] = {0, 0};
+        uint64_t generation[2] = {0, 0}, counter[2] = {0, 0};
         uint32_t version[2] = {0, 0};
         const char *slot_bad[2];
         for (int i = 0; i < 2; i++)
             slot_bad[i] = parse_slot(l, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i], &generation[i],
-                                     &version[i]);
+                                     &version[i], &counter[i]);
         int best = slot_bad[0] != NULL ? 1 : slot_bad[1] != NULL ? 0 : generation[1] > generation[0];
         /* An empty slot is one never written (the file's first write goes to the second). */
         bool empty[2] = {get32(data) == 0, get32(data + slot_bytes) == 0};
+        if (slot_bad[best] == NULL && has_counter && counter[best] < nv) {
+            free(slot_senders[0]);
+            free(slot_senders[1]);
+            free(data);
+            return idevs_fail(why, why_len, IDEVS_ERR_REPLAY,
+                              "its replay record '%s' is older than the TPM's replay counter 0x%08x (record at %llu, "
+                              "counter at %llu): an earlier copy of the file was put back. Refused, since envelopes "
+                              "done since would be accepted again; docs/BACKENDS.md, \"The NV counter\", says how "
+                              "to recover", name, counter_index(l), (unsigned long long)counter[best],
+                              (unsigned long long)nv);
+        }
         if (slot_bad[best] == NULL) {
+            r->counter = has_counter ? (counter[best] > nv ? counter[best] : nv) + 1 : 0;
             if (slot_bytes != replay_record_slot_bytes(n) || version[best] != RECORD_VERSION)
                 r->dirty = true; /* written at once, in this format, into a file of this descriptor's size */
             free(r->senders);
@@ -489,6 +564,7 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
     rec.program.data = (uint8_t *)l->program.b;
     rec.program.len = IDEVS_UUID_LEN;
     rec.generation = generation;
+    rec.counter = r->counter;
     rec.senders = sender_ptrs;
     for (size_t i = 0; err == IDEVS_OK && i < dep->service_count; i++) {
         const replay_sender *s = &r->senders[i];
@@ -608,6 +684,7 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
             write_errno = errno;
         } else {
             r->unsynced = false;
+            advance_counter(l);
         }
     }
     /* The clock runs from a sync, a failure, or the first unsynced write after a sync: what is written is synced

@@ -12,6 +12,7 @@
 #include "idevs_crypto.h"
 #include "idevs_error.h"
 #include "idevs_tpm.h"
+#include "idevs_uuid.h"
 #include "launcher_internal.h"
 
 #define TPM_AK_PUB "ak.pub"
@@ -55,6 +56,15 @@ void tpm_flush(tpm_conn *t, ESYS_TR *handle);
  * or, when there is none, makes a fresh secret and seals it to the PCRs as they are. */
 idevs_err tpm_sealing_secret(const char *tcti, int dirfd, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
                              size_t why_len);
+
+/* ---- the rollback counter (tpm_counter.c) ---- */
+#define TPM_COUNTER_BASE 0x01100000u /* in the owner's range of NV indices (0x01000000-0x013fffff) */
+/* This program's NV index: TPM_COUNTER_BASE + 16 bits of SHA-256("idevs replay counter v1" || program). */
+uint32_t tpm_counter_index(const idevs_uuid *program);
+/* Reads the program's counter (defining it when absent) and, when advance_to is above it, increments it up to
+ * advance_to (at most 16 steps); *value is the counter's value then, *created whether it was defined now. */
+idevs_err tpm_counter(const char *tcti, const idevs_uuid *program, uint64_t advance_to, uint64_t *value,
+                      bool *created, char *why, size_t why_len);
 
 /* ---- the event log (tpm_log.c): fixed records of TPM_EVENT_LEN bytes, oldest first ---- */
 #define TPM_EVENT_LEN (IDEVS_SHA256_LEN + 16 + IDEVS_SHA256_LEN + IDEVS_SHA256_LEN)

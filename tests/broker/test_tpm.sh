@@ -4,7 +4,8 @@
 # then the host enrolled with idevs-tpm (the operator's side by tpm2_makecredential and a throwaway AK CA,
 # tests/tpm/tpm_operator.py), the echo process certified with a TPM report, a round trip with services that
 # allow backend tpm, and a broker restart that restores the keys (sealing secret unsealed by the TPM) without a
-# new event in the register's log.
+# new event in the register's log; the replay record bound to the TPM's NV counter (an older copy put back, or
+# the file removed, refused at start; the documented recovery).
 #   test_tpm.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER IDEVS_TPM
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6 tpm_tool=$7
 here=$(cd "$(dirname "$0")" && pwd)
@@ -77,22 +78,25 @@ tpm2_pcrread -T "$tcti" sha256:15 >"$work/pcr15" 2>&1
 check "PCR 15 is no longer zero" grep -Eq '15 *: 0x[0-9A-F]*[1-9A-F]' "$work/pcr15"
 
 policy=("${policy_tpm[@]}")
-printf 'confidential hello' >"$work/payload"
-seal store "confidential hello" "$work/in.env" || not_ok "store seals an input for the tpm compartment" "$work/seal.err"
-sub -t "$out_topic" -C 1 -W 8 -N >"$work/out.env" 2>"$work/sub.err" &
-sub_pid=$!
-sleep 0.3
-pub -q 1 -t "$in_topic" -f "$work/in.env" >/dev/null 2>&1
-wait "$sub_pid"
-check "a sealed output arrives" test -s "$work/out.env"
-check "sink, allowing backend tpm, opens it to the payload" "$env_tool" open --key "$pki/sink.key" \
-  --cert "$pki/sink.crt" --ca "$pki/ca.crt" --topic "$out_topic" "${policy[@]}" --in "$work/out.env" \
-  --out "$work/opened"
-check "... which is the payload sent" cmp "$work/payload" "$work/opened"
+# tpm_roundtrip CHAIN PAYLOAD NAME: store seals PAYLOAD to CHAIN, sink opens what comes out.
+tpm_roundtrip() {
+  seal store "$2" "$work/$3.env" "$1" || return 1
+  sub -t "$out_topic" -C 1 -W 8 -N >"$work/$3.out" 2>"$work/sub.err" &
+  local s=$!
+  sleep 0.3
+  pub -q 1 -t "$in_topic" -f "$work/$3.env" >/dev/null 2>&1
+  wait "$s"
+  "$env_tool" open --key "$pki/sink.key" --cert "$pki/sink.crt" --ca "$pki/ca.crt" --topic "$out_topic" \
+    "${policy[@]}" --in "$work/$3.out" --out "$work/$3.opened" 2>"$work/$3.err" && [ "$(cat "$work/$3.opened")" = "$2" ]
+}
+check "a sealed input comes out sealed, and sink, allowing backend tpm, opens it to the payload" \
+  tpm_roundtrip "$work/chain.pem" "confidential hello" first
 grep -F "certified in" "$work/tpm.conf.log" | tail -n 1 | sed 's/^/    /'
 
 # ---- a restart: the same keys, a fresh quote, no new event ----
 stop_broker
+cp -p "$work/state/echo/$program.replay" "$work/old.replay"
+check "the replay record was written" test -s "$work/old.replay"
 own_work
 if start_broker "$work/tpm.conf"; then ok "the broker starts again"; else bail "the broker starts again" "$work/tpm.conf.log"; fi
 fetch_chain "$work/chain2.pem"
@@ -101,6 +105,30 @@ equal "the log still holds one event: the keys came back" "$(stat -c %s "$work/s
 check "... unsealed with the TPM's sealing secret (keys restored)" grep -q "keys restored" "$work/tpm.conf.log"
 check "the sealing secret is sealed by the TPM, not a plain file" test -s "$work/state/echo/sealing.tpm" -a \
   ! -e "$work/state/echo/sealing.key"
+check "another input goes through the restarted compartment" tpm_roundtrip "$work/chain2.pem" "second hello" second
 stop_broker
 sanitizer_check "$work/tpm.conf"
+
+# ---- rollback: the record of before the second input put back, or removed, is refused ----
+cp -p "$work/state/echo/$program.replay" "$work/new.replay"
+cp -p "$work/old.replay" "$work/state/echo/$program.replay"
+expect_refusal "an older copy of the replay record is refused at start (the TPM's NV counter is ahead)" \
+  "is older than the TPM's replay counter" "$work/echo.json" "plugin_opt_backend tpm" "plugin_opt_tpm_tcti $tcti"
+rm -f "$work/state/echo/$program.replay"
+expect_refusal "a removed replay record is refused too" "is missing, but the TPM's replay counter" "$work/echo.json" \
+  "plugin_opt_backend tpm" "plugin_opt_tpm_tcti $tcti"
+index=$(grep -ho "replay counter 0x[0-9a-f]*" "$work"/bad*.conf.log | tail -n 1 | sed 's/.* //')
+cp -p "$work/new.replay" "$work/state/echo/$program.replay"
+write_conf "$work/tpm.conf" "$work/echo.json" "plugin_opt_backend tpm" "plugin_opt_tpm_tcti $tcti"  # a new port
+own_work
+if start_broker "$work/tpm.conf"; then ok "the current record is accepted"; else
+  bail "the current record is accepted" "$work/tpm.conf.log"; fi
+stop_broker
+# The documented recovery from a lost record: remove it and the counter; the next start begins both anew.
+rm -f "$work/state/echo/$program.replay"
+tpm2_nvundefine -T "$tcti" -C o "$index" >"$work/out" 2>&1 || not_ok "tpm2_nvundefine $index" "$work/out"
+own_work
+if start_broker "$work/tpm.conf"; then ok "after removing the record and the counter $index the broker starts"; else
+  bail "after removing the record and the counter the broker starts" "$work/tpm.conf.log"; fi
+stop_broker
 finish
