@@ -423,8 +423,14 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     }
     r->counter = has_counter ? nv + 1 : 0;
     r->loaded = true;
-    if (err == IDEVS_OK && data == NULL)
-        return IDEVS_OK; /* the first start */
+    if (err == IDEVS_OK && data == NULL) {
+        /* The first start. With a new counter, a record now: from here on, no record means a removed one. */
+        if (created) {
+            r->dirty = true;
+            replay_record_save(l, REPLAY_SAVE_FINAL);
+        }
+        return IDEVS_OK;
+    }
     const char *bad = NULL;
     size_t slot_bytes = len / 2;
     if (err == IDEVS_OK && (len % 2 != 0 || slot_bytes == 0 || slot_bytes % SLOT_UNIT != 0)) {
@@ -495,6 +501,8 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
                    "starts with an empty replay record: '%s' is unusable: %s. Envelopes it recorded as done may be "
                    "accepted once more while their key epochs are still accepted", name, bad);
+    if (created)
+        replay_record_save(l, REPLAY_SAVE_FINAL);
     return IDEVS_OK;
 }
 

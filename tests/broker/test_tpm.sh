@@ -70,6 +70,7 @@ if start_broker "$work/tpm.conf"; then ok "the broker starts with backend tpm"; 
   cat "$work/tpm.conf.out" >>"$work/tpm.conf.log" 2>/dev/null; bail "the broker starts with backend tpm" "$work/tpm.conf.log"; fi
 fetch_chain "$work/chain.pem"
 check "the compartment's chain is retained" grep -q 'BEGIN CERTIFICATE' "$work/chain.pem"
+check "the replay record is written at the first start, with the new counter" test -s "$work/state/echo/$program.replay"
 "$ca_tool" show "$work/chain.pem" >"$work/show" 2>&1
 check "its evidence names backend tpm" grep -q 'tpm' "$work/show"
 check "it carries a hardware report" grep -Eq 'hardware report: [1-9][0-9]* bytes' "$work/show"
