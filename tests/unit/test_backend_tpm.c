@@ -6,7 +6,8 @@
  * Checked: enrollment (request, activation, install; a challenge for another AK, a certificate of another key),
  * the backend refusing to start unenrolled and with PCR 16, 23 or 7, the evidence's report (quote signature by
  * the AK, TPM_GENERATED, quote type, qualifying data, PCR digest, the log replaying to the register), one event
- * per distinct key binding, a reboot (the log starts again), a register extended behind the launcher's back
+ * per distinct key binding, a stray event (a crash between append and extend: dropped), a reboot (the log starts
+ * again), a register extended behind the launcher's back
  * (refused), the bound on events per boot, the sizes (report, compartment certificate) at that bound, and the
  * sealing secret kept by the TPM under PCRs 0-7. */
 #include <fcntl.h>
@@ -371,6 +372,24 @@ static void test_evidence(void)
     binding_of(2, binding);
     CU_ASSERT_FATAL(certify(&r, 2, &ev, why, sizeof why) == IDEVS_OK);
     CU_ASSERT_EQUAL(check_report(&ev, binding, 15), 2);
+    /* A crash between appending an event and extending the register leaves one event too many: dropped. */
+    char path[800];
+    snprintf(path, sizeof path, "%s/tpm/events.pcr15", state);
+    int fd = open(path, O_WRONLY | O_APPEND);
+    CU_ASSERT_FATAL(fd >= 0);
+    uint8_t stray[TPM_EVENT_LEN];
+    memset(stray, 0x5a, sizeof stray);
+    CU_ASSERT_FATAL(write(fd, stray, sizeof stray) == (ssize_t)sizeof stray);
+    close(fd);
+    CU_ASSERT_FATAL(certify(&r, 2, &ev, why, sizeof why) == IDEVS_OK);
+    CU_ASSERT_EQUAL(check_report(&ev, binding, 15), 2);
+    struct stat st;
+    CU_ASSERT_FATAL(stat(path, &st) == 0);
+    CU_ASSERT_EQUAL(st.st_size, 2 * TPM_EVENT_LEN);
+    /* A log that is not whole events is refused, not guessed at. */
+    CU_ASSERT_FATAL(truncate(path, 2 * TPM_EVENT_LEN - 1) == 0);
+    CU_ASSERT_EQUAL(certify(&r, 2, &ev, why, sizeof why), IDEVS_ERR_MALFORMED);
+    CU_ASSERT_FATAL(truncate(path, 2 * TPM_EVENT_LEN) == 0);
     run_close(&r);
 }
 
@@ -477,7 +496,7 @@ int main(void)
         {"unenrolled: refused, naming the enrollment", test_unenrolled},
         {"enrollment refusals: another AK's challenge, another key's certificate", test_enroll_refusals},
         {"register: 16, 23 and outside 8-15 refused", test_pcr_choice},
-        {"enrollment, then evidence a verifier accepts; one event per key binding", test_evidence},
+        {"enrollment, then evidence a verifier accepts; one event per key binding; a stray event", test_evidence},
         {"reboot: the log starts again; an extend behind its back is refused", test_reboot},
         {"bound: events per boot, report and certificate sizes", test_bound},
         {"sealing: the same key on the same boot chain, none after PCR 0 changed", test_sealing},
