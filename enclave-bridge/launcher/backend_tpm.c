@@ -280,6 +280,25 @@ static idevs_err pack_report(tpm_backend *tb, const TPM2B_ATTEST *attest, const 
     return IDEVS_OK;
 }
 
+/* The AK the TPM loaded must be the one the certificate names: a host enrolled again since the start (a new AK)
+ * would otherwise sign quotes no verifier accepts. */
+static idevs_err ak_matches_cert(const tpm_backend *tb, const TPM2B_PUBLIC *pub, char *why, size_t why_len)
+{
+    const uint8_t *p = tb->ak_cert;
+    X509 *x = d2i_X509(NULL, &p, (long)tb->ak_cert_len);
+    EVP_PKEY *ak = NULL;
+    bool same = x != NULL && p == tb->ak_cert + tb->ak_cert_len && tpm_public_to_pkey(pub, &ak) == IDEVS_OK &&
+                EVP_PKEY_eq(ak, X509_get0_pubkey(x)) == 1;
+    EVP_PKEY_free(ak);
+    X509_free(x);
+    return same ? IDEVS_OK
+                : idevs_fail(why, why_len, IDEVS_ERR_CONFIG,
+                             "the AK certificate '%s/%s' does not name the attestation key in '%s' (enrolled again "
+                             "since the broker started, or the files were mixed): finish the enrollment "
+                             "(idevs-tpm enroll-install) and restart the broker", IDEVS_TPM_DIR, TPM_AK_CERT,
+                             TPM_AK_PUB);
+}
+
 static idevs_err tpm_evidence(void *state, const idevs_image *image, const idevs_uuid *program,
                               const uint8_t key_binding[IDEVS_SHA256_LEN], idevs_evidence *ev, char *why,
                               size_t why_len)
@@ -305,6 +324,7 @@ static idevs_err tpm_evidence(void *state, const idevs_image *image, const idevs
     TPM2B_ATTEST *attest = NULL;
     TPMT_SIGNATURE *sig = NULL;
     TPML_PCR_SELECTION sel;
+    TPM2B_PUBLIC akpub;
     uint8_t values[24][IDEVS_SHA256_LEN];
     selection(tb->pcr, &sel);
     if ((err = tpm_open(tb->tcti, &t, why, why_len)) != IDEVS_OK)
@@ -312,7 +332,8 @@ static idevs_err tpm_evidence(void *state, const idevs_image *image, const idevs
     if ((err = tpm_log_open(tb->dirfd, tb->pcr, &logfd, &log, why, why_len)) == IDEVS_OK &&
         (err = record_event(tb, &t, logfd, &log, event, why, why_len)) == IDEVS_OK &&
         (err = tpm_srk(&t, &srk, why, why_len)) == IDEVS_OK &&
-        (err = tpm_ak_load(&t, tb->dirfd, srk, &ak, NULL, why, why_len)) == IDEVS_OK &&
+        (err = tpm_ak_load(&t, tb->dirfd, srk, &ak, &akpub, why, why_len)) == IDEVS_OK &&
+        (err = ak_matches_cert(tb, &akpub, why, why_len)) == IDEVS_OK &&
         (err = quote(&t, ak, &sel, qualifying, sizeof qualifying, values, &attest, &sig, why, why_len)) == IDEVS_OK) {
         err = pack_report(tb, attest, sig, &sel, values, &log, why, why_len);
         Esys_Free(attest);
@@ -401,9 +422,11 @@ idevs_err idevs_backend_tpm_new(const idevs_tpm_backend_options *opts, idevs_bac
         /* The TPM answers and holds the AK: a start fails here, not at the first certification. */
         tpm_conn t;
         ESYS_TR srk = ESYS_TR_NONE, ak = ESYS_TR_NONE;
+        TPM2B_PUBLIC akpub;
         if ((err = tpm_open(tb->tcti, &t, why, why_len)) == IDEVS_OK) {
-            if ((err = tpm_srk(&t, &srk, why, why_len)) == IDEVS_OK)
-                err = tpm_ak_load(&t, tb->dirfd, srk, &ak, NULL, why, why_len);
+            if ((err = tpm_srk(&t, &srk, why, why_len)) == IDEVS_OK &&
+                (err = tpm_ak_load(&t, tb->dirfd, srk, &ak, &akpub, why, why_len)) == IDEVS_OK)
+                err = ak_matches_cert(tb, &akpub, why, why_len);
             tpm_flush(&t, &ak);
             tpm_flush(&t, &srk);
             tpm_close(&t);

@@ -162,8 +162,11 @@ void tpm_ak_template(TPM2B_PUBLIC *out)
     *out = (TPM2B_PUBLIC){.publicArea = {
         .type = TPM2_ALG_ECC,
         .nameAlg = TPM2_ALG_SHA256,
+        /* noDA: its authorization is empty, so dictionary-attack protection guards nothing, and a TPM locked out
+         * (after unclean shutdowns) would stop quoting. */
         .objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
-                            TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT,
+                            TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT |
+                            TPMA_OBJECT_NODA,
         .parameters.eccDetail = {.symmetric.algorithm = TPM2_ALG_NULL,
                                  .scheme = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256},
                                  .curveID = TPM2_ECC_NIST_P256, .kdf.scheme = TPM2_ALG_NULL},

@@ -39,7 +39,8 @@ idevs_err tpm_dir_open(const char *state_dir, bool create, int *dirfd, char *why
 idevs_err tpm_srk(tpm_conn *t, ESYS_TR *srk, char *why, size_t why_len);
 /* The EK from the TCG's default template (L-1 RSA 2048 or L-2 ECC P-256), its public part in *pub (Esys_Free). */
 idevs_err tpm_ek(tpm_conn *t, bool rsa, ESYS_TR *ek, TPM2B_PUBLIC **pub, char *why, size_t why_len);
-/* The AK template: ECC P-256, ECDSA-SHA256, fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign. */
+/* The AK template: ECC P-256, ECDSA-SHA256, fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|restricted|sign
+ * and noDA. */
 void tpm_ak_template(TPM2B_PUBLIC *out);
 /* Loads ak.pub and ak.priv of dirfd under srk. *pub (may be NULL) gets the public part. Without the files:
  * IDEVS_ERR_CONFIG naming the enrollment. */

@@ -9,7 +9,8 @@
 #   swtpm.sh start DIR   starts swtpm on the unix sockets DIR/tpm.sock (commands) and DIR/tpm.sock.ctrl (control),
 #                        as a daemon; its pid in DIR/swtpm.pid; prints the TCTI string swtpm:path=DIR/tpm.sock.
 #                        The TPM is started (TPM2_Startup(CLEAR)): PCRs are as after a boot.
-#   swtpm.sh stop DIR    TERM to the pid in DIR/swtpm.pid only, waits for it to end (KILL after 5 s).
+#   swtpm.sh stop DIR    TPM2_Shutdown(CLEAR) (tpm2_shutdown, when there), then TERM to the pid in DIR/swtpm.pid
+#                        only, and waits for it to end (KILL after 5 s).
 #   swtpm.sh reboot DIR  stop, then start: the TPM keeps its NV and keys, PCRs start from zero again.
 # Sourced, the same as functions swtpm_setup_dir, swtpm_start_dir, swtpm_stop_dir.
 set -u
@@ -71,6 +72,11 @@ swtpm_stop_dir() { # DIR
   local dir=$1 pid i
   [ -s "$dir/swtpm.pid" ] || return 0
   pid=$(cat "$dir/swtpm.pid")
+  # An orderly TPM2_Shutdown first, as an operating system does: a TPM started after a shutdown without it counts
+  # a dictionary-attack failure, and a few of those lock its keys out.
+  if command -v tpm2_shutdown >/dev/null && [ -S "$dir/tpm.sock" ]; then
+    timeout 5 tpm2_shutdown -T "swtpm:path=$dir/tpm.sock" >/dev/null 2>&1
+  fi
   kill -TERM "$pid" 2>/dev/null || { rm -f "$dir/swtpm.pid"; return 0; }
   for i in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break

@@ -7,8 +7,7 @@
  * the backend refusing to start unenrolled and with PCR 16, 23 or 7, the evidence's report (quote signature by
  * the AK, TPM_GENERATED, quote type, qualifying data, PCR digest, the log replaying to the register), one event
  * per distinct key binding, a stray event (a crash between append and extend: dropped), a reboot (the log starts
- * again), a register extended behind the launcher's back
- * (refused), the bound on events per boot, the sizes (report, compartment certificate) at that bound, and the
+ * again), a register extended behind the launcher's back (refused), a new AK without its certificate, the bound on events per boot, the sizes (report, compartment certificate) at that bound, and the
  * sealing secret kept by the TPM under PCRs 0-7. */
 #include <fcntl.h>
 #include <stdarg.h>
@@ -188,6 +187,8 @@ static void test_enroll_refusals(void)
     CU_ASSERT_EQUAL(idevs_tpm_enroll_activate(tcti, state, ch, len, &msg, &len, why, sizeof why), IDEVS_ERR_IO);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "ActivateCredential"));
     free(ch);
+    /* The TPM counts a failed activation against its dictionary-attack protection: reset, as an owner would. */
+    CU_ASSERT_FATAL(sh("tpm2_dictionarylockout -T '%s' --clear-lockout >/dev/null 2>&1", tcti) == 0);
     static const uint8_t junk[] = {0x08, 0x02}; /* version 2 */
     CU_ASSERT_EQUAL(idevs_tpm_enroll_activate(tcti, state, junk, sizeof junk, &msg, &len, why, sizeof why),
                     IDEVS_ERR_VERSION);
@@ -490,6 +491,27 @@ static void test_sealing(void)
     run_close(&r);
 }
 
+/* Enrolled again while a backend runs: a new AK, the old certificate gone from the directory but not from the
+ * backend's memory: refused, naming the enrollment; a new backend refuses too until the new certificate is in. */
+static void test_reenrolled(void)
+{
+    run r;
+    run_open(&r, 15);
+    char why[1024] = "";
+    idevs_evidence ev;
+    uint8_t *msg = NULL;
+    size_t len = 0;
+    CU_ASSERT_FATAL(idevs_tpm_enroll_request(tcti, state, "test-host", &msg, &len, why, sizeof why) == IDEVS_OK);
+    free(msg);
+    CU_ASSERT_EQUAL(certify(&r, 1, &ev, why, sizeof why), IDEVS_ERR_CONFIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "does not name the attestation key"));
+    run_close(&r);
+    enroll();
+    run_open(&r, 15);
+    CU_ASSERT_EQUAL(certify(&r, 1, &ev, why, sizeof why), IDEVS_OK);
+    run_close(&r);
+}
+
 int main(void)
 {
     CU_TestInfo tests[] = {
@@ -500,6 +522,7 @@ int main(void)
         {"reboot: the log starts again; an extend behind its back is refused", test_reboot},
         {"bound: events per boot, report and certificate sizes", test_bound},
         {"sealing: the same key on the same boot chain, none after PCR 0 changed", test_sealing},
+        {"enrolled again while running: the new AK without its certificate is refused", test_reenrolled},
         CU_TEST_INFO_NULL,
     };
     return harness_run_suite("backend_tpm", init, clean, tests);
