@@ -47,7 +47,7 @@ static const opt_spec specs[] = {
     { "acl_others", OPT_ACL, false, offsetof(idevs_plugin_config, acl_others), 0, 0 },
     STR_OPT(backend, false),
     STR_OPT(tpm_tcti, false),
-    UINT_OPT(tpm_pcr, 0, 23),
+    UINT_OPT(tpm_pcr, 8, 15), /* not 16 or 23 (resettable), not 0-7 (the boot PCRs): docs/BACKENDS.md */
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -64,8 +64,8 @@ static bool parse_uint(const char *text, unsigned min, unsigned max, unsigned *o
     return true;
 }
 
-/* plugin_opt_backend and the tpm options that go with it. */
-static bool backend_options(idevs_plugin_config *c)
+/* plugin_opt_backend and the tpm options that go with it (pcr_given: plugin_opt_tpm_pcr was a line). */
+static bool backend_options(idevs_plugin_config *c, bool pcr_given)
 {
     bool tpm = c->backend != NULL && strcmp(c->backend, "tpm") == 0;
     if (c->backend != NULL && !tpm && strcmp(c->backend, "process") != 0) {
@@ -73,7 +73,7 @@ static bool backend_options(idevs_plugin_config *c)
                              "nor 'tpm'", c->backend);
         return false;
     }
-    if (!tpm && (c->tpm_tcti != NULL || c->tpm_pcr != 0)) {
+    if (!tpm && (c->tpm_tcti != NULL || pcr_given)) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: only with plugin_opt_backend tpm",
                              c->tpm_tcti != NULL ? "tpm_tcti" : "tpm_pcr");
         return false;
@@ -83,13 +83,6 @@ static bool backend_options(idevs_plugin_config *c)
     if (c->tpm_tcti == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_tpm_tcti: missing (required with "
                              "plugin_opt_backend tpm), e.g. device:/dev/tpmrm0");
-        return false;
-    }
-    char why[256] = "";
-    if (c->tpm_pcr == 0)
-        c->tpm_pcr = IDEVS_TPM_PCR_DEFAULT;
-    else if (idevs_tpm_pcr_check(c->tpm_pcr, why, sizeof why) != IDEVS_OK) {
-        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_tpm_pcr: %s", why);
         return false;
     }
     return true;
@@ -103,6 +96,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
     c->poll_budget_ms = 2;
     c->metrics_interval_s = 10;
     c->log_interval_s = 10;
+    c->tpm_pcr = IDEVS_TPM_PCR_DEFAULT;
 
     for (int i = 0; i < option_count; i++) {
         const char *key = options[i].key, *value = options[i].value;
@@ -193,7 +187,10 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                              "before it expires", c->certificate_renew_after_s, validity);
         return false;
     }
-    if (!backend_options(c))
+    size_t pcr_spec = 0;
+    while (strcmp(specs[pcr_spec].name, "tpm_pcr") != 0)
+        pcr_spec++;
+    if (!backend_options(c, seen[pcr_spec]))
         return false;
     if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");

@@ -54,7 +54,7 @@ typedef struct idevs_plugin_config {
     idevs_acl_others acl_others;
     char *backend;               /* plugin_opt_backend: "process" (default) or "tpm" */
     char *tpm_tcti;              /* plugin_opt_tpm_tcti: required with backend tpm */
-    unsigned tpm_pcr;            /* plugin_opt_tpm_pcr: the tpm backend's register; default 15 */
+    unsigned tpm_pcr;            /* plugin_opt_tpm_pcr: the tpm backend's register, 8..15; default 15 */
 } idevs_plugin_config;
 
 /* Counters (metrics.c), per process. Only ever touched from the broker's thread. */

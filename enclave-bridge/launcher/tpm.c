@@ -72,6 +72,19 @@ void tpm_flush(tpm_conn *t, ESYS_TR *handle)
     *handle = ESYS_TR_NONE;
 }
 
+idevs_err tpm_nv_exists(tpm_conn *t, uint32_t index, bool *exists, char *why, size_t why_len)
+{
+    TPMI_YES_NO more = TPM2_NO;
+    TPMS_CAPABILITY_DATA *cap = NULL;
+    TSS2_RC rc = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES, index, 1,
+                                    &more, &cap);
+    if (rc != TSS2_RC_SUCCESS)
+        return tpm_fail(rc, "listing NV indices (TPM2_GetCapability)", why, why_len);
+    *exists = cap->data.handles.count >= 1 && cap->data.handles.handle[0] == index;
+    Esys_Free(cap);
+    return IDEVS_OK;
+}
+
 idevs_err tpm_dir_open(const char *state_dir, bool create, int *dirfd, char *why, size_t why_len)
 {
     int top = -1;

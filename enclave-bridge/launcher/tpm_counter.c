@@ -29,8 +29,15 @@ static idevs_err counter_handle(tpm_conn *t, uint32_t index, ESYS_TR *nv, bool *
                                 size_t why_len)
 {
     *created = false;
-    TSS2_RC rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nv);
-    if (rc == TSS2_RC_SUCCESS) {
+    bool exists = false;
+    idevs_err err = tpm_nv_exists(t, index, &exists, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    TSS2_RC rc = exists ? Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, nv)
+                        : TPM2_RC_HANDLE;
+    if (exists && rc != TSS2_RC_SUCCESS)
+        return tpm_fail(rc, "opening the replay counter's NV index", why, why_len);
+    if (exists) {
         TPM2B_NV_PUBLIC *pub = NULL;
         rc = Esys_NV_ReadPublic(t->esys, *nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
         bool counter = rc == TSS2_RC_SUCCESS &&

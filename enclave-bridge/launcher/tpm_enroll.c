@@ -26,9 +26,15 @@ static idevs_err nv_read_cert(tpm_conn *t, uint32_t index, uint8_t **out, size_t
 {
     ESYS_TR nv = ESYS_TR_NONE;
     TPM2B_NV_PUBLIC *pub = NULL;
+    bool exists = false;
+    idevs_err err = tpm_nv_exists(t, index, &exists, why, why_len);
+    if (err != IDEVS_OK)
+        return err;
+    if (!exists)
+        return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "no EK certificate at NV index 0x%08x", index);
     TSS2_RC rc = Esys_TR_FromTPMPublic(t->esys, index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
     if (rc != TSS2_RC_SUCCESS)
-        return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "no EK certificate at NV index 0x%08x", index);
+        return tpm_fail(rc, "opening the EK certificate's NV index", why, why_len);
     rc = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL);
     if (rc != TSS2_RC_SUCCESS) {
         Esys_TR_Close(t->esys, &nv);

@@ -50,6 +50,8 @@ idevs_err tpm_ak_load(tpm_conn *t, int dirfd, ESYS_TR srk, ESYS_TR *ak, TPM2B_PU
 struct evp_pkey_st;
 idevs_err tpm_public_to_pkey(const TPM2B_PUBLIC *pub, struct evp_pkey_st **out);
 void tpm_flush(tpm_conn *t, ESYS_TR *handle);
+/* Whether NV index is defined (asked with TPM2_GetCapability, so that an absent one is no TSS error log). */
+idevs_err tpm_nv_exists(tpm_conn *t, uint32_t index, bool *exists, char *why, size_t why_len);
 
 /* ---- the sealing secret (tpm_seal.c) ---- */
 #define TPM_SEALED_SECRET "sealing.tpm"

@@ -33,7 +33,7 @@ expect_refusal "an unknown backend is refused" "plugin_opt_backend: 'sgx2' is ne
   "$work/echo.json" "plugin_opt_backend sgx2"
 expect_refusal "backend tpm without a TCTI is refused" "plugin_opt_tpm_tcti: missing" "$work/echo.json" \
   "plugin_opt_backend tpm"
-expect_refusal "PCR 16 (resettable) is refused" "plugin_opt_tpm_pcr: PCR 16 can be reset" "$work/echo.json" \
+expect_refusal "PCR 16 (resettable) is refused" "plugin_opt_tpm_pcr: '16' is not a whole number from 8 to 15" "$work/echo.json" \
   "plugin_opt_backend tpm" "plugin_opt_tpm_tcti $tcti" "plugin_opt_tpm_pcr 16"
 expect_refusal "PCR 99 is refused" "plugin_opt_tpm_pcr: '99' is not a whole number" "$work/echo.json" \
   "plugin_opt_backend tpm" "plugin_opt_tpm_tcti $tcti" "plugin_opt_tpm_pcr 99"
