@@ -10,8 +10,9 @@
  *   sealing_key  a key only this measurement on this host obtains, under which the compartment keeps its
  *                private keys across restarts.
  *
- * `process` (backend_process.c) is the one implementation: a sandboxed Linux process started from sealed
- * memfds. Its evidence is signed by the launcher, so the broker host is part of the trusted base.
+ * `process` (backend_process.c): a sandboxed Linux process started from sealed memfds. Its evidence is signed by
+ * the launcher, so the broker host is part of the trusted base. `tpm` (backend_tpm.c): the same process, with a
+ * TPM 2.0 quote of the boot PCRs and of a register the launcher extends with each certification.
  *
  * measurement = SHA-256("idevs measurement v2" || SHA-256(host program) || SHA-256(logic)
  *                       || SHA-256(descriptor bytes))
@@ -19,6 +20,7 @@
 #ifndef IDEVS_BACKEND_H
 #define IDEVS_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -66,6 +68,14 @@ typedef struct idevs_backend_ops {
                           const uint8_t key_binding[IDEVS_SHA256_LEN], idevs_evidence *ev, char *why, size_t why_len);
     idevs_err (*sealing_key)(void *state, const idevs_image *image, uint8_t key[IDEVS_SEALING_KEY_LEN], char *why,
                              size_t why_len);
+    /* Optional: the secret the launcher's own state (the replay record's HMAC key) derives from. NULL: the
+     * state directory's sealing.key, as the process backend's sealing key. */
+    idevs_err (*state_secret)(void *state, uint8_t secret[32], char *why, size_t why_len);
+    /* Optional: a counter outside the state directory that only goes up, for the replay record (tpm: an NV
+     * counter per program). Reads it (*created: it did not exist and was made now) and, when advance_to is
+     * above it, advances it to advance_to; *value is its value then. NULL: no rollback detection. */
+    idevs_err (*rollback_counter)(void *state, const idevs_uuid *program, uint64_t advance_to, uint64_t *value,
+                                  bool *created, char *why, size_t why_len);
     void (*release_image)(void *state, idevs_image *image);
     void (*free)(void *state);
 } idevs_backend_ops;
@@ -81,6 +91,25 @@ typedef struct idevs_process_backend_options {
 
 idevs_err idevs_backend_process_new(const idevs_process_backend_options *opts, idevs_backend_impl **out, char *why,
                                     size_t why_len);
+
+/* ---- the tpm backend (backend_tpm.c, docs/BACKENDS.md "tpm") ---- */
+
+#define IDEVS_TPM_PCR_DEFAULT 15 /* the register: docs/BACKENDS.md says why this one */
+
+typedef struct idevs_tpm_backend_options {
+    const char *state_dir;     /* as the process backend's: sealing.key, sealed blobs */
+    const char *tpm_state_dir; /* holds tpm/ (the AK, its certificate, the event log), shared by a broker's
+                                * processes; NULL: state_dir */
+    const char *run_as;        /* as the process backend's */
+    const char *tcti;          /* "device:/dev/tpmrm0", "swtpm:path=/run/swtpm.sock", ... */
+    unsigned pcr;              /* the register, one of 8-15 */
+} idevs_tpm_backend_options;
+
+/* Refuses without an AK certificate (enrollment not done) or when the TPM does not load the AK. */
+idevs_err idevs_backend_tpm_new(const idevs_tpm_backend_options *opts, idevs_backend_impl **out, char *why,
+                                size_t why_len);
+/* The register rule: 8-15 (16 and 23 are resettable at locality 0, 0-7 are the boot PCRs). */
+idevs_err idevs_tpm_pcr_check(unsigned pcr, char *why, size_t why_len);
 
 /* ---- any backend ---- */
 

@@ -63,6 +63,12 @@ typedef struct idevs_launcher_config {
     const idevs_identity *authority;
     X509 *authority_cert; /* a reference is taken */
     const char *run_as;   /* user for the compartment when the launcher runs as root; NULL: "nobody" */
+    /* The isolation backend (docs/BACKENDS.md): NULL or "process", or "tpm", whose TPM is reached through tpm_tcti
+     * ("device:/dev/tpmrm0", "swtpm:path=...") and whose register is PCR tpm_pcr (0: 15). The tpm backend's
+     * host-wide files (enrollment, event log) are in state_dir/tpm/, shared by the processes of a broker. */
+    const char *backend;
+    const char *tpm_tcti;
+    unsigned tpm_pcr;
     unsigned certificate_validity_s; /* default 7 days */
     /* The running compartment's certificate is renewed (same keys, new evidence) this long after it was issued;
      * 0: two thirds of certificate_validity_s. Must be below certificate_validity_s. */
@@ -106,7 +112,7 @@ idevs_err idevs_launcher_authority_load(const char *key_path, const char *cert_p
 void idevs_launcher_authority_clear(idevs_launcher_authority *a);
 
 /* Reads the descriptor once (the bytes it measures are the bytes it routes by and publishes) and the service
- * certificates it names, opens the process backend, measures the host program and the logic (into sealed
+ * certificates it names, opens the backend (process or tpm), measures the host program and the logic (into sealed
  * memfds every start reuses). Starts nothing. On failure why names the problem (the file, the field). */
 idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **out, char *why, size_t why_len);
 

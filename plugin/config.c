@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "idevs_backend.h"
 #include "idevs_plugin.h"
 
 #ifndef IDEVS_COMPARTMENT_DEFAULT
@@ -51,6 +52,9 @@ static const opt_spec specs[] = {
     { "peer_bridge", OPT_LIST, false, offsetof(idevs_plugin_config, peer_bridges), 64, 0 },
     /* One line per process that joins a running one on another broker; the name is checked at the start. */
     { "join", OPT_LIST, false, offsetof(idevs_plugin_config, joins), IDEVS_PROCESSES_MAX, 0 },
+    STR_OPT(backend, false),
+    STR_OPT(tpm_tcti, false),
+    UINT_OPT(tpm_pcr, 8, 15), /* not 16 or 23 (resettable), not 0-7 (the boot PCRs): docs/BACKENDS.md */
 };
 #define SPEC_COUNT (sizeof specs / sizeof specs[0])
 
@@ -67,6 +71,30 @@ static bool parse_uint(const char *text, unsigned min, unsigned max, unsigned *o
     return true;
 }
 
+/* plugin_opt_backend and the tpm options that go with it (pcr_given: plugin_opt_tpm_pcr was a line). */
+static bool backend_options(idevs_plugin_config *c, bool pcr_given)
+{
+    bool tpm = c->backend != NULL && strcmp(c->backend, "tpm") == 0;
+    if (c->backend != NULL && !tpm && strcmp(c->backend, "process") != 0) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_backend: '%s' is neither 'process' "
+                             "nor 'tpm'", c->backend);
+        return false;
+    }
+    if (!tpm && (c->tpm_tcti != NULL || pcr_given)) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_%s: only with plugin_opt_backend tpm",
+                             c->tpm_tcti != NULL ? "tpm_tcti" : "tpm_pcr");
+        return false;
+    }
+    if (!tpm)
+        return true;
+    if (c->tpm_tcti == NULL) {
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_tpm_tcti: missing (required with "
+                             "plugin_opt_backend tpm), e.g. device:/dev/tpmrm0");
+        return false;
+    }
+    return true;
+}
+
 bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *options, int option_count)
 {
     idevs_plugin_config *c = &p->cfg;
@@ -75,6 +103,7 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
     c->poll_budget_ms = 2;
     c->metrics_interval_s = 10;
     c->log_interval_s = 10;
+    c->tpm_pcr = IDEVS_TPM_PCR_DEFAULT;
 
     for (int i = 0; i < option_count; i++) {
         const char *key = options[i].key, *value = options[i].value;
@@ -172,6 +201,11 @@ bool idevs_plugin_config_parse(idevs_plugin *p, const struct mosquitto_opt *opti
                              "before it expires", c->certificate_renew_after_s, validity);
         return false;
     }
+    size_t pcr_spec = 0;
+    while (strcmp(specs[pcr_spec].name, "tpm_pcr") != 0)
+        pcr_spec++;
+    if (!backend_options(c, seen[pcr_spec]))
+        return false;
     if (c->compartment == NULL && (c->compartment = strdup(IDEVS_COMPARTMENT_DEFAULT)) == NULL) {
         mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
         return false;
@@ -213,6 +247,17 @@ bool idevs_plugin_config_load(idevs_plugin *p)
         return false;
     if (c->ownership != NULL && !check_file("ownership", c->ownership, false))
         return false;
+    if (c->backend != NULL && strcmp(c->backend, "tpm") == 0) {
+        /* The TPM answers, the host is enrolled and the AK loads: said once, here, not by every process. */
+        idevs_tpm_backend_options topts = {.state_dir = c->state_dir, .tcti = c->tpm_tcti, .pcr = c->tpm_pcr};
+        idevs_backend_impl *probe = NULL;
+        char twhy[1024] = "";
+        if (idevs_backend_tpm_new(&topts, &probe, twhy, sizeof twhy) != IDEVS_OK) {
+            mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_backend tpm: %s", twhy);
+            return false;
+        }
+        idevs_backend_free(probe);
+    }
     static const char *const parts[] = {"authority_key", "authority_cert", "operator_ca"};
     int failed = 0;
     char why[768] = "";
@@ -241,6 +286,8 @@ void idevs_plugin_config_free(idevs_plugin *p)
     free(c->operator_ca);
     free(c->state_dir);
     free(c->compartment);
+    free(c->backend);
+    free(c->tpm_tcti);
     memset(c, 0, sizeof *c);
     idevs_launcher_authority_clear(&p->authority);
 }

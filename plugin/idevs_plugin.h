@@ -63,6 +63,9 @@ typedef struct idevs_plugin_config {
     idevs_text_list peer_users;  /* user names of peer brokers' bridges, which may publish a process's outputs */
     idevs_text_list peer_bridges;/* client ids of this broker's own bridges (local_clientid), likewise */
     idevs_text_list joins;       /* plugin_opt_join lines: processes that join a running one (docs/SCALING.md) */
+    char *backend;               /* plugin_opt_backend: "process" (default) or "tpm" */
+    char *tpm_tcti;              /* plugin_opt_tpm_tcti: required with backend tpm */
+    unsigned tpm_pcr;            /* plugin_opt_tpm_pcr: the tpm backend's register, 8..15; default 15 */
 } idevs_plugin_config;
 
 /* Counters (metrics.c), per process. Only ever touched from the broker's thread. */

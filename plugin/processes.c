@@ -115,6 +115,9 @@ static idevs_process *process_prepare(idevs_plugin *p, const char *descriptor, b
     lc.host_program = p->cfg.compartment;
     lc.state_dir = p->cfg.state_dir;
     lc.state_dir_per_process = true;
+    lc.backend = p->cfg.backend;
+    lc.tpm_tcti = p->cfg.tpm_tcti;
+    lc.tpm_pcr = p->cfg.tpm_pcr;
     lc.operator_ca = p->authority.operator_ca;
     lc.authority = p->authority.identity;
     lc.authority_cert = p->authority.cert;

@@ -192,6 +192,9 @@ void handshake_install_chain(compartment *c, const Idevs__Bridge__V1__Certified 
         cmp_fatal(c, IDEVS_ERR_NOMEM, "out of memory");
     idevs_cert_policy_require_evidence(self_policy, true);
     idevs_cert_policy_allow_process_backend_insecure(self_policy);
+    /* Which backend isolates us is the launcher's configuration, not ours to refuse; the TPM report inside is
+     * for the services, which check it under their own policy. */
+    idevs_cert_policy_allow_backend(self_policy, IDEVS_BACKEND_TPM);
     idevs_cert_policy_allow_debug_insecure(self_policy);
     idevs_cert_policy_expect_descriptor(self_policy, c->dep->digest);
     idevs_cert_policy_expect_program(self_policy, &c->dep->program);

@@ -87,3 +87,23 @@ void idevs_backend_free(idevs_backend_impl *b)
     b->ops->free(b->state);
     free(b);
 }
+
+idevs_err launcher_state_secret(idevs_launcher *l, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                                size_t why_len)
+{
+    if (l->backend != NULL && l->backend->ops->state_secret != NULL)
+        return l->backend->ops->state_secret(l->backend->state, secret, why, why_len);
+    return launcher_sealing_secret(l->state_dirfd, true, secret, why, why_len);
+}
+
+idevs_err launcher_rollback_counter(idevs_launcher *l, uint64_t advance_to, bool *has, uint64_t *value,
+                                    bool *created, char *why, size_t why_len)
+{
+    *has = l->backend != NULL && l->backend->ops->rollback_counter != NULL;
+    *value = 0;
+    *created = false;
+    if (!*has)
+        return IDEVS_OK;
+    return l->backend->ops->rollback_counter(l->backend->state, &l->program, advance_to, value, created, why,
+                                             why_len);
+}

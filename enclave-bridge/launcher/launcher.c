@@ -160,6 +160,27 @@ static char *state_dir_for(const idevs_launcher_config *cfg, const char *name, c
     return path;
 }
 
+/* The backend cfg names, with the state directory of this process. */
+static idevs_err open_backend(const idevs_launcher_config *cfg, const char *state_dir, idevs_backend_impl **out,
+                              char *why, size_t why_len)
+{
+    idevs_backend kind = IDEVS_BACKEND_PROCESS;
+    if (cfg->backend != NULL && idevs_backend_parse(cfg->backend, &kind) != IDEVS_OK)
+        return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "unknown backend '%s'", cfg->backend);
+    if (kind == IDEVS_BACKEND_PROCESS) {
+        idevs_process_backend_options popts = {.state_dir = state_dir, .run_as = cfg->run_as};
+        return idevs_backend_process_new(&popts, out, why, why_len);
+    }
+    if (kind == IDEVS_BACKEND_TPM) {
+        idevs_tpm_backend_options topts = {
+            .state_dir = state_dir, .tpm_state_dir = cfg->state_dir, .run_as = cfg->run_as, .tcti = cfg->tpm_tcti,
+            .pcr = cfg->tpm_pcr != 0 ? cfg->tpm_pcr : IDEVS_TPM_PCR_DEFAULT,
+        };
+        return idevs_backend_tpm_new(&topts, out, why, why_len);
+    }
+    return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "backend '%s' is not implemented here", cfg->backend);
+}
+
 static unsigned or_default(unsigned v, unsigned d)
 {
     return v != 0 ? v : d;
@@ -263,8 +284,8 @@ idevs_err idevs_launcher_new(const idevs_launcher_config *cfg, idevs_launcher **
         err = why[0] != '\0' ? IDEVS_ERR_CONFIG : IDEVS_ERR_NOMEM;
         goto fail;
     }
-    idevs_process_backend_options popts = {.state_dir = state_dir, .run_as = cfg->run_as};
-    if ((err = idevs_backend_process_new(&popts, &l->backend, why, why_len)) == IDEVS_OK)
+    err = open_backend(cfg, state_dir, &l->backend, why, why_len);
+    if (err == IDEVS_OK)
         err = launcher_state_dir_open(state_dir, &l->state_dirfd, why, why_len);
     free(state_dir);
     if (err != IDEVS_OK)
@@ -408,7 +429,7 @@ idevs_err idevs_launcher_start(idevs_launcher *l, char *why, size_t why_len)
         snprintf(why, why_len, "compartment '%s' (program %s) is already started", l->name, l->program_str);
         return IDEVS_ERR_NOT_NOW;
     }
-    char detail[256] = "";
+    char detail[768] = "";
     uint64_t certified_before = l->stats.certified;
     l->stopping = false;
     /* Before the first delivery can be accepted; later starts keep the record in memory. */

@@ -55,6 +55,13 @@ struct idevs_backend_impl {
 };
 
 idevs_backend_impl *launcher_backend_wrap(const idevs_backend_ops *ops, void *state);
+/* The secret the replay record's key derives from: the backend's state_secret, or sealing.key of the state
+ * directory (a backend without one, or no backend yet). */
+/* The backend's rollback counter (see idevs_backend_ops); *has false (and IDEVS_OK) when it keeps none. */
+idevs_err launcher_rollback_counter(idevs_launcher *l, uint64_t advance_to, bool *has, uint64_t *value,
+                                    bool *created, char *why, size_t why_len);
+idevs_err launcher_state_secret(idevs_launcher *l, uint8_t secret[IDEVS_SEALING_SECRET_LEN], char *why,
+                                size_t why_len);
 
 /* image.c: copies path into a sealed memfd (F_SEAL_WRITE|GROW|SHRINK|SEAL) and hashes the memfd. */
 idevs_err launcher_seal_file(const char *path, const char *label, bool executable, int *fd,
@@ -89,6 +96,8 @@ idevs_err launcher_state_read(int dirfd, const char *name, size_t min, size_t ma
                               char *why, size_t why_len);
 /* Replaces name atomically: temporary file 0600, fsync, rename, fsync of the directory. On IDEVS_ERR_IO errno
  * says why (EROFS, EACCES, ENOSPC, ...). */
+idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len, char *why,
+                               size_t why_len);
 
 
 /* ---- deliveries ---- */
@@ -207,6 +216,10 @@ typedef struct replay_record {
     bool save_failing;      /* the last write failed (warned once) */
     int64_t next_save_ms;
     uint64_t saves;
+    /* With a backend's rollback counter: the value the records carry (the counter's, plus one until the next
+     * sync advances the counter to it); 0 without. */
+    uint64_t counter;
+    bool counter_failing;   /* advancing the counter failed (warned once) */
 } replay_record;
 
 /* ---- the launcher ---- */

@@ -13,7 +13,7 @@
  *
  * The file <program uuid>.replay has two slots of replay_record_slot_bytes(services), each u32 (big-endian)
  * length || an encoded SealedReplayRecord (replay_record.proto): a ReplayRecord and its HMAC-SHA256 under
- *   key = HKDF-SHA256(ikm = sealing secret (sealing.c), salt = "", info = "idevs replay record v2" || program).
+ *   key = HKDF-SHA256(ikm = sealing secret (sealing.c; the tpm backend's: tpm_seal.c), salt = "", info = "idevs replay record v2" || program).
  * A write goes, in place, to the slot the newer record does not occupy: it costs a pwrite (no new file, no
  * rename), and a write cut short by a crash leaves the other slot, the record before it, intact. Reading takes
  * the valid slot with the higher generation. Outputs leave after the pwrite (a crash of the broker cannot undo
@@ -36,6 +36,7 @@
 #include "launcher_internal.h"
 #include "idevs_receipt.h"
 #include "replay_record.pb-c.h"
+#include "tpm_internal.h"
 
 #define RECORD_VERSION 3u
 #define RECORD_VERSION_SENDERS 2u /* one epoch pair per sender: read as its instance 0, then written anew */
@@ -278,7 +279,8 @@ static bool sender_from(const Idevs__Launcher__V1__ReplaySender *e, uint32_t ver
 /* Parses one slot into senders (service_count entries, zeroed by the caller). NULL when it is good (with its
  * generation); otherwise what is wrong. */
 static const char *parse_slot(const idevs_launcher *l, const uint8_t key[MAC_LEN], const uint8_t *slot,
-                              size_t slot_bytes, replay_sender *senders, uint64_t *generation, uint32_t *version)
+                              size_t slot_bytes, replay_sender *senders, uint64_t *generation, uint32_t *version,
+                              uint64_t *counter)
 {
     uint32_t len = get32(slot);
     if (len == 0)
@@ -326,6 +328,7 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t key[MAC_LEN
     if (bad == NULL) {
         *generation = rec->generation;
         *version = rec->version;
+        *counter = rec->counter;
     }
     if (rec != NULL)
         idevs__launcher__v1__replay_record__free_unpacked(rec, NULL);
@@ -333,13 +336,65 @@ static const char *parse_slot(const idevs_launcher *l, const uint8_t key[MAC_LEN
     return bad;
 }
 
+/* The NV index of the tpm backend's counter, for messages (0 with another backend). */
+static uint32_t counter_index(const idevs_launcher *l)
+{
+    return l->backend != NULL && idevs_backend_kind(l->backend) == IDEVS_BACKEND_TPM ? tpm_counter_index(&l->program) : 0;
+}
+
+/* Whether one slot of the file holds a record of ours (its authentication code matches). */
+static bool usable(const idevs_launcher *l, const uint8_t *data, size_t len)
+{
+    size_t slot_bytes = len / 2, n = l->deployment->service_count;
+    if (len % 2 != 0 || slot_bytes == 0 || slot_bytes % SLOT_UNIT != 0)
+        return false;
+    bool any = false;
+    for (int i = 0; i < 2 && !any; i++) {
+        replay_sender *senders = calloc(n > 0 ? n : 1, sizeof *senders);
+        uint64_t generation, counter;
+        uint32_t version;
+        any = senders != NULL && parse_slot(l, l->replay.key, data + (size_t)i * slot_bytes, slot_bytes, senders,
+                                            &generation, &version, &counter) == NULL;
+        free(senders);
+    }
+    return any;
+}
+
+/* After a sync: the counter goes up to what the synced record carries, and later records carry one more. A
+ * failure is warned about once; the records written meanwhile stay acceptable (at or above the counter). */
+static void advance_counter(idevs_launcher *l)
+{
+    replay_record *r = &l->replay;
+    if (r->counter == 0)
+        return;
+    bool has = false, created = false;
+    uint64_t value = 0;
+    char why[512] = "";
+    if (launcher_rollback_counter(l, r->counter, &has, &value, &created, why, sizeof why) == IDEVS_OK &&
+        value >= r->counter) {
+        r->counter = value + 1;
+        if (r->counter_failing)
+            launcher_event(l, IDEVS_LAUNCHER_EVENT_NOTICE, "advances its replay counter again");
+        r->counter_failing = false;
+    } else if (!r->counter_failing) {
+        r->counter_failing = true;
+        launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
+                       "cannot advance its replay counter (%s): until it can, an older copy of the replay record "
+                       "would not be told from the current one", why);
+    }
+}
+
+
 /* The key that authenticates the record of the state directory dirfd: from its sealing secret (created when
  * absent and create is set). */
-static idevs_err record_key(const idevs_launcher *l, int dirfd, bool create, uint8_t key[MAC_LEN], char *why,
+static idevs_err record_key(idevs_launcher *l, int dirfd, bool create, uint8_t key[MAC_LEN], char *why,
                             size_t why_len)
 {
     uint8_t secret[IDEVS_SEALING_SECRET_LEN];
-    idevs_err err = launcher_sealing_secret(dirfd, create, secret, why, why_len);
+    /* This broker's own: the backend's (the tpm backend's is sealed by the TPM); another broker's, moving its
+     * partitions here: its sealing.key, never made here. */
+    idevs_err err = dirfd == l->state_dirfd ? launcher_state_secret(l, secret, why, why_len)
+                                            : launcher_sealing_secret(dirfd, create, secret, why, why_len);
     if (err != IDEVS_OK)
         return err;
     uint8_t info[sizeof RECORD_KEY_LABEL - 1 + IDEVS_UUID_LEN];
@@ -361,15 +416,34 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     idevs_err err = record_key(l, l->state_dirfd, true, r->key, why, why_len);
     if (err != IDEVS_OK)
         return err;
-    r->loaded = true;
-
+    bool has_counter = false, created = false;
+    uint64_t nv = 0;
+    if ((err = launcher_rollback_counter(l, 0, &has_counter, &nv, &created, why, why_len)) != IDEVS_OK)
+        return err;
     char name[IDEVS_UUID_STR_LEN + 8], problem[256] = "";
     file_name(l, name);
     uint8_t *data = NULL;
     size_t len = 0;
     err = launcher_state_read(l->state_dirfd, name, 0, FILE_MAX, &data, &len, problem, sizeof problem);
-    if (err == IDEVS_OK && data == NULL)
-        return IDEVS_OK; /* the first start */
+    /* A counter that was there already has seen records: none, or none usable, is a file removed or spoilt. */
+    if (has_counter && !created && (err != IDEVS_OK || data == NULL || !usable(l, data, len))) {
+        free(data);
+        return idevs_fail(why, why_len, IDEVS_ERR_REPLAY,
+                          "its replay record '%s' is %s, but the TPM's replay counter 0x%08x says records were "
+                          "written: refused, since envelopes done before would be accepted again; docs/BACKENDS.md, "
+                          "\"The NV counter\", says how to recover", name, data == NULL ? "missing" : "unusable",
+                          counter_index(l));
+    }
+    r->counter = has_counter ? nv + 1 : 0;
+    r->loaded = true;
+    if (err == IDEVS_OK && data == NULL) {
+        /* The first start. With a new counter, a record now: from here on, no record means a removed one. */
+        if (created) {
+            r->dirty = true;
+            replay_record_save(l, REPLAY_SAVE_FINAL);
+        }
+        return IDEVS_OK;
+    }
     const char *bad = NULL;
     size_t slot_bytes = len / 2;
     if (err == IDEVS_OK && (len % 2 != 0 || slot_bytes == 0 || slot_bytes % SLOT_UNIT != 0)) {
@@ -384,16 +458,28 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
             free(data);
             return IDEVS_ERR_NOMEM;
         }
-        uint64_t generation[2] = {0, 0};
+        uint64_t generation[2] = {0, 0}, counter[2] = {0, 0};
         uint32_t version[2] = {0, 0};
         const char *slot_bad[2];
         for (int i = 0; i < 2; i++)
             slot_bad[i] = parse_slot(l, r->key, data + (size_t)i * slot_bytes, slot_bytes, slot_senders[i],
-                                     &generation[i], &version[i]);
+                                     &generation[i], &version[i], &counter[i]);
         int best = slot_bad[0] != NULL ? 1 : slot_bad[1] != NULL ? 0 : generation[1] > generation[0];
         /* An empty slot is one never written (the file's first write goes to the second). */
         bool empty[2] = {get32(data) == 0, get32(data + slot_bytes) == 0};
+        if (slot_bad[best] == NULL && has_counter && counter[best] < nv) {
+            free(slot_senders[0]);
+            free(slot_senders[1]);
+            free(data);
+            return idevs_fail(why, why_len, IDEVS_ERR_REPLAY,
+                              "its replay record '%s' is older than the TPM's replay counter 0x%08x (record at %llu, "
+                              "counter at %llu): an earlier copy of the file was put back. Refused, since envelopes "
+                              "done since would be accepted again; docs/BACKENDS.md, \"The NV counter\", says how "
+                              "to recover", name, counter_index(l), (unsigned long long)counter[best],
+                              (unsigned long long)nv);
+        }
         if (slot_bad[best] == NULL) {
+            r->counter = has_counter ? (counter[best] > nv ? counter[best] : nv) + 1 : 0;
             if (slot_bytes != replay_record_slot_bytes(n) || version[best] != RECORD_VERSION)
                 r->dirty = true; /* written at once, in this format, into a file of this descriptor's size */
             free(r->senders);
@@ -428,6 +514,8 @@ idevs_err replay_record_load(idevs_launcher *l, char *why, size_t why_len)
     launcher_event(l, IDEVS_LAUNCHER_EVENT_WARNING,
                    "starts with an empty replay record: '%s' is unusable: %s. Envelopes it recorded as done may be "
                    "accepted once more while their key epochs are still accepted", name, bad);
+    if (created)
+        replay_record_save(l, REPLAY_SAVE_FINAL);
     return IDEVS_OK;
 }
 
@@ -497,6 +585,7 @@ static idevs_err encode_slot(const idevs_launcher *l, uint64_t generation, uint8
     rec.program.data = (uint8_t *)l->program.b;
     rec.program.len = IDEVS_UUID_LEN;
     rec.generation = generation;
+    rec.counter = r->counter;
     rec.senders = sender_ptrs;
     for (size_t i = 0; err == IDEVS_OK && i < dep->service_count; i++) {
         const replay_sender *s = &r->senders[i];
@@ -616,6 +705,7 @@ bool replay_record_save(idevs_launcher *l, replay_save when)
             write_errno = errno;
         } else {
             r->unsynced = false;
+            advance_counter(l);
         }
     }
     /* The clock runs from a sync, a failure, or the first unsynced write after a sync: what is written is synced
@@ -683,6 +773,10 @@ static void merge_handled(idevs_handled *into, const idevs_handled_stream *h)
 
 idevs_err replay_record_adopt(idevs_launcher *l, int dirfd, char *why, size_t why_len)
 {
+    /* A TPM-sealed secret opens only on its own host: a tpm broker's record cannot be read elsewhere. */
+    if (l->backend != NULL && idevs_backend_kind(l->backend) == IDEVS_BACKEND_TPM)
+        return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "the tpm backend's replay record is authenticated by a "
+                          "secret only its own host's TPM unseals: moving partitions takes the process backend");
     uint8_t key[MAC_LEN];
     idevs_err err = record_key(l, dirfd, false, key, why, why_len);
     if (err != IDEVS_OK)
@@ -701,11 +795,12 @@ idevs_err replay_record_adopt(idevs_launcher *l, int dirfd, char *why, size_t wh
     size_t n = l->deployment->service_count, slot_bytes = len / 2;
     replay_sender *slot[2] = {calloc(n > 0 ? n : 1, sizeof(replay_sender)), calloc(n > 0 ? n : 1, sizeof(replay_sender))};
     const char *bad[2] = {"it has another size", "it has another size"};
-    uint64_t generation[2] = {0, 0};
+    uint64_t generation[2] = {0, 0}, counter[2] = {0, 0};
     uint32_t version[2] = {0, 0};
     if (slot[0] != NULL && slot[1] != NULL && len % 2 == 0 && slot_bytes > 0 && slot_bytes % SLOT_UNIT == 0)
         for (int i = 0; i < 2; i++)
-            bad[i] = parse_slot(l, key, data + (size_t)i * slot_bytes, slot_bytes, slot[i], &generation[i], &version[i]);
+            bad[i] = parse_slot(l, key, data + (size_t)i * slot_bytes, slot_bytes, slot[i], &generation[i], &version[i],
+                                &counter[i]);
     idevs_cleanse(key, sizeof key);
     free(data);
     int best = bad[0] != NULL ? 1 : bad[1] != NULL ? 0 : generation[1] > generation[0];

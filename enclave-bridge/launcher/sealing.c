@@ -195,3 +195,13 @@ idevs_err launcher_blob_write(int dirfd, const idevs_uuid *program, const uint8_
                  err == IDEVS_ERR_IO ? strerror(errno) : idevs_strerror(err));
     return err;
 }
+
+idevs_err launcher_state_write(int dirfd, const char *name, const uint8_t *data, size_t len, char *why,
+                               size_t why_len)
+{
+    idevs_err err = replace_file(dirfd, name, data, len, false);
+    if (err != IDEVS_OK)
+        snprintf(why, why_len, "cannot write '%s' in the state directory: %s", name,
+                 err == IDEVS_ERR_IO ? strerror(errno) : idevs_strerror(err));
+    return err;
+}

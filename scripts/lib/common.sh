@@ -15,6 +15,7 @@ IDEVS_PACKAGES=(
   python3 python3-cryptography python3-protobuf python3-pyasn1-modules
   valgrind faketime libfaketime
   haproxy
+  swtpm swtpm-tools tpm2-tools libtss2-dev
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -65,6 +65,7 @@ static option options[] = {
     UINT(log_interval_s), UINT(certificate_validity_s), UINT(certificate_renew_after_s),
     { "acl_others", K_ACL, offsetof(idevs_plugin_config, acl_others), false, false, 0, 0, 0, false },
     LIST(join, joins, IDEVS_PROCESSES_MAX),
+    PATH(backend), PATH(tpm_tcti), UINT(tpm_pcr),
 };
 #define OPTION_COUNT (sizeof options / sizeof options[0])
 
@@ -227,6 +228,28 @@ static verdict model(const struct mosquitto_opt *opts, size_t n)
     if (renew != NULL && number(renew) >= (validity != NULL ? number(validity) : 7ul * 86400ul)) {
         v.key = "certificate_renew_after_s";
         snprintf(v.problem, sizeof v.problem, "validity");
+        return v;
+    }
+    /* the backend, and the tpm options only with backend tpm */
+    const char *backend = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(opts[i].key, "backend") == 0)
+            backend = opts[i].value;
+    bool tpm = backend != NULL && strcmp(backend, "tpm") == 0;
+    if (backend != NULL && !tpm && strcmp(backend, "process") != 0) {
+        v.key = "backend";
+        snprintf(v.problem, sizeof v.problem, "neither 'process' nor 'tpm'");
+        return v;
+    }
+    bool tcti = seen[option_named("tpm_tcti") - options], pcr = seen[option_named("tpm_pcr") - options];
+    if (!tpm && (tcti || pcr)) {
+        v.key = tcti ? "tpm_tcti" : "tpm_pcr";
+        snprintf(v.problem, sizeof v.problem, "only with plugin_opt_backend tpm");
+        return v;
+    }
+    if (tpm && !tcti) {
+        v.key = "tpm_tcti";
+        snprintf(v.problem, sizeof v.problem, "missing");
         return v;
     }
     v.ok = true;

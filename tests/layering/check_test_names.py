@@ -28,6 +28,8 @@ COVERED = [
     ("enclave-bridge/compartment/*.c", "tests/unit/test_compartment.c"),
     ("enclave-bridge/launcher/*.c", "tests/unit/test_launcher.c"),
     ("enclave-bridge/launcher/gate.c", "tests/broker/test_rejections.sh"),
+    ("enclave-bridge/launcher/tpm_*.c", "tests/unit/test_backend_tpm.c"),
+    ("enclave-bridge/launcher/tpm_*.c", "tests/broker/test_tpm.sh"),
     ("plugin/acl_sources.c", "tests/broker/test_guard.sh"),
     ("plugin/config.c", "tests/broker/test_plugin.sh"),
     ("plugin/plugin.c", "tests/broker/test_plugin.sh"),
