@@ -179,13 +179,29 @@ void idevs_cert_policy_expect_descriptor(idevs_cert_policy *policy, const uint8_
 void idevs_cert_policy_expect_program(idevs_cert_policy *policy, const idevs_uuid *program);
 idevs_err idevs_cert_policy_expect_nonce(idevs_cert_policy *policy, const uint8_t *nonce, size_t len);
 
+/* The tpm backend (docs/CERTIFICATES.md, "tpm evidence"). Its certificates are refused unless the quote in the
+ * evidence verifies: see idevs_cert_verify. AK CAs issue the attestation key certificates; with none added, the
+ * operator CAs (idevs_cert_policy_add_ca) do. Same rules and errors as idevs_cert_policy_add_ca(_file). */
+idevs_err idevs_cert_policy_add_tpm_ak_ca(idevs_cert_policy *policy, X509 *ca);
+idevs_err idevs_cert_policy_add_tpm_ak_ca_file(idevs_cert_policy *policy, const char *pem_path);
+
+/* An expected set of boot PCRs (SHA-256 bank, PCRs 0 to 7): bit i of mask (not 0) says PCR i must equal
+ * values[i]; PCRs outside the mask are not compared. A quote passes when it matches any one set; with none added
+ * the boot PCRs are not compared. At most IDEVS_POLICY_TPM_PCR_SETS_MAX sets (then IDEVS_ERR_TOO_LARGE). */
+#define IDEVS_TPM_BOOT_PCRS 8
+#define IDEVS_POLICY_TPM_PCR_SETS_MAX 16
+idevs_err idevs_cert_policy_add_tpm_pcrs(idevs_cert_policy *policy, uint8_t mask,
+                                         const uint8_t values[IDEVS_TPM_BOOT_PCRS][IDEVS_SHA256_LEN]);
+
 /* Verification time (seconds since 1970); 0, the default, means the current time. For tests and audits. */
 void idevs_cert_policy_set_time(idevs_cert_policy *policy, time_t at);
 
 /* Applies one named setting, as command-line tools and configuration files spell them:
  *   ca FILE                  trust the operator CA certificate(s) in a PEM file
  *   require-evidence         peers must be attested compartments
- *   allow-backend NAME       accept a hardware backend (sgx, tdx, sev-snp, nitro, cheri)
+ *   allow-backend NAME       accept a hardware backend (sgx, tdx, sev-snp, nitro, cheri, tpm)
+ *   tpm-ak-ca FILE           trust the AK CA certificate(s) in a PEM file for tpm quotes (default: the ca)
+ *   tpm-pcrs I=HEX,...       an expected set of boot PCRs, e.g. 0=64 hex digits,7=64 hex digits (repeatable)
  *   allow-process-backend-insecure, allow-debug-insecure   (see above)
  *   measurement HEX          expect this measurement (64 hex digits; repeatable)
  *   descriptor-digest HEX    expect this deployment descriptor digest (64 hex digits)

@@ -4,7 +4,8 @@
 IDEVS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Everything idevs needs to build, test and run on Debian 12. python3-cryptography and python3-protobuf serve
-# the independent interoperability test only (with python3-pyasn1-modules).
+# the independent interoperability test only (with python3-pyasn1-modules). libtss2-dev reads TPM structures
+# (the tpm backend's quotes); swtpm, swtpm-tools and tpm2-tools are the software TPM its tests run against.
 IDEVS_PACKAGES=(
   meson ninja-build pkg-config gcc libc6-dev
   libssl-dev openssl
@@ -13,6 +14,7 @@ IDEVS_PACKAGES=(
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev
   python3 python3-cryptography python3-protobuf python3-pyasn1-modules
   valgrind faketime libfaketime
+  libtss2-dev swtpm swtpm-tools tpm2-tools
 )
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

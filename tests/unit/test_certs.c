@@ -325,7 +325,7 @@ static void test_backend_names(void)
     }
     CU_ASSERT_STRING_EQUAL(idevs_backend_name(IDEVS_BACKEND_SEV_SNP), "sev-snp");
     CU_ASSERT_PTR_NULL(idevs_backend_name((idevs_backend)0));
-    CU_ASSERT_PTR_NULL(idevs_backend_name((idevs_backend)7));
+    CU_ASSERT_PTR_NULL(idevs_backend_name((idevs_backend)8));
     CU_ASSERT_EQUAL(idevs_backend_parse("enclave", &b), IDEVS_ERR_INVALID_ARG);
     idevs_cert_policy *p = idevs_cert_policy_new();
     CU_ASSERT_EQUAL(idevs_cert_policy_allow_backend(p, IDEVS_BACKEND_PROCESS), IDEVS_ERR_INVALID_ARG);
@@ -691,7 +691,7 @@ static void test_evidence_malformed(void)
     CU_ASSERT_EQUAL(verify_with_evidence_bytes(p, buf, n, why, sizeof why), IDEVS_ERR_EVIDENCE_MALFORMED);
     /* unknown backend */
     e2 = ev;
-    e2.backend = (idevs_backend)7;
+    e2.backend = (idevs_backend)8;
     n = pack_evidence(&e2, 1, buf, sizeof buf);
     CU_ASSERT_EQUAL(verify_with_evidence_bytes(p, buf, n, why, sizeof why), IDEVS_ERR_EVIDENCE_MALFORMED);
     /* short nonce */
