@@ -158,7 +158,8 @@ idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *p
  * intermediate (an attestation authority) rather than directly by a trust anchor must carry evidence. */
 void idevs_cert_policy_require_evidence(idevs_cert_policy *policy, bool required);
 
-/* Hardware backends the verifier accepts. PROCESS is refused here: see the next function. */
+/* Hardware backends the verifier accepts. PROCESS is refused here: see the next function. Allowing TPM accepts
+ * tpm certificates whose quote verifies (idevs_cert_verify), never on the authority's word alone. */
 idevs_err idevs_cert_policy_allow_backend(idevs_cert_policy *policy, idevs_backend backend);
 
 /* Accept the `process` backend, where the broker host's launcher signs the evidence and no hardware isolates
@@ -237,8 +238,12 @@ typedef struct idevs_cert_info {
  * self-signature fails), _CERT_EXPIRED,
  * _CERT_NOT_YET_VALID, _EVIDENCE_MISSING, _EVIDENCE_MALFORMED, _KEY_BINDING_MISMATCH, _BACKEND_NOT_ALLOWED,
  * _PROCESS_BACKEND_NOT_OPTED_IN, _DEBUG_NOT_ALLOWED, _MEASUREMENT_MISMATCH, _DESCRIPTOR_MISMATCH,
- * _PROGRAM_MISMATCH, _NONCE_MISMATCH. info may be NULL; it is zeroed first and filled only on success.
- * The hardware report of a hardware backend is size-checked but not verified by this version. */
+ * _PROGRAM_MISMATCH, _NONCE_MISMATCH. Then, for tpm evidence (whether or not evidence is required), the quote
+ * and event log of its hardware report (docs/CERTIFICATES.md, "tpm evidence"): _EVIDENCE_MALFORMED,
+ * _TPM_AK_UNTRUSTED, _TPM_SIGNATURE, _TPM_NOT_QUOTE, _TPM_QUOTE_BINDING, _TPM_QUOTE_NONCE, _TPM_PCR_SELECTION,
+ * _TPM_PCR_DIGEST, _TPM_LOG_REPLAY, _TPM_EVENT_MISSING, _TPM_BOOT_PCRS. info may be NULL; it is zeroed first
+ * and filled only on success. The hardware report of the other hardware backends is size-checked but not
+ * verified by this version. */
 idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *const *der, const size_t *der_len,
                             size_t count, idevs_cert_info *info, char *why, size_t why_len);
 
