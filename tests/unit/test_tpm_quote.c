@@ -1,6 +1,7 @@
 /* The tpm backend's evidence (certs/tpm_quote.c), verified against real quotes: the suite starts its own swtpm in a
  * temporary directory, makes an ECDSA P-256 restricted signing AK and quotes with tpm2-tools, issues the AK
- * certificate and compartment certificates, and checks each refusal with its own error. */
+ * certificate and compartment certificates, and checks each refusal with its own error. Every verdict is also
+ * asked of tests/interop/idevs_tpm.py, an independent verifier written from docs/PROTOCOL.md, which must agree. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -68,6 +69,7 @@ static size_t ak_cert_len, other_ak_cert_len;
 static tev glog[SEL_MAX][LOG_MAX]; /* what each PCR was extended with since the swtpm started */
 static size_t glog_n[SEL_MAX];
 static uint8_t M[32], D[32];
+static char script[512]; /* tests/interop/idevs_tpm.py */
 
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -149,6 +151,17 @@ static int start_swtpm(void)
     return -1;
 }
 
+static int write_file(const char *name, const uint8_t *data, size_t len)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    size_t n = fwrite(data, 1, len, f);
+    return fclose(f) == 0 && n == len ? 0 : -1;
+}
+
 static uint8_t *cert_der(X509 *x, size_t *len)
 {
     uint8_t *der = NULL;
@@ -191,6 +204,24 @@ static int suite_init(void)
     other_ak_cert = cert_der(y, &other_ak_cert_len);
     X509_free(x);
     X509_free(y);
+    size_t len = 0;
+    uint8_t *ca = cert_der(pki.ca_cert, &len), *other = NULL;
+    int w = ca != NULL ? write_file("ca.der", ca, len) : -1;
+    other = cert_der(other_pki.ca_cert, &len);
+    w |= other != NULL ? write_file("other-ca.der", other, len) : -1;
+    free(ca);
+    free(other);
+    if (w != 0)
+        return -1;
+    /* The tests run in tests/unit (meson's workdir), or with IDEVS_SOURCE_ROOT set. */
+    const char *root = getenv("IDEVS_SOURCE_ROOT");
+    snprintf(script, sizeof script, "%s/interop/idevs_tpm.py", root != NULL ? root : "..");
+    if (root != NULL)
+        snprintf(script, sizeof script, "%s/tests/interop/idevs_tpm.py", root);
+    if (access(script, R_OK) != 0) {
+        fprintf(stderr, "cannot find %s\n", script);
+        return -1;
+    }
     memset(M, 0x4d, sizeof M);
     memset(D, 0x44, sizeof D);
     return ak_cert != NULL && other_ak_cert != NULL ? 0 : -1;
@@ -357,6 +388,7 @@ static idevs_err verify_report(const scene *sc, const idevs_evidence *ev, const 
     size_t len[2];
     CU_ASSERT_FATAL(idevs_cert_to_der(leaf, &der[0], &len[0]) == IDEVS_OK);
     CU_ASSERT_FATAL(idevs_cert_to_der(pki.authority_cert, &der[1], &len[1]) == IDEVS_OK);
+    CU_ASSERT_FATAL(write_file("leaf.der", der[0], len[0]) == 0); /* for py_agrees */
     idevs_err err = idevs_cert_verify(policy, (const uint8_t *const *)der, len, 2, NULL, why, why_len);
     free(der[0]);
     free(der[1]);
@@ -371,6 +403,33 @@ static idevs_err verify_scene(const scene *sc, const idevs_cert_policy *policy, 
     idevs_err err = verify_report(sc, &sc->ev, report, len, policy, why, why_len);
     free(report);
     return err;
+}
+
+/* The independent verifier, on the leaf verify_report wrote last, with the AK CA ca_file (in dir) and the extra
+ * arguments (boot PCR sets), gives the verdict C gave. */
+static void py_agrees(idevs_err c_err, const char *ca_file, const char *extra)
+{
+    char cmd[4096], got[64] = "";
+    /* Debian's python3, with python3-cryptography and python3-pyasn1-modules, as tests/interop uses. */
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s verify %s/leaf.der %s/%s %s >%s/py.txt 2>&1", script, dir, dir,
+             ca_file, extra != NULL ? extra : "", dir);
+    int rc = system(cmd);
+    snprintf(cmd, sizeof cmd, "%s/py.txt", dir);
+    FILE *f = fopen(cmd, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    if (fgets(got, sizeof got, f) != NULL)
+        got[strcspn(got, "\n")] = '\0';
+    if (rc != 0) { /* its traceback */
+        fprintf(stderr, "\nidevs_tpm.py failed: %s", got);
+        char line[256];
+        while (fgets(line, sizeof line, f) != NULL)
+            fputs(line, stderr);
+    }
+    fclose(f);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    if (strcmp(got, idevs_err_name(c_err)) != 0)
+        fprintf(stderr, "\nidevs_tpm.py says '%s', C says '%s'\n", got, idevs_err_name(c_err));
+    CU_ASSERT_STRING_EQUAL(got, idevs_err_name(c_err));
 }
 
 /* Trusts the operator CA, requires evidence and allows tpm, through the settings a configuration file uses. */
@@ -395,6 +454,7 @@ static void expect(const scene *sc, idevs_err err, const char *phrase)
         fprintf(stderr, "\nexpected %s ('%s'), got %s: %s\n", idevs_err_name(err), phrase, idevs_err_name(got), why);
     CU_ASSERT_EQUAL(got, err);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, phrase));
+    py_agrees(got, "ca.der", NULL);
     idevs_cert_policy_free(policy);
 }
 
@@ -539,9 +599,11 @@ static void test_ak_certificate(void)
     fclose(f);
     CU_ASSERT_EQUAL_FATAL(idevs_cert_policy_apply(p, "tpm-ak-ca", file, why, sizeof why), IDEVS_OK);
     CU_ASSERT_EQUAL(verify_scene(&sc, p, why, sizeof why), IDEVS_OK);
+    py_agrees(IDEVS_OK, "other-ca.der", NULL);
     sc.p.ak = ak_cert;
     sc.p.ak_len = ak_cert_len;
     CU_ASSERT_EQUAL(verify_scene(&sc, p, why, sizeof why), IDEVS_ERR_TPM_AK_UNTRUSTED);
+    py_agrees(IDEVS_ERR_TPM_AK_UNTRUSTED, "other-ca.der", NULL);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "policy's AK CAs"));
     idevs_cert_policy_free(p);
     /* A certificate of the operator CA that is not an AK certificate (a service's): refused for the missing mark. */
@@ -606,9 +668,14 @@ static void test_boot_pcrs(void)
     CU_ASSERT_EQUAL_FATAL(idevs_cert_policy_apply(p, "tpm-pcrs", bad, why, sizeof why), IDEVS_OK);
     CU_ASSERT_EQUAL(verify_scene(&sc, p, why, sizeof why), IDEVS_ERR_TPM_BOOT_PCRS);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "PCR 0 is"));
+    char args[1700];
+    snprintf(args, sizeof args, "--pcrs %s", bad);
+    py_agrees(IDEVS_ERR_TPM_BOOT_PCRS, "ca.der", args);
     /* Any one set matches: the platform's other firmware version. */
     CU_ASSERT_EQUAL_FATAL(idevs_cert_policy_apply(p, "tpm-pcrs", good, why, sizeof why), IDEVS_OK);
     CU_ASSERT_EQUAL(verify_scene(&sc, p, why, sizeof why), IDEVS_OK);
+    snprintf(args, sizeof args, "--pcrs %s --pcrs %s", bad, good);
+    py_agrees(IDEVS_OK, "ca.der", args);
     idevs_cert_policy_free(p);
     /* A set naming only PCR 7 (Secure Boot state). */
     p = tpm_policy();
@@ -617,6 +684,8 @@ static void test_boot_pcrs(void)
     snprintf(one, sizeof one, "7=%s", h);
     CU_ASSERT_EQUAL_FATAL(idevs_cert_policy_apply(p, "tpm-pcrs", one, why, sizeof why), IDEVS_OK);
     CU_ASSERT_EQUAL(verify_scene(&sc, p, why, sizeof why), IDEVS_OK);
+    snprintf(args, sizeof args, "--pcrs %s", one);
+    py_agrees(IDEVS_OK, "ca.der", args);
     idevs_cert_policy_free(p);
     /* The setting's syntax. */
     p = tpm_policy();
@@ -699,9 +768,11 @@ static void test_malformed_report(void)
     char why[512];
     CU_ASSERT_EQUAL(verify_report(&sc, &sc.ev, report, len, p, why, sizeof why), IDEVS_ERR_EVIDENCE_MALFORMED);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "unknown field"));
+    py_agrees(IDEVS_ERR_EVIDENCE_MALFORMED, "ca.der", NULL);
     /* No report at all. */
     CU_ASSERT_EQUAL(verify_report(&sc, &sc.ev, NULL, 0, p, why, sizeof why), IDEVS_ERR_EVIDENCE_MALFORMED);
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "no hardware report"));
+    py_agrees(IDEVS_ERR_EVIDENCE_MALFORMED, "ca.der", NULL);
     /* Not a protobuf message. */
     CU_ASSERT_EQUAL(verify_report(&sc, &sc.ev, (const uint8_t *)"\xff\xff\xff", 3, p, why, sizeof why),
                     IDEVS_ERR_EVIDENCE_MALFORMED);
