@@ -109,8 +109,11 @@ class Reader:
     def u32(self):
         return struct.unpack(">I", self.take(4))[0]
 
-    def tpm2b(self):
-        return self.take(self.u16())
+    def tpm2b(self, limit):
+        n = self.u16()
+        if n > limit:  # larger than the TPM type holds
+            raise Refused(self.error)
+        return self.take(n)
 
     def end(self):
         if self.i != len(self.data):
@@ -193,7 +196,7 @@ def verify(leaf_der, ca_der, pcr_sets):
     alg, hash_alg = s.u16(), s.u16()
     if alg != 0x0018 or hash_alg != 0x000B:
         raise Refused("tpm_signature")
-    r_bytes, s_bytes = s.tpm2b(), s.tpm2b()
+    r_bytes, s_bytes = s.tpm2b(128), s.tpm2b(128)
     s.end()
     if not 1 <= len(r_bytes) <= 32 or not 1 <= len(s_bytes) <= 32:
         raise Refused("tpm_signature")
@@ -207,16 +210,19 @@ def verify(leaf_der, ca_der, pcr_sets):
     a = Reader(attest, "tpm_not_quote")
     if a.u32() != 0xFF544347 or a.u16() != 0x8018:
         raise Refused("tpm_not_quote")
-    a.tpm2b()                     # qualifiedSigner
-    extra = a.tpm2b()
+    a.tpm2b(68)                   # qualifiedSigner
+    extra = a.tpm2b(64)
     a.take(8 + 4 + 4 + 1 + 8)     # clockInfo, firmwareVersion
     selections = []
-    for _ in range(a.u32()):
+    count = a.u32()
+    if count > 16:
+        raise Refused("tpm_not_quote")
+    for _ in range(count):
         hash_alg, size = a.u16(), a.u8()
         if size > 4:
-            raise Refused("tpm_pcr_selection")
+            raise Refused("tpm_not_quote")
         selections.append((hash_alg, a.take(size)))
-    digest = a.tpm2b()
+    digest = a.tpm2b(64)
     a.end()
     # 5, 6. qualifying data
     if len(extra) != 64 or extra[:32] != binding:
