@@ -186,7 +186,7 @@ static int suite_init(void)
         run("tpm2_create -C primary.ctx -G ecc256:ecdsa-sha256:null -a "
             "'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' -u ak.pub -r ak.priv") != 0 ||
         run("tpm2_load -C primary.ctx -u ak.pub -r ak.priv -c ak.ctx") != 0 ||
-        run("tpm2_readpublic -c ak.ctx -f der -o ak.der") != 0)
+        run("tpm2_readpublic -c ak.ctx -f der -o ak.der -n ak.name") != 0)
         return -1;
     uint8_t der[512];
     size_t n = slurp("ak.der", der, sizeof der);
@@ -752,6 +752,30 @@ static void test_resettable_register(void)
     scene_free(&sc);
 }
 
+/* The AK as enrollment checks it (certs/tpm_enroll.c): the TPM's own TPMT_PUBLIC passes, its name is the TPM's,
+ * its key is the one the AK certificate certifies. */
+static void test_ak_public(void)
+{
+    uint8_t pub[512], name[64], ours[IDEVS_TPM_NAME_LEN];
+    size_t n = slurp("ak.pub", pub, sizeof pub), name_len = slurp("ak.name", name, sizeof name);
+    CU_ASSERT_FATAL(n > 2 && (size_t)(pub[0] << 8 | pub[1]) == n - 2); /* a TPM2B_PUBLIC */
+    EVP_PKEY *key = NULL;
+    char why[256];
+    CU_ASSERT_EQUAL_FATAL(idevs_tpm_ak_check(pub + 2, n - 2, &key, ours, why, sizeof why), IDEVS_OK);
+    CU_ASSERT_EQUAL(name_len, IDEVS_TPM_NAME_LEN);
+    CU_ASSERT(memcmp(name, ours, IDEVS_TPM_NAME_LEN) == 0);
+    CU_ASSERT_EQUAL(EVP_PKEY_eq(key, ak_key), 1);
+    EVP_PKEY_free(key);
+    /* One byte more, one byte less, decrypt set: refused. */
+    CU_ASSERT_EQUAL(idevs_tpm_ak_check(pub + 2, n - 3, NULL, NULL, why, sizeof why), IDEVS_ERR_TPM_AK_ATTRIBUTES);
+    pub[n] = 0;
+    CU_ASSERT_EQUAL(idevs_tpm_ak_check(pub + 2, n - 1, NULL, NULL, why, sizeof why), IDEVS_ERR_TPM_AK_ATTRIBUTES);
+    /* objectAttributes: after type (2) and nameAlg (2), 4 bytes; decrypt is bit 17. */
+    pub[2 + 4 + 1] ^= 0x02;
+    CU_ASSERT_EQUAL(idevs_tpm_ak_check(pub + 2, n - 2, NULL, NULL, why, sizeof why), IDEVS_ERR_TPM_AK_ATTRIBUTES);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "decrypt"));
+}
+
 static void test_malformed_report(void)
 {
     scene sc;
@@ -806,6 +830,7 @@ int main(void)
         {"the PCR selection and digest", test_pcr_selection_and_digest},
         {"register_pcr 16, 23 or a boot PCR", test_resettable_register},
         {"malformed reports", test_malformed_report},
+        {"the AK's public area as enrollment reads it", test_ak_public},
         CU_TEST_INFO_NULL,
     };
     return harness_run_suite("tpm_quote", suite_init, suite_clean, tests);
