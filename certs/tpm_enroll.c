@@ -54,17 +54,22 @@ static idevs_err add_root_file(X509_STORE *store, const char *path, size_t *adde
     if (err != IDEVS_OK)
         return err;
     if (len >= 10 && memcmp(data, "-----BEGIN", 10) == 0) {
-        X509 *certs[IDEVS_CHAIN_PEM_COUNT_MAX];
-        size_t n = 0;
+        uint8_t *der[IDEVS_CHAIN_PEM_COUNT_MAX];
+        size_t der_len[IDEVS_CHAIN_PEM_COUNT_MAX], n = 0;
+        char inner[192];
+        err = idevs_cert_read_chain_pem((const char *)data, len, der, der_len, IDEVS_CHAIN_PEM_COUNT_MAX, &n, inner,
+                                        sizeof inner);
         free(data);
-        if ((err = idevs_cert_read_chain_file_x509(path, certs, IDEVS_CHAIN_PEM_COUNT_MAX, &n, why, why_len)) !=
-            IDEVS_OK)
-            return err;
-        for (size_t i = 0; i < n; i++) {
-            if (err == IDEVS_OK && X509_STORE_add_cert(store, certs[i]) != 1)
-                err = fail(why, why_len, IDEVS_ERR_NOMEM, "%s: cannot add certificate %zu", path, i + 1);
-            X509_free(certs[i]);
+        if (err != IDEVS_OK)
+            return fail(why, why_len, err, "%s: %s", path, inner);
+        for (size_t i = 0; i < n && err == IDEVS_OK; i++) {
+            X509 *x = certs_parse_der(der[i], der_len[i]);
+            if (x == NULL || X509_STORE_add_cert(store, x) != 1)
+                err = fail(why, why_len, x == NULL ? IDEVS_ERR_CERT_MALFORMED : IDEVS_ERR_NOMEM,
+                           "%s: cannot use certificate %zu", path, i + 1);
+            X509_free(x);
         }
+        idevs_cert_chain_free(der, n);
         *added += n;
         return err;
     }

@@ -107,6 +107,18 @@ check_status "tpm-issue refuses to overwrite the certificate" 1 \
     "$CA_TOOL" tpm-issue pki pending1.bin resp1.bin --out ak1.crt
 check_out "... naming the file" "ak1.crt already exists"
 
+# Roots given as one PEM file, and as a directory of DER files.
+cat roots/*.pem >roots.pem
+mkdir roots-der
+for f in roots/*.pem; do openssl x509 -in "$f" -outform der -out "roots-der/$(basename "$f" .pem).der"; done
+check "--ek-roots as one PEM file" \
+    "$CA_TOOL" tpm-challenge pki req1.bin --ek-roots roots.pem --out chp.bin --pending pendingp.bin
+check "--ek-roots as a directory of DER files" \
+    "$CA_TOOL" tpm-challenge pki req1.bin --ek-roots roots-der --out chd.bin --pending pendingd.bin
+check_status "--ek-roots with the root alone (no intermediate) is refused" 1 "$CA_TOOL" tpm-challenge pki req1.bin \
+    --ek-roots vendor/swtpm-localca-rootca-cert.pem --out x.bin --pending x.pending
+check_out "... as tpm_ek_untrusted" "refused \(tpm_ek_untrusted\)"
+
 # ---- refusals ----
 check_status "an EK from an unknown vendor root is refused" 1 \
     "$CA_TOOL" tpm-challenge pki req1.bin --ek-roots pki/ca.crt --out x.bin --pending x.pending
