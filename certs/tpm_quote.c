@@ -112,8 +112,8 @@ static idevs_err check_ak(const idevs_cert_policy *policy, struct report *r, con
     EXTENDED_KEY_USAGE_free(eku);
     if (!marked || (xflags & EXFLAG_CA) != 0 || (usage & KU_DIGITAL_SIGNATURE) == 0)
         return fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED,
-                    "%s: the AK certificate is not an idevs attestation key certificate (extendedKeyUsage " IDEVS_OID_TPM_AK
-                    ", keyUsage digitalSignature, not a CA)",
+                    "%s: the AK certificate is not an idevs attestation key certificate (extendedKeyUsage "
+                    IDEVS_OID_TPM_AK ", keyUsage digitalSignature, not a CA)",
                     label);
     char group[32];
     size_t group_len = 0;

@@ -2,8 +2,8 @@
  * [leaf, authority] with `process` evidence beside the same with `tpm` evidence (AK certificate chain, ECDSA P-256
  * quote signature, PCR digest, event log replay), for event logs of 1, 10 and 40 events, and the certificate's
  * size. The quote is made in software with an EC P-256 key, marshalled as a TPM would (libtss2-mu): the verifier
- * cannot tell, and does the same work. Each row runs for about 0.5 s and reports its best window of 16. Prints a table, then one machine-readable
- * line per row. Not a test: run build/tests/bench/bench_tpm_verify by hand, on a release build. */
+ * cannot tell, and does the same work. Each row runs for about 0.5 s and reports its best window of 16. Prints a
+ * table, then one machine-readable line per row. Not a test: run build/tests/bench/bench_tpm_verify by hand, on a release build. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,7 +226,8 @@ int main(void)
     EVP_PKEY_CTX *kc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     X509 *ak_cert = NULL;
     if (kc == NULL || EVP_PKEY_keygen_init(kc) != 1 || EVP_PKEY_CTX_set_group_name(kc, "prime256v1") != 1 ||
-        EVP_PKEY_keygen(kc, &ak) != 1 || idevs_tpm_issue_ak_cert(ca, ca_cert, ak, "bench-host", 30, &ak_cert) != IDEVS_OK ||
+        EVP_PKEY_keygen(kc, &ak) != 1 ||
+        idevs_tpm_issue_ak_cert(ca, ca_cert, ak, "bench-host", 30, &ak_cert) != IDEVS_OK ||
         idevs_cert_to_der(ak_cert, &ak_der, &ak_der_len) != IDEVS_OK)
         die("ak");
     EVP_PKEY_CTX_free(kc);

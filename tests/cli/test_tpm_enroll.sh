@@ -126,7 +126,8 @@ check_out "... as tpm_ek_untrusted" "refused \(tpm_ek_untrusted\)"
 check "... and writes nothing" test ! -e x.bin -a ! -e x.pending
 
 check "TPM 1: an owner primary for keys that are no AK" tpm 1 tpm2_createprimary -C o -G ecc -c owner.ctx
-check "TPM 1: a restricted signing key without fixedTPM and fixedParent (duplicable)" tpm 1 tpm2_create -C owner.ctx -G ecc256:ecdsa-sha256:null \
+check "TPM 1: a restricted signing key without fixedTPM and fixedParent (duplicable)" \
+    tpm 1 tpm2_create -C owner.ctx -G ecc256:ecdsa-sha256:null \
     -a 'sensitivedataorigin|userwithauth|restricted|sign' -u loose.pub -r loose.priv
 check "TPM 1: an unrestricted signing key" tpm 1 tpm2_create -C owner.ctx -G ecc256:ecdsa-sha256 \
     -a 'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign' -u free.pub -r free.priv

@@ -151,7 +151,8 @@ def check_ak(ak_der, ca_der):
     if encoder.encode(tbs["issuer"]) != encoder.encode(ca_tbs["subject"]):
         raise Refused("tpm_ak_untrusted")
     try:
-        ca_key = ed25519.Ed25519PublicKey.from_public_bytes(ca_tbs["subjectPublicKeyInfo"]["subjectPublicKey"].asOctets())
+        ca_spki = ca_tbs["subjectPublicKeyInfo"]["subjectPublicKey"].asOctets()
+        ca_key = ed25519.Ed25519PublicKey.from_public_bytes(ca_spki)
         ca_key.verify(ak["signature"].asOctets(), encoder.encode(tbs))
     except (InvalidSignature, ValueError):
         raise Refused("tpm_ak_untrusted")
