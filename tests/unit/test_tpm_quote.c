@@ -1,6 +1,8 @@
 /* The tpm backend's evidence (certs/tpm_quote.c), verified against real quotes: the suite starts its own swtpm in a
- * temporary directory, makes an ECDSA P-256 restricted signing AK and quotes with tpm2-tools, issues the AK
- * certificate and compartment certificates, and checks each refusal with its own error. Every verdict is also
+ * temporary directory, manufactured with an EK certificate from a private swtpm-localca (the vendor root), makes
+ * an ECDSA P-256 restricted signing AK under the EK, enrolls it (certs/tpm_enroll.c, with
+ * tpm2_activatecredential), quotes with tpm2-tools, issues compartment certificates, and checks each refusal
+ * with its own error. Every verdict is also
  * asked of tests/interop/idevs_tpm.py, an independent verifier written from docs/PROTOCOL.md, which must agree. */
 #include <errno.h>
 #include <signal.h>
@@ -120,10 +122,6 @@ static int start_swtpm(void)
     snprintf(csock, sizeof csock, "%s/tpm.ctrl", dir);
     snprintf(server, sizeof server, "type=unixio,path=%s", sock);
     snprintf(ctrl, sizeof ctrl, "type=unixio,path=%s", csock);
-    char sd[128];
-    snprintf(sd, sizeof sd, "%s/state", dir);
-    if (mkdir(sd, 0700) != 0)
-        return -1;
     swtpm_pid = fork();
     if (swtpm_pid < 0)
         return -1;
@@ -162,12 +160,97 @@ static int write_file(const char *name, const uint8_t *data, size_t len)
     return fclose(f) == 0 && n == len ? 0 : -1;
 }
 
+/* Manufacturing: the TPM's state with an RSA EK certificate from a vendor CA in dir/vendor (both PCR banks). */
+static int manufacture(void)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/state", dir);
+    if (mkdir(path, 0700) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/vendor", dir);
+    if (mkdir(path, 0700) != 0)
+        return -1;
+    return run("printf 'statedir = %s/vendor\nsigningkey = %s/vendor/signkey.pem\n"
+               "issuercert = %s/vendor/issuercert.pem\ncertserial = %s/vendor/certserial\n' >vendor/localca.conf && "
+               "echo '--platform-manufacturer idevs-test' >vendor/localca.options && "
+               "printf 'create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = %s/vendor/localca.conf\n"
+               "create_certs_tool_options = %s/vendor/localca.options\nactive_pcr_banks = sha1,sha256\n' "
+               ">vendor/setup.conf && "
+               "swtpm_setup --tpm2 --tpmstate %s/state --create-ek-cert --config %s/vendor/setup.conf && "
+               "mkdir roots && cp vendor/swtpm-localca-rootca-cert.pem vendor/issuercert.pem roots/",
+               dir, dir, dir, dir, dir, dir, dir, dir);
+}
+
 static uint8_t *cert_der(X509 *x, size_t *len)
 {
     uint8_t *der = NULL;
     if (idevs_cert_to_der(x, &der, len) != IDEVS_OK)
         return NULL;
     return der;
+}
+
+/* Enrollment as docs/BACKENDS.md describes it, host and operator in one: the request, the operator's challenge
+ * (idevs_tpm_enroll_challenge), TPM2_ActivateCredential by the TPM, the AK certificate (idevs_tpm_enroll_issue). */
+static int enroll(X509 **ak_x509)
+{
+    uint8_t ek[2048], ak_pub[512];
+    size_t ek_len = slurp("ek.der", ek, sizeof ek), ak_len = slurp("ak.pub", ak_pub, sizeof ak_pub);
+    if (ek_len == 0 || ak_len < 3)
+        return -1;
+    Idevs__V1__TpmEnrollRequest req = IDEVS__V1__TPM_ENROLL_REQUEST__INIT;
+    req.version = 1;
+    req.host = (char *)"host-1";
+    req.ek_certificate = (ProtobufCBinaryData){ek_len, ek};
+    req.ak_public = (ProtobufCBinaryData){ak_len - 2, ak_pub + 2}; /* the TPM2B_PUBLIC's buffer */
+    uint8_t request[4096];
+    size_t request_len = idevs__v1__tpm_enroll_request__get_packed_size(&req);
+    if (request_len > sizeof request || idevs__v1__tpm_enroll_request__pack(&req, request) != request_len)
+        return -1;
+    char path[256], why[512];
+    snprintf(path, sizeof path, "%s/roots", dir);
+    X509_STORE *roots = NULL;
+    uint8_t *challenge = NULL, *pending = NULL;
+    size_t challenge_len = 0, pending_len = 0;
+    if (idevs_tpm_ek_roots_load(path, &roots, why, sizeof why) != IDEVS_OK ||
+        idevs_tpm_enroll_challenge(roots, request, request_len, &challenge, &challenge_len, &pending, &pending_len,
+                                   why, sizeof why) != IDEVS_OK) {
+        fprintf(stderr, "enrollment: %s\n", why);
+        return -1;
+    }
+    X509_STORE_free(roots);
+    /* The challenge as tpm2_activatecredential reads it: magic 0xBADCC0DE, version 1, the two TPM2B. */
+    Idevs__V1__TpmEnrollChallenge *ch = idevs__v1__tpm_enroll_challenge__unpack(NULL, challenge_len, challenge);
+    uint8_t file[1024] = {0xba, 0xdc, 0xc0, 0xde, 0, 0, 0, 1};
+    size_t at = 8;
+    int rc = ch != NULL && at + ch->credential_blob.len + ch->encrypted_secret.len <= sizeof file ? 0 : -1;
+    if (rc == 0) {
+        memcpy(file + at, ch->credential_blob.data, ch->credential_blob.len);
+        at += ch->credential_blob.len;
+        memcpy(file + at, ch->encrypted_secret.data, ch->encrypted_secret.len);
+        at += ch->encrypted_secret.len;
+        rc = write_file("cred.in", file, at);
+    }
+    idevs__v1__tpm_enroll_challenge__free_unpacked(ch, NULL);
+    free(challenge);
+    if (rc != 0 || run("tpm2_startauthsession --policy-session -S session.ctx") != 0 ||
+        run("tpm2_policysecret -S session.ctx -c e") != 0 ||
+        run("tpm2_activatecredential -c ak.ctx -C ek.ctx -i cred.in -o cred.out -P session:session.ctx") != 0 ||
+        run("tpm2_flushcontext session.ctx") != 0)
+        rc = -1;
+    uint8_t credential[64], response[128];
+    size_t credential_len = rc == 0 ? slurp("cred.out", credential, sizeof credential) : 0;
+    Idevs__V1__TpmEnrollResponse resp = IDEVS__V1__TPM_ENROLL_RESPONSE__INIT;
+    resp.version = 1;
+    resp.credential = (ProtobufCBinaryData){credential_len, credential};
+    size_t response_len = idevs__v1__tpm_enroll_response__pack(&resp, response);
+    if (rc == 0 && idevs_tpm_enroll_issue(pending, pending_len, response, response_len, pki.ca, pki.ca_cert, 30,
+                                          ak_x509, why, sizeof why) != IDEVS_OK) {
+        fprintf(stderr, "enrollment: %s\n", why);
+        rc = -1;
+    }
+    idevs_cleanse(pending, pending_len);
+    free(pending);
+    return rc;
 }
 
 static int suite_init(void)
@@ -177,16 +260,14 @@ static int suite_init(void)
     char tcti[200];
     snprintf(tcti, sizeof tcti, "swtpm:path=%s/tpm", dir);
     setenv("TPM2TOOLS_TCTI", tcti, 1);
-    if (start_swtpm() != 0) {
-        fprintf(stderr, "cannot start swtpm\n");
+    if (manufacture() != 0 || start_swtpm() != 0) {
+        fprintf(stderr, "cannot manufacture or start swtpm\n");
         return -1;
     }
-    /* The AK: ECDSA P-256, restricted signing, fixed to this TPM, under an endorsement-hierarchy primary. */
-    if (run("tpm2_createprimary -C e -g sha256 -G ecc -c primary.ctx") != 0 ||
-        run("tpm2_create -C primary.ctx -G ecc256:ecdsa-sha256:null -a "
-            "'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign' -u ak.pub -r ak.priv") != 0 ||
-        run("tpm2_load -C primary.ctx -u ak.pub -r ak.priv -c ak.ctx") != 0 ||
-        run("tpm2_readpublic -c ak.ctx -f der -o ak.der -n ak.name") != 0)
+    /* The host's EK, its certificate, and the AK: ECDSA P-256, restricted signing, fixed to this TPM, under the EK. */
+    if (run("tpm2_nvread 0x01c00002 -o ek.der") != 0 || run("tpm2_createek -c ek.ctx -G rsa -u ek.pub") != 0 ||
+        run("tpm2_createak -C ek.ctx -c ak.ctx -G ecc -g sha256 -s ecdsa -u ak.pub -n ak.name") != 0 ||
+        run("tpm2_readpublic -c ak.ctx -f der -o ak.der") != 0)
         return -1;
     uint8_t der[512];
     size_t n = slurp("ak.der", der, sizeof der);
@@ -197,7 +278,8 @@ static int suite_init(void)
     fixture_pki_init(&pki);
     fixture_pki_init(&other_pki);
     X509 *x = NULL, *y = NULL;
-    if (idevs_tpm_issue_ak_cert(pki.ca, pki.ca_cert, ak_key, "host-1", 30, &x) != IDEVS_OK ||
+    /* The operator's AK certificate comes from enrollment; the other CA's is issued directly. */
+    if (enroll(&x) != 0 ||
         idevs_tpm_issue_ak_cert(other_pki.ca, other_pki.ca_cert, ak_key, "host-1", 30, &y) != IDEVS_OK)
         return -1;
     ak_cert = cert_der(x, &ak_cert_len);
