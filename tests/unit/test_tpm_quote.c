@@ -2,8 +2,8 @@
  * temporary directory, manufactured with an EK certificate from a private swtpm-localca (the vendor root), makes
  * an ECDSA P-256 restricted signing AK under the EK, enrolls it (certs/tpm_enroll.c, with
  * tpm2_activatecredential), quotes with tpm2-tools, issues compartment certificates, and checks each refusal
- * with its own error. Every verdict is also
- * asked of tests/interop/idevs_tpm.py, an independent verifier written from docs/PROTOCOL.md, which must agree. */
+ * with its own error. Every verdict is also asked of tests/interop/idevs_tpm.py, an independent verifier written
+ * from docs/PROTOCOL.md, which must agree. */
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
