@@ -79,6 +79,20 @@ typedef enum idevs_err {
     IDEVS_ERR_PADDING,            /* an opened plaintext whose framing or padding is wrong (a broken sender) */
     IDEVS_ERR_NOT_OWNER,          /* an input of a partition another broker owns (docs/SCALING.md): not routed here */
     IDEVS_ERR_JOINING,            /* the launcher's process is joining: no instance here holds its keys yet */
+    /* the tpm backend's evidence (certs/tpm_quote.h) and its enrollment (certs/tpm_enroll.h) */
+    IDEVS_ERR_TPM_AK_UNTRUSTED,   /* the AK certificate: not from an AK CA, not valid now, or not an idevs AK */
+    IDEVS_ERR_TPM_SIGNATURE,      /* the quote's signature does not verify with the AK certificate's key */
+    IDEVS_ERR_TPM_NOT_QUOTE,      /* the signed structure is not a TPM-generated quote */
+    IDEVS_ERR_TPM_QUOTE_BINDING,  /* the quote's qualifying data names another key binding */
+    IDEVS_ERR_TPM_QUOTE_NONCE,    /* the quote's qualifying data names another nonce than the evidence */
+    IDEVS_ERR_TPM_PCR_SELECTION,  /* the quote covers other PCRs than 0-7 and the register, SHA-256 */
+    IDEVS_ERR_TPM_PCR_DIGEST,     /* the listed PCR values do not hash to the quote's pcrDigest */
+    IDEVS_ERR_TPM_LOG_REPLAY,     /* the event log does not replay to the quoted register */
+    IDEVS_ERR_TPM_EVENT_MISSING,  /* the event log lacks this certificate's event */
+    IDEVS_ERR_TPM_BOOT_PCRS,      /* the boot PCRs match none of the policy's expected sets */
+    IDEVS_ERR_TPM_EK_UNTRUSTED,   /* enrollment: the EK certificate does not chain to a TPM vendor root */
+    IDEVS_ERR_TPM_AK_ATTRIBUTES,  /* enrollment: the AK is not a restricted, fixed, TPM-made ECDSA P-256 key */
+    IDEVS_ERR_TPM_CREDENTIAL,     /* enrollment: the host's credential is not the one the challenge hid */
     IDEVS_ERR_COUNT /* number of codes; not an error */
 } idevs_err;
 

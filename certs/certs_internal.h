@@ -46,6 +46,12 @@ struct idevs_cert_policy {
     uint8_t nonce[IDEVS_EVIDENCE_NONCE_MAX];
     size_t nonce_len; /* 0: not checked */
     time_t at;        /* 0: now */
+    X509_STORE *tpm_ak_store; /* AK CAs of the tpm backend; NULL: the operator CAs (store) */
+    struct certs_tpm_pcr_set {
+        uint8_t mask;                                   /* bit i: PCR i is expected */
+        uint8_t values[IDEVS_TPM_BOOT_PCRS][IDEVS_SHA256_LEN];
+    } tpm_pcr_sets[IDEVS_POLICY_TPM_PCR_SETS_MAX];
+    size_t tpm_pcr_set_count;   /* 0: boot PCRs not checked */
 };
 
 /* extensions.c */
@@ -72,6 +78,23 @@ idevs_err certs_evidence_encode(const idevs_evidence *ev, uint8_t **out, size_t 
 /* Decodes and validates; out->hardware_report is NULL, out->hardware_report_len the report's size.
  * IDEVS_ERR_EVIDENCE_MALFORMED with *reason set on any defect. */
 idevs_err certs_evidence_decode(const uint8_t *data, size_t len, idevs_evidence *out, const char **reason);
+/* The same, and *report a malloc'd copy of the hardware report (NULL when empty), the caller's to free. */
+idevs_err certs_evidence_decode_report(const uint8_t *data, size_t len, idevs_evidence *out, uint8_t **report,
+                                       const char **reason);
+
+/* issue.c */
+/* A random positive 16-byte serial number. */
+idevs_err certs_set_serial(X509 *cert);
+/* IDEVS_OK when issuer_cert is a CA certificate for the issuer identity's key, else IDEVS_ERR_INVALID_ARG. */
+idevs_err certs_check_issuer(const idevs_identity *issuer, X509 *issuer_cert);
+
+/* tpm_quote.c */
+/* The tpm backend's hardware report (certs/tpm.proto TpmReport, report[0..report_len)) checked against the
+ * decoded evidence ev under policy, in the order docs/CERTIFICATES.md gives; label names the certificate in why.
+ * IDEVS_ERR_EVIDENCE_MALFORMED, _TPM_AK_UNTRUSTED, _TPM_SIGNATURE, _TPM_NOT_QUOTE, _TPM_QUOTE_BINDING,
+ * _TPM_QUOTE_NONCE, _TPM_PCR_SELECTION, _TPM_PCR_DIGEST, _TPM_LOG_REPLAY, _TPM_EVENT_MISSING, _TPM_BOOT_PCRS. */
+idevs_err certs_tpm_verify(const idevs_cert_policy *policy, const idevs_evidence *ev, const uint8_t *report,
+                           size_t report_len, const char *label, char *why, size_t why_len);
 
 /* A DER certificate of exactly len bytes (no trailing data); NULL when malformed. */
 X509 *certs_parse_der(const uint8_t *der, size_t len);

@@ -118,8 +118,16 @@ static bool exact(const ProtobufCBinaryData *b, size_t len)
 
 idevs_err certs_evidence_decode(const uint8_t *data, size_t len, idevs_evidence *out, const char **reason)
 {
+    return certs_evidence_decode_report(data, len, out, NULL, reason);
+}
+
+idevs_err certs_evidence_decode_report(const uint8_t *data, size_t len, idevs_evidence *out, uint8_t **report,
+                                       const char **reason)
+{
     const char *r = NULL;
     memset(out, 0, sizeof *out);
+    if (report != NULL)
+        *report = NULL;
     if (len == 0) {
         *reason = "the evidence extension is empty";
         return IDEVS_ERR_EVIDENCE_MALFORMED;
@@ -167,6 +175,16 @@ idevs_err certs_evidence_decode(const uint8_t *data, size_t len, idevs_evidence 
         out->flags = msg->flags;
         out->hardware_report = NULL;
         out->hardware_report_len = msg->hardware_report.len;
+        if (report != NULL && msg->hardware_report.len > 0) {
+            *report = malloc(msg->hardware_report.len);
+            if (*report == NULL) {
+                idevs__v1__evidence__free_unpacked(msg, NULL);
+                memset(out, 0, sizeof *out);
+                *reason = "out of memory copying the hardware report";
+                return IDEVS_ERR_NOMEM;
+            }
+            memcpy(*report, msg->hardware_report.data, msg->hardware_report.len);
+        }
     }
     idevs__v1__evidence__free_unpacked(msg, NULL);
     if (r != NULL) {

@@ -158,7 +158,8 @@ idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *p
  * intermediate (an attestation authority) rather than directly by a trust anchor must carry evidence. */
 void idevs_cert_policy_require_evidence(idevs_cert_policy *policy, bool required);
 
-/* Hardware backends the verifier accepts. PROCESS is refused here: see the next function. */
+/* Hardware backends the verifier accepts. PROCESS is refused here: see the next function. Allowing TPM accepts
+ * tpm certificates whose quote verifies (idevs_cert_verify), never on the authority's word alone. */
 idevs_err idevs_cert_policy_allow_backend(idevs_cert_policy *policy, idevs_backend backend);
 
 /* Accept the `process` backend, where the broker host's launcher signs the evidence and no hardware isolates
@@ -179,13 +180,29 @@ void idevs_cert_policy_expect_descriptor(idevs_cert_policy *policy, const uint8_
 void idevs_cert_policy_expect_program(idevs_cert_policy *policy, const idevs_uuid *program);
 idevs_err idevs_cert_policy_expect_nonce(idevs_cert_policy *policy, const uint8_t *nonce, size_t len);
 
+/* The tpm backend (docs/CERTIFICATES.md, "tpm evidence"). Its certificates are refused unless the quote in the
+ * evidence verifies: see idevs_cert_verify. AK CAs issue the attestation key certificates; with none added, the
+ * operator CAs (idevs_cert_policy_add_ca) do. Same rules and errors as idevs_cert_policy_add_ca(_file). */
+idevs_err idevs_cert_policy_add_tpm_ak_ca(idevs_cert_policy *policy, X509 *ca);
+idevs_err idevs_cert_policy_add_tpm_ak_ca_file(idevs_cert_policy *policy, const char *pem_path);
+
+/* An expected set of boot PCRs (SHA-256 bank, PCRs 0 to 7): bit i of mask (not 0) says PCR i must equal
+ * values[i]; PCRs outside the mask are not compared. A quote passes when it matches any one set; with none added
+ * the boot PCRs are not compared. At most IDEVS_POLICY_TPM_PCR_SETS_MAX sets (then IDEVS_ERR_TOO_LARGE). */
+#define IDEVS_TPM_BOOT_PCRS 8
+#define IDEVS_POLICY_TPM_PCR_SETS_MAX 16
+idevs_err idevs_cert_policy_add_tpm_pcrs(idevs_cert_policy *policy, uint8_t mask,
+                                         const uint8_t values[IDEVS_TPM_BOOT_PCRS][IDEVS_SHA256_LEN]);
+
 /* Verification time (seconds since 1970); 0, the default, means the current time. For tests and audits. */
 void idevs_cert_policy_set_time(idevs_cert_policy *policy, time_t at);
 
 /* Applies one named setting, as command-line tools and configuration files spell them:
  *   ca FILE                  trust the operator CA certificate(s) in a PEM file
  *   require-evidence         peers must be attested compartments
- *   allow-backend NAME       accept a hardware backend (sgx, tdx, sev-snp, nitro, cheri)
+ *   allow-backend NAME       accept a hardware backend (sgx, tdx, sev-snp, nitro, cheri, tpm)
+ *   tpm-ak-ca FILE           trust the AK CA certificate(s) in a PEM file for tpm quotes (default: the ca)
+ *   tpm-pcrs I=HEX,...       an expected set of boot PCRs, e.g. 0=64 hex digits,7=64 hex digits (repeatable)
  *   allow-process-backend-insecure, allow-debug-insecure   (see above)
  *   measurement HEX          expect this measurement (64 hex digits; repeatable)
  *   descriptor-digest HEX    expect this deployment descriptor digest (64 hex digits)
@@ -221,8 +238,12 @@ typedef struct idevs_cert_info {
  * self-signature fails), _CERT_EXPIRED,
  * _CERT_NOT_YET_VALID, _EVIDENCE_MISSING, _EVIDENCE_MALFORMED, _KEY_BINDING_MISMATCH, _BACKEND_NOT_ALLOWED,
  * _PROCESS_BACKEND_NOT_OPTED_IN, _DEBUG_NOT_ALLOWED, _MEASUREMENT_MISMATCH, _DESCRIPTOR_MISMATCH,
- * _PROGRAM_MISMATCH, _NONCE_MISMATCH. info may be NULL; it is zeroed first and filled only on success.
- * The hardware report of a hardware backend is size-checked but not verified by this version. */
+ * _PROGRAM_MISMATCH, _NONCE_MISMATCH. Then, for tpm evidence (whether or not evidence is required), the quote
+ * and event log of its hardware report (docs/CERTIFICATES.md, "tpm evidence"): _EVIDENCE_MALFORMED,
+ * _TPM_AK_UNTRUSTED, _TPM_SIGNATURE, _TPM_NOT_QUOTE, _TPM_QUOTE_BINDING, _TPM_QUOTE_NONCE, _TPM_PCR_SELECTION,
+ * _TPM_PCR_DIGEST, _TPM_LOG_REPLAY, _TPM_EVENT_MISSING, _TPM_BOOT_PCRS. info may be NULL; it is zeroed first
+ * and filled only on success. The hardware report of the other hardware backends is size-checked but not
+ * verified by this version. */
 idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *const *der, const size_t *der_len,
                             size_t count, idevs_cert_info *info, char *why, size_t why_len);
 

@@ -15,7 +15,7 @@
 
 enum kind { KIND_CA, KIND_AUTHORITY, KIND_SERVICE, KIND_COMPARTMENT };
 
-static idevs_err set_serial(X509 *cert)
+idevs_err certs_set_serial(X509 *cert)
 {
     uint8_t b[SERIAL_LEN];
     if (idevs_random(b, sizeof b) != IDEVS_OK)
@@ -61,7 +61,7 @@ static idevs_err build(enum kind kind, const idevs_identity *issuer, X509 *issue
                          : ASN1_TIME_adj(X509_getm_notBefore(cert), now, 0, -NOT_BEFORE_SLACK)) == NULL ||
         ASN1_TIME_adj(X509_getm_notAfter(cert), now, 0, validity_seconds) == NULL)
         goto done;
-    if ((err = set_serial(cert)) != IDEVS_OK)
+    if ((err = certs_set_serial(cert)) != IDEVS_OK)
         goto done;
 
     X509V3_CTX ctx;
@@ -114,8 +114,7 @@ static bool usable(const idevs_identity *id)
     return id != NULL && id->sign != NULL && id->kex != NULL;
 }
 
-/* The issuer certificate must be a CA whose key is the issuer identity's. */
-static idevs_err check_issuer(const idevs_identity *issuer, X509 *issuer_cert)
+idevs_err certs_check_issuer(const idevs_identity *issuer, X509 *issuer_cert)
 {
     if (!usable(issuer) || issuer_cert == NULL)
         return IDEVS_ERR_INVALID_ARG;
@@ -150,7 +149,7 @@ static idevs_err issue_under_ca(enum kind kind, const idevs_identity *ca, X509 *
     long secs = 0;
     if (!usable(subject) || out == NULL || days_to_seconds(days, &secs) != IDEVS_OK)
         return IDEVS_ERR_INVALID_ARG;
-    idevs_err err = check_issuer(ca, ca_cert);
+    idevs_err err = certs_check_issuer(ca, ca_cert);
     if (err != IDEVS_OK)
         return err;
     return build(kind, ca, ca_cert, subject, secs, 0, NULL, 0, out);
@@ -182,7 +181,7 @@ idevs_err idevs_cert_renew_compartment(const idevs_identity *authority, X509 *au
     if (subject == NULL || evidence == NULL || out == NULL || validity_seconds == 0 ||
         validity_seconds > DAYS_MAX * 86400u || not_before < 0 || not_before > time(NULL))
         return IDEVS_ERR_INVALID_ARG;
-    idevs_err err = check_issuer(authority, authority_cert);
+    idevs_err err = certs_check_issuer(authority, authority_cert);
     if (err != IDEVS_OK)
         return err;
     if ((err = certs_evidence_check(evidence, NULL)) != IDEVS_OK)

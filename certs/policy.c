@@ -28,6 +28,7 @@ void idevs_cert_policy_free(idevs_cert_policy *policy)
     if (policy == NULL)
         return;
     X509_STORE_free(policy->store);
+    X509_STORE_free(policy->tpm_ak_store);
     idevs_cleanse(policy, sizeof *policy);
     free(policy);
 }
@@ -48,7 +49,9 @@ idevs_err idevs_cert_policy_add_ca(idevs_cert_policy *policy, X509 *ca)
     return IDEVS_OK;
 }
 
-idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *pem_path)
+/* All or nothing: a file with one bad certificate adds none. */
+static idevs_err add_ca_file(idevs_cert_policy *policy, const char *pem_path,
+                             idevs_err (*add)(idevs_cert_policy *, X509 *))
 {
     if (policy == NULL || pem_path == NULL)
         return IDEVS_ERR_INVALID_ARG;
@@ -57,15 +60,20 @@ idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *p
     idevs_err err = idevs_cert_read_chain_file_x509(pem_path, certs, CA_FILE_CERTS_MAX, &n, NULL, 0);
     if (err != IDEVS_OK)
         return err;
-    /* All or nothing: a file with one bad certificate adds none. */
     for (size_t i = 0; i < n && err == IDEVS_OK; i++)
         if (X509_check_ca(certs[i]) == 0)
             err = IDEVS_ERR_INVALID_ARG;
     for (size_t i = 0; i < n && err == IDEVS_OK; i++)
-        err = idevs_cert_policy_add_ca(policy, certs[i]);
+        err = add(policy, certs[i]);
     for (size_t i = 0; i < n; i++)
         X509_free(certs[i]);
+    ERR_clear_error();
     return err;
+}
+
+idevs_err idevs_cert_policy_add_ca_file(idevs_cert_policy *policy, const char *pem_path)
+{
+    return add_ca_file(policy, pem_path, idevs_cert_policy_add_ca);
 }
 
 void idevs_cert_policy_require_evidence(idevs_cert_policy *policy, bool required)
@@ -141,4 +149,39 @@ void idevs_cert_policy_set_time(idevs_cert_policy *policy, time_t at)
 {
     if (policy != NULL)
         policy->at = at;
+}
+
+idevs_err idevs_cert_policy_add_tpm_ak_ca(idevs_cert_policy *policy, X509 *ca)
+{
+    if (policy == NULL || ca == NULL)
+        return IDEVS_ERR_INVALID_ARG;
+    if (X509_check_ca(ca) == 0) {
+        ERR_clear_error();
+        return IDEVS_ERR_INVALID_ARG;
+    }
+    if (policy->tpm_ak_store == NULL && (policy->tpm_ak_store = X509_STORE_new()) == NULL)
+        return IDEVS_ERR_NOMEM;
+    if (X509_STORE_add_cert(policy->tpm_ak_store, ca) != 1) {
+        ERR_clear_error();
+        return IDEVS_ERR_NOMEM;
+    }
+    return IDEVS_OK;
+}
+
+idevs_err idevs_cert_policy_add_tpm_ak_ca_file(idevs_cert_policy *policy, const char *pem_path)
+{
+    return add_ca_file(policy, pem_path, idevs_cert_policy_add_tpm_ak_ca);
+}
+
+idevs_err idevs_cert_policy_add_tpm_pcrs(idevs_cert_policy *policy, uint8_t mask,
+                                         const uint8_t values[IDEVS_TPM_BOOT_PCRS][IDEVS_SHA256_LEN])
+{
+    if (policy == NULL || values == NULL || mask == 0)
+        return IDEVS_ERR_INVALID_ARG;
+    if (policy->tpm_pcr_set_count == IDEVS_POLICY_TPM_PCR_SETS_MAX)
+        return IDEVS_ERR_TOO_LARGE;
+    struct certs_tpm_pcr_set *set = &policy->tpm_pcr_sets[policy->tpm_pcr_set_count++];
+    set->mask = mask;
+    memcpy(set->values, values, sizeof set->values);
+    return IDEVS_OK;
 }

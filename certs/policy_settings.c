@@ -21,6 +21,8 @@ static const struct setting {
     {"descriptor", VALUE},
     {"program", VALUE},
     {"nonce", VALUE},
+    {"tpm-ak-ca", VALUE},
+    {"tpm-pcrs", VALUE},
 };
 
 static const struct setting *find(const char *name)
@@ -37,6 +39,35 @@ bool idevs_cert_policy_is_setting(const char *name, bool *takes_value)
     if (s != NULL && takes_value != NULL)
         *takes_value = s->arity == VALUE;
     return s != NULL;
+}
+
+/* "I=HEX,I=HEX,...": each I a boot PCR 0..7 at most once, each HEX 64 digits. */
+static bool parse_pcr_set(const char *value, uint8_t *mask, uint8_t values[IDEVS_TPM_BOOT_PCRS][IDEVS_SHA256_LEN],
+                          char *why, size_t why_len)
+{
+    *mask = 0;
+    const char *p = value;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        char hex[2 * IDEVS_SHA256_LEN + 1];
+        if (len != 2 + 2 * IDEVS_SHA256_LEN || p[0] < '0' || p[0] > '7' || p[1] != '=') {
+            snprintf(why, why_len, "tpm-pcrs: expected I=HEX with I 0 to 7 and 64 hex digits, got '%.*s'",
+                     (int)(len > 80 ? 80 : len), p);
+            return false;
+        }
+        unsigned i = (unsigned)(p[0] - '0');
+        memcpy(hex, p + 2, 2 * IDEVS_SHA256_LEN);
+        hex[2 * IDEVS_SHA256_LEN] = '\0';
+        if ((*mask & (1u << i)) != 0 || !idevs_hex_decode(hex, values[i], IDEVS_SHA256_LEN)) {
+            snprintf(why, why_len, "tpm-pcrs: PCR %u given twice or not 64 hex digits", i);
+            return false;
+        }
+        *mask |= (uint8_t)(1u << i);
+        if (comma == NULL)
+            return true;
+        p = comma + 1;
+    }
 }
 
 #define FAIL(code, ...)                                   \
@@ -65,7 +96,8 @@ idevs_err idevs_cert_policy_apply(idevs_cert_policy *policy, const char *name, c
     } else if (strcmp(name, "allow-backend") == 0) {
         idevs_backend backend;
         if (idevs_backend_parse(value, &backend) != IDEVS_OK)
-            FAIL(IDEVS_ERR_INVALID_ARG, "allow-backend: unknown backend '%s' (sgx, tdx, sev-snp, nitro, cheri)", value);
+            FAIL(IDEVS_ERR_INVALID_ARG, "allow-backend: unknown backend '%s' (sgx, tdx, sev-snp, nitro, cheri, tpm)",
+                 value);
         if (idevs_cert_policy_allow_backend(policy, backend) != IDEVS_OK)
             FAIL(IDEVS_ERR_INVALID_ARG,
                  "allow-backend: '%s' cannot be allowed this way; use allow-process-backend-insecure", value);
@@ -91,6 +123,16 @@ idevs_err idevs_cert_policy_apply(idevs_cert_policy *policy, const char *name, c
         if (idevs_uuid_parse(value, &program) != IDEVS_OK)
             FAIL(IDEVS_ERR_INVALID_ARG, "program: '%.80s' is not a UUID", value);
         idevs_cert_policy_expect_program(policy, &program);
+    } else if (strcmp(name, "tpm-ak-ca") == 0) {
+        if ((err = idevs_cert_policy_add_tpm_ak_ca_file(policy, value)) != IDEVS_OK)
+            FAIL(err, "tpm-ak-ca: cannot use '%s' as AK CA: %s", value, idevs_strerror(err));
+    } else if (strcmp(name, "tpm-pcrs") == 0) {
+        uint8_t mask, values[IDEVS_TPM_BOOT_PCRS][IDEVS_SHA256_LEN];
+        char sink[160];
+        if (!parse_pcr_set(value, &mask, values, why != NULL ? why : sink, why != NULL ? why_len : sizeof sink))
+            return IDEVS_ERR_INVALID_ARG;
+        if ((err = idevs_cert_policy_add_tpm_pcrs(policy, mask, values)) != IDEVS_OK)
+            FAIL(err, "tpm-pcrs: %s", idevs_strerror(err));
     } else { /* nonce */
         uint8_t nonce[IDEVS_EVIDENCE_NONCE_MAX];
         size_t len = strlen(value) / 2;

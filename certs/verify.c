@@ -1,6 +1,7 @@
 /* Verification of an idevs certificate chain under a policy, in the order idevs_cert.h gives. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -205,6 +206,7 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
 
     idevs_err err = IDEVS_OK;
     X509 *leaf = NULL;
+    uint8_t *report = NULL; /* the hardware report, for the backends whose report is verified here */
     STACK_OF(X509) *untrusted = sk_X509_new_null();
     if (untrusted == NULL)
         return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
@@ -299,7 +301,7 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
         err = fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s has a repeated or malformed evidence extension",
                    s.label);
         goto done;
-    } else if ((err = certs_evidence_decode(ev_der, ev_len, &ev, &reason)) != IDEVS_OK) {
+    } else if ((err = certs_evidence_decode_report(ev_der, ev_len, &ev, &report, &reason)) != IDEVS_OK) {
         err = fail(why, why_len, err, "%s: %s", s.label, reason);
         goto done;
     }
@@ -318,6 +320,11 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
         }
         /* 6..12. backend, opt-in, debug, measurement, descriptor, program, nonce */
         if ((err = check_evidence(policy, &ev, &san, &s, why, why_len)) != IDEVS_OK)
+            goto done;
+        /* 13. the tpm backend's quote and event log: checked whether or not the policy requires evidence, so
+         * that a tpm certificate is never accepted on its authority's word alone */
+        if (ev.backend == IDEVS_BACKEND_TPM &&
+            (err = certs_tpm_verify(policy, &ev, report, ev.hardware_report_len, s.label, why, why_len)) != IDEVS_OK)
             goto done;
     }
 
@@ -338,6 +345,7 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
     err = IDEVS_OK;
 
 done:
+    free(report);
     X509_free(leaf);
     sk_X509_pop_free(untrusted, X509_free);
     ERR_clear_error();

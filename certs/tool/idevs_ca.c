@@ -6,6 +6,8 @@
  *   idevs-ca verify --ca CA.crt CHAIN.crt [POLICY...]
  *   idevs-ca show CERT
  *   idevs-ca measure FILE...   (1 to 64 files)
+ *   idevs-ca tpm-challenge DIR REQUEST --ek-roots DIR|FILE --out CHALLENGE --pending PENDING
+ *   idevs-ca tpm-issue DIR PENDING RESPONSE --out AK.crt [--issuer NAME] [--days N]
  *
  * Exit status: 0 success, 1 failure, 2 usage error. Private keys are never printed. */
 #include <errno.h>
@@ -27,7 +29,9 @@
 #include "idevs_cert.h"
 #include "idevs_crypto.h"
 #include "idevs_hex.h"
+#include "idevs_file.h"
 #include "idevs_identity.h"
+#include "idevs_tpm.h"
 #include "idevs_uuid.h"
 
 #define EXIT_USAGE 2
@@ -61,7 +65,25 @@ static const char usage_main[] =
     "  show CERT                              print a human summary of a certificate\n"
     "  measure FILE...                        print the measurement of 1 to 64 files (a compartment's:\n"
     "                                         host program, logic, descriptor, in that order)\n"
+    "  tpm-challenge DIR REQUEST --ek-roots DIR|FILE --out CHALLENGE --pending PENDING\n"
+    "                                         enroll a host's TPM, step 1: check its EK and AK, protect a credential\n"
+    "  tpm-issue DIR PENDING RESPONSE --out AK.crt [--issuer NAME] [--days N]\n"
+    "                                         step 2: check the recovered credential, issue the AK certificate\n"
     "Run 'idevs-ca COMMAND --help' for the options of a command.\n";
+
+static const char usage_tpm_challenge[] =
+    "usage: idevs-ca tpm-challenge DIR REQUEST --ek-roots DIR|FILE --out CHALLENGE --pending PENDING\n"
+    "  Reads a TpmEnrollRequest (certs/tpm.proto) from REQUEST: checks that the EK certificate chains to a TPM\n"
+    "  vendor root in --ek-roots (a PEM or DER file, or a directory of them) and that the AK is a restricted,\n"
+    "  fixed, TPM-generated ECDSA P-256 signing key; writes a TpmEnrollChallenge to CHALLENGE (for the host's\n"
+    "  TPM2_ActivateCredential) and the credential with the request to PENDING (mode 0600, keep it private).\n"
+    "  Neither output may exist. DIR is the PKI directory (unused until tpm-issue).\n";
+
+static const char usage_tpm_issue[] =
+    "usage: idevs-ca tpm-issue DIR PENDING RESPONSE --out AK.crt [--issuer NAME] [--days N]\n"
+    "  Compares the credential in the host's TpmEnrollResponse (RESPONSE) with PENDING and, when equal, issues\n"
+    "  the AK certificate (PEM) for the request's host under DIR/ca (or DIR/NAME, an AK CA), valid N days\n"
+    "  (default 365). The certificate's extendedKeyUsage " IDEVS_OID_TPM_AK " marks it an idevs AK.\n";
 
 static const char usage_init[] =
     "usage: idevs-ca init DIR [--name NAME] [--days N]\n"
@@ -760,6 +782,155 @@ static int cmd_show(int argc, char **argv)
     return 0;
 }
 
+/* ---- tpm enrollment ---- */
+
+static int read_input(const char *path, const char *what, unsigned flags, uint8_t **data, size_t *len)
+{
+    idevs_file_rules rules = {what, 1, 2 * IDEVS_TPM_ENROLL_MAX + 256, flags, 0};
+    char why[512];
+    if (idevs_file_read(AT_FDCWD, path, &rules, data, len, why, sizeof why) != IDEVS_OK) {
+        err_msg("%s", why);
+        return 1;
+    }
+    return 0;
+}
+
+/* A new file (refused when it exists) of mode. */
+static int write_new(const char *path, const uint8_t *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0) {
+        err_msg("cannot create %s: %s%s", path, strerror(errno), errno == EEXIST ? " (refusing to overwrite)" : "");
+        return 1;
+    }
+    bool ok = idevs_file_write_all(fd, data, len) == IDEVS_OK;
+    ok = close(fd) == 0 && ok;
+    if (!ok) {
+        err_msg("cannot write %s", path);
+        unlink(path);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_tpm_challenge(int argc, char **argv)
+{
+    static const struct option opts[] = {{"ek-roots", required_argument, NULL, 'e'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"pending", required_argument, NULL, 'p'},
+                                         {NULL, 0, NULL, 0}};
+    const char *roots_path = NULL, *out = NULL, *pending_path = NULL;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'e')
+            roots_path = optarg;
+        else if (c == 'o')
+            out = optarg;
+        else if (c == 'p')
+            pending_path = optarg;
+        else
+            return usage_error(usage_tpm_challenge, "unknown option");
+    }
+    if (argc - optind != 2 || roots_path == NULL || out == NULL || pending_path == NULL)
+        return usage_error(usage_tpm_challenge, "tpm-challenge needs DIR, REQUEST, --ek-roots, --out and --pending");
+    const char *paths[] = {out, pending_path};
+    if (refuse_existing(paths, 2) != 0)
+        return 1;
+    char why[512];
+    X509_STORE *roots = NULL;
+    uint8_t *req = NULL, *ch = NULL, *pd = NULL;
+    size_t req_len = 0, ch_len = 0, pd_len = 0;
+    int rc = 1;
+    if (idevs_tpm_ek_roots_load(roots_path, &roots, why, sizeof why) != IDEVS_OK) {
+        err_msg("--ek-roots: %s", why);
+        goto done;
+    }
+    if (read_input(argv[optind + 1], "enrollment request", 0, &req, &req_len) != 0)
+        goto done;
+    idevs_err err = idevs_tpm_enroll_challenge(roots, req, req_len, &ch, &ch_len, &pd, &pd_len, why, sizeof why);
+    if (err != IDEVS_OK) {
+        err_msg("%s: refused (%s): %s", argv[optind + 1], idevs_err_name(err), why);
+        goto done;
+    }
+    if (write_new(pending_path, pd, pd_len, 0600) != 0)
+        goto done;
+    if (write_new(out, ch, ch_len, 0644) != 0) {
+        unlink(pending_path);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (pd != NULL)
+        idevs_cleanse(pd, pd_len);
+    free(pd);
+    free(ch);
+    free(req);
+    X509_STORE_free(roots);
+    return rc;
+}
+
+static int cmd_tpm_issue(int argc, char **argv)
+{
+    static const struct option opts[] = {{"out", required_argument, NULL, 'o'},
+                                         {"issuer", required_argument, NULL, 'i'},
+                                         {"days", required_argument, NULL, 'd'},
+                                         {NULL, 0, NULL, 0}};
+    const char *out = NULL, *issuer = "ca";
+    unsigned long days = 365;
+    int c;
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'o')
+            out = optarg;
+        else if (c == 'i')
+            issuer = optarg;
+        else if (c == 'd') {
+            if (!parse_uint(optarg, 36500, &days))
+                return usage_error(usage_tpm_issue, "--days: '%s' is not a number of days from 1 to 36500", optarg);
+        } else
+            return usage_error(usage_tpm_issue, "unknown option");
+    }
+    if (argc - optind != 3 || out == NULL)
+        return usage_error(usage_tpm_issue, "tpm-issue needs DIR, PENDING, RESPONSE and --out");
+    if (!idevs_name_valid(issuer))
+        return usage_error(usage_tpm_issue, "--issuer: '%s' is not a valid name", issuer);
+    const char *paths[] = {out};
+    if (refuse_existing(paths, 1) != 0)
+        return 1;
+    char why[512];
+    uint8_t *pd = NULL, *resp = NULL;
+    size_t pd_len = 0, resp_len = 0;
+    idevs_identity *ca = NULL;
+    X509 *ca_cert = NULL, *ak = NULL;
+    int rc = 1;
+    if (read_input(argv[optind + 1], "pending file", IDEVS_FILE_PRIVATE | IDEVS_FILE_SECRET, &pd, &pd_len) != 0 ||
+        read_input(argv[optind + 2], "enrollment response", 0, &resp, &resp_len) != 0 ||
+        load_identity(argv[optind], issuer, &ca, &ca_cert) != 0)
+        goto done;
+    idevs_err err = idevs_tpm_enroll_issue(pd, pd_len, resp, resp_len, ca, ca_cert, (unsigned)days, &ak, why,
+                                           sizeof why);
+    if (err != IDEVS_OK) {
+        err_msg("%s: refused (%s): %s", argv[optind + 2], idevs_err_name(err), why);
+        goto done;
+    }
+    X509 *certs[1] = {ak};
+    if (write_certs(out, certs, 1) != 0)
+        goto done;
+    rc = 0;
+done:
+    if (pd != NULL)
+        idevs_cleanse(pd, pd_len);
+    free(pd);
+    if (resp != NULL)
+        idevs_cleanse(resp, resp_len);
+    free(resp);
+    X509_free(ak);
+    X509_free(ca_cert);
+    idevs_identity_free(ca);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -780,7 +951,9 @@ int main(int argc, char **argv)
                 {"attest", cmd_attest, usage_attest},
                 {"verify", cmd_verify, usage_verify},
                 {"show", cmd_show, usage_show},
-                {"measure", cmd_measure, usage_measure}};
+                {"measure", cmd_measure, usage_measure},
+                {"tpm-challenge", cmd_tpm_challenge, usage_tpm_challenge},
+                {"tpm-issue", cmd_tpm_issue, usage_tpm_issue}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(cmd, cmds[i].name) == 0) {
             if (wants_help(argc - 1, argv + 1)) {

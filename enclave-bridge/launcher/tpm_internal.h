@@ -11,7 +11,7 @@
 
 #include "idevs_crypto.h"
 #include "idevs_error.h"
-#include "idevs_tpm.h"
+#include "idevs_tpm_host.h"
 #include "idevs_uuid.h"
 #include "launcher_internal.h"
 

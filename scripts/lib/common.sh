@@ -5,7 +5,8 @@ IDEVS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Everything idevs needs to build, test and run on Debian 12. python3-cryptography and python3-protobuf serve
 # the independent interoperability test only (with python3-pyasn1-modules); haproxy the load balancer in front of
-# several brokers (tests/scale/test_brokers.sh).
+# several brokers (tests/scale/test_brokers.sh); libtss2-dev reads TPM structures (the tpm
+# backend's quotes); swtpm, swtpm-tools and tpm2-tools are the software TPM its tests run against.
 IDEVS_PACKAGES=(
   meson ninja-build pkg-config gcc libc6-dev
   libssl-dev openssl

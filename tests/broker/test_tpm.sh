@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The tpm backend in a real Mosquitto broker, against a software TPM (swtpm, scripts/lib/swtpm.sh, in the work
 # directory): the configuration refused without enrollment and with bad tpm options (each naming its option),
-# then the host enrolled with idevs-tpm (the operator's side by tpm2_makecredential and a throwaway AK CA,
-# tests/tpm/tpm_operator.py), the echo process certified with a TPM report, a round trip with services that
+# then the host enrolled with idevs-tpm and the operator's idevs-ca (tpm-challenge against the swtpm vendor's
+# roots, tpm-issue under the operator CA), the echo process certified with a TPM report, a round trip with services that
 # allow backend tpm, and a broker restart that restores the keys (sealing secret unsealed by the TPM) without a
 # new event in the register's log; the replay record bound to the TPM's NV counter (an older copy put back, or
 # the file removed, refused at start; the documented recovery).
@@ -11,8 +11,7 @@ plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6 tpm_to
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/lib.sh"
 source "$here/../../scripts/lib/swtpm.sh"
-need_tools swtpm swtpm_setup swtpm_localca tpm2_makecredential tpm2_pcrread
-operator() { python3 "$here/../tpm/tpm_operator.py" "$@"; }
+need_tools swtpm swtpm_setup swtpm_localca tpm2_pcrread
 trap 'swtpm_stop_dir "$work/tpm"; cleanup' EXIT
 # idevs-tpm runs as the broker's user, who owns the state directory (mosquitto when the test runs as root).
 tpm_cmd() {
@@ -46,12 +45,15 @@ tpm_cmd enroll-request --tcti "$tcti" --state-dir "$work/state" --host broker-te
 check "idevs-tpm enroll-request writes a request" test -s "$work/req.bin"
 expect_refusal "an AK without its certificate: the broker stops, naming the enrollment" "no AK certificate" \
   "$work/echo.json" "plugin_opt_backend tpm" "plugin_opt_tpm_tcti $tcti"
-operator challenge "$work/op" "$work/req.bin" "$work/ch.bin" "$work/secret.bin" >"$work/out" 2>&1 ||
-  not_ok "the operator makes a challenge (tpm2_makecredential)" "$work/out"
+cat "$work/tpm/vendor-root.pem" "$work/tpm/vendor-intermediate.pem" >"$work/ek-roots.pem"
+check "idevs-ca tpm-challenge checks the request against the TPM vendor's roots" \
+  "$ca_tool" tpm-challenge "$pki" "$work/req.bin" --ek-roots "$work/ek-roots.pem" --out "$work/ch.bin" \
+  --pending "$work/pending.bin"
 tpm_cmd enroll-activate --tcti "$tcti" --state-dir "$work/state" --challenge "$work/ch.bin" \
   --out "$work/resp.bin" >"$work/out" 2>&1
-check "idevs-tpm enroll-activate recovers the operator's credential" operator check "$work/resp.bin" "$work/secret.bin"
-operator issue "$work/op" "$work/req.bin" "$work/ak.crt" >"$work/out" 2>&1
+check "idevs-tpm enroll-activate answers the challenge" test -s "$work/resp.bin"
+check "idevs-ca tpm-issue takes the answer and issues the AK certificate under the operator CA" \
+  "$ca_tool" tpm-issue "$pki" "$work/pending.bin" "$work/resp.bin" --out "$work/ak.crt"
 tpm_cmd enroll-install --state-dir "$work/state" --ak-cert "$work/ak.crt" >"$work/out" 2>&1
 check "idevs-tpm enroll-install takes the AK certificate" test -s "$work/state/tpm/ak.der"
 tpm_cmd enroll-install --state-dir "$work/state" --ak-cert "$work/req.bin" >"$work/out" 2>&1

@@ -618,7 +618,8 @@ class Runner:
                 f.write(b.text)
             exe = os.path.join(d, "example")
             ok, out = self.compile(self.cflags() + ["-Wall", "-Wextra", "-Werror", src, "-o", exe] + self.libs +
-                                   ["-lmosquitto", "-lsqlite3", "-lcjson", "-lprotobuf-c", "-lcrypto", "-luuid", "-lpthread"])
+                                   ["-lmosquitto", "-lsqlite3", "-lcjson", "-lprotobuf-c", "-lcrypto", "-ltss2-mu",
+                                    "-luuid", "-lpthread"])
             if not ok:
                 return self.not_ok(b, "c program builds", out)
             if b.directive("run as taxi") is not None:

@@ -19,7 +19,9 @@
 
 #include <openssl/evp.h>
 
+#include "certs_internal.h"
 #include "fuzz.h"
+#include "fuzz_tpm_world.h"
 #include "fuzz_world.h"
 #include "envelope_internal.h"
 #include "idevs_crypto.h"
@@ -958,6 +960,41 @@ static void outbox_entries(void)
     put_entry("undeclared-topic", 1, "idevs/p/out/other", 0, 1, false, now, false, false);
 }
 
+/* fuzz_tpm_report's seeds: a report that verifies, and refused ones that reach past decoding. */
+static void tpm_reports(const fuzz_world *w)
+{
+    idevs_cert_policy *policy = fuzz_tpm_policy(w);
+    idevs_evidence ev;
+    fuzz_tpm_evidence(&ev);
+    static const struct {
+        const char *name;
+        size_t events;
+        unsigned reg;
+        int flip; /* a byte of the report to flip, from the end; 0: none */
+        idevs_err expected;
+    } seeds[] = {
+        {"one-event", 1, FUZZ_TPM_REGISTER, 0, IDEVS_OK},
+        {"ten-events", 10, FUZZ_TPM_REGISTER, 0, IDEVS_OK},
+        {"register-16", 1, 16, 0, IDEVS_ERR_EVIDENCE_MALFORMED},
+        {"register-14", 1, 14, 0, IDEVS_ERR_TPM_PCR_SELECTION},
+        {"event-altered", 2, FUZZ_TPM_REGISTER, 1, IDEVS_ERR_TPM_LOG_REPLAY},
+    };
+    for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+        size_t len = 0;
+        uint8_t *r = fuzz_tpm_report(w, seeds[i].events, seeds[i].reg, &len);
+        if (seeds[i].flip > 0)
+            r[len - (size_t)seeds[i].flip] ^= 0x01; /* the last event's key binding */
+        char why[512];
+        idevs_err err = certs_tpm_verify(policy, &ev, r, len, "certificate 'seed'", why, sizeof why);
+        expect(err == seeds[i].expected, "tpm report %s gives %s", seeds[i].name, idevs_err_name(seeds[i].expected));
+        if (err != seeds[i].expected)
+            fprintf(stderr, "make_seeds: tpm report %s: %s\n", seeds[i].name, err == IDEVS_OK ? "accepted" : why);
+        put("tpm_report", seeds[i].name, r, len, NULL, 0);
+        free(r);
+    }
+    idevs_cert_policy_free(policy);
+}
+
 int main(int argc, char **argv)
 {
     check_mode = argc == 3 && strcmp(argv[1], "--check") == 0;
@@ -972,6 +1009,7 @@ int main(int argc, char **argv)
     fuzz_world_init(&w);
     envelopes(&w);
     certificates(&w);
+    tpm_reports(&w);
     fuzz_world_free(&w);
 
     char *documented = documented_descriptor();

@@ -20,6 +20,8 @@ COVERED = [
     ("base/idevs_error.c", "tests/unit/test_crypto.c"),
     ("base/idevs_hex.c", "tests/unit/test_crypto.c"),
     ("base/idevs_uuid.c", "tests/unit/test_crypto.c"),
+    ("certs/tpm_ak.c", "tests/unit/test_tpm_quote.c"),
+    ("certs/tpm_enroll.c", "tests/cli/test_tpm_enroll.sh"),
     ("certs/*.c", "tests/unit/test_certs.c"),
     ("certs/tool/idevs_ca.c", "tests/cli/test_idevs_ca.sh"),
     ("proto/envelope_*.c", "tests/unit/test_envelope.c"),

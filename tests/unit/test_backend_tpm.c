@@ -1,4 +1,4 @@
-/* The tpm backend (enclave-bridge/launcher/backend_tpm.c) and the host's enrollment (tpm_enroll.c) against a real
+/* The tpm backend (enclave-bridge/launcher/backend_tpm.c) and the host's enrollment (tpm_host_enroll.c) against a real
  * software TPM: swtpm started by scripts/lib/swtpm.sh in a temporary directory, manufactured with EK
  * certificates from a CA private to the test; the operator's side is tpm2-tools' tpm2_makecredential and a
  * throwaway AK CA (tests/tpm/tpm_operator.py). Without swtpm, tpm2-tools or python3 the test fails, saying so.
@@ -27,6 +27,7 @@
 #include "harness.h"
 #include "idevs_backend.h"
 #include "idevs_tpm.h"
+#include "idevs_tpm_host.h"
 #include "launcher_internal.h"
 #include "tpm.pb-c.h"
 #include "tpm_internal.h"

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "idevs_file.h"
-#include "idevs_tpm.h"
+#include "idevs_tpm_host.h"
 
 static int usage(void)
 {

@@ -7,8 +7,8 @@
  *   ak.priv  its TPM2B_PRIVATE, marshalled: wrapped by the TPM, usable only inside it
  *   ak.der   the AK certificate the operator issued (DER), installed by idevs_tpm_enroll_install()
  *   events.pcr<N>  the launcher's event log of register PCR N since boot (tpm_log.c) */
-#ifndef IDEVS_TPM_H
-#define IDEVS_TPM_H
+#ifndef IDEVS_TPM_HOST_H
+#define IDEVS_TPM_HOST_H
 
 #include <stddef.h>
 #include <stdint.h>
