@@ -10,11 +10,17 @@
 #   "$CS_STORE" run --db ... $(cs_conn store)
 #   cs_stop_all
 #
+# With CS_BACKEND=tpm (set before cs_write_conf), the compartments run on the tpm backend (docs/BACKENDS.md):
+# cs_write_conf starts a software TPM in WORK/tpm (scripts/lib/swtpm.sh) and enrolls the host with idevs-tpm and
+# idevs-ca, and the services' policy allows backend tpm instead of the process backend.
+#
 # The functions that concern one process (cs_write_descriptor, cs_expected_measurement, cs_wait_certificate,
 # cs_conn, cs_counters) use CS_PROCESS, CS_LOGIC and CS_DESCRIPTOR: rewards' unless run through cs_with, as in
 # "cs_with loyalty cs_conn points".
 
 source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/swtpm.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/tpm_enroll.sh"
 
 cs_init() { # BUILD_DIR WORK_DIR
   CS_BUILD=$(cd "$1" && pwd) CS_WORK=$2
@@ -28,6 +34,8 @@ cs_init() { # BUILD_DIR WORK_DIR
   CS_MESSAGING=$CS_BUILD/services/messaging/messaging
   CS_POINTS=$CS_BUILD/services/points/points # loyalty's service: not needed by rewards alone
   CS_SUB=$CS_BUILD/services/tools/idevs-sub
+  CS_TPM=$CS_BUILD/enclave-bridge/launcher/tool/idevs-tpm
+  CS_BACKEND=${CS_BACKEND:-process} CS_TCTI=
   CS_PKI=$CS_WORK/pki
   CS_DESCRIPTOR=$CS_WORK/rewards.json
   CS_PROCESS=rewards
@@ -75,6 +83,11 @@ cs_write_conf() { # extra lines...
   CS_PORT=$(cs_free_port)
   mkdir -p "$CS_WORK/broker" "$CS_WORK/state"
   chmod 700 "$CS_WORK/state"
+  local backend=()
+  if [ "$CS_BACKEND" = tpm ]; then
+    [ -n "$CS_TCTI" ] || cs_start_tpm || return 1
+    backend=("plugin_opt_backend tpm" "plugin_opt_tpm_tcti $CS_TCTI")
+  fi
   {
     echo "listener $CS_PORT 127.0.0.1"
     echo "allow_anonymous true"
@@ -93,8 +106,25 @@ cs_write_conf() { # extra lines...
     echo "plugin_opt_acl_others allow"
     echo "plugin_opt_metrics_interval_s 1"
     local line
-    for line in "$@"; do echo "$line"; done
+    for line in "${backend[@]}" "$@"; do echo "$line"; done
   } >"$CS_WORK/mosquitto.conf"
+}
+
+# A software TPM in WORK/tpm, and the host enrolled for the broker's state directory (idevs-tpm as the broker's
+# user, who owns that directory; idevs-ca as the operator): CS_TCTI. Stopped by cs_stop_all.
+cs_run_as_broker() {
+  if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then own_work "$CS_WORK"; runuser -u mosquitto -- "$@"
+  else "$@"; fi
+}
+cs_start_tpm() {
+  mkdir -p "$CS_WORK/tpm" "$CS_WORK/state" && chmod 700 "$CS_WORK/state"
+  swtpm_setup_dir "$CS_WORK/tpm" >"$CS_WORK/tpm/setup.log" 2>&1 &&
+    CS_TCTI=$(swtpm_start_dir "$CS_WORK/tpm" 2>"$CS_WORK/tpm/start.log") &&
+    tpm_enroll "$CS_TCTI" "$CS_WORK/state" "$CS_WORK/tpm/enrollment" "$CS_PKI" "$CS_WORK/tpm" "$CS_CA" \
+      cs_run_as_broker "$CS_TPM" >"$CS_WORK/tpm/enroll.log" 2>&1 && return 0
+  echo "casestudy: the software TPM or the enrollment failed:" >&2
+  cat "$CS_WORK/tpm/"*.log >&2 2>/dev/null
+  return 1
 }
 
 # Starts mosquitto on the configuration and waits until the compartment's certificate is retained
@@ -145,8 +175,10 @@ cs_start_tap() { # [STREAMS_DIR]
 
 # The connection and verification options of a service (the shared options of the service library).
 cs_conn() { # NAME
+  local backend=allow-process-backend-insecure
+  [ "$CS_BACKEND" != tpm ] || backend=allow-backend=tpm
   printf '%s\n' --pki "$CS_PKI" --name "$1" --process "$CS_PROCESS" -h 127.0.0.1 -p "${CS_TAP_PORT:-$CS_PORT}" \
-    --policy allow-process-backend-insecure --policy "measurement=$(cs_expected_measurement)" \
+    --policy "$backend" --policy "measurement=$(cs_expected_measurement)" \
     --policy "descriptor=$CS_DESCRIPTOR"
 }
 
@@ -185,4 +217,5 @@ cs_stop_all() {
   CS_SERVICE_PIDS=()
   cs_stop_pid "${CS_TAP_PID:-}"; CS_TAP_PID=
   cs_stop_pid "${CS_BROKER_PID:-}"; CS_BROKER_PID=
+  if [ -n "${CS_TCTI:-}" ]; then swtpm_stop_dir "$CS_WORK/tpm" >/dev/null 2>&1; CS_TCTI=; fi
 }

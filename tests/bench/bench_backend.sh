@@ -10,7 +10,7 @@ plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6 tpm_to
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../broker/lib.sh"
 source "$here/../../scripts/lib/swtpm.sh"
-source "$here/../tpm/enroll.sh"
+source "$here/../../scripts/lib/tpm_enroll.sh"
 need_tools swtpm swtpm_setup swtpm_localca
 trap 'swtpm_stop_dir "$work/tpm"; cleanup' EXIT
 as_broker() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then own_work; runuser -u mosquitto -- "$@"; else "$@"; fi; }
