@@ -85,6 +85,8 @@ idevs_err certs_evidence_decode_report(const uint8_t *data, size_t len, idevs_ev
 /* issue.c */
 /* A random positive 16-byte serial number. */
 idevs_err certs_set_serial(X509 *cert);
+/* idevs_fail, and OpenSSL's error queue emptied: a failure of certs/ leaves nothing for the next caller. */
+idevs_err certs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* IDEVS_OK when issuer_cert is a CA certificate for the issuer identity's key, else IDEVS_ERR_INVALID_ARG. */
 idevs_err certs_check_issuer(const idevs_identity *issuer, X509 *issuer_cert);
 

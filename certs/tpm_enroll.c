@@ -29,19 +29,6 @@
 #define EK_RSA_BITS 2048
 #define AES128_LEN 16
 
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    idevs_vfail(why, why_len, err, fmt, ap);
-    va_end(ap);
-    ERR_clear_error();
-    return err;
-}
-
 /* ---- EK roots ---- */
 
 /* One file of roots: PEM certificates, or one DER certificate. */
@@ -61,11 +48,11 @@ static idevs_err add_root_file(X509_STORE *store, const char *path, size_t *adde
                                         sizeof inner);
         free(data);
         if (err != IDEVS_OK)
-            return fail(why, why_len, err, "%s: %s", path, inner);
+            return certs_fail(why, why_len, err, "%s: %s", path, inner);
         for (size_t i = 0; i < n && err == IDEVS_OK; i++) {
             X509 *x = certs_parse_der(der[i], der_len[i]);
             if (x == NULL || X509_STORE_add_cert(store, x) != 1)
-                err = fail(why, why_len, x == NULL ? IDEVS_ERR_CERT_MALFORMED : IDEVS_ERR_NOMEM,
+                err = certs_fail(why, why_len, x == NULL ? IDEVS_ERR_CERT_MALFORMED : IDEVS_ERR_NOMEM,
                            "%s: cannot use certificate %zu", path, i + 1);
             X509_free(x);
         }
@@ -76,9 +63,9 @@ static idevs_err add_root_file(X509_STORE *store, const char *path, size_t *adde
     X509 *x = certs_parse_der(data, len);
     free(data);
     if (x == NULL)
-        return fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "%s: neither PEM certificates nor one DER certificate",
+        return certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "%s: neither PEM certificates nor one DER certificate",
                     path);
-    err = X509_STORE_add_cert(store, x) == 1 ? IDEVS_OK : fail(why, why_len, IDEVS_ERR_NOMEM, "%s: cannot add", path);
+    err = X509_STORE_add_cert(store, x) == 1 ? IDEVS_OK : certs_fail(why, why_len, IDEVS_ERR_NOMEM, "%s: cannot add", path);
     X509_free(x);
     *added += 1;
     return err;
@@ -87,11 +74,11 @@ static idevs_err add_root_file(X509_STORE *store, const char *path, size_t *adde
 idevs_err idevs_tpm_ek_roots_load(const char *path, X509_STORE **out, char *why, size_t why_len)
 {
     if (path == NULL || out == NULL)
-        return fail(why, why_len, IDEVS_ERR_INVALID_ARG, "no EK roots given");
+        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "no EK roots given");
     *out = NULL;
     X509_STORE *store = X509_STORE_new();
     if (store == NULL)
-        return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
     idevs_err err = IDEVS_OK;
     size_t added = 0, files = 0;
     DIR *d = opendir(path);
@@ -104,18 +91,18 @@ idevs_err idevs_tpm_ek_roots_load(const char *path, X509_STORE **out, char *why,
             if (e->d_name[0] == '.')
                 continue;
             if (++files > EK_ROOT_FILES_MAX) {
-                err = fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s holds more than %d files", path, EK_ROOT_FILES_MAX);
+                err = certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "%s holds more than %d files", path, EK_ROOT_FILES_MAX);
                 break;
             }
             if (snprintf(file, sizeof file, "%s/%s", path, e->d_name) >= (int)sizeof file)
-                err = fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s/%s: path too long", path, e->d_name);
+                err = certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "%s/%s: path too long", path, e->d_name);
             else
                 err = add_root_file(store, file, &added, why, why_len);
         }
         closedir(d);
     }
     if (err == IDEVS_OK && added == 0)
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "%s holds no certificate", path);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "%s holds no certificate", path);
     if (err != IDEVS_OK) {
         X509_STORE_free(store);
         return err;
@@ -140,27 +127,27 @@ idevs_err idevs_tpm_ak_check(const uint8_t *tpmt_public, size_t len, EVP_PKEY **
         Tss2_MU_TPMT_PUBLIC_Unmarshal(tpmt_public, len, &off, &pub) != 0 || off != len ||
         Tss2_MU_TPMT_PUBLIC_Marshal(&pub, again, sizeof again, &again_len) != 0 || again_len != len ||
         memcmp(again, tpmt_public, len) != 0)
-        return fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES, "the AK public area is not a marshalled TPMT_PUBLIC");
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES, "the AK public area is not a marshalled TPMT_PUBLIC");
     const TPMA_OBJECT need = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
                              TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_SIGN_ENCRYPT;
     const TPMS_ECC_PARMS *ecc = &pub.parameters.eccDetail;
     if (pub.type != TPM2_ALG_ECC || pub.nameAlg != TPM2_ALG_SHA256)
-        return fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES, "the AK is not an ECC key with name algorithm SHA-256");
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES, "the AK is not an ECC key with name algorithm SHA-256");
     if ((pub.objectAttributes & need) != need || (pub.objectAttributes & TPMA_OBJECT_DECRYPT) != 0)
-        return fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES,
                     "the AK's attributes 0x%08x lack fixedTPM, fixedParent, sensitiveDataOrigin, restricted or sign, "
                     "or have decrypt",
                     (unsigned)pub.objectAttributes);
     if (ecc->curveID != TPM2_ECC_NIST_P256 || ecc->scheme.scheme != TPM2_ALG_ECDSA ||
         ecc->scheme.details.ecdsa.hashAlg != TPM2_ALG_SHA256 || ecc->symmetric.algorithm != TPM2_ALG_NULL ||
         ecc->kdf.scheme != TPM2_ALG_NULL || pub.unique.ecc.x.size != 32 || pub.unique.ecc.y.size != 32)
-        return fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES,
                     "the AK is not a NIST P-256 key with the ECDSA SHA-256 scheme");
     if (name != NULL) {
         name[0] = TPM2_ALG_SHA256 >> 8;
         name[1] = TPM2_ALG_SHA256 & 0xff;
         if (idevs_sha256(tpmt_public, len, name + 2) != IDEVS_OK)
-            return fail(why, why_len, IDEVS_ERR_CRYPTO, "hashing the AK public area failed");
+            return certs_fail(why, why_len, IDEVS_ERR_CRYPTO, "hashing the AK public area failed");
     }
     if (ak == NULL)
         return IDEVS_OK;
@@ -176,7 +163,7 @@ idevs_err idevs_tpm_ak_check(const uint8_t *tpmt_public, size_t len, EVP_PKEY **
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
     idevs_err err = IDEVS_OK;
     if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1 || EVP_PKEY_fromdata(ctx, ak, EVP_PKEY_PUBLIC_KEY, params) != 1)
-        err = fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES, "the AK's public point is not on P-256");
+        err = certs_fail(why, why_len, IDEVS_ERR_TPM_AK_ATTRIBUTES, "the AK's public point is not on P-256");
     EVP_PKEY_CTX_free(ctx);
     ERR_clear_error();
     return err;
@@ -303,21 +290,21 @@ static idevs_err read_request(const uint8_t *data, size_t len, Idevs__V1__TpmEnr
                               uint8_t name[IDEVS_TPM_NAME_LEN], char *why, size_t why_len)
 {
     if (data == NULL || len == 0 || len > IDEVS_TPM_ENROLL_MAX)
-        return fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment request is empty or larger than %d bytes",
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment request is empty or larger than %d bytes",
                     IDEVS_TPM_ENROLL_MAX);
     Idevs__V1__TpmEnrollRequest *r = *req = idevs__v1__tpm_enroll_request__unpack(NULL, len, data);
     if (r == NULL)
-        return fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment request is not an idevs.v1.TpmEnrollRequest");
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment request is not an idevs.v1.TpmEnrollRequest");
     if (r->base.n_unknown_fields != 0)
-        return fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment request has an unknown field");
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment request has an unknown field");
     if (r->version != 1)
-        return fail(why, why_len, IDEVS_ERR_VERSION, "the enrollment request has version %u, not 1", r->version);
+        return certs_fail(why, why_len, IDEVS_ERR_VERSION, "the enrollment request has version %u, not 1", r->version);
     if (r->host == NULL || !idevs_name_valid(r->host))
-        return fail(why, why_len, IDEVS_ERR_MALFORMED,
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED,
                     "the enrollment request's host is not a name of 1 to %d characters [A-Za-z0-9._-]",
                     IDEVS_NAME_MAX);
     if (r->ek_certificate.len == 0 || r->ek_certificate.len > IDEVS_CERT_MAX || r->ak_public.len == 0)
-        return fail(why, why_len, IDEVS_ERR_MALFORMED,
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED,
                     "the enrollment request lacks the EK certificate or the AK, or its EK certificate is too large");
     return idevs_tpm_ak_check(r->ak_public.data, r->ak_public.len, ak, name, why, why_len);
 }
@@ -328,21 +315,21 @@ static idevs_err check_ek(X509_STORE *roots, const ProtobufCBinaryData *der, EVP
 {
     X509 *x = certs_parse_der(der->data, der->len);
     if (x == NULL)
-        return fail(why, why_len, IDEVS_ERR_TPM_EK_UNTRUSTED, "the EK certificate is not valid DER X.509");
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_EK_UNTRUSTED, "the EK certificate is not valid DER X.509");
     idevs_err err = IDEVS_OK;
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     /* Vendors' EK certificates carry a critical subjectAltName with an empty subject (TCG EK profile): OpenSSL
      * handles it; no X509_STRICT, which some vendors' encodings fail. */
     if (ctx == NULL || X509_STORE_CTX_init(ctx, roots, x, NULL) != 1)
-        err = fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying the EK certificate");
+        err = certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying the EK certificate");
     else if (X509_verify_cert(ctx) != 1)
-        err = fail(why, why_len, IDEVS_ERR_TPM_EK_UNTRUSTED,
+        err = certs_fail(why, why_len, IDEVS_ERR_TPM_EK_UNTRUSTED,
                    "the EK certificate does not chain to a configured TPM vendor root: %s",
                    X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     X509_STORE_CTX_free(ctx);
     EVP_PKEY *key = err == IDEVS_OK ? X509_get0_pubkey(x) : NULL;
     if (err == IDEVS_OK && (key == NULL || !EVP_PKEY_is_a(key, "RSA") || EVP_PKEY_get_bits(key) != EK_RSA_BITS))
-        err = fail(why, why_len, IDEVS_ERR_TPM_EK_UNTRUSTED,
+        err = certs_fail(why, why_len, IDEVS_ERR_TPM_EK_UNTRUSTED,
                    "the EK certificate's key is not RSA-2048 (this version makes credentials for RSA-2048 EKs only; "
                    "an ECC EK is refused)");
     if (err == IDEVS_OK) {
@@ -359,7 +346,7 @@ idevs_err idevs_tpm_enroll_challenge(X509_STORE *ek_roots, const uint8_t *reques
                                      size_t *pending_len, char *why, size_t why_len)
 {
     if (ek_roots == NULL || challenge == NULL || challenge_len == NULL || pending == NULL || pending_len == NULL)
-        return fail(why, why_len, IDEVS_ERR_INVALID_ARG, "missing argument");
+        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "missing argument");
     *challenge = *pending = NULL;
     *challenge_len = *pending_len = 0;
     Idevs__V1__TpmEnrollRequest *req = NULL;
@@ -372,10 +359,10 @@ idevs_err idevs_tpm_enroll_challenge(X509_STORE *ek_roots, const uint8_t *reques
     if (err == IDEVS_OK)
         err = check_ek(ek_roots, &req->ek_certificate, &ek, why, why_len);
     if (err == IDEVS_OK && idevs_random(credential, sizeof credential) != IDEVS_OK)
-        err = fail(why, why_len, IDEVS_ERR_CRYPTO, "no random bytes for the credential");
+        err = certs_fail(why, why_len, IDEVS_ERR_CRYPTO, "no random bytes for the credential");
     if (err == IDEVS_OK && make_credential(ek, name, credential, blob, sizeof blob, &blob_len, secret, sizeof secret,
                                            &secret_len) != IDEVS_OK)
-        err = fail(why, why_len, IDEVS_ERR_CRYPTO, "making the credential failed");
+        err = certs_fail(why, why_len, IDEVS_ERR_CRYPTO, "making the credential failed");
     if (err == IDEVS_OK) {
         Idevs__V1__TpmEnrollChallenge c = IDEVS__V1__TPM_ENROLL_CHALLENGE__INIT;
         c.version = 1;
@@ -385,13 +372,13 @@ idevs_err idevs_tpm_enroll_challenge(X509_STORE *ek_roots, const uint8_t *reques
         ch = malloc(n);
         pd = malloc(PENDING_HEAD + request_len);
         if (ch == NULL || pd == NULL || idevs__v1__tpm_enroll_challenge__pack(&c, ch) != n) {
-            err = fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+            err = certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
         } else {
             *challenge_len = n;
             memcpy(pd, PENDING_MAGIC, PENDING_MAGIC_LEN);
             memcpy(pd + PENDING_MAGIC_LEN, credential, sizeof credential);
             if (idevs_sha256(request, request_len, pd + PENDING_MAGIC_LEN + sizeof credential) != IDEVS_OK)
-                err = fail(why, why_len, IDEVS_ERR_CRYPTO, "hashing the request failed");
+                err = certs_fail(why, why_len, IDEVS_ERR_CRYPTO, "hashing the request failed");
             memcpy(pd + PENDING_HEAD, request, request_len);
         }
     }
@@ -417,30 +404,30 @@ idevs_err idevs_tpm_enroll_issue(const uint8_t *pending, size_t pending_len, con
                                  X509 **ak_cert, char *why, size_t why_len)
 {
     if (pending == NULL || response == NULL || ak_cert == NULL)
-        return fail(why, why_len, IDEVS_ERR_INVALID_ARG, "missing argument");
+        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "missing argument");
     *ak_cert = NULL;
     uint8_t digest[IDEVS_SHA256_LEN];
     if (pending_len <= PENDING_HEAD || pending_len > PENDING_HEAD + IDEVS_TPM_ENROLL_MAX ||
         memcmp(pending, PENDING_MAGIC, PENDING_MAGIC_LEN) != 0)
-        return fail(why, why_len, IDEVS_ERR_MALFORMED, "the pending file is not an idevs tpm pending record");
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED, "the pending file is not an idevs tpm pending record");
     const uint8_t *credential = pending + PENDING_MAGIC_LEN;
     const uint8_t *request = pending + PENDING_HEAD;
     size_t request_len = pending_len - PENDING_HEAD;
     if (idevs_sha256(request, request_len, digest) != IDEVS_OK ||
         !idevs_ct_equal(digest, pending + PENDING_MAGIC_LEN + IDEVS_TPM_CREDENTIAL_LEN, sizeof digest))
-        return fail(why, why_len, IDEVS_ERR_MALFORMED, "the pending file's request does not match its digest");
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED, "the pending file's request does not match its digest");
     if (response_len == 0 || response_len > IDEVS_TPM_ENROLL_MAX)
-        return fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment response is empty or too large");
+        return certs_fail(why, why_len, IDEVS_ERR_MALFORMED, "the enrollment response is empty or too large");
     Idevs__V1__TpmEnrollResponse *resp = idevs__v1__tpm_enroll_response__unpack(NULL, response_len, response);
     idevs_err err = IDEVS_OK;
     if (resp == NULL || resp->base.n_unknown_fields != 0)
-        err = fail(why, why_len, IDEVS_ERR_MALFORMED,
+        err = certs_fail(why, why_len, IDEVS_ERR_MALFORMED,
                    "the enrollment response is not an idevs.v1.TpmEnrollResponse or has an unknown field");
     else if (resp->version != 1)
-        err = fail(why, why_len, IDEVS_ERR_VERSION, "the enrollment response has version %u, not 1", resp->version);
+        err = certs_fail(why, why_len, IDEVS_ERR_VERSION, "the enrollment response has version %u, not 1", resp->version);
     else if (resp->credential.len != IDEVS_TPM_CREDENTIAL_LEN ||
              !idevs_ct_equal(resp->credential.data, credential, IDEVS_TPM_CREDENTIAL_LEN))
-        err = fail(why, why_len, IDEVS_ERR_TPM_CREDENTIAL,
+        err = certs_fail(why, why_len, IDEVS_ERR_TPM_CREDENTIAL,
                    "the host's credential is not the one the challenge protected: its AK is not in the TPM of the "
                    "EK certificate, or the response belongs to another enrollment");
     if (resp != NULL) {
@@ -454,7 +441,7 @@ idevs_err idevs_tpm_enroll_issue(const uint8_t *pending, size_t pending_len, con
     EVP_PKEY *ak = NULL;
     err = read_request(request, request_len, &req, &ak, NULL, why, why_len);
     if (err == IDEVS_OK && (err = idevs_tpm_issue_ak_cert(ca, ca_cert, ak, req->host, days, ak_cert)) != IDEVS_OK)
-        fail(why, why_len, err, "issuing the AK certificate for '%s' failed: %s", req->host, idevs_strerror(err));
+        certs_fail(why, why_len, err, "issuing the AK certificate for '%s' failed: %s", req->host, idevs_strerror(err));
     EVP_PKEY_free(ak);
     if (req != NULL)
         idevs__v1__tpm_enroll_request__free_unpacked(req, NULL);

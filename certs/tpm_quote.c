@@ -28,19 +28,6 @@ struct report {
     const uint8_t *pcr[PCR_COUNT]; /* the listed values, by index; NULL when not listed */
 };
 
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    idevs_vfail(why, why_len, err, fmt, ap);
-    va_end(ap);
-    ERR_clear_error();
-    return err;
-}
-
 static bool exact(const ProtobufCBinaryData *b, size_t len)
 {
     return b->len == len && b->data != NULL;
@@ -99,7 +86,7 @@ static idevs_err check_ak(const idevs_cert_policy *policy, struct report *r, con
 {
     r->ak = certs_parse_der(r->msg->ak_certificate.data, r->msg->ak_certificate.len);
     if (r->ak == NULL)
-        return fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s: the AK certificate is not valid DER X.509",
+        return certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s: the AK certificate is not valid DER X.509",
                     label);
     uint32_t xflags = X509_get_extension_flags(r->ak);
     uint32_t usage = (xflags & EXFLAG_KUSAGE) != 0 ? X509_get_key_usage(r->ak) : 0;
@@ -111,7 +98,7 @@ static idevs_err check_ak(const idevs_cert_policy *policy, struct report *r, con
     ASN1_OBJECT_free(mark);
     EXTENDED_KEY_USAGE_free(eku);
     if (!marked || (xflags & EXFLAG_CA) != 0 || (usage & KU_DIGITAL_SIGNATURE) == 0)
-        return fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED,
                     "%s: the AK certificate is not an idevs attestation key certificate (extendedKeyUsage "
                     IDEVS_OID_TPM_AK ", keyUsage digitalSignature, not a CA)",
                     label);
@@ -121,13 +108,13 @@ static idevs_err check_ak(const idevs_cert_policy *policy, struct report *r, con
     if (key == NULL || !EVP_PKEY_is_a(key, "EC") ||
         EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, &group_len) != 1 ||
         strcmp(group, "prime256v1") != 0)
-        return fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED, "%s: the AK certificate's key is not EC P-256", label);
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED, "%s: the AK certificate's key is not EC P-256", label);
 
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     X509_STORE *store = policy->tpm_ak_store != NULL ? policy->tpm_ak_store : policy->store;
     if (ctx == NULL || X509_STORE_CTX_init(ctx, store, r->ak, NULL) != 1) {
         X509_STORE_CTX_free(ctx);
-        return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying the AK certificate of %s", label);
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying the AK certificate of %s", label);
     }
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT | X509_V_FLAG_CHECK_SS_SIGNATURE);
@@ -137,7 +124,7 @@ static idevs_err check_ak(const idevs_cert_policy *policy, struct report *r, con
         X509_VERIFY_PARAM_set_time(param, policy->at);
     idevs_err err = IDEVS_OK;
     if (X509_verify_cert(ctx) != 1)
-        err = fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED, "%s: the AK certificate is not valid under the %s: %s",
+        err = certs_fail(why, why_len, IDEVS_ERR_TPM_AK_UNTRUSTED, "%s: the AK certificate is not valid under the %s: %s",
                    label, policy->tpm_ak_store != NULL ? "policy's AK CAs" : "operator CAs",
                    X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx)));
     X509_STORE_CTX_free(ctx);
@@ -153,12 +140,12 @@ static idevs_err check_signature(struct report *r, const char *label, char *why,
     memset(&sig, 0, sizeof sig);
     if (Tss2_MU_TPMT_SIGNATURE_Unmarshal(r->msg->signature.data, r->msg->signature.len, &off, &sig) != 0 ||
         off != r->msg->signature.len)
-        return fail(why, why_len, IDEVS_ERR_TPM_SIGNATURE, "%s: the quote's signature is not a TPMT_SIGNATURE",
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_SIGNATURE, "%s: the quote's signature is not a TPMT_SIGNATURE",
                     label);
     const TPMS_SIGNATURE_ECDSA *e = &sig.signature.ecdsa;
     if (sig.sigAlg != TPM2_ALG_ECDSA || e->hash != TPM2_ALG_SHA256 || e->signatureR.size == 0 ||
         e->signatureR.size > ECC_P256_LEN || e->signatureS.size == 0 || e->signatureS.size > ECC_P256_LEN)
-        return fail(why, why_len, IDEVS_ERR_TPM_SIGNATURE,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_SIGNATURE,
                     "%s: the quote's signature is not ECDSA P-256 with SHA-256", label);
 
     idevs_err err = IDEVS_ERR_NOMEM;
@@ -175,14 +162,14 @@ static idevs_err check_signature(struct report *r, const char *label, char *why,
         goto done;
     if (EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, X509_get0_pubkey(r->ak)) != 1 ||
         EVP_DigestVerify(md, der, (size_t)der_len, r->msg->attest.data, r->msg->attest.len) != 1) {
-        err = fail(why, why_len, IDEVS_ERR_TPM_SIGNATURE,
+        err = certs_fail(why, why_len, IDEVS_ERR_TPM_SIGNATURE,
                    "%s: the quote's signature does not verify with the AK certificate's key", label);
         goto done;
     }
     err = IDEVS_OK;
 done:
     if (err == IDEVS_ERR_NOMEM)
-        fail(why, why_len, err, "out of memory checking the quote of %s", label);
+        certs_fail(why, why_len, err, "out of memory checking the quote of %s", label);
     OPENSSL_free(der);
     BN_free(rr);
     BN_free(ss);
@@ -200,23 +187,23 @@ static idevs_err check_quote(const idevs_evidence *ev, struct report *r, const c
     memset(&r->attest, 0, sizeof r->attest);
     if (Tss2_MU_TPMS_ATTEST_Unmarshal(r->msg->attest.data, r->msg->attest.len, &off, &r->attest) != 0 ||
         off != r->msg->attest.len)
-        return fail(why, why_len, IDEVS_ERR_TPM_NOT_QUOTE, "%s: the signed structure is not a TPMS_ATTEST", label);
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_NOT_QUOTE, "%s: the signed structure is not a TPMS_ATTEST", label);
     if (r->attest.magic != TPM2_GENERATED_VALUE)
-        return fail(why, why_len, IDEVS_ERR_TPM_NOT_QUOTE,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_NOT_QUOTE,
                     "%s: the signed structure was not generated by a TPM (magic is not TPM_GENERATED_VALUE)", label);
     if (r->attest.type != TPM2_ST_ATTEST_QUOTE)
-        return fail(why, why_len, IDEVS_ERR_TPM_NOT_QUOTE, "%s: the signed structure is not a quote (type 0x%04x)",
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_NOT_QUOTE, "%s: the signed structure is not a quote (type 0x%04x)",
                     label, r->attest.type);
     const TPM2B_DATA *q = &r->attest.extraData;
     if (q->size != IDEVS_TPM_QUALIFYING_LEN)
-        return fail(why, why_len, IDEVS_ERR_TPM_QUOTE_BINDING,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_QUOTE_BINDING,
                     "%s: the quote's qualifying data is %u bytes, not key binding and nonce (64)", label, q->size);
     if (!idevs_ct_equal(q->buffer, ev->key_binding, IDEVS_SHA256_LEN))
-        return fail(why, why_len, IDEVS_ERR_TPM_QUOTE_BINDING,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_QUOTE_BINDING,
                     "%s: the quote was made for another key binding than the certificate's", label);
     if (ev->nonce_len != IDEVS_TPM_NONCE_LEN ||
         !idevs_ct_equal(q->buffer + IDEVS_SHA256_LEN, ev->nonce, IDEVS_TPM_NONCE_LEN))
-        return fail(why, why_len, IDEVS_ERR_TPM_QUOTE_NONCE,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_QUOTE_NONCE,
                     "%s: the quote answers another nonce than the evidence's (a stale or replayed quote)", label);
     return IDEVS_OK;
 }
@@ -227,17 +214,17 @@ static idevs_err check_pcrs(struct report *r, const char *label, char *why, size
     const TPML_PCR_SELECTION *sel = &r->attest.attested.quote.pcrSelect;
     uint32_t want = 0xffu | (1u << r->msg->register_pcr), got = 0;
     if (sel->count != 1 || sel->pcrSelections[0].hash != TPM2_ALG_SHA256)
-        return fail(why, why_len, IDEVS_ERR_TPM_PCR_SELECTION, "%s: the quote does not select the SHA-256 bank alone",
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_PCR_SELECTION, "%s: the quote does not select the SHA-256 bank alone",
                     label);
     const TPMS_PCR_SELECTION *s = &sel->pcrSelections[0];
     for (unsigned i = 0; i < s->sizeofSelect && i < sizeof s->pcrSelect; i++)
         got |= (uint32_t)s->pcrSelect[i] << (8 * i);
     if (s->sizeofSelect > sizeof s->pcrSelect || got != want)
-        return fail(why, why_len, IDEVS_ERR_TPM_PCR_SELECTION,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_PCR_SELECTION,
                     "%s: the quote covers PCRs 0x%06x, not PCRs 0-7 and the register %u (0x%06x)", label, got,
                     r->msg->register_pcr, want);
     if (r->msg->n_pcrs != PCR_SELECTED)
-        return fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED,
+        return certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED,
                     "%s: the hardware report lists %zu PCR values, not the 9 the quote covers", label, r->msg->n_pcrs);
     const void *parts[PCR_SELECTED];
     size_t lens[PCR_SELECTED], n = 0;
@@ -245,7 +232,7 @@ static idevs_err check_pcrs(struct report *r, const char *label, char *why, size
         if ((want & (1u << i)) == 0)
             continue;
         if (r->pcr[i] == NULL)
-            return fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED,
+            return certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED,
                         "%s: the hardware report does not list the value of quoted PCR %u", label, i);
         parts[n] = r->pcr[i];
         lens[n++] = IDEVS_SHA256_LEN;
@@ -253,9 +240,9 @@ static idevs_err check_pcrs(struct report *r, const char *label, char *why, size
     uint8_t digest[IDEVS_SHA256_LEN];
     const TPM2B_DIGEST *quoted = &r->attest.attested.quote.pcrDigest;
     if (idevs_sha256_parts(parts, lens, n, digest) != IDEVS_OK)
-        return fail(why, why_len, IDEVS_ERR_CRYPTO, "hashing the PCR values of %s failed", label);
+        return certs_fail(why, why_len, IDEVS_ERR_CRYPTO, "hashing the PCR values of %s failed", label);
     if (quoted->size != IDEVS_SHA256_LEN || !idevs_ct_equal(quoted->buffer, digest, IDEVS_SHA256_LEN))
-        return fail(why, why_len, IDEVS_ERR_TPM_PCR_DIGEST,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_PCR_DIGEST,
                     "%s: the listed PCR values do not hash to the quote's PCR digest", label);
     return IDEVS_OK;
 }
@@ -273,19 +260,19 @@ static idevs_err check_log(const idevs_evidence *ev, struct report *r, const cha
         if (idevs_tpm_event_digest(e->measurement.data, &program, e->descriptor_digest.data, e->key_binding.data,
                                    digest) != IDEVS_OK ||
             idevs_tpm_extend(reg, digest) != IDEVS_OK)
-            return fail(why, why_len, IDEVS_ERR_CRYPTO, "replaying the event log of %s failed", label);
+            return certs_fail(why, why_len, IDEVS_ERR_CRYPTO, "replaying the event log of %s failed", label);
         found |= memcmp(e->measurement.data, ev->measurement, IDEVS_SHA256_LEN) == 0 &&
                  idevs_uuid_equal(&program, &ev->program_uuid) &&
                  memcmp(e->descriptor_digest.data, ev->descriptor_digest, IDEVS_SHA256_LEN) == 0 &&
                  memcmp(e->key_binding.data, ev->key_binding, IDEVS_SHA256_LEN) == 0;
     }
     if (!idevs_ct_equal(reg, r->pcr[r->msg->register_pcr], IDEVS_SHA256_LEN))
-        return fail(why, why_len, IDEVS_ERR_TPM_LOG_REPLAY,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_LOG_REPLAY,
                     "%s: the event log (%zu events) does not replay to the quoted PCR %u (the register was reset or "
                     "extended outside the log, or the log was altered)",
                     label, r->msg->n_events, r->msg->register_pcr);
     if (!found)
-        return fail(why, why_len, IDEVS_ERR_TPM_EVENT_MISSING,
+        return certs_fail(why, why_len, IDEVS_ERR_TPM_EVENT_MISSING,
                     "%s: the event log does not record this compartment (its measurement, program, descriptor and "
                     "key binding)",
                     label);
@@ -311,7 +298,7 @@ static idevs_err check_boot(const idevs_cert_policy *policy, struct report *r, c
     }
     char hex[17];
     idevs_hex_encode(r->pcr[first_diff], 8, hex);
-    return fail(why, why_len, IDEVS_ERR_TPM_BOOT_PCRS,
+    return certs_fail(why, why_len, IDEVS_ERR_TPM_BOOT_PCRS,
                 "%s: the host's boot PCRs match none of the policy's %zu expected sets (PCR %d is %s...)", label,
                 policy->tpm_pcr_set_count, first_diff, hex);
 }
@@ -324,7 +311,7 @@ idevs_err certs_tpm_verify(const idevs_cert_policy *policy, const idevs_evidence
     idevs_err err;
     const char *reason = decode(report, report_len, &r);
     if (reason != NULL)
-        err = fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s: %s", label, reason);
+        err = certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s: %s", label, reason);
     else if ((err = check_ak(policy, &r, label, why, why_len)) == IDEVS_OK &&
              (err = check_signature(&r, label, why, why_len)) == IDEVS_OK &&
              (err = check_quote(ev, &r, label, why, why_len)) == IDEVS_OK &&

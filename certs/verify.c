@@ -15,11 +15,7 @@ struct subject {
     char label[IDEVS_NAME_MAX + CERTS_URN_LEN + 32]; /* "certificate 'taxi' (urn:uuid:...)" */
 };
 
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* idevs_fail, and OpenSSL's error queue emptied. */
-static idevs_err fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
+idevs_err certs_fail(char *why, size_t why_len, idevs_err err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -77,7 +73,7 @@ static idevs_err check_chain(const idevs_cert_policy *policy, X509 *leaf, STACK_
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     if (ctx == NULL || X509_STORE_CTX_init(ctx, policy->store, leaf, untrusted) != 1) {
         X509_STORE_CTX_free(ctx);
-        return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying %s", s->label);
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory verifying %s", s->label);
     }
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
     /* CHECK_SS_SIGNATURE: a damaged or forged anchor must not end a chain just because the policy holds it. */
@@ -107,13 +103,13 @@ static idevs_err check_chain(const idevs_cert_policy *policy, X509 *leaf, STACK_
         }
         if (code == X509_V_ERR_CERT_HAS_EXPIRED) {
             format_time(bad != NULL ? X509_get0_notAfter(bad) : NULL, when, sizeof when);
-            err = fail(why, why_len, IDEVS_ERR_CERT_EXPIRED, "%s%s expired on %s", s->label, which, when);
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_EXPIRED, "%s%s expired on %s", s->label, which, when);
         } else if (code == X509_V_ERR_CERT_NOT_YET_VALID) {
             format_time(bad != NULL ? X509_get0_notBefore(bad) : NULL, when, sizeof when);
-            err = fail(why, why_len, IDEVS_ERR_CERT_NOT_YET_VALID, "%s%s is not valid before %s", s->label, which,
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_YET_VALID, "%s%s is not valid before %s", s->label, which,
                        when);
         } else {
-            err = fail(why, why_len, IDEVS_ERR_CERT_UNTRUSTED, "%s does not chain to a trusted operator CA%s: %s",
+            err = certs_fail(why, why_len, IDEVS_ERR_CERT_UNTRUSTED, "%s does not chain to a trusted operator CA%s: %s",
                        s->label, at, X509_verify_cert_error_string(code));
         }
     }
@@ -130,17 +126,17 @@ static idevs_err check_evidence(const idevs_cert_policy *policy, const idevs_evi
     if (policy->require_evidence) {
         if (ev->backend == IDEVS_BACKEND_PROCESS) {
             if (!policy->allow_process)
-                return fail(why, why_len, IDEVS_ERR_PROCESS_BACKEND_NOT_OPTED_IN,
+                return certs_fail(why, why_len, IDEVS_ERR_PROCESS_BACKEND_NOT_OPTED_IN,
                             "%s runs on the 'process' backend (no hardware isolation; the broker host's launcher "
                             "signs its evidence) and the policy did not opt in to accept it",
                             s->label);
         } else if ((policy->allowed_backends & (1u << (unsigned)ev->backend)) == 0) {
-            return fail(why, why_len, IDEVS_ERR_BACKEND_NOT_ALLOWED,
+            return certs_fail(why, why_len, IDEVS_ERR_BACKEND_NOT_ALLOWED,
                         "%s runs on the '%s' backend, which the policy does not allow", s->label,
                         idevs_backend_name(ev->backend));
         }
         if ((ev->flags & IDEVS_EVIDENCE_FLAG_DEBUG) != 0 && !policy->allow_debug)
-            return fail(why, why_len, IDEVS_ERR_DEBUG_NOT_ALLOWED,
+            return certs_fail(why, why_len, IDEVS_ERR_DEBUG_NOT_ALLOWED,
                         "%s runs in debug mode (it can be inspected) and the policy does not allow debug compartments",
                         s->label);
         if (policy->measurement_count > 0) {
@@ -149,7 +145,7 @@ static idevs_err check_evidence(const idevs_cert_policy *policy, const idevs_evi
                 match |= idevs_ct_equal(policy->measurements[i], ev->measurement, IDEVS_SHA256_LEN);
             if (!match) {
                 idevs_hex_encode(ev->measurement, 8, a); /* the first 8 bytes name it in a message */
-                return fail(why, why_len, IDEVS_ERR_MEASUREMENT_MISMATCH,
+                return certs_fail(why, why_len, IDEVS_ERR_MEASUREMENT_MISMATCH,
                             "%s runs code with measurement %s..., which is not among the %zu the policy expects",
                             s->label, a, policy->measurement_count);
             }
@@ -157,27 +153,27 @@ static idevs_err check_evidence(const idevs_cert_policy *policy, const idevs_evi
         if (policy->has_descriptor && !idevs_ct_equal(policy->descriptor, ev->descriptor_digest, IDEVS_SHA256_LEN)) {
             idevs_hex_encode(ev->descriptor_digest, 8, a);
             idevs_hex_encode(policy->descriptor, 8, b);
-            return fail(why, why_len, IDEVS_ERR_DESCRIPTOR_MISMATCH,
+            return certs_fail(why, why_len, IDEVS_ERR_DESCRIPTOR_MISMATCH,
                         "%s runs deployment descriptor %s..., the policy expects %s...", s->label, a, b);
         }
     }
     if (!idevs_uuid_equal(&ev->program_uuid, san)) {
         char u[IDEVS_UUID_STR_LEN];
         idevs_uuid_format(&ev->program_uuid, u);
-        return fail(why, why_len, IDEVS_ERR_PROGRAM_MISMATCH,
+        return certs_fail(why, why_len, IDEVS_ERR_PROGRAM_MISMATCH,
                     "%s carries evidence for another program (%s) than the one it names", s->label, u);
     }
     if (policy->require_evidence) {
         if (policy->has_program && !idevs_uuid_equal(&policy->program, &ev->program_uuid)) {
             char u[IDEVS_UUID_STR_LEN];
             idevs_uuid_format(&policy->program, u);
-            return fail(why, why_len, IDEVS_ERR_PROGRAM_MISMATCH,
+            return certs_fail(why, why_len, IDEVS_ERR_PROGRAM_MISMATCH,
                         "%s is not the integration process the policy expects (" CERTS_URN_PREFIX "%s)", s->label,
                         u);
         }
         if (policy->nonce_len > 0 &&
             (ev->nonce_len != policy->nonce_len || !idevs_ct_equal(ev->nonce, policy->nonce, policy->nonce_len)))
-            return fail(why, why_len, IDEVS_ERR_NONCE_MISMATCH,
+            return certs_fail(why, why_len, IDEVS_ERR_NONCE_MISMATCH,
                         "%s carries evidence that does not answer the verifier's challenge nonce", s->label);
     }
     return IDEVS_OK;
@@ -191,15 +187,15 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
     if (info != NULL)
         memset(info, 0, sizeof *info);
     if (policy == NULL || der == NULL || der_len == NULL || count == 0)
-        return fail(why, why_len, IDEVS_ERR_INVALID_ARG, "no certificate to verify");
+        return certs_fail(why, why_len, IDEVS_ERR_INVALID_ARG, "no certificate to verify");
     if (count > IDEVS_CHAIN_MAX)
-        return fail(why, why_len, IDEVS_ERR_TOO_LARGE, "the chain has %zu certificates, more than the limit of %d",
+        return certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE, "the chain has %zu certificates, more than the limit of %d",
                     count, IDEVS_CHAIN_MAX);
     for (size_t i = 0; i < count; i++) {
         if (der[i] == NULL || der_len[i] == 0)
-            return fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu of the chain is empty", i + 1);
+            return certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "certificate %zu of the chain is empty", i + 1);
         if (der_len[i] > IDEVS_CERT_MAX)
-            return fail(why, why_len, IDEVS_ERR_TOO_LARGE,
+            return certs_fail(why, why_len, IDEVS_ERR_TOO_LARGE,
                         "certificate %zu of the chain is %zu bytes, more than the limit of %d", i + 1, der_len[i],
                         IDEVS_CERT_MAX);
     }
@@ -209,19 +205,19 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
     uint8_t *report = NULL; /* the hardware report, for the backends whose report is verified here */
     STACK_OF(X509) *untrusted = sk_X509_new_null();
     if (untrusted == NULL)
-        return fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
+        return certs_fail(why, why_len, IDEVS_ERR_NOMEM, "out of memory");
 
     /* 1. parse */
     leaf = certs_parse_der(der[0], der_len[0]);
     if (leaf == NULL) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "the leaf certificate is not valid DER X.509");
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_MALFORMED, "the leaf certificate is not valid DER X.509");
         goto done;
     }
     for (size_t i = 1; i < count; i++) {
         X509 *c = certs_parse_der(der[i], der_len[i]);
         if (c == NULL || sk_X509_push(untrusted, c) <= 0) {
             X509_free(c);
-            err = fail(why, why_len, c == NULL ? IDEVS_ERR_CERT_MALFORMED : IDEVS_ERR_NOMEM,
+            err = certs_fail(why, why_len, c == NULL ? IDEVS_ERR_CERT_MALFORMED : IDEVS_ERR_NOMEM,
                        "certificate %zu of the chain is not valid DER X.509", i + 1);
             goto done;
         }
@@ -238,35 +234,35 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
     uint32_t xflags = X509_get_extension_flags(leaf);
     uint32_t usage = (xflags & EXFLAG_KUSAGE) != 0 ? X509_get_key_usage(leaf) : 0;
     if ((xflags & EXFLAG_CA) != 0 || X509_check_ca(leaf) != 0) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s is a CA certificate, not an identity", s.label);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s is a CA certificate, not an identity", s.label);
         goto done;
     }
     if ((usage & (KU_KEY_CERT_SIGN | KU_CRL_SIGN)) != 0) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS,
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS,
                    "%s has keyUsage keyCertSign or cRLSign, which only a CA has, not an identity", s.label);
         goto done;
     }
     if ((usage & KU_DIGITAL_SIGNATURE) == 0) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a keyUsage with digitalSignature", s.label);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a keyUsage with digitalSignature", s.label);
         goto done;
     }
     if (certs_get_sign_key(leaf, sign_pub) != IDEVS_OK) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s does not certify an Ed25519 key", s.label);
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s does not certify an Ed25519 key", s.label);
         goto done;
     }
     if (certs_get_uuid_san(leaf, &san) != IDEVS_OK) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a single urn:uuid subject alternative name",
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a single urn:uuid subject alternative name",
                    s.label);
         goto done;
     }
     if (certs_get_name(leaf, name) != IDEVS_OK) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS,
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS,
                    "%s lacks a subject of exactly one CN of 1 to %d characters [A-Za-z0-9._-]", s.label,
                    IDEVS_NAME_MAX);
         goto done;
     }
     if (certs_get_agreement_key(leaf, kex_pub) != IDEVS_OK) {
-        err = fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a valid X25519 agreement key extension",
+        err = certs_fail(why, why_len, IDEVS_ERR_CERT_NOT_IDEVS, "%s lacks a valid X25519 agreement key extension",
                    s.label);
         goto done;
     }
@@ -287,22 +283,22 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
     bool has_evidence = err == IDEVS_OK;
     if (err == IDEVS_ERR_EVIDENCE_MISSING) {
         if (policy->require_evidence) {
-            err = fail(why, why_len, IDEVS_ERR_EVIDENCE_MISSING,
+            err = certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MISSING,
                        "%s carries no attestation evidence and the policy requires an attested compartment", s.label);
             goto done;
         }
         if (below_intermediate) {
-            err = fail(why, why_len, IDEVS_ERR_EVIDENCE_MISSING,
+            err = certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MISSING,
                        "%s is issued by an attestation authority but carries no attestation evidence", s.label);
             goto done;
         }
         err = IDEVS_OK;
     } else if (err != IDEVS_OK) {
-        err = fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s has a repeated or malformed evidence extension",
+        err = certs_fail(why, why_len, IDEVS_ERR_EVIDENCE_MALFORMED, "%s has a repeated or malformed evidence extension",
                    s.label);
         goto done;
     } else if ((err = certs_evidence_decode_report(ev_der, ev_len, &ev, &report, &reason)) != IDEVS_OK) {
-        err = fail(why, why_len, err, "%s: %s", s.label, reason);
+        err = certs_fail(why, why_len, err, "%s: %s", s.label, reason);
         goto done;
     }
 
@@ -310,11 +306,11 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
         /* 5. key binding */
         uint8_t binding[IDEVS_SHA256_LEN];
         if ((err = idevs_key_binding(sign_pub, kex_pub, binding)) != IDEVS_OK) {
-            err = fail(why, why_len, err, "computing the key binding of %s failed", s.label);
+            err = certs_fail(why, why_len, err, "computing the key binding of %s failed", s.label);
             goto done;
         }
         if (!idevs_ct_equal(binding, ev.key_binding, sizeof binding)) {
-            err = fail(why, why_len, IDEVS_ERR_KEY_BINDING_MISMATCH,
+            err = certs_fail(why, why_len, IDEVS_ERR_KEY_BINDING_MISMATCH,
                        "%s carries evidence bound to other public keys than the ones it certifies", s.label);
             goto done;
         }
@@ -335,7 +331,7 @@ idevs_err idevs_cert_verify(const idevs_cert_policy *policy, const uint8_t *cons
         memcpy(info->kex_pub, kex_pub, sizeof kex_pub);
         if ((err = idevs_sha256(der[0], der_len[0], info->cert_digest)) != IDEVS_OK) {
             memset(info, 0, sizeof *info);
-            err = fail(why, why_len, err, "hashing %s failed", s.label);
+            err = certs_fail(why, why_len, err, "hashing %s failed", s.label);
             goto done;
         }
         info->has_evidence = has_evidence;
