@@ -1,7 +1,7 @@
 /* The tpm backend (enclave-bridge/launcher/backend_tpm.c) and the host's enrollment (tpm_host_enroll.c) against a real
  * software TPM: swtpm started by scripts/lib/swtpm.sh in a temporary directory, manufactured with EK
- * certificates from a CA private to the test; the operator's side is tpm2-tools' tpm2_makecredential and a
- * throwaway AK CA (tests/tpm/tpm_operator.py). Without swtpm, tpm2-tools or python3 the test fails, saying so.
+ * certificates from a CA private to the test; the operator's side is idevs-ca (tpm-challenge, tpm-issue) with a
+ * PKI of its own. Without swtpm or tpm2-tools the test fails, saying so.
  *
  * Checked: enrollment (request, activation, install; a challenge for another AK, a certificate of another key),
  * the backend refusing to start unenrolled and with PCR 16, 23 or 7, the evidence's report (quote signature by
@@ -33,7 +33,8 @@
 #include "tpm_internal.h"
 
 #define SWTPM "../../scripts/lib/swtpm.sh"
-#define OPERATOR "/usr/bin/env PATH=/usr/bin:/bin python3 ../tpm/tpm_operator.py"
+/* The operator's side of enrollment is idevs-ca (certs/tpm_enroll.c), with a PKI of its own in dir/pki. */
+#define CA_TOOL (getenv("IDEVS_CA") != NULL ? getenv("IDEVS_CA") : "idevs-ca")
 static char dir[] = "/tmp/idevs-backend-tpm.XXXXXX";
 static char tcti[512];
 static char state[600];
@@ -69,7 +70,7 @@ static int init(void)
 {
     if (mkdtemp(dir) == NULL)
         return -1;
-    for (const char *tool = "swtpm swtpm_setup swtpm_localca tpm2_makecredential"; *tool != '\0';) {
+    for (const char *tool = "swtpm swtpm_setup swtpm_localca tpm2_dictionarylockout"; *tool != '\0';) {
         char name[64];
         size_t n = strcspn(tool, " ");
         snprintf(name, sizeof name, "%.*s", (int)n, tool);
@@ -82,6 +83,12 @@ static int init(void)
     snprintf(state, sizeof state, "%s/state", dir);
     if (mkdir(state, 0700) != 0 || sh(SWTPM " setup %s/tpm", dir) != 0 || start_tpm() != 0) {
         fprintf(stderr, "test_backend_tpm: no software TPM (scripts/lib/swtpm.sh)\n");
+        return -1;
+    }
+    /* The operator: a CA, and the TPM vendor's roots the EK certificate chains to. */
+    if (sh("'%s' init %s/pki --name tpm-test-ca >/dev/null", CA_TOOL, dir) != 0 ||
+        sh("cat %s/tpm/vendor-root.pem %s/tpm/vendor-intermediate.pem >%s/ek-roots.pem", dir, dir, dir) != 0) {
+        fprintf(stderr, "test_backend_tpm: the operator's PKI (idevs-ca init, IDEVS_CA)\n");
         return -1;
     }
     return 0;
@@ -114,7 +121,16 @@ static uint8_t *read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* request -> operator's challenge -> activation -> the operator checks the credential and issues the AK cert. */
+/* The operator's challenge for the request in dir/NAME.bin: dir/ch-NAME.bin, and its pending file. */
+static int challenge(const char *name)
+{
+    sh("rm -f %s/ch-%s.bin %s/pending-%s.bin", dir, name, dir, name); /* idevs-ca writes new files only */
+    return sh("'%s' tpm-challenge %s/pki %s/%s.bin --ek-roots %s/ek-roots.pem --out %s/ch-%s.bin --pending "
+              "%s/pending-%s.bin >/dev/null", CA_TOOL, dir, dir, name, dir, dir, name, dir, name);
+}
+
+/* request -> operator's challenge (idevs-ca tpm-challenge) -> activation -> the operator checks the credential and
+ * issues the AK certificate (idevs-ca tpm-issue) -> installed. */
 static void enroll(void)
 {
     char why[1024] = "", path[800];
@@ -124,8 +140,8 @@ static void enroll(void)
     snprintf(path, sizeof path, "%s/req.bin", dir);
     CU_ASSERT_FATAL(write_file(path, msg, len) == 0);
     free(msg);
-    CU_ASSERT_FATAL(sh(OPERATOR " challenge %s/op %s/req.bin %s/ch.bin %s/secret.bin", dir, dir, dir, dir) == 0);
-    snprintf(path, sizeof path, "%s/ch.bin", dir);
+    CU_ASSERT_FATAL(challenge("req") == 0);
+    snprintf(path, sizeof path, "%s/ch-req.bin", dir);
     uint8_t *ch = read_file(path, &len);
     CU_ASSERT_FATAL(ch != NULL);
     idevs_err err = idevs_tpm_enroll_activate(tcti, state, ch, len, &msg, &len, why, sizeof why);
@@ -136,8 +152,9 @@ static void enroll(void)
     snprintf(path, sizeof path, "%s/resp.bin", dir);
     CU_ASSERT_FATAL(write_file(path, msg, len) == 0);
     free(msg);
-    CU_ASSERT_FATAL(sh(OPERATOR " check %s/resp.bin %s/secret.bin >/dev/null", dir, dir) == 0);
-    CU_ASSERT_FATAL(sh(OPERATOR " issue %s/op %s/req.bin %s/ak.crt", dir, dir, dir) == 0);
+    sh("rm -f %s/ak.crt", dir);
+    CU_ASSERT_FATAL(sh("'%s' tpm-issue %s/pki %s/pending-req.bin %s/resp.bin --out %s/ak.crt >/dev/null", CA_TOOL, dir,
+                       dir, dir, dir) == 0);
     snprintf(path, sizeof path, "%s/ak.crt", dir);
     uint8_t *cert = read_file(path, &len);
     CU_ASSERT_FATAL(cert != NULL);
@@ -178,11 +195,10 @@ static void test_enroll_refusals(void)
     snprintf(path, sizeof path, "%s/req-old.bin", dir);
     CU_ASSERT_FATAL(write_file(path, msg, len) == 0);
     free(msg);
-    CU_ASSERT_FATAL(sh(OPERATOR " challenge %s/op %s/req-old.bin %s/ch-old.bin %s/secret-old.bin", dir, dir, dir,
-                       dir) == 0);
+    CU_ASSERT_FATAL(challenge("req-old") == 0);
     CU_ASSERT_FATAL(idevs_tpm_enroll_request(tcti, state, "test-host", &msg, &len, why, sizeof why) == IDEVS_OK);
     free(msg);
-    snprintf(path, sizeof path, "%s/ch-old.bin", dir);
+    snprintf(path, sizeof path, "%s/ch-req-old.bin", dir);
     uint8_t *ch = read_file(path, &len);
     CU_ASSERT_FATAL(ch != NULL);
     CU_ASSERT_EQUAL(idevs_tpm_enroll_activate(tcti, state, ch, len, &msg, &len, why, sizeof why), IDEVS_ERR_IO);
@@ -193,9 +209,11 @@ static void test_enroll_refusals(void)
     static const uint8_t junk[] = {0x08, 0x02}; /* version 2 */
     CU_ASSERT_EQUAL(idevs_tpm_enroll_activate(tcti, state, junk, sizeof junk, &msg, &len, why, sizeof why),
                     IDEVS_ERR_VERSION);
-    /* The old request's certificate names another key. */
-    CU_ASSERT_FATAL(sh(OPERATOR " issue %s/op %s/req-old.bin %s/ak-old.crt", dir, dir, dir) == 0);
-    snprintf(path, sizeof path, "%s/ak-old.crt", dir);
+    /* A certificate the operator issued for this host's former AK names another key than its new one. */
+    enroll();
+    CU_ASSERT_FATAL(idevs_tpm_enroll_request(tcti, state, "test-host", &msg, &len, why, sizeof why) == IDEVS_OK);
+    free(msg);
+    snprintf(path, sizeof path, "%s/ak.crt", dir);
     uint8_t *cert = read_file(path, &len);
     CU_ASSERT_FATAL(cert != NULL);
     CU_ASSERT_EQUAL(idevs_tpm_enroll_install(state, cert, len, why, sizeof why), IDEVS_ERR_KEY_BINDING_MISMATCH);
