@@ -18,7 +18,7 @@ listen() {
   local topics=() t
   for t in "$@"; do topics+=(-t "$t"); done
   background "$work/$id.got" "$work/$id.err" mosquitto_sub -h 127.0.0.1 -p "${scale_port[$name]}" -V 5 -q 1 \
-    -i "$id" -F "$fmt" -W "$secs" "${topics[@]}"
+    -i "$id" -F "$fmt" -W "$secs" ${listen_max:+-C "$listen_max"} "${topics[@]}"
   wait_for_regex "$work/$name/mosquitto.conf.log" "Sending SUBACK to $id\$" 50
 }
 # lines FILE REGEX: how many lines of FILE match REGEX (0 when none, or no file).
@@ -130,7 +130,9 @@ run_topology() {
   done
   scale_bridge_options=("${saved[@]}")
   if scale_start "${names[@]}" && scale_wait_bridges; then
-    for name in "${names[@]}"; do listen "$name" "loop-$name" 3 'loop/#' && pids+=("$last_pid"); done
+    # At most 1000 copies each: under a flood of copies mosquitto_sub 2.0.11 does not stop at -W, and a loop shows
+    # as soon as a message comes more than twice.
+    for name in "${names[@]}"; do listen_max=1000 listen "$name" "loop-$name" 3 'loop/#' && pids+=("$last_pid"); done
     pub5 "${names[0]}" -t loop/one -m one
     for n in "${pids[@]}"; do wait_pid "$n" 100 >/dev/null; done
     for name in "${names[@]}"; do
@@ -164,10 +166,10 @@ equal "one MQTT 3.1.1 bridge 'both' with try_private false: the message comes ba
   "$topology_got" "a:2 b:1"
 # Cycles: nothing in Mosquitto detects them.
 run_topology a b -- a:b b:a
-if [ "$topology_max" -gt 2 ]; then ok "two brokers each bridging 'both' to the other (v5) loop: one message, copies without end ($topology_got in 3 s)"
+if [ "$topology_max" -gt 2 ]; then ok "two brokers each bridging 'both' to the other (v5) loop: one message, copies without end ($topology_got in 3 s, counted up to 1000)"
 else not_ok "two brokers each bridging 'both' to the other loop ($topology_got)"; fi
 run_topology a b c -- a:b b:c c:a
-if [ "$topology_max" -gt 2 ]; then ok "a triangle of v5 bridges 'both' loops: one message, copies without end ($topology_got in 3 s)"
+if [ "$topology_max" -gt 2 ]; then ok "a triangle of v5 bridges 'both' loops: one message, copies without end ($topology_got in 3 s, counted up to 1000)"
 else not_ok "a triangle of v5 bridges 'both' loops ($topology_got)"; fi
 
 # bridge_attempt_unsubscribe: a remote broker keeps a 3.1.1 bridge's subscriptions (cleansession false). A topic
