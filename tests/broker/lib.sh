@@ -66,6 +66,15 @@ write_conf() {
   } >"$conf"
 }
 
+# service_options: the options of the service tools (idevs-pub, idevs-sub, the service library's clients) for the
+# echo process on this broker ($port), with the process backend allowed: common, and store and sink with their
+# identities.
+service_options() {
+  common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
+  store=(--pki "$pki" --name store "${common[@]}")
+  sink=(--pki "$pki" --name sink "${common[@]}")
+}
+
 sub() { timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" "$@"; }
 pub() { timeout 20 mosquitto_pub -h 127.0.0.1 -p "$port" "${mqtt_auth[@]}" "$@"; }
 

@@ -19,9 +19,7 @@ write_conf "$conf" "$work/echo.json"
 if start_broker "$conf"; then ok "the broker starts a pool of two instances"; else
   bail "the broker starts a pool of two instances" "$conf.log" "$conf.out"
 fi
-common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
-store=(--pki "$pki" --name store "${common[@]}")
-sink=(--pki "$pki" --name sink "${common[@]}")
+service_options
 wait_subscribed() { wait_for_regex "$conf.log" "^[0-9]+: $1 [0-2] $2\$" 200; }
 
 # A partition key for each instance: the partition (docs/PROTOCOL.md 8.5) mod 2.

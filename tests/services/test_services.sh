@@ -56,9 +56,7 @@ if start_broker "$conf"; then ok "the broker starts with the plugin and the echo
   bail "the broker starts with the plugin and the echo logic" "$work/broker.log" "$conf.out"
 fi
 
-common=(-p "$port" --process echo --policy allow-process-backend-insecure --start-timeout 8000)
-store=(--pki "$pki" --name store "${common[@]}")
-sink=(--pki "$pki" --name sink "${common[@]}")
+service_options
 # Waits until the broker has the subscription of client id $1 to topic $2, at any QoS (the library subscribes to
 # the descriptor's topics once it has verified the compartment).
 wait_subscribed() { wait_for_regex "$work/broker.log" "^[0-9]+: $1 [0-2] $2\$" 200; }
