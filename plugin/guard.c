@@ -81,16 +81,31 @@ static bool listed(const idevs_text_list *list, const char *name)
     return false;
 }
 
-bool idevs_guard_peer_may_publish(const idevs_process *proc, const char *topic, struct mosquitto *client)
+bool idevs_guard_peer_may_publish(idevs_process *proc, const char *topic, struct mosquitto *client)
 {
     const idevs_plugin_config *c = &proc->plugin->cfg;
     if (client == NULL || topic == NULL || (c->peer_users.count == 0 && c->peer_bridges.count == 0) ||
         strcmp(topic, idevs_launcher_certificate_topic(proc->launcher)) == 0 ||
         strcmp(topic, idevs_launcher_descriptor_topic(proc->launcher)) == 0)
         return false;
-    if (listed(&c->peer_users, mosquitto_client_username(client)))
-        return true;
-    return mosquitto_client_address(client) == NULL && listed(&c->peer_bridges, mosquitto_client_id(client));
+    bool peer = listed(&c->peer_users, mosquitto_client_username(client)) ||
+                (mosquitto_client_address(client) == NULL && listed(&c->peer_bridges, mosquitto_client_id(client)));
+    if (!peer)
+        return false;
+    /* Another broker's compartment under one of this broker's instance numbers: two brokers share an instance
+     * base, and receivers would take the two for one instance (its epochs and replay windows). Refused, and said. */
+    for (size_t i = 0; i < idevs_launcher_instance_count(proc->launcher); i++)
+        if (strcmp(topic, idevs_launcher_instance_certificate_topic(proc->launcher, i)) == 0) {
+            if (!proc->warned_instance_clash) {
+                proc->warned_instance_clash = true;
+                mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "'%s': a peer broker published the "
+                                     "certificate of an instance numbered as one of this broker's, on '%s': two "
+                                     "brokers use the same instance numbers; give each its own "
+                                     "plugin_opt_instance_base (docs/SCALING.md)", idevs_process_name(proc), topic);
+            }
+            return false;
+        }
+    return true;
 }
 
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata)

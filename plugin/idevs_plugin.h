@@ -122,6 +122,7 @@ typedef struct idevs_process {
     uint64_t certifications;
     int64_t budget_left_us;   /* of poll_budget_ms, in this loop iteration */
     bool warned_acl_order;    /* logged once: another ACL source granted a write on a protected topic */
+    bool warned_instance_clash; /* a peer published on one of this broker's instance numbers (logged once) */
     idevs_metrics metrics;
     idevs_drop_log drop_log[IDEVS_ERR_COUNT];
     idevs_drop_log guard_log; /* client writes refused on protected topics */
@@ -207,7 +208,7 @@ bool idevs_guard_decide(idevs_plugin *p, bool reload);
 int idevs_guard_refuse_message(idevs_process *proc, const char *topic, const char *client, size_t size);
 /* A peer broker's publication on proc's protected topic (its outputs, requests, instance certificates), which
  * passes the guard; never on the process's certificate or descriptor topic. */
-bool idevs_guard_peer_may_publish(const idevs_process *proc, const char *topic, struct mosquitto *client);
+bool idevs_guard_peer_may_publish(idevs_process *proc, const char *topic, struct mosquitto *client);
 /* How the log names a join grant's topic, which has no copy that outlives the message. */
 #define IDEVS_JOIN_GRANT_LOG "a join grant topic (idevs/<process>/join/grant/...)"
 

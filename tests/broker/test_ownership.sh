@@ -3,7 +3,8 @@
 # stops the broker naming its line; a broker that owns none of a process's partitions refuses its inputs as
 # not_owner and routes them once a RELOAD gives it the partitions; a bad file on RELOAD keeps what was in force;
 # plugin_opt_instance_base numbers the compartments; a client authenticated as a plugin_opt_peer_user may publish
-# on the process's outputs and instance certificates (not its certificate), an anonymous one may not.
+# on the process's outputs and instance certificates (not its certificate, nor an instance of this broker's own
+# numbers: two brokers sharing an instance base, said in the log), an anonymous one may not.
 #   test_ownership.sh PLUGIN.so IDEVS_CA IDEVS_ENVELOPE IDEVS_COMPARTMENT ECHO_LOGIC.so BROKER_PEER
 plugin=$1 ca_tool=$2 env_tool=$3 compartment=$4 echo_logic=$5 peer_exe=$6
 source "$(dirname "$0")/lib.sh"
@@ -54,7 +55,7 @@ check "the input is routed once the broker owns its partition" roundtrip o1 "min
 
 # Peers: an authenticated peer's bridge may publish outputs and instance certificates; nobody may publish the
 # process's certificate; an anonymous client may publish on neither.
-sub -t idevs/o1/out/out -t idevs/o1/instance/5/certificate -t idevs/o1/certificate -v -W 4 >"$work/peer.got" \
+sub -t idevs/o1/out/out -t idevs/o1/instance/5/certificate -t idevs/o1/instance/128/certificate -t idevs/o1/certificate -v -W 4 >"$work/peer.got" \
   2>/dev/null &
 watch=$!
 bg_pids+=("$watch")
@@ -62,6 +63,7 @@ sleep 0.5
 pub -q 1 -u peer-b -P secret-b -t idevs/o1/out/out -m "from the peer" >/dev/null 2>&1
 pub -q 1 -u peer-b -P secret-b -t idevs/o1/instance/5/certificate -m "peer instance" >/dev/null 2>&1
 pub -q 1 -u peer-b -P secret-b -t idevs/o1/certificate -m "peer certificate" >/dev/null 2>&1
+pub -q 1 -u peer-b -P secret-b -t idevs/o1/instance/128/certificate -m "peer as instance 128" >/dev/null 2>&1
 pub -q 1 -t idevs/o1/out/out -m "anonymous output" >/dev/null 2>&1
 pub -q 1 -t idevs/o1/instance/6/certificate -m "anonymous instance" >/dev/null 2>&1
 pub -q 1 -u peer-b -P wrong -t idevs/o1/out/out -m "wrong password" >/dev/null 2>&1
@@ -69,6 +71,10 @@ wait "$watch"
 check "a peer's output passes the guard" grep -qx "idevs/o1/out/out from the peer" "$work/peer.got"
 check "a peer's instance certificate passes the guard" grep -qx "idevs/o1/instance/5/certificate peer instance" "$work/peer.got"
 check "a peer may not publish the process's certificate" bash -c "! grep -q 'peer certificate' '$work/peer.got'"
+check "nor the certificate of an instance numbered as one of this broker's" \
+  bash -c "! grep -q 'peer as instance 128' '$work/peer.got'"
+check "... which the log names as two brokers sharing instance numbers" \
+  grep -q "two brokers use the same instance numbers; give each its own plugin_opt_instance_base" "$work/own.conf.log"
 check "an anonymous client may publish neither an output nor any instance's certificate" \
   bash -c "! grep -Eq 'anonymous|wrong password' '$work/peer.got'"
 sleep 1.5
