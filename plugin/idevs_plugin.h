@@ -123,6 +123,7 @@ typedef struct idevs_process {
     int64_t budget_left_us;   /* of poll_budget_ms, in this loop iteration */
     bool warned_acl_order;    /* logged once: another ACL source granted a write on a protected topic */
     bool warned_instance_clash; /* a peer published on one of this broker's instance numbers (logged once) */
+    char *adopt_at_start; /* the ownership file's "adopt DIR" read before the start, taken right after it */
     idevs_metrics metrics;
     idevs_drop_log drop_log[IDEVS_ERR_COUNT];
     idevs_drop_log guard_log; /* client writes refused on protected topics */
@@ -196,6 +197,9 @@ int idevs_reload_on_reload(int event, void *event_data, void *userdata);
 /* ownership.c: reads plugin_opt_ownership's line for proc and gives it to its launcher; logs why not (an error
  * at start, a warning on reload, when what was in force stays). True without the option. */
 bool idevs_ownership_apply(idevs_process *proc, bool reload);
+/* Right after the process starts: takes what the ownership file's "adopt DIR" named (read by the apply before the
+ * start); true when there was none or it worked, else logged. */
+bool idevs_ownership_adopt_at_start(idevs_process *proc);
 
 /* guard.c */
 int idevs_guard_on_acl_check(int event, void *event_data, void *userdata);

@@ -74,13 +74,18 @@ bool idevs_ownership_apply(idevs_process *proc, bool reload)
         mosquitto_log_printf(level, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_ownership: %s%s", why, keep);
         return false;
     }
-    /* Before the process starts, only which partitions (the timer goes with partition 0); once it runs (the call
-     * right after its start, and on RELOAD), what another broker left first. */
+    /* Before the process starts, only which partitions (the timer goes with partition 0), and what another broker
+     * left is taken right after the start (idevs_ownership_adopt_at_start); on RELOAD, that first. */
     idevs_err err = IDEVS_OK;
     idevs_launcher_stats st;
     idevs_launcher_get_stats(proc->launcher, &st);
-    if (adopt[0] != '\0' && st.state != IDEVS_LAUNCHER_STOPPED &&
-        (err = idevs_launcher_adopt(proc->launcher, adopt, why, sizeof why)) != IDEVS_OK) {
+    if (adopt[0] != '\0' && st.state == IDEVS_LAUNCHER_STOPPED) {
+        free(proc->adopt_at_start);
+        if ((proc->adopt_at_start = strdup(adopt)) == NULL) {
+            mosquitto_log_printf(level, IDEVS_PLUGIN_LOG_PREFIX "out of memory");
+            return false;
+        }
+    } else if (adopt[0] != '\0' && (err = idevs_launcher_adopt(proc->launcher, adopt, why, sizeof why)) != IDEVS_OK) {
         mosquitto_log_printf(level, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_ownership: %s: '%s': cannot adopt %s%s", path,
                              idevs_process_name(proc), why, keep);
         return false;
@@ -95,4 +100,18 @@ bool idevs_ownership_apply(idevs_process *proc, bool reload)
                          idevs_process_name(proc), set[0] != '\0' ? set : "all",
                          set[0] != '\0' ? "" : " (the ownership file does not name it)");
     return true;
+}
+
+bool idevs_ownership_adopt_at_start(idevs_process *proc)
+{
+    if (proc->adopt_at_start == NULL)
+        return true;
+    char why[LINE_MAX_LEN + 256] = "";
+    idevs_err err = idevs_launcher_adopt(proc->launcher, proc->adopt_at_start, why, sizeof why);
+    if (err != IDEVS_OK)
+        mosquitto_log_printf(MOSQ_LOG_ERR, IDEVS_PLUGIN_LOG_PREFIX "plugin_opt_ownership: %s: '%s': cannot adopt %s",
+                             proc->plugin->cfg.ownership, idevs_process_name(proc), why);
+    free(proc->adopt_at_start);
+    proc->adopt_at_start = NULL;
+    return err == IDEVS_OK;
 }

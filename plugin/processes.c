@@ -94,6 +94,7 @@ static void process_free(idevs_process *proc)
     if (proc->launcher != NULL)
         idevs_launcher_stop(proc->launcher, 1000);
     idevs_launcher_free(proc->launcher);
+    free(proc->adopt_at_start);
     idevs_rejections_free(proc);
     free(proc);
 }
@@ -171,7 +172,7 @@ static bool process_start(idevs_process *proc)
                              why[0] != '\0' ? why : idevs_strerror(err));
         return false;
     }
-    if (!idevs_ownership_apply(proc, false)) /* again, now that it runs: what it adopts */
+    if (!idevs_ownership_adopt_at_start(proc))
         return false;
     if (!publish_descriptor(proc))
         return false;

@@ -178,7 +178,7 @@ static idevs_err open_backend(const idevs_launcher_config *cfg, const char *stat
         };
         return idevs_backend_tpm_new(&topts, out, why, why_len);
     }
-    return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "backend '%s' is not implemented here", cfg->backend);
+    return idevs_fail(why, why_len, IDEVS_ERR_CONFIG, "backend '%s' has no launcher: use process or tpm", cfg->backend);
 }
 
 static unsigned or_default(unsigned v, unsigned d)
@@ -604,9 +604,9 @@ idevs_err idevs_launcher_deliver_from(idevs_launcher *l, const char *client, con
  * id is in the authenticated clear header: every copy has it, so every copy has the one owner. Receipts go to
  * every broker: each launcher clears its own kept outputs. An envelope the gate could not read is left to the
  * gate's refusal. */
-static bool owned_here(const idevs_launcher *l, const char *topic, const delivery *probe, idevs_err gate)
+static bool owned_here(const idevs_launcher *l, idevs_topic_kind kind, const delivery *probe, idevs_err gate)
 {
-    if (idevs_launcher_topic_kind(l, topic, NULL) == IDEVS_TOPIC_RECEIPT)
+    if (kind == IDEVS_TOPIC_RECEIPT)
         return true;
     if (gate == IDEVS_ERR_UNKNOWN_INPUT || gate == IDEVS_ERR_TOO_LARGE || gate == IDEVS_ERR_MALFORMED ||
         gate == IDEVS_ERR_OLD_VERSION || gate == IDEVS_ERR_VERSION || gate == IDEVS_ERR_SUITE)
@@ -674,7 +674,8 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
     idevs_err refused = gate_check(l, topic, envelope, len, &probe);
     uint32_t p = 0;
     bool keyed = partition_text != NULL && idevs_deployment_partition_parse(l->deployment, partition_text, &p);
-    if (l->owned != NULL && !owned_here(l, topic, &probe, refused)) {
+    idevs_topic_kind kind = idevs_launcher_topic_kind(l, topic, NULL);
+    if (l->owned != NULL && !owned_here(l, kind, &probe, refused)) {
         l->stats.not_owner++;
         return IDEVS_ERR_NOT_OWNER;
     }
@@ -704,7 +705,6 @@ idevs_err idevs_launcher_deliver_partitioned(idevs_launcher *l, const char *clie
     d->epoch = probe.epoch;
     d->sequence = probe.sequence;
     d->message_id = probe.message_id;
-    idevs_topic_kind kind = idevs_launcher_topic_kind(l, topic, NULL);
     d->response = kind == IDEVS_TOPIC_RESPONSE || kind == IDEVS_TOPIC_RECEIPT; /* they free room: never held */
     d->receipt = kind == IDEVS_TOPIC_RECEIPT;
     d->topic = malloc(topic_len + 1);

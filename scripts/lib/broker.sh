@@ -14,6 +14,7 @@
 #   sanitizer_check CONF          with asan=1, CONF.out (the stopped broker's output) holds no sanitizer report
 #   free_port                     a free TCP port on 127.0.0.1
 #   own_work [DIR]                run as root: DIR (default $work) given to the mosquitto user
+#   as_broker_user DIR CMD...     CMD as the broker's user (mosquitto when run as root, after own_work DIR)
 #   start_broker CONF [WRAPPER...] / stop_broker: the broker of CONF (port $port, output CONF.out), broker_pid
 #   stop_pid PID [TENTHS]         TERM, at most TENTHS/10 s (default 10 s), KILL, reaped: only PID
 #   background OUT ERR CMD...     CMD under timeout 60, its pid in last_pid and bg_pids
@@ -105,6 +106,13 @@ free_port() {
 own_work() { # [DIR]
   if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then chown -R mosquitto "${1:-$work}"; fi
   return 0
+}
+# as_broker_user DIR COMMAND...: COMMAND as the broker's user (mosquitto when run as root, DIR given to it first),
+# e.g. idevs-tpm, which writes into the broker's state directory; as this user otherwise.
+as_broker_user() {
+  local dir=$1; shift
+  if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then own_work "$dir"; runuser -u mosquitto -- "$@"
+  else "$@"; fi
 }
 
 # Set by the caller after broker_begin: mqtt_auth, options that start_broker's probe (and the caller's clients)

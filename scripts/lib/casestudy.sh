@@ -112,16 +112,12 @@ cs_write_conf() { # extra lines...
 
 # A software TPM in WORK/tpm, and the host enrolled for the broker's state directory (idevs-tpm as the broker's
 # user, who owns that directory; idevs-ca as the operator): CS_TCTI. Stopped by cs_stop_all.
-cs_run_as_broker() {
-  if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then own_work "$CS_WORK"; runuser -u mosquitto -- "$@"
-  else "$@"; fi
-}
 cs_start_tpm() {
   mkdir -p "$CS_WORK/tpm" "$CS_WORK/state" && chmod 700 "$CS_WORK/state"
   swtpm_setup_dir "$CS_WORK/tpm" >"$CS_WORK/tpm/setup.log" 2>&1 &&
     CS_TCTI=$(swtpm_start_dir "$CS_WORK/tpm" 2>"$CS_WORK/tpm/start.log") &&
     tpm_enroll "$CS_TCTI" "$CS_WORK/state" "$CS_WORK/tpm/enrollment" "$CS_PKI" "$CS_WORK/tpm" "$CS_CA" \
-      cs_run_as_broker "$CS_TPM" >"$CS_WORK/tpm/enroll.log" 2>&1 && return 0
+      as_broker_user "$CS_WORK" "$CS_TPM" >"$CS_WORK/tpm/enroll.log" 2>&1 && return 0
   echo "casestudy: the software TPM or the enrollment failed:" >&2
   cat "$CS_WORK/tpm/"*.log >&2 2>/dev/null
   return 1

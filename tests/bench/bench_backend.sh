@@ -13,7 +13,6 @@ source "$here/../../scripts/lib/swtpm.sh"
 source "$here/../../scripts/lib/tpm_enroll.sh"
 need_tools swtpm swtpm_setup swtpm_localca
 trap 'swtpm_stop_dir "$work/tpm"; cleanup' EXIT
-as_broker() { if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then own_work; runuser -u mosquitto -- "$@"; else "$@"; fi; }
 
 mkdir -p "$work/tpm"
 t0=$(date +%s%N)
@@ -21,7 +20,7 @@ swtpm_setup_dir "$work/tpm" >"$work/swtpm.err" 2>&1 || bail "swtpm_setup" "$work
 t1=$(date +%s%N)
 tcti=$(swtpm_start_dir "$work/tpm" 2>"$work/swtpm.err") || bail "swtpm starts" "$work/swtpm.err"
 t2=$(date +%s%N)
-tpm_enroll "$tcti" "$work/state" "$work/op" "$pki" "$work/tpm" "$ca_tool" as_broker "$tpm_tool" >"$work/enroll.err" 2>&1 ||
+tpm_enroll "$tcti" "$work/state" "$work/op" "$pki" "$work/tpm" "$ca_tool" as_broker_user "$work" "$tpm_tool" >"$work/enroll.err" 2>&1 ||
   bail "the host is enrolled" "$work/enroll.err"
 t3=$(date +%s%N)
 echo "# swtpm setup $(( (t1 - t0) / 1000000 )) ms, start $(( (t2 - t1) / 1000000 )) ms, enrollment $(( (t3 - t2) / 1000000 )) ms"

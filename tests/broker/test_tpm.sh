@@ -14,10 +14,7 @@ source "$here/../../scripts/lib/swtpm.sh"
 need_tools swtpm swtpm_setup swtpm_localca tpm2_pcrread
 trap 'swtpm_stop_dir "$work/tpm"; cleanup' EXIT
 # idevs-tpm runs as the broker's user, who owns the state directory (mosquitto when the test runs as root).
-tpm_cmd() {
-  if [ "$(id -u)" -eq 0 ] && id mosquitto >/dev/null 2>&1; then own_work; runuser -u mosquitto -- "$tpm_tool" "$@"
-  else "$tpm_tool" "$@"; fi
-}
+tpm_cmd() { as_broker_user "$work" "$tpm_tool" "$@"; }
 
 mkdir -p "$work/tpm"
 swtpm_setup_dir "$work/tpm" >"$work/swtpm.err" 2>&1 || bail "swtpm_setup makes a TPM with EK certificates" "$work/swtpm.err"
